@@ -1,0 +1,1 @@
+//! Build-node side of piste.
