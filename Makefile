@@ -1,0 +1,28 @@
+# piste — common tasks. `make test` is the command CI runs (see README).
+CARGO ?= cargo
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+
+.PHONY: build test lint fmt bench bench-lint demo
+
+build:
+	$(CARGO) build --release --bin piste
+
+test:
+	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# Invariant: pipeline-spec is pure (no async runtime in its dependency tree).
+	@if $(CARGO) tree -p pipeline-spec -e normal -i tokio >/dev/null 2>&1; then \
+		echo "pipeline-spec must not depend on tokio"; exit 1; fi
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: bench-lint
+
+bench-lint:
+	$(CARGO) bench -p pipeline-spec --bench lint
+	$(CARGO) build --release --bin piste
+	bash benches/lint-cli.sh

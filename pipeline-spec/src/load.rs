@@ -1,0 +1,125 @@
+//! The loader: entry file text → [`Pipeline`] plus every diagnostic found on the way.
+
+use crate::diag::Diagnostic;
+use crate::include::{IncludeLimits, IncludeResolver, Includer};
+use crate::model::Pipeline;
+use crate::parse::build_pipeline;
+use crate::resolve::{expand_extends, resolve_references};
+use crate::source::SourceMap;
+use crate::yaml::{self, Value};
+
+/// Options for [`load`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub yaml_limits: yaml::Limits,
+    pub include_limits: IncludeLimits,
+    /// Variables visible to `include` (paths and `include:rules`): predefined and project
+    /// variables, as in GitLab. Variables defined in the YAML are not visible there.
+    pub variables: Vec<(String, String)>,
+}
+
+/// The result of loading: what could be built, what was found wrong, and the files read.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// `None` only when the entry file itself could not be read as YAML.
+    pub pipeline: Option<Pipeline>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub sources: SourceMap,
+}
+
+impl Loaded {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+}
+
+struct VarList<'a>(&'a [(String, String)]);
+
+impl crate::expand::Lookup for VarList<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Loads a pipeline from the text of its entry file. `display` is the name used in
+/// diagnostics; `path` is the file's path inside the project (for relative includes).
+pub fn load(display: &str, path: &str, text: &str, resolver: &dyn IncludeResolver, options: &LoadOptions) -> Loaded {
+    let vars = VarList(&options.variables);
+    let mut includer = Includer::new(resolver, &vars, options.yaml_limits, options.include_limits);
+    let root = includer.load_entry(display, path, text);
+    let mut diagnostics = std::mem::take(&mut includer.diags);
+    let sources = std::mem::take(&mut includer.sources);
+    let Some(root) = root else {
+        return Loaded { pipeline: None, diagnostics, sources };
+    };
+    let span = root.span;
+    let Value::Map(mut top) = root.value else {
+        return Loaded { pipeline: None, diagnostics, sources };
+    };
+    let incomplete = includer.incomplete;
+    let mut extends_failed = expand_extends(&mut top, &mut diagnostics);
+    if incomplete {
+        for d in &mut diagnostics {
+            if d.key.as_deref() == Some("extends") && d.message.ends_with("which is not defined") {
+                d.help = Some("an `include` above could not be resolved; it may define it".into());
+            }
+        }
+    }
+    resolve_references(&mut top, &mut diagnostics);
+    // With an unresolved include, any job may get its `script` from the missing file.
+    if incomplete {
+        extends_failed.extend(top.keys().cloned());
+    }
+    let pipeline = build_pipeline(top, span, &extends_failed, &mut diagnostics);
+    diagnostics.sort_by_key(|d| (d.span.file, d.span.line, d.span.col));
+    diagnostics.dedup();
+    Loaded { pipeline: Some(pipeline), diagnostics, sources }
+}
+
+/// A resolver over an in-memory set of files: `(project, path) → text`. Handy for tests and for
+/// callers that already hold the files (a server reading a commit's tree).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryResolver {
+    files: Vec<(Option<String>, String, String)>,
+}
+
+impl MemoryResolver {
+    pub fn new() -> Self {
+        MemoryResolver::default()
+    }
+
+    pub fn with(mut self, project: Option<&str>, path: &str, text: &str) -> Self {
+        self.add(project, path, text);
+        self
+    }
+
+    pub fn add(&mut self, project: Option<&str>, path: &str, text: &str) {
+        self.files.push((project.map(str::to_string), path.trim_start_matches('/').to_string(), text.to_string()));
+    }
+}
+
+impl IncludeResolver for MemoryResolver {
+    fn read(&self, project: Option<&str>, path: &str, _git_ref: Option<&str>) -> Result<String, crate::include::ResolveError> {
+        if project.is_some() && !self.files.iter().any(|(p, _, _)| p.as_deref() == project) {
+            return Err(crate::include::ResolveError::UnknownProject);
+        }
+        self.files
+            .iter()
+            .find(|(p, f, _)| p.as_deref() == project && f == path)
+            .map(|(_, _, t)| t.clone())
+            .ok_or(crate::include::ResolveError::NotFound)
+    }
+
+    fn glob(&self, project: Option<&str>, pattern: &str, _git_ref: Option<&str>) -> Result<Vec<String>, crate::include::ResolveError> {
+        let Some(g) = crate::glob::Glob::new(pattern) else {
+            return Err(crate::include::ResolveError::Other(format!("invalid glob `{pattern}`")));
+        };
+        let mut out: Vec<String> = self.files.iter().filter(|(p, f, _)| p.as_deref() == project && g.matches(f)).map(|(_, f, _)| f.clone()).collect();
+        out.sort();
+        Ok(out)
+    }
+}

@@ -1,0 +1,303 @@
+//! The resolved pipeline: typed, validated, independent of any particular commit or trigger.
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::expr::Expr;
+use crate::source::Span;
+
+/// A pipeline after includes, `extends`, `!reference` and `default` were applied.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Declared stages with `.pre` first and `.post` last.
+    pub stages: Vec<String>,
+    pub variables: Vec<Variable>,
+    pub workflow: Option<Workflow>,
+    /// Visible jobs (hidden `.name` templates removed), in definition order.
+    pub jobs: IndexMap<String, Job>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Variable {
+    pub name: String,
+    pub value: String,
+    pub description: Option<String>,
+    pub options: Vec<String>,
+    /// `expand: false` makes the value raw: `$` stays as written.
+    pub expand: bool,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: Option<String>,
+    pub rules: Option<Vec<Rule>>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    OnSuccess,
+    OnFailure,
+    Always,
+    Manual,
+    Delayed,
+    Never,
+}
+
+impl When {
+    pub fn parse(s: &str) -> Option<When> {
+        Some(match s {
+            "on_success" => When::OnSuccess,
+            "on_failure" => When::OnFailure,
+            "always" => When::Always,
+            "manual" => When::Manual,
+            "delayed" => When::Delayed,
+            "never" => When::Never,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: &'static [&'static str] = &["on_success", "on_failure", "always", "manual", "delayed", "never"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::OnSuccess => "on_success",
+            When::OnFailure => "on_failure",
+            When::Always => "always",
+            When::Manual => "manual",
+            When::Delayed => "delayed",
+            When::Never => "never",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum AllowFailure {
+    Bool(bool),
+    ExitCodes(Vec<i32>),
+}
+
+impl AllowFailure {
+    /// Whether a failure with this exit code is allowed.
+    pub fn allows(&self, exit_code: Option<i32>) -> bool {
+        match self {
+            AllowFailure::Bool(b) => *b,
+            AllowFailure::ExitCodes(codes) => exit_code.is_some_and(|c| codes.contains(&c)),
+        }
+    }
+
+    /// How `piste graph` and `piste jobs` show it: allowed at all?
+    pub fn any(&self) -> bool {
+        match self {
+            AllowFailure::Bool(b) => *b,
+            AllowFailure::ExitCodes(c) => !c.is_empty(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Retry {
+    pub max: u8,
+    /// Failure reasons that are retried; empty means `always`.
+    pub when: Vec<String>,
+    pub exit_codes: Vec<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Image {
+    pub name: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub pull_policy: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub alias: Option<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub variables: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    pub job: String,
+    pub span: Span,
+    pub artifacts: bool,
+    pub optional: bool,
+    /// `needs: [{job, parallel: {matrix: [...]}}]`: which matrix instances are needed.
+    pub matrix: Option<Vec<IndexMap<String, Vec<String>>>>,
+    /// `needs:project` / `needs:pipeline`: recognised, not run locally.
+    pub cross_pipeline: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub span: Span,
+    pub if_: Option<Condition>,
+    pub changes: Option<Vec<String>>,
+    pub compare_to: Option<String>,
+    pub exists: Option<Vec<String>>,
+    pub when: Option<When>,
+    pub start_in: Option<u64>,
+    pub allow_failure: Option<AllowFailure>,
+    pub variables: Vec<Variable>,
+    pub needs: Option<Vec<Need>>,
+    pub interruptible: Option<bool>,
+}
+
+/// A parsed `if:` expression with its source text.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub source: String,
+    pub expr: Expr,
+    pub span: Span,
+}
+
+/// `only:` / `except:` in their common forms.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub refs: Vec<String>,
+    pub variables: Vec<Condition>,
+    pub changes: Vec<String>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Artifacts {
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub name: Option<String>,
+    pub when: ArtifactsWhen,
+    pub expire_in: Option<String>,
+    pub untracked: bool,
+    pub expose_as: Option<String>,
+    pub reports: Reports,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactsWhen {
+    #[default]
+    OnSuccess,
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Reports {
+    pub dotenv: Vec<String>,
+    pub junit: Vec<String>,
+    /// Other report kinds (coverage_report, sast, ...): kind and paths, kept as artifacts.
+    pub other: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cache {
+    pub key: CacheKey,
+    pub paths: Vec<String>,
+    pub policy: CachePolicy,
+    pub when: ArtifactsWhen,
+    pub untracked: bool,
+    pub fallback_keys: Vec<String>,
+    pub unprotect: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CacheKey {
+    Literal(String),
+    Files { files: Vec<String>, prefix: Option<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CachePolicy {
+    Pull,
+    Push,
+    PullPush,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Environment {
+    pub name: String,
+    pub url: Option<String>,
+    pub action: Option<String>,
+    pub on_stop: Option<String>,
+    pub deployment_tier: Option<String>,
+    pub auto_stop_in: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parallel {
+    Count(u32),
+    Matrix(Vec<IndexMap<String, Vec<String>>>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Trigger {
+    /// `project` for multi-project pipelines, `include` for child pipelines.
+    pub project: Option<String>,
+    pub include: Vec<String>,
+    pub branch: Option<String>,
+    pub strategy: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inherit {
+    All,
+    None,
+}
+
+/// One job as written (after `extends`, `!reference` and `default`), before planning.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub span: Span,
+    pub stage: String,
+    pub stage_span: Span,
+    pub script: Vec<String>,
+    pub before_script: Vec<String>,
+    pub after_script: Vec<String>,
+    pub image: Option<Image>,
+    pub services: Vec<Service>,
+    /// Job variables only; global ones are in [`Pipeline::variables`] (subject to `inherit`).
+    pub variables: Vec<Variable>,
+    /// `inherit:variables`: all, none, or a list of names.
+    pub inherit_variables: Option<Vec<String>>,
+    pub needs: Option<Vec<Need>>,
+    pub dependencies: Option<Vec<(String, Span)>>,
+    pub rules: Option<Vec<Rule>>,
+    pub only: Option<Policy>,
+    pub except: Option<Policy>,
+    pub when: When,
+    pub when_span: Span,
+    pub start_in: Option<u64>,
+    /// `None`: the default (false, or true for a job-level `when: manual`).
+    pub allow_failure: Option<AllowFailure>,
+    pub retry: Retry,
+    pub timeout: Option<u64>,
+    pub parallel: Option<Parallel>,
+    pub artifacts: Option<Artifacts>,
+    pub cache: Vec<Cache>,
+    pub interruptible: bool,
+    pub resource_group: Option<String>,
+    pub environment: Option<Environment>,
+    pub tags: Vec<String>,
+    pub coverage: Option<String>,
+    pub trigger: Option<Trigger>,
+}
+
+impl Job {
+    /// GitLab's default: a job-level `when: manual` may fail without failing the pipeline.
+    pub fn effective_allow_failure(&self) -> AllowFailure {
+        match &self.allow_failure {
+            Some(a) => a.clone(),
+            None => AllowFailure::Bool(self.when == When::Manual),
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! One job: `default` inheritance, every keyword, and the checks that span several jobs.
+
+use std::collections::HashMap;
+
+use crate::diag::{Diagnostic, suggest};
+use crate::model::{
+    Artifacts, ArtifactsWhen, Cache, CacheKey, CachePolicy, Environment, Image, Inherit, Job, Parallel, Pipeline, Reports, Service, Trigger,
+    When,
+};
+use crate::source::Span;
+use crate::yaml::{Map, Node, Value};
+
+use super::{Cx, DEFAULT_KEYS, JOB_KEYS};
+
+/// GitLab: `parallel` and `parallel:matrix` produce at most 200 jobs.
+pub const MAX_PARALLEL: u32 = 200;
+
+/// `partial`: the job's definition may be incomplete (an `extends` or `include` failed), so
+/// missing-key errors would only repeat the real one.
+pub(super) fn parse_job(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Map, stages: &[String], partial: bool) -> Option<Job> {
+    cx.job = Some(name.to_string());
+    let job = parse_job_inner(cx, name, span, own, defaults, stages, partial);
+    cx.job = None;
+    job
+}
+
+fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Map, stages: &[String], partial: bool) -> Option<Job> {
+    if name.len() > 255 {
+        cx.push(Diagnostic::error(span, "job names are limited to 255 characters"));
+    }
+    for (k, e) in own {
+        if !JOB_KEYS.contains(&k.as_str()) && k != "type" {
+            cx.push(Diagnostic::error(e.key_span, format!("unknown key `{k}`")).key(k.as_str()).suggest(suggest(k, JOB_KEYS.iter().copied())));
+        }
+    }
+
+    // `inherit:` decides which `default:` keys and global variables reach this job.
+    let (inherit_default, inherit_default_list, inherit_variables) = parse_inherit(cx, own);
+    let inherits = |k: &str| match inherit_default {
+        Inherit::All => inherit_default_list.as_ref().is_none_or(|l| l.iter().any(|x| x == k)),
+        Inherit::None => false,
+    };
+    // A key set to null counts as unset: the default (or nothing) applies.
+    let get = |k: &str| -> Option<&Node> {
+        match own.get(k) {
+            Some(e) if !e.value.is_null() => Some(&e.value),
+            _ if inherits(k) => defaults.get(k).map(|e| &e.value).filter(|n| !n.is_null()),
+            _ => None,
+        }
+    };
+
+    let has_script = get("script").is_some() || get("run").is_some();
+    let trigger = get("trigger").and_then(|n| parse_trigger(cx, n));
+    if !has_script && trigger.is_none() && !partial {
+        cx.push(Diagnostic::error(span, "a job needs a `script:` (or `trigger:` / `run:`)").help("add `script:` with the commands to run; name the key `.name` to make it a hidden template"));
+    }
+    if has_script && get("trigger").is_some() {
+        cx.push(Diagnostic::error(span, "`script` and `trigger` cannot be used together").key("trigger"));
+    }
+
+    let (stage, stage_span) = match get("stage").or_else(|| get("type")) {
+        Some(n) => (cx.string(n, "stage").unwrap_or_else(|| "test".into()), n.span),
+        None => ("test".to_string(), span),
+    };
+    if !stages.contains(&stage) {
+        let candidates = stages.iter().map(String::as_str);
+        cx.push(
+            Diagnostic::error(stage_span, format!("stage `{stage}` is not declared in `stages`"))
+                .key("stage")
+                .suggest(suggest(&stage, candidates))
+                .help(format!("declared stages: {}", stages.join(", "))),
+        );
+    }
+
+    let has_rules = get("rules").is_some();
+    if has_rules {
+        for k in ["only", "except", "start_in"] {
+            if let Some(e) = own.get(k).filter(|e| !e.value.is_null()) {
+                cx.push(Diagnostic::error(e.key_span, format!("`{k}` cannot be used with `rules`")).key(k).help("express the condition as a rule instead"));
+            }
+        }
+    }
+
+    let (when, when_span) = match get("when") {
+        Some(n) => (cx.when(n, "when").unwrap_or(When::OnSuccess), n.span),
+        None => (When::OnSuccess, span),
+    };
+    let start_in = get("start_in").and_then(|n| cx.duration(n, "start_in"));
+    if when == When::Delayed && start_in.is_none() && !has_rules {
+        cx.push(Diagnostic::error(when_span, "`when: delayed` needs `start_in:`").key("when").help("add for example `start_in: 30 minutes`"));
+    }
+    if start_in.is_some() && when != When::Delayed && !has_rules {
+        cx.push(Diagnostic::error(span, "`start_in` is only valid with `when: delayed`").key("start_in"));
+    }
+
+    let parallel = get("parallel").and_then(|n| parse_parallel(cx, n));
+    let artifacts = get("artifacts").and_then(|n| parse_artifacts(cx, n));
+    let cache = get("cache").map(|n| parse_caches(cx, n)).unwrap_or_default();
+
+    let job = Job {
+        name: name.to_string(),
+        span,
+        stage,
+        stage_span,
+        script: get("script").map(|n| cx.script(n, "script")).unwrap_or_default(),
+        before_script: get("before_script").map(|n| cx.script(n, "before_script")).unwrap_or_default(),
+        after_script: get("after_script").map(|n| cx.script(n, "after_script")).unwrap_or_default(),
+        image: get("image").and_then(|n| parse_image(cx, n)),
+        services: get("services").map(|n| parse_services(cx, n)).unwrap_or_default(),
+        variables: get("variables").map(|n| cx.variables(n, "variables")).unwrap_or_default(),
+        inherit_variables,
+        needs: get("needs").map(|n| cx.needs(n, "needs")),
+        dependencies: get("dependencies").map(|n| match &n.value {
+            Value::Seq(items) => items.iter().filter_map(|it| cx.string(it, "dependencies").map(|s| (s, it.span))).collect(),
+            _ => {
+                cx.push(Diagnostic::error(n.span, format!("expected a list of job names, found {}", n.kind())).key("dependencies"));
+                Vec::new()
+            }
+        }),
+        rules: get("rules").map(|n| cx.rules(n, "rules", false)),
+        only: get("only").and_then(|n| cx.policy(n, "only")),
+        except: get("except").and_then(|n| cx.policy(n, "except")),
+        when,
+        when_span,
+        start_in,
+        allow_failure: get("allow_failure").and_then(|n| cx.allow_failure(n, "allow_failure")),
+        retry: get("retry").map(|n| cx.retry(n, "retry")).unwrap_or_default(),
+        timeout: get("timeout").and_then(|n| cx.duration(n, "timeout")),
+        parallel,
+        artifacts,
+        cache,
+        interruptible: get("interruptible").and_then(|n| cx.bool(n, "interruptible")).unwrap_or(false),
+        resource_group: get("resource_group").and_then(|n| cx.string(n, "resource_group")),
+        environment: get("environment").and_then(|n| parse_environment(cx, n)),
+        tags: get("tags").map(|n| cx.string_list(n, "tags")).unwrap_or_default(),
+        coverage: get("coverage").and_then(|n| cx.string(n, "coverage")),
+        trigger,
+    };
+    if let Some(img) = get("image") {
+        if job.image.as_ref().is_some_and(|i| i.name.is_empty()) {
+            cx.push(Diagnostic::error(img.span, "`image` has an empty name").key("image"));
+        }
+    }
+    Some(job)
+}
+
+fn parse_inherit(cx: &mut Cx, own: &Map) -> (Inherit, Option<Vec<String>>, Option<Vec<String>>) {
+    let Some(e) = own.get("inherit") else { return (Inherit::All, None, None) };
+    let Some(m) = cx.map(&e.value, "inherit") else { return (Inherit::All, None, None) };
+    cx.check_keys(m, &["default", "variables"], "inherit");
+    let mut default = (Inherit::All, None);
+    if let Some(d) = m.get("default") {
+        default = match &d.value.value {
+            Value::Bool(true) => (Inherit::All, None),
+            Value::Bool(false) => (Inherit::None, None),
+            Value::Seq(_) => {
+                let list = cx.string_list(&d.value, "inherit:default");
+                for k in &list {
+                    if !DEFAULT_KEYS.contains(&k.as_str()) {
+                        cx.push(Diagnostic::error(d.value.span, format!("`inherit:default` lists `{k}`, which `default` cannot set")).key("inherit:default"));
+                    }
+                }
+                (Inherit::All, Some(list))
+            }
+            _ => {
+                cx.push(Diagnostic::error(d.value.span, "expected `true`, `false` or a list of keys").key("inherit:default"));
+                (Inherit::All, None)
+            }
+        };
+    }
+    let variables = m.get("variables").and_then(|v| match &v.value.value {
+        Value::Bool(true) => None,
+        Value::Bool(false) => Some(Vec::new()),
+        Value::Seq(_) => Some(cx.string_list(&v.value, "inherit:variables")),
+        _ => {
+            cx.push(Diagnostic::error(v.value.span, "expected `true`, `false` or a list of variable names").key("inherit:variables"));
+            None
+        }
+    });
+    (default.0, default.1, variables)
+}
+
+fn parse_image(cx: &mut Cx, n: &Node) -> Option<Image> {
+    match &n.value {
+        Value::Str(s) => Some(Image { name: s.clone(), entrypoint: None, pull_policy: Vec::new() }),
+        Value::Map(m) => {
+            cx.check_keys(m, &["name", "entrypoint", "pull_policy", "docker", "kubernetes"], "image");
+            let name = m.get("name").and_then(|e| cx.string(&e.value, "image:name"));
+            let Some(name) = name else {
+                cx.push(Diagnostic::error(n.span, "`image` needs `name:`").key("image"));
+                return None;
+            };
+            let entrypoint = m.get("entrypoint").map(|e| cx.string_list(&e.value, "image:entrypoint"));
+            let pull_policy = m.get("pull_policy").map(|e| cx.string_list(&e.value, "image:pull_policy")).unwrap_or_default();
+            for p in &pull_policy {
+                if !["always", "if-not-present", "never"].contains(&p.as_str()) {
+                    cx.push(
+                        Diagnostic::error(n.span, format!("unknown `pull_policy` `{p}`"))
+                            .key("image:pull_policy")
+                            .suggest(suggest(p, ["always", "if-not-present", "never"])),
+                    );
+                }
+            }
+            Some(Image { name, entrypoint, pull_policy })
+        }
+        _ => {
+            cx.push(Diagnostic::error(n.span, format!("expected an image name or a map with `name:`, found {}", n.kind())).key("image"));
+            None
+        }
+    }
+}
+
+fn parse_services(cx: &mut Cx, n: &Node) -> Vec<Service> {
+    let Some(items) = n.as_seq() else {
+        cx.push(Diagnostic::error(n.span, format!("expected a list of services, found {}", n.kind())).key("services"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for it in items {
+        match &it.value {
+            Value::Str(s) => out.push(Service { name: s.clone(), alias: None, entrypoint: None, command: None, variables: Vec::new() }),
+            Value::Map(m) => {
+                cx.check_keys(m, &["name", "alias", "entrypoint", "command", "variables", "pull_policy", "docker", "kubernetes"], "services");
+                let Some(name) = m.get("name").and_then(|e| cx.string(&e.value, "services:name")) else {
+                    cx.push(Diagnostic::error(it.span, "a service needs `name:`").key("services"));
+                    continue;
+                };
+                let variables = m.get("variables").map(|e| cx.variables(&e.value, "services:variables")).unwrap_or_default();
+                out.push(Service {
+                    name,
+                    alias: m.get("alias").and_then(|e| cx.string(&e.value, "services:alias")),
+                    entrypoint: m.get("entrypoint").map(|e| cx.string_list(&e.value, "services:entrypoint")),
+                    command: m.get("command").map(|e| cx.string_list(&e.value, "services:command")),
+                    variables: variables.into_iter().map(|v| (v.name, v.value)).collect(),
+                });
+            }
+            _ => cx.push(Diagnostic::error(it.span, format!("expected a service name or map, found {}", it.kind())).key("services")),
+        }
+    }
+    out
+}
+
+fn parse_parallel(cx: &mut Cx, n: &Node) -> Option<Parallel> {
+    match &n.value {
+        Value::Int(i, _) => {
+            if !(1..=i64::from(MAX_PARALLEL)).contains(i) {
+                cx.push(Diagnostic::error(n.span, format!("`parallel` is {i}; it must be between 1 and {MAX_PARALLEL}")).key("parallel"));
+                return None;
+            }
+            Some(Parallel::Count(*i as u32))
+        }
+        Value::Map(m) => {
+            cx.check_keys(m, &["matrix"], "parallel");
+            let mx = m.get("matrix")?;
+            let matrix = cx.matrix(&mx.value, "parallel:matrix");
+            let total: usize = matrix.iter().map(|e| e.values().map(Vec::len).product::<usize>()).sum();
+            if total > MAX_PARALLEL as usize {
+                cx.push(Diagnostic::error(mx.value.span, format!("`parallel:matrix` makes {total} jobs; GitLab allows at most {MAX_PARALLEL}")).key("parallel:matrix"));
+                return None;
+            }
+            if total == 0 {
+                cx.push(Diagnostic::error(mx.value.span, "`parallel:matrix` makes no jobs").key("parallel:matrix"));
+                return None;
+            }
+            Some(Parallel::Matrix(matrix))
+        }
+        _ => {
+            cx.push(Diagnostic::error(n.span, format!("expected a number or `matrix:`, found {}", n.kind())).key("parallel"));
+            None
+        }
+    }
+}
+
+fn artifacts_when(cx: &mut Cx, n: &Node, key: &str) -> ArtifactsWhen {
+    match cx.string(n, key).as_deref() {
+        Some("on_success") | None => ArtifactsWhen::OnSuccess,
+        Some("on_failure") => ArtifactsWhen::OnFailure,
+        Some("always") => ArtifactsWhen::Always,
+        Some(other) => {
+            cx.push(
+                Diagnostic::error(n.span, format!("unknown value `{other}`; expected on_success, on_failure or always"))
+                    .key(key)
+                    .suggest(suggest(other, ["on_success", "on_failure", "always"])),
+            );
+            ArtifactsWhen::OnSuccess
+        }
+    }
+}
+
+fn parse_artifacts(cx: &mut Cx, n: &Node) -> Option<Artifacts> {
+    let m = cx.map(n, "artifacts")?;
+    cx.check_keys(m, &["paths", "exclude", "name", "when", "expire_in", "untracked", "expose_as", "reports", "public", "access"], "artifacts");
+    let mut reports = Reports::default();
+    if let Some(r) = m.get("reports") {
+        if let Some(rm) = cx.map(&r.value, "artifacts:reports") {
+            for (kind, e) in rm {
+                let paths = cx.string_list(&e.value, "artifacts:reports");
+                match kind.as_str() {
+                    "dotenv" => reports.dotenv = paths,
+                    "junit" => reports.junit = paths,
+                    _ => reports.other.push((kind.clone(), paths)),
+                }
+            }
+        }
+    }
+    let expire_in = m.get("expire_in").and_then(|e| cx.string(&e.value, "artifacts:expire_in"));
+    if let Some(x) = &expire_in {
+        if x != "never" && crate::duration::parse_seconds(x).is_none() {
+            let span = m.get("expire_in").map_or(n.span, |e| e.value.span);
+            cx.push(Diagnostic::error(span, format!("`{x}` is not a duration")).key("artifacts:expire_in").help("use for example `1 week` or `never`"));
+        }
+    }
+    Some(Artifacts {
+        paths: m.get("paths").map(|e| cx.string_list(&e.value, "artifacts:paths")).unwrap_or_default(),
+        exclude: m.get("exclude").map(|e| cx.string_list(&e.value, "artifacts:exclude")).unwrap_or_default(),
+        name: m.get("name").and_then(|e| cx.string(&e.value, "artifacts:name")),
+        when: m.get("when").map_or(ArtifactsWhen::OnSuccess, |e| artifacts_when(cx, &e.value, "artifacts:when")),
+        expire_in,
+        untracked: m.get("untracked").and_then(|e| cx.bool(&e.value, "artifacts:untracked")).unwrap_or(false),
+        expose_as: m.get("expose_as").and_then(|e| cx.string(&e.value, "artifacts:expose_as")),
+        reports,
+    })
+}
+
+fn parse_caches(cx: &mut Cx, n: &Node) -> Vec<Cache> {
+    match &n.value {
+        Value::Seq(items) => {
+            if items.len() > 4 {
+                cx.push(Diagnostic::error(n.span, format!("{} caches; GitLab allows at most 4 per job", items.len())).key("cache"));
+            }
+            items.iter().filter_map(|it| parse_cache(cx, it)).collect()
+        }
+        _ => parse_cache(cx, n).into_iter().collect(),
+    }
+}
+
+fn parse_cache(cx: &mut Cx, n: &Node) -> Option<Cache> {
+    let m = cx.map(n, "cache")?;
+    cx.check_keys(m, &["key", "paths", "policy", "when", "untracked", "unprotect", "fallback_keys"], "cache");
+    let key = match m.get("key").map(|e| &e.value) {
+        None => CacheKey::Literal("default".into()),
+        Some(k) => match &k.value {
+            Value::Map(km) => {
+                cx.check_keys(km, &["files", "prefix"], "cache:key");
+                let files = km.get("files").map(|e| cx.string_list(&e.value, "cache:key:files")).unwrap_or_default();
+                if files.is_empty() || files.len() > 2 {
+                    cx.push(Diagnostic::error(k.span, "`cache:key:files` takes one or two files").key("cache:key:files"));
+                }
+                CacheKey::Files { files, prefix: km.get("prefix").and_then(|e| cx.string(&e.value, "cache:key:prefix")) }
+            }
+            _ => {
+                let s = cx.string(k, "cache:key").unwrap_or_default();
+                if s.contains('/') || s == "." || s == ".." || s.contains("%2F") || s.contains("%2E") {
+                    cx.push(Diagnostic::error(k.span, format!("cache key `{s}` cannot contain `/` or be `.` or `..`")).key("cache:key"));
+                }
+                CacheKey::Literal(s)
+            }
+        },
+    };
+    let policy = match m.get("policy") {
+        None => CachePolicy::PullPush,
+        Some(e) => match cx.string(&e.value, "cache:policy").as_deref() {
+            Some("pull") => CachePolicy::Pull,
+            Some("push") => CachePolicy::Push,
+            Some("pull-push") | None => CachePolicy::PullPush,
+            // A variable can choose the policy at run time.
+            Some(s) if s.starts_with('$') => CachePolicy::PullPush,
+            Some(other) => {
+                cx.push(
+                    Diagnostic::error(e.value.span, format!("unknown cache policy `{other}`; expected pull, push or pull-push"))
+                        .key("cache:policy")
+                        .suggest(suggest(other, ["pull", "push", "pull-push"])),
+                );
+                CachePolicy::PullPush
+            }
+        },
+    };
+    Some(Cache {
+        key,
+        paths: m.get("paths").map(|e| cx.string_list(&e.value, "cache:paths")).unwrap_or_default(),
+        policy,
+        when: m.get("when").map_or(ArtifactsWhen::OnSuccess, |e| artifacts_when(cx, &e.value, "cache:when")),
+        untracked: m.get("untracked").and_then(|e| cx.bool(&e.value, "cache:untracked")).unwrap_or(false),
+        fallback_keys: m.get("fallback_keys").map(|e| cx.string_list(&e.value, "cache:fallback_keys")).unwrap_or_default(),
+        unprotect: m.get("unprotect").and_then(|e| cx.bool(&e.value, "cache:unprotect")).unwrap_or(false),
+    })
+}
+
+fn parse_environment(cx: &mut Cx, n: &Node) -> Option<Environment> {
+    match &n.value {
+        Value::Str(s) => Some(Environment { name: s.clone(), url: None, action: None, on_stop: None, deployment_tier: None, auto_stop_in: None }),
+        Value::Map(m) => {
+            cx.check_keys(m, &["name", "url", "action", "on_stop", "deployment_tier", "auto_stop_in", "kubernetes"], "environment");
+            let s = |cx: &mut Cx, k: &str| m.get(k).and_then(|e| cx.string(&e.value, &format!("environment:{k}")));
+            let Some(name) = s(cx, "name") else {
+                cx.push(Diagnostic::error(n.span, "`environment` needs `name:`").key("environment"));
+                return None;
+            };
+            let action = s(cx, "action");
+            if let Some(a) = &action {
+                let actions = ["start", "prepare", "stop", "verify", "access"];
+                if !actions.contains(&a.as_str()) {
+                    cx.push(Diagnostic::error(n.span, format!("unknown environment action `{a}`")).key("environment:action").suggest(suggest(a, actions)));
+                }
+            }
+            Some(Environment { name, url: s(cx, "url"), action, on_stop: s(cx, "on_stop"), deployment_tier: s(cx, "deployment_tier"), auto_stop_in: s(cx, "auto_stop_in") })
+        }
+        _ => {
+            cx.push(Diagnostic::error(n.span, format!("expected an environment name or map, found {}", n.kind())).key("environment"));
+            None
+        }
+    }
+}
+
+fn parse_trigger(cx: &mut Cx, n: &Node) -> Option<Trigger> {
+    match &n.value {
+        Value::Str(s) => Some(Trigger { project: Some(s.clone()), include: Vec::new(), branch: None, strategy: None }),
+        Value::Map(m) => {
+            cx.check_keys(m, &["project", "branch", "strategy", "include", "forward"], "trigger");
+            let include = match m.get("include").map(|e| &e.value) {
+                None => Vec::new(),
+                Some(inc) => match &inc.value {
+                    Value::Str(s) => vec![s.clone()],
+                    Value::Seq(items) => items
+                        .iter()
+                        .filter_map(|it| it.as_str().map(str::to_string).or_else(|| it.get("local").or_else(|| it.get("file")).and_then(Node::scalar_string)))
+                        .collect(),
+                    _ => Vec::new(),
+                },
+            };
+            Some(Trigger {
+                project: m.get("project").and_then(|e| cx.string(&e.value, "trigger:project")),
+                include,
+                branch: m.get("branch").and_then(|e| cx.string(&e.value, "trigger:branch")),
+                strategy: m.get("strategy").and_then(|e| cx.string(&e.value, "trigger:strategy")),
+            })
+        }
+        _ => {
+            cx.push(Diagnostic::error(n.span, format!("expected a project path or a map, found {}", n.kind())).key("trigger"));
+            None
+        }
+    }
+}
+
+/// Checks between jobs that do not depend on the trigger: names in `needs` and `dependencies`
+/// exist, no job needs a job of a later stage, `dependencies` is a subset of `needs`.
+pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
+    let stage_index: HashMap<&str, usize> = p.stages.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let idx = |j: &Job| stage_index.get(j.stage.as_str()).copied().unwrap_or(usize::MAX);
+    let names = || p.jobs.keys().map(String::as_str);
+    for job in p.jobs.values() {
+        cx.job = Some(job.name.clone());
+        let my_stage = idx(job);
+        let check_needs = |cx: &mut Cx, needs: &[crate::model::Need], key: &str| {
+            for need in needs {
+                if need.cross_pipeline {
+                    continue;
+                }
+                match p.jobs.get(&need.job) {
+                    None if need.optional => {}
+                    None => cx.push(
+                        Diagnostic::error(need.span, format!("`needs` refers to `{}`, which is not defined", need.job))
+                            .key(key)
+                            .suggest(suggest(&need.job, names())),
+                    ),
+                    Some(other) => {
+                        if other.name == job.name {
+                            cx.push(Diagnostic::error(need.span, "a job cannot need itself").key(key));
+                        } else if idx(other) > my_stage {
+                            cx.push(
+                                Diagnostic::error(need.span, format!("`needs` refers to `{}` in the later stage `{}`", need.job, other.stage))
+                                    .key(key)
+                                    .help(format!("a job can only need jobs of its own stage (`{}`) or earlier ones", job.stage)),
+                            );
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(needs) = &job.needs {
+            check_needs(cx, needs, "needs");
+        }
+        for rule in job.rules.iter().flatten() {
+            if let Some(needs) = &rule.needs {
+                check_needs(cx, needs, "rules:needs");
+            }
+        }
+        if let Some(deps) = &job.dependencies {
+            for (dep, span) in deps {
+                match p.jobs.get(dep) {
+                    None => cx.push(
+                        Diagnostic::error(*span, format!("`dependencies` refers to `{dep}`, which is not defined"))
+                            .key("dependencies")
+                            .suggest(suggest(dep, names())),
+                    ),
+                    Some(other) if idx(other) >= my_stage && job.needs.is_none() => cx.push(
+                        Diagnostic::error(*span, format!("`dependencies` refers to `{dep}`, which is not in an earlier stage"))
+                            .key("dependencies")
+                            .help("artifacts come only from jobs of earlier stages (or from jobs listed in `needs`)"),
+                    ),
+                    Some(_) => {
+                        if let Some(needs) = &job.needs {
+                            if !needs.iter().any(|n| &n.job == dep) {
+                                cx.push(
+                                    Diagnostic::error(*span, format!("`dependencies` lists `{dep}`, which is not in `needs`"))
+                                        .key("dependencies")
+                                        .help(format!("with `needs`, `dependencies` must be a subset of it: add `{dep}` to `needs`")),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(env) = &job.environment {
+            if let Some(stop) = &env.on_stop {
+                if !p.jobs.contains_key(stop) {
+                    cx.push(
+                        Diagnostic::error(job.span, format!("`environment:on_stop` refers to `{stop}`, which is not defined"))
+                            .key("environment:on_stop")
+                            .suggest(suggest(stop, names())),
+                    );
+                }
+            }
+        }
+    }
+    cx.job = None;
+}

@@ -1,0 +1,560 @@
+//! Typed readers for keyword values, each reporting what it expected at the value's position.
+
+use std::collections::HashMap;
+
+use indexmap::IndexMap;
+
+use crate::diag::{Diagnostic, suggest};
+use crate::duration;
+use crate::expr::Expr;
+use crate::model::{AllowFailure, Condition, Need, Policy, Retry, Rule, Variable, When};
+use crate::source::Span;
+use crate::yaml::{Map, Node, Value};
+
+/// GitLab: a job can have at most 50 `needs` (`ci_needs_size_limit`).
+pub const MAX_NEEDS: usize = 50;
+/// GitLab flattens nested lists in `script` and `rules` up to 10 levels.
+const MAX_LIST_NESTING: usize = 10;
+
+const RETRY_WHEN: &[&str] = &[
+    "always",
+    "unknown_failure",
+    "script_failure",
+    "api_failure",
+    "stuck_or_timeout_failure",
+    "runner_system_failure",
+    "runner_unsupported",
+    "stale_schedule",
+    "job_execution_timeout",
+    "archived_failure",
+    "unmet_prerequisites",
+    "scheduler_failure",
+    "data_integrity_failure",
+];
+
+/// Parsing context: where diagnostics go and which job is being read.
+pub(crate) struct Cx<'a> {
+    diags: &'a mut Vec<Diagnostic>,
+    pub job: Option<String>,
+    /// Parsed `if:` expressions by source text: templates repeat the same rules across hundreds
+    /// of jobs, and compiling their regexes once is most of the cost of parsing them.
+    exprs: HashMap<String, Result<Expr, crate::expr::ExprError>>,
+}
+
+impl<'a> Cx<'a> {
+    pub fn new(diags: &'a mut Vec<Diagnostic>) -> Self {
+        Cx { diags, job: None, exprs: HashMap::new() }
+    }
+
+    pub fn push(&mut self, mut d: Diagnostic) {
+        if d.job.is_none() {
+            d.job = self.job.clone();
+        }
+        self.diags.push(d);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.diags.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn err(&mut self, span: Span, key: &str, message: impl Into<String>) {
+        self.push(Diagnostic::error(span, message).key(key));
+    }
+
+    fn expected(&mut self, node: &Node, key: &str, what: &str) {
+        self.err(node.span, key, format!("expected {what}, found {}", node.kind()));
+    }
+
+    pub fn map<'n>(&mut self, node: &'n Node, key: &str) -> Option<&'n Map> {
+        match &node.value {
+            Value::Map(m) => Some(m),
+            _ => {
+                self.expected(node, key, "a map");
+                None
+            }
+        }
+    }
+
+    /// Reports keys of `m` that are not in `allowed`, with the closest allowed word.
+    pub fn check_keys(&mut self, m: &Map, allowed: &[&str], key: &str) {
+        for (k, e) in m {
+            if !allowed.contains(&k.as_str()) {
+                let d = Diagnostic::error(e.key_span, format!("unknown key `{k}` in `{key}`"))
+                    .key(key)
+                    .suggest(suggest(k, allowed.iter().copied()));
+                self.push(d);
+            }
+        }
+    }
+
+    /// A string; numbers are accepted and converted as GitLab does.
+    pub fn string(&mut self, node: &Node, key: &str) -> Option<String> {
+        match &node.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(..) | Value::Float(..) => node.scalar_string(),
+            _ => {
+                self.expected(node, key, "a string");
+                None
+            }
+        }
+    }
+
+    pub fn string_list(&mut self, node: &Node, key: &str) -> Vec<String> {
+        match &node.value {
+            Value::Seq(items) => items.iter().filter_map(|it| self.string(it, key)).collect(),
+            Value::Null => Vec::new(),
+            _ => self.string(node, key).into_iter().collect(),
+        }
+    }
+
+    pub fn bool(&mut self, node: &Node, key: &str) -> Option<bool> {
+        match node.value {
+            Value::Bool(b) => Some(b),
+            _ => {
+                self.expected(node, key, "`true` or `false`");
+                None
+            }
+        }
+    }
+
+    pub fn int(&mut self, node: &Node, key: &str) -> Option<i64> {
+        match node.value {
+            Value::Int(i, _) => Some(i),
+            _ => {
+                self.expected(node, key, "an integer");
+                None
+            }
+        }
+    }
+
+    pub fn int_list(&mut self, node: &Node, key: &str) -> Vec<i32> {
+        let items: Vec<&Node> = match &node.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        items.into_iter().filter_map(|n| self.int(n, key)).filter_map(|i| i32::try_from(i).ok()).collect()
+    }
+
+    pub fn duration(&mut self, node: &Node, key: &str) -> Option<u64> {
+        let text = match &node.value {
+            Value::Int(i, _) => return u64::try_from(*i).ok(),
+            _ => self.string(node, key)?,
+        };
+        match duration::parse_seconds(&text) {
+            Some(s) => Some(s),
+            None => {
+                self.push(
+                    Diagnostic::error(node.span, format!("`{text}` is not a duration"))
+                        .key(key)
+                        .help("write it like `30 minutes`, `1h 30m` or `3600` (seconds)"),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn when(&mut self, node: &Node, key: &str) -> Option<When> {
+        let s = self.string(node, key)?;
+        match When::parse(&s) {
+            Some(w) => Some(w),
+            None => {
+                self.push(
+                    Diagnostic::error(node.span, format!("unknown `when` value `{s}`; expected one of {}", When::NAMES.join(", ")))
+                        .key(key)
+                        .suggest(suggest(&s, When::NAMES.iter().copied())),
+                );
+                None
+            }
+        }
+    }
+
+    /// `script`-like values: a string, or a list of strings nested up to 10 levels (flattened).
+    pub fn script(&mut self, node: &Node, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        self.script_into(node, key, 0, &mut out);
+        out
+    }
+
+    fn script_into(&mut self, node: &Node, key: &str, depth: usize, out: &mut Vec<String>) {
+        match &node.value {
+            Value::Str(s) => out.push(s.clone()),
+            Value::Null if depth == 0 => {}
+            Value::Seq(items) if depth <= MAX_LIST_NESTING => {
+                for it in items {
+                    self.script_into(it, key, depth + 1, out);
+                }
+            }
+            Value::Seq(_) => self.err(node.span, key, "script lists are nested more than 10 levels deep"),
+            Value::Map(m) => {
+                let mut d = Diagnostic::error(node.span, "expected a script line (a string), found a map").key(key);
+                if m.len() == 1 {
+                    let (k, _) = m.iter().next().expect("one entry");
+                    d = d.help(format!("YAML reads `{k}: ...` as a map because of the `: `; quote the whole line"));
+                }
+                self.push(d);
+            }
+            Value::Int(..) | Value::Float(..) | Value::Bool(_) => {
+                let shown = node.to_string();
+                self.push(
+                    Diagnostic::error(node.span, format!("expected a script line (a string), found {} `{shown}`", node.kind()))
+                        .key(key)
+                        .help(format!("quote it: `\"{shown}\"`")),
+                );
+            }
+            _ => self.expected(node, key, "a string or a list of strings"),
+        }
+    }
+
+    /// `variables:` maps: `NAME: value` or `NAME: {value, description, options, expand}`.
+    pub fn variables(&mut self, node: &Node, key: &str) -> Vec<Variable> {
+        let Some(m) = (match &node.value {
+            Value::Null => return Vec::new(),
+            _ => self.map(node, key),
+        }) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(m.len());
+        for (name, e) in m {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                self.err(e.key_span, key, format!("invalid variable name `{name}`: use letters, digits and `_` only"));
+                continue;
+            }
+            let v = &e.value;
+            let mut var = Variable { name: name.clone(), value: String::new(), description: None, options: Vec::new(), expand: true, span: e.key_span };
+            match &v.value {
+                Value::Map(vm) => {
+                    self.check_keys(vm, &["value", "description", "options", "expand"], &format!("{key}:{name}"));
+                    if let Some(val) = vm.get("value") {
+                        var.value = self.variable_value(&val.value, key, name).unwrap_or_default();
+                    }
+                    var.description = vm.get("description").and_then(|d| self.string(&d.value, key));
+                    if let Some(o) = vm.get("options") {
+                        var.options = self.string_list(&o.value, key);
+                        if !var.options.is_empty() && !var.options.contains(&var.value) {
+                            self.err(o.value.span, key, format!("variable `{name}`: the value `{}` is not one of its `options`", var.value));
+                        }
+                    }
+                    if let Some(x) = vm.get("expand") {
+                        var.expand = self.bool(&x.value, key).unwrap_or(true);
+                    }
+                }
+                _ => match self.variable_value(v, key, name) {
+                    Some(s) => var.value = s,
+                    None => continue,
+                },
+            }
+            out.push(var);
+        }
+        out
+    }
+
+    fn variable_value(&mut self, v: &Node, key: &str, name: &str) -> Option<String> {
+        match &v.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Null => Some(String::new()),
+            Value::Int(_, raw) | Value::Float(_, raw) => {
+                let s = v.scalar_string()?;
+                if s != raw.as_ref() {
+                    self.push(
+                        Diagnostic::warning(v.span, format!("variable `{name}` is read as the number `{s}`, not `{raw}` (YAML 1.1, as GitLab reads it)"))
+                            .key(key)
+                            .help(format!("quote it to keep it as written: `{name}: \"{raw}\"`")),
+                    );
+                }
+                Some(s)
+            }
+            Value::Bool(b) => {
+                self.push(
+                    Diagnostic::error(v.span, format!("variable `{name}` is the boolean `{b}`; variable values must be strings or numbers"))
+                        .key(key)
+                        .help(format!("quote it: `{name}: \"{b}\"`")),
+                );
+                None
+            }
+            _ => {
+                self.err(v.span, key, format!("variable `{name}` must be a string, a number or a map with `value:`, found {}", v.kind()));
+                None
+            }
+        }
+    }
+
+    pub fn condition(&mut self, node: &Node, key: &str) -> Option<Condition> {
+        let src = self.string(node, key)?;
+        let parsed = match self.exprs.get(&src) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Expr::parse(&src);
+                self.exprs.insert(src.clone(), p.clone());
+                p
+            }
+        };
+        match parsed {
+            Ok(expr) => Some(Condition { source: src, expr, span: node.span }),
+            Err(e) => {
+                // Point inside the expression when it sits on one line after the key.
+                let col = node.span.col + u32::try_from(e.offset).unwrap_or(0) + u32::from(!matches!(node.value, Value::Str(_)));
+                let span = Span { col, ..node.span };
+                self.push(Diagnostic::error(span, format!("invalid expression `{src}`: {e}")).key(key));
+                None
+            }
+        }
+    }
+
+    /// `rules:` lists. Nested lists (from `!reference`) are flattened as GitLab does.
+    pub fn rules(&mut self, node: &Node, key: &str, workflow: bool) -> Vec<Rule> {
+        let mut flat = Vec::new();
+        flatten(node, 0, &mut flat);
+        if !matches!(node.value, Value::Seq(_)) {
+            self.expected(node, key, "a list of rules");
+            return Vec::new();
+        }
+        let allowed: &[&str] = if workflow {
+            &["if", "changes", "exists", "when", "variables", "auto_cancel"]
+        } else {
+            &["if", "changes", "exists", "when", "start_in", "allow_failure", "variables", "needs", "interruptible"]
+        };
+        let mut out = Vec::new();
+        for r in flat {
+            let Some(m) = r.as_map() else {
+                let mut d = Diagnostic::error(r.span, format!("a rule must be a map such as `- if: $CI_COMMIT_BRANCH`, found {}", r.kind())).key(key);
+                if let Some(s) = r.as_str() {
+                    d = d.help(format!("write `- if: '{s}'`"));
+                }
+                self.push(d);
+                continue;
+            };
+            self.check_keys(m, allowed, key);
+            let mut rule = Rule {
+                span: r.span,
+                if_: None,
+                changes: None,
+                compare_to: None,
+                exists: None,
+                when: None,
+                start_in: None,
+                allow_failure: None,
+                variables: Vec::new(),
+                needs: None,
+                interruptible: None,
+            };
+            if let Some(e) = m.get("if") {
+                rule.if_ = self.condition(&e.value, &format!("{key}:if"));
+                if rule.if_.is_none() {
+                    // An invalid condition must never match by accident.
+                    continue;
+                }
+            }
+            if let Some(e) = m.get("changes") {
+                match &e.value.value {
+                    Value::Map(cm) => {
+                        self.check_keys(cm, &["paths", "compare_to"], &format!("{key}:changes"));
+                        rule.changes = Some(cm.get("paths").map(|p| self.string_list(&p.value, key)).unwrap_or_default());
+                        rule.compare_to = cm.get("compare_to").and_then(|c| self.string(&c.value, key));
+                    }
+                    _ => rule.changes = Some(self.string_list(&e.value, &format!("{key}:changes"))),
+                }
+            }
+            if let Some(e) = m.get("exists") {
+                match &e.value.value {
+                    Value::Map(em) => {
+                        self.check_keys(em, &["paths", "project", "ref"], &format!("{key}:exists"));
+                        rule.exists = Some(em.get("paths").map(|p| self.string_list(&p.value, key)).unwrap_or_default());
+                    }
+                    _ => rule.exists = Some(self.string_list(&e.value, &format!("{key}:exists"))),
+                }
+            }
+            if let Some(e) = m.get("when") {
+                rule.when = self.when(&e.value, &format!("{key}:when"));
+                if workflow && matches!(rule.when, Some(w) if !matches!(w, When::Always | When::Never)) {
+                    self.err(e.value.span, key, "`workflow:rules:when` can only be `always` or `never`");
+                }
+            }
+            if let Some(e) = m.get("start_in") {
+                rule.start_in = self.duration(&e.value, &format!("{key}:start_in"));
+            }
+            if let Some(e) = m.get("allow_failure") {
+                rule.allow_failure = self.allow_failure(&e.value, &format!("{key}:allow_failure"));
+            }
+            if let Some(e) = m.get("variables") {
+                rule.variables = self.variables(&e.value, &format!("{key}:variables"));
+            }
+            if let Some(e) = m.get("needs") {
+                rule.needs = Some(self.needs(&e.value, &format!("{key}:needs")));
+            }
+            if let Some(e) = m.get("interruptible") {
+                rule.interruptible = self.bool(&e.value, key);
+            }
+            out.push(rule);
+        }
+        out
+    }
+
+    pub fn allow_failure(&mut self, node: &Node, key: &str) -> Option<AllowFailure> {
+        match &node.value {
+            Value::Bool(b) => Some(AllowFailure::Bool(*b)),
+            Value::Map(m) => {
+                self.check_keys(m, &["exit_codes"], key);
+                let codes = m.get("exit_codes").map(|e| self.int_list(&e.value, key)).unwrap_or_default();
+                Some(AllowFailure::ExitCodes(codes))
+            }
+            _ => {
+                self.expected(node, key, "`true`, `false` or `{exit_codes: [...]}`");
+                None
+            }
+        }
+    }
+
+    pub fn retry(&mut self, node: &Node, key: &str) -> Retry {
+        let mut r = Retry::default();
+        let check_max = |cx: &mut Cx, n: &Node| -> u8 {
+            match cx.int(n, key) {
+                Some(i @ 0..=2) => i as u8,
+                Some(i) => {
+                    cx.err(n.span, key, format!("`retry` is {i}; GitLab allows 0, 1 or 2 retries"));
+                    0
+                }
+                None => 0,
+            }
+        };
+        match &node.value {
+            Value::Int(..) => r.max = check_max(self, node),
+            Value::Map(m) => {
+                self.check_keys(m, &["max", "when", "exit_codes"], key);
+                if let Some(e) = m.get("max") {
+                    r.max = check_max(self, &e.value);
+                }
+                if let Some(e) = m.get("when") {
+                    for w in self.string_list(&e.value, key) {
+                        if RETRY_WHEN.contains(&w.as_str()) {
+                            r.when.push(w);
+                        } else {
+                            self.push(
+                                Diagnostic::error(e.value.span, format!("unknown `retry:when` reason `{w}`"))
+                                    .key(key)
+                                    .suggest(suggest(&w, RETRY_WHEN.iter().copied())),
+                            );
+                        }
+                    }
+                }
+                if let Some(e) = m.get("exit_codes") {
+                    r.exit_codes = self.int_list(&e.value, key);
+                }
+            }
+            Value::Null => {}
+            _ => self.expected(node, key, "an integer or a map with `max`"),
+        }
+        r
+    }
+
+    pub fn needs(&mut self, node: &Node, key: &str) -> Vec<Need> {
+        let items = match &node.value {
+            Value::Seq(items) => items,
+            Value::Null => return Vec::new(),
+            _ => {
+                self.expected(node, key, "a list of job names");
+                return Vec::new();
+            }
+        };
+        if items.len() > MAX_NEEDS {
+            self.err(node.span, key, format!("{} needs; GitLab allows at most {MAX_NEEDS} per job", items.len()));
+        }
+        let mut out = Vec::new();
+        for it in items {
+            match &it.value {
+                Value::Str(s) => out.push(Need { job: s.clone(), span: it.span, artifacts: true, optional: false, matrix: None, cross_pipeline: false }),
+                Value::Map(m) => {
+                    self.check_keys(m, &["job", "artifacts", "optional", "parallel", "project", "ref", "pipeline"], key);
+                    let cross = m.contains_key("project") || m.contains_key("pipeline");
+                    let Some(job) = m.get("job").and_then(|e| self.string(&e.value, key)) else {
+                        if !cross {
+                            self.err(it.span, key, "a `needs` entry needs `job:`");
+                        }
+                        continue;
+                    };
+                    let artifacts = m.get("artifacts").and_then(|e| self.bool(&e.value, key)).unwrap_or(true);
+                    let optional = m.get("optional").and_then(|e| self.bool(&e.value, key)).unwrap_or(false);
+                    let matrix = m.get("parallel").and_then(|p| {
+                        let pm = self.map(&p.value, key)?;
+                        pm.get("matrix").map(|mx| self.matrix(&mx.value, key))
+                    });
+                    out.push(Need { job, span: it.span, artifacts, optional, matrix, cross_pipeline: cross });
+                }
+                _ => self.expected(it, key, "a job name or a map with `job:`"),
+            }
+        }
+        out
+    }
+
+    /// `parallel:matrix` entries: each a map of variable → value or list of values.
+    pub fn matrix(&mut self, node: &Node, key: &str) -> Vec<IndexMap<String, Vec<String>>> {
+        let Some(items) = node.as_seq() else {
+            self.expected(node, key, "a list of variable maps");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for it in items {
+            let Some(m) = self.map(it, key) else { continue };
+            let mut entry = IndexMap::new();
+            for (k, e) in m {
+                let values = match &e.value.value {
+                    Value::Seq(vs) => vs.iter().filter_map(|v| self.string(v, key)).collect(),
+                    _ => self.string(&e.value, key).into_iter().collect(),
+                };
+                entry.insert(k.clone(), values);
+            }
+            out.push(entry);
+        }
+        out
+    }
+
+    pub fn policy(&mut self, node: &Node, key: &str) -> Option<Policy> {
+        let mut p = Policy { span: node.span, ..Policy::default() };
+        match &node.value {
+            Value::Seq(_) => p.refs = self.string_list(node, key),
+            Value::Str(s) => p.refs = vec![s.clone()],
+            Value::Map(m) => {
+                self.check_keys(m, &["refs", "variables", "changes", "kubernetes"], key);
+                if let Some(e) = m.get("refs") {
+                    p.refs = self.string_list(&e.value, key);
+                }
+                if let Some(e) = m.get("variables") {
+                    let srcs = self.string_list(&e.value, key);
+                    for (i, src) in srcs.into_iter().enumerate() {
+                        let span = e.value.as_seq().and_then(|s| s.get(i)).map_or(e.value.span, |n| n.span);
+                        let n = Node::str(src, span);
+                        if let Some(c) = self.condition(&n, &format!("{key}:variables")) {
+                            p.variables.push(c);
+                        }
+                    }
+                }
+                if let Some(e) = m.get("changes") {
+                    p.changes = match &e.value.value {
+                        Value::Map(cm) => cm.get("paths").map(|x| self.string_list(&x.value, key)).unwrap_or_default(),
+                        _ => self.string_list(&e.value, key),
+                    };
+                }
+            }
+            Value::Null => return None,
+            _ => {
+                self.expected(node, key, "a list of refs or a map with `refs`, `variables`, `changes`");
+                return None;
+            }
+        }
+        Some(p)
+    }
+}
+
+fn flatten<'n>(node: &'n Node, depth: usize, out: &mut Vec<&'n Node>) {
+    match &node.value {
+        Value::Seq(items) if depth <= MAX_LIST_NESTING => {
+            for it in items {
+                if depth < MAX_LIST_NESTING && matches!(it.value, Value::Seq(_)) {
+                    flatten(it, depth + 1, out);
+                } else {
+                    out.push(it);
+                }
+            }
+        }
+        _ => {}
+    }
+}

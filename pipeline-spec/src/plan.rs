@@ -1,0 +1,579 @@
+//! Planning: which jobs a given trigger creates, and in which order they may run.
+//!
+//! Steps, in GitLab's order: `workflow:rules` decide whether there is a pipeline at all (and may
+//! set variables); `parallel` jobs are expanded into their instances; each instance's
+//! `rules` (or `only`/`except`) decide whether it exists and with which `when`/`allow_failure`;
+//! `needs` are then resolved against the jobs that exist; finally the DAG is checked for cycles.
+
+use std::collections::{HashMap, HashSet};
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::diag::{Diagnostic, suggest};
+use crate::expand::{Lookup, expand_keep_unknown};
+use crate::glob::Glob;
+use crate::model::{AllowFailure, Job, Need, Parallel, Pipeline, Policy, Rule, When};
+use crate::source::Span;
+
+/// What planning needs to know about the trigger, beyond the predefined variables.
+#[derive(Default)]
+pub struct PlanContext<'a> {
+    /// Predefined `CI_*` variables of the pipeline (lowest precedence).
+    pub predefined: Vec<(String, String)>,
+    /// Variables given for this pipeline (`--var`, trigger or project variables): highest precedence.
+    pub pipeline_vars: Vec<(String, String)>,
+    /// Files changed by the push or merge request; `None` when unknown, and then
+    /// `changes` is true, as GitLab does for pipelines without push information.
+    pub changed_files: Option<Vec<String>>,
+    /// Answers `rules:exists`: does a file matching this glob exist in the repository?
+    pub exists: Option<&'a (dyn Fn(&Glob) -> bool + Sync)>,
+}
+
+impl PlanContext<'_> {
+    fn predefined(&self, name: &str) -> Option<&str> {
+        self.predefined.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedNeed {
+    pub job: String,
+    pub artifacts: bool,
+    pub optional: bool,
+}
+
+/// One job instance that will exist in the pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedJob {
+    /// Unique name: `test`, `test 2/3`, `build: [aws, eu]`.
+    pub name: String,
+    /// The job key it comes from in the configuration.
+    pub base: String,
+    pub stage: String,
+    pub stage_index: usize,
+    pub when: When,
+    pub start_in: Option<u64>,
+    pub allow_failure: AllowFailure,
+    /// `None`: stage ordering; `Some(vec![])`: starts at once.
+    pub needs: Option<Vec<PlannedNeed>>,
+    pub dependencies: Option<Vec<String>>,
+    /// Variables this instance adds on top of the job's: matrix values, `rules:variables`.
+    pub variables: Vec<(String, String)>,
+    /// `CI_NODE_INDEX` / `CI_NODE_TOTAL` for parallel jobs.
+    pub node: Option<(u32, u32)>,
+    pub interruptible: bool,
+}
+
+/// The plan: stages that have jobs, and the jobs in definition order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub name: Option<String>,
+    pub stages: Vec<String>,
+    pub jobs: Vec<PlannedJob>,
+    /// Variables set by the matching `workflow:rules` entry.
+    pub variables: Vec<(String, String)>,
+}
+
+/// Why there is no plan.
+#[derive(Debug, Clone)]
+pub enum PlanError {
+    /// `workflow:rules` did not create a pipeline for this trigger (not an error in GitLab terms).
+    Filtered { span: Span },
+    /// Problems with the configuration for this trigger.
+    Invalid(Vec<Diagnostic>),
+}
+
+/// Precedence layers, highest first, looked up without copying any variable.
+struct Vars<'a> {
+    layers: Vec<&'a dyn Lookup>,
+}
+
+impl Lookup for Vars<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.layers.iter().find_map(|l| l.lookup(name))
+    }
+}
+
+/// A job's own `variables:`.
+struct JobVars<'a>(&'a [crate::model::Variable]);
+
+impl Lookup for JobVars<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.0.iter().rev().find(|v| v.name == name).map(|v| v.value.as_str())
+    }
+}
+
+/// Global variables as a job sees them through `inherit:variables`.
+struct Inherited<'a> {
+    globals: &'a [(String, String)],
+    only: Option<&'a [String]>,
+}
+
+impl Lookup for Inherited<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        if self.only.is_some_and(|l| !l.iter().any(|n| n == name)) {
+            return None;
+        }
+        self.globals.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
+    let mut diags = Vec::new();
+    let globals: Vec<(String, String)> = p.variables.iter().map(|v| (v.name.clone(), v.value.clone())).collect();
+
+    // workflow:rules
+    let mut workflow_vars: Vec<(String, String)> = Vec::new();
+    if let Some(rules) = p.workflow.as_ref().and_then(|w| w.rules.as_ref()) {
+        let vars = Vars { layers: vec![&ctx.pipeline_vars, &globals, &ctx.predefined] };
+        match first_match(rules, &vars, ctx) {
+            Some(rule) if rule.when != Some(When::Never) => {
+                workflow_vars = rule.variables.iter().map(|v| (v.name.clone(), v.value.clone())).collect();
+            }
+            Some(rule) => return Err(PlanError::Filtered { span: rule.span }),
+            None => return Err(PlanError::Filtered { span: p.workflow.as_ref().map_or_else(Span::default, |w| w.span) }),
+        }
+    }
+
+    let stage_pos: HashMap<&str, usize> = p.stages.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let mut jobs: Vec<PlannedJob> = Vec::new();
+    // Instances of each base job that exist, for `needs` resolution.
+    let mut instances: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut all_instance_names: HashMap<&str, Vec<(String, Vec<(String, String)>)>> = HashMap::new();
+    let mut raw_needs: Vec<Option<Vec<Need>>> = Vec::new();
+    for job in p.jobs.values() {
+        let expanded = expand_parallel(job);
+        all_instance_names.insert(job.name.as_str(), expanded.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect());
+        for (name, matrix_vars, node) in expanded {
+            let job_vars = JobVars(&job.variables);
+            let inherited = Inherited { globals: &globals, only: job.inherit_variables.as_deref() };
+            let vars = Vars { layers: vec![&ctx.pipeline_vars, &matrix_vars, &job_vars, &workflow_vars, &inherited, &ctx.predefined] };
+            let Some(outcome) = evaluate_job(job, &vars, ctx) else { continue };
+            let mut variables = matrix_vars.clone();
+            variables.extend(outcome.variables);
+            let idx = jobs.len();
+            instances.entry(job.name.as_str()).or_default().push(idx);
+            jobs.push(PlannedJob {
+                name,
+                base: job.name.clone(),
+                stage: job.stage.clone(),
+                stage_index: stage_pos.get(job.stage.as_str()).copied().unwrap_or(0),
+                when: outcome.when,
+                start_in: outcome.start_in,
+                allow_failure: outcome.allow_failure,
+                needs: None,
+                dependencies: None,
+                variables,
+                node,
+                interruptible: outcome.interruptible,
+            });
+            // needs are resolved below, once every job's existence is known.
+            raw_needs.push(outcome.needs);
+        }
+    }
+
+    for (i, needs) in raw_needs.into_iter().enumerate() {
+        let Some(needs) = needs else { continue };
+        let mut resolved = Vec::new();
+        for need in needs {
+            if need.cross_pipeline {
+                continue;
+            }
+            let Some(idxs) = instances.get(need.job.as_str()) else {
+                if !need.optional {
+                    diags.push(
+                        Diagnostic::error(need.span, format!("`needs` refers to `{}`, which is not in the pipeline for this trigger", need.job))
+                            .job(jobs[i].name.clone())
+                            .key("needs")
+                            .help("its `rules`/`only`/`except` excluded it: add `optional: true` to the need, or align the rules"),
+                    );
+                }
+                continue;
+            };
+            let wanted: Option<HashSet<String>> = need.matrix.as_ref().map(|mx| {
+                let base = &need.job;
+                let all = &all_instance_names[base.as_str()];
+                matrix_instance_names(base, mx, all)
+            });
+            let mut found = false;
+            for &j in idxs {
+                if wanted.as_ref().is_none_or(|w| w.contains(&jobs[j].name)) {
+                    resolved.push(PlannedNeed { job: jobs[j].name.clone(), artifacts: need.artifacts, optional: need.optional });
+                    found = true;
+                }
+            }
+            if !found && !need.optional {
+                diags.push(
+                    Diagnostic::error(need.span, format!("`needs:parallel:matrix` of `{}` selects no existing instance", need.job)).job(jobs[i].name.clone()).key("needs"),
+                );
+            }
+        }
+        jobs[i].needs = Some(resolved);
+    }
+    let deps: Vec<Option<Vec<String>>> = jobs
+        .iter()
+        .map(|pj| {
+            p.jobs[pj.base.as_str()].dependencies.as_ref().map(|deps| {
+                deps.iter().flat_map(|(d, _)| instances.get(d.as_str()).into_iter().flatten().map(|&j| jobs[j].name.clone())).collect()
+            })
+        })
+        .collect();
+    for (pj, d) in jobs.iter_mut().zip(deps) {
+        pj.dependencies = d;
+    }
+
+    if let Some(cycle) = find_cycle(&jobs) {
+        let first = &jobs[cycle[0]];
+        let span = p.jobs[first.base.as_str()].span;
+        let chain: Vec<&str> = cycle.iter().map(|&i| jobs[i].name.as_str()).chain([first.name.as_str()]).collect();
+        diags.push(Diagnostic::error(span, format!("`needs` form a cycle: {}", chain.join(" → "))).job(first.name.clone()).key("needs"));
+    }
+
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(PlanError::Invalid(diags));
+    }
+
+    // Keep only stages that have jobs, and renumber.
+    let used: HashSet<usize> = jobs.iter().map(|j| j.stage_index).collect();
+    let mut remap = vec![usize::MAX; p.stages.len()];
+    let mut stages = Vec::new();
+    for (i, s) in p.stages.iter().enumerate() {
+        if used.contains(&i) {
+            remap[i] = stages.len();
+            stages.push(s.clone());
+        }
+    }
+    for j in &mut jobs {
+        j.stage_index = remap[j.stage_index];
+    }
+    let name = p.workflow.as_ref().and_then(|w| w.name.as_ref()).map(|n| {
+        let vars = Vars { layers: vec![&ctx.pipeline_vars, &workflow_vars, &globals, &ctx.predefined] };
+        crate::expand::expand(n, &vars)
+    });
+    Ok(Plan { name, stages, jobs, variables: workflow_vars })
+}
+
+struct Outcome {
+    when: When,
+    start_in: Option<u64>,
+    allow_failure: AllowFailure,
+    variables: Vec<(String, String)>,
+    needs: Option<Vec<Need>>,
+    interruptible: bool,
+}
+
+fn evaluate_job(job: &Job, vars: &dyn Lookup, ctx: &PlanContext) -> Option<Outcome> {
+    if let Some(rules) = &job.rules {
+        let rule = first_match(rules, vars, ctx)?;
+        let when = rule.when.unwrap_or(job.when);
+        if when == When::Never {
+            return None;
+        }
+        let allow_failure = rule.allow_failure.clone().or_else(|| job.allow_failure.clone()).unwrap_or(AllowFailure::Bool(job.when == When::Manual));
+        return Some(Outcome {
+            when,
+            start_in: rule.start_in.or(job.start_in),
+            allow_failure,
+            variables: rule.variables.iter().map(|v| (v.name.clone(), v.value.clone())).collect(),
+            needs: rule.needs.clone().or_else(|| job.needs.clone()),
+            interruptible: rule.interruptible.unwrap_or(job.interruptible),
+        });
+    }
+    let only_default = Policy { refs: vec!["branches".into(), "tags".into()], ..Policy::default() };
+    let only = job.only.as_ref().unwrap_or(&only_default);
+    if !policy_matches(only, vars, ctx) {
+        return None;
+    }
+    if let Some(except) = &job.except {
+        if policy_matches(except, vars, ctx) {
+            return None;
+        }
+    }
+    if job.when == When::Never {
+        return None;
+    }
+    Some(Outcome {
+        when: job.when,
+        start_in: job.start_in,
+        allow_failure: job.effective_allow_failure(),
+        variables: Vec::new(),
+        needs: job.needs.clone(),
+        interruptible: job.interruptible,
+    })
+}
+
+fn first_match<'r>(rules: &'r [Rule], vars: &dyn Lookup, ctx: &PlanContext) -> Option<&'r Rule> {
+    rules.iter().find(|r| rule_matches(r, vars, ctx))
+}
+
+fn rule_matches(rule: &Rule, vars: &dyn Lookup, ctx: &PlanContext) -> bool {
+    if let Some(cond) = &rule.if_ {
+        if !cond.expr.eval(vars) {
+            return false;
+        }
+    }
+    if let Some(changes) = &rule.changes {
+        if !changes_match(changes, vars, ctx) {
+            return false;
+        }
+    }
+    if let Some(exists) = &rule.exists {
+        let Some(check) = ctx.exists else { return false };
+        let any = exists.iter().any(|p| Glob::new(&expand_keep_unknown(p, vars)).is_some_and(|g| check(&g)));
+        if !any {
+            return false;
+        }
+    }
+    true
+}
+
+fn changes_match(patterns: &[String], vars: &dyn Lookup, ctx: &PlanContext) -> bool {
+    let Some(changed) = &ctx.changed_files else { return true };
+    let globs: Vec<Glob> = patterns.iter().filter_map(|p| Glob::new(&expand_keep_unknown(p, vars))).collect();
+    changed.iter().any(|f| globs.iter().any(|g| g.matches(f)))
+}
+
+/// `only`/`except`: every key given must have at least one matching condition.
+fn policy_matches(p: &Policy, vars: &dyn Lookup, ctx: &PlanContext) -> bool {
+    if !p.refs.is_empty() && !p.refs.iter().any(|r| ref_matches(r, ctx)) {
+        return false;
+    }
+    if !p.variables.is_empty() && !p.variables.iter().any(|c| c.expr.eval(vars)) {
+        return false;
+    }
+    if !p.changes.is_empty() && !changes_match(&p.changes, vars, ctx) {
+        return false;
+    }
+    true
+}
+
+fn ref_matches(pattern: &str, ctx: &PlanContext) -> bool {
+    let source = ctx.predefined("CI_PIPELINE_SOURCE").unwrap_or("push");
+    let branch = ctx.predefined("CI_COMMIT_BRANCH");
+    let tag = ctx.predefined("CI_COMMIT_TAG");
+    let ref_name = ctx.predefined("CI_COMMIT_REF_NAME").unwrap_or("");
+    let (pattern, project) = match pattern.rsplit_once('@') {
+        Some((p, proj)) if !p.starts_with('/') || p.ends_with('/') => (p, Some(proj)),
+        _ => (pattern, None),
+    };
+    if let Some(proj) = project {
+        if ctx.predefined("CI_PROJECT_PATH") != Some(proj) {
+            return false;
+        }
+    }
+    let is_mr = source == "merge_request_event";
+    match pattern {
+        "branches" => branch.is_some() && !is_mr,
+        "tags" => tag.is_some(),
+        "api" => source == "api",
+        "external" => source == "external",
+        "pipelines" => source == "pipeline" || source == "parent_pipeline",
+        "pushes" => source == "push",
+        "schedules" => source == "schedule",
+        "triggers" => source == "trigger",
+        "web" => source == "web",
+        "merge_requests" => is_mr,
+        "external_pull_requests" => source == "external_pull_request_event",
+        "chat" => source == "chat",
+        _ => {
+            if is_mr {
+                return false;
+            }
+            if pattern.len() > 2 && pattern.starts_with('/') && pattern.rfind('/').is_some_and(|i| i > 0) {
+                let end = pattern.rfind('/').unwrap_or(0);
+                let flags = &pattern[end + 1..];
+                let body = &pattern[1..end];
+                let src = if flags.contains('i') { format!("(?i){body}") } else { body.to_string() };
+                return regex::RegexBuilder::new(&src).size_limit(1 << 20).build().is_ok_and(|re| re.is_match(ref_name));
+            }
+            pattern == ref_name
+        }
+    }
+}
+
+/// Instances of a job: `(name, matrix variables, (CI_NODE_INDEX, CI_NODE_TOTAL))`.
+pub fn expand_parallel(job: &Job) -> Vec<(String, Vec<(String, String)>, Option<(u32, u32)>)> {
+    match &job.parallel {
+        None => vec![(job.name.clone(), Vec::new(), None)],
+        Some(Parallel::Count(n)) => (1..=*n).map(|i| (format!("{} {i}/{n}", job.name), Vec::new(), Some((i, *n)))).collect(),
+        Some(Parallel::Matrix(entries)) => {
+            let mut combos: Vec<Vec<(String, String)>> = Vec::new();
+            for entry in entries {
+                let mut acc: Vec<Vec<(String, String)>> = vec![Vec::new()];
+                for (k, values) in entry {
+                    let mut next = Vec::with_capacity(acc.len() * values.len());
+                    for prefix in &acc {
+                        for v in values {
+                            let mut p = prefix.clone();
+                            p.push((k.clone(), v.clone()));
+                            next.push(p);
+                        }
+                    }
+                    acc = next;
+                }
+                combos.extend(acc);
+            }
+            let total = u32::try_from(combos.len()).unwrap_or(u32::MAX);
+            combos
+                .into_iter()
+                .enumerate()
+                .map(|(i, vars)| {
+                    let values: Vec<&str> = vars.iter().map(|(_, v)| v.as_str()).collect();
+                    (format!("{}: [{}]", job.name, values.join(", ")), vars, Some((i as u32 + 1, total)))
+                })
+                .collect()
+        }
+    }
+}
+
+fn matrix_instance_names(base: &str, mx: &[IndexMap<String, Vec<String>>], all: &[(String, Vec<(String, String)>)]) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for entry in mx {
+        for (name, vars) in all {
+            let ok = entry.iter().all(|(k, vals)| vars.iter().any(|(vk, vv)| vk == k && vals.contains(vv)));
+            if ok && entry.len() == vars.len() {
+                out.insert(name.clone());
+            }
+        }
+    }
+    let _ = base;
+    out
+}
+
+/// Finds a cycle through `needs` and returns the job indices on it.
+fn find_cycle(jobs: &[PlannedJob]) -> Option<Vec<usize>> {
+    let index: HashMap<&str, usize> = jobs.iter().enumerate().map(|(i, j)| (j.name.as_str(), i)).collect();
+    let edges: Vec<Vec<usize>> = jobs
+        .iter()
+        .map(|j| j.needs.iter().flatten().filter_map(|n| index.get(n.job.as_str()).copied()).collect())
+        .collect();
+    // 0 = unvisited, 1 = on stack, 2 = done. Iterative DFS: no recursion on user input.
+    let mut color = vec![0u8; jobs.len()];
+    for start in 0..jobs.len() {
+        if color[start] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        color[start] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if *next < edges[node].len() {
+                let to = edges[node][*next];
+                *next += 1;
+                match color[to] {
+                    0 => {
+                        color[to] = 1;
+                        stack.push((to, 0));
+                    }
+                    1 => {
+                        let pos = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
+                        return Some(stack[pos..].iter().map(|(n, _)| *n).collect());
+                    }
+                    _ => {}
+                }
+            } else {
+                color[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+impl Plan {
+    pub fn job(&self, name: &str) -> Option<&PlannedJob> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// Jobs that must finish before job `i` may start: its needs, or every job of earlier stages.
+    pub fn predecessors(&self, i: usize) -> Vec<usize> {
+        let job = &self.jobs[i];
+        match &job.needs {
+            Some(needs) => needs.iter().filter_map(|n| self.jobs.iter().position(|j| j.name == n.job)).collect(),
+            None => self.jobs.iter().enumerate().filter(|(_, j)| j.stage_index < job.stage_index).map(|(k, _)| k).collect(),
+        }
+    }
+
+    /// The longest chain of jobs, weighting each job by `weight(i)` (1 for a count of jobs,
+    /// or a duration). Runs in O(jobs + needs): stage edges use a running maximum per stage.
+    pub fn critical_path(&self, weight: impl Fn(usize) -> u64) -> (u64, Vec<usize>) {
+        let n = self.jobs.len();
+        if n == 0 {
+            return (0, Vec::new());
+        }
+        let index: HashMap<&str, usize> = self.jobs.iter().enumerate().map(|(i, j)| (j.name.as_str(), i)).collect();
+        let mut dist = vec![0u64; n];
+        let mut prev: Vec<Option<usize>> = vec![None; n];
+        let stages = self.stages.len().max(1);
+        // best[s] = (distance, job) of the longest chain ending in a stage < s.
+        let mut best_before: Vec<Option<(u64, usize)>> = vec![None; stages + 1];
+        let mut by_stage: Vec<Vec<usize>> = vec![Vec::new(); stages];
+        for (i, j) in self.jobs.iter().enumerate() {
+            by_stage[j.stage_index.min(stages - 1)].push(i);
+        }
+        let mut running: Option<(u64, usize)> = None;
+        for (s, members) in by_stage.iter().enumerate() {
+            best_before[s] = running;
+            // Within a stage, needs may point at siblings: order the stage topologically.
+            let order = topo_within(members, &self.jobs, &index);
+            for i in order {
+                let (base, from) = match &self.jobs[i].needs {
+                    None => running.map_or((0, None), |(d, j)| (d, Some(j))),
+                    Some(needs) => needs
+                        .iter()
+                        .filter_map(|nd| index.get(nd.job.as_str()).copied())
+                        .map(|k| (dist[k], Some(k)))
+                        .max_by_key(|(d, _)| *d)
+                        .unwrap_or((0, None)),
+                };
+                dist[i] = base + weight(i);
+                prev[i] = from;
+            }
+            for &i in members {
+                if running.is_none_or(|(d, _)| dist[i] > d) {
+                    running = Some((dist[i], i));
+                }
+            }
+        }
+        let (end, total) = dist.iter().enumerate().max_by_key(|(_, d)| **d).map(|(i, d)| (i, *d)).unwrap_or((0, 0));
+        let mut path = vec![end];
+        let mut cur = end;
+        while let Some(p) = prev[cur] {
+            path.push(p);
+            cur = p;
+            if path.len() > n {
+                break;
+            }
+        }
+        path.reverse();
+        (total, path)
+    }
+}
+
+fn topo_within(members: &[usize], jobs: &[PlannedJob], index: &HashMap<&str, usize>) -> Vec<usize> {
+    let set: HashSet<usize> = members.iter().copied().collect();
+    let mut done: HashSet<usize> = HashSet::new();
+    let mut out = Vec::with_capacity(members.len());
+    let mut remaining: Vec<usize> = members.to_vec();
+    while !remaining.is_empty() {
+        let before = remaining.len();
+        remaining.retain(|&i| {
+            let ready = jobs[i].needs.iter().flatten().filter_map(|n| index.get(n.job.as_str())).all(|k| !set.contains(k) || done.contains(k));
+            if ready {
+                done.insert(i);
+                out.push(i);
+            }
+            !ready
+        });
+        if remaining.len() == before {
+            // A cycle (already reported): keep definition order.
+            out.extend(remaining.drain(..));
+        }
+    }
+    out
+}
+
+/// Names of jobs in `plan` for `piste run JOB...` suggestions.
+pub fn suggest_job(plan: &Plan, name: &str) -> Option<String> {
+    suggest(name, plan.jobs.iter().map(|j| j.name.as_str()))
+}
