@@ -104,6 +104,26 @@ impl Lookup for JobVars<'_> {
     }
 }
 
+/// What `rules` see of the job itself: `CI_JOB_NAME`, `CI_JOB_STAGE`, `CI_NODE_*` (GitLab makes
+/// these available to `rules:if`; job-only values such as `CI_JOB_ID` are not).
+struct JobMeta<'a> {
+    name: &'a str,
+    stage: &'a str,
+    node: Option<(String, String)>,
+}
+
+impl Lookup for JobMeta<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        match name {
+            "CI_JOB_NAME" => Some(self.name),
+            "CI_JOB_STAGE" => Some(self.stage),
+            "CI_NODE_INDEX" => self.node.as_ref().map(|(i, _)| i.as_str()),
+            "CI_NODE_TOTAL" => Some(self.node.as_ref().map_or("1", |(_, t)| t.as_str())),
+            _ => None,
+        }
+    }
+}
+
 /// Global variables as a job sees them through `inherit:variables`.
 struct Inherited<'a> {
     globals: &'a [(String, String)],
@@ -148,7 +168,8 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
         for (name, matrix_vars, node) in expanded {
             let job_vars = JobVars(&job.variables);
             let inherited = Inherited { globals: &globals, only: job.inherit_variables.as_deref() };
-            let vars = Vars { layers: vec![&ctx.pipeline_vars, &matrix_vars, &job_vars, &workflow_vars, &inherited, &ctx.predefined] };
+            let meta = JobMeta { name: &name, stage: &job.stage, node: node.map(|(i, t)| (i.to_string(), t.to_string())) };
+            let vars = Vars { layers: vec![&ctx.pipeline_vars, &matrix_vars, &job_vars, &workflow_vars, &inherited, &meta, &ctx.predefined] };
             let Some(outcome) = evaluate_job(job, &vars, ctx) else { continue };
             let mut variables = matrix_vars.clone();
             variables.extend(outcome.variables);

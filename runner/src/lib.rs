@@ -5,3 +5,4 @@ pub mod cas;
 pub mod mask;
 pub mod gitinfo;
 pub mod includes;
+pub mod local;

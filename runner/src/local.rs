@@ -1,0 +1,131 @@
+//! A pipeline on this machine: find the file, read the git context, load and plan it.
+//! Shared by `piste lint`, `piste graph`, `piste jobs` and `piste run`.
+
+use std::path::{Path, PathBuf};
+
+use pipeline_spec::glob::Glob;
+use pipeline_spec::include::IncludeResolver;
+use pipeline_spec::load::{LoadOptions, Loaded, load};
+use pipeline_spec::plan::{Plan, PlanContext, PlanError, plan};
+use pipeline_spec::predefined::{Context, PipelineSource};
+
+use crate::gitinfo::local_context;
+use crate::includes::DirResolver;
+
+/// File names tried, in order, when no `-f` is given.
+pub const DEFAULT_FILES: &[&str] = &[".gitlab-ci.yml", ".gitlab-ci-dso.yml"];
+
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    /// The pipeline file; default: the first of [`DEFAULT_FILES`] in `dir`.
+    pub file: Option<PathBuf>,
+    /// Where to look for the file and the repository (the current directory).
+    pub dir: PathBuf,
+    /// Root of the project for `include:local` and `rules:exists`; default: the git work
+    /// tree containing the file, else the file's directory.
+    pub root: Option<PathBuf>,
+    /// `--var K=V`: pipeline variables, highest precedence.
+    pub vars: Vec<(String, String)>,
+    /// `--project-dir PROJECT=DIR`: where `include:project` finds other projects.
+    pub project_dirs: Vec<(String, PathBuf)>,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub source: Option<PipelineSource>,
+    /// Files changed by the pipeline's push, for `rules:changes` (`None`: every `changes` matches).
+    pub changed_files: Option<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("no pipeline file: looked for {} in `{}`; pass one with `-f FILE`", .tried.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(" and "), .dir.display())]
+    NoPipelineFile { dir: PathBuf, tried: Vec<String> },
+    #[error("cannot read `{}`: {source}", .path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("`{}` is not UTF-8 text", .path.display())]
+    NotText { path: PathBuf },
+}
+
+/// The outcome of loading and planning a local pipeline.
+pub struct LocalPipeline {
+    pub file: PathBuf,
+    pub root: PathBuf,
+    pub loaded: Loaded,
+    pub context: Context,
+    pub is_git: bool,
+    /// `None` when loading found errors (nothing to plan).
+    pub plan: Option<Result<Plan, PlanError>>,
+    resolver: DirResolver,
+}
+
+impl LocalPipeline {
+    pub fn resolver(&self) -> &dyn IncludeResolver {
+        &self.resolver
+    }
+}
+
+/// Finds, loads and plans the pipeline described by `opts`.
+pub fn open(opts: &LocalOptions) -> Result<LocalPipeline, LocalError> {
+    let file = match &opts.file {
+        Some(f) => opts.dir.join(f),
+        None => DEFAULT_FILES
+            .iter()
+            .map(|f| opts.dir.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| LocalError::NoPipelineFile { dir: opts.dir.clone(), tried: DEFAULT_FILES.iter().map(|s| s.to_string()).collect() })?,
+    };
+    let bytes = std::fs::read(&file).map_err(|source| LocalError::Read { path: file.clone(), source })?;
+    let text = String::from_utf8(bytes).map_err(|_| LocalError::NotText { path: file.clone() })?;
+    let file_dir = file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let repo = local_context(if file_dir.as_os_str().is_empty() { Path::new(".") } else { &file_dir });
+    let root = opts.root.clone().or_else(|| repo.root.clone()).unwrap_or_else(|| file_dir.clone());
+    let mut context = repo.context;
+    if let Some(tag) = &opts.tag {
+        context.tag = Some(tag.clone());
+        context.branch = None;
+    }
+    if let Some(branch) = &opts.branch {
+        context.branch = Some(branch.clone());
+        context.tag = None;
+    }
+    if let Some(source) = opts.source {
+        context.source = source;
+    }
+    if context.commit_sha.is_empty() {
+        // Outside git (or before the first commit) GitLab would have no commit; a fixed fake
+        // one keeps `CI_COMMIT_*` variables defined for rules and scripts.
+        context.commit_sha = "0000000000000000000000000000000000000000".into();
+    }
+    let rel_path = file.strip_prefix(&root).map_or_else(|_| file.to_string_lossy().into_owned(), |p| p.to_string_lossy().into_owned());
+    context.config_path = rel_path.clone();
+
+    let mut resolver = DirResolver::new(&root);
+    for (name, dir) in &opts.project_dirs {
+        resolver = resolver.project(name.clone(), dir.clone());
+    }
+    let predefined = context.pipeline_variables();
+    let mut include_vars = predefined.clone();
+    include_vars.extend(opts.vars.iter().cloned());
+    let load_opts = LoadOptions { variables: include_vars, ..LoadOptions::default() };
+    let display = file.to_string_lossy().trim_start_matches("./").to_string();
+    let loaded = load(&display, &rel_path, &text, &resolver, &load_opts);
+
+    let plan = if loaded.has_errors() {
+        None
+    } else {
+        loaded.pipeline.as_ref().map(|p| {
+            let exists_root = resolver.clone();
+            let exists = move |g: &Glob| exists_root.glob(None, g.as_str(), None).is_ok_and(|m| !m.is_empty());
+            let ctx = PlanContext { predefined, pipeline_vars: opts.vars.clone(), changed_files: opts.changed_files.clone(), exists: Some(&exists) };
+            plan(p, &ctx)
+        })
+    };
+    Ok(LocalPipeline { file, root, loaded, context, is_git: repo.is_git, plan, resolver })
+}
+
+/// Parses `K=V` (for `--var`, `--project-dir`).
+pub fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected `NAME=VALUE`, got `{s}`")),
+    }
+}
