@@ -1,1 +1,122 @@
-fn main() {}
+//! `piste`: the one binary. Parses arguments, calls the libraries, prints, maps errors to exit
+//! codes. Exit codes: 0 valid / passed, 1 invalid pipeline / failed, 2 usage or I/O error.
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pipeline_spec::predefined::PipelineSource;
+use runner::local::{LocalOptions, parse_pair};
+
+#[derive(Parser)]
+#[command(name = "piste", version, about = "Run GitLab CI pipelines: lint and plan them, run them locally, serve them to runners")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a pipeline: every error with its file:line:col (exit 0 valid, 1 invalid, 2 usage).
+    Lint {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = LintFormat::Text)]
+        format: LintFormat,
+    },
+    /// Show the plan as a graph of stages, jobs and needs.
+    Graph {
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// List the jobs the pipeline would create: name, stage, when, allow_failure, needs.
+    Jobs {
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+}
+
+/// Which pipeline, and for which trigger.
+#[derive(Args, Clone)]
+pub(crate) struct SpecArgs {
+    /// Pipeline file [default: `.gitlab-ci.yml`, else `.gitlab-ci-dso.yml`].
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Pipeline variable (highest precedence; also visible to `include`). Repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_pair)]
+    vars: Vec<(String, String)>,
+    /// Where `include:project` finds PROJECT's files. Repeatable.
+    #[arg(long = "project-dir", value_name = "PROJECT=DIR", value_parser = parse_pair)]
+    project_dirs: Vec<(String, String)>,
+    /// Project root for `include:local` [default: the git work tree, else the file's folder].
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Plan as a pipeline for this branch [default: the current git branch].
+    #[arg(long, conflicts_with = "tag")]
+    branch: Option<String>,
+    /// Plan as a pipeline for this tag.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Pipeline source (`push`, `web`, `schedule`, `merge_request_event`, ...) [default: push].
+    #[arg(long, value_parser = parse_source)]
+    source: Option<PipelineSource>,
+    /// Files changed by the push, for `rules:changes` (repeatable) [default: every `changes` matches].
+    #[arg(long = "changed", value_name = "PATH")]
+    changed: Vec<String>,
+}
+
+fn parse_source(s: &str) -> Result<PipelineSource, String> {
+    s.parse::<PipelineSource>().map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LintFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+    Json,
+}
+
+impl SpecArgs {
+    fn options(&self) -> anyhow::Result<LocalOptions> {
+        Ok(LocalOptions {
+            file: self.file.clone(),
+            dir: std::env::current_dir()?,
+            root: self.root.clone(),
+            vars: self.vars.clone(),
+            project_dirs: self.project_dirs.iter().map(|(p, d)| (p.clone(), PathBuf::from(d))).collect(),
+            branch: self.branch.clone(),
+            tag: self.tag.clone(),
+            source: self.source,
+            changed_files: if self.changed.is_empty() { None } else { Some(self.changed.clone()) },
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_env("PISTE_LOG")).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Lint { spec, format } => spec.options().and_then(|o| output::lint(&o, matches!(format, LintFormat::Json))),
+        Command::Graph { spec, format } => spec.options().and_then(|o| output::graph(&o, format)),
+        Command::Jobs { spec } => spec.options().and_then(|o| output::jobs(&o)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{}: {e:#}", output::paint("error", output::RED));
+            ExitCode::from(2)
+        }
+    }
+}

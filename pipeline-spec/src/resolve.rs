@@ -26,6 +26,7 @@ enum State {
 /// `extends` could not be fully resolved, so later checks do not pile errors on them.
 pub fn expand_extends(top: &mut Map, diags: &mut Vec<Diagnostic>) -> HashSet<String> {
     let mut state: Vec<Option<State>> = vec![None; top.len()];
+    let mut levels: Vec<usize> = vec![0; top.len()];
     let mut failed = HashSet::new();
     let mut chain = Vec::new();
     for i in 0..top.len() {
@@ -35,14 +36,21 @@ pub fn expand_extends(top: &mut Map, diags: &mut Vec<Diagnostic>) -> HashSet<Str
         }
         let name = top.get_index(i).map(|(k, _)| k.clone()).unwrap_or_default();
         chain.clear();
-        if !extend_one(top, &name, &mut state, &mut chain, diags) {
+        if !extend_one(top, &name, &mut state, &mut levels, &mut chain, diags) {
             failed.insert(name);
         }
     }
     failed
 }
 
-fn extend_one(top: &mut Map, name: &str, state: &mut [Option<State>], chain: &mut Vec<String>, diags: &mut Vec<Diagnostic>) -> bool {
+fn extend_one(
+    top: &mut Map,
+    name: &str,
+    state: &mut [Option<State>],
+    levels: &mut [usize],
+    chain: &mut Vec<String>,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
     let Some(idx) = top.get_index_of(name) else { return false };
     match state[idx] {
         Some(State::Done) => return true,
@@ -93,6 +101,7 @@ fn extend_one(top: &mut Map, name: &str, state: &mut [Option<State>], chain: &mu
         );
         return false;
     }
+    let ext_span = ext.key_span;
     state[idx] = Some(State::InProgress);
     chain.push(name.to_string());
     let mut base: Option<Node> = None;
@@ -110,11 +119,13 @@ fn extend_one(top: &mut Map, name: &str, state: &mut [Option<State>], chain: &mu
             ok = false;
             continue;
         }
-        if !extend_one(top, parent, state, chain, diags) {
+        if !extend_one(top, parent, state, levels, chain, diags) {
             ok = false;
             continue;
         }
-        let parent_node = &top[parent.as_str()].value;
+        let parent_idx = top.get_index_of(parent.as_str()).unwrap_or(idx);
+        levels[idx] = levels[idx].max(levels[parent_idx] + 1);
+        let parent_node = &top[parent_idx].value;
         if parent_node.as_map().is_none() {
             diags.push(Diagnostic::error(*span, format!("`extends` refers to `{parent}`, which is {} and not a job or template", parent_node.kind())).job(name).key("extends"));
             ok = false;
@@ -127,6 +138,15 @@ fn extend_one(top: &mut Map, name: &str, state: &mut [Option<State>], chain: &mu
         });
     }
     chain.pop();
+    if ok && levels[idx] >= MAX_EXTENDS_DEPTH {
+        diags.push(
+            Diagnostic::error(ext_span, format!("`extends` is nested more than {MAX_EXTENDS_DEPTH} levels deep ({} ancestors)", levels[idx]))
+                .job(name)
+                .key("extends")
+                .help("GitLab allows a job and up to 10 ancestors; flatten the template chain"),
+        );
+        ok = false;
+    }
     state[idx] = Some(if ok { State::Done } else { State::Failed });
     let entry = &mut top[idx];
     let span = entry.value.span;

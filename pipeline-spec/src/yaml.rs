@@ -3,7 +3,7 @@
 //! We read events from `saphyr-parser` and build our own tree rather than use a generic value
 //! type, because GitLab CI needs four things a generic tree does not give together:
 //! a line:col on every node (for diagnostics), the `!reference` tag kept as data, `<<` merge
-//! keys (YAML 1.1, which GitLab's Psych loader honours), and hard limits checked while building
+//! keys (YAML 1.1, merged in Psych's order, which GitLab inherits), and hard limits checked while building
 //! so that an alias bomb or a deeply nested document stops early with an error instead of
 //! exhausting memory or the stack.
 //!
@@ -275,6 +275,10 @@ pub fn parse(text: &str, file: FileId, limits: &Limits, warnings: &mut Vec<Diagn
 
 fn scan_error(file: FileId, e: &ScanError) -> Diagnostic {
     let m = e.marker();
+    if e.info().contains("unknown anchor") {
+        return Diagnostic::error(Span::new(file, m.line() as u32, m.col() as u32 + 1), "alias refers to an anchor that is not defined in this file")
+            .help("anchors do not cross files; to reuse a definition from an included file use `extends` or `!reference`");
+    }
     if e.info().contains("recursion limit") {
         return Diagnostic::error(Span::new(file, m.line() as u32, m.col() as u32 + 1), "nesting is deeper than the limit of 100 levels");
     }
@@ -283,7 +287,7 @@ fn scan_error(file: FileId, e: &ScanError) -> Diagnostic {
 
 enum Frame {
     Seq { items: Vec<Node>, span: Span, anchor: usize, reference: bool },
-    Map { map: Map, key: Option<(String, Span)>, merges: Vec<Node>, span: Span, anchor: usize },
+    Map { map: Map, key: Option<(String, Span)>, span: Span, anchor: usize },
 }
 
 struct Builder<'a> {
@@ -341,7 +345,7 @@ impl Builder<'_> {
                     }
                     Some(t) => return Err(unknown_tag(&format!("{}{}", t.handle, t.suffix), at)),
                 }
-                self.open(Frame::Map { map: Map::default(), key: None, merges: Vec::new(), span: at, anchor }, at)
+                self.open(Frame::Map { map: Map::default(), key: None, span: at, anchor }, at)
             }
             Event::SequenceEnd => {
                 let Some(Frame::Seq { items, span, anchor, reference }) = self.stack.pop() else {
@@ -358,16 +362,9 @@ impl Builder<'_> {
                 self.close(node, anchor, at)
             }
             Event::MappingEnd => {
-                let Some(Frame::Map { mut map, merges, span, anchor, .. }) = self.stack.pop() else {
+                let Some(Frame::Map { map, span, anchor, .. }) = self.stack.pop() else {
                     return Err(Diagnostic::error(at, "internal: unbalanced mapping end"));
                 };
-                // Merge keys: explicit keys win over merged ones; earlier merge sources win over later.
-                for source in merges {
-                    let Value::Map(src) = source.value else { continue };
-                    for (k, e) in src {
-                        map.entry(k).or_insert(e);
-                    }
-                }
                 self.close(Node::new(Value::Map(map), span), anchor, at)
             }
         }
@@ -411,7 +408,7 @@ impl Builder<'_> {
                 items.push(node);
                 Ok(())
             }
-            Some(Frame::Map { map, key, merges, .. }) => match key.take() {
+            Some(Frame::Map { map, key, .. }) => match key.take() {
                 None => {
                     let name = match &node.value {
                         Value::Str(s) => s.clone(),
@@ -425,17 +422,27 @@ impl Builder<'_> {
                 }
                 Some((name, key_span)) => {
                     if name == "<<" {
-                        match node.value {
-                            Value::Map(_) => merges.push(node),
+                        // Psych's order, which GitLab inherits: each `<<` merges when it is read,
+                        // so keys written after it win and keys written before it are replaced;
+                        // within `<<: [*a, *b]` the earlier source wins.
+                        let sources: Vec<Node> = match node.value {
+                            Value::Map(_) => vec![node],
                             Value::Seq(items) => {
-                                for it in items {
+                                for it in &items {
                                     if it.as_map().is_none() {
                                         return Err(Diagnostic::error(it.span, format!("`<<` merges maps, found {}", it.kind())));
                                     }
-                                    merges.push(it);
                                 }
+                                items.into_iter().rev().collect()
                             }
                             _ => return Err(Diagnostic::error(node.span, format!("`<<` merges a map or a list of maps, found {}", node.kind()))),
+                        };
+                        for source in sources {
+                            if let Value::Map(src) = source.value {
+                                for (k, e) in src {
+                                    map.insert(k, e);
+                                }
+                            }
                         }
                         return Ok(());
                     }

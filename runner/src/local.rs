@@ -106,7 +106,8 @@ pub fn open(opts: &LocalOptions) -> Result<LocalPipeline, LocalError> {
     let mut include_vars = predefined.clone();
     include_vars.extend(opts.vars.iter().cloned());
     let load_opts = LoadOptions { variables: include_vars, ..LoadOptions::default() };
-    let display = file.to_string_lossy().trim_start_matches("./").to_string();
+    // Diagnostics name the file as the user wrote it (relative to where they stand).
+    let display = file.strip_prefix(&opts.dir).unwrap_or(&file).to_string_lossy().trim_start_matches("./").to_string();
     let loaded = load(&display, &rel_path, &text, &resolver, &load_opts);
 
     let plan = if loaded.has_errors() {

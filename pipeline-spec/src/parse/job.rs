@@ -294,7 +294,11 @@ fn parse_artifacts(cx: &mut Cx, n: &Node) -> Option<Artifacts> {
     if let Some(r) = m.get("reports") {
         if let Some(rm) = cx.map(&r.value, "artifacts:reports") {
             for (kind, e) in rm {
-                let paths = cx.string_list(&e.value, "artifacts:reports");
+                // Most reports are paths; a few (coverage_report) are maps with a `path`.
+                let paths = match e.value.as_map() {
+                    Some(m) => m.get("path").map(|p| cx.string_list(&p.value, "artifacts:reports")).unwrap_or_default(),
+                    None => cx.string_list(&e.value, "artifacts:reports"),
+                };
                 match kind.as_str() {
                     "dotenv" => reports.dotenv = paths,
                     "junit" => reports.junit = paths,

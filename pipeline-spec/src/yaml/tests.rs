@@ -71,6 +71,16 @@ fn merge_keys_explicit_wins_and_earlier_source_wins() {
 }
 
 #[test]
+fn merge_keys_follow_psych_textual_order() {
+    // A `<<` read after an explicit key replaces it; several `<<` keys all merge, later wins.
+    let text = "a: &a {x: 1, y: 1}\nb: &b {y: 2}\nc:\n  x: 0\n  <<: *a\n  <<: *b\n";
+    let n = load(text).unwrap();
+    let c = n.get("c").unwrap();
+    assert_eq!(c.get("x").unwrap().scalar_string().as_deref(), Some("1"));
+    assert_eq!(c.get("y").unwrap().scalar_string().as_deref(), Some("2"));
+}
+
+#[test]
 fn reference_tag_is_kept() {
     let n = load("a:\n  script: !reference [.setup, script]\n").unwrap();
     let r = n.get("a").unwrap().get("script").unwrap();

@@ -1,0 +1,106 @@
+//! `needs`, `dependencies`, stage ordering, `parallel` naming and the DAG.
+
+use crate::{Trigger, assert_error, load_main, names, plan_errors, plan_for};
+
+#[test]
+fn parallel_and_matrix_names_match_gitlab() {
+    let yml = r#"
+rspec:
+  script: [x]
+  parallel: 3
+deploy:
+  script: [x]
+  parallel:
+    matrix:
+      - PROVIDER: aws
+        STACK: [monitoring, app]
+      - PROVIDER: ovh
+"#;
+    assert_eq!(
+        names(yml, &Trigger::default()),
+        ["rspec 1/3", "rspec 2/3", "rspec 3/3", "deploy: [aws, monitoring]", "deploy: [aws, app]", "deploy: [ovh]"]
+    );
+    let plan = plan_for(yml, &[], &Trigger::default());
+    assert_eq!(plan.jobs[4].variables, [("PROVIDER".to_string(), "aws".to_string()), ("STACK".to_string(), "app".to_string())]);
+    assert_eq!(plan.jobs[4].node, Some((2, 3)));
+}
+
+#[test]
+fn needs_on_a_parallel_job_means_all_instances_or_the_selected_ones() {
+    let yml = r#"
+stages: [build, test]
+build:
+  stage: build
+  script: [x]
+  parallel:
+    matrix:
+      - ARCH: [amd64, arm64]
+all:
+  stage: test
+  script: [x]
+  needs: [build]
+one:
+  stage: test
+  script: [x]
+  needs:
+    - job: build
+      parallel:
+        matrix:
+          - ARCH: arm64
+"#;
+    let plan = plan_for(yml, &[], &Trigger::default());
+    let needs = |n: &str| plan.job(n).unwrap().needs.as_ref().unwrap().iter().map(|x| x.job.clone()).collect::<Vec<_>>();
+    assert_eq!(needs("all"), ["build: [amd64]", "build: [arm64]"]);
+    assert_eq!(needs("one"), ["build: [arm64]"]);
+}
+
+#[test]
+fn empty_needs_starts_at_once_and_stage_jobs_have_no_needs() {
+    let yml = "stages: [a, b]\nx:\n  stage: a\n  script: [x]\ny:\n  stage: b\n  script: [x]\n  needs: []\nz:\n  stage: b\n  script: [x]\n";
+    let plan = plan_for(yml, &[], &Trigger::default());
+    assert_eq!(plan.job("y").unwrap().needs, Some(vec![]));
+    assert_eq!(plan.job("z").unwrap().needs, None);
+    assert_eq!(plan.predecessors(2), [0]);
+    assert!(plan.predecessors(1).is_empty());
+}
+
+#[test]
+fn needs_on_a_later_stage_is_an_error() {
+    let yml = "stages: [build, test]\nbuild:\n  stage: build\n  script: [x]\n  needs: [test]\ntest:\n  stage: test\n  script: [x]\n";
+    let loaded = load_main(yml);
+    assert_error(&loaded, 5, 11, "`needs` refers to `test` in the later stage `test`");
+}
+
+#[test]
+fn unknown_needs_and_dependencies_suggest_the_closest_job() {
+    let yml = "stages: [build, test]\ncompile:\n  stage: build\n  script: [x]\ntest:\n  stage: test\n  script: [x]\n  needs: [compil]\n  dependencies: [compile]\n";
+    let loaded = load_main(yml);
+    assert_error(&loaded, 8, 11, "`needs` refers to `compil`, which is not defined; did you mean `compile`?");
+    assert_error(&loaded, 9, 18, "`dependencies` lists `compile`, which is not in `needs`");
+}
+
+#[test]
+fn needs_on_a_job_excluded_by_rules_is_an_error_unless_optional() {
+    let yml = "stages: [a, b]\nx:\n  stage: a\n  script: [x]\n  rules:\n    - if: $CI_COMMIT_TAG\ny:\n  stage: b\n  script: [x]\n  needs: [x]\n";
+    let errs = plan_errors(yml, &Trigger::default());
+    assert!(errs.contains(".gitlab-ci.yml:10:11: error: job `y`, key `needs`: `needs` refers to `x`, which is not in the pipeline for this trigger"), "{errs}");
+    let optional = yml.replace("needs: [x]", "needs:\n    - job: x\n      optional: true");
+    let plan = plan_for(&optional, &[], &Trigger::default());
+    assert_eq!(plan.job("y").unwrap().needs, Some(vec![]));
+}
+
+#[test]
+fn needs_cycles_in_one_stage_are_named() {
+    let yml = "a:\n  script: [x]\n  needs: [c]\nb:\n  script: [x]\n  needs: [a]\nc:\n  script: [x]\n  needs: [b]\n";
+    let errs = plan_errors(yml, &Trigger::default());
+    assert!(errs.contains("`needs` form a cycle: a → c → b → a"), "{errs}");
+}
+
+#[test]
+fn critical_path_follows_needs_and_stages() {
+    let yml = "stages: [build, test, deploy]\nb1:\n  stage: build\n  script: [x]\nb2:\n  stage: build\n  script: [x]\nt1:\n  stage: test\n  script: [x]\n  needs: [b2]\nt2:\n  stage: test\n  script: [x]\n  needs: [t1]\nd:\n  stage: deploy\n  script: [x]\n";
+    let plan = plan_for(yml, &[], &Trigger::default());
+    let (len, path) = plan.critical_path(|_| 1);
+    let names: Vec<&str> = path.iter().map(|&i| plan.jobs[i].name.as_str()).collect();
+    assert_eq!((len, names), (4, vec!["b2", "t1", "t2", "d"]));
+}
