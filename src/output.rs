@@ -107,7 +107,11 @@ pub fn lint(opts: &LocalOptions, as_json: bool) -> anyhow::Result<ExitCode> {
                     trigger_text(&p)
                 ),
                 Some(Err(PlanError::Filtered { .. })) => {
-                    println!("{}: `{file}` is valid; `workflow:rules` create no pipeline for {}{read}", paint("ok", GREEN), trigger_text(&p))
+                    println!(
+                        "{}: `{file}` is valid; `workflow:rules` create no pipeline for {}{read}",
+                        paint("ok", GREEN),
+                        trigger_text(&p)
+                    )
                 }
                 _ => println!("{}: `{file}` is valid{read}", paint("ok", GREEN)),
             }

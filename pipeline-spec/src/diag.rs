@@ -38,15 +38,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity: Severity::Error,
-            span,
-            job: None,
-            key: None,
-            message: message.into(),
-            suggestion: None,
-            help: None,
-        }
+        Diagnostic { severity: Severity::Error, span, job: None, key: None, message: message.into(), suggestion: None, help: None }
     }
 
     pub fn warning(span: Span, message: impl Into<String>) -> Diagnostic {

@@ -99,11 +99,22 @@ pub(crate) struct Includer<'a> {
     pub incomplete: bool,
 }
 
-const INCLUDE_KEYS: &[&str] = &["local", "project", "file", "ref", "remote", "template", "component", "rules", "inputs", "integrity", "cache"];
+const INCLUDE_KEYS: &[&str] =
+    &["local", "project", "file", "ref", "remote", "template", "component", "rules", "inputs", "integrity", "cache"];
 
 impl<'a> Includer<'a> {
     pub fn new(resolver: &'a dyn IncludeResolver, vars: &'a dyn Lookup, yaml_limits: yaml::Limits, limits: IncludeLimits) -> Self {
-        Includer { resolver, vars, yaml_limits, limits, sources: SourceMap::default(), diags: Vec::new(), loaded: 0, stack: Vec::new(), incomplete: false }
+        Includer {
+            resolver,
+            vars,
+            yaml_limits,
+            limits,
+            sources: SourceMap::default(),
+            diags: Vec::new(),
+            loaded: 0,
+            stack: Vec::new(),
+            incomplete: false,
+        }
     }
 
     /// Loads the entry file from its text and returns the merged top-level map.
@@ -126,7 +137,10 @@ impl<'a> Includer<'a> {
             Value::Map(m) => m,
             Value::Null => Map::default(),
             _ => {
-                self.diags.push(Diagnostic::error(root.span, format!("the configuration must be a map of keywords and jobs, found {}", root.kind())));
+                self.diags.push(Diagnostic::error(
+                    root.span,
+                    format!("the configuration must be a map of keywords and jobs, found {}", root.kind()),
+                ));
                 return None;
             }
         };
@@ -188,7 +202,8 @@ impl<'a> Includer<'a> {
                 if let Some(remote) = text_of("remote") {
                     let url = expand(&remote, self.vars);
                     if url.trim().is_empty() {
-                        let mut d = Diagnostic::error(item.span, format!("`include:remote` `{remote}` expands to an empty URL")).key("include:remote");
+                        let mut d = Diagnostic::error(item.span, format!("`include:remote` `{remote}` expands to an empty URL"))
+                            .key("include:remote");
                         if let Some(var) = crate::expand::references(&remote).first() {
                             d = d.help(format!("variable `{var}` is not defined: pass it with `--var {var}=URL`"));
                         }
@@ -200,26 +215,35 @@ impl<'a> Includer<'a> {
                 }
                 if let Some(t) = text_of("template") {
                     self.diags.push(
-                        Diagnostic::error(item.span, format!("cannot resolve `include:template` `{t}`: GitLab's templates are not available offline"))
-                            .key("include")
-                            .help("copy the template into the repository and use `include:local`"),
+                        Diagnostic::error(
+                            item.span,
+                            format!("cannot resolve `include:template` `{t}`: GitLab's templates are not available offline"),
+                        )
+                        .key("include")
+                        .help("copy the template into the repository and use `include:local`"),
                     );
                     return None;
                 }
                 if let Some(c) = text_of("component") {
                     self.diags.push(
-                        Diagnostic::error(item.span, format!("cannot resolve `include:component` `{c}`: CI/CD components are not available offline"))
-                            .key("include"),
+                        Diagnostic::error(
+                            item.span,
+                            format!("cannot resolve `include:component` `{c}`: CI/CD components are not available offline"),
+                        )
+                        .key("include"),
                     );
                     return None;
                 }
                 self.diags.push(
-                    Diagnostic::error(item.span, "an `include` entry needs one of `local`, `project`, `remote`, `template` or `component`").key("include"),
+                    Diagnostic::error(item.span, "an `include` entry needs one of `local`, `project`, `remote`, `template` or `component`")
+                        .key("include"),
                 );
                 None
             }
             _ => {
-                self.diags.push(Diagnostic::error(item.span, format!("an `include` entry is a path or a map, found {}", item.kind())).key("include"));
+                self.diags.push(
+                    Diagnostic::error(item.span, format!("an `include` entry is a path or a map, found {}", item.kind())).key("include"),
+                );
                 None
             }
         }
@@ -235,7 +259,8 @@ impl<'a> Includer<'a> {
                 match Expr::parse(&src) {
                     Ok(e) => matched &= e.eval(self.vars),
                     Err(err) => {
-                        self.diags.push(Diagnostic::error(cond.value.span, format!("invalid `if` expression: {err}")).key("include:rules:if"));
+                        self.diags
+                            .push(Diagnostic::error(cond.value.span, format!("invalid `if` expression: {err}")).key("include:rules:if"));
                         return false;
                     }
                 }
@@ -246,7 +271,8 @@ impl<'a> Includer<'a> {
                     _ => exists.value.scalar_string().into_iter().collect(),
                 };
                 let cur = self.stack.last().and_then(|k| k.project.clone());
-                matched &= paths.iter().any(|p| self.resolver.glob(cur.as_deref(), &expand(p, self.vars), None).is_ok_and(|v| !v.is_empty()));
+                matched &=
+                    paths.iter().any(|p| self.resolver.glob(cur.as_deref(), &expand(p, self.vars), None).is_ok_and(|v| !v.is_empty()));
             }
             if matched {
                 return m.get("when").and_then(|w| w.value.as_str()) != Some("never");
@@ -257,13 +283,16 @@ impl<'a> Includer<'a> {
 
     fn include_project(&mut self, m: &Map, project: &Node, span: Span) -> Option<Node> {
         let Some(raw) = project.scalar_string() else {
-            self.diags.push(Diagnostic::error(project.span, "`include:project` must be a project path such as `group/project`").key("include:project"));
+            self.diags.push(
+                Diagnostic::error(project.span, "`include:project` must be a project path such as `group/project`").key("include:project"),
+            );
             return None;
         };
         let name = expand(&raw, self.vars);
         if name.trim().is_empty() {
             let missing: Vec<&str> = crate::expand::references(&raw);
-            let mut d = Diagnostic::error(project.span, format!("`include:project` `{raw}` expands to an empty project path")).key("include:project");
+            let mut d = Diagnostic::error(project.span, format!("`include:project` `{raw}` expands to an empty project path"))
+                .key("include:project");
             if let Some(var) = missing.first() {
                 d = d.help(format!("variable `{var}` is not defined: pass it with `--var {var}=group/project`"));
             }
@@ -321,7 +350,9 @@ impl<'a> Includer<'a> {
             return merged;
         }
         if !(clean.ends_with(".yml") || clean.ends_with(".yaml")) {
-            self.diags.push(Diagnostic::error(span, format!("included file `{path}` does not have a `.yml` or `.yaml` extension")).key("include:local"));
+            self.diags.push(
+                Diagnostic::error(span, format!("included file `{path}` does not have a `.yml` or `.yaml` extension")).key("include:local"),
+            );
             return None;
         }
         let key = FileKey { project: project.map(str::to_string), path: clean, git_ref: git_ref.map(str::to_string) };
@@ -329,9 +360,7 @@ impl<'a> Includer<'a> {
     }
 
     fn fetch_remote(&mut self, url: &str, span: Span) -> Option<Node> {
-        if self.guard(span).is_none() {
-            return None;
-        }
+        self.guard(span)?;
         match self.resolver.remote(url) {
             Ok(text) => {
                 let file = self.sources.add(SourceFile { display: url.to_string(), project: None, path: url.to_string() });
@@ -356,7 +385,9 @@ impl<'a> Includer<'a> {
             return None;
         }
         if self.stack.len() > self.limits.max_nesting {
-            self.diags.push(Diagnostic::error(span, format!("includes are nested more than {} levels deep", self.limits.max_nesting)).key("include"));
+            self.diags.push(
+                Diagnostic::error(span, format!("includes are nested more than {} levels deep", self.limits.max_nesting)).key("include"),
+            );
             return None;
         }
         Some(())

@@ -118,7 +118,8 @@ impl IncludeResolver for MemoryResolver {
         let Some(g) = crate::glob::Glob::new(pattern) else {
             return Err(crate::include::ResolveError::Other(format!("invalid glob `{pattern}`")));
         };
-        let mut out: Vec<String> = self.files.iter().filter(|(p, f, _)| p.as_deref() == project && g.matches(f)).map(|(_, f, _)| f.clone()).collect();
+        let mut out: Vec<String> =
+            self.files.iter().filter(|(p, f, _)| p.as_deref() == project && g.matches(f)).map(|(_, f, _)| f.clone()).collect();
         out.sort();
         Ok(out)
     }

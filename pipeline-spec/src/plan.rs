@@ -160,7 +160,7 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
     let mut jobs: Vec<PlannedJob> = Vec::new();
     // Instances of each base job that exist, for `needs` resolution.
     let mut instances: HashMap<&str, Vec<usize>> = HashMap::new();
-    let mut all_instance_names: HashMap<&str, Vec<(String, Vec<(String, String)>)>> = HashMap::new();
+    let mut all_instance_names: HashMap<&str, Vec<InstanceVars>> = HashMap::new();
     let mut raw_needs: Vec<Option<Vec<Need>>> = Vec::new();
     for job in p.jobs.values() {
         let expanded = expand_parallel(job);
@@ -169,7 +169,8 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
             let job_vars = JobVars(&job.variables);
             let inherited = Inherited { globals: &globals, only: job.inherit_variables.as_deref() };
             let meta = JobMeta { name: &name, stage: &job.stage, node: node.map(|(i, t)| (i.to_string(), t.to_string())) };
-            let vars = Vars { layers: vec![&ctx.pipeline_vars, &matrix_vars, &job_vars, &workflow_vars, &inherited, &meta, &ctx.predefined] };
+            let vars =
+                Vars { layers: vec![&ctx.pipeline_vars, &matrix_vars, &job_vars, &workflow_vars, &inherited, &meta, &ctx.predefined] };
             let Some(outcome) = evaluate_job(job, &vars, ctx) else { continue };
             let mut variables = matrix_vars.clone();
             variables.extend(outcome.variables);
@@ -204,10 +205,13 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
             let Some(idxs) = instances.get(need.job.as_str()) else {
                 if !need.optional {
                     diags.push(
-                        Diagnostic::error(need.span, format!("`needs` refers to `{}`, which is not in the pipeline for this trigger", need.job))
-                            .job(jobs[i].name.clone())
-                            .key("needs")
-                            .help("its `rules`/`only`/`except` excluded it: add `optional: true` to the need, or align the rules"),
+                        Diagnostic::error(
+                            need.span,
+                            format!("`needs` refers to `{}`, which is not in the pipeline for this trigger", need.job),
+                        )
+                        .job(jobs[i].name.clone())
+                        .key("needs")
+                        .help("its `rules`/`only`/`except` excluded it: add `optional: true` to the need, or align the rules"),
                     );
                 }
                 continue;
@@ -226,7 +230,9 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
             }
             if !found && !need.optional {
                 diags.push(
-                    Diagnostic::error(need.span, format!("`needs:parallel:matrix` of `{}` selects no existing instance", need.job)).job(jobs[i].name.clone()).key("needs"),
+                    Diagnostic::error(need.span, format!("`needs:parallel:matrix` of `{}` selects no existing instance", need.job))
+                        .job(jobs[i].name.clone())
+                        .key("needs"),
                 );
             }
         }
@@ -291,7 +297,8 @@ fn evaluate_job(job: &Job, vars: &dyn Lookup, ctx: &PlanContext) -> Option<Outco
         if when == When::Never {
             return None;
         }
-        let allow_failure = rule.allow_failure.clone().or_else(|| job.allow_failure.clone()).unwrap_or(AllowFailure::Bool(job.when == When::Manual));
+        let allow_failure =
+            rule.allow_failure.clone().or_else(|| job.allow_failure.clone()).unwrap_or(AllowFailure::Bool(job.when == When::Manual));
         return Some(Outcome {
             when,
             start_in: rule.start_in.or(job.start_in),
@@ -413,8 +420,11 @@ fn ref_matches(pattern: &str, ctx: &PlanContext) -> bool {
     }
 }
 
-/// Instances of a job: `(name, matrix variables, (CI_NODE_INDEX, CI_NODE_TOTAL))`.
-pub fn expand_parallel(job: &Job) -> Vec<(String, Vec<(String, String)>, Option<(u32, u32)>)> {
+/// One instance of a job: `(name, matrix variables, (CI_NODE_INDEX, CI_NODE_TOTAL))`.
+pub type Instance = (String, Vec<(String, String)>, Option<(u32, u32)>);
+
+/// Instances of a job, expanded from `parallel` as GitLab names them.
+pub fn expand_parallel(job: &Job) -> Vec<Instance> {
     match &job.parallel {
         None => vec![(job.name.clone(), Vec::new(), None)],
         Some(Parallel::Count(n)) => (1..=*n).map(|i| (format!("{} {i}/{n}", job.name), Vec::new(), Some((i, *n)))).collect(),
@@ -448,7 +458,10 @@ pub fn expand_parallel(job: &Job) -> Vec<(String, Vec<(String, String)>, Option<
     }
 }
 
-fn matrix_instance_names(base: &str, mx: &[IndexMap<String, Vec<String>>], all: &[(String, Vec<(String, String)>)]) -> HashSet<String> {
+/// An instance's name and its matrix variables.
+type InstanceVars = (String, Vec<(String, String)>);
+
+fn matrix_instance_names(base: &str, mx: &[IndexMap<String, Vec<String>>], all: &[InstanceVars]) -> HashSet<String> {
     let mut out = HashSet::new();
     for entry in mx {
         for (name, vars) in all {
@@ -465,10 +478,8 @@ fn matrix_instance_names(base: &str, mx: &[IndexMap<String, Vec<String>>], all: 
 /// Finds a cycle through `needs` and returns the job indices on it.
 fn find_cycle(jobs: &[PlannedJob]) -> Option<Vec<usize>> {
     let index: HashMap<&str, usize> = jobs.iter().enumerate().map(|(i, j)| (j.name.as_str(), i)).collect();
-    let edges: Vec<Vec<usize>> = jobs
-        .iter()
-        .map(|j| j.needs.iter().flatten().filter_map(|n| index.get(n.job.as_str()).copied()).collect())
-        .collect();
+    let edges: Vec<Vec<usize>> =
+        jobs.iter().map(|j| j.needs.iter().flatten().filter_map(|n| index.get(n.job.as_str()).copied()).collect()).collect();
     // 0 = unvisited, 1 = on stack, 2 = done. Iterative DFS: no recursion on user input.
     let mut color = vec![0u8; jobs.len()];
     for start in 0..jobs.len() {
@@ -579,7 +590,8 @@ fn topo_within(members: &[usize], jobs: &[PlannedJob], index: &HashMap<&str, usi
     while !remaining.is_empty() {
         let before = remaining.len();
         remaining.retain(|&i| {
-            let ready = jobs[i].needs.iter().flatten().filter_map(|n| index.get(n.job.as_str())).all(|k| !set.contains(k) || done.contains(k));
+            let ready =
+                jobs[i].needs.iter().flatten().filter_map(|n| index.get(n.job.as_str())).all(|k| !set.contains(k) || done.contains(k));
             if ready {
                 done.insert(i);
                 out.push(i);
@@ -588,7 +600,7 @@ fn topo_within(members: &[usize], jobs: &[PlannedJob], index: &HashMap<&str, usi
         });
         if remaining.len() == before {
             // A cycle (already reported): keep definition order.
-            out.extend(remaining.drain(..));
+            out.append(&mut remaining);
         }
     }
     out

@@ -59,7 +59,8 @@ fn extend_one(
             let start = chain.iter().position(|c| c == name).unwrap_or(0);
             let cycle: Vec<&str> = chain[start..].iter().map(String::as_str).chain([name]).collect();
             let span = top.get(name).map_or_else(Default::default, |e| e.key_span);
-            diags.push(Diagnostic::error(span, format!("circular dependency in `extends`: {}", cycle.join(" → "))).job(name).key("extends"));
+            diags
+                .push(Diagnostic::error(span, format!("circular dependency in `extends`: {}", cycle.join(" → "))).job(name).key("extends"));
             return false;
         }
         None => {}
@@ -81,7 +82,9 @@ fn extend_one(
                 match it.as_str() {
                     Some(s) => out.push((s.to_string(), it.span)),
                     None => diags.push(
-                        Diagnostic::error(it.span, format!("`extends` names jobs or templates, found {}", it.kind())).job(name).key("extends"),
+                        Diagnostic::error(it.span, format!("`extends` names jobs or templates, found {}", it.kind()))
+                            .job(name)
+                            .key("extends"),
                     ),
                 }
             }
@@ -89,15 +92,22 @@ fn extend_one(
         }
         Value::Null => Vec::new(),
         _ => {
-            diags.push(Diagnostic::error(ext.value.span, format!("`extends` must be a name or a list of names, found {}", ext.value.kind())).job(name).key("extends"));
+            diags.push(
+                Diagnostic::error(ext.value.span, format!("`extends` must be a name or a list of names, found {}", ext.value.kind()))
+                    .job(name)
+                    .key("extends"),
+            );
             Vec::new()
         }
     };
     if chain.len() >= MAX_EXTENDS_DEPTH {
         diags.push(
-            Diagnostic::error(ext.key_span, format!("`extends` is nested more than {MAX_EXTENDS_DEPTH} levels deep: {}", chain.join(" → ")))
-                .job(name)
-                .key("extends"),
+            Diagnostic::error(
+                ext.key_span,
+                format!("`extends` is nested more than {MAX_EXTENDS_DEPTH} levels deep: {}", chain.join(" → ")),
+            )
+            .job(name)
+            .key("extends"),
         );
         return false;
     }
@@ -127,7 +137,14 @@ fn extend_one(
         levels[idx] = levels[idx].max(levels[parent_idx] + 1);
         let parent_node = &top[parent_idx].value;
         if parent_node.as_map().is_none() {
-            diags.push(Diagnostic::error(*span, format!("`extends` refers to `{parent}`, which is {} and not a job or template", parent_node.kind())).job(name).key("extends"));
+            diags.push(
+                Diagnostic::error(
+                    *span,
+                    format!("`extends` refers to `{parent}`, which is {} and not a job or template", parent_node.kind()),
+                )
+                .job(name)
+                .key("extends"),
+            );
             ok = false;
             continue;
         }
@@ -140,10 +157,13 @@ fn extend_one(
     chain.pop();
     if ok && levels[idx] >= MAX_EXTENDS_DEPTH {
         diags.push(
-            Diagnostic::error(ext_span, format!("`extends` is nested more than {MAX_EXTENDS_DEPTH} levels deep ({} ancestors)", levels[idx]))
-                .job(name)
-                .key("extends")
-                .help("GitLab allows a job and up to 10 ancestors; flatten the template chain"),
+            Diagnostic::error(
+                ext_span,
+                format!("`extends` is nested more than {MAX_EXTENDS_DEPTH} levels deep ({} ancestors)", levels[idx]),
+            )
+            .job(name)
+            .key("extends")
+            .help("GitLab allows a job and up to 10 ancestors; flatten the template chain"),
         );
         ok = false;
     }
@@ -193,7 +213,9 @@ fn resolve_node(node: &mut Node, top: &Map, job: &str, depth: usize, budget: &mu
             let path: Vec<String> = path.iter().filter_map(|p| p.as_str().map(str::to_string)).collect();
             let span = node.span;
             if depth >= MAX_REFERENCE_DEPTH {
-                diags.push(Diagnostic::error(span, format!("`!reference` tags are nested more than {MAX_REFERENCE_DEPTH} levels deep")).job(job));
+                diags.push(
+                    Diagnostic::error(span, format!("`!reference` tags are nested more than {MAX_REFERENCE_DEPTH} levels deep")).job(job),
+                );
                 *node = Node::null(span);
                 return;
             }
@@ -201,7 +223,9 @@ fn resolve_node(node: &mut Node, top: &Map, job: &str, depth: usize, budget: &mu
                 Ok(found) => {
                     let size = found.size();
                     if size > *budget {
-                        diags.push(Diagnostic::error(span, "`!reference` tags copy too much data (more than 2,000,000 nodes in all)").job(job));
+                        diags.push(
+                            Diagnostic::error(span, "`!reference` tags copy too much data (more than 2,000,000 nodes in all)").job(job),
+                        );
                         *node = Node::null(span);
                         return;
                     }
@@ -241,7 +265,10 @@ fn lookup<'a>(top: &'a Map, path: &[String], no_span: crate::source::Span) -> Re
     let mut walked = vec![first.as_str()];
     for key in rest {
         let Some(m) = cur.as_map() else {
-            return Err(Diagnostic::error(no_span, format!("`!reference`: `{}` is {}, it has no key `{key}`", walked.join("."), cur.kind())));
+            return Err(Diagnostic::error(
+                no_span,
+                format!("`!reference`: `{}` is {}, it has no key `{key}`", walked.join("."), cur.kind()),
+            ));
         };
         let Some(next) = m.get(key.as_str()) else {
             return Err(Diagnostic::error(no_span, format!("`!reference`: `{}` has no key `{key}`", walked.join(".")))

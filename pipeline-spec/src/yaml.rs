@@ -236,11 +236,8 @@ pub struct Document {
 pub fn parse(text: &str, file: FileId, limits: &Limits, warnings: &mut Vec<Diagnostic>) -> Result<Document, Diagnostic> {
     let start = Span::new(file, 1, 1);
     if text.len() > limits.max_bytes {
-        return Err(Diagnostic::error(
-            start,
-            format!("file is {} bytes, more than the limit of {} bytes", text.len(), limits.max_bytes),
-        )
-        .help("split the pipeline into smaller files with `include:local`"));
+        return Err(Diagnostic::error(start, format!("file is {} bytes, more than the limit of {} bytes", text.len(), limits.max_bytes))
+            .help("split the pipeline into smaller files with `include:local`"));
     }
     if let Some(pos) = text.find('\0') {
         let line = text[..pos].matches('\n').count() + 1;
@@ -276,8 +273,11 @@ pub fn parse(text: &str, file: FileId, limits: &Limits, warnings: &mut Vec<Diagn
 fn scan_error(file: FileId, e: &ScanError) -> Diagnostic {
     let m = e.marker();
     if e.info().contains("unknown anchor") {
-        return Diagnostic::error(Span::new(file, m.line() as u32, m.col() as u32 + 1), "alias refers to an anchor that is not defined in this file")
-            .help("anchors do not cross files; to reuse a definition from an included file use `extends` or `!reference`");
+        return Diagnostic::error(
+            Span::new(file, m.line() as u32, m.col() as u32 + 1),
+            "alias refers to an anchor that is not defined in this file",
+        )
+        .help("anchors do not cross files; to reuse a definition from an included file use `extends` or `!reference`");
     }
     if e.info().contains("recursion limit") {
         return Diagnostic::error(Span::new(file, m.line() as u32, m.col() as u32 + 1), "nesting is deeper than the limit of 100 levels");
@@ -435,7 +435,12 @@ impl Builder<'_> {
                                 }
                                 items.into_iter().rev().collect()
                             }
-                            _ => return Err(Diagnostic::error(node.span, format!("`<<` merges a map or a list of maps, found {}", node.kind()))),
+                            _ => {
+                                return Err(Diagnostic::error(
+                                    node.span,
+                                    format!("`<<` merges a map or a list of maps, found {}", node.kind()),
+                                ));
+                            }
                         };
                         for source in sources {
                             if let Value::Map(src) = source.value {
@@ -448,8 +453,11 @@ impl Builder<'_> {
                     }
                     if let Some(old) = map.get(&name) {
                         self.warnings.push(
-                            Diagnostic::warning(key_span, format!("duplicate key `{name}`: this value replaces the one at line {}", old.key_span.line))
-                                .help("GitLab keeps the last value too; remove one of them"),
+                            Diagnostic::warning(
+                                key_span,
+                                format!("duplicate key `{name}`: this value replaces the one at line {}", old.key_span.line),
+                            )
+                            .help("GitLab keeps the last value too; remove one of them"),
                         );
                         map.shift_remove(&name);
                     }
@@ -463,7 +471,8 @@ impl Builder<'_> {
 
 fn unknown_tag(tag: &str, at: Span) -> Diagnostic {
     let shown = tag.strip_prefix("tag:yaml.org,2002:").map_or_else(|| tag.to_string(), |s| format!("!!{s}"));
-    Diagnostic::error(at, format!("unknown YAML tag `{shown}`")).help("GitLab CI understands only `!reference` and the standard `!!str`, `!!int`, ... tags")
+    Diagnostic::error(at, format!("unknown YAML tag `{shown}`"))
+        .help("GitLab CI understands only `!reference` and the standard `!!str`, `!!int`, ... tags")
 }
 
 fn scalar_value(text: &str, style: ScalarStyle, tag: Option<&str>, at: Span) -> Result<Value, Diagnostic> {
@@ -583,7 +592,9 @@ fn parse_float(text: &str) -> Option<f64> {
     // Psych: [-+]?([0-9][0-9_,]*)?\.[0-9]*([eE][-+][0-9]+)?
     let body = text.strip_prefix(['-', '+']).unwrap_or(text);
     let (int_part, rest) = body.split_once('.')?;
-    if !int_part.is_empty() && (!int_part.starts_with(|c: char| c.is_ascii_digit()) || !int_part.chars().all(|c| c.is_ascii_digit() || c == '_' || c == ',')) {
+    if !int_part.is_empty()
+        && (!int_part.starts_with(|c: char| c.is_ascii_digit()) || !int_part.chars().all(|c| c.is_ascii_digit() || c == '_' || c == ','))
+    {
         return None;
     }
     let (frac, exp) = match rest.find(['e', 'E']) {

@@ -20,7 +20,8 @@ pub struct LocalRepo {
 /// Outside a repository, returns a context for branch `main` of project `local/<dir name>`.
 pub fn local_context(dir: &Path) -> LocalRepo {
     let mut ctx = Context::default();
-    let dir_name = dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "project".into());
+    let dir_name =
+        dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "project".into());
     ctx.project_path = format!("local/{dir_name}");
     let Ok(repo) = Repository::discover(dir) else {
         ctx.branch = Some("main".into());

@@ -2,7 +2,7 @@
 
 pub mod artifacts;
 pub mod cas;
-pub mod mask;
 pub mod gitinfo;
 pub mod includes;
 pub mod local;
+pub mod mask;

@@ -67,11 +67,10 @@ impl LocalPipeline {
 pub fn open(opts: &LocalOptions) -> Result<LocalPipeline, LocalError> {
     let file = match &opts.file {
         Some(f) => opts.dir.join(f),
-        None => DEFAULT_FILES
-            .iter()
-            .map(|f| opts.dir.join(f))
-            .find(|p| p.is_file())
-            .ok_or_else(|| LocalError::NoPipelineFile { dir: opts.dir.clone(), tried: DEFAULT_FILES.iter().map(|s| s.to_string()).collect() })?,
+        None => DEFAULT_FILES.iter().map(|f| opts.dir.join(f)).find(|p| p.is_file()).ok_or_else(|| LocalError::NoPipelineFile {
+            dir: opts.dir.clone(),
+            tried: DEFAULT_FILES.iter().map(|s| s.to_string()).collect(),
+        })?,
     };
     let bytes = std::fs::read(&file).map_err(|source| LocalError::Read { path: file.clone(), source })?;
     let text = String::from_utf8(bytes).map_err(|_| LocalError::NotText { path: file.clone() })?;
@@ -116,7 +115,12 @@ pub fn open(opts: &LocalOptions) -> Result<LocalPipeline, LocalError> {
         loaded.pipeline.as_ref().map(|p| {
             let exists_root = resolver.clone();
             let exists = move |g: &Glob| exists_root.glob(None, g.as_str(), None).is_ok_and(|m| !m.is_empty());
-            let ctx = PlanContext { predefined, pipeline_vars: opts.vars.clone(), changed_files: opts.changed_files.clone(), exists: Some(&exists) };
+            let ctx = PlanContext {
+                predefined,
+                pipeline_vars: opts.vars.clone(),
+                changed_files: opts.changed_files.clone(),
+                exists: Some(&exists),
+            };
             plan(p, &ctx)
         })
     };

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use crate::diag::{Diagnostic, suggest};
 use crate::model::{
-    Artifacts, ArtifactsWhen, Cache, CacheKey, CachePolicy, Environment, Image, Inherit, Job, Parallel, Pipeline, Reports, Service, Trigger,
-    When,
+    Artifacts, ArtifactsWhen, Cache, CacheKey, CachePolicy, Environment, Image, Inherit, Job, Parallel, Pipeline, Reports, Service,
+    Trigger, When,
 };
 use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
@@ -28,9 +28,13 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
     if name.len() > 255 {
         cx.push(Diagnostic::error(span, "job names are limited to 255 characters"));
     }
+    // A misspelt `script` already has its error: do not add "a job needs a `script:`".
+    let mut script_typo = false;
     for (k, e) in own {
         if !JOB_KEYS.contains(&k.as_str()) && k != "type" {
-            cx.push(Diagnostic::error(e.key_span, format!("unknown key `{k}`")).key(k.as_str()).suggest(suggest(k, JOB_KEYS.iter().copied())));
+            let suggestion = suggest(k, JOB_KEYS.iter().copied());
+            script_typo |= suggestion.as_deref() == Some("script");
+            cx.push(Diagnostic::error(e.key_span, format!("unknown key `{k}`")).key(k.as_str()).suggest(suggestion));
         }
     }
 
@@ -51,8 +55,11 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
 
     let has_script = get("script").is_some() || get("run").is_some();
     let trigger = get("trigger").and_then(|n| parse_trigger(cx, n));
-    if !has_script && trigger.is_none() && !partial {
-        cx.push(Diagnostic::error(span, "a job needs a `script:` (or `trigger:` / `run:`)").help("add `script:` with the commands to run; name the key `.name` to make it a hidden template"));
+    if !has_script && trigger.is_none() && !partial && !script_typo {
+        cx.push(
+            Diagnostic::error(span, "a job needs a `script:` (or `trigger:` / `run:`)")
+                .help("add `script:` with the commands to run; name the key `.name` to make it a hidden template"),
+        );
     }
     if has_script && get("trigger").is_some() {
         cx.push(Diagnostic::error(span, "`script` and `trigger` cannot be used together").key("trigger"));
@@ -62,7 +69,9 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
         Some(n) => (cx.string(n, "stage").unwrap_or_else(|| "test".into()), n.span),
         None => ("test".to_string(), span),
     };
-    if !stages.contains(&stage) {
+    // A partial job (its template is missing) gets `test` only by default: do not pile on.
+    let defaulted = get("stage").or_else(|| get("type")).is_none();
+    if !(stages.contains(&stage) || partial && defaulted) {
         let candidates = stages.iter().map(String::as_str);
         cx.push(
             Diagnostic::error(stage_span, format!("stage `{stage}` is not declared in `stages`"))
@@ -76,7 +85,11 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
     if has_rules {
         for k in ["only", "except", "start_in"] {
             if let Some(e) = own.get(k).filter(|e| !e.value.is_null()) {
-                cx.push(Diagnostic::error(e.key_span, format!("`{k}` cannot be used with `rules`")).key(k).help("express the condition as a rule instead"));
+                cx.push(
+                    Diagnostic::error(e.key_span, format!("`{k}` cannot be used with `rules`"))
+                        .key(k)
+                        .help("express the condition as a rule instead"),
+                );
             }
         }
     }
@@ -87,7 +100,9 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
     };
     let start_in = get("start_in").and_then(|n| cx.duration(n, "start_in"));
     if when == When::Delayed && start_in.is_none() && !has_rules {
-        cx.push(Diagnostic::error(when_span, "`when: delayed` needs `start_in:`").key("when").help("add for example `start_in: 30 minutes`"));
+        cx.push(
+            Diagnostic::error(when_span, "`when: delayed` needs `start_in:`").key("when").help("add for example `start_in: 30 minutes`"),
+        );
     }
     if start_in.is_some() && when != When::Delayed && !has_rules {
         cx.push(Diagnostic::error(span, "`start_in` is only valid with `when: delayed`").key("start_in"));
@@ -157,7 +172,10 @@ fn parse_inherit(cx: &mut Cx, own: &Map) -> (Inherit, Option<Vec<String>>, Optio
                 let list = cx.string_list(&d.value, "inherit:default");
                 for k in &list {
                     if !DEFAULT_KEYS.contains(&k.as_str()) {
-                        cx.push(Diagnostic::error(d.value.span, format!("`inherit:default` lists `{k}`, which `default` cannot set")).key("inherit:default"));
+                        cx.push(
+                            Diagnostic::error(d.value.span, format!("`inherit:default` lists `{k}`, which `default` cannot set"))
+                                .key("inherit:default"),
+                        );
                     }
                 }
                 (Inherit::All, Some(list))
@@ -220,7 +238,11 @@ fn parse_services(cx: &mut Cx, n: &Node) -> Vec<Service> {
         match &it.value {
             Value::Str(s) => out.push(Service { name: s.clone(), alias: None, entrypoint: None, command: None, variables: Vec::new() }),
             Value::Map(m) => {
-                cx.check_keys(m, &["name", "alias", "entrypoint", "command", "variables", "pull_policy", "docker", "kubernetes"], "services");
+                cx.check_keys(
+                    m,
+                    &["name", "alias", "entrypoint", "command", "variables", "pull_policy", "docker", "kubernetes"],
+                    "services",
+                );
                 let Some(name) = m.get("name").and_then(|e| cx.string(&e.value, "services:name")) else {
                     cx.push(Diagnostic::error(it.span, "a service needs `name:`").key("services"));
                     continue;
@@ -255,7 +277,10 @@ fn parse_parallel(cx: &mut Cx, n: &Node) -> Option<Parallel> {
             let matrix = cx.matrix(&mx.value, "parallel:matrix");
             let total: usize = matrix.iter().map(|e| e.values().map(Vec::len).product::<usize>()).sum();
             if total > MAX_PARALLEL as usize {
-                cx.push(Diagnostic::error(mx.value.span, format!("`parallel:matrix` makes {total} jobs; GitLab allows at most {MAX_PARALLEL}")).key("parallel:matrix"));
+                cx.push(
+                    Diagnostic::error(mx.value.span, format!("`parallel:matrix` makes {total} jobs; GitLab allows at most {MAX_PARALLEL}"))
+                        .key("parallel:matrix"),
+                );
                 return None;
             }
             if total == 0 {
@@ -289,7 +314,11 @@ fn artifacts_when(cx: &mut Cx, n: &Node, key: &str) -> ArtifactsWhen {
 
 fn parse_artifacts(cx: &mut Cx, n: &Node) -> Option<Artifacts> {
     let m = cx.map(n, "artifacts")?;
-    cx.check_keys(m, &["paths", "exclude", "name", "when", "expire_in", "untracked", "expose_as", "reports", "public", "access"], "artifacts");
+    cx.check_keys(
+        m,
+        &["paths", "exclude", "name", "when", "expire_in", "untracked", "expose_as", "reports", "public", "access"],
+        "artifacts",
+    );
     let mut reports = Reports::default();
     if let Some(r) = m.get("reports") {
         if let Some(rm) = cx.map(&r.value, "artifacts:reports") {
@@ -311,7 +340,11 @@ fn parse_artifacts(cx: &mut Cx, n: &Node) -> Option<Artifacts> {
     if let Some(x) = &expire_in {
         if x != "never" && crate::duration::parse_seconds(x).is_none() {
             let span = m.get("expire_in").map_or(n.span, |e| e.value.span);
-            cx.push(Diagnostic::error(span, format!("`{x}` is not a duration")).key("artifacts:expire_in").help("use for example `1 week` or `never`"));
+            cx.push(
+                Diagnostic::error(span, format!("`{x}` is not a duration"))
+                    .key("artifacts:expire_in")
+                    .help("use for example `1 week` or `never`"),
+            );
         }
     }
     Some(Artifacts {
@@ -392,7 +425,9 @@ fn parse_cache(cx: &mut Cx, n: &Node) -> Option<Cache> {
 
 fn parse_environment(cx: &mut Cx, n: &Node) -> Option<Environment> {
     match &n.value {
-        Value::Str(s) => Some(Environment { name: s.clone(), url: None, action: None, on_stop: None, deployment_tier: None, auto_stop_in: None }),
+        Value::Str(s) => {
+            Some(Environment { name: s.clone(), url: None, action: None, on_stop: None, deployment_tier: None, auto_stop_in: None })
+        }
         Value::Map(m) => {
             cx.check_keys(m, &["name", "url", "action", "on_stop", "deployment_tier", "auto_stop_in", "kubernetes"], "environment");
             let s = |cx: &mut Cx, k: &str| m.get(k).and_then(|e| cx.string(&e.value, &format!("environment:{k}")));
@@ -404,10 +439,21 @@ fn parse_environment(cx: &mut Cx, n: &Node) -> Option<Environment> {
             if let Some(a) = &action {
                 let actions = ["start", "prepare", "stop", "verify", "access"];
                 if !actions.contains(&a.as_str()) {
-                    cx.push(Diagnostic::error(n.span, format!("unknown environment action `{a}`")).key("environment:action").suggest(suggest(a, actions)));
+                    cx.push(
+                        Diagnostic::error(n.span, format!("unknown environment action `{a}`"))
+                            .key("environment:action")
+                            .suggest(suggest(a, actions)),
+                    );
                 }
             }
-            Some(Environment { name, url: s(cx, "url"), action, on_stop: s(cx, "on_stop"), deployment_tier: s(cx, "deployment_tier"), auto_stop_in: s(cx, "auto_stop_in") })
+            Some(Environment {
+                name,
+                url: s(cx, "url"),
+                action,
+                on_stop: s(cx, "on_stop"),
+                deployment_tier: s(cx, "deployment_tier"),
+                auto_stop_in: s(cx, "auto_stop_in"),
+            })
         }
         _ => {
             cx.push(Diagnostic::error(n.span, format!("expected an environment name or map, found {}", n.kind())).key("environment"));
@@ -427,7 +473,11 @@ fn parse_trigger(cx: &mut Cx, n: &Node) -> Option<Trigger> {
                     Value::Str(s) => vec![s.clone()],
                     Value::Seq(items) => items
                         .iter()
-                        .filter_map(|it| it.as_str().map(str::to_string).or_else(|| it.get("local").or_else(|| it.get("file")).and_then(Node::scalar_string)))
+                        .filter_map(|it| {
+                            it.as_str()
+                                .map(str::to_string)
+                                .or_else(|| it.get("local").or_else(|| it.get("file")).and_then(Node::scalar_string))
+                        })
                         .collect(),
                     _ => Vec::new(),
                 },
@@ -470,11 +520,14 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
                     Some(other) => {
                         if other.name == job.name {
                             cx.push(Diagnostic::error(need.span, "a job cannot need itself").key(key));
-                        } else if idx(other) > my_stage {
+                        } else if idx(other) > my_stage && idx(other) != usize::MAX && my_stage != usize::MAX {
                             cx.push(
-                                Diagnostic::error(need.span, format!("`needs` refers to `{}` in the later stage `{}`", need.job, other.stage))
-                                    .key(key)
-                                    .help(format!("a job can only need jobs of its own stage (`{}`) or earlier ones", job.stage)),
+                                Diagnostic::error(
+                                    need.span,
+                                    format!("`needs` refers to `{}` in the later stage `{}`", need.job, other.stage),
+                                )
+                                .key(key)
+                                .help(format!("a job can only need jobs of its own stage (`{}`) or earlier ones", job.stage)),
                             );
                         }
                     }

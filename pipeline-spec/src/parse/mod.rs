@@ -76,8 +76,21 @@ pub const JOB_KEYS: &[&str] = &[
 ];
 
 /// Keys `default:` may set for every job.
-pub const DEFAULT_KEYS: &[&str] =
-    &["after_script", "artifacts", "before_script", "cache", "hooks", "id_tokens", "identity", "image", "interruptible", "retry", "services", "tags", "timeout"];
+pub const DEFAULT_KEYS: &[&str] = &[
+    "after_script",
+    "artifacts",
+    "before_script",
+    "cache",
+    "hooks",
+    "id_tokens",
+    "identity",
+    "image",
+    "interruptible",
+    "retry",
+    "services",
+    "tags",
+    "timeout",
+];
 
 /// Top-level keys that act as defaults (deprecated globals GitLab still honours).
 const GLOBAL_DEFAULTS: &[&str] = &["after_script", "before_script", "cache", "image", "services"];
@@ -114,8 +127,14 @@ pub(crate) fn build_pipeline(top: Map, span: Span, partial: &HashSet<String>, di
                     if DEFAULT_KEYS.contains(&k.as_str()) {
                         defaults.insert(k.clone(), v.clone());
                     } else {
-                        let hint = if JOB_KEYS.contains(&k.as_str()) { Some(format!("`{k}` cannot be set in `default`; set it in each job or a template job")) } else { None };
-                        let mut d = Diagnostic::error(v.key_span, format!("unknown key `{k}` in `default`")).key("default").suggest(suggest(k, DEFAULT_KEYS.iter().copied()));
+                        let hint = if JOB_KEYS.contains(&k.as_str()) {
+                            Some(format!("`{k}` cannot be set in `default`; set it in each job or a template job"))
+                        } else {
+                            None
+                        };
+                        let mut d = Diagnostic::error(v.key_span, format!("unknown key `{k}` in `default`"))
+                            .key("default")
+                            .suggest(suggest(k, DEFAULT_KEYS.iter().copied()));
                         if let Some(h) = hint {
                             d = d.help(h);
                         }
@@ -148,7 +167,10 @@ pub(crate) fn build_pipeline(top: Map, span: Span, partial: &HashSet<String>, di
             }
             _ => {
                 let kw = suggest(name, TOP_KEYWORDS.iter().copied());
-                let mut d = Diagnostic::error(entry.key_span, format!("`{name}` is not a keyword, and a job must be a map, found {}", entry.value.kind()));
+                let mut d = Diagnostic::error(
+                    entry.key_span,
+                    format!("`{name}` is not a keyword, and a job must be a map, found {}", entry.value.kind()),
+                );
                 d = match kw {
                     Some(k) => d.suggest(Some(k)),
                     None => d.help("to define a job, give it a `script:`; to keep a value for reuse, name the key with a leading `.`"),

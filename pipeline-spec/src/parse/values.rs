@@ -220,7 +220,14 @@ impl<'a> Cx<'a> {
                 continue;
             }
             let v = &e.value;
-            let mut var = Variable { name: name.clone(), value: String::new(), description: None, options: Vec::new(), expand: true, span: e.key_span };
+            let mut var = Variable {
+                name: name.clone(),
+                value: String::new(),
+                description: None,
+                options: Vec::new(),
+                expand: true,
+                span: e.key_span,
+            };
             match &v.value {
                 Value::Map(vm) => {
                     self.check_keys(vm, &["value", "description", "options", "expand"], &format!("{key}:{name}"));
@@ -231,7 +238,11 @@ impl<'a> Cx<'a> {
                     if let Some(o) = vm.get("options") {
                         var.options = self.string_list(&o.value, key);
                         if !var.options.is_empty() && !var.options.contains(&var.value) {
-                            self.err(o.value.span, key, format!("variable `{name}`: the value `{}` is not one of its `options`", var.value));
+                            self.err(
+                                o.value.span,
+                                key,
+                                format!("variable `{name}`: the value `{}` is not one of its `options`", var.value),
+                            );
                         }
                     }
                     if let Some(x) = vm.get("expand") {
@@ -256,18 +267,24 @@ impl<'a> Cx<'a> {
                 let s = v.scalar_string()?;
                 if s != raw.as_ref() {
                     self.push(
-                        Diagnostic::warning(v.span, format!("variable `{name}` is read as the number `{s}`, not `{raw}` (YAML 1.1, as GitLab reads it)"))
-                            .key(key)
-                            .help(format!("quote it to keep it as written: `{name}: \"{raw}\"`")),
+                        Diagnostic::warning(
+                            v.span,
+                            format!("variable `{name}` is read as the number `{s}`, not `{raw}` (YAML 1.1, as GitLab reads it)"),
+                        )
+                        .key(key)
+                        .help(format!("quote it to keep it as written: `{name}: \"{raw}\"`")),
                     );
                 }
                 Some(s)
             }
             Value::Bool(b) => {
                 self.push(
-                    Diagnostic::error(v.span, format!("variable `{name}` is the boolean `{b}`; variable values must be strings or numbers"))
-                        .key(key)
-                        .help(format!("quote it: `{name}: \"{b}\"`")),
+                    Diagnostic::error(
+                        v.span,
+                        format!("variable `{name}` is the boolean `{b}`; variable values must be strings or numbers"),
+                    )
+                    .key(key)
+                    .help(format!("quote it: `{name}: \"{b}\"`")),
                 );
                 None
             }
@@ -316,7 +333,9 @@ impl<'a> Cx<'a> {
         let mut out = Vec::new();
         for r in flat {
             let Some(m) = r.as_map() else {
-                let mut d = Diagnostic::error(r.span, format!("a rule must be a map such as `- if: $CI_COMMIT_BRANCH`, found {}", r.kind())).key(key);
+                let mut d =
+                    Diagnostic::error(r.span, format!("a rule must be a map such as `- if: $CI_COMMIT_BRANCH`, found {}", r.kind()))
+                        .key(key);
                 if let Some(s) = r.as_str() {
                     d = d.help(format!("write `- if: '{s}'`"));
                 }
@@ -461,7 +480,9 @@ impl<'a> Cx<'a> {
         let mut out = Vec::new();
         for it in items {
             match &it.value {
-                Value::Str(s) => out.push(Need { job: s.clone(), span: it.span, artifacts: true, optional: false, matrix: None, cross_pipeline: false }),
+                Value::Str(s) => {
+                    out.push(Need { job: s.clone(), span: it.span, artifacts: true, optional: false, matrix: None, cross_pipeline: false })
+                }
                 Value::Map(m) => {
                     self.check_keys(m, &["job", "artifacts", "optional", "parallel", "project", "ref", "pipeline"], key);
                     let cross = m.contains_key("project") || m.contains_key("pipeline");

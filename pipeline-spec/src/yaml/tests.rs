@@ -102,7 +102,10 @@ fn alias_bomb_stops_at_the_node_limit() {
     let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
     let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
     for w in names.windows(2) {
-        text.push_str(&format!("{}: &{} [*{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}]\n", w[1], w[1], w[0], w[0], w[0], w[0], w[0], w[0], w[0], w[0], w[0], w[0]));
+        text.push_str(&format!(
+            "{}: &{} [*{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}, *{}]\n",
+            w[1], w[1], w[0], w[0], w[0], w[0], w[0], w[0], w[0], w[0], w[0], w[0]
+        ));
     }
     let e = load(&text).unwrap_err();
     assert!(e.message.contains("more than 1000000 nodes"), "{}", e.message);

@@ -15,7 +15,11 @@ variables:
 "#;
     let build = "variables:\n  SHARED: build\n  ONLY_BUILD: b\nbuild:\n  extends: .kaniko\n";
     let kaniko = ".kaniko:\n  image: kaniko\n  script: [build-image]\n";
-    let loaded = load_with(main, &[("ci/build.yml", build), ("cloud-pi-native/catalog:kaniko.yml", kaniko)], &[("CATALOG", "cloud-pi-native/catalog")]);
+    let loaded = load_with(
+        main,
+        &[("ci/build.yml", build), ("cloud-pi-native/catalog:kaniko.yml", kaniko)],
+        &[("CATALOG", "cloud-pi-native/catalog")],
+    );
     assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
     let p = loaded.pipeline.unwrap();
     let vars: Vec<(&str, &str)> = p.variables.iter().map(|v| (v.name.as_str(), v.value.as_str())).collect();
@@ -46,7 +50,12 @@ fn unavailable_kinds_are_reported_as_such_not_as_typos() {
     let main = "include:\n  - remote: https://example.test/ci.yml\n  - template: Security/SAST.gitlab-ci.yml\njob:\n  script: [x]\n";
     let loaded = load_with(main, &[], &[]);
     assert_error(&loaded, 2, 5, "cannot resolve `include:remote` `https://example.test/ci.yml`: remote includes cannot be fetched offline");
-    assert_error(&loaded, 3, 5, "cannot resolve `include:template` `Security/SAST.gitlab-ci.yml`: GitLab's templates are not available offline");
+    assert_error(
+        &loaded,
+        3,
+        5,
+        "cannot resolve `include:template` `Security/SAST.gitlab-ci.yml`: GitLab's templates are not available offline",
+    );
 }
 
 #[test]

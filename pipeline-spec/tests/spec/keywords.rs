@@ -12,7 +12,9 @@ fn job(yml: &str) -> pipeline_spec::model::Job {
 
 #[test]
 fn image_services_and_entrypoints() {
-    let j = job("j:\n  image:\n    name: gcr.io/kaniko-project/executor:debug\n    entrypoint: [\"\"]\n    pull_policy: [if-not-present]\n  services:\n    - postgres:16\n    - name: redis:7\n      alias: cache\n  script: [x]\n");
+    let j = job(
+        "j:\n  image:\n    name: gcr.io/kaniko-project/executor:debug\n    entrypoint: [\"\"]\n    pull_policy: [if-not-present]\n  services:\n    - postgres:16\n    - name: redis:7\n      alias: cache\n  script: [x]\n",
+    );
     let img = j.image.unwrap();
     assert_eq!(img.entrypoint, Some(vec![String::new()]));
     assert_eq!(img.pull_policy, ["if-not-present"]);
@@ -21,7 +23,9 @@ fn image_services_and_entrypoints() {
 
 #[test]
 fn variables_plain_and_described() {
-    let j = job("j:\n  script: [x]\n  variables:\n    PLAIN: a\n    NUM: 42\n    DESCRIBED:\n      value: blue\n      description: colour\n      options: [blue, red]\n    RAW:\n      value: $NOT_EXPANDED\n      expand: false\n");
+    let j = job(
+        "j:\n  script: [x]\n  variables:\n    PLAIN: a\n    NUM: 42\n    DESCRIBED:\n      value: blue\n      description: colour\n      options: [blue, red]\n    RAW:\n      value: $NOT_EXPANDED\n      expand: false\n",
+    );
     let v: Vec<(&str, &str, bool)> = j.variables.iter().map(|v| (v.name.as_str(), v.value.as_str(), v.expand)).collect();
     assert_eq!(v, [("PLAIN", "a", true), ("NUM", "42", true), ("DESCRIBED", "blue", true), ("RAW", "$NOT_EXPANDED", false)]);
 }
@@ -37,7 +41,9 @@ fn yaml_1_1_numbers_in_variables_warn_and_booleans_are_errors() {
 
 #[test]
 fn allow_failure_retry_timeout_forms() {
-    let j = job("j:\n  script: [x]\n  allow_failure:\n    exit_codes: [137, 255]\n  retry:\n    max: 2\n    when: [runner_system_failure, stuck_or_timeout_failure]\n  timeout: 1h 30m\n");
+    let j = job(
+        "j:\n  script: [x]\n  allow_failure:\n    exit_codes: [137, 255]\n  retry:\n    max: 2\n    when: [runner_system_failure, stuck_or_timeout_failure]\n  timeout: 1h 30m\n",
+    );
     assert_eq!(j.allow_failure, Some(AllowFailure::ExitCodes(vec![137, 255])));
     assert_eq!(j.retry.max, 2);
     assert_eq!(j.retry.when, ["runner_system_failure", "stuck_or_timeout_failure"]);
@@ -52,12 +58,19 @@ fn bad_retry_and_timeout_values() {
     let loaded = load_main("j:\n  script: [x]\n  retry: 5\n  timeout: soon\n  when: on_sucess\n");
     assert_error(&loaded, 3, 10, "`retry` is 5; GitLab allows 0, 1 or 2 retries");
     assert_error(&loaded, 4, 12, "`soon` is not a duration");
-    assert_error(&loaded, 5, 9, "unknown `when` value `on_sucess`; expected one of on_success, on_failure, always, manual, delayed, never; did you mean `on_success`?");
+    assert_error(
+        &loaded,
+        5,
+        9,
+        "unknown `when` value `on_sucess`; expected one of on_success, on_failure, always, manual, delayed, never; did you mean `on_success`?",
+    );
 }
 
 #[test]
 fn artifacts_with_reports() {
-    let j = job("j:\n  script: [x]\n  artifacts:\n    name: \"$CI_JOB_NAME\"\n    paths: [dist/, \"*.log\"]\n    exclude: [dist/**/*.map]\n    when: always\n    expire_in: 1 week\n    untracked: false\n    reports:\n      dotenv: build.env\n      junit: [report.xml]\n      coverage_report:\n        coverage_format: cobertura\n        path: coverage.xml\n");
+    let j = job(
+        "j:\n  script: [x]\n  artifacts:\n    name: \"$CI_JOB_NAME\"\n    paths: [dist/, \"*.log\"]\n    exclude: [dist/**/*.map]\n    when: always\n    expire_in: 1 week\n    untracked: false\n    reports:\n      dotenv: build.env\n      junit: [report.xml]\n      coverage_report:\n        coverage_format: cobertura\n        path: coverage.xml\n",
+    );
     let a = j.artifacts.unwrap();
     assert_eq!(a.paths, ["dist/", "*.log"]);
     assert_eq!(a.when, ArtifactsWhen::Always);
@@ -67,7 +80,9 @@ fn artifacts_with_reports() {
 
 #[test]
 fn caches_single_list_and_files_keys() {
-    let j = job("j:\n  script: [x]\n  cache:\n    - key:\n        files: [Cargo.lock]\n        prefix: rust\n      paths: [target/]\n      policy: pull\n      fallback_keys: [main]\n    - paths: [.npm/]\n");
+    let j = job(
+        "j:\n  script: [x]\n  cache:\n    - key:\n        files: [Cargo.lock]\n        prefix: rust\n      paths: [target/]\n      policy: pull\n      fallback_keys: [main]\n    - paths: [.npm/]\n",
+    );
     assert_eq!(j.cache.len(), 2);
     assert_eq!(j.cache[0].key, CacheKey::Files { files: vec!["Cargo.lock".into()], prefix: Some("rust".into()) });
     assert_eq!(j.cache[0].policy, CachePolicy::Pull);
@@ -125,7 +140,7 @@ fn unknown_keys_get_the_closest_keyword() {
     assert_error(&loaded, 2, 3, "job `j`, key `scirpt`: unknown key `scirpt`; did you mean `script`?");
     assert_error(&loaded, 3, 3, "unknown key `artefacts`; did you mean `artifacts`?");
     assert_error(&loaded, 5, 3, "unknown key `before-script`; did you mean `before_script`?");
-    assert_error(&loaded, 1, 1, "a job needs a `script:`");
+    assert!(!diagnostics(&loaded).contains("a job needs a `script:`"), "the typo already explains it");
 }
 
 #[test]

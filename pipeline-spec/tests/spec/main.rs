@@ -39,7 +39,11 @@ impl Trigger {
     }
 
     pub fn context(&self) -> Context {
-        let mut c = Context { project_path: "group/app".into(), commit_sha: "0123456789abcdef0123456789abcdef01234567".into(), ..Context::default() };
+        let mut c = Context {
+            project_path: "group/app".into(),
+            commit_sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            ..Context::default()
+        };
         c.branch = Some(self.branch.unwrap_or("main").to_string());
         if let Some(t) = self.tag {
             c.tag = Some(t.to_string());
@@ -49,7 +53,8 @@ impl Trigger {
             c.source = s;
         }
         if self.mr {
-            c.merge_request = Some(MergeRequest { iid: 7, source_branch: "feature".into(), target_branch: "main".into(), ..MergeRequest::default() });
+            c.merge_request =
+                Some(MergeRequest { iid: 7, source_branch: "feature".into(), target_branch: "main".into(), ..MergeRequest::default() });
         }
         c
     }
@@ -125,6 +130,7 @@ pub fn names(main: &str, trigger: &Trigger) -> Vec<String> {
 /// Asserts that loading reports an error containing `needle` at `line:col`.
 #[track_caller]
 pub fn assert_error(loaded: &Loaded, line: u32, col: u32, needle: &str) {
-    let found = loaded.errors().any(|d| d.span.line == line && d.span.col == col && d.display(&loaded.sources).to_string().contains(needle));
+    let found =
+        loaded.errors().any(|d| d.span.line == line && d.span.col == col && d.display(&loaded.sources).to_string().contains(needle));
     assert!(found, "no error at {line}:{col} containing {needle:?}; got:\n{}", diagnostics(loaded));
 }

@@ -81,9 +81,15 @@ fn unknown_needs_and_dependencies_suggest_the_closest_job() {
 
 #[test]
 fn needs_on_a_job_excluded_by_rules_is_an_error_unless_optional() {
-    let yml = "stages: [a, b]\nx:\n  stage: a\n  script: [x]\n  rules:\n    - if: $CI_COMMIT_TAG\ny:\n  stage: b\n  script: [x]\n  needs: [x]\n";
+    let yml =
+        "stages: [a, b]\nx:\n  stage: a\n  script: [x]\n  rules:\n    - if: $CI_COMMIT_TAG\ny:\n  stage: b\n  script: [x]\n  needs: [x]\n";
     let errs = plan_errors(yml, &Trigger::default());
-    assert!(errs.contains(".gitlab-ci.yml:10:11: error: job `y`, key `needs`: `needs` refers to `x`, which is not in the pipeline for this trigger"), "{errs}");
+    assert!(
+        errs.contains(
+            ".gitlab-ci.yml:10:11: error: job `y`, key `needs`: `needs` refers to `x`, which is not in the pipeline for this trigger"
+        ),
+        "{errs}"
+    );
     let optional = yml.replace("needs: [x]", "needs:\n    - job: x\n      optional: true");
     let plan = plan_for(&optional, &[], &Trigger::default());
     assert_eq!(plan.job("y").unwrap().needs, Some(vec![]));

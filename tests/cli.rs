@@ -1,0 +1,170 @@
+//! The `piste` binary, end to end: exit codes, output formats, file discovery, includes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn piste(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_piste"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("PISTE_LOG")
+        .output()
+        .expect("run piste")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+#[test]
+fn lint_valid_exits_0_and_says_what_it_planned() {
+    let out = piste(&repo(), &["lint", "-f", "fixtures/demo/.gitlab-ci.yml", "--branch", "main"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok: `fixtures/demo/.gitlab-ci.yml` is valid: 5 jobs in 4 stages for branch `main` (push)\n");
+}
+
+#[test]
+fn lint_invalid_exits_1_with_every_error_located() {
+    let out = piste(&repo(), &["lint", "-f", "fixtures/lint/broken.gitlab-ci.yml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(
+        lines,
+        [
+            "fixtures/lint/broken.gitlab-ci.yml:4:10: error: job `build`, key `stage`: stage `buld` is not declared in `stages`; did you mean `build`?",
+            "fixtures/lint/broken.gitlab-ci.yml:5:3: error: job `build`, key `scirpt`: unknown key `scirpt`; did you mean `script`?",
+            "fixtures/lint/broken.gitlab-ci.yml:9:11: error: job `test`, key `needs`: `needs` refers to `biuld`, which is not defined; did you mean `build`?",
+        ]
+    );
+    assert!(err.ends_with("`fixtures/lint/broken.gitlab-ci.yml`: 3 errors\n"), "{err}");
+    assert!(!err.contains('\x1b'), "no colour with NO_COLOR or off a terminal");
+}
+
+#[test]
+fn usage_errors_and_missing_files_exit_2() {
+    let out = piste(&repo(), &["lint", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = piste(tmp.path(), &["lint"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no pipeline file: looked for `.gitlab-ci.yml` and `.gitlab-ci-dso.yml`"), "{}", text(&out.stderr));
+    let out = piste(tmp.path(), &["lint", "-f", "nope.yml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read"), "{}", text(&out.stderr));
+    let out = piste(tmp.path(), &["lint", "--var", "NOEQUALS"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn default_file_falls_back_to_the_dso_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), ".gitlab-ci-dso.yml", "job:\n  script: [x]\n");
+    let out = piste(tmp.path(), &["lint"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("`.gitlab-ci-dso.yml` is valid: 1 jobs"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn include_project_resolves_through_project_dir() {
+    let corpus = repo().join("../shared/corpus");
+    let out = piste(
+        &corpus.join("cpin"),
+        &[
+            "lint",
+            "-f",
+            "cloud-pi-native__tuto-java.gitlab-ci-dso.yml",
+            "--var",
+            "CATALOG_PATH=cloud-pi-native/gitlab-ci-catalog",
+            "--project-dir",
+            "cloud-pi-native/gitlab-ci-catalog=../cpin-catalog",
+            "--source",
+            "web",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("is valid: 4 jobs in 3 stages for branch `main` (web), 4 files read"), "{}", text(&out.stdout));
+    let out = piste(
+        &corpus.join("cpin"),
+        &["lint", "-f", "cloud-pi-native__tuto-java.gitlab-ci-dso.yml", "--var", "CATALOG_PATH=cloud-pi-native/gitlab-ci-catalog"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("map the project to a directory with `--project-dir cloud-pi-native/gitlab-ci-catalog=DIR`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn graph_json_has_the_documented_shape() {
+    let out = piste(&repo(), &["graph", "-f", "fixtures/demo/.gitlab-ci.yml", "--branch", "main", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stages"], serde_json::json!(["build", "scan", "test", "package"]));
+    assert_eq!(
+        v["jobs"][0],
+        serde_json::json!({"name": "build", "stage": "build", "needs": null, "when": "on_success", "allow_failure": false})
+    );
+    assert_eq!(
+        v["jobs"][2],
+        serde_json::json!({"name": "unit-tests", "stage": "test", "needs": ["build"], "when": "on_success", "allow_failure": false})
+    );
+    assert_eq!(v["jobs"][3]["allow_failure"], true);
+    assert_eq!(v["jobs"][1]["needs"], serde_json::json!([]));
+}
+
+#[test]
+fn graph_dot_and_mermaid_draw_needs_and_stage_edges() {
+    let dot = text(&piste(&repo(), &["graph", "-f", "fixtures/demo/.gitlab-ci.yml", "--branch", "main", "--format", "dot"]).stdout);
+    assert!(dot.starts_with("digraph pipeline {"), "{dot}");
+    assert!(dot.contains("j0 -> j2;"), "needs edge build → unit-tests:\n{dot}");
+    assert!(dot.contains("j2 -> j4;") && dot.contains("j3 -> j4;"), "stage edges into package:\n{dot}");
+    let mm = text(&piste(&repo(), &["graph", "-f", "fixtures/demo/.gitlab-ci.yml", "--branch", "main", "--format", "mermaid"]).stdout);
+    assert!(mm.starts_with("flowchart LR\n") && mm.contains("j0 --> j2"), "{mm}");
+}
+
+#[test]
+fn jobs_table_depends_on_the_trigger() {
+    let out = piste(&repo(), &["jobs", "-f", "fixtures/demo/.gitlab-ci.yml", "--branch", "feature"]);
+    assert_eq!(
+        text(&out.stdout),
+        "name         stage  when        allow_failure  needs\n\
+         build        build  on_success  false\n\
+         secret-scan  scan   on_success  false          []\n\
+         unit-tests   test   on_success  false          [build]\n\
+         lint-docs    test   on_success  true           []\n"
+    );
+}
+
+#[test]
+fn lint_json_lists_diagnostics() {
+    let out = piste(&repo(), &["lint", "-f", "fixtures/lint/broken.gitlab-ci.yml", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"], 3);
+    assert_eq!(v["diagnostics"][1]["line"], 5);
+    assert_eq!(v["diagnostics"][1]["suggestion"], "script");
+    assert_eq!(v["diagnostics"][1]["job"], "build");
+}
+
+#[test]
+fn workflow_rules_that_create_no_pipeline_are_not_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), ".gitlab-ci.yml", "workflow:\n  rules:\n    - if: $CI_COMMIT_TAG\njob:\n  script: [x]\n");
+    let out = piste(tmp.path(), &["lint", "--branch", "dev"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("`workflow:rules` create no pipeline for branch `dev` (push)"), "{}", text(&out.stdout));
+}
