@@ -134,7 +134,7 @@ impl<'a> Includer<'a> {
         };
         let root = doc.root;
         let mut map = match root.value {
-            Value::Map(m) => m,
+            Value::Map(m) => *m,
             Value::Null => Map::default(),
             _ => {
                 self.diags.push(Diagnostic::error(
@@ -145,10 +145,10 @@ impl<'a> Includer<'a> {
             }
         };
         let Some(include) = map.shift_remove("include") else {
-            return Some(Node::new(Value::Map(map), root.span));
+            return Some(Node::new(Value::Map(Box::new(map)), root.span));
         };
         self.stack.push(key);
-        let mut merged = Node::new(Value::Map(Map::default()), root.span);
+        let mut merged = Node::new(Value::Map(Box::default()), root.span);
         let include = normalize_include(include.value);
         for item in include_items(&include.value) {
             let before = self.diags.iter().filter(|d| d.is_error()).count();
@@ -160,7 +160,7 @@ impl<'a> Includer<'a> {
             }
         }
         self.stack.pop();
-        Some(deep_merge(merged, Node::new(Value::Map(map), root.span)))
+        Some(deep_merge(merged, Node::new(Value::Map(Box::new(map)), root.span)))
     }
 
     fn include_one(&mut self, item: &Node) -> Option<Node> {
@@ -176,7 +176,7 @@ impl<'a> Includer<'a> {
                 self.include_local(cur_project.as_deref(), &s, cur_ref.as_deref(), item.span)
             }
             Value::Map(m) => {
-                for (k, e) in m {
+                for (k, e) in m.iter() {
                     if !INCLUDE_KEYS.contains(&k.as_str()) {
                         self.diags.push(
                             Diagnostic::error(e.key_span, format!("unknown `include` key `{k}`"))

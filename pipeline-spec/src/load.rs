@@ -74,7 +74,7 @@ pub fn load(display: &str, path: &str, text: &str, resolver: &dyn IncludeResolve
     if incomplete {
         extends_failed.extend(top.keys().cloned());
     }
-    let pipeline = build_pipeline(top, span, &extends_failed, &mut diagnostics);
+    let pipeline = build_pipeline(*top, span, &extends_failed, &mut diagnostics);
     diagnostics.sort_by_key(|d| (d.span.file, d.span.line, d.span.col));
     diagnostics.dedup();
     Loaded { pipeline: Some(pipeline), diagnostics, sources }

@@ -8,7 +8,7 @@ use crate::yaml::{Node, Value};
 pub fn deep_merge(base: Node, over: Node) -> Node {
     match (base.value, over.value) {
         (Value::Map(mut b), Value::Map(o)) => {
-            for (k, e) in o {
+            for (k, e) in *o {
                 match b.get_mut(&k) {
                     Some(existing) => {
                         let span = e.value.span;
@@ -27,6 +27,38 @@ pub fn deep_merge(base: Node, over: Node) -> Node {
     }
 }
 
+/// The same result as `deep_merge(base.clone(), over)`, written into `over`: keys keep GitLab's
+/// order (the base's first, then the new ones), but only what `over` lacks is copied from
+/// `base`. `extends` applies templates to a thousand jobs, and cloning whole templates
+/// dominated loading.
+pub fn merge_under(over: &mut Node, base: &Node) {
+    let (Value::Map(o), Value::Map(b)) = (&mut over.value, &base.value) else { return };
+    if b.keys().all(|k| o.contains_key(k)) && b.keys().zip(o.keys()).all(|(x, y)| x == y) {
+        // Nothing to add and the order already matches: merge nested maps in place.
+        for (k, be) in b.iter() {
+            if let Some(oe) = o.get_mut(k) {
+                merge_under(&mut oe.value, &be.value);
+            }
+        }
+        return;
+    }
+    let mut own = std::mem::take(&mut **o);
+    let mut out = crate::yaml::Map::with_capacity_and_hasher(own.len() + b.len(), Default::default());
+    for (k, be) in b.iter() {
+        match own.shift_remove_entry(k) {
+            Some((k, mut oe)) => {
+                merge_under(&mut oe.value, &be.value);
+                out.insert(k, oe);
+            }
+            None => {
+                out.insert(k.clone(), be.clone());
+            }
+        }
+    }
+    out.extend(own);
+    **o = out;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +73,12 @@ mod tests {
     fn maps_merge_lists_replace_null_unsets() {
         let m = deep_merge(y("a: {x: 1, y: [1, 2]}\nb: 1\n"), y("a: {y: [3], z: 1}\nb: null\nc: 2\n"));
         assert_eq!(m.to_string(), "{a: {x: 1, y: [3], z: 1}, b: null, c: 2}");
+    }
+
+    #[test]
+    fn merge_under_fills_only_what_is_missing() {
+        let mut over = y("a: {y: [3], z: 1}\nb: null\nc: 2\n");
+        merge_under(&mut over, &y("a: {x: 1, y: [1, 2]}\nb: 1\nd: 4\n"));
+        assert_eq!(over.to_string(), "{a: {x: 1, y: [3], z: 1}, b: null, d: 4, c: 2}");
     }
 }

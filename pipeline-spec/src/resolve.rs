@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use crate::diag::{Diagnostic, suggest};
-use crate::merge::deep_merge;
+use crate::merge::merge_under;
 use crate::yaml::{Map, Node, Value};
 
 /// GitLab: `extends` supports up to 11 levels of inheritance (a job and 10 ancestors).
@@ -114,7 +114,7 @@ fn extend_one(
     let ext_span = ext.key_span;
     state[idx] = Some(State::InProgress);
     chain.push(name.to_string());
-    let mut base: Option<Node> = None;
+    let mut resolved_parents: Vec<usize> = Vec::with_capacity(parents.len());
     let mut ok = true;
     for (parent, span) in &parents {
         if !top.contains_key(parent.as_str()) {
@@ -148,11 +148,7 @@ fn extend_one(
             ok = false;
             continue;
         }
-        let parent_node = parent_node.clone();
-        base = Some(match base {
-            Some(b) => deep_merge(b, parent_node),
-            None => parent_node,
-        });
+        resolved_parents.push(parent_idx);
     }
     chain.pop();
     if ok && levels[idx] >= MAX_EXTENDS_DEPTH {
@@ -168,17 +164,17 @@ fn extend_one(
         ok = false;
     }
     state[idx] = Some(if ok { State::Done } else { State::Failed });
-    let entry = &mut top[idx];
-    let span = entry.value.span;
-    let own = std::mem::replace(&mut entry.value, Node::null(span));
-    let mut merged = match base {
-        Some(b) => deep_merge(b, own),
-        None => own,
-    };
+    // Later parents win over earlier ones, and the job over all: fill the job from the last
+    // parent first, then from earlier ones, each only where nothing is set yet.
+    let span = top[idx].value.span;
+    let mut merged = std::mem::replace(&mut top[idx].value, Node::null(span));
+    for &p in resolved_parents.iter().rev() {
+        merge_under(&mut merged, &top[p].value);
+    }
     if let Some(m) = merged.as_map_mut() {
         m.shift_remove("extends");
     }
-    entry.value = merged;
+    top[idx].value = merged;
     ok
 }
 

@@ -54,7 +54,8 @@ pub enum Value {
     Float(f64, Box<str>),
     Str(String),
     Seq(Vec<Node>),
-    Map(Map),
+    /// Boxed: most nodes are scalars, and a map is four times their size.
+    Map(Box<Map>),
     /// `!reference [.job, key, ...]`: a path to copy from elsewhere in the configuration.
     Reference(Vec<Node>),
 }
@@ -365,7 +366,7 @@ impl Builder<'_> {
                 let Some(Frame::Map { map, span, anchor, .. }) = self.stack.pop() else {
                     return Err(Diagnostic::error(at, "internal: unbalanced mapping end"));
                 };
-                self.close(Node::new(Value::Map(map), span), anchor, at)
+                self.close(Node::new(Value::Map(Box::new(map)), span), anchor, at)
             }
         }
     }
@@ -410,14 +411,16 @@ impl Builder<'_> {
             }
             Some(Frame::Map { map, key, .. }) => match key.take() {
                 None => {
-                    let name = match &node.value {
-                        Value::Str(s) => s.clone(),
-                        Value::Int(_, raw) | Value::Float(_, raw) => raw.to_string(),
+                    let span = node.span;
+                    let kind = node.kind();
+                    let name = match node.value {
+                        Value::Str(s) => s,
+                        Value::Int(_, raw) | Value::Float(_, raw) => raw.into_string(),
                         Value::Bool(b) => b.to_string(),
                         Value::Null => String::new(),
-                        _ => return Err(Diagnostic::error(at, format!("a map key must be a plain value, found {}", node.kind()))),
+                        _ => return Err(Diagnostic::error(at, format!("a map key must be a plain value, found {kind}"))),
                     };
-                    *key = Some((name, node.span));
+                    *key = Some((name, span));
                     Ok(())
                 }
                 Some((name, key_span)) => {
@@ -444,14 +447,17 @@ impl Builder<'_> {
                         };
                         for source in sources {
                             if let Value::Map(src) = source.value {
-                                for (k, e) in src {
+                                for (k, e) in *src {
                                     map.insert(k, e);
                                 }
                             }
                         }
                         return Ok(());
                     }
-                    if let Some(old) = map.get(&name) {
+                    // One hash lookup; a repeated key keeps its first position, as in Ruby.
+                    let (idx, old) = map.insert_full(name, Entry { key_span, value: node });
+                    if let Some(old) = old {
+                        let name = map.get_index(idx).map_or("", |(k, _)| k.as_str());
                         self.warnings.push(
                             Diagnostic::warning(
                                 key_span,
@@ -459,9 +465,7 @@ impl Builder<'_> {
                             )
                             .help("GitLab keeps the last value too; remove one of them"),
                         );
-                        map.shift_remove(&name);
                     }
-                    map.insert(name, Entry { key_span, value: node });
                     Ok(())
                 }
             },

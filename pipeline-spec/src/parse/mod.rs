@@ -123,7 +123,7 @@ pub(crate) fn build_pipeline(top: Map, span: Span, partial: &HashSet<String>, di
     if let Some(e) = top.get("default") {
         match &e.value.value {
             Value::Map(m) => {
-                for (k, v) in m {
+                for (k, v) in m.iter() {
                     if DEFAULT_KEYS.contains(&k.as_str()) {
                         defaults.insert(k.clone(), v.clone());
                     } else {

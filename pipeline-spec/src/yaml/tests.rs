@@ -164,3 +164,9 @@ fn ruby_float_formatting() {
 fn undefined_alias_is_an_error() {
     assert!(load("a: *nope\n").is_err());
 }
+
+#[test]
+fn nodes_stay_small() {
+    // Nodes are moved around a lot while building; maps are boxed to keep scalars cheap.
+    assert!(std::mem::size_of::<Node>() <= 48, "Node is {} bytes", std::mem::size_of::<Node>());
+}
