@@ -7,7 +7,9 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 build:
 	$(CARGO) build --release --bin piste
 
+# Installs missing Debian test dependencies (busybox-static, git) first; needs root for that.
 test:
+	bash scripts/deps.sh
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
 
 lint:
