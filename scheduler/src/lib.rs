@@ -29,6 +29,7 @@
 mod engine;
 mod error;
 mod event;
+mod from_plan;
 mod graph;
 mod retry;
 mod spec;
@@ -38,5 +39,6 @@ mod subset;
 pub use engine::{Engine, EngineOptions, Failure, JobSnapshot, PlayManual, Snapshot};
 pub use error::{EventError, SpecError};
 pub use event::{AutoCancelMode, Command, Event, Outcome};
+pub use from_plan::spec_from_plan;
 pub use spec::{AllowFailure, FailureReason, JobNode, Need, PipelineSpec, Retry, RetryWhen, When};
 pub use status::{JobStatus, PipelineStatus};
