@@ -4,6 +4,10 @@
 use pipeline_spec::load::{LoadOptions, MemoryResolver, load};
 use pipeline_spec::plan::{PlanContext, plan};
 
+// The `piste` binary uses mimalloc; measure with the same allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     divan::main();
 }

@@ -2,6 +2,7 @@
 
 pub mod artifacts;
 pub mod cas;
+pub mod executor;
 pub mod gitinfo;
 pub mod includes;
 pub mod local;

@@ -43,6 +43,8 @@ pub enum LocalError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("`{}` is not UTF-8 text", .path.display())]
     NotText { path: PathBuf },
+    #[error("{}:{line}: expected `NAME=VALUE` (letters, digits and `_` in the name)", .path.display())]
+    BadSecret { path: PathBuf, line: usize },
 }
 
 /// The outcome of loading and planning a local pipeline.
@@ -133,4 +135,32 @@ pub fn parse_pair(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected `NAME=VALUE`, got `{s}`")),
     }
+}
+
+/// Reads a secrets file: one `NAME=VALUE` per line, `#` comments and blank lines ignored,
+/// surrounding quotes of a value removed. Errors name the line, never the value.
+pub fn read_secrets_file(path: &Path) -> Result<Vec<(String, String)>, LocalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LocalError::Read { path: path.to_path_buf(), source })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(LocalError::BadSecret { path: path.to_path_buf(), line: i + 1 });
+        };
+        let k = k.trim().trim_start_matches("export ").trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(LocalError::BadSecret { path: path.to_path_buf(), line: i + 1 });
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
+            .unwrap_or(v);
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
 }
