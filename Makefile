@@ -12,6 +12,12 @@ test:
 	bash scripts/deps.sh
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
 
+# The README's demo: the fixtures/demo pipeline in containers (builds its busybox image first).
+demo:
+	bash scripts/deps.sh
+	bash scripts/demo-image.sh
+	$(CARGO) run --release --bin piste -- run -f fixtures/demo/.gitlab-ci.yml
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -24,7 +30,13 @@ fmt:
 
 bench: bench-lint
 
-bench-lint:
+bench-# The README's demo: the fixtures/demo pipeline in containers (builds its busybox image first).
+demo:
+	bash scripts/deps.sh
+	bash scripts/demo-image.sh
+	$(CARGO) run --release --bin piste -- run -f fixtures/demo/.gitlab-ci.yml
+
+lint:
 	$(CARGO) bench -p pipeline-spec --bench lint
 	$(CARGO) build --release --bin piste
 	bash benches/lint-cli.sh

@@ -33,30 +33,19 @@ pub fn deep_merge(base: Node, over: Node) -> Node {
 /// dominated loading.
 pub fn merge_under(over: &mut Node, base: &Node) {
     let (Value::Map(o), Value::Map(b)) = (&mut over.value, &base.value) else { return };
-    if b.keys().all(|k| o.contains_key(k)) && b.keys().zip(o.keys()).all(|(x, y)| x == y) {
-        // Nothing to add and the order already matches: merge nested maps in place.
-        for (k, be) in b.iter() {
-            if let Some(oe) = o.get_mut(k) {
-                merge_under(&mut oe.value, &be.value);
+    for (i, (k, be)) in b.iter().enumerate() {
+        let at = match o.get_index_of(k) {
+            Some(at) => {
+                merge_under(&mut o[at].value, &be.value);
+                at
             }
-        }
-        return;
-    }
-    let mut own = std::mem::take(&mut **o);
-    let mut out = crate::yaml::Map::with_capacity_and_hasher(own.len() + b.len(), Default::default());
-    for (k, be) in b.iter() {
-        match own.shift_remove_entry(k) {
-            Some((k, mut oe)) => {
-                merge_under(&mut oe.value, &be.value);
-                out.insert(k, oe);
-            }
-            None => {
-                out.insert(k.clone(), be.clone());
-            }
+            None => o.insert_full(k.clone(), be.clone()).0,
+        };
+        // Base keys come first, in the base's order; the job's own keys keep their order after.
+        if at != i {
+            o.move_index(at, i);
         }
     }
-    out.extend(own);
-    **o = out;
 }
 
 #[cfg(test)]
