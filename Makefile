@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: build test lint fmt bench bench-lint demo
+.PHONY: build test lint fmt bench bench-lint bench-run demo
 
 build:
 	$(CARGO) build --release --bin piste

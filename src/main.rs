@@ -2,6 +2,7 @@
 //! codes. Exit codes: 0 valid / passed, 1 invalid pipeline / failed, 2 usage or I/O error.
 
 mod output;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,45 @@ enum Command {
         #[command(flatten)]
         spec: SpecArgs,
     },
+    /// Run the pipeline on this machine, in containers or as shell jobs (exit 0 passed, 1 failed, 2 invalid).
+    Run {
+        /// Run only these jobs and what they need; manual jobs named here run.
+        #[arg(value_name = "JOB")]
+        only: Vec<String>,
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Where jobs run: `docker` when the Docker Engine answers, else `shell`.
+        #[arg(long, value_enum, default_value_t = ExecutorArg::Auto)]
+        executor: ExecutorArg,
+        /// Jobs running at once [default: number of cores].
+        #[arg(short = 'j', long = "jobs", value_name = "N")]
+        concurrency: Option<usize>,
+        /// Include uncommitted changes of the work tree in every job's checkout.
+        #[arg(long)]
+        worktree: bool,
+        /// Masked variable: its value never reaches the terminal, a log or an artifact's metadata. Repeatable.
+        #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = parse_pair)]
+        secrets: Vec<(String, String)>,
+        /// File of masked variables, one `NAME=VALUE` per line.
+        #[arg(long = "secrets-file", value_name = "FILE")]
+        secrets_file: Option<PathBuf>,
+        /// Image for jobs that name none (container executor).
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<String>,
+        /// Run again when files change (debounced; `.git` and `.piste` are ignored).
+        #[arg(long)]
+        watch: bool,
+        /// `json`: JSON Lines events on stdout.
+        #[arg(long, value_enum, default_value_t = LintFormat::Text)]
+        format: LintFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExecutorArg {
+    Auto,
+    Docker,
+    Shell,
 }
 
 /// Which pipeline, and for which trigger.
@@ -69,6 +109,11 @@ pub(crate) struct SpecArgs {
     #[arg(long = "changed", value_name = "PATH")]
     changed: Vec<String>,
 }
+
+// Loading a pipeline allocates many small strings and maps; mimalloc makes `piste lint` of a
+// 1,000-job file ~15% faster than the system allocator (see `make bench`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn parse_source(s: &str) -> Result<PipelineSource, String> {
     s.parse::<PipelineSource>().map_err(|e| e.to_string())
@@ -111,6 +156,26 @@ fn main() -> ExitCode {
         Command::Lint { spec, format } => spec.options().and_then(|o| output::lint(&o, matches!(format, LintFormat::Json))),
         Command::Graph { spec, format } => spec.options().and_then(|o| output::graph(&o, format)),
         Command::Jobs { spec } => spec.options().and_then(|o| output::jobs(&o)),
+        Command::Run { only, spec, executor, concurrency, worktree, mut secrets, secrets_file, image, watch, format } => (|| {
+            if let Some(file) = secrets_file {
+                secrets.extend(runner::local::read_secrets_file(&file)?);
+            }
+            run::run(run::RunArgs {
+                spec: spec.options()?,
+                jobs: only,
+                executor: match executor {
+                    ExecutorArg::Auto => runner::run::ExecutorKind::Auto,
+                    ExecutorArg::Docker => runner::run::ExecutorKind::Docker,
+                    ExecutorArg::Shell => runner::run::ExecutorKind::Shell,
+                },
+                concurrency: concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                worktree,
+                secrets,
+                json: matches!(format, LintFormat::Json),
+                watch,
+                image,
+            })
+        })(),
     };
     match result {
         Ok(code) => code,

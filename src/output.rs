@@ -24,7 +24,7 @@ pub fn paint(text: &str, color: &str) -> String {
     if color_enabled() { format!("{color}{text}\x1b[0m") } else { text.to_string() }
 }
 
-fn print_diagnostics(diags: &[Diagnostic], sources: &SourceMap) {
+pub fn print_diagnostics(diags: &[Diagnostic], sources: &SourceMap) {
     for d in diags {
         let rendered = d.display(sources).to_string();
         let label = d.severity.to_string();

@@ -61,7 +61,11 @@ fn only_the_binary_prints() {
             for (n, line) in code_lines(&file) {
                 let code = line.split("//").next().unwrap_or("");
                 for banned in ["println!", "eprintln!", "print!(", "eprint!(", "dbg!("] {
-                    assert!(!code.contains(banned), "{}:{n}: libraries do not print (`{banned}`); return data or log with tracing", file.display());
+                    assert!(
+                        !code.contains(banned),
+                        "{}:{n}: libraries do not print (`{banned}`); return data or log with tracing",
+                        file.display()
+                    );
                 }
             }
         }

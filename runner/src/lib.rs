@@ -1,9 +1,13 @@
 //! Build-node side of piste.
 
 pub mod artifacts;
+pub mod cache;
 pub mod cas;
+pub mod dotenv;
 pub mod executor;
 pub mod gitinfo;
 pub mod includes;
 pub mod local;
 pub mod mask;
+pub mod run;
+pub mod workspace;

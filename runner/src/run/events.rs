@@ -1,0 +1,101 @@
+//! What a run reports as it goes. The binary renders these (text on a terminal, JSON Lines with
+//! `--format json`); nothing here prints.
+
+use serde::Serialize;
+
+/// Final status of a job in this run, with GitLab's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobResult {
+    Success,
+    Failed,
+    Skipped,
+    Canceled,
+    Manual,
+}
+
+impl JobResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobResult::Success => "success",
+            JobResult::Failed => "failed",
+            JobResult::Skipped => "skipped",
+            JobResult::Canceled => "canceled",
+            JobResult::Manual => "manual",
+        }
+    }
+}
+
+/// One event of a run. Serialised as `{"event": "...", ...}` JSON Lines.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    /// Which executor runs the jobs, and why.
+    ExecutorChosen {
+        executor: String,
+        reason: String,
+    },
+    JobStarted {
+        job: String,
+        stage: String,
+        attempt: u32,
+        time: String,
+    },
+    /// Lines of a job's output, masked, without their newlines; ANSI sequences are kept.
+    /// Batched for throughput; `--format json` prints one `{"event":"log","job","line"}` each.
+    Log {
+        job: String,
+        lines: Vec<String>,
+    },
+    JobFinished {
+        job: String,
+        stage: String,
+        status: JobResult,
+        allow_failure: bool,
+        exit_code: Option<i32>,
+        attempt: u32,
+        duration_ms: u64,
+        time: String,
+        /// Why it failed, for people (runner system failures, timeouts).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    PipelineFinished {
+        status: String,
+        duration_ms: u64,
+    },
+}
+
+/// A row of the final table.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    pub job: String,
+    pub stage: String,
+    pub status: JobResult,
+    pub allow_failure: bool,
+    pub attempt: u32,
+    pub duration_ms: Option<u64>,
+}
+
+/// What `run_pipeline` returns once the pipeline finished.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// GitLab's pipeline status: `success`, `failed`, `canceled`, `manual` (blocked), `skipped`.
+    pub status: String,
+    pub passed: bool,
+    pub has_warnings: bool,
+    pub duration_ms: u64,
+    pub jobs: Vec<JobSummary>,
+    pub critical_path: Vec<String>,
+    /// Where the full logs of this run are.
+    pub log_dir: std::path::PathBuf,
+}
+
+/// RFC 3339 UTC time with milliseconds, for events.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let base = crate::gitinfo::iso8601(secs, 0);
+    // iso8601 gives `YYYY-MM-DDTHH:MM:SS+00:00`; insert milliseconds and use `Z`.
+    format!("{}.{:03}Z", &base[..19], d.subsec_millis())
+}

@@ -1,0 +1,306 @@
+//! `piste run`: the scheduling engine driven in-process, jobs handed to an executor.
+//!
+//! The loop owns the [`scheduler::Engine`]; every engine command becomes an action here
+//! (`RunJob` → a task on a free workspace slot, `CancelJob` → that task's token) and every
+//! task result becomes an engine event. Concurrency is bounded by the number of slots.
+
+pub mod events;
+mod inputs;
+mod job;
+pub mod logs;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pipeline_spec::model::Pipeline;
+use pipeline_spec::plan::Plan;
+use pipeline_spec::predefined::Context;
+use scheduler::{Command, Engine, EngineOptions, Event, JobStatus, PlayManual, spec_from_plan};
+use tokio::sync::mpsc::Sender;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use events::{JobResult, JobSummary, RunEvent, RunSummary};
+pub use job::log_name;
+
+use crate::executor::Executor;
+
+/// How to run a planned pipeline.
+pub struct RunConfig {
+    pub executor: Arc<dyn Executor>,
+    /// Whether the executor runs jobs in containers (changes `CI_PROJECT_DIR`).
+    pub containers: bool,
+    /// Jobs running at once.
+    pub concurrency: usize,
+    /// `<project>/.piste`: workspaces, cache, artifacts, logs.
+    pub data_dir: PathBuf,
+    /// The git work tree jobs check out from.
+    pub source_repo: PathBuf,
+    /// Include uncommitted changes of the work tree in every checkout.
+    pub worktree: bool,
+    /// Masked variables: their values never reach a log or the terminal.
+    pub secrets: Vec<(String, String)>,
+    /// `--var` values: highest precedence.
+    pub pipeline_vars: Vec<(String, String)>,
+    /// Run only these jobs and what they need (empty: all).
+    pub only: Vec<String>,
+    /// Image for jobs without one (container executors).
+    pub default_image: Option<String>,
+    /// Send each log line as an event (the terminal and JSON outputs need them).
+    pub stream_logs: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Spec(#[from] scheduler::SpecError),
+    #[error("cannot prepare `{}`: {source}", .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Inputs(String),
+    #[error("the pipeline has no job to run for this trigger")]
+    Empty,
+}
+
+fn now_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+/// Runs `plan` to completion (or until `cancel`), reporting progress on `events`.
+pub async fn run_pipeline(
+    pipeline: Arc<Pipeline>,
+    plan: Arc<Plan>,
+    context: Context,
+    config: RunConfig,
+    events: Sender<RunEvent>,
+    cancel: CancellationToken,
+) -> Result<RunSummary, RunError> {
+    let start = Instant::now();
+    let mut spec = spec_from_plan(&plan, &pipeline);
+    if spec.jobs.is_empty() {
+        return Err(RunError::Empty);
+    }
+    let play = if config.only.is_empty() {
+        PlayManual::None
+    } else {
+        spec = spec.subset(&config.only)?;
+        PlayManual::Jobs(config.only.clone())
+    };
+    let mut engine = Engine::new(spec, EngineOptions { play_manual: play })?;
+
+    let io = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| RunError::Io { path, source }
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
+    let pipeline_id = next_pipeline_id(&config.data_dir);
+    let log_dir = config.data_dir.join("pipelines").join(pipeline_id.to_string());
+    std::fs::create_dir_all(&log_dir).map_err(io(&log_dir))?;
+    let cas_root = config.data_dir.join("artifacts");
+    let cas = crate::cas::Store::open(&cas_root).map_err(io(&cas_root))?;
+    let inputs =
+        inputs::Inputs::new(&config.source_repo, &config.data_dir, &context.commit_sha, config.worktree).map_err(RunError::Inputs)?;
+
+    let index: HashMap<String, usize> = plan.jobs.iter().enumerate().map(|(i, j)| (j.name.clone(), i)).collect();
+    let shared = Arc::new(job::Shared {
+        executor: config.executor.clone(),
+        containers: config.containers,
+        inputs,
+        cas,
+        log_dir: log_dir.clone(),
+        context,
+        pipeline: pipeline.clone(),
+        plan: plan.clone(),
+        pipeline_vars: config.pipeline_vars.clone(),
+        secrets: config.secrets.clone(),
+        events: events.clone(),
+        stream_logs: config.stream_logs,
+        outputs: Mutex::new(HashMap::new()),
+        default_image: config.default_image.clone(),
+        pipeline_id,
+        run_id: run_id(pipeline_id),
+    });
+
+    let concurrency = config.concurrency.max(1);
+    let mut free_slots: Vec<usize> = (0..concurrency).rev().collect();
+    let mut queue: VecDeque<(String, u32)> = VecDeque::new();
+    let mut running: JoinSet<(String, u32, usize, job::Attempt)> = JoinSet::new();
+    let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
+    let mut summaries: HashMap<String, JobSummary> = HashMap::new();
+    let mut finished: Option<(scheduler::PipelineStatus, bool)> = None;
+    let mut canceled = false;
+
+    let mut commands = engine.on(Event::Start { now: now_ms(start) }).unwrap_or_default();
+    loop {
+        // Apply the engine's commands.
+        for cmd in commands.drain(..) {
+            match cmd {
+                Command::RunJob { job, attempt } => queue.push_back((job, attempt)),
+                Command::CancelJob { job, .. } => {
+                    if let Some(t) = tokens.get(&job) {
+                        t.cancel();
+                    }
+                }
+                Command::JobStatusChanged { job, attempt, status } => {
+                    let Some(&i) = index.get(&job) else { continue };
+                    let pj = &plan.jobs[i];
+                    let result = match status {
+                        JobStatus::Skipped => Some(JobResult::Skipped),
+                        JobStatus::Manual => Some(JobResult::Manual),
+                        JobStatus::Canceled if !tokens.contains_key(&job) => Some(JobResult::Canceled),
+                        _ => None,
+                    };
+                    if let Some(result) = result {
+                        let s = JobSummary {
+                            job: job.clone(),
+                            stage: pj.stage.clone(),
+                            status: result,
+                            allow_failure: pj.allow_failure.any(),
+                            attempt,
+                            duration_ms: None,
+                        };
+                        summaries.insert(job.clone(), s);
+                        let _ = events
+                            .send(RunEvent::JobFinished {
+                                job,
+                                stage: pj.stage.clone(),
+                                status: result,
+                                allow_failure: pj.allow_failure.any(),
+                                exit_code: None,
+                                attempt,
+                                duration_ms: 0,
+                                time: events::now_rfc3339(),
+                                reason: None,
+                            })
+                            .await;
+                    }
+                }
+                Command::PipelineStatusChanged { .. } => {}
+                Command::PipelineFinished { status, has_warnings } => finished = Some((status, has_warnings)),
+            }
+        }
+        // Start what fits.
+        while let (Some(_), Some(_)) = (queue.front(), free_slots.last()) {
+            let (job, attempt) = queue.pop_front().expect("checked");
+            let slot = free_slots.pop().expect("checked");
+            let Some(&i) = index.get(&job) else { continue };
+            let token = cancel.child_token();
+            tokens.insert(job.clone(), token.clone());
+            let _ = events
+                .send(RunEvent::JobStarted { job: job.clone(), stage: plan.jobs[i].stage.clone(), attempt, time: events::now_rfc3339() })
+                .await;
+            commands.extend(engine.on(Event::JobStarted { job: job.clone(), attempt, now: now_ms(start) }).unwrap_or_default());
+            let shared = shared.clone();
+            running.spawn(async move {
+                let result = job::run(shared, i, attempt, slot, token).await;
+                (job, attempt, slot, result)
+            });
+        }
+        if !commands.is_empty() {
+            continue;
+        }
+        if finished.is_some() && running.is_empty() {
+            break;
+        }
+        // Wait for a job, a delayed job's time, or Ctrl-C.
+        let wake = engine.next_wakeup().map(|at| Duration::from_millis(at.saturating_sub(now_ms(start))));
+        tokio::select! {
+            Some(done) = running.join_next() => {
+                let Ok((job, attempt, slot, result)) = done else { continue };
+                free_slots.push(slot);
+                tokens.remove(&job);
+                let i = index[&job];
+                let pj = &plan.jobs[i];
+                let status = match result.outcome {
+                    scheduler::Outcome::Success => JobResult::Success,
+                    scheduler::Outcome::Failed { .. } => JobResult::Failed,
+                    scheduler::Outcome::Canceled => JobResult::Canceled,
+                };
+                let allowed = pj.allow_failure.allows(result.exit_code);
+                let duration_ms = result.duration.as_millis() as u64;
+                summaries.insert(job.clone(), JobSummary { job: job.clone(), stage: pj.stage.clone(), status, allow_failure: allowed, attempt, duration_ms: Some(duration_ms) });
+                let _ = events.send(RunEvent::JobFinished {
+                    job: job.clone(), stage: pj.stage.clone(), status, allow_failure: allowed, exit_code: result.exit_code,
+                    attempt, duration_ms, time: events::now_rfc3339(), reason: result.reason.clone(),
+                }).await;
+                commands.extend(engine.on(Event::JobFinished { job, attempt, outcome: result.outcome, now: now_ms(start) }).unwrap_or_default());
+            }
+            _ = cancel.cancelled(), if !canceled => {
+                canceled = true;
+                queue.clear();
+                commands.extend(engine.on(Event::Cancel { now: now_ms(start) }).unwrap_or_default());
+            }
+            _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => {
+                commands.extend(engine.on(Event::Tick { now: now_ms(start) }).unwrap_or_default());
+            }
+            else => {
+                // Nothing running, nothing scheduled: the engine is waiting for a person
+                // (a blocking manual job). A local run stops here.
+                break;
+            }
+        }
+    }
+
+    let (status, has_warnings) = finished.unwrap_or((engine.status(), engine.has_warnings()));
+    let duration_ms = now_ms(start);
+    let _ = events.send(RunEvent::PipelineFinished { status: status.as_str().to_string(), duration_ms }).await;
+    let jobs = plan.jobs.iter().filter_map(|j| summaries.remove(&j.name)).collect();
+    Ok(RunSummary {
+        status: status.as_str().to_string(),
+        passed: matches!(status, scheduler::PipelineStatus::Success | scheduler::PipelineStatus::Manual) && !canceled,
+        has_warnings,
+        duration_ms,
+        jobs,
+        critical_path: engine.critical_path(),
+        log_dir,
+    })
+}
+
+/// `<pid><time>` in base 36: distinct for concurrent and successive runs on one machine.
+fn run_id(pipeline_id: u64) -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let mut n = (u64::from(std::process::id()) << 32) ^ t ^ pipeline_id;
+    let mut s = String::new();
+    while n > 0 && s.len() < 10 {
+        s.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    format!("r{s}")
+}
+
+/// Pipelines are numbered per project directory: `.piste/pipelines/<n>/`.
+fn next_pipeline_id(data_dir: &std::path::Path) -> u64 {
+    let dir = data_dir.join("pipelines");
+    let last = std::fs::read_dir(&dir)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u64>().ok())
+        .max();
+    last.unwrap_or(0) + 1
+}
+
+/// `--executor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Docker when the Engine answers, else shell.
+    Auto,
+    Docker,
+    Shell,
+}
+
+/// The executor to use, whether it runs containers, and a sentence saying why it was chosen.
+pub async fn choose_executor(kind: ExecutorKind) -> Result<(Arc<dyn Executor>, bool, String), crate::executor::Error> {
+    use crate::executor::{DockerExecutor, ShellExecutor};
+    match kind {
+        ExecutorKind::Shell => Ok((Arc::new(ShellExecutor::new()), false, "shell (as asked)".into())),
+        ExecutorKind::Docker => Ok((Arc::new(DockerExecutor::connect().await?), true, "docker (as asked)".into())),
+        ExecutorKind::Auto => match DockerExecutor::connect().await {
+            Ok(d) => Ok((Arc::new(d), true, "docker: the Docker Engine answers".into())),
+            Err(e) => Ok((Arc::new(ShellExecutor::new()), false, format!("shell: {e}"))),
+        },
+    }
+}

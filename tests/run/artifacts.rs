@@ -1,0 +1,56 @@
+//! Artifacts and caches between jobs and runs; checkouts are clean.
+
+use crate::Project;
+
+#[test]
+fn artifacts_flow_to_later_stages_and_needs_but_not_elsewhere() {
+    let p = Project::new(
+        "stages: [build, test]\nbuild:\n  stage: build\n  script:\n    - mkdir -p dist && echo payload > dist/app.txt && echo junk > junk.txt\n  artifacts:\n    paths: [dist/]\ntest:\n  stage: test\n  script:\n    - cat dist/app.txt\n    - test ! -e junk.txt\nisolated:\n  stage: test\n  needs: []\n  script:\n    - test ! -e dist/app.txt\n",
+    );
+    let r = p.run(&["--executor", "shell", "--jobs", "1"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert!(r.log("test").contains(&"payload".to_string()), "{:?}", r.log("test"));
+}
+
+#[test]
+fn every_job_starts_from_a_clean_checkout() {
+    let p = Project::new(
+        "stages: [a, b]\ndirty:\n  stage: a\n  script:\n    - echo garbage > untracked.txt\n    - echo changed > tracked.txt\nclean:\n  stage: b\n  script:\n    - test ! -e untracked.txt\n    - test \"$(cat tracked.txt)\" = original\n",
+    );
+    p.write("tracked.txt", "original\n");
+    p.commit();
+    let r = p.run(&["--executor", "shell", "--jobs", "1"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+}
+
+#[test]
+fn worktree_mode_includes_uncommitted_changes() {
+    let p = Project::new("check:\n  script:\n    - cat note.txt\n");
+    p.write("note.txt", "committed\n");
+    p.commit();
+    p.write("note.txt", "uncommitted\n");
+    let r = p.run(&["--executor", "shell"]);
+    assert!(r.log("check").contains(&"committed".to_string()), "{:?}", r.log("check"));
+    let r = p.run(&["--executor", "shell", "--worktree"]);
+    assert!(r.log("check").contains(&"uncommitted".to_string()), "{:?}", r.log("check"));
+}
+
+#[test]
+fn cache_is_kept_between_runs() {
+    let p = Project::new(
+        "deps:\n  cache:\n    key: deps-$CI_COMMIT_REF_SLUG\n    paths: [vendor/]\n  script:\n    - if [ -f vendor/lib ]; then echo cache-hit; else echo cache-miss; mkdir -p vendor; echo x > vendor/lib; fi\n",
+    );
+    let first = p.run(&["--executor", "shell"]);
+    assert!(first.log("deps").contains(&"cache-miss".to_string()), "{}", first.debug());
+    let second = p.run(&["--executor", "shell"]);
+    assert!(second.log("deps").contains(&"cache-hit".to_string()), "{}", second.debug());
+}
+
+#[test]
+fn symlinks_out_of_the_workspace_are_not_collected() {
+    let p = Project::new(
+        "stages: [a, b]\nsneaky:\n  stage: a\n  script:\n    - mkdir -p out && ln -s /etc/passwd out/passwd && echo ok > out/ok.txt\n  artifacts:\n    paths: [out/]\nreader:\n  stage: b\n  script:\n    - cat out/ok.txt\n    - test ! -e out/passwd\n",
+    );
+    let r = p.run(&["--executor", "shell"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+}

@@ -1,0 +1,40 @@
+//! The docker executor through `piste run`: images, artifacts between containers, the demo.
+
+use crate::{Project, image, leftover_containers};
+
+#[test]
+fn the_demo_pipeline_passes_in_containers() {
+    image();
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/demo/.gitlab-ci.yml")).unwrap();
+    let p = Project::new(&demo);
+    let r = p.run(&["--executor", "docker"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    for job in ["build", "secret-scan", "unit-tests", "package"] {
+        assert_eq!(r.status(job), "success", "{job}: {}", r.debug());
+    }
+    assert_eq!(r.status("lint-docs"), "failed");
+    assert_eq!(r.finished("lint-docs")[0]["allow_failure"], true);
+    assert!(r.log("unit-tests").iter().any(|l| l.starts_with("built by ")), "dotenv from build: {:?}", r.log("unit-tests"));
+    assert!(leftover_containers("unit-tests").is_empty());
+}
+
+#[test]
+fn jobs_see_the_gitlab_project_dir_in_containers() {
+    let img = image();
+    let p = Project::new(&format!(
+        "where:\n  image: {img}\n  script:\n    - pwd\n    - echo \"$CI_PROJECT_DIR\"\n    - test -f .gitlab-ci.yml\n"
+    ));
+    let r = p.run(&["--executor", "docker"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    let log = r.log("where");
+    assert!(log.iter().filter(|l| l.starts_with("/builds/")).count() >= 2, "{log:?}");
+}
+
+#[test]
+fn a_missing_image_is_a_clear_failure() {
+    let p = Project::new("j:\n  image:\n    name: piste-test/does-not-exist:1\n    pull_policy: never\n  script: [\"true\"]\n");
+    let r = p.run(&["--executor", "docker"]);
+    assert_eq!(r.code, Some(1), "{}", r.debug());
+    let reason = r.finished("j")[0]["reason"].as_str().unwrap_or("").to_string();
+    assert!(reason.contains("piste-test/does-not-exist:1") && reason.contains("not present locally"), "{reason}");
+}
