@@ -14,5 +14,5 @@ for _ in $(seq 20); do
 	times+=($(((e - s) / 1000)))
 done
 median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 10p)
-rss=$( { /usr/bin/time -f '%M' "$PISTE" lint -f "$FILE" --branch main >/dev/null; } 2>&1 | tail -1)
+rss=$(/usr/bin/time -f '%M' -o /dev/stdout "$PISTE" lint -f "$FILE" --branch main 2>/dev/null | tail -1)
 printf 'piste lint, 1,000 jobs (whole process)   median %6.1f ms   peak RSS %s KiB\n' "$(echo "$median / 1000" | bc -l)" "$rss"

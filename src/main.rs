@@ -68,6 +68,9 @@ enum Command {
         /// Run again when files change (debounced; `.git` and `.piste` are ignored).
         #[arg(long)]
         watch: bool,
+        /// Show job results only, not their output (full logs are always in `.piste/pipelines/`).
+        #[arg(short, long)]
+        quiet: bool,
         /// `json`: JSON Lines events on stdout.
         #[arg(long, value_enum, default_value_t = LintFormat::Text)]
         format: LintFormat,
@@ -156,7 +159,7 @@ fn main() -> ExitCode {
         Command::Lint { spec, format } => spec.options().and_then(|o| output::lint(&o, matches!(format, LintFormat::Json))),
         Command::Graph { spec, format } => spec.options().and_then(|o| output::graph(&o, format)),
         Command::Jobs { spec } => spec.options().and_then(|o| output::jobs(&o)),
-        Command::Run { only, spec, executor, concurrency, worktree, mut secrets, secrets_file, image, watch, format } => (|| {
+        Command::Run { only, spec, executor, concurrency, worktree, mut secrets, secrets_file, image, watch, quiet, format } => (|| {
             if let Some(file) = secrets_file {
                 secrets.extend(runner::local::read_secrets_file(&file)?);
             }
@@ -173,9 +176,11 @@ fn main() -> ExitCode {
                 secrets,
                 json: matches!(format, LintFormat::Json),
                 watch,
+                quiet,
                 image,
             })
-        })(),
+        })(
+        ),
     };
     match result {
         Ok(code) => code,

@@ -25,6 +25,7 @@ pub struct RunArgs {
     pub secrets: Vec<(String, String)>,
     pub json: bool,
     pub watch: bool,
+    pub quiet: bool,
     pub image: Option<String>,
 }
 
@@ -93,7 +94,7 @@ async fn run_once(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<E
         pipeline_vars: args.spec.vars.clone(),
         only: args.jobs.clone(),
         default_image: args.image.clone(),
-        stream_logs: true,
+        stream_logs: !args.quiet,
     };
     let (tx, mut rx) = mpsc::channel::<RunEvent>(256);
     let names: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();

@@ -94,18 +94,14 @@ impl ShellExecutor {
             log.error(&msg).await;
             return report(system_failure(msg), None);
         }
-        let dir = match ScriptDir::create(&req.id) {
-            Ok(dir) => dir,
-            Err(e) => {
-                let msg = format!("cannot create the job's script directory: {e}");
-                log.error(&msg).await;
-                return report(system_failure(msg), None);
-            }
-        };
+        // Scripts go on the command line (`-c`); only very long ones need a file, and so a
+        // private directory, created on first use.
+        let mut dir: Option<ScriptDir> = None;
 
         log.section_start("step_script", "Executing \"step_script\" stage of the job script").await;
-        let end =
-            self.run_script(&dir, "step_script", &script::job_script(&req.script), &req, &req.env, req.timeout, Some(&cancel), &log).await;
+        let end = self
+            .run_script(&mut dir, "step_script", &script::job_script(&req.script), &req, &req.env, req.timeout, Some(&cancel), &log)
+            .await;
         log.section_end("step_script").await;
         let outcome = match end {
             ScriptEnd::Exited(0) => Outcome::Success,
@@ -120,7 +116,7 @@ impl ShellExecutor {
             log.section_start("after_script", "Running after_script").await;
             let env = after_script_env(&req.env, &outcome);
             let script = script::job_script(&req.after_script);
-            let end = self.run_script(&dir, "after_script", &script, &req, &env, req.after_script_timeout, None, &log).await;
+            let end = self.run_script(&mut dir, "after_script", &script, &req, &env, req.after_script_timeout, None, &log).await;
             after_script_exit = super::report_after_script(&log, end.into(), req.after_script_timeout).await;
             log.section_end("after_script").await;
         }
@@ -131,7 +127,7 @@ impl ShellExecutor {
     #[allow(clippy::too_many_arguments)]
     async fn run_script(
         &self,
-        dir: &ScriptDir,
+        dir: &mut Option<ScriptDir>,
         name: &str,
         script: &str,
         req: &JobRequest,
@@ -140,11 +136,22 @@ impl ShellExecutor {
         cancel: Option<&CancellationToken>,
         log: &JobLog,
     ) -> ScriptEnd {
-        let path = match dir.write(name, script) {
-            Ok(path) => path,
-            Err(e) => return ScriptEnd::Failed(format!("cannot write the {name} script: {e}")),
+        let source = if script.len() <= INLINE_SCRIPT_MAX {
+            ScriptSource::Inline(script)
+        } else {
+            if dir.is_none() {
+                match ScriptDir::create(&req.id) {
+                    Ok(d) => *dir = Some(d),
+                    Err(e) => return ScriptEnd::Failed(format!("cannot create the job's script directory: {e}")),
+                }
+            }
+            match dir.as_ref().map(|d| d.write(name, script)) {
+                Some(Ok(path)) => ScriptSource::File(path),
+                Some(Err(e)) => return ScriptEnd::Failed(format!("cannot write the {name} script: {e}")),
+                None => return ScriptEnd::Failed(format!("no directory for the {name} script")),
+            }
         };
-        let (mut child, reader, group) = match self.spawn(&path, req, env) {
+        let (mut child, reader, group) = match self.spawn(&source, req, env) {
             Ok(spawned) => spawned,
             Err(e) => return ScriptEnd::Failed(format!("cannot start `{}` in `{}`: {e}", self.shell.display(), req.workspace.display())),
         };
@@ -169,15 +176,23 @@ impl ShellExecutor {
         end
     }
 
-    fn spawn(&self, script: &Path, req: &JobRequest, env: &[(String, String)]) -> std::io::Result<(Child, pipe::Receiver, GroupGuard)> {
+    fn spawn(
+        &self,
+        script: &ScriptSource<'_>,
+        req: &JobRequest,
+        env: &[(String, String)],
+    ) -> std::io::Result<(Child, pipe::Receiver, GroupGuard)> {
         let (read_end, write_end) = pipe_with(PipeFlags::CLOEXEC)?;
         let stderr = write_end.try_clone()?;
         let mut cmd = Command::new(&self.shell);
         if self.is_bash {
             cmd.args(["--noprofile", "--norc"]);
         }
-        cmd.arg(script)
-            .current_dir(&req.workspace)
+        match script {
+            ScriptSource::Inline(text) => cmd.arg("-c").arg(text),
+            ScriptSource::File(path) => cmd.arg(path),
+        };
+        cmd.current_dir(&req.workspace)
             .env_clear()
             .envs(base_env())
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -299,6 +314,17 @@ impl Drop for GroupGuard {
 }
 
 /// A private directory holding a job's script files, removed when dropped.
+/// Scripts up to this size are passed with `-c`: Linux caps one argument at 128 KiB, and a
+/// file costs a directory, a file and their removal for every job (several ms on ext4).
+const INLINE_SCRIPT_MAX: usize = 64 * 1024;
+
+/// How a script reaches the shell. Either way stdin stays `/dev/null`, so no command can
+/// swallow the rest of the script.
+enum ScriptSource<'a> {
+    Inline(&'a str),
+    File(PathBuf),
+}
+
 struct ScriptDir(PathBuf);
 
 impl ScriptDir {

@@ -365,10 +365,20 @@ impl Workspaces {
             ErrorCode::NotFound => self.unknown(&target.to_string(), source),
             _ => git_err("read the commit in")(source),
         })?;
+        // The common case is the slot already at this commit (the previous job's checkout):
+        // then the index already describes the tree and HEAD is right, so neither is rewritten.
+        // Each rewrite is a lock file and a rename, a new inode, which costs more on ext4 than
+        // the rest of the checkout of a small repository.
+        let already_there = repo.head_detached().unwrap_or(false) && repo.head().ok().and_then(|h| h.target()) == Some(target);
         let mut checkout = CheckoutBuilder::new();
         checkout.force();
+        if already_there {
+            checkout.update_index(false);
+        }
         repo.checkout_tree(commit.as_object(), Some(&mut checkout)).map_err(git_err("check out the commit in"))?;
-        repo.set_head_detached(target).map_err(git_err("set HEAD in"))?;
+        if !already_there {
+            repo.set_head_detached(target).map_err(git_err("set HEAD in"))?;
+        }
         if let Some(flags) = flags {
             clean::clean(repo, dir, flags)?;
         }
