@@ -116,10 +116,13 @@ async fn watch(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<Exit
     let root = open(&args.spec)?.root;
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            for p in ev.paths {
-                let _ = tx.send(p);
-            }
+        // Reads (`Access`) are not changes: the run itself opens the project's files.
+        let Ok(ev) = res else { return };
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        for p in ev.paths {
+            let _ = tx.send(p);
         }
     })?;
     watcher.watch(&root, RecursiveMode::Recursive)?;

@@ -67,3 +67,42 @@ fn ctrl_c_removes_the_job_container() {
     assert_eq!(code, Some(1), "{out}");
     assert!(leftover_containers(&marker).is_empty(), "containers left: {:?}", leftover_containers(&marker));
 }
+
+#[test]
+fn watch_reruns_on_a_change_and_stops_on_ctrl_c() {
+    let p = Project::new("show:\n  script:\n    - cat note.txt\n");
+    p.write("note.txt", "first\n");
+    p.commit();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_piste"))
+        .args(["run", "--format", "json", "--executor", "shell", "--worktree", "--watch"])
+        .current_dir(p.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let mut finished = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut line = String::new();
+    while finished < 2 && Instant::now() < deadline {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains("\"event\":\"pipeline_finished\"") {
+            finished += 1;
+            if finished == 1 {
+                // Let the watcher settle, then change a file (not committed: --worktree).
+                std::thread::sleep(Duration::from_millis(300));
+                p.write("note.txt", "second\n");
+            }
+        }
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(finished, 2, "the change triggered a second run:\n{seen}");
+    assert!(seen.contains("\"line\":\"first\"") && seen.contains("\"line\":\"second\""), "{seen}");
+    assert!(status.code().is_some(), "exits cleanly on Ctrl-C");
+}
