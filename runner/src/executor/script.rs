@@ -30,6 +30,14 @@ const PRELUDE: &str = "if (set -o pipefail) 2>/dev/null; then set -o pipefail; f
 pub const SHELL_DETECT: &str =
     "exec 2>&1; if command -v bash >/dev/null 2>&1; then exec bash --noprofile --norc \"$1\"; fi; exec sh \"$1\"";
 
+/// [`SHELL_DETECT`] for a script passed inline as `$1` (`-c`), which spares a copy into the
+/// container for every job.
+pub const SHELL_DETECT_INLINE: &str =
+    "exec 2>&1; if command -v bash >/dev/null 2>&1; then exec bash --noprofile --norc -c \"$1\"; fi; exec sh -c \"$1\"";
+
+/// Scripts up to this size travel inline (Linux caps one argument at 128 KiB).
+pub const INLINE_MAX: usize = 64 * 1024;
+
 /// The script that runs `commands` in order, stopping at the first failure.
 pub fn job_script<S: AsRef<str>>(commands: &[S]) -> String {
     let mut out = String::from(PRELUDE);

@@ -37,7 +37,17 @@ for_each_executor!(
     timeout_kills_the_whole_job,
     cancel_stops_the_job_then_runs_after_script,
     large_output_streams_in_bounded_chunks,
+    long_scripts_go_through_a_file,
 );
+
+/// Short scripts travel inline (`-c`); one over the inline limit takes the file path.
+async fn long_scripts_go_through_a_file(b: Backend) {
+    let filler = format!("# {}", "x".repeat(80 * 1024));
+    let job = b.job("long", &[filler.as_str(), "echo long-script-ran"]);
+    let run = b.run(&job).await;
+    assert_eq!(run.report.outcome, Outcome::Success, "{}", &run.output[run.output.len().saturating_sub(2000)..]);
+    assert!(run.output.contains("long-script-ran\n"), "the command after the long line ran");
+}
 
 fn failed(code: i32) -> Outcome {
     Outcome::Failed { exit_code: Some(code), reason: FailureReason::ScriptFailure }

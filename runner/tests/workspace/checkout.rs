@@ -289,3 +289,55 @@ fn a_subdirectory_finds_its_repository() {
     let dir = ws.prepare(0, &CheckoutSpec::new(sha.clone())).unwrap();
     assert_eq!(files(&dir), repo.tree(&sha));
 }
+
+/// Jobs that use git in their checkout (stage, unstage, commit, switch) leave nothing behind.
+#[test]
+fn git_operations_of_a_job_are_undone() {
+    let repo = Repo::new();
+    let [a, b, _] = history(&repo);
+    let ws = repo.workspaces();
+    type Job = fn(&Path);
+    let jobs: [(&str, Job); 4] = [
+        ("stages a new file", |d| {
+            write(d, "staged-by-job.txt", "x");
+            let git = git2::Repository::open(d).unwrap();
+            let mut index = git.index().unwrap();
+            index.add_path(Path::new("staged-by-job.txt")).unwrap();
+            index.write().unwrap();
+        }),
+        ("unstages a tracked file", |d| {
+            let git = git2::Repository::open(d).unwrap();
+            let mut index = git.index().unwrap();
+            index.remove_path(Path::new("README.md")).unwrap();
+            index.write().unwrap();
+        }),
+        ("commits", |d| {
+            write(d, "committed-by-job.txt", "x");
+            let git = git2::Repository::open(d).unwrap();
+            let mut index = git.index().unwrap();
+            index.add_path(Path::new("committed-by-job.txt")).unwrap();
+            index.write().unwrap();
+            let tree = git.find_tree(index.write_tree().unwrap()).unwrap();
+            let sig = git2::Signature::now("Job", "job@example.com").unwrap();
+            let parent = git.head().unwrap().peel_to_commit().unwrap();
+            git.commit(Some("HEAD"), &sig, &sig, "job commit", &tree, &[&parent]).unwrap();
+        }),
+        ("checks out another commit", |d| {
+            let git = git2::Repository::open(d).unwrap();
+            let first = git.head().unwrap().peel_to_commit().unwrap().parent(0).unwrap();
+            git.checkout_tree(first.as_object(), Some(git2::build::CheckoutBuilder::new().force())).unwrap();
+            git.set_head_detached(first.id()).unwrap();
+        }),
+    ];
+    for (what, job) in jobs {
+        let dir = ws.prepare(0, &CheckoutSpec::new(b.clone())).unwrap();
+        assert_eq!(files(&dir), repo.tree(&b), "before the job that {what}");
+        job(&dir);
+        let dir = ws.prepare(0, &CheckoutSpec::new(b.clone())).unwrap();
+        assert_eq!(files(&dir), repo.tree(&b), "after the job that {what}");
+        let status = git2::Repository::open(&dir).unwrap().statuses(None).unwrap().len();
+        assert_eq!(status, 0, "the slot's index differs from HEAD after the job that {what}");
+    }
+    let dir = ws.prepare(0, &CheckoutSpec::new(a.clone())).unwrap();
+    assert_eq!(files(&dir), repo.tree(&a));
+}

@@ -290,12 +290,17 @@ impl DockerExecutor {
         log: &JobLog,
         res: &Resources,
     ) -> Result<i32, String> {
+        let inline = script.len() <= script::INLINE_MAX;
         let workspace =
             std::path::absolute(&req.workspace).map_err(|e| format!("cannot resolve the workspace `{}`: {e}", req.workspace.display()))?;
         let body = ContainerCreateBody {
             image: Some(image.name.clone()),
             entrypoint: entrypoint(&image.entrypoint),
-            cmd: Some(vec!["sh".into(), "-c".into(), script::SHELL_DETECT.into(), "sh".into(), format!("/{SCRIPT_DIR}/{script_name}")]),
+            cmd: Some(if inline {
+                vec!["sh".into(), "-c".into(), script::SHELL_DETECT_INLINE.into(), "sh".into(), script.to_string()]
+            } else {
+                vec!["sh".into(), "-c".into(), script::SHELL_DETECT.into(), "sh".into(), format!("/{SCRIPT_DIR}/{script_name}")]
+            }),
             env: Some(env_list(env)),
             working_dir: Some(req.project_dir.clone()),
             labels: Some(res.labels()),
@@ -320,11 +325,13 @@ impl DockerExecutor {
             .create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body)
             .await
             .map_err(api_error(&format!("create a container of image `{}`", image.name)))?;
-        let tar = script_archive(script_name, script).map_err(|e| format!("cannot pack the {script_name} script: {e}"))?;
-        docker
-            .upload_to_container(name, Some(UploadToContainerOptionsBuilder::default().path("/").build()), body_full(tar.into()))
-            .await
-            .map_err(api_error("copy the script into the job container"))?;
+        if !inline {
+            let tar = script_archive(script_name, script).map_err(|e| format!("cannot pack the {script_name} script: {e}"))?;
+            docker
+                .upload_to_container(name, Some(UploadToContainerOptionsBuilder::default().path("/").build()), body_full(tar.into()))
+                .await
+                .map_err(api_error("copy the script into the job container"))?;
+        }
         let attach = AttachContainerOptionsBuilder::default().stream(true).stdout(true).stderr(true).build();
         let mut output = docker.attach_container(name, Some(attach)).await.map_err(api_error("attach to the job container"))?.output;
         docker.start_container(name, None).await.map_err(api_error("start the job container"))?;
