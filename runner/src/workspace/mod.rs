@@ -50,7 +50,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use git2::build::CheckoutBuilder;
-use git2::{ErrorCode, Oid, Repository, RepositoryInitOptions, RepositoryOpenFlags};
+use git2::{ErrorCode, Oid, Repository, RepositoryInitOptions, RepositoryOpenFlags, StatusOptions};
 
 pub use clean::CleanFlags;
 
@@ -365,17 +365,23 @@ impl Workspaces {
             ErrorCode::NotFound => self.unknown(&target.to_string(), source),
             _ => git_err("read the commit in")(source),
         })?;
-        // The common case is the slot already at this commit (the previous job's checkout):
-        // then the index already describes the tree and HEAD is right, so neither is rewritten.
-        // Each rewrite is a lock file and a rename, a new inode, which costs more on ext4 than
-        // the rest of the checkout of a small repository.
+        // The common case is the slot already at this commit (the previous job's checkout).
+        // When, besides, the index matches HEAD and no tracked file changed, a checkout would
+        // only rewrite the index: a lock file and a rename, a new inode, which costs more on
+        // ext4 than the status that proves it useless. Otherwise the full checkout runs and
+        // updates the index too, so that a job's `git add`/`git rm --cached` is undone.
         let already_there = repo.head_detached().unwrap_or(false) && repo.head().ok().and_then(|h| h.target()) == Some(target);
-        let mut checkout = CheckoutBuilder::new();
-        checkout.force();
-        if already_there {
-            checkout.update_index(false);
+        if !already_there || modified(repo).map_err(git_err("read the status of"))? {
+            // `git reset --hard`: the index becomes the commit's tree first (entries that did
+            // not change keep their stat data), so that paths a job staged or unstaged are
+            // put back; then the forced checkout writes what differs and saves the index.
+            let tree = commit.tree().map_err(git_err("read the commit in"))?;
+            let mut index = repo.index().map_err(git_err("read the index of"))?;
+            index.read_tree(&tree).map_err(git_err("reset the index of"))?;
+            let mut checkout = CheckoutBuilder::new();
+            checkout.force().refresh(false);
+            repo.checkout_tree(tree.as_object(), Some(&mut checkout)).map_err(git_err("check out the commit in"))?;
         }
-        repo.checkout_tree(commit.as_object(), Some(&mut checkout)).map_err(git_err("check out the commit in"))?;
         if !already_there {
             repo.set_head_detached(target).map_err(git_err("set HEAD in"))?;
         }
@@ -384,6 +390,15 @@ impl Workspaces {
         }
         Ok(())
     }
+}
+
+/// Whether the index or a tracked file differs from HEAD; untracked and ignored files do not
+/// count (clean handles them).
+fn modified(repo: &Repository) -> Result<bool, git2::Error> {
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(false).include_ignored(false).exclude_submodules(true);
+    opts.renames_head_to_index(false).renames_index_to_workdir(false);
+    Ok(!repo.statuses(Some(&mut opts))?.is_empty())
 }
 
 /// Maps an I/O error on `path` to [`WorkspaceError::Io`].

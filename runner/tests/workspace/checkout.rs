@@ -341,3 +341,16 @@ fn git_operations_of_a_job_are_undone() {
     let dir = ws.prepare(0, &CheckoutSpec::new(a.clone())).unwrap();
     assert_eq!(files(&dir), repo.tree(&a));
 }
+
+/// Without clean, switching commits still removes the files the new commit does not have.
+#[test]
+fn switching_commits_without_clean_removes_deleted_files() {
+    let repo = Repo::new();
+    let shas = history(&repo);
+    let ws = repo.workspaces();
+    for i in [0, 1, 2, 0, 2, 1] {
+        let spec = CheckoutSpec { clean_flags: Some("none".into()), ..CheckoutSpec::new(shas[i].clone()) };
+        let dir = ws.prepare(0, &spec).unwrap();
+        assert_eq!(files(&dir), repo.tree(&shas[i]), "commit {i}");
+    }
+}
