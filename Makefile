@@ -28,15 +28,13 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-lint
+bench: bench-lint bench-run
 
-bench-# The README's demo: the fixtures/demo pipeline in containers (builds its busybox image first).
-demo:
-	bash scripts/deps.sh
-	bash scripts/demo-image.sh
-	$(CARGO) run --release --bin piste -- run -f fixtures/demo/.gitlab-ci.yml
-
-lint:
+bench-lint:
 	$(CARGO) bench -p pipeline-spec --bench lint
 	$(CARGO) build --release --bin piste
 	bash benches/lint-cli.sh
+
+bench-run:
+	$(CARGO) build --release --bin piste
+	bash benches/run.sh
