@@ -1,5 +1,6 @@
 //! Build-node side of piste.
 
+pub mod agent;
 pub mod artifacts;
 pub mod cache;
 pub mod cas;

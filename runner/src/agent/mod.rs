@@ -1,0 +1,1 @@
+//! `piste runner`: registration and the job loop on a build node.

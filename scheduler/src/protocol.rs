@@ -1,0 +1,212 @@
+//! The runner protocol: HTTP + JSON between `piste serve` and `piste runner run`, shaped after
+//! what GitLab Runner proved. Both sides use these types; the paths are in [`paths`].
+//!
+//! ```text
+//! POST /api/v1/runners                     RegisterRequest → RegisterResponse (registration token in the body)
+//! POST /api/v1/jobs/request                JobRequestBody → 200 JobPayload | 204 (long poll; Bearer runner token)
+//! POST /api/v1/jobs/{id}/heartbeat         → Heartbeat (Bearer job token): extends the lease, says `cancel`
+//! PUT  /api/v1/jobs/{id}/log?offset=N      raw bytes → LogAck | 409 LogGap (Bearer job token)
+//! PUT  /api/v1/jobs/{id}/artifacts         tar.gz, header `X-Sha256: sha256:<hex>` → 201 (Bearer job token)
+//! GET  /api/v1/jobs/{id}/artifacts/{dep}   tar.gz of a dependency's artifacts (Bearer job token of `id`)
+//! POST /api/v1/jobs/{id}/finish            FinishRequest → 200 (Bearer job token)
+//! GIT  /api/v1/projects/{name}/git/...     smart HTTP, Basic `piste-ci-token:<job token>` (read-only)
+//! ```
+//!
+//! Tokens: the runner token and job tokens are random 256-bit values, sent as bearer tokens and
+//! stored only as SHA-256 hashes. A job token is valid while its job runs, for that job only.
+
+use serde::{Deserialize, Serialize};
+
+/// Header carrying an artifact archive's digest (`sha256:<hex>`), verified by the server.
+pub const SHA256_HEADER: &str = "x-sha256";
+/// The user name runners use with a job token for git over HTTP (GitLab uses `gitlab-ci-token`).
+pub const GIT_USER: &str = "piste-ci-token";
+
+pub mod paths {
+    pub const REGISTER: &str = "/api/v1/runners";
+    pub const REQUEST_JOB: &str = "/api/v1/jobs/request";
+    pub fn heartbeat(job: i64) -> String {
+        format!("/api/v1/jobs/{job}/heartbeat")
+    }
+    pub fn log(job: i64, offset: u64) -> String {
+        format!("/api/v1/jobs/{job}/log?offset={offset}")
+    }
+    pub fn artifacts(job: i64) -> String {
+        format!("/api/v1/jobs/{job}/artifacts")
+    }
+    pub fn dependency_artifacts(job: i64, dep: i64) -> String {
+        format!("/api/v1/jobs/{job}/artifacts/{dep}")
+    }
+    pub fn finish(job: i64) -> String {
+        format!("/api/v1/jobs/{job}/finish")
+    }
+    pub fn git(project: &str) -> String {
+        format!("/api/v1/projects/{project}/git")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegisterRequest {
+    pub registration_token: String,
+    pub name: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegisterResponse {
+    pub id: i64,
+    /// Shown once; the server keeps only its hash.
+    pub token: String,
+}
+
+/// The body of a job request (long poll).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct JobRequestBody {
+    /// Jobs this runner can start now (it asks for one at a time).
+    pub free_slots: u32,
+}
+
+/// Everything a runner needs to run one attempt of one job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobPayload {
+    pub job_id: i64,
+    pub pipeline_id: i64,
+    pub project: String,
+    pub name: String,
+    pub stage: String,
+    pub attempt: u32,
+    /// Job-scoped secret for every call about this job (log, artifacts, git, finish).
+    pub token: String,
+    /// The runner must heartbeat before this many milliseconds pass.
+    pub lease_ms: u64,
+    pub git: GitSource,
+    pub image: Option<Image>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// `before_script` + `script`, run as one shell script.
+    pub script: Vec<String>,
+    #[serde(default)]
+    pub after_script: Vec<String>,
+    /// Final variables, already expanded, in precedence order (later wins).
+    pub variables: Vec<Variable>,
+    pub timeout_s: u64,
+    pub artifacts: Option<ArtifactsSpec>,
+    /// Artifacts to download before the script, in order.
+    #[serde(default)]
+    pub dependencies: Vec<Dependency>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitSource {
+    /// Path of the server's git endpoint for this project (see [`paths::git`]); the runner
+    /// prefixes its server URL. Never a URL from a webhook payload.
+    pub path: String,
+    pub sha: String,
+    /// `refs/heads/main`, `refs/tags/v1`, ...
+    pub git_ref: String,
+    /// `GIT_STRATEGY`, `GIT_DEPTH`, `GIT_CLEAN_FLAGS`, as the job's variables set them.
+    pub strategy: Option<String>,
+    pub depth: Option<u32>,
+    pub clean_flags: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub pull_policy: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub alias: Option<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub variables: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Variable {
+    pub key: String,
+    pub value: String,
+    /// Masked: the runner masks it in the log before sending; the server masks again.
+    #[serde(default)]
+    pub masked: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArtifactsSpec {
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub untracked: bool,
+    /// `on_success`, `on_failure` or `always`.
+    pub when: String,
+    /// `artifacts:reports:dotenv` files, uploaded with the artifacts and parsed by the server.
+    #[serde(default)]
+    pub dotenv: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Dependency {
+    pub job_id: i64,
+    pub name: String,
+}
+
+/// Heartbeat answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The job was canceled on the server: stop it (after_script still runs).
+    pub cancel: bool,
+    pub lease_ms: u64,
+}
+
+/// A log chunk was stored (or already was: repeated chunks are idempotent).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogAck {
+    pub next_offset: u64,
+}
+
+/// 409 answer: the chunk does not start where the log ends.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogGap {
+    pub code: String,
+    pub message: String,
+    pub expected_offset: u64,
+}
+
+/// How an attempt ended, as the runner saw it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOutcome {
+    Success,
+    /// The script failed (`exit_code` says how).
+    ScriptFailure,
+    /// The job ran past its timeout.
+    JobExecutionTimeout,
+    /// The runner could not run it (image missing, workspace error, ...).
+    RunnerSystemFailure,
+    /// Stopped after a cancel.
+    Canceled,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FinishRequest {
+    pub outcome: JobOutcome,
+    pub exit_code: Option<i32>,
+    /// For people: why it failed.
+    pub reason: Option<String>,
+    /// Bytes of log the runner sent in all; the server checks it has them.
+    pub log_bytes: u64,
+}
+
+/// Every API error body: a stable machine-readable `code` and a sentence for people.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}

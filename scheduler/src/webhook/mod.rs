@@ -1,0 +1,1 @@
+//! Webhook intake: signature verification and payload parsing for GitHub, GitLab, Gitea/Forgejo.
