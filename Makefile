@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: build test lint fmt bench bench-lint bench-run demo
+.PHONY: build test lint fmt bench bench-lint bench-run bench-server demo
 
 build:
 	$(CARGO) build --release --bin piste
@@ -28,7 +28,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-lint bench-run
+bench: bench-lint bench-run bench-server
 
 bench-lint:
 	$(CARGO) bench -p pipeline-spec --bench lint
@@ -38,3 +38,6 @@ bench-lint:
 bench-run:
 	$(CARGO) build --release --bin piste
 	bash benches/run.sh
+
+bench-server:
+	$(CARGO) bench --bench server

@@ -3,6 +3,7 @@
 
 mod output;
 mod run;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,26 @@ enum Command {
         #[command(flatten)]
         spec: SpecArgs,
     },
+    /// Serve pipelines: webhooks in, jobs out to registered runners, a JSON API.
+    Serve {
+        /// `piste.toml` [default: built-in defaults, no projects].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides the config's `listen`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Data directory (overrides `data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// `postgres://...` (overrides `database`; default SQLite in the data directory).
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Runners on build nodes.
+    Runner {
+        #[command(subcommand)]
+        command: RunnerCommand,
+    },
     /// Run the pipeline on this machine, in containers or as shell jobs (exit 0 passed, 1 failed, 2 invalid).
     Run {
         /// Run only these jobs and what they need; manual jobs named here run.
@@ -74,6 +95,40 @@ enum Command {
         /// `json`: JSON Lines events on stdout.
         #[arg(long, value_enum, default_value_t = LintFormat::Text)]
         format: LintFormat,
+    },
+}
+
+/// `piste runner ...`
+#[derive(Subcommand)]
+enum RunnerCommand {
+    /// Register this machine with a server; writes the runner's token to `--config`.
+    Register {
+        /// The server, e.g. `http://ci.example:8080`.
+        #[arg(long)]
+        url: String,
+        /// The server's `runner_registration_token`.
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated tags; a job runs here only if all its `tags` are in this list.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        #[arg(long, default_value = "runner.toml")]
+        config: PathBuf,
+    },
+    /// Take jobs from the server and run them until Ctrl-C.
+    Run {
+        #[arg(long, default_value = "runner.toml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = ExecutorArg::Auto)]
+        executor: ExecutorArg,
+        /// Jobs running at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Where workspaces live [default: `<config dir>/builds`].
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
     },
 }
 
@@ -118,6 +173,14 @@ pub(crate) struct SpecArgs {
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn to_kind(e: ExecutorArg) -> runner::run::ExecutorKind {
+    match e {
+        ExecutorArg::Auto => runner::run::ExecutorKind::Auto,
+        ExecutorArg::Docker => runner::run::ExecutorKind::Docker,
+        ExecutorArg::Shell => runner::run::ExecutorKind::Shell,
+    }
+}
+
 fn parse_source(s: &str) -> Result<PipelineSource, String> {
     s.parse::<PipelineSource>().map_err(|e| e.to_string())
 }
@@ -159,6 +222,13 @@ fn main() -> ExitCode {
         Command::Lint { spec, format } => spec.options().and_then(|o| output::lint(&o, matches!(format, LintFormat::Json))),
         Command::Graph { spec, format } => spec.options().and_then(|o| output::graph(&o, format)),
         Command::Jobs { spec } => spec.options().and_then(|o| output::jobs(&o)),
+        Command::Serve { config, listen, data_dir, database } => server::serve(config, listen, data_dir, database),
+        Command::Runner { command } => match command {
+            RunnerCommand::Register { url, token, name, tags, config } => server::register(&url, &token, &name, &tags, &config),
+            RunnerCommand::Run { config, executor, concurrency, work_dir } => {
+                server::run_runner(&config, to_kind(executor), concurrency, work_dir)
+            }
+        },
         Command::Run { only, spec, executor, concurrency, worktree, mut secrets, secrets_file, image, watch, quiet, format } => (|| {
             if let Some(file) = secrets_file {
                 secrets.extend(runner::local::read_secrets_file(&file)?);
@@ -166,11 +236,7 @@ fn main() -> ExitCode {
             run::run(run::RunArgs {
                 spec: spec.options()?,
                 jobs: only,
-                executor: match executor {
-                    ExecutorArg::Auto => runner::run::ExecutorKind::Auto,
-                    ExecutorArg::Docker => runner::run::ExecutorKind::Docker,
-                    ExecutorArg::Shell => runner::run::ExecutorKind::Shell,
-                },
+                executor: to_kind(executor),
                 concurrency: concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 worktree,
                 secrets,

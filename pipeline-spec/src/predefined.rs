@@ -46,7 +46,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 /// How a pipeline was started: GitLab's `CI_PIPELINE_SOURCE` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum PipelineSource {
     Api,
     Chat,
@@ -131,7 +131,7 @@ impl FromStr for PipelineSource {
 }
 
 /// `CI_MERGE_REQUEST_EVENT_TYPE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum MergeRequestEventType {
     /// A pipeline on the source branch's head (the usual "merge request pipeline").
     #[default]
@@ -152,7 +152,7 @@ impl MergeRequestEventType {
 }
 
 /// The merge request a `merge_request_event` pipeline runs for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MergeRequest {
     /// Project-level number, the one in the merge request's URL.
     pub iid: u64,
@@ -179,7 +179,7 @@ pub struct MergeRequest {
 }
 
 /// Who started the pipeline (`GITLAB_USER_*`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub id: u64,
     pub login: String,
@@ -189,7 +189,8 @@ pub struct User {
 
 /// Everything the predefined variables of a pipeline are made of. Plain data; see
 /// [`Context::default`] for the values of an unconfigured local run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialisable so a server can store it with the pipeline and rebuild job variables later.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Context {
     /// Base URL of the server, e.g. `https://gitlab.example.com` (a path prefix is kept).
     pub server_url: String,

@@ -53,18 +53,32 @@ fn setup() -> Setup {
     Setup { _dir: dir, repo, ws, first, second }
 }
 
-/// The common case: the next job of a pipeline, same commit, after a job that left outputs.
+/// The 50-chained-jobs case: the next job of a pipeline at the same commit, after a job that
+/// changed nothing (`script: true`).
 #[divan::bench]
-fn prepare_reused_slot(b: divan::Bencher) {
+fn prepare_unchanged_slot(b: divan::Bencher) {
+    let s = setup();
+    let spec = CheckoutSpec::new(s.second.clone());
+    s.ws.prepare(0, &spec).unwrap();
+    b.bench_local(|| s.ws.prepare(0, &spec).unwrap());
+}
+
+/// The next job at the same commit after a job that left outputs (an ignored build
+/// directory, an untracked file) and edited and deleted tracked files; the mess is made
+/// outside the timed part.
+#[divan::bench(sample_size = 1)]
+fn prepare_after_messy_job(b: divan::Bencher) {
     let s = setup();
     let spec = CheckoutSpec::new(s.second.clone());
     let dir = s.ws.prepare(0, &spec).unwrap();
-    b.bench_local(|| {
+    b.with_inputs(|| {
         fs::create_dir_all(dir.join("target")).unwrap();
         fs::write(dir.join("target/out.bin"), b"job output").unwrap();
+        fs::write(dir.join("report.txt"), b"job output").unwrap();
         fs::write(dir.join("dir0/file0.txt"), b"edited by the job").unwrap();
-        s.ws.prepare(0, &spec).unwrap()
-    });
+        fs::remove_file(dir.join("dir1/file1.txt")).unwrap();
+    })
+    .bench_local_values(|()| s.ws.prepare(0, &spec).unwrap());
 }
 
 /// Alternating between two commits that differ in every file.

@@ -4,7 +4,8 @@ pub mod agent;
 pub mod artifacts;
 pub mod cache;
 pub mod cas;
-pub mod dotenv;
+/// dotenv reports are parsed by the server too: the parser lives in `pipeline-spec`.
+pub use pipeline_spec::dotenv;
 pub mod executor;
 pub mod gitinfo;
 pub mod includes;

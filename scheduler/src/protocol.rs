@@ -9,7 +9,7 @@
 //! PUT  /api/v1/jobs/{id}/artifacts         tar.gz, header `X-Sha256: sha256:<hex>` → 201 (Bearer job token)
 //! GET  /api/v1/jobs/{id}/artifacts/{dep}   tar.gz of a dependency's artifacts (Bearer job token of `id`)
 //! POST /api/v1/jobs/{id}/finish            FinishRequest → 200 (Bearer job token)
-//! GIT  /api/v1/projects/{name}/git/...     smart HTTP, Basic `piste-ci-token:<job token>` (read-only)
+//! GIT  /api/v1/jobs/{id}/git/...          smart HTTP, Basic `piste-ci-token:<job token>` (read-only)
 //! ```
 //!
 //! Tokens: the runner token and job tokens are random 256-bit values, sent as bearer tokens and
@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 pub const SHA256_HEADER: &str = "x-sha256";
 /// The user name runners use with a job token for git over HTTP (GitLab uses `gitlab-ci-token`).
 pub const GIT_USER: &str = "piste-ci-token";
+/// The most bytes a runner sends in one log request; the server accepts bodies of this size.
+pub const MAX_LOG_CHUNK: usize = 1 << 20;
 
 pub mod paths {
     pub const REGISTER: &str = "/api/v1/runners";
@@ -40,8 +42,9 @@ pub mod paths {
     pub fn finish(job: i64) -> String {
         format!("/api/v1/jobs/{job}/finish")
     }
-    pub fn git(project: &str) -> String {
-        format!("/api/v1/projects/{project}/git")
+    /// The job's repository over git smart HTTP (read-only, Basic auth with the job token).
+    pub fn git(job: i64) -> String {
+        format!("/api/v1/jobs/{job}/git")
     }
 }
 

@@ -8,9 +8,10 @@
 //! ```
 //!
 //! Creating a slot is `git init` plus one alternates line, so no object is ever copied; every
-//! later job in the slot is `git checkout --force <sha>` (which rewrites only what differs
-//! from the previous job's commit and repairs what the job changed) followed by `git clean`
-//! with `GIT_CLEAN_FLAGS`. git2 does all of it in process.
+//! later job in the slot is `git reset --hard <sha>` (which rewrites only what differs from
+//! the previous job's commit and repairs what the job changed; skipped, with nothing written,
+//! when a status shows the slot already clean at that commit) followed by `git clean` with
+//! `GIT_CLEAN_FLAGS`. git2 does all of it in process.
 //!
 //! # GitLab semantics
 //!
@@ -254,6 +255,8 @@ impl Workspaces {
             GitStrategy::Clone => clean::remove_tree(&dir)?,
             GitStrategy::Fetch => {}
         }
+        // A real directory: a symlink left in its place would take the checkout elsewhere.
+        ensure_dir(&dir)?;
         let target = self.resolve(spec)?;
         let reused = match self.open_slot(&dir) {
             Some(repo) => match self.update(&repo, &dir, target, spec, flags.as_ref()) {
@@ -308,13 +311,22 @@ impl Workspaces {
         ensure_dir(&self.root.join(slot.to_string()))
     }
 
-    /// The slot's repository, when it exists and borrows this source's objects.
+    /// The slot's repository, when it exists, borrows this source's objects and has `dir` as
+    /// its working tree. A job may have run git in its checkout: a `.git` symlink or a
+    /// `core.worktree` pointing elsewhere would make the next checkout and clean write outside
+    /// the slot, so such a slot is recreated.
     fn open_slot(&self, dir: &Path) -> Option<Repository> {
-        let alternates = fs::read(dir.join(".git/objects/info/alternates")).ok()?;
+        let git = dir.join(".git");
+        if !fs::symlink_metadata(&git).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+        let alternates = fs::read(git.join("objects/info/alternates")).ok()?;
         if alternates != self.alternates_line() {
             return None;
         }
-        Repository::open_ext(dir, RepositoryOpenFlags::NO_SEARCH, std::iter::empty::<&OsStr>()).ok()
+        let repo = Repository::open_ext(dir, RepositoryOpenFlags::NO_SEARCH, std::iter::empty::<&OsStr>()).ok()?;
+        let workdir = fs::canonicalize(repo.workdir()?).ok()?;
+        (workdir == fs::canonicalize(dir).ok()?).then_some(repo)
     }
 
     fn alternates_line(&self) -> Vec<u8> {
@@ -393,10 +405,12 @@ impl Workspaces {
 }
 
 /// Whether the index or a tracked file differs from HEAD; untracked and ignored files do not
-/// count (clean handles them).
+/// count (clean handles them). Like `git status`, refreshed stat data is saved: entries
+/// written in the same clock tick as the index are "racily clean" and would otherwise be
+/// hashed by every later job.
 fn modified(repo: &Repository) -> Result<bool, git2::Error> {
     let mut opts = StatusOptions::new();
-    opts.include_untracked(false).include_ignored(false).exclude_submodules(true);
+    opts.include_untracked(false).include_ignored(false).exclude_submodules(true).update_index(true);
     opts.renames_head_to_index(false).renames_index_to_workdir(false);
     Ok(!repo.statuses(Some(&mut opts))?.is_empty())
 }

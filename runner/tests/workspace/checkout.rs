@@ -354,3 +354,50 @@ fn switching_commits_without_clean_removes_deleted_files() {
         assert_eq!(files(&dir), repo.tree(&shas[i]), "commit {i}");
     }
 }
+
+/// A job that points the slot's repository elsewhere cannot make the next checkout or clean
+/// write outside the slot.
+#[test]
+fn a_job_cannot_redirect_the_slot() {
+    let repo = Repo::new();
+    let sha = history(&repo)[1].clone();
+    let ws = repo.workspaces();
+    let outside = repo.tmp.path().join("outside");
+    write(&outside, "precious.txt", "keep");
+    let victim = repo.tmp.path().join("victim");
+    git2::Repository::init(&victim).unwrap();
+    write(&victim, "precious.txt", "keep");
+    type Redirect = fn(&Path, &Path, &Path);
+    let redirects: [(&str, Redirect); 3] = [
+        ("core.worktree", |d, outside, _| {
+            git2::Repository::open(d).unwrap().config().unwrap().set_str("core.worktree", outside.to_str().unwrap()).unwrap();
+        }),
+        ("a .git symlink", |d, _, victim| {
+            fs::remove_dir_all(d.join(".git")).unwrap();
+            std::os::unix::fs::symlink(victim.join(".git"), d.join(".git")).unwrap();
+        }),
+        ("the project directory moved away and symlinked", |d, outside, _| {
+            let moved = outside.join("moved");
+            fs::rename(d, &moved).unwrap();
+            std::os::unix::fs::symlink(&moved, d).unwrap();
+            write(&moved, "junk.txt", "a clean through the symlink would remove this");
+        }),
+    ];
+    for (what, redirect) in redirects {
+        let dir = ws.prepare(0, &CheckoutSpec::new(sha.clone())).unwrap();
+        redirect(&dir, &outside, &victim);
+        let dir = ws.prepare(0, &CheckoutSpec::new(sha.clone())).unwrap();
+        assert_eq!(files(&dir), repo.tree(&sha), "{what}");
+        let mut outside_now: Vec<String> = listing(&outside).into_keys().collect();
+        if let Some(moved) = listing(&outside).get("moved") {
+            assert_eq!(moved, "/");
+            let mut untouched = repo.tree(&sha);
+            untouched.insert("junk.txt".into(), "a clean through the symlink would remove this".into());
+            assert_eq!(files(&outside.join("moved")), untouched, "{what}: the moved checkout was touched");
+            outside_now.retain(|p| p == "precious.txt");
+            fs::remove_dir_all(outside.join("moved")).unwrap();
+        }
+        assert_eq!(outside_now, ["precious.txt"], "{what}: wrote outside the slot");
+        assert_eq!(listing(&victim).into_keys().collect::<Vec<_>>(), ["precious.txt"], "{what}: wrote into another repository");
+    }
+}

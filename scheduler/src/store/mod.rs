@@ -15,6 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Event, JobStatus, PipelineStatus};
 
+mod backend;
+mod postgres;
+mod sqlite;
+
+pub use backend::Backend;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
 /// Backend errors. `Conflict` is expected under concurrency and handled by the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -164,7 +172,13 @@ pub struct Counts {
 /// the futures must be `Send` (the server awaits them from spawned tasks).
 pub trait Store: Send + Sync {
     // Runners.
-    fn register_runner(&self, name: &str, tags: &[String], token_hash: &str, now: i64) -> impl std::future::Future<Output = Result<Runner>> + Send;
+    fn register_runner(
+        &self,
+        name: &str,
+        tags: &[String],
+        token_hash: &str,
+        now: i64,
+    ) -> impl std::future::Future<Output = Result<Runner>> + Send;
     /// The runner with this token hash, marking it seen.
     fn runner_by_token(&self, token_hash: &str, now: i64) -> impl std::future::Future<Output = Result<Option<Runner>>> + Send;
 
@@ -178,8 +192,16 @@ pub trait Store: Send + Sync {
     /// Pipelines with one of these statuses (e.g. `created` ones to plan after a restart).
     fn pipelines_with_status(&self, statuses: &[&str]) -> impl std::future::Future<Output = Result<Vec<PipelineRow>>> + Send;
     /// Stores the plan's jobs (in order; ids returned in the same order) and sets the status.
-    fn save_plan(&self, pipeline_id: i64, jobs: &[NewJob], status: &str, now: i64) -> impl std::future::Future<Output = Result<Vec<i64>>> + Send;
-    /// Marks a pipeline that could not be planned.
+    /// A pipeline is planned once: `Conflict` unless its status is still `created`.
+    fn save_plan(
+        &self,
+        pipeline_id: i64,
+        jobs: &[NewJob],
+        status: &str,
+        now: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<i64>>> + Send;
+    /// Marks a pipeline that could not be planned (status `error`): `Conflict` unless its
+    /// status is still `created` (another server planned it meanwhile).
     fn fail_pipeline(&self, pipeline_id: i64, error: &str, now: i64) -> impl std::future::Future<Output = Result<()>> + Send;
     /// The pipeline's engine events, in order (replayed to rebuild the engine).
     fn events(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Vec<Event>>> + Send;
@@ -193,7 +215,14 @@ pub trait Store: Send + Sync {
     /// Atomically gives the oldest pending job whose tags are all in `runner_tags` to the
     /// runner: status `running`, the job token hash, a lease until `lease_until`. Safe when
     /// several servers and runners claim at once (each job is claimed once).
-    fn claim_job(&self, runner_id: i64, runner_tags: &[String], token_hash: &str, now: i64, lease_until: i64) -> impl std::future::Future<Output = Result<Option<Claimed>>> + Send;
+    fn claim_job(
+        &self,
+        runner_id: i64,
+        runner_tags: &[String],
+        token_hash: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> impl std::future::Future<Output = Result<Option<Claimed>>> + Send;
     /// The running job `id` if `token_hash` is its current token.
     fn job_by_token(&self, id: i64, token_hash: &str) -> impl std::future::Future<Output = Result<Option<JobRow>>> + Send;
     /// Extends a running job's lease; returns whether a cancel was requested.

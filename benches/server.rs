@@ -1,0 +1,288 @@
+//! Server benchmarks through the real HTTP protocol, against a real `piste serve` process:
+//!   1. dispatch throughput: 4 protocol-speaking runners drain 1,000 trivial jobs
+//!      (request → one log chunk → finish), SQLite;
+//!   2. webhook received → first job handed to a runner (p50, p99), the mirror already cloned;
+//!   3. log ingestion: one job sends 1 GiB of log in 1 MiB chunks; the server's peak memory.
+//!
+//! Run with `cargo bench --bench server` (or `make bench`).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use scheduler::protocol::{FinishRequest, JobOutcome, JobPayload, JobRequestBody, RegisterRequest, RegisterResponse};
+
+const SECRET: &str = "bench-webhook-secret";
+const REG: &str = "bench-registration";
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=b", "-c", "user.email=b@b", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait(port: u16) {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("port {port} never opened");
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hook(branch: &str, before: &str, after: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "object_kind": "push", "event_name": "push", "before": before, "after": after, "ref": format!("refs/heads/{branch}"),
+        "checkout_sha": after, "user_name": "Bench", "user_username": "bench", "user_email": "bench@example.test",
+        "project": {"id": 1, "name": "app", "path_with_namespace": "bench/app", "default_branch": "main"},
+        "commits": [{"id": after, "message": "bench", "title": "bench", "timestamp": "2026-11-29T10:00:00+00:00",
+                      "author": {"name": "Bench", "email": "bench@example.test"}, "added": [], "modified": [".gitlab-ci.yml"], "removed": []}],
+        "total_commits_count": 1, "repository": {"name": "app", "url": "git://example.test/app.git"}
+    }))
+    .unwrap()
+}
+
+fn vm(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let bare = root.join("repos/app.git");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare"]);
+    let work = root.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    let mut yml = String::new();
+    for i in 0..1000 {
+        yml.push_str(&format!("j{i}:\n  script: [\"true\"]\n"));
+    }
+    std::fs::write(work.join(".gitlab-ci.yml"), &yml).unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "bench"]);
+    git(&work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let sha = git(&work, &["rev-parse", "HEAD"]);
+
+    let gport = port();
+    let _daemon = Kill(
+        Command::new("git")
+            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1", &format!("--port={gport}")])
+            .arg(format!("--base-path={}", root.join("repos").display()))
+            .arg(root.join("repos"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait(gport);
+    let sport = port();
+    let config = root.join("piste.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 5000\n[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\n",
+            root.join("data").display()
+        ),
+    )
+    .unwrap();
+    let server =
+        Kill(Command::new(env!("CARGO_BIN_EXE_piste")).args(["serve", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
+    let pid = server.0.id();
+    wait(sport);
+    let base = format!("http://127.0.0.1:{sport}");
+    let client = reqwest::Client::new();
+
+    // Runners.
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let r: RegisterResponse = client
+            .post(format!("{base}{}", scheduler::protocol::paths::REGISTER))
+            .json(&RegisterRequest { registration_token: REG.into(), name: format!("bench-{i}"), tags: vec![] })
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens.push(r.token);
+    }
+
+    // 1. Dispatch throughput.
+    let send_hook = |body: Vec<u8>, delivery: String| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            client
+                .post(format!("{base}/api/v1/webhooks/app"))
+                .header("X-Gitlab-Event", "Push Hook")
+                .header("X-Gitlab-Token", SECRET)
+                .header("X-Gitlab-Event-UUID", delivery)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(send_hook(hook("main", &"0".repeat(40), &sha), "d-0".into()).await.status().is_success());
+    let done = Arc::new(AtomicUsize::new(0));
+    let first = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let mut tasks = Vec::new();
+    for token in tokens.clone() {
+        let (client, base, done, first) = (client.clone(), base.clone(), done.clone(), first.clone());
+        tasks.push(tokio::spawn(async move {
+            while done.load(Ordering::Relaxed) < 1000 {
+                let r = client
+                    .post(format!("{base}{}", scheduler::protocol::paths::REQUEST_JOB))
+                    .bearer_auth(&token)
+                    .json(&JobRequestBody { free_slots: 1 })
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() != 200 {
+                    continue;
+                }
+                first.lock().unwrap().get_or_insert_with(Instant::now);
+                let job: JobPayload = r.json().await.unwrap();
+                let line = format!("$ true\n{} done\n", job.name);
+                client
+                    .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
+                    .bearer_auth(&job.token)
+                    .body(line.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                client
+                    .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
+                    .bearer_auth(&job.token)
+                    .json(&FinishRequest { outcome: JobOutcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 })
+                    .send()
+                    .await
+                    .unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let start = first.lock().unwrap().unwrap();
+    let elapsed = start.elapsed();
+    println!(
+        "dispatch: 1,000 jobs through 4 runners (request, log, finish) in {:.0} ms: {:.0} jobs/s (target >= 500)",
+        elapsed.as_secs_f64() * 1000.0,
+        1000.0 / elapsed.as_secs_f64()
+    );
+
+    // 2. Webhook → first job handed out (the mirror is warm; each push is a new 1-job pipeline).
+    std::fs::write(work.join(".gitlab-ci.yml"), "one:\n  script: [\"true\"]\n").unwrap();
+    let mut latencies = Vec::new();
+    let mut before = sha.clone();
+    for i in 0..30 {
+        git(&work, &["commit", "-q", "--allow-empty", "-am", &format!("push {i}")]);
+        git(&work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+        let after = git(&work, &["rev-parse", "HEAD"]);
+        let (client2, base2, token) = (client.clone(), base.clone(), tokens[0].clone());
+        let poll = tokio::spawn(async move {
+            loop {
+                let r = client2
+                    .post(format!("{base2}{}", scheduler::protocol::paths::REQUEST_JOB))
+                    .bearer_auth(&token)
+                    .json(&JobRequestBody { free_slots: 1 })
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 200 {
+                    let at = Instant::now();
+                    return (at, r.json::<JobPayload>().await.unwrap());
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let sent = Instant::now();
+        send_hook(hook("main", &before, &after), format!("lat-{i}")).await;
+        let (got, job) = poll.await.unwrap();
+        latencies.push(got.duration_since(sent));
+        client
+            .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
+            .bearer_auth(&job.token)
+            .json(&FinishRequest { outcome: JobOutcome::Success, exit_code: Some(0), reason: None, log_bytes: 0 })
+            .send()
+            .await
+            .unwrap();
+        before = after;
+    }
+    latencies.sort();
+    let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "webhook → first job handed to a runner: p50 {:.1} ms, p99 {:.1} ms (target p50 < 50 ms; includes the incremental fetch)",
+        p(0.5),
+        p(0.99)
+    );
+
+    // 3. 1 GiB of log through one job.
+    git(&work, &["commit", "-q", "--allow-empty", "-m", "log"]);
+    git(&work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let after = git(&work, &["rev-parse", "HEAD"]);
+    send_hook(hook("main", &before, &after), "log-1".into()).await;
+    let job: JobPayload = loop {
+        let r = client
+            .post(format!("{base}{}", scheduler::protocol::paths::REQUEST_JOB))
+            .bearer_auth(&tokens[1])
+            .json(&JobRequestBody { free_slots: 1 })
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break r.json().await.unwrap();
+        }
+    };
+    let rss_before = vm(pid, "VmRSS:");
+    let lines = ("x".repeat(99) + "\n").repeat(10_486).into_bytes();
+    let chunk = &lines[..1 << 20];
+    let start = Instant::now();
+    let mut offset = 0u64;
+    while offset < 1 << 30 {
+        let r = client
+            .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, offset)))
+            .bearer_auth(&job.token)
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+        offset += chunk.len() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let hwm = vm(pid, "VmHWM:");
+    println!(
+        "log ingestion: 1 GiB in 1 MiB chunks at {:.0} MB/s; server RSS {} MiB before, peak {} MiB over the whole run",
+        (1u64 << 30) as f64 / 1e6 / secs,
+        rss_before / 1024,
+        hwm / 1024
+    );
+    drop(server);
+}

@@ -1,0 +1,279 @@
+//! Job checkouts from the server's git endpoint: one cache repository per project, fetched
+//! with the job token, and [`Workspaces`] slots borrowing its objects.
+//!
+//! ```text
+//! <work_dir>/repos/<key>/<name>/.git    the project's cache: objects and refs/piste/*, an
+//!                                       empty working tree, HEAD detached at the last commit
+//! <work_dir>/builds/<key>/<slot>/<name> a job's checkout ([`Workspaces`] slot `slot`)
+//! ```
+//!
+//! `<name>` is the project's last path component and `<key>` the whole name made filesystem-safe
+//! plus a hash (so `group/app` and `group-app` never share a cache).
+//!
+//! A job whose commit is already in the cache makes no network call at all: the next jobs of a
+//! pipeline cost one checkout of about a millisecond. Otherwise the cache fetches the job's ref
+//! (`+refs/heads/main:refs/piste/heads/main`; no tags, no other branch), and, when the commit
+//! is not reachable from it any more (a force push), the commit itself, which needs a server
+//! that allows fetching reachable commits by id (protocol v2, or `uploadpack.allowAnySHA1InWant`).
+//! `GIT_DEPTH` is ignored: a shallow cache would have to be deepened by later jobs, and through
+//! alternates a slot pays nothing for history.
+//!
+//! Concurrency: fetches into one cache are serialised by a per-project lock; checkouts are not
+//! (each concurrent job has its own slot, and readers of a repository are safe while a fetch
+//! adds packs to it).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use git2::{AutotagOption, Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository, RepositoryOpenFlags};
+use scheduler::protocol::GIT_USER;
+use sha2::{Digest as _, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::workspace::{CheckoutSpec, GitStrategy, Workspaces};
+
+/// What a job's checkout needs.
+#[derive(Clone)]
+pub(crate) struct CheckoutRequest {
+    pub project: String,
+    /// `<server><payload.git.path>`.
+    pub url: String,
+    pub token: String,
+    pub sha: String,
+    pub git_ref: String,
+    pub strategy: GitStrategy,
+    pub clean_flags: Option<String>,
+    /// `GIT_CHECKOUT`.
+    pub checkout: bool,
+    pub slot: usize,
+}
+
+/// How the commit was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    /// Already in the cache (or not needed: `GIT_STRATEGY` none/empty).
+    Cached,
+    /// Fetched with the job's ref.
+    Ref,
+    /// Fetched by commit id.
+    Commit,
+}
+
+/// A failed checkout.
+#[derive(Debug)]
+pub(crate) enum CheckoutError {
+    /// The job's settings are wrong (`GIT_STRATEGY`, `GIT_CLEAN_FLAGS`, a malformed sha).
+    Job(String),
+    /// The network, the server or the disk failed.
+    System(String),
+    Canceled,
+}
+
+/// The cache repositories and workspaces under one work directory.
+pub(crate) struct Checkouts {
+    work_dir: PathBuf,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Checkouts {
+    pub(crate) fn new(work_dir: &Path) -> Checkouts {
+        Checkouts { work_dir: work_dir.to_owned(), locks: Mutex::new(HashMap::new()) }
+    }
+
+    /// Makes the commit available and prepares the slot. `cancel` aborts a running fetch.
+    pub(crate) async fn prepare(&self, req: CheckoutRequest, cancel: CancellationToken) -> Result<(PathBuf, Fetched), CheckoutError> {
+        let (key, name) = dir_key(&req.project);
+        let cache = self.work_dir.join("repos").join(&key).join(&name);
+        let root = self.work_dir.join("builds").join(&key);
+        let needs_commit = matches!(req.strategy, GitStrategy::Fetch | GitStrategy::Clone) && req.checkout;
+        let fetched = {
+            let lock = self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
+            let _guard = lock.lock().await;
+            let (cache, req) = (cache.clone(), req.clone());
+            blocking(move || ensure_commit(&cache, &req, needs_commit, &cancel)).await?
+        };
+        let spec = CheckoutSpec {
+            sha: req.sha.clone(),
+            strategy: req.strategy,
+            depth: None,
+            clean_flags: req.clean_flags.clone(),
+            checkout: req.checkout,
+            worktree: false,
+        };
+        let dir = blocking(move || {
+            let ws = Workspaces::new(&cache, &root).map_err(|e| CheckoutError::System(e.to_string()))?;
+            ws.prepare(req.slot, &spec).map_err(|e| match e {
+                crate::workspace::WorkspaceError::CleanFlags { .. } | crate::workspace::WorkspaceError::UnknownStrategy { .. } => {
+                    CheckoutError::Job(e.to_string())
+                }
+                e => CheckoutError::System(error_chain(&e)),
+            })
+        })
+        .await?;
+        Ok((dir, fetched))
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CheckoutError> + Send + 'static) -> Result<T, CheckoutError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| CheckoutError::System(format!("the checkout task failed: {e}")))?
+}
+
+/// Ensures the cache holds the job's commit (or at least some commit, when the job checks
+/// nothing out) and that its HEAD points at one, as [`Workspaces::new`] requires.
+fn ensure_commit(cache: &Path, req: &CheckoutRequest, needs_commit: bool, cancel: &CancellationToken) -> Result<Fetched, CheckoutError> {
+    let repo = open_or_init(cache)?;
+    let head = repo.head().ok().and_then(|h| h.peel_to_commit().ok()).map(|c| c.id());
+    if !needs_commit && head.is_some() {
+        return Ok(Fetched::Cached);
+    }
+    let oid = parse_sha(&req.sha)?;
+    let have = |repo: &Repository| repo.find_commit(oid).is_ok();
+    let mut fetched = Fetched::Cached;
+    if !have(&repo) {
+        if let Some(dst) = ref_destination(&req.git_ref) {
+            fetch(&repo, req, &format!("+{}:{dst}", req.git_ref), cancel)?;
+            fetched = Fetched::Ref;
+        }
+        if !have(&repo) {
+            fetch(&repo, req, &format!("+{oid}:refs/piste/commits/{oid}"), cancel)?;
+            fetched = Fetched::Commit;
+            if !have(&repo) {
+                return Err(CheckoutError::System(format!("the server's repository has no commit {oid} (ref `{}`)", req.git_ref)));
+            }
+        }
+    }
+    if head != Some(oid) {
+        repo.set_head_detached(oid).map_err(|e| CheckoutError::System(format!("cannot set HEAD in `{}`: {e}", cache.display())))?;
+    }
+    Ok(fetched)
+}
+
+fn open_or_init(cache: &Path) -> Result<Repository, CheckoutError> {
+    let sys = |op: &str, e: &dyn std::fmt::Display| CheckoutError::System(format!("cannot {op} `{}`: {e}", cache.display()));
+    if let Ok(repo) = Repository::open_ext(cache, RepositoryOpenFlags::NO_SEARCH, std::iter::empty::<&OsStr>()) {
+        if repo.workdir().is_some() {
+            return Ok(repo);
+        }
+    }
+    // Missing, or damaged beyond opening (e.g. the node crashed while creating it): start over.
+    match fs::symlink_metadata(cache) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(cache).map_err(|e| sys("remove", &e))?,
+        Ok(_) => fs::remove_file(cache).map_err(|e| sys("remove", &e))?,
+        Err(_) => {}
+    }
+    fs::create_dir_all(cache).map_err(|e| sys("create", &e))?;
+    let repo = Repository::init(cache).map_err(|e| sys("create a repository in", &e))?;
+    // HEAD moves with every new commit: keep its reflog from growing.
+    repo.config().and_then(|mut c| c.set_bool("core.logAllRefUpdates", false)).map_err(|e| sys("configure", &e))?;
+    Ok(repo)
+}
+
+fn parse_sha(sha: &str) -> Result<Oid, CheckoutError> {
+    if sha.len() != 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CheckoutError::Job(format!("`{}` is not a full commit id", sha.chars().take(80).collect::<String>())));
+    }
+    Oid::from_str(sha).map_err(|e| CheckoutError::Job(e.to_string()))
+}
+
+/// Where the cache keeps `git_ref` (`refs/heads/x` → `refs/piste/heads/x`); `None` for a name
+/// git would not accept, which is then fetched by commit only.
+fn ref_destination(git_ref: &str) -> Option<String> {
+    let rest = git_ref.strip_prefix("refs/")?;
+    let dst = format!("refs/piste/{rest}");
+    (git2::Reference::is_valid_name(git_ref) && git2::Reference::is_valid_name(&dst)).then_some(dst)
+}
+
+fn fetch(repo: &Repository, req: &CheckoutRequest, refspec: &str, cancel: &CancellationToken) -> Result<(), CheckoutError> {
+    let mut callbacks = RemoteCallbacks::new();
+    let mut asked = 0u32;
+    let token = req.token.clone();
+    callbacks.credentials(move |_url, _user, allowed| {
+        asked += 1;
+        // libgit2 asks again after a 401: the token was refused, asking forever would loop.
+        if asked > 2 || !allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            return Err(git2::Error::from_str("the server refused the job token"));
+        }
+        Cred::userpass_plaintext(GIT_USER, &token)
+    });
+    let stop = cancel.clone();
+    callbacks.transfer_progress(move |_| !stop.is_cancelled());
+    let mut opts = FetchOptions::new();
+    opts.remote_callbacks(callbacks).download_tags(AutotagOption::None).update_fetchhead(false);
+    let mut remote =
+        repo.remote_anonymous(&req.url).map_err(|e| CheckoutError::System(format!("invalid repository URL `{}`: {e}", req.url)))?;
+    match remote.fetch(&[refspec], Some(&mut opts), None) {
+        Ok(()) => Ok(()),
+        Err(_) if cancel.is_cancelled() => Err(CheckoutError::Canceled),
+        Err(e) => {
+            Err(CheckoutError::System(format!("fetching `{}` from `{}` failed: {}", refspec.trim_start_matches('+'), req.url, e.message())))
+        }
+    }
+}
+
+/// `(key, name)` for a project: `key` is unique per project name and safe as a directory
+/// name; `name` is the last path component, safe, for the checkout's directory.
+fn dir_key(project: &str) -> (String, String) {
+    let safe = |s: &str| -> String {
+        let s: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).collect();
+        if s.is_empty() || s.bytes().all(|b| b == b'.') { "project".to_owned() } else { s.chars().take(64).collect() }
+    };
+    let name = safe(project.rsplit('/').find(|c| !c.is_empty()).unwrap_or(""));
+    let hash = hex::encode(&Sha256::digest(project.as_bytes())[..6]);
+    (format!("{}-{hash}", safe(project)), name)
+}
+
+/// `/builds/<project>` for container jobs: the project's path components, made safe.
+pub(crate) fn container_project_dir(project: &str) -> String {
+    let parts: Vec<String> = project
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != "." && *c != "..")
+        .map(|c| c.chars().map(|ch| if ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-') { ch } else { '-' }).collect())
+        .collect();
+    if parts.is_empty() { "/builds/project".to_owned() } else { format!("/builds/{}", parts.join("/")) }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_keys_are_safe_and_distinct() {
+        let (k1, n1) = dir_key("group/app");
+        let (k2, n2) = dir_key("group-app");
+        assert_ne!(k1, k2);
+        assert_eq!((n1.as_str(), n2.as_str()), ("app", "group-app"));
+        assert!(k1.starts_with("group-app-"));
+        let (k, n) = dir_key("../..");
+        assert!(!k.contains('/') && n == "project", "{k} {n}");
+    }
+
+    #[test]
+    fn container_dirs() {
+        assert_eq!(container_project_dir("group/app"), "/builds/group/app");
+        assert_eq!(container_project_dir("../x/./y"), "/builds/x/y");
+        assert_eq!(container_project_dir(""), "/builds/project");
+        assert_eq!(container_project_dir("a b"), "/builds/a-b");
+    }
+
+    #[test]
+    fn refs() {
+        assert_eq!(ref_destination("refs/heads/main").as_deref(), Some("refs/piste/heads/main"));
+        assert_eq!(ref_destination("refs/merge-requests/3/head").as_deref(), Some("refs/piste/merge-requests/3/head"));
+        assert_eq!(ref_destination("main"), None);
+        assert_eq!(ref_destination("refs/heads/a..b"), None);
+    }
+}

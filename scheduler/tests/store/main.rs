@@ -1,0 +1,11 @@
+//! The store's test suite: every test runs on SQLite and on PostgreSQL (see `support.rs`).
+
+#[macro_use]
+mod support;
+
+mod claims;
+mod open;
+mod pipelines;
+mod runners;
+mod throughput;
+mod transitions;

@@ -1,0 +1,84 @@
+//! Nothing is lost: a runner killed mid-job, a server killed mid-pipeline, a cancel.
+
+use std::time::Duration;
+
+use crate::support::{Forge, Http, RunnerProc, SECRET, Server, gitlab_push, job_id};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runner_loses_its_job_which_is_retried_elsewhere_with_its_log_kept() {
+    // The first attempt leaves a mark outside its workspace, so the retry knows it is second.
+    let mark = tempfile::tempdir().unwrap();
+    let marker = mark.path().join("first-attempt");
+    let forge = Forge::new(&format!(
+        "slow:\n  retry: 1\n  script:\n    - echo before-the-kill\n    - if [ -f {m} ]; then echo second-attempt; else touch {m}; sleep 30; fi\n",
+        m = marker.display()
+    ));
+    let (before, after) = forge.push("main", "first");
+    let server = Server::start(&forge, 2000, "");
+    let http = Http::new(&server);
+    let mut first = RunnerProc::start(&server, "doomed", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "kill-1").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let job = http.wait_job_status(id, "slow", &["running"], 60).await;
+    let job_id = job["id"].as_i64().unwrap();
+    // Wait until the first line reached the server, then kill the runner without warning.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !http.log(job_id).await.contains("before-the-kill") {
+        assert!(std::time::Instant::now() < deadline, "no log from the first attempt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill();
+    let _second = RunnerProc::start(&server, "healthy", "shell");
+    let p = http.wait_status(id, &["success", "failed"], 60).await;
+    assert_eq!(p["status"], "success", "retried as a runner system failure: {p:#}");
+    let j = p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "slow").unwrap().clone();
+    assert_eq!(j["attempt"], 2, "{j}");
+    let log = http.log(j["id"].as_i64().unwrap()).await;
+    assert!(log.lines().any(|l| l == "second-attempt"), "the retry's log: {log}");
+    let first_log =
+        http.client.get(format!("{}/api/v1/jobs/{}/log?attempt=1", http.base, j["id"])).send().await.unwrap().text().await.unwrap();
+    assert!(first_log.lines().any(|l| l == "before-the-kill"), "the killed attempt's log is kept: {first_log}");
+    assert!(!first_log.lines().any(|l| l == "second-attempt"), "attempts have separate logs: {first_log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_pipeline_finishes_it_after_restart_without_losing_log_lines() {
+    let script = "stages: [a, b]\nlines:\n  stage: a\n  script:\n    - for i in $(seq 1 40); do echo line-$i; sleep 0.1; done\nafter:\n  stage: b\n  script: [echo done]\n";
+    let forge = Forge::new(script);
+    let (before, after) = forge.push("main", "first");
+    let mut server = Server::start(&forge, 10_000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "restart-1").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    http.wait_job_status(id, "lines", &["running"], 60).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.spawn();
+    let p = http.wait_status(id, &["success", "failed"], 90).await;
+    assert_eq!(p["status"], "success", "{p:#}\nserver log:\n{}", server.log());
+    let log = http.log(job_id(&p, "lines")).await;
+    let got: Vec<&str> = log.lines().filter(|l| l.starts_with("line-")).collect();
+    let want: Vec<String> = (1..=40).map(|i| format!("line-{i}")).collect();
+    assert_eq!(got, want, "every line exactly once, in order:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_from_the_api_stops_the_job() {
+    let forge = Forge::new("long:\n  script:\n    - echo started\n    - sleep 60\n");
+    let (before, after) = forge.push("main", "first");
+    let server = Server::start(&forge, 5000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "cancel-1").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let job = http.wait_job_status(id, "long", &["running"], 60).await;
+    let started = std::time::Instant::now();
+    let c = http.client.post(format!("{}/api/v1/pipelines/{id}/cancel", http.base)).send().await.unwrap();
+    assert_eq!(c.status(), 202);
+    let p = http.wait_status(id, &["canceled"], 30).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let j = p["jobs"].as_array().unwrap().iter().find(|j| j["id"] == job["id"]).unwrap().clone();
+    assert_eq!(j["status"], "canceled", "{p:#}");
+}

@@ -1,0 +1,7 @@
+//! `piste serve` and `piste runner` as real processes: a real bare repository served by
+//! `git daemon` on loopback, webhooks signed as the forges sign them, runners killed and
+//! servers restarted mid-pipeline.
+
+mod delivery;
+mod failures;
+mod support;

@@ -1,0 +1,320 @@
+//! Processes and repositories for the server tests. Everything listens on 127.0.0.1 and is
+//! killed when its handle drops.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+pub const SECRET: &str = "webhook-secret-for-tests";
+pub const REGISTRATION: &str = "registration-token-for-tests";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.test", "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A forge: a bare repository served by `git daemon`, and a work tree that pushes to it.
+pub struct Forge {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    daemon: Child,
+}
+
+impl Forge {
+    pub fn new(pipeline: &str) -> Forge {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("repos/app.git");
+        std::fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "-q", "--bare"]);
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        std::fs::write(work.join(".gitlab-ci.yml"), pipeline).unwrap();
+        let port = free_port();
+        let daemon = Command::new("git")
+            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1", &format!("--port={port}")])
+            .arg(format!("--base-path={}", dir.path().join("repos").display()))
+            .arg(dir.path().join("repos"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon (Debian's git package)");
+        wait_port(port);
+        Forge { dir, url: format!("git://127.0.0.1:{port}/app.git"), daemon }
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// Commits everything and pushes `branch`; returns (before, after) shas.
+    pub fn push(&self, branch: &str, message: &str) -> (String, String) {
+        let w = self.work();
+        let before = Command::new("git")
+            .args(["rev-parse", "-q", "--verify", &format!("origin/{branch}")])
+            .current_dir(&w)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map_or_else(|| "0".repeat(40), |o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        if git(&w, &["symbolic-ref", "--short", "HEAD"]) != branch {
+            let _ = Command::new("git").args(["checkout", "-q", "-B", branch]).current_dir(&w).status();
+        }
+        git(&w, &["add", "-A"]);
+        git(&w, &["commit", "-q", "--allow-empty", "-m", message]);
+        git(&w, &["push", "-q", "origin", &format!("HEAD:refs/heads/{branch}")]);
+        git(&w, &["fetch", "-q", "origin"]);
+        (before, git(&w, &["rev-parse", "HEAD"]))
+    }
+}
+
+impl Drop for Forge {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
+}
+
+/// A `piste serve` process with its own data directory.
+pub struct Server {
+    pub data: PathBuf,
+    pub port: u16,
+    pub url: String,
+    config: PathBuf,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start(forge: &Forge, lease_ms: u64, extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let data = dir.path().join("data");
+        let config = dir.path().join("piste.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REGISTRATION}\"\nlease_ms = {lease_ms}\npoll_ms = 2000\n{extra}\n[[project]]\nname = \"app\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\nsecrets = {{ DEPLOY_TOKEN = \"tok-123456-secret\" }}\n",
+                data.display(),
+                forge.url
+            ),
+        )
+        .unwrap();
+        let mut s = Server { data, port, url: format!("http://127.0.0.1:{port}"), config, child: None, _dir: Some(dir) };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("PISTE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(self.data.with_extension("log")).unwrap()))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_port(self.port);
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A registered `piste runner run` process (shell executor by default).
+pub struct RunnerProc {
+    _dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RunnerProc {
+    pub fn start(server: &Server, name: &str, executor: &str) -> RunnerProc {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("runner.toml");
+        let out = Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["runner", "register", "--url", &server.url, "--token", REGISTRATION, "--name", name, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
+        let child = Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["runner", "run", "--executor", executor, "--config"])
+            .arg(&config)
+            .env("PISTE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("runner.log")).unwrap()))
+            .spawn()
+            .unwrap();
+        RunnerProc { _dir: dir, child: Some(child) }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RunnerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A GitLab "Push Hook" body for `branch` going from `before` to `after`, shaped like GitLab's
+/// documented example (fixtures/webhooks).
+pub fn gitlab_push(branch: &str, before: &str, after: &str, message: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(fixture("gitlab/push.json")).unwrap()).unwrap();
+    v["ref"] = Value::String(format!("refs/heads/{branch}"));
+    v["before"] = Value::String(before.into());
+    v["after"] = Value::String(after.into());
+    v["checkout_sha"] = Value::String(after.into());
+    if let Some(commits) = v["commits"].as_array_mut() {
+        commits.truncate(1);
+        if let Some(c) = commits.first_mut() {
+            c["id"] = Value::String(after.into());
+            c["message"] = Value::String(message.into());
+            c["title"] = Value::String(message.into());
+        }
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/webhooks").join(rel)
+}
+
+/// A GitHub `push` body, shaped like GitHub's documented example.
+pub fn github_push(branch: &str, before: &str, after: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(fixture("github/push.json")).unwrap()).unwrap();
+    v["ref"] = Value::String(format!("refs/heads/{branch}"));
+    v["before"] = Value::String(before.into());
+    v["after"] = Value::String(after.into());
+    if let Some(h) = v.get_mut("head_commit").filter(|h| h.is_object()) {
+        h["id"] = Value::String(after.into());
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+pub fn github_signature(body: &[u8], secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub struct Http {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Http {
+    pub fn new(server: &Server) -> Http {
+        Http { client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(), base: server.url.clone() }
+    }
+
+    pub async fn gitlab_hook(&self, body: Vec<u8>, token: Option<&str>, delivery: &str) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(format!("{}/api/v1/webhooks/app", self.base))
+            .header("Content-Type", "application/json")
+            .header("X-Gitlab-Event", "Push Hook")
+            .header("X-Gitlab-Event-UUID", delivery);
+        if let Some(t) = token {
+            req = req.header("X-Gitlab-Token", t);
+        }
+        req.body(body).send().await.unwrap()
+    }
+
+    pub async fn pipelines(&self) -> Vec<Value> {
+        self.client.get(format!("{}/api/v1/pipelines", self.base)).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn log(&self, job: i64) -> String {
+        self.client.get(format!("{}/api/v1/jobs/{job}/log", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// Waits until the pipeline's status is one of `want` (or fails after `secs`).
+    pub async fn wait_status(&self, id: i64, want: &[&str], secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Ok(r) = self.client.get(format!("{}/api/v1/pipelines/{id}", self.base)).send().await {
+                if let Ok(v) = r.json::<Value>().await {
+                    if want.iter().any(|w| v["status"] == *w) {
+                        return v;
+                    }
+                    last = v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("pipeline {id} did not reach {want:?} in {secs}s; last: {last:#}");
+    }
+
+    pub async fn wait_job_status(&self, pipeline: i64, job: &str, want: &[&str], secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Ok(r) = self.client.get(format!("{}/api/v1/pipelines/{pipeline}", self.base)).send().await {
+                if let Ok(v) = r.json::<Value>().await {
+                    if let Some(j) = v["jobs"].as_array().and_then(|js| js.iter().find(|j| j["name"] == job)) {
+                        if want.iter().any(|w| j["status"] == *w) {
+                            return j.clone();
+                        }
+                    }
+                    last = v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("job {job} of pipeline {pipeline} did not reach {want:?} in {secs}s; last: {last:#}");
+    }
+}
+
+pub fn job_id(pipeline: &Value, name: &str) -> i64 {
+    pipeline["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).unwrap()["id"].as_i64().unwrap()
+}
