@@ -10,7 +10,7 @@ build:
 # Installs missing Debian test dependencies (busybox-static, git) first; needs root for that.
 test:
 	bash scripts/deps.sh
-	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+	$(CARGO) nextest run --workspace --lib --bins --tests --no-fail-fast
 
 # The README's demo: the fixtures/demo pipeline in containers (builds its busybox image first).
 demo:

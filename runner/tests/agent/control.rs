@@ -19,6 +19,9 @@ async fn a_heartbeat_cancel_stops_a_long_job_and_after_script_runs() {
     p.after_script = vec!["echo \"after-script-ran status=$CI_JOB_STATUS\"".into()];
     let job = w.fake.state.enqueue(p);
     w.fake.state.log_contains(job, "started\n", LIMIT).await;
+    // Let a few heartbeat periods (lease/3 = 200 ms) pass before the cancel, so the count below
+    // says heartbeats repeat, whatever the scheduling of this shared machine.
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let canceled_at = Instant::now();
     w.fake.state.cancel(job);
 

@@ -275,7 +275,9 @@ pub async fn process(state: &AppState, pipeline_id: i64, events: Vec<Event>, ext
         if cached.engine.is_none() {
             *cached = rebuild(state, pipeline_id).await?;
         }
-        let Some(mut engine) = cached.engine.clone() else { continue };
+        // Events are applied to the cached engine in place (cloning a 1,000-job engine for every
+        // event dominated dispatch); if storing them fails, the cache is dropped and rebuilt.
+        let Some(engine) = cached.engine.as_mut() else { continue };
         let mut commands = Vec::new();
         let mut applied = Vec::new();
         for ev in &events {
@@ -324,7 +326,6 @@ pub async fn process(state: &AppState, pipeline_id: i64, events: Vec<Event>, ext
         let transition = Transition { pipeline_id, expected_version: cached.version, events: applied, jobs, pipeline_status, at: now };
         match state.store.apply(&transition).await {
             Ok(version) => {
-                cached.engine = Some(engine);
                 cached.version = version;
                 if queued {
                     state.mark_queued(&commands, &cached.ids);
@@ -335,7 +336,10 @@ pub async fn process(state: &AppState, pipeline_id: i64, events: Vec<Event>, ext
             Err(StoreError::Conflict { .. }) => {
                 cached.engine = None;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                cached.engine = None;
+                return Err(e);
+            }
         }
     }
     Err(StoreError::Database(format!("pipeline {pipeline_id}: too many concurrent changes")))

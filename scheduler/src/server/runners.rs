@@ -81,7 +81,7 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
     let mut ctx: Context = serde_json::from_str(&pipeline.trigger).map_err(|e| Error::Internal(e.to_string()))?;
     ctx.pipeline_id = u64::try_from(pipeline.id).unwrap_or(0);
     ctx.pipeline_iid = ctx.pipeline_id;
-    let siblings = state.store.jobs(job.pipeline_id).await?;
+    let siblings = if template.dependencies.is_empty() { Vec::new() } else { state.store.jobs(job.pipeline_id).await? };
     let mut dependencies = Vec::new();
     let mut dotenv: Vec<(String, String)> = Vec::new();
     for name in &template.dependencies {

@@ -223,11 +223,13 @@ pub trait Store: Send + Sync {
         now: i64,
         lease_until: i64,
     ) -> impl std::future::Future<Output = Result<Option<Claimed>>> + Send;
-    /// The running job `id` if `token_hash` is its current token.
+    /// The running job `id` if `token_hash` is its current token. (`canceling` counts as
+    /// running: the runner still holds the attempt until it reports.)
     fn job_by_token(&self, id: i64, token_hash: &str) -> impl std::future::Future<Output = Result<Option<JobRow>>> + Send;
-    /// Extends a running job's lease; returns whether a cancel was requested.
+    /// Extends a running (or `canceling`) job's lease; returns whether a cancel was requested.
+    /// `NotFound` when no attempt of the job is running.
     fn extend_lease(&self, id: i64, until: i64) -> impl std::future::Future<Output = Result<bool>> + Send;
-    /// Running jobs whose lease ended before `now`.
+    /// Running (or `canceling`) jobs whose lease ended before `now`.
     fn expired_leases(&self, now: i64) -> impl std::future::Future<Output = Result<Vec<JobRow>>> + Send;
     fn set_artifacts(&self, id: i64, digest: &str) -> impl std::future::Future<Output = Result<()>> + Send;
     fn set_dotenv(&self, id: i64, dotenv_json: &str) -> impl std::future::Future<Output = Result<()>> + Send;

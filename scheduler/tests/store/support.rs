@@ -164,10 +164,15 @@ fn database_url(name: &str) -> String {
 async fn admin() -> PgConnection {
     let url = tokio::task::spawn_blocking(|| server().to_string()).await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     mark_used();
-    match PgConnection::connect(&url).await {
-        Ok(c) => c,
-        Err(e) => panic!("connecting to the test PostgreSQL at `{url}`: {e}"),
+    let mut connected = PgConnection::connect(&url).await;
+    if connected.is_err() && std::env::var_os("PISTE_TEST_POSTGRES_URL").is_none() {
+        // The cluster's watchdog may have stopped it while this process was idle: start again.
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(start_cluster).await {
+            panic!("no PostgreSQL for the store tests: {e}");
+        }
+        connected = PgConnection::connect(&url).await;
     }
+    connected.unwrap_or_else(|e| panic!("connecting to the test PostgreSQL at `{url}`: {e}"))
 }
 
 async fn create_database(name: &str) {
