@@ -66,7 +66,8 @@ async fn a_server_killed_mid_pipeline_finishes_it_after_restart_without_losing_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_from_the_api_stops_the_job() {
-    let forge = Forge::new("long:\n  script:\n    - echo started\n    - sleep 60\n");
+    // One runner, one job at a time: `long` runs while `queued` waits in the queue.
+    let forge = Forge::new("long:\n  script:\n    - echo started\n    - sleep 60\nqueued:\n  script:\n    - sleep 60\n");
     let (before, after) = forge.push("main", "first");
     let server = Server::start(&forge, 5000, "");
     let http = Http::new(&server);
@@ -74,6 +75,7 @@ async fn cancel_from_the_api_stops_the_job() {
     let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "cancel-1").await;
     let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
     let job = http.wait_job_status(id, "long", &["running"], 60).await;
+    http.wait_job_status(id, "queued", &["pending"], 10).await;
     let started = std::time::Instant::now();
     let c = http.client.post(format!("{}/api/v1/pipelines/{id}/cancel", http.base)).send().await.unwrap();
     assert_eq!(c.status(), 202);
@@ -81,4 +83,45 @@ async fn cancel_from_the_api_stops_the_job() {
     assert!(started.elapsed() < Duration::from_secs(30));
     let j = p["jobs"].as_array().unwrap().iter().find(|j| j["id"] == job["id"]).unwrap().clone();
     assert_eq!(j["status"], "canceled", "{p:#}");
+    let q = p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "queued").unwrap().clone();
+    assert_eq!(q["status"], "canceled", "a queued job is canceled without a runner: {p:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgres_share_the_queue_and_run_each_job_once() {
+    let mut yml = String::new();
+    for i in 0..16 {
+        yml.push_str(&format!("j{i}:\n  script: [\"echo job-{i} on $CI_RUNNER_DESCRIPTION\"]\n"));
+    }
+    let forge = Forge::new(&yml);
+    let (before, after) = forge.push("main", "first");
+    let db = crate::support::postgres_database();
+    let shared = tempfile::tempdir().unwrap();
+    let extra = format!("database = \"{db}\"");
+    let a = Server::start_in(&forge, 5000, &extra, Some(shared.path()));
+    let b = Server::start_in(&forge, 5000, &extra, Some(shared.path()));
+    let _ra = RunnerProc::start(&a, "runner-a", "shell");
+    let _rb = RunnerProc::start(&b, "runner-b", "shell");
+    let http = Http::new(&a);
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "pg-1").await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let p = Http::new(&b).wait_status(id, &["success", "failed"], 90).await;
+    assert_eq!(p["status"], "success", "{p:#}\nserver a:\n{}\nserver b:\n{}", a.log(), b.log());
+    let jobs = p["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 16);
+    assert!(jobs.iter().all(|j| j["attempt"] == 1), "no job ran twice: {p:#}");
+    let mut by_runner = std::collections::HashMap::new();
+    for j in jobs {
+        let log = http.log(j["id"].as_i64().unwrap()).await;
+        let runner = if log.contains("on runner-a") {
+            "a"
+        } else if log.contains("on runner-b") {
+            "b"
+        } else {
+            "?"
+        };
+        *by_runner.entry(runner).or_insert(0) += 1;
+    }
+    assert!(!by_runner.contains_key("?"), "every job says where it ran: {by_runner:?}");
 }

@@ -104,7 +104,6 @@ pub fn wait_port(port: u16) {
 
 /// A `piste serve` process with its own data directory.
 pub struct Server {
-    pub data: PathBuf,
     pub port: u16,
     pub url: String,
     config: PathBuf,
@@ -114,9 +113,14 @@ pub struct Server {
 
 impl Server {
     pub fn start(forge: &Forge, lease_ms: u64, extra: &str) -> Server {
+        Server::start_in(forge, lease_ms, extra, None)
+    }
+
+    /// A server whose data directory is `data` (shared by several servers) when given.
+    pub fn start_in(forge: &Forge, lease_ms: u64, extra: &str, data: Option<&Path>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let data = dir.path().join("data");
+        let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let config = dir.path().join("piste.toml");
         std::fs::write(
             &config,
@@ -127,7 +131,7 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut s = Server { data, port, url: format!("http://127.0.0.1:{port}"), config, child: None, _dir: Some(dir) };
+        let mut s = Server { port, url: format!("http://127.0.0.1:{port}"), config, child: None, _dir: Some(dir) };
         s.spawn();
         s
     }
@@ -138,7 +142,7 @@ impl Server {
             .arg(&self.config)
             .env("PISTE_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(self.data.with_extension("log")).unwrap()))
+            .stderr(Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(self.config.with_extension("log")).unwrap()))
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -154,7 +158,7 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
     }
 }
 
@@ -317,4 +321,26 @@ impl Http {
 
 pub fn job_id(pipeline: &Value, name: &str) -> i64 {
     pipeline["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).unwrap()["id"].as_i64().unwrap()
+}
+
+/// A fresh database on the test PostgreSQL cluster (the store tests' `pg-cluster.sh`), or on
+/// `PISTE_TEST_POSTGRES_URL`. Fails loudly when PostgreSQL is not installed.
+pub fn postgres_database() -> String {
+    let base = match std::env::var("PISTE_TEST_POSTGRES_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scheduler/tests/store/pg-cluster.sh");
+            let out = Command::new("sh").arg(script).arg("start").output().expect("sh");
+            assert!(out.status.success(), "PostgreSQL for the tests: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or_default().to_string()
+        }
+    };
+    let name = format!("e2e_{}_{}", std::process::id(), free_port());
+    let out =
+        Command::new("psql").args([&base, "-q", "-c", &format!("CREATE DATABASE {name}")]).output().expect("psql (postgresql-client)");
+    assert!(out.status.success(), "CREATE DATABASE: {}", String::from_utf8_lossy(&out.stderr));
+    match base.rsplit_once('/') {
+        Some((prefix, _)) => format!("{prefix}/{name}"),
+        None => panic!("unexpected PostgreSQL URL {base}"),
+    }
 }

@@ -82,7 +82,10 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
         .filter(|p| p.name != row.project)
         .filter_map(|p| state.mirror(&p.name).ok().map(|m| (p.name.clone(), m)))
         .collect();
-    let resolver = mirror.resolver(&row.sha, &others);
+    // `include: project: <this project>` reads this mirror too.
+    let resolver = mirror.resolver(&row.sha, &others).named(row.project.clone());
+    // Keep the commit reachable for runners even if its branch is deleted or force-pushed.
+    mirror.pin(row.id, &row.sha).map_err(|e| e.to_string())?;
     let mut variables = ctx.pipeline_variables();
     variables.extend(project.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
     let loaded = load(&file, &file, &text, &resolver, &LoadOptions { variables: variables.clone(), ..LoadOptions::default() });
@@ -268,7 +271,39 @@ async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreErro
 
 /// Applies `events` to the pipeline's engine and stores the result, with `extra` job updates
 /// in the same transaction. Returns the engine's commands.
+///
+/// A cancel of a job no runner holds (still queued) cannot be acknowledged by a runner: its end
+/// is reported here at once, so the pipeline does not wait for it forever.
 pub async fn process(state: &AppState, pipeline_id: i64, events: Vec<Event>, extra: Vec<JobUpdate>) -> Result<Vec<Command>, StoreError> {
+    let mut all = process_once(state, pipeline_id, events, extra).await?;
+    let mut pending = all.clone();
+    for _round in 0..4 {
+        let mut finished = Vec::new();
+        for c in &pending {
+            if let Command::CancelJob { job, attempt } = c {
+                let rows = state.store.jobs(pipeline_id).await?;
+                if let Some(row) = rows.iter().find(|r| &r.name == job) {
+                    if row.runner_id.is_none() {
+                        finished.push(Event::JobFinished {
+                            job: job.clone(),
+                            attempt: *attempt,
+                            outcome: crate::Outcome::Canceled,
+                            now: now_ms() as u64,
+                        });
+                    }
+                }
+            }
+        }
+        if finished.is_empty() {
+            break;
+        }
+        pending = process_once(state, pipeline_id, finished, Vec::new()).await?;
+        all.extend(pending.iter().cloned());
+    }
+    Ok(all)
+}
+
+async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, extra: Vec<JobUpdate>) -> Result<Vec<Command>, StoreError> {
     let lock = state.pipeline_lock(pipeline_id).await;
     let mut cached = lock.lock().await;
     for _attempt in 0..8 {
