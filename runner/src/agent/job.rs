@@ -517,16 +517,7 @@ fn variable<'a>(payload: &'a JobPayload, key: &str) -> Option<&'a str> {
 }
 
 fn job_request(payload: &JobPayload, workspace: &Path, project_dir: String, env: Vec<(String, String)>) -> JobRequest {
-    let pull = |p: &[String]| -> Vec<PullPolicy> {
-        p.iter()
-            .filter_map(|x| match x.as_str() {
-                "always" => Some(PullPolicy::Always),
-                "if-not-present" => Some(PullPolicy::IfNotPresent),
-                "never" => Some(PullPolicy::Never),
-                _ => None,
-            })
-            .collect()
-    };
+    let pull = PullPolicy::parse_list::<String>;
     let image = payload.image.as_ref().map(|i| ImageSpec {
         name: i.name.clone(),
         entrypoint: i.entrypoint.clone(),

@@ -109,6 +109,22 @@ pub enum PullPolicy {
     Never,
 }
 
+impl PullPolicy {
+    /// GitLab's `pull_policy` names (`always`, `if-not-present`, `never`); others are dropped
+    /// (the YAML loader already reported them).
+    pub fn parse_list<S: AsRef<str>>(names: &[S]) -> Vec<PullPolicy> {
+        names
+            .iter()
+            .filter_map(|x| match x.as_ref() {
+                "always" => Some(PullPolicy::Always),
+                "if-not-present" => Some(PullPolicy::IfNotPresent),
+                "never" => Some(PullPolicy::Never),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// A `services:` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {

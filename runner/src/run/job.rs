@@ -221,16 +221,7 @@ fn request(
     vars: &[(String, String)],
 ) -> JobRequest {
     let lookup: Vec<(String, String)> = vars.to_vec();
-    let pull = |p: &[String]| -> Vec<PullPolicy> {
-        p.iter()
-            .filter_map(|x| match x.as_str() {
-                "always" => Some(PullPolicy::Always),
-                "if-not-present" => Some(PullPolicy::IfNotPresent),
-                "never" => Some(PullPolicy::Never),
-                _ => None,
-            })
-            .collect()
-    };
+    let pull = PullPolicy::parse_list::<String>;
     let image = match &job.image {
         Some(i) => Some(ImageSpec { name: expand(&i.name, &lookup), entrypoint: i.entrypoint.clone(), pull_policy: pull(&i.pull_policy) }),
         None => shared.default_image.as_ref().map(|n| ImageSpec::new(n.clone())),
