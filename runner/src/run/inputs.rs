@@ -39,6 +39,9 @@ impl GitSettings {
 /// What `prepare` made ready.
 pub struct Prepared {
     pub workspace: PathBuf,
+    /// Each `cache:` entry's key, computed before the script (GitLab saves under the key it
+    /// restored, even when the job changes the files a `key:files` hashes).
+    pub cache_keys: Vec<Option<String>>,
     /// Lines for the job log (cache hits, artifacts received), shown before the script.
     pub notes: Vec<String>,
 }
@@ -93,22 +96,33 @@ impl Inputs {
             notes.push(format!("\x1b[32;1mDownloaded artifacts of `{dep}`\x1b[0;m ({} files)", summary.files));
         }
 
+        let mut cache_keys = Vec::with_capacity(job.cache.len());
         for cache in &job.cache {
+            // A cache problem is a warning, as in GitLab: the job runs without it.
+            let key = match self.cache_key(&workspace, cache, vars) {
+                Ok(k) => k,
+                Err(e) => {
+                    notes.push(format!("\x1b[0;33mWARNING: cache skipped: {e}\x1b[0;m"));
+                    cache_keys.push(None);
+                    continue;
+                }
+            };
+            cache_keys.push(Some(key.clone()));
             if cache.policy == CachePolicy::Push {
                 continue;
             }
-            let key = self.cache_key(&workspace, cache, vars)?;
             let mut keys = vec![key.clone()];
             keys.extend(cache.fallback_keys.iter().map(|k| expand(k, &vars)));
             if let Some(fallback) = vars.iter().rev().find(|(k, _)| k == "CACHE_FALLBACK_KEY").map(|(_, v)| v.clone()) {
                 keys.push(fallback);
             }
-            match self.cache.restore(&workspace, &keys).map_err(|e| format!("cache `{key}`: {e}"))? {
-                Some(hit) => notes.push(format!("\x1b[32;1mRestored cache `{hit}`\x1b[0;m")),
-                None => notes.push(format!("\x1b[0;33mNo cache for `{key}` yet\x1b[0;m")),
+            match self.cache.restore(&workspace, &keys) {
+                Ok(Some(hit)) => notes.push(format!("\x1b[32;1mRestored cache `{hit}`\x1b[0;m")),
+                Ok(None) => notes.push(format!("\x1b[0;33mNo cache for `{key}` yet\x1b[0;m")),
+                Err(e) => notes.push(format!("\x1b[0;33mWARNING: cache `{key}` not restored: {e}\x1b[0;m")),
             }
         }
-        Ok(Prepared { workspace, notes })
+        Ok(Prepared { workspace, cache_keys, notes })
     }
 
     fn cache_key(&self, workspace: &Path, cache: &model::Cache, vars: &[(String, String)]) -> Result<String, String> {
@@ -122,11 +136,10 @@ impl Inputs {
         self.cache.key_for(workspace, &spec).map_err(|e| e.to_string())
     }
 
-    pub fn save_cache(&self, workspace: &Path, cache: &model::Cache, vars: &[(String, String)]) -> Result<(), String> {
-        let key = self.cache_key(workspace, cache, vars)?;
+    pub fn save_cache(&self, workspace: &Path, cache: &model::Cache, key: &str, vars: &[(String, String)]) -> Result<(), String> {
         let paths: Vec<String> = cache.paths.iter().map(|p| expand(p, &vars)).collect();
         let untracked = if cache.untracked { untracked_files(workspace) } else { Vec::new() };
-        self.cache.save(workspace, &key, &paths, &untracked).map(|_| ()).map_err(|e| e.to_string())
+        self.cache.save(workspace, key, &paths, &untracked).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 

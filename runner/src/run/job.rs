@@ -151,7 +151,8 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         let name = pj.name.clone();
         let job2 = job.clone();
         let lookup2 = lookup.clone();
-        let saved = tokio::task::spawn_blocking(move || save_outputs(&shared2, &name, &job2, &workspace, succeeded, &lookup2)).await;
+        let keys = prepared.cache_keys.clone();
+        let saved = tokio::task::spawn_blocking(move || save_outputs(&shared2, &name, &job2, &workspace, &keys, succeeded, &lookup2)).await;
         if let Ok(Err(e)) = saved {
             let _ = shared.events.send(RunEvent::Log { job: pj.name.clone(), lines: vec![format!("WARNING: {e}")] }).await;
         }
@@ -262,6 +263,7 @@ fn save_outputs(
     name: &str,
     job: &Job,
     workspace: &Path,
+    cache_keys: &[Option<String>],
     succeeded: bool,
     vars: &[(String, String)],
 ) -> Result<(), String> {
@@ -297,14 +299,14 @@ fn save_outputs(
         }
     }
     shared.outputs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), out);
-    for cache in &job.cache {
+    for (cache, key) in job.cache.iter().zip(cache_keys) {
         let wanted = match cache.when {
             ArtifactsWhen::OnSuccess => succeeded,
             ArtifactsWhen::OnFailure => !succeeded,
             ArtifactsWhen::Always => true,
         };
-        if wanted && cache.policy != CachePolicy::Pull {
-            shared.inputs.save_cache(workspace, cache, vars).map_err(|e| format!("saving cache: {e}"))?;
+        if let (true, Some(key)) = (wanted && cache.policy != CachePolicy::Pull, key) {
+            shared.inputs.save_cache(workspace, cache, key, vars).map_err(|e| format!("saving cache: {e}"))?;
         }
     }
     Ok(())
