@@ -1,6 +1,7 @@
 //! `piste`: the one binary. Parses arguments, calls the libraries, prints, maps errors to exit
 //! codes. Exit codes: 0 valid / passed, 1 invalid pipeline / failed, 2 usage or I/O error.
 
+mod logs;
 mod output;
 mod run;
 mod server;
@@ -55,6 +56,21 @@ enum Command {
         /// `postgres://...` (overrides `database`; default SQLite in the data directory).
         #[arg(long)]
         database: Option<String>,
+    },
+    /// Print a job's log from a server; `--follow` streams it live and exits with the job's status.
+    Logs {
+        /// The job's id (see `GET /api/v1/pipelines/{id}`).
+        #[arg(required_unless_present = "pipeline", conflicts_with = "pipeline")]
+        job: Option<i64>,
+        /// Every job of this pipeline, one after the other.
+        #[arg(long)]
+        pipeline: Option<i64>,
+        /// Keep printing as the job writes, until it ends.
+        #[arg(short, long)]
+        follow: bool,
+        /// The server.
+        #[arg(long, env = "PISTE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
     },
     /// Runners on build nodes.
     Runner {
@@ -223,6 +239,7 @@ fn main() -> ExitCode {
         Command::Graph { spec, format } => spec.options().and_then(|o| output::graph(&o, format)),
         Command::Jobs { spec } => spec.options().and_then(|o| output::jobs(&o)),
         Command::Serve { config, listen, data_dir, database } => server::serve(config, listen, data_dir, database),
+        Command::Logs { job, pipeline, follow, url } => logs::logs(&url, job, pipeline, follow),
         Command::Runner { command } => match command {
             RunnerCommand::Register { url, token, name, tags, config } => server::register(&url, &token, &name, &tags, &config),
             RunnerCommand::Run { config, executor, concurrency, work_dir } => {

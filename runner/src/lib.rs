@@ -7,6 +7,7 @@ pub mod cas;
 /// dotenv reports are parsed by the server too: the parser lives in `pipeline-spec`.
 pub use pipeline_spec::dotenv;
 pub mod executor;
+pub mod follow;
 pub mod gitinfo;
 pub mod includes;
 pub mod local;

@@ -90,24 +90,81 @@ pub async fn get_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64
     Ok(Json(view(&state, row).await?))
 }
 
+#[derive(Serialize)]
+pub struct JobDetail {
+    pub pipeline_id: i64,
+    #[serde(flatten)]
+    pub job: JobView,
+}
+
+pub async fn get_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Json<JobDetail>> {
+    let j = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    Ok(Json(JobDetail {
+        pipeline_id: j.pipeline_id,
+        job: JobView {
+            id: j.id,
+            name: j.name,
+            stage: j.stage,
+            status: j.status,
+            attempt: j.attempt,
+            exit_code: j.exit_code,
+            failure_reason: j.failure_reason,
+        },
+    }))
+}
+
 #[derive(Deserialize)]
 pub struct LogQuery {
     /// Which attempt's log (default: the latest).
     attempt: Option<i64>,
 }
 
-pub async fn job_log(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(q): Query<LogQuery>) -> ApiResult<Response> {
+pub async fn job_log(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    Query(q): Query<LogQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
     let attempt = q.attempt.unwrap_or(job.attempt.max(1));
     if attempt < 1 || attempt > job.attempt.max(1) {
         return Err(Error::NotFound("attempt"));
     }
     let path = crate::server::logs::path(&state.logs_dir(), id, attempt);
-    let body = match tokio::fs::File::open(&path).await {
-        Ok(f) => Body::from_stream(tokio_util::io::ReaderStream::new(f)),
-        Err(_) => Body::empty(),
+    let Ok(mut file) = tokio::fs::File::open(&path).await else {
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::empty()).into_response());
     };
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+    let total = file.metadata().await?.len();
+    let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::ACCEPT_RANGES, "bytes")];
+    // `Range: bytes=a-b`, `bytes=a-` or `bytes=-n` (the tail): a viewer fetches a 100 MB log in parts.
+    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok((plain, Body::from_stream(tokio_util::io::ReaderStream::new(file))).into_response());
+    };
+    let Some((start, end)) = parse_range(range, total) else {
+        return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{total}"))], "").into_response());
+    };
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(end + 1 - start)));
+    Ok((StatusCode::PARTIAL_CONTENT, plain, [(header::CONTENT_RANGE, format!("bytes {start}-{end}/{total}"))], body).into_response())
+}
+
+/// One byte range of a `total`-byte file, inclusive; `None` when unsatisfiable or malformed.
+fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || total == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (total.saturating_sub(n), total - 1)
+        }
+        (a, "") => (a.parse().ok()?, total - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(total - 1)),
+    };
+    (start <= end && start < total).then_some((start, end))
 }
 
 async fn job_event(state: &AppState, id: i64, make: impl FnOnce(String) -> Event) -> ApiResult<StatusCode> {
@@ -312,7 +369,21 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<Response> 
 
 #[cfg(test)]
 mod tests {
-    use super::base64_decode;
+    use super::{base64_decode, parse_range};
+
+    #[test]
+    fn byte_ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-1000", 100), Some((0, 99)));
+        assert_eq!(parse_range("bytes=50-5000", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-2", 100), None);
+        assert_eq!(parse_range("bytes=0-1,4-5", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=0-0", 0), None);
+    }
 
     #[test]
     fn base64() {

@@ -9,6 +9,7 @@
 mod api;
 pub mod config;
 mod error;
+mod follow;
 pub mod logs;
 pub mod pipelines;
 mod runners;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub store: Backend,
     pipelines: tokio::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Cached>>>>,
     log_locks: tokio::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Woken when a job's log grows or its job ends, for live followers (SSE).
+    log_watch: Mutex<HashMap<i64, Arc<tokio::sync::Notify>>>,
     /// Woken whenever jobs are queued, so long-polling runners look again.
     pub queued: tokio::sync::Notify,
     pub metrics: Metrics,
@@ -51,6 +54,7 @@ impl AppState {
             store,
             pipelines: tokio::sync::Mutex::new(HashMap::new()),
             log_locks: tokio::sync::Mutex::new(HashMap::new()),
+            log_watch: Mutex::new(HashMap::new()),
             queued: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             queued_at: Mutex::new(HashMap::new()),
@@ -65,8 +69,21 @@ impl AppState {
         self.log_locks.lock().await.entry(job).or_default().clone()
     }
 
-    fn log_appended(&self, _job: i64) {
+    fn log_appended(&self, job: i64) {
         self.metrics.log_chunks.fetch_add(1, Ordering::Relaxed);
+        self.wake_followers(job);
+    }
+
+    /// The notifier followers of `job`'s log wait on.
+    fn log_watcher(&self, job: i64) -> Arc<tokio::sync::Notify> {
+        self.log_watch.lock().unwrap_or_else(|e| e.into_inner()).entry(job).or_default().clone()
+    }
+
+    fn wake_followers(&self, job: i64) {
+        let w = self.log_watch.lock().unwrap_or_else(|e| e.into_inner()).get(&job).cloned();
+        if let Some(w) = w {
+            w.notify_waiters();
+        }
     }
 
     pub fn logs_dir(&self) -> PathBuf {
@@ -192,7 +209,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/pipelines/{id}", get(api::get_pipeline))
         .route("/api/v1/pipelines/{id}/cancel", post(api::cancel_pipeline))
         .route("/api/v1/pipelines/{id}/retry", post(api::retry_pipeline))
+        .route("/api/v1/jobs/{id}", get(api::get_job))
         .route("/api/v1/jobs/{id}/log", get(api::job_log).put(runners::append_log))
+        .route("/api/v1/jobs/{id}/log/stream", get(follow::stream))
         .route("/api/v1/jobs/{id}/cancel", post(api::cancel_job))
         .route("/api/v1/jobs/{id}/retry", post(api::retry_job))
         .route("/api/v1/jobs/{id}/play", post(api::play_job))

@@ -316,5 +316,6 @@ pub async fn finish(
     let event = Event::JobFinished { job: job.name.clone(), attempt: job.attempt as u32, outcome, now: now as u64 };
     let update = JobUpdate::Result { job_id: id, exit_code: req.exit_code, failure_reason: reason_text, at: now };
     pipelines::process(&state, job.pipeline_id, vec![event], vec![update]).await?;
+    state.wake_followers(id);
     Ok(StatusCode::OK)
 }

@@ -1,0 +1,83 @@
+//! Watching logs: live Server-Sent Events resumed by offset, byte ranges, `piste logs --follow`.
+
+use std::process::Command;
+
+use crate::support::{Forge, Http, RunnerProc, SECRET, Server, gitlab_push};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piste_logs_follows_a_running_job_and_exits_with_its_status() {
+    let forge = Forge::new(
+        "talk:\n  script:\n    - for i in 1 2 3 4 5; do echo \"tick $i\"; sleep 0.2; done\n    - printf '\\033[31mred\\033[0m\\n'\n    - exit 3\n",
+    );
+    let (before, after) = forge.push("main", "first");
+    let server = Server::start(&forge, 5000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "logs-1").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let job = http.wait_job_status(id, "talk", &["running"], 60).await;
+    let job_id = job["id"].as_i64().unwrap().to_string();
+    let url = server_url(&http);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_piste")).args(["logs", &job_id, "--follow", "--url", &url]).env("NO_COLOR", "1").output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ticks: Vec<&str> = text.lines().filter(|l| l.starts_with("tick ")).collect();
+    assert_eq!(ticks, ["tick 1", "tick 2", "tick 3", "tick 4", "tick 5"], "{text}");
+    assert!(text.lines().any(|l| l == "red"), "colours stripped off a terminal: {text:?}");
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert_eq!(out.status.code(), Some(1), "the job failed, so does `piste logs`");
+}
+
+fn server_url(http: &Http) -> String {
+    http.base.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_resumes_from_last_event_id_and_ranges_read_parts() {
+    let forge = Forge::new("lines:\n  script:\n    - for i in $(seq 1 50); do echo \"line $i\"; done\n");
+    let (before, after) = forge.push("main", "first");
+    let server = Server::start(&forge, 5000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "logs-2").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let p = http.wait_status(id, &["success"], 60).await;
+    let job = p["jobs"][0]["id"].as_i64().unwrap();
+    let full = http.log(job).await;
+    let total = full.len();
+    // Resume: everything after a given offset, then `end`.
+    let cut = total / 2;
+    let sse = http
+        .client
+        .get(format!("{}/api/v1/jobs/{job}/log/stream", http.base))
+        .header("Last-Event-ID", cut.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut rebuilt = String::new();
+    for block in sse.split("\n\n") {
+        let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+        if block.lines().any(|l| l == "event: end") {
+            assert!(data.contains("\"status\":\"success\""), "{data}");
+            continue;
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) {
+            rebuilt.push_str(v["text"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(rebuilt, full[cut..], "the stream from the resumed offset is the rest of the log");
+    // Ranges: the tail, and a middle part.
+    let tail = http.client.get(format!("{}/api/v1/jobs/{job}/log", http.base)).header("Range", "bytes=-20").send().await.unwrap();
+    assert_eq!(tail.status(), 206);
+    assert_eq!(tail.headers()["content-range"], format!("bytes {}-{}/{total}", total - 20, total - 1).as_str());
+    assert_eq!(tail.text().await.unwrap(), full[total - 20..]);
+    let bad =
+        http.client.get(format!("{}/api/v1/jobs/{job}/log", http.base)).header("Range", format!("bytes={total}-")).send().await.unwrap();
+    assert_eq!(bad.status(), 416);
+}
