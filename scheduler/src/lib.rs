@@ -39,6 +39,7 @@ mod spec;
 mod status;
 pub mod store;
 mod subset;
+pub mod web;
 pub mod webhook;
 
 pub use engine::{Engine, EngineOptions, Failure, JobSnapshot, PlayManual, Snapshot};

@@ -1,0 +1,9 @@
+//! Tests of `scheduler::web`: log rendering and pages.
+
+mod ansi;
+mod stream;
+
+/// Renders a log from line 1 and returns its HTML, for snapshots.
+fn html(log: &str) -> String {
+    scheduler::web::render(log.as_bytes(), 1).html
+}
