@@ -1,6 +1,7 @@
 //! Tests of `scheduler::web`: log rendering and pages.
 
 mod ansi;
+mod pages;
 mod stream;
 
 /// Renders a log from line 1 and returns its HTML, for snapshots.

@@ -1,0 +1,190 @@
+//! Server-rendered pages, from plain data the server maps its store rows to. maud escapes
+//! every interpolated string; the only raw HTML inserted is the log rendered by
+//! [`super::ansi`], which escapes the log itself.
+//!
+//! Page links assume `/projects/{project}`, `/pipelines/{id}` and `/jobs/{id}` (with
+//! `?before={byte}` for the part of a log before a byte offset); actions post to `/api/v1`.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::ansi::format_duration;
+
+pub struct PipelineSummary {
+    pub id: u64,
+    pub git_ref: String,
+    pub commit: String,
+    pub status: String,
+    pub duration_s: Option<u64>,
+    pub trigger: String,
+    pub created: String,
+}
+
+pub struct PipelineDetail {
+    pub id: u64,
+    pub project: String,
+    pub git_ref: String,
+    pub commit: String,
+    pub status: String,
+    pub duration_s: Option<u64>,
+    /// In pipeline order; jobs are shown under the stage they name.
+    pub stages: Vec<String>,
+    pub jobs: Vec<JobBox>,
+}
+
+pub struct JobBox {
+    pub id: u64,
+    pub name: String,
+    pub stage: String,
+    pub status: String,
+    pub needs: Vec<String>,
+    pub duration_s: Option<u64>,
+}
+
+pub struct JobDetail {
+    pub id: u64,
+    pub pipeline_id: u64,
+    pub project: String,
+    pub name: String,
+    pub stage: String,
+    pub status: String,
+    pub runner: Option<String>,
+    pub image: Option<String>,
+    pub duration_s: Option<u64>,
+    pub attempt: u32,
+    pub exit_code: Option<i32>,
+    pub has_artifacts: bool,
+    /// Whether the log may still grow: the page then follows it live.
+    pub running: bool,
+}
+
+/// The part of a log the job page shows: rendered HTML of bytes `start..end`.
+///
+/// For a running job render it with [`super::ansi::Renderer::push`] without `finish`, and set
+/// `end` to the bytes pushed minus [`super::ansi::Renderer::pending`]: sections still open are
+/// then continued by the live tail.
+pub struct LogTail {
+    pub html: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+const CSS: &str = include_str!("assets/style.css");
+const FOLLOW_JS: &str = include_str!("assets/follow.js");
+
+fn layout(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · piste" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header { a href="/" { "piste" } }
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
+}
+
+fn duration(seconds: Option<u64>) -> String {
+    seconds.map(format_duration).unwrap_or_default()
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..8).unwrap_or(commit)
+}
+
+pub fn pipelines_page(project: &str, pipelines: &[PipelineSummary]) -> String {
+    layout(
+        project,
+        html! {
+            h1 { (project) }
+            table.pipelines {
+                thead { tr { th { "Pipeline" } th { "Status" } th { "Ref" } th { "Commit" } th { "Trigger" } th { "Duration" } th { "Created" } } }
+                tbody {
+                    @for p in pipelines {
+                        tr {
+                            td { a href={ "/pipelines/" (p.id) } { "#" (p.id) } }
+                            td { span class={ "status " (p.status) } { (p.status) } }
+                            td { code { (p.git_ref) } }
+                            td { code title=(p.commit) { (short(&p.commit)) } }
+                            td { (p.trigger) }
+                            td { (duration(p.duration_s)) }
+                            td { (p.created) }
+                        }
+                    }
+                }
+            }
+            @if pipelines.is_empty() { p.empty { "No pipelines yet." } }
+        },
+    )
+}
+
+pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
+    let title = format!("Pipeline #{}", pipeline.id);
+    layout(
+        &title,
+        html! {
+            h1 {
+                a href={ "/projects/" (pipeline.project) } { (pipeline.project) }
+                " · " (title) " " span class={ "status " (pipeline.status) } { (pipeline.status) }
+            }
+            p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " (duration(pipeline.duration_s)) }
+            div.actions {
+                form method="post" action={ "/api/v1/pipelines/" (pipeline.id) "/retry" } { button { "Retry failed" } }
+                form method="post" action={ "/api/v1/pipelines/" (pipeline.id) "/cancel" } { button { "Cancel" } }
+            }
+            div.stages {
+                @for stage in &pipeline.stages {
+                    section.stage {
+                        h2 { (stage) }
+                        @for job in pipeline.jobs.iter().filter(|j| &j.stage == stage) {
+                            div class={ "job status " (job.status) } id={ "job-" (job.id) } {
+                                a href={ "/jobs/" (job.id) } { (job.name) }
+                                span.state { (job.status) " " (duration(job.duration_s)) }
+                                @if !job.needs.is_empty() {
+                                    ul.needs { @for need in &job.needs { li { "needs " (need) } } }
+                                }
+                                form method="post" action={ "/api/v1/jobs/" (job.id) "/retry" } { button { "Retry" } }
+                                form method="post" action={ "/api/v1/jobs/" (job.id) "/cancel" } { button { "Cancel" } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
+    let title = format!("{} #{}", job.name, job.id);
+    let stream = format!("/api/v1/jobs/{}/log/stream", job.id);
+    layout(
+        &title,
+        html! {
+            h1 {
+                a href={ "/pipelines/" (job.pipeline_id) } { (job.project) " · pipeline #" (job.pipeline_id) }
+                " · " (title) " " span class={ "status " (job.status) } { (job.status) }
+            }
+            table.meta {
+                tr { th { "Stage" } td { (job.stage) } }
+                tr { th { "Runner" } td { (job.runner.as_deref().unwrap_or("–")) } }
+                tr { th { "Image" } td { code { (job.image.as_deref().unwrap_or("–")) } } }
+                tr { th { "Duration" } td { (duration(job.duration_s)) } }
+                tr { th { "Attempt" } td { (job.attempt) } }
+                tr { th { "Exit code" } td { @if let Some(code) = job.exit_code { (code) } @else { "–" } } }
+                @if job.has_artifacts { tr { th { "Artifacts" } td { a href={ "/api/v1/jobs/" (job.id) "/artifacts" } { "download" } } } }
+                tr { th { "Log" } td { a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw" } } }
+            }
+            @if tail.start > 0 {
+                p.earlier { a href={ "/jobs/" (job.id) "?before=" (tail.start) } { "Load earlier (" (tail.start) " bytes)" } }
+            }
+            div #log .log data-stream=(stream) data-offset=(tail.end) data-follow=(job.running) { (PreEscaped(&tail.html)) }
+            @if job.running { script { (PreEscaped(FOLLOW_JS)) } }
+        },
+    )
+}
