@@ -303,9 +303,18 @@ async fn main() {
         .unwrap();
     assert!(reg.status.success(), "{}", String::from_utf8_lossy(&reg.stderr));
     let _runner = Kill(
-        Command::new(env!("CARGO_BIN_EXE_piste")).args(["runner", "run", "--executor", "shell", "--config"]).arg(&rconf).stderr(Stdio::null()).spawn().unwrap(),
+        Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["runner", "run", "--executor", "shell", "--config"])
+            .arg(&rconf)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
-    std::fs::write(work.join(".gitlab-ci.yml"), "clock:\n  script:\n    - for i in $(seq 1 100); do echo \"at $(date +%s%N)\"; sleep 0.03; done\n").unwrap();
+    std::fs::write(
+        work.join(".gitlab-ci.yml"),
+        "clock:\n  script:\n    - for i in $(seq 1 100); do echo \"at $(date +%s%N)\"; sleep 0.03; done\n",
+    )
+    .unwrap();
     git(&work, &["commit", "-q", "-am", "latency"]);
     git(&work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
     let before2 = after.clone();
@@ -346,7 +355,12 @@ async fn main() {
         println!("log latency: no line received");
     } else {
         let q = |x: f64| delays[((delays.len() as f64 - 1.0) * x).round() as usize];
-        println!("log latency, job write → live follower (real runner, {} lines): p50 {:.0} ms, p99 {:.0} ms (target p99 < 250 ms)", delays.len(), q(0.5), q(0.99));
+        println!(
+            "log latency, job write → live follower (real runner, {} lines): p50 {:.0} ms, p99 {:.0} ms (target p99 < 250 ms)",
+            delays.len(),
+            q(0.5),
+            q(0.99)
+        );
     }
     drop(server);
 }

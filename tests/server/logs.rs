@@ -81,3 +81,38 @@ async fn the_stream_resumes_from_last_event_id_and_ranges_read_parts() {
         http.client.get(format!("{}/api/v1/jobs/{job}/log", http.base)).header("Range", format!("bytes={total}-")).send().await.unwrap();
     assert_eq!(bad.status(), 416);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_show_pipelines_jobs_and_a_safely_rendered_log() {
+    let forge = Forge::new(
+        "build:\n  script:\n    - echo '<script>alert(1)</script>'\n    - printf '\\033[32mgreen\\033[0m\\n'\ntest:\n  needs: [build]\n  script: [echo ok]\n",
+    );
+    let (before, after) = forge.push("main", "first");
+    let server = Server::start(&forge, 5000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "pages-1").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let p = http.wait_status(id, &["success"], 60).await;
+    let get = |path: String| {
+        let c = http.client.clone();
+        async move {
+            let r = c.get(path).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let project = get(format!("{}/projects/app", http.base)).await;
+    assert!(project.contains(&format!("/pipelines/{id}")), "{project}");
+    let pipeline = get(format!("{}/pipelines/{id}", http.base)).await;
+    assert!(pipeline.contains("build") && pipeline.contains("test"), "{pipeline}");
+    let build = p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "build").unwrap()["id"].as_i64().unwrap();
+    let job = get(format!("{}/jobs/{build}", http.base)).await;
+    assert!(job.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the log is escaped: {job}");
+    assert!(!job.contains("<script>alert(1)"), "{job}");
+    assert!(job.contains("id=\"L1\""), "line anchors: {job}");
+    // The HTML live stream of a finished job: rendered lines, then `end`.
+    let sse = get(format!("{}/api/v1/jobs/{build}/log/stream?format=html", http.base)).await;
+    assert!(sse.contains("event: end") && sse.contains("green"), "{sse}");
+    assert!(!sse.contains("<script>alert"), "{sse}");
+}

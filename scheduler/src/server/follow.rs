@@ -30,6 +30,8 @@ const EVENT_BYTES: usize = 64 * 1024;
 pub struct StreamQuery {
     offset: Option<u64>,
     attempt: Option<i64>,
+    /// `html`: events carry rendered lines (`{"offset", "html"}`) for the job page.
+    format: Option<String>,
 }
 
 fn finished(status: &str) -> bool {
@@ -48,7 +50,11 @@ pub async fn stream(
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let start = resume.or(q.offset).unwrap_or(0);
     let path = crate::server::logs::path(&state.logs_dir(), id, attempt);
-    let stream = futures_util::stream::unfold((state, start, false), move |(state, mut offset, done)| {
+    let renderer = match q.format.as_deref() {
+        Some("html") => Some(crate::web::ansi::Renderer::new(line_at(&path, start).await)),
+        _ => None,
+    };
+    let stream = futures_util::stream::unfold((state, start, false, renderer), move |(state, mut offset, done, mut renderer)| {
         let path = path.clone();
         async move {
             if done {
@@ -74,9 +80,21 @@ pub async fn stream(
                             };
                             buf.truncate(cut);
                             offset += buf.len() as u64;
-                            let text = String::from_utf8_lossy(&buf).into_owned();
-                            let data = serde_json::json!({"offset": offset, "text": text}).to_string();
-                            return Some((Ok(Event::default().id(offset.to_string()).data(data)), (state, offset, false)));
+                            let event = match renderer.as_mut() {
+                                Some(r) => {
+                                    // Resume after what was rendered: a partial last line is held back.
+                                    let html = r.push(&buf);
+                                    let resume = offset - r.pending() as u64;
+                                    let data = serde_json::json!({"offset": resume, "html": html}).to_string();
+                                    Event::default().id(resume.to_string()).data(data)
+                                }
+                                None => {
+                                    let text = String::from_utf8_lossy(&buf).into_owned();
+                                    let data = serde_json::json!({"offset": offset, "text": text}).to_string();
+                                    Event::default().id(offset.to_string()).data(data)
+                                }
+                            };
+                            return Some((Ok(event), (state, offset, false, renderer)));
                         }
                     }
                 }
@@ -84,8 +102,9 @@ pub async fn stream(
                 let status = state.store.job(id).await.ok().flatten().map(|j| (j.status, j.attempt));
                 if let Some((status, current)) = &status {
                     if finished(status) || *current != attempt {
-                        let data = serde_json::json!({"status": status, "offset": offset}).to_string();
-                        return Some((Ok(Event::default().event("end").data(data)), (state, offset, true)));
+                        let tail = renderer.as_mut().map(|r| r.finish()).unwrap_or_default();
+                        let data = serde_json::json!({"status": status, "offset": offset, "html": tail}).to_string();
+                        return Some((Ok(Event::default().event("end").data(data)), (state, offset, true, renderer)));
                     }
                 }
                 // Wait for a chunk (or re-check now and then: a finish may come from another server).
@@ -94,4 +113,23 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Line number of byte `offset` of the log at `path` (one plus the newlines before it).
+async fn line_at(path: &std::path::Path, offset: u64) -> usize {
+    let Ok(mut f) = tokio::fs::File::open(path).await else { return 1 };
+    let mut left = offset;
+    let mut lines = 1;
+    let mut buf = vec![0u8; 1 << 16];
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        match f.read(&mut buf[..want]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+                left -= n as u64;
+            }
+        }
+    }
+    lines
 }

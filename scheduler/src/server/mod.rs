@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 mod follow;
 pub mod logs;
+mod pages;
 pub mod pipelines;
 mod runners;
 
@@ -203,6 +204,10 @@ pub fn tokens_equal(a: &str, b: &str) -> bool {
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(pages::home))
+        .route("/projects/{*name}", get(pages::project))
+        .route("/pipelines/{id}", get(pages::pipeline))
+        .route("/jobs/{id}", get(pages::job))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/pipelines", get(api::list_pipelines))

@@ -26,9 +26,14 @@
     if (atBottom) window.scrollTo(0, document.body.scrollHeight);
   }
   function connect() {
-    const es = new EventSource(log.dataset.stream + "?offset=" + offset);
+    const es = new EventSource(log.dataset.stream + "?format=html&offset=" + offset);
     es.onmessage = (e) => { const m = JSON.parse(e.data); append(m.html); offset = m.offset; };
-    es.addEventListener("end", () => { es.close(); log.dataset.follow = "false"; });
+    es.addEventListener("end", (e) => {
+      es.close();
+      log.dataset.follow = "false";
+      const m = JSON.parse(e.data);
+      if (m.html) append(m.html);
+    });
     // Reconnect ourselves so the stream resumes from the last offset, not the first URL's.
     es.onerror = () => { es.close(); if (log.dataset.follow === "true") setTimeout(connect, 1000); };
   }
