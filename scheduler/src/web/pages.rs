@@ -134,6 +134,10 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                 " · " (title) " " span class={ "status " (pipeline.status) } { (pipeline.status) }
             }
             p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " (duration(pipeline.duration_s)) }
+            // A pipeline that may still change refreshes itself (jobs' states, live).
+            @if matches!(pipeline.status.as_str(), "created" | "pending" | "running" | "canceling" | "scheduled" | "manual") {
+                script { (PreEscaped("setTimeout(function () { location.reload(); }, 3000);")) }
+            }
             div.actions {
                 form method="post" action={ "/api/v1/pipelines/" (pipeline.id) "/retry" } { button { "Retry failed" } }
                 form method="post" action={ "/api/v1/pipelines/" (pipeline.id) "/cancel" } { button { "Cancel" } }
