@@ -85,7 +85,7 @@ async fn the_stream_resumes_from_last_event_id_and_ranges_read_parts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_show_pipelines_jobs_and_a_safely_rendered_log() {
     let forge = Forge::new(
-        "build:\n  script:\n    - echo '<script>alert(1)</script>'\n    - printf '\\033[32mgreen\\033[0m\\n'\ntest:\n  needs: [build]\n  script: [echo ok]\n",
+        "build:\n  script:\n    - echo '<script>alert(1)</script>'\n    - printf '\\033[32mgreen\\033[0m\\n'\n    - echo made > made.txt\n  artifacts:\n    paths: [made.txt]\ntest:\n  needs: [build]\n  script: [echo ok]\n",
     );
     let (before, after) = forge.push("main", "first");
     let server = Server::start(&forge, 5000, "");
@@ -111,6 +111,10 @@ async fn pages_show_pipelines_jobs_and_a_safely_rendered_log() {
     assert!(job.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the log is escaped: {job}");
     assert!(!job.contains("<script>alert(1)"), "{job}");
     assert!(job.contains("id=\"L1\""), "line anchors: {job}");
+    assert!(job.contains(&format!("/api/v1/jobs/{build}/artifacts")), "an artifacts link: {job}");
+    let archive = http.client.get(format!("{}/api/v1/jobs/{build}/artifacts", http.base)).send().await.unwrap();
+    assert_eq!(archive.status(), 200);
+    assert_eq!(&archive.bytes().await.unwrap()[..2], &[0x1f, 0x8b], "a gzip archive");
     // The HTML live stream of a finished job: rendered lines, then `end`.
     let sse = get(format!("{}/api/v1/jobs/{build}/log/stream?format=html", http.base)).await;
     assert!(sse.contains("event: end") && sse.contains("green"), "{sse}");

@@ -167,6 +167,24 @@ fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
     (start <= end && start < total).then_some((start, end))
 }
 
+/// A job's artifacts archive, for people (the job page's download link). Same access as logs.
+pub async fn artifacts(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Response> {
+    let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    let Some(digest) = job.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) else {
+        return Err(Error::NotFound("artifacts"));
+    };
+    let file = tokio::fs::File::open(state.artifacts_dir().join(digest)).await.map_err(|_| Error::NotFound("artifacts"))?;
+    let name = format!(
+        "attachment; filename=\"{}-artifacts.tar.gz\"",
+        job.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_")
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/gzip".to_string()), (header::CONTENT_DISPOSITION, name)],
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response())
+}
+
 async fn job_event(state: &AppState, id: i64, make: impl FnOnce(String) -> Event) -> ApiResult<StatusCode> {
     let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
     let commands = pipelines::process(state, job.pipeline_id, vec![make(job.name)], Vec::new()).await?;

@@ -224,7 +224,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/runners", post(runners::register))
         .route("/api/v1/jobs/request", post(runners::request_job))
         .route("/api/v1/jobs/{id}/heartbeat", post(runners::heartbeat))
-        .route("/api/v1/jobs/{id}/artifacts", put(runners::upload_artifacts))
+        .route("/api/v1/jobs/{id}/artifacts", put(runners::upload_artifacts).get(api::artifacts))
         .route("/api/v1/jobs/{id}/artifacts/{dep}", get(runners::download_artifacts))
         .route("/api/v1/jobs/{id}/finish", post(runners::finish))
         .route("/api/v1/jobs/{id}/git/{*rest}", any(api::git))
