@@ -96,6 +96,7 @@ async fn a_running_jobs_page_grows_live_folds_sections_and_follows_anchors() {
         "    - echo inside-the-section\n",
         "    - printf '\\033[0Ksection_end:%s:deps\\r\\033[0K\\n' \"$(date +%s)\"\n",
         "    - for i in $(seq 1 30); do echo \"tick $i\"; sleep 0.2; done\n",
+        "after:\n  needs: [live]\n  script: [echo done]\n",
     ));
     let (before, after) = forge.push("main", "first");
     let server = Server::start(&forge, 5000, "");
@@ -141,4 +142,8 @@ async fn a_running_jobs_page_grows_live_folds_sections_and_follows_anchors() {
     assert_eq!(target, Value::String("L2".into()));
     let shown = page.eval("document.getElementById('L2') !== null").await;
     assert_eq!(shown, Value::Bool(true));
+    // The pipeline page draws `after`'s need on `live` as an edge.
+    page.goto(&format!("{}/pipelines/{id}", http.base)).await;
+    let edges = page.eval("document.querySelectorAll('#needs-edges path').length").await;
+    assert_eq!(edges, Value::from(1), "one needs edge");
 }

@@ -147,7 +147,7 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                     section.stage {
                         h2 { (stage) }
                         @for job in pipeline.jobs.iter().filter(|j| &j.stage == stage) {
-                            div class={ "job status " (job.status) } id={ "job-" (job.id) } {
+                            div class={ "job status " (job.status) } id={ "job-" (job.id) } data-name=(job.name) data-needs=(job.needs.join("\n")) {
                                 a href={ "/jobs/" (job.id) } { (job.name) }
                                 span.state { (job.status) " " (duration(job.duration_s)) }
                                 @if !job.needs.is_empty() {
@@ -160,9 +160,47 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                     }
                 }
             }
+            // Needs drawn as edges: an SVG layer over the stage columns, from each needed job's
+            // right edge to the needing job's left edge (redrawn on resize).
+            script { (PreEscaped(EDGES_JS)) }
         },
     )
 }
+
+const EDGES_JS: &str = r#"(function () {
+  var stages = document.querySelector('.stages');
+  if (!stages) return;
+  var ns = 'http://www.w3.org/2000/svg';
+  function draw() {
+    var old = document.getElementById('needs-edges');
+    if (old) old.remove();
+    var svg = document.createElementNS(ns, 'svg');
+    svg.id = 'needs-edges';
+    svg.setAttribute('class', 'edges');
+    var box = stages.getBoundingClientRect();
+    svg.setAttribute('width', stages.scrollWidth);
+    svg.setAttribute('height', stages.scrollHeight);
+    var byName = {};
+    stages.querySelectorAll('.job').forEach(function (j) { byName[j.dataset.name] = j; });
+    stages.querySelectorAll('.job').forEach(function (j) {
+      (j.dataset.needs || '').split('\n').filter(Boolean).forEach(function (n) {
+        var from = byName[n];
+        if (!from) return;
+        var a = from.getBoundingClientRect(), b = j.getBoundingClientRect();
+        var x1 = a.right - box.left, y1 = a.top + a.height / 2 - box.top;
+        var x2 = b.left - box.left, y2 = b.top + b.height / 2 - box.top;
+        var path = document.createElementNS(ns, 'path');
+        var mx = (x1 + x2) / 2;
+        path.setAttribute('d', 'M' + x1 + ',' + y1 + ' C' + mx + ',' + y1 + ' ' + mx + ',' + y2 + ' ' + x2 + ',' + y2);
+        path.setAttribute('class', 'edge');
+        svg.appendChild(path);
+      });
+    });
+    stages.appendChild(svg);
+  }
+  draw();
+  window.addEventListener('resize', draw);
+})();"#;
 
 pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
     let title = format!("{} #{}", job.name, job.id);
