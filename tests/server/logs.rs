@@ -115,6 +115,17 @@ async fn pages_show_pipelines_jobs_and_a_safely_rendered_log() {
     let archive = http.client.get(format!("{}/api/v1/jobs/{build}/artifacts", http.base)).send().await.unwrap();
     assert_eq!(archive.status(), 200);
     assert_eq!(&archive.bytes().await.unwrap()[..2], &[0x1f, 0x8b], "a gzip archive");
+    // A page button is a form: it answers with a redirect back to the pipeline page.
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let form = no_follow
+        .post(format!("{}/api/v1/jobs/{build}/retry", http.base))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 303);
+    assert_eq!(form.headers()["location"], format!("/pipelines/{id}").as_str());
     // The HTML live stream of a finished job: rendered lines, then `end`.
     let sse = get(format!("{}/api/v1/jobs/{build}/log/stream?format=html", http.base)).await;
     assert!(sse.contains("event: end") && sse.contains("green"), "{sse}");

@@ -194,21 +194,50 @@ async fn job_event(state: &AppState, id: i64, make: impl FnOnce(String) -> Event
     Ok(StatusCode::ACCEPTED)
 }
 
-pub async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
-    job_event(&state, id, |job| Event::CancelJob { job, now: now_ms() as u64 }).await
+/// The buttons of the web pages are HTML forms: they get a redirect back to the page (`303`),
+/// scripts get the JSON API's status. Only our own pages are redirected to (no open redirect).
+fn answer(headers: &HeaderMap, result: ApiResult<StatusCode>, page: String) -> Response {
+    let form =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return match result {
+            Ok(s) => s.into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
+    (StatusCode::SEE_OTHER, [(header::LOCATION, page)]).into_response()
 }
 
-pub async fn retry_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
-    job_event(&state, id, |job| Event::RetryJob { job, now: now_ms() as u64 }).await
+async fn job_page_of(state: &AppState, id: i64) -> String {
+    match state.store.job(id).await {
+        Ok(Some(j)) => format!("/pipelines/{}", j.pipeline_id),
+        _ => "/".into(),
+    }
 }
 
-pub async fn play_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
-    job_event(&state, id, |job| Event::PlayManual { job, now: now_ms() as u64 }).await
+pub async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let r = job_event(&state, id, |job| Event::CancelJob { job, now: now_ms() as u64 }).await;
+    answer(&headers, r, job_page_of(&state, id).await)
 }
 
-pub async fn cancel_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+pub async fn retry_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let r = job_event(&state, id, |job| Event::RetryJob { job, now: now_ms() as u64 }).await;
+    answer(&headers, r, job_page_of(&state, id).await)
+}
+
+pub async fn play_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let r = job_event(&state, id, |job| Event::PlayManual { job, now: now_ms() as u64 }).await;
+    answer(&headers, r, job_page_of(&state, id).await)
+}
+
+pub async fn cancel_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let r = cancel_pipeline_inner(&state, id).await;
+    answer(&headers, r, format!("/pipelines/{id}"))
+}
+
+async fn cancel_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCode> {
     state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
-    let commands = pipelines::process(&state, id, vec![Event::Cancel { now: now_ms() as u64 }], Vec::new()).await?;
+    let commands = pipelines::process(state, id, vec![Event::Cancel { now: now_ms() as u64 }], Vec::new()).await?;
     if commands.is_empty() {
         return Err(Error::Conflict("the pipeline is already finished".into()));
     }
@@ -216,7 +245,12 @@ pub async fn cancel_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<
 }
 
 /// Retries every failed or canceled job of the pipeline.
-pub async fn retry_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+pub async fn retry_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let r = retry_pipeline_inner(&state, id).await;
+    answer(&headers, r, format!("/pipelines/{id}"))
+}
+
+async fn retry_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCode> {
     state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
     let jobs = state.store.jobs(id).await?;
     let events: Vec<Event> = jobs
@@ -227,7 +261,7 @@ pub async fn retry_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i
     if events.is_empty() {
         return Err(Error::Conflict("no failed or canceled job to retry".into()));
     }
-    pipelines::process(&state, id, events, Vec::new()).await?;
+    pipelines::process(state, id, events, Vec::new()).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
