@@ -302,6 +302,35 @@ async fn main() {
     }
     page_ms.sort_by(|a, b| a.total_cmp(b));
     println!("job page of a 1 GiB log (tail rendered first, line numbers counted): median {:.0} ms", page_ms[2]);
+    // First screen in a real browser: headless chromium's screenshot of the job page, against
+    // the same for a near-empty page (browser start-up cancels out).
+    let shot = |url: String| {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let ok = Command::new("chromium")
+            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"])
+            .arg(format!("--user-data-dir={}", dir.path().display()))
+            .arg(format!("--screenshot={}", dir.path().join("s.png").display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| t.elapsed().as_secs_f64() * 1000.0)
+    };
+    let mut big = Vec::new();
+    let mut small = Vec::new();
+    for _ in 0..3 {
+        small.extend(shot(format!("{base}/healthz")));
+        big.extend(shot(format!("{base}/jobs/{}", job.job_id)));
+    }
+    big.sort_by(|a, b| a.total_cmp(b));
+    small.sort_by(|a, b| a.total_cmp(b));
+    if let (Some(b), Some(s)) = (big.get(big.len() / 2), small.get(small.len() / 2)) {
+        println!("first screen of that job page in headless chromium: {:.0} ms, {:.0} ms more than an empty page", b, b - s);
+    } else {
+        println!("first screen in a browser: chromium not available");
+    }
 
     // 4. A line printed by a job, through a real runner (its batching included), to a follower
     //    of the live stream: the job prints its clock, the follower compares with its own.
