@@ -4,25 +4,20 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use crate::output::{YELLOW, paint};
-use crate::run::strip_ansi;
+use scheduler::web::ansi::Renderer;
 
 pub fn logs(url: &str, job: Option<i64>, pipeline: Option<i64>, follow: bool) -> anyhow::Result<ExitCode> {
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let print = |text: &str| {
-            let mut out = std::io::stdout().lock();
-            let _ = if color { out.write_all(text.as_bytes()) } else { out.write_all(strip_ansi(text).as_bytes()) };
-            let _ = out.flush();
-        };
         let statuses = match (job, pipeline) {
-            (Some(id), _) => vec![runner::follow::log(url, id, follow, print).await?],
+            (Some(id), _) => vec![show(url, id, follow, color).await?],
             (None, Some(p)) => {
                 let info = runner::follow::pipeline(url, p).await?;
                 let mut out = Vec::new();
                 for j in info.jobs {
                     eprintln!("{}", paint(&format!("── {} ({}) ──", j.name, j.stage), YELLOW));
-                    out.push(runner::follow::log(url, j.id, follow, print).await?);
+                    out.push(show(url, j.id, follow, color).await?);
                 }
                 out
             }
@@ -31,4 +26,24 @@ pub fn logs(url: &str, job: Option<i64>, pipeline: Option<i64>, follow: bool) ->
         let ok = statuses.iter().all(|s| matches!(s.as_str(), "success" | "skipped" | "manual"));
         Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
+}
+
+/// Prints one job's log and returns its final status. Without colour, escapes are stripped by a
+/// streaming renderer, so a sequence split across two chunks of the stream is still removed.
+async fn show(url: &str, id: i64, follow: bool, color: bool) -> anyhow::Result<String> {
+    let write = |text: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    };
+    let mut plain = (!color).then(Renderer::plain);
+    let status = runner::follow::log(url, id, follow, |text| match plain.as_mut() {
+        Some(r) => write(&r.push(text.as_bytes())),
+        None => write(text),
+    })
+    .await?;
+    if let Some(r) = plain.as_mut() {
+        write(&r.finish());
+    }
+    Ok(status)
 }

@@ -216,11 +216,8 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
                 }
                 continue;
             };
-            let wanted: Option<HashSet<String>> = need.matrix.as_ref().map(|mx| {
-                let base = &need.job;
-                let all = &all_instance_names[base.as_str()];
-                matrix_instance_names(base, mx, all)
-            });
+            let wanted: Option<HashSet<String>> =
+                need.matrix.as_ref().map(|mx| matrix_instance_names(mx, &all_instance_names[need.job.as_str()]));
             let mut found = false;
             for &j in idxs {
                 if wanted.as_ref().is_none_or(|w| w.contains(&jobs[j].name)) {
@@ -461,7 +458,7 @@ pub fn expand_parallel(job: &Job) -> Vec<Instance> {
 /// An instance's name and its matrix variables.
 type InstanceVars = (String, Vec<(String, String)>);
 
-fn matrix_instance_names(base: &str, mx: &[IndexMap<String, Vec<String>>], all: &[InstanceVars]) -> HashSet<String> {
+fn matrix_instance_names(mx: &[IndexMap<String, Vec<String>>], all: &[InstanceVars]) -> HashSet<String> {
     let mut out = HashSet::new();
     for entry in mx {
         for (name, vars) in all {
@@ -471,7 +468,6 @@ fn matrix_instance_names(base: &str, mx: &[IndexMap<String, Vec<String>>], all: 
             }
         }
     }
-    let _ = base;
     out
 }
 
@@ -515,6 +511,20 @@ fn find_cycle(jobs: &[PlannedJob]) -> Option<Vec<usize>> {
 impl Plan {
     pub fn job(&self, name: &str) -> Option<&PlannedJob> {
         self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// Jobs whose artifacts (and dotenv variables) job `i` receives, as GitLab decides:
+    /// `dependencies` if given, else its `needs` with `artifacts: true`, else every job of the
+    /// earlier stages.
+    pub fn artifact_sources(&self, i: usize) -> Vec<String> {
+        let job = &self.jobs[i];
+        if let Some(deps) = &job.dependencies {
+            return deps.clone();
+        }
+        match &job.needs {
+            Some(needs) => needs.iter().filter(|n| n.artifacts).map(|n| n.job.clone()).collect(),
+            None => self.jobs.iter().filter(|j| j.stage_index < job.stage_index).map(|j| j.name.clone()).collect(),
+        }
     }
 
     /// Jobs that must finish before job `i` may start: its needs, or every job of earlier stages.

@@ -41,7 +41,7 @@ pub enum LocalError {
     NoPipelineFile { dir: PathBuf, tried: Vec<String> },
     #[error("cannot read `{}`: {source}", .path.display())]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("`{}` is not UTF-8 text", .path.display())]
+    #[error("`{}` is not UTF-8 text: save it as UTF-8", .path.display())]
     NotText { path: PathBuf },
     #[error("{}:{line}: expected `NAME=VALUE` (letters, digits and `_` in the name)", .path.display())]
     BadSecret { path: PathBuf, line: usize },

@@ -17,7 +17,7 @@ async fn piste_logs_follows_a_running_job_and_exits_with_its_status() {
     let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
     let job = http.wait_job_status(id, "talk", &["running"], 60).await;
     let job_id = job["id"].as_i64().unwrap().to_string();
-    let url = server_url(&http);
+    let url = http.base.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_piste")).args(["logs", &job_id, "--follow", "--url", &url]).env("NO_COLOR", "1").output().unwrap()
     })
@@ -29,10 +29,6 @@ async fn piste_logs_follows_a_running_job_and_exits_with_its_status() {
     assert!(text.lines().any(|l| l == "red"), "colours stripped off a terminal: {text:?}");
     assert!(!text.contains('\x1b'), "{text:?}");
     assert_eq!(out.status.code(), Some(1), "the job failed, so does `piste logs`");
-}
-
-fn server_url(http: &Http) -> String {
-    http.base.clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

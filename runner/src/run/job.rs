@@ -83,7 +83,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
 
     // 1. Variables, low to high precedence (GitLab): predefined < global < workflow < job <
     //    instance (matrix, rules) < dotenv of dependencies < secrets < pipeline variables.
-    let deps = dependencies(&shared.plan, index);
+    let deps = shared.plan.artifact_sources(index);
     let dotenv: Vec<(String, String)> = {
         let outputs = shared.outputs.lock().unwrap_or_else(|e| e.into_inner());
         deps.iter().filter_map(|d| outputs.get(d)).flat_map(|o| o.dotenv.clone()).collect()
@@ -158,19 +158,6 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         }
     }
     Attempt { outcome, exit_code, reason, duration: started.elapsed() }
-}
-
-/// Jobs whose artifacts (and dotenv variables) this job receives: `dependencies` if given, else
-/// `needs` with `artifacts: true`, else every job of earlier stages.
-pub fn dependencies(plan: &Plan, index: usize) -> Vec<String> {
-    let pj = &plan.jobs[index];
-    if let Some(deps) = &pj.dependencies {
-        return deps.clone();
-    }
-    match &pj.needs {
-        Some(needs) => needs.iter().filter(|n| n.artifacts).map(|n| n.job.clone()).collect(),
-        None => plan.jobs.iter().filter(|j| j.stage_index < pj.stage_index).map(|j| j.name.clone()).collect(),
-    }
 }
 
 fn variables(

@@ -60,7 +60,9 @@ pub enum RunError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Inputs(String),
-    #[error("the pipeline has no job to run for this trigger")]
+    #[error(
+        "the pipeline has no job to run for this trigger: `piste jobs` with the same `--branch`, `--tag` or `--source` shows what its rules keep"
+    )]
     Empty,
 }
 

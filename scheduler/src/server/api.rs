@@ -305,7 +305,7 @@ pub async fn webhook(
         trigger: serde_json::to_string(&ctx).map_err(|e| Error::Internal(e.to_string()))?,
         created_at: now_ms(),
     };
-    state.metrics.webhook_received(now_ms());
+    state.metrics.webhook_received();
     match state.store.record_pipeline(&trigger.delivery_id, &new).await? {
         Recorded::Duplicate(id) => Ok((StatusCode::OK, Json(serde_json::json!({"pipeline": id, "duplicate": true}))).into_response()),
         Recorded::Created(id) => {

@@ -24,7 +24,7 @@ impl Error {
         match self {
             Error::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", (*m).to_string()),
             Error::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", (*m).to_string()),
-            Error::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", (*m).to_string()),
+            Error::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", format!("no such {m}: check the id or name in the URL")),
             Error::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
             Error::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             Error::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m.clone()),

@@ -51,7 +51,7 @@ pub async fn stream(
     let start = resume.or(q.offset).unwrap_or(0);
     let path = crate::server::logs::path(&state.logs_dir(), id, attempt);
     let renderer = match q.format.as_deref() {
-        Some("html") => Some(crate::web::ansi::Renderer::new(line_at(&path, start).await)),
+        Some("html") => Some(crate::web::ansi::Renderer::new(first_line(&path, start).await)),
         _ => None,
     };
     let stream = futures_util::stream::unfold((state, start, false, renderer), move |(state, mut offset, done, mut renderer)| {
@@ -115,21 +115,10 @@ pub async fn stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Line number of byte `offset` of the log at `path` (one plus the newlines before it).
-async fn line_at(path: &std::path::Path, offset: u64) -> usize {
-    let Ok(mut f) = tokio::fs::File::open(path).await else { return 1 };
-    let mut left = offset;
-    let mut lines = 1;
-    let mut buf = vec![0u8; 1 << 16];
-    while left > 0 {
-        let want = (left as usize).min(buf.len());
-        match f.read(&mut buf[..want]).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
-                left -= n as u64;
-            }
-        }
+/// Line number of byte `offset` of the log at `path`; 1 when the log is not there yet.
+async fn first_line(path: &std::path::Path, offset: u64) -> usize {
+    match tokio::fs::File::open(path).await {
+        Ok(mut f) => crate::server::logs::line_at(&mut f, offset).await.unwrap_or(1),
+        Err(_) => 1,
     }
-    lines
 }

@@ -80,6 +80,24 @@ pub fn len(logs_dir: &Path, job_id: i64, attempt: i64) -> u64 {
     std::fs::metadata(path(logs_dir, job_id, attempt)).map_or(0, |m| m.len())
 }
 
+/// Line number of byte `offset`: one plus the newlines before it (read in blocks).
+pub async fn line_at(file: &mut tokio::fs::File, offset: u64) -> std::io::Result<usize> {
+    tokio::io::AsyncSeekExt::seek(file, std::io::SeekFrom::Start(0)).await?;
+    let mut left = offset;
+    let mut lines = 1usize;
+    let mut buf = vec![0u8; 1 << 16];
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let n = tokio::io::AsyncReadExt::read(file, &mut buf[..want]).await?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+        left -= n as u64;
+    }
+    Ok(lines)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

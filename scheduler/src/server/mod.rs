@@ -154,7 +154,7 @@ impl Metrics {
         self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
-    fn webhook_received(&self, _at: i64) {
+    fn webhook_received(&self) {
         self.webhooks.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -104,24 +104,6 @@ pub struct JobPageQuery {
     before: Option<u64>,
 }
 
-/// Line number of byte `offset`: one plus the newlines before it (read in blocks).
-async fn line_at(file: &mut tokio::fs::File, offset: u64) -> std::io::Result<usize> {
-    file.seek(std::io::SeekFrom::Start(0)).await?;
-    let mut left = offset;
-    let mut lines = 1usize;
-    let mut buf = vec![0u8; 1 << 16];
-    while left > 0 {
-        let want = (left as usize).min(buf.len());
-        let n = file.read(&mut buf[..want]).await?;
-        if n == 0 {
-            break;
-        }
-        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
-        left -= n as u64;
-    }
-    Ok(lines)
-}
-
 pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(q): Query<JobPageQuery>) -> ApiResult<Html<String>> {
     let j = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
     let p = state.store.pipeline(j.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
@@ -142,7 +124,7 @@ pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(
                     start += nl as u64 + 1;
                 }
             }
-            let first_line = line_at(&mut f, start).await?;
+            let first_line = crate::server::logs::line_at(&mut f, start).await?;
             let mut bytes = vec![0u8; (upto - start) as usize];
             f.seek(std::io::SeekFrom::Start(start)).await?;
             f.read_exact(&mut bytes).await?;

@@ -199,7 +199,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
                 },
                 dotenv: a.reports.dotenv.clone(),
             }),
-            dependencies: dependencies(&plan, i),
+            dependencies: plan.artifact_sources(i),
             git: GitSource {
                 path: String::new(),
                 sha: row.sha.clone(),
@@ -222,19 +222,6 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     state.store.save_plan(pipeline_id, &jobs, "pending", now_ms()).await.map_err(|e| e.to_string())?;
     process(state, pipeline_id, vec![Event::Start { now: now_ms() as u64 }], Vec::new()).await.map_err(|e| e.to_string())?;
     Ok(())
-}
-
-/// Jobs whose artifacts a planned job receives: `dependencies`, else needs with artifacts, else
-/// every job of earlier stages.
-fn dependencies(plan: &Plan, i: usize) -> Vec<String> {
-    let pj = &plan.jobs[i];
-    if let Some(d) = &pj.dependencies {
-        return d.clone();
-    }
-    match &pj.needs {
-        Some(n) => n.iter().filter(|x| x.artifacts).map(|x| x.job.clone()).collect(),
-        None => plan.jobs.iter().filter(|j| j.stage_index < pj.stage_index).map(|j| j.name.clone()).collect(),
-    }
 }
 
 /// A replayed engine and what maps its job names to rows.
@@ -279,10 +266,13 @@ pub async fn process(state: &AppState, pipeline_id: i64, events: Vec<Event>, ext
     let mut pending = all.clone();
     for _round in 0..4 {
         let mut finished = Vec::new();
+        let mut rows = None;
         for c in &pending {
             if let Command::CancelJob { job, attempt } = c {
-                let rows = state.store.jobs(pipeline_id).await?;
-                if let Some(row) = rows.iter().find(|r| &r.name == job) {
+                if rows.is_none() {
+                    rows = Some(state.store.jobs(pipeline_id).await?);
+                }
+                if let Some(row) = rows.iter().flatten().find(|r| &r.name == job) {
                     if row.runner_id.is_none() {
                         finished.push(Event::JobFinished {
                             job: job.clone(),
