@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use crate::output::{YELLOW, paint};
-use scheduler::web::ansi::Renderer;
+use server::web::ansi::Renderer;
 
 pub fn logs(url: &str, job: Option<i64>, pipeline: Option<i64>, follow: bool) -> anyhow::Result<ExitCode> {
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());

@@ -4,7 +4,7 @@
 mod logs;
 mod output;
 mod run;
-mod server;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -238,12 +238,12 @@ fn main() -> ExitCode {
         Command::Lint { spec, format } => spec.options().and_then(|o| output::lint(&o, matches!(format, LintFormat::Json))),
         Command::Graph { spec, format } => spec.options().and_then(|o| output::graph(&o, format)),
         Command::Jobs { spec } => spec.options().and_then(|o| output::jobs(&o)),
-        Command::Serve { config, listen, data_dir, database } => server::serve(config, listen, data_dir, database),
+        Command::Serve { config, listen, data_dir, database } => serve::serve(config, listen, data_dir, database),
         Command::Logs { job, pipeline, follow, url } => logs::logs(&url, job, pipeline, follow),
         Command::Runner { command } => match command {
-            RunnerCommand::Register { url, token, name, tags, config } => server::register(&url, &token, &name, &tags, &config),
+            RunnerCommand::Register { url, token, name, tags, config } => serve::register(&url, &token, &name, &tags, &config),
             RunnerCommand::Run { config, executor, concurrency, work_dir } => {
-                server::run_runner(&config, to_kind(executor), concurrency, work_dir)
+                serve::run_runner(&config, to_kind(executor), concurrency, work_dir)
             }
         },
         Command::Run { only, spec, executor, concurrency, worktree, mut secrets, secrets_file, image, watch, quiet, format } => (|| {

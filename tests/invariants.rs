@@ -56,7 +56,7 @@ fn pipeline_spec_does_no_io_and_knows_nothing_of_tokio() {
 
 #[test]
 fn only_the_binary_prints() {
-    for krate in ["pipeline-spec/src", "scheduler/src", "runner/src"] {
+    for krate in ["pipeline-spec/src", "scheduler/src", "runner/src", "server/src"] {
         for file in rust_files(&root().join(krate)) {
             for (n, line) in code_lines(&file) {
                 let code = line.split("//").next().unwrap_or("");
@@ -68,6 +68,37 @@ fn only_the_binary_prints() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The crate graph states the architecture (ARCHITECTURE.md, *Invariants*): `cargo tree -p CRATE
+/// -i DEP` must find no path, dev-dependencies included, for each pair below. `make lint` runs the
+/// same check from the shell.
+#[test]
+fn crate_graph_states_the_architecture() {
+    const ABSENT: &[(&str, &[&str])] = &[
+        ("pipeline-spec", &["tokio", "git2", "reqwest", "bollard", "scheduler", "runner", "server"]),
+        ("scheduler", &["tokio", "axum", "sqlx", "git2", "maud", "reqwest", "bollard", "runner", "server"]),
+        ("runner", &["sqlx", "axum", "maud", "server"]),
+    ];
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for (krate, banned) in ABSENT {
+        for dep in *banned {
+            let out = std::process::Command::new(&cargo)
+                .args(["tree", "--offline", "--quiet", "-p", krate, "-i", dep])
+                .current_dir(root())
+                .output()
+                .expect("run `cargo tree`");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // `cargo tree -i` fails with "did not match any packages" when nothing depends on
+            // the crate at all; any other failure is a broken check, not a pass.
+            let absent_everywhere = stderr.contains("did not match any packages");
+            assert!(
+                stdout.trim().is_empty() && (out.status.success() || absent_everywhere),
+                "`{krate}` must not depend on `{dep}`:\n{stdout}{stderr}"
+            );
         }
     }
 }

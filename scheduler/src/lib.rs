@@ -30,17 +30,12 @@ mod engine;
 mod error;
 mod event;
 mod from_plan;
-pub mod git;
 mod graph;
 pub mod protocol;
 mod retry;
-pub mod server;
 mod spec;
 mod status;
-pub mod store;
 mod subset;
-pub mod web;
-pub mod webhook;
 
 pub use engine::{Engine, EngineOptions, Failure, JobSnapshot, PlayManual, Snapshot};
 pub use error::{EventError, SpecError};

@@ -329,7 +329,7 @@ pub fn postgres_database() -> String {
     let base = match std::env::var("PISTE_TEST_POSTGRES_URL") {
         Ok(url) => url,
         Err(_) => {
-            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scheduler/tests/store/pg-cluster.sh");
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("server/tests/store/pg-cluster.sh");
             let out = Command::new("sh").arg(script).arg("start").output().expect("sh");
             assert!(out.status.success(), "PostgreSQL for the tests: {}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or_default().to_string()

@@ -1,0 +1,446 @@
+//! The JSON API for people and scripts, webhook intake, git for runners, metrics and health.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiResult, Error};
+use crate::pipelines::{self, now_ms};
+use crate::store::{NewPipeline, Recorded, Store};
+use crate::{AppState, hash_token};
+use scheduler::{Event, JobStatus};
+
+#[derive(Serialize)]
+pub struct JobView {
+    pub id: i64,
+    pub name: String,
+    pub stage: String,
+    pub status: String,
+    pub attempt: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct PipelineView {
+    pub id: i64,
+    pub project: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub sha: String,
+    pub source: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub jobs: Vec<JobView>,
+}
+
+async fn view(state: &AppState, row: crate::store::PipelineRow) -> ApiResult<PipelineView> {
+    let jobs = state.store.jobs(row.id).await?;
+    Ok(PipelineView {
+        id: row.id,
+        project: row.project,
+        git_ref: row.git_ref,
+        sha: row.sha,
+        source: row.source,
+        status: row.status,
+        error: row.error,
+        created_at: row.created_at,
+        jobs: jobs
+            .into_iter()
+            .map(|j| JobView {
+                id: j.id,
+                name: j.name,
+                stage: j.stage,
+                status: j.status,
+                attempt: j.attempt,
+                exit_code: j.exit_code,
+                failure_reason: j.failure_reason,
+            })
+            .collect(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    project: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list_pipelines(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> ApiResult<Json<Vec<PipelineView>>> {
+    let rows = state.store.pipelines(q.project.as_deref(), q.limit.unwrap_or(50).clamp(1, 500)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(view(&state, r).await?);
+    }
+    Ok(Json(out))
+}
+
+pub async fn get_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Json<PipelineView>> {
+    let row = state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
+    Ok(Json(view(&state, row).await?))
+}
+
+#[derive(Serialize)]
+pub struct JobDetail {
+    pub pipeline_id: i64,
+    #[serde(flatten)]
+    pub job: JobView,
+}
+
+pub async fn get_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Json<JobDetail>> {
+    let j = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    Ok(Json(JobDetail {
+        pipeline_id: j.pipeline_id,
+        job: JobView {
+            id: j.id,
+            name: j.name,
+            stage: j.stage,
+            status: j.status,
+            attempt: j.attempt,
+            exit_code: j.exit_code,
+            failure_reason: j.failure_reason,
+        },
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    /// Which attempt's log (default: the latest).
+    attempt: Option<i64>,
+}
+
+pub async fn job_log(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    Query(q): Query<LogQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    let attempt = q.attempt.unwrap_or(job.attempt.max(1));
+    if attempt < 1 || attempt > job.attempt.max(1) {
+        return Err(Error::NotFound("attempt"));
+    }
+    let path = crate::logs::path(&state.logs_dir(), id, attempt);
+    let Ok(mut file) = tokio::fs::File::open(&path).await else {
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::empty()).into_response());
+    };
+    let total = file.metadata().await?.len();
+    let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::ACCEPT_RANGES, "bytes")];
+    // `Range: bytes=a-b`, `bytes=a-` or `bytes=-n` (the tail): a viewer fetches a 100 MB log in parts.
+    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok((plain, Body::from_stream(tokio_util::io::ReaderStream::new(file))).into_response());
+    };
+    let Some((start, end)) = parse_range(range, total) else {
+        return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{total}"))], "").into_response());
+    };
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(end + 1 - start)));
+    Ok((StatusCode::PARTIAL_CONTENT, plain, [(header::CONTENT_RANGE, format!("bytes {start}-{end}/{total}"))], body).into_response())
+}
+
+/// One byte range of a `total`-byte file, inclusive; `None` when unsatisfiable or malformed.
+fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || total == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (total.saturating_sub(n), total - 1)
+        }
+        (a, "") => (a.parse().ok()?, total - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(total - 1)),
+    };
+    (start <= end && start < total).then_some((start, end))
+}
+
+/// A job's artifacts archive, for people (the job page's download link). Same access as logs.
+pub async fn artifacts(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Response> {
+    let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    let Some(digest) = job.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) else {
+        return Err(Error::NotFound("artifacts"));
+    };
+    let file = tokio::fs::File::open(state.artifacts_dir().join(digest)).await.map_err(|_| Error::NotFound("artifacts"))?;
+    let name = format!(
+        "attachment; filename=\"{}-artifacts.tar.gz\"",
+        job.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_")
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/gzip".to_string()), (header::CONTENT_DISPOSITION, name)],
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response())
+}
+
+async fn job_event(state: &AppState, id: i64, make: impl FnOnce(String) -> Event) -> ApiResult<StatusCode> {
+    let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    let commands = pipelines::process(state, job.pipeline_id, vec![make(job.name)], Vec::new()).await?;
+    if commands.is_empty() {
+        return Err(Error::Conflict("the job is not in a state that allows this".into()));
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The buttons of the web pages are HTML forms: they get a redirect back to the page (`303`),
+/// scripts get the JSON API's status. Only our own pages are redirected to (no open redirect).
+fn answer(headers: &HeaderMap, result: ApiResult<StatusCode>, page: String) -> Response {
+    let form =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return match result {
+            Ok(s) => s.into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
+    (StatusCode::SEE_OTHER, [(header::LOCATION, page)]).into_response()
+}
+
+async fn job_page_of(state: &AppState, id: i64) -> String {
+    match state.store.job(id).await {
+        Ok(Some(j)) => format!("/pipelines/{}", j.pipeline_id),
+        _ => "/".into(),
+    }
+}
+
+pub async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let r = job_event(&state, id, |job| Event::CancelJob { job, now: now_ms() as u64 }).await;
+    answer(&headers, r, job_page_of(&state, id).await)
+}
+
+pub async fn retry_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let r = job_event(&state, id, |job| Event::RetryJob { job, now: now_ms() as u64 }).await;
+    answer(&headers, r, job_page_of(&state, id).await)
+}
+
+pub async fn play_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let r = job_event(&state, id, |job| Event::PlayManual { job, now: now_ms() as u64 }).await;
+    answer(&headers, r, job_page_of(&state, id).await)
+}
+
+pub async fn cancel_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let r = cancel_pipeline_inner(&state, id).await;
+    answer(&headers, r, format!("/pipelines/{id}"))
+}
+
+async fn cancel_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCode> {
+    state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
+    let commands = pipelines::process(state, id, vec![Event::Cancel { now: now_ms() as u64 }], Vec::new()).await?;
+    if commands.is_empty() {
+        return Err(Error::Conflict("the pipeline is already finished".into()));
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Retries every failed or canceled job of the pipeline.
+pub async fn retry_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+    let r = retry_pipeline_inner(&state, id).await;
+    answer(&headers, r, format!("/pipelines/{id}"))
+}
+
+async fn retry_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCode> {
+    state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
+    let jobs = state.store.jobs(id).await?;
+    let events: Vec<Event> = jobs
+        .into_iter()
+        .filter(|j| j.status == JobStatus::Failed.as_str() || j.status == JobStatus::Canceled.as_str())
+        .map(|j| Event::RetryJob { job: j.name, now: now_ms() as u64 })
+        .collect();
+    if events.is_empty() {
+        return Err(Error::Conflict("no failed or canceled job to retry".into()));
+    }
+    pipelines::process(state, id, events, Vec::new()).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST /api/v1/webhooks/{project}`: verify over the raw body, then record, then plan.
+pub async fn webhook(
+    State(state): State<Arc<AppState>>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let Some(cfg) = state.config.project(&project) else {
+        return Err(Error::NotFound("project"));
+    };
+    if body.len() > 25 << 20 {
+        return Err(Error::PayloadTooLarge("webhook bodies are limited to 25 MiB".into()));
+    }
+    let forge = match crate::webhook::verify(&headers, &body, &cfg.webhook_secret) {
+        Ok(f) => f,
+        Err(e) => return Ok(webhook_error(e)),
+    };
+    let trigger = match crate::webhook::parse(forge, &headers, &body) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"status": "ignored"}))).into_response()),
+        Err(e) => return Ok(webhook_error(e)),
+    };
+    let info = crate::webhook::ProjectInfo {
+        path: cfg.name.clone(),
+        default_branch: cfg.default_branch.clone(),
+        server_url: state.public_url(),
+        config_path: cfg.pipeline_file.clone().unwrap_or_else(|| ".gitlab-ci.yml".into()),
+        ..crate::webhook::ProjectInfo::default()
+    };
+    let mut ctx = trigger.context(&info);
+    ctx.pipeline_id = 0;
+    let new = NewPipeline {
+        project: cfg.name.clone(),
+        git_ref: trigger.git_ref.clone(),
+        sha: trigger.sha.clone(),
+        before_sha: trigger.before_sha.clone(),
+        source: trigger.source().to_string(),
+        trigger: serde_json::to_string(&ctx).map_err(|e| Error::Internal(e.to_string()))?,
+        created_at: now_ms(),
+    };
+    state.metrics.webhook_received();
+    match state.store.record_pipeline(&trigger.delivery_id, &new).await? {
+        Recorded::Duplicate(id) => Ok((StatusCode::OK, Json(serde_json::json!({"pipeline": id, "duplicate": true}))).into_response()),
+        Recorded::Created(id) => {
+            tracing::info!(pipeline = id, project = %cfg.name, git_ref = %new.git_ref, "pipeline recorded");
+            tokio::spawn(pipelines::plan_and_start(state.clone(), id));
+            Ok((StatusCode::CREATED, Json(serde_json::json!({"pipeline": id}))).into_response())
+        }
+    }
+}
+
+/// Webhook errors keep the module's status table (401 signatures, 400 malformed, 202 ignored).
+fn webhook_error(e: crate::webhook::WebhookError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let code = match status.as_u16() {
+        401 => "unauthorized",
+        413 => "payload_too_large",
+        202 => "ignored",
+        _ => "bad_request",
+    };
+    (status, Json(scheduler::protocol::ApiError { code: code.into(), message: e.to_string() })).into_response()
+}
+
+/// Git smart HTTP for a job's checkout: Basic auth with the job token, read-only.
+pub async fn git(
+    State(state): State<Arc<AppState>>,
+    Path((id, rest)): Path<(i64, String)>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let unauthorized =
+        || (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"piste\"")], "a job token is required").into_response();
+    let Some(token) = basic_password(&headers) else { return Ok(unauthorized()) };
+    let Some(job) = state.store.job_by_token(id, &hash_token(&token)).await? else { return Ok(unauthorized()) };
+    let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
+    let mirror_dir = state.mirror_dir(&pipeline.project);
+    let mut req =
+        crate::git::http::GitHttpRequest::new(method.as_str(), &format!("/{rest}"), uri.query().unwrap_or(""), &headers, body.to_vec());
+    req.remote_user = Some(format!("job-{id}"));
+    let resp = crate::git::http::serve(&mirror_dir, req).await.map_err(|e| Error::Internal(e.to_string()))?;
+    let mut out = Response::builder().status(resp.status);
+    for (k, v) in resp.headers {
+        out = out.header(k, v);
+    }
+    out.body(Body::from(resp.body)).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
+    let decoded = base64_decode(v.trim())?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_user, pass) = text.split_once(':')?;
+    Some(pass.to_string())
+}
+
+/// Standard base64 (no external crate for one header).
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u8> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        })
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    if bytes.len() > 4096 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let v: Vec<u8> = chunk.iter().map(|&c| val(c)).collect::<Option<_>>()?;
+        let n = v.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (18 - 6 * i)));
+        out.push((n >> 16) as u8);
+        if v.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if v.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    Some(out)
+}
+
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.queue_depth().await {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}\n")).into_response(),
+    }
+}
+
+/// Prometheus text format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
+    let counts = state.store.counts().await?;
+    let depth = state.store.queue_depth().await?;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP piste_queue_depth Jobs waiting for a runner.\n# TYPE piste_queue_depth gauge\npiste_queue_depth {depth}");
+    let _ = writeln!(out, "# HELP piste_jobs Jobs by status.\n# TYPE piste_jobs gauge");
+    for (status, n) in &counts.jobs_by_status {
+        let _ = writeln!(out, "piste_jobs{{status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP piste_pipelines Pipelines by status.\n# TYPE piste_pipelines gauge");
+    for (status, n) in &counts.pipelines_by_status {
+        let _ = writeln!(out, "piste_pipelines{{status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP piste_runners Registered runners.\n# TYPE piste_runners gauge\npiste_runners {}", counts.runners);
+    state.metrics.render(&mut out);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{base64_decode, parse_range};
+
+    #[test]
+    fn byte_ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-1000", 100), Some((0, 99)));
+        assert_eq!(parse_range("bytes=50-5000", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-2", 100), None);
+        assert_eq!(parse_range("bytes=0-1,4-5", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=0-0", 0), None);
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode("cGlzdGUtY2ktdG9rZW46YWJj").unwrap(), b"piste-ci-token:abc");
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert!(base64_decode("!!!").is_none());
+    }
+}

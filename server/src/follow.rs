@@ -1,0 +1,124 @@
+//! Live logs: `GET /api/v1/jobs/{id}/log/stream?offset=N` as Server-Sent Events.
+//!
+//! Each event carries the bytes from `offset` on (`data: {"offset": <next offset>, "text": "..."}`)
+//! and its `id:` is the next offset, so a browser's `EventSource` (or `piste logs`) that
+//! reconnects resumes exactly where it stopped (`Last-Event-ID`). Followers are woken as soon as
+//! a chunk is stored (no polling interval adds latency); an `end` event with the job's status
+//! closes the stream once the job is finished and everything was sent. Memory per follower is one
+//! read buffer.
+
+use std::convert::Infallible;
+use std::io::SeekFrom;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::AppState;
+use crate::error::{ApiResult, Error};
+use crate::store::Store;
+
+/// Most bytes sent in one event.
+const EVENT_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    offset: Option<u64>,
+    attempt: Option<i64>,
+    /// `html`: events carry rendered lines (`{"offset", "html"}`) for the job page.
+    format: Option<String>,
+}
+
+fn finished(status: &str) -> bool {
+    matches!(status, "success" | "failed" | "canceled" | "skipped" | "manual")
+}
+
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    let attempt = q.attempt.unwrap_or(job.attempt.max(1));
+    // `Last-Event-ID` (a reconnecting EventSource) wins over `?offset=`.
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let start = resume.or(q.offset).unwrap_or(0);
+    let path = crate::logs::path(&state.logs_dir(), id, attempt);
+    let renderer = match q.format.as_deref() {
+        Some("html") => Some(crate::web::ansi::Renderer::new(first_line(&path, start).await)),
+        _ => None,
+    };
+    let stream = futures_util::stream::unfold((state, start, false, renderer), move |(state, mut offset, done, mut renderer)| {
+        let path = path.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let watcher = state.log_watcher(id);
+                let notified = watcher.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                // Anything new?
+                if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                    let len = f.metadata().await.map_or(0, |m| m.len());
+                    if len > offset {
+                        let want = ((len - offset) as usize).min(EVENT_BYTES);
+                        let mut buf = vec![0u8; want];
+                        if f.seek(SeekFrom::Start(offset)).await.is_ok() && f.read_exact(&mut buf).await.is_ok() {
+                            // Never split a UTF-8 character between events.
+                            let cut = match std::str::from_utf8(&buf) {
+                                Ok(_) => buf.len(),
+                                Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => e.valid_up_to(),
+                                Err(_) => buf.len(),
+                            };
+                            buf.truncate(cut);
+                            offset += buf.len() as u64;
+                            let event = match renderer.as_mut() {
+                                Some(r) => {
+                                    // Resume after what was rendered: a partial last line is held back.
+                                    let html = r.push(&buf);
+                                    let resume = offset - r.pending() as u64;
+                                    let data = serde_json::json!({"offset": resume, "html": html}).to_string();
+                                    Event::default().id(resume.to_string()).data(data)
+                                }
+                                None => {
+                                    let text = String::from_utf8_lossy(&buf).into_owned();
+                                    let data = serde_json::json!({"offset": offset, "text": text}).to_string();
+                                    Event::default().id(offset.to_string()).data(data)
+                                }
+                            };
+                            return Some((Ok(event), (state, offset, false, renderer)));
+                        }
+                    }
+                }
+                // Nothing new: is the job over?
+                let status = state.store.job(id).await.ok().flatten().map(|j| (j.status, j.attempt));
+                if let Some((status, current)) = &status {
+                    if finished(status) || *current != attempt {
+                        let tail = renderer.as_mut().map(|r| r.finish()).unwrap_or_default();
+                        let data = serde_json::json!({"status": status, "offset": offset, "html": tail}).to_string();
+                        return Some((Ok(Event::default().event("end").data(data)), (state, offset, true, renderer)));
+                    }
+                }
+                // Wait for a chunk (or re-check now and then: a finish may come from another server).
+                let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Line number of byte `offset` of the log at `path`; 1 when the log is not there yet.
+async fn first_line(path: &std::path::Path, offset: u64) -> usize {
+    match tokio::fs::File::open(path).await {
+        Ok(mut f) => crate::logs::line_at(&mut f, offset).await.unwrap_or(1),
+        Err(_) => 1,
+    }
+}

@@ -1,0 +1,158 @@
+//! The web pages for people: `/` (projects), `/projects/{name}`, `/pipelines/{id}`, `/jobs/{id}`.
+//! Rendering is in [`crate::web`]; here rows become page data.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::Html;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::AppState;
+use crate::error::{ApiResult, Error};
+use crate::pipelines::JobTemplate;
+use crate::store::{JobRow, PipelineRow, Store};
+use crate::web::ansi::Renderer;
+use crate::web::pages::{self, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary};
+
+/// Bytes of log the job page renders at first (the tail); earlier parts load on demand.
+const TAIL_BYTES: u64 = 256 * 1024;
+
+fn secs(a: Option<i64>, b: Option<i64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b >= a => Some(((b - a) / 1000) as u64),
+        _ => None,
+    }
+}
+
+fn short(sha: &str) -> String {
+    sha.chars().take(8).collect()
+}
+
+pub async fn home(State(state): State<Arc<AppState>>) -> Html<String> {
+    let mut out = String::from("<!doctype html><meta charset=utf-8><title>piste</title><h1>Projects</h1><ul>");
+    for p in &state.config.projects {
+        let name = html_escape(&p.name);
+        out.push_str(&format!("<li><a href=\"/projects/{name}\">{name}</a></li>"));
+    }
+    out.push_str("</ul>");
+    Html(out)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn summary(p: &PipelineRow) -> PipelineSummary {
+    PipelineSummary {
+        id: p.id as u64,
+        git_ref: p.git_ref.clone(),
+        commit: short(&p.sha),
+        status: p.status.clone(),
+        duration_s: secs(Some(p.created_at), Some(p.updated_at))
+            .filter(|_| !matches!(p.status.as_str(), "running" | "pending" | "created")),
+        trigger: p.source.clone(),
+        created: crate::pipelines::iso_time(p.created_at),
+    }
+}
+
+pub async fn project(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult<Html<String>> {
+    state.config.project(&name).ok_or(Error::NotFound("project"))?;
+    let rows = state.store.pipelines(Some(&name), 100).await?;
+    let list: Vec<PipelineSummary> = rows.iter().map(summary).collect();
+    Ok(Html(pages::pipelines_page(&name, &list)))
+}
+
+fn job_box(j: &JobRow) -> JobBox {
+    let needs = serde_json::from_str::<JobTemplate>(&j.spec)
+        .ok()
+        .and_then(|t| t.node.needs)
+        .map(|n| n.into_iter().map(|x| x.job).collect())
+        .unwrap_or_default();
+    JobBox {
+        id: j.id as u64,
+        name: j.name.clone(),
+        stage: j.stage.clone(),
+        status: j.status.clone(),
+        needs,
+        duration_s: secs(j.started_at, j.finished_at),
+    }
+}
+
+pub async fn pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Html<String>> {
+    let p = state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
+    let jobs = state.store.jobs(id).await?;
+    let mut stages: Vec<(i64, String)> = jobs.iter().map(|j| (j.stage_index, j.stage.clone())).collect();
+    stages.sort();
+    stages.dedup();
+    let detail = PipelineDetail {
+        id: p.id as u64,
+        project: p.project.clone(),
+        git_ref: p.git_ref.clone(),
+        commit: short(&p.sha),
+        status: p.status.clone(),
+        duration_s: summary(&p).duration_s,
+        stages: stages.into_iter().map(|(_, s)| s).collect(),
+        jobs: jobs.iter().map(job_box).collect(),
+    };
+    Ok(Html(pages::pipeline_page(&detail)))
+}
+
+#[derive(Deserialize)]
+pub struct JobPageQuery {
+    /// Show the part of the log before this byte offset ("load earlier").
+    before: Option<u64>,
+}
+
+pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(q): Query<JobPageQuery>) -> ApiResult<Html<String>> {
+    let j = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    let p = state.store.pipeline(j.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
+    let template: Option<JobTemplate> = serde_json::from_str(&j.spec).ok();
+    let running = matches!(j.status.as_str(), "created" | "pending" | "running" | "canceling" | "scheduled");
+    let path = crate::logs::path(&state.logs_dir(), id, j.attempt.max(1));
+    let (html, start, end) = match tokio::fs::File::open(&path).await {
+        Ok(mut f) => {
+            let total = f.metadata().await?.len();
+            let upto = q.before.unwrap_or(total).min(total);
+            let mut start = upto.saturating_sub(TAIL_BYTES);
+            // Start at a line boundary so numbering and sections stay right.
+            if start > 0 {
+                let mut probe = vec![0u8; (upto - start) as usize];
+                f.seek(std::io::SeekFrom::Start(start)).await?;
+                f.read_exact(&mut probe).await?;
+                if let Some(nl) = probe.iter().position(|&b| b == b'\n') {
+                    start += nl as u64 + 1;
+                }
+            }
+            let first_line = crate::logs::line_at(&mut f, start).await?;
+            let mut bytes = vec![0u8; (upto - start) as usize];
+            f.seek(std::io::SeekFrom::Start(start)).await?;
+            f.read_exact(&mut bytes).await?;
+            let mut r = Renderer::new(first_line);
+            let mut html = r.push(&bytes);
+            let live = running && q.before.is_none();
+            let end = if live { upto - r.pending() as u64 } else { upto };
+            if !live {
+                html.push_str(&r.finish());
+            }
+            (html, start, end)
+        }
+        Err(_) => (String::new(), 0, 0),
+    };
+    let detail = JobDetail {
+        id: j.id as u64,
+        pipeline_id: j.pipeline_id as u64,
+        project: p.project,
+        name: j.name.clone(),
+        stage: j.stage.clone(),
+        status: j.status.clone(),
+        runner: j.runner_id.map(|r| format!("runner #{r}")),
+        image: template.as_ref().and_then(|t| t.image.as_ref().map(|i| i.name.clone())),
+        duration_s: secs(j.started_at, j.finished_at),
+        attempt: j.attempt.max(1) as u32,
+        exit_code: j.exit_code.map(|c| c as i32),
+        has_artifacts: j.artifacts.is_some(),
+        running: running && q.before.is_none(),
+    };
+    Ok(Html(pages::job_page(&detail, &LogTail { html, start, end })))
+}

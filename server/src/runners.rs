@@ -1,0 +1,321 @@
+//! The runner protocol's server side (see [`scheduler::protocol`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use pipeline_spec::predefined::Context;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{ApiResult, Error};
+use crate::pipelines::{self, JobTemplate, now_ms};
+use crate::store::{JobRow, JobUpdate, Store};
+use crate::{AppState, hash_token, new_token, tokens_equal};
+use scheduler::protocol::{
+    self, Dependency, FinishRequest, Heartbeat, JobOutcome, JobPayload, JobRequestBody, LogAck, LogGap, RegisterRequest, RegisterResponse,
+    Variable,
+};
+use scheduler::{Event, FailureReason, Outcome};
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+pub async fn register(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
+    let expected = &state.config.runner_registration_token;
+    if expected.is_empty() || !tokens_equal(expected, &req.registration_token) {
+        return Err(Error::Unauthorized("invalid registration token"));
+    }
+    if req.name.is_empty() || req.name.len() > 255 || req.tags.iter().any(|t| t.is_empty() || t.len() > 255) || req.tags.len() > 64 {
+        return Err(Error::BadRequest("a runner needs a name (≤ 255 characters) and at most 64 non-empty tags".into()));
+    }
+    let token = new_token();
+    let runner = state.store.register_runner(&req.name, &req.tags, &hash_token(&token), now_ms()).await?;
+    tracing::info!(runner = runner.id, name = %runner.name, "runner registered");
+    Ok((StatusCode::CREATED, Json(RegisterResponse { id: runner.id, token })))
+}
+
+/// Long poll: a pending job matching the runner's tags, or 204 after `poll_ms`.
+pub async fn request_job(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Option<Json<JobRequestBody>>,
+) -> ApiResult<Response> {
+    let _ = body;
+    let token = bearer(&headers).ok_or(Error::Unauthorized("missing runner token"))?;
+    let runner = state.store.runner_by_token(&hash_token(token), now_ms()).await?.ok_or(Error::Unauthorized("unknown runner token"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(state.config.poll_ms);
+    loop {
+        // Register interest before looking, so a job queued in between wakes us.
+        let notified = state.queued.notified();
+        let job_token = new_token();
+        let now = now_ms();
+        let lease_until = now + state.config.lease_ms as i64;
+        if let Some(claimed) = state.store.claim_job(runner.id, &runner.tags, &hash_token(&job_token), now, lease_until).await? {
+            state.observe_dispatch(claimed.job.id);
+            let payload = payload(&state, &claimed.job, job_token).await?;
+            let job = &claimed.job;
+            let event = Event::JobStarted { job: job.name.clone(), attempt: job.attempt as u32, now: now as u64 };
+            pipelines::process(&state, job.pipeline_id, vec![event], Vec::new()).await?;
+            return Ok(Json(payload).into_response());
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+}
+
+async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<JobPayload> {
+    let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(format!("job {}: {e}", job.id)))?;
+    let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
+    let mut ctx: Context = serde_json::from_str(&pipeline.trigger).map_err(|e| Error::Internal(e.to_string()))?;
+    ctx.pipeline_id = u64::try_from(pipeline.id).unwrap_or(0);
+    ctx.pipeline_iid = ctx.pipeline_id;
+    let siblings = if template.dependencies.is_empty() { Vec::new() } else { state.store.jobs(job.pipeline_id).await? };
+    let mut dependencies = Vec::new();
+    let mut dotenv: Vec<(String, String)> = Vec::new();
+    for name in &template.dependencies {
+        if let Some(dep) = siblings.iter().find(|j| &j.name == name) {
+            if dep.artifacts.is_some() {
+                dependencies.push(Dependency { job_id: dep.id, name: dep.name.clone() });
+            }
+            if let Some(d) = &dep.dotenv {
+                dotenv.extend(serde_json::from_str::<Vec<(String, String)>>(d).unwrap_or_default());
+            }
+        }
+    }
+    let variables = pipelines::job_variables(&ctx, &template, &job.name, &job.stage, job.id, &dotenv)
+        .into_iter()
+        .map(|(key, value, masked)| Variable { key, value, masked })
+        .collect();
+    let mut git = template.git.clone();
+    git.path = protocol::paths::git(job.id);
+    Ok(JobPayload {
+        job_id: job.id,
+        pipeline_id: job.pipeline_id,
+        project: pipeline.project,
+        name: job.name.clone(),
+        stage: job.stage.clone(),
+        attempt: job.attempt as u32,
+        token,
+        lease_ms: state.config.lease_ms,
+        git,
+        image: template.image,
+        services: template.services,
+        script: template.script,
+        after_script: template.after_script,
+        variables,
+        timeout_s: template.timeout_s,
+        artifacts: template.artifacts,
+        dependencies,
+    })
+}
+
+/// The running job `id` whose token the request carries.
+async fn job_for(state: &AppState, id: i64, headers: &HeaderMap) -> ApiResult<JobRow> {
+    let token = bearer(headers).ok_or(Error::Unauthorized("missing job token"))?;
+    state.store.job_by_token(id, &hash_token(token)).await?.ok_or(Error::Unauthorized("invalid or expired job token"))
+}
+
+pub async fn heartbeat(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult<Json<Heartbeat>> {
+    job_for(&state, id, &headers).await?;
+    let cancel = state.store.extend_lease(id, now_ms() + state.config.lease_ms as i64).await?;
+    Ok(Json(Heartbeat { cancel, lease_ms: state.config.lease_ms }))
+}
+
+#[derive(Deserialize)]
+pub struct OffsetQuery {
+    offset: u64,
+}
+
+pub async fn append_log(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    Query(q): Query<OffsetQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let job = job_for(&state, id, &headers).await?;
+    if body.len() > 8 << 20 {
+        return Err(Error::PayloadTooLarge("log chunks are limited to 8 MiB".into()));
+    }
+    let secrets = state.project_secrets(job.pipeline_id).await?;
+    let lock = state.log_lock(id).await;
+    let _guard = lock.lock().await;
+    let dir = state.logs_dir();
+    let attempt = job.attempt;
+    let appended = tokio::task::spawn_blocking(move || crate::logs::append(&dir, id, attempt, q.offset, &body, &secrets))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    state.log_appended(id);
+    Ok(match appended {
+        crate::logs::Append::Ok { next_offset } => (StatusCode::ACCEPTED, Json(LogAck { next_offset })).into_response(),
+        crate::logs::Append::Gap { expected_offset } => (
+            StatusCode::CONFLICT,
+            Json(LogGap {
+                code: "log_gap".into(),
+                message: format!("this chunk starts at {}, but the log ends at {expected_offset}", q.offset),
+                expected_offset,
+            }),
+        )
+            .into_response(),
+    })
+}
+
+/// Receives the artifacts archive, verifying its SHA-256 while it streams to disk.
+pub async fn upload_artifacts(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let job = job_for(&state, id, &headers).await?;
+    let expected = headers
+        .get(protocol::SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256:"))
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .ok_or_else(|| Error::BadRequest(format!("the `{}` header must be `sha256:<64 lowercase hex digits>`", protocol::SHA256_HEADER)))?
+        .to_string();
+    let dir = state.artifacts_dir();
+    tokio::fs::create_dir_all(dir.join("tmp")).await?;
+    let tmp = dir.join("tmp").join(format!("{id}-{}", new_token()));
+    let mut file = tokio::fs::File::create(&tmp).await?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(Error::BadRequest(format!("upload interrupted: {e}")));
+            }
+        };
+        size += chunk.len() as u64;
+        if size > state.config.max_artifacts_bytes {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(Error::PayloadTooLarge(format!("artifacts are limited to {} bytes", state.config.max_artifacts_bytes)));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    drop(file);
+    let actual = hex::encode(hasher.finalize());
+    if actual != expected {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(Error::BadRequest(format!("artifacts digest mismatch: header says sha256:{expected}, body is sha256:{actual}")));
+    }
+    let final_path = dir.join(&actual);
+    tokio::fs::rename(&tmp, &final_path).await?;
+    state.store.set_artifacts(id, &format!("sha256:{actual}")).await?;
+    // The dotenv report travels inside the archive: read it now, for the jobs after this one.
+    let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(a) = template.artifacts.filter(|a| !a.dotenv.is_empty()) {
+        let wanted = a.dotenv.clone();
+        let vars =
+            tokio::task::spawn_blocking(move || read_dotenv(&final_path, &wanted)).await.map_err(|e| Error::Internal(e.to_string()))?;
+        match vars {
+            Ok(vars) => state.store.set_dotenv(id, &serde_json::to_string(&vars).unwrap_or_default()).await?,
+            Err(e) => tracing::warn!(job = id, error = %e, "dotenv report ignored"),
+        }
+    }
+    Ok(StatusCode::CREATED)
+}
+
+/// Reads the dotenv files named in `wanted` out of an artifacts archive (bounded).
+fn read_dotenv(archive: &std::path::Path, wanted: &[String]) -> Result<Vec<(String, String)>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = Vec::new();
+    for entry in tar.entries().map_err(|e| e.to_string())?.take(100_000) {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let path = entry.path().map_err(|e| e.to_string())?.to_string_lossy().trim_start_matches("./").to_string();
+        if wanted.iter().any(|w| w.trim_start_matches("./") == path) && entry.header().entry_type().is_file() {
+            let mut text = String::new();
+            entry.by_ref().take(64 * 1024).read_to_string(&mut text).map_err(|e| e.to_string())?;
+            out.extend(pipeline_spec::dotenv::parse(&text).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(out)
+}
+
+/// A dependency's artifacts, for a job that receives them.
+pub async fn download_artifacts(
+    State(state): State<Arc<AppState>>,
+    Path((id, dep)): Path<(i64, i64)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let job = job_for(&state, id, &headers).await?;
+    let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.to_string()))?;
+    let dep_row = state.store.job(dep).await?.ok_or(Error::NotFound("job"))?;
+    if dep_row.pipeline_id != job.pipeline_id || !template.dependencies.contains(&dep_row.name) {
+        return Err(Error::Forbidden("a job token only reaches the artifacts of that job's dependencies"));
+    }
+    let Some(digest) = dep_row.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) else {
+        return Err(Error::NotFound("artifacts"));
+    };
+    let file = tokio::fs::File::open(state.artifacts_dir().join(digest)).await.map_err(|_| Error::NotFound("artifacts"))?;
+    let stream = tokio_util::io::ReaderStream::new(file);
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], Body::from_stream(stream)).into_response())
+}
+
+pub async fn finish(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    Json(req): Json<FinishRequest>,
+) -> ApiResult<StatusCode> {
+    let job = match job_for(&state, id, &headers).await {
+        Ok(job) => job,
+        Err(e) => {
+            // A retried finish after the first was applied: the token is gone, the job done.
+            if let Some(j) = state.store.job(id).await? {
+                if j.finished_at.is_some() && bearer(&headers).is_some() {
+                    return Ok(StatusCode::OK);
+                }
+            }
+            return Err(e);
+        }
+    };
+    let (outcome, reason) = match req.outcome {
+        JobOutcome::Success => (Outcome::Success, None),
+        JobOutcome::ScriptFailure => {
+            (Outcome::Failed { reason: FailureReason::ScriptFailure, exit_code: req.exit_code }, Some("script_failure"))
+        }
+        JobOutcome::JobExecutionTimeout => {
+            (Outcome::Failed { reason: FailureReason::JobExecutionTimeout, exit_code: req.exit_code }, Some("job_execution_timeout"))
+        }
+        JobOutcome::RunnerSystemFailure => {
+            (Outcome::Failed { reason: FailureReason::RunnerSystemFailure, exit_code: req.exit_code }, Some("runner_system_failure"))
+        }
+        JobOutcome::Canceled => (Outcome::Canceled, Some("canceled")),
+    };
+    let stored = crate::logs::len(&state.logs_dir(), id, job.attempt);
+    if stored < req.log_bytes {
+        tracing::warn!(job = id, stored, sent = req.log_bytes, "finish before the whole log arrived");
+    }
+    let now = now_ms();
+    let reason_text = match (reason, &req.reason) {
+        (Some(r), Some(why)) => Some(format!("{r}: {}", why.chars().take(500).collect::<String>())),
+        (Some(r), None) => Some(r.to_string()),
+        (None, _) => None,
+    };
+    let event = Event::JobFinished { job: job.name.clone(), attempt: job.attempt as u32, outcome, now: now as u64 };
+    let update = JobUpdate::Result { job_id: id, exit_code: req.exit_code, failure_reason: reason_text, at: now };
+    pipelines::process(&state, job.pipeline_id, vec![event], vec![update]).await?;
+    state.wake_followers(id);
+    Ok(StatusCode::OK)
+}

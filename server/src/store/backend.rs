@@ -1,0 +1,241 @@
+//! The store chosen at run time from `--database`, and what both backends share: error
+//! mapping, embedded migrations, JSON columns.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+
+use super::{
+    Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, SqliteStore, Store, StoreError,
+    Transition,
+};
+use scheduler::Event;
+
+/// The server's store: SQLite (the embedded default) or PostgreSQL.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Backend {
+    /// Opens the store named by `database`: a `postgres://` (or `postgresql://`) URL; a
+    /// `sqlite://PATH` (or `sqlite:PATH`) URL or a plain file path; or, when empty,
+    /// `<data_dir>/piste.db`. Migrations run before this returns.
+    pub async fn open(database: &str, data_dir: &Path) -> Result<Backend> {
+        Ok(match Location::parse(database, data_dir)? {
+            Location::Postgres(url) => Backend::Postgres(PgStore::connect(&url).await?),
+            Location::Sqlite(path) => Backend::Sqlite(SqliteStore::open(&path).await?),
+        })
+    }
+
+    /// Closes every connection (waits for the ones in use).
+    pub async fn close(&self) {
+        match self {
+            Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+/// Where `--database` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+impl Location {
+    fn parse(database: &str, data_dir: &Path) -> Result<Location> {
+        let database = database.trim();
+        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            return Ok(Location::Postgres(database.to_string()));
+        }
+        let path = database.strip_prefix("sqlite://").or_else(|| database.strip_prefix("sqlite:")).unwrap_or(database);
+        if path.is_empty() {
+            return Ok(Location::Sqlite(data_dir.join("piste.db")));
+        }
+        if let Some((scheme, _)) = path.split_once("://") {
+            return Err(StoreError::Database(format!(
+                "unsupported database `{scheme}://…`: use a `postgres://` URL, a `sqlite://` path or a file path"
+            )));
+        }
+        Ok(Location::Sqlite(PathBuf::from(path)))
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $method:ident($($arg:expr),*)) => {
+        match $self {
+            Backend::Sqlite(s) => s.$method($($arg),*).await,
+            Backend::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store for Backend {
+    async fn register_runner(&self, name: &str, tags: &[String], token_hash: &str, now: i64) -> Result<Runner> {
+        delegate!(self, register_runner(name, tags, token_hash, now))
+    }
+    async fn runner_by_token(&self, token_hash: &str, now: i64) -> Result<Option<Runner>> {
+        delegate!(self, runner_by_token(token_hash, now))
+    }
+    async fn record_pipeline(&self, delivery_id: &str, pipeline: &NewPipeline) -> Result<Recorded> {
+        delegate!(self, record_pipeline(delivery_id, pipeline))
+    }
+    async fn pipeline(&self, id: i64) -> Result<Option<PipelineRow>> {
+        delegate!(self, pipeline(id))
+    }
+    async fn pipelines(&self, project: Option<&str>, limit: i64) -> Result<Vec<PipelineRow>> {
+        delegate!(self, pipelines(project, limit))
+    }
+    async fn pipelines_with_status(&self, statuses: &[&str]) -> Result<Vec<PipelineRow>> {
+        delegate!(self, pipelines_with_status(statuses))
+    }
+    async fn save_plan(&self, pipeline_id: i64, jobs: &[NewJob], status: &str, now: i64) -> Result<Vec<i64>> {
+        delegate!(self, save_plan(pipeline_id, jobs, status, now))
+    }
+    async fn fail_pipeline(&self, pipeline_id: i64, error: &str, now: i64) -> Result<()> {
+        delegate!(self, fail_pipeline(pipeline_id, error, now))
+    }
+    async fn events(&self, pipeline_id: i64) -> Result<Vec<Event>> {
+        delegate!(self, events(pipeline_id))
+    }
+    async fn apply(&self, transition: &Transition) -> Result<i64> {
+        delegate!(self, apply(transition))
+    }
+    async fn job(&self, id: i64) -> Result<Option<JobRow>> {
+        delegate!(self, job(id))
+    }
+    async fn jobs(&self, pipeline_id: i64) -> Result<Vec<JobRow>> {
+        delegate!(self, jobs(pipeline_id))
+    }
+    async fn claim_job(
+        &self,
+        runner_id: i64,
+        runner_tags: &[String],
+        token_hash: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<Claimed>> {
+        delegate!(self, claim_job(runner_id, runner_tags, token_hash, now, lease_until))
+    }
+    async fn job_by_token(&self, id: i64, token_hash: &str) -> Result<Option<JobRow>> {
+        delegate!(self, job_by_token(id, token_hash))
+    }
+    async fn extend_lease(&self, id: i64, until: i64) -> Result<bool> {
+        delegate!(self, extend_lease(id, until))
+    }
+    async fn expired_leases(&self, now: i64) -> Result<Vec<JobRow>> {
+        delegate!(self, expired_leases(now))
+    }
+    async fn set_artifacts(&self, id: i64, digest: &str) -> Result<()> {
+        delegate!(self, set_artifacts(id, digest))
+    }
+    async fn set_dotenv(&self, id: i64, dotenv_json: &str) -> Result<()> {
+        delegate!(self, set_dotenv(id, dotenv_json))
+    }
+    async fn queue_depth(&self) -> Result<i64> {
+        delegate!(self, queue_depth())
+    }
+    async fn counts(&self) -> Result<Counts> {
+        delegate!(self, counts())
+    }
+}
+
+// What both backends share.
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            e => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+impl From<MigrateError> for StoreError {
+    fn from(e: MigrateError) -> StoreError {
+        StoreError::Database(format!("migrating the schema: {e}"))
+    }
+}
+
+/// The schema's migrations, compiled in (`server/migrations/<backend>/`). Never edit one
+/// that has shipped: sqlx refuses a database whose applied migration changed; add a new one.
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> Pin<Box<dyn Future<Output = std::result::Result<Vec<Migration>, BoxDynError>> + Send>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(migrations)))
+    }
+}
+
+pub(super) async fn sqlite_migrator() -> Result<Migrator> {
+    Ok(Migrator::new(Embedded(&[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))])).await?)
+}
+
+pub(super) async fn postgres_migrator() -> Result<Migrator> {
+    Ok(Migrator::new(Embedded(&[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))])).await?)
+}
+
+/// Runs the migrations inside the caller's transaction (SQLite's `BEGIN IMMEDIATE`, so that
+/// processes opening a new file together do not both create the tables). `Migrator::run`
+/// cannot be used on a connection here: its future fails the `Send` check ("`Acquire` is not
+/// general enough"), and `run_direct` is sqlx's public way around that (hidden from its docs).
+pub(super) async fn migrate_sqlite(migrator: &Migrator, conn: &mut sqlx::SqliteConnection) -> Result<()> {
+    Ok(migrator.run_direct(conn).await?)
+}
+
+pub(super) fn event_json(event: &Event) -> Result<String> {
+    serde_json::to_string(event).map_err(|e| StoreError::Database(format!("cannot encode event: {e}")))
+}
+
+pub(super) fn event_from_json(pipeline_id: i64, seq: i64, json: &str) -> Result<Event> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("event {seq} of pipeline {pipeline_id}: {e}")))
+}
+
+pub(super) fn tags_json(tags: &[String]) -> Result<String> {
+    serde_json::to_string(tags).map_err(|e| StoreError::Database(format!("cannot encode tags: {e}")))
+}
+
+pub(super) fn tags_from_json(what: &str, id: i64, json: &str) -> Result<Vec<String>> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("tags of {what} {id}: {e}")))
+}
+
+/// Statuses in which an attempt is in a runner's hands: its token works, its lease counts.
+/// (`canceling`: the engine asked to stop it and waits for the runner's report.)
+pub(super) const HELD: [&str; 2] = ["running", "canceling"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        let dir = Path::new("/data");
+        let check = |database: &str, expected: Location| assert_eq!(Location::parse(database, dir).unwrap(), expected, "{database}");
+        check("", Location::Sqlite(PathBuf::from("/data/piste.db")));
+        check("  ", Location::Sqlite(PathBuf::from("/data/piste.db")));
+        check("sqlite://", Location::Sqlite(PathBuf::from("/data/piste.db")));
+        check("sqlite:///var/piste.db", Location::Sqlite(PathBuf::from("/var/piste.db")));
+        check("sqlite:rel.db", Location::Sqlite(PathBuf::from("rel.db")));
+        check("/srv/ci.db", Location::Sqlite(PathBuf::from("/srv/ci.db")));
+        check("postgres://u@h/db", Location::Postgres("postgres://u@h/db".into()));
+        check("postgresql://h/db?sslmode=disable", Location::Postgres("postgresql://h/db?sslmode=disable".into()));
+        assert!(matches!(Location::parse("mysql://h/db", dir), Err(StoreError::Database(m)) if m.contains("mysql://")));
+    }
+}

@@ -1,0 +1,239 @@
+//! Persistence for the server: one async trait, one file per backend (`sqlite.rs`, the embedded
+//! default; `postgres.rs`, for several `piste serve` sharing one queue). Every backend passes
+//! the same test suite (`server/tests/store/`).
+//!
+//! What is stored: runners (token hashes only), webhook deliveries (for de-duplication),
+//! pipelines with the engine's event log (the engine is deterministic: its state is the replay
+//! of its events, and `version` is their count, used for optimistic concurrency between
+//! servers), and jobs (the queue: `status = 'pending'` rows are claimed atomically by runners;
+//! a claimed job holds a lease that heartbeats extend). Logs and artifacts live on disk under
+//! the data directory, not here.
+//!
+//! Times are milliseconds since the Unix epoch (`i64`).
+
+use serde::{Deserialize, Serialize};
+
+use scheduler::{Event, JobStatus, PipelineStatus};
+
+mod backend;
+mod postgres;
+mod sqlite;
+
+pub use backend::Backend;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Backend errors. `Conflict` is expected under concurrency and handled by the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another server appended events first: reload and retry.
+    #[error("pipeline {pipeline} changed concurrently (expected version {expected}, found {found})")]
+    Conflict { pipeline: i64, expected: i64, found: i64 },
+    #[error("{what} {id} does not exist")]
+    NotFound { what: &'static str, id: i64 },
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runner {
+    pub id: i64,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// A pipeline to record, with the webhook delivery that created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewPipeline {
+    pub project: String,
+    /// `refs/heads/main`, `refs/tags/v1`, `refs/merge-requests/3/head`.
+    pub git_ref: String,
+    pub sha: String,
+    pub before_sha: Option<String>,
+    /// GitLab's `CI_PIPELINE_SOURCE`: `push`, `merge_request_event`, `web`, `api`, ...
+    pub source: String,
+    /// The trigger as JSON (branch, tag, merge request, commit message, ...), for planning.
+    pub trigger: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineRow {
+    pub id: i64,
+    pub project: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub before_sha: Option<String>,
+    pub source: String,
+    pub trigger: String,
+    /// `created` until planned, then the engine's pipeline status (`running`, `success`, ...);
+    /// `error` when planning failed (see `error`).
+    pub status: String,
+    pub error: Option<String>,
+    /// Number of engine events appended so far.
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Result of recording a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new pipeline with this id.
+    Created(i64),
+    /// The delivery id was seen before: no new pipeline; this is the one it created.
+    Duplicate(i64),
+}
+
+/// A job of a planned pipeline, as inserted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewJob {
+    pub name: String,
+    pub stage: String,
+    pub stage_index: i64,
+    /// Runner tags the job needs (all of them must be on the runner).
+    pub tags: Vec<String>,
+    /// The job's payload template as JSON (a `protocol::JobPayload` without token and attempt).
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub name: String,
+    pub stage: String,
+    pub stage_index: i64,
+    pub tags: Vec<String>,
+    pub spec: String,
+    /// The engine's status name (`created`, `pending`, `running`, `success`, ...).
+    pub status: String,
+    pub attempt: i64,
+    pub runner_id: Option<i64>,
+    pub lease_expires_at: Option<i64>,
+    pub cancel_requested: bool,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub failure_reason: Option<String>,
+    /// `sha256:<hex>` of the uploaded artifacts archive.
+    pub artifacts: Option<String>,
+    /// Variables from the job's dotenv report, as JSON `[[k, v], ...]`.
+    pub dotenv: Option<String>,
+}
+
+/// A change to a job row, derived from engine commands or runner reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobUpdate {
+    /// `JobStatusChanged` from the engine. `Pending` puts the job in the queue (clearing
+    /// runner, lease and token of an earlier attempt); other statuses are recorded as is.
+    Status { job_id: i64, status: JobStatus, attempt: u32, at: i64 },
+    /// How an attempt ended, from the runner (or a lease expiry).
+    Result { job_id: i64, exit_code: Option<i32>, failure_reason: Option<String>, at: i64 },
+    /// The engine asked to cancel a running job: the next heartbeat answers `cancel`.
+    RequestCancel { job_id: i64 },
+}
+
+/// Everything that changes together when the engine processes events for a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub pipeline_id: i64,
+    /// The version the caller's engine state has; the append fails with `Conflict` otherwise.
+    pub expected_version: i64,
+    pub events: Vec<Event>,
+    pub jobs: Vec<JobUpdate>,
+    pub pipeline_status: Option<PipelineStatus>,
+    pub at: i64,
+}
+
+/// A job handed to a runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub job: JobRow,
+    pub lease_expires_at: i64,
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// `(status, number of jobs)`.
+    pub jobs_by_status: Vec<(String, i64)>,
+    pub pipelines_by_status: Vec<(String, i64)>,
+    pub runners: i64,
+}
+
+/// The server's storage. Every method is one transaction. Implementations may write `async fn`;
+/// the futures must be `Send` (the server awaits them from spawned tasks).
+pub trait Store: Send + Sync {
+    // Runners.
+    fn register_runner(
+        &self,
+        name: &str,
+        tags: &[String],
+        token_hash: &str,
+        now: i64,
+    ) -> impl std::future::Future<Output = Result<Runner>> + Send;
+    /// The runner with this token hash, marking it seen.
+    fn runner_by_token(&self, token_hash: &str, now: i64) -> impl std::future::Future<Output = Result<Option<Runner>>> + Send;
+
+    // Pipelines.
+    /// Records the delivery and its pipeline atomically; a repeated `(project, delivery_id)`
+    /// creates nothing and returns the first pipeline.
+    fn record_pipeline(&self, delivery_id: &str, pipeline: &NewPipeline) -> impl std::future::Future<Output = Result<Recorded>> + Send;
+    fn pipeline(&self, id: i64) -> impl std::future::Future<Output = Result<Option<PipelineRow>>> + Send;
+    /// Newest first.
+    fn pipelines(&self, project: Option<&str>, limit: i64) -> impl std::future::Future<Output = Result<Vec<PipelineRow>>> + Send;
+    /// Pipelines with one of these statuses (e.g. `created` ones to plan after a restart).
+    fn pipelines_with_status(&self, statuses: &[&str]) -> impl std::future::Future<Output = Result<Vec<PipelineRow>>> + Send;
+    /// Stores the plan's jobs (in order; ids returned in the same order) and sets the status.
+    /// A pipeline is planned once: `Conflict` unless its status is still `created`.
+    fn save_plan(
+        &self,
+        pipeline_id: i64,
+        jobs: &[NewJob],
+        status: &str,
+        now: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<i64>>> + Send;
+    /// Marks a pipeline that could not be planned (status `error`): `Conflict` unless its
+    /// status is still `created` (another server planned it meanwhile).
+    fn fail_pipeline(&self, pipeline_id: i64, error: &str, now: i64) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// The pipeline's engine events, in order (replayed to rebuild the engine).
+    fn events(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Vec<Event>>> + Send;
+    /// Appends events and applies job and pipeline changes atomically, if the pipeline's
+    /// version is still `expected_version`. Returns the new version.
+    fn apply(&self, transition: &Transition) -> impl std::future::Future<Output = Result<i64>> + Send;
+
+    // Jobs.
+    fn job(&self, id: i64) -> impl std::future::Future<Output = Result<Option<JobRow>>> + Send;
+    fn jobs(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Vec<JobRow>>> + Send;
+    /// Atomically gives the oldest pending job whose tags are all in `runner_tags` to the
+    /// runner: status `running`, the job token hash, a lease until `lease_until`. Safe when
+    /// several servers and runners claim at once (each job is claimed once).
+    fn claim_job(
+        &self,
+        runner_id: i64,
+        runner_tags: &[String],
+        token_hash: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> impl std::future::Future<Output = Result<Option<Claimed>>> + Send;
+    /// The running job `id` if `token_hash` is its current token. (`canceling` counts as
+    /// running: the runner still holds the attempt until it reports.)
+    fn job_by_token(&self, id: i64, token_hash: &str) -> impl std::future::Future<Output = Result<Option<JobRow>>> + Send;
+    /// Extends a running (or `canceling`) job's lease; returns whether a cancel was requested.
+    /// `NotFound` when no attempt of the job is running.
+    fn extend_lease(&self, id: i64, until: i64) -> impl std::future::Future<Output = Result<bool>> + Send;
+    /// Running (or `canceling`) jobs whose lease ended before `now`.
+    fn expired_leases(&self, now: i64) -> impl std::future::Future<Output = Result<Vec<JobRow>>> + Send;
+    fn set_artifacts(&self, id: i64, digest: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    fn set_dotenv(&self, id: i64, dotenv_json: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Number of pending jobs.
+    fn queue_depth(&self) -> impl std::future::Future<Output = Result<i64>> + Send;
+    fn counts(&self) -> impl std::future::Future<Output = Result<Counts>> + Send;
+}

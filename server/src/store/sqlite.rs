@@ -1,0 +1,530 @@
+//! The embedded store: one SQLite file under the data directory.
+//!
+//! # Schema (`server/migrations/sqlite/`, the same shape on PostgreSQL)
+//!
+//! - `runners (id, name, tags, token_hash UNIQUE, created_at, last_seen_at)`.
+//! - `pipelines (id, project, git_ref, sha, before_sha, source, trigger, status, error, version,
+//!   created_at, updated_at)`: `version` is the number of rows in `pipeline_events`; `status` is
+//!   `created` until planned. Indexed by `(project, id)` and `(status, id)`.
+//! - `deliveries ((project, delivery_id) PRIMARY KEY, pipeline_id)`: the de-duplication of
+//!   webhook deliveries; a replayed delivery finds the pipeline it created.
+//! - `pipeline_events ((pipeline_id, seq) PRIMARY KEY, event)`: the engine's events as JSON,
+//!   `seq` counting from 1; replaying them rebuilds the engine.
+//! - `jobs (id, pipeline_id, name, stage, stage_index, tags, spec, status, attempt, runner_id,
+//!   token_hash, lease_expires_at, cancel_requested, started_at, finished_at, exit_code,
+//!   failure_reason, artifacts, dotenv)`: every `JobRow` field, plus the current attempt's
+//!   token hash. Indexed by `(pipeline_id, id)` and `(status, id)`, which is the queue (oldest
+//!   pending first), the running jobs (lease expiry) and the counts.
+//!
+//! Tags, triggers, specs and events are JSON text, kept byte for byte. Times are milliseconds.
+//!
+//! # Concurrency
+//!
+//! SQLite has one writer at a time. Writes go through a pool of exactly one connection, so they
+//! queue in the pool instead of spinning in SQLite's busy handler; multi-statement writes start
+//! with `BEGIN IMMEDIATE`, which takes the write lock up front (a deferred transaction that
+//! reads then writes can fail with `SQLITE_BUSY` when another process wrote in between).
+//! Reads go through a pool of `query_only` connections and, in WAL mode, never wait for the
+//! writer. `synchronous=NORMAL` in WAL mode loses no committed transaction on a process crash
+//! (only on power loss, the last ones), which is what a CI server needs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection};
+
+use super::backend::{HELD, event_from_json, event_json, migrate_sqlite, sqlite_migrator, tags_from_json, tags_json};
+use super::{
+    Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError, Transition,
+};
+use scheduler::{Event, JobStatus};
+
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `last_seen_at` is written at most this often per runner (every poll would be a write).
+const SEEN_EVERY_MS: i64 = 1000;
+
+macro_rules! runner_columns {
+    () => {
+        "id, name, tags, created_at, last_seen_at"
+    };
+}
+macro_rules! pipeline_columns {
+    () => {
+        "id, project, git_ref, sha, before_sha, source, trigger, status, error, version, created_at, updated_at"
+    };
+}
+macro_rules! job_columns {
+    () => {
+        "id, pipeline_id, name, stage, stage_index, tags, spec, status, attempt, runner_id, lease_expires_at, cancel_requested, \
+         started_at, finished_at, exit_code, failure_reason, artifacts, dotenv"
+    };
+}
+
+/// The SQLite store. Clones share the connections.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) the database file at `path` and brings
+    /// its schema up to date.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir).await.map_err(|e| StoreError::Database(format!("cannot create `{}`: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        // The whole migration holds the write lock: two processes opening a new file at once
+        // do not both create the tables.
+        let migrator = sqlite_migrator().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        migrate_sqlite(&migrator, &mut tx).await?;
+        tx.commit().await?;
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8) as u32;
+        let readers = SqlitePoolOptions::new().max_connections(readers).connect_with(options.pragma("query_only", "ON")).await?;
+        Ok(SqliteStore { writer, readers })
+    }
+
+    /// Closes every connection (waits for the ones in use).
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+}
+
+impl Store for SqliteStore {
+    async fn register_runner(&self, name: &str, tags: &[String], token_hash: &str, now: i64) -> Result<Runner> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runners (name, tags, token_hash, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
+        )
+        .bind(name)
+        .bind(tags_json(tags)?)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(Runner { id, name: name.to_string(), tags: tags.to_vec(), created_at: now, last_seen_at: now })
+    }
+
+    async fn runner_by_token(&self, token_hash: &str, now: i64) -> Result<Option<Runner>> {
+        let row = sqlx::query(concat!("SELECT ", runner_columns!(), " FROM runners WHERE token_hash = ?1"))
+            .bind(token_hash)
+            .fetch_optional(&self.readers)
+            .await?;
+        let Some(mut runner) = row.as_ref().map(runner_row).transpose()? else { return Ok(None) };
+        if runner.last_seen_at + SEEN_EVERY_MS <= now {
+            sqlx::query("UPDATE runners SET last_seen_at = ?2 WHERE id = ?1 AND last_seen_at < ?2")
+                .bind(runner.id)
+                .bind(now)
+                .execute(&self.writer)
+                .await?;
+            runner.last_seen_at = now;
+        }
+        Ok(Some(runner))
+    }
+
+    async fn record_pipeline(&self, delivery_id: &str, p: &NewPipeline) -> Result<Recorded> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let seen: Option<i64> = sqlx::query_scalar("SELECT pipeline_id FROM deliveries WHERE project = ?1 AND delivery_id = ?2")
+            .bind(&p.project)
+            .bind(delivery_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(id) = seen {
+            return Ok(Recorded::Duplicate(id));
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO pipelines (project, git_ref, sha, before_sha, source, trigger, status, version, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', 0, ?7, ?7) RETURNING id",
+        )
+        .bind(&p.project)
+        .bind(&p.git_ref)
+        .bind(&p.sha)
+        .bind(&p.before_sha)
+        .bind(&p.source)
+        .bind(&p.trigger)
+        .bind(p.created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO deliveries (project, delivery_id, pipeline_id) VALUES (?1, ?2, ?3)")
+            .bind(&p.project)
+            .bind(delivery_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Recorded::Created(id))
+    }
+
+    async fn pipeline(&self, id: i64) -> Result<Option<PipelineRow>> {
+        let row = sqlx::query(concat!("SELECT ", pipeline_columns!(), " FROM pipelines WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(pipeline_row).transpose()
+    }
+
+    async fn pipelines(&self, project: Option<&str>, limit: i64) -> Result<Vec<PipelineRow>> {
+        let limit = limit.max(0);
+        let rows = match project {
+            Some(project) => {
+                sqlx::query(concat!("SELECT ", pipeline_columns!(), " FROM pipelines WHERE project = ?1 ORDER BY id DESC LIMIT ?2"))
+                    .bind(project)
+                    .bind(limit)
+                    .fetch_all(&self.readers)
+                    .await?
+            }
+            None => {
+                sqlx::query(concat!("SELECT ", pipeline_columns!(), " FROM pipelines ORDER BY id DESC LIMIT ?1"))
+                    .bind(limit)
+                    .fetch_all(&self.readers)
+                    .await?
+            }
+        };
+        rows.iter().map(pipeline_row).collect()
+    }
+
+    async fn pipelines_with_status(&self, statuses: &[&str]) -> Result<Vec<PipelineRow>> {
+        let statuses = serde_json::to_string(statuses).map_err(|e| StoreError::Database(e.to_string()))?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            pipeline_columns!(),
+            " FROM pipelines WHERE status IN (SELECT value FROM json_each(?1)) ORDER BY id"
+        ))
+        .bind(statuses)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(pipeline_row).collect()
+    }
+
+    async fn save_plan(&self, pipeline_id: i64, jobs: &[NewJob], status: &str, now: i64) -> Result<Vec<i64>> {
+        let tags = jobs.iter().map(|j| tags_json(&j.tags)).collect::<Result<Vec<_>>>()?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let planned = sqlx::query("UPDATE pipelines SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'created'")
+            .bind(pipeline_id)
+            .bind(status)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if planned.rows_affected() == 0 {
+            return Err(conflict(&mut tx, pipeline_id, 0).await);
+        }
+        let mut ids = Vec::with_capacity(jobs.len());
+        for (job, tags) in jobs.iter().zip(&tags) {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO jobs (pipeline_id, name, stage, stage_index, tags, spec, status, attempt) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', 1) RETURNING id",
+            )
+            .bind(pipeline_id)
+            .bind(&job.name)
+            .bind(&job.stage)
+            .bind(job.stage_index)
+            .bind(tags)
+            .bind(&job.spec)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn fail_pipeline(&self, pipeline_id: i64, error: &str, now: i64) -> Result<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let failed = sqlx::query("UPDATE pipelines SET status = 'error', error = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'created'")
+            .bind(pipeline_id)
+            .bind(error)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if failed.rows_affected() == 0 {
+            return Err(conflict(&mut tx, pipeline_id, 0).await);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn events(&self, pipeline_id: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT seq, event FROM pipeline_events WHERE pipeline_id = ?1 ORDER BY seq")
+            .bind(pipeline_id)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(|r| event_from_json(pipeline_id, r.try_get("seq")?, r.try_get("event")?)).collect()
+    }
+
+    async fn apply(&self, t: &Transition) -> Result<i64> {
+        let events = t.events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
+        let added = events.len() as i64;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let appended = sqlx::query(
+            "UPDATE pipelines SET version = version + ?3, status = COALESCE(?4, status), updated_at = ?5 \
+             WHERE id = ?1 AND version = ?2",
+        )
+        .bind(t.pipeline_id)
+        .bind(t.expected_version)
+        .bind(added)
+        .bind(t.pipeline_status.map(|s| s.as_str()))
+        .bind(t.at)
+        .execute(&mut *tx)
+        .await?;
+        if appended.rows_affected() == 0 {
+            return Err(conflict(&mut tx, t.pipeline_id, t.expected_version).await);
+        }
+        for (seq, event) in (t.expected_version + 1..).zip(&events) {
+            sqlx::query("INSERT INTO pipeline_events (pipeline_id, seq, event) VALUES (?1, ?2, ?3)")
+                .bind(t.pipeline_id)
+                .bind(seq)
+                .bind(event)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for update in &t.jobs {
+            update_job(&mut tx, t.pipeline_id, update).await?;
+        }
+        tx.commit().await?;
+        Ok(t.expected_version + added)
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<JobRow>> {
+        let row =
+            sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1")).bind(id).fetch_optional(&self.readers).await?;
+        row.as_ref().map(job_row).transpose()
+    }
+
+    async fn jobs(&self, pipeline_id: i64) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE pipeline_id = ?1 ORDER BY id"))
+            .bind(pipeline_id)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(job_row).collect()
+    }
+
+    async fn claim_job(
+        &self,
+        runner_id: i64,
+        runner_tags: &[String],
+        token_hash: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<Claimed>> {
+        // One statement, so one atomic write: the oldest pending job none of whose tags is
+        // missing from the runner's. (Jobs without tags are stored as `[]`.)
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET status = 'running', runner_id = ?1, token_hash = ?2, started_at = ?3, lease_expires_at = ?4 \
+             WHERE id = (SELECT j.id FROM jobs AS j WHERE j.status = 'pending' AND (j.tags = '[]' OR NOT EXISTS ( \
+                 SELECT 1 FROM json_each(j.tags) AS t WHERE t.value NOT IN (SELECT value FROM json_each(?5)))) \
+               ORDER BY j.id LIMIT 1) \
+             RETURNING ",
+            job_columns!()
+        ))
+        .bind(runner_id)
+        .bind(token_hash)
+        .bind(now)
+        .bind(lease_until)
+        .bind(tags_json(runner_tags)?)
+        .fetch_optional(&self.writer)
+        .await?;
+        let Some(job) = row.as_ref().map(job_row).transpose()? else { return Ok(None) };
+        Ok(Some(Claimed { job, lease_expires_at: lease_until }))
+    }
+
+    async fn job_by_token(&self, id: i64, token_hash: &str) -> Result<Option<JobRow>> {
+        let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1 AND token_hash = ?2 AND status IN (?3, ?4)"))
+            .bind(id)
+            .bind(token_hash)
+            .bind(HELD[0])
+            .bind(HELD[1])
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(job_row).transpose()
+    }
+
+    async fn extend_lease(&self, id: i64, until: i64) -> Result<bool> {
+        let cancel: Option<bool> =
+            sqlx::query_scalar("UPDATE jobs SET lease_expires_at = ?2 WHERE id = ?1 AND status IN (?3, ?4) RETURNING cancel_requested")
+                .bind(id)
+                .bind(until)
+                .bind(HELD[0])
+                .bind(HELD[1])
+                .fetch_optional(&self.writer)
+                .await?;
+        cancel.ok_or(StoreError::NotFound { what: "running job", id })
+    }
+
+    async fn expired_leases(&self, now: i64) -> Result<Vec<JobRow>> {
+        let rows =
+            sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE status IN (?2, ?3) AND lease_expires_at < ?1 ORDER BY id"))
+                .bind(now)
+                .bind(HELD[0])
+                .bind(HELD[1])
+                .fetch_all(&self.readers)
+                .await?;
+        rows.iter().map(job_row).collect()
+    }
+
+    async fn set_artifacts(&self, id: i64, digest: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE jobs SET artifacts = ?2 WHERE id = ?1").bind(id).bind(digest).execute(&self.writer).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "job", id });
+        }
+        Ok(())
+    }
+
+    async fn set_dotenv(&self, id: i64, dotenv_json: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE jobs SET dotenv = ?2 WHERE id = ?1").bind(id).bind(dotenv_json).execute(&self.writer).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "job", id });
+        }
+        Ok(())
+    }
+
+    async fn queue_depth(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'pending'").fetch_one(&self.readers).await?)
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        // One read transaction: the three counts come from one snapshot.
+        let mut tx = self.readers.begin().await?;
+        let jobs_by_status =
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status").fetch_all(&mut *tx).await?;
+        let pipelines_by_status =
+            sqlx::query_as("SELECT status, COUNT(*) FROM pipelines GROUP BY status ORDER BY status").fetch_all(&mut *tx).await?;
+        let runners = sqlx::query_scalar("SELECT COUNT(*) FROM runners").fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Counts { jobs_by_status, pipelines_by_status, runners })
+    }
+}
+
+/// Why a guarded pipeline update changed no row: the pipeline is missing, or its version is
+/// not the expected one (the caller rolls back by dropping the transaction).
+async fn conflict(tx: &mut SqliteConnection, pipeline: i64, expected: i64) -> StoreError {
+    match sqlx::query_scalar::<_, i64>("SELECT version FROM pipelines WHERE id = ?1").bind(pipeline).fetch_optional(tx).await {
+        Ok(Some(found)) => StoreError::Conflict { pipeline, expected, found },
+        Ok(None) => StoreError::NotFound { what: "pipeline", id: pipeline },
+        Err(e) => e.into(),
+    }
+}
+
+async fn update_job(tx: &mut SqliteConnection, pipeline_id: i64, update: &JobUpdate) -> Result<()> {
+    let (done, job_id) = match update {
+        // A new attempt: nothing of the previous one's claim or result survives.
+        JobUpdate::Status { job_id, status: JobStatus::Pending, attempt, at: _ } => {
+            let done = sqlx::query(
+                "UPDATE jobs SET status = 'pending', attempt = ?3, runner_id = NULL, token_hash = NULL, lease_expires_at = NULL, \
+                 cancel_requested = 0, started_at = NULL, finished_at = NULL, exit_code = NULL, failure_reason = NULL, \
+                 artifacts = NULL, dotenv = NULL \
+                 WHERE id = ?1 AND pipeline_id = ?2",
+            )
+            .bind(job_id)
+            .bind(pipeline_id)
+            .bind(i64::from(*attempt))
+            .execute(&mut *tx)
+            .await?;
+            (done, *job_id)
+        }
+        JobUpdate::Status { job_id, status, attempt, at } => {
+            let done = sqlx::query(
+                "UPDATE jobs SET status = ?3, attempt = ?4, \
+                 started_at = CASE WHEN ?3 = 'running' THEN COALESCE(started_at, ?5) ELSE started_at END, \
+                 finished_at = CASE WHEN ?6 THEN COALESCE(finished_at, ?5) ELSE finished_at END \
+                 WHERE id = ?1 AND pipeline_id = ?2",
+            )
+            .bind(job_id)
+            .bind(pipeline_id)
+            .bind(status.as_str())
+            .bind(i64::from(*attempt))
+            .bind(at)
+            .bind(status.is_complete())
+            .execute(&mut *tx)
+            .await?;
+            (done, *job_id)
+        }
+        JobUpdate::Result { job_id, exit_code, failure_reason, at } => {
+            let done =
+                sqlx::query("UPDATE jobs SET exit_code = ?3, failure_reason = ?4, finished_at = ?5 WHERE id = ?1 AND pipeline_id = ?2")
+                    .bind(job_id)
+                    .bind(pipeline_id)
+                    .bind(exit_code.map(i64::from))
+                    .bind(failure_reason)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            (done, *job_id)
+        }
+        JobUpdate::RequestCancel { job_id } => {
+            let done = sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND pipeline_id = ?2")
+                .bind(job_id)
+                .bind(pipeline_id)
+                .execute(&mut *tx)
+                .await?;
+            (done, *job_id)
+        }
+    };
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound { what: "job", id: job_id });
+    }
+    Ok(())
+}
+
+fn runner_row(r: &SqliteRow) -> Result<Runner> {
+    let id = r.try_get("id")?;
+    Ok(Runner {
+        id,
+        name: r.try_get("name")?,
+        tags: tags_from_json("runner", id, r.try_get("tags")?)?,
+        created_at: r.try_get("created_at")?,
+        last_seen_at: r.try_get("last_seen_at")?,
+    })
+}
+
+fn pipeline_row(r: &SqliteRow) -> Result<PipelineRow> {
+    Ok(PipelineRow {
+        id: r.try_get("id")?,
+        project: r.try_get("project")?,
+        git_ref: r.try_get("git_ref")?,
+        sha: r.try_get("sha")?,
+        before_sha: r.try_get("before_sha")?,
+        source: r.try_get("source")?,
+        trigger: r.try_get("trigger")?,
+        status: r.try_get("status")?,
+        error: r.try_get("error")?,
+        version: r.try_get("version")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn job_row(r: &SqliteRow) -> Result<JobRow> {
+    let id = r.try_get("id")?;
+    Ok(JobRow {
+        id,
+        pipeline_id: r.try_get("pipeline_id")?,
+        name: r.try_get("name")?,
+        stage: r.try_get("stage")?,
+        stage_index: r.try_get("stage_index")?,
+        tags: tags_from_json("job", id, r.try_get("tags")?)?,
+        spec: r.try_get("spec")?,
+        status: r.try_get("status")?,
+        attempt: r.try_get("attempt")?,
+        runner_id: r.try_get("runner_id")?,
+        lease_expires_at: r.try_get("lease_expires_at")?,
+        cancel_requested: r.try_get("cancel_requested")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        exit_code: r.try_get("exit_code")?,
+        failure_reason: r.try_get("failure_reason")?,
+        artifacts: r.try_get("artifacts")?,
+        dotenv: r.try_get("dotenv")?,
+    })
+}

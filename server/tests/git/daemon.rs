@@ -1,0 +1,65 @@
+//! Mirrors fetched through a real `git daemon` (the `git://` protocol) on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+
+use server::git::Mirror;
+
+use crate::{Guard, Source, free_port, git, wait_for};
+
+/// `git daemon` exporting every repository under `base`, on a free port of 127.0.0.1.
+struct Daemon {
+    _child: Guard,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(base: &Path, home: &Path) -> Daemon {
+        let port = free_port();
+        let child = git(home)
+            .args(["daemon", "--reuseaddr", "--listen=127.0.0.1", "--export-all", "--informative-errors"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("`git daemon` (part of Debian's git package)");
+        let child = Guard(child);
+        wait_for(SocketAddr::from(([127, 0, 0, 1], port)));
+        Daemon { _child: child, port }
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+#[test]
+fn a_mirror_fetches_over_git_protocol_from_git_daemon() {
+    let src = Source::new();
+    let one = src.commit(&[(".gitlab-ci.yml", Some("build: {script: [make]}\n"))], "one");
+    // Serve a bare copy, as a forge would.
+    let served = src.tmp.path().join("served");
+    let bare = Mirror::open_or_init(&served.join("app.git")).unwrap();
+    bare.fetch(&src.url()).unwrap();
+    let daemon = Daemon::start(&served, src.tmp.path());
+
+    let mirror = Mirror::open_or_init(&src.tmp.path().join("mirrors/app.git")).unwrap();
+    mirror.fetch(&daemon.url("app.git")).unwrap();
+    assert!(mirror.has_commit(&one));
+    assert_eq!(mirror.read_file(&one, ".gitlab-ci.yml").unwrap().as_deref(), Some("build: {script: [make]}\n"));
+    assert_eq!(mirror.default_head().unwrap(), Some(one.clone()));
+
+    // A later push upstream arrives with the next fetch, and only the new objects travel.
+    let two = src.commit(&[(".gitlab-ci.yml", Some("build: {script: [make all]}\n")), ("src/lib.c", Some("int x;\n"))], "two");
+    bare.fetch(&src.url()).unwrap();
+    mirror.fetch(&daemon.url("app.git")).unwrap();
+    assert!(mirror.has_commit(&two));
+    assert_eq!(mirror.changed_files(&one, &two).unwrap(), [".gitlab-ci.yml", "src/lib.c"]);
+
+    // An unknown repository is an error naming the URL, not a panic.
+    let err = mirror.fetch(&daemon.url("nope.git")).unwrap_err();
+    assert!(err.to_string().contains("nope.git"), "{err}");
+}

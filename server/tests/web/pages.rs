@@ -1,0 +1,104 @@
+//! Pages with fixed data, snapshotted; hostile names must come out escaped.
+
+use insta::assert_snapshot;
+use server::web::pages::{JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, job_page, pipeline_page, pipelines_page};
+use server::web::render;
+
+/// The page without the shared stylesheet and script, which would repeat in every snapshot.
+fn body(page: String) -> String {
+    let cut = |page: &str, open: &str, close: &str| match (page.find(open), page.find(close)) {
+        (Some(a), Some(b)) => format!("{}{}…{}", &page[..a], open, &page[b..]),
+        _ => page.to_owned(),
+    };
+    let page = cut(&page, "<style>", "</style>");
+    cut(&page, "<script>", "</script>").replace("><", ">\n<")
+}
+
+#[test]
+fn pipelines() {
+    let pipelines = [
+        PipelineSummary {
+            id: 7,
+            git_ref: "main".into(),
+            commit: "0123456789abcdef".into(),
+            status: "success".into(),
+            duration_s: Some(75),
+            trigger: "push".into(),
+            created: "2024-05-01 10:00".into(),
+        },
+        PipelineSummary {
+            id: 8,
+            git_ref: "<script>alert(1)</script>".into(),
+            commit: "abc".into(),
+            status: "running\" onmouseover=\"x".into(),
+            duration_s: None,
+            trigger: "web".into(),
+            created: "2024-05-01 11:00".into(),
+        },
+    ];
+    let page = pipelines_page("acme/app", &pipelines);
+    assert!(!page.contains("<script>alert"));
+    assert_snapshot!(body(page));
+    assert!(pipelines_page("p", &[]).contains("No pipelines yet."));
+}
+
+#[test]
+fn pipeline() {
+    let job = |id, name: &str, stage: &str, status: &str, needs: &[&str]| JobBox {
+        id,
+        name: name.into(),
+        stage: stage.into(),
+        status: status.into(),
+        needs: needs.iter().map(|n| n.to_string()).collect(),
+        duration_s: Some(id * 10),
+    };
+    let pipeline = PipelineDetail {
+        id: 7,
+        project: "acme/app".into(),
+        git_ref: "main".into(),
+        commit: "0123456789abcdef".into(),
+        status: "running".into(),
+        duration_s: Some(42),
+        stages: vec!["build".into(), "test".into()],
+        jobs: vec![
+            job(1, "compile", "build", "success", &[]),
+            job(2, "unit", "test", "running", &["compile"]),
+            job(3, "lint <b>", "test", "failed", &[]),
+        ],
+    };
+    assert_snapshot!(body(pipeline_page(&pipeline)));
+}
+
+fn job(running: bool) -> JobDetail {
+    JobDetail {
+        id: 42,
+        pipeline_id: 7,
+        project: "acme/app".into(),
+        name: "unit".into(),
+        stage: "test".into(),
+        status: if running { "running" } else { "failed" }.into(),
+        runner: Some("runner-1".into()),
+        image: Some("rust:1.85".into()),
+        duration_s: Some(61),
+        attempt: 2,
+        exit_code: (!running).then_some(101),
+        has_artifacts: !running,
+        running,
+    }
+}
+
+#[test]
+fn running_job_follows_its_log() {
+    let tail = LogTail { html: render(b"\x1b[32mok\x1b[0m <tag>\n", 10).html, start: 1000, end: 1020 };
+    let page = job_page(&job(true), &tail);
+    assert!(page.contains("new EventSource"));
+    assert_snapshot!(body(page));
+}
+
+#[test]
+fn finished_job_has_no_script() {
+    let tail = LogTail { html: render(b"done\n", 1).html, start: 0, end: 5 };
+    let page = job_page(&job(false), &tail);
+    assert!(!page.contains("<script"));
+    assert_snapshot!(body(page));
+}
