@@ -36,7 +36,10 @@ pub fn serve(
         cfg.listen = l;
     }
     if let Some(d) = data_dir {
-        cfg.data_dir = d;
+        // `--data-dir` is relative to where the command runs; the file's `data_dir` to the file.
+        cfg.data_dir = server::config::absolute(&d).with_context(|| format!("resolving `{}`", d.display()))?;
+    } else if config.is_none() {
+        cfg.data_dir = server::config::absolute(&cfg.data_dir).context("resolving the data directory")?;
     }
     if database.is_some() {
         cfg.database = database;

@@ -100,6 +100,13 @@ impl Default for Config {
     }
 }
 
+/// `path` made absolute against the current directory, without touching the filesystem (the
+/// folder may not exist yet); `.` components are dropped.
+pub fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    Ok(abs.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read `{}`: {source}", .path.display())]
@@ -111,8 +118,13 @@ pub enum ConfigError {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let config: Config =
+        let mut config: Config =
             toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+        // A relative `data_dir` means "next to this file", resolved once, here: everything after
+        // (SQLite, logs, mirrors, the git CGI's working directory) sees one absolute path.
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        config.data_dir =
+            absolute(&base.join(&config.data_dir)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         Ok(config)
     }

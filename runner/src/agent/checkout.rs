@@ -208,7 +208,9 @@ fn fetch(repo: &Repository, req: &CheckoutRequest, refspec: &str, cancel: &Cance
         Ok(()) => Ok(()),
         Err(_) if cancel.is_cancelled() => Err(CheckoutError::Canceled),
         Err(e) => {
-            Err(CheckoutError::System(format!("fetching `{}` from `{}` failed: {}", refspec.trim_start_matches('+'), req.url, e.message())))
+            let refspec = refspec.trim_start_matches('+');
+            tracing::warn!(url = %req.url, refspec, error = e.message(), "git fetch from the server failed");
+            Err(CheckoutError::System(format!("fetching `{refspec}` from `{}` failed: {}", req.url, e.message())))
         }
     }
 }

@@ -180,9 +180,17 @@ pub async fn serve_with(backend: &Path, mirror_dir: &Path, req: GitHttpRequest) 
         Some(_) => return Ok(GitHttpResponse::refuse(415, "only gzip request bodies are understood")),
     };
     let (Some(root), Some(name)) = (mirror_dir.parent(), mirror_dir.file_name().and_then(|n| n.to_str())) else {
+        tracing::warn!(mirror = %mirror_dir.display(), "git request refused: the mirror path has no folder or name");
         return Ok(GitHttpResponse::refuse(404, "no such repository"));
     };
+    if !root.is_absolute() {
+        // The CGI runs in `root` with `GIT_PROJECT_ROOT=root`: a relative root would be resolved
+        // twice and point nowhere. `Config::load` makes `data_dir` absolute; refuse loudly.
+        tracing::error!(mirror = %mirror_dir.display(), "git request refused: the mirror path is relative");
+        return Ok(GitHttpResponse::refuse(500, "the server's mirror path is misconfigured"));
+    }
     if !mirror_dir.is_dir() || name.contains(['?', '#', '%']) {
+        tracing::warn!(mirror = %mirror_dir.display(), "git request refused: no mirror at this path (was the project fetched?)");
         return Ok(GitHttpResponse::refuse(404, "no such repository"));
     }
 
