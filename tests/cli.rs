@@ -78,7 +78,7 @@ fn default_file_falls_back_to_the_dso_file() {
 
 #[test]
 fn include_project_resolves_through_project_dir() {
-    let corpus = repo().join("../shared/corpus");
+    let corpus = repo().join("fixtures/corpus");
     let out = piste(
         &corpus.join("cpin"),
         &[
