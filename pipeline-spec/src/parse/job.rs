@@ -229,7 +229,7 @@ fn parse_image(cx: &mut Cx, n: &Node) -> Option<Image> {
 }
 
 fn parse_services(cx: &mut Cx, n: &Node) -> Vec<Service> {
-    let Some(items) = n.as_seq() else {
+    let Some(items) = n.as_seq().map(super::values::flatten_once) else {
         cx.push(Diagnostic::error(n.span, format!("expected a list of services, found {}", n.kind())).key("services"));
         return Vec::new();
     };
@@ -362,6 +362,7 @@ fn parse_artifacts(cx: &mut Cx, n: &Node) -> Option<Artifacts> {
 fn parse_caches(cx: &mut Cx, n: &Node) -> Vec<Cache> {
     match &n.value {
         Value::Seq(items) => {
+            let items = super::values::flatten_once(items);
             if items.len() > 4 {
                 cx.push(Diagnostic::error(n.span, format!("{} caches; GitLab allows at most 4 per job", items.len())).key("cache"));
             }
@@ -510,7 +511,7 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
                 if need.cross_pipeline {
                     continue;
                 }
-                match p.jobs.get(&need.job) {
+                match p.jobs.get(&need.job).or_else(|| crate::plan::instance_of(&p.jobs, &need.job)) {
                     None if need.optional => {}
                     None => cx.push(
                         Diagnostic::error(need.span, format!("`needs` refers to `{}`, which is not defined", need.job))
@@ -518,7 +519,7 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
                             .suggest(suggest(&need.job, names())),
                     ),
                     Some(other) => {
-                        if other.name == job.name {
+                        if other.name == job.name && need.job == job.name {
                             cx.push(Diagnostic::error(need.span, "a job cannot need itself").key(key));
                         } else if idx(other) > my_stage && idx(other) != usize::MAX && my_stage != usize::MAX {
                             cx.push(
@@ -544,20 +545,30 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
         }
         if let Some(deps) = &job.dependencies {
             for (dep, span) in deps {
-                match p.jobs.get(dep) {
+                match p.jobs.get(dep).or_else(|| crate::plan::instance_of(&p.jobs, dep)) {
                     None => cx.push(
                         Diagnostic::error(*span, format!("`dependencies` refers to `{dep}`, which is not defined"))
                             .key("dependencies")
                             .suggest(suggest(dep, names())),
                     ),
-                    Some(other) if idx(other) >= my_stage && job.needs.is_none() => cx.push(
-                        Diagnostic::error(*span, format!("`dependencies` refers to `{dep}`, which is not in an earlier stage"))
-                            .key("dependencies")
-                            .help("artifacts come only from jobs of earlier stages (or from jobs listed in `needs`)"),
+                    // GitLab: "dependency X is not defined in current or prior stages" — the same
+                    // stage is allowed.
+                    Some(other) if idx(other) > my_stage && job.needs.is_none() => cx.push(
+                        Diagnostic::error(
+                            *span,
+                            format!("`dependencies` refers to `{dep}`, which is in the later stage `{}`", other.stage),
+                        )
+                        .key("dependencies")
+                        .help("artifacts come only from jobs of the current or earlier stages (or from jobs listed in `needs`)"),
                     ),
                     Some(_) => {
                         if let Some(needs) = &job.needs {
-                            if !needs.iter().any(|n| &n.job == dep) {
+                            // With `needs`, a dependency must be listed there, as the job or as
+                            // the very instance named.
+                            if !needs
+                                .iter()
+                                .any(|n| &n.job == dep || crate::plan::instance_of(&p.jobs, dep).is_some_and(|j| j.name == n.job))
+                            {
                                 cx.push(
                                     Diagnostic::error(*span, format!("`dependencies` lists `{dep}`, which is not in `needs`"))
                                         .key("dependencies")

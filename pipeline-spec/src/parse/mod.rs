@@ -16,6 +16,7 @@ use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
 pub(crate) use values::Cx;
+pub use values::MAX_NEEDS;
 
 /// Top-level keywords; any other key is a job (or a hidden `.template`).
 pub const TOP_KEYWORDS: &[&str] = &[
@@ -95,8 +96,9 @@ pub const DEFAULT_KEYS: &[&str] = &[
 /// Top-level keys that act as defaults (deprecated globals GitLab still honours).
 const GLOBAL_DEFAULTS: &[&str] = &["after_script", "before_script", "cache", "image", "services"];
 
-pub(crate) fn build_pipeline(top: Map, span: Span, partial: &HashSet<String>, diags: &mut Vec<Diagnostic>) -> Pipeline {
+pub(crate) fn build_pipeline(top: Map, span: Span, partial: &HashSet<String>, max_needs: usize, diags: &mut Vec<Diagnostic>) -> Pipeline {
     let mut cx = Cx::new(diags);
+    cx.max_needs = max_needs;
 
     let stages = match top.get("stages").or_else(|| top.get("types")) {
         Some(e) => {

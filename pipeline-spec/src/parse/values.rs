@@ -11,7 +11,7 @@ use crate::model::{AllowFailure, Condition, Need, Policy, Retry, Rule, Variable,
 use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
-/// GitLab: a job can have at most 50 `needs` (`ci_needs_size_limit`).
+/// GitLab's default limit of `needs` per job (`ci_max_needs`, "one job can only need 50 others").
 pub const MAX_NEEDS: usize = 50;
 /// GitLab flattens nested lists in `script` and `rules` up to 10 levels.
 const MAX_LIST_NESTING: usize = 10;
@@ -36,6 +36,8 @@ const RETRY_WHEN: &[&str] = &[
 pub(crate) struct Cx<'a> {
     diags: &'a mut Vec<Diagnostic>,
     pub job: Option<String>,
+    /// The most `needs` one job may list (GitLab's `ci_max_needs`, 50 by default).
+    pub max_needs: usize,
     /// Parsed `if:` expressions by source text: templates repeat the same rules across hundreds
     /// of jobs, and compiling their regexes once is most of the cost of parsing them.
     exprs: HashMap<String, Result<Expr, crate::expr::ExprError>>,
@@ -43,7 +45,7 @@ pub(crate) struct Cx<'a> {
 
 impl<'a> Cx<'a> {
     pub fn new(diags: &'a mut Vec<Diagnostic>) -> Self {
-        Cx { diags, job: None, exprs: HashMap::new() }
+        Cx { diags, job: None, max_needs: MAX_NEEDS, exprs: HashMap::new() }
     }
 
     pub fn push(&mut self, mut d: Diagnostic) {
@@ -277,17 +279,8 @@ impl<'a> Cx<'a> {
                 }
                 Some(s)
             }
-            Value::Bool(b) => {
-                self.push(
-                    Diagnostic::error(
-                        v.span,
-                        format!("variable `{name}` is the boolean `{b}`; variable values must be strings or numbers"),
-                    )
-                    .key(key)
-                    .help(format!("quote it: `{name}: \"{b}\"`")),
-                );
-                None
-            }
+            // GitLab accepts booleans and stores Ruby's `to_s` of them: `FF_TIMESTAMPS: true` is "true".
+            Value::Bool(b) => Some(b.to_string()),
             _ => {
                 self.err(v.span, key, format!("variable `{name}` must be a string, a number or a map with `value:`, found {}", v.kind()));
                 None
@@ -467,15 +460,21 @@ impl<'a> Cx<'a> {
 
     pub fn needs(&mut self, node: &Node, key: &str) -> Vec<Need> {
         let items = match &node.value {
-            Value::Seq(items) => items,
+            Value::Seq(items) => flatten_once(items),
             Value::Null => return Vec::new(),
             _ => {
                 self.expected(node, key, "a list of job names");
                 return Vec::new();
             }
         };
-        if items.len() > MAX_NEEDS {
-            self.err(node.span, key, format!("{} needs; GitLab allows at most {MAX_NEEDS} per job", items.len()));
+        if items.len() > self.max_needs {
+            let max = self.max_needs;
+            self.push(Diagnostic::error(node.span, format!("{} needs; at most {max} are allowed per job", items.len())).key(key).help(
+                format!(
+                    "GitLab's default is 50 (`ci_max_needs`); if your instance allows more, raise the limit with `--max-needs {}`",
+                    items.len()
+                ),
+            ));
         }
         let mut out = Vec::new();
         for it in items {
@@ -531,12 +530,12 @@ impl<'a> Cx<'a> {
     pub fn policy(&mut self, node: &Node, key: &str) -> Option<Policy> {
         let mut p = Policy { span: node.span, ..Policy::default() };
         match &node.value {
-            Value::Seq(_) => p.refs = self.string_list(node, key),
-            Value::Str(s) => p.refs = vec![s.clone()],
+            Value::Seq(_) => p.refs = Some(self.string_list(node, key)),
+            Value::Str(s) => p.refs = Some(vec![s.clone()]),
             Value::Map(m) => {
                 self.check_keys(m, &["refs", "variables", "changes", "kubernetes"], key);
                 if let Some(e) = m.get("refs") {
-                    p.refs = self.string_list(&e.value, key);
+                    p.refs = Some(self.string_list(&e.value, key));
                 }
                 if let Some(e) = m.get("variables") {
                     let srcs = self.string_list(&e.value, key);
@@ -563,6 +562,19 @@ impl<'a> Cx<'a> {
         }
         Some(p)
     }
+}
+
+/// GitLab flattens one level of nested lists in `needs`, `cache` and `services` (its entries call
+/// `flatten(1)`), so `- *anchor` of a list or `- !reference [.x, needs]` splices the list in.
+pub(crate) fn flatten_once(items: &[Node]) -> Vec<&Node> {
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        match &it.value {
+            Value::Seq(inner) => out.extend(inner.iter()),
+            _ => out.push(it),
+        }
+    }
+    out
 }
 
 fn flatten<'n>(node: &'n Node, depth: usize, out: &mut Vec<&'n Node>) {
