@@ -73,7 +73,7 @@ fn default_file_falls_back_to_the_dso_file() {
     write(tmp.path(), ".gitlab-ci-dso.yml", "job:\n  script: [x]\n");
     let out = piste(tmp.path(), &["lint"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("`.gitlab-ci-dso.yml` is valid: 1 jobs"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("`.gitlab-ci-dso.yml` is valid: 1 job in 1 stage"), "{}", text(&out.stdout));
 }
 
 #[test]

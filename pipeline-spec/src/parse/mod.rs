@@ -16,7 +16,7 @@ use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
 pub(crate) use values::Cx;
-pub use values::MAX_NEEDS;
+pub use values::{MAX_NEEDS, RETRY_WHEN};
 
 /// Top-level keywords; any other key is a job (or a hidden `.template`).
 pub const TOP_KEYWORDS: &[&str] = &[

@@ -16,7 +16,11 @@ pub const MAX_NEEDS: usize = 50;
 /// GitLab flattens nested lists in `script` and `rules` up to 10 levels.
 const MAX_LIST_NESTING: usize = 10;
 
-const RETRY_WHEN: &[&str] = &[
+/// `retry:when` reasons: GitLab 18.x's `retry:when` reference (every job failure reason that can
+/// be retried, plus `always`), and `runner_interrupted`. The finer stuck/timeout reasons GitLab
+/// 19.0 introduces (`stuck_pending_with_matching_runners`, `no_updates_running`, …) are not here
+/// yet. The one table of names: the scheduler maps them to its enum (`from_plan::retry_when`).
+pub const RETRY_WHEN: &[&str] = &[
     "always",
     "unknown_failure",
     "script_failure",
@@ -30,6 +34,7 @@ const RETRY_WHEN: &[&str] = &[
     "unmet_prerequisites",
     "scheduler_failure",
     "data_integrity_failure",
+    "runner_interrupted",
 ];
 
 /// Parsing context: where diagnostics go and which job is being read.

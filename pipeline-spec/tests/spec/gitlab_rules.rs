@@ -149,3 +149,25 @@ j:
     // The failed reference leaves no null behind: no "expected a string" for the same cause.
     assert!(!d.contains("found null"), "{d}");
 }
+
+#[test]
+fn retry_when_accepts_every_gitlab_failure_reason() {
+    for reason in pipeline_spec::parse::RETRY_WHEN {
+        let yml = format!("j:\n  script: [x]\n  retry:\n    max: 2\n    when: [{reason}]\n");
+        let loaded = load_main(&yml);
+        assert!(!loaded.has_errors(), "{reason}: {}", diagnostics(&loaded));
+        assert_eq!(loaded.pipeline.expect("pipeline").jobs["j"].retry.when, [reason.to_string()]);
+    }
+    let d = diagnostics(&load_main("j:\n  script: [x]\n  retry:\n    when: [runner_interupted]\n"));
+    assert!(d.contains("unknown `retry:when` reason `runner_interupted`; did you mean `runner_interrupted`?"), "{d}");
+}
+
+#[test]
+fn graph_json_is_valid_json_when_nothing_runs() {
+    let yml = "workflow:\n  rules:\n    - if: $CI_COMMIT_TAG\nj:\n  script: [x]\n";
+    let plan = plan_for(yml, &[], &Trigger::default());
+    for text in [pipeline_spec::render::json(&plan), pipeline_spec::render::json_empty()] {
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(v, serde_json::json!({"stages": [], "jobs": []}));
+    }
+}
