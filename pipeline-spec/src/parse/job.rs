@@ -98,6 +98,15 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
         Some(n) => (cx.when(n, "when").unwrap_or(When::OnSuccess), n.span),
         None => (When::OnSuccess, span),
     };
+    // GitLab's job entry allows on_success, on_failure, always, manual and delayed: `never` is
+    // for rules only.
+    if when == When::Never {
+        cx.push(
+            Diagnostic::error(when_span, "`when: never` is only valid inside `rules`")
+                .key("when")
+                .help("to keep the job out of pipelines, use `rules: [{when: never}]`, or delete the job"),
+        );
+    }
     let start_in = get("start_in").and_then(|n| cx.duration(n, "start_in"));
     if when == When::Delayed && start_in.is_none() && !has_rules {
         cx.push(
@@ -112,12 +121,26 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
     let artifacts = get("artifacts").and_then(|n| parse_artifacts(cx, n));
     let cache = get("cache").map(|n| parse_caches(cx, n)).unwrap_or_default();
 
+    // GitLab: "script can't be blank" for `script: []`, `script: ''` and lists of nothing.
+    let script = get("script").map(|n| cx.script(n, "script")).unwrap_or_default();
+    if let Some(n) = get("script") {
+        let blank = match &n.value {
+            Value::Str(s) => s.is_empty(),
+            // Only lists of nothing: a list with a bad line has its own error.
+            Value::Seq(_) => script.is_empty() && !has_item(n),
+            _ => false,
+        };
+        if blank {
+            cx.push(Diagnostic::error(n.span, "`script` is empty").key("script").help("give the job at least one command to run"));
+        }
+    }
+
     let job = Job {
         name: name.to_string(),
         span,
         stage,
         stage_span,
-        script: get("script").map(|n| cx.script(n, "script")).unwrap_or_default(),
+        script,
         before_script: get("before_script").map(|n| cx.script(n, "before_script")).unwrap_or_default(),
         after_script: get("after_script").map(|n| cx.script(n, "after_script")).unwrap_or_default(),
         image: get("image").and_then(|n| parse_image(cx, n)),
@@ -324,9 +347,10 @@ fn parse_artifacts(cx: &mut Cx, n: &Node) -> Option<Artifacts> {
         if let Some(rm) = cx.map(&r.value, "artifacts:reports") {
             for (kind, e) in rm {
                 // Most reports are paths; a few (coverage_report) are maps with a `path`.
+                let key = format!("artifacts:reports:{kind}");
                 let paths = match e.value.as_map() {
-                    Some(m) => m.get("path").map(|p| cx.string_list(&p.value, "artifacts:reports")).unwrap_or_default(),
-                    None => cx.string_list(&e.value, "artifacts:reports"),
+                    Some(m) => m.get("path").map(|p| cx.only_strings(&p.value, &key)).unwrap_or_default(),
+                    None => cx.only_strings(&e.value, &key),
                 };
                 match kind.as_str() {
                     "dotenv" => reports.dotenv = paths,
@@ -415,7 +439,7 @@ fn parse_cache(cx: &mut Cx, n: &Node) -> Option<Cache> {
     };
     Some(Cache {
         key,
-        paths: m.get("paths").map(|e| cx.string_list(&e.value, "cache:paths")).unwrap_or_default(),
+        paths: m.get("paths").map(|e| cx.strict_string_list(&e.value, "cache:paths")).unwrap_or_default(),
         policy,
         when: m.get("when").map_or(ArtifactsWhen::OnSuccess, |e| artifacts_when(cx, &e.value, "cache:when")),
         untracked: m.get("untracked").and_then(|e| cx.bool(&e.value, "cache:untracked")).unwrap_or(false),
@@ -494,6 +518,14 @@ fn parse_trigger(cx: &mut Cx, n: &Node) -> Option<Trigger> {
             cx.push(Diagnostic::error(n.span, format!("expected a project path or a map, found {}", n.kind())).key("trigger"));
             None
         }
+    }
+}
+
+/// Whether a (nested) list holds anything but lists.
+fn has_item(n: &Node) -> bool {
+    match &n.value {
+        Value::Seq(items) => items.iter().any(has_item),
+        _ => true,
     }
 }
 

@@ -102,7 +102,13 @@ pub(crate) fn build_pipeline(top: Map, span: Span, partial: &HashSet<String>, ma
 
     let stages = match top.get("stages").or_else(|| top.get("types")) {
         Some(e) => {
-            let mut list = cx.string_list(&e.value, "stages");
+            // GitLab validates `stages` as an array of strings: `stages: build` is an error.
+            let mut list = cx.strict_string_list(&e.value, "stages");
+            // After that error, still read `stages: build` as `[build]` so jobs are not also
+            // told their stage is undeclared.
+            if let Value::Str(one) = &e.value.value {
+                list.push(one.clone());
+            }
             list.retain(|s| s != ".pre" && s != ".post");
             let mut out = vec![".pre".to_string()];
             for s in list {

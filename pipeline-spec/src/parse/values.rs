@@ -114,6 +114,44 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// A value GitLab validates as `array_of_strings`: a list, never a lone string.
+    pub fn strict_string_list(&mut self, node: &Node, key: &str) -> Vec<String> {
+        match &node.value {
+            Value::Seq(_) | Value::Null => self.string_list(node, key),
+            _ => {
+                let shown = node.scalar_string().unwrap_or_default();
+                let mut d = Diagnostic::error(node.span, format!("expected a list of strings, found {}", node.kind())).key(key);
+                if !shown.is_empty() {
+                    d = d.help(format!("write it as a list: `[{shown}]`"));
+                }
+                self.push(d);
+                Vec::new()
+            }
+        }
+    }
+
+    /// A value GitLab validates as `array_of_strings_or_string`: strings only, no numbers.
+    pub fn only_strings(&mut self, node: &Node, key: &str) -> Vec<String> {
+        let items: Vec<&Node> = match &node.value {
+            Value::Seq(items) => items.iter().collect(),
+            Value::Null => Vec::new(),
+            _ => vec![node],
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            match &it.value {
+                Value::Str(s) => out.push(s.clone()),
+                Value::Int(..) | Value::Float(..) | Value::Bool(_) => self.push(
+                    Diagnostic::error(it.span, format!("expected a path (a string), found {} `{it}`", it.kind()))
+                        .key(key)
+                        .help(format!("quote it: `\"{it}\"`")),
+                ),
+                _ => self.expected(it, key, "a path (a string)"),
+            }
+        }
+        out
+    }
+
     pub fn bool(&mut self, node: &Node, key: &str) -> Option<bool> {
         match node.value {
             Value::Bool(b) => Some(b),
@@ -321,6 +359,15 @@ impl<'a> Cx<'a> {
         flatten(node, 0, &mut flat);
         if !matches!(node.value, Value::Seq(_)) {
             self.expected(node, key, "a list of rules");
+            return Vec::new();
+        }
+        // GitLab's `Entry::Rules` validates `presence`: "rules config can't be blank".
+        if flat.is_empty() {
+            self.push(
+                Diagnostic::error(node.span, "`rules` is empty; GitLab rejects an empty rules list")
+                    .key(key)
+                    .help("remove `rules:` or add a rule such as `- when: on_success`"),
+            );
             return Vec::new();
         }
         let allowed: &[&str] = if workflow {

@@ -171,3 +171,55 @@ fn graph_json_is_valid_json_when_nothing_runs() {
         assert_eq!(v, serde_json::json!({"stages": [], "jobs": []}));
     }
 }
+
+/// Asserts that `yml` fails to load with `needle` at `line:col`, and with nothing else.
+#[track_caller]
+fn rejected(yml: &str, line: u32, col: u32, needle: &str) {
+    let loaded = load_main(yml);
+    let errors: Vec<String> = loaded.errors().map(|d| d.display(&loaded.sources).to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with(&format!(".gitlab-ci.yml:{line}:{col}: error: ")) && errors[0].contains(needle), "{errors:?}");
+}
+
+#[test]
+fn gitlab_rejects_a_blank_script() {
+    // GitLab: "jobs:j script can't be blank".
+    rejected("j:\n  script: []\n", 2, 11, "`script` is empty");
+    rejected("j:\n  script: ''\n", 2, 11, "`script` is empty");
+    rejected("j:\n  script: [[], []]\n", 2, 11, "`script` is empty");
+}
+
+#[test]
+fn gitlab_rejects_when_never_outside_rules() {
+    // GitLab's job entry: "when should be one of: on_success, on_failure, always, manual, delayed".
+    rejected("j:\n  script: [x]\n  when: never\n", 3, 9, "`when: never` is only valid inside `rules`");
+}
+
+#[test]
+fn gitlab_wants_lists_for_cache_paths_and_stages() {
+    // `array_of_strings` validators: "cache:paths config should be an array of strings".
+    rejected("j:\n  script: [x]\n  cache:\n    paths: vendor\n", 4, 12, "expected a list of strings, found a string");
+    rejected("stages: build\nj:\n  stage: build\n  script: [x]\n", 1, 9, "write it as a list: `[build]`");
+}
+
+#[test]
+fn gitlab_limits_script_nesting_to_ten_levels() {
+    // `nested_array_of_strings(max_level: 10)`.
+    let ok = format!("j:\n  script: {}x{}\n", "[".repeat(10), "]".repeat(10));
+    assert!(!load_main(&ok).has_errors(), "{}", diagnostics(&load_main(&ok)));
+    let deep = format!("j:\n  script: {}x{}\n", "[".repeat(12), "]".repeat(12));
+    rejected(&deep, 2, 22, "script lists are nested more than 10 levels deep");
+}
+
+#[test]
+fn gitlab_wants_strings_in_reports() {
+    // `array_of_strings_or_string` for `artifacts:reports:junit`.
+    rejected("j:\n  script: [x]\n  artifacts:\n    reports:\n      junit: 3\n", 5, 14, "expected a path (a string), found an integer `3`");
+    rejected("j:\n  script: [x]\n  artifacts:\n    reports:\n      junit: [{a: 1}]\n", 5, 15, "expected a path (a string), found a map");
+}
+
+#[test]
+fn gitlab_rejects_an_empty_rules_list() {
+    // `Entry::Rules` validates presence: "rules config can't be blank".
+    rejected("j:\n  script: [x]\n  rules: []\n", 3, 10, "`rules` is empty");
+}
