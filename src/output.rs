@@ -100,10 +100,12 @@ pub fn lint(opts: &LocalOptions, as_json: bool) -> anyhow::Result<ExitCode> {
                     println!("{}: `{file}` is valid; no job runs for {}{read}", paint("ok", GREEN), trigger_text(&p))
                 }
                 Some(Ok(plan)) => println!(
-                    "{}: `{file}` is valid: {} jobs in {} stages for {}{read}",
+                    "{}: `{file}` is valid: {} job{} in {} stage{} for {}{read}",
                     paint("ok", GREEN),
                     plan.jobs.len(),
+                    if plan.jobs.len() == 1 { "" } else { "s" },
                     plan.stages.len(),
+                    if plan.stages.len() == 1 { "" } else { "s" },
                     trigger_text(&p)
                 ),
                 Some(Err(PlanError::Filtered { .. })) => {

@@ -73,12 +73,12 @@ fn default_file_falls_back_to_the_dso_file() {
     write(tmp.path(), ".gitlab-ci-dso.yml", "job:\n  script: [x]\n");
     let out = piste(tmp.path(), &["lint"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("`.gitlab-ci-dso.yml` is valid: 1 jobs"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("`.gitlab-ci-dso.yml` is valid: 1 job in 1 stage"), "{}", text(&out.stdout));
 }
 
 #[test]
 fn include_project_resolves_through_project_dir() {
-    let corpus = repo().join("../shared/corpus");
+    let corpus = repo().join("fixtures/corpus");
     let out = piste(
         &corpus.join("cpin"),
         &[

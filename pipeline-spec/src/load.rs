@@ -9,13 +9,27 @@ use crate::source::SourceMap;
 use crate::yaml::{self, Value};
 
 /// Options for [`load`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub yaml_limits: yaml::Limits,
     pub include_limits: IncludeLimits,
     /// Variables visible to `include` (paths and `include:rules`): predefined and project
     /// variables, as in GitLab. Variables defined in the YAML are not visible there.
     pub variables: Vec<(String, String)>,
+    /// The most `needs` one job may list: GitLab's `ci_max_needs` instance limit, 50 by default.
+    /// The binary sets it from `--max-needs`.
+    pub max_needs: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            yaml_limits: yaml::Limits::default(),
+            include_limits: IncludeLimits::default(),
+            variables: Vec::new(),
+            max_needs: crate::parse::MAX_NEEDS,
+        }
+    }
 }
 
 /// The result of loading: what could be built, what was found wrong, and the files read.
@@ -62,22 +76,33 @@ pub fn load(display: &str, path: &str, text: &str, resolver: &dyn IncludeResolve
     };
     let incomplete = includer.incomplete;
     let mut extends_failed = expand_extends(&mut top, &mut diagnostics);
-    if incomplete {
-        for d in &mut diagnostics {
-            if d.key.as_deref() == Some("extends") && d.message.ends_with("which is not defined") {
-                d.help = Some("an `include` above could not be resolved; it may define it".into());
-            }
-        }
-    }
+    let own_extends_failed = extends_failed.clone();
     resolve_references(&mut top, &mut diagnostics);
     // With an unresolved include, any job may get its `script` from the missing file.
     if incomplete {
         extends_failed.extend(top.keys().cloned());
     }
-    let pipeline = build_pipeline(*top, span, &extends_failed, &mut diagnostics);
+    let pipeline = build_pipeline(*top, span, &extends_failed, options.max_needs, &mut diagnostics);
+    if incomplete {
+        for d in diagnostics.iter_mut().filter(|d| d.is_error() && follows_from_missing_include(d, &own_extends_failed)) {
+            d.help = Some("an `include` above could not be resolved; it may define what is missing here".into());
+        }
+    }
     diagnostics.sort_by_key(|d| (d.span.file, d.span.line, d.span.col));
     diagnostics.dedup();
     Loaded { pipeline: Some(pipeline), diagnostics, sources }
+}
+
+/// Whether an error may only be a consequence of an include that could not be read: a name
+/// that is not defined (`extends`, `!reference`, `needs`, `dependencies`, `on_stop`), a key a
+/// template lacks, or the stage of a job whose `extends` failed (its `stage:` may be in the
+/// missing template).
+fn follows_from_missing_include(d: &Diagnostic, extends_failed: &std::collections::HashSet<String>) -> bool {
+    let m = d.message.as_str();
+    m.ends_with("which is not defined")
+        || m.starts_with("`!reference`: ") && m.contains(" has no key ")
+        || d.job.as_ref().is_some_and(|j| extends_failed.contains(j))
+            && (m.contains("in the later stage") || m.contains("is not declared in `stages`"))
 }
 
 /// A resolver over an in-memory set of files: `(project, path) → text`. Handy for tests and for

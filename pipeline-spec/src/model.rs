@@ -161,7 +161,10 @@ pub struct Condition {
 /// `only:` / `except:` in their common forms.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    pub refs: Vec<String>,
+    /// `None` when the policy names no refs. `Some([])` (`only: []`, `except: []`) matches no
+    /// pipeline, as GitLab's `Refs` policy does: `except: []` excludes nothing and `only: []`
+    /// keeps the job out of every pipeline.
+    pub refs: Option<Vec<String>>,
     pub variables: Vec<Condition>,
     pub changes: Vec<String>,
     pub span: Span,

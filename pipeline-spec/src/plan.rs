@@ -202,7 +202,15 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
             if need.cross_pipeline {
                 continue;
             }
-            let Some(idxs) = instances.get(need.job.as_str()) else {
+            // A need may name one instance of a parallel job: keep only that instance.
+            let (base, instance) = match instances.contains_key(need.job.as_str()) || p.jobs.contains_key(&need.job) {
+                true => (need.job.as_str(), None),
+                false => match instance_of(&p.jobs, &need.job) {
+                    Some(j) => (j.name.as_str(), Some(need.job.as_str())),
+                    None => (need.job.as_str(), None),
+                },
+            };
+            let Some(idxs) = instances.get(base).filter(|idxs| instance.is_none_or(|n| idxs.iter().any(|&j| jobs[j].name == n))) else {
                 if !need.optional {
                     diags.push(
                         Diagnostic::error(
@@ -216,11 +224,10 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
                 }
                 continue;
             };
-            let wanted: Option<HashSet<String>> =
-                need.matrix.as_ref().map(|mx| matrix_instance_names(mx, &all_instance_names[need.job.as_str()]));
+            let wanted: Option<HashSet<String>> = need.matrix.as_ref().map(|mx| matrix_instance_names(mx, &all_instance_names[base]));
             let mut found = false;
             for &j in idxs {
-                if wanted.as_ref().is_none_or(|w| w.contains(&jobs[j].name)) {
+                if wanted.as_ref().is_none_or(|w| w.contains(&jobs[j].name)) && instance.is_none_or(|n| jobs[j].name == n) {
                     resolved.push(PlannedNeed { job: jobs[j].name.clone(), artifacts: need.artifacts, optional: need.optional });
                     found = true;
                 }
@@ -235,11 +242,21 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
         }
         jobs[i].needs = Some(resolved);
     }
+    let planned = &jobs;
     let deps: Vec<Option<Vec<String>>> = jobs
         .iter()
         .map(|pj| {
             p.jobs[pj.base.as_str()].dependencies.as_ref().map(|deps| {
-                deps.iter().flat_map(|(d, _)| instances.get(d.as_str()).into_iter().flatten().map(|&j| jobs[j].name.clone())).collect()
+                deps.iter()
+                    .flat_map(|(d, _)| {
+                        let (base, instance) = match instance_of(&p.jobs, d) {
+                            Some(j) if !p.jobs.contains_key(d) => (j.name.as_str(), Some(d.as_str())),
+                            _ => (d.as_str(), None),
+                        };
+                        instances.get(base).into_iter().flatten().filter(move |&&j| instance.is_none_or(|n| planned[j].name == n))
+                    })
+                    .map(|&j| planned[j].name.clone())
+                    .collect()
             })
         })
         .collect();
@@ -305,13 +322,13 @@ fn evaluate_job(job: &Job, vars: &dyn Lookup, ctx: &PlanContext) -> Option<Outco
             interruptible: rule.interruptible.unwrap_or(job.interruptible),
         });
     }
-    let only_default = Policy { refs: vec!["branches".into(), "tags".into()], ..Policy::default() };
+    let only_default = Policy { refs: Some(vec!["branches".into(), "tags".into()]), ..Policy::default() };
     let only = job.only.as_ref().unwrap_or(&only_default);
     if !policy_matches(only, vars, ctx) {
         return None;
     }
     if let Some(except) = &job.except {
-        if policy_matches(except, vars, ctx) {
+        if policy_excludes(except, vars, ctx) {
             return None;
         }
     }
@@ -359,18 +376,25 @@ fn changes_match(patterns: &[String], vars: &dyn Lookup, ctx: &PlanContext) -> b
     changed.iter().any(|f| globs.iter().any(|g| g.matches(f)))
 }
 
-/// `only`/`except`: every key given must have at least one matching condition.
+/// Which of a policy's keys (`refs`, `variables`, `changes`) hold for this pipeline; keys the
+/// policy does not give are `None`. GitLab builds one specification per key given.
+fn policy_specs(p: &Policy, vars: &dyn Lookup, ctx: &PlanContext) -> [Option<bool>; 3] {
+    [
+        p.refs.as_ref().map(|refs| refs.iter().any(|r| ref_matches(r, ctx))),
+        (!p.variables.is_empty()).then(|| p.variables.iter().any(|c| c.expr.eval(vars))),
+        (!p.changes.is_empty()).then(|| changes_match(&p.changes, vars, ctx)),
+    ]
+}
+
+/// `only`: every key given must hold (GitLab's `all_of_only?`).
 fn policy_matches(p: &Policy, vars: &dyn Lookup, ctx: &PlanContext) -> bool {
-    if !p.refs.is_empty() && !p.refs.iter().any(|r| ref_matches(r, ctx)) {
-        return false;
-    }
-    if !p.variables.is_empty() && !p.variables.iter().any(|c| c.expr.eval(vars)) {
-        return false;
-    }
-    if !p.changes.is_empty() && !changes_match(&p.changes, vars, ctx) {
-        return false;
-    }
-    true
+    policy_specs(p, vars, ctx).iter().all(|s| s.is_none_or(|ok| ok))
+}
+
+/// `except`: the job is excluded as soon as one key given holds (GitLab's `none_of_except?`),
+/// so `except: {refs: [tags], variables: [...]}` excludes tags *and* matching variables.
+fn policy_excludes(p: &Policy, vars: &dyn Lookup, ctx: &PlanContext) -> bool {
+    policy_specs(p, vars, ctx).contains(&Some(true))
 }
 
 fn ref_matches(pattern: &str, ctx: &PlanContext) -> bool {
@@ -453,6 +477,16 @@ pub fn expand_parallel(job: &Job) -> Vec<Instance> {
                 .collect()
         }
     }
+}
+
+/// The job whose `parallel` instance is called `name` (`build: [aws, eu]`, `test 2/3`): GitLab
+/// lets `needs` and `dependencies` name one instance of a parallel job.
+pub fn instance_of<'p>(jobs: &'p IndexMap<String, Job>, name: &str) -> Option<&'p Job> {
+    let mut bases: Vec<&str> = name.match_indices(": [").map(|(i, _)| &name[..i]).collect();
+    if let Some((base, _)) = name.rsplit_once(' ') {
+        bases.push(base);
+    }
+    bases.into_iter().filter_map(|b| jobs.get(b)).find(|j| j.parallel.is_some() && expand_parallel(j).iter().any(|(n, _, _)| n == name))
 }
 
 /// An instance's name and its matrix variables.

@@ -22,6 +22,12 @@ struct JsonJob<'a> {
     allow_failure: bool,
 }
 
+/// What `graph --format json` prints when no pipeline is created (`workflow:rules` filtered it):
+/// the same document with nothing in it, so scripts always read valid JSON.
+pub fn json_empty() -> String {
+    json(&Plan { name: None, stages: Vec::new(), jobs: Vec::new(), variables: Vec::new() })
+}
+
 /// `{"stages": [...], "jobs": [{"name", "stage", "needs", "when", "allow_failure"}]}`;
 /// `needs` is `null` for stage-ordered jobs.
 pub fn json(plan: &Plan) -> String {

@@ -237,8 +237,18 @@ fn resolve_node(node: &mut Node, top: &Map, job: &str, depth: usize, budget: &mu
             }
         }
         Value::Seq(items) => {
-            for it in items {
+            let mut failed = Vec::new();
+            for (i, it) in items.iter_mut().enumerate() {
+                let was_reference = matches!(it.value, Value::Reference(_));
                 resolve_node(it, top, job, depth, budget, diags);
+                if was_reference && it.is_null() {
+                    failed.push(i);
+                }
+            }
+            // A list item whose `!reference` failed has its error already; leaving a null in
+            // the list would only add "expected a string, found null" for the same cause.
+            for i in failed.into_iter().rev() {
+                items.remove(i);
             }
         }
         Value::Map(m) => {

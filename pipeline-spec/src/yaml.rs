@@ -287,8 +287,21 @@ fn scan_error(file: FileId, e: &ScanError) -> Diagnostic {
 }
 
 enum Frame {
-    Seq { items: Vec<Node>, span: Span, anchor: usize, reference: bool },
-    Map { map: Map, key: Option<(String, Span)>, span: Span, anchor: usize },
+    Seq {
+        items: Vec<Node>,
+        span: Span,
+        anchor: usize,
+        reference: bool,
+    },
+    /// `merged`: keys that came from a `<<` merge; writing one again overrides it, which is
+    /// what `<<` is for, not a duplicate.
+    Map {
+        map: Map,
+        key: Option<(String, Span)>,
+        span: Span,
+        anchor: usize,
+        merged: std::collections::HashSet<String>,
+    },
 }
 
 struct Builder<'a> {
@@ -346,7 +359,7 @@ impl Builder<'_> {
                     }
                     Some(t) => return Err(unknown_tag(&format!("{}{}", t.handle, t.suffix), at)),
                 }
-                self.open(Frame::Map { map: Map::default(), key: None, span: at, anchor }, at)
+                self.open(Frame::Map { map: Map::default(), key: None, span: at, anchor, merged: Default::default() }, at)
             }
             Event::SequenceEnd => {
                 let Some(Frame::Seq { items, span, anchor, reference }) = self.stack.pop() else {
@@ -409,7 +422,7 @@ impl Builder<'_> {
                 items.push(node);
                 Ok(())
             }
-            Some(Frame::Map { map, key, .. }) => match key.take() {
+            Some(Frame::Map { map, key, merged, .. }) => match key.take() {
                 None => {
                     let span = node.span;
                     let kind = node.kind();
@@ -448,6 +461,7 @@ impl Builder<'_> {
                         for source in sources {
                             if let Value::Map(src) = source.value {
                                 for (k, e) in *src {
+                                    merged.insert(k.clone());
                                     map.insert(k, e);
                                 }
                             }
@@ -455,8 +469,9 @@ impl Builder<'_> {
                         return Ok(());
                     }
                     // One hash lookup; a repeated key keeps its first position, as in Ruby.
+                    let overrides_merge = merged.remove(&name);
                     let (idx, old) = map.insert_full(name, Entry { key_span, value: node });
-                    if let Some(old) = old {
+                    if let Some(old) = old.filter(|_| !overrides_merge) {
                         let name = map.get_index(idx).map_or("", |(k, _)| k.as_str());
                         self.warnings.push(
                             Diagnostic::warning(

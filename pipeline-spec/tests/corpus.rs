@@ -1,4 +1,4 @@
-//! Every real pipeline in `../shared/corpus/` loads and plans as GitLab would handle it: the valid
+//! Every real pipeline in `fixtures/corpus/` loads and plans as GitLab would handle it: the valid
 //! ones without a single error, for several triggers; the others with exactly the errors GitLab
 //! (or an offline resolver) gives them, listed below with the reason.
 
@@ -121,7 +121,7 @@ const EXPECTED: &[(&str, &[(u32, &str)])] = &[
 ];
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/corpus")
 }
 
 /// The corpus layout: a pipeline's local includes live in a folder named like the file; the

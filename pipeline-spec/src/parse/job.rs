@@ -98,6 +98,15 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
         Some(n) => (cx.when(n, "when").unwrap_or(When::OnSuccess), n.span),
         None => (When::OnSuccess, span),
     };
+    // GitLab's job entry allows on_success, on_failure, always, manual and delayed: `never` is
+    // for rules only.
+    if when == When::Never {
+        cx.push(
+            Diagnostic::error(when_span, "`when: never` is only valid inside `rules`")
+                .key("when")
+                .help("to keep the job out of pipelines, use `rules: [{when: never}]`, or delete the job"),
+        );
+    }
     let start_in = get("start_in").and_then(|n| cx.duration(n, "start_in"));
     if when == When::Delayed && start_in.is_none() && !has_rules {
         cx.push(
@@ -112,12 +121,26 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
     let artifacts = get("artifacts").and_then(|n| parse_artifacts(cx, n));
     let cache = get("cache").map(|n| parse_caches(cx, n)).unwrap_or_default();
 
+    // GitLab: "script can't be blank" for `script: []`, `script: ''` and lists of nothing.
+    let script = get("script").map(|n| cx.script(n, "script")).unwrap_or_default();
+    if let Some(n) = get("script") {
+        let blank = match &n.value {
+            Value::Str(s) => s.is_empty(),
+            // Only lists of nothing: a list with a bad line has its own error.
+            Value::Seq(_) => script.is_empty() && !has_item(n),
+            _ => false,
+        };
+        if blank {
+            cx.push(Diagnostic::error(n.span, "`script` is empty").key("script").help("give the job at least one command to run"));
+        }
+    }
+
     let job = Job {
         name: name.to_string(),
         span,
         stage,
         stage_span,
-        script: get("script").map(|n| cx.script(n, "script")).unwrap_or_default(),
+        script,
         before_script: get("before_script").map(|n| cx.script(n, "before_script")).unwrap_or_default(),
         after_script: get("after_script").map(|n| cx.script(n, "after_script")).unwrap_or_default(),
         image: get("image").and_then(|n| parse_image(cx, n)),
@@ -229,7 +252,7 @@ fn parse_image(cx: &mut Cx, n: &Node) -> Option<Image> {
 }
 
 fn parse_services(cx: &mut Cx, n: &Node) -> Vec<Service> {
-    let Some(items) = n.as_seq() else {
+    let Some(items) = n.as_seq().map(super::values::flatten_once) else {
         cx.push(Diagnostic::error(n.span, format!("expected a list of services, found {}", n.kind())).key("services"));
         return Vec::new();
     };
@@ -324,9 +347,10 @@ fn parse_artifacts(cx: &mut Cx, n: &Node) -> Option<Artifacts> {
         if let Some(rm) = cx.map(&r.value, "artifacts:reports") {
             for (kind, e) in rm {
                 // Most reports are paths; a few (coverage_report) are maps with a `path`.
+                let key = format!("artifacts:reports:{kind}");
                 let paths = match e.value.as_map() {
-                    Some(m) => m.get("path").map(|p| cx.string_list(&p.value, "artifacts:reports")).unwrap_or_default(),
-                    None => cx.string_list(&e.value, "artifacts:reports"),
+                    Some(m) => m.get("path").map(|p| cx.only_strings(&p.value, &key)).unwrap_or_default(),
+                    None => cx.only_strings(&e.value, &key),
                 };
                 match kind.as_str() {
                     "dotenv" => reports.dotenv = paths,
@@ -362,6 +386,7 @@ fn parse_artifacts(cx: &mut Cx, n: &Node) -> Option<Artifacts> {
 fn parse_caches(cx: &mut Cx, n: &Node) -> Vec<Cache> {
     match &n.value {
         Value::Seq(items) => {
+            let items = super::values::flatten_once(items);
             if items.len() > 4 {
                 cx.push(Diagnostic::error(n.span, format!("{} caches; GitLab allows at most 4 per job", items.len())).key("cache"));
             }
@@ -414,7 +439,7 @@ fn parse_cache(cx: &mut Cx, n: &Node) -> Option<Cache> {
     };
     Some(Cache {
         key,
-        paths: m.get("paths").map(|e| cx.string_list(&e.value, "cache:paths")).unwrap_or_default(),
+        paths: m.get("paths").map(|e| cx.strict_string_list(&e.value, "cache:paths")).unwrap_or_default(),
         policy,
         when: m.get("when").map_or(ArtifactsWhen::OnSuccess, |e| artifacts_when(cx, &e.value, "cache:when")),
         untracked: m.get("untracked").and_then(|e| cx.bool(&e.value, "cache:untracked")).unwrap_or(false),
@@ -496,6 +521,14 @@ fn parse_trigger(cx: &mut Cx, n: &Node) -> Option<Trigger> {
     }
 }
 
+/// Whether a (nested) list holds anything but lists.
+fn has_item(n: &Node) -> bool {
+    match &n.value {
+        Value::Seq(items) => items.iter().any(has_item),
+        _ => true,
+    }
+}
+
 /// Checks between jobs that do not depend on the trigger: names in `needs` and `dependencies`
 /// exist, no job needs a job of a later stage, `dependencies` is a subset of `needs`.
 pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
@@ -510,7 +543,7 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
                 if need.cross_pipeline {
                     continue;
                 }
-                match p.jobs.get(&need.job) {
+                match p.jobs.get(&need.job).or_else(|| crate::plan::instance_of(&p.jobs, &need.job)) {
                     None if need.optional => {}
                     None => cx.push(
                         Diagnostic::error(need.span, format!("`needs` refers to `{}`, which is not defined", need.job))
@@ -518,7 +551,7 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
                             .suggest(suggest(&need.job, names())),
                     ),
                     Some(other) => {
-                        if other.name == job.name {
+                        if other.name == job.name && need.job == job.name {
                             cx.push(Diagnostic::error(need.span, "a job cannot need itself").key(key));
                         } else if idx(other) > my_stage && idx(other) != usize::MAX && my_stage != usize::MAX {
                             cx.push(
@@ -544,20 +577,30 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
         }
         if let Some(deps) = &job.dependencies {
             for (dep, span) in deps {
-                match p.jobs.get(dep) {
+                match p.jobs.get(dep).or_else(|| crate::plan::instance_of(&p.jobs, dep)) {
                     None => cx.push(
                         Diagnostic::error(*span, format!("`dependencies` refers to `{dep}`, which is not defined"))
                             .key("dependencies")
                             .suggest(suggest(dep, names())),
                     ),
-                    Some(other) if idx(other) >= my_stage && job.needs.is_none() => cx.push(
-                        Diagnostic::error(*span, format!("`dependencies` refers to `{dep}`, which is not in an earlier stage"))
-                            .key("dependencies")
-                            .help("artifacts come only from jobs of earlier stages (or from jobs listed in `needs`)"),
+                    // GitLab: "dependency X is not defined in current or prior stages" — the same
+                    // stage is allowed.
+                    Some(other) if idx(other) > my_stage && job.needs.is_none() => cx.push(
+                        Diagnostic::error(
+                            *span,
+                            format!("`dependencies` refers to `{dep}`, which is in the later stage `{}`", other.stage),
+                        )
+                        .key("dependencies")
+                        .help("artifacts come only from jobs of the current or earlier stages (or from jobs listed in `needs`)"),
                     ),
                     Some(_) => {
                         if let Some(needs) = &job.needs {
-                            if !needs.iter().any(|n| &n.job == dep) {
+                            // With `needs`, a dependency must be listed there, as the job or as
+                            // the very instance named.
+                            if !needs
+                                .iter()
+                                .any(|n| &n.job == dep || crate::plan::instance_of(&p.jobs, dep).is_some_and(|j| j.name == n.job))
+                            {
                                 cx.push(
                                     Diagnostic::error(*span, format!("`dependencies` lists `{dep}`, which is not in `needs`"))
                                         .key("dependencies")

@@ -16,6 +16,7 @@ use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
 pub(crate) use values::Cx;
+pub use values::{MAX_NEEDS, RETRY_WHEN};
 
 /// Top-level keywords; any other key is a job (or a hidden `.template`).
 pub const TOP_KEYWORDS: &[&str] = &[
@@ -95,12 +96,19 @@ pub const DEFAULT_KEYS: &[&str] = &[
 /// Top-level keys that act as defaults (deprecated globals GitLab still honours).
 const GLOBAL_DEFAULTS: &[&str] = &["after_script", "before_script", "cache", "image", "services"];
 
-pub(crate) fn build_pipeline(top: Map, span: Span, partial: &HashSet<String>, diags: &mut Vec<Diagnostic>) -> Pipeline {
+pub(crate) fn build_pipeline(top: Map, span: Span, partial: &HashSet<String>, max_needs: usize, diags: &mut Vec<Diagnostic>) -> Pipeline {
     let mut cx = Cx::new(diags);
+    cx.max_needs = max_needs;
 
     let stages = match top.get("stages").or_else(|| top.get("types")) {
         Some(e) => {
-            let mut list = cx.string_list(&e.value, "stages");
+            // GitLab validates `stages` as an array of strings: `stages: build` is an error.
+            let mut list = cx.strict_string_list(&e.value, "stages");
+            // After that error, still read `stages: build` as `[build]` so jobs are not also
+            // told their stage is undeclared.
+            if let Value::Str(one) = &e.value.value {
+                list.push(one.clone());
+            }
             list.retain(|s| s != ".pre" && s != ".post");
             let mut out = vec![".pre".to_string()];
             for s in list {

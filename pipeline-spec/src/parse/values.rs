@@ -11,12 +11,16 @@ use crate::model::{AllowFailure, Condition, Need, Policy, Retry, Rule, Variable,
 use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
-/// GitLab: a job can have at most 50 `needs` (`ci_needs_size_limit`).
+/// GitLab's default limit of `needs` per job (`ci_max_needs`, "one job can only need 50 others").
 pub const MAX_NEEDS: usize = 50;
 /// GitLab flattens nested lists in `script` and `rules` up to 10 levels.
 const MAX_LIST_NESTING: usize = 10;
 
-const RETRY_WHEN: &[&str] = &[
+/// `retry:when` reasons: GitLab 18.x's `retry:when` reference (every job failure reason that can
+/// be retried, plus `always`), and `runner_interrupted`. The finer stuck/timeout reasons GitLab
+/// 19.0 introduces (`stuck_pending_with_matching_runners`, `no_updates_running`, …) are not here
+/// yet. The one table of names: the scheduler maps them to its enum (`from_plan::retry_when`).
+pub const RETRY_WHEN: &[&str] = &[
     "always",
     "unknown_failure",
     "script_failure",
@@ -30,12 +34,15 @@ const RETRY_WHEN: &[&str] = &[
     "unmet_prerequisites",
     "scheduler_failure",
     "data_integrity_failure",
+    "runner_interrupted",
 ];
 
 /// Parsing context: where diagnostics go and which job is being read.
 pub(crate) struct Cx<'a> {
     diags: &'a mut Vec<Diagnostic>,
     pub job: Option<String>,
+    /// The most `needs` one job may list (GitLab's `ci_max_needs`, 50 by default).
+    pub max_needs: usize,
     /// Parsed `if:` expressions by source text: templates repeat the same rules across hundreds
     /// of jobs, and compiling their regexes once is most of the cost of parsing them.
     exprs: HashMap<String, Result<Expr, crate::expr::ExprError>>,
@@ -43,7 +50,7 @@ pub(crate) struct Cx<'a> {
 
 impl<'a> Cx<'a> {
     pub fn new(diags: &'a mut Vec<Diagnostic>) -> Self {
-        Cx { diags, job: None, exprs: HashMap::new() }
+        Cx { diags, job: None, max_needs: MAX_NEEDS, exprs: HashMap::new() }
     }
 
     pub fn push(&mut self, mut d: Diagnostic) {
@@ -105,6 +112,44 @@ impl<'a> Cx<'a> {
             Value::Null => Vec::new(),
             _ => self.string(node, key).into_iter().collect(),
         }
+    }
+
+    /// A value GitLab validates as `array_of_strings`: a list, never a lone string.
+    pub fn strict_string_list(&mut self, node: &Node, key: &str) -> Vec<String> {
+        match &node.value {
+            Value::Seq(_) | Value::Null => self.string_list(node, key),
+            _ => {
+                let shown = node.scalar_string().unwrap_or_default();
+                let mut d = Diagnostic::error(node.span, format!("expected a list of strings, found {}", node.kind())).key(key);
+                if !shown.is_empty() {
+                    d = d.help(format!("write it as a list: `[{shown}]`"));
+                }
+                self.push(d);
+                Vec::new()
+            }
+        }
+    }
+
+    /// A value GitLab validates as `array_of_strings_or_string`: strings only, no numbers.
+    pub fn only_strings(&mut self, node: &Node, key: &str) -> Vec<String> {
+        let items: Vec<&Node> = match &node.value {
+            Value::Seq(items) => items.iter().collect(),
+            Value::Null => Vec::new(),
+            _ => vec![node],
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            match &it.value {
+                Value::Str(s) => out.push(s.clone()),
+                Value::Int(..) | Value::Float(..) | Value::Bool(_) => self.push(
+                    Diagnostic::error(it.span, format!("expected a path (a string), found {} `{it}`", it.kind()))
+                        .key(key)
+                        .help(format!("quote it: `\"{it}\"`")),
+                ),
+                _ => self.expected(it, key, "a path (a string)"),
+            }
+        }
+        out
     }
 
     pub fn bool(&mut self, node: &Node, key: &str) -> Option<bool> {
@@ -277,17 +322,8 @@ impl<'a> Cx<'a> {
                 }
                 Some(s)
             }
-            Value::Bool(b) => {
-                self.push(
-                    Diagnostic::error(
-                        v.span,
-                        format!("variable `{name}` is the boolean `{b}`; variable values must be strings or numbers"),
-                    )
-                    .key(key)
-                    .help(format!("quote it: `{name}: \"{b}\"`")),
-                );
-                None
-            }
+            // GitLab accepts booleans and stores Ruby's `to_s` of them: `FF_TIMESTAMPS: true` is "true".
+            Value::Bool(b) => Some(b.to_string()),
             _ => {
                 self.err(v.span, key, format!("variable `{name}` must be a string, a number or a map with `value:`, found {}", v.kind()));
                 None
@@ -323,6 +359,15 @@ impl<'a> Cx<'a> {
         flatten(node, 0, &mut flat);
         if !matches!(node.value, Value::Seq(_)) {
             self.expected(node, key, "a list of rules");
+            return Vec::new();
+        }
+        // GitLab's `Entry::Rules` validates `presence`: "rules config can't be blank".
+        if flat.is_empty() {
+            self.push(
+                Diagnostic::error(node.span, "`rules` is empty; GitLab rejects an empty rules list")
+                    .key(key)
+                    .help("remove `rules:` or add a rule such as `- when: on_success`"),
+            );
             return Vec::new();
         }
         let allowed: &[&str] = if workflow {
@@ -467,15 +512,21 @@ impl<'a> Cx<'a> {
 
     pub fn needs(&mut self, node: &Node, key: &str) -> Vec<Need> {
         let items = match &node.value {
-            Value::Seq(items) => items,
+            Value::Seq(items) => flatten_once(items),
             Value::Null => return Vec::new(),
             _ => {
                 self.expected(node, key, "a list of job names");
                 return Vec::new();
             }
         };
-        if items.len() > MAX_NEEDS {
-            self.err(node.span, key, format!("{} needs; GitLab allows at most {MAX_NEEDS} per job", items.len()));
+        if items.len() > self.max_needs {
+            let max = self.max_needs;
+            self.push(Diagnostic::error(node.span, format!("{} needs; at most {max} are allowed per job", items.len())).key(key).help(
+                format!(
+                    "GitLab's default is 50 (`ci_max_needs`); if your instance allows more, raise the limit with `--max-needs {}`",
+                    items.len()
+                ),
+            ));
         }
         let mut out = Vec::new();
         for it in items {
@@ -531,12 +582,12 @@ impl<'a> Cx<'a> {
     pub fn policy(&mut self, node: &Node, key: &str) -> Option<Policy> {
         let mut p = Policy { span: node.span, ..Policy::default() };
         match &node.value {
-            Value::Seq(_) => p.refs = self.string_list(node, key),
-            Value::Str(s) => p.refs = vec![s.clone()],
+            Value::Seq(_) => p.refs = Some(self.string_list(node, key)),
+            Value::Str(s) => p.refs = Some(vec![s.clone()]),
             Value::Map(m) => {
                 self.check_keys(m, &["refs", "variables", "changes", "kubernetes"], key);
                 if let Some(e) = m.get("refs") {
-                    p.refs = self.string_list(&e.value, key);
+                    p.refs = Some(self.string_list(&e.value, key));
                 }
                 if let Some(e) = m.get("variables") {
                     let srcs = self.string_list(&e.value, key);
@@ -563,6 +614,19 @@ impl<'a> Cx<'a> {
         }
         Some(p)
     }
+}
+
+/// GitLab flattens one level of nested lists in `needs`, `cache` and `services` (its entries call
+/// `flatten(1)`), so `- *anchor` of a list or `- !reference [.x, needs]` splices the list in.
+pub(crate) fn flatten_once(items: &[Node]) -> Vec<&Node> {
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        match &it.value {
+            Value::Seq(inner) => out.extend(inner.iter()),
+            _ => out.push(it),
+        }
+    }
+    out
 }
 
 fn flatten<'n>(node: &'n Node, depth: usize, out: &mut Vec<&'n Node>) {

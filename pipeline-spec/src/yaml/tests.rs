@@ -144,6 +144,20 @@ fn duplicate_keys_warn_and_last_wins() {
 }
 
 #[test]
+fn a_key_overriding_a_merge_is_not_a_duplicate() {
+    // YAML merge keys exist to be overridden (Psych, so GitLab, says nothing); writing the key
+    // twice by hand still warns.
+    let mut w = Vec::new();
+    let text = "a: &a {x: 1, y: 1}\nb:\n  <<: *a\n  x: 2\n  y: 3\n  y: 4\n";
+    let d = parse(text, FileId(0), &Limits::default(), &mut w).unwrap();
+    let b = d.root.get("b").unwrap();
+    assert_eq!(b.get("x").unwrap().scalar_string().as_deref(), Some("2"));
+    assert_eq!(b.get("y").unwrap().scalar_string().as_deref(), Some("4"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].message.contains("duplicate key `y`: this value replaces the one at line 5"), "{w:?}");
+}
+
+#[test]
 fn spec_header_document_is_split_off() {
     let d = parse("spec:\n  inputs:\n    x:\n---\njob:\n  script: [a]\n", FileId(0), &Limits::default(), &mut Vec::new()).unwrap();
     assert!(d.header.is_some());

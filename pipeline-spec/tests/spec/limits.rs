@@ -63,7 +63,8 @@ fn too_many_needs() {
     let needs: Vec<String> = (0..51).map(|i| format!("j{i}")).collect();
     yml.push_str(&format!("last:\n  script: [x]\n  needs: [{}]\n", needs.join(", ")));
     let d = diagnostics(&load_main(&yml));
-    assert!(d.contains("51 needs; GitLab allows at most 50 per job"), "{d}");
+    assert!(d.contains("51 needs; at most 50 are allowed per job"), "{d}");
+    assert!(d.contains("raise the limit with `--max-needs 51`"), "{d}");
 }
 
 #[test]

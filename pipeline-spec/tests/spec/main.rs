@@ -2,6 +2,7 @@
 
 mod diagnostics;
 mod extends;
+mod gitlab_rules;
 mod includes;
 mod keywords;
 mod limits;

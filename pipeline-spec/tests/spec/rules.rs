@@ -135,7 +135,8 @@ mrs:
 
 #[test]
 fn delayed_and_never() {
-    let yml = "later:\n  script: [x]\n  when: delayed\n  start_in: 30 minutes\nnever:\n  script: [x]\n  when: never\n";
+    // `when: never` belongs in rules (GitLab rejects it at job level, see gitlab_rules).
+    let yml = "later:\n  script: [x]\n  when: delayed\n  start_in: 30 minutes\nnever:\n  script: [x]\n  rules: [{when: never}]\n";
     let plan = plan_for(yml, &[], &Trigger::default());
     assert_eq!(plan.jobs.len(), 1);
     assert_eq!(plan.jobs[0].start_in, Some(1800));
