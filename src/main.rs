@@ -182,6 +182,9 @@ pub(crate) struct SpecArgs {
     /// Files changed by the push, for `rules:changes` (repeatable) [default: every `changes` matches].
     #[arg(long = "changed", value_name = "PATH")]
     changed: Vec<String>,
+    /// The most `needs` one job may list (GitLab's instance limit `ci_max_needs`) [default: 50].
+    #[arg(long = "max-needs", value_name = "N")]
+    max_needs: Option<usize>,
 }
 
 // Loading a pipeline allocates many small strings and maps; mimalloc makes `piste lint` of a
@@ -227,6 +230,7 @@ impl SpecArgs {
             tag: self.tag.clone(),
             source: self.source,
             changed_files: if self.changed.is_empty() { None } else { Some(self.changed.clone()) },
+            max_needs: self.max_needs,
         })
     }
 }

@@ -168,3 +168,32 @@ fn workflow_rules_that_create_no_pipeline_are_not_errors() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("`workflow:rules` create no pipeline for branch `dev` (push)"), "{}", text(&out.stdout));
 }
+
+/// `graph --format json` prints a JSON document even when `workflow:rules` create no pipeline.
+#[test]
+fn graph_json_is_a_document_when_nothing_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), ".gitlab-ci.yml", "workflow:\n  rules:\n    - if: $CI_COMMIT_TAG\nbuild:\n  script: [make]\n");
+    let out = piste(tmp.path(), &["graph", "--branch", "main", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON on stdout");
+    assert_eq!(v, serde_json::json!({"stages": [], "jobs": []}));
+}
+
+/// GitLab's `ci_max_needs` instance limit (50) is a setting: `--max-needs` raises it.
+#[test]
+fn max_needs_is_a_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut yaml = String::new();
+    let names: Vec<String> = (0..51).map(|i| format!("b{i}")).collect();
+    for n in &names {
+        yaml.push_str(&format!("{n}:\n  script: [make]\n"));
+    }
+    yaml.push_str(&format!("all:\n  needs: [{}]\n  script: [make]\n", names.join(", ")));
+    write(tmp.path(), ".gitlab-ci.yml", &yaml);
+    let out = piste(tmp.path(), &["lint", "--branch", "main"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--max-needs"), "the error says how to raise the limit: {}", text(&out.stderr));
+    let out = piste(tmp.path(), &["lint", "--branch", "main", "--max-needs", "60"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

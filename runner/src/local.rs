@@ -33,6 +33,8 @@ pub struct LocalOptions {
     pub source: Option<PipelineSource>,
     /// Files changed by the pipeline's push, for `rules:changes` (`None`: every `changes` matches).
     pub changed_files: Option<Vec<String>>,
+    /// `--max-needs N`: the most `needs` one job may list (GitLab's `ci_max_needs`, default 50).
+    pub max_needs: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +108,10 @@ pub fn open(opts: &LocalOptions) -> Result<LocalPipeline, LocalError> {
     let predefined = context.pipeline_variables();
     let mut include_vars = predefined.clone();
     include_vars.extend(opts.vars.iter().cloned());
-    let load_opts = LoadOptions { variables: include_vars, ..LoadOptions::default() };
+    let mut load_opts = LoadOptions { variables: include_vars, ..LoadOptions::default() };
+    if let Some(n) = opts.max_needs {
+        load_opts.max_needs = n;
+    }
     // Diagnostics name the file as the user wrote it (relative to where they stand).
     let display = file.strip_prefix(&opts.dir).unwrap_or(&file).to_string_lossy().trim_start_matches("./").to_string();
     let loaded = load(&display, &rel_path, &text, &resolver, &load_opts);

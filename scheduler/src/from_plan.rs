@@ -22,6 +22,7 @@ fn retry_when(s: &str) -> Option<RetryWhen> {
         "unmet_prerequisites" => R::UnmetPrerequisites,
         "scheduler_failure" => R::SchedulerFailure,
         "data_integrity_failure" => R::DataIntegrityFailure,
+        "runner_interrupted" => R::RunnerInterrupted,
         _ => return None,
     })
 }
@@ -77,6 +78,15 @@ mod tests {
 
     use super::*;
     use crate::{Engine, EngineOptions};
+
+    /// pipeline-spec's `RETRY_WHEN` is the one table of names GitLab accepts; every name in it
+    /// must reach the engine (a name dropped here would silently never retry).
+    #[test]
+    fn every_retry_when_name_the_loader_accepts_maps_to_the_engine() {
+        for name in pipeline_spec::parse::RETRY_WHEN {
+            assert!(retry_when(name).is_some(), "`retry:when: {name}` is accepted by the loader but unknown to the engine");
+        }
+    }
 
     #[test]
     fn a_planned_pipeline_converts_and_the_engine_accepts_it() {

@@ -137,6 +137,7 @@ pub enum RetryWhen {
     UnmetPrerequisites,
     SchedulerFailure,
     DataIntegrityFailure,
+    RunnerInterrupted,
 }
 
 /// Why an attempt failed, as reported by the executor.
@@ -155,6 +156,8 @@ pub enum FailureReason {
     UnmetPrerequisites,
     SchedulerFailure,
     DataIntegrityFailure,
+    /// The runner stopped the job (shutdown, or it lost its host) before it could finish.
+    RunnerInterrupted,
     /// Artifacts of a need are gone. Never retried (GitLab's `RETRY_OVERRIDES`).
     MissingDependencyFailure,
 }
@@ -176,6 +179,7 @@ impl FailureReason {
             F::UnmetPrerequisites => RetryWhen::UnmetPrerequisites,
             F::SchedulerFailure => RetryWhen::SchedulerFailure,
             F::DataIntegrityFailure => RetryWhen::DataIntegrityFailure,
+            F::RunnerInterrupted => RetryWhen::RunnerInterrupted,
             F::MissingDependencyFailure => return None,
         })
     }
