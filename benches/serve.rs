@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use scheduler::protocol::{FinishRequest, JobOutcome, JobPayload, JobRequestBody, RegisterRequest, RegisterResponse};
+use scheduler::protocol::{FinishRequest, JobPayload, JobRequestBody, Outcome, RegisterRequest, RegisterResponse};
 
 const SECRET: &str = "bench-webhook-secret";
 const REG: &str = "bench-registration";
@@ -168,7 +168,7 @@ async fn main() {
                 }
                 first.lock().unwrap().get_or_insert_with(Instant::now);
                 let job: JobPayload = r.json().await.unwrap();
-                let line = format!("$ true\n{} done\n", job.name);
+                let line = format!("$ true\n{} done\n", job.job.name);
                 client
                     .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
                     .bearer_auth(&job.token)
@@ -179,7 +179,7 @@ async fn main() {
                 client
                     .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
                     .bearer_auth(&job.token)
-                    .json(&FinishRequest { outcome: JobOutcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 })
+                    .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 })
                     .send()
                     .await
                     .unwrap();
@@ -236,7 +236,7 @@ async fn main() {
         client
             .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
             .bearer_auth(&job.token)
-            .json(&FinishRequest { outcome: JobOutcome::Success, exit_code: Some(0), reason: None, log_bytes: 0 })
+            .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: 0 })
             .send()
             .await
             .unwrap();

@@ -1,7 +1,7 @@
 //! The resolved pipeline: typed, validated, independent of any particular commit or trigger.
 
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::expr::Expr;
 use crate::source::Span;
@@ -107,14 +107,14 @@ pub struct Retry {
     pub exit_codes: Vec<i32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
     pub name: String,
     pub entrypoint: Option<Vec<String>>,
     pub pull_policy: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
     pub alias: Option<String>,
@@ -182,7 +182,7 @@ pub struct Artifacts {
     pub reports: Reports,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ArtifactsWhen {
     #[default]
@@ -199,7 +199,7 @@ pub struct Reports {
     pub other: Vec<(String, Vec<String>)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cache {
     pub key: CacheKey,
     pub paths: Vec<String>,
@@ -210,14 +210,14 @@ pub struct Cache {
     pub unprotect: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CacheKey {
     Literal(String),
     Files { files: Vec<String>, prefix: Option<String> },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CachePolicy {
     Pull,

@@ -10,6 +10,8 @@ pub mod executor;
 pub mod follow;
 pub mod gitinfo;
 pub mod includes;
+pub mod job;
+pub mod joblog;
 pub mod local;
 pub mod mask;
 pub mod run;

@@ -31,6 +31,7 @@ mod error;
 mod event;
 mod from_plan;
 mod graph;
+pub mod job;
 pub mod protocol;
 mod retry;
 mod spec;

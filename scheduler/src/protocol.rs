@@ -17,6 +17,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::Outcome;
+pub use crate::job::{ArtifactsSpec, JobSpec};
+pub use pipeline_spec::model::{Image, Service};
+
 /// Header carrying an artifact archive's digest (`sha256:<hex>`), verified by the server.
 pub const SHA256_HEADER: &str = "x-sha256";
 /// The user name runners use with a job token for git over HTTP (GitLab uses `gitlab-ci-token`).
@@ -70,31 +74,25 @@ pub struct JobRequestBody {
     pub free_slots: u32,
 }
 
-/// Everything a runner needs to run one attempt of one job.
+/// Everything a runner needs to run one attempt of one job: the job's one specification
+/// (the same value `piste run` runs), plus what only the server knows at lease time.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JobPayload {
     pub job_id: i64,
     pub pipeline_id: i64,
     pub project: String,
-    pub name: String,
-    pub stage: String,
     pub attempt: u32,
     /// Job-scoped secret for every call about this job (log, artifacts, git, finish).
     pub token: String,
     /// The runner must heartbeat before this many milliseconds pass.
     pub lease_ms: u64,
     pub git: GitSource,
-    pub image: Option<Image>,
+    pub job: JobSpec,
+    /// Job-level predefined variables (`CI_JOB_ID`, `CI_PIPELINE_*`, ...), lowest precedence.
+    pub predefined: Vec<(String, String)>,
+    /// Variables from the dependencies' dotenv reports, in order.
     #[serde(default)]
-    pub services: Vec<Service>,
-    /// `before_script` + `script`, run as one shell script.
-    pub script: Vec<String>,
-    #[serde(default)]
-    pub after_script: Vec<String>,
-    /// Final variables, already expanded, in precedence order (later wins).
-    pub variables: Vec<Variable>,
-    pub timeout_s: u64,
-    pub artifacts: Option<ArtifactsSpec>,
+    pub dotenv: Vec<(String, String)>,
     /// Artifacts to download before the script, in order.
     #[serde(default)]
     pub dependencies: Vec<Dependency>,
@@ -108,28 +106,6 @@ pub struct GitSource {
     pub sha: String,
     /// `refs/heads/main`, `refs/tags/v1`, ...
     pub git_ref: String,
-    /// `GIT_STRATEGY`, `GIT_DEPTH`, `GIT_CLEAN_FLAGS`, as the job's variables set them.
-    pub strategy: Option<String>,
-    pub depth: Option<u32>,
-    pub clean_flags: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Image {
-    pub name: String,
-    pub entrypoint: Option<Vec<String>>,
-    #[serde(default)]
-    pub pull_policy: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Service {
-    pub name: String,
-    pub alias: Option<String>,
-    pub entrypoint: Option<Vec<String>>,
-    pub command: Option<Vec<String>>,
-    #[serde(default)]
-    pub variables: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -139,19 +115,6 @@ pub struct Variable {
     /// Masked: the runner masks it in the log before sending; the server masks again.
     #[serde(default)]
     pub masked: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ArtifactsSpec {
-    pub paths: Vec<String>,
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    pub untracked: bool,
-    /// `on_success`, `on_failure` or `always`.
-    pub when: String,
-    /// `artifacts:reports:dotenv` files, uploaded with the artifacts and parsed by the server.
-    #[serde(default)]
-    pub dotenv: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -182,24 +145,10 @@ pub struct LogGap {
     pub expected_offset: u64,
 }
 
-/// How an attempt ended, as the runner saw it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum JobOutcome {
-    Success,
-    /// The script failed (`exit_code` says how).
-    ScriptFailure,
-    /// The job ran past its timeout.
-    JobExecutionTimeout,
-    /// The runner could not run it (image missing, workspace error, ...).
-    RunnerSystemFailure,
-    /// Stopped after a cancel.
-    Canceled,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FinishRequest {
-    pub outcome: JobOutcome,
+    /// How the attempt ended: the engine's own type, one for both job paths.
+    pub outcome: Outcome,
     pub exit_code: Option<i32>,
     /// For people: why it failed.
     pub reason: Option<String>,

@@ -147,7 +147,7 @@ pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(
         stage: j.stage.clone(),
         status: j.status.clone(),
         runner: j.runner_id.map(|r| format!("runner #{r}")),
-        image: template.as_ref().and_then(|t| t.image.as_ref().map(|i| i.name.clone())),
+        image: template.as_ref().and_then(|t| t.job.image.as_ref().map(|i| i.name.clone())),
         duration_s: secs(j.started_at, j.finished_at),
         attempt: j.attempt.max(1) as u32,
         exit_code: j.exit_code.map(|c| c as i32),

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pipeline_spec::expand::Var;
 use pipeline_spec::load::{LoadOptions, load};
 use pipeline_spec::plan::{Plan, PlanContext, PlanError, plan};
 use pipeline_spec::predefined::Context;
@@ -18,37 +17,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::store::{JobUpdate, NewJob, PipelineRow, Store, StoreError, Transition};
-use scheduler::protocol::{ArtifactsSpec, GitSource, Image, Service};
+use scheduler::job::{JobSpec, Layer, SpecVar, job_spec};
+use scheduler::protocol::GitSource;
 use scheduler::{Command, Engine, EngineOptions, Event, JobNode, JobStatus, PipelineSpec, spec_from_plan};
 
-/// What a job row's `spec` holds: the engine's node and the runner payload's static parts.
+/// What a job row's `spec` holds: the engine's node, the job's one specification (the value
+/// `piste run` runs too) and where its commit comes from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobTemplate {
     pub node: JobNode,
-    pub image: Option<Image>,
-    pub services: Vec<Service>,
-    pub script: Vec<String>,
-    pub after_script: Vec<String>,
-    /// Variables below the job-level predefined ones, in precedence order (later wins):
-    /// global, workflow, job, instance (matrix, rules), project variables, project secrets.
-    pub variables: Vec<TemplateVar>,
-    pub timeout_s: u64,
-    pub artifacts: Option<ArtifactsSpec>,
-    /// Names of the jobs whose artifacts and dotenv variables this job receives.
-    pub dependencies: Vec<String>,
+    pub job: JobSpec,
     pub git: GitSource,
-    /// For `CI_NODE_INDEX` / `CI_NODE_TOTAL`.
-    pub node_index: Option<(u32, u32)>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TemplateVar {
-    pub key: String,
-    pub value: String,
-    pub raw: bool,
-    pub masked: bool,
-    /// Set in the server's configuration (project variables and secrets), not in the YAML.
-    pub project: bool,
 }
 
 /// The commit's pipeline file, loaded and planned. Blocking (git): call from `spawn_blocking`.
@@ -145,70 +124,26 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     }
     let project = state.config.project(&row.project).ok_or("project gone")?;
     let spec = spec_from_plan(&plan, &pipeline);
-    let mut jobs = Vec::with_capacity(plan.jobs.len());
-    for (i, pj) in plan.jobs.iter().enumerate() {
-        let job = &pipeline.jobs[&pj.base];
-        let mut variables: Vec<TemplateVar> = Vec::new();
-        let var =
-            |k: &str, v: &str, raw: bool| TemplateVar { key: k.to_string(), value: v.to_string(), raw, masked: false, project: false };
-        let inherit = |name: &str| job.inherit_variables.as_ref().is_none_or(|l| l.iter().any(|n| n == name));
-        variables.extend(pipeline.variables.iter().filter(|v| inherit(&v.name)).map(|v| var(&v.name, &v.value, !v.expand)));
-        variables.extend(plan.variables.iter().map(|(k, v)| var(k, v, false)));
-        variables.extend(job.variables.iter().map(|v| var(&v.name, &v.value, !v.expand)));
-        variables.extend(pj.variables.iter().map(|(k, v)| var(k, v, false)));
-        variables.extend(project.variables.iter().map(|(k, v)| TemplateVar { project: true, ..var(k, v, false) }));
-        variables.extend(project.secrets.iter().map(|(k, v)| TemplateVar {
+    // Project variables and secrets: the layer above the pipeline file (secrets masked, raw).
+    let outer: Vec<SpecVar> = project
+        .variables
+        .iter()
+        .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: false, masked: false, layer: Layer::Project })
+        .chain(project.secrets.iter().map(|(k, v)| SpecVar {
             key: k.clone(),
             value: v.clone(),
             raw: true,
             masked: true,
-            project: true,
-        }));
-        let lookup: Vec<(String, String)> = variables.iter().map(|v| (v.key.clone(), v.value.clone())).collect();
-        let get = |k: &str| lookup.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+            layer: Layer::Project,
+        }))
+        .collect();
+    let mut jobs = Vec::with_capacity(plan.jobs.len());
+    for (i, pj) in plan.jobs.iter().enumerate() {
+        let job = &pipeline.jobs[&pj.base];
         let template = JobTemplate {
             node: spec.jobs[i].clone(),
-            image: job.image.as_ref().map(|im| Image {
-                name: im.name.clone(),
-                entrypoint: im.entrypoint.clone(),
-                pull_policy: im.pull_policy.clone(),
-            }),
-            services: job
-                .services
-                .iter()
-                .map(|s| Service {
-                    name: s.name.clone(),
-                    alias: s.alias.clone(),
-                    entrypoint: s.entrypoint.clone(),
-                    command: s.command.clone(),
-                    variables: s.variables.clone(),
-                })
-                .collect(),
-            script: job.before_script.iter().chain(job.script.iter()).cloned().collect(),
-            after_script: job.after_script.clone(),
-            variables,
-            timeout_s: job.timeout.unwrap_or(3600),
-            artifacts: job.artifacts.as_ref().map(|a| ArtifactsSpec {
-                paths: a.paths.clone(),
-                exclude: a.exclude.clone(),
-                untracked: a.untracked,
-                when: match a.when {
-                    pipeline_spec::model::ArtifactsWhen::OnSuccess => "on_success".into(),
-                    pipeline_spec::model::ArtifactsWhen::OnFailure => "on_failure".into(),
-                    pipeline_spec::model::ArtifactsWhen::Always => "always".into(),
-                },
-                dotenv: a.reports.dotenv.clone(),
-            }),
-            dependencies: plan.artifact_sources(i),
-            git: GitSource {
-                path: String::new(),
-                sha: row.sha.clone(),
-                git_ref: row.git_ref.clone(),
-                strategy: get("GIT_STRATEGY"),
-                depth: get("GIT_DEPTH").and_then(|d| d.parse().ok()),
-                clean_flags: get("GIT_CLEAN_FLAGS"),
-            },
-            node_index: pj.node,
+            job: job_spec(&plan, &pipeline, i, &outer).ok_or_else(|| format!("job `{}` is not in the pipeline", pj.base))?,
+            git: GitSource { path: String::new(), sha: row.sha.clone(), git_ref: row.git_ref.clone() },
         };
         let spec_json = serde_json::to_string(&template).map_err(|e| e.to_string())?;
         jobs.push(NewJob {
@@ -368,47 +303,6 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
         }
     }
     Err(StoreError::Database(format!("pipeline {pipeline_id}: too many concurrent changes")))
-}
-
-/// Builds the final variables of an attempt (job-level predefined ones, dotenv of dependencies).
-pub fn job_variables(
-    ctx: &Context,
-    template: &JobTemplate,
-    name: &str,
-    stage: &str,
-    job_id: i64,
-    dotenv: &[(String, String)],
-) -> Vec<(String, String, bool)> {
-    use pipeline_spec::predefined::JobContext;
-    let jctx = JobContext {
-        name,
-        stage,
-        job_id: u64::try_from(job_id).unwrap_or(0),
-        node_index: template.node_index.map(|(i, _)| i),
-        node_total: template.node_index.map_or(0, |(_, t)| t),
-        manual: matches!(template.node.when, scheduler::When::Manual),
-        environment: None,
-        image: template.image.as_ref().map(|i| i.name.as_str()),
-        timeout_secs: Some(template.timeout_s),
-        started_at: None,
-    };
-    let mut list: Vec<Var> = ctx.job_variables(&jctx).into_iter().map(|(k, v)| Var::new(k, v)).collect();
-    let mut masked = std::collections::HashSet::new();
-    // Project variables and secrets outrank dotenv; keep the template order but put dotenv
-    // just below the project's own (GitLab: pipeline > project > dotenv > job > global).
-    let (project, yaml): (Vec<&TemplateVar>, Vec<&TemplateVar>) = template.variables.iter().partition(|v| v.project);
-    for v in yaml {
-        list.push(if v.raw { Var::raw(&v.key, &v.value) } else { Var::new(&v.key, &v.value) });
-    }
-    list.extend(dotenv.iter().map(|(k, v)| Var::raw(k, v)));
-    for v in project {
-        if v.masked {
-            masked.insert(v.key.clone());
-        }
-        list.push(if v.raw { Var::raw(&v.key, &v.value) } else { Var::new(&v.key, &v.value) });
-    }
-    let values = pipeline_spec::expand::expand_all(&list);
-    values.into_iter().map(|(k, v)| (k.clone(), v, masked.contains(&k))).collect()
 }
 
 pub fn now_ms() -> i64 {

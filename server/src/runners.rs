@@ -19,10 +19,9 @@ use crate::pipelines::{self, JobTemplate, now_ms};
 use crate::store::{JobRow, JobUpdate, Store};
 use crate::{AppState, hash_token, new_token, tokens_equal};
 use scheduler::protocol::{
-    self, Dependency, FinishRequest, Heartbeat, JobOutcome, JobPayload, JobRequestBody, LogAck, LogGap, RegisterRequest, RegisterResponse,
-    Variable,
+    self, Dependency, FinishRequest, Heartbeat, JobPayload, JobRequestBody, LogAck, LogGap, RegisterRequest, RegisterResponse,
 };
-use scheduler::{Event, FailureReason, Outcome};
+use scheduler::{Event, Outcome};
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
@@ -81,10 +80,10 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
     let mut ctx: Context = serde_json::from_str(&pipeline.trigger).map_err(|e| Error::Internal(e.to_string()))?;
     ctx.pipeline_id = u64::try_from(pipeline.id).unwrap_or(0);
     ctx.pipeline_iid = ctx.pipeline_id;
-    let siblings = if template.dependencies.is_empty() { Vec::new() } else { state.store.jobs(job.pipeline_id).await? };
+    let siblings = if template.job.dependencies.is_empty() { Vec::new() } else { state.store.jobs(job.pipeline_id).await? };
     let mut dependencies = Vec::new();
     let mut dotenv: Vec<(String, String)> = Vec::new();
-    for name in &template.dependencies {
+    for name in &template.job.dependencies {
         if let Some(dep) = siblings.iter().find(|j| &j.name == name) {
             if dep.artifacts.is_some() {
                 dependencies.push(Dependency { job_id: dep.id, name: dep.name.clone() });
@@ -94,29 +93,20 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
             }
         }
     }
-    let variables = pipelines::job_variables(&ctx, &template, &job.name, &job.stage, job.id, &dotenv)
-        .into_iter()
-        .map(|(key, value, masked)| Variable { key, value, masked })
-        .collect();
+    let predefined = template.job.predefined(&ctx, u64::try_from(job.id).unwrap_or(0));
     let mut git = template.git.clone();
     git.path = protocol::paths::git(job.id);
     Ok(JobPayload {
         job_id: job.id,
         pipeline_id: job.pipeline_id,
         project: pipeline.project,
-        name: job.name.clone(),
-        stage: job.stage.clone(),
         attempt: job.attempt as u32,
         token,
         lease_ms: state.config.lease_ms,
         git,
-        image: template.image,
-        services: template.services,
-        script: template.script,
-        after_script: template.after_script,
-        variables,
-        timeout_s: template.timeout_s,
-        artifacts: template.artifacts,
+        job: template.job,
+        predefined,
+        dotenv,
         dependencies,
     })
 }
@@ -222,7 +212,7 @@ pub async fn upload_artifacts(
     state.store.set_artifacts(id, &format!("sha256:{actual}")).await?;
     // The dotenv report travels inside the archive: read it now, for the jobs after this one.
     let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.to_string()))?;
-    if let Some(a) = template.artifacts.filter(|a| !a.dotenv.is_empty()) {
+    if let Some(a) = template.job.artifacts.filter(|a| !a.dotenv.is_empty()) {
         let wanted = a.dotenv.clone();
         let vars =
             tokio::task::spawn_blocking(move || read_dotenv(&final_path, &wanted)).await.map_err(|e| Error::Internal(e.to_string()))?;
@@ -261,7 +251,7 @@ pub async fn download_artifacts(
     let job = job_for(&state, id, &headers).await?;
     let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.to_string()))?;
     let dep_row = state.store.job(dep).await?.ok_or(Error::NotFound("job"))?;
-    if dep_row.pipeline_id != job.pipeline_id || !template.dependencies.contains(&dep_row.name) {
+    if dep_row.pipeline_id != job.pipeline_id || !template.job.dependencies.contains(&dep_row.name) {
         return Err(Error::Forbidden("a job token only reaches the artifacts of that job's dependencies"));
     }
     let Some(digest) = dep_row.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) else {
@@ -290,18 +280,13 @@ pub async fn finish(
             return Err(e);
         }
     };
-    let (outcome, reason) = match req.outcome {
-        JobOutcome::Success => (Outcome::Success, None),
-        JobOutcome::ScriptFailure => {
-            (Outcome::Failed { reason: FailureReason::ScriptFailure, exit_code: req.exit_code }, Some("script_failure"))
+    let outcome = req.outcome;
+    let reason = match outcome {
+        Outcome::Success => None,
+        Outcome::Canceled => Some("canceled".to_string()),
+        Outcome::Failed { reason, .. } => {
+            Some(serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{reason:?}")))
         }
-        JobOutcome::JobExecutionTimeout => {
-            (Outcome::Failed { reason: FailureReason::JobExecutionTimeout, exit_code: req.exit_code }, Some("job_execution_timeout"))
-        }
-        JobOutcome::RunnerSystemFailure => {
-            (Outcome::Failed { reason: FailureReason::RunnerSystemFailure, exit_code: req.exit_code }, Some("runner_system_failure"))
-        }
-        JobOutcome::Canceled => (Outcome::Canceled, Some("canceled")),
     };
     let stored = crate::logs::len(&state.logs_dir(), id, job.attempt);
     if stored < req.log_bytes {
@@ -310,7 +295,7 @@ pub async fn finish(
     let now = now_ms();
     let reason_text = match (reason, &req.reason) {
         (Some(r), Some(why)) => Some(format!("{r}: {}", why.chars().take(500).collect::<String>())),
-        (Some(r), None) => Some(r.to_string()),
+        (Some(r), None) => Some(r),
         (None, _) => None,
     };
     let event = Event::JobFinished { job: job.name.clone(), attempt: job.attempt as u32, outcome, now: now as u64 };

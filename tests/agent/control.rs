@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use scheduler::protocol::JobOutcome;
+use scheduler::{FailureReason, Outcome};
 
-use crate::support::{PROJECT, World};
+use crate::support::{PROJECT, World, reason_of};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -16,7 +16,7 @@ async fn a_heartbeat_cancel_stops_a_long_job_and_after_script_runs() {
     let agent = w.shell_agent(1);
 
     let mut p = w.fake.state.payload(PROJECT, &sha, &["echo started", "sleep 120", "echo never-printed"]);
-    p.after_script = vec!["echo \"after-script-ran status=$CI_JOB_STATUS\"".into()];
+    p.job.after_script = vec!["echo \"after-script-ran status=$CI_JOB_STATUS\"".into()];
     let job = w.fake.state.enqueue(p);
     w.fake.state.log_contains(job, "started\n", LIMIT).await;
     // Let a few heartbeat periods (lease/3 = 200 ms) pass before the cancel, so the count below
@@ -28,7 +28,7 @@ async fn a_heartbeat_cancel_stops_a_long_job_and_after_script_runs() {
     let rec = w.fake.state.finished(job, LIMIT).await;
     assert!(canceled_at.elapsed() < Duration::from_secs(5), "the cancel took {:?}", canceled_at.elapsed());
     let log = rec.log_text();
-    assert_eq!(rec.finish.clone().unwrap().outcome, JobOutcome::Canceled, "{log}");
+    assert_eq!(rec.finish.clone().unwrap().outcome, Outcome::Canceled, "{log}");
     assert!(log.contains("after-script-ran status=canceled"), "{log}");
     assert!(!log.contains("never-printed\n"), "{log}");
     assert!(rec.heartbeats >= 2, "heartbeats every lease/3: {}", rec.heartbeats);
@@ -44,7 +44,7 @@ async fn a_job_taken_away_is_stopped_and_not_reported() {
     let agent = w.shell_agent(1);
 
     let mut p = w.fake.state.payload(PROJECT, &sha, &["echo started", "sleep 120"]);
-    p.after_script = vec!["echo after-script-must-not-run".into()];
+    p.job.after_script = vec!["echo after-script-must-not-run".into()];
     let job = w.fake.state.enqueue(p);
     w.fake.state.log_contains(job, "started\n", LIMIT).await;
     w.fake.state.set_heartbeat_status(job, 410);
@@ -52,7 +52,7 @@ async fn a_job_taken_away_is_stopped_and_not_reported() {
     // The slot is free again: the next job runs on this one-slot runner.
     let next = w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, &["echo next"]));
     let rec = w.fake.state.finished(next, LIMIT).await;
-    assert_eq!(rec.finish.clone().unwrap().outcome, JobOutcome::Success);
+    assert_eq!(rec.finish.clone().unwrap().outcome, Outcome::Success);
     let taken = w.fake.state.job(job);
     assert!(taken.finish.is_none() && taken.finishes == 0, "a job taken away is not reported");
     assert!(!taken.log_text().contains("after-script-must-not-run"));
@@ -71,7 +71,7 @@ async fn the_agent_survives_server_restarts() {
     w.fake.restart_after(Duration::from_millis(1500)).await;
     let job = w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, &["echo after-restart"]));
     let rec = w.fake.state.finished(job, LIMIT).await;
-    assert_eq!(rec.finish.clone().unwrap().outcome, JobOutcome::Success, "{}", rec.log_text());
+    assert_eq!(rec.finish.clone().unwrap().outcome, Outcome::Success, "{}", rec.log_text());
 
     // While a job runs: its log, heartbeats and finish report wait for the server.
     let p =
@@ -81,7 +81,7 @@ async fn the_agent_survives_server_restarts() {
     w.fake.restart_after(Duration::from_secs(3)).await;
     let rec = w.fake.state.finished(job, LIMIT).await;
     let log = rec.log_text();
-    assert_eq!(rec.finish.as_ref().unwrap().outcome, JobOutcome::Success, "{log}");
+    assert_eq!(rec.finish.as_ref().unwrap().outcome, Outcome::Success, "{log}");
     assert!(rec.mismatches.is_empty());
     for i in 1..=50 {
         assert_eq!(log.matches(&format!("during {i}\n")).count(), 1, "{log}");
@@ -101,7 +101,7 @@ async fn shutdown_lets_a_running_job_finish() {
     w.fake.state.log_contains(job, "started\n", LIMIT).await;
     agent.stop(LIMIT).await.unwrap();
     let rec = w.fake.state.job(job);
-    assert_eq!(rec.finish.as_ref().map(|f| f.outcome), Some(JobOutcome::Success), "{}", rec.log_text());
+    assert_eq!(rec.finish.as_ref().map(|f| f.outcome), Some(Outcome::Success), "{}", rec.log_text());
     assert!(rec.log_text().contains("finished-normally"));
 
     // A stopped agent asks for nothing more.
@@ -119,7 +119,7 @@ async fn after_the_shutdown_grace_running_jobs_are_canceled_and_reported() {
     });
 
     let mut p = w.fake.state.payload(PROJECT, &sha, &["echo started", "sleep 120"]);
-    p.after_script = vec!["echo \"after-script status=$CI_JOB_STATUS\"".into()];
+    p.job.after_script = vec!["echo \"after-script status=$CI_JOB_STATUS\"".into()];
     let job = w.fake.state.enqueue(p);
     w.fake.state.log_contains(job, "started\n", LIMIT).await;
     let stopping = Instant::now();
@@ -127,7 +127,7 @@ async fn after_the_shutdown_grace_running_jobs_are_canceled_and_reported() {
     assert!(stopping.elapsed() < Duration::from_secs(5), "stopping took {:?}", stopping.elapsed());
     let rec = w.fake.state.job(job);
     let finish = rec.finish.clone().expect("the canceled job is reported");
-    assert_eq!(finish.outcome, JobOutcome::RunnerSystemFailure, "retry rules may run it again");
+    assert_eq!(reason_of(&finish.outcome), Some(FailureReason::RunnerSystemFailure), "retry rules may run it again");
     assert!(finish.reason.unwrap().contains("shut down"));
     assert!(rec.log_text().contains("after-script status=canceled"), "{}", rec.log_text());
 }

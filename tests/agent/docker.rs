@@ -5,8 +5,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pipeline_spec::model::ArtifactsWhen;
 use runner::executor::DockerExecutor;
-use scheduler::protocol::{ArtifactsSpec, Image, JobOutcome};
+use scheduler::Outcome;
+use scheduler::protocol::{ArtifactsSpec, Image};
 
 use crate::support::{PROJECT, World, archive_files};
 
@@ -32,12 +34,19 @@ async fn a_job_runs_in_a_container() {
         &sha,
         &["pwd", "echo \"dir=$CI_PROJECT_DIR\"", "cat file.txt", "echo built-in-a-container > out.txt"],
     );
-    p.image = Some(Image { name: IMAGE.into(), entrypoint: None, pull_policy: vec!["never".into()] });
-    p.artifacts =
-        Some(ArtifactsSpec { paths: vec!["out.txt".into()], exclude: vec![], untracked: false, when: "on_success".into(), dotenv: vec![] });
+    p.job.image = Some(Image { name: IMAGE.into(), entrypoint: None, pull_policy: vec!["never".into()] });
+    p.job.artifacts = Some(ArtifactsSpec {
+        paths: vec!["out.txt".into()],
+        exclude: vec![],
+        untracked: false,
+        when: ArtifactsWhen::OnSuccess,
+        dotenv: vec![],
+        junit: vec![],
+        other_reports: vec![],
+    });
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), Duration::from_secs(120)).await;
     let log = rec.log_text();
-    assert_eq!(rec.finish.as_ref().unwrap().outcome, JobOutcome::Success, "{log}");
+    assert_eq!(rec.finish.as_ref().unwrap().outcome, Outcome::Success, "{log}");
     assert!(log.contains("\n/builds/group/app\n"), "{log}");
     assert!(log.contains("dir=/builds/group/app"), "{log}");
     assert!(log.contains("from the repository"), "{log}");

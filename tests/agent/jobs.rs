@@ -2,19 +2,23 @@
 
 use std::time::Duration;
 
-use scheduler::protocol::{ArtifactsSpec, Dependency, JobOutcome, Variable};
+use pipeline_spec::model::ArtifactsWhen;
+use scheduler::protocol::{ArtifactsSpec, Dependency};
+use scheduler::{FailureReason, Outcome};
 
-use crate::support::{PROJECT, World, archive_files, make_archive};
+use crate::support::{PROJECT, World, archive_files, make_archive, reason_of, var};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn artifacts(paths: &[&str], when: &str) -> Option<ArtifactsSpec> {
+fn artifacts(paths: &[&str], when: ArtifactsWhen) -> Option<ArtifactsSpec> {
     Some(ArtifactsSpec {
         paths: paths.iter().map(|p| p.to_string()).collect(),
         exclude: vec!["out/*.tmp".into()],
         untracked: false,
-        when: when.into(),
+        when,
         dotenv: vec!["build.env".into()],
+        junit: vec![],
+        other_reports: vec![],
     })
 }
 
@@ -37,13 +41,13 @@ async fn a_job_runs_end_to_end() {
             "echo \"dir=$CI_PROJECT_DIR\"",
         ],
     );
-    p.artifacts = artifacts(&["out/"], "on_success");
+    p.job.artifacts = artifacts(&["out/"], ArtifactsWhen::OnSuccess);
     let job = w.fake.state.enqueue(p);
     let rec = w.fake.state.finished(job, LIMIT).await;
     let log = rec.log_text();
 
     let finish = rec.finish.clone().unwrap();
-    assert_eq!(finish.outcome, JobOutcome::Success, "{log}");
+    assert_eq!(finish.outcome, Outcome::Success, "{log}");
     assert_eq!(finish.exit_code, Some(0));
     assert_eq!(finish.log_bytes, rec.log.len() as u64, "the finish report counts exactly the stored log");
     assert!(rec.mismatches.is_empty(), "{:?}", rec.mismatches);
@@ -79,7 +83,7 @@ async fn a_job_runs_end_to_end() {
     assert!(fetches > 0);
     let job2 = w.fake.state.enqueue(w.fake.state.payload(PROJECT, &first, &["test ! -e out/report.txt", "cat file.txt"]));
     let rec2 = w.fake.state.finished(job2, LIMIT).await;
-    assert_eq!(rec2.finish.clone().unwrap().outcome, JobOutcome::Success, "the slot was cleaned: {}", rec2.log_text());
+    assert_eq!(rec2.finish.clone().unwrap().outcome, Outcome::Success, "the slot was cleaned: {}", rec2.log_text());
     assert!(rec2.log_text().contains("already on this runner"), "{}", rec2.log_text());
     assert_eq!(w.fake.state.git_requests(), fetches, "no git request for a cached commit");
 
@@ -93,24 +97,29 @@ async fn a_failing_job_reports_its_exit_code_and_uploads_on_failure() {
     let agent = w.shell_agent(1);
 
     let mut p = w.fake.state.payload(PROJECT, &sha, &["mkdir -p out", "echo partial > out/trace.txt", "exit 3"]);
-    p.artifacts = artifacts(&["out/"], "on_failure");
+    p.job.artifacts = artifacts(&["out/"], ArtifactsWhen::OnFailure);
     let job = w.fake.state.enqueue(p);
     let rec = w.fake.state.finished(job, LIMIT).await;
     let finish = rec.finish.clone().unwrap();
-    assert_eq!((finish.outcome, finish.exit_code), (JobOutcome::ScriptFailure, Some(3)), "{}", rec.log_text());
+    assert_eq!(
+        (finish.outcome, finish.exit_code),
+        (Outcome::Failed { reason: FailureReason::ScriptFailure, exit_code: Some(3) }, Some(3)),
+        "{}",
+        rec.log_text()
+    );
     assert!(rec.log_text().contains("ERROR: Job failed: exit code 3"));
     let files = archive_files(&rec.artifacts.expect("on_failure uploads for a failed job").1);
     assert_eq!(files.get("out/trace.txt").map(String::as_str), Some("partial\n"));
 
     // `on_success` uploads nothing for a failed job; an unknown strategy fails without running.
     let mut p = w.fake.state.payload(PROJECT, &sha, &["mkdir -p out && echo a > out/a", "false"]);
-    p.artifacts = artifacts(&["out/"], "on_success");
+    p.job.artifacts = artifacts(&["out/"], ArtifactsWhen::OnSuccess);
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), LIMIT).await;
     assert!(rec.artifacts.is_none());
     let mut p = w.fake.state.payload(PROJECT, &sha, &["echo must-not-run"]);
-    p.git.strategy = Some("shallow".into());
+    p.job.variables.push(var("GIT_STRATEGY", "shallow", false));
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), LIMIT).await;
-    assert_eq!(rec.finish.clone().unwrap().outcome, JobOutcome::ScriptFailure);
+    assert_eq!(reason_of(&rec.finish.clone().unwrap().outcome), Some(FailureReason::ScriptFailure));
     assert!(rec.log_text().contains("unknown GIT_STRATEGY `shallow`") && !rec.log_text().contains("must-not-run\n"), "{}", rec.log_text());
 
     agent.stop(LIMIT).await.unwrap();
@@ -127,7 +136,7 @@ async fn dependencies_artifacts_are_downloaded() {
     p.dependencies = vec![Dependency { job_id: 100, name: "build".into() }, Dependency { job_id: 101, name: "lint".into() }];
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), LIMIT).await;
     let log = rec.log_text();
-    assert_eq!(rec.finish.clone().unwrap().outcome, JobOutcome::Success, "{log}");
+    assert_eq!(rec.finish.clone().unwrap().outcome, Outcome::Success, "{log}");
     assert!(log.contains("built by the build job"), "{log}");
     assert!(log.contains("Downloaded artifacts for build"), "{log}");
     assert!(log.contains("lint (101) has no artifacts"), "{log}");
@@ -138,7 +147,7 @@ async fn dependencies_artifacts_are_downloaded() {
     p.dependencies = vec![Dependency { job_id: 102, name: "broken".into() }];
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), LIMIT).await;
     let finish = rec.finish.clone().unwrap();
-    assert_eq!(finish.outcome, JobOutcome::RunnerSystemFailure);
+    assert_eq!(reason_of(&finish.outcome), Some(FailureReason::RunnerSystemFailure));
     assert!(finish.reason.unwrap().contains("artifacts of `broken`"));
     assert!(!rec.log_text().contains("must-not-run\n"));
 
@@ -163,13 +172,10 @@ async fn masked_values_never_reach_the_server() {
             "echo \"visible: $NOT_SECRET\"",
         ],
     );
-    p.variables = vec![
-        Variable { key: "SECRET".into(), value: secret.into(), masked: true },
-        Variable { key: "NOT_SECRET".into(), value: "just-a-value".into(), masked: false },
-    ];
+    p.job.variables = vec![var("SECRET", secret, true), var("NOT_SECRET", "just-a-value", false)];
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), LIMIT).await;
     let log = rec.log_text();
-    assert_eq!(rec.finish.as_ref().unwrap().outcome, JobOutcome::Success, "{log}");
+    assert_eq!(rec.finish.as_ref().unwrap().outcome, Outcome::Success, "{log}");
     assert!(!log.contains(secret) && !log.contains("hunter2"), "{log}");
     for r in &rec.log_requests {
         let body = String::from_utf8_lossy(&r.body);
@@ -194,14 +200,14 @@ async fn a_commit_not_on_the_jobs_ref_is_fetched_by_id() {
 
     let p = w.fake.state.payload(PROJECT, &side, &["cat file.txt"]);
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), LIMIT).await;
-    assert_eq!(rec.finish.clone().unwrap().outcome, JobOutcome::Success, "{}", rec.log_text());
+    assert_eq!(rec.finish.clone().unwrap().outcome, Outcome::Success, "{}", rec.log_text());
     assert!(rec.log_text().contains("only on the side branch"));
 
     // A commit the server does not have is a clear failure.
     let missing = "0123456789abcdef0123456789abcdef01234567";
     let rec = w.fake.state.finished(w.fake.state.enqueue(w.fake.state.payload(PROJECT, missing, &["true"])), LIMIT).await;
     let finish = rec.finish.clone().unwrap();
-    assert_eq!(finish.outcome, JobOutcome::RunnerSystemFailure, "{}", rec.log_text());
+    assert_eq!(reason_of(&finish.outcome), Some(FailureReason::RunnerSystemFailure), "{}", rec.log_text());
     assert!(rec.log_text().contains(missing), "{}", rec.log_text());
 
     agent.stop(LIMIT).await.unwrap();
@@ -218,7 +224,7 @@ async fn concurrent_jobs_run_in_separate_slots() {
     let b = w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, &script));
     let (ra, rb) = (w.fake.state.finished(a, LIMIT).await, w.fake.state.finished(b, LIMIT).await);
     for r in [&ra, &rb] {
-        assert_eq!(r.finish.as_ref().unwrap().outcome, JobOutcome::Success, "{}", r.log_text());
+        assert_eq!(r.finish.as_ref().unwrap().outcome, Outcome::Success, "{}", r.log_text());
     }
     let dir = |r: &crate::fake::JobRecord| r.log_text().lines().find_map(|l| l.strip_prefix("dir=").map(str::to_owned)).unwrap();
     assert_ne!(dir(&ra), dir(&rb), "each running job has its own slot");
@@ -235,16 +241,16 @@ async fn git_strategy_none_runs_without_a_checkout() {
     let agent = w.shell_agent(1);
 
     let mut p = w.fake.state.payload(PROJECT, &sha, &["test ! -e file.txt", "echo none-ran"]);
-    p.git.strategy = Some("none".into());
+    p.job.variables.push(var("GIT_STRATEGY", "none", false));
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), LIMIT).await;
-    assert_eq!(rec.finish.clone().unwrap().outcome, JobOutcome::Success, "{}", rec.log_text());
+    assert_eq!(rec.finish.clone().unwrap().outcome, Outcome::Success, "{}", rec.log_text());
     assert!(rec.log_text().contains("Skipping Git repository setup"));
 
     // GIT_CHECKOUT=false: the slot is ready, nothing is checked out.
     let mut p = w.fake.state.payload(PROJECT, &sha, &["test ! -e file.txt"]);
-    p.variables = vec![Variable { key: "GIT_CHECKOUT".into(), value: "false".into(), masked: false }];
+    p.job.variables = vec![var("GIT_CHECKOUT", "false", false)];
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), LIMIT).await;
-    assert_eq!(rec.finish.clone().unwrap().outcome, JobOutcome::Success, "{}", rec.log_text());
+    assert_eq!(rec.finish.clone().unwrap().outcome, Outcome::Success, "{}", rec.log_text());
 
     agent.stop(LIMIT).await.unwrap();
 }

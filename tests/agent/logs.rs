@@ -3,7 +3,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use scheduler::protocol::JobOutcome;
+use scheduler::Outcome;
 
 use crate::fake::LogFault;
 use crate::support::{PROJECT, World, normalized};
@@ -26,7 +26,7 @@ async fn the_log_survives_lost_requests_and_a_gap_byte_for_byte() {
     // Warm the cache, then a reference run without faults.
     w.fake.state.finished(w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, &["true"])), LIMIT).await;
     let clean = w.fake.state.finished(w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, CHATTY)), LIMIT).await;
-    assert_eq!(clean.finish.as_ref().unwrap().outcome, JobOutcome::Success, "{}", clean.log_text());
+    assert_eq!(clean.finish.as_ref().unwrap().outcome, Outcome::Success, "{}", clean.log_text());
 
     // The same job with a fault on most of its log requests.
     w.fake.state.push_log_faults(&[
@@ -41,7 +41,7 @@ async fn the_log_survives_lost_requests_and_a_gap_byte_for_byte() {
     let job = w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, CHATTY));
     let rec = w.fake.state.finished(job, LIMIT).await;
     assert_eq!(w.fake.state.log_faults_left(), 0, "every fault was hit");
-    assert_eq!(rec.finish.as_ref().unwrap().outcome, JobOutcome::Success, "{}", rec.log_text());
+    assert_eq!(rec.finish.as_ref().unwrap().outcome, Outcome::Success, "{}", rec.log_text());
     assert!(rec.mismatches.is_empty(), "a resent chunk differed from what was stored: {:?}", rec.mismatches);
     assert_eq!(rec.finish.as_ref().unwrap().log_bytes, rec.log.len() as u64);
     assert_eq!(normalized(&rec.log_text()), normalized(&clean.log_text()), "the log is the same as without faults");
@@ -79,7 +79,7 @@ async fn a_line_reaches_the_server_quickly_and_lines_are_batched() {
     assert!(latency < 500, "a line took {latency} ms to reach the server (batching waits at most 100 ms)");
 
     let rec = w.fake.state.finished(job, LIMIT).await;
-    assert_eq!(rec.finish.as_ref().unwrap().outcome, JobOutcome::Success);
+    assert_eq!(rec.finish.as_ref().unwrap().outcome, Outcome::Success);
     let burst: Vec<_> = rec.log_requests.iter().filter(|r| String::from_utf8_lossy(&r.body).contains("burst line")).collect();
     assert!(burst.len() <= 5, "2000 lines printed at once went in {} requests", burst.len());
 
@@ -104,7 +104,7 @@ async fn a_server_refusing_logs_slows_the_job_down_without_losing_bytes() {
     assert!(!printed.exists(), "the job printed everything although nothing was acknowledged");
 
     let rec = w.fake.state.finished(job, LIMIT).await;
-    assert_eq!(rec.finish.as_ref().unwrap().outcome, JobOutcome::Success, "{}", &rec.log_text()[..2000.min(rec.log.len())]);
+    assert_eq!(rec.finish.as_ref().unwrap().outcome, Outcome::Success, "{}", &rec.log_text()[..2000.min(rec.log.len())]);
     assert!(rec.mismatches.is_empty(), "{:?}", rec.mismatches);
     let log = rec.log_text();
     let ys = "y".repeat(size);

@@ -184,3 +184,17 @@ pub fn normalized(log: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// A job variable: from the pipeline file, or a masked project secret.
+pub fn var(key: &str, value: &str, masked: bool) -> scheduler::job::SpecVar {
+    let layer = if masked { scheduler::job::Layer::Project } else { scheduler::job::Layer::Yaml };
+    scheduler::job::SpecVar { key: key.into(), value: value.into(), raw: masked, masked, layer }
+}
+
+/// The failure class of an outcome, `None` when it did not fail.
+pub fn reason_of(outcome: &scheduler::Outcome) -> Option<scheduler::FailureReason> {
+    match outcome {
+        scheduler::Outcome::Failed { reason, .. } => Some(*reason),
+        _ => None,
+    }
+}

@@ -25,12 +25,13 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use scheduler::protocol::MAX_LOG_CHUNK;
-use tokio::sync::mpsc::{self, Receiver};
+use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::api::{Api, Backoff, CallError, LogReply};
 use super::job::Signals;
+use crate::joblog::{Input, LogWriter};
 use crate::mask::Masker;
 
 /// Send when this many bytes wait.
@@ -39,34 +40,6 @@ pub(crate) const FLUSH_BYTES: usize = 64 * 1024;
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(100);
 /// Stop reading input while this many bytes await acknowledgement.
 pub(crate) const MAX_UNACKED: usize = 8 << 20;
-
-/// What the log receives, in order.
-pub(crate) enum Input {
-    /// Raw output.
-    Bytes(Vec<u8>),
-    /// A line of the runner's own, started on a new line if the output did not end with one.
-    Line(String),
-    /// An executor's output channel, read to its end before the next input.
-    Stream(Receiver<Vec<u8>>),
-}
-
-/// The writing end of a job's log. Dropping every clone ends the log.
-#[derive(Clone)]
-pub(crate) struct LogWriter {
-    tx: mpsc::Sender<Input>,
-}
-
-impl LogWriter {
-    /// Adds a line of the runner's own (ignored if the log has already ended).
-    pub(crate) async fn line(&self, text: impl Into<String>) {
-        let _ = self.tx.send(Input::Line(text.into())).await;
-    }
-
-    /// Hands over an executor's output channel; later inputs come after all of its output.
-    pub(crate) async fn stream(&self, rx: Receiver<Vec<u8>>) {
-        let _ = self.tx.send(Input::Stream(rx)).await;
-    }
-}
 
 /// How shipping ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,9 +62,9 @@ pub(crate) struct LogResult {
 /// Starts shipping job `job`'s log. `secrets` are masked. On a lost job the shipper marks
 /// `signals` lost; on a refused log it cancels the script.
 pub(crate) fn spawn(api: Api, job: i64, token: String, secrets: Vec<Vec<u8>>, signals: Signals) -> (LogWriter, JoinHandle<LogResult>) {
-    let (tx, rx) = mpsc::channel(16);
+    let (writer, rx) = LogWriter::channel(16);
     let shipper = Shipper { api, job, token, signals, state: State::new(Masker::new(secrets)) };
-    (LogWriter { tx }, tokio::spawn(shipper.run(rx)))
+    (writer, tokio::spawn(shipper.run(rx)))
 }
 
 /// A log request in flight; it yields the offsets it covered and the answer.

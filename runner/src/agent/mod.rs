@@ -161,6 +161,9 @@ impl Agent {
             executor: self.executor.clone(),
             containers: self.containers,
             checkouts: checkout::Checkouts::new(&self.work_dir),
+            // `cache:` lives on the node, as GitLab Runner's local cache does.
+            cache: crate::cache::CacheStore::new(self.work_dir.join("cache"))
+                .map_err(|e| AgentError::Client(format!("cannot open the cache folder: {e}")))?,
             tmp_dir,
             force: CancellationToken::new(),
             abandon: CancellationToken::new(),

@@ -1,28 +1,27 @@
-//! One attempt of one job: checkout, inputs (artifacts, dotenv, cache), variables, the executor,
-//! then outputs (artifacts, dotenv report, cache). Blocking work goes through `spawn_blocking`.
+//! `piste run`'s side of one job attempt: the job's specification from the plan, its log file,
+//! and a [`JobHost`] over slot workspaces and the local artifact store; the attempt itself is
+//! the one job runner's ([`crate::job::run`]), the same as on server runners.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipeline_spec::expand::{Var, expand, expand_all_report};
-use pipeline_spec::model::{ArtifactsWhen, CachePolicy, Job, Pipeline};
-use pipeline_spec::plan::{Plan, PlannedJob};
-use pipeline_spec::predefined::{Context, JobContext};
-use tokio::sync::mpsc::{self, Sender};
+use pipeline_spec::model::Pipeline;
+use pipeline_spec::plan::Plan;
+use pipeline_spec::predefined::Context;
+use scheduler::job::{Layer, SpecVar, job_spec};
+use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
-use crate::artifacts::{self, ArtifactSpec};
+use crate::artifacts::{self, Limits};
 use crate::cas::{Digest, Store};
-use crate::executor::{self, Executor, ImageSpec, JobRequest, PullPolicy, ServiceSpec};
+use crate::executor::Executor;
+use crate::job::{self, AttemptEnv, Failure, GitSettings, JobHost};
+use crate::joblog::LogWriter;
 use crate::run::events::RunEvent;
 use crate::run::inputs;
 use crate::run::logs;
-
-/// GitLab's defaults: a job may run an hour, its `after_script` five minutes.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
-pub const AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What a finished job left for the jobs after it.
 #[derive(Debug, Clone, Default)]
@@ -72,231 +71,134 @@ fn failed(reason: scheduler::FailureReason, message: String, started: Instant) -
     }
 }
 
-/// Runs attempt `attempt` of plan job `index` in workspace slot `slot`.
+/// Runs attempt `attempt` of plan job `index` in workspace slot `slot`, through the one job
+/// runner ([`crate::job::run`]).
 pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, cancel: CancellationToken) -> Attempt {
     let started = Instant::now();
     let pj = shared.plan.jobs[index].clone();
-    let Some(job) = shared.pipeline.jobs.get(&pj.base).cloned() else {
+    let outer: Vec<SpecVar> = shared
+        .secrets
+        .iter()
+        .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project })
+        .chain(shared.pipeline_vars.iter().map(|(k, v)| SpecVar {
+            key: k.clone(),
+            value: v.clone(),
+            raw: false,
+            masked: false,
+            layer: Layer::Pipeline,
+        }))
+        .collect();
+    let Some(spec) = job_spec(&shared.plan, &shared.pipeline, index, &outer) else {
         return failed(scheduler::FailureReason::UnknownFailure, format!("job `{}` is not in the pipeline", pj.base), started);
     };
     let job_id = shared.pipeline_id * 1000 + index as u64 + 1;
-
-    // 1. Variables, low to high precedence (GitLab): predefined < global < workflow < job <
-    //    instance (matrix, rules) < dotenv of dependencies < secrets < pipeline variables.
-    let deps = shared.plan.artifact_sources(index);
     let dotenv: Vec<(String, String)> = {
         let outputs = shared.outputs.lock().unwrap_or_else(|e| e.into_inner());
-        deps.iter().filter_map(|d| outputs.get(d)).flat_map(|o| o.dotenv.clone()).collect()
+        spec.dependencies.iter().filter_map(|d| outputs.get(d)).flat_map(|o| o.dotenv.clone()).collect()
     };
-    // GIT_* settings come from the variables; CI_PROJECT_DIR is only known after the checkout,
-    // so the set is expanded again once the workspace exists.
-    let first = variables(&shared, &pj, &job, job_id, "", &dotenv);
-    let git = inputs::GitSettings::from_vars(&first);
+    let env = AttemptEnv {
+        header: format!("Running with piste {} ({} executor)", env!("CARGO_PKG_VERSION"), shared.executor.name()),
+        predefined: spec.predefined(&shared.context, job_id),
+        dotenv,
+        runner_vars: Vec::new(),
+        containers: shared.containers,
+        container_project_dir: shared.context.project_dir(),
+        default_image: shared.default_image.clone(),
+        // Unique across processes and runs, and readable: `<run>-<job>-a<attempt>`.
+        request_id: format!("{}-{}-a{attempt}", shared.run_id, log_name(&pj.name).to_ascii_lowercase()),
+        cache: Some(&shared.inputs.cache),
+        tmp_dir: shared.cas.root(),
+    };
 
-    // 2. Checkout, artifacts of dependencies, cache.
-    let prepared = {
-        let shared = shared.clone();
-        let deps = deps.clone();
-        let job = job.clone();
-        tokio::task::spawn_blocking(move || shared.inputs.prepare(slot, &git, &deps, &shared.outputs, &shared.cas, &job, &first)).await
-    };
-    let prepared = match prepared {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            return failed(scheduler::FailureReason::RunnerSystemFailure, format!("preparing the workspace failed: {e}"), started);
-        }
-        Err(e) => return failed(scheduler::FailureReason::RunnerSystemFailure, format!("preparing the workspace panicked: {e}"), started),
-    };
-    let project_dir = if shared.containers { shared.context.project_dir() } else { prepared.workspace.to_string_lossy().into_owned() };
-    let vars = variables(&shared, &pj, &job, job_id, &project_dir, &dotenv);
-    let lookup: Vec<(String, String)> = vars.clone();
-
-    // 3. The executor, with the log pump alongside.
-    let request = request(&shared, &pj, &job, attempt, &prepared.workspace, project_dir, &vars);
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
+    let (log, rx) = LogWriter::channel(64);
     let log_path = shared.log_dir.join(format!("{}.log", log_name(&pj.name)));
-    let secret_values: Vec<String> = shared.secrets.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect();
+    let mut secret_values = spec.masked_values();
+    secret_values.extend(shared.secrets.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()));
     let events = shared.stream_logs.then(|| shared.events.clone());
     let pump = tokio::spawn({
         let name = pj.name.clone();
-        let log_path = log_path.clone();
         async move { logs::pump(name, rx, secret_values, &log_path, events).await }
     });
-    for note in &prepared.notes {
-        let _ = tx.send(format!("{note}\n").into_bytes()).await;
+    let host = LocalHost { shared: &shared, slot, dependencies: &spec.dependencies };
+    let never = CancellationToken::new();
+    let result = job::run(&spec, &env, &host, shared.executor.as_ref(), &log, &cancel, &never).await;
+    drop(log);
+    if let Ok(Err(e)) = pump.await {
+        tracing::warn!(job = %pj.name, error = %e, "the job's log file could not be written");
     }
-    let report = shared.executor.run(request, tx, cancel).await;
-    let _ = pump.await;
+    let Some(result) = result else {
+        return Attempt { outcome: scheduler::Outcome::Canceled, exit_code: None, reason: None, duration: started.elapsed() };
+    };
+    if result.outcome != scheduler::Outcome::Canceled {
+        let outputs = JobOutputs { artifacts: result.artifacts, dotenv: result.dotenv.clone() };
+        shared.outputs.lock().unwrap_or_else(|e| e.into_inner()).insert(pj.name.clone(), outputs);
+    }
+    Attempt { outcome: result.outcome, exit_code: result.exit_code, reason: result.reason, duration: started.elapsed() }
+}
 
-    let (outcome, exit_code, reason) = match &report.outcome {
-        executor::Outcome::Success => (scheduler::Outcome::Success, Some(0), None),
-        executor::Outcome::Failed { exit_code, reason } => {
-            let (r, text) = match reason {
-                executor::FailureReason::ScriptFailure => (scheduler::FailureReason::ScriptFailure, None),
-                executor::FailureReason::JobTimeout => {
-                    (scheduler::FailureReason::JobExecutionTimeout, Some("the job ran longer than its timeout".to_string()))
+/// `piste run`'s side of a job: slot workspaces, artifacts in the local content-addressed store.
+struct LocalHost<'a> {
+    shared: &'a Arc<Shared>,
+    slot: usize,
+    dependencies: &'a [String],
+}
+
+impl JobHost for LocalHost<'_> {
+    async fn checkout(&self, git: &GitSettings, _log: &LogWriter, _cancel: &CancellationToken) -> Result<PathBuf, Failure> {
+        let (shared, slot, git) = (self.shared.clone(), self.slot, git.clone());
+        match tokio::task::spawn_blocking(move || shared.inputs.checkout(slot, &git)).await {
+            Ok(Ok(dir)) => Ok(dir),
+            Ok(Err((true, m))) => Err(Failure::Job(m)),
+            Ok(Err((false, m))) => Err(Failure::System(format!("preparing the workspace failed: {m}"))),
+            Err(e) => Err(Failure::System(format!("preparing the workspace panicked: {e}"))),
+        }
+    }
+
+    fn has_dependencies(&self) -> bool {
+        let outputs = self.shared.outputs.lock().unwrap_or_else(|e| e.into_inner());
+        self.dependencies.iter().any(|d| outputs.get(d).is_some_and(|o| o.artifacts.is_some()))
+    }
+
+    async fn dependencies(&self, workspace: &Path, log: &LogWriter, _cancel: &CancellationToken) -> Result<(), Failure> {
+        let digests: Vec<(String, Digest)> = {
+            let outputs = self.shared.outputs.lock().unwrap_or_else(|e| e.into_inner());
+            self.dependencies.iter().filter_map(|d| outputs.get(d).and_then(|o| o.artifacts).map(|a| (d.clone(), a))).collect()
+        };
+        for (dep, digest) in digests {
+            let (shared, dest) = (self.shared.clone(), workspace.to_owned());
+            let extracted = tokio::task::spawn_blocking(move || {
+                let blob = shared.cas.open_blob(&digest).map_err(|e| e.to_string())?;
+                artifacts::extract(std::io::BufReader::new(blob), &dest, &Limits::default()).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match extracted {
+                Ok(summary) => {
+                    log.line(format!("\x1b[32;1mDownloaded artifacts for {dep}\x1b[0;m: {} files, {} bytes", summary.files, summary.bytes))
+                        .await;
                 }
-                executor::FailureReason::RunnerSystemFailure(m) => (scheduler::FailureReason::RunnerSystemFailure, Some(m.clone())),
-            };
-            (scheduler::Outcome::Failed { reason: r, exit_code: *exit_code }, *exit_code, text)
+                Err(m) => return Err(Failure::System(format!("the artifacts of `{dep}` cannot be extracted: {m}"))),
+            }
         }
-        executor::Outcome::Canceled => (scheduler::Outcome::Canceled, None, None),
-    };
-    let succeeded = matches!(outcome, scheduler::Outcome::Success);
-
-    // 4. Outputs: artifacts (per `artifacts:when`), the dotenv report, the cache.
-    if !matches!(outcome, scheduler::Outcome::Canceled) {
-        let shared2 = shared.clone();
-        let workspace = prepared.workspace.clone();
-        let name = pj.name.clone();
-        let job2 = job.clone();
-        let lookup2 = lookup.clone();
-        let keys = prepared.cache_keys.clone();
-        let saved = tokio::task::spawn_blocking(move || save_outputs(&shared2, &name, &job2, &workspace, &keys, succeeded, &lookup2)).await;
-        if let Ok(Err(e)) = saved {
-            let _ = shared.events.send(RunEvent::Log { job: pj.name.clone(), lines: vec![format!("WARNING: {e}")] }).await;
-        }
+        Ok(())
     }
-    Attempt { outcome, exit_code, reason, duration: started.elapsed() }
-}
 
-fn variables(
-    shared: &Shared,
-    pj: &PlannedJob,
-    job: &Job,
-    job_id: u64,
-    project_dir: &str,
-    dotenv: &[(String, String)],
-) -> Vec<(String, String)> {
-    let manual = matches!(pj.when, pipeline_spec::model::When::Manual);
-    let image = job.image.as_ref().map(|i| i.name.as_str()).or(shared.default_image.as_deref());
-    let jctx = JobContext {
-        name: &pj.name,
-        stage: &pj.stage,
-        job_id,
-        node_index: pj.node.map(|(i, _)| i),
-        node_total: pj.node.map_or(0, |(_, t)| t),
-        manual,
-        environment: None,
-        image,
-        timeout_secs: Some(job.timeout.unwrap_or(DEFAULT_TIMEOUT.as_secs())),
-        started_at: None,
-    };
-    let mut list: Vec<Var> = shared.context.job_variables(&jctx).into_iter().map(|(k, v)| Var::new(k, v)).collect();
-    if !project_dir.is_empty() {
-        list.push(Var::new("CI_PROJECT_DIR", project_dir));
-    }
-    let globals = shared.pipeline.variables.iter().filter(|v| job.inherit_variables.as_ref().is_none_or(|only| only.contains(&v.name)));
-    list.extend(globals.map(|v| if v.expand { Var::new(&v.name, &v.value) } else { Var::raw(&v.name, &v.value) }));
-    list.extend(shared.plan.variables.iter().map(|(k, v)| Var::new(k, v)));
-    list.extend(job.variables.iter().map(|v| if v.expand { Var::new(&v.name, &v.value) } else { Var::raw(&v.name, &v.value) }));
-    list.extend(pj.variables.iter().map(|(k, v)| Var::new(k, v)));
-    list.extend(dotenv.iter().map(|(k, v)| Var::raw(k, v)));
-    list.extend(shared.secrets.iter().map(|(k, v)| Var::raw(k, v)));
-    list.extend(shared.pipeline_vars.iter().map(|(k, v)| Var::new(k, v)));
-    let report = expand_all_report(&list);
-    report.values.into_iter().collect()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn request(
-    shared: &Shared,
-    pj: &PlannedJob,
-    job: &Job,
-    attempt: u32,
-    workspace: &Path,
-    project_dir: String,
-    vars: &[(String, String)],
-) -> JobRequest {
-    let lookup: Vec<(String, String)> = vars.to_vec();
-    let pull = PullPolicy::parse_list::<String>;
-    let image = match &job.image {
-        Some(i) => Some(ImageSpec { name: expand(&i.name, &lookup), entrypoint: i.entrypoint.clone(), pull_policy: pull(&i.pull_policy) }),
-        None => shared.default_image.as_ref().map(|n| ImageSpec::new(n.clone())),
-    };
-    let services = job
-        .services
-        .iter()
-        .map(|s| ServiceSpec {
-            name: expand(&s.name, &lookup),
-            alias: s.alias.clone(),
-            entrypoint: s.entrypoint.clone(),
-            command: s.command.clone(),
-            variables: s.variables.clone(),
-            pull_policy: Vec::new(),
+    async fn store_artifacts(&self, archive: &Path, digest: Digest, log: &LogWriter) -> Result<(), Failure> {
+        let (shared, archive) = (self.shared.clone(), archive.to_owned());
+        let stored = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&archive).map_err(|e| e.to_string())?;
+            shared.cas.put_expected(std::io::BufReader::new(file), &digest).map_err(|e| e.to_string())
         })
-        .collect();
-    let mut script = job.before_script.clone();
-    script.extend(job.script.iter().cloned());
-    JobRequest {
-        // Unique across processes and runs, and readable: `<run>-<job>-a<attempt>`.
-        id: format!("{}-{}-a{attempt}", shared.run_id, log_name(&pj.name).to_ascii_lowercase()),
-        name: pj.name.clone(),
-        image,
-        services,
-        script,
-        after_script: job.after_script.clone(),
-        env: vars.to_vec(),
-        workspace: workspace.to_path_buf(),
-        project_dir,
-        timeout: job.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
-        after_script_timeout: AFTER_SCRIPT_TIMEOUT,
-    }
-}
-
-/// Collects artifacts into the content-addressed store, reads the dotenv report, saves caches.
-fn save_outputs(
-    shared: &Shared,
-    name: &str,
-    job: &Job,
-    workspace: &Path,
-    cache_keys: &[Option<String>],
-    succeeded: bool,
-    vars: &[(String, String)],
-) -> Result<(), String> {
-    let mut out = JobOutputs::default();
-    if let Some(a) = &job.artifacts {
-        let wanted = match a.when {
-            ArtifactsWhen::OnSuccess => succeeded,
-            ArtifactsWhen::OnFailure => !succeeded,
-            ArtifactsWhen::Always => true,
-        };
-        if wanted {
-            let mut paths: Vec<String> = a.paths.iter().map(|p| expand(p, &vars)).collect();
-            paths.extend(a.reports.dotenv.iter().cloned());
-            paths.extend(a.reports.junit.iter().cloned());
-            let untracked = if a.untracked { inputs::untracked_files(workspace) } else { Vec::new() };
-            let spec = ArtifactSpec { paths, exclude: a.exclude.clone(), untracked };
-            let collected = artifacts::collect(workspace, &spec).map_err(|e| format!("collecting artifacts: {e}"))?;
-            if !collected.files.is_empty() {
-                let tmp = shared.cas.root().join(format!("tmp-{name}-{}.tar.gz", std::process::id()).replace(['/', ' ', ':'], "_"));
-                let file = std::fs::File::create(&tmp).map_err(|e| format!("writing artifacts: {e}"))?;
-                artifacts::write_archive(workspace, &collected.files, std::io::BufWriter::new(file))
-                    .map_err(|e| format!("archiving artifacts: {e}"))?;
-                let digest =
-                    shared.cas.put(std::fs::File::open(&tmp).map_err(|e| e.to_string())?).map_err(|e| format!("storing artifacts: {e}"))?;
-                let _ = std::fs::remove_file(&tmp);
-                out.artifacts = Some(digest);
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match stored {
+            Ok(_) => {
+                log.line("\x1b[32;1mUploaded artifacts\x1b[0;m").await;
+                Ok(())
             }
-            for report in &a.reports.dotenv {
-                if let Ok(text) = std::fs::read_to_string(workspace.join(report)) {
-                    out.dotenv.extend(crate::dotenv::parse(&text).map_err(|e| format!("dotenv report `{report}`: {e}"))?);
-                }
-            }
+            Err(m) => Err(Failure::System(format!("storing artifacts failed: {m}"))),
         }
     }
-    shared.outputs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), out);
-    for (cache, key) in job.cache.iter().zip(cache_keys) {
-        let wanted = match cache.when {
-            ArtifactsWhen::OnSuccess => succeeded,
-            ArtifactsWhen::OnFailure => !succeeded,
-            ArtifactsWhen::Always => true,
-        };
-        if let (true, Some(key)) = (wanted && cache.policy != CachePolicy::Pull, key) {
-            shared.inputs.save_cache(workspace, cache, key, vars).map_err(|e| format!("saving cache: {e}"))?;
-        }
-    }
-    Ok(())
 }
 
 /// A file name for a job's log: job names hold spaces, `/`, `:` and brackets.

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use tokio::sync::mpsc::{Receiver, Sender};
 
+use crate::joblog::{Input, LineStart};
 use crate::mask::Masker;
 use crate::run::events::RunEvent;
 
@@ -22,51 +23,93 @@ pub struct LogStats {
     pub lines: u64,
 }
 
-/// Consumes `rx` until the executor closes it. `events` may be `None` (nobody watches lines).
+/// Consumes `rx` until every writer is gone. `events` may be `None` (nobody watches lines).
 pub async fn pump(
     job: String,
-    mut rx: Receiver<Vec<u8>>,
+    mut rx: Receiver<Input>,
     secrets: Vec<String>,
     log_path: &Path,
     events: Option<Sender<RunEvent>>,
 ) -> std::io::Result<LogStats> {
-    let mut file = BufWriter::with_capacity(256 * 1024, File::create(log_path)?);
-    let mut masker = Masker::new(secrets.iter().map(String::as_bytes));
-    let mut masked = Vec::with_capacity(128 * 1024);
-    let mut partial: Vec<u8> = Vec::new();
-    let mut batch: Vec<String> = Vec::new();
-    let mut stats = LogStats::default();
-    while let Some(chunk) = rx.recv().await {
-        masked.clear();
-        masker.push(&chunk, &mut masked);
+    let mut out = Out {
+        file: BufWriter::with_capacity(256 * 1024, File::create(log_path)?),
+        masker: Masker::new(secrets.iter().map(String::as_bytes)),
+        masked: Vec::with_capacity(128 * 1024),
+        partial: Vec::new(),
+        batch: Vec::new(),
+        stats: LogStats::default(),
+        line_start: LineStart::default(),
+        events,
+        job,
+    };
+    while let Some(input) = rx.recv().await {
+        match input {
+            Input::Bytes(chunk) => out.write(&chunk, rx.is_empty()).await?,
+            Input::Line(text) => {
+                let bytes = out.line_start.line(&text);
+                out.write(&bytes, rx.is_empty()).await?;
+            }
+            Input::Stream(mut output) => {
+                while let Some(chunk) = output.recv().await {
+                    out.write(&chunk, output.is_empty()).await?;
+                }
+            }
+        }
+    }
+    out.finish().await
+}
+
+/// The pump's state between inputs.
+struct Out {
+    file: BufWriter<File>,
+    masker: Masker,
+    masked: Vec<u8>,
+    partial: Vec<u8>,
+    batch: Vec<String>,
+    stats: LogStats,
+    line_start: LineStart,
+    events: Option<Sender<RunEvent>>,
+    job: String,
+}
+
+impl Out {
+    /// Masks and writes one chunk; `quiet`: nothing else waits, so lines go out now.
+    async fn write(&mut self, chunk: &[u8], quiet: bool) -> std::io::Result<()> {
+        self.line_start.saw(chunk);
+        self.masked.clear();
+        self.masker.push(chunk, &mut self.masked);
         // Blocking write of at most a chunk: cheap next to the job's own work, and keeps order.
-        file.write_all(&masked)?;
-        stats.bytes += masked.len() as u64;
-        if events.is_some() {
-            split_lines(&masked, &mut partial, &mut batch, &mut stats);
-            if batch.len() >= LINES_PER_EVENT {
-                send(&events, &job, &mut batch).await;
+        self.file.write_all(&self.masked)?;
+        self.stats.bytes += self.masked.len() as u64;
+        if self.events.is_some() {
+            split_lines(&self.masked, &mut self.partial, &mut self.batch, &mut self.stats);
+            if self.batch.len() >= LINES_PER_EVENT {
+                send(&self.events, &self.job, &mut self.batch).await;
             }
         }
         // Do not hold lines back while the job is quiet.
-        if rx.is_empty() {
-            send(&events, &job, &mut batch).await;
+        if quiet {
+            send(&self.events, &self.job, &mut self.batch).await;
         }
+        Ok(())
     }
-    masked.clear();
-    masker.finish(&mut masked);
-    file.write_all(&masked)?;
-    stats.bytes += masked.len() as u64;
-    if events.is_some() {
-        split_lines(&masked, &mut partial, &mut batch, &mut stats);
-        if !partial.is_empty() {
-            batch.push(String::from_utf8_lossy(&partial).into_owned());
-            stats.lines += 1;
+
+    async fn finish(mut self) -> std::io::Result<LogStats> {
+        self.masked.clear();
+        self.masker.finish(&mut self.masked);
+        self.file.write_all(&self.masked)?;
+        self.stats.bytes += self.masked.len() as u64;
+        if self.events.is_some() {
+            split_lines(&self.masked, &mut self.partial, &mut self.batch, &mut self.stats);
+            if !self.partial.is_empty() {
+                self.batch.push(String::from_utf8_lossy(&self.partial).into_owned());
+                self.stats.lines += 1;
+            }
+            send(&self.events, &self.job, &mut self.batch).await;
         }
-        send(&events, &job, &mut batch).await;
+        self.file.flush()?;
+        Ok(self.stats)
     }
-    file.flush()?;
-    Ok(stats)
 }
 
 async fn send(events: &Option<Sender<RunEvent>>, job: &str, batch: &mut Vec<String>) {
@@ -115,7 +158,7 @@ mod tests {
             async move { pump("j".into(), rx, vec!["hunter2-secret".into()], &path, Some(etx)).await }
         });
         for chunk in ["token=hun", "ter2-se", "cret\nsecond line\r\nno newline"] {
-            tx.send(chunk.as_bytes().to_vec()).await.unwrap();
+            tx.send(Input::Bytes(chunk.as_bytes().to_vec())).await.unwrap();
         }
         drop(tx);
         let stats = pump.await.unwrap().unwrap();

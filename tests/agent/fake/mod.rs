@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use futures_util::stream;
+use scheduler::job::JobSpec;
 use scheduler::protocol::{
     self, FinishRequest, GitSource, Heartbeat, JobPayload, LogAck, LogGap, RegisterRequest, RegisterResponse, paths,
 };
@@ -135,26 +136,27 @@ impl FakeState {
             job_id: inner.next_job,
             pipeline_id: 1,
             project: project.to_owned(),
-            name: format!("job-{}", inner.next_job),
-            stage: "test".into(),
             attempt: 1,
             token: String::new(),
             lease_ms: 0,
-            git: GitSource {
-                path: paths::git(inner.next_job),
-                sha: sha.to_owned(),
-                git_ref: "refs/heads/main".into(),
-                strategy: None,
-                depth: None,
-                clean_flags: None,
+            git: GitSource { path: paths::git(inner.next_job), sha: sha.to_owned(), git_ref: "refs/heads/main".into() },
+            job: JobSpec {
+                name: format!("job-{}", inner.next_job),
+                stage: "test".into(),
+                image: None,
+                services: Vec::new(),
+                script: script.iter().map(|s| s.to_string()).collect(),
+                after_script: Vec::new(),
+                variables: Vec::new(),
+                timeout_s: 120,
+                artifacts: None,
+                cache: Vec::new(),
+                dependencies: Vec::new(),
+                node_index: None,
+                manual: false,
             },
-            image: None,
-            services: Vec::new(),
-            script: script.iter().map(|s| s.to_string()).collect(),
-            after_script: Vec::new(),
-            variables: Vec::new(),
-            timeout_s: 120,
-            artifacts: None,
+            predefined: Vec::new(),
+            dotenv: Vec::new(),
             dependencies: Vec::new(),
         }
     }

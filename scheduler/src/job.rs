@@ -1,0 +1,264 @@
+//! The one job specification: what one job of a plan runs, built in one place from the plan and
+//! read by the one job runner, whether the job runs under `piste run` or is leased to a runner
+//! by `piste serve` (it travels inside [`crate::protocol::JobPayload`]).
+//!
+//! Variables keep their layers until the job starts, because two layers are only known then:
+//! the predefined variables of the attempt (job id, runner, project dir) and the dotenv reports
+//! of the jobs it depends on. [`JobSpec::variables`] then gives the final set, with GitLab's
+//! precedence, in one function for both paths.
+
+use pipeline_spec::expand::{Var, expand_all};
+use pipeline_spec::model::{ArtifactsWhen, Cache, Image, Pipeline, Service, When};
+use pipeline_spec::plan::Plan;
+use pipeline_spec::predefined::{Context, JobContext};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::Variable;
+
+/// GitLab's default job timeout: one hour.
+pub const DEFAULT_TIMEOUT_S: u64 = 3600;
+
+/// Everything one job runs, as planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The instance name (`test`, `test 2/3`, `build: [aws]`).
+    pub name: String,
+    pub stage: String,
+    /// As written: `$VARS` in the names are expanded when the job starts, with its variables.
+    pub image: Option<Image>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// `before_script` + `script`, run as one shell script.
+    pub script: Vec<String>,
+    #[serde(default)]
+    pub after_script: Vec<String>,
+    /// Every variable below the predefined ones, low to high precedence (later wins).
+    pub variables: Vec<SpecVar>,
+    pub timeout_s: u64,
+    pub artifacts: Option<ArtifactsSpec>,
+    #[serde(default)]
+    pub cache: Vec<Cache>,
+    /// Jobs whose artifacts and dotenv variables this job receives, in order.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// `CI_NODE_INDEX` / `CI_NODE_TOTAL` for `parallel` jobs.
+    pub node_index: Option<(u32, u32)>,
+    /// `when: manual` (or delayed): `CI_JOB_MANUAL`.
+    pub manual: bool,
+}
+
+/// One variable and the layer it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecVar {
+    pub key: String,
+    pub value: String,
+    /// `expand: false`, or a secret: the value is used as written.
+    pub raw: bool,
+    /// Masked in every log.
+    pub masked: bool,
+    pub layer: Layer,
+}
+
+/// Where a variable is set, lowest precedence first. Dotenv reports of dependencies sit
+/// between [`Layer::Yaml`] and [`Layer::Project`] (GitLab's documented order: predefined <
+/// YAML global < YAML job < dotenv < project and group variables < pipeline variables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// The pipeline file: global, `workflow:rules`, job, then matrix and `rules:variables`.
+    Yaml,
+    /// The project's variables and secrets (piste.toml, or `--secret` locally).
+    Project,
+    /// Variables of this pipeline run (`--var`, a manual run's form).
+    Pipeline,
+}
+
+/// `artifacts:` of a job, as the runner needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactsSpec {
+    /// Expanded with the job's variables when collected.
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub untracked: bool,
+    pub when: ArtifactsWhen,
+    /// `artifacts:reports:dotenv`: archived with the artifacts and read into variables.
+    #[serde(default)]
+    pub dotenv: Vec<String>,
+    /// `artifacts:reports:junit`: archived with the artifacts.
+    #[serde(default)]
+    pub junit: Vec<String>,
+    /// Other reports' paths (coverage, sast, ...): archived with the artifacts.
+    #[serde(default)]
+    pub other_reports: Vec<String>,
+}
+
+impl ArtifactsSpec {
+    /// Whether artifacts are collected after an attempt that succeeded or not.
+    pub fn wanted(&self, succeeded: bool) -> bool {
+        when_applies(self.when, succeeded)
+    }
+}
+
+/// `artifacts:when` / `cache:when` for an attempt that succeeded or failed.
+pub fn when_applies(when: ArtifactsWhen, succeeded: bool) -> bool {
+    match when {
+        ArtifactsWhen::OnSuccess => succeeded,
+        ArtifactsWhen::OnFailure => !succeeded,
+        ArtifactsWhen::Always => true,
+    }
+}
+
+/// Builds the specification of plan job `index`. `outer` are the variables from outside the
+/// pipeline file ([`Layer::Project`] and [`Layer::Pipeline`]); `None` when the plan names a job
+/// the pipeline does not define (a plan from another pipeline).
+pub fn job_spec(plan: &Plan, pipeline: &Pipeline, index: usize, outer: &[SpecVar]) -> Option<JobSpec> {
+    let pj = plan.jobs.get(index)?;
+    let job = pipeline.jobs.get(&pj.base)?;
+    let yaml = |key: &str, value: &str, raw: bool| SpecVar { key: key.into(), value: value.into(), raw, masked: false, layer: Layer::Yaml };
+    let inherit = |name: &str| job.inherit_variables.as_ref().is_none_or(|only| only.iter().any(|n| n == name));
+    let mut variables: Vec<SpecVar> = Vec::new();
+    variables.extend(pipeline.variables.iter().filter(|v| inherit(&v.name)).map(|v| yaml(&v.name, &v.value, !v.expand)));
+    variables.extend(plan.variables.iter().map(|(k, v)| yaml(k, v, false)));
+    variables.extend(job.variables.iter().map(|v| yaml(&v.name, &v.value, !v.expand)));
+    variables.extend(pj.variables.iter().map(|(k, v)| yaml(k, v, false)));
+    let mut outer = outer.to_vec();
+    outer.sort_by_key(|v| v.layer); // stable: each layer keeps its order
+    variables.extend(outer);
+    Some(JobSpec {
+        name: pj.name.clone(),
+        stage: pj.stage.clone(),
+        image: job.image.clone(),
+        services: job.services.clone(),
+        script: job.before_script.iter().chain(&job.script).cloned().collect(),
+        after_script: job.after_script.clone(),
+        variables,
+        timeout_s: job.timeout.unwrap_or(DEFAULT_TIMEOUT_S),
+        artifacts: job.artifacts.as_ref().map(|a| ArtifactsSpec {
+            paths: a.paths.clone(),
+            exclude: a.exclude.clone(),
+            untracked: a.untracked,
+            when: a.when,
+            dotenv: a.reports.dotenv.clone(),
+            junit: a.reports.junit.clone(),
+            other_reports: a.reports.other.iter().flat_map(|(_, paths)| paths.iter().cloned()).collect(),
+        }),
+        cache: job.cache.clone(),
+        dependencies: plan.artifact_sources(index),
+        node_index: pj.node,
+        manual: matches!(pj.when, When::Manual),
+    })
+}
+
+impl JobSpec {
+    /// The job-level predefined variables of attempt `job_id` (`CI_JOB_*`, `CI_NODE_*`, and the
+    /// pipeline's `CI_*` from `ctx`).
+    pub fn predefined(&self, ctx: &Context, job_id: u64) -> Vec<(String, String)> {
+        let jctx = JobContext {
+            name: &self.name,
+            stage: &self.stage,
+            job_id,
+            node_index: self.node_index.map(|(i, _)| i),
+            node_total: self.node_index.map_or(0, |(_, t)| t),
+            manual: self.manual,
+            environment: None,
+            image: self.image.as_ref().map(|i| i.name.as_str()),
+            timeout_secs: Some(self.timeout_s),
+            started_at: None,
+        };
+        ctx.job_variables(&jctx)
+    }
+
+    /// The final variables of an attempt, expanded, in GitLab's precedence: `predefined` (with
+    /// what only the runner knows, such as `CI_PROJECT_DIR`) < the pipeline file < `dotenv` of
+    /// dependencies < project variables and secrets < pipeline variables. The one place where
+    /// precedence is decided, for `piste run` and for server runners alike.
+    pub fn variables(&self, predefined: &[(String, String)], dotenv: &[(String, String)]) -> Vec<Variable> {
+        let mut list: Vec<Var> = predefined.iter().map(|(k, v)| Var::new(k, v)).collect();
+        let var = |v: &SpecVar| if v.raw { Var::raw(&v.key, &v.value) } else { Var::new(&v.key, &v.value) };
+        let (yaml, outer): (Vec<&SpecVar>, Vec<&SpecVar>) = self.variables.iter().partition(|v| v.layer == Layer::Yaml);
+        list.extend(yaml.into_iter().map(var));
+        list.extend(dotenv.iter().map(|(k, v)| Var::raw(k, v)));
+        list.extend(outer.into_iter().map(var));
+        let masked: std::collections::HashSet<&str> = self.variables.iter().filter(|v| v.masked).map(|v| v.key.as_str()).collect();
+        expand_all(&list).into_iter().map(|(key, value)| Variable { masked: masked.contains(key.as_str()), key, value }).collect()
+    }
+
+    /// Values to mask in this job's log: its masked variables (secrets).
+    pub fn masked_values(&self) -> Vec<String> {
+        self.variables.iter().filter(|v| v.masked && !v.value.is_empty()).map(|v| v.value.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pipeline_spec::load::{LoadOptions, MemoryResolver, load};
+    use pipeline_spec::plan::{PlanContext, plan};
+
+    use super::*;
+
+    fn spec_of(yaml: &str, job: &str, outer: &[SpecVar]) -> JobSpec {
+        let loaded = load(".gitlab-ci.yml", ".gitlab-ci.yml", yaml, &MemoryResolver::default(), &LoadOptions::default());
+        let pipeline = loaded.pipeline.expect("loads");
+        let ctx = PlanContext { predefined: vec![("CI_COMMIT_BRANCH".into(), "main".into())], ..PlanContext::default() };
+        let plan = plan(&pipeline, &ctx).expect("plans");
+        let index = plan.jobs.iter().position(|j| j.name == job).expect("planned");
+        job_spec(&plan, &pipeline, index, outer).expect("spec")
+    }
+
+    fn outer(key: &str, value: &str, layer: Layer) -> SpecVar {
+        SpecVar { key: key.into(), value: value.into(), raw: layer == Layer::Project, masked: layer == Layer::Project, layer }
+    }
+
+    fn get<'a>(vars: &'a [Variable], key: &str) -> Option<&'a str> {
+        vars.iter().find(|v| v.key == key).map(|v| v.value.as_str())
+    }
+
+    /// GitLab's precedence (docs, "CI/CD variable precedence"): pipeline variables > project
+    /// variables > dotenv > job YAML > global YAML > predefined.
+    #[test]
+    fn precedence_is_gitlabs() {
+        let yaml = "variables: {A: global, B: global, C: global, D: global, E: global}\n\
+                    job:\n  variables: {B: job, C: job, D: job, E: job}\n  script: [make]\n";
+        let spec = spec_of(
+            yaml,
+            "job",
+            &[outer("D", "project", Layer::Project), outer("E", "project", Layer::Project), outer("E", "run", Layer::Pipeline)],
+        );
+        let predefined = vec![("A".to_string(), "predefined".to_string()), ("CI_JOB_NAME".to_string(), "job".to_string())];
+        let vars = spec.variables(&predefined, &[("C".into(), "dotenv".into()), ("D".into(), "dotenv".into())]);
+        assert_eq!(get(&vars, "A"), Some("global"));
+        assert_eq!(get(&vars, "B"), Some("job"));
+        assert_eq!(get(&vars, "C"), Some("dotenv"));
+        assert_eq!(get(&vars, "D"), Some("project"));
+        assert_eq!(get(&vars, "E"), Some("run"));
+        assert_eq!(get(&vars, "CI_JOB_NAME"), Some("job"));
+        assert!(vars.iter().find(|v| v.key == "D").unwrap().masked, "project secrets stay masked");
+    }
+
+    #[test]
+    fn yaml_variables_expand_predefined_ones_and_raw_ones_stay_as_written() {
+        let yaml = "job:\n  variables:\n    DIR: $CI_PROJECT_DIR/out\n    LITERAL: {value: '$HOME', expand: false}\n  script: [make]\n";
+        let spec = spec_of(yaml, "job", &[]);
+        let vars = spec.variables(&[("CI_PROJECT_DIR".into(), "/builds/app".into())], &[]);
+        assert_eq!(get(&vars, "DIR"), Some("/builds/app/out"));
+        assert_eq!(get(&vars, "LITERAL"), Some("$HOME"));
+    }
+
+    #[test]
+    fn the_spec_carries_cache_artifacts_reports_and_unexpanded_images() {
+        let yaml = "variables: {TAG: '1'}\njob:\n  image: img:$TAG\n  services: [db:$TAG]\n  cache: {key: k, paths: [c/]}\n  \
+                    artifacts:\n    paths: [out/]\n    exclude: [out/*.tmp]\n    reports: {junit: report.xml, dotenv: build.env}\n  script: [make]\n";
+        let spec = spec_of(yaml, "job", &[]);
+        assert_eq!(spec.image.as_ref().unwrap().name, "img:$TAG");
+        assert_eq!(spec.services[0].name, "db:$TAG");
+        assert_eq!(spec.cache.len(), 1);
+        let a = spec.artifacts.as_ref().unwrap();
+        assert_eq!(
+            (a.exclude.as_slice(), a.junit.as_slice(), a.dotenv.as_slice()),
+            (&["out/*.tmp".to_string()][..], &["report.xml".to_string()][..], &["build.env".to_string()][..])
+        );
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec, "the spec survives the wire");
+    }
+}
