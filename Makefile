@@ -7,9 +7,10 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 build:
 	$(CARGO) build --release --bin piste
 
-# Installs missing Debian test dependencies (busybox-static, git) first; needs root for that.
+# Installs what a fresh machine lacks first (Debian packages: needs root; cargo-nextest).
 test:
 	bash scripts/deps.sh
+	command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 	$(CARGO) nextest run --workspace --lib --bins --tests --no-fail-fast
 
 # The README's demo: the fixtures/demo pipeline in containers (builds its busybox image first).

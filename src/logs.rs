@@ -13,7 +13,18 @@ pub fn logs(url: &str, job: Option<i64>, pipeline: Option<i64>, follow: bool) ->
         let statuses = match (job, pipeline) {
             (Some(id), _) => vec![show(url, id, follow, color).await?],
             (None, Some(p)) => {
-                let info = runner::follow::pipeline(url, p).await?;
+                let mut info = runner::follow::pipeline(url, p).await?;
+                // Right after a webhook the pipeline is recorded but not planned yet: when
+                // following, wait for its jobs instead of printing nothing.
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+                while follow && info.jobs.is_empty() && info.status == "created" && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    info = runner::follow::pipeline(url, p).await?;
+                }
+                if info.jobs.is_empty() {
+                    eprintln!("pipeline {p} has no jobs ({})", info.status);
+                    return Ok(if info.status == "failed" { ExitCode::from(1) } else { ExitCode::SUCCESS });
+                }
                 let mut out = Vec::new();
                 for j in info.jobs {
                     eprintln!("{}", paint(&format!("── {} ({}) ──", j.name, j.stage), YELLOW));

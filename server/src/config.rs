@@ -107,6 +107,13 @@ pub fn absolute(path: &Path) -> std::io::Result<PathBuf> {
     Ok(abs.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect())
 }
 
+/// A relative path to a local repository, as opposed to an absolute path or a URL (`https://…`,
+/// `git://…`, `file://…`, or scp-like `user@host:path`).
+fn is_relative_folder(repo: &str) -> bool {
+    let scp_like = repo.split_once(':').is_some_and(|(host, _)| !host.contains('/'));
+    !repo.is_empty() && !repo.contains("://") && !scp_like && Path::new(repo).is_relative()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read `{}`: {source}", .path.display())]
@@ -125,6 +132,13 @@ impl Config {
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         config.data_dir =
             absolute(&base.join(&config.data_dir)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        // So is a project's `repo` given as a relative folder (`app.git`); URLs stay as written.
+        for project in &mut config.projects {
+            if is_relative_folder(&project.repo) {
+                let abs = absolute(&base.join(&project.repo)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                project.repo = abs.to_string_lossy().into_owned();
+            }
+        }
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         Ok(config)
     }
@@ -150,5 +164,40 @@ impl Config {
 
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's first server run used `data_dir = "piste-data"`: it must mean "next to
+    /// piste.toml" whatever the current directory, resolved once.
+    #[test]
+    fn relative_paths_are_resolved_against_the_files_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("conf/piste.toml");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            "data_dir = \"piste-data\"\n[[project]]\nname = \"app\"\nrepo = \"./repos/app.git\"\nwebhook_secret = \"0123456789\"\n\
+             [[project]]\nname = \"web\"\nrepo = \"git@forge.example:group/web.git\"\nwebhook_secret = \"0123456789\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("conf/piste-data"));
+        assert_eq!(c.projects[0].repo, dir.path().join("conf/repos/app.git").to_string_lossy());
+        assert_eq!(c.projects[1].repo, "git@forge.example:group/web.git", "scp-like URLs stay as written");
+    }
+
+    #[test]
+    fn urls_and_absolute_paths_are_not_folders_to_resolve() {
+        for url in ["https://forge.example/app.git", "git://127.0.0.1/app.git", "file:///srv/app.git", "/srv/app.git", "user@host:app.git"]
+        {
+            assert!(!is_relative_folder(url), "{url}");
+        }
+        for folder in ["app.git", "./app.git", "../repos/app.git"] {
+            assert!(is_relative_folder(folder), "{folder}");
+        }
     }
 }

@@ -7,4 +7,5 @@ mod browser;
 mod delivery;
 mod failures;
 mod logs;
+mod readme;
 mod support;
