@@ -94,6 +94,11 @@ pub fn extract(archive: impl Read, dest: &Path, limits: &Limits) -> Result<Extra
             return Err(x.refuse(format!("path longer than {MAX_PATH} bytes")));
         }
         let comps = relative_components(&name).map_err(|r| x.refuse(r))?;
+        // A `.git` component would write a repository's configuration or hooks (say
+        // `core.fsmonitor`), which git then runs in a later job: never, at any depth, any case.
+        if comps.iter().any(|c| c.eq_ignore_ascii_case(b".git")) {
+            return Err(x.refuse("a `.git` path component: archives never write into git metadata"));
+        }
         let mode = entry.header().mode().map_err(|e| x.corrupt(e))? & 0o777;
         let is_file = matches!(kind, EntryType::Regular | EntryType::Continuous);
         if !is_file && entry.size() != 0 {

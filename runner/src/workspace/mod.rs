@@ -326,7 +326,18 @@ impl Workspaces {
         }
         let repo = Repository::open_ext(dir, RepositoryOpenFlags::NO_SEARCH, std::iter::empty::<&OsStr>()).ok()?;
         let workdir = fs::canonicalize(repo.workdir()?).ok()?;
-        (workdir == fs::canonicalize(dir).ok()?).then_some(repo)
+        if workdir != fs::canonicalize(dir).ok()? {
+            return None;
+        }
+        // Git configuration, hooks or attributes the slot did not start with (a job's
+        // `git config core.fsmonitor ...` would run in every later job): recreate the slot.
+        match foreign_git_setup(&git) {
+            None => Some(repo),
+            Some(what) => {
+                tracing::warn!(slot = %dir.display(), what, "git metadata changed by a job; recreating the workspace");
+                None
+            }
+        }
     }
 
     fn alternates_line(&self) -> Vec<u8> {
@@ -345,6 +356,14 @@ impl Workspaces {
         // Keep HEAD's reflog from growing by a line per job.
         config.set_bool("core.logAllRefUpdates", false).map_err(git_err("configure the repository in"))?;
         drop(repo);
+        // libgit2's built-in template writes sample hooks; a slot has none, so that any hook
+        // found later was put there by a job.
+        let hooks = dir.join(".git/hooks");
+        if let Err(source) = fs::remove_dir_all(&hooks) {
+            if source.kind() != std::io::ErrorKind::NotFound {
+                return Err(WorkspaceError::Io { op: "remove", path: hooks, source });
+            }
+        }
         let info = dir.join(".git/objects/info");
         fs::create_dir_all(&info).map_err(|source| WorkspaceError::Io { op: "create", path: info.clone(), source })?;
         let alternates = info.join("alternates");
@@ -433,6 +452,33 @@ fn ensure_dir(dir: &Path) -> Result<(), WorkspaceError> {
 }
 
 /// The repository directory's name, kept to `[A-Za-z0-9._-]` (others become `-`); `project`
+
+/// Keys a slot's `.git/config` holds when [`Workspaces::create_slot`] made it.
+const SLOT_CONFIG_KEYS: &[&str] =
+    &["core.repositoryformatversion", "core.filemode", "core.bare", "core.logallrefupdates", "core.symlinks", "core.ignorecase"];
+
+/// What in a slot's git metadata piste did not create, if anything: another configuration key,
+/// an include, a hook, or an attributes file.
+fn foreign_git_setup(git: &Path) -> Option<String> {
+    let Ok(config) = git2::Config::open(&git.join("config")) else { return Some("an unreadable config".into()) };
+    let Ok(mut entries) = config.entries(None) else { return Some("an unreadable config".into()) };
+    while let Some(Ok(entry)) = entries.next() {
+        let name = entry.name().unwrap_or("").to_ascii_lowercase();
+        if !SLOT_CONFIG_KEYS.contains(&name.as_str()) {
+            return Some(format!("config `{name}`"));
+        }
+    }
+    if fs::read_dir(git.join("hooks")).is_ok_and(|mut d| d.next().is_some()) {
+        return Some("hooks".into());
+    }
+    for extra in ["info/attributes", "config.worktree", "commondir"] {
+        if fs::symlink_metadata(git.join(extra)).is_ok() {
+            return Some(extra.into());
+        }
+    }
+    None
+}
+
 /// when nothing usable remains.
 fn project_name(name: &OsStr) -> String {
     let cleaned: String = name

@@ -306,3 +306,19 @@ fn directory_where_a_file_goes_is_refused() {
         extract(&RawTar::new().file("taken/inner/f", "x").file("taken/inner/f/g", "y").gz()[..], &sb.ws(), &Limits::default()).unwrap_err();
     assert!(unsafe_reason(&err).contains("not a directory"), "{err}");
 }
+
+/// An artifact carrying `.git/config` once set `core.fsmonitor` in a later job's checkout, which
+/// git then ran: no entry with a `.git` component is written, at any depth, in any case.
+#[test]
+fn git_metadata_is_never_written() {
+    for name in [".git/config", "./.git/hooks/post-checkout", "sub/.git/config", ".GIT/config", ".git"] {
+        let sb = Sandbox::new();
+        let tgz = RawTar::new().file("ok", "fine").file(name, "[core]\n\tfsmonitor = touch /tmp/pwned\n").gz();
+        let err = refused(&sb, &tgz, name);
+        assert!(unsafe_reason(&err).contains("`.git`"), "{name}: {err}");
+        assert!(!sb.ws().join(".git").exists() && !sb.ws().join("sub/.git").exists() && !sb.ws().join(".GIT").exists(), "{name}");
+    }
+    let sb = Sandbox::new();
+    let tgz = RawTar::new().file(".gitignore", "x").file("a.git/file", "y").file(".github/ci.yml", "z").gz();
+    extract(&tgz[..], &sb.ws(), &Limits::default()).expect("names that only look like `.git` are fine");
+}

@@ -401,3 +401,35 @@ fn a_job_cannot_redirect_the_slot() {
         assert_eq!(listing(&victim).into_keys().collect::<Vec<_>>(), ["precious.txt"], "{what}: wrote into another repository");
     }
 }
+
+/// A job that changes its checkout's git configuration (`core.fsmonitor`, an include, hooks)
+/// cannot reach a later job: the next checkout of the slot starts from git metadata piste made.
+#[test]
+fn a_job_cannot_leave_git_configuration_or_hooks_behind() {
+    let repo = Repo::new();
+    let sha = history(&repo)[1].clone();
+    let ws = repo.workspaces();
+    type Poison = fn(&Path);
+    let poisons: [(&str, Poison); 4] = [
+        ("core.fsmonitor", |d| {
+            git2::Repository::open(d).unwrap().config().unwrap().set_str("core.fsmonitor", "touch pwned").unwrap();
+        }),
+        ("include.path", |d| {
+            git2::Repository::open(d).unwrap().config().unwrap().set_str("include.path", "/tmp/evil.gitconfig").unwrap();
+        }),
+        ("a hook", |d| write(&d.join(".git/hooks"), "post-checkout", "#!/bin/sh\ntouch pwned\n")),
+        ("attributes", |d| write(&d.join(".git/info"), "attributes", "* filter=evil\n")),
+    ];
+    for (what, poison) in poisons {
+        let dir = ws.prepare(0, &CheckoutSpec::new(sha.clone())).unwrap();
+        poison(&dir);
+        let dir = ws.prepare(0, &CheckoutSpec::new(sha.clone())).unwrap();
+        let config = git2::Config::open(&dir.join(".git/config")).unwrap();
+        for key in ["core.fsmonitor", "include.path"] {
+            assert!(config.get_string(key).is_err(), "{what}: `{key}` survived into the next job");
+        }
+        assert!(!dir.join(".git/hooks/post-checkout").exists(), "{what}: the hook survived");
+        assert!(!dir.join(".git/info/attributes").exists(), "{what}: the attributes survived");
+        assert_eq!(files(&dir), repo.tree(&sha), "{what}");
+    }
+}
