@@ -451,8 +451,6 @@ fn ensure_dir(dir: &Path) -> Result<(), WorkspaceError> {
     fs::create_dir_all(dir).map_err(|source| WorkspaceError::Io { op: "create", path: dir.to_owned(), source })
 }
 
-/// The repository directory's name, kept to `[A-Za-z0-9._-]` (others become `-`); `project`
-
 /// Keys a slot's `.git/config` holds when [`Workspaces::create_slot`] made it.
 const SLOT_CONFIG_KEYS: &[&str] =
     &["core.repositoryformatversion", "core.filemode", "core.bare", "core.logallrefupdates", "core.symlinks", "core.ignorecase"];
@@ -479,6 +477,7 @@ fn foreign_git_setup(git: &Path) -> Option<String> {
     None
 }
 
+/// The repository directory's name, kept to `[A-Za-z0-9._-]` (others become `-`); `project`
 /// when nothing usable remains.
 fn project_name(name: &OsStr) -> String {
     let cleaned: String = name
