@@ -3,7 +3,7 @@
 # Run as root (CI and these build machines are root); otherwise prints the command to run.
 set -euo pipefail
 
-PACKAGES=(git busybox-static postgresql chromium)
+PACKAGES=(git busybox-static postgresql chromium procps openssl curl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

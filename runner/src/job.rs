@@ -119,6 +119,8 @@ pub struct AttemptEnv<'a> {
     pub cache: Option<&'a CacheStore>,
     /// Where archives are built.
     pub tmp_dir: &'a Path,
+    /// Where the executor records the processes it starts (see [`JobRequest::ledger`]).
+    pub ledger: Option<&'a Path>,
 }
 
 /// How an attempt ended and what it left for later jobs.
@@ -313,6 +315,7 @@ fn request(spec: &JobSpec, env: &AttemptEnv<'_>, workspace: &Path, project_dir: 
         project_dir,
         timeout: Duration::from_secs(if spec.timeout_s == 0 { scheduler::job::DEFAULT_TIMEOUT_S } else { spec.timeout_s }),
         after_script_timeout: AFTER_SCRIPT_TIMEOUT,
+        ledger: env.ledger.map(Path::to_path_buf),
     }
 }
 

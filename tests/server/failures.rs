@@ -125,3 +125,43 @@ async fn two_servers_on_one_postgres_share_the_queue_and_run_each_job_once() {
     }
     assert!(!by_runner.contains_key("?"), "every job says where it ran: {by_runner:?}");
 }
+
+/// Processes of `pattern` (full command line), as `pgrep -f` sees them.
+fn processes(pattern: &str) -> Vec<String> {
+    let out = std::process::Command::new("pgrep").args(["-f", pattern]).output().expect("pgrep (procps)");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// A runner killed with SIGKILL leaves its job's processes running (nobody is left to stop
+/// them); the same runner, started again, stops them before it takes a job, so an orphan cannot
+/// write into the retried attempt's workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_runner_stops_what_its_killed_life_left_running() {
+    let tag = format!("{}", 7000 + std::process::id() % 1000);
+    let pattern = format!("sleep {tag}.5");
+    let forge = Forge::new(&format!("orphans:\n  script:\n    - sleep {tag}.5 &\n    - echo started\n    - sleep {tag}.5\n"));
+    let (before, after) = forge.push("main", "first");
+    let server = Server::start(&forge, 60_000, "");
+    let http = Http::new(&server);
+    let mut runner = RunnerProc::start(&server, "killed", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "orphans-1").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let job = http.wait_job_status(id, "orphans", &["running"], 60).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !http.log(job["id"].as_i64().unwrap()).await.contains("started") || processes(&pattern).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the job's processes did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    runner.kill();
+    assert_eq!(processes(&pattern).len(), 2, "SIGKILL leaves the job's processes behind: this test must see them");
+    runner.spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !processes(&pattern).is_empty() {
+        if std::time::Instant::now() > deadline {
+            let _ = std::process::Command::new("pkill").args(["-f", &pattern]).status();
+            panic!("the restarted runner left the orphans running:\n{}", runner.log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(runner.log().contains("left by a previous run of this runner"), "{}", runner.log());
+}

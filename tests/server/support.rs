@@ -170,7 +170,8 @@ impl Drop for Server {
 
 /// A registered `piste runner run` process (shell executor by default).
 pub struct RunnerProc {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    executor: String,
     child: Option<Child>,
 }
 
@@ -184,17 +185,30 @@ impl RunnerProc {
             .output()
             .unwrap();
         assert!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
-        let child = Command::new(env!("CARGO_BIN_EXE_piste"))
-            .args(["runner", "run", "--executor", executor, "--config"])
-            .arg(&config)
-            .env("PISTE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("runner.log")).unwrap()))
-            .spawn()
-            .unwrap();
-        RunnerProc { _dir: dir, child: Some(child) }
+        let mut r = RunnerProc { dir, executor: executor.to_owned(), child: None };
+        r.spawn();
+        r
     }
 
+    /// Starts (again) the runner process with the same configuration and work directory.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("runner.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["runner", "run", "--executor", &self.executor, "--config"])
+            .arg(self.dir.path().join("runner.toml"))
+            .env("PISTE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("runner.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: the runner gets no chance to stop its jobs.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -33,6 +33,10 @@ pub(crate) struct Shared {
     pub containers: bool,
     pub checkouts: Checkouts,
     pub cache: CacheStore,
+    /// Where executors record the processes they start ([`crate::executor::reap_process_groups`]).
+    pub ledger: PathBuf,
+    /// In front of every executor job id (see `owner_tag`).
+    pub owner: String,
     /// Archives in transit.
     pub tmp_dir: PathBuf,
     /// The shutdown grace period is over: cancel scripts.
@@ -94,9 +98,10 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         default_image: None,
         // Unique even when two runners on one Docker host get jobs with the same id from two
         // servers.
-        request_id: format!("j{}-a{}-{:08x}", payload.job_id, payload.attempt, getrandom::u32().unwrap_or_default()),
+        request_id: format!("{}j{}-a{}-{:08x}", shared.owner, payload.job_id, payload.attempt, getrandom::u32().unwrap_or_default()),
         cache: Some(&shared.cache),
         tmp_dir: &shared.tmp_dir,
+        ledger: Some(&shared.ledger),
     };
     let host = AgentHost { shared: &shared, payload: &payload, slot, signals: &signals };
     let attempt = job::run(&payload.job, &env, &host, shared.executor.as_ref(), &log, &signals.script, &signals.lost).await;

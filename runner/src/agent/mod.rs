@@ -75,7 +75,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{RunnerConfig, register};
 
-use crate::executor::Executor;
+use crate::executor::{Executor, reap_process_groups};
 use api::{Api, Backoff, CallError};
 use job::Shared;
 
@@ -153,6 +153,20 @@ impl Agent {
         config::check_url(url).map_err(|message| AgentError::InvalidUrl { url: url.to_owned(), message })?;
         let api = Api::new(url).map_err(|e| AgentError::Client(e.to_string()))?;
         let tmp_dir = self.prepare_work_dir()?;
+        // What a previous life of this runner left running when it was killed (SIGKILL, a
+        // crash, a reboot of the service only): stopped before any new job can meet it.
+        let ledger = self.work_dir.join("ledger");
+        let owner = owner_tag(&self.work_dir);
+        match reap_process_groups(&ledger) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(groups = n, "stopped job processes left by a previous run of this runner"),
+            Err(e) => tracing::error!(ledger = %ledger.display(), error = %e, "cannot read the process ledger"),
+        }
+        match self.executor.cleanup_leftovers(&owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(objects = n, "removed containers and networks left by a previous run of this runner"),
+            Err(e) => tracing::error!(error = %e, "cannot remove containers left by a previous run of this runner"),
+        }
         let shared = Arc::new(Shared {
             api: api.clone(),
             runner_name: self.config.name.clone(),
@@ -165,6 +179,8 @@ impl Agent {
             cache: crate::cache::CacheStore::new(self.work_dir.join("cache"))
                 .map_err(|e| AgentError::Client(format!("cannot open the cache folder: {e}")))?,
             tmp_dir,
+            ledger,
+            owner,
             force: CancellationToken::new(),
             abandon: CancellationToken::new(),
         });
@@ -353,4 +369,14 @@ async fn wait_all(jobs: &mut JoinSet<()>, limit: Duration) -> bool {
     })
     .await
     .is_ok()
+}
+
+/// A short tag naming this runner's work directory, in front of every executor job id it
+/// makes: what it finds with that tag at start-up is its own leftovers, never another runner's
+/// on the same Docker Engine.
+fn owner_tag(work_dir: &Path) -> String {
+    use sha2::{Digest as _, Sha256};
+    let dir = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_owned());
+    let digest = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    format!("r{}-", hex::encode(&digest[..4]))
 }

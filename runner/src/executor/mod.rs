@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use docker::{DockerExecutor, LeftoverFilter, cleanup_leftovers};
 pub use log::CHUNK_SIZE;
-pub use shell::ShellExecutor;
+pub use shell::{ShellExecutor, reap_process_groups};
 
 /// Labels put on every container and network piste creates.
 pub mod labels {
@@ -79,6 +79,9 @@ pub struct JobRequest {
     pub timeout: Duration,
     /// Timeout of `after_script` (GitLab's default is 5 minutes).
     pub after_script_timeout: Duration,
+    /// Where the executor records what it starts (process groups) until it has stopped it, so
+    /// that a later life of a killed runner can stop what it left ([`reap_process_groups`]).
+    pub ledger: Option<PathBuf>,
 }
 
 /// An `image:` entry.
@@ -185,6 +188,13 @@ pub trait Executor: Send + Sync {
     /// script at once (then `after_script` runs, bounded by its timeout); dropping the future
     /// stops everything and cleans up in the background.
     fn run(&self, req: JobRequest, out: Sender<Vec<u8>>, cancel: CancellationToken) -> RunFuture<'_>;
+
+    /// Removes what attempts whose [`JobRequest::id`] starts with `job_id_prefix` left behind
+    /// when the process running them was killed (containers, networks); how many. Meant for
+    /// start-up, before taking jobs. Process groups are reaped from the ledger instead.
+    fn cleanup_leftovers<'a>(&'a self, _job_id_prefix: &'a str) -> Pin<Box<dyn Future<Output = Result<usize, Error>> + Send + 'a>> {
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// Errors setting an executor up (running a job never errors: it reports an [`Outcome`]).

@@ -108,6 +108,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         request_id: format!("{}-{}-a{attempt}", shared.run_id, log_name(&pj.name).to_ascii_lowercase()),
         cache: Some(&shared.inputs.cache),
         tmp_dir: shared.cas.root(),
+        ledger: None,
     };
 
     let (log, rx) = LogWriter::channel(64);

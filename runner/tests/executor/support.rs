@@ -50,6 +50,7 @@ impl Job {
             project_dir: "/builds/group/project".to_owned(),
             timeout: Duration::from_secs(30),
             after_script_timeout: Duration::from_secs(10),
+            ledger: None,
         };
         Self { req, dir }
     }

@@ -31,7 +31,9 @@ mod cleanup;
 mod image;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -357,6 +359,13 @@ impl Executor for DockerExecutor {
 
     fn run(&self, req: JobRequest, out: Sender<Vec<u8>>, cancel: CancellationToken) -> RunFuture<'_> {
         Box::pin(self.run_job(req, out, cancel))
+    }
+
+    fn cleanup_leftovers<'a>(&'a self, job_id_prefix: &'a str) -> Pin<Box<dyn Future<Output = Result<usize, Error>> + Send + 'a>> {
+        Box::pin(async move {
+            let filter = LeftoverFilter { job_id_prefix: Some(job_id_prefix.to_owned()), older_than: None };
+            cleanup_leftovers(&self.docker, &filter).await
+        })
     }
 }
 
