@@ -11,17 +11,17 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiResult, Error};
-use crate::pipelines::{self, now_ms};
+use crate::pipelines;
 use crate::store::{NewPipeline, Recorded, Store};
 use crate::{AppState, hash_token};
-use scheduler::{Event, JobStatus};
+use scheduler::{Event, JobStatus, PipelineStatus};
 
 #[derive(Serialize)]
 pub struct JobView {
     pub id: i64,
     pub name: String,
     pub stage: String,
-    pub status: String,
+    pub status: JobStatus,
     pub attempt: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
@@ -37,7 +37,7 @@ pub struct PipelineView {
     pub git_ref: String,
     pub sha: String,
     pub source: String,
-    pub status: String,
+    pub status: PipelineStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub created_at: i64,
@@ -216,17 +216,17 @@ async fn job_page_of(state: &AppState, id: i64) -> String {
 }
 
 pub async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = job_event(&state, id, |job| Event::CancelJob { job, now: now_ms() as u64 }).await;
+    let r = job_event(&state, id, |job| Event::CancelJob { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
 pub async fn retry_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = job_event(&state, id, |job| Event::RetryJob { job, now: now_ms() as u64 }).await;
+    let r = job_event(&state, id, |job| Event::RetryJob { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
 pub async fn play_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = job_event(&state, id, |job| Event::PlayManual { job, now: now_ms() as u64 }).await;
+    let r = job_event(&state, id, |job| Event::PlayManual { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
@@ -237,7 +237,7 @@ pub async fn cancel_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<
 
 async fn cancel_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCode> {
     state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
-    let commands = pipelines::process(state, id, vec![Event::Cancel { now: now_ms() as u64 }], Vec::new()).await?;
+    let commands = pipelines::process(state, id, vec![Event::Cancel { now: state.now_ms() as u64 }], Vec::new()).await?;
     if commands.is_empty() {
         return Err(Error::Conflict("the pipeline is already finished".into()));
     }
@@ -255,8 +255,8 @@ async fn retry_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCode
     let jobs = state.store.jobs(id).await?;
     let events: Vec<Event> = jobs
         .into_iter()
-        .filter(|j| j.status == JobStatus::Failed.as_str() || j.status == JobStatus::Canceled.as_str())
-        .map(|j| Event::RetryJob { job: j.name, now: now_ms() as u64 })
+        .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::Canceled))
+        .map(|j| Event::RetryJob { job: j.name, now: state.now_ms() as u64 })
         .collect();
     if events.is_empty() {
         return Err(Error::Conflict("no failed or canceled job to retry".into()));
@@ -273,19 +273,30 @@ pub async fn webhook(
     body: Bytes,
 ) -> ApiResult<Response> {
     let Some(cfg) = state.config.project(&project) else {
+        tracing::warn!(%project, reason = "no such project", "webhook refused");
         return Err(Error::NotFound("project"));
     };
     if body.len() > 25 << 20 {
+        tracing::warn!(%project, bytes = body.len(), reason = "body over 25 MiB", "webhook refused");
         return Err(Error::PayloadTooLarge("webhook bodies are limited to 25 MiB".into()));
     }
     let forge = match crate::webhook::verify(&headers, &body, &cfg.webhook_secret) {
         Ok(f) => f,
-        Err(e) => return Ok(webhook_error(e)),
+        Err(e) => {
+            tracing::warn!(%project, reason = %e, "webhook refused");
+            return Ok(webhook_error(e));
+        }
     };
     let trigger = match crate::webhook::parse(forge, &headers, &body) {
         Ok(Some(t)) => t,
-        Ok(None) => return Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"status": "ignored"}))).into_response()),
-        Err(e) => return Ok(webhook_error(e)),
+        Ok(None) => {
+            tracing::info!(%project, ?forge, reason = "not an event that runs pipelines", "webhook ignored");
+            return Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"status": "ignored"}))).into_response());
+        }
+        Err(e) => {
+            tracing::warn!(%project, ?forge, reason = %e, "webhook refused");
+            return Ok(webhook_error(e));
+        }
     };
     let info = crate::webhook::ProjectInfo {
         path: cfg.name.clone(),
@@ -302,14 +313,18 @@ pub async fn webhook(
         sha: trigger.sha.clone(),
         before_sha: trigger.before_sha.clone(),
         source: trigger.source().to_string(),
-        trigger: serde_json::to_string(&ctx).map_err(|e| Error::Internal(e.to_string()))?,
-        created_at: now_ms(),
+        trigger: serde_json::to_string(&ctx).map_err(|e| Error::Internal(e.into()))?,
+        created_at: state.now_ms(),
     };
     state.metrics.webhook_received();
-    match state.store.record_pipeline(&trigger.delivery_id, &new).await? {
-        Recorded::Duplicate(id) => Ok((StatusCode::OK, Json(serde_json::json!({"pipeline": id, "duplicate": true}))).into_response()),
+    let delivery = &trigger.delivery_id;
+    match state.store.record_pipeline(delivery, &new).await? {
+        Recorded::Duplicate(id) => {
+            tracing::info!(project = %cfg.name, pipeline = id, %delivery, "webhook received again: no new pipeline");
+            Ok((StatusCode::OK, Json(serde_json::json!({"pipeline": id, "duplicate": true}))).into_response())
+        }
         Recorded::Created(id) => {
-            tracing::info!(pipeline = id, project = %cfg.name, git_ref = %new.git_ref, "pipeline recorded");
+            tracing::info!(project = %cfg.name, pipeline = id, %delivery, git_ref = %new.git_ref, sha = %new.sha, "webhook received");
             tokio::spawn(pipelines::plan_and_start(state.clone(), id));
             Ok((StatusCode::CREATED, Json(serde_json::json!({"pipeline": id}))).into_response())
         }
@@ -346,12 +361,12 @@ pub async fn git(
     let mut req =
         crate::git::http::GitHttpRequest::new(method.as_str(), &format!("/{rest}"), uri.query().unwrap_or(""), &headers, body.to_vec());
     req.remote_user = Some(format!("job-{id}"));
-    let resp = crate::git::http::serve(&mirror_dir, req).await.map_err(|e| Error::Internal(e.to_string()))?;
+    let resp = crate::git::http::serve(&mirror_dir, req).await.map_err(|e| Error::Internal(e.into()))?;
     let mut out = Response::builder().status(resp.status);
     for (k, v) in resp.headers {
         out = out.header(k, v);
     }
-    out.body(Body::from(resp.body)).map_err(|e| Error::Internal(e.to_string()))
+    out.body(Body::from(resp.body)).map_err(|e| Error::Internal(e.into()))
 }
 
 fn basic_password(headers: &HeaderMap) -> Option<String> {

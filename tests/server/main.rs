@@ -6,4 +6,5 @@ mod browser;
 mod delivery;
 mod failures;
 mod logs;
+mod operator_log;
 mod support;
