@@ -3,6 +3,8 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use scheduler::JobStatus;
+
 use crate::output::{YELLOW, paint};
 use server::web::ansi::Renderer;
 
@@ -23,14 +25,14 @@ pub fn logs(url: &str, job: Option<i64>, pipeline: Option<i64>, follow: bool) ->
             }
             (None, None) => anyhow::bail!("name a job id, or `--pipeline ID`"),
         };
-        let ok = statuses.iter().all(|s| matches!(s.as_str(), "success" | "skipped" | "manual"));
+        let ok = statuses.iter().all(|s| matches!(s, JobStatus::Success | JobStatus::Skipped | JobStatus::Manual));
         Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
 }
 
 /// Prints one job's log and returns its final status. Without colour, escapes are stripped by a
 /// streaming renderer, so a sequence split across two chunks of the stream is still removed.
-async fn show(url: &str, id: i64, follow: bool, color: bool) -> anyhow::Result<String> {
+async fn show(url: &str, id: i64, follow: bool, color: bool) -> anyhow::Result<JobStatus> {
     let write = |text: &str| {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());

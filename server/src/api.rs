@@ -1,6 +1,5 @@
 //! The JSON API for people and scripts, webhook intake, git for runners, metrics and health.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Json;
@@ -370,42 +369,15 @@ pub async fn git(
 }
 
 fn basic_password(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
-    let decoded = base64_decode(v.trim())?;
+    use base64::Engine;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?.trim();
+    if v.len() > 4096 {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (_user, pass) = text.split_once(':')?;
     Some(pass.to_string())
-}
-
-/// Standard base64 (no external crate for one header).
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u8> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        })
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-    if bytes.len() > 4096 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let v: Vec<u8> = chunk.iter().map(|&c| val(c)).collect::<Option<_>>()?;
-        let n = v.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (18 - 6 * i)));
-        out.push((n >> 16) as u8);
-        if v.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if v.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    Some(out)
 }
 
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -415,28 +387,44 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Prometheus text format.
+/// OpenMetrics text (Prometheus scrapes it): the store's gauges and this server's counters.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+    type ByStatus = Family<Vec<(&'static str, &'static str)>, Gauge>;
+
     let counts = state.store.counts().await?;
     let depth = state.store.queue_depth().await?;
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP piste_queue_depth Jobs waiting for a runner.\n# TYPE piste_queue_depth gauge\npiste_queue_depth {depth}");
-    let _ = writeln!(out, "# HELP piste_jobs Jobs by status.\n# TYPE piste_jobs gauge");
+    let mut registry = Registry::with_prefix("piste");
+    let gauge = |n: i64| {
+        let g: Gauge = Gauge::default();
+        g.set(n);
+        g
+    };
+    registry.register("queue_depth", "Jobs waiting for a runner", gauge(depth));
+    let jobs = ByStatus::default();
     for (status, n) in &counts.jobs_by_status {
-        let _ = writeln!(out, "piste_jobs{{status=\"{status}\"}} {n}");
+        jobs.get_or_create(&vec![("status", status.as_str())]).set(*n);
     }
-    let _ = writeln!(out, "# HELP piste_pipelines Pipelines by status.\n# TYPE piste_pipelines gauge");
+    registry.register("jobs", "Jobs by status", jobs);
+    let pipelines = ByStatus::default();
     for (status, n) in &counts.pipelines_by_status {
-        let _ = writeln!(out, "piste_pipelines{{status=\"{status}\"}} {n}");
+        pipelines.get_or_create(&vec![("status", status.as_str())]).set(*n);
     }
-    let _ = writeln!(out, "# HELP piste_runners Registered runners.\n# TYPE piste_runners gauge\npiste_runners {}", counts.runners);
-    state.metrics.render(&mut out);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    registry.register("pipelines", "Pipelines by status", pipelines);
+    registry.register("runners", "Registered runners", gauge(counts.runners));
+    state.metrics.register(&mut registry);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).map_err(|e| Error::Internal(e.into()))?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{base64_decode, parse_range};
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    use super::{basic_password, parse_range};
 
     #[test]
     fn byte_ranges() {
@@ -453,9 +441,18 @@ mod tests {
     }
 
     #[test]
-    fn base64() {
-        assert_eq!(base64_decode("cGlzdGUtY2ktdG9rZW46YWJj").unwrap(), b"piste-ci-token:abc");
-        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
-        assert!(base64_decode("!!!").is_none());
+    fn basic_auth_passwords() {
+        let check = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            basic_password(&h)
+        };
+        assert_eq!(check("Basic cGlzdGUtY2ktdG9rZW46YWJj").as_deref(), Some("abc"));
+        assert_eq!(check("Basic  cGlzdGUtY2ktdG9rZW46YWJj ").as_deref(), Some("abc"));
+        assert_eq!(check("Basic YTo=").as_deref(), Some(""));
+        assert_eq!(check("Basic !!!"), None);
+        assert_eq!(check("Basic YQ=="), None, "no colon");
+        assert_eq!(check("Bearer cGlzdGUtY2ktdG9rZW46YWJj"), None);
+        assert_eq!(check(&format!("Basic {}", "A".repeat(5000))), None);
     }
 }

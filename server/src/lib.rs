@@ -25,12 +25,15 @@ pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get, post, put};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -162,7 +165,7 @@ impl AppState {
     }
 
     fn log_appended(&self, job: i64) {
-        self.metrics.log_chunks.fetch_add(1, Ordering::Relaxed);
+        self.metrics.log_chunks.inc();
         self.wake_followers(job);
     }
 
@@ -228,7 +231,7 @@ impl AppState {
         if let Some(t) = started {
             self.metrics.dispatch(t.elapsed());
         }
-        self.metrics.dispatched.fetch_add(1, Ordering::Relaxed);
+        self.metrics.dispatched.inc();
     }
 
     /// A pipeline's next deadline was stored: wake the timer if it sleeps past it.
@@ -239,52 +242,42 @@ impl AppState {
     }
 }
 
-/// Counters and a latency histogram for `/metrics`.
-#[derive(Default)]
+/// This server's counters and dispatch-latency histogram for `/metrics` (prometheus-client;
+/// clones share the values).
+#[derive(Clone)]
 pub struct Metrics {
-    dispatched: AtomicU64,
-    log_chunks: AtomicU64,
-    webhooks: AtomicU64,
-    /// Dispatch latency buckets (ms upper bounds below), plus the sum in µs.
-    buckets: [AtomicU64; 8],
-    sum_us: AtomicU64,
+    dispatched: Counter,
+    log_chunks: Counter,
+    webhooks: Counter,
+    dispatch_latency: Histogram,
 }
 
-const BUCKETS_MS: [u64; 7] = [1, 5, 10, 50, 100, 500, 1000];
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            dispatched: Counter::default(),
+            log_chunks: Counter::default(),
+            webhooks: Counter::default(),
+            dispatch_latency: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+        }
+    }
+}
 
 impl Metrics {
     fn dispatch(&self, d: Duration) {
-        let ms = d.as_millis() as u64;
-        let i = BUCKETS_MS.iter().position(|&b| ms <= b).unwrap_or(7);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.dispatch_latency.observe(d.as_secs_f64());
     }
 
     fn webhook_received(&self) {
-        self.webhooks.fetch_add(1, Ordering::Relaxed);
+        self.webhooks.inc();
     }
 
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(out, "# HELP piste_jobs_dispatched_total Jobs handed to runners.\n# TYPE piste_jobs_dispatched_total counter");
-        let _ = writeln!(out, "piste_jobs_dispatched_total {}", self.dispatched.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP piste_webhooks_total Webhooks accepted.\n# TYPE piste_webhooks_total counter");
-        let _ = writeln!(out, "piste_webhooks_total {}", self.webhooks.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP piste_log_chunks_total Log chunks received.\n# TYPE piste_log_chunks_total counter");
-        let _ = writeln!(out, "piste_log_chunks_total {}", self.log_chunks.load(Ordering::Relaxed));
-        let _ = writeln!(
-            out,
-            "# HELP piste_dispatch_latency_seconds From queued to handed to a runner.\n# TYPE piste_dispatch_latency_seconds histogram"
-        );
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS_MS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "piste_dispatch_latency_seconds_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1000.0);
-        }
-        cumulative += self.buckets[7].load(Ordering::Relaxed);
-        let _ = writeln!(out, "piste_dispatch_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "piste_dispatch_latency_seconds_sum {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "piste_dispatch_latency_seconds_count {cumulative}");
+    /// Adds this server's metrics to `registry` (names get the registry's `piste` prefix).
+    fn register(&self, registry: &mut Registry) {
+        registry.register("jobs_dispatched", "Jobs handed to runners", self.dispatched.clone());
+        registry.register("webhooks", "Webhooks accepted", self.webhooks.clone());
+        registry.register("log_chunks", "Log chunks received", self.log_chunks.clone());
+        registry.register_with_unit("dispatch_latency", "From queued to handed to a runner", Unit::Seconds, self.dispatch_latency.clone());
     }
 }
 
