@@ -3,6 +3,8 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use scheduler::JobStatus;
+
 use crate::output::{YELLOW, paint};
 use server::web::ansi::Renderer;
 
@@ -17,13 +19,17 @@ pub fn logs(url: &str, job: Option<i64>, pipeline: Option<i64>, follow: bool) ->
                 // Right after a webhook the pipeline is recorded but not planned yet: when
                 // following, wait for its jobs instead of printing nothing.
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
-                while follow && info.jobs.is_empty() && info.status == "created" && tokio::time::Instant::now() < deadline {
+                while follow
+                    && info.jobs.is_empty()
+                    && info.status == scheduler::PipelineStatus::Created
+                    && tokio::time::Instant::now() < deadline
+                {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     info = runner::follow::pipeline(url, p).await?;
                 }
                 if info.jobs.is_empty() {
                     eprintln!("pipeline {p} has no jobs ({})", info.status);
-                    return Ok(if info.status == "failed" { ExitCode::from(1) } else { ExitCode::SUCCESS });
+                    return Ok(if info.status == scheduler::PipelineStatus::Failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
                 }
                 let mut out = Vec::new();
                 for j in info.jobs {
@@ -34,14 +40,14 @@ pub fn logs(url: &str, job: Option<i64>, pipeline: Option<i64>, follow: bool) ->
             }
             (None, None) => anyhow::bail!("name a job id, or `--pipeline ID`"),
         };
-        let ok = statuses.iter().all(|s| matches!(s.as_str(), "success" | "skipped" | "manual"));
+        let ok = statuses.iter().all(|s| matches!(s, JobStatus::Success | JobStatus::Skipped | JobStatus::Manual));
         Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
     })
 }
 
 /// Prints one job's log and returns its final status. Without colour, escapes are stripped by a
 /// streaming renderer, so a sequence split across two chunks of the stream is still removed.
-async fn show(url: &str, id: i64, follow: bool, color: bool) -> anyhow::Result<String> {
+async fn show(url: &str, id: i64, follow: bool, color: bool) -> anyhow::Result<JobStatus> {
     let write = |text: &str| {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());

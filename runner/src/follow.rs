@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use scheduler::{JobStatus, PipelineStatus};
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +13,14 @@ pub enum FollowError {
     Http { url: String, source: reqwest::Error },
     #[error("`{url}` answered {status}: {body}")]
     Status { url: String, status: u16, body: String },
+    #[error("`{url}` sent an event stream line longer than {MAX_LINE} bytes")]
+    LineTooLong { url: String },
+    #[error("`{url}` ended the log with the unknown status `{status}`")]
+    UnknownStatus { url: String, status: String },
 }
+
+/// Longest event-stream line kept while waiting for its end (the server's are < 1 MiB).
+const MAX_LINE: usize = 8 << 20;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct JobInfo {
@@ -20,14 +28,14 @@ pub struct JobInfo {
     pub pipeline_id: i64,
     pub name: String,
     pub stage: String,
-    pub status: String,
+    pub status: JobStatus,
     pub attempt: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PipelineInfo {
     pub id: i64,
-    pub status: String,
+    pub status: PipelineStatus,
     pub jobs: Vec<JobInfo2>,
 }
 
@@ -36,7 +44,7 @@ pub struct JobInfo2 {
     pub id: i64,
     pub name: String,
     pub stage: String,
-    pub status: String,
+    pub status: JobStatus,
 }
 
 fn client() -> reqwest::Client {
@@ -62,7 +70,7 @@ pub async fn pipeline(base: &str, id: i64) -> Result<PipelineInfo, FollowError> 
 
 /// Prints (through `out`) the log of job `id` as stored, or follows it until the job ends when
 /// `follow`. Returns the job's final status.
-pub async fn log(base: &str, id: i64, follow: bool, mut out: impl FnMut(&str)) -> Result<String, FollowError> {
+pub async fn log(base: &str, id: i64, follow: bool, mut out: impl FnMut(&str)) -> Result<JobStatus, FollowError> {
     let base = base.trim_end_matches('/');
     if !follow {
         let url = format!("{base}/api/v1/jobs/{id}/log");
@@ -72,10 +80,12 @@ pub async fn log(base: &str, id: i64, follow: bool, mut out: impl FnMut(&str)) -
             return Err(FollowError::Status { url, status, body: r.text().await.unwrap_or_default() });
         }
         let mut body = r.bytes_stream();
+        let mut text = Utf8Pieces::default();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|source| FollowError::Http { url: url.clone(), source })?;
-            out(&String::from_utf8_lossy(&chunk));
+            out(&text.push(&chunk));
         }
+        out(&text.finish());
         return Ok(job(base, id).await?.status);
     }
     let mut offset: u64 = 0;
@@ -99,37 +109,145 @@ pub async fn log(base: &str, id: i64, follow: bool, mut out: impl FnMut(&str)) -
         };
         failures = 0;
         let mut body = resp.bytes_stream();
-        let mut pending = String::new();
-        let (mut event, mut data) = (String::new(), String::new());
+        let mut events = EventStream::default();
         while let Some(chunk) = body.next().await {
             let Ok(chunk) = chunk else { break };
-            pending.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(nl) = pending.find('\n') {
-                let line: String = pending.drain(..=nl).collect();
-                let line = line.trim_end_matches(['\n', '\r']);
-                if line.is_empty() {
-                    // End of one event.
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) {
-                        if event == "end" {
-                            return Ok(v["status"].as_str().unwrap_or("unknown").to_string());
-                        }
-                        if let Some(text) = v["text"].as_str() {
-                            out(text);
-                        }
-                        if let Some(next) = v["offset"].as_u64() {
-                            offset = next;
-                        }
-                    }
-                    event.clear();
-                    data.clear();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_string();
+            let Some(received) = events.push(&chunk) else { return Err(FollowError::LineTooLong { url }) };
+            for (event, data) in received {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else { continue };
+                if event == "end" {
+                    let status = v["status"].as_str().unwrap_or_default();
+                    return JobStatus::parse(status).ok_or_else(|| FollowError::UnknownStatus { url, status: status.to_string() });
+                }
+                if let Some(text) = v["text"].as_str() {
+                    out(text);
+                }
+                if let Some(next) = v["offset"].as_u64() {
+                    offset = next;
                 }
             }
         }
         // The connection dropped: resume from the last offset received.
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Server-Sent Events from a byte stream. Lines are cut on bytes and decoded whole, so a UTF-8
+/// character split across two reads arrives intact; an unfinished line waits for the next read.
+#[derive(Debug, Default)]
+struct EventStream {
+    line: Vec<u8>,
+    event: String,
+    data: String,
+}
+
+impl EventStream {
+    /// The `(event, data)` pairs completed by `chunk`; `None` when a line exceeds `MAX_LINE`.
+    fn push(&mut self, chunk: &[u8]) -> Option<Vec<(String, String)>> {
+        self.line.extend_from_slice(chunk);
+        let mut done = Vec::new();
+        let mut start = 0;
+        while let Some(nl) = self.line[start..].iter().position(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&self.line[start..start + nl]).into_owned();
+            start += nl + 1;
+            let line = line.trim_end_matches('\r');
+            if line.is_empty() {
+                done.push((std::mem::take(&mut self.event), std::mem::take(&mut self.data)));
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            } else if let Some(v) = line.strip_prefix("event:") {
+                self.event = v.trim().to_string();
+            }
+        }
+        self.line.drain(..start);
+        (self.line.len() <= MAX_LINE && self.data.len() <= MAX_LINE).then_some(done)
+    }
+}
+
+/// UTF-8 arriving in pieces: an incomplete character at the end of a piece is kept for the
+/// next one instead of becoming U+FFFD.
+#[derive(Debug, Default)]
+struct Utf8Pieces {
+    rest: Vec<u8>,
+}
+
+impl Utf8Pieces {
+    fn push(&mut self, piece: &[u8]) -> String {
+        self.rest.extend_from_slice(piece);
+        let keep = incomplete_tail(&self.rest);
+        let text = String::from_utf8_lossy(&self.rest[..self.rest.len() - keep]).into_owned();
+        self.rest.drain(..self.rest.len() - keep);
+        text
+    }
+
+    /// What is left at the end (an incomplete character: U+FFFD).
+    fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.rest).into_owned();
+        self.rest.clear();
+        text
+    }
+}
+
+/// How many bytes at the end of `bytes` start a character that needs more bytes.
+fn incomplete_tail(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead
+        }
+        let needs = match b {
+            0xF0..=0xF7 => 4,
+            0xE0..=0xEF => 3,
+            0xC0..=0xDF => 2,
+            _ => 1,
+        };
+        return if needs > back { back } else { 0 };
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_character_split_across_reads_of_the_event_stream_arrives_whole() {
+        let stream = "event: log\ndata: {\"text\":\"caf\u{e9} \u{1f680}\"}\n\nevent: end\ndata: {\"status\":\"success\"}\n\n".as_bytes();
+        // Every split point, including inside `é` (2 bytes) and the rocket (4 bytes).
+        for cut in 0..=stream.len() {
+            let mut events = EventStream::default();
+            let mut got = events.push(&stream[..cut]).unwrap();
+            got.extend(events.push(&stream[cut..]).unwrap());
+            assert_eq!(
+                got,
+                [("log".to_string(), "{\"text\":\"caf\u{e9} \u{1f680}\"}".to_string()), ("end".into(), "{\"status\":\"success\"}".into())],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn event_stream_lines_are_bounded() {
+        let mut events = EventStream::default();
+        assert!(events.push(&vec![b'x'; MAX_LINE + 1]).is_none());
+    }
+
+    #[test]
+    fn plain_log_pieces_keep_incomplete_characters_for_the_next_piece() {
+        let text = "a\u{e9}\u{20ac}\u{1f680}z";
+        let bytes = text.as_bytes();
+        for cut in 0..=bytes.len() {
+            for cut2 in cut..=bytes.len() {
+                let mut d = Utf8Pieces::default();
+                let out = d.push(&bytes[..cut]) + &d.push(&bytes[cut..cut2]) + &d.push(&bytes[cut2..]) + &d.finish();
+                assert_eq!(out, text, "cuts at {cut}, {cut2}");
+            }
+        }
+        // Invalid bytes stay visible; a truncated last character too, at the end.
+        let mut d = Utf8Pieces::default();
+        assert_eq!(d.push(b"a\xffb\xe2\x82") + &d.finish(), "a\u{fffd}b\u{fffd}");
     }
 }

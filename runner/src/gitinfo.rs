@@ -108,29 +108,15 @@ pub fn project_path_from_url(url: &str) -> Option<String> {
     Some(path.to_string())
 }
 
-/// Formats a Unix time with a UTC offset as `YYYY-MM-DDTHH:MM:SS+HH:MM`.
+/// Formats a Unix time with a UTC offset as `YYYY-MM-DDTHH:MM:SS+HH:MM` (an offset jiff
+/// refuses counts as UTC; a time outside years -9999..=9999 gives an empty string).
 pub fn iso8601(secs: i64, offset_minutes: i32) -> String {
-    let local = secs + i64::from(offset_minutes) * 60;
-    let days = local.div_euclid(86_400);
-    let tod = local.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let sign = if offset_minutes < 0 { '-' } else { '+' };
-    let off = offset_minutes.unsigned_abs();
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}", tod / 3600, tod % 3600 / 60, tod % 60, off / 60, off % 60)
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    use jiff::tz::Offset;
+    let offset = Offset::from_seconds(offset_minutes.saturating_mul(60)).unwrap_or(Offset::UTC);
+    match jiff::Timestamp::from_second(secs) {
+        Ok(t) => t.display_with_offset(offset).to_string(),
+        Err(_) => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +136,10 @@ mod tests {
         assert_eq!(iso8601(0, 0), "1970-01-01T00:00:00+00:00");
         assert_eq!(iso8601(1_643_647_675, 60), "2022-01-31T17:47:55+01:00");
         assert_eq!(iso8601(951_782_400, -330), "2000-02-28T18:30:00-05:30");
+        assert_eq!(iso8601(951_868_800, 0), "2000-03-01T00:00:00+00:00");
+        assert_eq!(iso8601(-1, 0), "1969-12-31T23:59:59+00:00");
+        assert_eq!(iso8601(0, i32::MAX), "1970-01-01T00:00:00+00:00");
+        assert_eq!(iso8601(i64::MAX, 0), "");
     }
 
     #[test]

@@ -58,6 +58,25 @@ impl JobStatus {
             Self::Scheduled => "scheduled",
         }
     }
+
+    /// Every status, for decoding.
+    pub const ALL: [JobStatus; 10] = [
+        Self::Created,
+        Self::Pending,
+        Self::Running,
+        Self::Success,
+        Self::Failed,
+        Self::Canceling,
+        Self::Canceled,
+        Self::Skipped,
+        Self::Manual,
+        Self::Scheduled,
+    ];
+
+    /// The inverse of [`JobStatus::as_str`].
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
 }
 
 impl fmt::Display for JobStatus {
@@ -102,6 +121,25 @@ impl PipelineStatus {
             Self::Manual => "manual",
             Self::Scheduled => "scheduled",
         }
+    }
+
+    /// Every status, for decoding.
+    pub const ALL: [PipelineStatus; 10] = [
+        Self::Created,
+        Self::Pending,
+        Self::Running,
+        Self::Success,
+        Self::Failed,
+        Self::Canceling,
+        Self::Canceled,
+        Self::Skipped,
+        Self::Manual,
+        Self::Scheduled,
+    ];
+
+    /// The inverse of [`PipelineStatus::as_str`].
+    pub fn parse(text: &str) -> Option<PipelineStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 
@@ -216,6 +254,20 @@ impl Composite {
 mod tests {
     use super::JobStatus::*;
     use super::*;
+
+    #[test]
+    fn statuses_decode_what_they_encode_and_nothing_else() {
+        for s in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in PipelineStatus::ALL {
+            assert_eq!(PipelineStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(JobStatus::parse("Running"), None);
+        assert_eq!(PipelineStatus::parse("error"), None);
+    }
 
     fn composite(jobs: &[(JobStatus, bool)], dag: bool) -> Option<PipelineStatus> {
         let mut composite = Composite::default();

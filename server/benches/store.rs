@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use scheduler::{Event, JobStatus, Outcome};
+use scheduler::{Event, JobStatus, Outcome, PipelineStatus};
 use server::store::{JobUpdate, NewJob, NewPipeline, Recorded, SqliteStore, Store, Transition};
 
 fn main() {
@@ -53,7 +53,7 @@ impl Queue {
                 let Recorded::Created(p) = self.store.record_pipeline(&format!("d{}", self.versions.len()), &new).await.unwrap() else {
                     unreachable!()
                 };
-                let ids = self.store.save_plan(p, &jobs, "pending", 0).await.unwrap();
+                let ids = self.store.save_plan(p, &jobs, PipelineStatus::Pending, 0).await.unwrap();
                 let queued =
                     ids.iter().map(|&job_id| JobUpdate::Status { job_id, status: JobStatus::Pending, attempt: 1, at: 0 }).collect();
                 let start = Transition {
@@ -62,6 +62,7 @@ impl Queue {
                     events: vec![Event::Start { now: 0 }],
                     jobs: queued,
                     pipeline_status: None,
+                    wake_at: None,
                     at: 0,
                 };
                 self.versions.insert(p, self.store.apply(&start).await.unwrap());
@@ -83,7 +84,8 @@ impl Queue {
 
     fn record(&mut self, pipeline_id: i64, event: Event, jobs: Vec<JobUpdate>) {
         let version = self.versions[&pipeline_id];
-        let t = Transition { pipeline_id, expected_version: version, events: vec![event], jobs, pipeline_status: None, at: 2 };
+        let t =
+            Transition { pipeline_id, expected_version: version, events: vec![event], jobs, pipeline_status: None, wake_at: None, at: 2 };
         self.versions.insert(pipeline_id, self.rt.block_on(self.store.apply(&t)).unwrap());
     }
 }

@@ -1,6 +1,5 @@
 //! The JSON API for people and scripts, webhook intake, git for runners, metrics and health.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Json;
@@ -11,17 +10,17 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiResult, Error};
-use crate::pipelines::{self, now_ms};
+use crate::pipelines;
 use crate::store::{NewPipeline, Recorded, Store};
 use crate::{AppState, hash_token};
-use scheduler::{Event, JobStatus};
+use scheduler::{Event, JobStatus, PipelineStatus};
 
 #[derive(Serialize)]
 pub struct JobView {
     pub id: i64,
     pub name: String,
     pub stage: String,
-    pub status: String,
+    pub status: JobStatus,
     pub attempt: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
@@ -37,7 +36,7 @@ pub struct PipelineView {
     pub git_ref: String,
     pub sha: String,
     pub source: String,
-    pub status: String,
+    pub status: PipelineStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub created_at: i64,
@@ -216,17 +215,17 @@ async fn job_page_of(state: &AppState, id: i64) -> String {
 }
 
 pub async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = job_event(&state, id, |job| Event::CancelJob { job, now: now_ms() as u64 }).await;
+    let r = job_event(&state, id, |job| Event::CancelJob { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
 pub async fn retry_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = job_event(&state, id, |job| Event::RetryJob { job, now: now_ms() as u64 }).await;
+    let r = job_event(&state, id, |job| Event::RetryJob { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
 pub async fn play_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = job_event(&state, id, |job| Event::PlayManual { job, now: now_ms() as u64 }).await;
+    let r = job_event(&state, id, |job| Event::PlayManual { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
@@ -237,7 +236,7 @@ pub async fn cancel_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<
 
 async fn cancel_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCode> {
     state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
-    let commands = pipelines::process(state, id, vec![Event::Cancel { now: now_ms() as u64 }], Vec::new()).await?;
+    let commands = pipelines::process(state, id, vec![Event::Cancel { now: state.now_ms() as u64 }], Vec::new()).await?;
     if commands.is_empty() {
         return Err(Error::Conflict("the pipeline is already finished".into()));
     }
@@ -255,8 +254,8 @@ async fn retry_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCode
     let jobs = state.store.jobs(id).await?;
     let events: Vec<Event> = jobs
         .into_iter()
-        .filter(|j| j.status == JobStatus::Failed.as_str() || j.status == JobStatus::Canceled.as_str())
-        .map(|j| Event::RetryJob { job: j.name, now: now_ms() as u64 })
+        .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::Canceled))
+        .map(|j| Event::RetryJob { job: j.name, now: state.now_ms() as u64 })
         .collect();
     if events.is_empty() {
         return Err(Error::Conflict("no failed or canceled job to retry".into()));
@@ -273,19 +272,30 @@ pub async fn webhook(
     body: Bytes,
 ) -> ApiResult<Response> {
     let Some(cfg) = state.config.project(&project) else {
+        tracing::warn!(%project, reason = "no such project", "webhook refused");
         return Err(Error::NotFound("project"));
     };
     if body.len() > 25 << 20 {
+        tracing::warn!(%project, bytes = body.len(), reason = "body over 25 MiB", "webhook refused");
         return Err(Error::PayloadTooLarge("webhook bodies are limited to 25 MiB".into()));
     }
     let forge = match crate::webhook::verify(&headers, &body, &cfg.webhook_secret) {
         Ok(f) => f,
-        Err(e) => return Ok(webhook_error(e)),
+        Err(e) => {
+            tracing::warn!(%project, reason = %e, "webhook refused");
+            return Ok(webhook_error(e));
+        }
     };
     let trigger = match crate::webhook::parse(forge, &headers, &body) {
         Ok(Some(t)) => t,
-        Ok(None) => return Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"status": "ignored"}))).into_response()),
-        Err(e) => return Ok(webhook_error(e)),
+        Ok(None) => {
+            tracing::info!(%project, ?forge, reason = "not an event that runs pipelines", "webhook ignored");
+            return Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"status": "ignored"}))).into_response());
+        }
+        Err(e) => {
+            tracing::warn!(%project, ?forge, reason = %e, "webhook refused");
+            return Ok(webhook_error(e));
+        }
     };
     let info = crate::webhook::ProjectInfo {
         path: cfg.name.clone(),
@@ -302,14 +312,18 @@ pub async fn webhook(
         sha: trigger.sha.clone(),
         before_sha: trigger.before_sha.clone(),
         source: trigger.source().to_string(),
-        trigger: serde_json::to_string(&ctx).map_err(|e| Error::Internal(e.to_string()))?,
-        created_at: now_ms(),
+        trigger: serde_json::to_string(&ctx).map_err(|e| Error::Internal(e.into()))?,
+        created_at: state.now_ms(),
     };
     state.metrics.webhook_received();
-    match state.store.record_pipeline(&trigger.delivery_id, &new).await? {
-        Recorded::Duplicate(id) => Ok((StatusCode::OK, Json(serde_json::json!({"pipeline": id, "duplicate": true}))).into_response()),
+    let delivery = &trigger.delivery_id;
+    match state.store.record_pipeline(delivery, &new).await? {
+        Recorded::Duplicate(id) => {
+            tracing::info!(project = %cfg.name, pipeline = id, %delivery, "webhook received again: no new pipeline");
+            Ok((StatusCode::OK, Json(serde_json::json!({"pipeline": id, "duplicate": true}))).into_response())
+        }
         Recorded::Created(id) => {
-            tracing::info!(pipeline = id, project = %cfg.name, git_ref = %new.git_ref, "pipeline recorded");
+            tracing::info!(project = %cfg.name, pipeline = id, %delivery, git_ref = %new.git_ref, sha = %new.sha, "webhook received");
             tokio::spawn(pipelines::plan_and_start(state.clone(), id));
             Ok((StatusCode::CREATED, Json(serde_json::json!({"pipeline": id}))).into_response())
         }
@@ -346,51 +360,24 @@ pub async fn git(
     let mut req =
         crate::git::http::GitHttpRequest::new(method.as_str(), &format!("/{rest}"), uri.query().unwrap_or(""), &headers, body.to_vec());
     req.remote_user = Some(format!("job-{id}"));
-    let resp = crate::git::http::serve(&mirror_dir, req).await.map_err(|e| Error::Internal(e.to_string()))?;
+    let resp = crate::git::http::serve(&mirror_dir, req).await.map_err(|e| Error::Internal(e.into()))?;
     let mut out = Response::builder().status(resp.status);
     for (k, v) in resp.headers {
         out = out.header(k, v);
     }
-    out.body(Body::from(resp.body)).map_err(|e| Error::Internal(e.to_string()))
+    out.body(Body::from(resp.body)).map_err(|e| Error::Internal(e.into()))
 }
 
 fn basic_password(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
-    let decoded = base64_decode(v.trim())?;
+    use base64::Engine;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?.trim();
+    if v.len() > 4096 {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (_user, pass) = text.split_once(':')?;
     Some(pass.to_string())
-}
-
-/// Standard base64 (no external crate for one header).
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u8> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        })
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-    if bytes.len() > 4096 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let v: Vec<u8> = chunk.iter().map(|&c| val(c)).collect::<Option<_>>()?;
-        let n = v.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (18 - 6 * i)));
-        out.push((n >> 16) as u8);
-        if v.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if v.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    Some(out)
 }
 
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -400,28 +387,44 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Prometheus text format.
+/// OpenMetrics text (Prometheus scrapes it): the store's gauges and this server's counters.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+    type ByStatus = Family<Vec<(&'static str, &'static str)>, Gauge>;
+
     let counts = state.store.counts().await?;
     let depth = state.store.queue_depth().await?;
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP piste_queue_depth Jobs waiting for a runner.\n# TYPE piste_queue_depth gauge\npiste_queue_depth {depth}");
-    let _ = writeln!(out, "# HELP piste_jobs Jobs by status.\n# TYPE piste_jobs gauge");
+    let mut registry = Registry::with_prefix("piste");
+    let gauge = |n: i64| {
+        let g: Gauge = Gauge::default();
+        g.set(n);
+        g
+    };
+    registry.register("queue_depth", "Jobs waiting for a runner", gauge(depth));
+    let jobs = ByStatus::default();
     for (status, n) in &counts.jobs_by_status {
-        let _ = writeln!(out, "piste_jobs{{status=\"{status}\"}} {n}");
+        jobs.get_or_create(&vec![("status", status.as_str())]).set(*n);
     }
-    let _ = writeln!(out, "# HELP piste_pipelines Pipelines by status.\n# TYPE piste_pipelines gauge");
+    registry.register("jobs", "Jobs by status", jobs);
+    let pipelines = ByStatus::default();
     for (status, n) in &counts.pipelines_by_status {
-        let _ = writeln!(out, "piste_pipelines{{status=\"{status}\"}} {n}");
+        pipelines.get_or_create(&vec![("status", status.as_str())]).set(*n);
     }
-    let _ = writeln!(out, "# HELP piste_runners Registered runners.\n# TYPE piste_runners gauge\npiste_runners {}", counts.runners);
-    state.metrics.render(&mut out);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    registry.register("pipelines", "Pipelines by status", pipelines);
+    registry.register("runners", "Registered runners", gauge(counts.runners));
+    state.metrics.register(&mut registry);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).map_err(|e| Error::Internal(e.into()))?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{base64_decode, parse_range};
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    use super::{basic_password, parse_range};
 
     #[test]
     fn byte_ranges() {
@@ -438,9 +441,18 @@ mod tests {
     }
 
     #[test]
-    fn base64() {
-        assert_eq!(base64_decode("cGlzdGUtY2ktdG9rZW46YWJj").unwrap(), b"piste-ci-token:abc");
-        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
-        assert!(base64_decode("!!!").is_none());
+    fn basic_auth_passwords() {
+        let check = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            basic_password(&h)
+        };
+        assert_eq!(check("Basic cGlzdGUtY2ktdG9rZW46YWJj").as_deref(), Some("abc"));
+        assert_eq!(check("Basic  cGlzdGUtY2ktdG9rZW46YWJj ").as_deref(), Some("abc"));
+        assert_eq!(check("Basic YTo=").as_deref(), Some(""));
+        assert_eq!(check("Basic !!!"), None);
+        assert_eq!(check("Basic YQ=="), None, "no colon");
+        assert_eq!(check("Bearer cGlzdGUtY2ktdG9rZW46YWJj"), None);
+        assert_eq!(check(&format!("Basic {}", "A".repeat(5000))), None);
     }
 }

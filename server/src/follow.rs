@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::AppState;
 use crate::error::{ApiResult, Error};
 use crate::store::Store;
+use scheduler::JobStatus;
 
 /// Most bytes sent in one event.
 const EVENT_BYTES: usize = 64 * 1024;
@@ -34,8 +35,8 @@ pub struct StreamQuery {
     format: Option<String>,
 }
 
-fn finished(status: &str) -> bool {
-    matches!(status, "success" | "failed" | "canceled" | "skipped" | "manual")
+fn finished(status: JobStatus) -> bool {
+    status.is_complete() || status == JobStatus::Manual
 }
 
 pub async fn stream(
@@ -101,7 +102,7 @@ pub async fn stream(
                 // Nothing new: is the job over?
                 let status = state.store.job(id).await.ok().flatten().map(|j| (j.status, j.attempt));
                 if let Some((status, current)) = &status {
-                    if finished(status) || *current != attempt {
+                    if finished(*status) || *current != attempt {
                         let tail = renderer.as_mut().map(|r| r.finish()).unwrap_or_default();
                         let data = serde_json::json!({"status": status, "offset": offset, "html": tail}).to_string();
                         return Some((Ok(Event::default().event("end").data(data)), (state, offset, true, renderer)));

@@ -8,6 +8,7 @@
 //! planned (a crash between the webhook's answer and the plan loses nothing).
 
 mod api;
+pub mod clock;
 pub mod config;
 mod error;
 mod follow;
@@ -17,40 +18,94 @@ mod pages;
 pub mod pipelines;
 mod runners;
 pub mod store;
+#[cfg(test)]
+mod tests;
 pub mod web;
 pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get, post, put};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use clock::Clock;
 pub use config::{Config, ProjectConfig};
-use pipelines::{Cached, now_ms};
+use pipelines::Cached;
 
 use crate::store::{Backend, Store};
-use scheduler::Event;
+use scheduler::{Event, PipelineStatus};
+
+/// Most engines kept in memory; past it, the ones nobody is using are dropped (and rebuilt from
+/// the store when needed again).
+const MAX_ENGINES: usize = 1024;
+
+/// Most jobs whose queueing time is remembered for the dispatch latency (metrics only).
+const MAX_QUEUED_AT: usize = 65_536;
+
+/// Per-job values (log locks, log watchers) shared by whoever uses them right now.
+type PerJob<T> = Arc<Mutex<HashMap<i64, Arc<T>>>>;
 
 /// Shared by every request and background task.
 pub struct AppState {
     pub config: Config,
     pub store: Backend,
+    /// The time, for everything the server decides or records.
+    pub clock: Clock,
+    /// Engines of the pipelines processed lately; a pipeline leaves when it finishes.
     pipelines: tokio::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Cached>>>>,
-    log_locks: tokio::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
-    /// Woken when a job's log grows or its job ends, for live followers (SSE).
-    log_watch: Mutex<HashMap<i64, Arc<tokio::sync::Notify>>>,
+    /// Serialises appends to a job's log; an entry lives while someone holds it.
+    log_locks: PerJob<tokio::sync::Mutex<()>>,
+    /// Woken when a job's log grows or its job ends, for live followers (SSE); an entry lives
+    /// while a follower holds it.
+    log_watch: PerJob<tokio::sync::Notify>,
     /// Woken whenever jobs are queued, so long-polling runners look again.
     pub queued: tokio::sync::Notify,
     pub metrics: Metrics,
     /// When each job this server queued became pending, for the dispatch latency.
-    queued_at: Mutex<HashMap<i64, Instant>>,
+    queued_at: Mutex<HashMap<i64, tokio::time::Instant>>,
+    /// The deadline the delayed-job timer sleeps until (ms; `i64::MAX`: none), and its wake-up
+    /// when an earlier one is stored.
+    timer_deadline: AtomicI64,
+    timer: tokio::sync::Notify,
+}
+
+/// A per-job value; the map's entry goes with its last holder.
+pub struct Held<T> {
+    map: PerJob<T>,
+    job: i64,
+    value: Arc<T>,
+}
+
+impl<T> std::ops::Deref for Held<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> Drop for Held<T> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        // Clones are only made under this lock: two references are the map's and ours.
+        if map.get(&self.job).is_some_and(|v| Arc::ptr_eq(v, &self.value) && Arc::strong_count(v) == 2) {
+            map.remove(&self.job);
+        }
+    }
+}
+
+fn hold<T: Default>(map: &PerJob<T>, job: i64) -> Held<T> {
+    let value = map.lock().unwrap_or_else(|e| e.into_inner()).entry(job).or_default().clone();
+    Held { map: map.clone(), job, value }
 }
 
 impl AppState {
@@ -58,38 +113,78 @@ impl AppState {
         AppState {
             config,
             store,
+            clock: Clock::system(),
             pipelines: tokio::sync::Mutex::new(HashMap::new()),
-            log_locks: tokio::sync::Mutex::new(HashMap::new()),
-            log_watch: Mutex::new(HashMap::new()),
+            log_locks: PerJob::default(),
+            log_watch: PerJob::default(),
             queued: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             queued_at: Mutex::new(HashMap::new()),
+            timer_deadline: AtomicI64::new(i64::MAX),
+            timer: tokio::sync::Notify::new(),
         }
     }
 
-    async fn pipeline_lock(&self, id: i64) -> Arc<tokio::sync::Mutex<Cached>> {
-        self.pipelines.lock().await.entry(id).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Cached::empty()))).clone()
+    /// The same state reading `clock` (tests hand a [`Clock::tokio`] and pause time).
+    pub fn with_clock(self, clock: Clock) -> AppState {
+        AppState { clock, ..self }
     }
 
-    async fn log_lock(&self, job: i64) -> Arc<tokio::sync::Mutex<()>> {
-        self.log_locks.lock().await.entry(job).or_default().clone()
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    async fn pipeline_lock(&self, id: i64) -> Arc<tokio::sync::Mutex<Cached>> {
+        let mut map = self.pipelines.lock().await;
+        if map.len() >= MAX_ENGINES && !map.contains_key(&id) {
+            // Keep the engines someone is using; the others are rebuilt when needed.
+            map.retain(|_, e| Arc::strong_count(e) > 1);
+        }
+        map.entry(id).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Cached::empty()))).clone()
+    }
+
+    /// Drops the pipeline's engine (it finished).
+    async fn forget_pipeline(&self, id: i64) {
+        self.pipelines.lock().await.remove(&id);
+    }
+
+    /// How many engines, log locks, log watchers and queueing times are in memory.
+    pub async fn in_memory(&self) -> [usize; 4] {
+        let engines = self.pipelines.lock().await.len();
+        let count = |m: &Mutex<HashMap<i64, _>>| m.lock().unwrap_or_else(|e| e.into_inner()).len();
+        [
+            engines,
+            self.log_locks.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            self.log_watch.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            count(&self.queued_at),
+        ]
+    }
+
+    async fn log_lock(&self, job: i64) -> Held<tokio::sync::Mutex<()>> {
+        hold(&self.log_locks, job)
     }
 
     fn log_appended(&self, job: i64) {
-        self.metrics.log_chunks.fetch_add(1, Ordering::Relaxed);
+        self.metrics.log_chunks.inc();
         self.wake_followers(job);
     }
 
     /// The notifier followers of `job`'s log wait on.
-    fn log_watcher(&self, job: i64) -> Arc<tokio::sync::Notify> {
-        self.log_watch.lock().unwrap_or_else(|e| e.into_inner()).entry(job).or_default().clone()
+    fn log_watcher(&self, job: i64) -> Held<tokio::sync::Notify> {
+        hold(&self.log_watch, job)
     }
 
     fn wake_followers(&self, job: i64) {
-        let w = self.log_watch.lock().unwrap_or_else(|e| e.into_inner()).get(&job).cloned();
-        if let Some(w) = w {
+        // Under the lock: no clone outlives it, so a follower's drop can tell it is the last.
+        if let Some(w) = self.log_watch.lock().unwrap_or_else(|e| e.into_inner()).get(&job) {
             w.notify_waiters();
         }
+    }
+
+    /// A job ended (finished, failed, canceled): followers learn it, its queueing time goes.
+    fn job_ended(&self, job: i64) {
+        self.queued_at.lock().unwrap_or_else(|e| e.into_inner()).remove(&job);
+        self.wake_followers(job);
     }
 
     pub fn logs_dir(&self) -> PathBuf {
@@ -104,8 +199,8 @@ impl AppState {
         self.config.data_dir.join("mirrors").join(format!("{}.git", project.replace('/', "__")))
     }
 
-    fn mirror(&self, project: &str) -> Result<crate::git::Mirror, String> {
-        crate::git::Mirror::open_or_init(&self.mirror_dir(project)).map_err(|e| e.to_string())
+    fn mirror(&self, project: &str) -> Result<crate::git::Mirror, crate::git::GitError> {
+        crate::git::Mirror::open_or_init(&self.mirror_dir(project))
     }
 
     pub fn public_url(&self) -> String {
@@ -123,7 +218,9 @@ impl AppState {
         for c in commands {
             if let scheduler::Command::RunJob { job, .. } = c {
                 if let Some(&id) = ids.get(job) {
-                    q.insert(id, Instant::now());
+                    if q.len() < MAX_QUEUED_AT {
+                        q.insert(id, tokio::time::Instant::now());
+                    }
                 }
             }
         }
@@ -134,56 +231,53 @@ impl AppState {
         if let Some(t) = started {
             self.metrics.dispatch(t.elapsed());
         }
-        self.metrics.dispatched.fetch_add(1, Ordering::Relaxed);
+        self.metrics.dispatched.inc();
+    }
+
+    /// A pipeline's next deadline was stored: wake the timer if it sleeps past it.
+    fn deadline_stored(&self, at: i64) {
+        if at < self.timer_deadline.load(Ordering::Acquire) {
+            self.timer.notify_one();
+        }
     }
 }
 
-/// Counters and a latency histogram for `/metrics`.
-#[derive(Default)]
+/// This server's counters and dispatch-latency histogram for `/metrics` (prometheus-client;
+/// clones share the values).
+#[derive(Clone)]
 pub struct Metrics {
-    dispatched: AtomicU64,
-    log_chunks: AtomicU64,
-    webhooks: AtomicU64,
-    /// Dispatch latency buckets (ms upper bounds below), plus the sum in µs.
-    buckets: [AtomicU64; 8],
-    sum_us: AtomicU64,
+    dispatched: Counter,
+    log_chunks: Counter,
+    webhooks: Counter,
+    dispatch_latency: Histogram,
 }
 
-const BUCKETS_MS: [u64; 7] = [1, 5, 10, 50, 100, 500, 1000];
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            dispatched: Counter::default(),
+            log_chunks: Counter::default(),
+            webhooks: Counter::default(),
+            dispatch_latency: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+        }
+    }
+}
 
 impl Metrics {
     fn dispatch(&self, d: Duration) {
-        let ms = d.as_millis() as u64;
-        let i = BUCKETS_MS.iter().position(|&b| ms <= b).unwrap_or(7);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.dispatch_latency.observe(d.as_secs_f64());
     }
 
     fn webhook_received(&self) {
-        self.webhooks.fetch_add(1, Ordering::Relaxed);
+        self.webhooks.inc();
     }
 
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(out, "# HELP piste_jobs_dispatched_total Jobs handed to runners.\n# TYPE piste_jobs_dispatched_total counter");
-        let _ = writeln!(out, "piste_jobs_dispatched_total {}", self.dispatched.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP piste_webhooks_total Webhooks accepted.\n# TYPE piste_webhooks_total counter");
-        let _ = writeln!(out, "piste_webhooks_total {}", self.webhooks.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP piste_log_chunks_total Log chunks received.\n# TYPE piste_log_chunks_total counter");
-        let _ = writeln!(out, "piste_log_chunks_total {}", self.log_chunks.load(Ordering::Relaxed));
-        let _ = writeln!(
-            out,
-            "# HELP piste_dispatch_latency_seconds From queued to handed to a runner.\n# TYPE piste_dispatch_latency_seconds histogram"
-        );
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS_MS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "piste_dispatch_latency_seconds_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1000.0);
-        }
-        cumulative += self.buckets[7].load(Ordering::Relaxed);
-        let _ = writeln!(out, "piste_dispatch_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "piste_dispatch_latency_seconds_sum {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "piste_dispatch_latency_seconds_count {cumulative}");
+    /// Adds this server's metrics to `registry` (names get the registry's `piste` prefix).
+    fn register(&self, registry: &mut Registry) {
+        registry.register("jobs_dispatched", "Jobs handed to runners", self.dispatched.clone());
+        registry.register("webhooks", "Webhooks accepted", self.webhooks.clone());
+        registry.register("log_chunks", "Log chunks received", self.log_chunks.clone());
+        registry.register_with_unit("dispatch_latency", "From queued to handed to a runner", Unit::Seconds, self.dispatch_latency.clone());
     }
 }
 
@@ -243,16 +337,16 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         std::fs::create_dir_all(&dir)?;
     }
     // Pipelines recorded before a crash but never planned.
-    match state.store.pipelines_with_status(&["created"]).await {
+    match state.store.pipelines_with_status(&[PipelineStatus::Created]).await {
         Ok(rows) => {
             for row in rows {
                 tokio::spawn(pipelines::plan_and_start(state.clone(), row.id));
             }
         }
-        Err(e) => tracing::error!(error = %e, "cannot list pipelines to resume"),
+        Err(e) => tracing::error!(error = %error::chain(&e), "cannot list pipelines to resume"),
     }
     tokio::spawn(reap_leases(state.clone(), shutdown.clone()));
-    tokio::spawn(tick_delayed(state.clone(), shutdown.clone()));
+    tokio::spawn(wake_delayed(state.clone(), shutdown.clone()));
     let app = router(state);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
@@ -265,10 +359,11 @@ async fn reap_leases(state: Arc<AppState>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = now_ms();
+        let now = state.now_ms();
         let Ok(expired) = state.store.expired_leases(now).await else { continue };
         for job in expired {
-            tracing::warn!(job = job.id, name = %job.name, "runner lease expired");
+            let project = state.store.pipeline(job.pipeline_id).await.ok().flatten().map(|p| p.project).unwrap_or_default();
+            tracing::warn!(%project, pipeline = job.pipeline_id, job = job.id, name = %job.name, runner = job.runner_id, "job lost its lease: the runner stopped reporting");
             let event = Event::LeaseExpired { job: job.name.clone(), attempt: job.attempt as u32, now: now as u64 };
             let update = crate::store::JobUpdate::Result {
                 job_id: job.id,
@@ -277,23 +372,65 @@ async fn reap_leases(state: Arc<AppState>, shutdown: CancellationToken) {
                 at: now,
             };
             if let Err(e) = pipelines::process(&state, job.pipeline_id, vec![event], vec![update]).await {
-                tracing::error!(job = job.id, error = %e, "cannot expire lease");
+                tracing::error!(%project, pipeline = job.pipeline_id, job = job.id, error = %error::chain(&e), "cannot expire lease");
             }
         }
     }
 }
 
-/// Delayed jobs: tell engines the time, once a second, for pipelines still running here.
-async fn tick_delayed(state: Arc<AppState>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Deadlines read from the store at once (the earliest first).
+const WAKEUPS_PER_PASS: i64 = 64;
+
+/// How often the timer looks at the store even without a local deadline: deadlines stored by
+/// other servers sharing the database (which wake their own pipelines unless they stopped).
+const RESCAN: Duration = Duration::from_secs(10);
+
+/// Delayed jobs: each pipeline's engine is told the time when its next deadline comes
+/// (`wake_at`, stored with the pipeline by whichever server processed it last). Sleeps until
+/// the earliest deadline, a new earlier one stored here, or the periodic rescan.
+async fn wake_delayed(state: Arc<AppState>, shutdown: CancellationToken) {
     loop {
+        let at = wake_due(&state).await;
+        state.timer_deadline.store(at, Ordering::Release);
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(state.clock.instant_at(at)) => {}
+            _ = state.timer.notified() => {}
         }
-        let Ok(rows) = state.store.pipelines_with_status(&["running", "pending", "scheduled"]).await else { continue };
-        for row in rows {
-            let _ = pipelines::process(&state, row.id, vec![Event::Tick { now: now_ms() as u64 }], Vec::new()).await;
+    }
+}
+
+/// Tells the engines whose deadline has come the time; returns when to look again (ms).
+async fn wake_due(state: &AppState) -> i64 {
+    let now = state.now_ms();
+    let (mut next, mut processed, mut failed) = (None, 0, false);
+    match state.store.wakeups(WAKEUPS_PER_PASS).await {
+        Ok(due) => {
+            for w in due {
+                if w.at > now {
+                    next = Some(w.at);
+                    break;
+                }
+                processed += 1;
+                let tick = Event::Tick { now: now as u64 };
+                if let Err(e) = pipelines::process(state, w.pipeline_id, vec![tick], Vec::new()).await {
+                    tracing::warn!(pipeline = w.pipeline_id, error = %error::chain(&e), "cannot wake a delayed job");
+                    failed = true;
+                }
+            }
         }
+        Err(e) => {
+            tracing::warn!(error = %error::chain(&e), "cannot read the delayed jobs' deadlines");
+            failed = true;
+        }
+    }
+    let now = state.now_ms();
+    if failed {
+        // Try again in a second, not in a tight loop.
+        next.unwrap_or(i64::MAX).min(now + 1000)
+    } else if next.is_none() && processed == WAKEUPS_PER_PASS {
+        now // a full pass: more may be due
+    } else {
+        next.unwrap_or(i64::MAX).min(now.saturating_add(RESCAN.as_millis() as i64))
     }
 }

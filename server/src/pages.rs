@@ -13,6 +13,8 @@ use crate::error::{ApiResult, Error};
 use crate::pipelines::JobTemplate;
 use crate::store::{JobRow, PipelineRow, Store};
 use crate::web::ansi::Renderer;
+use scheduler::JobStatus;
+
 use crate::web::pages::{self, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary};
 
 /// Bytes of log the job page renders at first (the tail); earlier parts load on demand.
@@ -30,17 +32,7 @@ fn short(sha: &str) -> String {
 }
 
 pub async fn home(State(state): State<Arc<AppState>>) -> Html<String> {
-    let mut out = String::from("<!doctype html><meta charset=utf-8><title>piste</title><h1>Projects</h1><ul>");
-    for p in &state.config.projects {
-        let name = html_escape(&p.name);
-        out.push_str(&format!("<li><a href=\"/projects/{name}\">{name}</a></li>"));
-    }
-    out.push_str("</ul>");
-    Html(out)
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    Html(pages::home_page(state.config.projects.iter().map(|p| p.name.as_str())))
 }
 
 fn summary(p: &PipelineRow) -> PipelineSummary {
@@ -48,9 +40,8 @@ fn summary(p: &PipelineRow) -> PipelineSummary {
         id: p.id as u64,
         git_ref: p.git_ref.clone(),
         commit: short(&p.sha),
-        status: p.status.clone(),
-        duration_s: secs(Some(p.created_at), Some(p.updated_at))
-            .filter(|_| !matches!(p.status.as_str(), "running" | "pending" | "created")),
+        status: p.status,
+        duration_s: secs(Some(p.created_at), Some(p.updated_at)).filter(|_| p.status.is_complete()),
         trigger: p.source.clone(),
         created: crate::pipelines::iso_time(p.created_at),
     }
@@ -73,7 +64,7 @@ fn job_box(j: &JobRow) -> JobBox {
         id: j.id as u64,
         name: j.name.clone(),
         stage: j.stage.clone(),
-        status: j.status.clone(),
+        status: j.status,
         needs,
         duration_s: secs(j.started_at, j.finished_at),
     }
@@ -90,7 +81,7 @@ pub async fn pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -
         project: p.project.clone(),
         git_ref: p.git_ref.clone(),
         commit: short(&p.sha),
-        status: p.status.clone(),
+        status: p.status,
         duration_s: summary(&p).duration_s,
         stages: stages.into_iter().map(|(_, s)| s).collect(),
         jobs: jobs.iter().map(job_box).collect(),
@@ -108,7 +99,7 @@ pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(
     let j = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
     let p = state.store.pipeline(j.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
     let template: Option<JobTemplate> = serde_json::from_str(&j.spec).ok();
-    let running = matches!(j.status.as_str(), "created" | "pending" | "running" | "canceling" | "scheduled");
+    let running = !j.status.is_complete() && j.status != JobStatus::Manual;
     let path = crate::logs::path(&state.logs_dir(), id, j.attempt.max(1));
     let (html, start, end) = match tokio::fs::File::open(&path).await {
         Ok(mut f) => {
@@ -145,7 +136,7 @@ pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(
         project: p.project,
         name: j.name.clone(),
         stage: j.stage.clone(),
-        status: j.status.clone(),
+        status: j.status,
         runner: j.runner_id.map(|r| format!("runner #{r}")),
         image: template.as_ref().and_then(|t| t.job.image.as_ref().map(|i| i.name.clone())),
         duration_s: secs(j.started_at, j.finished_at),

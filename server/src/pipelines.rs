@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::store::{JobUpdate, NewJob, PipelineRow, Store, StoreError, Transition};
 use scheduler::job::{JobSpec, Layer, SpecVar, job_spec};
 use scheduler::protocol::GitSource;
-use scheduler::{Command, Engine, EngineOptions, Event, JobNode, JobStatus, PipelineSpec, spec_from_plan};
+use scheduler::{Command, Engine, EngineOptions, Event, JobNode, JobStatus, PipelineSpec, PipelineStatus, spec_from_plan};
 
 /// What a job row's `spec` holds: the engine's node, the job's one specification (the value
 /// `piste run` runs too) and where its commit comes from.
@@ -31,14 +31,14 @@ pub struct JobTemplate {
 }
 
 /// The commit's pipeline file, loaded and planned. Blocking (git): call from `spawn_blocking`.
-fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Option<(Plan, pipeline_spec::model::Pipeline)>, String> {
-    let project = state.config.project(&row.project).ok_or_else(|| format!("project `{}` is no longer configured", row.project))?;
+fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Option<(Plan, pipeline_spec::model::Pipeline)>, StartError> {
+    let project = state.config.project(&row.project).ok_or_else(|| StartError::ProjectGone(row.project.clone()))?;
     let mirror = state.mirror(&row.project)?;
     if !mirror.has_commit(&row.sha) {
-        mirror.fetch(&project.repo).map_err(|e| format!("fetching `{}`: {e}", row.project))?;
+        mirror.fetch(&project.repo)?;
     }
     if !mirror.has_commit(&row.sha) {
-        return Err(format!("commit {} is not in `{}`", row.sha, project.repo));
+        return Err(StartError::Invalid(format!("commit {} is not in `{}`", row.sha, project.repo)));
     }
     let candidates: Vec<String> = match &project.pipeline_file {
         Some(f) => vec![f.clone()],
@@ -46,13 +46,14 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
     };
     let mut found = None;
     for c in &candidates {
-        if let Some(text) = mirror.read_file(&row.sha, c).map_err(|e| e.to_string())? {
+        if let Some(text) = mirror.read_file(&row.sha, c)? {
             found = Some((c.clone(), text));
             break;
         }
     }
     let Some((file, text)) = found else {
-        return Err(format!("no pipeline file at {} (looked for {})", &row.sha[..row.sha.len().min(12)], candidates.join(", ")));
+        let at = &row.sha[..row.sha.len().min(12)];
+        return Err(StartError::Invalid(format!("no pipeline file at {at} (looked for {})", candidates.join(", "))));
     };
     let others: HashMap<String, crate::git::Mirror> = state
         .config
@@ -64,15 +65,15 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
     // `include: project: <this project>` reads this mirror too.
     let resolver = mirror.resolver(&row.sha, &others).named(row.project.clone());
     // Keep the commit reachable for runners even if its branch is deleted or force-pushed.
-    mirror.pin(row.id, &row.sha).map_err(|e| e.to_string())?;
+    mirror.pin(row.id, &row.sha)?;
     let mut variables = ctx.pipeline_variables();
     variables.extend(project.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
     let loaded = load(&file, &file, &text, &resolver, &LoadOptions { variables: variables.clone(), ..LoadOptions::default() });
     if loaded.has_errors() {
         let errors: Vec<String> = loaded.errors().map(|d| d.display(&loaded.sources).to_string()).collect();
-        return Err(errors.join("\n"));
+        return Err(StartError::Invalid(errors.join("\n")));
     }
-    let pipeline = loaded.pipeline.ok_or("the pipeline file could not be read")?;
+    let pipeline = loaded.pipeline.ok_or_else(|| StartError::Invalid("the pipeline file could not be read".into()))?;
     let changed = match &row.before_sha {
         Some(before) if mirror.has_commit(before) => mirror.changed_files(before, &row.sha).ok(),
         _ => None,
@@ -90,39 +91,80 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
     match plan(&pipeline, &pctx) {
         Ok(p) => Ok(Some((p, pipeline))),
         Err(PlanError::Filtered { .. }) => Ok(None),
-        Err(PlanError::Invalid(d)) => Err(d.iter().map(|d| d.display(&loaded.sources).to_string()).collect::<Vec<_>>().join("\n")),
+        Err(PlanError::Invalid(d)) => {
+            Err(StartError::Invalid(d.iter().map(|d| d.display(&loaded.sources).to_string()).collect::<Vec<_>>().join("\n")))
+        }
+    }
+}
+
+/// Why a recorded pipeline did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The pipeline file (or the commit) is wrong: the message is for the pipeline's author.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the project `{0}` is no longer configured")]
+    ProjectGone(String),
+    #[error("the pipeline disappeared")]
+    Gone,
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    #[error("storing the plan")]
+    Store(#[from] StoreError),
+    #[error("the stored trigger does not decode")]
+    Trigger(#[source] serde_json::Error),
+    #[error("encoding a job")]
+    Encode(#[source] serde_json::Error),
+    #[error("the planning task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl StartError {
+    /// What the pipeline's `error` says: the author's and the operator's problems in full,
+    /// the server's own failures only as a pointer to its log.
+    fn stored_message(&self) -> String {
+        match self {
+            StartError::Invalid(_) | StartError::ProjectGone(_) | StartError::Git(_) => crate::error::chain(self),
+            _ => "internal error: see the server log".into(),
+        }
     }
 }
 
 /// Plans a recorded pipeline and starts it. Errors are stored on the pipeline.
 pub async fn plan_and_start(state: Arc<AppState>, pipeline_id: i64) {
     if let Err(e) = try_plan_and_start(&state, pipeline_id).await {
-        tracing::warn!(pipeline_id, error = %e, "pipeline not started");
-        let _ = state.store.fail_pipeline(pipeline_id, &e, now_ms()).await;
+        let project = state.store.pipeline(pipeline_id).await.ok().flatten().map(|p| p.project).unwrap_or_default();
+        let chain = crate::error::chain(&e);
+        let first = chain.lines().next().unwrap_or_default();
+        tracing::warn!(%project, pipeline = pipeline_id, error = %first, "pipeline failed to plan");
+        if let Err(e) = state.store.fail_pipeline(pipeline_id, &e.stored_message(), state.now_ms()).await {
+            tracing::warn!(%project, pipeline = pipeline_id, error = %crate::error::chain(&e), "cannot record the planning failure");
+        }
     }
 }
 
-async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(), String> {
-    let row = state.store.pipeline(pipeline_id).await.map_err(|e| e.to_string())?.ok_or("the pipeline disappeared")?;
-    if row.status != "created" {
+async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(), StartError> {
+    let row = state.store.pipeline(pipeline_id).await?.ok_or(StartError::Gone)?;
+    if row.status != PipelineStatus::Created {
         return Ok(());
     }
-    let ctx: Context = serde_json::from_str(&row.trigger).map_err(|e| format!("stored trigger: {e}"))?;
+    let ctx: Context = serde_json::from_str(&row.trigger).map_err(StartError::Trigger)?;
     let planned = {
         let state = state.clone();
         let row = row.clone();
         let ctx = ctx.clone();
-        tokio::task::spawn_blocking(move || plan_commit(&state, &row, &ctx)).await.map_err(|e| e.to_string())??
+        tokio::task::spawn_blocking(move || plan_commit(&state, &row, &ctx)).await??
     };
-    let Some((plan, pipeline)) = planned else {
-        state.store.save_plan(pipeline_id, &[], "skipped", now_ms()).await.map_err(|e| e.to_string())?;
+    let skipped = match &planned {
+        None => true,
+        Some((plan, _)) => plan.jobs.is_empty(),
+    };
+    let Some((plan, pipeline)) = planned.filter(|_| !skipped) else {
+        state.store.save_plan(pipeline_id, &[], PipelineStatus::Skipped, state.now_ms()).await?;
+        tracing::info!(project = %row.project, pipeline = pipeline_id, "pipeline skipped: no job to run");
         return Ok(());
     };
-    if plan.jobs.is_empty() {
-        state.store.save_plan(pipeline_id, &[], "skipped", now_ms()).await.map_err(|e| e.to_string())?;
-        return Ok(());
-    }
-    let project = state.config.project(&row.project).ok_or("project gone")?;
+    let project = state.config.project(&row.project).ok_or_else(|| StartError::ProjectGone(row.project.clone()))?;
     let spec = spec_from_plan(&plan, &pipeline);
     // Project variables and secrets: the layer above the pipeline file (secrets masked, raw).
     let outer: Vec<SpecVar> = project
@@ -142,10 +184,11 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
         let job = &pipeline.jobs[&pj.base];
         let template = JobTemplate {
             node: spec.jobs[i].clone(),
-            job: job_spec(&plan, &pipeline, i, &outer).ok_or_else(|| format!("job `{}` is not in the pipeline", pj.base))?,
+            job: job_spec(&plan, &pipeline, i, &outer)
+                .ok_or_else(|| StartError::Invalid(format!("job `{}` is not in the pipeline", pj.base)))?,
             git: GitSource { path: String::new(), sha: row.sha.clone(), git_ref: row.git_ref.clone() },
         };
-        let spec_json = serde_json::to_string(&template).map_err(|e| e.to_string())?;
+        let spec_json = serde_json::to_string(&template).map_err(StartError::Encode)?;
         jobs.push(NewJob {
             name: pj.name.clone(),
             stage: pj.stage.clone(),
@@ -154,8 +197,10 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
             spec: spec_json,
         });
     }
-    state.store.save_plan(pipeline_id, &jobs, "pending", now_ms()).await.map_err(|e| e.to_string())?;
-    process(state, pipeline_id, vec![Event::Start { now: now_ms() as u64 }], Vec::new()).await.map_err(|e| e.to_string())?;
+    let count = jobs.len();
+    state.store.save_plan(pipeline_id, &jobs, PipelineStatus::Pending, state.now_ms()).await?;
+    tracing::info!(project = %row.project, pipeline = pipeline_id, git_ref = %row.git_ref, jobs = count, "pipeline created");
+    process(state, pipeline_id, vec![Event::Start { now: state.now_ms() as u64 }], Vec::new()).await?;
     Ok(())
 }
 
@@ -164,31 +209,37 @@ pub struct Cached {
     engine: Option<Engine>,
     version: i64,
     ids: HashMap<String, i64>,
+    project: String,
+    /// The `wake_at` last stored for the pipeline; `None` until this server stored one (so the
+    /// first change after a rebuild stores it).
+    wake_at: Option<Option<i64>>,
 }
 
 impl Cached {
     pub fn empty() -> Cached {
-        Cached { engine: None, version: 0, ids: HashMap::new() }
+        Cached { engine: None, version: 0, ids: HashMap::new(), project: String::new(), wake_at: None }
     }
 }
 
 async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreError> {
+    let project = state.store.pipeline(pipeline_id).await?.ok_or(StoreError::NotFound { what: "pipeline", id: pipeline_id })?.project;
     let rows = state.store.jobs(pipeline_id).await?;
     let mut nodes = Vec::with_capacity(rows.len());
     let mut ids = HashMap::new();
     for r in &rows {
-        let t: JobTemplate = serde_json::from_str(&r.spec).map_err(|e| StoreError::Corrupt(format!("job {}: {e}", r.id)))?;
+        let t: JobTemplate = serde_json::from_str(&r.spec).map_err(|e| StoreError::corrupt(format!("the spec of job {}", r.id), e))?;
         ids.insert(r.name.clone(), r.id);
         nodes.push(t.node);
     }
-    let mut engine = Engine::new(PipelineSpec::new(nodes), EngineOptions::default()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut engine = Engine::new(PipelineSpec::new(nodes), EngineOptions::default())
+        .map_err(|e| StoreError::corrupt(format!("the jobs of pipeline {pipeline_id}"), e))?;
     let events = state.store.events(pipeline_id).await?;
     let version = events.len() as i64;
     for ev in events {
         // Replay: the commands were applied when the events were first processed.
         let _ = engine.on(ev);
     }
-    Ok(Cached { engine: Some(engine), version, ids })
+    Ok(Cached { engine: Some(engine), version, ids, project, wake_at: None })
 }
 
 /// Applies `events` to the pipeline's engine and stores the result, with `extra` job updates
@@ -213,7 +264,7 @@ pub async fn process(state: &AppState, pipeline_id: i64, events: Vec<Event>, ext
                             job: job.clone(),
                             attempt: *attempt,
                             outcome: scheduler::Outcome::Canceled,
-                            now: now_ms() as u64,
+                            now: state.now_ms() as u64,
                         });
                     }
                 }
@@ -250,13 +301,15 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
                 }
                 // Late or repeated reports (a retried finish, an expired lease after the job
                 // finished) are refused by the engine and dropped here.
-                Err(e) => tracing::debug!(pipeline_id, error = %e, "event refused"),
+                Err(e) => tracing::debug!(pipeline = pipeline_id, error = %e, "event refused"),
             }
         }
-        let now = now_ms();
+        let wake_at = engine.next_wakeup().map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+        let now = state.now_ms();
         let mut jobs = extra.clone();
         let mut pipeline_status = None;
         let mut queued = false;
+        let mut ended = Vec::new();
         for c in &commands {
             match c {
                 Command::RunJob { job, attempt } => {
@@ -275,21 +328,39 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
                         if *status != JobStatus::Pending {
                             jobs.push(JobUpdate::Status { job_id: id, status: *status, attempt: *attempt, at: now });
                         }
+                        if status.is_complete() {
+                            ended.push((id, job.as_str(), *attempt, *status));
+                        }
                     }
                 }
                 Command::PipelineStatusChanged { status } | Command::PipelineFinished { status, .. } => pipeline_status = Some(*status),
             }
         }
-        if applied.is_empty() && jobs.is_empty() {
+        if applied.is_empty() && jobs.is_empty() && cached.wake_at == Some(wake_at) {
             return Ok(commands);
         }
-        let transition = Transition { pipeline_id, expected_version: cached.version, events: applied, jobs, pipeline_status, at: now };
+        let transition =
+            Transition { pipeline_id, expected_version: cached.version, events: applied, jobs, pipeline_status, wake_at, at: now };
         match state.store.apply(&transition).await {
             Ok(version) => {
                 cached.version = version;
+                cached.wake_at = Some(wake_at);
+                log_ended(&cached.project, pipeline_id, &ended, &transition.jobs);
+                for (id, ..) in &ended {
+                    state.job_ended(*id);
+                }
                 if queued {
                     state.mark_queued(&commands, &cached.ids);
                     state.queued.notify_waiters();
+                }
+                if let Some(at) = wake_at {
+                    state.deadline_stored(at);
+                }
+                if let Some(status) = pipeline_status.filter(|s| s.is_complete()) {
+                    tracing::info!(project = %cached.project, pipeline = pipeline_id, %status, "pipeline finished");
+                    // A finished pipeline leaves memory; a later retry rebuilds it from the store.
+                    drop(cached);
+                    state.forget_pipeline(pipeline_id).await;
                 }
                 return Ok(commands);
             }
@@ -302,27 +373,43 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
             }
         }
     }
-    Err(StoreError::Database(format!("pipeline {pipeline_id}: too many concurrent changes")))
+    Err(StoreError::Contended(pipeline_id))
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+/// One line per job that ended: INFO when it succeeded or was canceled, WARN with the reason
+/// when it failed. (Skipped jobs never ran: nothing to say.)
+fn log_ended(project: &str, pipeline: i64, ended: &[(i64, &str, u32, JobStatus)], updates: &[JobUpdate]) {
+    for &(job, name, attempt, status) in ended {
+        let reason = updates.iter().find_map(|u| match u {
+            JobUpdate::Result { job_id, failure_reason, .. } if *job_id == job => failure_reason.as_deref(),
+            _ => None,
+        });
+        match status {
+            JobStatus::Failed => {
+                let reason = reason.unwrap_or("its dependencies or the pipeline failed");
+                tracing::warn!(%project, pipeline, job, %name, attempt, %reason, "job failed");
+            }
+            JobStatus::Skipped => {}
+            _ => tracing::info!(%project, pipeline, job, %name, attempt, %status, "job finished"),
+        }
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for a time in ms since the epoch (for pages).
 pub fn iso_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", tod / 3600, tod % 3600 / 60, tod % 60)
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        Err(_) => format!("{ms} ms after the epoch"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_times() {
+        assert_eq!(super::iso_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::iso_time(1_643_647_675_123), "2022-01-31 16:47:55 UTC");
+        assert_eq!(super::iso_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::iso_time(-1), "1969-12-31 23:59:59 UTC");
+    }
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{ApiResult, Error};
-use crate::pipelines::{self, JobTemplate, now_ms};
+use crate::pipelines::{self, JobTemplate};
 use crate::store::{JobRow, JobUpdate, Store};
 use crate::{AppState, hash_token, new_token, tokens_equal};
 use scheduler::protocol::{
@@ -39,7 +39,7 @@ pub async fn register(
         return Err(Error::BadRequest("a runner needs a name (≤ 255 characters) and at most 64 non-empty tags".into()));
     }
     let token = new_token();
-    let runner = state.store.register_runner(&req.name, &req.tags, &hash_token(&token), now_ms()).await?;
+    let runner = state.store.register_runner(&req.name, &req.tags, &hash_token(&token), state.now_ms()).await?;
     tracing::info!(runner = runner.id, name = %runner.name, "runner registered");
     Ok((StatusCode::CREATED, Json(RegisterResponse { id: runner.id, token })))
 }
@@ -52,18 +52,20 @@ pub async fn request_job(
 ) -> ApiResult<Response> {
     let _ = body;
     let token = bearer(&headers).ok_or(Error::Unauthorized("missing runner token"))?;
-    let runner = state.store.runner_by_token(&hash_token(token), now_ms()).await?.ok_or(Error::Unauthorized("unknown runner token"))?;
+    let runner =
+        state.store.runner_by_token(&hash_token(token), state.now_ms()).await?.ok_or(Error::Unauthorized("unknown runner token"))?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(state.config.poll_ms);
     loop {
         // Register interest before looking, so a job queued in between wakes us.
         let notified = state.queued.notified();
         let job_token = new_token();
-        let now = now_ms();
+        let now = state.now_ms();
         let lease_until = now + state.config.lease_ms as i64;
         if let Some(claimed) = state.store.claim_job(runner.id, &runner.tags, &hash_token(&job_token), now, lease_until).await? {
             state.observe_dispatch(claimed.job.id);
             let payload = payload(&state, &claimed.job, job_token).await?;
             let job = &claimed.job;
+            tracing::info!(project = %payload.project, pipeline = job.pipeline_id, job = job.id, name = %job.name, attempt = job.attempt, runner = runner.id, "job leased");
             let event = Event::JobStarted { job: job.name.clone(), attempt: job.attempt as u32, now: now as u64 };
             pipelines::process(&state, job.pipeline_id, vec![event], Vec::new()).await?;
             return Ok(Json(payload).into_response());
@@ -75,9 +77,10 @@ pub async fn request_job(
 }
 
 async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<JobPayload> {
-    let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(format!("job {}: {e}", job.id)))?;
+    let template: JobTemplate = serde_json::from_str(&job.spec)
+        .map_err(|e| Error::Internal(crate::store::StoreError::corrupt(format!("the spec of job {}", job.id), e).into()))?;
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
-    let mut ctx: Context = serde_json::from_str(&pipeline.trigger).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut ctx: Context = serde_json::from_str(&pipeline.trigger).map_err(|e| Error::Internal(e.into()))?;
     ctx.pipeline_id = u64::try_from(pipeline.id).unwrap_or(0);
     ctx.pipeline_iid = ctx.pipeline_id;
     let siblings = if template.job.dependencies.is_empty() { Vec::new() } else { state.store.jobs(job.pipeline_id).await? };
@@ -119,7 +122,7 @@ async fn job_for(state: &AppState, id: i64, headers: &HeaderMap) -> ApiResult<Jo
 
 pub async fn heartbeat(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult<Json<Heartbeat>> {
     job_for(&state, id, &headers).await?;
-    let cancel = state.store.extend_lease(id, now_ms() + state.config.lease_ms as i64).await?;
+    let cancel = state.store.extend_lease(id, state.now_ms() + state.config.lease_ms as i64).await?;
     Ok(Json(Heartbeat { cancel, lease_ms: state.config.lease_ms }))
 }
 
@@ -146,7 +149,7 @@ pub async fn append_log(
     let attempt = job.attempt;
     let appended = tokio::task::spawn_blocking(move || crate::logs::append(&dir, id, attempt, q.offset, &body, &secrets))
         .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        .map_err(|e| Error::Internal(e.into()))??;
     state.log_appended(id);
     Ok(match appended {
         crate::logs::Append::Ok { next_offset } => (StatusCode::ACCEPTED, Json(LogAck { next_offset })).into_response(),
@@ -211,11 +214,10 @@ pub async fn upload_artifacts(
     tokio::fs::rename(&tmp, &final_path).await?;
     state.store.set_artifacts(id, &format!("sha256:{actual}")).await?;
     // The dotenv report travels inside the archive: read it now, for the jobs after this one.
-    let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.to_string()))?;
+    let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.into()))?;
     if let Some(a) = template.job.artifacts.filter(|a| !a.dotenv.is_empty()) {
         let wanted = a.dotenv.clone();
-        let vars =
-            tokio::task::spawn_blocking(move || read_dotenv(&final_path, &wanted)).await.map_err(|e| Error::Internal(e.to_string()))?;
+        let vars = tokio::task::spawn_blocking(move || read_dotenv(&final_path, &wanted)).await.map_err(|e| Error::Internal(e.into()))?;
         match vars {
             Ok(vars) => state.store.set_dotenv(id, &serde_json::to_string(&vars).unwrap_or_default()).await?,
             Err(e) => tracing::warn!(job = id, error = %e, "dotenv report ignored"),
@@ -249,7 +251,7 @@ pub async fn download_artifacts(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let job = job_for(&state, id, &headers).await?;
-    let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.to_string()))?;
+    let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.into()))?;
     let dep_row = state.store.job(dep).await?.ok_or(Error::NotFound("job"))?;
     if dep_row.pipeline_id != job.pipeline_id || !template.job.dependencies.contains(&dep_row.name) {
         return Err(Error::Forbidden("a job token only reaches the artifacts of that job's dependencies"));
@@ -292,7 +294,7 @@ pub async fn finish(
     if stored < req.log_bytes {
         tracing::warn!(job = id, stored, sent = req.log_bytes, "finish before the whole log arrived");
     }
-    let now = now_ms();
+    let now = state.now_ms();
     let reason_text = match (reason, &req.reason) {
         (Some(r), Some(why)) => Some(format!("{r}: {}", why.chars().take(500).collect::<String>())),
         (Some(r), None) => Some(r),

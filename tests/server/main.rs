@@ -7,5 +7,6 @@ mod browser;
 mod delivery;
 mod failures;
 mod logs;
+mod operator_log;
 mod readme;
 mod support;

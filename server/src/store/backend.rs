@@ -11,9 +11,9 @@ use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Mig
 
 use super::{
     Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, SqliteStore, Store, StoreError,
-    Transition,
+    Transition, Wakeup,
 };
-use scheduler::Event;
+use scheduler::{Event, JobStatus, PipelineStatus};
 
 /// The server's store: SQLite (the embedded default) or PostgreSQL.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ impl Location {
             return Ok(Location::Sqlite(data_dir.join("piste.db")));
         }
         if let Some((scheme, _)) = path.split_once("://") {
-            return Err(StoreError::Database(format!(
+            return Err(StoreError::Location(format!(
                 "unsupported database `{scheme}://…`: use a `postgres://` URL, a `sqlite://` path or a file path"
             )));
         }
@@ -93,10 +93,10 @@ impl Store for Backend {
     async fn pipelines(&self, project: Option<&str>, limit: i64) -> Result<Vec<PipelineRow>> {
         delegate!(self, pipelines(project, limit))
     }
-    async fn pipelines_with_status(&self, statuses: &[&str]) -> Result<Vec<PipelineRow>> {
+    async fn pipelines_with_status(&self, statuses: &[PipelineStatus]) -> Result<Vec<PipelineRow>> {
         delegate!(self, pipelines_with_status(statuses))
     }
-    async fn save_plan(&self, pipeline_id: i64, jobs: &[NewJob], status: &str, now: i64) -> Result<Vec<i64>> {
+    async fn save_plan(&self, pipeline_id: i64, jobs: &[NewJob], status: PipelineStatus, now: i64) -> Result<Vec<i64>> {
         delegate!(self, save_plan(pipeline_id, jobs, status, now))
     }
     async fn fail_pipeline(&self, pipeline_id: i64, error: &str, now: i64) -> Result<()> {
@@ -145,6 +145,9 @@ impl Store for Backend {
     async fn counts(&self) -> Result<Counts> {
         delegate!(self, counts())
     }
+    async fn wakeups(&self, limit: i64) -> Result<Vec<Wakeup>> {
+        delegate!(self, wakeups(limit))
+    }
 }
 
 // What both backends share.
@@ -153,16 +156,16 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> StoreError {
         match e {
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
-                StoreError::Corrupt(e.to_string())
+                StoreError::corrupt("a column does not decode", e)
             }
-            e => StoreError::Database(e.to_string()),
+            e => StoreError::Database(Box::new(e)),
         }
     }
 }
 
 impl From<MigrateError> for StoreError {
     fn from(e: MigrateError) -> StoreError {
-        StoreError::Database(format!("migrating the schema: {e}"))
+        StoreError::Migrate(Box::new(e))
     }
 }
 
@@ -185,11 +188,19 @@ impl MigrationSource<'static> for Embedded {
 }
 
 pub(super) async fn sqlite_migrator() -> Result<Migrator> {
-    Ok(Migrator::new(Embedded(&[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))])).await?)
+    Ok(Migrator::new(Embedded(&[
+        (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
+        (2, "wake_at", include_str!("../../migrations/sqlite/0002_wake_at.sql")),
+    ]))
+    .await?)
 }
 
 pub(super) async fn postgres_migrator() -> Result<Migrator> {
-    Ok(Migrator::new(Embedded(&[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))])).await?)
+    Ok(Migrator::new(Embedded(&[
+        (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+        (2, "wake_at", include_str!("../../migrations/postgres/0002_wake_at.sql")),
+    ]))
+    .await?)
 }
 
 /// Runs the migrations inside the caller's transaction (SQLite's `BEGIN IMMEDIATE`, so that
@@ -201,24 +212,48 @@ pub(super) async fn migrate_sqlite(migrator: &Migrator, conn: &mut sqlx::SqliteC
 }
 
 pub(super) fn event_json(event: &Event) -> Result<String> {
-    serde_json::to_string(event).map_err(|e| StoreError::Database(format!("cannot encode event: {e}")))
+    serde_json::to_string(event).map_err(|source| StoreError::Encode { what: "an event", source })
 }
 
 pub(super) fn event_from_json(pipeline_id: i64, seq: i64, json: &str) -> Result<Event> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("event {seq} of pipeline {pipeline_id}: {e}")))
+    serde_json::from_str(json).map_err(|e| StoreError::corrupt(format!("event {seq} of pipeline {pipeline_id}"), e))
 }
 
 pub(super) fn tags_json(tags: &[String]) -> Result<String> {
-    serde_json::to_string(tags).map_err(|e| StoreError::Database(format!("cannot encode tags: {e}")))
+    serde_json::to_string(tags).map_err(|source| StoreError::Encode { what: "tags", source })
 }
 
 pub(super) fn tags_from_json(what: &str, id: i64, json: &str) -> Result<Vec<String>> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("tags of {what} {id}: {e}")))
+    serde_json::from_str(json).map_err(|e| StoreError::corrupt(format!("tags of {what} {id}"), e))
 }
 
 /// Statuses in which an attempt is in a runner's hands: its token works, its lease counts.
 /// (`canceling`: the engine asked to stop it and waits for the runner's report.)
-pub(super) const HELD: [&str; 2] = ["running", "canceling"];
+pub(super) const HELD: [JobStatus; 2] = [JobStatus::Running, JobStatus::Canceling];
+
+// Statuses are stored as their `as_str` names (scheduler's one table) and decoded here only.
+
+pub(super) fn held() -> [&'static str; 2] {
+    HELD.map(JobStatus::as_str)
+}
+
+pub(super) fn job_status(id: i64, text: &str) -> Result<JobStatus> {
+    JobStatus::parse(text).ok_or_else(|| StoreError::Corrupt { what: format!("job {id} has the unknown status `{text}`"), source: None })
+}
+
+pub(super) fn pipeline_status(id: i64, text: &str) -> Result<PipelineStatus> {
+    PipelineStatus::parse(text)
+        .ok_or_else(|| StoreError::Corrupt { what: format!("pipeline {id} has the unknown status `{text}`"), source: None })
+}
+
+/// `(status, count)` rows of a `GROUP BY status`, decoded.
+pub(super) fn status_counts<S>(rows: Vec<(String, i64)>, parse: fn(&str) -> Option<S>) -> Result<Vec<(S, i64)>> {
+    rows.into_iter()
+        .map(|(text, n)| {
+            parse(&text).map(|s| (s, n)).ok_or_else(|| StoreError::Corrupt { what: format!("unknown status `{text}`"), source: None })
+        })
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {
@@ -236,6 +271,6 @@ mod tests {
         check("/srv/ci.db", Location::Sqlite(PathBuf::from("/srv/ci.db")));
         check("postgres://u@h/db", Location::Postgres("postgres://u@h/db".into()));
         check("postgresql://h/db?sslmode=disable", Location::Postgres("postgresql://h/db?sslmode=disable".into()));
-        assert!(matches!(Location::parse("mysql://h/db", dir), Err(StoreError::Database(m)) if m.contains("mysql://")));
+        assert!(matches!(Location::parse("mysql://h/db", dir), Err(StoreError::Location(m)) if m.contains("mysql://")));
     }
 }

@@ -5,7 +5,7 @@
 //! What is stored: runners (token hashes only), webhook deliveries (for de-duplication),
 //! pipelines with the engine's event log (the engine is deterministic: its state is the replay
 //! of its events, and `version` is their count, used for optimistic concurrency between
-//! servers), and jobs (the queue: `status = 'pending'` rows are claimed atomically by runners;
+//! servers; `wake_at`, when its engine next needs the time), and jobs (the queue: pending rows are claimed atomically by runners;
 //! a claimed job holds a lease that heartbeats extend). Logs and artifacts live on disk under
 //! the data directory, not here.
 //!
@@ -31,10 +31,31 @@ pub enum StoreError {
     Conflict { pipeline: i64, expected: i64, found: i64 },
     #[error("{what} {id} does not exist")]
     NotFound { what: &'static str, id: i64 },
-    #[error("database error: {0}")]
-    Database(String),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    /// The database refused or failed (connection, constraint, I/O).
+    #[error("database error")]
+    Database(#[source] Box<sqlx::Error>),
+    #[error("migrating the schema")]
+    Migrate(#[source] Box<sqlx::migrate::MigrateError>),
+    /// `--database` names something this server cannot open.
+    #[error("{0}")]
+    Location(String),
+    #[error("cannot create `{path}`")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot encode {what}")]
+    Encode { what: &'static str, source: serde_json::Error },
+    /// A stored value does not decode (`what` says which).
+    #[error("stored data is corrupt: {what}")]
+    Corrupt { what: String, source: Option<Box<dyn std::error::Error + Send + Sync>> },
+    /// Other servers kept changing the pipeline while this one retried.
+    #[error("pipeline {0}: too many concurrent changes")]
+    Contended(i64),
+}
+
+impl StoreError {
+    /// Corrupt stored data, with the decoding error as the source.
+    pub fn corrupt(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Corrupt { what: what.into(), source: Some(source.into()) }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -72,9 +93,9 @@ pub struct PipelineRow {
     pub before_sha: Option<String>,
     pub source: String,
     pub trigger: String,
-    /// `created` until planned, then the engine's pipeline status (`running`, `success`, ...);
-    /// `error` when planning failed (see `error`).
-    pub status: String,
+    /// `Created` until planned, then the engine's pipeline status; `Failed` with `error` set
+    /// when planning failed.
+    pub status: PipelineStatus,
     pub error: Option<String>,
     /// Number of engine events appended so far.
     pub version: i64,
@@ -112,8 +133,7 @@ pub struct JobRow {
     pub stage_index: i64,
     pub tags: Vec<String>,
     pub spec: String,
-    /// The engine's status name (`created`, `pending`, `running`, `success`, ...).
-    pub status: String,
+    pub status: JobStatus,
     pub attempt: i64,
     pub runner_id: Option<i64>,
     pub lease_expires_at: Option<i64>,
@@ -149,6 +169,16 @@ pub struct Transition {
     pub events: Vec<Event>,
     pub jobs: Vec<JobUpdate>,
     pub pipeline_status: Option<PipelineStatus>,
+    /// When the engine next needs the time (`Engine::next_wakeup`), stored on the pipeline so
+    /// that any server wakes it then; `None` when nothing waits for the clock.
+    pub wake_at: Option<i64>,
+    pub at: i64,
+}
+
+/// A pipeline whose engine needs the time at `at` (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wakeup {
+    pub pipeline_id: i64,
     pub at: i64,
 }
 
@@ -163,8 +193,8 @@ pub struct Claimed {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// `(status, number of jobs)`.
-    pub jobs_by_status: Vec<(String, i64)>,
-    pub pipelines_by_status: Vec<(String, i64)>,
+    pub jobs_by_status: Vec<(JobStatus, i64)>,
+    pub pipelines_by_status: Vec<(PipelineStatus, i64)>,
     pub runners: i64,
 }
 
@@ -190,17 +220,17 @@ pub trait Store: Send + Sync {
     /// Newest first.
     fn pipelines(&self, project: Option<&str>, limit: i64) -> impl std::future::Future<Output = Result<Vec<PipelineRow>>> + Send;
     /// Pipelines with one of these statuses (e.g. `created` ones to plan after a restart).
-    fn pipelines_with_status(&self, statuses: &[&str]) -> impl std::future::Future<Output = Result<Vec<PipelineRow>>> + Send;
+    fn pipelines_with_status(&self, statuses: &[PipelineStatus]) -> impl std::future::Future<Output = Result<Vec<PipelineRow>>> + Send;
     /// Stores the plan's jobs (in order; ids returned in the same order) and sets the status.
     /// A pipeline is planned once: `Conflict` unless its status is still `created`.
     fn save_plan(
         &self,
         pipeline_id: i64,
         jobs: &[NewJob],
-        status: &str,
+        status: PipelineStatus,
         now: i64,
     ) -> impl std::future::Future<Output = Result<Vec<i64>>> + Send;
-    /// Marks a pipeline that could not be planned (status `error`): `Conflict` unless its
+    /// Marks a pipeline that could not be planned (status `failed`, with `error`): `Conflict` unless its
     /// status is still `created` (another server planned it meanwhile).
     fn fail_pipeline(&self, pipeline_id: i64, error: &str, now: i64) -> impl std::future::Future<Output = Result<()>> + Send;
     /// The pipeline's engine events, in order (replayed to rebuild the engine).
@@ -236,4 +266,6 @@ pub trait Store: Send + Sync {
     /// Number of pending jobs.
     fn queue_depth(&self) -> impl std::future::Future<Output = Result<i64>> + Send;
     fn counts(&self) -> impl std::future::Future<Output = Result<Counts>> + Send;
+    /// The `limit` earliest `wake_at` of all pipelines, earliest first.
+    fn wakeups(&self, limit: i64) -> impl std::future::Future<Output = Result<Vec<Wakeup>>> + Send;
 }

@@ -21,11 +21,11 @@
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 
-use super::backend::{HELD, event_from_json, event_json, postgres_migrator};
+use super::backend::{event_from_json, event_json, held, job_status, pipeline_status, postgres_migrator, status_counts};
 use super::{
-    Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError, Transition,
+    Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError, Transition, Wakeup,
 };
-use scheduler::{Event, JobStatus};
+use scheduler::{Event, JobStatus, PipelineStatus};
 
 /// `last_seen_at` is written at most this often per runner (every poll would be a write).
 const SEEN_EVERY_MS: i64 = 1000;
@@ -109,7 +109,7 @@ impl Store for PgStore {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO pipelines (project, git_ref, sha, before_sha, source, trigger, status, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'created', 0, $7, $7) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $8, 0, $7, $7) RETURNING id",
         )
         .bind(&p.project)
         .bind(&p.git_ref)
@@ -118,6 +118,7 @@ impl Store for PgStore {
         .bind(&p.source)
         .bind(&p.trigger)
         .bind(p.created_at)
+        .bind(PipelineStatus::Created.as_str())
         .fetch_one(&mut *tx)
         .await?;
         let inserted: Option<i64> = sqlx::query_scalar(
@@ -132,7 +133,10 @@ impl Store for PgStore {
         if inserted.is_none() {
             // Another server recorded this delivery since we looked: theirs stands, ours goes.
             let first = delivered(&mut tx, &p.project, delivery_id).await?;
-            let first = first.ok_or_else(|| StoreError::Database(format!("delivery `{delivery_id}` conflicted but is not stored")))?;
+            let first = first.ok_or_else(|| StoreError::Corrupt {
+                what: format!("delivery `{delivery_id}` conflicted but is not stored"),
+                source: None,
+            })?;
             return Ok(Recorded::Duplicate(first));
         }
         tx.commit().await?;
@@ -167,20 +171,21 @@ impl Store for PgStore {
         rows.iter().map(pipeline_row).collect()
     }
 
-    async fn pipelines_with_status(&self, statuses: &[&str]) -> Result<Vec<PipelineRow>> {
+    async fn pipelines_with_status(&self, statuses: &[PipelineStatus]) -> Result<Vec<PipelineRow>> {
         let rows = sqlx::query(concat!("SELECT ", pipeline_columns!(), " FROM pipelines WHERE status = ANY($1) ORDER BY id"))
-            .bind(statuses)
+            .bind(statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(pipeline_row).collect()
     }
 
-    async fn save_plan(&self, pipeline_id: i64, jobs: &[NewJob], status: &str, now: i64) -> Result<Vec<i64>> {
+    async fn save_plan(&self, pipeline_id: i64, jobs: &[NewJob], status: PipelineStatus, now: i64) -> Result<Vec<i64>> {
         let mut tx = self.pool.begin().await?;
-        let planned = sqlx::query("UPDATE pipelines SET status = $2, updated_at = $3 WHERE id = $1 AND status = 'created'")
+        let planned = sqlx::query("UPDATE pipelines SET status = $2, updated_at = $3 WHERE id = $1 AND status = $4")
             .bind(pipeline_id)
-            .bind(status)
+            .bind(status.as_str())
             .bind(now)
+            .bind(PipelineStatus::Created.as_str())
             .execute(&mut *tx)
             .await?;
         if planned.rows_affected() == 0 {
@@ -190,7 +195,7 @@ impl Store for PgStore {
         for job in jobs {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO jobs (pipeline_id, name, stage, stage_index, tags, spec, status, attempt) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'created', 1) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1) RETURNING id",
             )
             .bind(pipeline_id)
             .bind(&job.name)
@@ -198,6 +203,7 @@ impl Store for PgStore {
             .bind(job.stage_index)
             .bind(&job.tags)
             .bind(&job.spec)
+            .bind(JobStatus::Created.as_str())
             .fetch_one(&mut *tx)
             .await?;
             ids.push(id);
@@ -208,10 +214,12 @@ impl Store for PgStore {
 
     async fn fail_pipeline(&self, pipeline_id: i64, error: &str, now: i64) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let failed = sqlx::query("UPDATE pipelines SET status = 'error', error = $2, updated_at = $3 WHERE id = $1 AND status = 'created'")
+        let failed = sqlx::query("UPDATE pipelines SET status = $4, error = $2, updated_at = $3 WHERE id = $1 AND status = $5")
             .bind(pipeline_id)
             .bind(error)
             .bind(now)
+            .bind(PipelineStatus::Failed.as_str())
+            .bind(PipelineStatus::Created.as_str())
             .execute(&mut *tx)
             .await?;
         if failed.rows_affected() == 0 {
@@ -234,7 +242,7 @@ impl Store for PgStore {
         let added = events.len() as i64;
         let mut tx = self.pool.begin().await?;
         let appended = sqlx::query(
-            "UPDATE pipelines SET version = version + $3, status = COALESCE($4, status), updated_at = $5 \
+            "UPDATE pipelines SET version = version + $3, status = COALESCE($4, status), updated_at = $5, wake_at = $6 \
              WHERE id = $1 AND version = $2",
         )
         .bind(t.pipeline_id)
@@ -242,6 +250,7 @@ impl Store for PgStore {
         .bind(added)
         .bind(t.pipeline_status.map(|s| s.as_str()))
         .bind(t.at)
+        .bind(t.wake_at)
         .execute(&mut *tx)
         .await?;
         if appended.rows_affected() == 0 {
@@ -285,11 +294,11 @@ impl Store for PgStore {
         lease_until: i64,
     ) -> Result<Option<Claimed>> {
         // One statement: the sub-select locks the oldest matching pending job that nobody else
-        // has locked, the update hands it over; `status = 'pending'` is re-checked on the row's
+        // has locked, the update hands it over; the pending status is re-checked on the row's
         // latest version, so a job is never claimed twice.
         let row = sqlx::query(concat!(
-            "UPDATE jobs SET status = 'running', runner_id = $1, token_hash = $2, started_at = $3, lease_expires_at = $4 \
-             WHERE status = 'pending' AND id = (SELECT id FROM jobs WHERE status = 'pending' AND tags <@ $5 \
+            "UPDATE jobs SET status = $6, runner_id = $1, token_hash = $2, started_at = $3, lease_expires_at = $4 \
+             WHERE status = $7 AND id = (SELECT id FROM jobs WHERE status = $7 AND tags <@ $5 \
                ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING ",
             job_columns!()
@@ -299,6 +308,8 @@ impl Store for PgStore {
         .bind(now)
         .bind(lease_until)
         .bind(runner_tags)
+        .bind(JobStatus::Running.as_str())
+        .bind(JobStatus::Pending.as_str())
         .fetch_optional(&self.pool)
         .await?;
         let Some(job) = row.as_ref().map(job_row).transpose()? else { return Ok(None) };
@@ -309,7 +320,7 @@ impl Store for PgStore {
         let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1 AND token_hash = $2 AND status = ANY($3)"))
             .bind(id)
             .bind(token_hash)
-            .bind(&HELD[..])
+            .bind(&held()[..])
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(job_row).transpose()
@@ -320,7 +331,7 @@ impl Store for PgStore {
             sqlx::query_scalar("UPDATE jobs SET lease_expires_at = $2 WHERE id = $1 AND status = ANY($3) RETURNING cancel_requested")
                 .bind(id)
                 .bind(until)
-                .bind(&HELD[..])
+                .bind(&held()[..])
                 .fetch_optional(&self.pool)
                 .await?;
         cancel.ok_or(StoreError::NotFound { what: "running job", id })
@@ -330,7 +341,7 @@ impl Store for PgStore {
         let rows =
             sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE status = ANY($2) AND lease_expires_at < $1 ORDER BY id"))
                 .bind(now)
-                .bind(&HELD[..])
+                .bind(&held()[..])
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(job_row).collect()
@@ -353,19 +364,35 @@ impl Store for PgStore {
     }
 
     async fn queue_depth(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'pending'").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = $1")
+            .bind(JobStatus::Pending.as_str())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn counts(&self) -> Result<Counts> {
         // One snapshot for the three counts.
         let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-        let jobs_by_status =
+        let jobs_by_status: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status").fetch_all(&mut *tx).await?;
-        let pipelines_by_status =
+        let pipelines_by_status: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM pipelines GROUP BY status ORDER BY status").fetch_all(&mut *tx).await?;
         let runners = sqlx::query_scalar("SELECT COUNT(*) FROM runners").fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Counts { jobs_by_status, pipelines_by_status, runners })
+        Ok(Counts {
+            jobs_by_status: status_counts(jobs_by_status, JobStatus::parse)?,
+            pipelines_by_status: status_counts(pipelines_by_status, PipelineStatus::parse)?,
+            runners,
+        })
+    }
+
+    async fn wakeups(&self, limit: i64) -> Result<Vec<Wakeup>> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, wake_at FROM pipelines WHERE wake_at IS NOT NULL ORDER BY wake_at, id LIMIT $1")
+                .bind(limit.max(0))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(pipeline_id, at)| Wakeup { pipeline_id, at }).collect())
     }
 }
 
@@ -392,7 +419,7 @@ async fn update_job(tx: &mut PgConnection, pipeline_id: i64, update: &JobUpdate)
         // A new attempt: nothing of the previous one's claim or result survives.
         JobUpdate::Status { job_id, status: JobStatus::Pending, attempt, at: _ } => {
             let done = sqlx::query(
-                "UPDATE jobs SET status = 'pending', attempt = $3, runner_id = NULL, token_hash = NULL, lease_expires_at = NULL, \
+                "UPDATE jobs SET status = $4, attempt = $3, runner_id = NULL, token_hash = NULL, lease_expires_at = NULL, \
                  cancel_requested = FALSE, started_at = NULL, finished_at = NULL, exit_code = NULL, failure_reason = NULL, \
                  artifacts = NULL, dotenv = NULL \
                  WHERE id = $1 AND pipeline_id = $2",
@@ -400,6 +427,7 @@ async fn update_job(tx: &mut PgConnection, pipeline_id: i64, update: &JobUpdate)
             .bind(job_id)
             .bind(pipeline_id)
             .bind(i64::from(*attempt))
+            .bind(JobStatus::Pending.as_str())
             .execute(&mut *tx)
             .await?;
             (done, *job_id)
@@ -407,7 +435,7 @@ async fn update_job(tx: &mut PgConnection, pipeline_id: i64, update: &JobUpdate)
         JobUpdate::Status { job_id, status, attempt, at } => {
             let done = sqlx::query(
                 "UPDATE jobs SET status = $3, attempt = $4, \
-                 started_at = CASE WHEN $3 = 'running' THEN COALESCE(started_at, $5) ELSE started_at END, \
+                 started_at = CASE WHEN $7 THEN COALESCE(started_at, $5) ELSE started_at END, \
                  finished_at = CASE WHEN $6 THEN COALESCE(finished_at, $5) ELSE finished_at END \
                  WHERE id = $1 AND pipeline_id = $2",
             )
@@ -417,6 +445,7 @@ async fn update_job(tx: &mut PgConnection, pipeline_id: i64, update: &JobUpdate)
             .bind(i64::from(*attempt))
             .bind(at)
             .bind(status.is_complete())
+            .bind(*status == JobStatus::Running)
             .execute(&mut *tx)
             .await?;
             (done, *job_id)
@@ -459,15 +488,16 @@ fn runner_row(r: &PgRow) -> Result<Runner> {
 }
 
 fn pipeline_row(r: &PgRow) -> Result<PipelineRow> {
+    let id = r.try_get("id")?;
     Ok(PipelineRow {
-        id: r.try_get("id")?,
+        id,
         project: r.try_get("project")?,
         git_ref: r.try_get("git_ref")?,
         sha: r.try_get("sha")?,
         before_sha: r.try_get("before_sha")?,
         source: r.try_get("source")?,
         trigger: r.try_get("trigger")?,
-        status: r.try_get("status")?,
+        status: pipeline_status(id, r.try_get("status")?)?,
         error: r.try_get("error")?,
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
@@ -476,15 +506,16 @@ fn pipeline_row(r: &PgRow) -> Result<PipelineRow> {
 }
 
 fn job_row(r: &PgRow) -> Result<JobRow> {
+    let id = r.try_get("id")?;
     Ok(JobRow {
-        id: r.try_get("id")?,
+        id,
         pipeline_id: r.try_get("pipeline_id")?,
         name: r.try_get("name")?,
         stage: r.try_get("stage")?,
         stage_index: r.try_get("stage_index")?,
         tags: r.try_get("tags")?,
         spec: r.try_get("spec")?,
-        status: r.try_get("status")?,
+        status: job_status(id, r.try_get("status")?)?,
         attempt: r.try_get("attempt")?,
         runner_id: r.try_get("runner_id")?,
         lease_expires_at: r.try_get("lease_expires_at")?,

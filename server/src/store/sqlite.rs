@@ -34,11 +34,14 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection};
 
-use super::backend::{HELD, event_from_json, event_json, migrate_sqlite, sqlite_migrator, tags_from_json, tags_json};
-use super::{
-    Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError, Transition,
+use super::backend::{
+    event_from_json, event_json, held, job_status, migrate_sqlite, pipeline_status, sqlite_migrator, status_counts, tags_from_json,
+    tags_json,
 };
-use scheduler::{Event, JobStatus};
+use super::{
+    Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError, Transition, Wakeup,
+};
+use scheduler::{Event, JobStatus, PipelineStatus};
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,7 +78,7 @@ impl SqliteStore {
     /// its schema up to date.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| StoreError::Database(format!("cannot create `{}`: {e}", dir.display())))?;
+            tokio::fs::create_dir_all(dir).await.map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -146,7 +149,7 @@ impl Store for SqliteStore {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO pipelines (project, git_ref, sha, before_sha, source, trigger, status, version, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', 0, ?7, ?7) RETURNING id",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, ?7, ?7) RETURNING id",
         )
         .bind(&p.project)
         .bind(&p.git_ref)
@@ -155,6 +158,7 @@ impl Store for SqliteStore {
         .bind(&p.source)
         .bind(&p.trigger)
         .bind(p.created_at)
+        .bind(PipelineStatus::Created.as_str())
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO deliveries (project, delivery_id, pipeline_id) VALUES (?1, ?2, ?3)")
@@ -195,8 +199,9 @@ impl Store for SqliteStore {
         rows.iter().map(pipeline_row).collect()
     }
 
-    async fn pipelines_with_status(&self, statuses: &[&str]) -> Result<Vec<PipelineRow>> {
-        let statuses = serde_json::to_string(statuses).map_err(|e| StoreError::Database(e.to_string()))?;
+    async fn pipelines_with_status(&self, statuses: &[PipelineStatus]) -> Result<Vec<PipelineRow>> {
+        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        let statuses = serde_json::to_string(&statuses).map_err(|source| StoreError::Encode { what: "statuses", source })?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             pipeline_columns!(),
@@ -208,13 +213,14 @@ impl Store for SqliteStore {
         rows.iter().map(pipeline_row).collect()
     }
 
-    async fn save_plan(&self, pipeline_id: i64, jobs: &[NewJob], status: &str, now: i64) -> Result<Vec<i64>> {
+    async fn save_plan(&self, pipeline_id: i64, jobs: &[NewJob], status: PipelineStatus, now: i64) -> Result<Vec<i64>> {
         let tags = jobs.iter().map(|j| tags_json(&j.tags)).collect::<Result<Vec<_>>>()?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let planned = sqlx::query("UPDATE pipelines SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'created'")
+        let planned = sqlx::query("UPDATE pipelines SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = ?4")
             .bind(pipeline_id)
-            .bind(status)
+            .bind(status.as_str())
             .bind(now)
+            .bind(PipelineStatus::Created.as_str())
             .execute(&mut *tx)
             .await?;
         if planned.rows_affected() == 0 {
@@ -224,7 +230,7 @@ impl Store for SqliteStore {
         for (job, tags) in jobs.iter().zip(&tags) {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO jobs (pipeline_id, name, stage, stage_index, tags, spec, status, attempt) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', 1) RETURNING id",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) RETURNING id",
             )
             .bind(pipeline_id)
             .bind(&job.name)
@@ -232,6 +238,7 @@ impl Store for SqliteStore {
             .bind(job.stage_index)
             .bind(tags)
             .bind(&job.spec)
+            .bind(JobStatus::Created.as_str())
             .fetch_one(&mut *tx)
             .await?;
             ids.push(id);
@@ -242,10 +249,12 @@ impl Store for SqliteStore {
 
     async fn fail_pipeline(&self, pipeline_id: i64, error: &str, now: i64) -> Result<()> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let failed = sqlx::query("UPDATE pipelines SET status = 'error', error = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'created'")
+        let failed = sqlx::query("UPDATE pipelines SET status = ?4, error = ?2, updated_at = ?3 WHERE id = ?1 AND status = ?5")
             .bind(pipeline_id)
             .bind(error)
             .bind(now)
+            .bind(PipelineStatus::Failed.as_str())
+            .bind(PipelineStatus::Created.as_str())
             .execute(&mut *tx)
             .await?;
         if failed.rows_affected() == 0 {
@@ -268,7 +277,7 @@ impl Store for SqliteStore {
         let added = events.len() as i64;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let appended = sqlx::query(
-            "UPDATE pipelines SET version = version + ?3, status = COALESCE(?4, status), updated_at = ?5 \
+            "UPDATE pipelines SET version = version + ?3, status = COALESCE(?4, status), updated_at = ?5, wake_at = ?6 \
              WHERE id = ?1 AND version = ?2",
         )
         .bind(t.pipeline_id)
@@ -276,6 +285,7 @@ impl Store for SqliteStore {
         .bind(added)
         .bind(t.pipeline_status.map(|s| s.as_str()))
         .bind(t.at)
+        .bind(t.wake_at)
         .execute(&mut *tx)
         .await?;
         if appended.rows_affected() == 0 {
@@ -321,8 +331,8 @@ impl Store for SqliteStore {
         // One statement, so one atomic write: the oldest pending job none of whose tags is
         // missing from the runner's. (Jobs without tags are stored as `[]`.)
         let row = sqlx::query(concat!(
-            "UPDATE jobs SET status = 'running', runner_id = ?1, token_hash = ?2, started_at = ?3, lease_expires_at = ?4 \
-             WHERE id = (SELECT j.id FROM jobs AS j WHERE j.status = 'pending' AND (j.tags = '[]' OR NOT EXISTS ( \
+            "UPDATE jobs SET status = ?6, runner_id = ?1, token_hash = ?2, started_at = ?3, lease_expires_at = ?4 \
+             WHERE id = (SELECT j.id FROM jobs AS j WHERE j.status = ?7 AND (j.tags = '[]' OR NOT EXISTS ( \
                  SELECT 1 FROM json_each(j.tags) AS t WHERE t.value NOT IN (SELECT value FROM json_each(?5)))) \
                ORDER BY j.id LIMIT 1) \
              RETURNING ",
@@ -333,6 +343,8 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(lease_until)
         .bind(tags_json(runner_tags)?)
+        .bind(JobStatus::Running.as_str())
+        .bind(JobStatus::Pending.as_str())
         .fetch_optional(&self.writer)
         .await?;
         let Some(job) = row.as_ref().map(job_row).transpose()? else { return Ok(None) };
@@ -343,8 +355,8 @@ impl Store for SqliteStore {
         let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1 AND token_hash = ?2 AND status IN (?3, ?4)"))
             .bind(id)
             .bind(token_hash)
-            .bind(HELD[0])
-            .bind(HELD[1])
+            .bind(held()[0])
+            .bind(held()[1])
             .fetch_optional(&self.readers)
             .await?;
         row.as_ref().map(job_row).transpose()
@@ -355,8 +367,8 @@ impl Store for SqliteStore {
             sqlx::query_scalar("UPDATE jobs SET lease_expires_at = ?2 WHERE id = ?1 AND status IN (?3, ?4) RETURNING cancel_requested")
                 .bind(id)
                 .bind(until)
-                .bind(HELD[0])
-                .bind(HELD[1])
+                .bind(held()[0])
+                .bind(held()[1])
                 .fetch_optional(&self.writer)
                 .await?;
         cancel.ok_or(StoreError::NotFound { what: "running job", id })
@@ -366,8 +378,8 @@ impl Store for SqliteStore {
         let rows =
             sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE status IN (?2, ?3) AND lease_expires_at < ?1 ORDER BY id"))
                 .bind(now)
-                .bind(HELD[0])
-                .bind(HELD[1])
+                .bind(held()[0])
+                .bind(held()[1])
                 .fetch_all(&self.readers)
                 .await?;
         rows.iter().map(job_row).collect()
@@ -390,19 +402,35 @@ impl Store for SqliteStore {
     }
 
     async fn queue_depth(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'pending'").fetch_one(&self.readers).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = ?1")
+            .bind(JobStatus::Pending.as_str())
+            .fetch_one(&self.readers)
+            .await?)
     }
 
     async fn counts(&self) -> Result<Counts> {
         // One read transaction: the three counts come from one snapshot.
         let mut tx = self.readers.begin().await?;
-        let jobs_by_status =
+        let jobs_by_status: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status").fetch_all(&mut *tx).await?;
-        let pipelines_by_status =
+        let pipelines_by_status: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM pipelines GROUP BY status ORDER BY status").fetch_all(&mut *tx).await?;
         let runners = sqlx::query_scalar("SELECT COUNT(*) FROM runners").fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Counts { jobs_by_status, pipelines_by_status, runners })
+        Ok(Counts {
+            jobs_by_status: status_counts(jobs_by_status, JobStatus::parse)?,
+            pipelines_by_status: status_counts(pipelines_by_status, PipelineStatus::parse)?,
+            runners,
+        })
+    }
+
+    async fn wakeups(&self, limit: i64) -> Result<Vec<Wakeup>> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, wake_at FROM pipelines WHERE wake_at IS NOT NULL ORDER BY wake_at, id LIMIT ?1")
+                .bind(limit.max(0))
+                .fetch_all(&self.readers)
+                .await?;
+        Ok(rows.into_iter().map(|(pipeline_id, at)| Wakeup { pipeline_id, at }).collect())
     }
 }
 
@@ -421,7 +449,7 @@ async fn update_job(tx: &mut SqliteConnection, pipeline_id: i64, update: &JobUpd
         // A new attempt: nothing of the previous one's claim or result survives.
         JobUpdate::Status { job_id, status: JobStatus::Pending, attempt, at: _ } => {
             let done = sqlx::query(
-                "UPDATE jobs SET status = 'pending', attempt = ?3, runner_id = NULL, token_hash = NULL, lease_expires_at = NULL, \
+                "UPDATE jobs SET status = ?4, attempt = ?3, runner_id = NULL, token_hash = NULL, lease_expires_at = NULL, \
                  cancel_requested = 0, started_at = NULL, finished_at = NULL, exit_code = NULL, failure_reason = NULL, \
                  artifacts = NULL, dotenv = NULL \
                  WHERE id = ?1 AND pipeline_id = ?2",
@@ -429,6 +457,7 @@ async fn update_job(tx: &mut SqliteConnection, pipeline_id: i64, update: &JobUpd
             .bind(job_id)
             .bind(pipeline_id)
             .bind(i64::from(*attempt))
+            .bind(JobStatus::Pending.as_str())
             .execute(&mut *tx)
             .await?;
             (done, *job_id)
@@ -436,7 +465,7 @@ async fn update_job(tx: &mut SqliteConnection, pipeline_id: i64, update: &JobUpd
         JobUpdate::Status { job_id, status, attempt, at } => {
             let done = sqlx::query(
                 "UPDATE jobs SET status = ?3, attempt = ?4, \
-                 started_at = CASE WHEN ?3 = 'running' THEN COALESCE(started_at, ?5) ELSE started_at END, \
+                 started_at = CASE WHEN ?7 THEN COALESCE(started_at, ?5) ELSE started_at END, \
                  finished_at = CASE WHEN ?6 THEN COALESCE(finished_at, ?5) ELSE finished_at END \
                  WHERE id = ?1 AND pipeline_id = ?2",
             )
@@ -446,6 +475,7 @@ async fn update_job(tx: &mut SqliteConnection, pipeline_id: i64, update: &JobUpd
             .bind(i64::from(*attempt))
             .bind(at)
             .bind(status.is_complete())
+            .bind(*status == JobStatus::Running)
             .execute(&mut *tx)
             .await?;
             (done, *job_id)
@@ -489,15 +519,16 @@ fn runner_row(r: &SqliteRow) -> Result<Runner> {
 }
 
 fn pipeline_row(r: &SqliteRow) -> Result<PipelineRow> {
+    let id = r.try_get("id")?;
     Ok(PipelineRow {
-        id: r.try_get("id")?,
+        id,
         project: r.try_get("project")?,
         git_ref: r.try_get("git_ref")?,
         sha: r.try_get("sha")?,
         before_sha: r.try_get("before_sha")?,
         source: r.try_get("source")?,
         trigger: r.try_get("trigger")?,
-        status: r.try_get("status")?,
+        status: pipeline_status(id, r.try_get("status")?)?,
         error: r.try_get("error")?,
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
@@ -515,7 +546,7 @@ fn job_row(r: &SqliteRow) -> Result<JobRow> {
         stage_index: r.try_get("stage_index")?,
         tags: tags_from_json("job", id, r.try_get("tags")?)?,
         spec: r.try_get("spec")?,
-        status: r.try_get("status")?,
+        status: job_status(id, r.try_get("status")?)?,
         attempt: r.try_get("attempt")?,
         runner_id: r.try_get("runner_id")?,
         lease_expires_at: r.try_get("lease_expires_at")?,

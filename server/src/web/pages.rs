@@ -7,13 +7,15 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use scheduler::{JobStatus, PipelineStatus};
+
 use super::ansi::format_duration;
 
 pub struct PipelineSummary {
     pub id: u64,
     pub git_ref: String,
     pub commit: String,
-    pub status: String,
+    pub status: PipelineStatus,
     pub duration_s: Option<u64>,
     pub trigger: String,
     pub created: String,
@@ -24,7 +26,7 @@ pub struct PipelineDetail {
     pub project: String,
     pub git_ref: String,
     pub commit: String,
-    pub status: String,
+    pub status: PipelineStatus,
     pub duration_s: Option<u64>,
     /// In pipeline order; jobs are shown under the stage they name.
     pub stages: Vec<String>,
@@ -35,7 +37,7 @@ pub struct JobBox {
     pub id: u64,
     pub name: String,
     pub stage: String,
-    pub status: String,
+    pub status: JobStatus,
     pub needs: Vec<String>,
     pub duration_s: Option<u64>,
 }
@@ -46,7 +48,7 @@ pub struct JobDetail {
     pub project: String,
     pub name: String,
     pub stage: String,
-    pub status: String,
+    pub status: JobStatus,
     pub runner: Option<String>,
     pub image: Option<String>,
     pub duration_s: Option<u64>,
@@ -135,7 +137,7 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
             }
             p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " (duration(pipeline.duration_s)) }
             // A pipeline that may still change refreshes itself (jobs' states, live).
-            @if matches!(pipeline.status.as_str(), "created" | "pending" | "running" | "canceling" | "scheduled" | "manual") {
+            @if !pipeline.status.is_complete() {
                 script { (PreEscaped("setTimeout(function () { location.reload(); }, 3000);")) }
             }
             div.actions {
@@ -201,6 +203,17 @@ const EDGES_JS: &str = r#"(function () {
   draw();
   window.addEventListener('resize', draw);
 })();"#;
+
+/// `/`: the configured projects.
+pub fn home_page<'a>(projects: impl Iterator<Item = &'a str>) -> String {
+    layout(
+        "piste",
+        html! {
+            h1 { "Projects" }
+            ul { @for name in projects { li { a href={ "/projects/" (name) } { (name) } } } }
+        },
+    )
+}
 
 pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
     let title = format!("{} #{}", job.name, job.id);

@@ -211,18 +211,11 @@ fn css_rgb(color: Color) -> Option<(u8, u8, u8)> {
     }
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
+/// Escapes text for HTML element content and double-quoted attribute values: maud's escape, the
+/// server's only one (pages interpolate through maud too).
 pub(crate) fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    use std::fmt::Write;
+    let _ = maud::Escaper::new(out).write_str(text);
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use scheduler::{JobStatus, PipelineStatus};
 use server::store::{Store, StoreError};
 
 use crate::support::{Db, enqueue, planned, runner, tags};
@@ -28,7 +29,7 @@ async fn oldest_pending_first(s: Arc<Db>) {
     let second = s.claim_job(r, &[], "t2", 11, 21).await.unwrap().unwrap();
     assert_eq!((first.job.id, second.job.id), (jobs[0], jobs[2]));
     assert_eq!(s.claim_job(r, &[], "t3", 12, 22).await.unwrap(), None);
-    assert_eq!(s.job(jobs[1]).await.unwrap().unwrap().status, "created");
+    assert_eq!(s.job(jobs[1]).await.unwrap().unwrap().status, JobStatus::Created);
 }
 
 async fn tags_must_all_be_on_the_runner(s: Arc<Db>) {
@@ -170,8 +171,7 @@ async fn queue_depth_and_counts(s: Arc<Db>) {
     s.claim_job(r, &[], "t", 1, 2).await.unwrap().unwrap();
     assert_eq!(s.queue_depth().await.unwrap(), 2);
     let counts = s.counts().await.unwrap();
-    let owned = |v: &[(&str, i64)]| v.iter().map(|(k, n)| (k.to_string(), *n)).collect::<Vec<_>>();
-    assert_eq!(counts.jobs_by_status, owned(&[("created", 1), ("pending", 2), ("running", 1)]));
-    assert_eq!(counts.pipelines_by_status, owned(&[("created", 1), ("pending", 1)]));
+    assert_eq!(counts.jobs_by_status, [(JobStatus::Created, 1), (JobStatus::Pending, 2), (JobStatus::Running, 1)]);
+    assert_eq!(counts.pipelines_by_status, [(PipelineStatus::Created, 1), (PipelineStatus::Pending, 1)]);
     assert_eq!(counts.runners, 1);
 }

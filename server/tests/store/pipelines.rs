@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use scheduler::PipelineStatus;
 use server::store::{PipelineRow, Recorded, Store, StoreError};
 
 use crate::support::{Db, new_job, new_pipeline, recorded, tags};
@@ -30,7 +31,7 @@ async fn record_and_read(s: Arc<Db>) {
         before_sha: new.before_sha.clone(),
         source: new.source.clone(),
         trigger: new.trigger.clone(),
-        status: "created".into(),
+        status: PipelineStatus::Created,
         error: None,
         version: 0,
         created_at: 1_234,
@@ -99,19 +100,22 @@ async fn list_by_status(s: Arc<Db>) {
     let a = recorded(&s, "a").await;
     let b = recorded(&s, "b").await;
     let c = recorded(&s, "c").await;
-    s.save_plan(b, &[new_job("x", &[])], "running", 5).await.unwrap();
+    s.save_plan(b, &[new_job("x", &[])], PipelineStatus::Running, 5).await.unwrap();
     s.fail_pipeline(c, "bad yaml", 6).await.unwrap();
     let ids = |rows: Vec<PipelineRow>| rows.into_iter().map(|p| p.id).collect::<Vec<_>>();
-    assert_eq!(ids(s.pipelines_with_status(&["created"]).await.unwrap()), [a]);
-    assert_eq!(ids(s.pipelines_with_status(&["created", "running"]).await.unwrap()), [a, b]);
-    assert_eq!(ids(s.pipelines_with_status(&["error", "running", "created"]).await.unwrap()), [a, b, c]);
+    assert_eq!(ids(s.pipelines_with_status(&[PipelineStatus::Created]).await.unwrap()), [a]);
+    assert_eq!(ids(s.pipelines_with_status(&[PipelineStatus::Created, PipelineStatus::Running]).await.unwrap()), [a, b]);
+    assert_eq!(
+        ids(s.pipelines_with_status(&[PipelineStatus::Failed, PipelineStatus::Running, PipelineStatus::Created]).await.unwrap()),
+        [a, b, c]
+    );
     assert_eq!(ids(s.pipelines_with_status(&[]).await.unwrap()), [] as [i64; 0]);
 }
 
 async fn plan_keeps_job_order(s: Arc<Db>) {
     let p = recorded(&s, "d").await;
     let jobs = [new_job("build", &[]), new_job("test 1/2", &["docker"]), new_job("test 2/2", &["docker", "linux"]), new_job("deploy", &[])];
-    let ids = s.save_plan(p, &jobs, "pending", 7_000).await.unwrap();
+    let ids = s.save_plan(p, &jobs, PipelineStatus::Pending, 7_000).await.unwrap();
     assert_eq!(ids.len(), 4);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let row = s.pipeline(p).await.unwrap().unwrap();
@@ -137,9 +141,9 @@ async fn plan_keeps_job_order(s: Arc<Db>) {
 
 async fn plan_once(s: Arc<Db>) {
     let p = recorded(&s, "d").await;
-    s.save_plan(p, &[new_job("a", &[])], "pending", 1).await.unwrap();
+    s.save_plan(p, &[new_job("a", &[])], PipelineStatus::Pending, 1).await.unwrap();
     // A second planner (another server after a restart) finds it planned.
-    let again = s.save_plan(p, &[new_job("a", &[])], "pending", 2).await;
+    let again = s.save_plan(p, &[new_job("a", &[])], PipelineStatus::Pending, 2).await;
     assert!(matches!(again, Err(StoreError::Conflict { pipeline, .. }) if pipeline == p), "{again:?}");
     let failed = s.fail_pipeline(p, "too late", 3).await;
     assert!(matches!(failed, Err(StoreError::Conflict { .. })), "{failed:?}");
@@ -149,9 +153,9 @@ async fn plan_once(s: Arc<Db>) {
 
     // Planned to nothing: skipped, and still planned once.
     let q = recorded(&s, "e").await;
-    assert_eq!(s.save_plan(q, &[], "skipped", 4).await.unwrap(), Vec::<i64>::new());
-    assert!(matches!(s.save_plan(q, &[], "skipped", 5).await, Err(StoreError::Conflict { .. })));
-    assert_eq!(s.pipeline(q).await.unwrap().unwrap().status, "skipped");
+    assert_eq!(s.save_plan(q, &[], PipelineStatus::Skipped, 4).await.unwrap(), Vec::<i64>::new());
+    assert!(matches!(s.save_plan(q, &[], PipelineStatus::Skipped, 5).await, Err(StoreError::Conflict { .. })));
+    assert_eq!(s.pipeline(q).await.unwrap().unwrap().status, PipelineStatus::Skipped);
 }
 
 async fn fail_unplanned(s: Arc<Db>) {
@@ -160,14 +164,14 @@ async fn fail_unplanned(s: Arc<Db>) {
     let row = s.pipeline(p).await.unwrap().unwrap();
     assert_eq!(
         (row.status.as_str(), row.error.as_deref(), row.updated_at),
-        ("error", Some(".gitlab-ci.yml:3:5: unknown key `scirpt`"), 9_000)
+        ("failed", Some(".gitlab-ci.yml:3:5: unknown key `scirpt`"), 9_000)
     );
-    assert!(matches!(s.save_plan(p, &[new_job("a", &[])], "pending", 1).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(s.save_plan(p, &[new_job("a", &[])], PipelineStatus::Pending, 1).await, Err(StoreError::Conflict { .. })));
     assert_eq!(s.jobs(p).await.unwrap(), []);
 }
 
 async fn missing_pipeline(s: Arc<Db>) {
-    let r = s.save_plan(42, &[new_job("a", &[])], "pending", 1).await;
+    let r = s.save_plan(42, &[new_job("a", &[])], PipelineStatus::Pending, 1).await;
     assert!(matches!(r, Err(StoreError::NotFound { what: "pipeline", id: 42 })), "{r:?}");
     let r = s.fail_pipeline(42, "x", 1).await;
     assert!(matches!(r, Err(StoreError::NotFound { what: "pipeline", id: 42 })), "{r:?}");

@@ -10,7 +10,7 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use scheduler::{Event, JobStatus};
+use scheduler::{Event, JobStatus, PipelineStatus};
 use server::store::{Backend, JobUpdate, NewJob, NewPipeline, Recorded, Store, Transition};
 use sqlx::{Connection, Executor, PgConnection};
 
@@ -233,7 +233,7 @@ pub async fn planned(s: &Backend, jobs: &[(&str, &[&str])]) -> (i64, Vec<i64>) {
     let delivery = random_name();
     let pipeline = recorded(s, &delivery).await;
     let jobs: Vec<NewJob> = jobs.iter().map(|(name, tags)| new_job(name, tags)).collect();
-    let ids = s.save_plan(pipeline, &jobs, "pending", 2_000).await.unwrap();
+    let ids = s.save_plan(pipeline, &jobs, PipelineStatus::Pending, 2_000).await.unwrap();
     (pipeline, ids)
 }
 
@@ -248,6 +248,7 @@ pub async fn enqueue(s: &Backend, pipeline: i64, jobs: &[i64], attempt: u32) -> 
         events: vec![Event::Tick { now: 3_000 }],
         jobs: updates,
         pipeline_status: None,
+        wake_at: None,
         at: 3_000,
     };
     s.apply(&transition).await.unwrap()

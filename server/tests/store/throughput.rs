@@ -54,6 +54,7 @@ async fn dispatch_many_jobs(s: Arc<Db>) {
                             events: vec![event],
                             jobs,
                             pipeline_status: None,
+                            wake_at: None,
                             at: n,
                         };
                         *version = s.apply(&t).await.unwrap();
@@ -82,7 +83,7 @@ async fn dispatch_many_jobs(s: Arc<Db>) {
     let total = PIPELINES * JOBS_PER_PIPELINE;
     assert_eq!(seen.len(), total);
     let counts = s.counts().await.unwrap();
-    assert_eq!(counts.jobs_by_status, [("success".to_string(), total as i64)]);
+    assert_eq!(counts.jobs_by_status, [(JobStatus::Success, total as i64)]);
     for (p, version) in versions.iter() {
         assert_eq!(s.events(*p).await.unwrap().len() as i64, *version.lock().await);
     }

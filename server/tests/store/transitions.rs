@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use scheduler::{Event, FailureReason, JobStatus, Outcome, PipelineStatus};
-use server::store::{JobRow, JobUpdate, Store, StoreError, Transition};
+use server::store::{JobRow, JobUpdate, Store, StoreError, Transition, Wakeup};
 
 use crate::support::{Db, enqueue, planned, runner};
 
@@ -15,10 +15,11 @@ store_tests!(
     running_and_finished_statuses_record,
     pending_starts_a_new_attempt,
     cancel_request,
+    wake_at_orders_deadlines,
 );
 
 fn transition(pipeline_id: i64, expected_version: i64, events: Vec<Event>, jobs: Vec<JobUpdate>) -> Transition {
-    Transition { pipeline_id, expected_version, events, jobs, pipeline_status: None, at: 50_000 }
+    Transition { pipeline_id, expected_version, events, jobs, pipeline_status: None, wake_at: None, at: 50_000 }
 }
 
 async fn events_append_in_order(s: Arc<Db>) {
@@ -159,7 +160,7 @@ async fn pending_starts_a_new_attempt(s: Arc<Db>) {
     let (p, jobs) = planned(&s, &[("a", &[])]).await;
     let a = jobs[0];
     let v = enqueue(&s, p, &[a], 1).await;
-    assert_eq!(s.job(a).await.unwrap().unwrap().status, "pending");
+    assert_eq!(s.job(a).await.unwrap().unwrap().status, JobStatus::Pending);
     let (r3, r4) = (runner(&s, "3").await, runner(&s, "4").await);
     s.claim_job(r3, &[], "first-token", 4_000, 9_000).await.unwrap().unwrap();
     s.set_artifacts(a, "sha256:00ff").await.unwrap();
@@ -175,7 +176,7 @@ async fn pending_starts_a_new_attempt(s: Arc<Db>) {
     // Retried: attempt 2 is queued with nothing of attempt 1.
     s.apply(&transition(p, v, vec![], vec![status(a, JobStatus::Pending, 2, 10_000)])).await.unwrap();
     let row = s.job(a).await.unwrap().unwrap();
-    let expected = JobRow { status: "pending".into(), attempt: 2, ..bare(&old) };
+    let expected = JobRow { status: JobStatus::Pending, attempt: 2, ..bare(&old) };
     assert_eq!(row, expected);
     assert_eq!(s.job_by_token(a, "first-token").await.unwrap(), None);
     assert_eq!(s.queue_depth().await.unwrap(), 1);
@@ -213,11 +214,31 @@ async fn cancel_request(s: Arc<Db>) {
     let cancel = vec![JobUpdate::RequestCancel { job_id: a }, status(a, JobStatus::Canceling, 1, 2_500)];
     let v = s.apply(&transition(p, v, vec![Event::CancelJob { job: "a".into(), now: 2_500 }], cancel)).await.unwrap();
     assert!(s.extend_lease(a, 4_000).await.unwrap());
-    assert_eq!(s.job_by_token(a, "t").await.unwrap().unwrap().status, "canceling");
+    assert_eq!(s.job_by_token(a, "t").await.unwrap().unwrap().status, JobStatus::Canceling);
     assert_eq!(s.expired_leases(4_001).await.unwrap().iter().map(|j| j.id).collect::<Vec<_>>(), [a]);
     // Once canceled, the attempt is over.
     s.apply(&transition(p, v, vec![], vec![status(a, JobStatus::Canceled, 1, 3_000)])).await.unwrap();
     assert_eq!(s.job_by_token(a, "t").await.unwrap(), None);
     assert!(matches!(s.extend_lease(a, 5_000).await, Err(StoreError::NotFound { what: "running job", .. })));
     assert_eq!(s.expired_leases(10_000).await.unwrap(), []);
+}
+
+async fn wake_at_orders_deadlines(s: Arc<Db>) {
+    let (a, _) = planned(&s, &[("x", &[])]).await;
+    let (b, _) = planned(&s, &[("x", &[])]).await;
+    let (c, _) = planned(&s, &[("x", &[])]).await;
+    for (p, at) in [(a, Some(9_000)), (b, Some(4_000)), (c, None)] {
+        let mut t = transition(p, 0, vec![Event::Start { now: 1 }], vec![]);
+        t.wake_at = at;
+        s.apply(&t).await.unwrap();
+    }
+    let w = |pipeline_id, at| Wakeup { pipeline_id, at };
+    assert_eq!(s.wakeups(10).await.unwrap(), [w(b, 4_000), w(a, 9_000)]);
+    assert_eq!(s.wakeups(1).await.unwrap(), [w(b, 4_000)]);
+    // Every transition states the next deadline: none left for `b`, a later one for `a`.
+    s.apply(&transition(b, 1, vec![], vec![])).await.unwrap();
+    let mut t = transition(a, 1, vec![], vec![]);
+    t.wake_at = Some(12_000);
+    s.apply(&t).await.unwrap();
+    assert_eq!(s.wakeups(10).await.unwrap(), [w(a, 12_000)]);
 }

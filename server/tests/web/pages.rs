@@ -1,6 +1,7 @@
 //! Pages with fixed data, snapshotted; hostile names must come out escaped.
 
 use insta::assert_snapshot;
+use scheduler::{JobStatus, PipelineStatus};
 use server::web::pages::{JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, job_page, pipeline_page, pipelines_page};
 use server::web::render;
 
@@ -21,7 +22,7 @@ fn pipelines() {
             id: 7,
             git_ref: "main".into(),
             commit: "0123456789abcdef".into(),
-            status: "success".into(),
+            status: PipelineStatus::Success,
             duration_s: Some(75),
             trigger: "push".into(),
             created: "2024-05-01 10:00".into(),
@@ -30,7 +31,7 @@ fn pipelines() {
             id: 8,
             git_ref: "<script>alert(1)</script>".into(),
             commit: "abc".into(),
-            status: "running\" onmouseover=\"x".into(),
+            status: PipelineStatus::Running,
             duration_s: None,
             trigger: "web".into(),
             created: "2024-05-01 11:00".into(),
@@ -44,11 +45,11 @@ fn pipelines() {
 
 #[test]
 fn pipeline() {
-    let job = |id, name: &str, stage: &str, status: &str, needs: &[&str]| JobBox {
+    let job = |id, name: &str, stage: &str, status: JobStatus, needs: &[&str]| JobBox {
         id,
         name: name.into(),
         stage: stage.into(),
-        status: status.into(),
+        status,
         needs: needs.iter().map(|n| n.to_string()).collect(),
         duration_s: Some(id * 10),
     };
@@ -57,13 +58,13 @@ fn pipeline() {
         project: "acme/app".into(),
         git_ref: "main".into(),
         commit: "0123456789abcdef".into(),
-        status: "running".into(),
+        status: PipelineStatus::Running,
         duration_s: Some(42),
         stages: vec!["build".into(), "test".into()],
         jobs: vec![
-            job(1, "compile", "build", "success", &[]),
-            job(2, "unit", "test", "running", &["compile"]),
-            job(3, "lint <b>", "test", "failed", &[]),
+            job(1, "compile", "build", JobStatus::Success, &[]),
+            job(2, "unit", "test", JobStatus::Running, &["compile"]),
+            job(3, "lint <b>", "test", JobStatus::Failed, &[]),
         ],
     };
     assert_snapshot!(body(pipeline_page(&pipeline)));
@@ -76,7 +77,7 @@ fn job(running: bool) -> JobDetail {
         project: "acme/app".into(),
         name: "unit".into(),
         stage: "test".into(),
-        status: if running { "running" } else { "failed" }.into(),
+        status: if running { JobStatus::Running } else { JobStatus::Failed },
         runner: Some("runner-1".into()),
         image: Some("rust:1.85".into()),
         duration_s: Some(61),
@@ -101,4 +102,12 @@ fn finished_job_has_no_script() {
     let page = job_page(&job(false), &tail);
     assert!(!page.contains("<script"));
     assert_snapshot!(body(page));
+}
+
+#[test]
+fn home_lists_projects_escaped() {
+    let page = server::web::pages::home_page(["acme/app", "x\"><script>"].into_iter());
+    assert!(page.contains("<a href=\"/projects/acme/app\">acme/app</a>"), "{page}");
+    assert!(page.contains("x&quot;&gt;&lt;script&gt;"), "{page}");
+    assert!(!page.contains("x\"><script>"), "{page}");
 }

@@ -1,0 +1,149 @@
+//! The server's memory and its delayed-job timer, in-process with a manual clock.
+
+use std::time::Duration;
+
+use scheduler::job::JobSpec;
+use scheduler::protocol::GitSource;
+use scheduler::{JobNode, JobStatus, Outcome, When};
+
+use super::*;
+use crate::pipelines::{JobTemplate, process};
+use crate::store::{NewJob, NewPipeline, Recorded};
+
+/// 2026-01-01T00:00:00Z.
+const START: i64 = 1_767_225_600_000;
+
+async fn state(dir: &std::path::Path) -> Arc<AppState> {
+    let config: Config = toml::from_str(&format!("data_dir = {:?}\n", dir.display().to_string())).unwrap();
+    let store = Backend::open("", dir).await.unwrap();
+    Arc::new(AppState::new(config, store).with_clock(Clock::manual(START)))
+}
+
+fn spec(node: JobNode) -> String {
+    let git = GitSource { path: String::new(), sha: "0".repeat(40), git_ref: "refs/heads/main".into() };
+    let job = JobSpec {
+        name: node.name.clone(),
+        stage: node.stage.clone(),
+        image: None,
+        services: vec![],
+        script: vec!["true".into()],
+        after_script: vec![],
+        variables: vec![],
+        timeout_s: 60,
+        artifacts: None,
+        cache: vec![],
+        dependencies: vec![],
+        node_index: None,
+        manual: false,
+    };
+    serde_json::to_string(&JobTemplate { node, job, git }).unwrap()
+}
+
+/// A started pipeline of these jobs; returns its id and its jobs' ids.
+async fn started(state: &AppState, delivery: &str, nodes: Vec<JobNode>) -> (i64, Vec<i64>) {
+    let new = NewPipeline {
+        project: "app".into(),
+        git_ref: "refs/heads/main".into(),
+        sha: "0".repeat(40),
+        before_sha: None,
+        source: "push".into(),
+        trigger: "{}".into(),
+        created_at: state.now_ms(),
+    };
+    let Recorded::Created(id) = state.store.record_pipeline(delivery, &new).await.unwrap() else { panic!("a new delivery") };
+    let jobs: Vec<NewJob> = nodes
+        .into_iter()
+        .map(|n| NewJob { name: n.name.clone(), stage: n.stage.clone(), stage_index: 0, tags: vec![], spec: spec(n) })
+        .collect();
+    let ids = state.store.save_plan(id, &jobs, PipelineStatus::Pending, state.now_ms()).await.unwrap();
+    process(state, id, vec![Event::Start { now: state.now_ms() as u64 }], vec![]).await.unwrap();
+    (id, ids)
+}
+
+#[tokio::test]
+async fn delayed_jobs_wake_at_their_deadline_and_finished_pipelines_leave_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path()).await;
+    let start_in_ms = 30 * 60 * 1000;
+    let mut later = JobNode::new("later", "test", 0);
+    later.when = When::Delayed { start_in_ms };
+    let (delayed, ids) = started(&state, "a", vec![later]).await;
+    let deadline = START + start_in_ms as i64;
+    let (plain, _) = started(&state, "b", vec![JobNode::new("now", "test", 0)]).await;
+    assert_eq!(state.store.job(ids[0]).await.unwrap().unwrap().status, JobStatus::Scheduled);
+    assert_eq!(state.store.wakeups(10).await.unwrap(), [crate::store::Wakeup { pipeline_id: delayed, at: deadline }]);
+
+    // Before the deadline the timer wakes nobody and sleeps until it (or the rescan).
+    state.clock.advance(Duration::from_secs(5));
+    assert_eq!(wake_due(&state).await, state.now_ms() + RESCAN.as_millis() as i64);
+    state.clock.advance(Duration::from_millis(start_in_ms - 5_000 - 3_000));
+    assert_eq!(wake_due(&state).await, deadline, "3 s before: sleep until the deadline");
+    assert_eq!(state.store.job(ids[0]).await.unwrap().unwrap().status, JobStatus::Scheduled);
+    // At the deadline, the engine is told the time and queues the job.
+    state.clock.advance(Duration::from_secs(3));
+    assert_eq!(wake_due(&state).await, state.now_ms() + RESCAN.as_millis() as i64);
+    assert_eq!(state.store.job(ids[0]).await.unwrap().unwrap().status, JobStatus::Pending);
+    let ticks: Vec<u64> = state
+        .store
+        .events(delayed)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| if let Event::Tick { now } = e { Some(now) } else { None })
+        .collect();
+    assert_eq!(ticks, [deadline as u64]);
+    assert_eq!(state.store.wakeups(10).await.unwrap(), []);
+    // The other pipeline had no deadline: nothing was written to it.
+    assert_eq!(state.store.pipeline(plain).await.unwrap().unwrap().version, 1);
+
+    // Another server (a second state on the same database, whose engines never saw this
+    // pipeline) wakes a pipeline whose deadline it did not compute.
+    let mut again = JobNode::new("again", "test", 0);
+    again.when = When::Delayed { start_in_ms: 1_000 };
+    let (other, other_ids) = started(&state, "c", vec![again]).await;
+    let config: Config = toml::from_str(&format!("data_dir = {:?}\n", dir.path().display().to_string())).unwrap();
+    let peer = AppState::new(config, state.store.clone()).with_clock(state.clock.clone());
+    state.clock.advance(Duration::from_secs(1));
+    wake_due(&peer).await;
+    assert_eq!(state.store.job(other_ids[0]).await.unwrap().unwrap().status, JobStatus::Pending);
+    assert!(state.store.wakeups(10).await.unwrap().iter().all(|w| w.pipeline_id != other));
+    // The delayed pipeline finishes: its engine leaves memory; the others' stay.
+    assert_eq!(state.in_memory().await[0], 3);
+    let now = state.now_ms() as u64;
+    let run = vec![
+        Event::JobStarted { job: "later".into(), attempt: 1, now },
+        Event::JobFinished { job: "later".into(), attempt: 1, outcome: Outcome::Success, now },
+    ];
+    process(&state, delayed, run, vec![]).await.unwrap();
+    assert_eq!(state.store.pipeline(delayed).await.unwrap().unwrap().status, PipelineStatus::Success);
+    // Engines: the plain and the third pipelines; queueing times: the plain one's job only
+    // (the finished job's went with it).
+    assert_eq!(state.in_memory().await, [2, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn per_job_entries_live_while_held_and_followers_hear_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path()).await;
+    let follower = state.log_watcher(7);
+    let second = state.log_watcher(7);
+    {
+        let ended = follower.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        assert_eq!(state.in_memory().await[2], 1);
+        state.job_ended(7);
+        tokio::time::timeout(Duration::from_secs(5), ended).await.expect("the follower is woken when the job ends");
+    }
+    drop(second);
+    assert_eq!(state.in_memory().await[2], 1, "one follower still holds it");
+    drop(follower);
+    assert_eq!(state.in_memory().await[2], 0);
+
+    let lock = state.log_lock(7).await;
+    let guard = lock.lock().await;
+    assert_eq!(state.in_memory().await[1], 1);
+    drop(guard);
+    drop(lock);
+    assert_eq!(state.in_memory().await[1], 0);
+}
