@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! root/keys/<encoded key>.tar.gz   one archive per cache key, replaced atomically
+//! root/state/<encoded key>         what that archive was made from (see below)
 //! root/tmp/                        archives being written (never read)
 //! ```
 //!
@@ -18,6 +19,12 @@
 //! `tmp/` and renames it over the previous one, so a concurrent [`CacheStore::restore`] reads
 //! either the old archive or the new one, never half of one. Restoring extracts with
 //! [`artifacts::extract`]'s checks and [`Limits`].
+//!
+//! An unchanged cache is not archived again (GitLab: "Archive is up to date!"): after a save,
+//! and after a restore of the job's own key ([`CacheStore::remember`]), `state/` records a
+//! fingerprint of the files (path, kind, size, mode, mtime to the nanosecond) and the archive
+//! file it matches (size, mtime). A save whose files give the same fingerprint, while the
+//! archive is still that file, writes nothing.
 //!
 //! # What the caller decides
 //!
@@ -121,6 +128,9 @@ pub struct SaveSummary {
     pub sha256: Option<Digest>,
     /// GitLab-style warnings for the job log ("`x`: no matching files", ...).
     pub warnings: Vec<String>,
+    /// Nothing was archived because the files are exactly those of the stored archive (GitLab:
+    /// "Archive is up to date!"); `saved` is `false` then.
+    pub up_to_date: bool,
 }
 
 /// Caches on local disk under one root directory. Cheap to clone; safe to use from several
@@ -135,7 +145,7 @@ impl CacheStore {
     /// Opens (creating if needed) a cache store rooted at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Result<CacheStore, CacheError> {
         let root = root.into();
-        for dir in [root.join("keys"), root.join("tmp")] {
+        for dir in [root.join("keys"), root.join("state"), root.join("tmp")] {
             fs::create_dir_all(&dir).map_err(|source| CacheError::Io { op: "create cache directory", path: dir, source })?;
         }
         Ok(CacheStore { root, limits: Limits::default() })
@@ -211,7 +221,13 @@ impl CacheStore {
         let collected = artifacts::collect(workspace, &spec).map_err(archive_err)?;
         let mut warnings = collected.warnings;
         if collected.files.is_empty() {
-            return Ok(SaveSummary { key: key.to_owned(), saved: false, entries: 0, bytes: 0, sha256: None, warnings });
+            return Ok(SaveSummary { key: key.to_owned(), saved: false, entries: 0, bytes: 0, sha256: None, warnings, up_to_date: false });
+        }
+        let state = self.state_path(key)?;
+        let print = fingerprint(workspace, &collected.files);
+        let current = print.as_ref().and_then(|p| State::of(p, &dest));
+        if current.is_some() && read_state(&state) == current {
+            return Ok(SaveSummary { key: key.to_owned(), saved: false, entries: 0, bytes: 0, sha256: None, warnings, up_to_date: true });
         }
         let tmp = TempPath::new(&self.root.join("tmp"));
         let out = File::options().write(true).create_new(true).open(&tmp.0).map_err(io_err("create", &tmp.0))?;
@@ -219,7 +235,11 @@ impl CacheStore {
         let summary = artifacts::write_archive(workspace, &collected.files, &mut writer).map_err(archive_err)?;
         let out = writer.into_inner().map_err(|e| io_err("write", &tmp.0)(e.into_error()))?;
         out.sync_all().map_err(io_err("fsync", &tmp.0))?;
+        let _ = fs::remove_file(&state);
         fs::rename(&tmp.0, &dest).map_err(io_err("rename into", &dest))?;
+        if let Some(now) = print.and_then(|p| State::of(&p, &dest)) {
+            write_state(&state, &now);
+        }
         warnings.extend(summary.warnings);
         Ok(SaveSummary {
             key: key.to_owned(),
@@ -228,8 +248,80 @@ impl CacheStore {
             bytes: summary.bytes,
             sha256: Some(summary.sha256),
             warnings,
+            up_to_date: false,
         })
     }
+
+    /// Remembers the files `paths`/`untracked` select in `workspace` right after `key` was
+    /// restored into it, so that [`CacheStore::save`] skips the archive when the job changed
+    /// none of them. Best effort: without it, the next save archives.
+    pub fn remember(&self, workspace: &Path, key: &str, paths: &[String], untracked: &[PathBuf]) -> Result<(), CacheError> {
+        let dest = self.archive_path(key)?;
+        let spec = ArtifactSpec { paths: paths.to_vec(), exclude: Vec::new(), untracked: untracked.to_vec() };
+        let collected = artifacts::collect(workspace, &spec).map_err(|source| CacheError::Archive { key: key.to_owned(), source })?;
+        if let Some(now) = fingerprint(workspace, &collected.files).and_then(|p| State::of(&p, &dest)) {
+            write_state(&self.state_path(key)?, &now);
+        }
+        Ok(())
+    }
+
+    fn state_path(&self, key: &str) -> Result<PathBuf, CacheError> {
+        validate_key(key)?;
+        Ok(self.root.join("state").join(file_name(key)))
+    }
+}
+
+/// What a key's archive was made from: the files' fingerprint, and the archive file it is
+/// about (size and mtime), so that an archive replaced by another process invalidates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct State {
+    files: String,
+    archive_len: u64,
+    archive_mtime_ns: i128,
+}
+
+impl State {
+    fn of(files: &str, archive: &Path) -> Option<State> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(archive).ok()?;
+        Some(State {
+            files: files.to_owned(),
+            archive_len: m.len(),
+            archive_mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
+fn read_state(path: &Path) -> Option<State> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace();
+    Some(State { files: it.next()?.to_owned(), archive_len: it.next()?.parse().ok()?, archive_mtime_ns: it.next()?.parse().ok()? })
+}
+
+fn write_state(path: &Path, state: &State) {
+    let _ = fs::write(path, format!("{} {} {}\n", state.files, state.archive_len, state.archive_mtime_ns));
+}
+
+/// sha256 over each file's path, kind, size, mode and mtime (to the nanosecond), in the
+/// collected order: any file added, removed, rewritten or touched changes it. `None` when a
+/// file cannot be read (the caller then archives).
+fn fingerprint(workspace: &Path, files: &[PathBuf]) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Sha256::new();
+    for f in files {
+        let m = fs::symlink_metadata(workspace.join(f)).ok()?;
+        h.update(f.as_os_str().as_bytes());
+        h.update([0]);
+        h.update(m.mode().to_le_bytes());
+        h.update(m.size().to_le_bytes());
+        h.update(m.mtime().to_le_bytes());
+        h.update(m.mtime_nsec().to_le_bytes());
+        if m.file_type().is_symlink() {
+            h.update(fs::read_link(workspace.join(f)).ok()?.as_os_str().as_bytes());
+        }
+        h.update([0xff]);
+    }
+    Some(hex::encode(h.finalize()))
 }
 
 /// Checks a cache key as GitLab does, plus what a file name needs: not empty, at most

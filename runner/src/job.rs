@@ -353,7 +353,15 @@ async fn restore_caches(
                 candidates.push(fallback);
             }
             match store.restore(&workspace, &candidates) {
-                Ok(Some(hit)) => notes.push(format!("{GREEN}Restored cache `{hit}`{RESET}")),
+                Ok(Some(hit)) => {
+                    notes.push(format!("{GREEN}Restored cache `{hit}`{RESET}"));
+                    if hit == key {
+                        // So that an unchanged cache is not archived again after the job.
+                        let paths: Vec<String> = cache.paths.iter().map(|p| expand(p, &vars)).collect();
+                        let untracked = if cache.untracked { untracked_files(&workspace) } else { Vec::new() };
+                        let _ = store.remember(&workspace, &key, &paths, &untracked);
+                    }
+                }
                 Ok(None) => notes.push(format!("{YELLOW}No cache for `{key}` yet{RESET}")),
                 Err(e) => notes.push(format!("{YELLOW}WARNING: cache `{key}` not restored: {e}{RESET}")),
             }
@@ -409,6 +417,8 @@ async fn save_caches(
             let paths: Vec<String> = cache.paths.iter().map(|p| expand(p, &vars)).collect();
             let untracked = if cache.untracked { untracked_files(&workspace) } else { Vec::new() };
             match store.save(&workspace, &key, &paths, &untracked) {
+                Ok(s) if s.up_to_date => notes.push(format!("Cache `{key}` is up to date: not archived again")),
+                Ok(s) if !s.saved => notes.push(format!("{YELLOW}WARNING: cache `{key}`: no files to save{RESET}")),
                 Ok(_) => notes.push(format!("{GREEN}Saved cache `{key}`{RESET}")),
                 Err(e) => notes.push(format!("{YELLOW}WARNING: cache `{key}` not saved: {e}{RESET}")),
             }

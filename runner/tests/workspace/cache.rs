@@ -2,7 +2,7 @@
 //! replacement under concurrent readers.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use runner::cache::{CacheError, CacheKeySpec, CacheStore};
 
@@ -266,5 +266,46 @@ proptest::proptest! {
             proptest::prop_assert!(name != "." && name != ".." && !name.contains('/'));
             proptest::prop_assert!(name.len() <= 255);
         }
+    }
+}
+
+/// GitLab's "Archive is up to date!": a cache restored and left unchanged by the job is not
+/// archived again; any file changed, added or removed makes the next save archive.
+#[test]
+fn an_unchanged_cache_is_not_archived_again() {
+    let sb = Sandbox::new();
+    let first = sb.ws("job1");
+    write(&first, "vendor/a", "a");
+    write(&first, "vendor/b", "b");
+    let paths = strings(&["vendor/"]);
+    assert!(sb.store.save(&first, "deps", &paths, &[]).unwrap().saved);
+    let archive = sb.store.archive_path("deps").unwrap();
+    let before = fs::metadata(&archive).unwrap().modified().unwrap();
+
+    let warm = sb.ws("job2");
+    sb.store.restore(&warm, &strings(&["deps"])).unwrap();
+    sb.store.remember(&warm, "deps", &paths, &[]).unwrap();
+    let again = sb.store.save(&warm, "deps", &paths, &[]).unwrap();
+    assert!(again.up_to_date && !again.saved, "{again:?}");
+    assert_eq!(fs::metadata(&archive).unwrap().modified().unwrap(), before, "the archive was not rewritten");
+
+    type Change = fn(&Path);
+    let changes: [(&str, Change); 3] = [
+        ("a file rewritten", |ws| write(ws, "vendor/a", "A2")),
+        ("a file added", |ws| write(ws, "vendor/c", "c")),
+        ("a file removed", |ws| fs::remove_file(ws.join("vendor/b")).unwrap()),
+    ];
+    for (i, (what, change)) in changes.into_iter().enumerate() {
+        let ws = sb.ws(&format!("job-change-{i}"));
+        sb.store.restore(&ws, &strings(&["deps"])).unwrap();
+        sb.store.remember(&ws, "deps", &paths, &[]).unwrap();
+        change(&ws);
+        let saved = sb.store.save(&ws, "deps", &paths, &[]).unwrap();
+        assert!(saved.saved && !saved.up_to_date, "{what}: {saved:?}");
+        let check = sb.ws(&format!("check-{i}"));
+        sb.store.restore(&check, &strings(&["deps"])).unwrap();
+        let mut expected = files(&ws);
+        expected.retain(|k, _| k.starts_with("vendor"));
+        assert_eq!(files(&check), expected, "{what}: the new archive holds the change");
     }
 }
