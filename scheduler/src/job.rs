@@ -184,10 +184,34 @@ impl JobSpec {
         expand_all(&list).into_iter().map(|(key, value)| Variable { masked: masked.contains(key.as_str()), key, value }).collect()
     }
 
-    /// Values to mask in this job's log: its masked variables (secrets).
+    /// Values to mask in this job's log: its masked variables (secrets), each in the forms a
+    /// script most easily prints it in ([`mask_forms`]).
     pub fn masked_values(&self) -> Vec<String> {
-        self.variables.iter().filter(|v| v.masked && !v.value.is_empty()).map(|v| v.value.clone()).collect()
+        let mut out: Vec<String> =
+            self.variables.iter().filter(|v| v.masked && !v.value.is_empty()).flat_map(|v| mask_forms(&v.value)).collect();
+        out.sort();
+        out.dedup();
+        out
     }
+}
+
+/// A secret as written, base64-encoded (standard and URL-safe alphabets, with and without
+/// padding: `printf %s "$TOKEN" | base64` once put a token in a log) and percent-encoded (as in
+/// a URL or a form body).
+pub fn mask_forms(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let bytes = value.as_bytes();
+    let mut forms = vec![value.to_owned()];
+    forms.extend([STANDARD.encode(bytes), STANDARD_NO_PAD.encode(bytes), URL_SAFE.encode(bytes), URL_SAFE_NO_PAD.encode(bytes)]);
+    let percent: String = bytes
+        .iter()
+        .map(|&b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    forms.push(percent);
+    forms.sort();
+    forms.dedup();
+    forms
 }
 
 #[cfg(test)]
@@ -234,6 +258,14 @@ mod tests {
         assert_eq!(get(&vars, "E"), Some("run"));
         assert_eq!(get(&vars, "CI_JOB_NAME"), Some("job"));
         assert!(vars.iter().find(|v| v.key == "D").unwrap().masked, "project secrets stay masked");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_forms_scripts_print_them() {
+        let forms = mask_forms("s3cr3t/token+x");
+        for form in ["s3cr3t/token+x", "czNjcjN0L3Rva2VuK3g=", "czNjcjN0L3Rva2VuK3g", "czNjcjN0L3Rva2VuK3g=", "s3cr3t%2Ftoken%2Bx"] {
+            assert!(forms.iter().any(|f| f == form), "{form} in {forms:?}");
+        }
     }
 
     #[test]

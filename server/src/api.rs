@@ -306,6 +306,17 @@ pub async fn webhook(
     };
     let mut ctx = trigger.context(&info);
     ctx.pipeline_id = 0;
+    // Which refs are protected is the server's configuration, never the payload's word.
+    let fork = ctx.merge_request.as_ref().is_some_and(|mr| mr.source_project_path.is_some());
+    ctx.ref_protected = !fork && cfg.is_protected(ctx.branch.as_deref(), ctx.tag.as_deref());
+    if let Some(mr) = ctx.merge_request.as_mut() {
+        mr.source_branch_protected = !fork && cfg.is_protected(Some(&mr.source_branch), None);
+        mr.target_branch_protected = cfg.is_protected(Some(&mr.target_branch), None);
+    }
+    if fork && cfg.fork_pipelines == crate::config::ForkPipelines::Off {
+        tracing::info!(project = %cfg.name, delivery = %trigger.delivery_id, "webhook ignored: pipelines of forks are off for this project");
+        return Ok((StatusCode::OK, Json(serde_json::json!({"ignored": "fork_pipelines = \"off\""}))).into_response());
+    }
     let new = NewPipeline {
         project: cfg.name.clone(),
         git_ref: trigger.git_ref.clone(),

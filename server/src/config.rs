@@ -12,7 +12,11 @@
 //! webhook_secret = "shared with the forge"
 //! default_branch = "main"
 //! variables = { DEPLOY_ENV = "staging" }
-//! secrets = { REGISTRY_PASSWORD = "..." }         # masked in every log
+//! secrets = { REGISTRY_PASSWORD = "at least 8 characters" }   # masked; protected refs only
+//! # unprotected_secrets = ["NAME"]       # secrets that unprotected refs may have too
+//! # protected_branches = ["main", "release/*"]   # default: the default branch
+//! # protected_tags = ["v*"]               # default: none
+//! # fork_pipelines = "no-secrets"         # or "off": no pipeline for a fork's merge request
 //! ```
 
 use std::collections::BTreeMap;
@@ -62,8 +66,68 @@ pub struct ProjectConfig {
     pub pipeline_file: Option<String>,
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// Masked in every log, and given only to pipelines of protected refs (see
+    /// `unprotected_secrets`), never to pipelines of a fork's merge request.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Names of `secrets` that pipelines of unprotected refs receive too.
+    #[serde(default)]
+    pub unprotected_secrets: Vec<String>,
+    /// Branches whose pipelines get the secrets: names, or patterns with `*` (GitLab's
+    /// wildcard protected branches). Default: the default branch.
+    #[serde(default)]
+    pub protected_branches: Option<Vec<String>>,
+    /// Tags whose pipelines get the secrets (names or `*` patterns). Default: none.
+    #[serde(default)]
+    pub protected_tags: Vec<String>,
+    /// Merge requests from a fork: `no-secrets` (the default) plans and runs them without any
+    /// secret; `off` creates no pipeline for them.
+    #[serde(default)]
+    pub fork_pipelines: ForkPipelines,
+}
+
+/// What the server does with a merge request whose source is another repository.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForkPipelines {
+    #[default]
+    NoSecrets,
+    Off,
+}
+
+/// Secrets shorter than this are refused: masking a short value would blank ordinary words
+/// of every log (GitLab's masked variables need 8 characters too).
+pub const MIN_SECRET_LEN: usize = 8;
+
+impl ProjectConfig {
+    /// Whether a pipeline of this branch (`Some(branch)`) or tag is of a protected ref.
+    pub fn is_protected(&self, branch: Option<&str>, tag: Option<&str>) -> bool {
+        match (branch, tag) {
+            (_, Some(tag)) => self.protected_tags.iter().any(|p| wildcard(p, tag)),
+            (Some(branch), None) => match &self.protected_branches {
+                Some(list) => list.iter().any(|p| wildcard(p, branch)),
+                None => branch == self.default_branch,
+            },
+            (None, None) => false,
+        }
+    }
+
+    /// The secrets a pipeline receives: all of them on a protected ref, only the unprotected
+    /// ones elsewhere, none for a fork's merge request.
+    pub fn secrets_for(&self, protected: bool, fork: bool) -> impl Iterator<Item = (&String, &String)> {
+        self.secrets.iter().filter(move |(k, _)| !fork && (protected || self.unprotected_secrets.contains(k)))
+    }
+}
+
+/// GitLab's protected-branch wildcards: `*` matches any run of characters, `/` included.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else { return false };
+            (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)).any(|i| wildcard(rest, &tail[i..]))
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -155,6 +219,17 @@ impl Config {
             if p.webhook_secret.len() < 8 {
                 return Err(format!("project `{}`: `webhook_secret` must have at least 8 characters", p.name));
             }
+            for (name, value) in &p.secrets {
+                if value.chars().count() < MIN_SECRET_LEN {
+                    return Err(format!(
+                        "project `{}`: secret `{name}` has fewer than {MIN_SECRET_LEN} characters; masking it would blank ordinary text in every log: use a longer value, or make it a `variables` entry if it is not secret",
+                        p.name
+                    ));
+                }
+            }
+            if let Some(unknown) = p.unprotected_secrets.iter().find(|n| !p.secrets.contains_key(*n)) {
+                return Err(format!("project `{}`: `unprotected_secrets` names `{unknown}`, which is not in `secrets`", p.name));
+            }
         }
         if self.lease_ms < 1000 {
             return Err("`lease_ms` must be at least 1000".into());
@@ -199,5 +274,35 @@ mod tests {
         for folder in ["app.git", "./app.git", "../repos/app.git"] {
             assert!(is_relative_folder(folder), "{folder}");
         }
+    }
+
+    fn project(extra: &str) -> Result<Config, String> {
+        let text = format!("[[project]]\nname = \"app\"\nrepo = \"/srv/app.git\"\nwebhook_secret = \"0123456789\"\n{extra}");
+        let c: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
+        c.validate().map(|()| c)
+    }
+
+    #[test]
+    fn short_secrets_are_refused_with_the_reason() {
+        let err = project("secrets = { TOKEN = \"...\" }\n").unwrap_err();
+        assert!(err.contains("secret `TOKEN` has fewer than 8 characters"), "{err}");
+        let err = project("secrets = { TOKEN = \"long-enough\" }\nunprotected_secrets = [\"OTHER\"]\n").unwrap_err();
+        assert!(err.contains("`OTHER`"), "{err}");
+    }
+
+    /// GitLab: the default branch is protected by default; `*` wildcards match across `/`.
+    #[test]
+    fn protected_refs_and_who_gets_which_secret() {
+        let c = project("secrets = { A = \"aaaaaaaa\", B = \"bbbbbbbb\" }\nunprotected_secrets = [\"B\"]\n").unwrap();
+        let p = &c.projects[0];
+        assert!(p.is_protected(Some("main"), None) && !p.is_protected(Some("feature"), None) && !p.is_protected(None, Some("v1")));
+        let names = |protected, fork| p.secrets_for(protected, fork).map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        assert_eq!(names(true, false), ["A", "B"]);
+        assert_eq!(names(false, false), ["B"]);
+        assert!(names(true, true).is_empty(), "a fork never gets a secret");
+        let c = project("protected_branches = [\"release/*\"]\nprotected_tags = [\"v*\"]\n").unwrap();
+        let p = &c.projects[0];
+        assert!(p.is_protected(Some("release/1.2/hotfix"), None) && !p.is_protected(Some("main"), None));
+        assert!(p.is_protected(None, Some("v1.0")) && !p.is_protected(None, Some("x1")));
     }
 }

@@ -171,13 +171,11 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
         .variables
         .iter()
         .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: false, masked: false, layer: Layer::Project })
-        .chain(project.secrets.iter().map(|(k, v)| SpecVar {
-            key: k.clone(),
-            value: v.clone(),
-            raw: true,
-            masked: true,
-            layer: Layer::Project,
-        }))
+        .chain(
+            project
+                .secrets_for(ctx.ref_protected, ctx.merge_request.as_ref().is_some_and(|mr| mr.source_project_path.is_some()))
+                .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project }),
+        )
         .collect();
     let mut jobs = Vec::with_capacity(plan.jobs.len());
     for (i, pj) in plan.jobs.iter().enumerate() {

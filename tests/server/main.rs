@@ -9,4 +9,5 @@ mod failures;
 mod logs;
 mod operator_log;
 mod readme;
+mod secrets;
 mod support;

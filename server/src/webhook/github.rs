@@ -6,6 +6,9 @@ use serde::Deserialize;
 use super::payload::{self, CommitData, MergeRequestData, PushData, UserData, nullable};
 use super::{Forge, Trigger, WebhookError};
 
+/// The source project of a pull request whose fork was deleted (GitHub sends no head repo).
+pub(crate) const DELETED_FORK: &str = "(deleted fork)";
+
 /// GitHub caps the `commits` array of a push at 2048 entries: a full array may be truncated.
 const MAX_PUSH_COMMITS: usize = 2048;
 
@@ -175,9 +178,13 @@ pub(super) fn pull_request(
     let pr = e.pull_request;
     let head_repo = pr.head.repo.and_then(|r| r.full_name);
     let base_repo = pr.base.repo.and_then(|r| r.full_name);
-    // A fork when the head repository differs from the base one (unknown when the fork was
-    // deleted: `head.repo` is null then).
-    let source_project_path = head_repo.filter(|h| base_repo.as_ref().is_some_and(|b| b != h));
+    // A fork when the head repository differs from the base one. A deleted fork has a null
+    // `head.repo`: it is still someone else's code, so it counts as a fork (no secrets).
+    let source_project_path = match (head_repo, base_repo) {
+        (Some(h), Some(b)) if h == b => None,
+        (Some(h), _) => Some(h),
+        (None, _) => Some(DELETED_FORK.to_owned()),
+    };
     let user = e.sender.map(|s| UserData { login: s.login, name: s.full_name, email: s.email, id: s.id }).unwrap_or_default();
     let data = MergeRequestData {
         iid: e.number,

@@ -214,7 +214,10 @@ fn merge_request(event: &str, delivery_id: String, body: &[u8]) -> Result<Option
         action,
         source_sha: commit.id.clone(),
         target_sha: None,
-        source_project_path: if fork { a.source.and_then(|s| s.path_with_namespace) } else { None },
+        // A fork is a fork even when the payload omits the source project's path.
+        source_project_path: fork.then(|| {
+            a.source.and_then(|s| s.path_with_namespace).unwrap_or_else(|| format!("project {}", a.source_project_id.unwrap_or(0)))
+        }),
         commit: Some(commit),
         user,
     };
