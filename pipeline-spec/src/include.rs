@@ -330,8 +330,14 @@ impl<'a> Includer<'a> {
     fn include_local(&mut self, project: Option<&str>, path: &str, git_ref: Option<&str>, span: Span) -> Option<Node> {
         let clean = path.trim_start_matches("./").trim_start_matches('/').to_string();
         if clean.contains('*') {
-            let matches = match self.resolver.glob(project, &clean, git_ref) {
-                Ok(m) => m,
+            // GitLab's wildcard rules differ from fnmatch (`**/` needs one folder at least):
+            // ask the resolver for a glob that finds every candidate, then keep GitLab's.
+            let Some(wildcard) = crate::glob::Wildcard::new(&clean) else {
+                self.diags.push(Diagnostic::error(span, format!("wildcard include `{path}` is too long")).key("include:local"));
+                return None;
+            };
+            let matches = match self.resolver.glob(project, &crate::glob::Wildcard::as_glob_superset(&clean), git_ref) {
+                Ok(m) => m.into_iter().filter(|p| wildcard.matches(p)).collect::<Vec<_>>(),
                 Err(e) => {
                     self.diags.push(Diagnostic::error(span, format!("cannot expand wildcard include `{path}`: {e}")).key("include:local"));
                     return None;

@@ -89,3 +89,23 @@ fn errors_point_into_the_included_file() {
     let d = diagnostics(&loaded);
     assert!(d.contains("ci/jobs.yml:2:3: error: job `job`, key `scirpt`: unknown key `scirpt`; did you mean `script`?"), "{d}");
 }
+
+/// GitLab's `include:local` wildcards (CI YAML reference, "include:local with wildcard file
+/// paths"): `*` stays in its folder, `**.yml` reaches every subfolder, `**/*.yml` only them.
+#[test]
+fn local_wildcards_follow_gitlabs_three_documented_forms() {
+    let files = [
+        ("configs/top.yml", "top:\n  script: [x]\n"),
+        ("configs/sub/mid.yml", "mid:\n  script: [x]\n"),
+        ("configs/sub/deep/low.yml", "low:\n  script: [x]\n"),
+        ("configs/skip.yaml", "skip:\n  script: [x]\n"),
+    ];
+    let jobs = |pattern: &str| {
+        let loaded = load_with(&format!("include:\n  - local: '{pattern}'\n"), &files, &[]);
+        assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
+        loaded.pipeline.unwrap().jobs.keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(jobs("configs/*.yml"), ["top"]);
+    assert_eq!(jobs("configs/**.yml"), ["low", "mid", "top"]);
+    assert_eq!(jobs("configs/**/*.yml"), ["low", "mid"]);
+}
