@@ -19,6 +19,7 @@ pub mod expand;
 pub mod expr;
 pub mod glob;
 pub mod include;
+mod inputs;
 pub mod load;
 pub mod merge;
 pub mod model;

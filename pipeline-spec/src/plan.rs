@@ -161,7 +161,8 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
     // Instances of each base job that exist, for `needs` resolution.
     let mut instances: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut all_instance_names: HashMap<&str, Vec<InstanceVars>> = HashMap::new();
-    let mut raw_needs: Vec<Option<Vec<Need>>> = Vec::new();
+    // Each instance's needs, with its matrix values for `$[[ matrix.KEY ]]`.
+    let mut raw_needs: Vec<(Option<Vec<Need>>, InstanceMatrix)> = Vec::new();
     for job in p.jobs.values() {
         let expanded = expand_parallel(job);
         all_instance_names.insert(job.name.as_str(), expanded.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect());
@@ -191,11 +192,11 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
                 interruptible: outcome.interruptible,
             });
             // needs are resolved below, once every job's existence is known.
-            raw_needs.push(outcome.needs);
+            raw_needs.push((outcome.needs, matrix_vars));
         }
     }
 
-    for (i, needs) in raw_needs.into_iter().enumerate() {
+    for (i, (needs, own_matrix)) in raw_needs.into_iter().enumerate() {
         let Some(needs) = needs else { continue };
         let mut resolved = Vec::new();
         for need in needs {
@@ -224,7 +225,8 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
                 }
                 continue;
             };
-            let wanted: Option<HashSet<String>> = need.matrix.as_ref().map(|mx| matrix_instance_names(mx, &all_instance_names[base]));
+            let wanted: Option<HashSet<String>> =
+                need.matrix.as_ref().map(|mx| matrix_instance_names(&with_own_matrix(mx, &own_matrix), &all_instance_names[base]));
             let mut found = false;
             for &j in idxs {
                 if wanted.as_ref().is_none_or(|w| w.contains(&jobs[j].name)) && instance.is_none_or(|n| jobs[j].name == n) {
@@ -489,20 +491,38 @@ pub fn instance_of<'p>(jobs: &'p IndexMap<String, Job>, name: &str) -> Option<&'
     bases.into_iter().filter_map(|b| jobs.get(b)).find(|j| j.parallel.is_some() && expand_parallel(j).iter().any(|(n, _, _)| n == name))
 }
 
-/// An instance's name and its matrix variables.
-type InstanceVars = (String, Vec<(String, String)>);
+/// An instance's matrix variables, in the order of its `parallel:matrix` entry.
+type InstanceMatrix = Vec<(String, String)>;
 
+/// An instance's name and its matrix variables.
+type InstanceVars = (String, InstanceMatrix);
+
+/// The instances a `needs:parallel:matrix` selects. An entry may name only some of the
+/// matrix's keys: GitLab then needs every instance with those values, whatever the others.
 fn matrix_instance_names(mx: &[IndexMap<String, Vec<String>>], all: &[InstanceVars]) -> HashSet<String> {
     let mut out = HashSet::new();
     for entry in mx {
         for (name, vars) in all {
-            let ok = entry.iter().all(|(k, vals)| vars.iter().any(|(vk, vv)| vk == k && vals.contains(vv)));
-            if ok && entry.len() == vars.len() {
+            if entry.iter().all(|(k, vals)| vars.iter().any(|(vk, vv)| vk == k && vals.contains(vv))) {
                 out.insert(name.clone());
             }
         }
     }
     out
+}
+
+/// `$[[ matrix.KEY ]]` in `needs:parallel:matrix` values is the needing instance's own value
+/// of `KEY` (GitLab's "use a matrix expression to depend on the same matrix value"); a key the
+/// instance does not have leaves the text as written, which then matches nothing.
+fn with_own_matrix(mx: &[IndexMap<String, Vec<String>>], own: &[(String, String)]) -> Vec<IndexMap<String, Vec<String>>> {
+    let substitute = |v: &String| -> String {
+        let inner = v.strip_prefix("$[[").and_then(|r| r.strip_suffix("]]")).map(str::trim);
+        match inner.and_then(|i| i.strip_prefix("matrix.")) {
+            Some(key) => own.iter().find(|(k, _)| k == key.trim()).map_or_else(|| v.clone(), |(_, val)| val.clone()),
+            None => v.clone(),
+        }
+    };
+    mx.iter().map(|entry| entry.iter().map(|(k, vals)| (k.clone(), vals.iter().map(substitute).collect())).collect()).collect()
 }
 
 /// Finds a cycle through `needs` and returns the job indices on it.

@@ -22,10 +22,6 @@ fn is_unavailable_include(e: &str) -> bool {
     e.contains("key `include") && !e.contains("local file") && (e.contains("cannot resolve") || e.contains("expands to an empty"))
 }
 
-/// Pipelines whose files use `spec:inputs` interpolation (`$[[ inputs.x ]]`), which piste does
-/// not perform yet: their only other errors are the uninterpolated values.
-const NO_INPUTS_YET: &[&str] = &["GNOME__pygobject", "gwpy__gwpy"];
-
 /// Instances that raise GitLab's `ci_max_needs` (50 by default): GitLab accepts these there.
 const RAISED_NEEDS: &[(&str, usize)] = &[
     // Kitware's own instance (gitlab.kitware.com) runs VTK's `release-artifacts:upload` with
@@ -137,8 +133,7 @@ fn every_realworld_pipeline_lints_clean_on_its_default_branch() {
                 if !errors.iter().any(|e| is_unavailable_include(e)) {
                     failures.push(format!("{dir}: listed in UNAVAILABLE but reports no unavailable include"));
                 }
-                let inputs = NO_INPUTS_YET.contains(&dir.as_str());
-                let follows = |e: &str| e.contains(FOLLOWS_FROM_INCLUDE) || inputs && e.contains("$[[ inputs.");
+                let follows = |e: &str| e.contains(FOLLOWS_FROM_INCLUDE);
                 for e in errors.iter().filter(|e| !is_unavailable_include(e) && !follows(e)) {
                     failures.push(format!("{dir}: error that does not follow from an unavailable include: {e}"));
                 }
@@ -290,3 +285,28 @@ const UNAVAILABLE: &[(&str, &str)] = &[
     ("xiph__opus", "template `Workflows/Branch-Pipelines.gitlab-ci.yml`"),
     ("GNOME__glade", "remote `https://gitlab.gnome.org/GNOME/citemplates/raw/master/flatpak/flatpak_ci_initiative.yml`"),
 ];
+
+/// The two realworld pipelines built on `spec:inputs` get the jobs GitLab builds from them:
+/// gwpy includes `publish-job.yml` three times with different inputs (three jobs, each with
+/// the array inputs `dependencies` and `rules` inserted as lists); pygobject's own header
+/// gives `build-image` a matrix from an array default.
+#[test]
+fn inputs_pipelines_build_their_jobs() {
+    let load_dir = |dir: &str| {
+        let root = realworld().join(dir);
+        let text = std::fs::read_to_string(root.join(".gitlab-ci.yml")).unwrap();
+        load(dir, ".gitlab-ci.yml", &text, &DirResolver { root }, &LoadOptions::default())
+    };
+    let gwpy = load_dir("gwpy__gwpy");
+    let p = gwpy.pipeline.as_ref().unwrap();
+    for name in ["publish", "publish_testpypi", "publish_mr"] {
+        let job = &p.jobs[name];
+        assert_eq!(job.stage, "deploy", "{name}");
+        assert_eq!(job.dependencies.as_ref().map(|d| d.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()), Some(vec!["build"]));
+        assert!(job.rules.as_ref().is_some_and(|r| !r.is_empty()), "{name} has its rules input");
+    }
+    let pygobject = load_dir("GNOME__pygobject");
+    let image = &pygobject.pipeline.as_ref().unwrap().jobs["build-image"];
+    assert_eq!(pipeline_spec::plan::expand_parallel(image).len(), 6);
+    assert_eq!(image.image.as_ref().map(|i| i.name.as_str()), Some("quay.io/buildah/stable:latest"));
+}
