@@ -105,6 +105,8 @@ pub(crate) struct Includer<'a> {
     stack: Vec<FileKey>,
     /// Set when an include could not be read: later "not defined" errors may stem from it.
     pub incomplete: bool,
+    /// Set when an include is not available here (see [`crate::diag::Kind::Unavailable`]).
+    pub unavailable: bool,
 }
 
 const INCLUDE_KEYS: &[&str] =
@@ -122,6 +124,7 @@ impl<'a> Includer<'a> {
             loaded: 0,
             stack: Vec::new(),
             incomplete: false,
+            unavailable: false,
         }
     }
 
@@ -233,14 +236,13 @@ impl<'a> Includer<'a> {
                         if let Some(var) = crate::expand::references(&remote).first() {
                             d = d.help(format!("variable `{var}` is not defined: pass it with `--var {var}=URL`"));
                         }
-                        self.diags.push(d);
-                        self.incomplete = true;
+                        self.push_unavailable(d);
                         return None;
                     }
                     return self.fetch_remote(&url, item.span, given);
                 }
                 if let Some(t) = text_of("template") {
-                    self.diags.push(
+                    self.push_unavailable(
                         Diagnostic::error(
                             item.span,
                             format!("cannot resolve `include:template` `{t}`: GitLab's templates are not available offline"),
@@ -251,7 +253,7 @@ impl<'a> Includer<'a> {
                     return None;
                 }
                 if let Some(c) = text_of("component") {
-                    self.diags.push(
+                    self.push_unavailable(
                         Diagnostic::error(
                             item.span,
                             format!("cannot resolve `include:component` `{c}`: CI/CD components are not available offline"),
@@ -323,7 +325,7 @@ impl<'a> Includer<'a> {
             if let Some(var) = missing.first() {
                 d = d.help(format!("variable `{var}` is not defined: pass it with `--var {var}=group/project`"));
             }
-            self.diags.push(d);
+            self.push_unavailable(d);
             return None;
         }
         let git_ref = m.get("ref").and_then(|e| e.value.scalar_string()).map(|r| expand(&r, self.vars));
@@ -374,7 +376,8 @@ impl<'a> Includer<'a> {
             let matches = match self.resolver.glob(project, &crate::glob::Wildcard::as_glob_superset(&clean), git_ref) {
                 Ok(m) => m.into_iter().filter(|p| wildcard.matches(p)).collect::<Vec<_>>(),
                 Err(e) => {
-                    self.diags.push(Diagnostic::error(span, format!("cannot expand wildcard include `{path}`: {e}")).key("include:local"));
+                    let d = Diagnostic::error(span, format!("cannot expand wildcard include `{path}`: {e}")).key("include:local");
+                    self.push_resolve_error(d, &e);
                     return None;
                 }
             };
@@ -410,13 +413,28 @@ impl<'a> Includer<'a> {
                 self.load_text(key, file, &text, Some(GivenInputs { given, at: span }))
             }
             Err(e) => {
-                self.diags.push(
-                    Diagnostic::error(span, format!("cannot resolve `include:remote` `{url}`: {e}"))
-                        .key("include:remote")
-                        .help("vendor the file into the repository and use `include:local`"),
-                );
+                let d = Diagnostic::error(span, format!("cannot resolve `include:remote` `{url}`: {e}"))
+                    .key("include:remote")
+                    .help("vendor the file into the repository and use `include:local`");
+                self.push_resolve_error(d, &e);
                 None
             }
+        }
+    }
+
+    /// An include that cannot be read here: the pipeline could not be checked, not invalid.
+    fn push_unavailable(&mut self, d: Diagnostic) {
+        self.diags.push(d.unavailable());
+        self.incomplete = true;
+        self.unavailable = true;
+    }
+
+    /// A resolver's refusal: "unavailable" when it cannot serve that kind of include or does
+    /// not know the project, "invalid" when the file is missing or unreadable.
+    fn push_resolve_error(&mut self, d: Diagnostic, e: &ResolveError) {
+        match e {
+            ResolveError::Unavailable(_) | ResolveError::UnknownProject => self.push_unavailable(d),
+            ResolveError::NotFound | ResolveError::Other(_) => self.diags.push(d),
         }
     }
 
@@ -454,7 +472,7 @@ impl<'a> Includer<'a> {
                         d = d.help(format!("map the project to a directory with `--project-dir {p}=DIR`"));
                     }
                 }
-                self.diags.push(d);
+                self.push_resolve_error(d, &e);
                 return None;
             }
         };

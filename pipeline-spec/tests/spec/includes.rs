@@ -109,3 +109,22 @@ fn local_wildcards_follow_gitlabs_three_documented_forms() {
     assert_eq!(jobs("configs/**.yml"), ["low", "mid", "top"]);
     assert_eq!(jobs("configs/**/*.yml"), ["low", "mid"]);
 }
+
+/// An include that cannot be read here is "unavailable", not "invalid", and so is what only
+/// follows from it; a local file missing from the project is invalid (GitLab: "Local file
+/// `x` does not exist!"), and a name it would have defined stays an error too.
+#[test]
+fn unavailable_includes_are_typed_apart_from_invalid_ones() {
+    use pipeline_spec::diag::Kind;
+    let main =
+        "include:\n  - template: Jobs/SAST.gitlab-ci.yml\n  - project: other/catalog\n    file: ci.yml\njob:\n  extends: .from-catalog\n";
+    let loaded = load_with(main, &[], &[]);
+    let kinds: Vec<(u32, Kind)> = loaded.errors().map(|d| (d.span.line, d.kind)).collect();
+    assert_eq!(kinds, [(2, Kind::Unavailable), (4, Kind::Unavailable), (6, Kind::FollowsFromUnavailable)], "{}", diagnostics(&loaded));
+    assert_eq!(loaded.invalid().count(), 0);
+    assert_eq!(loaded.unavailable().count(), 2);
+
+    let loaded = load_with("include:\n  - local: missing.yml\njob:\n  extends: .from-missing\n", &[], &[]);
+    let kinds: Vec<(u32, Kind)> = loaded.errors().map(|d| (d.span.line, d.kind)).collect();
+    assert_eq!(kinds, [(2, Kind::Invalid), (4, Kind::Invalid)], "{}", diagnostics(&loaded));
+}
