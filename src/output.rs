@@ -62,6 +62,12 @@ fn diag_json(d: &Diagnostic, sources: &SourceMap) -> serde_json::Value {
         "message": d.message,
         "suggestion": d.suggestion,
         "help": d.help,
+        "related": d.related.iter().map(|r| json!({
+            "file": sources.display(r.span.file),
+            "line": r.span.line,
+            "col": r.span.col,
+            "message": r.message,
+        })).collect::<Vec<_>>(),
     })
 }
 

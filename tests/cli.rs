@@ -215,6 +215,23 @@ fn lint_json_lists_diagnostics() {
     assert_eq!(v["diagnostics"][1]["line"], 5);
     assert_eq!(v["diagnostics"][1]["suggestion"], "script");
     assert_eq!(v["diagnostics"][1]["job"], "build");
+    assert_eq!(v["diagnostics"][1]["kind"], "invalid");
+    assert_eq!(v["diagnostics"][1]["related"], serde_json::json!([]), "written in the job itself: no note");
+}
+
+/// An error in an anchor's text keeps its position and names, as a note, the job key using it.
+#[test]
+fn lint_notes_the_job_that_uses_an_anchor() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), ".gitlab-ci.yml", ".rules: &rules\n  - when: sometimes\njob:\n  script: [x]\n  rules: *rules\n");
+    let out = piste(tmp.path(), &["lint", "--branch", "main"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(".gitlab-ci.yml:2:11: error: job `job`, key `rules:when`: unknown `when` value `sometimes`"), "{err}");
+    assert!(err.contains("\n  note: .gitlab-ci.yml:5:3: job `job` uses it here, through an anchor or a `!reference`"), "{err}");
+    let out = piste(tmp.path(), &["lint", "--branch", "main", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["diagnostics"][0]["related"][0]["line"], 5);
 }
 
 #[test]

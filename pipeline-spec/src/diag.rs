@@ -52,6 +52,16 @@ pub struct Diagnostic {
     pub suggestion: Option<String>,
     /// What to do next, when the message alone does not say it.
     pub help: Option<String>,
+    /// Other places that explain this one, e.g. the job key that uses an anchor or
+    /// `!reference` when the error is in the text it copies.
+    pub related: Vec<Related>,
+}
+
+/// A secondary location of a [`Diagnostic`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Related {
+    pub span: Span,
+    pub message: String,
 }
 
 impl Diagnostic {
@@ -65,6 +75,7 @@ impl Diagnostic {
             message: message.into(),
             suggestion: None,
             help: None,
+            related: Vec::new(),
         }
     }
 
@@ -144,6 +155,9 @@ impl fmt::Display for DisplayDiagnostic<'_> {
         write!(f, "{}: {}: {}", self.sources.locate(d.span), d.severity, d.text())?;
         if let Some(help) = &d.help {
             write!(f, "\n  help: {help}")?;
+        }
+        for r in &d.related {
+            write!(f, "\n  note: {}: {}", self.sources.locate(r.span), r.message)?;
         }
         Ok(())
     }

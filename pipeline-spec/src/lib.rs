@@ -29,4 +29,5 @@ pub mod predefined;
 pub mod render;
 pub mod resolve;
 pub mod source;
+mod use_sites;
 pub mod yaml;

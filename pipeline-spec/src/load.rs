@@ -88,6 +88,7 @@ pub fn load(display: &str, path: &str, text: &str, resolver: &dyn IncludeResolve
     };
     let incomplete = includer.incomplete;
     let unavailable = includer.unavailable;
+    let sites = crate::use_sites::UseSites::record(&top);
     let mut extends_failed = expand_extends(&mut top, &mut diagnostics);
     let own_extends_failed = extends_failed.clone();
     resolve_references(&mut top, &mut diagnostics);
@@ -95,7 +96,9 @@ pub fn load(display: &str, path: &str, text: &str, resolver: &dyn IncludeResolve
     if incomplete {
         extends_failed.extend(top.keys().cloned());
     }
+    let built_from = diagnostics.len();
     let pipeline = build_pipeline(*top, span, &extends_failed, options.max_needs, &mut diagnostics);
+    sites.annotate(&mut diagnostics[built_from..]);
     if incomplete {
         for d in diagnostics.iter_mut().filter(|d| d.is_invalid() && follows_from_missing_include(d, &own_extends_failed)) {
             d.help = Some("an `include` above could not be resolved; it may define what is missing here".into());
