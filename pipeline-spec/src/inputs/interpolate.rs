@@ -1,5 +1,12 @@
 //! `$[[ inputs.NAME | function | ... ]]` blocks, replaced in a parsed file.
 //!
+//! This is GitLab's default path (`Yaml::Loader#legacy_load`, `Interpolation::Template`): the
+//! text interpolation behind the `ci_text_interpolation` feature flag would insert `"3.11"`
+//! unquoted, read it back as a number and refuse it for a `string` input, which real pipelines
+//! (gwpy's `compatibility.yml` include) rely on not happening. One difference, on purpose:
+//! GitLab's `Template` replaces only the first distinct block of a string (gitlab-org/gitlab
+//! work item 442327, a bug); piste replaces them all.
+//!
 //! GitLab (`Interpolation::Template`, `Block`, `FunctionsStack`): a block is `$[[`, optional
 //! spaces, an access such as `inputs.name`, up to three functions separated by `|`, optional
 //! spaces, `]]`, on one line. Keys and values are interpolated, values inserted are not read
@@ -176,7 +183,20 @@ impl Interpolator<'_> {
     fn block(&mut self, data: &str, span: Span) -> Option<Node> {
         let mut parts = data.split('|');
         let access = parts.next().unwrap_or_default().trim();
-        let name = access.strip_prefix("inputs.")?;
+        // GitLab's `Block::SKIP_INTERPOLATION_CONTEXTS`: `matrix` blocks are read later.
+        if access.split('.').next() == Some("matrix") {
+            return None;
+        }
+        let Some(name) = access.strip_prefix("inputs.") else {
+            self.diags.push(
+                Diagnostic::error(
+                    span,
+                    format!("unknown interpolation key `{access}` in `$[[ {data} ]]`: only `inputs.NAME` is known here"),
+                )
+                .key("spec:inputs"),
+            );
+            return None;
+        };
         self.blocks += 1;
         if self.blocks > self.limits.max_blocks {
             return self.stop(span, format!("more than {} `$[[ ]]` blocks in this file", self.limits.max_blocks));

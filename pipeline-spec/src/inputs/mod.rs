@@ -10,8 +10,9 @@
 //! is passing inputs to a file that has no header. Defaults are checked the same way.
 //!
 //! GitLab interpolates the parsed file, node by node (keys and values), before anything else
-//! reads it: a scalar that is exactly one block takes the input's value with its type (an
-//! array stays an array), any other string gets the value's text. See [`interpolate`].
+//! reads it (its own `include:`, `extends`, `!reference`): a scalar that is exactly one block
+//! takes the input's value with its type (an array stays an array, a string stays a string),
+//! any other string gets the value's text. See [`interpolate`] for why not the text.
 
 mod interpolate;
 

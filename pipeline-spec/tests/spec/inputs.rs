@@ -188,3 +188,22 @@ test:
     assert_eq!(needs("test: [linux]"), ["build: [linux, amd64]", "build: [linux, arm64]"]);
     assert_eq!(needs("test: [mac]"), ["build: [mac, amd64]", "build: [mac, arm64]"]);
 }
+
+/// GitLab's default interpolation (`Interpolation::Template`) replaces parsed nodes, not text: a
+/// string passed on whole stays a string even when it reads like a number (gwpy passes `"3.11"`
+/// on to a `string` input this way), and a value is never read as YAML.
+#[test]
+fn a_string_passed_on_whole_stays_a_string() {
+    let inner = "spec:\n  inputs:\n    version:\n      type: string\n---\n\"test-$[[ inputs.version ]]\":\n  script: [x]\n";
+    let outer = "spec:\n  inputs:\n    version:\n      default: '3.11'\n    extra:\n      default: 'when: manual'\n---\ninclude:\n  - local: inner.yml\n    inputs:\n      version: $[[ inputs.version ]]\nouter:\n  script: [\"$[[ inputs.extra ]]\"]\n";
+    let loaded = load_with("include: outer.yml\n", &[("outer.yml", outer), ("inner.yml", inner)], &[]);
+    assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
+    let p = loaded.pipeline.unwrap();
+    assert!(p.jobs.contains_key("test-3.11"));
+    assert_eq!(p.jobs["outer"].script, ["when: manual"]);
+    // Only `inputs` is known; `matrix` blocks are left for `needs:parallel:matrix`.
+    let t = "spec:\n  inputs:\n---\nj:\n  script: [\"$[[ vars.X ]]\", \"$[[ matrix.OS ]]\"]\n";
+    let loaded = load_with("include: t.yml\n", &[("t.yml", t)], &[]);
+    assert_error(&loaded, 5, 12, "unknown interpolation key `vars.X`");
+    assert_eq!(loaded.errors().count(), 1, "{}", diagnostics(&loaded));
+}
