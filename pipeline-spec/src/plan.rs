@@ -225,8 +225,21 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
                 }
                 continue;
             };
-            let wanted: Option<HashSet<String>> =
-                need.matrix.as_ref().map(|mx| matrix_instance_names(&with_own_matrix(mx, &own_matrix), &all_instance_names[base]));
+            let wanted: Option<HashSet<String>> = need.matrix.as_ref().map(|mx| {
+                let (mx, unknown) = with_own_matrix(mx, &own_matrix);
+                for key in unknown {
+                    diags.push(
+                        Diagnostic::error(
+                            need.span,
+                            format!("`$[[ matrix.{key} ]]`: `{key}` is not a variable of this job's `parallel:matrix`"),
+                        )
+                        .job(jobs[i].name.clone())
+                        .key("needs:parallel:matrix")
+                        .help("a matrix expression names one of the needing job's own matrix variables"),
+                    );
+                }
+                matrix_instance_names(&mx, &all_instance_names[base])
+            });
             let mut found = false;
             for &j in idxs {
                 if wanted.as_ref().is_none_or(|w| w.contains(&jobs[j].name)) && instance.is_none_or(|n| jobs[j].name == n) {
@@ -512,17 +525,37 @@ fn matrix_instance_names(mx: &[IndexMap<String, Vec<String>>], all: &[InstanceVa
 }
 
 /// `$[[ matrix.KEY ]]` in `needs:parallel:matrix` values is the needing instance's own value
-/// of `KEY` (GitLab's "use a matrix expression to depend on the same matrix value"); a key the
-/// instance does not have leaves the text as written, which then matches nothing.
-fn with_own_matrix(mx: &[IndexMap<String, Vec<String>>], own: &[(String, String)]) -> Vec<IndexMap<String, Vec<String>>> {
-    let substitute = |v: &String| -> String {
-        let inner = v.strip_prefix("$[[").and_then(|r| r.strip_suffix("]]")).map(str::trim);
-        match inner.and_then(|i| i.strip_prefix("matrix.")) {
-            Some(key) => own.iter().find(|(k, _)| k == key.trim()).map_or_else(|| v.clone(), |(_, val)| val.clone()),
-            None => v.clone(),
+/// of `KEY`, wherever it stands in the value (GitLab's `MatrixInterpolator`). A key the instance
+/// does not have is an error ("'KEY' does not exist in matrix configuration"): returned, and
+/// the text left as written.
+fn with_own_matrix(mx: &[IndexMap<String, Vec<String>>], own: &[(String, String)]) -> (Vec<IndexMap<String, Vec<String>>>, Vec<String>) {
+    let mut unknown = Vec::new();
+    let mut substitute = |v: &String| -> String {
+        let mut out = String::with_capacity(v.len());
+        let mut rest = v.as_str();
+        while let Some(open) = rest.find("$[[") {
+            let Some(close) = rest[open..].find("]]").map(|c| open + c) else { break };
+            let inner = rest[open + 3..close].trim();
+            let key = inner
+                .strip_prefix("matrix.")
+                .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+            out.push_str(&rest[..open]);
+            match key.map(|k| (k, own.iter().find(|(name, _)| name == k))) {
+                Some((_, Some((_, value)))) => out.push_str(value),
+                Some((k, None)) => {
+                    unknown.push(k.to_string());
+                    out.push_str(&rest[open..close + 2]);
+                }
+                None => out.push_str(&rest[open..close + 2]),
+            }
+            rest = &rest[close + 2..];
         }
+        out.push_str(rest);
+        out
     };
-    mx.iter().map(|entry| entry.iter().map(|(k, vals)| (k.clone(), vals.iter().map(substitute).collect())).collect()).collect()
+    let mx =
+        mx.iter().map(|entry| entry.iter().map(|(k, vals)| (k.clone(), vals.iter().map(&mut substitute).collect())).collect()).collect();
+    (mx, unknown)
 }
 
 /// Finds a cycle through `needs` and returns the job indices on it.

@@ -187,6 +187,20 @@ test:
     };
     assert_eq!(needs("test: [linux]"), ["build: [linux, amd64]", "build: [linux, arm64]"]);
     assert_eq!(needs("test: [mac]"), ["build: [mac, amd64]", "build: [mac, arm64]"]);
+    // GitLab's `MatrixInterpolator`: a variable the job's matrix lacks is an error.
+    let bad = main.replace("matrix.OS", "matrix.ARCH");
+    let loaded = crate::load_main(&bad);
+    let pipeline = loaded.pipeline.expect("loads");
+    let ctx = pipeline_spec::plan::PlanContext { predefined: Trigger::default().context().pipeline_variables(), ..Default::default() };
+    match pipeline_spec::plan::plan(&pipeline, &ctx) {
+        Err(pipeline_spec::plan::PlanError::Invalid(d)) => {
+            assert!(
+                d.iter().any(|d| d.message.contains("`$[[ matrix.ARCH ]]`: `ARCH` is not a variable of this job's `parallel:matrix`")),
+                "{d:?}"
+            )
+        }
+        other => panic!("expected a plan error, got {other:?}"),
+    }
 }
 
 /// GitLab's default interpolation (`Interpolation::Template`) replaces parsed nodes, not text: a
