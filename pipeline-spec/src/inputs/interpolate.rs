@@ -28,7 +28,7 @@ const MAX_FUNCTIONS: usize = 3;
 /// Bounds on what interpolation may build in one file.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InterpolationLimits {
-    /// Most blocks replaced in one file.
+    /// Most blocks replaced in one file (GitLab's `Template::MAX_BLOCKS`, 10,000).
     pub max_blocks: usize,
     /// Most nodes copied in by typed (array) values, like the YAML layer's alias bound.
     pub max_nodes: usize,

@@ -221,6 +221,17 @@ fn parse_input(name: &str, span: Span, node: &Node, diags: &mut Vec<Diagnostic>)
         }
     };
     let mut ok = true;
+    if let Some(rules) = m.get("rules") {
+        // GitLab's `spec:inputs:NAME:rules` pick `options` and `default` by condition; piste
+        // does not evaluate them, so it says so rather than check against the wrong values.
+        diags.push(
+            Diagnostic::warning(
+                rules.key_span,
+                format!("`rules` of input `{name}` are not evaluated by piste: its unconditional `options` and `default` are used"),
+            )
+            .key(format!("{key}:rules")),
+        );
+    }
     for (k, e) in m.iter() {
         if !INPUT_KEYS.contains(&k.as_str()) {
             diags.push(
@@ -313,9 +324,13 @@ fn check_value(name: &str, def: &InputDef, value: &Node, diags: &mut Vec<Diagnos
     let key = format!("inputs:{name}");
     if !def.ty.accepts(&value.value) {
         let mut d = Diagnostic::error(value.span, format!("input `{name}` is a `{}`, found {}", def.ty.name(), value.kind())).key(key);
-        if def.ty == InputType::String && value.scalar_string().is_some() {
-            d = d.help("quote the value to pass it as a string");
-        }
+        d = d.help(match def.ty {
+            InputType::String if value.scalar_string().is_some() => "quote the value to pass it as a string",
+            InputType::String => "pass a string",
+            InputType::Number => "pass a number without quotes, such as `3` or `1.5`",
+            InputType::Boolean => "pass `true` or `false` without quotes",
+            InputType::Array => "pass a list, such as `[a, b]`",
+        });
         diags.push(d);
         return false;
     }

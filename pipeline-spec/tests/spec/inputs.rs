@@ -93,6 +93,16 @@ fn header_errors_point_into_the_header() {
     let d = diagnostics(&loaded);
     assert!(d.contains("t.yml:5:16: error: key `inputs:a`: input `a` is a `number`, found a string"), "{d}");
     assert!(d.contains("t.yml:7:13: error: key `spec:inputs:b:type`: input type must be"), "{d}");
+    assert!(d.contains("help: pass a number without quotes"), "{d}");
+    // Conditional `rules` of an input are GitLab's; piste says it does not evaluate them.
+    let t = "spec:\n  inputs:\n    a:\n      default: x\n      rules:\n        - if: $X\n          options: [y]\n---\nj:\n  script: [x]\n";
+    let loaded = load_with("include:\n  - local: t.yml\n", &[("t.yml", t)], &[]);
+    assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
+    assert!(
+        diagnostics(&loaded).contains("t.yml:5:7: warning: key `spec:inputs:a:rules`: `rules` of input `a` are not evaluated"),
+        "{}",
+        diagnostics(&loaded)
+    );
 }
 
 /// GitLab: "Given inputs not defined in the `spec` section of the included configuration file",
