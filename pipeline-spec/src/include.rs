@@ -148,10 +148,16 @@ impl<'a> Includer<'a> {
         let display = self.sources.display(file).to_string();
         match (&doc.header, inputs.and_then(|i| i.given)) {
             (Some(header), given) => {
+                let before = self.diags.len();
                 let spec = InputSpec::parse(header, &mut self.diags);
                 let values = spec.values(given, inputs.map(|i| i.at), &display, &mut self.diags);
                 let limits = InterpolationLimits::for_file(&self.yaml_limits);
                 interpolate(&mut root, &values, self.vars, limits, &display, &mut self.diags);
+                // GitLab: a file whose inputs are in error is not read at all, so its
+                // half-interpolated text cannot add errors of its own.
+                if self.diags[before..].iter().any(Diagnostic::is_error) {
+                    return None;
+                }
             }
             // GitLab: "Given inputs not defined in the `spec` section of the included file".
             (None, Some(given)) if !given.is_null() => self.diags.push(

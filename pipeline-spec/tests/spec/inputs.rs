@@ -83,6 +83,9 @@ fn every_input_error_is_positioned() {
     assert_error(&loaded, 7, 12, "input `env`: `staging` is not one of the allowed options `dev`, `prod`");
     assert_error(&loaded, 8, 16, r"input `version`: `1.0` does not match the required pattern `^v\d+\.\d+$`");
     assert_error(&loaded, 9, 15, "input `manual` is a `boolean`, found a string");
+    // GitLab does not read a file whose inputs are wrong: nothing else is reported from it.
+    assert_eq!(loaded.errors().count(), 6, "{}", diagnostics(&loaded));
+    assert!(loaded.pipeline.unwrap().jobs.is_empty());
 }
 
 /// GitLab: a bad default is an error of the header; a type outside the four is refused.
