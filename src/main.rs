@@ -1,5 +1,6 @@
 //! `piste`: the one binary. Parses arguments, calls the libraries, prints, maps errors to exit
-//! codes. Exit codes: 0 valid / passed, 1 invalid pipeline / failed, 2 usage or I/O error.
+//! codes. Exit codes: 0 valid / passed, 1 invalid pipeline / failed, 2 usage or I/O error,
+//! 3 (`lint`) could not check: some includes are not available here.
 
 mod logs;
 mod output;
@@ -22,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check a pipeline: every error with its file:line:col (exit 0 valid, 1 invalid, 2 usage).
+    /// Check a pipeline: every error with its file:line:col (exit 0 valid, 1 invalid, 2 usage,
+    /// 3 could not check: includes unavailable here).
     Lint {
         #[command(flatten)]
         spec: SpecArgs,

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use pipeline_spec::diag::{Diagnostic, Severity};
+use pipeline_spec::diag::{Diagnostic, Kind, Severity};
 use pipeline_spec::plan::{Plan, PlanError};
 use pipeline_spec::render;
 use pipeline_spec::source::SourceMap;
@@ -24,13 +24,28 @@ pub fn paint(text: &str, color: &str) -> String {
     if color_enabled() { format!("{color}{text}\x1b[0m") } else { text.to_string() }
 }
 
+/// `piste lint`'s exit code when some includes could not be read here (see README, Commands).
+const LINT_UNCHECKED: u8 = 3;
+
+/// How a diagnostic is labelled: `error` and `warning`, and for errors that do not make the
+/// pipeline invalid, `unavailable` (an include not readable here) and `unchecked` (an error
+/// that may only come from one).
+fn label(d: &Diagnostic) -> (&'static str, &'static str) {
+    match (d.severity, d.kind) {
+        (Severity::Warning, _) => ("warning", YELLOW),
+        (Severity::Error, Kind::Invalid) => ("error", RED),
+        (Severity::Error, Kind::Unavailable) => ("unavailable", YELLOW),
+        (Severity::Error, Kind::FollowsFromUnavailable) => ("unchecked", YELLOW),
+    }
+}
+
 pub fn print_diagnostics(diags: &[Diagnostic], sources: &SourceMap) {
     for d in diags {
         let rendered = d.display(sources).to_string();
-        let label = d.severity.to_string();
-        let color = if d.severity == Severity::Error { RED } else { YELLOW };
-        // Colour only the severity word, so the line reads the same without colour.
-        let rendered = rendered.replacen(&format!(": {label}: "), &format!(": {}: ", paint(&label, color)), 1);
+        let written = d.severity.to_string();
+        let (label, color) = label(d);
+        // Colour only the label, so the line reads the same without colour.
+        let rendered = rendered.replacen(&format!(": {written}: "), &format!(": {}: ", paint(label, color)), 1);
         eprintln!("{rendered}");
     }
 }
@@ -41,11 +56,18 @@ fn diag_json(d: &Diagnostic, sources: &SourceMap) -> serde_json::Value {
         "line": d.span.line,
         "col": d.span.col,
         "severity": d.severity,
+        "kind": d.kind,
         "job": d.job,
         "key": d.key,
         "message": d.message,
         "suggestion": d.suggestion,
         "help": d.help,
+        "related": d.related.iter().map(|r| json!({
+            "file": sources.display(r.span.file),
+            "line": r.span.line,
+            "col": r.span.col,
+            "message": r.message,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -71,9 +93,13 @@ pub fn lint(opts: &LocalOptions, as_json: bool) -> anyhow::Result<ExitCode> {
     let p = open(opts)?;
     let mut diags = p.loaded.diagnostics.clone();
     diags.extend(plan_diagnostics(&p));
-    let errors = diags.iter().filter(|d| d.is_error()).count();
-    let warnings = diags.len() - errors;
-    let valid = errors == 0;
+    // Only invalid errors count against the pipeline; includes that cannot be read here (and
+    // what only follows from them) mean "could not check", exit 3.
+    let errors = diags.iter().filter(|d| d.is_invalid()).count();
+    let unavailable = diags.iter().filter(|d| d.is_unavailable()).count();
+    let unchecked = diags.iter().filter(|d| d.is_error() && d.kind == Kind::FollowsFromUnavailable).count();
+    let warnings = diags.iter().filter(|d| !d.is_error()).count();
+    let valid = errors == 0 && unavailable == 0;
     let jobs = match &p.plan {
         Some(Ok(plan)) => Some(plan.jobs.len()),
         _ => None,
@@ -82,7 +108,10 @@ pub fn lint(opts: &LocalOptions, as_json: bool) -> anyhow::Result<ExitCode> {
         let out = json!({
             "file": p.file.to_string_lossy(),
             "valid": valid,
+            "checked": unavailable == 0,
             "errors": errors,
+            "unavailable": unavailable,
+            "unchecked": unchecked,
             "warnings": warnings,
             "jobs": jobs,
             "files_read": p.loaded.sources.files().len(),
@@ -117,12 +146,33 @@ pub fn lint(opts: &LocalOptions, as_json: bool) -> anyhow::Result<ExitCode> {
                 }
                 _ => println!("{}: `{file}` is valid{read}", paint("ok", GREEN)),
             }
-        } else {
+        } else if errors > 0 {
             let w = if warnings > 0 { format!(" and {warnings} warning{}", if warnings == 1 { "" } else { "s" }) } else { String::new() };
-            eprintln!("`{file}`: {errors} error{}{w}", if errors == 1 { "" } else { "s" });
+            let u = if unavailable > 0 { format!("; {} unavailable", includes(unavailable)) } else { String::new() };
+            eprintln!("`{file}`: {errors} error{}{w}{u}", if errors == 1 { "" } else { "s" });
+        } else {
+            let follow = match unchecked {
+                0 => String::new(),
+                1 => "; 1 error above may only follow from them".to_string(),
+                n => format!("; {n} errors above may only follow from them"),
+            };
+            eprintln!("`{file}`: could not check: {} unavailable{follow}", includes(unavailable));
+            eprintln!(
+                "  map other projects with `--project-dir PROJECT=DIR`, pass variables with `--var`, or vendor remote files, templates and components and use `include:local`"
+            );
         }
     }
-    Ok(if valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if errors > 0 {
+        ExitCode::from(1)
+    } else if unavailable > 0 {
+        ExitCode::from(LINT_UNCHECKED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn includes(n: usize) -> String {
+    format!("{n} include{}", if n == 1 { "" } else { "s" })
 }
 
 /// Loads and plans, printing diagnostics; `Ok(None)` means "nothing to show" with that exit code.

@@ -91,6 +91,9 @@ fn include_project_resolves_through_project_dir() {
             "cloud-pi-native/gitlab-ci-catalog=../cpin-catalog",
             "--source",
             "web",
+            // The plan is for `main` whatever branch this checkout is on.
+            "--branch",
+            "main",
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -99,12 +102,66 @@ fn include_project_resolves_through_project_dir() {
         &corpus.join("cpin"),
         &["lint", "-f", "cloud-pi-native__tuto-java.gitlab-ci-dso.yml", "--var", "CATALOG_PATH=cloud-pi-native/gitlab-ci-catalog"],
     );
-    assert_eq!(out.status.code(), Some(1));
+    // Without the catalog's directory the pipeline cannot be checked: exit 3, not "invalid".
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("map the project to a directory with `--project-dir cloud-pi-native/gitlab-ci-catalog=DIR`"),
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Exit 3, "could not check": includes that cannot be read here are listed with their
+/// position and what they are, and an error that may only come from them (a template the
+/// missing file would define) is not counted as one.
+#[test]
+fn lint_unavailable_includes_exit_3_and_are_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        ".gitlab-ci.yml",
+        "include:\n  - template: Jobs/SAST.gitlab-ci.yml\n  - remote: https://example.test/ci.yml\njob:\n  extends: .remote-template\n",
+    );
+    let out = piste(tmp.path(), &["lint", "--branch", "main"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let listed: Vec<&str> = err.lines().filter(|l| l.contains(": unavailable: ")).collect();
+    assert_eq!(
+        listed,
+        [
+            ".gitlab-ci.yml:2:5: unavailable: key `include`: cannot resolve `include:template` `Jobs/SAST.gitlab-ci.yml`: GitLab's templates are not available offline",
+            ".gitlab-ci.yml:3:5: unavailable: key `include:remote`: cannot resolve `include:remote` `https://example.test/ci.yml`: remote includes cannot be fetched offline",
+        ]
+    );
+    assert!(err.contains(".gitlab-ci.yml:5:12: unchecked: job `job`, key `extends`: "), "{err}");
+    assert!(!err.contains(": error: "), "{err}");
+    assert!(err.contains("`.gitlab-ci.yml`: could not check: 2 includes unavailable; 1 error above may only follow from them"), "{err}");
+
+    let out = piste(tmp.path(), &["lint", "--branch", "main", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["valid"].clone(), v["checked"].clone(), v["errors"].clone(), v["unavailable"].clone()),
+        (false.into(), false.into(), 0.into(), 2.into())
+    );
+    assert_eq!(v["diagnostics"][0]["kind"], "unavailable");
+    assert_eq!(v["diagnostics"][2]["kind"], "follows_from_unavailable");
+}
+
+/// An invalid pipeline stays exit 1 even when some includes are also unavailable: a local file
+/// missing from the project is an error (GitLab: "Local file `x` does not exist!").
+#[test]
+fn lint_invalid_wins_over_unavailable() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), ".gitlab-ci.yml", "include:\n  - template: Jobs/SAST.gitlab-ci.yml\n  - local: missing.yml\njob:\n  script: [x]\n");
+    let out = piste(tmp.path(), &["lint", "--branch", "main"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(".gitlab-ci.yml:3:5: error: key `include`: cannot resolve include of local file `missing.yml`: file not found"),
+        "{err}"
+    );
+    assert!(err.contains("`.gitlab-ci.yml`: 1 error; 1 include unavailable"), "{err}");
 }
 
 #[test]
@@ -158,6 +215,23 @@ fn lint_json_lists_diagnostics() {
     assert_eq!(v["diagnostics"][1]["line"], 5);
     assert_eq!(v["diagnostics"][1]["suggestion"], "script");
     assert_eq!(v["diagnostics"][1]["job"], "build");
+    assert_eq!(v["diagnostics"][1]["kind"], "invalid");
+    assert_eq!(v["diagnostics"][1]["related"], serde_json::json!([]), "written in the job itself: no note");
+}
+
+/// An error in an anchor's text keeps its position and names, as a note, the job key using it.
+#[test]
+fn lint_notes_the_job_that_uses_an_anchor() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), ".gitlab-ci.yml", ".rules: &rules\n  - when: sometimes\njob:\n  script: [x]\n  rules: *rules\n");
+    let out = piste(tmp.path(), &["lint", "--branch", "main"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(".gitlab-ci.yml:2:11: error: job `job`, key `rules:when`: unknown `when` value `sometimes`"), "{err}");
+    assert!(err.contains("\n  note: .gitlab-ci.yml:5:3: job `job` uses it here, through an anchor or a `!reference`"), "{err}");
+    let out = piste(tmp.path(), &["lint", "--branch", "main", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["diagnostics"][0]["related"][0]["line"], 5);
 }
 
 #[test]

@@ -20,10 +20,28 @@ impl fmt::Display for Severity {
     }
 }
 
+/// What an error says about the pipeline: wrong, or not checkable here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The pipeline is wrong: GitLab would refuse it too.
+    #[default]
+    Invalid,
+    /// An include that cannot be read here (a remote URL, a template, a component, another
+    /// project with no directory given, a path made of a variable that is not set): the
+    /// pipeline could not be checked, which says nothing about its validity.
+    Unavailable,
+    /// An error that may only come from an [`Kind::Unavailable`] include (a name the missing
+    /// file may define): not counted against the pipeline.
+    FollowsFromUnavailable,
+}
+
 /// One finding about the pipeline, anchored to a source position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub severity: Severity,
+    /// Whether an error means "invalid" or "could not check"; warnings are `Invalid`.
+    pub kind: Kind,
     pub span: Span,
     /// The job the finding is about, when there is one.
     pub job: Option<String>,
@@ -34,11 +52,31 @@ pub struct Diagnostic {
     pub suggestion: Option<String>,
     /// What to do next, when the message alone does not say it.
     pub help: Option<String>,
+    /// Other places that explain this one, e.g. the job key that uses an anchor or
+    /// `!reference` when the error is in the text it copies.
+    pub related: Vec<Related>,
+}
+
+/// A secondary location of a [`Diagnostic`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Related {
+    pub span: Span,
+    pub message: String,
 }
 
 impl Diagnostic {
     pub fn error(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Error, span, job: None, key: None, message: message.into(), suggestion: None, help: None }
+        Diagnostic {
+            severity: Severity::Error,
+            kind: Kind::Invalid,
+            span,
+            job: None,
+            key: None,
+            message: message.into(),
+            suggestion: None,
+            help: None,
+            related: Vec::new(),
+        }
     }
 
     pub fn warning(span: Span, message: impl Into<String>) -> Diagnostic {
@@ -65,8 +103,23 @@ impl Diagnostic {
         self
     }
 
+    /// Marks an error as "could not check" rather than "invalid".
+    pub fn unavailable(mut self) -> Diagnostic {
+        self.kind = Kind::Unavailable;
+        self
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+
+    /// An error that makes the pipeline invalid (not one that only says it could not be checked).
+    pub fn is_invalid(&self) -> bool {
+        self.is_error() && self.kind == Kind::Invalid
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        self.is_error() && self.kind == Kind::Unavailable
     }
 
     /// Renders the diagnostic as `FILE:LINE:COL: error: [job `j`, key `k`: ]message`.
@@ -102,6 +155,9 @@ impl fmt::Display for DisplayDiagnostic<'_> {
         write!(f, "{}: {}: {}", self.sources.locate(d.span), d.severity, d.text())?;
         if let Some(help) = &d.help {
             write!(f, "\n  help: {help}")?;
+        }
+        for r in &d.related {
+            write!(f, "\n  note: {}: {}", self.sources.locate(r.span), r.message)?;
         }
         Ok(())
     }

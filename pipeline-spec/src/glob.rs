@@ -88,9 +88,94 @@ impl Glob {
     }
 }
 
+/// An `include:local` wildcard as GitLab expands it (`Repository#search_files_by_wildcard_path`):
+/// `**` matches anything, slashes included, `*` anything but a slash, every other character
+/// stands for itself (no `?`, classes or alternatives). So `configs/*.yml` is the files directly
+/// in `configs/`, `configs/**.yml` the files in `configs/` and all its subfolders, and
+/// `configs/**/*.yml` the files in subfolders of `configs/` only.
+#[derive(Debug, Clone)]
+pub struct Wildcard {
+    re: Regex,
+}
+
+impl Wildcard {
+    /// `None` only when the pattern is too large to compile.
+    pub fn new(pattern: &str) -> Option<Wildcard> {
+        let pattern = pattern.trim_start_matches("./").trim_start_matches('/');
+        let mut re = String::with_capacity(pattern.len() * 2 + 8);
+        re.push_str("^(?s:");
+        let mut rest = pattern;
+        while let Some(i) = rest.find('*') {
+            re.push_str(&regex::escape(&rest[..i]));
+            if rest[i + 1..].starts_with('*') {
+                re.push_str(".*?");
+                rest = &rest[i + 2..];
+            } else {
+                re.push_str("[^/]*?");
+                rest = &rest[i + 1..];
+            }
+        }
+        re.push_str(&regex::escape(rest));
+        re.push_str(")$");
+        let re = regex::RegexBuilder::new(&re).size_limit(1 << 20).build().ok()?;
+        Some(Wildcard { re })
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.re.is_match(path.trim_start_matches("./"))
+    }
+
+    /// An fnmatch [`Glob`] pattern matching at least every path this wildcard matches (its
+    /// `**/` also matches no folder at all), to ask a resolver that only knows globs; the
+    /// answer is then filtered with [`Wildcard::matches`].
+    pub fn as_glob_superset(pattern: &str) -> String {
+        let mut out = String::with_capacity(pattern.len() + 4);
+        for c in pattern.chars() {
+            if matches!(c, '?' | '[' | ']' | '{' | '}' | ',' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Glob;
+    use super::{Glob, Wildcard};
+
+    /// GitLab's `include:local` wildcard rules, as its CI YAML reference documents them.
+    #[test]
+    fn include_wildcards_follow_gitlab_documentation() {
+        let w = |p: &str, path: &str| Wildcard::new(p).unwrap().matches(path);
+        // `configs/*.yml`: the files directly in `configs/`.
+        assert!(w("configs/*.yml", "configs/a.yml"));
+        assert!(!w("configs/*.yml", "configs/sub/a.yml"));
+        // `configs/**.yml`: `configs/` and all its subfolders.
+        assert!(w("configs/**.yml", "configs/a.yml"));
+        assert!(w("configs/**.yml", "configs/sub/deeper/a.yml"));
+        // `configs/**/*.yml`: subfolders of `configs/` only.
+        assert!(!w("configs/**/*.yml", "configs/a.yml"));
+        assert!(w("configs/**/*.yml", "configs/sub/a.yml"));
+        assert!(w("configs/**/*.yml", "configs/sub/deeper/a.yml"));
+        // Other characters are literal, as in GitLab's escaped regular expression.
+        assert!(w("ci/[a].yml", "ci/[a].yml"));
+        assert!(!w("ci/[a].yml", "ci/a.yml"));
+        assert!(!w("configs/*.yml", "configs/a.yaml"));
+        assert!(w("/configs/*.yml", "configs/a.yml"));
+    }
+
+    #[test]
+    fn the_glob_superset_finds_every_wildcard_match() {
+        let paths = ["configs/a.yml", "configs/sub/a.yml", "configs/sub/deeper/b.yml", "ci/[a].yml", "ci/{x,y}.yml", "other/a.yml"];
+        for pattern in ["configs/*.yml", "configs/**.yml", "configs/**/*.yml", "ci/[a].yml", "ci/{x,y}.yml", "**"] {
+            let w = Wildcard::new(pattern).unwrap();
+            let g = Glob::new(&Wildcard::as_glob_superset(pattern)).unwrap();
+            for path in paths.iter().filter(|p| w.matches(p)) {
+                assert!(g.matches(path), "`{pattern}` matches `{path}` but its glob superset does not");
+            }
+        }
+    }
 
     fn m(p: &str, path: &str) -> bool {
         Glob::new(p).unwrap().matches(path)

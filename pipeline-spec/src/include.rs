@@ -10,6 +10,7 @@ use std::fmt;
 use crate::diag::{Diagnostic, suggest};
 use crate::expand::{Lookup, expand};
 use crate::expr::Expr;
+use crate::inputs::{InputSpec, InterpolationLimits, interpolate};
 use crate::merge::deep_merge;
 use crate::source::{FileId, SourceFile, SourceMap, Span};
 use crate::yaml::{self, Map, Node, Value};
@@ -77,6 +78,13 @@ struct FileKey {
     git_ref: Option<String>,
 }
 
+/// The `inputs:` an `include` entry gives the file it reads, and where that entry is.
+#[derive(Clone, Copy)]
+struct GivenInputs<'n> {
+    given: Option<&'n Node>,
+    at: Span,
+}
+
 impl fmt::Display for FileKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.project {
@@ -97,6 +105,8 @@ pub(crate) struct Includer<'a> {
     stack: Vec<FileKey>,
     /// Set when an include could not be read: later "not defined" errors may stem from it.
     pub incomplete: bool,
+    /// Set when an include is not available here (see [`crate::diag::Kind::Unavailable`]).
+    pub unavailable: bool,
 }
 
 const INCLUDE_KEYS: &[&str] =
@@ -114,6 +124,7 @@ impl<'a> Includer<'a> {
             loaded: 0,
             stack: Vec::new(),
             incomplete: false,
+            unavailable: false,
         }
     }
 
@@ -121,10 +132,11 @@ impl<'a> Includer<'a> {
     pub fn load_entry(&mut self, display: &str, path: &str, text: &str) -> Option<Node> {
         let key = FileKey { project: None, path: path.to_string(), git_ref: None };
         let file = self.sources.add(SourceFile { display: display.to_string(), project: None, path: path.to_string() });
-        self.load_text(key, file, text)
+        self.load_text(key, file, text, None)
     }
 
-    fn load_text(&mut self, key: FileKey, file: FileId, text: &str) -> Option<Node> {
+    /// `inputs` is `None` for the pipeline's own file (its inputs take their defaults).
+    fn load_text(&mut self, key: FileKey, file: FileId, text: &str, inputs: Option<GivenInputs<'_>>) -> Option<Node> {
         let doc = match yaml::parse(text, file, &self.yaml_limits, &mut self.diags) {
             Ok(doc) => doc,
             Err(d) => {
@@ -132,7 +144,29 @@ impl<'a> Includer<'a> {
                 return None;
             }
         };
-        let root = doc.root;
+        let mut root = doc.root;
+        let display = self.sources.display(file).to_string();
+        match (&doc.header, inputs.and_then(|i| i.given)) {
+            (Some(header), given) => {
+                let before = self.diags.len();
+                let spec = InputSpec::parse(header, &mut self.diags);
+                let values = spec.values(given, inputs.map(|i| i.at), &display, &mut self.diags);
+                let limits = InterpolationLimits::for_file(&self.yaml_limits);
+                interpolate(&mut root, &values, self.vars, limits, &display, &mut self.diags);
+                // GitLab: a file whose inputs are in error is not read at all, so its
+                // half-interpolated text cannot add errors of its own.
+                if self.diags[before..].iter().any(Diagnostic::is_error) {
+                    return None;
+                }
+            }
+            // GitLab: "Given inputs not defined in the `spec` section of the included file".
+            (None, Some(given)) if !given.is_null() => self.diags.push(
+                Diagnostic::error(given.span, format!("`{display}` takes no inputs: it has no `spec:inputs` header"))
+                    .key("include:inputs")
+                    .help("remove `inputs:` from this `include`, or declare them in a `spec:inputs` header followed by `---`"),
+            ),
+            _ => {}
+        }
         let mut map = match root.value {
             Value::Map(m) => *m,
             Value::Null => Map::default(),
@@ -171,9 +205,9 @@ impl<'a> Includer<'a> {
             Value::Str(s) => {
                 let s = expand(s, self.vars);
                 if s.starts_with("http://") || s.starts_with("https://") {
-                    return self.fetch_remote(&s, item.span);
+                    return self.fetch_remote(&s, item.span, None);
                 }
-                self.include_local(cur_project.as_deref(), &s, cur_ref.as_deref(), item.span)
+                self.include_local(cur_project.as_deref(), &s, cur_ref.as_deref(), item.span, None)
             }
             Value::Map(m) => {
                 for (k, e) in m.iter() {
@@ -192,9 +226,10 @@ impl<'a> Includer<'a> {
                     }
                 }
                 let text_of = |k: &str| m.get(k).and_then(|e| e.value.scalar_string());
+                let given = m.get("inputs").map(|e| &e.value);
                 if let Some(local) = text_of("local") {
                     let path = expand(&local, self.vars);
-                    return self.include_local(cur_project.as_deref(), &path, cur_ref.as_deref(), item.span);
+                    return self.include_local(cur_project.as_deref(), &path, cur_ref.as_deref(), item.span, given);
                 }
                 if let Some(project) = m.get("project") {
                     return self.include_project(m, &project.value, item.span);
@@ -207,14 +242,13 @@ impl<'a> Includer<'a> {
                         if let Some(var) = crate::expand::references(&remote).first() {
                             d = d.help(format!("variable `{var}` is not defined: pass it with `--var {var}=URL`"));
                         }
-                        self.diags.push(d);
-                        self.incomplete = true;
+                        self.push_unavailable(d);
                         return None;
                     }
-                    return self.fetch_remote(&url, item.span);
+                    return self.fetch_remote(&url, item.span, given);
                 }
                 if let Some(t) = text_of("template") {
-                    self.diags.push(
+                    self.push_unavailable(
                         Diagnostic::error(
                             item.span,
                             format!("cannot resolve `include:template` `{t}`: GitLab's templates are not available offline"),
@@ -225,7 +259,7 @@ impl<'a> Includer<'a> {
                     return None;
                 }
                 if let Some(c) = text_of("component") {
-                    self.diags.push(
+                    self.push_unavailable(
                         Diagnostic::error(
                             item.span,
                             format!("cannot resolve `include:component` `{c}`: CI/CD components are not available offline"),
@@ -282,6 +316,7 @@ impl<'a> Includer<'a> {
     }
 
     fn include_project(&mut self, m: &Map, project: &Node, span: Span) -> Option<Node> {
+        let given = m.get("inputs").map(|e| &e.value);
         let Some(raw) = project.scalar_string() else {
             self.diags.push(
                 Diagnostic::error(project.span, "`include:project` must be a project path such as `group/project`").key("include:project"),
@@ -296,7 +331,7 @@ impl<'a> Includer<'a> {
             if let Some(var) = missing.first() {
                 d = d.help(format!("variable `{var}` is not defined: pass it with `--var {var}=group/project`"));
             }
-            self.diags.push(d);
+            self.push_unavailable(d);
             return None;
         }
         let git_ref = m.get("ref").and_then(|e| e.value.scalar_string()).map(|r| expand(&r, self.vars));
@@ -317,7 +352,7 @@ impl<'a> Includer<'a> {
             let path = expand(&path, self.vars);
             let path = path.trim_start_matches('/').to_string();
             let key = FileKey { project: Some(name.clone()), path: path.clone(), git_ref: git_ref.clone() };
-            if let Some(node) = self.read_and_load(key, f.span) {
+            if let Some(node) = self.read_and_load(key, f.span, GivenInputs { given, at: span }) {
                 merged = Some(match merged {
                     Some(m) => deep_merge(m, node),
                     None => node,
@@ -327,20 +362,35 @@ impl<'a> Includer<'a> {
         merged
     }
 
-    fn include_local(&mut self, project: Option<&str>, path: &str, git_ref: Option<&str>, span: Span) -> Option<Node> {
+    fn include_local(
+        &mut self,
+        project: Option<&str>,
+        path: &str,
+        git_ref: Option<&str>,
+        span: Span,
+        given: Option<&Node>,
+    ) -> Option<Node> {
+        let inputs = GivenInputs { given, at: span };
         let clean = path.trim_start_matches("./").trim_start_matches('/').to_string();
         if clean.contains('*') {
-            let matches = match self.resolver.glob(project, &clean, git_ref) {
-                Ok(m) => m,
+            // GitLab's wildcard rules differ from fnmatch (`**/` needs one folder at least):
+            // ask the resolver for a glob that finds every candidate, then keep GitLab's.
+            let Some(wildcard) = crate::glob::Wildcard::new(&clean) else {
+                self.diags.push(Diagnostic::error(span, format!("wildcard include `{path}` is too long")).key("include:local"));
+                return None;
+            };
+            let matches = match self.resolver.glob(project, &crate::glob::Wildcard::as_glob_superset(&clean), git_ref) {
+                Ok(m) => m.into_iter().filter(|p| wildcard.matches(p)).collect::<Vec<_>>(),
                 Err(e) => {
-                    self.diags.push(Diagnostic::error(span, format!("cannot expand wildcard include `{path}`: {e}")).key("include:local"));
+                    let d = Diagnostic::error(span, format!("cannot expand wildcard include `{path}`: {e}")).key("include:local");
+                    self.push_resolve_error(d, &e);
                     return None;
                 }
             };
             let mut merged: Option<Node> = None;
             for p in matches {
                 let key = FileKey { project: project.map(str::to_string), path: p, git_ref: git_ref.map(str::to_string) };
-                if let Some(node) = self.read_and_load(key, span) {
+                if let Some(node) = self.read_and_load(key, span, inputs) {
                     merged = Some(match merged {
                         Some(m) => deep_merge(m, node),
                         None => node,
@@ -356,26 +406,41 @@ impl<'a> Includer<'a> {
             return None;
         }
         let key = FileKey { project: project.map(str::to_string), path: clean, git_ref: git_ref.map(str::to_string) };
-        self.read_and_load(key, span)
+        self.read_and_load(key, span, inputs)
     }
 
-    fn fetch_remote(&mut self, url: &str, span: Span) -> Option<Node> {
+    fn fetch_remote(&mut self, url: &str, span: Span, given: Option<&Node>) -> Option<Node> {
         self.guard(span)?;
         match self.resolver.remote(url) {
             Ok(text) => {
                 let file = self.sources.add(SourceFile { display: url.to_string(), project: None, path: url.to_string() });
                 let key = FileKey { project: Some(url.to_string()), path: String::new(), git_ref: None };
                 self.loaded += 1;
-                self.load_text(key, file, &text)
+                self.load_text(key, file, &text, Some(GivenInputs { given, at: span }))
             }
             Err(e) => {
-                self.diags.push(
-                    Diagnostic::error(span, format!("cannot resolve `include:remote` `{url}`: {e}"))
-                        .key("include:remote")
-                        .help("vendor the file into the repository and use `include:local`"),
-                );
+                let d = Diagnostic::error(span, format!("cannot resolve `include:remote` `{url}`: {e}"))
+                    .key("include:remote")
+                    .help("vendor the file into the repository and use `include:local`");
+                self.push_resolve_error(d, &e);
                 None
             }
+        }
+    }
+
+    /// An include that cannot be read here: the pipeline could not be checked, not invalid.
+    fn push_unavailable(&mut self, d: Diagnostic) {
+        self.diags.push(d.unavailable());
+        self.incomplete = true;
+        self.unavailable = true;
+    }
+
+    /// A resolver's refusal: "unavailable" when it cannot serve that kind of include or does
+    /// not know the project, "invalid" when the file is missing or unreadable.
+    fn push_resolve_error(&mut self, d: Diagnostic, e: &ResolveError) {
+        match e {
+            ResolveError::Unavailable(_) | ResolveError::UnknownProject => self.push_unavailable(d),
+            ResolveError::NotFound | ResolveError::Other(_) => self.diags.push(d),
         }
     }
 
@@ -393,7 +458,7 @@ impl<'a> Includer<'a> {
         Some(())
     }
 
-    fn read_and_load(&mut self, key: FileKey, span: Span) -> Option<Node> {
+    fn read_and_load(&mut self, key: FileKey, span: Span, inputs: GivenInputs<'_>) -> Option<Node> {
         self.guard(span)?;
         if let Some(pos) = self.stack.iter().position(|k| k.project == key.project && k.path == key.path) {
             let chain: Vec<String> = self.stack[pos..].iter().map(ToString::to_string).chain([key.to_string()]).collect();
@@ -413,7 +478,7 @@ impl<'a> Includer<'a> {
                         d = d.help(format!("map the project to a directory with `--project-dir {p}=DIR`"));
                     }
                 }
-                self.diags.push(d);
+                self.push_resolve_error(d, &e);
                 return None;
             }
         };
@@ -423,7 +488,7 @@ impl<'a> Includer<'a> {
             None => key.path.clone(),
         };
         let file = self.sources.add(SourceFile { display, project: key.project.clone(), path: key.path.clone() });
-        self.load_text(key, file, &text)
+        self.load_text(key, file, &text, Some(inputs))
     }
 }
 

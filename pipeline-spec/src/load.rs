@@ -49,6 +49,18 @@ impl Loaded {
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics.iter().filter(|d| d.is_error())
     }
+
+    /// Errors that make the pipeline invalid, leaving out includes unavailable here and what
+    /// only follows from them.
+    pub fn invalid(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_invalid())
+    }
+
+    /// Includes that could not be read here (remote, template, component, another project):
+    /// the pipeline could not be checked in full.
+    pub fn unavailable(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_unavailable())
+    }
 }
 
 struct VarList<'a>(&'a [(String, String)]);
@@ -75,6 +87,8 @@ pub fn load(display: &str, path: &str, text: &str, resolver: &dyn IncludeResolve
         return Loaded { pipeline: None, diagnostics, sources };
     };
     let incomplete = includer.incomplete;
+    let unavailable = includer.unavailable;
+    let sites = crate::use_sites::UseSites::record(&top);
     let mut extends_failed = expand_extends(&mut top, &mut diagnostics);
     let own_extends_failed = extends_failed.clone();
     resolve_references(&mut top, &mut diagnostics);
@@ -82,10 +96,17 @@ pub fn load(display: &str, path: &str, text: &str, resolver: &dyn IncludeResolve
     if incomplete {
         extends_failed.extend(top.keys().cloned());
     }
+    let built_from = diagnostics.len();
     let pipeline = build_pipeline(*top, span, &extends_failed, options.max_needs, &mut diagnostics);
+    sites.annotate(&mut diagnostics[built_from..]);
     if incomplete {
-        for d in diagnostics.iter_mut().filter(|d| d.is_error() && follows_from_missing_include(d, &own_extends_failed)) {
+        for d in diagnostics.iter_mut().filter(|d| d.is_invalid() && follows_from_missing_include(d, &own_extends_failed)) {
             d.help = Some("an `include` above could not be resolved; it may define what is missing here".into());
+            // Only an include that is unavailable here makes this "not checked"; one that is
+            // missing from the project is an error of its own, and so may this be.
+            if unavailable {
+                d.kind = crate::diag::Kind::FollowsFromUnavailable;
+            }
         }
     }
     diagnostics.sort_by_key(|d| (d.span.file, d.span.line, d.span.col));

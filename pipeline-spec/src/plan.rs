@@ -161,7 +161,8 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
     // Instances of each base job that exist, for `needs` resolution.
     let mut instances: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut all_instance_names: HashMap<&str, Vec<InstanceVars>> = HashMap::new();
-    let mut raw_needs: Vec<Option<Vec<Need>>> = Vec::new();
+    // Each instance's needs, with its matrix values for `$[[ matrix.KEY ]]`.
+    let mut raw_needs: Vec<(Option<Vec<Need>>, InstanceMatrix)> = Vec::new();
     for job in p.jobs.values() {
         let expanded = expand_parallel(job);
         all_instance_names.insert(job.name.as_str(), expanded.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect());
@@ -191,11 +192,11 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
                 interruptible: outcome.interruptible,
             });
             // needs are resolved below, once every job's existence is known.
-            raw_needs.push(outcome.needs);
+            raw_needs.push((outcome.needs, matrix_vars));
         }
     }
 
-    for (i, needs) in raw_needs.into_iter().enumerate() {
+    for (i, (needs, own_matrix)) in raw_needs.into_iter().enumerate() {
         let Some(needs) = needs else { continue };
         let mut resolved = Vec::new();
         for need in needs {
@@ -224,7 +225,21 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
                 }
                 continue;
             };
-            let wanted: Option<HashSet<String>> = need.matrix.as_ref().map(|mx| matrix_instance_names(mx, &all_instance_names[base]));
+            let wanted: Option<HashSet<String>> = need.matrix.as_ref().map(|mx| {
+                let (mx, unknown) = with_own_matrix(mx, &own_matrix);
+                for key in unknown {
+                    diags.push(
+                        Diagnostic::error(
+                            need.span,
+                            format!("`$[[ matrix.{key} ]]`: `{key}` is not a variable of this job's `parallel:matrix`"),
+                        )
+                        .job(jobs[i].name.clone())
+                        .key("needs:parallel:matrix")
+                        .help("a matrix expression names one of the needing job's own matrix variables"),
+                    );
+                }
+                matrix_instance_names(&mx, &all_instance_names[base])
+            });
             let mut found = false;
             for &j in idxs {
                 if wanted.as_ref().is_none_or(|w| w.contains(&jobs[j].name)) && instance.is_none_or(|n| jobs[j].name == n) {
@@ -489,20 +504,58 @@ pub fn instance_of<'p>(jobs: &'p IndexMap<String, Job>, name: &str) -> Option<&'
     bases.into_iter().filter_map(|b| jobs.get(b)).find(|j| j.parallel.is_some() && expand_parallel(j).iter().any(|(n, _, _)| n == name))
 }
 
-/// An instance's name and its matrix variables.
-type InstanceVars = (String, Vec<(String, String)>);
+/// An instance's matrix variables, in the order of its `parallel:matrix` entry.
+type InstanceMatrix = Vec<(String, String)>;
 
+/// An instance's name and its matrix variables.
+type InstanceVars = (String, InstanceMatrix);
+
+/// The instances a `needs:parallel:matrix` selects. An entry may name only some of the
+/// matrix's keys: GitLab then needs every instance with those values, whatever the others.
 fn matrix_instance_names(mx: &[IndexMap<String, Vec<String>>], all: &[InstanceVars]) -> HashSet<String> {
     let mut out = HashSet::new();
     for entry in mx {
         for (name, vars) in all {
-            let ok = entry.iter().all(|(k, vals)| vars.iter().any(|(vk, vv)| vk == k && vals.contains(vv)));
-            if ok && entry.len() == vars.len() {
+            if entry.iter().all(|(k, vals)| vars.iter().any(|(vk, vv)| vk == k && vals.contains(vv))) {
                 out.insert(name.clone());
             }
         }
     }
     out
+}
+
+/// `$[[ matrix.KEY ]]` in `needs:parallel:matrix` values is the needing instance's own value
+/// of `KEY`, wherever it stands in the value (GitLab's `MatrixInterpolator`). A key the instance
+/// does not have is an error ("'KEY' does not exist in matrix configuration"): returned, and
+/// the text left as written.
+fn with_own_matrix(mx: &[IndexMap<String, Vec<String>>], own: &[(String, String)]) -> (Vec<IndexMap<String, Vec<String>>>, Vec<String>) {
+    let mut unknown = Vec::new();
+    let mut substitute = |v: &String| -> String {
+        let mut out = String::with_capacity(v.len());
+        let mut rest = v.as_str();
+        while let Some(open) = rest.find("$[[") {
+            let Some(close) = rest[open..].find("]]").map(|c| open + c) else { break };
+            let inner = rest[open + 3..close].trim();
+            let key = inner
+                .strip_prefix("matrix.")
+                .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+            out.push_str(&rest[..open]);
+            match key.map(|k| (k, own.iter().find(|(name, _)| name == k))) {
+                Some((_, Some((_, value)))) => out.push_str(value),
+                Some((k, None)) => {
+                    unknown.push(k.to_string());
+                    out.push_str(&rest[open..close + 2]);
+                }
+                None => out.push_str(&rest[open..close + 2]),
+            }
+            rest = &rest[close + 2..];
+        }
+        out.push_str(rest);
+        out
+    };
+    let mx =
+        mx.iter().map(|entry| entry.iter().map(|(k, vals)| (k.clone(), vals.iter().map(&mut substitute).collect())).collect()).collect();
+    (mx, unknown)
 }
 
 /// Finds a cycle through `needs` and returns the job indices on it.

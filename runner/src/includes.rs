@@ -132,4 +132,25 @@ mod tests {
         // Symlinks are not listed by wildcards (and refused when they leave the project).
         assert_eq!(r.glob(None, "ci/*.yml", None).unwrap(), vec!["ci/a.yml".to_string()]);
     }
+
+    /// The resolver lists by fnmatch glob; the loader narrows to GitLab's `include:local`
+    /// wildcard rules (`configs/**/*.yml`: subfolders of `configs/` only).
+    #[test]
+    fn wildcard_includes_from_disk_follow_gitlab() {
+        use pipeline_spec::load::{LoadOptions, load};
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("configs/sub")).unwrap();
+        fs::write(tmp.path().join("configs/top.yml"), "top:\n  script: [x]\n").unwrap();
+        fs::write(tmp.path().join("configs/sub/low.yml"), "low:\n  script: [x]\n").unwrap();
+        let r = DirResolver::new(tmp.path());
+        let jobs = |pattern: &str| {
+            let main = format!("include:\n  - local: '{pattern}'\n");
+            let loaded = load(".gitlab-ci.yml", ".gitlab-ci.yml", &main, &r, &LoadOptions::default());
+            assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+            loaded.pipeline.unwrap().jobs.keys().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(jobs("configs/*.yml"), ["top"]);
+        assert_eq!(jobs("configs/**.yml"), ["low", "top"]);
+        assert_eq!(jobs("configs/**/*.yml"), ["low"]);
+    }
 }

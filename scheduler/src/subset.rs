@@ -4,6 +4,9 @@
 //! the named jobs, a job with `needs` pulls in its needs, a job without pulls in every job of
 //! the earlier stages except manual jobs that were not named; a manual job reached through
 //! `needs` must be named too (it would never run otherwise), or the selection is refused.
+//!
+//! The base name of a `parallel` job (`test` for `test 1/3`, `build` for `build: [linux, amd64]`)
+//! names every instance, as `gitlab-ci-local` and GitLab's own `needs: [build]` do.
 
 use std::collections::BTreeSet;
 
@@ -24,13 +27,17 @@ impl PipelineSpec {
         let mut named = BTreeSet::new();
         for name in names {
             let name = name.as_ref();
-            let Some(i) = spec.position(name) else {
+            let matched: Vec<usize> = match spec.position(name) {
+                Some(i) => vec![i],
+                None => (0..spec.jobs.len()).filter(|&i| is_instance_of(&spec.jobs[i].name, name)).collect(),
+            };
+            named.extend(matched.iter().copied());
+            if matched.is_empty() {
                 return Err(SpecError::UnknownJob {
                     name: name.to_owned(),
                     suggestion: suggest(name, spec.jobs.iter().map(|job| job.name.as_str())),
                 });
-            };
-            named.insert(i);
+            }
         }
         let unnamed_manual = |i: usize| spec.jobs[i].when == When::Manual && !named.contains(&i);
         let mut selected = BTreeSet::new();
@@ -58,6 +65,22 @@ impl PipelineSpec {
         let jobs = spec.jobs.iter().enumerate().filter(|(i, _)| selected.contains(i)).map(|(_, job)| job.clone()).collect();
         Ok(PipelineSpec { jobs })
     }
+}
+
+/// Whether `selector`, a name given to `piste run`, names the job called `job`: the job
+/// itself, or one instance of the `parallel` job whose base name it is (GitLab names them
+/// `base 2/3` and `base: [v1, v2]`).
+pub(crate) fn selects(selector: &str, job: &str) -> bool {
+    job == selector || is_instance_of(job, selector)
+}
+
+fn is_instance_of(job: &str, base: &str) -> bool {
+    let Some(rest) = job.strip_prefix(base) else { return false };
+    if let Some(values) = rest.strip_prefix(": [") {
+        return values.ends_with(']');
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    rest.strip_prefix(' ').and_then(|r| r.split_once('/')).is_some_and(|(i, n)| digits(i) && digits(n))
 }
 
 #[cfg(test)]
@@ -107,6 +130,33 @@ mod tests {
             SpecError::UnknownJob { name: "buidl".into(), suggestion: Some("build".into()) }
         );
         assert_eq!(pipeline().subset::<&str>(&[]).unwrap_err(), SpecError::EmptySelection);
+    }
+
+    /// `piste run NAME` with the base name of a `parallel: N` or `parallel:matrix` job runs
+    /// every instance; an instance's own name runs that one only.
+    #[test]
+    fn a_parallel_base_name_selects_every_instance() {
+        let mut spec = pipeline();
+        let mut deploy = job("deploy: [eu, amd64]", 2, Some(&[]));
+        deploy.when = When::Manual;
+        spec.jobs.extend([
+            job("shard 1/2", 1, Some(&["build"])),
+            job("shard 2/2", 1, Some(&["build"])),
+            deploy,
+            job("deploy: [us, amd64]", 2, Some(&[])),
+            job("shard-other", 1, Some(&[])),
+        ]);
+        assert_eq!(names(&spec.subset(&["shard"]).unwrap()), ["build", "shard 1/2", "shard 2/2"]);
+        assert_eq!(names(&spec.subset(&["shard 2/2"]).unwrap()), ["build", "shard 2/2"]);
+        assert_eq!(names(&spec.subset(&["deploy"]).unwrap()), ["deploy: [eu, amd64]", "deploy: [us, amd64]"]);
+        assert!(selects("deploy", "deploy: [eu, amd64]") && selects("shard", "shard 1/2"));
+        assert!(!selects("shard", "shard-other") && !selects("dep", "deploy: [eu, amd64]"));
+        // The engine plays a manual instance named through its base name.
+        let engine = crate::Engine::new(
+            spec.subset(&["deploy"]).unwrap(),
+            crate::EngineOptions { play_manual: crate::PlayManual::Jobs(vec!["deploy".into()]) },
+        );
+        assert!(engine.is_ok(), "{engine:?}");
     }
 
     #[test]

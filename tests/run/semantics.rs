@@ -121,6 +121,22 @@ fn running_named_jobs_runs_what_they_need_and_plays_manual_ones() {
     assert!(r.stderr.contains("deploy"), "suggests the closest job: {}", r.stderr);
 }
 
+/// `piste run NAME` with the base name of a `parallel: N` or `parallel:matrix` job runs every
+/// instance, manual ones played, as GitLab's `needs: [NAME]` means every instance.
+#[test]
+fn a_parallel_base_name_runs_every_instance() {
+    let p = Project::new(
+        "shard:\n  parallel: 2\n  script: [echo $CI_NODE_INDEX]\ndeploy:\n  when: manual\n  parallel:\n    matrix:\n      - REGION: [eu, us]\n  script: [echo $REGION]\nother:\n  script: [echo o]\n",
+    );
+    let r = p.run(&["--executor", "shell", "shard", "deploy"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    for job in ["shard 1/2", "shard 2/2", "deploy: [eu]", "deploy: [us]"] {
+        assert_eq!(r.status(job), "success", "{job}: {}", r.debug());
+    }
+    assert_eq!(r.status("other"), "absent");
+    assert!(r.log("deploy: [us]").iter().any(|l| l == "us"), "the instance sees its matrix value: {}", r.debug());
+}
+
 #[test]
 fn invalid_pipelines_exit_2_and_run_nothing() {
     let p = Project::new("job:\n  scirpt: [echo]\n");

@@ -89,3 +89,42 @@ fn errors_point_into_the_included_file() {
     let d = diagnostics(&loaded);
     assert!(d.contains("ci/jobs.yml:2:3: error: job `job`, key `scirpt`: unknown key `scirpt`; did you mean `script`?"), "{d}");
 }
+
+/// GitLab's `include:local` wildcards (CI YAML reference, "include:local with wildcard file
+/// paths"): `*` stays in its folder, `**.yml` reaches every subfolder, `**/*.yml` only them.
+#[test]
+fn local_wildcards_follow_gitlabs_three_documented_forms() {
+    let files = [
+        ("configs/top.yml", "top:\n  script: [x]\n"),
+        ("configs/sub/mid.yml", "mid:\n  script: [x]\n"),
+        ("configs/sub/deep/low.yml", "low:\n  script: [x]\n"),
+        ("configs/skip.yaml", "skip:\n  script: [x]\n"),
+    ];
+    let jobs = |pattern: &str| {
+        let loaded = load_with(&format!("include:\n  - local: '{pattern}'\n"), &files, &[]);
+        assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
+        loaded.pipeline.unwrap().jobs.keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(jobs("configs/*.yml"), ["top"]);
+    assert_eq!(jobs("configs/**.yml"), ["low", "mid", "top"]);
+    assert_eq!(jobs("configs/**/*.yml"), ["low", "mid"]);
+}
+
+/// An include that cannot be read here is "unavailable", not "invalid", and so is what only
+/// follows from it; a local file missing from the project is invalid (GitLab: "Local file
+/// `x` does not exist!"), and a name it would have defined stays an error too.
+#[test]
+fn unavailable_includes_are_typed_apart_from_invalid_ones() {
+    use pipeline_spec::diag::Kind;
+    let main =
+        "include:\n  - template: Jobs/SAST.gitlab-ci.yml\n  - project: other/catalog\n    file: ci.yml\njob:\n  extends: .from-catalog\n";
+    let loaded = load_with(main, &[], &[]);
+    let kinds: Vec<(u32, Kind)> = loaded.errors().map(|d| (d.span.line, d.kind)).collect();
+    assert_eq!(kinds, [(2, Kind::Unavailable), (4, Kind::Unavailable), (6, Kind::FollowsFromUnavailable)], "{}", diagnostics(&loaded));
+    assert_eq!(loaded.invalid().count(), 0);
+    assert_eq!(loaded.unavailable().count(), 2);
+
+    let loaded = load_with("include:\n  - local: missing.yml\njob:\n  extends: .from-missing\n", &[], &[]);
+    let kinds: Vec<(u32, Kind)> = loaded.errors().map(|d| (d.span.line, d.kind)).collect();
+    assert_eq!(kinds, [(2, Kind::Invalid), (4, Kind::Invalid)], "{}", diagnostics(&loaded));
+}

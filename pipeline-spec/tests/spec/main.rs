@@ -4,6 +4,7 @@ mod diagnostics;
 mod extends;
 mod gitlab_rules;
 mod includes;
+mod inputs;
 mod keywords;
 mod limits;
 mod needs;

@@ -39,7 +39,7 @@ impl PlayManual {
         match self {
             PlayManual::None => false,
             PlayManual::All => true,
-            PlayManual::Jobs(names) => names.iter().any(|n| n == name),
+            PlayManual::Jobs(names) => names.iter().any(|n| crate::subset::selects(n, name)),
         }
     }
 }
@@ -120,7 +120,7 @@ impl Engine {
         let graph = Graph::build(&spec)?;
         if let PlayManual::Jobs(names) = &options.play_manual {
             for name in names {
-                if spec.job(name).is_none() {
+                if !spec.jobs.iter().any(|job| crate::subset::selects(name, &job.name)) {
                     return Err(SpecError::UnknownJob {
                         name: name.clone(),
                         suggestion: suggest(name, spec.jobs.iter().map(|job| job.name.as_str())),
