@@ -383,7 +383,10 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.queue_depth().await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}\n")).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %crate::error::chain(&e), "health check: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "the database does not answer (see the server log)\n").into_response()
+        }
     }
 }
 
