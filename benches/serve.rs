@@ -3,9 +3,14 @@
 //!      (request → one log chunk → finish), SQLite;
 //!   2. webhook received → first job handed to a runner (p50, p99), the mirror already cloned;
 //!   3. log ingestion: one job sends 1 GiB of log in 1 MiB chunks; the server's peak memory.
+//!   4. log latency: a line a real runner's job prints → a live follower.
+//!   5. memory: a fresh server's RSS after 100 and after 1,000 finished pipelines (3 jobs each):
+//!      finished pipelines must leave memory.
 //!
-//! Run with `cargo bench --bench server` (or `make bench`).
+//! Run with `cargo bench --bench serve` (or `make bench-server`); `cargo bench --bench serve --
+//! rss` runs the memory measurement only.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,6 +91,13 @@ async fn main() {
     git(&work, &["commit", "-qm", "bench"]);
     git(&work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
     let sha = git(&work, &["rev-parse", "HEAD"]);
+    // A small pipeline on its own branch, for the memory measurement.
+    git(&work, &["checkout", "-q", "-b", "small"]);
+    std::fs::write(work.join(".gitlab-ci.yml"), "a:\n  script: [\"true\"]\nb:\n  script: [\"true\"]\nc:\n  script: [\"true\"]\n").unwrap();
+    git(&work, &["commit", "-qam", "small"]);
+    git(&work, &["push", "-q", "origin", "HEAD:refs/heads/small"]);
+    let small = git(&work, &["rev-parse", "HEAD"]);
+    git(&work, &["checkout", "-q", "main"]);
 
     let gport = port();
     let _daemon = Kill(
@@ -99,6 +111,10 @@ async fn main() {
             .unwrap(),
     );
     wait(gport);
+    rss_after_finished_pipelines(root, gport, &small).await;
+    if std::env::args().any(|a| a == "rss") {
+        return;
+    }
     let sport = port();
     let config = root.join("piste.toml");
     std::fs::write(
@@ -402,5 +418,118 @@ async fn main() {
             q(0.99)
         );
     }
+    drop(server);
+}
+
+/// Sends a signed GitLab push hook.
+async fn send_hook(client: &reqwest::Client, base: &str, body: Vec<u8>, delivery: String) -> reqwest::Response {
+    client
+        .post(format!("{base}/api/v1/webhooks/app"))
+        .header("X-Gitlab-Event", "Push Hook")
+        .header("X-Gitlab-Token", SECRET)
+        .header("X-Gitlab-Event-UUID", delivery)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Memory (5.): a fresh server runs 1,000 three-job pipelines (webhook, plan, 4 protocol
+/// runners: request, a log chunk, finish); its RSS after the first 100 and after all 1,000.
+async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
+    let sport = port();
+    let config = root.join("rss.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 1000\n[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\n",
+            root.join("rss-data").display()
+        ),
+    )
+    .unwrap();
+    let server =
+        Kill(Command::new(env!("CARGO_BIN_EXE_piste")).args(["serve", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
+    let pid = server.0.id();
+    wait(sport);
+    let base = format!("http://127.0.0.1:{sport}");
+    let client = reqwest::Client::new();
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut runners = Vec::new();
+    for i in 0..4 {
+        let r: RegisterResponse = client
+            .post(format!("{base}{}", scheduler::protocol::paths::REGISTER))
+            .json(&RegisterRequest { registration_token: REG.into(), name: format!("rss-{i}"), tags: vec![] })
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (client, base, done) = (client.clone(), base.clone(), done.clone());
+        runners.push(tokio::spawn(async move {
+            loop {
+                let r = client
+                    .post(format!("{base}{}", scheduler::protocol::paths::REQUEST_JOB))
+                    .bearer_auth(&r.token)
+                    .json(&JobRequestBody { free_slots: 1 })
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() != 200 {
+                    continue;
+                }
+                let job: JobPayload = r.json().await.unwrap();
+                let line = format!("$ true\n{} done\n", job.name);
+                client
+                    .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
+                    .bearer_auth(&job.token)
+                    .body(line.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                client
+                    .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
+                    .bearer_auth(&job.token)
+                    .json(&FinishRequest { outcome: JobOutcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 })
+                    .send()
+                    .await
+                    .unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut sent = 0;
+    let mut rss = Vec::new();
+    let start = Instant::now();
+    for target in [100, 1000] {
+        while sent < target {
+            let batch = (sent..(sent + 10).min(target))
+                .map(|i| send_hook(&client, &base, hook("small", &"0".repeat(40), sha), format!("rss-{i}")))
+                .collect::<Vec<_>>();
+            sent += batch.len();
+            for r in futures_util::future::join_all(batch).await {
+                assert_eq!(r.status(), 201, "a new pipeline per delivery");
+            }
+        }
+        // Every job finished: the runner's finish is answered after the pipeline's transition
+        // is stored, and the pipeline finishes with its last job.
+        while done.load(Ordering::Relaxed) < target * 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rss.push(vm(pid, "VmRSS:"));
+    }
+    for r in runners {
+        r.abort();
+    }
+    let finished: Vec<serde_json::Value> =
+        client.get(format!("{base}/api/v1/pipelines?limit=500")).send().await.unwrap().json().await.unwrap();
+    assert!(finished.iter().all(|p| p["status"] == "success"), "every pipeline succeeded");
+    println!(
+        "memory: server RSS {:.1} MiB after 100 finished pipelines, {:.1} MiB after 1,000 ({:+.1}%, target within 10%); 3,000 jobs in {:.1} s",
+        rss[0] as f64 / 1024.0,
+        rss[1] as f64 / 1024.0,
+        (rss[1] as f64 / rss[0] as f64 - 1.0) * 100.0,
+        start.elapsed().as_secs_f64()
+    );
     drop(server);
 }

@@ -272,7 +272,7 @@ pub async fn webhook(
     body: Bytes,
 ) -> ApiResult<Response> {
     let Some(cfg) = state.config.project(&project) else {
-        tracing::warn!(%project, reason = "no such project", "webhook refused");
+        tracing::warn!(project = ?project, reason = "no such project", "webhook refused");
         return Err(Error::NotFound("project"));
     };
     if body.len() > 25 << 20 {
@@ -282,7 +282,8 @@ pub async fn webhook(
     let forge = match crate::webhook::verify(&headers, &body, &cfg.webhook_secret) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(%project, reason = %e, "webhook refused");
+            // Debug-quoted: the reason may quote the request, which must not forge log lines.
+            tracing::warn!(%project, reason = ?e.to_string(), "webhook refused");
             return Ok(webhook_error(e));
         }
     };
@@ -293,7 +294,7 @@ pub async fn webhook(
             return Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"status": "ignored"}))).into_response());
         }
         Err(e) => {
-            tracing::warn!(%project, ?forge, reason = %e, "webhook refused");
+            tracing::warn!(%project, ?forge, reason = ?e.to_string(), "webhook refused");
             return Ok(webhook_error(e));
         }
     };
@@ -394,7 +395,10 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.queue_depth().await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}\n")).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %crate::error::chain(&e), "health check: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "the database does not answer (see the server log)\n").into_response()
+        }
     }
 }
 

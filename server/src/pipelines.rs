@@ -136,7 +136,7 @@ pub async fn plan_and_start(state: Arc<AppState>, pipeline_id: i64) {
         let project = state.store.pipeline(pipeline_id).await.ok().flatten().map(|p| p.project).unwrap_or_default();
         let chain = crate::error::chain(&e);
         let first = chain.lines().next().unwrap_or_default();
-        tracing::warn!(%project, pipeline = pipeline_id, error = %first, "pipeline failed to plan");
+        tracing::warn!(%project, pipeline = pipeline_id, error = ?first, "pipeline failed to plan");
         if let Err(e) = state.store.fail_pipeline(pipeline_id, &e.stored_message(), state.now_ms()).await {
             tracing::warn!(%project, pipeline = pipeline_id, error = %crate::error::chain(&e), "cannot record the planning failure");
         }
@@ -385,7 +385,8 @@ fn log_ended(project: &str, pipeline: i64, ended: &[(i64, &str, u32, JobStatus)]
         match status {
             JobStatus::Failed => {
                 let reason = reason.unwrap_or("its dependencies or the pipeline failed");
-                tracing::warn!(%project, pipeline, job, %name, attempt, %reason, "job failed");
+                // Debug-quoted: the runner's text must not forge log lines.
+                tracing::warn!(%project, pipeline, job, %name, attempt, reason = ?reason, "job failed");
             }
             JobStatus::Skipped => {}
             _ => tracing::info!(%project, pipeline, job, %name, attempt, %status, "job finished"),

@@ -74,3 +74,26 @@ async fn one_line_per_step_of_a_pipelines_life() {
     assert!(failed.is_some_and(|l| l.contains("script_failure")), "the reason is given: {failed:?}");
     expect("INFO", "pipeline finished", &[project, pipeline, ("status", "failed".into())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_that_cannot_be_planned_is_one_warning_with_its_first_error() {
+    let forge = Forge::new("build:\n  scirpt: [make]\n");
+    let (before, after) = forge.push("main", "typo");
+    let server = Server::start(&forge, 10_000, "");
+    let http = Http::new(&server);
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "typo"), Some(SECRET), "typo-1").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let p = http.wait_status(id, &["failed"], 60).await;
+    assert!(p["error"].as_str().is_some_and(|e| e.contains("scirpt")), "{p:#}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let fields = [("project", "app".to_string()), ("pipeline", id.to_string())];
+    let warning = loop {
+        if let Some(l) = line(&lines(&server), "WARN", "pipeline failed to plan", &fields) {
+            break l.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no `pipeline failed to plan` line:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(warning.contains("error=\"") && warning.contains("scirpt"), "the first error, quoted: {warning}");
+    assert!(line(&lines(&server), "INFO", "pipeline created", &fields).is_none(), "{}", server.log());
+}
