@@ -5,6 +5,7 @@
 //! data_dir = "/var/lib/piste"
 //! runner_registration_token = "a long random string"
 //! # database = "postgres://piste@db/piste"   # default: SQLite in data_dir
+//! # storage = "s3://bucket/prefix"            # logs and artifacts; default: files in data_dir
 //!
 //! [[project]]
 //! name = "app"
@@ -34,6 +35,10 @@ pub struct Config {
     /// `postgres://...` to share the queue between servers; default: SQLite in `data_dir`.
     #[serde(default)]
     pub database: Option<String>,
+    /// `s3://BUCKET/PREFIX` to keep logs and artifacts in object storage (credentials and
+    /// endpoint from the `AWS_*` environment); default: files in `data_dir`.
+    #[serde(default)]
+    pub storage: Option<String>,
     /// How long a runner may stay silent before its job is taken back (ms).
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
@@ -92,6 +97,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             runner_registration_token: String::new(),
             database: None,
+            storage: None,
             lease_ms: default_lease_ms(),
             poll_ms: default_poll_ms(),
             max_artifacts_bytes: default_max_artifacts(),
@@ -141,6 +147,9 @@ impl Config {
             if p.webhook_secret.len() < 8 {
                 return Err(format!("project `{}`: `webhook_secret` must have at least 8 characters", p.name));
             }
+        }
+        if let Some(url) = &self.storage {
+            crate::blob::S3Location::parse(url).map_err(|e| e.to_string())?;
         }
         if self.lease_ms < 1000 {
             return Err("`lease_ms` must be at least 1000".into());

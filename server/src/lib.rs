@@ -8,6 +8,7 @@
 //! planned (a crash between the webhook's answer and the plan loses nothing).
 
 mod api;
+pub mod blob;
 pub mod config;
 mod error;
 mod follow;
@@ -35,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Config, ProjectConfig};
 use pipelines::{Cached, now_ms};
 
+use crate::blob::Blobs;
+use crate::logs::Logs;
 use crate::store::{Backend, Store};
 use scheduler::Event;
 
@@ -42,6 +45,9 @@ use scheduler::Event;
 pub struct AppState {
     pub config: Config,
     pub store: Backend,
+    /// Artifacts (and, through `logs`, logs): files in `data_dir` or a bucket.
+    pub blobs: Blobs,
+    pub logs: Logs,
     pipelines: tokio::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Cached>>>>,
     log_locks: tokio::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Woken when a job's log grows or its job ends, for live followers (SSE).
@@ -54,8 +60,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Backend) -> AppState {
+    pub fn new(config: Config, store: Backend, blobs: Blobs) -> AppState {
         AppState {
+            logs: Logs::for_blobs(&config.data_dir, &blobs),
+            blobs,
             config,
             store,
             pipelines: tokio::sync::Mutex::new(HashMap::new()),
@@ -90,14 +98,6 @@ impl AppState {
         if let Some(w) = w {
             w.notify_waiters();
         }
-    }
-
-    pub fn logs_dir(&self) -> PathBuf {
-        self.config.data_dir.join("logs")
-    }
-
-    pub fn artifacts_dir(&self) -> PathBuf {
-        self.config.data_dir.join("artifacts")
     }
 
     pub fn mirror_dir(&self, project: &str) -> PathBuf {
@@ -239,9 +239,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Serves until `shutdown` is cancelled, then stops accepting and lets requests finish.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) -> std::io::Result<()> {
-    for dir in [state.logs_dir(), state.artifacts_dir(), state.config.data_dir.join("mirrors")] {
-        std::fs::create_dir_all(&dir)?;
-    }
+    // Logs and artifacts folders (local storage) are made when first written.
+    std::fs::create_dir_all(state.config.data_dir.join("mirrors"))?;
     // Pipelines recorded before a crash but never planned.
     match state.store.pipelines_with_status(&["created"]).await {
         Ok(rows) => {

@@ -6,4 +6,6 @@ mod browser;
 mod delivery;
 mod failures;
 mod logs;
+mod moto;
+mod storage;
 mod support;
