@@ -181,3 +181,34 @@ async fn a_follower_on_one_server_sees_the_chunks_another_server_accepts() {
     let keys = moto.list(BUCKET, "logs/");
     assert!(keys.iter().any(|(k, _)| *k == format!("logs/{job}.1.log")), "{keys:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_log_continues_it_from_the_bucket_after_restart() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let forge = Forge::new("lines:\n  script:\n    - for i in $(seq 1 40); do echo line-$i; sleep 0.1; done\n");
+    let (before, after) = forge.push("main", "first");
+    let extra = format!("storage = \"s3://{BUCKET}/restart\"");
+    let mut server = Server::start_with_env(&forge, 10_000, &extra, None, moto.env());
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "restart-s3").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let job = http.wait_job_status(id, "lines", &["running"], 60).await["id"].as_i64().unwrap();
+    wait_log_line(&http, job, "line-5").await;
+    server.kill();
+    // While the server is down, the log so far is chunks in the bucket.
+    let chunks = moto.list(BUCKET, &format!("restart/logs/{job}.1/"));
+    assert!(!chunks.is_empty(), "{chunks:?}");
+    server.spawn();
+    let p = http.wait_status(id, &["success", "failed"], 90).await;
+    assert_eq!(p["status"], "success", "{p:#}\nserver log:\n{}", server.log());
+    let log = http.log(job).await;
+    let got: Vec<&str> = log.lines().filter(|l| l.starts_with("line-")).collect();
+    let want: Vec<String> = (1..=40).map(|i| format!("line-{i}")).collect();
+    assert_eq!(got, want, "every line exactly once, in order:\n{log}");
+    let keys = moto.list(BUCKET, "restart/logs/");
+    assert_eq!(keys, [(format!("restart/logs/{job}.1.log"), log.len() as u64)], "one object once finished");
+    let local: Vec<_> = files(&server.data).into_iter().filter(|f| f.starts_with("logs") || f.starts_with("artifacts")).collect();
+    assert!(local.is_empty(), "{local:?}");
+}
