@@ -75,7 +75,8 @@ impl S3Blobs {
 
 pub struct S3Writer {
     key: String,
-    inner: BufWriter,
+    /// `None` once committed or aborted.
+    inner: Option<BufWriter>,
 }
 
 impl BlobStore for S3Blobs {
@@ -84,7 +85,7 @@ impl BlobStore for S3Blobs {
     async fn create(&self, key: &str) -> Result<S3Writer, BlobError> {
         let path = self.path(key)?;
         let inner = BufWriter::with_capacity(self.store.clone(), path, PART_BYTES).with_max_concurrency(PARTS_IN_FLIGHT);
-        Ok(S3Writer { key: key.to_string(), inner })
+        Ok(S3Writer { key: key.to_string(), inner: Some(inner) })
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Option<Blob>, BlobError> {
@@ -143,14 +144,39 @@ impl BlobStore for S3Blobs {
 
 impl BlobWriter for S3Writer {
     async fn write(&mut self, data: Bytes) -> Result<(), BlobError> {
-        self.inner.put(data).await.map_err(os(&self.key))
+        match self.inner.as_mut() {
+            Some(w) => w.put(data).await.map_err(os(&self.key)),
+            None => Err(BlobError::Io { key: self.key.clone(), source: std::io::Error::other("write after commit or abort") }),
+        }
     }
 
     async fn commit(mut self) -> Result<(), BlobError> {
-        self.inner.shutdown().await.map_err(|e| BlobError::Io { key: self.key.clone(), source: e })
+        let Some(mut w) = self.inner.take() else { return Ok(()) };
+        // Completes the multipart upload (or puts a small blob in one request).
+        w.shutdown().await.map_err(|source| BlobError::Io { key: self.key.clone(), source })
     }
 
     async fn abort(mut self) -> Result<(), BlobError> {
-        self.inner.abort().await.map_err(os(&self.key))
+        match self.inner.take() {
+            Some(mut w) => w.abort().await.map_err(os(&self.key)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for S3Writer {
+    /// A writer dropped mid-way (the client went away) aborts its multipart upload, so no
+    /// parts are left billed in the bucket.
+    fn drop(&mut self) {
+        if let Some(mut w) = self.inner.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let key = std::mem::take(&mut self.key);
+                rt.spawn(async move {
+                    if let Err(e) = w.abort().await {
+                        tracing::warn!(key, error = %e, "cannot abort an unfinished upload");
+                    }
+                });
+            }
+        }
     }
 }

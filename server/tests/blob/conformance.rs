@@ -167,3 +167,29 @@ async fn files_leave_no_temporary_file_behind() {
     assert!(tmp.is_empty(), "{tmp:?}");
     assert_eq!(std::fs::read(dir.path().join("data/x/kept")).unwrap(), b"kept", "a key is a path under the root");
 }
+
+/// A multipart upload cut off mid-way (the writer dropped: the client went away) is aborted,
+/// and an aborted one leaves no parts: nothing stays billed in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_uploads_cut_off_leave_no_parts() {
+    let (moto, b) = crate::s3();
+    let uploads = || moto.request("GET", "/piste-tests?uploads", b"").expect("moto answers").1.matches("<Upload>").count();
+    for drop_it in [false, true] {
+        let mut w = b.create("cut/off").await.unwrap();
+        for i in 0..3 {
+            w.write(piece(i, 4 << 20)).await.unwrap();
+        }
+        assert_eq!(uploads(), 1, "past one part, the upload is multipart");
+        if drop_it {
+            drop(w);
+        } else {
+            w.abort().await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while uploads() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the upload was not aborted (dropped: {drop_it})");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(b.head("cut/off").await.unwrap(), None);
+    }
+}
