@@ -277,7 +277,13 @@ async fn reap_leases(state: Arc<AppState>, shutdown: CancellationToken) {
             };
             if let Err(e) = pipelines::process(&state, job.pipeline_id, vec![event], vec![update]).await {
                 tracing::error!(job = job.id, error = %e, "cannot expire lease");
+                continue;
             }
+            // That attempt is over: its log becomes one blob (object storage), off this loop.
+            let s = state.clone();
+            tokio::spawn(async move {
+                s.logs.seal(job.id, job.attempt).await.map_err(|e| tracing::warn!(job = job.id, error = %e, "log left in chunks"))
+            });
         }
     }
 }

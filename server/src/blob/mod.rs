@@ -245,6 +245,15 @@ mod tests {
     }
 
     #[test]
+    fn the_configuration_refuses_a_storage_that_is_not_s3() {
+        let config = crate::Config { storage: Some("gs://bucket".into()), ..crate::Config::default() };
+        let message = config.validate().unwrap_err();
+        assert!(message.contains("s3://BUCKET/PREFIX"), "{message}");
+        let config = crate::Config { storage: Some("s3://ci-artifacts/piste".into()), ..crate::Config::default() };
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
     fn storage_locations() {
         assert_eq!(S3Location::parse("s3://ci-logs").unwrap(), S3Location { bucket: "ci-logs".into(), prefix: String::new() });
         assert_eq!(
