@@ -39,6 +39,8 @@ pub enum LogError {
     Blob(#[from] BlobError),
     #[error("a log task stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the chunks under `{0}` do not follow each other from offset 0, and there is no whole log")]
+    Broken(String),
 }
 
 /// Storage errors are logged with their cause; clients learn only that storage failed.

@@ -22,8 +22,9 @@ use futures_util::StreamExt;
 use super::{Append, LogError, mask_same_length};
 use crate::blob::{BlobStore, BlobWriter, Blobs, ByteStream};
 
-/// Logs remembered per server before the memory is dropped (it is only a shortcut).
-const KNOWN_LOGS: usize = 4096;
+/// Running logs remembered per server before the memory is dropped (it is only a shortcut;
+/// a sealed log is forgotten as soon as it is seen sealed).
+const KNOWN_LOGS: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Chunk {
@@ -99,10 +100,11 @@ impl ChunkedLogs {
             _ => {
                 // No chunk (a new log, or a sealed one) or chunks being deleted by a seal.
                 if let Some(length) = self.blobs.head(&final_key(job, attempt)).await? {
+                    self.forget(job, attempt);
                     return Ok(Append::Sealed { length });
                 }
                 chunks = self.refresh(job, attempt, Vec::new()).await?;
-                contiguous_end(&chunks).unwrap_or(0)
+                contiguous_end(&chunks).ok_or_else(|| LogError::Broken(chunk_dir(job, attempt)))?
             }
         };
         if offset > len {
@@ -165,6 +167,7 @@ impl ChunkedLogs {
         let key = final_key(job, attempt);
         let sealed = |total| BlobView { blobs: self.blobs.clone(), final_key: key.clone(), source: Source::Final, job, attempt, total };
         if let Some(total) = self.blobs.head(&key).await? {
+            self.forget(job, attempt);
             return Ok(Some(sealed(total)));
         }
         let chunks = self.refresh(job, attempt, self.remembered(job, attempt)).await?;

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use server::blob::{BlobStore, Blobs};
-use server::logs::{Append, Logs};
+use server::logs::{Append, LogError, Logs};
 
 const SECRET: &str = "s3cret-token";
 
@@ -89,6 +89,10 @@ async fn chunks_then_one_blob(blobs: &Blobs) {
     assert_eq!(append(&logs, 1, 21, b"late").await, Append::Sealed { length: 21 }, "nothing is added to a sealed log");
     logs.seal(2, 1).await.unwrap();
     assert!(blobs.list("logs/2.1", None).await.unwrap().is_empty());
+    // Chunks that do not start at 0, and no whole log: refused, never taken for an empty log.
+    blobs.put("logs/9.1/00000000000000000005", Bytes::from_static(b"x")).await.unwrap();
+    let broken = logs.append(9, 1, 0, Bytes::from_static(b"hello"), Vec::new()).await;
+    assert!(matches!(broken, Err(LogError::Broken(_))), "{broken:?}");
     assert_eq!(text(&logs, 2, 1).await, "token=************ done\nline 2\nline 3");
 }
 
