@@ -178,6 +178,12 @@ async fn a_follower_on_one_server_sees_the_chunks_another_server_accepts() {
     let want: Vec<String> = (1..=20).map(|i| format!("tick {i}")).collect();
     assert_eq!(ticks, want, "every line once, in order, through the other server:\n{text}");
     assert_eq!(text, ha.log(job).await, "both servers serve the same log");
+    // The job page and byte ranges read the bucket too.
+    let page = hb.client.get(format!("{}/jobs/{job}", hb.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("tick 20") && page.contains("id=\"L1\""), "{page}");
+    let tail = hb.client.get(format!("{}/api/v1/jobs/{job}/log", hb.base)).header("Range", "bytes=-8").send().await.unwrap();
+    assert_eq!(tail.status(), 206);
+    assert_eq!(tail.text().await.unwrap(), text[text.len() - 8..]);
     let keys = moto.list(BUCKET, "logs/");
     assert!(keys.iter().any(|(k, _)| *k == format!("logs/{job}.1.log")), "{keys:?}");
 }
