@@ -101,10 +101,12 @@ async fn main() {
     wait(gport);
     let sport = port();
     let config = root.join("piste.toml");
+    // `PISTE_BENCH_STORAGE=s3://BUCKET/PREFIX` (with the `AWS_*` environment) measures object storage.
+    let storage = std::env::var("PISTE_BENCH_STORAGE").map(|s| format!("storage = \"{s}\"\n")).unwrap_or_default();
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 5000\n[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\n",
+            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 5000\n{storage}[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\n",
             root.join("data").display()
         ),
     )
