@@ -25,7 +25,8 @@ lint:
 	# Invariants (ARCHITECTURE.md): the crate graph states the architecture. `cargo tree -i`
 	# prints a path when CRATE depends on DEP (dev-dependencies included).
 	@fail=0; for pair in pipeline-spec:tokio scheduler:tokio scheduler:axum scheduler:sqlx \
-		scheduler:git2 scheduler:maud runner:sqlx runner:axum runner:maud runner:server; do \
+		scheduler:git2 scheduler:maud runner:sqlx runner:axum runner:maud runner:server \
+		piste:aws-lc-rs piste:aws-lc-sys; do \
 		krate=$${pair%%:*}; dep=$${pair#*:}; \
 		if $(CARGO) tree --quiet -p $$krate -i $$dep 2>/dev/null | grep -q .; then \
 			echo "invariant broken: \`$$krate\` depends on \`$$dep\` (cargo tree -p $$krate -i $$dep)"; fail=1; fi; \

@@ -117,10 +117,12 @@ async fn main() {
     }
     let sport = port();
     let config = root.join("piste.toml");
+    // `PISTE_BENCH_STORAGE=s3://BUCKET/PREFIX` (with the `AWS_*` environment) measures object storage.
+    let storage = std::env::var("PISTE_BENCH_STORAGE").map(|s| format!("storage = \"{s}\"\n")).unwrap_or_default();
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 5000\n[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\n",
+            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 5000\n{storage}[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\n",
             root.join("data").display()
         ),
     )
@@ -479,7 +481,7 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
                     continue;
                 }
                 let job: JobPayload = r.json().await.unwrap();
-                let line = format!("$ true\n{} done\n", job.name);
+                let line = format!("$ true\n{} done\n", job.job.name);
                 client
                     .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
                     .bearer_auth(&job.token)
@@ -490,7 +492,7 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
                 client
                     .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
                     .bearer_auth(&job.token)
-                    .json(&FinishRequest { outcome: JobOutcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 })
+                    .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 })
                     .send()
                     .await
                     .unwrap();

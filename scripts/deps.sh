@@ -1,7 +1,24 @@
 #!/usr/bin/env bash
-# Installs the Debian packages piste's tests use, when they are missing.
+# Installs the Debian packages piste's tests use, and moto (an S3-compatible server from PyPI,
+# for the object storage tests), when they are missing.
 # Run as root (CI and these build machines are root); otherwise prints the command to run.
 set -euo pipefail
+
+# moto: `moto_server` serves S3 on loopback for `server/tests/blob` and `tests/server/storage.rs`.
+if ! command -v moto_server >/dev/null 2>&1; then
+	pip=$(command -v pip3 || command -v pip || true)
+	if [[ -z $pip ]]; then
+		echo "moto_server is missing and there is no pip: install Python 3 with pip, then: pip install 'moto[server]'" >&2
+		exit 1
+	fi
+	echo "installing moto[server] with $pip" >&2
+	"$pip" install --quiet 'moto[server]'
+	hash -r
+	command -v moto_server >/dev/null 2>&1 || {
+		echo "pip installed moto but \`moto_server\` is not on PATH ($PATH)" >&2
+		exit 1
+	}
+fi
 
 PACKAGES=(git busybox-static postgresql chromium procps openssl curl)
 

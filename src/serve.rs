@@ -55,7 +55,8 @@ pub fn serve(
         eprintln!("piste serve: listening on http://{addr} · data in `{}` · {} project(s)", cfg.data_dir.display(), cfg.projects.len());
         let shutdown = CancellationToken::new();
         on_ctrl_c(shutdown.clone());
-        let state = Arc::new(AppState::new(cfg, store));
+        let blobs = server::blob::Blobs::open(&cfg).context("opening the blob storage")?;
+        let state = Arc::new(AppState::new(cfg, store, blobs));
         server::serve(listener, state, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::blob::BlobStore;
 use crate::error::{ApiResult, Error};
 use crate::pipelines;
 use crate::store::{NewPipeline, Recorded, Store};
@@ -124,27 +125,24 @@ pub async fn job_log(
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
     let attempt = q.attempt.unwrap_or(job.attempt.max(1));
     if attempt < 1 || attempt > job.attempt.max(1) {
         return Err(Error::NotFound("attempt"));
     }
-    let path = crate::logs::path(&state.logs_dir(), id, attempt);
-    let Ok(mut file) = tokio::fs::File::open(&path).await else {
+    let Some(log) = state.logs.view(id, attempt).await? else {
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::empty()).into_response());
     };
-    let total = file.metadata().await?.len();
+    let total = log.total();
     let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::ACCEPT_RANGES, "bytes")];
     // `Range: bytes=a-b`, `bytes=a-` or `bytes=-n` (the tail): a viewer fetches a 100 MB log in parts.
     let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return Ok((plain, Body::from_stream(tokio_util::io::ReaderStream::new(file))).into_response());
+        return Ok((plain, Body::from_stream(log.stream(0..total).await?)).into_response());
     };
     let Some((start, end)) = parse_range(range, total) else {
         return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{total}"))], "").into_response());
     };
-    file.seek(std::io::SeekFrom::Start(start)).await?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(end + 1 - start)));
+    let body = Body::from_stream(log.stream(start..end + 1).await?);
     Ok((StatusCode::PARTIAL_CONTENT, plain, [(header::CONTENT_RANGE, format!("bytes {start}-{end}/{total}"))], body).into_response())
 }
 
@@ -172,15 +170,12 @@ pub async fn artifacts(State(state): State<Arc<AppState>>, Path(id): Path<i64>) 
     let Some(digest) = job.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) else {
         return Err(Error::NotFound("artifacts"));
     };
-    let file = tokio::fs::File::open(state.artifacts_dir().join(digest)).await.map_err(|_| Error::NotFound("artifacts"))?;
+    let blob = state.blobs.get(&crate::blob::artifact_key(digest), None).await?.ok_or(Error::NotFound("artifacts"))?;
     let name = format!(
         "attachment; filename=\"{}-artifacts.tar.gz\"",
         job.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_")
     );
-    Ok((
-        [(header::CONTENT_TYPE, "application/gzip".to_string()), (header::CONTENT_DISPOSITION, name)],
-        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-    )
+    Ok(([(header::CONTENT_TYPE, "application/gzip".to_string()), (header::CONTENT_DISPOSITION, name)], Body::from_stream(blob.stream))
         .into_response())
 }
 
@@ -369,6 +364,7 @@ pub async fn git(
     let Some(job) = state.store.job_by_token(id, &hash_token(&token)).await? else { return Ok(unauthorized()) };
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
     let mirror_dir = state.mirror_dir(&pipeline.project);
+    ensure_commit(&state, &pipeline).await?;
     let mut req =
         crate::git::http::GitHttpRequest::new(method.as_str(), &format!("/{rest}"), uri.query().unwrap_or(""), &headers, body.to_vec());
     req.remote_user = Some(format!("job-{id}"));
@@ -378,6 +374,28 @@ pub async fn git(
         out = out.header(k, v);
     }
     out.body(Body::from(resp.body)).map_err(|e| Error::Internal(e.into()))
+}
+
+/// Mirrors are a local cache: a server that did not plan the pipeline (another server did, or
+/// its data directory is new) fetches the commit before serving it.
+async fn ensure_commit(state: &Arc<AppState>, pipeline: &crate::store::PipelineRow) -> ApiResult<()> {
+    let Some(project) = state.config.project(&pipeline.project) else { return Err(Error::NotFound("project")) };
+    let (state, repo, name, sha, id) = (state.clone(), project.repo.clone(), pipeline.project.clone(), pipeline.sha.clone(), pipeline.id);
+    let fetched = tokio::task::spawn_blocking(move || -> Result<(), crate::git::GitError> {
+        let mirror = state.mirror(&name)?;
+        if !mirror.has_commit(&sha) {
+            tracing::info!(project = %name, "fetching the mirror for a runner's checkout");
+            mirror.fetch(&repo)?;
+        }
+        // The pipeline's ref, as the planning server made it.
+        mirror.pin(id, &sha).map(drop)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.into()))?;
+    fetched.map_err(|e| {
+        tracing::error!(project = %pipeline.project, error = %crate::error::chain(&e), "cannot fetch the mirror for a runner's checkout");
+        Error::Internal("the server cannot fetch this project's repository; see its log".into())
+    })
 }
 
 fn basic_password(headers: &HeaderMap) -> Option<String> {

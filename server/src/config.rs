@@ -5,6 +5,7 @@
 //! data_dir = "/var/lib/piste"
 //! runner_registration_token = "a long random string"
 //! # database = "postgres://piste@db/piste"   # default: SQLite in data_dir
+//! # storage = "s3://bucket/prefix"            # logs and artifacts; default: files in data_dir
 //!
 //! [[project]]
 //! name = "app"
@@ -38,6 +39,10 @@ pub struct Config {
     /// `postgres://...` to share the queue between servers; default: SQLite in `data_dir`.
     #[serde(default)]
     pub database: Option<String>,
+    /// `s3://BUCKET/PREFIX` to keep logs and artifacts in object storage (credentials and
+    /// endpoint from the `AWS_*` environment); default: files in `data_dir`.
+    #[serde(default)]
+    pub storage: Option<String>,
     /// How long a runner may stay silent before its job is taken back (ms).
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
@@ -156,6 +161,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             runner_registration_token: String::new(),
             database: None,
+            storage: None,
             lease_ms: default_lease_ms(),
             poll_ms: default_poll_ms(),
             max_artifacts_bytes: default_max_artifacts(),
@@ -230,6 +236,9 @@ impl Config {
             if let Some(unknown) = p.unprotected_secrets.iter().find(|n| !p.secrets.contains_key(*n)) {
                 return Err(format!("project `{}`: `unprotected_secrets` names `{unknown}`, which is not in `secrets`", p.name));
             }
+        }
+        if let Some(url) = &self.storage {
+            crate::blob::S3Location::parse(url).map_err(|e| e.to_string())?;
         }
         if self.lease_ms < 1000 {
             return Err("`lease_ms` must be at least 1000".into());

@@ -8,7 +8,6 @@
 //! read buffer.
 
 use std::convert::Infallible;
-use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::AppState;
 use crate::error::{ApiResult, Error};
@@ -26,6 +24,9 @@ use scheduler::JobStatus;
 
 /// Most bytes sent in one event.
 const EVENT_BYTES: usize = 64 * 1024;
+/// How often a follower looks at the store when no chunk arrived here (another server may
+/// have stored one, or finished the job).
+const REMOTE_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -50,13 +51,11 @@ pub async fn stream(
     // `Last-Event-ID` (a reconnecting EventSource) wins over `?offset=`.
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let start = resume.or(q.offset).unwrap_or(0);
-    let path = crate::logs::path(&state.logs_dir(), id, attempt);
     let renderer = match q.format.as_deref() {
-        Some("html") => Some(crate::web::ansi::Renderer::new(first_line(&path, start).await)),
+        Some("html") => Some(crate::web::ansi::Renderer::new(first_line(&state, id, attempt, start).await)),
         _ => None,
     };
     let stream = futures_util::stream::unfold((state, start, false, renderer), move |(state, mut offset, done, mut renderer)| {
-        let path = path.clone();
         async move {
             if done {
                 return None;
@@ -67,12 +66,13 @@ pub async fn stream(
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 // Anything new?
-                if let Ok(mut f) = tokio::fs::File::open(&path).await {
-                    let len = f.metadata().await.map_or(0, |m| m.len());
+                if let Ok(Some(log)) = state.logs.view(id, attempt).await {
+                    let len = log.total();
                     if len > offset {
                         let want = ((len - offset) as usize).min(EVENT_BYTES);
-                        let mut buf = vec![0u8; want];
-                        if f.seek(SeekFrom::Start(offset)).await.is_ok() && f.read_exact(&mut buf).await.is_ok() {
+                        if let Ok(mut buf) =
+                            log.read_at(offset, want).await.map_err(|e| tracing::debug!(job = id, error = %e, "log follower cannot read"))
+                        {
                             // Never split a UTF-8 character between events.
                             let cut = match std::str::from_utf8(&buf) {
                                 Ok(_) => buf.len(),
@@ -108,18 +108,19 @@ pub async fn stream(
                         return Some((Ok(Event::default().event("end").data(data)), (state, offset, true, renderer)));
                     }
                 }
-                // Wait for a chunk (or re-check now and then: a finish may come from another server).
-                let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+                // Wait for a chunk stored here, or look again after `REMOTE_POLL`: chunks and
+                // finishes may arrive at another server.
+                let _ = tokio::time::timeout(REMOTE_POLL, notified).await;
             }
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Line number of byte `offset` of the log at `path`; 1 when the log is not there yet.
-async fn first_line(path: &std::path::Path, offset: u64) -> usize {
-    match tokio::fs::File::open(path).await {
-        Ok(mut f) => crate::logs::line_at(&mut f, offset).await.unwrap_or(1),
-        Err(_) => 1,
+/// Line number of byte `offset` of the log; 1 when the log is not there yet.
+async fn first_line(state: &AppState, id: i64, attempt: i64, offset: u64) -> usize {
+    match state.logs.view(id, attempt).await {
+        Ok(Some(log)) => log.line_at(offset).await.unwrap_or(1),
+        _ => 1,
     }
 }

@@ -8,6 +8,7 @@
 //! planned (a crash between the webhook's answer and the plan loses nothing).
 
 mod api;
+pub mod blob;
 pub mod clock;
 pub mod config;
 mod error;
@@ -42,6 +43,8 @@ pub use clock::Clock;
 pub use config::{Config, ProjectConfig};
 use pipelines::Cached;
 
+use crate::blob::Blobs;
+use crate::logs::Logs;
 use crate::store::{Backend, Store};
 use scheduler::{Event, PipelineStatus};
 
@@ -59,6 +62,9 @@ type PerJob<T> = Arc<Mutex<HashMap<i64, Arc<T>>>>;
 pub struct AppState {
     pub config: Config,
     pub store: Backend,
+    /// Artifacts (and, through `logs`, logs): files in `data_dir` or a bucket.
+    pub blobs: Blobs,
+    pub logs: Logs,
     /// The time, for everything the server decides or records.
     pub clock: Clock,
     /// Engines of the pipelines processed lately; a pipeline leaves when it finishes.
@@ -109,8 +115,10 @@ fn hold<T: Default>(map: &PerJob<T>, job: i64) -> Held<T> {
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Backend) -> AppState {
+    pub fn new(config: Config, store: Backend, blobs: Blobs) -> AppState {
         AppState {
+            logs: Logs::for_blobs(&config.data_dir, &blobs),
+            blobs,
             config,
             store,
             clock: Clock::system(),
@@ -185,14 +193,6 @@ impl AppState {
     fn job_ended(&self, job: i64) {
         self.queued_at.lock().unwrap_or_else(|e| e.into_inner()).remove(&job);
         self.wake_followers(job);
-    }
-
-    pub fn logs_dir(&self) -> PathBuf {
-        self.config.data_dir.join("logs")
-    }
-
-    pub fn artifacts_dir(&self) -> PathBuf {
-        self.config.data_dir.join("artifacts")
     }
 
     pub fn mirror_dir(&self, project: &str) -> PathBuf {
@@ -333,9 +333,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Serves until `shutdown` is cancelled, then stops accepting and lets requests finish.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) -> std::io::Result<()> {
-    for dir in [state.logs_dir(), state.artifacts_dir(), state.config.data_dir.join("mirrors")] {
-        std::fs::create_dir_all(&dir)?;
-    }
+    // Logs and artifacts folders (local storage) are made when first written.
+    std::fs::create_dir_all(state.config.data_dir.join("mirrors"))?;
     // Pipelines recorded before a crash but never planned.
     match state.store.pipelines_with_status(&[PipelineStatus::Created]).await {
         Ok(rows) => {
@@ -373,7 +372,13 @@ async fn reap_leases(state: Arc<AppState>, shutdown: CancellationToken) {
             };
             if let Err(e) = pipelines::process(&state, job.pipeline_id, vec![event], vec![update]).await {
                 tracing::error!(%project, pipeline = job.pipeline_id, job = job.id, error = %error::chain(&e), "cannot expire lease");
+                continue;
             }
+            // That attempt is over: its log becomes one blob (object storage), off this loop.
+            let s = state.clone();
+            tokio::spawn(async move {
+                s.logs.seal(job.id, job.attempt).await.map_err(|e| tracing::warn!(job = job.id, error = %e, "log left in chunks"))
+            });
         }
     }
 }

@@ -1,16 +1,186 @@
-//! Job logs on disk: `<data_dir>/logs/<job id>.<attempt>.log`, appended by offset. Every
-//! attempt has its own log: a retried job starts at offset 0 and the failed attempt's log stays.
+//! Job logs, appended by offset. Every attempt has its own log: a retried job starts at offset 0
+//! and the failed attempt's log stays. Two implementations behind [`Logs`]:
 //!
-//! The file is the truth: its length is the next offset. A chunk that starts before the end
-//! repeats what is stored (a runner retrying after a lost answer) and is acknowledged without
-//! writing; one that starts after the end is refused with the expected offset. Nothing is held
-//! in memory beyond one chunk. Project secrets are masked again here, with a same-length
-//! replacement so that offsets stay the runner's; a secret split across two chunks is found by
-//! re-reading the stored tail.
+//! * [`Logs::File`] (the default, blobs on the local disk): `<data_dir>/logs/<job id>.<attempt>.log`,
+//!   appended in place. The file is the truth: its length is the next offset.
+//! * [`Logs::Chunked`] (object storage, several servers): each accepted chunk is its own blob
+//!   `logs/<job>.<attempt>/<offset, 20 digits>`; the length is derived from them, so a server
+//!   that restarts, or another one, continues where the log stands. When the job finishes the
+//!   chunks become one blob `logs/<job>.<attempt>.log` (streamed) and are deleted ([`chunked`]).
+//!
+//! Either way: a chunk that starts before the end repeats what is stored (a runner retrying
+//! after a lost answer) and is acknowledged without writing; one that starts after the end is
+//! refused with the expected offset. Nothing is held in memory beyond one chunk. Project
+//! secrets are masked again here, with a same-length replacement so that offsets stay the
+//! runner's; a secret split across two chunks is found by re-reading the stored tail.
+
+mod chunked;
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::blob::{BlobError, Blobs, ByteStream};
+pub use chunked::{BlobView, ChunkedLogs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log file `{}`: {source}", .path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("a log task stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the chunks under `{0}` do not follow each other from offset 0, and there is no whole log")]
+    Broken(String),
+}
+
+/// Storage errors are logged with their cause; clients learn only that storage failed.
+impl From<LogError> for crate::error::Error {
+    fn from(e: LogError) -> Self {
+        tracing::error!(error = %e, "log storage");
+        crate::error::Error::Internal("the server's log storage failed; try again later".into())
+    }
+}
+
+/// Where a server keeps job logs.
+pub enum Logs {
+    File(FileLogs),
+    Chunked(ChunkedLogs),
+}
+
+/// Logs as files appended in place under one folder.
+pub struct FileLogs {
+    dir: PathBuf,
+}
+
+impl Logs {
+    /// Files under `<data_dir>/logs` when blobs are on the local disk, chunks in the blob
+    /// store otherwise.
+    pub fn for_blobs(data_dir: &Path, blobs: &Blobs) -> Logs {
+        match blobs {
+            Blobs::Fs(_) => Logs::file(data_dir.join("logs")),
+            other => Logs::chunked(other.clone()),
+        }
+    }
+
+    pub fn file(dir: PathBuf) -> Logs {
+        Logs::File(FileLogs { dir })
+    }
+
+    pub fn chunked(blobs: Blobs) -> Logs {
+        Logs::Chunked(ChunkedLogs::new(blobs))
+    }
+
+    /// Appends `data` at `offset`, masking `secrets`. Call with the job's log lock held.
+    pub async fn append(&self, job: i64, attempt: i64, offset: u64, data: Bytes, secrets: Vec<String>) -> Result<Append, LogError> {
+        match self {
+            Logs::File(f) => {
+                let dir = f.dir.clone();
+                let p = path(&dir, job, attempt);
+                tokio::task::spawn_blocking(move || append(&dir, job, attempt, offset, &data, &secrets))
+                    .await?
+                    .map_err(|source| LogError::File { path: p, source })
+            }
+            Logs::Chunked(c) => c.append(job, attempt, offset, data, &secrets).await,
+        }
+    }
+
+    /// What is stored of the log now, or `None` when nothing is.
+    pub async fn view(&self, job: i64, attempt: i64) -> Result<Option<LogView>, LogError> {
+        match self {
+            Logs::File(f) => {
+                let p = path(&f.dir, job, attempt);
+                match tokio::fs::metadata(&p).await {
+                    Ok(m) => Ok(Some(LogView::File { path: p, total: m.len() })),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(LogError::File { path: p, source }),
+                }
+            }
+            Logs::Chunked(c) => Ok(c.view(job, attempt).await?.map(LogView::Blob)),
+        }
+    }
+
+    /// Bytes stored so far.
+    pub async fn len(&self, job: i64, attempt: i64) -> Result<u64, LogError> {
+        Ok(self.view(job, attempt).await?.map_or(0, |v| v.total()))
+    }
+
+    /// The attempt is over: its log becomes one blob (nothing to do for files).
+    pub async fn seal(&self, job: i64, attempt: i64) -> Result<(), LogError> {
+        match self {
+            Logs::File(_) => Ok(()),
+            Logs::Chunked(c) => c.seal(job, attempt).await,
+        }
+    }
+}
+
+/// A log as stored when it was looked at: its length then, and reads within it.
+pub enum LogView {
+    File { path: PathBuf, total: u64 },
+    Blob(BlobView),
+}
+
+impl LogView {
+    pub fn total(&self) -> u64 {
+        match self {
+            LogView::File { total, .. } => *total,
+            LogView::Blob(b) => b.total(),
+        }
+    }
+
+    /// The bytes in `range` (clipped to the end), streamed.
+    pub async fn stream(&self, range: Range<u64>) -> Result<ByteStream, LogError> {
+        let end = range.end.min(self.total());
+        let start = range.start.min(end);
+        match self {
+            LogView::File { path, .. } => {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let file_err = |source| LogError::File { path: path.clone(), source };
+                let mut f = tokio::fs::File::open(path).await.map_err(file_err)?;
+                f.seek(SeekFrom::Start(start)).await.map_err(file_err)?;
+                let key = path.display().to_string();
+                let s = tokio_util::io::ReaderStream::with_capacity(f.take(end - start), 64 * 1024)
+                    .map(move |r| r.map_err(|source| BlobError::Io { key: key.clone(), source }));
+                Ok(s.boxed())
+            }
+            LogView::Blob(b) => Ok(b.stream(start..end)),
+        }
+    }
+
+    /// At most `max` bytes from `offset` (bounded: one event or one page's worth).
+    pub async fn read_at(&self, offset: u64, max: usize) -> Result<Vec<u8>, LogError> {
+        let end = offset.saturating_add(max as u64).min(self.total());
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut s = self.stream(offset..end).await?;
+        while let Some(piece) = s.next().await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out)
+    }
+
+    /// Line number of byte `offset`: one plus the newlines before it (read in blocks).
+    pub async fn line_at(&self, offset: u64) -> Result<usize, LogError> {
+        if let LogView::File { path, .. } = self {
+            let mut f = tokio::fs::File::open(path).await.map_err(|source| LogError::File { path: path.clone(), source })?;
+            return line_at(&mut f, offset).await.map_err(|source| LogError::File { path: path.clone(), source });
+        }
+        let mut lines = 1;
+        let mut s = self.stream(0..offset).await?;
+        while let Some(piece) = s.next().await {
+            lines += piece?.iter().filter(|&&b| b == b'\n').count();
+        }
+        Ok(lines)
+    }
+}
 
 /// Outcome of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +189,8 @@ pub enum Append {
     Ok { next_offset: u64 },
     /// The chunk starts after the end of the log.
     Gap { expected_offset: u64 },
+    /// The attempt's log was sealed (its job finished): nothing more is added.
+    Sealed { length: u64 },
 }
 
 pub fn path(logs_dir: &Path, job_id: i64, attempt: i64) -> PathBuf {
@@ -60,7 +232,7 @@ pub fn append(logs_dir: &Path, job_id: i64, attempt: i64, offset: u64, data: &[u
 }
 
 /// Replaces every occurrence of a secret by `*`s of the same length.
-fn mask_same_length(buf: &mut [u8], secrets: &[String]) {
+pub(crate) fn mask_same_length(buf: &mut [u8], secrets: &[String]) {
     for s in secrets.iter().filter(|s| !s.is_empty()) {
         let s = s.as_bytes();
         let mut i = 0;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::response::Html;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::AppState;
 use crate::error::{ApiResult, Error};
@@ -100,25 +99,20 @@ pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(
     let p = state.store.pipeline(j.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
     let template: Option<JobTemplate> = serde_json::from_str(&j.spec).ok();
     let running = !j.status.is_complete() && j.status != JobStatus::Manual;
-    let path = crate::logs::path(&state.logs_dir(), id, j.attempt.max(1));
-    let (html, start, end) = match tokio::fs::File::open(&path).await {
-        Ok(mut f) => {
-            let total = f.metadata().await?.len();
+    let (html, start, end) = match state.logs.view(id, j.attempt.max(1)).await? {
+        Some(log) => {
+            let total = log.total();
             let upto = q.before.unwrap_or(total).min(total);
             let mut start = upto.saturating_sub(TAIL_BYTES);
             // Start at a line boundary so numbering and sections stay right.
             if start > 0 {
-                let mut probe = vec![0u8; (upto - start) as usize];
-                f.seek(std::io::SeekFrom::Start(start)).await?;
-                f.read_exact(&mut probe).await?;
+                let probe = log.read_at(start, (upto - start) as usize).await?;
                 if let Some(nl) = probe.iter().position(|&b| b == b'\n') {
                     start += nl as u64 + 1;
                 }
             }
-            let first_line = crate::logs::line_at(&mut f, start).await?;
-            let mut bytes = vec![0u8; (upto - start) as usize];
-            f.seek(std::io::SeekFrom::Start(start)).await?;
-            f.read_exact(&mut bytes).await?;
+            let first_line = log.line_at(start).await?;
+            let bytes = log.read_at(start, (upto - start) as usize).await?;
             let mut r = Renderer::new(first_line);
             let mut html = r.push(&bytes);
             let live = running && q.before.is_none();
@@ -128,7 +122,7 @@ pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(
             }
             (html, start, end)
         }
-        Err(_) => (String::new(), 0, 0),
+        None => (String::new(), 0, 0),
     };
     let detail = JobDetail {
         id: j.id as u64,

@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use pipeline_spec::predefined::Context;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
+use crate::blob::{BlobStore, BlobWriter, artifact_key};
 use crate::error::{ApiResult, Error};
 use crate::pipelines::{self, JobTemplate};
 use crate::store::{JobRow, JobUpdate, Store};
@@ -145,11 +145,7 @@ pub async fn append_log(
     let secrets = state.project_secrets(job.pipeline_id).await?;
     let lock = state.log_lock(id).await;
     let _guard = lock.lock().await;
-    let dir = state.logs_dir();
-    let attempt = job.attempt;
-    let appended = tokio::task::spawn_blocking(move || crate::logs::append(&dir, id, attempt, q.offset, &body, &secrets))
-        .await
-        .map_err(|e| Error::Internal(e.into()))??;
+    let appended = state.logs.append(id, job.attempt, q.offset, body, secrets).await?;
     state.log_appended(id);
     Ok(match appended {
         crate::logs::Append::Ok { next_offset } => (StatusCode::ACCEPTED, Json(LogAck { next_offset })).into_response(),
@@ -162,10 +158,14 @@ pub async fn append_log(
             }),
         )
             .into_response(),
+        crate::logs::Append::Sealed { length } => {
+            return Err(Error::Conflict(format!("this attempt's log is closed at {length} bytes: its job has finished")));
+        }
     })
 }
 
-/// Receives the artifacts archive, verifying its SHA-256 while it streams to disk.
+/// Receives the artifacts archive, verifying its SHA-256 while it streams to the blob store;
+/// the blob appears under its digest only once the digest matched.
 pub async fn upload_artifacts(
     State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
@@ -180,10 +180,8 @@ pub async fn upload_artifacts(
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
         .ok_or_else(|| Error::BadRequest(format!("the `{}` header must be `sha256:<64 lowercase hex digits>`", protocol::SHA256_HEADER)))?
         .to_string();
-    let dir = state.artifacts_dir();
-    tokio::fs::create_dir_all(dir.join("tmp")).await?;
-    let tmp = dir.join("tmp").join(format!("{id}-{}", new_token()));
-    let mut file = tokio::fs::File::create(&tmp).await?;
+    let key = artifact_key(&expected);
+    let mut writer = state.blobs.create(&key).await?;
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
@@ -191,33 +189,36 @@ pub async fn upload_artifacts(
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
+                let _ = writer.abort().await;
                 return Err(Error::BadRequest(format!("upload interrupted: {e}")));
             }
         };
         size += chunk.len() as u64;
         if size > state.config.max_artifacts_bytes {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            let _ = writer.abort().await;
             return Err(Error::PayloadTooLarge(format!("artifacts are limited to {} bytes", state.config.max_artifacts_bytes)));
         }
         hasher.update(&chunk);
-        file.write_all(&chunk).await?;
+        if let Err(e) = writer.write(chunk).await {
+            let _ = writer.abort().await;
+            return Err(e.into());
+        }
     }
-    file.flush().await?;
-    drop(file);
     let actual = hex::encode(hasher.finalize());
     if actual != expected {
-        let _ = tokio::fs::remove_file(&tmp).await;
+        let _ = writer.abort().await;
         return Err(Error::BadRequest(format!("artifacts digest mismatch: header says sha256:{expected}, body is sha256:{actual}")));
     }
-    let final_path = dir.join(&actual);
-    tokio::fs::rename(&tmp, &final_path).await?;
+    writer.commit().await?;
     state.store.set_artifacts(id, &format!("sha256:{actual}")).await?;
     // The dotenv report travels inside the archive: read it now, for the jobs after this one.
     let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.into()))?;
     if let Some(a) = template.job.artifacts.filter(|a| !a.dotenv.is_empty()) {
         let wanted = a.dotenv.clone();
-        let vars = tokio::task::spawn_blocking(move || read_dotenv(&final_path, &wanted)).await.map_err(|e| Error::Internal(e.into()))?;
+        let blob = state.blobs.get(&key, None).await?.ok_or(Error::NotFound("artifacts"))?;
+        let reader = tokio_util::io::StreamReader::new(blob.stream.map(|r| r.map_err(std::io::Error::other)));
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        let vars = tokio::task::spawn_blocking(move || read_dotenv(bridge, &wanted)).await.map_err(|e| Error::Internal(e.into()))?;
         match vars {
             Ok(vars) => state.store.set_dotenv(id, &serde_json::to_string(&vars).unwrap_or_default()).await?,
             Err(e) => tracing::warn!(job = id, error = %e, "dotenv report ignored"),
@@ -226,11 +227,10 @@ pub async fn upload_artifacts(
     Ok(StatusCode::CREATED)
 }
 
-/// Reads the dotenv files named in `wanted` out of an artifacts archive (bounded).
-fn read_dotenv(archive: &std::path::Path, wanted: &[String]) -> Result<Vec<(String, String)>, String> {
+/// Reads the dotenv files named in `wanted` out of an artifacts archive (bounded). Blocking.
+fn read_dotenv(archive: impl std::io::Read, wanted: &[String]) -> Result<Vec<(String, String)>, String> {
     use std::io::Read;
-    let file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     let mut out = Vec::new();
     for entry in tar.entries().map_err(|e| e.to_string())?.take(100_000) {
         let mut entry = entry.map_err(|e| e.to_string())?;
@@ -259,9 +259,8 @@ pub async fn download_artifacts(
     let Some(digest) = dep_row.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) else {
         return Err(Error::NotFound("artifacts"));
     };
-    let file = tokio::fs::File::open(state.artifacts_dir().join(digest)).await.map_err(|_| Error::NotFound("artifacts"))?;
-    let stream = tokio_util::io::ReaderStream::new(file);
-    Ok(([(header::CONTENT_TYPE, "application/gzip")], Body::from_stream(stream)).into_response())
+    let blob = state.blobs.get(&artifact_key(digest), None).await?.ok_or(Error::NotFound("artifacts"))?;
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], Body::from_stream(blob.stream)).into_response())
 }
 
 pub async fn finish(
@@ -290,9 +289,16 @@ pub async fn finish(
             Some(serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{reason:?}")))
         }
     };
-    let stored = crate::logs::len(&state.logs_dir(), id, job.attempt);
+    let stored = state.logs.len(id, job.attempt).await?;
     if stored < req.log_bytes {
         tracing::warn!(job = id, stored, sent = req.log_bytes, "finish before the whole log arrived");
+    }
+    // The attempt's log is complete: one blob from now on (and earlier attempts', whose
+    // runners died before finishing).
+    for attempt in 1..=job.attempt {
+        if let Err(e) = state.logs.seal(id, attempt).await {
+            tracing::warn!(job = id, attempt, error = %e, "log left in chunks (still readable)");
+        }
     }
     let now = state.now_ms();
     let reason_text = match (reason, &req.reason) {

@@ -16,7 +16,8 @@ const START: i64 = 1_767_225_600_000;
 async fn state(dir: &std::path::Path) -> Arc<AppState> {
     let config: Config = toml::from_str(&format!("data_dir = {:?}\n", dir.display().to_string())).unwrap();
     let store = Backend::open("", dir).await.unwrap();
-    Arc::new(AppState::new(config, store).with_clock(Clock::manual(START)))
+    let blobs = crate::blob::Blobs::open(&config).unwrap();
+    Arc::new(AppState::new(config, store, blobs).with_clock(Clock::manual(START)))
 }
 
 fn spec(node: JobNode) -> String {
@@ -102,7 +103,8 @@ async fn delayed_jobs_wake_at_their_deadline_and_finished_pipelines_leave_memory
     again.when = When::Delayed { start_in_ms: 1_000 };
     let (other, other_ids) = started(&state, "c", vec![again]).await;
     let config: Config = toml::from_str(&format!("data_dir = {:?}\n", dir.path().display().to_string())).unwrap();
-    let peer = AppState::new(config, state.store.clone()).with_clock(state.clock.clone());
+    let blobs = crate::blob::Blobs::open(&config).unwrap();
+    let peer = AppState::new(config, state.store.clone(), blobs).with_clock(state.clock.clone());
     state.clock.advance(Duration::from_secs(1));
     wake_due(&peer).await;
     assert_eq!(state.store.job(other_ids[0]).await.unwrap().unwrap().status, JobStatus::Pending);

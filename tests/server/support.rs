@@ -106,7 +106,10 @@ pub fn wait_port(port: u16) {
 pub struct Server {
     pub port: u16,
     pub url: String,
+    /// Its data directory.
+    pub data: PathBuf,
     config: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -118,6 +121,11 @@ impl Server {
 
     /// A server whose data directory is `data` (shared by several servers) when given.
     pub fn start_in(forge: &Forge, lease_ms: u64, extra: &str, data: Option<&Path>) -> Server {
+        Server::start_with_env(forge, lease_ms, extra, data, Vec::new())
+    }
+
+    /// A server with more environment (e.g. `AWS_*` for object storage).
+    pub fn start_with_env(forge: &Forge, lease_ms: u64, extra: &str, data: Option<&Path>, env: Vec<(String, String)>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
@@ -131,7 +139,7 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut s = Server { port, url: format!("http://127.0.0.1:{port}"), config, child: None, _dir: Some(dir) };
+        let mut s = Server { port, url: format!("http://127.0.0.1:{port}"), data, config, env, child: None, _dir: Some(dir) };
         s.spawn();
         s
     }
@@ -141,6 +149,7 @@ impl Server {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("PISTE_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(self.config.with_extension("log")).unwrap()))
             .spawn()

@@ -1,0 +1,220 @@
+//! Object storage: two `piste serve` sharing only PostgreSQL and an S3 bucket (moto), one
+//! killed mid-pipeline; every log and artifact ends in the bucket, none on either disk.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::moto::Moto;
+use crate::support::{Forge, Http, RunnerProc, SECRET, Server, gitlab_push, job_id};
+
+const BUCKET: &str = "piste-e2e";
+
+const PIPELINE: &str = r#"
+stages: [build, test, report]
+default:
+  retry: 2
+build:
+  stage: build
+  cache:
+    key: deps
+    paths: [deps/]
+  script:
+    - mkdir -p deps out
+    - echo cached > deps/marker
+    - echo "built on $CI_RUNNER_DESCRIPTION" > out/app.txt
+    - head -c 12000000 /dev/urandom > out/big.bin
+    - sha256sum out/big.bin > out/big.sha256
+    - echo "token is $DEPLOY_TOKEN"
+  artifacts:
+    paths: [out/]
+slow-1:
+  stage: test
+  needs: [build]
+  script:
+    - sha256sum -c out/big.sha256
+    - for i in $(seq 1 25); do echo slow-1-line-$i; sleep 0.2; done
+slow-2:
+  stage: test
+  needs: [build]
+  script:
+    - sha256sum -c out/big.sha256
+    - for i in $(seq 1 25); do echo slow-2-line-$i; sleep 0.2; done
+report:
+  stage: report
+  needs: [build, slow-1, slow-2]
+  script:
+    - cat out/app.txt
+    - sha256sum -c out/big.sha256
+"#;
+
+/// Files under `dir`, relative.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+async fn wait_log_line(http: &Http, job: i64, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http.log(job).await.lines().any(|l| l == line) {
+        assert!(Instant::now() < deadline, "job {job} never logged {line:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_without_a_shared_disk_keep_logs_and_artifacts_in_s3_through_a_kill() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let forge = Forge::new(PIPELINE);
+    let (before, after) = forge.push("main", "first");
+    let db = crate::support::postgres_database();
+    let extra = format!("database = \"{db}\"\nstorage = \"s3://{BUCKET}/piste\"");
+    let mut a = Server::start_with_env(&forge, 3000, &extra, None, moto.env());
+    let b = Server::start_with_env(&forge, 3000, &extra, None, moto.env());
+    assert_ne!(a.data, b.data);
+    let _ra = RunnerProc::start(&a, "runner-a", "shell");
+    let _rb = RunnerProc::start(&b, "runner-b", "shell");
+    let (ha, hb) = (Http::new(&a), Http::new(&b));
+    let r = ha.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "s3-1").await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+
+    // One runner per server, one job each: the two slow jobs run on different servers' runners.
+    let s1 = hb.wait_job_status(id, "slow-1", &["running"], 120).await["id"].as_i64().unwrap();
+    let s2 = hb.wait_job_status(id, "slow-2", &["running"], 120).await["id"].as_i64().unwrap();
+    wait_log_line(&hb, s1, "slow-1-line-1").await;
+    wait_log_line(&hb, s2, "slow-2-line-1").await;
+    a.kill();
+
+    let p = hb.wait_status(id, &["success", "failed"], 180).await;
+    assert_eq!(p["status"], "success", "{p:#}\nserver a:\n{}\nserver b:\n{}\nmoto:\n{}", a.log(), b.log(), moto.log());
+    let jobs = p["jobs"].as_array().unwrap();
+    let retried: Vec<&str> = jobs.iter().filter(|j| j["attempt"] == 2).filter_map(|j| j["name"].as_str()).collect();
+    assert_eq!(retried.len(), 1, "the job of the killed server's runner ran again on the other: {p:#}");
+    assert!(retried[0].starts_with("slow-"), "{p:#}");
+
+    // Every log of every attempt is one object in the bucket, and the API serves it.
+    let keys = moto.list(BUCKET, "piste/");
+    for j in jobs {
+        let jid = j["id"].as_i64().unwrap();
+        for attempt in 1..=j["attempt"].as_i64().unwrap() {
+            let key = format!("piste/logs/{jid}.{attempt}.log");
+            let stored = keys.iter().find(|(k, _)| *k == key).map(|(_, size)| *size);
+            assert!(stored.is_some_and(|s| s > 0), "{key} in the bucket: {keys:#?}");
+            assert!(!keys.iter().any(|(k, _)| k.starts_with(&format!("piste/logs/{jid}.{attempt}/"))), "sealed, no chunk left: {keys:#?}");
+            let served =
+                hb.client.get(format!("{}/api/v1/jobs/{jid}/log?attempt={attempt}", hb.base)).send().await.unwrap().text().await.unwrap();
+            assert_eq!(Some(served.len() as u64), stored, "the API reads the bucket's log of job {jid} attempt {attempt}");
+        }
+    }
+    let killed = job_id(&p, retried[0]);
+    let first = hb.client.get(format!("{}/api/v1/jobs/{killed}/log?attempt=1", hb.base)).send().await.unwrap().text().await.unwrap();
+    assert!(first.lines().any(|l| l == format!("{}-line-1", retried[0])), "the killed attempt's log survived: {first}");
+    let build_log = hb.log(job_id(&p, "build")).await;
+    assert!(build_log.contains("token is [MASKED]") && !build_log.contains("tok-123456-secret"), "{build_log}");
+
+    // The artifacts: content-addressed in the bucket, served from it.
+    let archive = hb.client.get(format!("{}/api/v1/jobs/{}/artifacts", hb.base, job_id(&p, "build"))).send().await.unwrap();
+    assert_eq!(archive.status(), 200);
+    let bytes = archive.bytes().await.unwrap();
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let artifacts: Vec<_> = keys.iter().filter(|(k, _)| k.starts_with("piste/artifacts/")).collect();
+    assert_eq!(artifacts, [&(format!("piste/artifacts/{digest}"), bytes.len() as u64)], "{keys:#?}");
+    assert!(bytes.len() > 8 << 20, "big enough to be a multipart upload: {}", bytes.len());
+
+    // Nothing but git mirrors (a cache any server rebuilds) on either server's disk.
+    for dir in [&a.data, &b.data] {
+        let found = files(dir);
+        assert!(found.iter().any(|f| f.starts_with("mirrors/")), "{found:?}");
+        let other: Vec<_> = found.iter().filter(|f| !f.starts_with("mirrors/")).collect();
+        assert!(other.is_empty(), "only mirrors under {}: {other:?}", dir.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_on_one_server_sees_the_chunks_another_server_accepts() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let forge = Forge::new("talk:\n  script:\n    - for i in $(seq 1 20); do echo \"tick $i\"; sleep 0.1; done\n");
+    let (before, after) = forge.push("main", "first");
+    let db = crate::support::postgres_database();
+    let extra = format!("database = \"{db}\"\nstorage = \"s3://{BUCKET}\"");
+    let a = Server::start_with_env(&forge, 5000, &extra, None, moto.env());
+    let b = Server::start_with_env(&forge, 5000, &extra, None, moto.env());
+    // The only runner talks to `a`; the follower watches through `b`.
+    let _runner = RunnerProc::start(&a, "runner-a", "shell");
+    let (ha, hb) = (Http::new(&a), Http::new(&b));
+    let r = ha.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "follow-1").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let job = hb.wait_job_status(id, "talk", &["running"], 60).await["id"].as_i64().unwrap();
+    let sse = hb.client.get(format!("{}/api/v1/jobs/{job}/log/stream", hb.base)).send().await.unwrap().text().await.unwrap();
+    let mut text = String::new();
+    let mut ended = false;
+    for block in sse.split("\n\n") {
+        let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+        if block.lines().any(|l| l == "event: end") {
+            assert!(data.contains("\"status\":\"success\""), "{data}");
+            ended = true;
+        } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) {
+            text.push_str(v["text"].as_str().unwrap_or(""));
+        }
+    }
+    assert!(ended, "the stream ends with the job: {sse}");
+    let ticks: Vec<&str> = text.lines().filter(|l| l.starts_with("tick ")).collect();
+    let want: Vec<String> = (1..=20).map(|i| format!("tick {i}")).collect();
+    assert_eq!(ticks, want, "every line once, in order, through the other server:\n{text}");
+    assert_eq!(text, ha.log(job).await, "both servers serve the same log");
+    // The job page and byte ranges read the bucket too.
+    let page = hb.client.get(format!("{}/jobs/{job}", hb.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("tick 20") && page.contains("id=\"L1\""), "{page}");
+    let tail = hb.client.get(format!("{}/api/v1/jobs/{job}/log", hb.base)).header("Range", "bytes=-8").send().await.unwrap();
+    assert_eq!(tail.status(), 206);
+    assert_eq!(tail.text().await.unwrap(), text[text.len() - 8..]);
+    let keys = moto.list(BUCKET, "logs/");
+    assert!(keys.iter().any(|(k, _)| *k == format!("logs/{job}.1.log")), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_log_continues_it_from_the_bucket_after_restart() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let forge = Forge::new("lines:\n  script:\n    - for i in $(seq 1 40); do echo line-$i; sleep 0.1; done\n");
+    let (before, after) = forge.push("main", "first");
+    let extra = format!("storage = \"s3://{BUCKET}/restart\"");
+    let mut server = Server::start_with_env(&forge, 10_000, &extra, None, moto.env());
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "restart-s3").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let job = http.wait_job_status(id, "lines", &["running"], 60).await["id"].as_i64().unwrap();
+    wait_log_line(&http, job, "line-5").await;
+    server.kill();
+    // While the server is down, the log so far is chunks in the bucket.
+    let chunks = moto.list(BUCKET, &format!("restart/logs/{job}.1/"));
+    assert!(!chunks.is_empty(), "{chunks:?}");
+    server.spawn();
+    let p = http.wait_status(id, &["success", "failed"], 90).await;
+    assert_eq!(p["status"], "success", "{p:#}\nserver log:\n{}", server.log());
+    let log = http.log(job).await;
+    let got: Vec<&str> = log.lines().filter(|l| l.starts_with("line-")).collect();
+    let want: Vec<String> = (1..=40).map(|i| format!("line-{i}")).collect();
+    assert_eq!(got, want, "every line exactly once, in order:\n{log}");
+    let keys = moto.list(BUCKET, "restart/logs/");
+    assert_eq!(keys, [(format!("restart/logs/{job}.1.log"), log.len() as u64)], "one object once finished");
+    let local: Vec<_> = files(&server.data).into_iter().filter(|f| f.starts_with("logs") || f.starts_with("artifacts")).collect();
+    assert!(local.is_empty(), "{local:?}");
+}
