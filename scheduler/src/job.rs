@@ -184,6 +184,15 @@ impl JobSpec {
         expand_all(&list).into_iter().map(|(key, value)| Variable { masked: masked.contains(key.as_str()), key, value }).collect()
     }
 
+    /// Adds variables from outside the pipeline file (say secrets, known only when the job is
+    /// leased) at their layer's place: after the variables of the same or a lower layer.
+    pub fn add_outer(&mut self, vars: impl IntoIterator<Item = SpecVar>) {
+        for v in vars {
+            let at = self.variables.iter().position(|w| w.layer > v.layer).unwrap_or(self.variables.len());
+            self.variables.insert(at, v);
+        }
+    }
+
     /// Values to mask in this job's log: its masked variables (secrets), each in the forms a
     /// script most easily prints it in ([`mask_forms`]).
     pub fn masked_values(&self) -> Vec<String> {

@@ -167,15 +167,12 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     let project = state.config.project(&row.project).ok_or_else(|| StartError::ProjectGone(row.project.clone()))?;
     let spec = spec_from_plan(&plan, &pipeline);
     // Project variables and secrets: the layer above the pipeline file (secrets masked, raw).
+    // Project variables: the layer above the pipeline file. Secrets are not stored in job rows:
+    // they join the specification when the job is leased (`secret_vars`).
     let outer: Vec<SpecVar> = project
         .variables
         .iter()
         .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: false, masked: false, layer: Layer::Project })
-        .chain(
-            project
-                .secrets_for(ctx.ref_protected, ctx.merge_request.as_ref().is_some_and(|mr| mr.source_project_path.is_some()))
-                .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project }),
-        )
         .collect();
     let mut jobs = Vec::with_capacity(plan.jobs.len());
     for (i, pj) in plan.jobs.iter().enumerate() {
@@ -392,6 +389,16 @@ fn log_ended(project: &str, pipeline: i64, ended: &[(i64, &str, u32, JobStatus)]
             _ => tracing::info!(%project, pipeline, job, %name, attempt, %status, "job finished"),
         }
     }
+}
+
+/// The secrets a job of a pipeline triggered as `ctx` receives (protected refs only, never a
+/// fork's merge request; see `ProjectConfig::secrets_for`), as masked raw variables.
+pub fn secret_vars(project: &crate::config::ProjectConfig, ctx: &Context) -> Vec<SpecVar> {
+    let fork = ctx.merge_request.as_ref().is_some_and(|mr| mr.source_project_path.is_some());
+    project
+        .secrets_for(ctx.ref_protected, fork)
+        .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project })
+        .collect()
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for a time in ms since the epoch (for pages).

@@ -77,10 +77,13 @@ pub async fn request_job(
 }
 
 async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<JobPayload> {
-    let template: JobTemplate = serde_json::from_str(&job.spec)
+    let mut template: JobTemplate = serde_json::from_str(&job.spec)
         .map_err(|e| Error::Internal(crate::store::StoreError::corrupt(format!("the spec of job {}", job.id), e).into()))?;
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
     let mut ctx: Context = serde_json::from_str(&pipeline.trigger).map_err(|e| Error::Internal(e.into()))?;
+    if let Some(project) = state.config.project(&pipeline.project) {
+        template.job.add_outer(pipelines::secret_vars(project, &ctx));
+    }
     ctx.pipeline_id = u64::try_from(pipeline.id).unwrap_or(0);
     ctx.pipeline_iid = ctx.pipeline_id;
     let siblings = if template.job.dependencies.is_empty() { Vec::new() } else { state.store.jobs(job.pipeline_id).await? };

@@ -77,4 +77,18 @@ async fn secrets_reach_protected_refs_only_and_never_a_fork() {
     let fork = log_of(&http, r).await;
     assert!(fork.contains("secret=[] protected=false"), "{fork}");
     assert!(!fork.contains(TOKEN) && !fork.contains(TOKEN_BASE64), "{fork}");
+
+    // Secrets join a job's specification when it is leased: the database (and every other
+    // file the server wrote) never holds one.
+    let mut stack = vec![server.data.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                assert!(!bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()), "`{}` holds the secret", path.display());
+            }
+        }
+    }
 }
