@@ -109,7 +109,7 @@ impl Checkouts {
                 crate::workspace::WorkspaceError::CleanFlags { .. } | crate::workspace::WorkspaceError::UnknownStrategy { .. } => {
                     CheckoutError::Job(e.to_string())
                 }
-                e => CheckoutError::System(error_chain(&e)),
+                e => CheckoutError::System(crate::job::error_chain(&e)),
             })
         })
         .await?;
@@ -235,17 +235,6 @@ pub(crate) fn container_project_dir(project: &str) -> String {
         .map(|c| c.chars().map(|ch| if ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-') { ch } else { '-' }).collect())
         .collect();
     if parts.is_empty() { "/builds/project".to_owned() } else { format!("/builds/{}", parts.join("/")) }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
