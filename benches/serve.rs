@@ -71,6 +71,13 @@ fn vm(pid: u32, key: &str) -> u64 {
     s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// `git-daemon` itself, not `git daemon`: `git` runs the daemon as a child process, so killing
+/// `git` would leave the daemon running after the test.
+fn git_daemon_program() -> std::path::PathBuf {
+    let out = std::process::Command::new("git").arg("--exec-path").output().expect("git (Debian's git package)");
+    std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,8 +108,8 @@ async fn main() {
 
     let gport = port();
     let _daemon = Kill(
-        Command::new("git")
-            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1", &format!("--port={gport}")])
+        Command::new(git_daemon_program())
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1", &format!("--port={gport}")])
             .arg(format!("--base-path={}", root.join("repos").display()))
             .arg(root.join("repos"))
             .stdout(Stdio::null())

@@ -28,6 +28,13 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `git-daemon` itself, not `git daemon`: `git` runs the daemon as a child process, so killing
+/// `git` would leave the daemon running after the test.
+fn git_daemon_program() -> std::path::PathBuf {
+    let out = std::process::Command::new("git").arg("--exec-path").output().expect("git (Debian's git package)");
+    std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
+}
+
 /// A forge: a bare repository served by `git daemon`, and a work tree that pushes to it.
 pub struct Forge {
     pub dir: tempfile::TempDir,
@@ -47,8 +54,8 @@ impl Forge {
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
         std::fs::write(work.join(".gitlab-ci.yml"), pipeline).unwrap();
         let port = free_port();
-        let daemon = Command::new("git")
-            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1", &format!("--port={port}")])
+        let daemon = Command::new(git_daemon_program())
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1", &format!("--port={port}")])
             .arg(format!("--base-path={}", dir.path().join("repos").display()))
             .arg(dir.path().join("repos"))
             .stdout(Stdio::null())

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use server::git::Mirror;
 
@@ -17,8 +17,13 @@ struct Daemon {
 impl Daemon {
     fn start(base: &Path, home: &Path) -> Daemon {
         let port = free_port();
-        let child = git(home)
-            .args(["daemon", "--reuseaddr", "--listen=127.0.0.1", "--export-all", "--informative-errors"])
+        let cmd = git(home);
+        // `git-daemon` itself: `git daemon` would run it as a child that outlives a kill of `git`.
+        let exec_path = git(home).arg("--exec-path").output().expect("git --exec-path");
+        let program = Path::new(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
+        let child = Command::new(program)
+            .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+            .args(["--reuseaddr", "--listen=127.0.0.1", "--export-all", "--informative-errors"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(base)
