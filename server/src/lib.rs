@@ -353,12 +353,19 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
 /// Jobs whose runner went silent: the engine decides (retry as a runner system failure, or fail).
 async fn reap_leases(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // A server that was down longer than a lease finds every running job's lease expired,
+    // though their runners were healthy and only could not reach it: they get one full lease
+    // period from this start to heartbeat again before anything expires.
+    let grace_until = state.now_ms() + state.config.lease_ms as i64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let now = state.now_ms();
+        if now < grace_until {
+            continue;
+        }
         let Ok(expired) = state.store.expired_leases(now).await else { continue };
         for job in expired {
             let project = state.store.pipeline(job.pipeline_id).await.ok().flatten().map(|p| p.project).unwrap_or_default();

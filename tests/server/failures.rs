@@ -64,6 +64,34 @@ async fn a_server_killed_mid_pipeline_finishes_it_after_restart_without_losing_l
     assert_eq!(got, want, "every line exactly once, in order:\n{log}");
 }
 
+/// A server down for several lease periods does not fail the healthy jobs its runners kept
+/// running: after a restart, leases get one lease period to be renewed before they expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_longer_than_a_lease_resumes_its_running_jobs() {
+    let forge = Forge::new("slow:\n  script:\n    - echo started\n    - sleep 6\n    - echo finished\n");
+    let (before, after) = forge.push("main", "first");
+    let mut server = Server::start(&forge, 1_000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "down-1").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let job = http.wait_job_status(id, "slow", &["running"], 60).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !http.log(job["id"].as_i64().unwrap()).await.contains("started") {
+        assert!(std::time::Instant::now() < deadline, "the job did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill();
+    // Three lease periods without a server: every lease in the store has expired.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    server.spawn();
+    let p = http.wait_status(id, &["success", "failed"], 60).await;
+    assert_eq!(p["status"], "success", "{p:#}\nserver log:\n{}", server.log());
+    let j = p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "slow").unwrap();
+    assert_eq!(j["attempt"], 1, "the running attempt went on; it was not expired and retried: {j}");
+    assert!(http.log(j["id"].as_i64().unwrap()).await.contains("finished"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_from_the_api_stops_the_job() {
     // One runner, one job at a time: `long` runs while `queued` waits in the queue.
