@@ -78,6 +78,26 @@ fn git_daemon_program() -> std::path::PathBuf {
     std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
 }
 
+/// What a protocol runner does with a trivial job: one log line, then success.
+async fn run_trivially(client: &reqwest::Client, base: &str, job: &JobPayload) {
+    let line = format!("$ true\n{} done\n", job.job.name);
+    client
+        .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
+        .bearer_auth(&job.token)
+        .body(line.clone())
+        .send()
+        .await
+        .unwrap();
+    let finish = FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 };
+    client
+        .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
+        .bearer_auth(&job.token)
+        .json(&finish)
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,21 +213,7 @@ async fn main() {
                 }
                 first.lock().unwrap().get_or_insert_with(Instant::now);
                 let job: JobPayload = r.json().await.unwrap();
-                let line = format!("$ true\n{} done\n", job.job.name);
-                client
-                    .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
-                    .bearer_auth(&job.token)
-                    .body(line.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                client
-                    .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
-                    .bearer_auth(&job.token)
-                    .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 })
-                    .send()
-                    .await
-                    .unwrap();
+                run_trivially(&client, &base, &job).await;
                 if done.fetch_add(1, Ordering::Relaxed) + 1 == 1000 {
                     *last.lock().unwrap() = Some(Instant::now());
                 }
@@ -488,21 +494,7 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
                     continue;
                 }
                 let job: JobPayload = r.json().await.unwrap();
-                let line = format!("$ true\n{} done\n", job.job.name);
-                client
-                    .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
-                    .bearer_auth(&job.token)
-                    .body(line.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                client
-                    .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
-                    .bearer_auth(&job.token)
-                    .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 })
-                    .send()
-                    .await
-                    .unwrap();
+                run_trivially(&client, &base, &job).await;
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));

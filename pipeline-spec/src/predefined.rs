@@ -453,6 +453,11 @@ impl Context {
 
     /// Everything a job's script sees from GitLab: [`Self::rules_variables`] plus the job-only
     /// values.
+    /// A merge request pipeline whose source is another project (a fork): untrusted code.
+    pub fn from_fork(&self) -> bool {
+        self.merge_request.as_ref().is_some_and(|mr| mr.source_project_path.is_some())
+    }
+
     pub fn job_variables(&self, job: &JobContext<'_>) -> Vec<(String, String)> {
         let mut v = Vars(self.rules_variables(job));
         let project_url = self.project_url();

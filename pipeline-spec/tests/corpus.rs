@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "support/files.rs"]
+mod files;
+
 use pipeline_spec::include::{IncludeResolver, ResolveError};
 use pipeline_spec::load::{LoadOptions, load};
 use pipeline_spec::plan::{PlanContext, PlanError, plan};
@@ -146,22 +149,7 @@ impl IncludeResolver for CorpusResolver {
             None => &self.root,
             _ => &self.catalog,
         };
-        let g = pipeline_spec::glob::Glob::new(pattern).ok_or(ResolveError::NotFound)?;
-        let mut out = Vec::new();
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(dir.join(&rel)) else { continue };
-            for e in rd.flatten() {
-                let child = rel.join(e.file_name());
-                if e.path().is_dir() {
-                    stack.push(child);
-                } else if g.matches(&child.to_string_lossy()) {
-                    out.push(child.to_string_lossy().into_owned());
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        files::glob(dir, pattern)
     }
 }
 

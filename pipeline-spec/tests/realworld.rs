@@ -8,6 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+#[path = "support/files.rs"]
+mod files;
+
 use pipeline_spec::include::{IncludeResolver, ResolveError};
 use pipeline_spec::load::{LoadOptions, load};
 use pipeline_spec::plan::{PlanContext, PlanError, plan};
@@ -41,22 +44,7 @@ impl IncludeResolver for DirResolver {
         if project.is_some() {
             return Err(ResolveError::UnknownProject);
         }
-        let g = pipeline_spec::glob::Glob::new(pattern).ok_or(ResolveError::NotFound)?;
-        let mut out = Vec::new();
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(self.root.join(&rel)) else { continue };
-            for e in rd.flatten() {
-                let child = rel.join(e.file_name());
-                if e.path().is_dir() {
-                    stack.push(child);
-                } else if g.matches(&child.to_string_lossy()) {
-                    out.push(child.to_string_lossy().into_owned());
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        files::glob(&self.root, pattern)
     }
 }
 

@@ -303,7 +303,7 @@ pub async fn webhook(
     let mut ctx = trigger.context(&info);
     ctx.pipeline_id = 0;
     // Which refs are protected is the server's configuration, never the payload's word.
-    let fork = ctx.merge_request.as_ref().is_some_and(|mr| mr.source_project_path.is_some());
+    let fork = ctx.from_fork();
     ctx.ref_protected = !fork && cfg.is_protected(ctx.branch.as_deref(), ctx.tag.as_deref());
     if let Some(mr) = ctx.merge_request.as_mut() {
         mr.source_branch_protected = !fork && cfg.is_protected(Some(&mr.source_branch), None);

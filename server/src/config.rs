@@ -234,7 +234,10 @@ impl Config {
                 }
             }
             if let Some(unknown) = p.unprotected_secrets.iter().find(|n| !p.secrets.contains_key(*n)) {
-                return Err(format!("project `{}`: `unprotected_secrets` names `{unknown}`, which is not in `secrets`", p.name));
+                return Err(format!(
+                    "project `{}`: `unprotected_secrets` names `{unknown}`, which is not in `secrets`: add it to `secrets` or remove it from the list",
+                    p.name
+                ));
             }
         }
         if let Some(url) = &self.storage {

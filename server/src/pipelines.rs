@@ -394,7 +394,7 @@ fn log_ended(project: &str, pipeline: i64, ended: &[(i64, &str, u32, JobStatus)]
 /// The secrets a job of a pipeline triggered as `ctx` receives (protected refs only, never a
 /// fork's merge request; see `ProjectConfig::secrets_for`), as masked raw variables.
 pub fn secret_vars(project: &crate::config::ProjectConfig, ctx: &Context) -> Vec<SpecVar> {
-    let fork = ctx.merge_request.as_ref().is_some_and(|mr| mr.source_project_path.is_some());
+    let fork = ctx.from_fork();
     project
         .secrets_for(ctx.ref_protected, fork)
         .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project })

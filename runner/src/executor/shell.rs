@@ -366,9 +366,9 @@ pub fn reap_process_groups(ledger: &Path) -> std::io::Result<usize> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name.strip_prefix("group-").and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 1) else { continue };
         let recorded = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u64>().ok());
-        let alive_as_recorded = start_time(pid).is_some_and(|now| Some(now) == recorded);
-        let leader_gone = start_time(pid).is_none();
-        if alive_as_recorded || leader_gone {
+        let leader = start_time(pid);
+        // The recorded leader still runs, or it is gone while its group may live on.
+        if leader.is_none() || leader == recorded {
             if let Some(pgid) = Pid::from_raw(pid) {
                 if kill_process_group(pgid, Signal::KILL).is_ok() {
                     tracing::warn!(pgid = pid, "stopped a job's processes left running by a previous run of this runner");

@@ -113,8 +113,8 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
 
     let (log, rx) = LogWriter::channel(64);
     let log_path = shared.log_dir.join(format!("{}.log", log_name(&pj.name)));
-    let mut secret_values = spec.masked_values();
-    secret_values.extend(shared.secrets.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()));
+    // `--secret` values are masked variables of the spec: one list, with their encodings.
+    let secret_values = spec.masked_values();
     let events = shared.stream_logs.then(|| shared.events.clone());
     let pump = tokio::spawn({
         let name = pj.name.clone();
