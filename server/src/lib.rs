@@ -83,6 +83,8 @@ pub struct AppState {
     /// when an earlier one is stored.
     timer_deadline: AtomicI64,
     timer: tokio::sync::Notify,
+    /// Seals of finished logs running at once (object storage: several requests each).
+    sealing: Arc<tokio::sync::Semaphore>,
 }
 
 /// A per-job value; the map's entry goes with its last holder.
@@ -130,6 +132,7 @@ impl AppState {
             queued_at: Mutex::new(HashMap::new()),
             timer_deadline: AtomicI64::new(i64::MAX),
             timer: tokio::sync::Notify::new(),
+            sealing: Arc::new(tokio::sync::Semaphore::new(SEALS_AT_ONCE)),
         }
     }
 
@@ -345,9 +348,74 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         Err(e) => tracing::error!(error = %error::chain(&e), "cannot list pipelines to resume"),
     }
     tokio::spawn(reap_leases(state.clone(), shutdown.clone()));
+    if state.logs.seals() {
+        tokio::spawn(seal_open_logs(state.clone(), shutdown.clone()));
+    }
     tokio::spawn(wake_delayed(state.clone(), shutdown.clone()));
     let app = router(state);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+/// Seals of finished logs that run at once; more wait their turn.
+const SEALS_AT_ONCE: usize = 4;
+
+/// Attempts at a seal before the log is left in chunks until the next sweep.
+const SEAL_TRIES: u32 = 4;
+
+impl AppState {
+    /// Makes a finished attempt's log one blob, in the background: a finish does not wait for
+    /// the several object-storage requests a seal takes (readers read the chunks meanwhile).
+    /// Retried with backoff; a log whose seal keeps failing stays in chunks, readable, until
+    /// the next sweep ([`seal_open_logs`]).
+    pub fn seal_later(self: &Arc<Self>, job: i64, attempt: i64) {
+        if !self.logs.seals() {
+            return;
+        }
+        let state = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = state.sealing.clone().acquire_owned().await else { return };
+            let mut wait = Duration::from_millis(200);
+            for tries in 1..=SEAL_TRIES {
+                match state.logs.seal(job, attempt).await {
+                    Ok(()) => return,
+                    Err(e) if tries == SEAL_TRIES => {
+                        tracing::warn!(job, attempt, error = %e, "log left in chunks (still readable; sealed at the next sweep)")
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(wait).await;
+                        wait *= 4;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// At start and then every lease period: seals the logs left in chunks whose attempt is over
+/// (this server, or another sharing the bucket, stopped or failed before sealing them). One
+/// listing of `logs/live/`, which holds running logs only.
+async fn seal_open_logs(state: Arc<AppState>, shutdown: CancellationToken) {
+    loop {
+        match state.logs.open_logs().await {
+            Ok(open) => {
+                for (job, attempt) in open {
+                    let over = match state.store.job(job).await {
+                        Ok(Some(row)) => row.attempt > attempt || row.finished_at.is_some(),
+                        Ok(None) => true,
+                        Err(_) => false,
+                    };
+                    if over {
+                        state.seal_later(job, attempt);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the logs left in chunks"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(state.config.lease_ms.max(1000))) => {}
+        }
+    }
 }
 
 /// Jobs whose runner went silent: the engine decides (retry as a runner system failure, or fail).
@@ -382,10 +450,7 @@ async fn reap_leases(state: Arc<AppState>, shutdown: CancellationToken) {
                 continue;
             }
             // That attempt is over: its log becomes one blob (object storage), off this loop.
-            let s = state.clone();
-            tokio::spawn(async move {
-                s.logs.seal(job.id, job.attempt).await.map_err(|e| tracing::warn!(job = job.id, error = %e, "log left in chunks"))
-            });
+            state.seal_later(job.id, job.attempt);
         }
     }
 }

@@ -121,6 +121,19 @@ impl Logs {
             Logs::Chunked(c) => c.seal(job, attempt).await,
         }
     }
+
+    /// Whether finished logs need [`Logs::seal`] at all.
+    pub fn seals(&self) -> bool {
+        matches!(self, Logs::Chunked(_))
+    }
+
+    /// `(job, attempt)` of every log still in chunks: running, or finished and not sealed yet.
+    pub async fn open_logs(&self) -> Result<Vec<(i64, i64)>, LogError> {
+        match self {
+            Logs::File(_) => Ok(Vec::new()),
+            Logs::Chunked(c) => c.open_logs().await,
+        }
+    }
 }
 
 /// A log as stored when it was looked at: its length then, and reads within it.

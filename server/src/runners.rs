@@ -297,11 +297,9 @@ pub async fn finish(
         tracing::warn!(job = id, stored, sent = req.log_bytes, "finish before the whole log arrived");
     }
     // The attempt's log is complete: one blob from now on (and earlier attempts', whose
-    // runners died before finishing).
+    // runners died before finishing) — sealed off the request, the chunks stay readable.
     for attempt in 1..=job.attempt {
-        if let Err(e) = state.logs.seal(id, attempt).await {
-            tracing::warn!(job = id, attempt, error = %e, "log left in chunks (still readable)");
-        }
+        state.seal_later(id, attempt);
     }
     let now = state.now_ms();
     let reason_text = match (reason, &req.reason) {

@@ -67,6 +67,21 @@ fn files(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Waits until no log under `prefix` is left in chunks: finished logs are sealed in the
+/// background, by the server that took the finish or by a sweep.
+async fn wait_sealed(moto: &Moto, prefix: &str) {
+    let live = format!("{prefix}logs/live/");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let chunks = moto.list(BUCKET, &live);
+        if chunks.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "logs left in chunks: {chunks:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn wait_log_line(http: &Http, job: i64, line: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !http.log(job).await.lines().any(|l| l == line) {
@@ -107,7 +122,9 @@ async fn two_servers_without_a_shared_disk_keep_logs_and_artifacts_in_s3_through
     assert_eq!(retried.len(), 1, "the job of the killed server's runner ran again on the other: {p:#}");
     assert!(retried[0].starts_with("slow-"), "{p:#}");
 
-    // Every log of every attempt is one object in the bucket, and the API serves it.
+    // Every log of every attempt is one object in the bucket (sealed in the background: by
+    // the server that took the finish, or by the survivor's sweep), and the API serves it.
+    wait_sealed(&moto, "piste/").await;
     let keys = moto.list(BUCKET, "piste/");
     for j in jobs {
         let jid = j["id"].as_i64().unwrap();
@@ -115,7 +132,6 @@ async fn two_servers_without_a_shared_disk_keep_logs_and_artifacts_in_s3_through
             let key = format!("piste/logs/{jid}.{attempt}.log");
             let stored = keys.iter().find(|(k, _)| *k == key).map(|(_, size)| *size);
             assert!(stored.is_some_and(|s| s > 0), "{key} in the bucket: {keys:#?}");
-            assert!(!keys.iter().any(|(k, _)| k.starts_with(&format!("piste/logs/{jid}.{attempt}/"))), "sealed, no chunk left: {keys:#?}");
             let served =
                 hb.client.get(format!("{}/api/v1/jobs/{jid}/log?attempt={attempt}", hb.base)).send().await.unwrap().text().await.unwrap();
             assert_eq!(Some(served.len() as u64), stored, "the API reads the bucket's log of job {jid} attempt {attempt}");
@@ -184,6 +200,7 @@ async fn a_follower_on_one_server_sees_the_chunks_another_server_accepts() {
     let tail = hb.client.get(format!("{}/api/v1/jobs/{job}/log", hb.base)).header("Range", "bytes=-8").send().await.unwrap();
     assert_eq!(tail.status(), 206);
     assert_eq!(tail.text().await.unwrap(), text[text.len() - 8..]);
+    wait_sealed(&moto, "").await;
     let keys = moto.list(BUCKET, "logs/");
     assert!(keys.iter().any(|(k, _)| *k == format!("logs/{job}.1.log")), "{keys:?}");
 }
@@ -204,7 +221,7 @@ async fn a_server_killed_mid_log_continues_it_from_the_bucket_after_restart() {
     wait_log_line(&http, job, "line-5").await;
     server.kill();
     // While the server is down, the log so far is chunks in the bucket.
-    let chunks = moto.list(BUCKET, &format!("restart/logs/{job}.1/"));
+    let chunks = moto.list(BUCKET, &format!("restart/logs/live/{job}.1/"));
     assert!(!chunks.is_empty(), "{chunks:?}");
     server.spawn();
     let p = http.wait_status(id, &["success", "failed"], 90).await;
@@ -213,6 +230,7 @@ async fn a_server_killed_mid_log_continues_it_from_the_bucket_after_restart() {
     let got: Vec<&str> = log.lines().filter(|l| l.starts_with("line-")).collect();
     let want: Vec<String> = (1..=40).map(|i| format!("line-{i}")).collect();
     assert_eq!(got, want, "every line exactly once, in order:\n{log}");
+    wait_sealed(&moto, "restart/").await;
     let keys = moto.list(BUCKET, "restart/logs/");
     assert_eq!(keys, [(format!("restart/logs/{job}.1.log"), log.len() as u64)], "one object once finished");
     let local: Vec<_> = files(&server.data).into_iter().filter(|f| f.starts_with("logs") || f.starts_with("artifacts")).collect();

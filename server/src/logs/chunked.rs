@@ -1,8 +1,9 @@
 //! Logs in a blob store shared by several servers.
 //!
-//! Keys: `logs/<job>.<attempt>/<offset>` (offset zero-padded to 20 digits, so key order is
+//! Keys: `logs/live/<job>.<attempt>/<offset>` (offset zero-padded to 20 digits, so key order is
 //! offset order) for each accepted chunk while the attempt runs, `logs/<job>.<attempt>.log`
-//! once it is sealed. The stored length is derived from the chunks (the last one's offset plus
+//! once it is sealed. Chunks live under their own prefix so that finding the logs still in
+//! chunks ([`ChunkedLogs::open_logs`]) lists running logs only, never every sealed one. The stored length is derived from the chunks (the last one's offset plus
 //! its size), never kept elsewhere: whichever server receives the next chunk, or restarts,
 //! lists them. Each server remembers the chunks it has seen per log ([`ChunkedLogs::known`]),
 //! so an append or a follower's poll lists only what came after the last known key.
@@ -42,12 +43,22 @@ pub fn final_key(job: i64, attempt: i64) -> String {
     format!("logs/{job}.{attempt}.log")
 }
 
+/// The folder of every log still in chunks.
+const LIVE: &str = "logs/live";
+
 fn chunk_dir(job: i64, attempt: i64) -> String {
-    format!("logs/{job}.{attempt}")
+    format!("{LIVE}/{job}.{attempt}")
 }
 
 fn chunk_key(job: i64, attempt: i64, offset: u64) -> String {
-    format!("logs/{job}.{attempt}/{offset:020}")
+    format!("{LIVE}/{job}.{attempt}/{offset:020}")
+}
+
+/// `(job, attempt)` of a chunk's key under [`LIVE`].
+fn parse_chunk_key(key: &str) -> Option<(i64, i64)> {
+    let (log, _offset) = key.strip_prefix(LIVE)?.strip_prefix('/')?.split_once('/')?;
+    let (job, attempt) = log.split_once('.')?;
+    Some((job.parse().ok()?, attempt.parse().ok()?))
 }
 
 /// Where contiguous chunks from offset 0 end; `None` when they are not (a seal is deleting them).
@@ -187,6 +198,13 @@ impl ChunkedLogs {
         }
     }
 
+    /// The logs that still have chunks (running, or finished but not sealed yet), each once.
+    pub async fn open_logs(&self) -> Result<Vec<(i64, i64)>, LogError> {
+        let open: std::collections::BTreeSet<(i64, i64)> =
+            self.blobs.list(LIVE, None).await?.iter().filter_map(|meta| parse_chunk_key(&meta.key)).collect();
+        Ok(open.into_iter().collect())
+    }
+
     /// Concatenates the chunks into the final blob, then deletes them.
     pub async fn seal(&self, job: i64, attempt: i64) -> Result<(), LogError> {
         let chunks = self.refresh(job, attempt, Vec::new()).await?;
@@ -318,5 +336,19 @@ impl BlobView {
         })
         .flatten()
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_keys_name_their_log() {
+        assert_eq!(chunk_key(12, 3, 8), "logs/live/12.3/00000000000000000008");
+        assert_eq!(parse_chunk_key(&chunk_key(12, 3, 8)), Some((12, 3)));
+        assert_eq!(parse_chunk_key("logs/12.3.log"), None);
+        assert_eq!(parse_chunk_key("logs/live/x.3/0"), None);
+        assert_eq!(parse_chunk_key("logs/live/12.3"), None);
     }
 }

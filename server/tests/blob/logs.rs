@@ -80,17 +80,19 @@ async fn files_in_place() {
 async fn chunks_then_one_blob(blobs: &Blobs) {
     let names = |list: Vec<server::blob::Meta>| list.into_iter().map(|m| m.key).collect::<Vec<_>>();
     assert_eq!(
-        names(blobs.list("logs/2.1", None).await.unwrap()),
-        ["logs/2.1/00000000000000000000", "logs/2.1/00000000000000000008", "logs/2.1/00000000000000000013"]
+        names(blobs.list("logs/live/2.1", None).await.unwrap()),
+        ["logs/live/2.1/00000000000000000000", "logs/live/2.1/00000000000000000008", "logs/live/2.1/00000000000000000013"]
     );
-    assert!(blobs.list("logs/1.1", None).await.unwrap().is_empty(), "sealed: no chunk left");
+    assert!(blobs.list("logs/live/1.1", None).await.unwrap().is_empty(), "sealed: no chunk left");
     assert_eq!(blobs.head("logs/1.1.log").await.unwrap(), Some(21));
     let logs = Logs::chunked(blobs.clone());
     assert_eq!(append(&logs, 1, 21, b"late").await, Append::Sealed { length: 21 }, "nothing is added to a sealed log");
+    assert_eq!(logs.open_logs().await.unwrap(), [(2, 1)], "only the log still in chunks");
     logs.seal(2, 1).await.unwrap();
-    assert!(blobs.list("logs/2.1", None).await.unwrap().is_empty());
+    assert!(blobs.list("logs/live/2.1", None).await.unwrap().is_empty());
+    assert!(logs.open_logs().await.unwrap().is_empty());
     // Chunks that do not start at 0, and no whole log: refused, never taken for an empty log.
-    blobs.put("logs/9.1/00000000000000000005", Bytes::from_static(b"x")).await.unwrap();
+    blobs.put("logs/live/9.1/00000000000000000005", Bytes::from_static(b"x")).await.unwrap();
     let broken = logs.append(9, 1, 0, Bytes::from_static(b"hello"), Vec::new()).await;
     assert!(matches!(broken, Err(LogError::Broken(_))), "{broken:?}");
     assert_eq!(text(&logs, 2, 1).await, "token=************ done\nline 2\nline 3");
