@@ -120,7 +120,7 @@ pub fn lint(opts: &LocalOptions, as_json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_diagnostics(&diags, &p.loaded.sources);
-        let file = p.loaded.sources.files().first().map_or_else(|| p.file.to_string_lossy().into_owned(), |f| f.display.clone());
+        let file = display_file(&p);
         let files = p.loaded.sources.files().len();
         let read = if files > 1 { format!(", {files} files read") } else { String::new() };
         if valid {
@@ -171,6 +171,11 @@ pub fn lint(opts: &LocalOptions, as_json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The pipeline file as the user named it.
+fn display_file(p: &LocalPipeline) -> String {
+    p.loaded.sources.files().first().map_or_else(|| p.file.to_string_lossy().into_owned(), |f| f.display.clone())
+}
+
 fn includes(n: usize) -> String {
     format!("{n} include{}", if n == 1 { "" } else { "s" })
 }
@@ -180,9 +185,17 @@ fn planned(opts: &LocalOptions) -> anyhow::Result<Result<(LocalPipeline, Plan), 
     let mut p = open(opts)?;
     let mut diags = p.loaded.diagnostics.clone();
     diags.extend(plan_diagnostics(&p));
-    if diags.iter().any(Diagnostic::is_error) {
+    if diags.iter().any(Diagnostic::is_invalid) {
         print_diagnostics(&diags, &p.loaded.sources);
         return Ok(Err(ExitCode::from(1)));
+    }
+    // Includes unreadable here: the plan would miss their jobs, so none is shown (as `lint`:
+    // "could not check", exit 3).
+    if diags.iter().any(Diagnostic::is_error) {
+        print_diagnostics(&diags, &p.loaded.sources);
+        let n = diags.iter().filter(|d| d.is_unavailable()).count();
+        eprintln!("`{}`: could not plan: {} unavailable here", display_file(&p), includes(n));
+        return Ok(Err(ExitCode::from(LINT_UNCHECKED)));
     }
     print_diagnostics(&diags, &p.loaded.sources);
     match p.plan.take() {

@@ -148,6 +148,25 @@ fn lint_unavailable_includes_exit_3_and_are_listed() {
     assert_eq!(v["diagnostics"][2]["kind"], "follows_from_unavailable");
 }
 
+/// `graph` and `jobs` cannot show a plan that misses the jobs of unreadable includes: exit 3
+/// with the same listing as `lint`, and nothing on stdout; an invalid file stays exit 1.
+#[test]
+fn graph_and_jobs_exit_3_when_includes_are_unavailable() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), ".gitlab-ci.yml", "include:\n  - remote: https://example.test/ci.yml\njob:\n  script: [x]\n");
+    for args in [&["graph", "--branch", "main"][..], &["graph", "--branch", "main", "--format", "json"], &["jobs", "--branch", "main"]] {
+        let out = piste(tmp.path(), args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", text(&out.stderr));
+        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(err.contains(".gitlab-ci.yml:2:5: unavailable: key `include:remote`"), "{err}");
+        assert!(err.contains("`.gitlab-ci.yml`: could not plan: 1 include unavailable here"), "{err}");
+    }
+    write(tmp.path(), ".gitlab-ci.yml", "include:\n  - remote: https://example.test/ci.yml\njob:\n  script: [x]\n  when: sometimes\n");
+    let out = piste(tmp.path(), &["jobs", "--branch", "main"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
 /// An invalid pipeline stays exit 1 even when some includes are also unavailable: a local file
 /// missing from the project is an error (GitLab: "Local file `x` does not exist!").
 #[test]
