@@ -119,7 +119,7 @@ fn hold<T: Default>(map: &PerJob<T>, job: i64) -> Held<T> {
 impl AppState {
     pub fn new(config: Config, store: Backend, blobs: Blobs) -> AppState {
         AppState {
-            logs: Logs::for_blobs(&config.data_dir, &blobs),
+            logs: Logs::for_blobs(&config.data_dir, &blobs, &store),
             blobs,
             config,
             store,
@@ -392,8 +392,8 @@ impl AppState {
 }
 
 /// At start and then every lease period: seals the logs left in chunks whose attempt is over
-/// (this server, or another sharing the bucket, stopped or failed before sealing them). One
-/// listing of `logs/live/`, which holds running logs only.
+/// (this server, or another sharing the store, stopped or failed before sealing them). One
+/// query of `log_chunks`, which holds running logs only.
 async fn seal_open_logs(state: Arc<AppState>, shutdown: CancellationToken) {
     loop {
         match state.logs.open_logs().await {

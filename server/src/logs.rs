@@ -3,10 +3,10 @@
 //!
 //! * [`Logs::File`] (the default, blobs on the local disk): `<data_dir>/logs/<job id>.<attempt>.log`,
 //!   appended in place. The file is the truth: its length is the next offset.
-//! * [`Logs::Chunked`] (object storage, several servers): each accepted chunk is its own blob
-//!   `logs/<job>.<attempt>/<offset, 20 digits>`; the length is derived from them, so a server
-//!   that restarts, or another one, continues where the log stands. When the job finishes the
-//!   chunks become one blob `logs/<job>.<attempt>.log` (streamed) and are deleted ([`chunked`]).
+//! * [`Logs::Chunked`] (object storage, several servers): each accepted chunk is a row of the
+//!   store's `log_chunks`; the length is derived from them, so a server that restarts, or
+//!   another one, continues where the log stands. When the job finishes the chunks become one
+//!   blob `logs/<job>.<attempt>.log` (streamed) and are deleted ([`chunked`]).
 //!
 //! Either way: a chunk that starts before the end repeats what is stored (a runner retrying
 //! after a lost answer) and is acknowledged without writing; one that starts after the end is
@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::blob::{BlobError, Blobs, ByteStream};
+use crate::store::Backend;
 pub use chunked::{BlobView, ChunkedLogs};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +38,11 @@ pub enum LogError {
     },
     #[error(transparent)]
     Blob(#[from] BlobError),
+    #[error("log chunks in the database: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("a log task stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
-    #[error("the chunks under `{0}` do not follow each other from offset 0, and there is no whole log")]
+    #[error("the chunks of {0} do not follow each other from offset 0, and there is no whole log")]
     Broken(String),
 }
 
@@ -63,12 +66,12 @@ pub struct FileLogs {
 }
 
 impl Logs {
-    /// Files under `<data_dir>/logs` when blobs are on the local disk, chunks in the blob
-    /// store otherwise.
-    pub fn for_blobs(data_dir: &Path, blobs: &Blobs) -> Logs {
+    /// Files under `<data_dir>/logs` when blobs are on the local disk; otherwise running logs
+    /// in the store's `log_chunks` and finished ones in the blob store.
+    pub fn for_blobs(data_dir: &Path, blobs: &Blobs, store: &Backend) -> Logs {
         match blobs {
             Blobs::Fs(_) => Logs::file(data_dir.join("logs")),
-            other => Logs::chunked(other.clone()),
+            other => Logs::chunked(other.clone(), store.clone()),
         }
     }
 
@@ -76,8 +79,8 @@ impl Logs {
         Logs::File(FileLogs { dir })
     }
 
-    pub fn chunked(blobs: Blobs) -> Logs {
-        Logs::Chunked(ChunkedLogs::new(blobs))
+    pub fn chunked(blobs: Blobs, store: Backend) -> Logs {
+        Logs::Chunked(ChunkedLogs::new(blobs, store))
     }
 
     /// Appends `data` at `offset`, masking `secrets`. Call with the job's log lock held.

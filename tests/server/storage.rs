@@ -67,17 +67,21 @@ fn files(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Waits until no log under `prefix` is left in chunks: finished logs are sealed in the
-/// background, by the server that took the finish or by a sweep.
-async fn wait_sealed(moto: &Moto, prefix: &str) {
-    let live = format!("{prefix}logs/live/");
+/// Waits until the finished log of each `(job, attempt)` is one object under `prefix`: logs
+/// are sealed in the background, by the server that took the finish or by a sweep.
+async fn wait_sealed(moto: &Moto, prefix: &str, logs: &[(i64, i64)]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let chunks = moto.list(BUCKET, &live);
-        if chunks.is_empty() {
+        let keys = moto.list(BUCKET, &format!("{prefix}logs/"));
+        let missing: Vec<String> = logs
+            .iter()
+            .map(|(job, attempt)| format!("{prefix}logs/{job}.{attempt}.log"))
+            .filter(|k| !keys.iter().any(|(key, _)| key == k))
+            .collect();
+        if missing.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "logs left in chunks: {chunks:#?}");
+        assert!(Instant::now() < deadline, "logs never sealed: {missing:?} (bucket: {keys:#?})");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -124,7 +128,9 @@ async fn two_servers_without_a_shared_disk_keep_logs_and_artifacts_in_s3_through
 
     // Every log of every attempt is one object in the bucket (sealed in the background: by
     // the server that took the finish, or by the survivor's sweep), and the API serves it.
-    wait_sealed(&moto, "piste/").await;
+    let attempts: Vec<(i64, i64)> =
+        jobs.iter().flat_map(|j| (1..=j["attempt"].as_i64().unwrap()).map(|a| (j["id"].as_i64().unwrap(), a))).collect();
+    wait_sealed(&moto, "piste/", &attempts).await;
     let keys = moto.list(BUCKET, "piste/");
     for j in jobs {
         let jid = j["id"].as_i64().unwrap();
@@ -200,7 +206,7 @@ async fn a_follower_on_one_server_sees_the_chunks_another_server_accepts() {
     let tail = hb.client.get(format!("{}/api/v1/jobs/{job}/log", hb.base)).header("Range", "bytes=-8").send().await.unwrap();
     assert_eq!(tail.status(), 206);
     assert_eq!(tail.text().await.unwrap(), text[text.len() - 8..]);
-    wait_sealed(&moto, "").await;
+    wait_sealed(&moto, "", &[(job, 1)]).await;
     let keys = moto.list(BUCKET, "logs/");
     assert!(keys.iter().any(|(k, _)| *k == format!("logs/{job}.1.log")), "{keys:?}");
 }
@@ -220,9 +226,8 @@ async fn a_server_killed_mid_log_continues_it_from_the_bucket_after_restart() {
     let job = http.wait_job_status(id, "lines", &["running"], 60).await["id"].as_i64().unwrap();
     wait_log_line(&http, job, "line-5").await;
     server.kill();
-    // While the server is down, the log so far is chunks in the bucket.
-    let chunks = moto.list(BUCKET, &format!("restart/logs/live/{job}.1/"));
-    assert!(!chunks.is_empty(), "{chunks:?}");
+    // While the server is down, the log so far is chunks in the store, not yet an object.
+    assert!(moto.list(BUCKET, "restart/logs/").is_empty());
     server.spawn();
     let p = http.wait_status(id, &["success", "failed"], 90).await;
     assert_eq!(p["status"], "success", "{p:#}\nserver log:\n{}", server.log());
@@ -230,7 +235,7 @@ async fn a_server_killed_mid_log_continues_it_from_the_bucket_after_restart() {
     let got: Vec<&str> = log.lines().filter(|l| l.starts_with("line-")).collect();
     let want: Vec<String> = (1..=40).map(|i| format!("line-{i}")).collect();
     assert_eq!(got, want, "every line exactly once, in order:\n{log}");
-    wait_sealed(&moto, "restart/").await;
+    wait_sealed(&moto, "restart/", &[(job, 1)]).await;
     let keys = moto.list(BUCKET, "restart/logs/");
     assert_eq!(keys, [(format!("restart/logs/{job}.1.log"), log.len() as u64)], "one object once finished");
     let local: Vec<_> = files(&server.data).into_iter().filter(|f| f.starts_with("logs") || f.starts_with("artifacts")).collect();

@@ -1,17 +1,17 @@
-//! Logs in a blob store shared by several servers.
+//! Logs of servers that keep finished logs in object storage.
 //!
-//! Keys: `logs/live/<job>.<attempt>/<offset>` (offset zero-padded to 20 digits, so key order is
-//! offset order) for each accepted chunk while the attempt runs, `logs/<job>.<attempt>.log`
-//! once it is sealed. Chunks live under their own prefix so that finding the logs still in
-//! chunks ([`ChunkedLogs::open_logs`]) lists running logs only, never every sealed one. The stored length is derived from the chunks (the last one's offset plus
-//! its size), never kept elsewhere: whichever server receives the next chunk, or restarts,
-//! lists them. Each server remembers the chunks it has seen per log ([`ChunkedLogs::known`]),
-//! so an append or a follower's poll lists only what came after the last known key.
+//! A running log is rows of the store's `log_chunks` table, one per accepted chunk, keyed by
+//! `(job, attempt, offset)`; once the attempt is over it is **sealed**: the chunks are streamed
+//! into one blob `logs/<job>.<attempt>.log` (multipart in S3), then deleted. This is GitLab's
+//! own split (live trace chunks in the database or Redis, archived traces in object storage):
+//! an append is one small database write instead of several object-storage requests, and the
+//! store is already shared by every server, so any of them continues a log another accepted.
+//! The stored length is derived from the chunks (the last one's offset plus its size), never
+//! kept elsewhere. Each server remembers the chunks it has seen per log
+//! ([`ChunkedLogs::known`]), so an append or a follower's poll lists only what came after.
 //!
-//! Sealing writes the final blob from the chunks (streamed; multipart in S3), then deletes the
-//! chunks in offset order. Readers look for the final blob first, then the chunks; a chunk that
-//! vanished under a reader (sealed meanwhile) is read from the final blob instead. A second
-//! sealer that finds the first chunk gone stops: the log is already whole.
+//! Readers look at the chunks first, then the final blob; a chunk that vanished under a reader
+//! (sealed meanwhile) is read from the final blob instead. Two sealers write the same bytes.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -21,7 +21,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{Append, LogError, mask_same_length};
-use crate::blob::{BlobStore, BlobWriter, Blobs, ByteStream};
+use crate::blob::{BlobError, BlobStore, BlobWriter, Blobs, ByteStream};
+use crate::store::{Backend, Store};
 
 /// Running logs remembered per server before the memory is dropped (it is only a shortcut;
 /// a sealed log is forgotten as soon as it is seen sealed).
@@ -35,6 +36,7 @@ struct Chunk {
 
 pub struct ChunkedLogs {
     blobs: Blobs,
+    store: Backend,
     /// Chunks seen so far, per (job, attempt), in offset order.
     known: Mutex<HashMap<(i64, i64), Vec<Chunk>>>,
 }
@@ -43,25 +45,11 @@ pub fn final_key(job: i64, attempt: i64) -> String {
     format!("logs/{job}.{attempt}.log")
 }
 
-/// The folder of every log still in chunks.
-const LIVE: &str = "logs/live";
-
-fn chunk_dir(job: i64, attempt: i64) -> String {
-    format!("{LIVE}/{job}.{attempt}")
+fn chunk_name(job: i64, attempt: i64, offset: u64) -> String {
+    format!("log chunk {job}.{attempt}@{offset}")
 }
 
-fn chunk_key(job: i64, attempt: i64, offset: u64) -> String {
-    format!("{LIVE}/{job}.{attempt}/{offset:020}")
-}
-
-/// `(job, attempt)` of a chunk's key under [`LIVE`].
-fn parse_chunk_key(key: &str) -> Option<(i64, i64)> {
-    let (log, _offset) = key.strip_prefix(LIVE)?.strip_prefix('/')?.split_once('/')?;
-    let (job, attempt) = log.split_once('.')?;
-    Some((job.parse().ok()?, attempt.parse().ok()?))
-}
-
-/// Where contiguous chunks from offset 0 end; `None` when they are not (a seal is deleting them).
+/// Where contiguous chunks from offset 0 end; `None` when they are not.
 fn contiguous_end(chunks: &[Chunk]) -> Option<u64> {
     let mut end = 0;
     for c in chunks {
@@ -74,8 +62,8 @@ fn contiguous_end(chunks: &[Chunk]) -> Option<u64> {
 }
 
 impl ChunkedLogs {
-    pub fn new(blobs: Blobs) -> ChunkedLogs {
-        ChunkedLogs { blobs, known: Mutex::new(HashMap::new()) }
+    pub fn new(blobs: Blobs, store: Backend) -> ChunkedLogs {
+        ChunkedLogs { blobs, store, known: Mutex::new(HashMap::new()) }
     }
 
     fn remembered(&self, job: i64, attempt: i64) -> Vec<Chunk> {
@@ -94,28 +82,42 @@ impl ChunkedLogs {
         self.known.lock().unwrap_or_else(|e| e.into_inner()).remove(&(job, attempt));
     }
 
-    /// `known` plus the chunks stored after its last one.
-    async fn refresh(&self, job: i64, attempt: i64, mut known: Vec<Chunk>) -> Result<Vec<Chunk>, LogError> {
-        let after = known.last().map(|c| chunk_key(job, attempt, c.offset));
-        for meta in self.blobs.list(&chunk_dir(job, attempt), after.as_deref()).await? {
-            let Some(offset) = meta.key.rsplit('/').next().and_then(|n| n.parse::<u64>().ok()) else { continue };
-            known.push(Chunk { offset, len: meta.size });
+    /// `known` plus the chunks stored after its last one; `None` when the last known chunk is
+    /// gone (the log was sealed meanwhile: what is remembered is stale).
+    async fn refresh(&self, job: i64, attempt: i64, mut known: Vec<Chunk>) -> Result<Option<Vec<Chunk>>, LogError> {
+        let last = known.last().copied();
+        let mut stored = self.store.log_chunks(job, attempt, last.map_or(0, |c| c.offset)).await?.into_iter();
+        if let Some(last) = last {
+            if stored.next().map(|(offset, _)| offset) != Some(last.offset) {
+                return Ok(None);
+            }
         }
-        Ok(known)
+        known.extend(stored.map(|(offset, len)| Chunk { offset, len }));
+        Ok(Some(known))
+    }
+
+    /// All the chunks stored now.
+    async fn stored(&self, job: i64, attempt: i64) -> Result<Vec<Chunk>, LogError> {
+        Ok(self.refresh(job, attempt, Vec::new()).await?.unwrap_or_default())
     }
 
     pub async fn append(&self, job: i64, attempt: i64, offset: u64, data: Bytes, secrets: &[String]) -> Result<Append, LogError> {
-        let mut chunks = self.refresh(job, attempt, self.remembered(job, attempt)).await?;
+        let refreshed = self.refresh(job, attempt, self.remembered(job, attempt)).await?;
+        let stale = refreshed.is_none();
+        let mut chunks = refreshed.unwrap_or_default();
         let len = match contiguous_end(&chunks) {
             Some(len) if !chunks.is_empty() => len,
+            // A new log: only a running attempt's runner appends (its token ends with it), so
+            // a first chunk needs no look at object storage.
+            Some(_) if offset == 0 && !stale => 0,
             _ => {
-                // No chunk (a new log, or a sealed one) or chunks being deleted by a seal.
+                // No chunk past offset 0 (a sealed log?), or chunks deleted under us by a seal.
                 if let Some(length) = self.blobs.head(&final_key(job, attempt)).await? {
                     self.forget(job, attempt);
                     return Ok(Append::Sealed { length });
                 }
-                chunks = self.refresh(job, attempt, Vec::new()).await?;
-                contiguous_end(&chunks).ok_or_else(|| LogError::Broken(chunk_dir(job, attempt)))?
+                chunks = self.stored(job, attempt).await?;
+                contiguous_end(&chunks).ok_or_else(|| LogError::Broken(format!("log {job}.{attempt}")))?
             }
         };
         if offset > len {
@@ -129,17 +131,10 @@ impl ChunkedLogs {
         }
         let mut fresh = data.slice((len - offset) as usize..);
         let longest = secrets.iter().map(String::len).max().unwrap_or(0);
-        if longest > 0 {
+        if longest > 0 && len > 0 {
             // Re-read up to `longest - 1` stored bytes so a secret spanning the boundary is seen.
             let back = (longest as u64 - 1).min(len);
-            let view = BlobView {
-                blobs: self.blobs.clone(),
-                final_key: final_key(job, attempt),
-                source: Source::Chunks(chunks.clone()),
-                job,
-                attempt,
-                total: len,
-            };
+            let view = self.view_of(job, attempt, Source::Chunks(chunks.clone()), len);
             let mut buf = collect(view.stream(len - back..len)).await?;
             let tail = buf.clone();
             buf.extend_from_slice(&fresh);
@@ -148,9 +143,13 @@ impl ChunkedLogs {
                 self.rewrite(job, attempt, &chunks, len - back, &buf[..tail.len()]).await?;
             }
             fresh = Bytes::copy_from_slice(&buf[tail.len()..]);
+        } else if longest > 0 {
+            let mut buf = fresh.to_vec();
+            mask_same_length(&mut buf, secrets);
+            fresh = Bytes::from(buf);
         }
         let added = Chunk { offset: len, len: fresh.len() as u64 };
-        self.blobs.put(&chunk_key(job, attempt, len), fresh).await?;
+        self.store.put_log_chunk(job, attempt, len, &fresh).await?;
         chunks.push(added);
         self.remember(job, attempt, chunks);
         Ok(Append::Ok { next_offset: end })
@@ -160,95 +159,71 @@ impl ChunkedLogs {
     async fn rewrite(&self, job: i64, attempt: i64, chunks: &[Chunk], at: u64, bytes: &[u8]) -> Result<(), LogError> {
         let until = at + bytes.len() as u64;
         for c in chunks.iter().filter(|c| c.offset < until && c.offset + c.len > at) {
-            let key = chunk_key(job, attempt, c.offset);
-            let Some(blob) = self.blobs.get(&key, None).await? else { continue };
-            let mut whole = collect(blob.stream).await?;
+            let Some(mut whole) = self.store.log_chunk(job, attempt, c.offset).await? else { continue };
             let from = at.max(c.offset);
             let to = until.min(c.offset + c.len).min(c.offset + whole.len() as u64);
             if from >= to {
                 continue;
             }
             whole[(from - c.offset) as usize..(to - c.offset) as usize].copy_from_slice(&bytes[(from - at) as usize..(to - at) as usize]);
-            self.blobs.put(&key, Bytes::from(whole)).await?;
+            self.store.put_log_chunk(job, attempt, c.offset, &whole).await?;
         }
         Ok(())
     }
 
+    fn view_of(&self, job: i64, attempt: i64, source: Source, total: u64) -> BlobView {
+        BlobView { blobs: self.blobs.clone(), store: self.store.clone(), final_key: final_key(job, attempt), source, job, attempt, total }
+    }
+
     pub async fn view(&self, job: i64, attempt: i64) -> Result<Option<BlobView>, LogError> {
-        let key = final_key(job, attempt);
-        let sealed = |total| BlobView { blobs: self.blobs.clone(), final_key: key.clone(), source: Source::Final, job, attempt, total };
-        if let Some(total) = self.blobs.head(&key).await? {
-            self.forget(job, attempt);
-            return Ok(Some(sealed(total)));
+        let chunks = self.refresh(job, attempt, self.remembered(job, attempt)).await?.unwrap_or_default();
+        if let Some(total) = contiguous_end(&chunks).filter(|_| !chunks.is_empty()) {
+            // Running, or finished and not sealed yet: chunks that vanish under the reader
+            // (sealed meanwhile) are read from the final blob.
+            self.remember(job, attempt, chunks.clone());
+            return Ok(Some(self.view_of(job, attempt, Source::Chunks(chunks), total)));
         }
-        let chunks = self.refresh(job, attempt, self.remembered(job, attempt)).await?;
-        if chunks.is_empty() {
-            return Ok(None);
-        }
-        match contiguous_end(&chunks) {
-            Some(total) => {
-                self.remember(job, attempt, chunks.clone());
-                Ok(Some(BlobView { blobs: self.blobs.clone(), final_key: key, source: Source::Chunks(chunks), job, attempt, total }))
-            }
-            // Sealed between the two looks.
-            None => {
-                self.forget(job, attempt);
-                Ok(self.blobs.head(&key).await?.map(sealed))
-            }
-        }
+        self.forget(job, attempt);
+        Ok(self.blobs.head(&final_key(job, attempt)).await?.map(|total| self.view_of(job, attempt, Source::Final, total)))
     }
 
-    /// The logs that still have chunks (running, or finished but not sealed yet), each once.
+    /// `(job, attempt)` of every log still in chunks: running, or finished and not sealed yet.
     pub async fn open_logs(&self) -> Result<Vec<(i64, i64)>, LogError> {
-        let open: std::collections::BTreeSet<(i64, i64)> =
-            self.blobs.list(LIVE, None).await?.iter().filter_map(|meta| parse_chunk_key(&meta.key)).collect();
-        Ok(open.into_iter().collect())
+        Ok(self.store.open_logs().await?)
     }
 
-    /// Concatenates the chunks into the final blob, then deletes them.
+    /// Streams the chunks into the final blob, then deletes them.
     pub async fn seal(&self, job: i64, attempt: i64) -> Result<(), LogError> {
-        let chunks = self.refresh(job, attempt, Vec::new()).await?;
+        let chunks = self.stored(job, attempt).await?;
         self.forget(job, attempt);
         if chunks.is_empty() {
             return Ok(());
         }
+        if contiguous_end(&chunks).is_none() {
+            return Err(LogError::Broken(format!("log {job}.{attempt}")));
+        }
         let key = final_key(job, attempt);
-        let whole = self.blobs.head(&key).await?.is_some();
-        if !whole {
-            if contiguous_end(&chunks).is_none() {
-                // Another server is sealing (it deletes from offset 0 on): the final blob exists.
-                return Ok(());
-            }
-            let mut w = self.blobs.create(&key).await?;
-            for c in &chunks {
-                let part = match self.blobs.get(&chunk_key(job, attempt, c.offset), None).await {
-                    Ok(Some(b)) => b,
-                    Ok(None) => {
-                        let _ = w.abort().await;
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        let _ = w.abort().await;
-                        return Err(e.into());
-                    }
-                };
-                let mut s = part.stream;
-                while let Some(piece) = s.next().await {
-                    let written = match piece {
-                        Ok(p) => w.write(p).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = written {
-                        let _ = w.abort().await;
-                        return Err(e.into());
-                    }
-                }
-            }
-            w.commit().await?;
-        }
+        let mut w = self.blobs.create(&key).await?;
         for c in &chunks {
-            self.blobs.delete(&chunk_key(job, attempt, c.offset)).await?;
+            let part = match self.store.log_chunk(job, attempt, c.offset).await {
+                Ok(Some(b)) => b,
+                // Another server sealed it meanwhile: the final blob is whole.
+                Ok(None) => {
+                    let _ = w.abort().await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    let _ = w.abort().await;
+                    return Err(e.into());
+                }
+            };
+            if let Err(e) = w.write(Bytes::from(part)).await {
+                let _ = w.abort().await;
+                return Err(e.into());
+            }
         }
+        w.commit().await?;
+        self.store.delete_log_chunks(job, attempt).await?;
         Ok(())
     }
 }
@@ -269,11 +244,18 @@ enum Source {
 /// A chunked log as it was when looked at.
 pub struct BlobView {
     blobs: Blobs,
+    store: Backend,
     final_key: String,
     source: Source,
     job: i64,
     attempt: i64,
     total: u64,
+}
+
+/// One piece of a read: part of a chunk (by offset) or of the final blob.
+enum Part {
+    Chunk { offset: u64, within: Range<u64> },
+    Final(Range<u64>),
 }
 
 impl BlobView {
@@ -282,55 +264,50 @@ impl BlobView {
     }
 
     /// The bytes in `range` (within `total`), chunk after chunk; a chunk that a seal removed
-    /// meanwhile is read from the final blob.
+    /// meanwhile is read, with the rest, from the final blob.
     pub fn stream(&self, range: Range<u64>) -> ByteStream {
-        let blobs = self.blobs.clone();
-        let final_key = self.final_key.clone();
-        let parts: Vec<(Option<String>, Range<u64>)> = match &self.source {
-            Source::Final => vec![(None, range.clone())],
+        let parts: Vec<Part> = match &self.source {
+            Source::Final => vec![Part::Final(range.clone())],
             Source::Chunks(chunks) => chunks
                 .iter()
                 .filter(|c| c.offset < range.end && c.offset + c.len > range.start)
-                .map(|c| {
-                    let from = range.start.max(c.offset) - c.offset;
-                    let to = range.end.min(c.offset + c.len) - c.offset;
-                    (Some(chunk_key(self.job, self.attempt, c.offset)), from..to)
+                .map(|c| Part::Chunk {
+                    offset: c.offset,
+                    within: range.start.max(c.offset) - c.offset..range.end.min(c.offset + c.len) - c.offset,
                 })
                 .collect(),
         };
-        let end = range.end;
-        // Absolute position reached, to resume from the final blob when a chunk is gone.
-        let starts: Vec<u64> = match &self.source {
-            Source::Final => vec![range.start],
-            Source::Chunks(chunks) => chunks
-                .iter()
-                .filter(|c| c.offset < range.end && c.offset + c.len > range.start)
-                .map(|c| range.start.max(c.offset))
-                .collect(),
+        let (blobs, store, final_key, job, attempt, end) =
+            (self.blobs.clone(), self.store.clone(), self.final_key.clone(), self.job, self.attempt, range.end);
+        let from_final = move |blobs: Blobs, key: String, r: Range<u64>| async move {
+            match blobs.get(&key, Some(r)).await {
+                Ok(Some(b)) => b.stream,
+                Ok(None) => futures_util::stream::empty().boxed(),
+                Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+            }
         };
-        let steps = parts.into_iter().zip(starts);
-        futures_util::stream::unfold((steps, false), move |(mut steps, done)| {
-            let blobs = blobs.clone();
-            let final_key = final_key.clone();
+        futures_util::stream::unfold((parts.into_iter(), false), move |(mut parts, done)| {
+            let (blobs, store, final_key) = (blobs.clone(), store.clone(), final_key.clone());
             async move {
                 if done {
                     return None;
                 }
-                let ((key, r), at) = steps.next()?;
-                let got = match &key {
-                    Some(k) => blobs.get(k, Some(r)).await,
-                    None => blobs.get(&final_key, Some(r)).await,
-                };
-                match got {
-                    Ok(Some(b)) => Some((b.stream, (steps, false))),
-                    // The chunk was sealed away: the rest is in the final blob.
-                    Ok(None) if key.is_some() => match blobs.get(&final_key, Some(at..end)).await {
-                        Ok(Some(b)) => Some((b.stream, (steps, true))),
-                        Ok(None) => Some((futures_util::stream::empty().boxed(), (steps, true))),
-                        Err(e) => Some((futures_util::stream::once(async move { Err(e) }).boxed(), (steps, true))),
+                match parts.next()? {
+                    Part::Final(r) => Some((from_final(blobs, final_key, r).await, (parts, true))),
+                    Part::Chunk { offset, within } => match store.log_chunk(job, attempt, offset).await {
+                        Ok(Some(data)) => {
+                            let to = (within.end as usize).min(data.len());
+                            let from = (within.start as usize).min(to);
+                            let piece = Bytes::from(data).slice(from..to);
+                            Some((futures_util::stream::once(async move { Ok(piece) }).boxed(), (parts, false)))
+                        }
+                        // Sealed away meanwhile: the rest is in the final blob.
+                        Ok(None) => Some((from_final(blobs, final_key, offset + within.start..end).await, (parts, true))),
+                        Err(e) => {
+                            let e = BlobError::Io { key: chunk_name(job, attempt, offset), source: std::io::Error::other(e) };
+                            Some((futures_util::stream::once(async move { Err(e) }).boxed(), (parts, true)))
+                        }
                     },
-                    Ok(None) => Some((futures_util::stream::empty().boxed(), (steps, true))),
-                    Err(e) => Some((futures_util::stream::once(async move { Err(e) }).boxed(), (steps, true))),
                 }
             }
         })
@@ -344,11 +321,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunk_keys_name_their_log() {
-        assert_eq!(chunk_key(12, 3, 8), "logs/live/12.3/00000000000000000008");
-        assert_eq!(parse_chunk_key(&chunk_key(12, 3, 8)), Some((12, 3)));
-        assert_eq!(parse_chunk_key("logs/12.3.log"), None);
-        assert_eq!(parse_chunk_key("logs/live/x.3/0"), None);
-        assert_eq!(parse_chunk_key("logs/live/12.3"), None);
+    fn contiguous_chunks_have_an_end() {
+        let c = |offset, len| Chunk { offset, len };
+        assert_eq!(contiguous_end(&[]), Some(0));
+        assert_eq!(contiguous_end(&[c(0, 3), c(3, 2)]), Some(5));
+        assert_eq!(contiguous_end(&[c(3, 2)]), None, "a seal deleted the first chunk");
+        assert_eq!(contiguous_end(&[c(0, 3), c(4, 2)]), None);
     }
 }

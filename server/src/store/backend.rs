@@ -139,6 +139,21 @@ impl Store for Backend {
     async fn set_dotenv(&self, id: i64, dotenv_json: &str) -> Result<()> {
         delegate!(self, set_dotenv(id, dotenv_json))
     }
+    async fn log_chunks(&self, job: i64, attempt: i64, from: u64) -> Result<Vec<(u64, u64)>> {
+        delegate!(self, log_chunks(job, attempt, from))
+    }
+    async fn log_chunk(&self, job: i64, attempt: i64, offset: u64) -> Result<Option<Vec<u8>>> {
+        delegate!(self, log_chunk(job, attempt, offset))
+    }
+    async fn put_log_chunk(&self, job: i64, attempt: i64, offset: u64, data: &[u8]) -> Result<()> {
+        delegate!(self, put_log_chunk(job, attempt, offset, data))
+    }
+    async fn delete_log_chunks(&self, job: i64, attempt: i64) -> Result<()> {
+        delegate!(self, delete_log_chunks(job, attempt))
+    }
+    async fn open_logs(&self) -> Result<Vec<(i64, i64)>> {
+        delegate!(self, open_logs())
+    }
     async fn queue_depth(&self) -> Result<i64> {
         delegate!(self, queue_depth())
     }
@@ -191,6 +206,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
     Ok(Migrator::new(Embedded(&[
         (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/sqlite/0002_wake_at.sql")),
+        (8, "log_chunks", include_str!("../../migrations/sqlite/0008_log_chunks.sql")),
     ]))
     .await?)
 }
@@ -199,6 +215,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
     Ok(Migrator::new(Embedded(&[
         (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/postgres/0002_wake_at.sql")),
+        (8, "log_chunks", include_str!("../../migrations/postgres/0008_log_chunks.sql")),
     ]))
     .await?)
 }

@@ -263,6 +263,15 @@ pub trait Store: Send + Sync {
     fn expired_leases(&self, now: i64) -> impl std::future::Future<Output = Result<Vec<JobRow>>> + Send;
     fn set_artifacts(&self, id: i64, digest: &str) -> impl std::future::Future<Output = Result<()>> + Send;
     fn set_dotenv(&self, id: i64, dotenv_json: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    // Running logs' chunks (with object storage: finished logs are sealed into one object).
+    /// `(offset, length)` of the chunks of a log from offset `from` on, in offset order.
+    fn log_chunks(&self, job: i64, attempt: i64, from: u64) -> impl std::future::Future<Output = Result<Vec<(u64, u64)>>> + Send;
+    fn log_chunk(&self, job: i64, attempt: i64, offset: u64) -> impl std::future::Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// Stores a chunk, replacing one stored at the same offset (a secret masked across chunks).
+    fn put_log_chunk(&self, job: i64, attempt: i64, offset: u64, data: &[u8]) -> impl std::future::Future<Output = Result<()>> + Send;
+    fn delete_log_chunks(&self, job: i64, attempt: i64) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// `(job, attempt)` of every log that has chunks.
+    fn open_logs(&self) -> impl std::future::Future<Output = Result<Vec<(i64, i64)>>> + Send;
     /// Number of pending jobs.
     fn queue_depth(&self) -> impl std::future::Future<Output = Result<i64>> + Send;
     fn counts(&self) -> impl std::future::Future<Output = Result<Counts>> + Send;

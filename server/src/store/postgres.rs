@@ -363,6 +363,51 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn log_chunks(&self, job: i64, attempt: i64, from: u64) -> Result<Vec<(u64, u64)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            r#"SELECT "offset", octet_length(data)::BIGINT FROM log_chunks WHERE job_id = $1 AND attempt = $2 AND "offset" >= $3 ORDER BY "offset""#,
+        )
+        .bind(job)
+        .bind(attempt)
+        .bind(from as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(o, l)| (o as u64, l as u64)).collect())
+    }
+
+    async fn log_chunk(&self, job: i64, attempt: i64, offset: u64) -> Result<Option<Vec<u8>>> {
+        let row: Option<(Vec<u8>,)> = sqlx::query_as(r#"SELECT data FROM log_chunks WHERE job_id = $1 AND attempt = $2 AND "offset" = $3"#)
+            .bind(job)
+            .bind(attempt)
+            .bind(offset as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(d,)| d))
+    }
+
+    async fn put_log_chunk(&self, job: i64, attempt: i64, offset: u64, data: &[u8]) -> Result<()> {
+        sqlx::query(
+            r#"INSERT INTO log_chunks (job_id, attempt, "offset", data) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (job_id, attempt, "offset") DO UPDATE SET data = EXCLUDED.data"#,
+        )
+        .bind(job)
+        .bind(attempt)
+        .bind(offset as i64)
+        .bind(data)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_log_chunks(&self, job: i64, attempt: i64) -> Result<()> {
+        sqlx::query("DELETE FROM log_chunks WHERE job_id = $1 AND attempt = $2").bind(job).bind(attempt).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn open_logs(&self) -> Result<Vec<(i64, i64)>> {
+        Ok(sqlx::query_as("SELECT DISTINCT job_id, attempt FROM log_chunks ORDER BY job_id, attempt").fetch_all(&self.pool).await?)
+    }
+
     async fn queue_depth(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = $1")
             .bind(JobStatus::Pending.as_str())

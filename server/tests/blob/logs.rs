@@ -6,6 +6,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use server::blob::{BlobStore, Blobs};
 use server::logs::{Append, LogError, Logs};
+use server::store::{Backend, SqliteStore, Store};
 
 const SECRET: &str = "s3cret-token";
 
@@ -76,52 +77,57 @@ async fn files_in_place() {
     assert_eq!(std::fs::read_to_string(dir.path().join("logs/2.1.log")).unwrap(), "token=************ done\nline 2\nline 3");
 }
 
-/// The chunk lifecycle, looked at in the store: one blob per chunk, one blob once sealed.
-async fn chunks_then_one_blob(blobs: &Blobs) {
-    let names = |list: Vec<server::blob::Meta>| list.into_iter().map(|m| m.key).collect::<Vec<_>>();
-    assert_eq!(
-        names(blobs.list("logs/live/2.1", None).await.unwrap()),
-        ["logs/live/2.1/00000000000000000000", "logs/live/2.1/00000000000000000008", "logs/live/2.1/00000000000000000013"]
-    );
-    assert!(blobs.list("logs/live/1.1", None).await.unwrap().is_empty(), "sealed: no chunk left");
+/// A store for running logs' chunks (SQLite in a temporary folder).
+async fn store(dir: &std::path::Path) -> Backend {
+    Backend::Sqlite(SqliteStore::open(&dir.join("piste.db")).await.unwrap())
+}
+
+/// The chunk lifecycle, looked at in the store and the blobs: a row per chunk while the log
+/// runs, one blob once sealed and no row.
+async fn chunks_then_one_blob(blobs: &Blobs, store: &Backend) {
+    assert_eq!(store.log_chunks(2, 1, 0).await.unwrap(), [(0, 8), (8, 5), (13, 24)]);
+    assert!(blobs.head("logs/2.1.log").await.unwrap().is_none(), "running: no blob yet");
+    assert!(store.log_chunks(1, 1, 0).await.unwrap().is_empty(), "sealed: no chunk left");
     assert_eq!(blobs.head("logs/1.1.log").await.unwrap(), Some(21));
-    let logs = Logs::chunked(blobs.clone());
+    let logs = Logs::chunked(blobs.clone(), store.clone());
     assert_eq!(append(&logs, 1, 21, b"late").await, Append::Sealed { length: 21 }, "nothing is added to a sealed log");
     assert_eq!(logs.open_logs().await.unwrap(), [(2, 1)], "only the log still in chunks");
     logs.seal(2, 1).await.unwrap();
-    assert!(blobs.list("logs/live/2.1", None).await.unwrap().is_empty());
+    assert!(store.log_chunks(2, 1, 0).await.unwrap().is_empty());
     assert!(logs.open_logs().await.unwrap().is_empty());
     // Chunks that do not start at 0, and no whole log: refused, never taken for an empty log.
-    blobs.put("logs/live/9.1/00000000000000000005", Bytes::from_static(b"x")).await.unwrap();
+    store.put_log_chunk(9, 1, 5, b"x").await.unwrap();
     let broken = logs.append(9, 1, 0, Bytes::from_static(b"hello"), Vec::new()).await;
     assert!(matches!(broken, Err(LogError::Broken(_))), "{broken:?}");
     assert_eq!(text(&logs, 2, 1).await, "token=************ done\nline 2\nline 3");
 }
 
 #[tokio::test]
-async fn chunks_in_files() {
-    let (_dir, fs) = crate::fs();
-    let blobs = Blobs::Fs(fs);
-    let logs = Logs::chunked(blobs.clone());
-    semantics(&logs, || Logs::chunked(blobs.clone())).await;
-    chunks_then_one_blob(&blobs).await;
+async fn chunks_in_the_store_blobs_in_files() {
+    let (dir, fs) = crate::fs();
+    let (blobs, store) = (Blobs::Fs(fs), store(dir.path()).await);
+    let logs = Logs::chunked(blobs.clone(), store.clone());
+    semantics(&logs, || Logs::chunked(blobs.clone(), store.clone())).await;
+    chunks_then_one_blob(&blobs, &store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunks_in_s3() {
+async fn chunks_in_the_store_blobs_in_s3() {
     let (_moto, s3) = crate::s3();
-    let blobs = Blobs::S3(s3);
-    let logs = Logs::chunked(blobs.clone());
-    semantics(&logs, || Logs::chunked(blobs.clone())).await;
-    chunks_then_one_blob(&blobs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (blobs, store) = (Blobs::S3(s3), store(dir.path()).await);
+    let logs = Logs::chunked(blobs.clone(), store.clone());
+    semantics(&logs, || Logs::chunked(blobs.clone(), store.clone())).await;
+    chunks_then_one_blob(&blobs, &store).await;
 }
 
 /// A log of many chunks seals into one blob (multipart past 8 MiB) with the same bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_log_seals_into_one_blob_in_s3() {
     let (_moto, s3) = crate::s3();
-    let blobs = Blobs::S3(s3);
-    let logs = Logs::chunked(blobs.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let (blobs, store) = (Blobs::S3(s3), store(dir.path()).await);
+    let logs = Logs::chunked(blobs.clone(), store.clone());
     let line = "0123456789abcdef".repeat(64 * 1024); // 1 MiB
     let mut offset = 0;
     for _ in 0..12 {
@@ -131,7 +137,7 @@ async fn a_big_log_seals_into_one_blob_in_s3() {
     }
     logs.seal(7, 1).await.unwrap();
     assert_eq!(blobs.head("logs/7.1.log").await.unwrap(), Some(offset));
-    assert!(blobs.list("logs/7.1", None).await.unwrap().is_empty());
+    assert!(store.log_chunks(7, 1, 0).await.unwrap().is_empty());
     let view = logs.view(7, 1).await.unwrap().unwrap();
     assert_eq!(view.read_at(offset - 16, 100).await.unwrap(), b"0123456789abcdef");
 }
