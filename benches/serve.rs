@@ -166,7 +166,7 @@ async fn main() {
     for i in 0..4 {
         let r: RegisterResponse = client
             .post(format!("{base}{}", scheduler::protocol::paths::REGISTER))
-            .json(&RegisterRequest { registration_token: REG.into(), name: format!("bench-{i}"), tags: vec![] })
+            .json(&RegisterRequest { registration_token: REG.into(), name: format!("bench-{i}"), tags: vec![], ..Default::default() })
             .send()
             .await
             .unwrap()
@@ -473,7 +473,7 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
     for i in 0..4 {
         let r: RegisterResponse = client
             .post(format!("{base}{}", scheduler::protocol::paths::REGISTER))
-            .json(&RegisterRequest { registration_token: REG.into(), name: format!("rss-{i}"), tags: vec![] })
+            .json(&RegisterRequest { registration_token: REG.into(), name: format!("rss-{i}"), tags: vec![], ..Default::default() })
             .send()
             .await
             .unwrap()

@@ -8,6 +8,7 @@
 //! planned (a crash between the webhook's answer and the plan loses nothing).
 
 mod api;
+pub mod auth;
 pub mod blob;
 pub mod clock;
 pub mod config;
@@ -15,6 +16,7 @@ mod error;
 mod follow;
 pub mod git;
 pub mod logs;
+pub mod oidc;
 mod pages;
 pub mod pipelines;
 mod runners;
@@ -83,6 +85,8 @@ pub struct AppState {
     /// when an earlier one is stored.
     timer_deadline: AtomicI64,
     timer: tokio::sync::Notify,
+    /// The OpenID Connect provider's metadata and keys (web login), fetched when first needed.
+    oidc: oidc::Oidc,
 }
 
 /// A per-job value; the map's entry goes with its last holder.
@@ -130,6 +134,7 @@ impl AppState {
             queued_at: Mutex::new(HashMap::new()),
             timer_deadline: AtomicI64::new(i64::MAX),
             timer: tokio::sync::Notify::new(),
+            oidc: oidc::Oidc::default(),
         }
     }
 
@@ -301,9 +306,16 @@ pub fn tokens_equal(a: &str, b: &str) -> bool {
     ha.ct_eq(&hb).into()
 }
 
+/// Every route. People's routes (pages, `/api/v1` reads and actions) check the caller's role
+/// in the project (`auth`); runner routes check runner or job tokens, webhooks their
+/// signature; `/healthz` and `/metrics` are open (no project data). Every response carries the
+/// security headers (`auth::security_headers`).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(pages::home))
+        .route("/login", get(oidc::login))
+        .route("/auth/callback", get(oidc::callback))
+        .route("/logout", post(oidc::logout))
         .route("/projects/{*name}", get(pages::project))
         .route("/pipelines/{id}", get(pages::pipeline))
         .route("/jobs/{id}", get(pages::job))
@@ -328,6 +340,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{id}/finish", post(runners::finish))
         .route("/api/v1/jobs/{id}/git/{*rest}", any(api::git))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
+        .layer(axum::middleware::map_response(auth::security_headers))
         .with_state(state)
 }
 
