@@ -73,6 +73,9 @@ enum Command {
         /// The server.
         #[arg(long, env = "PISTE_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
+        /// A personal access token (`piste token create`); not needed for public projects.
+        #[arg(long, env = "PISTE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Runners on build nodes.
     Runner {
@@ -291,7 +294,7 @@ fn main() -> ExitCode {
         Command::Graph { spec, format } => spec.options().and_then(|o| output::graph(&o, format)),
         Command::Jobs { spec } => spec.options().and_then(|o| output::jobs(&o)),
         Command::Serve { config, listen, data_dir, database } => serve::serve(config, listen, data_dir, database),
-        Command::Logs { job, pipeline, follow, url } => logs::logs(&url, job, pipeline, follow),
+        Command::Logs { job, pipeline, follow, url, token } => logs::logs(&url, token.as_deref(), job, pipeline, follow),
         Command::Token { command } => match command {
             TokenCommand::Create { config, user, expires, label } => serve::token_create(&config, &user, expires, &label),
             TokenCommand::List { config, user } => serve::token_list(&config, user.as_deref()),

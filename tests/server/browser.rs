@@ -99,7 +99,8 @@ async fn a_running_jobs_page_grows_live_folds_sections_and_follows_anchors() {
         "after:\n  needs: [live]\n  script: [echo done]\n",
     ));
     let (before, after) = forge.push("main", "first");
-    let server = Server::start(&forge, 5000, "");
+    // Public: the browser reads it without logging in (the login has its own test).
+    let server = Server::start_full(&forge, 5000, "", "visibility = \"public\"", None, Vec::new());
     let http = Http::new(&server);
     let _runner = RunnerProc::start(&server, "node", "shell");
     let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "browser-1").await;
