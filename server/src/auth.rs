@@ -10,7 +10,8 @@
 //!
 //! Refusals: reading without a role is `401` for an anonymous caller (pages redirect to the
 //! login) and `404` for a known one (the project's data stays hidden); acting without the
-//! role is `403` once reading is allowed. Nothing of the project is in any refusal.
+//! role is `403` once reading is allowed (`401` for anonymous visitors of a public project).
+//! Nothing of the project is in any refusal.
 //!
 //! Runner routes (runner and job tokens), webhooks (signatures), `/healthz` and `/metrics`
 //! (aggregate counts only) keep their own rules and do not look at callers.
@@ -214,6 +215,8 @@ pub fn check(config: &Config, caller: &Caller, project: &str, need: Need) -> Res
         None if caller.user().is_none() => Err(Denied::Login),
         None => Err(Denied::Hidden),
         Some(r) if r >= need.role() => Ok(r),
+        // An anonymous visitor of a public project may read; to act, they log in first.
+        Some(_) if caller.user().is_none() => Err(Denied::Login),
         Some(_) => Err(Denied::Forbidden),
     }
 }
@@ -390,6 +393,9 @@ mod tests {
         assert_eq!(role(&c, p, &user("dan", &["/ops"])), Some(Role::Maintainer));
         let c = config("visibility = \"public\"\n");
         assert_eq!(role(&c, &c.projects[0], &Caller::Anonymous), Some(Role::Viewer));
+        assert_eq!(check(&c, &Caller::Anonymous, "app", Need::Read), Ok(Role::Viewer));
+        assert_eq!(check(&c, &Caller::Anonymous, "app", Need::Act { protected: false }), Err(Denied::Login));
+        assert_eq!(check(&c, &user("someone", &[]), "app", Need::Act { protected: false }), Err(Denied::Forbidden));
     }
 
     #[test]
