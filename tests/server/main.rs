@@ -7,6 +7,7 @@ mod both_ways;
 mod browser;
 mod delivery;
 mod failures;
+mod login;
 mod logs;
 mod moto;
 mod operator_log;
