@@ -509,4 +509,29 @@ mod tests {
         assert!(p.is_protected(Some("release/1.2/hotfix"), None) && !p.is_protected(Some("main"), None));
         assert!(p.is_protected(None, Some("v1.0")) && !p.is_protected(None, Some("x1")));
     }
+
+    #[test]
+    fn users_members_admins_and_login_are_checked() {
+        let err = project("members = { \"al ice\" = \"viewer\" }\n").unwrap_err();
+        assert!(err.contains("member `al ice`"), "{err}");
+        let err = project("members = { \"group:\" = \"viewer\" }\n").unwrap_err();
+        assert!(err.contains("member `group:`"), "{err}");
+        let err = project("members = { alice = \"owner\" }\n").unwrap_err();
+        assert!(err.contains("owner"), "{err}");
+        let c = project("visibility = \"public\"\nmembers = { alice = \"maintainer\", \"group:/app-devs\" = \"developer\" }\n").unwrap();
+        assert!(c.knows_user("alice") && !c.knows_user("bob"));
+        let login = |top: &str| -> Result<Config, String> {
+            let text = format!("{top}\n[oidc]\nissuer = \"https://sso.example/realms/acme\"\nclient_id = \"piste\"\n");
+            let c: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
+            c.validate().map(|()| c)
+        };
+        let err = login("").unwrap_err();
+        assert!(err.contains("needs `external_url`"), "{err}");
+        let err = login("external_url = \"https://ci.example/piste\"").unwrap_err();
+        assert!(err.contains("scheme and host only"), "{err}");
+        let c = login("external_url = \"https://ci.example/\"\nadmins = [\"group:/ops\"]\n[[user]]\nname = \"bot\"\ngroups = [\"/app-devs\"]").unwrap();
+        assert_eq!(c.external_url(), "https://ci.example");
+        assert_eq!(c.oidc.as_ref().unwrap().groups_claim, "groups");
+        assert!(c.knows_user("bot") && c.user_groups("bot") == ["/app-devs"]);
+    }
 }

@@ -389,4 +389,75 @@ mod tests {
         assert_eq!(verify_id_token(&rs, &[other], &cfg(), "n", 0), Err(IdTokenError::UnknownKey));
         assert_eq!(verify_id_token("a.b", &[], &cfg(), "n", 0), Err(IdTokenError::Malformed));
     }
+
+    /// A provider's key made by `openssl`, its JWK, and RS256 tokens signed with it.
+    struct Signer {
+        key: ring::signature::RsaKeyPair,
+        jwk: Value,
+    }
+
+    impl Signer {
+        fn new() -> Signer {
+            let out = std::process::Command::new("openssl")
+                .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-outform", "DER"])
+                .output()
+                .expect("openssl (Debian's openssl package)");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            // OpenSSL 3 writes an RSA key in DER as PKCS#1 (`RSAPrivateKey`).
+            let key = ring::signature::RsaKeyPair::from_der(&out.stdout).unwrap();
+            let public: ring::rsa::PublicKeyComponents<Vec<u8>> = key.public().into();
+            let jwk = serde_json::json!({
+                "kty": "RSA", "kid": "k1", "use": "sig",
+                "n": URL_SAFE_NO_PAD.encode(&public.n),
+                "e": URL_SAFE_NO_PAD.encode(&public.e),
+            });
+            Signer { key, jwk }
+        }
+
+        fn token(&self, claims: Value) -> String {
+            let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+            let input = format!("{}.{}", part(serde_json::json!({"alg": "RS256", "kid": "k1"})), part(claims));
+            let mut sig = vec![0; self.key.public().modulus_len()];
+            self.key.sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig).unwrap();
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+        }
+    }
+
+    /// Every claim the login relies on is checked, and a signature over other bytes fails.
+    #[test]
+    fn id_token_signature_and_claims() {
+        let signer = Signer::new();
+        let keys = [signer.jwk.clone()];
+        let good = serde_json::json!({"iss": "http://127.0.0.1:9", "aud": "piste", "exp": 1_000, "iat": 900, "nonce": "n-1", "preferred_username": "vera"});
+        let check = |claims: &Value, nonce: &str, now: i64| verify_id_token(&signer.token(claims.clone()), &keys, &cfg(), nonce, now);
+        assert_eq!(check(&good, "n-1", 950).unwrap()["preferred_username"], "vera");
+        let with = |key: &str, value: Value| {
+            let mut c = good.clone();
+            c[key] = value;
+            c
+        };
+        assert_eq!(check(&with("iss", "http://evil.example".into()), "n-1", 950), Err(IdTokenError::Claim("iss")));
+        assert_eq!(check(&with("aud", "other-client".into()), "n-1", 950), Err(IdTokenError::Claim("aud")));
+        assert_eq!(check(&with("aud", serde_json::json!(["piste", "other"])), "n-1", 950), Err(IdTokenError::Claim("azp")));
+        assert!(check(&with("aud", serde_json::json!(["other", "piste"])).clone(), "n-1", 950).is_err());
+        assert_eq!(check(&good, "n-1", 1_000 + LEEWAY_S), Err(IdTokenError::Expired));
+        assert_eq!(check(&with("iat", 5_000.into()), "n-1", 950), Err(IdTokenError::Claim("iat")));
+        assert_eq!(check(&good, "another-login", 950), Err(IdTokenError::Claim("nonce")));
+        assert_eq!(check(&with("nonce", Value::Null), "n-1", 950), Err(IdTokenError::Claim("nonce")));
+        // The same signature over changed claims.
+        let token = signer.token(good.clone());
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(with("preferred_username", "root".into()).to_string());
+        assert_eq!(verify_id_token(&parts.join("."), &keys, &cfg(), "n-1", 950), Err(IdTokenError::Signature));
+    }
+
+    #[test]
+    fn cookies_are_secure_behind_https() {
+        let mut config = Config::default();
+        assert!(!auth::session_cookie(&config, "v", 60).to_str().unwrap().contains("Secure"));
+        config.external_url = Some("https://ci.example".into());
+        let cookie = auth::session_cookie(&config, "v", 60);
+        let cookie = cookie.to_str().unwrap();
+        assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    }
 }
