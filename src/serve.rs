@@ -127,7 +127,14 @@ pub fn token_list(config: &Path, user: Option<&str>) -> anyhow::Result<ExitCode>
                 _ => "active",
             };
             let expires = t.expires_at.map_or_else(|| "never".into(), server::pipelines::iso_time);
-            println!("{:>5}  {:<20}  {:<20}  {:<24}  {:<24}  {state}", t.id, t.user, t.label, server::pipelines::iso_time(t.created_at), expires);
+            println!(
+                "{:>5}  {:<20}  {:<20}  {:<24}  {:<24}  {state}",
+                t.id,
+                t.user,
+                t.label,
+                server::pipelines::iso_time(t.created_at),
+                expires
+            );
         }
         store.close().await;
         Ok(ExitCode::SUCCESS)

@@ -113,7 +113,7 @@ async fn readable_pipelines(state: &AppState, caller: &Caller, limit: i64) -> Ap
     if rows.is_empty() && caller.user().is_none() && !state.config.projects.is_empty() {
         return Err(auth::Denied::Login.api("project"));
     }
-    rows.sort_by(|a, b| b.id.cmp(&a.id));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.id));
     rows.truncate(limit as usize);
     Ok(rows)
 }
@@ -251,17 +251,35 @@ async fn job_page_of(state: &AppState, id: i64) -> String {
     }
 }
 
-pub async fn cancel_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn cancel_job(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let r = job_event(&state, &caller, id, (&headers, &body), |job| Event::CancelJob { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
-pub async fn retry_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn retry_job(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let r = job_event(&state, &caller, id, (&headers, &body), |job| Event::RetryJob { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
-pub async fn play_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn play_job(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let r = job_event(&state, &caller, id, (&headers, &body), |job| Event::PlayManual { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }

@@ -172,7 +172,9 @@ pub fn role(config: &Config, project: &ProjectConfig, caller: &Caller) -> Option
 pub enum Need {
     Read,
     /// Retry, cancel, play: developer, or maintainer when the ref is protected.
-    Act { protected: bool },
+    Act {
+        protected: bool,
+    },
 }
 
 impl Need {
@@ -260,8 +262,9 @@ pub fn page_refusal(config: &Config, denied: Denied, path: &str) -> Response {
             let next: String = url_encode(path);
             Redirect::to(&format!("/login?next={next}")).into_response()
         }
-        Denied::Login => (StatusCode::UNAUTHORIZED, "This project is private and this server has no login configured (`[oidc]`).\n")
-            .into_response(),
+        Denied::Login => {
+            (StatusCode::UNAUTHORIZED, "This project is private and this server has no login configured (`[oidc]`).\n").into_response()
+        }
         Denied::Hidden => (StatusCode::NOT_FOUND, "Not found.\n").into_response(),
         Denied::Forbidden => (StatusCode::FORBIDDEN, "Your role in this project does not allow this.\n").into_response(),
     }

@@ -429,7 +429,9 @@ impl Config {
 
     /// Whether `name` is a user this configuration knows: declared, a member, or an admin.
     pub fn knows_user(&self, name: &str) -> bool {
-        self.users.iter().any(|u| u.name == name) || self.admins.iter().any(|a| a == name) || self.projects.iter().any(|p| p.members.contains_key(name))
+        self.users.iter().any(|u| u.name == name)
+            || self.admins.iter().any(|a| a == name)
+            || self.projects.iter().any(|p| p.members.contains_key(name))
     }
 
     /// The groups a user's access tokens act for (`[[user]] groups`).
@@ -529,7 +531,9 @@ mod tests {
         assert!(err.contains("needs `external_url`"), "{err}");
         let err = login("external_url = \"https://ci.example/piste\"").unwrap_err();
         assert!(err.contains("scheme and host only"), "{err}");
-        let c = login("external_url = \"https://ci.example/\"\nadmins = [\"group:/ops\"]\n[[user]]\nname = \"bot\"\ngroups = [\"/app-devs\"]").unwrap();
+        let c =
+            login("external_url = \"https://ci.example/\"\nadmins = [\"group:/ops\"]\n[[user]]\nname = \"bot\"\ngroups = [\"/app-devs\"]")
+                .unwrap();
         assert_eq!(c.external_url(), "https://ci.example");
         assert_eq!(c.oidc.as_ref().unwrap().groups_claim, "groups");
         assert!(c.knows_user("bot") && c.user_groups("bot") == ["/app-devs"]);

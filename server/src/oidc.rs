@@ -125,9 +125,8 @@ impl Oidc {
         if meta["issuer"].as_str().map(|i| i.trim_end_matches('/')) != Some(issuer) {
             return Err(LoginError::Provider(format!("discovery names issuer {}, not `{issuer}`", meta["issuer"])));
         }
-        let field = |name: &str| {
-            meta[name].as_str().map(str::to_owned).ok_or_else(|| LoginError::Provider(format!("discovery lacks `{name}`")))
-        };
+        let field =
+            |name: &str| meta[name].as_str().map(str::to_owned).ok_or_else(|| LoginError::Provider(format!("discovery lacks `{name}`")));
         let jwks_uri = field("jwks_uri")?;
         let p = Provider {
             authorization_endpoint: field("authorization_endpoint")?,

@@ -17,9 +17,9 @@ use scheduler::JobStatus;
 
 use crate::web::pages::{self, Account, Actions, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary};
 
-/// The page of `project` for this caller, or the refusal page (login, 404, 403).
-fn readable(state: &AppState, caller: &Caller, project: &str, path: &str) -> Result<(), Response> {
-    auth::check(&state.config, caller, project, Need::Read).map(drop).map_err(|d| auth::page_refusal(&state.config, d, path))
+/// The refusal page (login, 404, 403) when the caller may not read `project`.
+fn refusal(state: &AppState, caller: &Caller, project: &str, path: &str) -> Option<Response> {
+    auth::check(&state.config, caller, project, Need::Read).err().map(|d| auth::page_refusal(&state.config, d, path))
 }
 
 /// Bytes of log the job page renders at first (the tail); earlier parts load on demand.
@@ -56,7 +56,9 @@ fn summary(p: &PipelineRow) -> PipelineSummary {
 }
 
 pub async fn project(State(state): State<Arc<AppState>>, caller: Caller, Path(name): Path<String>) -> Result<Response, Response> {
-    readable(&state, &caller, &name, &format!("/projects/{name}"))?;
+    if let Some(r) = refusal(&state, &caller, &name, &format!("/projects/{name}")) {
+        return Err(r);
+    }
     let page = async {
         state.config.project(&name).ok_or(Error::NotFound("project"))?;
         let rows = state.store.pipelines(Some(&name), 100).await?;
@@ -83,8 +85,11 @@ fn job_box(j: &JobRow) -> JobBox {
 }
 
 pub async fn pipeline(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> Result<Response, Response> {
-    let p = state.store.pipeline(id).await.map_err(|e| Error::from(e).into_response())?.ok_or(Error::NotFound("pipeline").into_response())?;
-    readable(&state, &caller, &p.project, &format!("/pipelines/{id}"))?;
+    let p =
+        state.store.pipeline(id).await.map_err(|e| Error::from(e).into_response())?.ok_or(Error::NotFound("pipeline").into_response())?;
+    if let Some(r) = refusal(&state, &caller, &p.project, &format!("/pipelines/{id}")) {
+        return Err(r);
+    }
     pipeline_page(&state, &caller, p).await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
 }
 
@@ -126,7 +131,9 @@ pub async fn job(
         ApiResult::Ok((j, p))
     };
     let (j, p) = found.await.map_err(IntoResponse::into_response)?;
-    readable(&state, &caller, &p.project, &format!("/jobs/{id}"))?;
+    if let Some(r) = refusal(&state, &caller, &p.project, &format!("/jobs/{id}")) {
+        return Err(r);
+    }
     job_page(&state, j, p, q).await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
 }
 

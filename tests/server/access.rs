@@ -147,21 +147,11 @@ async fn anonymous_and_wrong_role_callers_get_nothing_and_do_nothing() {
         assert_eq!(status, StatusCode::FORBIDDEN, "developer POST {path} on main: {body}");
     }
     // A cross-site request is refused even with the right role; then the same, same-site, plays.
-    let cross = dev
-        .client
-        .post(format!("{}/api/v1/jobs/{fdeploy}/play", dev.base))
-        .header("Origin", "http://evil.example")
-        .send()
-        .await
-        .unwrap();
+    let cross =
+        dev.client.post(format!("{}/api/v1/jobs/{fdeploy}/play", dev.base)).header("Origin", "http://evil.example").send().await.unwrap();
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
-    let cross = dev
-        .client
-        .post(format!("{}/api/v1/jobs/{fdeploy}/play", dev.base))
-        .header("Sec-Fetch-Site", "cross-site")
-        .send()
-        .await
-        .unwrap();
+    let cross =
+        dev.client.post(format!("{}/api/v1/jobs/{fdeploy}/play", dev.base)).header("Sec-Fetch-Site", "cross-site").send().await.unwrap();
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
     admin.wait_job_status(fid, "deploy", &["manual"], 5).await;
     let (status, _) = post(&dev, &format!("/api/v1/jobs/{fdeploy}/play"), false).await;
@@ -309,7 +299,8 @@ async fn protected_and_project_runners_from_the_command_line() {
     let (b0, a0) = forge.push("main", "first");
     let server = Server::start(&forge, 10_000, "");
     let http = Http::new(&server);
-    let _runner = RunnerProc::start_with(&server, "release", "shell", &["--protected", "--projects", "app", "--tags", "x", "--run-untagged"]);
+    let _runner =
+        RunnerProc::start_with(&server, "release", "shell", &["--protected", "--projects", "app", "--tags", "x", "--run-untagged"]);
     let r = http.gitlab_hook(gitlab_push("main", &b0, &a0, "main"), Some(SECRET), "c-1").await;
     let main = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
     http.wait_status(main, &["success"], 60).await;

@@ -80,7 +80,8 @@ impl Page {
 
     /// Runs JavaScript whose value is a promise, and returns what it resolves to.
     pub(crate) async fn eval_async(&mut self, js: &str) -> Value {
-        self.call("Runtime.evaluate", json!({"expression": js, "returnByValue": true, "awaitPromise": true})).await["result"]["value"].clone()
+        self.call("Runtime.evaluate", json!({"expression": js, "returnByValue": true, "awaitPromise": true})).await["result"]["value"]
+            .clone()
     }
 
     pub(crate) async fn goto(&mut self, url: &str) {

@@ -27,7 +27,10 @@ impl Drop for Provider {
 /// `oidc-provider-mock` with two predefined users: `vera` in `/app-viewers`, `dave` in `/app-devs`.
 fn provider() -> Provider {
     let port = free_port();
-    let users = [r#"{"sub":"vera","preferred_username":"vera","groups":["/app-viewers"]}"#, r#"{"sub":"dave","preferred_username":"dave","groups":["/app-devs"]}"#];
+    let users = [
+        r#"{"sub":"vera","preferred_username":"vera","groups":["/app-viewers"]}"#,
+        r#"{"sub":"dave","preferred_username":"dave","groups":["/app-devs"]}"#,
+    ];
     let mut cmd = Command::new("oidc-provider-mock");
     cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--require-nonce", "true"]);
     for u in users {
@@ -60,7 +63,9 @@ async fn wait_location(page: &mut Page, prefix: &str) -> String {
 async fn log_in(page: &mut Page, server: &Server, provider: &Provider, path: &str, user: &str) {
     page.goto(&format!("{}{path}", server.url)).await;
     wait_location(page, &format!("{}/oauth2/authorize", provider.url)).await;
-    let clicked = page.eval(&format!("(() => {{ const b = document.querySelector('button[value=\"{user}\"]'); if (b) b.click(); return !!b; }})()")).await;
+    let clicked = page
+        .eval(&format!("(() => {{ const b = document.querySelector('button[value=\"{user}\"]'); if (b) b.click(); return !!b; }})()"))
+        .await;
     assert_eq!(clicked, Value::Bool(true), "the provider offers {user}");
     wait_location(page, &format!("{}{path}", server.url)).await;
 }
@@ -68,7 +73,9 @@ async fn log_in(page: &mut Page, server: &Server, provider: &Provider, path: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_login_maps_groups_to_roles_in_a_real_browser() {
     let provider = provider();
-    let forge = Forge::new("build:\n  script: [echo built]\ndeploy:\n  when: manual\n  script: [echo deployed]\nstaging:\n  when: manual\n  script: [echo staged]\n");
+    let forge = Forge::new(
+        "build:\n  script: [echo built]\ndeploy:\n  when: manual\n  script: [echo deployed]\nstaging:\n  when: manual\n  script: [echo staged]\n",
+    );
     forge.push("main", "first");
     let extra = format!(
         "external_url = \"http://127.0.0.1:{{PORT}}\"\n[oidc]\nissuer = \"{}\"\nclient_id = \"piste\"\nclient_secret = \"client-secret-for-tests\"\n",

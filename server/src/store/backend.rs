@@ -10,8 +10,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
-    AccessToken, Claimed, RunnerScope, Session, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, SqliteStore, Store, StoreError,
-    Transition, Wakeup,
+    AccessToken, Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, RunnerScope, Session,
+    SqliteStore, Store, StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -141,7 +141,14 @@ impl Store for Backend {
     async fn wakeups(&self, limit: i64) -> Result<Vec<Wakeup>> {
         delegate!(self, wakeups(limit))
     }
-    async fn create_access_token(&self, user: &str, label: &str, token_hash: &str, now: i64, expires_at: Option<i64>) -> Result<AccessToken> {
+    async fn create_access_token(
+        &self,
+        user: &str,
+        label: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<AccessToken> {
         delegate!(self, create_access_token(user, label, token_hash, now, expires_at))
     }
     async fn access_token(&self, token_hash: &str, now: i64) -> Result<Option<AccessToken>> {

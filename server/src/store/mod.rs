@@ -2,7 +2,8 @@
 //! default; `postgres.rs`, for several `piste serve` sharing one queue). Every backend passes
 //! the same test suite (`server/tests/store/`).
 //!
-//! What is stored: runners (token hashes only), webhook deliveries (for de-duplication),
+//! What is stored: runners (token hashes only, and their scope), users' access tokens and
+//! browser sessions (hashes only), webhook deliveries (for de-duplication),
 //! pipelines with the engine's event log (the engine is deterministic: its state is the replay
 //! of its events, and `version` is their count, used for optimistic concurrency between
 //! servers; `wake_at`, when its engine next needs the time), and jobs (the queue: pending rows are claimed atomically by runners;

@@ -23,7 +23,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 
 use super::backend::{event_from_json, event_json, held, job_status, pipeline_status, postgres_migrator, status_counts};
 use super::{
-    AccessToken, Claimed, RunnerScope, Session, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError, Transition, Wakeup,
+    AccessToken, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope, Session,
+    Store, StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -404,7 +405,14 @@ impl Store for PgStore {
         Ok(rows.into_iter().map(|(pipeline_id, at)| Wakeup { pipeline_id, at }).collect())
     }
 
-    async fn create_access_token(&self, user: &str, label: &str, token_hash: &str, now: i64, expires_at: Option<i64>) -> Result<AccessToken> {
+    async fn create_access_token(
+        &self,
+        user: &str,
+        label: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<AccessToken> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO access_tokens (user_name, label, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
@@ -465,13 +473,12 @@ impl Store for PgStore {
     }
 
     async fn session(&self, token_hash: &str, now: i64) -> Result<Option<Session>> {
-        let row: Option<(String, Vec<String>, i64, i64)> = sqlx::query_as(
-            "SELECT user_name, groups, created_at, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(String, Vec<String>, i64, i64)> =
+            sqlx::query_as("SELECT user_name, groups, created_at, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2")
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(user, groups, created_at, expires_at)| Session { user, groups, created_at, expires_at }))
     }
 

@@ -2,7 +2,11 @@
 //!
 //! # Schema (`server/migrations/sqlite/`, the same shape on PostgreSQL)
 //!
-//! - `runners (id, name, tags, token_hash UNIQUE, created_at, last_seen_at)`.
+//! - `runners (id, name, tags, token_hash UNIQUE, created_at, last_seen_at, run_untagged,
+//!   protected_only, projects)`: the last three are the runner's scope (migration 0003).
+//! - `access_tokens (id, user_name, label, token_hash UNIQUE, created_at, expires_at,
+//!   revoked_at)` and `sessions (token_hash PRIMARY KEY, user_name, groups, created_at,
+//!   expires_at)`: people's credentials, hashes only.
 //! - `pipelines (id, project, git_ref, sha, before_sha, source, trigger, status, error, version,
 //!   created_at, updated_at)`: `version` is the number of rows in `pipeline_events`; `status` is
 //!   `created` until planned. Indexed by `(project, id)` and `(status, id)`.
@@ -39,7 +43,8 @@ use super::backend::{
     tags_json,
 };
 use super::{
-    AccessToken, Claimed, RunnerScope, Session, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError, Transition, Wakeup,
+    AccessToken, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope, Session,
+    Store, StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -445,7 +450,14 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(|(pipeline_id, at)| Wakeup { pipeline_id, at }).collect())
     }
 
-    async fn create_access_token(&self, user: &str, label: &str, token_hash: &str, now: i64, expires_at: Option<i64>) -> Result<AccessToken> {
+    async fn create_access_token(
+        &self,
+        user: &str,
+        label: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<AccessToken> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO access_tokens (user_name, label, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
         )
@@ -505,13 +517,12 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, token_hash: &str, now: i64) -> Result<Option<Session>> {
-        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT user_name, groups, created_at, expires_at FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .fetch_optional(&self.readers)
-        .await?;
+        let row: Option<(String, String, i64, i64)> =
+            sqlx::query_as("SELECT user_name, groups, created_at, expires_at FROM sessions WHERE token_hash = ?1 AND expires_at > ?2")
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.readers)
+                .await?;
         let Some((user, groups, created_at, expires_at)) = row else { return Ok(None) };
         let groups = tags_from_json("session groups of", 0, &groups)?;
         Ok(Some(Session { user, groups, created_at, expires_at }))
