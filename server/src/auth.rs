@@ -201,7 +201,9 @@ pub enum Denied {
 impl Denied {
     pub fn api(self, what: &'static str) -> Error {
         match self {
-            Denied::Login => Error::Unauthorized("log in: send `Authorization: Bearer <token>` (`piste token create`)"),
+            Denied::Login => Error::Unauthorized(
+                "log in: send `Authorization: Bearer <token>` with a token from `piste token create` (`piste logs` reads `PISTE_TOKEN`)",
+            ),
             Denied::Hidden => Error::NotFound(what),
             Denied::Forbidden => Error::Forbidden("your role in this project does not allow this"),
         }
