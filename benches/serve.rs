@@ -149,7 +149,7 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 5000\n{storage}[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\n",
+            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 5000\n{storage}[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\nvisibility = \"public\"\n",
             root.join("data").display()
         ),
     )
@@ -166,7 +166,7 @@ async fn main() {
     for i in 0..4 {
         let r: RegisterResponse = client
             .post(format!("{base}{}", scheduler::protocol::paths::REGISTER))
-            .json(&RegisterRequest { registration_token: REG.into(), name: format!("bench-{i}"), tags: vec![] })
+            .json(&RegisterRequest { registration_token: REG.into(), name: format!("bench-{i}"), tags: vec![], ..Default::default() })
             .send()
             .await
             .unwrap()
@@ -457,7 +457,7 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 1000\n[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\n",
+            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 1000\n[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\nvisibility = \"public\"\n",
             root.join("rss-data").display()
         ),
     )
@@ -473,7 +473,7 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
     for i in 0..4 {
         let r: RegisterResponse = client
             .post(format!("{base}{}", scheduler::protocol::paths::REGISTER))
-            .json(&RegisterRequest { registration_token: REG.into(), name: format!("rss-{i}"), tags: vec![] })
+            .json(&RegisterRequest { registration_token: REG.into(), name: format!("rss-{i}"), tags: vec![], ..Default::default() })
             .send()
             .await
             .unwrap()

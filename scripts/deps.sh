@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages piste's tests use, and moto (an S3-compatible server from PyPI,
-# for the object storage tests), when they are missing.
+# Installs the Debian packages piste's tests use, moto (an S3-compatible server from PyPI, for
+# the object storage tests) and oidc-provider-mock (an OpenID provider from PyPI, for the login
+# test), when they are missing.
 # Run as root (CI and these build machines are root); otherwise prints the command to run.
 set -euo pipefail
 
@@ -16,6 +17,22 @@ if ! command -v moto_server >/dev/null 2>&1; then
 	hash -r
 	command -v moto_server >/dev/null 2>&1 || {
 		echo "pip installed moto but \`moto_server\` is not on PATH ($PATH)" >&2
+		exit 1
+	}
+fi
+
+# oidc-provider-mock: a real OpenID provider on loopback for the login test (tests/server/login.rs).
+if ! command -v oidc-provider-mock >/dev/null 2>&1; then
+	pip=$(command -v pip3 || command -v pip || true)
+	if [[ -z $pip ]]; then
+		echo "oidc-provider-mock is missing and there is no pip: install Python 3 with pip, then: pip install oidc-provider-mock" >&2
+		exit 1
+	fi
+	echo "installing oidc-provider-mock with $pip" >&2
+	"$pip" install --quiet oidc-provider-mock
+	hash -r
+	command -v oidc-provider-mock >/dev/null 2>&1 || {
+		echo "pip installed oidc-provider-mock but \`oidc-provider-mock\` is not on PATH ($PATH)" >&2
 		exit 1
 	}
 fi

@@ -73,11 +73,19 @@ enum Command {
         /// The server.
         #[arg(long, env = "PISTE_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
+        /// A personal access token (`piste token create`); not needed for public projects.
+        #[arg(long, env = "PISTE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Runners on build nodes.
     Runner {
         #[command(subcommand)]
         command: RunnerCommand,
+    },
+    /// Users' personal access tokens for the API (`Authorization: Bearer …`), in the server's store.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Run the pipeline on this machine, in containers or as shell jobs (exit 0 passed, 1 failed, 2 invalid).
     Run {
@@ -132,6 +140,15 @@ enum RunnerCommand {
         /// Comma-separated tags; a job runs here only if all its `tags` are in this list.
         #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
+        /// With `--tags`: take jobs without tags too (a runner without tags always does).
+        #[arg(long)]
+        run_untagged: bool,
+        /// Take only jobs of pipelines of protected refs (the ones that get protected secrets).
+        #[arg(long)]
+        protected: bool,
+        /// Comma-separated project names: take only their jobs.
+        #[arg(long, value_delimiter = ',')]
+        projects: Vec<String>,
         #[arg(long, default_value = "runner.toml")]
         config: PathBuf,
     },
@@ -147,6 +164,38 @@ enum RunnerCommand {
         /// Where workspaces live [default: `<config dir>/builds`].
         #[arg(long)]
         work_dir: Option<PathBuf>,
+    },
+}
+
+/// `piste token ...`: run where `piste serve` runs (same `piste.toml`, same database).
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a user the configuration knows and print it (shown once; only its hash is kept).
+    Create {
+        #[arg(long, default_value = "piste.toml")]
+        config: PathBuf,
+        /// A user named in `members`, `admins` or a `[[user]]`.
+        #[arg(long)]
+        user: String,
+        /// Days until it expires [default: never].
+        #[arg(long, value_name = "DAYS")]
+        expires: Option<u32>,
+        /// What the token is for (shown by `list`).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List tokens (of one user with `--user`): id, user, label, created, expires, revoked.
+    List {
+        #[arg(long, default_value = "piste.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token by its id (see `list`); it stops working at once.
+    Revoke {
+        #[arg(long, default_value = "piste.toml")]
+        config: PathBuf,
+        id: i64,
     },
 }
 
@@ -245,9 +294,17 @@ fn main() -> ExitCode {
         Command::Graph { spec, format } => spec.options().and_then(|o| output::graph(&o, format)),
         Command::Jobs { spec } => spec.options().and_then(|o| output::jobs(&o)),
         Command::Serve { config, listen, data_dir, database } => serve::serve(config, listen, data_dir, database),
-        Command::Logs { job, pipeline, follow, url } => logs::logs(&url, job, pipeline, follow),
+        Command::Logs { job, pipeline, follow, url, token } => logs::logs(&url, token.as_deref(), job, pipeline, follow),
+        Command::Token { command } => match command {
+            TokenCommand::Create { config, user, expires, label } => serve::token_create(&config, &user, expires, &label),
+            TokenCommand::List { config, user } => serve::token_list(&config, user.as_deref()),
+            TokenCommand::Revoke { config, id } => serve::token_revoke(&config, id),
+        },
         Command::Runner { command } => match command {
-            RunnerCommand::Register { url, token, name, tags, config } => serve::register(&url, &token, &name, &tags, &config),
+            RunnerCommand::Register { url, token, name, tags, run_untagged, protected, projects, config } => {
+                let req = scheduler::protocol::RegisterRequest { registration_token: token, name, tags, run_untagged, protected, projects };
+                serve::register(&url, &req, &config)
+            }
             RunnerCommand::Run { config, executor, concurrency, work_dir } => {
                 serve::run_runner(&config, to_kind(executor), concurrency, work_dir)
             }

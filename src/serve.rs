@@ -62,9 +62,9 @@ pub fn serve(
     })
 }
 
-pub fn register(url: &str, token: &str, name: &str, tags: &[String], config: &Path) -> anyhow::Result<ExitCode> {
+pub fn register(url: &str, req: &scheduler::protocol::RegisterRequest, config: &Path) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
-        let cfg = runner::agent::register(url, token, name, tags, config).await?;
+        let cfg = runner::agent::register(url, req, config).await?;
         eprintln!("registered `{}` with {url}; its token is in `{}` (keep it private)", cfg.name, config.display());
         Ok(ExitCode::SUCCESS)
     })
@@ -86,5 +86,73 @@ pub fn run_runner(
         let agent = runner::agent::Agent::new(cfg, executor, containers, concurrency.max(1), work_dir);
         agent.run(shutdown).await?;
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The store `piste serve --config <config>` uses (its `database`, else SQLite in `data_dir`).
+async fn open_store(config: &Config) -> anyhow::Result<Backend> {
+    Backend::open(config.database.as_deref().unwrap_or(""), &config.data_dir).await.context("opening the database")
+}
+
+pub fn token_create(config: &Path, user: &str, expires_days: Option<u32>, label: &str) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    if !cfg.knows_user(user) {
+        anyhow::bail!(
+            "`{user}` is not a user of `{}`: name them in a project's `members`, in `admins`, or in a `[[user]]` first",
+            config.display()
+        );
+    }
+    runtime()?.block_on(async move {
+        let store = open_store(&cfg).await?;
+        let clock = server::Clock::system();
+        let (token, row) = server::auth::create_access_token(&store, user, label, expires_days, clock.now_ms()).await?;
+        let until = row.expires_at.map_or_else(|| "never expires".to_string(), |t| format!("expires {}", server::pipelines::iso_time(t)));
+        eprintln!("token #{} for `{user}` ({until}); send it as `Authorization: Bearer <token>`; it is shown only now:", row.id);
+        println!("{token}");
+        store.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn token_list(config: &Path, user: Option<&str>) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    runtime()?.block_on(async move {
+        let store = open_store(&cfg).await?;
+        let now = server::Clock::system().now_ms();
+        println!("{:>5}  {:<20}  {:<20}  {:<24}  {:<24}  state", "id", "user", "label", "created", "expires");
+        for t in server::store::Store::access_tokens(&store, user).await? {
+            let state = match (t.revoked_at, t.expires_at) {
+                (Some(_), _) => "revoked",
+                (None, Some(e)) if e <= now => "expired",
+                _ => "active",
+            };
+            let expires = t.expires_at.map_or_else(|| "never".into(), server::pipelines::iso_time);
+            println!(
+                "{:>5}  {:<20}  {:<20}  {:<24}  {:<24}  {state}",
+                t.id,
+                t.user,
+                t.label,
+                server::pipelines::iso_time(t.created_at),
+                expires
+            );
+        }
+        store.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn token_revoke(config: &Path, id: i64) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    runtime()?.block_on(async move {
+        let store = open_store(&cfg).await?;
+        let done = server::store::Store::revoke_access_token(&store, id, server::Clock::system().now_ms()).await?;
+        store.close().await;
+        if done {
+            eprintln!("token #{id} revoked");
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!("error: no active token #{id} (see `piste token list`)");
+            Ok(ExitCode::from(1))
+        }
     })
 }

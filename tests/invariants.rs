@@ -104,3 +104,47 @@ fn crate_graph_states_the_architecture() {
         }
     }
 }
+
+/// Every route of the server either decides through `auth` (its handler takes the request's
+/// `Caller`) or is one of the routes with their own rules: runner and job tokens, webhook
+/// signatures, the login itself, health and metrics. A new people's route that forgets the
+/// check fails here.
+#[test]
+fn every_peoples_route_checks_the_caller() {
+    const OWN_RULES: [&str; 12] = [
+        "api::healthz",
+        "api::metrics",
+        "api::webhook",
+        "api::git",
+        "oidc::login",
+        "oidc::callback",
+        "runners::register",
+        "runners::request_job",
+        "runners::heartbeat",
+        "runners::append_log",
+        "runners::upload_artifacts",
+        "runners::download_artifacts",
+    ];
+    let lib = std::fs::read_to_string(root().join("server/src/lib.rs")).unwrap();
+    let router = lib.split("pub fn router(").nth(1).expect("lib.rs has `router`");
+    let router = &router[..router.find("\n}\n").expect("the end of `router`")];
+    let mut handlers = Vec::new();
+    for piece in router.split(['(', ')', ' ', '.', ',']).filter(|p| p.contains("::")) {
+        let name = piece.trim_matches(|c: char| !c.is_alphanumeric() && c != ':' && c != '_');
+        if ["api", "pages", "follow", "oidc", "runners"].iter().any(|m| name.starts_with(&format!("{m}::"))) {
+            handlers.push(name.to_string());
+        }
+    }
+    assert!(handlers.len() > 20, "routes found: {handlers:?}");
+    handlers.retain(|h| !OWN_RULES.contains(&h.as_str()) && h != "runners::finish");
+    for h in handlers {
+        let (module, function) = h.split_once("::").unwrap();
+        let source = std::fs::read_to_string(root().join(format!("server/src/{module}.rs"))).unwrap();
+        let start = source.find(&format!("pub async fn {function}(")).unwrap_or_else(|| panic!("{h} is not in {module}.rs"));
+        let signature = &source[start..start + source[start..].find('{').unwrap()];
+        assert!(
+            signature.contains("caller: Caller") || signature.contains("caller: crate::auth::Caller"),
+            "{h} does not take the `Caller`: {signature}"
+        );
+    }
+}

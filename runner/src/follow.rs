@@ -47,12 +47,17 @@ pub struct JobInfo2 {
     pub status: JobStatus,
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().unwrap_or_default()
+/// A client sending `token` (a personal access token) as `Authorization: Bearer`.
+fn client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).default_headers(headers).build().unwrap_or_default()
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(url: String) -> Result<T, FollowError> {
-    let r = client().get(&url).send().await.map_err(|source| FollowError::Http { url: url.clone(), source })?;
+async fn get_json<T: serde::de::DeserializeOwned>(url: String, token: Option<&str>) -> Result<T, FollowError> {
+    let r = client(token).get(&url).send().await.map_err(|source| FollowError::Http { url: url.clone(), source })?;
     if !r.status().is_success() {
         let status = r.status().as_u16();
         return Err(FollowError::Status { url, status, body: r.text().await.unwrap_or_default() });
@@ -60,21 +65,21 @@ async fn get_json<T: serde::de::DeserializeOwned>(url: String) -> Result<T, Foll
     r.json().await.map_err(|source| FollowError::Http { url, source })
 }
 
-pub async fn job(base: &str, id: i64) -> Result<JobInfo, FollowError> {
-    get_json(format!("{}/api/v1/jobs/{id}", base.trim_end_matches('/'))).await
+pub async fn job(base: &str, token: Option<&str>, id: i64) -> Result<JobInfo, FollowError> {
+    get_json(format!("{}/api/v1/jobs/{id}", base.trim_end_matches('/')), token).await
 }
 
-pub async fn pipeline(base: &str, id: i64) -> Result<PipelineInfo, FollowError> {
-    get_json(format!("{}/api/v1/pipelines/{id}", base.trim_end_matches('/'))).await
+pub async fn pipeline(base: &str, token: Option<&str>, id: i64) -> Result<PipelineInfo, FollowError> {
+    get_json(format!("{}/api/v1/pipelines/{id}", base.trim_end_matches('/')), token).await
 }
 
 /// Prints (through `out`) the log of job `id` as stored, or follows it until the job ends when
 /// `follow`. Returns the job's final status.
-pub async fn log(base: &str, id: i64, follow: bool, mut out: impl FnMut(&str)) -> Result<JobStatus, FollowError> {
+pub async fn log(base: &str, token: Option<&str>, id: i64, follow: bool, mut out: impl FnMut(&str)) -> Result<JobStatus, FollowError> {
     let base = base.trim_end_matches('/');
     if !follow {
         let url = format!("{base}/api/v1/jobs/{id}/log");
-        let r = client().get(&url).send().await.map_err(|source| FollowError::Http { url: url.clone(), source })?;
+        let r = client(token).get(&url).send().await.map_err(|source| FollowError::Http { url: url.clone(), source })?;
         if !r.status().is_success() {
             let status = r.status().as_u16();
             return Err(FollowError::Status { url, status, body: r.text().await.unwrap_or_default() });
@@ -86,13 +91,13 @@ pub async fn log(base: &str, id: i64, follow: bool, mut out: impl FnMut(&str)) -
             out(&text.push(&chunk));
         }
         out(&text.finish());
-        return Ok(job(base, id).await?.status);
+        return Ok(job(base, token, id).await?.status);
     }
     let mut offset: u64 = 0;
     let mut failures = 0u32;
     loop {
         let url = format!("{base}/api/v1/jobs/{id}/log/stream?offset={offset}");
-        let resp = match client().get(&url).header("Accept", "text/event-stream").send().await {
+        let resp = match client(token).get(&url).header("Accept", "text/event-stream").send().await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
                 let status = r.status().as_u16();

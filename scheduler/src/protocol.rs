@@ -52,12 +52,21 @@ pub mod paths {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RegisterRequest {
     pub registration_token: String,
     pub name: String,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// A runner with tags takes jobs without tags too.
+    #[serde(default)]
+    pub run_untagged: bool,
+    /// Only jobs of pipelines of protected refs.
+    #[serde(default)]
+    pub protected: bool,
+    /// Only these projects' jobs (empty: every project).
+    #[serde(default)]
+    pub projects: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -18,7 +18,7 @@ const JOBS_PER_PIPELINE: usize = 50;
 struct Queue {
     rt: tokio::runtime::Runtime,
     store: SqliteStore,
-    runner: i64,
+    runner: server::store::Runner,
     versions: HashMap<i64, i64>,
     claimed: u64,
     _dir: tempfile::TempDir,
@@ -29,7 +29,7 @@ impl Queue {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = rt.block_on(SqliteStore::open(&dir.path().join("piste.db"))).unwrap();
-        let runner = rt.block_on(store.register_runner("bench", &[], "runner-hash", 0)).unwrap().id;
+        let runner = rt.block_on(store.register_runner("bench", &[], &Default::default(), "runner-hash", 0)).unwrap();
         let mut queue = Queue { rt, store, runner, versions: HashMap::new(), claimed: 0, _dir: dir };
         queue.fill(pipelines);
         queue
@@ -75,7 +75,7 @@ impl Queue {
         self.claimed += 1;
         let token = format!("job-{}", self.claimed);
         loop {
-            if let Some(c) = self.rt.block_on(self.store.claim_job(self.runner, &[], &token, 1, 60_000)).unwrap() {
+            if let Some(c) = self.rt.block_on(self.store.claim_job(&self.runner, &token, 1, 60_000)).unwrap() {
                 return c.job;
             }
             self.fill(20);

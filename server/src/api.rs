@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{self, Caller};
 use crate::blob::BlobStore;
 use crate::error::{ApiResult, Error};
 use crate::pipelines;
@@ -76,8 +77,20 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-pub async fn list_pipelines(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> ApiResult<Json<Vec<PipelineView>>> {
-    let rows = state.store.pipelines(q.project.as_deref(), q.limit.unwrap_or(50).clamp(1, 500)).await?;
+/// The newest pipelines of the projects the caller may read (of one project with `?project=`).
+pub async fn list_pipelines(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<PipelineView>>> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let rows = match q.project.as_deref() {
+        Some(project) => {
+            auth::check(&state.config, &caller, project, auth::Need::Read).map_err(|d| d.api("project"))?;
+            state.store.pipelines(Some(project), limit).await?
+        }
+        None => readable_pipelines(&state, &caller, limit).await?,
+    };
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         out.push(view(&state, r).await?);
@@ -85,8 +98,28 @@ pub async fn list_pipelines(State(state): State<Arc<AppState>>, Query(q): Query<
     Ok(Json(out))
 }
 
-pub async fn get_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Json<PipelineView>> {
-    let row = state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
+/// The newest `limit` pipelines of every project the caller may read: all of them for a
+/// caller who may read every configured project, else merged from each readable project's.
+async fn readable_pipelines(state: &AppState, caller: &Caller, limit: i64) -> ApiResult<Vec<crate::store::PipelineRow>> {
+    if auth::is_admin(&state.config, caller) {
+        return Ok(state.store.pipelines(None, limit).await?);
+    }
+    let mut rows = Vec::new();
+    for p in &state.config.projects {
+        if auth::check(&state.config, caller, &p.name, auth::Need::Read).is_ok() {
+            rows.extend(state.store.pipelines(Some(&p.name), limit).await?);
+        }
+    }
+    if rows.is_empty() && caller.user().is_none() && !state.config.projects.is_empty() {
+        return Err(auth::Denied::Login.api("project"));
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.id));
+    rows.truncate(limit as usize);
+    Ok(rows)
+}
+
+pub async fn get_pipeline(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<PipelineView>> {
+    let row = auth::pipeline(&state, &caller, id, false).await?;
     Ok(Json(view(&state, row).await?))
 }
 
@@ -97,8 +130,8 @@ pub struct JobDetail {
     pub job: JobView,
 }
 
-pub async fn get_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Json<JobDetail>> {
-    let j = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+pub async fn get_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<JobDetail>> {
+    let (j, _) = auth::job(&state, &caller, id, false).await?;
     Ok(Json(JobDetail {
         pipeline_id: j.pipeline_id,
         job: JobView {
@@ -121,11 +154,12 @@ pub struct LogQuery {
 
 pub async fn job_log(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(id): Path<i64>,
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    let (job, _) = auth::job(&state, &caller, id, false).await?;
     let attempt = q.attempt.unwrap_or(job.attempt.max(1));
     if attempt < 1 || attempt > job.attempt.max(1) {
         return Err(Error::NotFound("attempt"));
@@ -165,8 +199,8 @@ fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
 }
 
 /// A job's artifacts archive, for people (the job page's download link). Same access as logs.
-pub async fn artifacts(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Response> {
-    let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+pub async fn artifacts(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Response> {
+    let (job, _) = auth::job(&state, &caller, id, false).await?;
     let Some(digest) = job.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) else {
         return Err(Error::NotFound("artifacts"));
     };
@@ -179,8 +213,16 @@ pub async fn artifacts(State(state): State<Arc<AppState>>, Path(id): Path<i64>) 
         .into_response())
 }
 
-async fn job_event(state: &AppState, id: i64, make: impl FnOnce(String) -> Event) -> ApiResult<StatusCode> {
-    let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+/// An action on a job: the cross-site checks, then the caller's role on its pipeline's ref.
+async fn job_event(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    (headers, body): (&HeaderMap, &[u8]),
+    make: impl FnOnce(String) -> Event,
+) -> ApiResult<StatusCode> {
+    auth::check_unsafe(&state.config, caller, headers, body)?;
+    let (job, _) = auth::job(state, caller, id, true).await?;
     let commands = pipelines::process(state, job.pipeline_id, vec![make(job.name)], Vec::new()).await?;
     if commands.is_empty() {
         return Err(Error::Conflict("the job is not in a state that allows this".into()));
@@ -190,16 +232,16 @@ async fn job_event(state: &AppState, id: i64, make: impl FnOnce(String) -> Event
 
 /// The buttons of the web pages are HTML forms: they get a redirect back to the page (`303`),
 /// scripts get the JSON API's status. Only our own pages are redirected to (no open redirect).
+/// A refusal (who may do what, cross-site) is an error for forms too, never a redirect.
 fn answer(headers: &HeaderMap, result: ApiResult<StatusCode>, page: String) -> Response {
     let form =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !form {
-        return match result {
-            Ok(s) => s.into_response(),
-            Err(e) => e.into_response(),
-        };
+    match result {
+        Err(e @ (Error::Unauthorized(_) | Error::Forbidden(_) | Error::NotFound(_))) => e.into_response(),
+        _ if form => (StatusCode::SEE_OTHER, [(header::LOCATION, page)]).into_response(),
+        Ok(s) => s.into_response(),
+        Err(e) => e.into_response(),
     }
-    (StatusCode::SEE_OTHER, [(header::LOCATION, page)]).into_response()
 }
 
 async fn job_page_of(state: &AppState, id: i64) -> String {
@@ -209,28 +251,53 @@ async fn job_page_of(state: &AppState, id: i64) -> String {
     }
 }
 
-pub async fn cancel_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = job_event(&state, id, |job| Event::CancelJob { job, now: state.now_ms() as u64 }).await;
+pub async fn cancel_job(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = job_event(&state, &caller, id, (&headers, &body), |job| Event::CancelJob { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
-pub async fn retry_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = job_event(&state, id, |job| Event::RetryJob { job, now: state.now_ms() as u64 }).await;
+pub async fn retry_job(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = job_event(&state, &caller, id, (&headers, &body), |job| Event::RetryJob { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
-pub async fn play_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = job_event(&state, id, |job| Event::PlayManual { job, now: state.now_ms() as u64 }).await;
+pub async fn play_job(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = job_event(&state, &caller, id, (&headers, &body), |job| Event::PlayManual { job, now: state.now_ms() as u64 }).await;
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
-pub async fn cancel_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = cancel_pipeline_inner(&state, id).await;
+pub async fn cancel_pipeline(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = cancel_pipeline_inner(&state, &caller, id, (&headers, &body)).await;
     answer(&headers, r, format!("/pipelines/{id}"))
 }
 
-async fn cancel_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCode> {
-    state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
+async fn cancel_pipeline_inner(state: &AppState, caller: &Caller, id: i64, (headers, body): (&HeaderMap, &[u8])) -> ApiResult<StatusCode> {
+    auth::check_unsafe(&state.config, caller, headers, body)?;
+    auth::pipeline(state, caller, id, true).await?;
     let commands = pipelines::process(state, id, vec![Event::Cancel { now: state.now_ms() as u64 }], Vec::new()).await?;
     if commands.is_empty() {
         return Err(Error::Conflict("the pipeline is already finished".into()));
@@ -239,13 +306,20 @@ async fn cancel_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCod
 }
 
 /// Retries every failed or canceled job of the pipeline.
-pub async fn retry_pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    let r = retry_pipeline_inner(&state, id).await;
+pub async fn retry_pipeline(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = retry_pipeline_inner(&state, &caller, id, (&headers, &body)).await;
     answer(&headers, r, format!("/pipelines/{id}"))
 }
 
-async fn retry_pipeline_inner(state: &AppState, id: i64) -> ApiResult<StatusCode> {
-    state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
+async fn retry_pipeline_inner(state: &AppState, caller: &Caller, id: i64, (headers, body): (&HeaderMap, &[u8])) -> ApiResult<StatusCode> {
+    auth::check_unsafe(&state.config, caller, headers, body)?;
+    auth::pipeline(state, caller, id, true).await?;
     let jobs = state.store.jobs(id).await?;
     let events: Vec<Event> = jobs
         .into_iter()

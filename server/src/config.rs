@@ -18,6 +18,26 @@
 //! # protected_branches = ["main", "release/*"]   # default: the default branch
 //! # protected_tags = ["v*"]               # default: none
 //! # fork_pipelines = "no-secrets"         # or "off": no pipeline for a fork's merge request
+//! visibility = "private"                  # the default; "public": anyone may read
+//! members = { alice = "maintainer", bob = "viewer", "group:/app-devs" = "developer" }
+//! ```
+//!
+//! Who is who (see `auth.rs` and the README's *Security model*):
+//!
+//! ```toml
+//! external_url = "https://ci.example"      # the address people use; `Secure` cookies when https
+//! admins = ["root", "group:/ci-admins"]    # maintainers of every project
+//!
+//! [[user]]                                 # optional: users whose tokens act for groups too
+//! name = "deploy-bot"
+//! groups = ["/app-devs"]
+//!
+//! [oidc]                                   # web login (Keycloak: a realm's issuer URL)
+//! issuer = "https://sso.example/realms/acme"
+//! client_id = "piste"
+//! client_secret = "from the provider"
+//! # username_claim = "preferred_username"  # which claim is the user name
+//! # groups_claim = "groups"                # `/app-devs` there is `group:/app-devs` in members
 //! ```
 
 use std::collections::BTreeMap;
@@ -54,6 +74,89 @@ pub struct Config {
     pub max_artifacts_bytes: u64,
     #[serde(default, rename = "project")]
     pub projects: Vec<ProjectConfig>,
+    /// The server's address as people reach it (`https://ci.example`): OpenID Connect's
+    /// redirect address, the origin page forms must come from, and `Secure` cookies when it is
+    /// https. Default: `http://<listen>`.
+    #[serde(default)]
+    pub external_url: Option<String>,
+    /// Users (or `group:/name` groups) who are maintainers of every project.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Users declared with the groups their access tokens act for; users named in `members`
+    /// or `admins` need no declaration.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserConfig>,
+    /// Web login with OpenID Connect; without it, pages of private projects cannot be opened.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// A user declared in `piste.toml` (`[[user]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Groups as the identity provider names them (`/app-devs`): tokens of this user act as a
+    /// member of `group:/app-devs` too.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `[oidc]`: the authorization code flow with PKCE against one provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer (`iss`); `<issuer>/.well-known/openid-configuration` says the rest.
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: String,
+    /// Scopes asked for; default `openid profile email`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token claim that is the user name (`members` keys); default `preferred_username`.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// The ID token claim listing the user's groups; default `groups` (Keycloak's group
+    /// mapper, full paths: `/app-devs`).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// How long a login lasts (hours); default 12.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+}
+
+/// What a member may do in a project; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads pipelines, jobs, logs and artifacts.
+    Viewer,
+    /// Also retries, cancels and plays jobs of unprotected refs.
+    Developer,
+    /// Also acts on pipelines of protected refs.
+    Maintainer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Developer => "developer",
+            Role::Maintainer => "maintainer",
+        }
+    }
+}
+
+/// Who may read a project without being a member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Members only (and admins).
+    #[default]
+    Private,
+    /// Anyone may read, anonymous visitors included; actions still need a role.
+    Public,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +192,11 @@ pub struct ProjectConfig {
     /// secret; `off` creates no pipeline for them.
     #[serde(default)]
     pub fork_pipelines: ForkPipelines,
+    #[serde(default)]
+    pub visibility: Visibility,
+    /// User names, or `group:<name as the groups claim says it>`, and their role.
+    #[serde(default)]
+    pub members: BTreeMap<String, Role>,
 }
 
 /// What the server does with a merge request whose source is another repository.
@@ -153,6 +261,31 @@ fn default_max_artifacts() -> u64 {
 fn default_branch() -> String {
     "main".into()
 }
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
+}
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_session_hours() -> u64 {
+    12
+}
+
+/// A user name: letters, digits, `.`, `_`, `-`, `@` (e-mail-like names work), at most 255.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+}
+
+/// A `members`/`admins` key: a user name or `group:<non-empty name>`.
+fn valid_member(key: &str) -> bool {
+    match key.strip_prefix("group:") {
+        Some(group) => !group.is_empty() && group.len() <= 255 && !group.chars().any(char::is_control),
+        None => valid_user_name(key),
+    }
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -166,6 +299,10 @@ impl Default for Config {
             poll_ms: default_poll_ms(),
             max_artifacts_bytes: default_max_artifacts(),
             projects: Vec::new(),
+            external_url: None,
+            admins: Vec::new(),
+            users: Vec::new(),
+            oidc: None,
         }
     }
 }
@@ -233,6 +370,12 @@ impl Config {
                     ));
                 }
             }
+            if let Some(bad) = p.members.keys().find(|k| !valid_member(k)) {
+                return Err(format!(
+                    "project `{}`: member `{bad}` is neither a user name (letters, digits, `.`, `_`, `-`, `@`) nor `group:<name>`",
+                    p.name
+                ));
+            }
             if let Some(unknown) = p.unprotected_secrets.iter().find(|n| !p.secrets.contains_key(*n)) {
                 return Err(format!(
                     "project `{}`: `unprotected_secrets` names `{unknown}`, which is not in `secrets`: add it to `secrets` or remove it from the list",
@@ -243,6 +386,37 @@ impl Config {
         if let Some(url) = &self.storage {
             crate::blob::S3Location::parse(url).map_err(|e| e.to_string())?;
         }
+        if let Some(bad) = self.admins.iter().find(|k| !valid_member(k)) {
+            return Err(format!("admin `{bad}` is neither a user name (letters, digits, `.`, `_`, `-`, `@`) nor `group:<name>`"));
+        }
+        let mut users = std::collections::HashSet::new();
+        for u in &self.users {
+            if !valid_user_name(&u.name) {
+                return Err(format!("user `{}`: use letters, digits, `.`, `_`, `-` and `@`", u.name));
+            }
+            if !users.insert(&u.name) {
+                return Err(format!("user `{}` is declared twice", u.name));
+            }
+        }
+        if let Some(url) = &self.external_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.trim_end_matches('/').matches('/').count() != 2 {
+                return Err(format!("`external_url = \"{url}\"`: give the scheme and host only, like `https://ci.example`"));
+            }
+        }
+        if let Some(o) = &self.oidc {
+            if !o.issuer.starts_with("https://") && !o.issuer.starts_with("http://") {
+                return Err(format!("`[oidc] issuer = \"{}\"`: an `https://` URL is expected", o.issuer));
+            }
+            if o.client_id.is_empty() {
+                return Err("`[oidc]` needs a `client_id`".into());
+            }
+            if self.external_url.is_none() {
+                return Err("`[oidc]` needs `external_url` (the address browsers use, e.g. `https://ci.example`): the provider sends people back to `<external_url>/auth/callback`".into());
+            }
+            if !o.scopes.iter().any(|s| s == "openid") {
+                return Err("`[oidc] scopes` must include `openid`".into());
+            }
+        }
         if self.lease_ms < 1000 {
             return Err("`lease_ms` must be at least 1000".into());
         }
@@ -251,6 +425,26 @@ impl Config {
 
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| p.name == name)
+    }
+
+    /// Whether `name` is a user this configuration knows: declared, a member, or an admin.
+    pub fn knows_user(&self, name: &str) -> bool {
+        self.users.iter().any(|u| u.name == name)
+            || self.admins.iter().any(|a| a == name)
+            || self.projects.iter().any(|p| p.members.contains_key(name))
+    }
+
+    /// The groups a user's access tokens act for (`[[user]] groups`).
+    pub fn user_groups(&self, name: &str) -> Vec<String> {
+        self.users.iter().find(|u| u.name == name).map(|u| u.groups.clone()).unwrap_or_default()
+    }
+
+    /// The address people reach the server at, without a trailing `/`.
+    pub fn external_url(&self) -> String {
+        match &self.external_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
     }
 }
 
@@ -316,5 +510,32 @@ mod tests {
         let p = &c.projects[0];
         assert!(p.is_protected(Some("release/1.2/hotfix"), None) && !p.is_protected(Some("main"), None));
         assert!(p.is_protected(None, Some("v1.0")) && !p.is_protected(None, Some("x1")));
+    }
+
+    #[test]
+    fn users_members_admins_and_login_are_checked() {
+        let err = project("members = { \"al ice\" = \"viewer\" }\n").unwrap_err();
+        assert!(err.contains("member `al ice`"), "{err}");
+        let err = project("members = { \"group:\" = \"viewer\" }\n").unwrap_err();
+        assert!(err.contains("member `group:`"), "{err}");
+        let err = project("members = { alice = \"owner\" }\n").unwrap_err();
+        assert!(err.contains("owner"), "{err}");
+        let c = project("visibility = \"public\"\nmembers = { alice = \"maintainer\", \"group:/app-devs\" = \"developer\" }\n").unwrap();
+        assert!(c.knows_user("alice") && !c.knows_user("bob"));
+        let login = |top: &str| -> Result<Config, String> {
+            let text = format!("{top}\n[oidc]\nissuer = \"https://sso.example/realms/acme\"\nclient_id = \"piste\"\n");
+            let c: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
+            c.validate().map(|()| c)
+        };
+        let err = login("").unwrap_err();
+        assert!(err.contains("needs `external_url`"), "{err}");
+        let err = login("external_url = \"https://ci.example/piste\"").unwrap_err();
+        assert!(err.contains("scheme and host only"), "{err}");
+        let c =
+            login("external_url = \"https://ci.example/\"\nadmins = [\"group:/ops\"]\n[[user]]\nname = \"bot\"\ngroups = [\"/app-devs\"]")
+                .unwrap();
+        assert_eq!(c.external_url(), "https://ci.example");
+        assert_eq!(c.oidc.as_ref().unwrap().groups_claim, "groups");
+        assert!(c.knows_user("bot") && c.user_groups("bot") == ["/app-devs"]);
     }
 }

@@ -18,7 +18,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::error::{ApiResult, Error};
+use crate::error::ApiResult;
 use crate::store::Store;
 use scheduler::JobStatus;
 
@@ -42,11 +42,12 @@ fn finished(status: JobStatus) -> bool {
 
 pub async fn stream(
     State(state): State<Arc<AppState>>,
+    caller: crate::auth::Caller,
     Path(id): Path<i64>,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let job = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    let (job, _) = crate::auth::job(&state, &caller, id, false).await?;
     let attempt = q.attempt.unwrap_or(job.attempt.max(1));
     // `Last-Event-ID` (a reconnecting EventSource) wins over `?offset=`.
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

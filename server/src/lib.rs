@@ -8,6 +8,7 @@
 //! planned (a crash between the webhook's answer and the plan loses nothing).
 
 mod api;
+pub mod auth;
 pub mod blob;
 pub mod clock;
 pub mod config;
@@ -15,6 +16,7 @@ mod error;
 mod follow;
 pub mod git;
 pub mod logs;
+pub mod oidc;
 mod pages;
 pub mod pipelines;
 mod runners;
@@ -85,6 +87,8 @@ pub struct AppState {
     timer: tokio::sync::Notify,
     /// Seals of finished logs running at once (object storage: several requests each).
     sealing: Arc<tokio::sync::Semaphore>,
+    /// The OpenID Connect provider's metadata and keys (web login), fetched when first needed.
+    oidc: oidc::Oidc,
 }
 
 /// A per-job value; the map's entry goes with its last holder.
@@ -133,6 +137,7 @@ impl AppState {
             timer_deadline: AtomicI64::new(i64::MAX),
             timer: tokio::sync::Notify::new(),
             sealing: Arc::new(tokio::sync::Semaphore::new(SEALS_AT_ONCE)),
+            oidc: oidc::Oidc::default(),
         }
     }
 
@@ -304,9 +309,16 @@ pub fn tokens_equal(a: &str, b: &str) -> bool {
     ha.ct_eq(&hb).into()
 }
 
+/// Every route. People's routes (pages, `/api/v1` reads and actions) check the caller's role
+/// in the project (`auth`); runner routes check runner or job tokens, webhooks their
+/// signature; `/healthz` and `/metrics` are open (no project data). Every response carries the
+/// security headers (`auth::security_headers`).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(pages::home))
+        .route("/login", get(oidc::login))
+        .route("/auth/callback", get(oidc::callback))
+        .route("/logout", post(oidc::logout))
         .route("/projects/{*name}", get(pages::project))
         .route("/pipelines/{id}", get(pages::pipeline))
         .route("/jobs/{id}", get(pages::job))
@@ -331,6 +343,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{id}/finish", post(runners::finish))
         .route("/api/v1/jobs/{id}/git/{*rest}", any(api::git))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
+        .layer(axum::middleware::map_response(auth::security_headers))
         .with_state(state)
 }
 

@@ -4,17 +4,23 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::response::Html;
+use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::auth::{self, Caller, Need};
 use crate::error::{ApiResult, Error};
 use crate::pipelines::JobTemplate;
 use crate::store::{JobRow, PipelineRow, Store};
 use crate::web::ansi::Renderer;
 use scheduler::JobStatus;
 
-use crate::web::pages::{self, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary};
+use crate::web::pages::{self, Account, Actions, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary};
+
+/// The refusal page (login, 404, 403) when the caller may not read `project`.
+fn refusal(state: &AppState, caller: &Caller, project: &str, path: &str) -> Option<Response> {
+    auth::check(&state.config, caller, project, Need::Read).err().map(|d| auth::page_refusal(&state.config, d, path))
+}
 
 /// Bytes of log the job page renders at first (the tail); earlier parts load on demand.
 const TAIL_BYTES: u64 = 256 * 1024;
@@ -30,8 +36,11 @@ fn short(sha: &str) -> String {
     sha.chars().take(8).collect()
 }
 
-pub async fn home(State(state): State<Arc<AppState>>) -> Html<String> {
-    Html(pages::home_page(state.config.projects.iter().map(|p| p.name.as_str())))
+/// `/`: the projects the caller may read (for an anonymous visitor, the public ones).
+pub async fn home(State(state): State<Arc<AppState>>, caller: Caller) -> Html<String> {
+    let visible = state.config.projects.iter().filter(|p| auth::check(&state.config, &caller, &p.name, Need::Read).is_ok());
+    let account = Account { user: caller.user().map(|u| u.name.clone()), csrf: caller.csrf(), can_log_in: state.config.oidc.is_some() };
+    Html(pages::home_page(visible.map(|p| p.name.as_str()), &account))
 }
 
 fn summary(p: &PipelineRow) -> PipelineSummary {
@@ -46,11 +55,17 @@ fn summary(p: &PipelineRow) -> PipelineSummary {
     }
 }
 
-pub async fn project(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult<Html<String>> {
-    state.config.project(&name).ok_or(Error::NotFound("project"))?;
-    let rows = state.store.pipelines(Some(&name), 100).await?;
-    let list: Vec<PipelineSummary> = rows.iter().map(summary).collect();
-    Ok(Html(pages::pipelines_page(&name, &list)))
+pub async fn project(State(state): State<Arc<AppState>>, caller: Caller, Path(name): Path<String>) -> Result<Response, Response> {
+    if let Some(r) = refusal(&state, &caller, &name, &format!("/projects/{name}")) {
+        return Err(r);
+    }
+    let page = async {
+        state.config.project(&name).ok_or(Error::NotFound("project"))?;
+        let rows = state.store.pipelines(Some(&name), 100).await?;
+        let list: Vec<PipelineSummary> = rows.iter().map(summary).collect();
+        ApiResult::Ok(Html(pages::pipelines_page(&name, &list)))
+    };
+    page.await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
 }
 
 fn job_box(j: &JobRow) -> JobBox {
@@ -69,8 +84,17 @@ fn job_box(j: &JobRow) -> JobBox {
     }
 }
 
-pub async fn pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Html<String>> {
-    let p = state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
+pub async fn pipeline(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> Result<Response, Response> {
+    let p =
+        state.store.pipeline(id).await.map_err(|e| Error::from(e).into_response())?.ok_or(Error::NotFound("pipeline").into_response())?;
+    if let Some(r) = refusal(&state, &caller, &p.project, &format!("/pipelines/{id}")) {
+        return Err(r);
+    }
+    pipeline_page(&state, &caller, p).await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
+}
+
+async fn pipeline_page(state: &AppState, caller: &Caller, p: PipelineRow) -> ApiResult<Html<String>> {
+    let id = p.id;
     let jobs = state.store.jobs(id).await?;
     let mut stages: Vec<(i64, String)> = jobs.iter().map(|j| (j.stage_index, j.stage.clone())).collect();
     stages.sort();
@@ -84,6 +108,7 @@ pub async fn pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -
         duration_s: summary(&p).duration_s,
         stages: stages.into_iter().map(|(_, s)| s).collect(),
         jobs: jobs.iter().map(job_box).collect(),
+        actions: Actions { allowed: auth::may_act(&state.config, caller, &p), csrf: caller.csrf() },
     };
     Ok(Html(pages::pipeline_page(&detail)))
 }
@@ -94,9 +119,26 @@ pub struct JobPageQuery {
     before: Option<u64>,
 }
 
-pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(q): Query<JobPageQuery>) -> ApiResult<Html<String>> {
-    let j = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
-    let p = state.store.pipeline(j.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
+pub async fn job(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Query(q): Query<JobPageQuery>,
+) -> Result<Response, Response> {
+    let found = async {
+        let j = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+        let p = state.store.pipeline(j.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
+        ApiResult::Ok((j, p))
+    };
+    let (j, p) = found.await.map_err(IntoResponse::into_response)?;
+    if let Some(r) = refusal(&state, &caller, &p.project, &format!("/jobs/{id}")) {
+        return Err(r);
+    }
+    job_page(&state, j, p, q).await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
+}
+
+async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) -> ApiResult<Html<String>> {
+    let id = j.id;
     let template: Option<JobTemplate> = serde_json::from_str(&j.spec).ok();
     let running = !j.status.is_complete() && j.status != JobStatus::Manual;
     let (html, start, end) = match state.logs.view(id, j.attempt.max(1)).await? {

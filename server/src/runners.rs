@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::blob::{BlobStore, BlobWriter, artifact_key};
 use crate::error::{ApiResult, Error};
 use crate::pipelines::{self, JobTemplate};
-use crate::store::{JobRow, JobUpdate, Store};
+use crate::store::{JobRow, JobUpdate, RunnerScope, Store};
 use crate::{AppState, hash_token, new_token, tokens_equal};
 use scheduler::protocol::{
     self, Dependency, FinishRequest, Heartbeat, JobPayload, JobRequestBody, LogAck, LogGap, RegisterRequest, RegisterResponse,
@@ -38,13 +38,22 @@ pub async fn register(
     if req.name.is_empty() || req.name.len() > 255 || req.tags.iter().any(|t| t.is_empty() || t.len() > 255) || req.tags.len() > 64 {
         return Err(Error::BadRequest("a runner needs a name (≤ 255 characters) and at most 64 non-empty tags".into()));
     }
+    if let Some(unknown) = req.projects.iter().find(|p| state.config.project(p).is_none()) {
+        return Err(Error::BadRequest(format!("`--projects` names `{unknown}`, which this server does not serve")));
+    }
+    let scope = RunnerScope {
+        run_untagged: req.run_untagged,
+        protected_only: req.protected,
+        projects: (!req.projects.is_empty()).then(|| req.projects.clone()),
+    };
     let token = new_token();
-    let runner = state.store.register_runner(&req.name, &req.tags, &hash_token(&token), state.now_ms()).await?;
-    tracing::info!(runner = runner.id, name = %runner.name, "runner registered");
+    let runner = state.store.register_runner(&req.name, &req.tags, &scope, &hash_token(&token), state.now_ms()).await?;
+    tracing::info!(runner = runner.id, name = %runner.name, tags = ?runner.tags, run_untagged = scope.run_untagged, protected = scope.protected_only, projects = ?scope.projects, "runner registered");
     Ok((StatusCode::CREATED, Json(RegisterResponse { id: runner.id, token })))
 }
 
-/// Long poll: a pending job matching the runner's tags, or 204 after `poll_ms`.
+/// Long poll: a pending job this runner may run (its tags and scope, see `Store::claim_job`),
+/// or 204 after `poll_ms`. Secrets join the job here, so they reach only such a runner.
 pub async fn request_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -61,7 +70,7 @@ pub async fn request_job(
         let job_token = new_token();
         let now = state.now_ms();
         let lease_until = now + state.config.lease_ms as i64;
-        if let Some(claimed) = state.store.claim_job(runner.id, &runner.tags, &hash_token(&job_token), now, lease_until).await? {
+        if let Some(claimed) = state.store.claim_job(&runner, &hash_token(&job_token), now, lease_until).await? {
             state.observe_dispatch(claimed.job.id);
             let payload = payload(&state, &claimed.job, job_token).await?;
             let job = &claimed.job;

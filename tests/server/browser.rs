@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{Forge, Http, RunnerProc, SECRET, Server, free_port, gitlab_push};
 
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     _profile: tempfile::TempDir,
     port: u16,
@@ -24,7 +24,7 @@ impl Drop for Browser {
     }
 }
 
-fn chromium() -> Browser {
+pub(crate) fn chromium() -> Browser {
     let bin =
         ["chromium", "chromium-browser"].into_iter().find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
     let bin = bin.expect("Debian's `chromium` is needed for the browser test (scripts/deps.sh installs it)");
@@ -45,13 +45,13 @@ fn chromium() -> Browser {
 }
 
 /// One page over the DevTools protocol: `eval` runs JavaScript and returns its value.
-struct Page {
+pub(crate) struct Page {
     ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     next: u64,
 }
 
 impl Page {
-    async fn open(b: &Browser) -> Page {
+    pub(crate) async fn open(b: &Browser) -> Page {
         let list: Vec<Value> = reqwest::get(format!("http://127.0.0.1:{}/json/list", b.port)).await.unwrap().json().await.unwrap();
         let url =
             list.iter().find(|t| t["type"] == "page").and_then(|t| t["webSocketDebuggerUrl"].as_str()).expect("a page target").to_string();
@@ -74,11 +74,17 @@ impl Page {
         }
     }
 
-    async fn eval(&mut self, js: &str) -> Value {
+    pub(crate) async fn eval(&mut self, js: &str) -> Value {
         self.call("Runtime.evaluate", json!({"expression": js, "returnByValue": true})).await["result"]["value"].clone()
     }
 
-    async fn goto(&mut self, url: &str) {
+    /// Runs JavaScript whose value is a promise, and returns what it resolves to.
+    pub(crate) async fn eval_async(&mut self, js: &str) -> Value {
+        self.call("Runtime.evaluate", json!({"expression": js, "returnByValue": true, "awaitPromise": true})).await["result"]["value"]
+            .clone()
+    }
+
+    pub(crate) async fn goto(&mut self, url: &str) {
         self.call("Page.navigate", json!({"url": url})).await;
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.eval("document.readyState").await != "complete" {
@@ -99,7 +105,8 @@ async fn a_running_jobs_page_grows_live_folds_sections_and_follows_anchors() {
         "after:\n  needs: [live]\n  script: [echo done]\n",
     ));
     let (before, after) = forge.push("main", "first");
-    let server = Server::start(&forge, 5000, "");
+    // Public: the browser reads it without logging in (the login has its own test).
+    let server = Server::start_full(&forge, 5000, "", "visibility = \"public\"", None, Vec::new());
     let http = Http::new(&server);
     let _runner = RunnerProc::start(&server, "node", "shell");
     let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "browser-1").await;

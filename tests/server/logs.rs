@@ -17,9 +17,14 @@ async fn piste_logs_follows_a_running_job_and_exits_with_its_status() {
     let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
     let job = http.wait_job_status(id, "talk", &["running"], 60).await;
     let job_id = job["id"].as_i64().unwrap().to_string();
-    let url = http.base.clone();
+    let (url, token) = (http.base.clone(), server.token.clone());
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_piste")).args(["logs", &job_id, "--follow", "--url", &url]).env("NO_COLOR", "1").output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["logs", &job_id, "--follow", "--url", &url])
+            .env("NO_COLOR", "1")
+            .env("PISTE_TOKEN", token)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -112,8 +117,8 @@ async fn pages_show_pipelines_jobs_and_a_safely_rendered_log() {
     assert_eq!(archive.status(), 200);
     assert_eq!(&archive.bytes().await.unwrap()[..2], &[0x1f, 0x8b], "a gzip archive");
     // A page button is a form: it answers with a redirect back to the pipeline page.
-    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let form = no_follow
+    let form = http
+        .client
         .post(format!("{}/api/v1/jobs/{build}/retry", http.base))
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body("")

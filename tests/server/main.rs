@@ -2,10 +2,12 @@
 //! `git daemon` on loopback, webhooks signed as the forges sign them, runners killed and
 //! servers restarted mid-pipeline.
 
+mod access;
 mod both_ways;
 mod browser;
 mod delivery;
 mod failures;
+mod login;
 mod logs;
 mod moto;
 mod operator_log;

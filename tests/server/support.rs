@@ -11,6 +11,8 @@ use serde_json::Value;
 use sha2::Sha256;
 
 pub const SECRET: &str = "webhook-secret-for-tests";
+/// The user every test server makes an admin; [`Server::token`] is theirs.
+pub const ADMIN: &str = "tester";
 pub const REGISTRATION: &str = "registration-token-for-tests";
 
 pub fn free_port() -> u16 {
@@ -119,6 +121,8 @@ pub struct Server {
     env: Vec<(String, String)>,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
+    /// A personal access token of [`ADMIN`] (an admin: maintainer of every project).
+    pub token: String,
 }
 
 impl Server {
@@ -133,22 +137,64 @@ impl Server {
 
     /// A server with more environment (e.g. `AWS_*` for object storage).
     pub fn start_with_env(forge: &Forge, lease_ms: u64, extra: &str, data: Option<&Path>, env: Vec<(String, String)>) -> Server {
+        Server::start_full(forge, lease_ms, extra, "", data, env)
+    }
+
+    /// A server whose project `app` has more keys (`project_extra`: `members`, `visibility`…).
+    /// In `extra`, `{PORT}` is the server's port (for `external_url`).
+    pub fn start_full(
+        forge: &Forge,
+        lease_ms: u64,
+        extra: &str,
+        project_extra: &str,
+        data: Option<&Path>,
+        env: Vec<(String, String)>,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let config = dir.path().join("piste.toml");
+        let extra = extra.replace("{PORT}", &port.to_string());
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REGISTRATION}\"\nlease_ms = {lease_ms}\npoll_ms = 2000\n{extra}\n[[project]]\nname = \"app\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\nsecrets = {{ DEPLOY_TOKEN = \"tok-123456-secret\" }}\n",
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REGISTRATION}\"\nlease_ms = {lease_ms}\npoll_ms = 2000\nadmins = [\"{ADMIN}\"]\n{extra}\n[[project]]\nname = \"app\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\nsecrets = {{ DEPLOY_TOKEN = \"tok-123456-secret\" }}\n{project_extra}\n",
                 data.display(),
                 forge.url
             ),
         )
         .unwrap();
-        let mut s = Server { port, url: format!("http://127.0.0.1:{port}"), data, config, env, child: None, _dir: Some(dir) };
+        let mut s =
+            Server { port, url: format!("http://127.0.0.1:{port}"), data, config, env, child: None, _dir: Some(dir), token: String::new() };
         s.spawn();
+        s.token = s.create_token(ADMIN, &[]);
         s
+    }
+
+    /// `piste token create` for `user`, with more arguments (`--expires 1`); the token.
+    pub fn create_token(&self, user: &str, more: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["token", "create", "--config"])
+            .arg(&self.config)
+            .args(["--user", user])
+            .args(more)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "piste token create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// `piste token ARGS…` with this server's configuration: (success, stdout, stderr).
+    pub fn token_command(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["token", args[0], "--config"])
+            .arg(&self.config)
+            .args(&args[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     pub fn spawn(&mut self) {
@@ -193,10 +239,17 @@ pub struct RunnerProc {
 
 impl RunnerProc {
     pub fn start(server: &Server, name: &str, executor: &str) -> RunnerProc {
+        RunnerProc::start_with(server, name, executor, &[])
+    }
+
+    /// A runner registered with more options (`--tags`, `--run-untagged`, `--protected`, `--projects`).
+    pub fn start_with(server: &Server, name: &str, executor: &str, options: &[&str]) -> RunnerProc {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("runner.toml");
         let out = Command::new(env!("CARGO_BIN_EXE_piste"))
-            .args(["runner", "register", "--url", &server.url, "--token", REGISTRATION, "--name", name, "--config"])
+            .args(["runner", "register", "--url", &server.url, "--token", REGISTRATION, "--name", name])
+            .args(options)
+            .arg("--config")
             .arg(&config)
             .output()
             .unwrap();
@@ -286,8 +339,28 @@ pub struct Http {
 }
 
 impl Http {
+    /// A client of the admin user (its token on every request).
     pub fn new(server: &Server) -> Http {
-        Http { client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(), base: server.url.clone() }
+        Http::with_token(server, Some(&server.token))
+    }
+
+    /// A client sending no credentials.
+    pub fn anonymous(server: &Server) -> Http {
+        Http::with_token(server, None)
+    }
+
+    pub fn with_token(server: &Server, token: Option<&str>) -> Http {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        Http { client, base: server.url.clone() }
     }
 
     pub async fn gitlab_hook(&self, body: Vec<u8>, token: Option<&str>, delivery: &str) -> reqwest::Response {

@@ -88,22 +88,18 @@ impl RunnerConfig {
 }
 
 /// Registers a runner with the server at `url` and writes its configuration to `config_path`.
+/// `req` says its name, tags and scope (`run_untagged`, `protected`, `projects`): the server
+/// keeps the scope and hands this runner only the jobs it allows.
 ///
 /// Refuses ([`AgentError::ConfigExists`]), before contacting the server, when `config_path`
 /// already has content: remove the file to register again.
-pub async fn register(
-    url: &str,
-    registration_token: &str,
-    name: &str,
-    tags: &[String],
-    config_path: &Path,
-) -> Result<RunnerConfig, AgentError> {
+pub async fn register(url: &str, req: &RegisterRequest, config_path: &Path) -> Result<RunnerConfig, AgentError> {
     let url = url.trim_end_matches('/');
     check_url(url).map_err(|message| AgentError::InvalidUrl { url: url.to_owned(), message })?;
     refuse_existing(config_path)?;
     let api = Api::new(url).map_err(|e| AgentError::Client(e.to_string()))?;
-    let req = RegisterRequest { registration_token: registration_token.to_owned(), name: name.to_owned(), tags: tags.to_vec() };
-    let resp = api.register(&req).await.map_err(|e| match e {
+    let (name, tags) = (&req.name, &req.tags);
+    let resp = api.register(req).await.map_err(|e| match e {
         CallError::Rejected { status, message } => AgentError::Refused { what: "registration", status, message },
         other => AgentError::Unreachable { url: url.to_owned(), message: other.to_string() },
     })?;

@@ -10,8 +10,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
-    Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, SqliteStore, Store, StoreError,
-    Transition, Wakeup,
+    AccessToken, Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, RunnerScope, Session,
+    SqliteStore, Store, StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -78,8 +78,8 @@ macro_rules! delegate {
 }
 
 impl Store for Backend {
-    async fn register_runner(&self, name: &str, tags: &[String], token_hash: &str, now: i64) -> Result<Runner> {
-        delegate!(self, register_runner(name, tags, token_hash, now))
+    async fn register_runner(&self, name: &str, tags: &[String], scope: &RunnerScope, token_hash: &str, now: i64) -> Result<Runner> {
+        delegate!(self, register_runner(name, tags, scope, token_hash, now))
     }
     async fn runner_by_token(&self, token_hash: &str, now: i64) -> Result<Option<Runner>> {
         delegate!(self, runner_by_token(token_hash, now))
@@ -114,15 +114,8 @@ impl Store for Backend {
     async fn jobs(&self, pipeline_id: i64) -> Result<Vec<JobRow>> {
         delegate!(self, jobs(pipeline_id))
     }
-    async fn claim_job(
-        &self,
-        runner_id: i64,
-        runner_tags: &[String],
-        token_hash: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Option<Claimed>> {
-        delegate!(self, claim_job(runner_id, runner_tags, token_hash, now, lease_until))
+    async fn claim_job(&self, runner: &Runner, token_hash: &str, now: i64, lease_until: i64) -> Result<Option<Claimed>> {
+        delegate!(self, claim_job(runner, token_hash, now, lease_until))
     }
     async fn job_by_token(&self, id: i64, token_hash: &str) -> Result<Option<JobRow>> {
         delegate!(self, job_by_token(id, token_hash))
@@ -162,6 +155,34 @@ impl Store for Backend {
     }
     async fn wakeups(&self, limit: i64) -> Result<Vec<Wakeup>> {
         delegate!(self, wakeups(limit))
+    }
+    async fn create_access_token(
+        &self,
+        user: &str,
+        label: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<AccessToken> {
+        delegate!(self, create_access_token(user, label, token_hash, now, expires_at))
+    }
+    async fn access_token(&self, token_hash: &str, now: i64) -> Result<Option<AccessToken>> {
+        delegate!(self, access_token(token_hash, now))
+    }
+    async fn access_tokens(&self, user: Option<&str>) -> Result<Vec<AccessToken>> {
+        delegate!(self, access_tokens(user))
+    }
+    async fn revoke_access_token(&self, id: i64, now: i64) -> Result<bool> {
+        delegate!(self, revoke_access_token(id, now))
+    }
+    async fn create_session(&self, token_hash: &str, session: &Session) -> Result<()> {
+        delegate!(self, create_session(token_hash, session))
+    }
+    async fn session(&self, token_hash: &str, now: i64) -> Result<Option<Session>> {
+        delegate!(self, session(token_hash, now))
+    }
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        delegate!(self, delete_session(token_hash))
     }
 }
 
@@ -206,6 +227,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
     Ok(Migrator::new(Embedded(&[
         (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/sqlite/0002_wake_at.sql")),
+        (3, "auth", include_str!("../../migrations/sqlite/0003_auth.sql")),
         (8, "log_chunks", include_str!("../../migrations/sqlite/0008_log_chunks.sql")),
     ]))
     .await?)
@@ -215,6 +237,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
     Ok(Migrator::new(Embedded(&[
         (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/postgres/0002_wake_at.sql")),
+        (3, "auth", include_str!("../../migrations/postgres/0003_auth.sql")),
         (8, "log_chunks", include_str!("../../migrations/postgres/0008_log_chunks.sql")),
     ]))
     .await?)

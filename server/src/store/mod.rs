@@ -2,7 +2,8 @@
 //! default; `postgres.rs`, for several `piste serve` sharing one queue). Every backend passes
 //! the same test suite (`server/tests/store/`).
 //!
-//! What is stored: runners (token hashes only), webhook deliveries (for de-duplication),
+//! What is stored: runners (token hashes only, and their scope), users' access tokens and
+//! browser sessions (hashes only), webhook deliveries (for de-duplication),
 //! pipelines with the engine's event log (the engine is deterministic: its state is the replay
 //! of its events, and `version` is their count, used for optimistic concurrency between
 //! servers; `wake_at`, when its engine next needs the time), and jobs (the queue: pending rows are claimed atomically by runners;
@@ -65,8 +66,42 @@ pub struct Runner {
     pub id: i64,
     pub name: String,
     pub tags: Vec<String>,
+    pub scope: RunnerScope,
     pub created_at: i64,
     pub last_seen_at: i64,
+}
+
+/// Which jobs a runner may take besides its tags (`piste runner register` options). A job's
+/// secrets go only to a runner allowed to run it, since they join the job when it is leased.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerScope {
+    /// A runner with tags takes jobs without tags too (a runner without tags always does).
+    pub run_untagged: bool,
+    /// Only jobs of pipelines of protected refs (the ones that receive protected secrets).
+    pub protected_only: bool,
+    /// Only these projects' jobs; `None`: every project.
+    pub projects: Option<Vec<String>>,
+}
+
+/// A user's personal access token (`piste token create`); the token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessToken {
+    pub id: i64,
+    pub user: String,
+    pub label: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A browser's login, found by the hash of its cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub user: String,
+    /// The identity provider's groups claim at login (`/app-devs`), for `group:` members.
+    pub groups: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
 }
 
 /// A pipeline to record, with the webhook delivery that created it.
@@ -206,6 +241,7 @@ pub trait Store: Send + Sync {
         &self,
         name: &str,
         tags: &[String],
+        scope: &RunnerScope,
         token_hash: &str,
         now: i64,
     ) -> impl std::future::Future<Output = Result<Runner>> + Send;
@@ -242,13 +278,15 @@ pub trait Store: Send + Sync {
     // Jobs.
     fn job(&self, id: i64) -> impl std::future::Future<Output = Result<Option<JobRow>>> + Send;
     fn jobs(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Vec<JobRow>>> + Send;
-    /// Atomically gives the oldest pending job whose tags are all in `runner_tags` to the
-    /// runner: status `running`, the job token hash, a lease until `lease_until`. Safe when
-    /// several servers and runners claim at once (each job is claimed once).
+    /// Atomically gives the runner the oldest pending job it may run: every tag of the job is
+    /// among the runner's (a job without tags only if the runner has none or runs untagged
+    /// jobs), of a protected ref if the runner is `protected_only`, of one of its `projects`
+    /// if it names some. The job gets status `running`, the job token hash, a lease until
+    /// `lease_until`. Safe when several servers and runners claim at once (each job is claimed
+    /// once).
     fn claim_job(
         &self,
-        runner_id: i64,
-        runner_tags: &[String],
+        runner: &Runner,
         token_hash: &str,
         now: i64,
         lease_until: i64,
@@ -277,4 +315,25 @@ pub trait Store: Send + Sync {
     fn counts(&self) -> impl std::future::Future<Output = Result<Counts>> + Send;
     /// The `limit` earliest `wake_at` of all pipelines, earliest first.
     fn wakeups(&self, limit: i64) -> impl std::future::Future<Output = Result<Vec<Wakeup>>> + Send;
+
+    // Users' tokens and sessions.
+    fn create_access_token(
+        &self,
+        user: &str,
+        label: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> impl std::future::Future<Output = Result<AccessToken>> + Send;
+    /// The token with this hash if it is neither revoked nor expired at `now`.
+    fn access_token(&self, token_hash: &str, now: i64) -> impl std::future::Future<Output = Result<Option<AccessToken>>> + Send;
+    /// Every token (of `user` when given), oldest first, revoked and expired ones included.
+    fn access_tokens(&self, user: Option<&str>) -> impl std::future::Future<Output = Result<Vec<AccessToken>>> + Send;
+    /// Revokes token `id`; `false` when there is no such token or it was revoked already.
+    fn revoke_access_token(&self, id: i64, now: i64) -> impl std::future::Future<Output = Result<bool>> + Send;
+    /// Stores a new session (and forgets sessions expired before `session.created_at`).
+    fn create_session(&self, token_hash: &str, session: &Session) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// The session with this hash if it has not expired at `now`.
+    fn session(&self, token_hash: &str, now: i64) -> impl std::future::Future<Output = Result<Option<Session>>> + Send;
+    fn delete_session(&self, token_hash: &str) -> impl std::future::Future<Output = Result<()>> + Send;
 }

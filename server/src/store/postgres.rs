@@ -23,7 +23,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 
 use super::backend::{event_from_json, event_json, held, job_status, pipeline_status, postgres_migrator, status_counts};
 use super::{
-    Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError, Transition, Wakeup,
+    AccessToken, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope, Session,
+    Store, StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -35,7 +36,12 @@ const MAX_CONNECTIONS: u32 = 16;
 
 macro_rules! runner_columns {
     () => {
-        "id, name, tags, created_at, last_seen_at"
+        "id, name, tags, run_untagged, protected_only, projects, created_at, last_seen_at"
+    };
+}
+macro_rules! token_columns {
+    () => {
+        "id, user_name, label, created_at, expires_at, revoked_at"
     };
 }
 macro_rules! pipeline_columns {
@@ -72,17 +78,21 @@ impl PgStore {
 }
 
 impl Store for PgStore {
-    async fn register_runner(&self, name: &str, tags: &[String], token_hash: &str, now: i64) -> Result<Runner> {
+    async fn register_runner(&self, name: &str, tags: &[String], scope: &RunnerScope, token_hash: &str, now: i64) -> Result<Runner> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runners (name, tags, token_hash, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4) RETURNING id",
+            "INSERT INTO runners (name, tags, token_hash, created_at, last_seen_at, run_untagged, protected_only, projects) \
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7) RETURNING id",
         )
         .bind(name)
         .bind(tags)
         .bind(token_hash)
         .bind(now)
+        .bind(scope.run_untagged)
+        .bind(scope.protected_only)
+        .bind(scope.projects.as_deref())
         .fetch_one(&self.pool)
         .await?;
-        Ok(Runner { id, name: name.to_string(), tags: tags.to_vec(), created_at: now, last_seen_at: now })
+        Ok(Runner { id, name: name.to_string(), tags: tags.to_vec(), scope: scope.clone(), created_at: now, last_seen_at: now })
     }
 
     async fn runner_by_token(&self, token_hash: &str, now: i64) -> Result<Option<Runner>> {
@@ -285,31 +295,31 @@ impl Store for PgStore {
         rows.iter().map(job_row).collect()
     }
 
-    async fn claim_job(
-        &self,
-        runner_id: i64,
-        runner_tags: &[String],
-        token_hash: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Option<Claimed>> {
-        // One statement: the sub-select locks the oldest matching pending job that nobody else
-        // has locked, the update hands it over; the pending status is re-checked on the row's
-        // latest version, so a job is never claimed twice.
+    async fn claim_job(&self, runner: &Runner, token_hash: &str, now: i64, lease_until: i64) -> Result<Option<Claimed>> {
+        // One statement: the sub-select locks the oldest pending job this runner may run (see
+        // the trait) that nobody else has locked, the update hands it over; the pending status
+        // is re-checked on the row's latest version, so a job is never claimed twice.
         let row = sqlx::query(concat!(
             "UPDATE jobs SET status = $6, runner_id = $1, token_hash = $2, started_at = $3, lease_expires_at = $4 \
-             WHERE status = $7 AND id = (SELECT id FROM jobs WHERE status = $7 AND tags <@ $5 \
-               ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             WHERE status = $7 AND id = (SELECT j.id FROM jobs AS j JOIN pipelines AS p ON p.id = j.pipeline_id \
+               WHERE j.status = $7 \
+               AND CASE WHEN cardinality(j.tags) = 0 THEN $8 ELSE j.tags <@ $5 END \
+               AND (NOT $9 OR (p.trigger::jsonb ->> 'ref_protected') = 'true') \
+               AND ($10::text[] IS NULL OR p.project = ANY($10)) \
+               ORDER BY j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED) \
              RETURNING ",
             job_columns!()
         ))
-        .bind(runner_id)
+        .bind(runner.id)
         .bind(token_hash)
         .bind(now)
         .bind(lease_until)
-        .bind(runner_tags)
+        .bind(&runner.tags)
         .bind(JobStatus::Running.as_str())
         .bind(JobStatus::Pending.as_str())
+        .bind(runner.tags.is_empty() || runner.scope.run_untagged)
+        .bind(runner.scope.protected_only)
+        .bind(runner.scope.projects.as_deref())
         .fetch_optional(&self.pool)
         .await?;
         let Some(job) = row.as_ref().map(job_row).transpose()? else { return Ok(None) };
@@ -439,6 +449,99 @@ impl Store for PgStore {
                 .await?;
         Ok(rows.into_iter().map(|(pipeline_id, at)| Wakeup { pipeline_id, at }).collect())
     }
+
+    async fn create_access_token(
+        &self,
+        user: &str,
+        label: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<AccessToken> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO access_tokens (user_name, label, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(user)
+        .bind(label)
+        .bind(token_hash)
+        .bind(now)
+        .bind(expires_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(AccessToken { id, user: user.into(), label: label.into(), created_at: now, expires_at, revoked_at: None })
+    }
+
+    async fn access_token(&self, token_hash: &str, now: i64) -> Result<Option<AccessToken>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM access_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)"
+        ))
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(token_row).transpose()
+    }
+
+    async fn access_tokens(&self, user: Option<&str>) -> Result<Vec<AccessToken>> {
+        let rows =
+            sqlx::query(concat!("SELECT ", token_columns!(), " FROM access_tokens WHERE $1::text IS NULL OR user_name = $1 ORDER BY id"))
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn revoke_access_token(&self, id: i64, now: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE access_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_session(&self, token_hash: &str, session: &Session) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(session.created_at).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO sessions (token_hash, user_name, groups, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(token_hash)
+            .bind(&session.user)
+            .bind(&session.groups)
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &str, now: i64) -> Result<Option<Session>> {
+        let row: Option<(String, Vec<String>, i64, i64)> =
+            sqlx::query_as("SELECT user_name, groups, created_at, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2")
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(user, groups, created_at, expires_at)| Session { user, groups, created_at, expires_at }))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn token_row(r: &PgRow) -> Result<AccessToken> {
+    Ok(AccessToken {
+        id: r.try_get("id")?,
+        user: r.try_get("user_name")?,
+        label: r.try_get("label")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
 }
 
 async fn delivered(tx: &mut PgConnection, project: &str, delivery_id: &str) -> Result<Option<i64>> {
@@ -527,6 +630,11 @@ fn runner_row(r: &PgRow) -> Result<Runner> {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
         tags: r.try_get("tags")?,
+        scope: RunnerScope {
+            run_untagged: r.try_get("run_untagged")?,
+            protected_only: r.try_get("protected_only")?,
+            projects: r.try_get("projects")?,
+        },
         created_at: r.try_get("created_at")?,
         last_seen_at: r.try_get("last_seen_at")?,
     })

@@ -2,7 +2,11 @@
 //!
 //! # Schema (`server/migrations/sqlite/`, the same shape on PostgreSQL)
 //!
-//! - `runners (id, name, tags, token_hash UNIQUE, created_at, last_seen_at)`.
+//! - `runners (id, name, tags, token_hash UNIQUE, created_at, last_seen_at, run_untagged,
+//!   protected_only, projects)`: the last three are the runner's scope (migration 0003).
+//! - `access_tokens (id, user_name, label, token_hash UNIQUE, created_at, expires_at,
+//!   revoked_at)` and `sessions (token_hash PRIMARY KEY, user_name, groups, created_at,
+//!   expires_at)`: people's credentials, hashes only.
 //! - `pipelines (id, project, git_ref, sha, before_sha, source, trigger, status, error, version,
 //!   created_at, updated_at)`: `version` is the number of rows in `pipeline_events`; `status` is
 //!   `created` until planned. Indexed by `(project, id)` and `(status, id)`.
@@ -39,7 +43,8 @@ use super::backend::{
     tags_json,
 };
 use super::{
-    Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError, Transition, Wakeup,
+    AccessToken, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope, Session,
+    Store, StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -51,7 +56,12 @@ const SEEN_EVERY_MS: i64 = 1000;
 
 macro_rules! runner_columns {
     () => {
-        "id, name, tags, created_at, last_seen_at"
+        "id, name, tags, run_untagged, protected_only, projects, created_at, last_seen_at"
+    };
+}
+macro_rules! token_columns {
+    () => {
+        "id, user_name, label, created_at, expires_at, revoked_at"
     };
 }
 macro_rules! pipeline_columns {
@@ -107,17 +117,22 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    async fn register_runner(&self, name: &str, tags: &[String], token_hash: &str, now: i64) -> Result<Runner> {
+    async fn register_runner(&self, name: &str, tags: &[String], scope: &RunnerScope, token_hash: &str, now: i64) -> Result<Runner> {
+        let projects = scope.projects.as_deref().map(tags_json).transpose()?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runners (name, tags, token_hash, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
+            "INSERT INTO runners (name, tags, token_hash, created_at, last_seen_at, run_untagged, protected_only, projects) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7) RETURNING id",
         )
         .bind(name)
         .bind(tags_json(tags)?)
         .bind(token_hash)
         .bind(now)
+        .bind(scope.run_untagged)
+        .bind(scope.protected_only)
+        .bind(projects)
         .fetch_one(&self.writer)
         .await?;
-        Ok(Runner { id, name: name.to_string(), tags: tags.to_vec(), created_at: now, last_seen_at: now })
+        Ok(Runner { id, name: name.to_string(), tags: tags.to_vec(), scope: scope.clone(), created_at: now, last_seen_at: now })
     }
 
     async fn runner_by_token(&self, token_hash: &str, now: i64) -> Result<Option<Runner>> {
@@ -320,31 +335,33 @@ impl Store for SqliteStore {
         rows.iter().map(job_row).collect()
     }
 
-    async fn claim_job(
-        &self,
-        runner_id: i64,
-        runner_tags: &[String],
-        token_hash: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Option<Claimed>> {
+    async fn claim_job(&self, runner: &Runner, token_hash: &str, now: i64, lease_until: i64) -> Result<Option<Claimed>> {
         // One statement, so one atomic write: the oldest pending job none of whose tags is
-        // missing from the runner's. (Jobs without tags are stored as `[]`.)
+        // missing from the runner's (jobs without tags, stored as `[]`, only for runners that
+        // take untagged jobs), of a protected ref for a protected runner (the trigger's
+        // `ref_protected`, which also decides the secrets), of one of its projects if it has a
+        // list.
         let row = sqlx::query(concat!(
             "UPDATE jobs SET status = ?6, runner_id = ?1, token_hash = ?2, started_at = ?3, lease_expires_at = ?4 \
-             WHERE id = (SELECT j.id FROM jobs AS j WHERE j.status = ?7 AND (j.tags = '[]' OR NOT EXISTS ( \
-                 SELECT 1 FROM json_each(j.tags) AS t WHERE t.value NOT IN (SELECT value FROM json_each(?5)))) \
+             WHERE id = (SELECT j.id FROM jobs AS j JOIN pipelines AS p ON p.id = j.pipeline_id WHERE j.status = ?7 \
+               AND CASE WHEN j.tags = '[]' THEN ?8 ELSE NOT EXISTS ( \
+                 SELECT 1 FROM json_each(j.tags) AS t WHERE t.value NOT IN (SELECT value FROM json_each(?5))) END \
+               AND (?9 = 0 OR json_extract(p.trigger, '$.ref_protected') = 1) \
+               AND (?10 IS NULL OR p.project IN (SELECT value FROM json_each(?10))) \
                ORDER BY j.id LIMIT 1) \
              RETURNING ",
             job_columns!()
         ))
-        .bind(runner_id)
+        .bind(runner.id)
         .bind(token_hash)
         .bind(now)
         .bind(lease_until)
-        .bind(tags_json(runner_tags)?)
+        .bind(tags_json(&runner.tags)?)
         .bind(JobStatus::Running.as_str())
         .bind(JobStatus::Pending.as_str())
+        .bind(runner.tags.is_empty() || runner.scope.run_untagged)
+        .bind(runner.scope.protected_only)
+        .bind(runner.scope.projects.as_deref().map(tags_json).transpose()?)
         .fetch_optional(&self.writer)
         .await?;
         let Some(job) = row.as_ref().map(job_row).transpose()? else { return Ok(None) };
@@ -474,6 +491,100 @@ impl Store for SqliteStore {
                 .await?;
         Ok(rows.into_iter().map(|(pipeline_id, at)| Wakeup { pipeline_id, at }).collect())
     }
+
+    async fn create_access_token(
+        &self,
+        user: &str,
+        label: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<AccessToken> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO access_tokens (user_name, label, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+        )
+        .bind(user)
+        .bind(label)
+        .bind(token_hash)
+        .bind(now)
+        .bind(expires_at)
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(AccessToken { id, user: user.into(), label: label.into(), created_at: now, expires_at, revoked_at: None })
+    }
+
+    async fn access_token(&self, token_hash: &str, now: i64) -> Result<Option<AccessToken>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM access_tokens WHERE token_hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)"
+        ))
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.readers)
+        .await?;
+        row.as_ref().map(token_row).transpose()
+    }
+
+    async fn access_tokens(&self, user: Option<&str>) -> Result<Vec<AccessToken>> {
+        let rows = sqlx::query(concat!("SELECT ", token_columns!(), " FROM access_tokens WHERE ?1 IS NULL OR user_name = ?1 ORDER BY id"))
+            .bind(user)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn revoke_access_token(&self, id: i64, now: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE access_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_session(&self, token_hash: &str, session: &Session) -> Result<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?1").bind(session.created_at).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO sessions (token_hash, user_name, groups, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(token_hash)
+            .bind(&session.user)
+            .bind(tags_json(&session.groups)?)
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &str, now: i64) -> Result<Option<Session>> {
+        let row: Option<(String, String, i64, i64)> =
+            sqlx::query_as("SELECT user_name, groups, created_at, expires_at FROM sessions WHERE token_hash = ?1 AND expires_at > ?2")
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.readers)
+                .await?;
+        let Some((user, groups, created_at, expires_at)) = row else { return Ok(None) };
+        let groups = tags_from_json("session groups of", 0, &groups)?;
+        Ok(Some(Session { user, groups, created_at, expires_at }))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?1").bind(token_hash).execute(&self.writer).await?;
+        Ok(())
+    }
+}
+
+fn token_row(r: &SqliteRow) -> Result<AccessToken> {
+    Ok(AccessToken {
+        id: r.try_get("id")?,
+        user: r.try_get("user_name")?,
+        label: r.try_get("label")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
 }
 
 /// Why a guarded pipeline update changed no row: the pipeline is missing, or its version is
@@ -551,10 +662,16 @@ async fn update_job(tx: &mut SqliteConnection, pipeline_id: i64, update: &JobUpd
 
 fn runner_row(r: &SqliteRow) -> Result<Runner> {
     let id = r.try_get("id")?;
+    let projects: Option<String> = r.try_get("projects")?;
     Ok(Runner {
         id,
         name: r.try_get("name")?,
         tags: tags_from_json("runner", id, r.try_get("tags")?)?,
+        scope: RunnerScope {
+            run_untagged: r.try_get("run_untagged")?,
+            protected_only: r.try_get("protected_only")?,
+            projects: projects.as_deref().map(|p| tags_from_json("runner projects", id, p)).transpose()?,
+        },
         created_at: r.try_get("created_at")?,
         last_seen_at: r.try_get("last_seen_at")?,
     })

@@ -31,6 +31,23 @@ pub struct PipelineDetail {
     /// In pipeline order; jobs are shown under the stage they name.
     pub stages: Vec<String>,
     pub jobs: Vec<JobBox>,
+    /// The buttons, for callers allowed to use them.
+    pub actions: Actions,
+}
+
+/// Whether the page shows action buttons, and the CSRF token their forms carry.
+#[derive(Debug, Clone, Default)]
+pub struct Actions {
+    pub allowed: bool,
+    pub csrf: String,
+}
+
+/// Who is looking at `/`: a user (with a logout button), or a login link when there is one.
+#[derive(Debug, Clone, Default)]
+pub struct Account {
+    pub user: Option<String>,
+    pub csrf: String,
+    pub can_log_in: bool,
 }
 
 pub struct JobBox {
@@ -72,6 +89,21 @@ pub struct LogTail {
 
 const CSS: &str = include_str!("assets/style.css");
 const FOLLOW_JS: &str = include_str!("assets/follow.js");
+const RELOAD_JS: &str = "setTimeout(function () { location.reload(); }, 3000);";
+
+/// Every inline script of the pages, exactly as inserted: the Content-Security-Policy allows
+/// these by hash and nothing else. A new inline script must be listed here.
+pub const INLINE_SCRIPTS: [&str; 3] = [FOLLOW_JS, RELOAD_JS, EDGES_JS];
+
+/// A button posting to `action` with the session's CSRF token.
+fn action_button(action: &str, label: &str, csrf: &str) -> Markup {
+    html! {
+        form method="post" action=(action) {
+            input type="hidden" name="csrf" value=(csrf);
+            button { (label) }
+        }
+    }
+}
 
 fn layout(title: &str, body: Markup) -> String {
     html! {
@@ -138,11 +170,13 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
             p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " (duration(pipeline.duration_s)) }
             // A pipeline that may still change refreshes itself (jobs' states, live).
             @if !pipeline.status.is_complete() {
-                script { (PreEscaped("setTimeout(function () { location.reload(); }, 3000);")) }
+                script { (PreEscaped(RELOAD_JS)) }
             }
-            div.actions {
-                form method="post" action={ "/api/v1/pipelines/" (pipeline.id) "/retry" } { button { "Retry failed" } }
-                form method="post" action={ "/api/v1/pipelines/" (pipeline.id) "/cancel" } { button { "Cancel" } }
+            @if pipeline.actions.allowed {
+                div.actions {
+                    (action_button(&format!("/api/v1/pipelines/{}/retry", pipeline.id), "Retry failed", &pipeline.actions.csrf))
+                    (action_button(&format!("/api/v1/pipelines/{}/cancel", pipeline.id), "Cancel", &pipeline.actions.csrf))
+                }
             }
             div.stages {
                 @for stage in &pipeline.stages {
@@ -155,8 +189,13 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                                 @if !job.needs.is_empty() {
                                     ul.needs { @for need in &job.needs { li { "needs " (need) } } }
                                 }
-                                form method="post" action={ "/api/v1/jobs/" (job.id) "/retry" } { button { "Retry" } }
-                                form method="post" action={ "/api/v1/jobs/" (job.id) "/cancel" } { button { "Cancel" } }
+                                @if pipeline.actions.allowed {
+                                    @if job.status == JobStatus::Manual {
+                                        (action_button(&format!("/api/v1/jobs/{}/play", job.id), "Play", &pipeline.actions.csrf))
+                                    }
+                                    (action_button(&format!("/api/v1/jobs/{}/retry", job.id), "Retry", &pipeline.actions.csrf))
+                                    (action_button(&format!("/api/v1/jobs/{}/cancel", job.id), "Cancel", &pipeline.actions.csrf))
+                                }
                             }
                         }
                     }
@@ -204,11 +243,19 @@ const EDGES_JS: &str = r#"(function () {
   window.addEventListener('resize', draw);
 })();"#;
 
-/// `/`: the configured projects.
-pub fn home_page<'a>(projects: impl Iterator<Item = &'a str>) -> String {
+/// `/`: the projects the visitor may see, and who they are.
+pub fn home_page<'a>(projects: impl Iterator<Item = &'a str>, account: &Account) -> String {
     layout(
         "piste",
         html! {
+            div.account {
+                @if let Some(user) = &account.user {
+                    "Signed in as " strong.user { (user) } " "
+                    (action_button("/logout", "Log out", &account.csrf))
+                } @else if account.can_log_in {
+                    a.login href="/login" { "Log in" }
+                }
+            }
             h1 { "Projects" }
             ul { @for name in projects { li { a href={ "/projects/" (name) } { (name) } } } }
         },

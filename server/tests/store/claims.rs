@@ -6,7 +6,7 @@ use std::sync::Arc;
 use scheduler::{JobStatus, PipelineStatus};
 use server::store::{Store, StoreError};
 
-use crate::support::{Db, enqueue, planned, runner, tags};
+use crate::support::{Db, claimer, enqueue, new_job, new_pipeline, planned, runner, tags};
 
 store_tests!(
     oldest_pending_first,
@@ -15,20 +15,22 @@ store_tests!(
     claimed_job_and_its_token,
     leases_extend_and_expire,
     queue_depth_and_counts,
+    runner_scopes_limit_what_a_runner_gets,
+    access_tokens_and_sessions,
 );
 
 async fn oldest_pending_first(s: Arc<Db>) {
     let (p, jobs) = planned(&s, &[("a", &[]), ("b", &[]), ("c", &[])]).await;
     let r = runner(&s, "r").await;
-    assert_eq!(s.claim_job(r, &[], "t0", 1, 2).await.unwrap(), None, "created jobs are not queued");
+    assert_eq!(s.claim_job(&claimer(r, &[]), "t0", 1, 2).await.unwrap(), None, "created jobs are not queued");
     // Queued in the order c, a: the queue is by job id (plan order), not by queueing time.
     let v = enqueue(&s, p, &[jobs[2]], 1).await;
     assert_eq!(v, 1);
     enqueue(&s, p, &[jobs[0]], 1).await;
-    let first = s.claim_job(r, &[], "t1", 10, 20).await.unwrap().unwrap();
-    let second = s.claim_job(r, &[], "t2", 11, 21).await.unwrap().unwrap();
+    let first = s.claim_job(&claimer(r, &[]), "t1", 10, 20).await.unwrap().unwrap();
+    let second = s.claim_job(&claimer(r, &[]), "t2", 11, 21).await.unwrap().unwrap();
     assert_eq!((first.job.id, second.job.id), (jobs[0], jobs[2]));
-    assert_eq!(s.claim_job(r, &[], "t3", 12, 22).await.unwrap(), None);
+    assert_eq!(s.claim_job(&claimer(r, &[]), "t3", 12, 22).await.unwrap(), None);
     assert_eq!(s.job(jobs[1]).await.unwrap().unwrap().status, JobStatus::Created);
 }
 
@@ -42,7 +44,7 @@ async fn tags_must_all_be_on_the_runner(s: Arc<Db>) {
     let r = runner(&s, "r").await;
     let claim = |runner_tags: &'static [&'static str]| {
         let s = s.clone();
-        async move { s.claim_job(r, &tags(runner_tags), "t", 1, 2).await.unwrap().map(|c| c.job.name) }
+        async move { s.claim_job(&claimer(r, &tags(runner_tags)), "t", 1, 2).await.unwrap().map(|c| c.job.name) }
     };
     // An untagged runner only takes untagged jobs, skipping older tagged ones.
     assert_eq!(claim(&[]).await.as_deref(), Some("untagged"));
@@ -58,7 +60,7 @@ async fn tags_must_all_be_on_the_runner(s: Arc<Db>) {
     assert_eq!(claim(&["arm64"]).await.as_deref(), Some("arm"));
     assert_eq!(s.queue_depth().await.unwrap(), 0);
 
-    // Untagged jobs go to any runner.
+    // Untagged jobs go to any runner that takes untagged jobs (`claimer` does).
     let (q, more) = planned(&s, &[("any", &[])]).await;
     enqueue(&s, q, &more, 1).await;
     assert_eq!(claim(&["docker"]).await.as_deref(), Some("any"));
@@ -84,7 +86,7 @@ async fn concurrent_claims_hand_out_each_job_once(s: Arc<Db>) {
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 let runner_tags = tags(&["docker"]);
-                while let Some(c) = s.claim_job(runner, &runner_tags, &format!("r{runner}-{}", got.len()), 1, 2).await.unwrap() {
+                while let Some(c) = s.claim_job(&claimer(runner, &runner_tags), &format!("r{runner}-{}", got.len()), 1, 2).await.unwrap() {
                     assert_eq!(c.job.runner_id, Some(runner));
                     got.push(c.job.id);
                 }
@@ -112,8 +114,8 @@ async fn concurrent_claims_hand_out_each_job_once(s: Arc<Db>) {
 async fn claimed_job_and_its_token(s: Arc<Db>) {
     let (p, jobs) = planned(&s, &[("a", &["docker"])]).await;
     enqueue(&s, p, &jobs, 1).await;
-    let runner = s.register_runner("r", &tags(&["docker"]), "runner-hash", 1).await.unwrap();
-    let claimed = s.claim_job(runner.id, &runner.tags, "job-hash", 5_000, 65_000).await.unwrap().unwrap();
+    let runner = s.register_runner("r", &tags(&["docker"]), &Default::default(), "runner-hash", 1).await.unwrap();
+    let claimed = s.claim_job(&runner, "job-hash", 5_000, 65_000).await.unwrap().unwrap();
     assert_eq!(claimed.lease_expires_at, 65_000);
     let job = &claimed.job;
     assert_eq!((job.id, job.pipeline_id, job.name.as_str(), job.attempt), (jobs[0], p, "a", 1));
@@ -142,8 +144,8 @@ async fn leases_extend_and_expire(s: Arc<Db>) {
     let (p, jobs) = planned(&s, &[("a", &[]), ("b", &[]), ("c", &[])]).await;
     enqueue(&s, p, &jobs, 1).await;
     let r = runner(&s, "r").await;
-    let a = s.claim_job(r, &[], "ta", 1_000, 10_000).await.unwrap().unwrap().job.id;
-    let b = s.claim_job(r, &[], "tb", 1_000, 20_000).await.unwrap().unwrap().job.id;
+    let a = s.claim_job(&claimer(r, &[]), "ta", 1_000, 10_000).await.unwrap().unwrap().job.id;
+    let b = s.claim_job(&claimer(r, &[]), "tb", 1_000, 20_000).await.unwrap().unwrap().job.id;
     let ids = |rows: Vec<server::store::JobRow>| rows.into_iter().map(|j| j.id).collect::<Vec<_>>();
     assert_eq!(ids(s.expired_leases(10_000).await.unwrap()), [] as [i64; 0], "a lease ending now has not expired");
     assert_eq!(ids(s.expired_leases(10_001).await.unwrap()), [a]);
@@ -168,10 +170,79 @@ async fn queue_depth_and_counts(s: Arc<Db>) {
     let r = runner(&s, "r").await;
     enqueue(&s, p, &jobs[..3], 1).await;
     assert_eq!(s.queue_depth().await.unwrap(), 3);
-    s.claim_job(r, &[], "t", 1, 2).await.unwrap().unwrap();
+    s.claim_job(&claimer(r, &[]), "t", 1, 2).await.unwrap().unwrap();
     assert_eq!(s.queue_depth().await.unwrap(), 2);
     let counts = s.counts().await.unwrap();
     assert_eq!(counts.jobs_by_status, [(JobStatus::Created, 1), (JobStatus::Pending, 2), (JobStatus::Running, 1)]);
     assert_eq!(counts.pipelines_by_status, [(PipelineStatus::Created, 1), (PipelineStatus::Pending, 1)]);
     assert_eq!(counts.runners, 1);
+}
+
+/// A pipeline of `project` (protected ref or not) with one job of these tags, queued.
+async fn queued_job(s: &Db, project: &str, protected: bool, name: &str, job_tags: &[&str]) -> i64 {
+    let mut p = new_pipeline(project, 1_000);
+    p.trigger = format!(r#"{{"branch":"main","ref_protected":{protected}}}"#);
+    let server::store::Recorded::Created(id) = s.record_pipeline(&crate::support::random_name(), &p).await.unwrap() else { panic!() };
+    let jobs = s.save_plan(id, &[new_job(name, job_tags)], PipelineStatus::Pending, 2_000).await.unwrap();
+    enqueue(s, id, &jobs, 1).await;
+    jobs[0]
+}
+
+async fn runner_scopes_limit_what_a_runner_gets(s: Arc<Db>) {
+    use server::store::RunnerScope;
+    let register = |name: &'static str, t: &'static [&'static str], scope: RunnerScope| {
+        let s = s.clone();
+        async move { s.register_runner(name, &tags(t), &scope, &format!("hash-{name}"), 1).await.unwrap() }
+    };
+    let tagged = register("tagged", &["docker"], RunnerScope::default()).await;
+    let untagged_too = register("untagged-too", &["docker"], RunnerScope { run_untagged: true, ..Default::default() }).await;
+    let protected = register("protected", &[], RunnerScope { protected_only: true, ..Default::default() }).await;
+    let web_only = register("web-only", &[], RunnerScope { projects: Some(tags(&["web"])), ..Default::default() }).await;
+    // The scope survives the round trip through the store.
+    let again = s.runner_by_token("hash-web-only", 2).await.unwrap().unwrap();
+    assert_eq!(again.scope, web_only.scope);
+    assert!(s.runner_by_token("hash-untagged-too", 2).await.unwrap().unwrap().scope.run_untagged);
+
+    let plain = queued_job(&s, "app", false, "plain", &[]).await;
+    // A tagged runner does not take an untagged job unless it runs untagged ones.
+    assert_eq!(s.claim_job(&tagged, "t1", 1, 2).await.unwrap(), None);
+    // A protected runner skips unprotected refs; a project runner other projects.
+    assert_eq!(s.claim_job(&protected, "t2", 1, 2).await.unwrap(), None);
+    assert_eq!(s.claim_job(&web_only, "t3", 1, 2).await.unwrap(), None);
+    assert_eq!(s.claim_job(&untagged_too, "t4", 1, 2).await.unwrap().map(|c| c.job.id), Some(plain));
+
+    let release = queued_job(&s, "app", true, "release", &[]).await;
+    let web = queued_job(&s, "web", false, "web", &[]).await;
+    let docker = queued_job(&s, "app", false, "docker", &["docker"]).await;
+    assert_eq!(s.claim_job(&web_only, "t5", 1, 2).await.unwrap().map(|c| c.job.id), Some(web));
+    assert_eq!(s.claim_job(&protected, "t6", 1, 2).await.unwrap().map(|c| c.job.id), Some(release));
+    assert_eq!(s.claim_job(&protected, "t7", 1, 2).await.unwrap(), None, "the docker job needs a tag the runner lacks");
+    assert_eq!(s.claim_job(&tagged, "t8", 1, 2).await.unwrap().map(|c| c.job.id), Some(docker));
+    assert_eq!(s.queue_depth().await.unwrap(), 0);
+}
+
+async fn access_tokens_and_sessions(s: Arc<Db>) {
+    let forever = s.create_access_token("alice", "ci", "hash-a", 1_000, None).await.unwrap();
+    let short = s.create_access_token("bob", "", "hash-b", 1_000, Some(5_000)).await.unwrap();
+    assert_eq!(s.access_token("hash-a", 10_000).await.unwrap().map(|t| t.user), Some("alice".into()));
+    assert_eq!(s.access_token("hash-b", 4_999).await.unwrap().map(|t| t.id), Some(short.id));
+    assert_eq!(s.access_token("hash-b", 5_000).await.unwrap(), None, "expired");
+    assert_eq!(s.access_token("nope", 1).await.unwrap(), None);
+    assert!(s.revoke_access_token(forever.id, 11_000).await.unwrap());
+    assert!(!s.revoke_access_token(forever.id, 12_000).await.unwrap(), "already revoked");
+    assert_eq!(s.access_token("hash-a", 11_001).await.unwrap(), None, "revoked");
+    let all = s.access_tokens(None).await.unwrap();
+    assert_eq!(all.iter().map(|t| (t.user.as_str(), t.revoked_at)).collect::<Vec<_>>(), [("alice", Some(11_000)), ("bob", None)]);
+    assert_eq!(s.access_tokens(Some("bob")).await.unwrap().len(), 1);
+
+    let session = server::store::Session { user: "carol".into(), groups: tags(&["/app-devs", "/x y"]), created_at: 100, expires_at: 1_000 };
+    s.create_session("sess-1", &session).await.unwrap();
+    assert_eq!(s.session("sess-1", 999).await.unwrap(), Some(session.clone()));
+    assert_eq!(s.session("sess-1", 1_000).await.unwrap(), None, "expired");
+    // A new login forgets expired sessions.
+    let later = server::store::Session { created_at: 2_000, expires_at: 3_000, ..session };
+    s.create_session("sess-2", &later).await.unwrap();
+    assert_eq!(s.session("sess-1", 0).await.unwrap(), None, "deleted");
+    s.delete_session("sess-2").await.unwrap();
+    assert_eq!(s.session("sess-2", 2_500).await.unwrap(), None, "logged out");
 }

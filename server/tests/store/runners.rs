@@ -9,8 +9,8 @@ use crate::support::{Db, tags};
 store_tests!(register_and_look_up, last_seen_is_throttled, token_hashes_are_unique);
 
 async fn register_and_look_up(s: Arc<Db>) {
-    let a = s.register_runner("builder-1", &tags(&["docker", "linux"]), "hash-a", 1_000).await.unwrap();
-    let b = s.register_runner("builder-2", &[], "hash-b", 1_100).await.unwrap();
+    let a = s.register_runner("builder-1", &tags(&["docker", "linux"]), &Default::default(), "hash-a", 1_000).await.unwrap();
+    let b = s.register_runner("builder-2", &[], &Default::default(), "hash-b", 1_100).await.unwrap();
     assert_ne!(a.id, b.id);
     assert_eq!((a.name.as_str(), a.tags.clone(), a.created_at, a.last_seen_at), ("builder-1", tags(&["docker", "linux"]), 1_000, 1_000));
 
@@ -24,7 +24,7 @@ async fn register_and_look_up(s: Arc<Db>) {
 }
 
 async fn last_seen_is_throttled(s: Arc<Db>) {
-    let r = s.register_runner("r", &[], "hash", 10_000).await.unwrap();
+    let r = s.register_runner("r", &[], &Default::default(), "hash", 10_000).await.unwrap();
     // Within a second of the last write: not written again.
     assert_eq!(s.runner_by_token("hash", 10_500).await.unwrap().unwrap().last_seen_at, 10_000);
     // Later: written, and returned as such.
@@ -36,8 +36,8 @@ async fn last_seen_is_throttled(s: Arc<Db>) {
 }
 
 async fn token_hashes_are_unique(s: Arc<Db>) {
-    s.register_runner("one", &[], "same", 1).await.unwrap();
-    let second = s.register_runner("two", &[], "same", 2).await;
+    s.register_runner("one", &[], &Default::default(), "same", 1).await.unwrap();
+    let second = s.register_runner("two", &[], &Default::default(), "same", 2).await;
     assert!(matches!(second, Err(StoreError::Database(_))), "{second:?}");
     assert_eq!(s.runner_by_token("same", 3).await.unwrap().unwrap().name, "one");
 }

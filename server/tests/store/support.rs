@@ -190,7 +190,7 @@ async fn drop_database(name: &str) {
     let _ = admin.close().await;
 }
 
-fn random_name() -> String {
+pub fn random_name() -> String {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("random bytes");
     format!("test_{}", hex::encode(bytes))
@@ -260,5 +260,18 @@ pub fn tags(tags: &[&str]) -> Vec<String> {
 
 /// A registered runner's id (jobs refer to their runner).
 pub async fn runner(s: &Backend, name: &str) -> i64 {
-    s.register_runner(name, &[], &format!("runner-token-hash-{name}"), 1).await.unwrap().id
+    s.register_runner(name, &[], &Default::default(), &format!("runner-token-hash-{name}"), 1).await.unwrap().id
+}
+
+/// Runner `id` as a claimer with these tags, taking untagged jobs too (its scope otherwise
+/// open: every project, every ref).
+pub fn claimer(id: i64, tags: &[String]) -> server::store::Runner {
+    server::store::Runner {
+        id,
+        name: format!("runner {id}"),
+        tags: tags.to_vec(),
+        scope: server::store::RunnerScope { run_untagged: true, ..Default::default() },
+        created_at: 1,
+        last_seen_at: 1,
+    }
 }

@@ -11,7 +11,7 @@ use scheduler::{Event, JobStatus, Outcome};
 use server::store::{JobUpdate, Store, Transition};
 use tokio::sync::Mutex;
 
-use crate::support::{Db, enqueue, planned, runner};
+use crate::support::{Db, claimer, enqueue, planned, runner};
 
 store_tests!(dispatch_many_jobs);
 
@@ -42,7 +42,7 @@ async fn dispatch_many_jobs(s: Arc<Db>) {
                 let mut done = Vec::new();
                 for n in 0.. {
                     let token = format!("{runner}-{n}");
-                    let Some(claimed) = s.claim_job(runner, &[], &token, n, n + 60_000).await.unwrap() else { break };
+                    let Some(claimed) = s.claim_job(&claimer(runner, &[]), &token, n, n + 60_000).await.unwrap() else { break };
                     let job = claimed.job;
                     assert_eq!(s.job_by_token(job.id, &token).await.unwrap().map(|j| j.id), Some(job.id));
                     assert!(!s.extend_lease(job.id, n + 120_000).await.unwrap());

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use scheduler::{Event, FailureReason, JobStatus, Outcome, PipelineStatus};
 use server::store::{JobRow, JobUpdate, Store, StoreError, Transition, Wakeup};
 
-use crate::support::{Db, enqueue, planned, runner};
+use crate::support::{Db, claimer, enqueue, planned, runner};
 
 store_tests!(
     events_append_in_order,
@@ -127,7 +127,7 @@ async fn running_and_finished_statuses_record(s: Arc<Db>) {
     let (a, b, c) = (jobs[0], jobs[1], jobs[2]);
     let v = enqueue(&s, p, &[a], 1).await;
     let r = runner(&s, "r").await;
-    let claimed = s.claim_job(r, &[], "token", 4_000, 9_000).await.unwrap().unwrap();
+    let claimed = s.claim_job(&claimer(r, &[]), "token", 4_000, 9_000).await.unwrap().unwrap();
     assert_eq!((claimed.job.id, claimed.job.started_at), (a, Some(4_000)));
 
     // The engine's `running` keeps the claim's start time; its `success` sets the end.
@@ -162,7 +162,7 @@ async fn pending_starts_a_new_attempt(s: Arc<Db>) {
     let v = enqueue(&s, p, &[a], 1).await;
     assert_eq!(s.job(a).await.unwrap().unwrap().status, JobStatus::Pending);
     let (r3, r4) = (runner(&s, "3").await, runner(&s, "4").await);
-    s.claim_job(r3, &[], "first-token", 4_000, 9_000).await.unwrap().unwrap();
+    s.claim_job(&claimer(r3, &[]), "first-token", 4_000, 9_000).await.unwrap().unwrap();
     s.set_artifacts(a, "sha256:00ff").await.unwrap();
     s.set_dotenv(a, r#"[["K","V"]]"#).await.unwrap();
     let lost = JobUpdate::Result { job_id: a, exit_code: None, failure_reason: Some("runner_system_failure".into()), at: 9_500 };
@@ -181,7 +181,7 @@ async fn pending_starts_a_new_attempt(s: Arc<Db>) {
     assert_eq!(s.job_by_token(a, "first-token").await.unwrap(), None);
     assert_eq!(s.queue_depth().await.unwrap(), 1);
 
-    let again = s.claim_job(r4, &[], "second-token", 11_000, 20_000).await.unwrap().unwrap();
+    let again = s.claim_job(&claimer(r4, &[]), "second-token", 11_000, 20_000).await.unwrap().unwrap();
     assert_eq!((again.job.id, again.job.attempt, again.job.runner_id), (a, 2, Some(r4)));
     assert_eq!(s.job_by_token(a, "second-token").await.unwrap().unwrap().attempt, 2);
 }
@@ -207,7 +207,7 @@ async fn cancel_request(s: Arc<Db>) {
     let a = jobs[0];
     let v = enqueue(&s, p, &[a], 1).await;
     let r = runner(&s, "r").await;
-    s.claim_job(r, &[], "t", 1_000, 2_000).await.unwrap().unwrap();
+    s.claim_job(&claimer(r, &[]), "t", 1_000, 2_000).await.unwrap().unwrap();
     assert!(!s.extend_lease(a, 3_000).await.unwrap());
     // The engine cancels: the job is `canceling` until the runner reports; its token and lease
     // still work, and the heartbeat says cancel.

@@ -65,9 +65,16 @@ fn pipeline() {
             job(1, "compile", "build", JobStatus::Success, &[]),
             job(2, "unit", "test", JobStatus::Running, &["compile"]),
             job(3, "lint <b>", "test", JobStatus::Failed, &[]),
+            job(4, "deploy", "test", JobStatus::Manual, &[]),
         ],
+        actions: server::web::pages::Actions { allowed: true, csrf: "c5rf\"<".into() },
     };
     assert_snapshot!(body(pipeline_page(&pipeline)));
+    // A caller who may not act sees no button at all.
+    let mut read_only = pipeline;
+    read_only.actions = server::web::pages::Actions::default();
+    let page = pipeline_page(&read_only);
+    assert!(!page.contains("<form") && !page.contains("<button"), "{page}");
 }
 
 fn job(running: bool) -> JobDetail {
@@ -106,8 +113,42 @@ fn finished_job_has_no_script() {
 
 #[test]
 fn home_lists_projects_escaped() {
-    let page = server::web::pages::home_page(["acme/app", "x\"><script>"].into_iter());
+    let page = server::web::pages::home_page(["acme/app", "x\"><script>"].into_iter(), &Default::default());
     assert!(page.contains("<a href=\"/projects/acme/app\">acme/app</a>"), "{page}");
     assert!(page.contains("x&quot;&gt;&lt;script&gt;"), "{page}");
     assert!(!page.contains("x\"><script>"), "{page}");
+}
+
+#[test]
+fn home_shows_the_account() {
+    use server::web::pages::{Account, home_page};
+    let anonymous = home_page(std::iter::empty(), &Account { can_log_in: true, ..Default::default() });
+    assert!(anonymous.contains("href=\"/login\""), "{anonymous}");
+    let user = home_page(std::iter::empty(), &Account { user: Some("alice<".into()), csrf: "tok".into(), can_log_in: true });
+    assert!(user.contains("alice&lt;") && user.contains("action=\"/logout\"") && user.contains("value=\"tok\""), "{user}");
+    assert!(!user.contains("href=\"/login\""), "{user}");
+}
+
+/// The Content-Security-Policy allows the pages' inline scripts by hash: each script the pages
+/// insert must be one of `INLINE_SCRIPTS`, byte for byte.
+#[test]
+fn every_inline_script_is_allowed_by_the_policy() {
+    let running = PipelineDetail {
+        id: 1,
+        project: "p".into(),
+        git_ref: "main".into(),
+        commit: "0".into(),
+        status: PipelineStatus::Running,
+        duration_s: None,
+        stages: vec![],
+        jobs: vec![],
+        actions: Default::default(),
+    };
+    let tail = LogTail { html: String::new(), start: 0, end: 0 };
+    for page in [pipeline_page(&running), job_page(&job(true), &tail)] {
+        for script in page.split("<script>").skip(1) {
+            let code = script.split("</script>").next().unwrap();
+            assert!(server::web::pages::INLINE_SCRIPTS.contains(&code), "not in INLINE_SCRIPTS: {code}");
+        }
+    }
 }
