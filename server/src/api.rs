@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -95,10 +95,50 @@ pub struct JobDetail {
     pub pipeline_id: i64,
     #[serde(flatten)]
     pub job: JobView,
+    /// Every attempt, oldest first, each with its own result (the last is the job's own).
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Serialize)]
+pub struct AttemptView {
+    pub attempt: i64,
+    pub status: JobStatus,
+    pub failure_reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// The job's attempts: the earlier ones as they ended, then the current one.
+pub(crate) async fn attempts(state: &AppState, j: &crate::store::JobRow) -> ApiResult<Vec<AttemptView>> {
+    let mut out: Vec<AttemptView> = state
+        .store
+        .past_attempts(j.id)
+        .await?
+        .into_iter()
+        .map(|a| AttemptView {
+            attempt: a.attempt,
+            status: a.status,
+            failure_reason: a.failure_reason,
+            exit_code: a.exit_code,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+        })
+        .collect();
+    out.push(AttemptView {
+        attempt: j.attempt,
+        status: j.status,
+        failure_reason: j.failure_reason.clone(),
+        exit_code: j.exit_code,
+        started_at: j.started_at,
+        finished_at: j.finished_at,
+    });
+    Ok(out)
 }
 
 pub async fn get_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Json<JobDetail>> {
     let j = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    let attempts = attempts(&state, &j).await?;
     Ok(Json(JobDetail {
         pipeline_id: j.pipeline_id,
         job: JobView {
@@ -110,6 +150,7 @@ pub async fn get_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>) ->
             exit_code: j.exit_code,
             failure_reason: j.failure_reason,
         },
+        attempts,
     }))
 }
 
@@ -264,16 +305,25 @@ pub async fn webhook(
     State(state): State<Arc<AppState>>,
     Path(project): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
+    // Before any byte of the body: the project, the signature header (GitLab's token whole),
+    // and the size; then the body is read only up to the limit.
     let Some(cfg) = state.config.project(&project) else {
         tracing::warn!(project = ?project, reason = "no such project", "webhook refused");
         return Err(Error::NotFound("project"));
     };
-    if body.len() > 25 << 20 {
-        tracing::warn!(%project, bytes = body.len(), reason = "body over 25 MiB", "webhook refused");
-        return Err(Error::PayloadTooLarge("webhook bodies are limited to 25 MiB".into()));
+    if let Err(e) = crate::webhook::precheck(&headers, &cfg.webhook_secret) {
+        tracing::warn!(%project, reason = ?e.to_string(), "webhook refused");
+        return Ok(webhook_error(e));
     }
+    let body = match crate::limits::read_limited(&headers, body, state.config.limits.webhook_bytes, "webhook bodies").await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(%project, reason = ?e.to_string(), "webhook refused");
+            return Err(e);
+        }
+    };
     let forge = match crate::webhook::verify(&headers, &body, &cfg.webhook_secret) {
         Ok(f) => f,
         Err(e) => {
@@ -356,7 +406,7 @@ pub async fn git(
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let unauthorized =
         || (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"piste\"")], "a job token is required").into_response();
@@ -365,6 +415,7 @@ pub async fn git(
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
     let mirror_dir = state.mirror_dir(&pipeline.project);
     ensure_commit(&state, &pipeline).await?;
+    let body = crate::limits::read_limited(&headers, body, crate::limits::GIT_REQUEST_BYTES, "git requests").await?;
     let mut req =
         crate::git::http::GitHttpRequest::new(method.as_str(), &format!("/{rest}"), uri.query().unwrap_or(""), &headers, body.to_vec());
     req.remote_user = Some(format!("job-{id}"));

@@ -6,6 +6,12 @@
 //! runner_registration_token = "a long random string"
 //! # database = "postgres://piste@db/piste"   # default: SQLite in data_dir
 //! # storage = "s3://bucket/prefix"            # logs and artifacts; default: files in data_dir
+//! # [limits]                                  # defaults shown
+//! # max_connections = 1024
+//! # header_timeout_ms = 30000                 # request head, and idle keep-alive
+//! # body_timeout_ms = 60000                   # longest pause within a request body
+//! # webhook_bytes = 1048576
+//! # json_bytes = 262144
 //!
 //! [[project]]
 //! name = "app"
@@ -52,6 +58,9 @@ pub struct Config {
     /// Largest artifacts archive accepted (bytes).
     #[serde(default = "default_max_artifacts")]
     pub max_artifacts_bytes: u64,
+    /// Connections, timeouts and body sizes (`[limits]`; see `limits.rs`).
+    #[serde(default)]
+    pub limits: crate::limits::Limits,
     #[serde(default, rename = "project")]
     pub projects: Vec<ProjectConfig>,
 }
@@ -165,6 +174,7 @@ impl Default for Config {
             lease_ms: default_lease_ms(),
             poll_ms: default_poll_ms(),
             max_artifacts_bytes: default_max_artifacts(),
+            limits: crate::limits::Limits::default(),
             projects: Vec::new(),
         }
     }
@@ -243,6 +253,7 @@ impl Config {
         if let Some(url) = &self.storage {
             crate::blob::S3Location::parse(url).map_err(|e| e.to_string())?;
         }
+        self.limits.validate()?;
         if self.lease_ms < 1000 {
             return Err("`lease_ms` must be at least 1000".into());
         }

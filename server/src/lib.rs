@@ -14,6 +14,7 @@ pub mod config;
 mod error;
 mod follow;
 pub mod git;
+pub mod limits;
 pub mod logs;
 mod pages;
 pub mod pipelines;
@@ -327,7 +328,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{id}/artifacts/{dep}", get(runners::download_artifacts))
         .route("/api/v1/jobs/{id}/finish", post(runners::finish))
         .route("/api/v1/jobs/{id}/git/{*rest}", any(api::git))
-        .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.limits.json_bytes as usize))
         .with_state(state)
 }
 
@@ -346,8 +347,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
     }
     tokio::spawn(reap_leases(state.clone(), shutdown.clone()));
     tokio::spawn(wake_delayed(state.clone(), shutdown.clone()));
-    let app = router(state);
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    let limits = state.config.limits.clone();
+    limits::serve_connections(listener, router(state), &limits, shutdown).await
 }
 
 /// Jobs whose runner went silent: the engine decides (retry as a runner system failure, or fail).

@@ -14,7 +14,7 @@ use crate::store::{JobRow, PipelineRow, Store};
 use crate::web::ansi::Renderer;
 use scheduler::JobStatus;
 
-use crate::web::pages::{self, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary};
+use crate::web::pages::{self, AttemptLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary};
 
 /// Bytes of log the job page renders at first (the tail); earlier parts load on demand.
 const TAIL_BYTES: u64 = 256 * 1024;
@@ -138,6 +138,16 @@ pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(
         exit_code: j.exit_code.map(|c| c as i32),
         has_artifacts: j.artifacts.is_some(),
         running: running && q.before.is_none(),
+        attempts: crate::api::attempts(&state, &j)
+            .await?
+            .into_iter()
+            .map(|a| AttemptLine {
+                attempt: u32::try_from(a.attempt).unwrap_or(0),
+                status: a.status,
+                exit_code: a.exit_code.map(|c| c as i32),
+                failure_reason: a.failure_reason,
+            })
+            .collect(),
     };
     Ok(Html(pages::job_page(&detail, &LogTail { html, start, end })))
 }

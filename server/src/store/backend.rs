@@ -10,8 +10,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
-    Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, SqliteStore, Store, StoreError,
-    Transition, Wakeup,
+    AttemptRow, Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, SqliteStore, Store,
+    StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -114,6 +114,9 @@ impl Store for Backend {
     async fn jobs(&self, pipeline_id: i64) -> Result<Vec<JobRow>> {
         delegate!(self, jobs(pipeline_id))
     }
+    async fn past_attempts(&self, job_id: i64) -> Result<Vec<AttemptRow>> {
+        delegate!(self, past_attempts(job_id))
+    }
     async fn claim_job(
         &self,
         runner_id: i64,
@@ -191,6 +194,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
     Ok(Migrator::new(Embedded(&[
         (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/sqlite/0002_wake_at.sql")),
+        (4, "job_attempts", include_str!("../../migrations/sqlite/0004_job_attempts.sql")),
     ]))
     .await?)
 }
@@ -199,6 +203,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
     Ok(Migrator::new(Embedded(&[
         (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/postgres/0002_wake_at.sql")),
+        (4, "job_attempts", include_str!("../../migrations/postgres/0004_job_attempts.sql")),
     ]))
     .await?)
 }

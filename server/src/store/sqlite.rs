@@ -39,7 +39,8 @@ use super::backend::{
     tags_json,
 };
 use super::{
-    Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError, Transition, Wakeup,
+    AttemptRow, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError,
+    Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -320,6 +321,20 @@ impl Store for SqliteStore {
         rows.iter().map(job_row).collect()
     }
 
+    async fn past_attempts(&self, job_id: i64) -> Result<Vec<AttemptRow>> {
+        let rows: Vec<(i64, String, Option<i64>, Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT attempt, status, exit_code, failure_reason, started_at, finished_at FROM job_attempts WHERE job_id = ?1 ORDER BY attempt",
+        )
+        .bind(job_id)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(|(attempt, status, exit_code, failure_reason, started_at, finished_at)| {
+                Ok(AttemptRow { attempt, status: job_status(job_id, &status)?, exit_code, failure_reason, started_at, finished_at })
+            })
+            .collect()
+    }
+
     async fn claim_job(
         &self,
         runner_id: i64,
@@ -448,6 +463,22 @@ async fn update_job(tx: &mut SqliteConnection, pipeline_id: i64, update: &JobUpd
     let (done, job_id) = match update {
         // A new attempt: nothing of the previous one's claim or result survives.
         JobUpdate::Status { job_id, status: JobStatus::Pending, attempt, at: _ } => {
+            // The attempt this one replaces keeps its result (a retry must not erase why the
+            // first attempt failed). An attempt still `running` here ended with a result: failed.
+            sqlx::query(
+                "INSERT INTO job_attempts (job_id, attempt, status, exit_code, failure_reason, started_at, finished_at) \
+                 SELECT id, attempt, CASE WHEN status = ?4 AND failure_reason IS NOT NULL THEN ?5 ELSE status END, \
+                 exit_code, failure_reason, started_at, finished_at \
+                 FROM jobs WHERE id = ?1 AND pipeline_id = ?2 AND attempt < ?3 \
+                 ON CONFLICT (job_id, attempt) DO NOTHING",
+            )
+            .bind(job_id)
+            .bind(pipeline_id)
+            .bind(i64::from(*attempt))
+            .bind(JobStatus::Running.as_str())
+            .bind(JobStatus::Failed.as_str())
+            .execute(&mut *tx)
+            .await?;
             let done = sqlx::query(
                 "UPDATE jobs SET status = ?4, attempt = ?3, runner_id = NULL, token_hash = NULL, lease_expires_at = NULL, \
                  cancel_requested = 0, started_at = NULL, finished_at = NULL, exit_code = NULL, failure_reason = NULL, \
