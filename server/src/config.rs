@@ -16,6 +16,9 @@
 //! [[project]]
 //! name = "app"
 //! repo = "https://forge.example/group/app.git"   # cloned by the server; never a URL from a payload
+//! # repo_token_env = "APP_REPO_TOKEN"     # or repo_token = "..."; Basic credentials (repo_username)
+//! # ca_file = "private-ca.pem"            # for https (also top-level: https and PostgreSQL)
+//! # ssh_key = "deploy-key"                # for ssh:// and git@host:path; known_hosts = "..."
 //! webhook_secret = "shared with the forge"
 //! default_branch = "main"
 //! variables = { DEPLOY_ENV = "staging" }
@@ -58,6 +61,15 @@ pub struct Config {
     /// Largest artifacts archive accepted (bytes).
     #[serde(default = "default_max_artifacts")]
     pub max_artifacts_bytes: u64,
+    /// PEM bundle of certificate authorities trusted for everything that speaks TLS to the
+    /// outside: `https://` repositories (unless a project sets its own) and PostgreSQL
+    /// (`sslrootcert`, unless the URL names one). Default: the system's (git), webpki's (sqlx).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Known hosts for `ssh://` repositories (unless a project sets its own); default: the
+    /// server user's `~/.ssh/known_hosts`. Host keys are always checked strictly.
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
     /// Connections, timeouts and body sizes (`[limits]`; see `limits.rs`).
     #[serde(default)]
     pub limits: crate::limits::Limits,
@@ -70,8 +82,29 @@ pub struct Config {
 pub struct ProjectConfig {
     /// Path-like name, used in URLs (`/api/v1/webhooks/<name>`) and as `CI_PROJECT_PATH`.
     pub name: String,
-    /// Where the server fetches the repository from.
+    /// Where the server fetches the repository from: a folder, `file://`, `git://`,
+    /// `http(s)://` or `ssh://` / `user@host:path`.
     pub repo: String,
+    /// User name for `repo_token` (default `piste`; GitLab and GitHub accept any name with a
+    /// token).
+    #[serde(default)]
+    pub repo_username: Option<String>,
+    /// Password or access token for an `http(s)://` `repo`, sent as Basic credentials. Never
+    /// logged. `repo_token_env` names an environment variable to read it from instead.
+    #[serde(default)]
+    pub repo_token: Option<String>,
+    #[serde(default)]
+    pub repo_token_env: Option<String>,
+    /// Certificate authorities for this project's `https://` repository (else the top-level
+    /// `ca_file`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Private key for an `ssh://` or `user@host:path` repository.
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
+    /// Known hosts for this project's ssh repository (else the top-level `known_hosts`).
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
     pub webhook_secret: String,
     #[serde(default = "default_branch")]
     pub default_branch: String,
@@ -174,6 +207,8 @@ impl Default for Config {
             lease_ms: default_lease_ms(),
             poll_ms: default_poll_ms(),
             max_artifacts_bytes: default_max_artifacts(),
+            ca_file: None,
+            known_hosts: None,
             limits: crate::limits::Limits::default(),
             projects: Vec::new(),
         }
@@ -213,10 +248,29 @@ impl Config {
         config.data_dir =
             absolute(&base.join(&config.data_dir)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         // So is a project's `repo` given as a relative folder (`app.git`); URLs stay as written.
+        // And so are the files of the transport options.
+        let resolve = |p: &mut Option<PathBuf>| -> Result<(), ConfigError> {
+            if let Some(file) = p.as_mut() {
+                *file = absolute(&base.join(&*file)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            }
+            Ok(())
+        };
+        resolve(&mut config.ca_file)?;
+        resolve(&mut config.known_hosts)?;
         for project in &mut config.projects {
             if is_relative_folder(&project.repo) {
                 let abs = absolute(&base.join(&project.repo)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
                 project.repo = abs.to_string_lossy().into_owned();
+            }
+            resolve(&mut project.ca_file)?;
+            resolve(&mut project.ssh_key)?;
+            resolve(&mut project.known_hosts)?;
+            if let Some(var) = project.repo_token_env.clone() {
+                let token = std::env::var(&var).map_err(|_| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("project `{}`: `repo_token_env` names `{var}`, which is not set in the environment", project.name),
+                })?;
+                project.repo_token = Some(token);
             }
         }
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
@@ -262,6 +316,30 @@ impl Config {
 
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| p.name == name)
+    }
+
+    /// Where and how the server fetches `project`'s repository.
+    pub fn remote(&self, project: &ProjectConfig) -> crate::git::Remote {
+        let mut remote = crate::git::Remote::new(&project.repo);
+        if let Some(token) = &project.repo_token {
+            remote = remote.with_credentials(project.repo_username.as_deref().unwrap_or("piste"), token);
+        }
+        remote.ca_file = project.ca_file.clone().or_else(|| self.ca_file.clone());
+        remote.ssh_key = project.ssh_key.clone();
+        remote.known_hosts = project.known_hosts.clone().or_else(|| self.known_hosts.clone());
+        remote
+    }
+
+    /// The `database` URL, with the top-level `ca_file` as PostgreSQL's `sslrootcert` when the
+    /// URL names none (use `sslmode=verify-full` in the URL to check the server's name too).
+    pub fn database_url(&self) -> Option<String> {
+        let url = self.database.clone()?;
+        let Some(ca) = &self.ca_file else { return Some(url) };
+        if !url.starts_with("postgres") || url.contains("sslrootcert=") {
+            return Some(url);
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Some(format!("{url}{sep}sslrootcert={}", ca.display()))
     }
 }
 
