@@ -20,7 +20,8 @@ if ! command -v moto_server >/dev/null 2>&1; then
 	}
 fi
 
-PACKAGES=(git busybox-static postgresql chromium procps openssl curl)
+# nginx + fcgiwrap (https git), openssh-server and openssh-client (ssh git): the transport tests.
+PACKAGES=(git busybox-static postgresql chromium procps openssl curl nginx fcgiwrap openssh-server openssh-client)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -431,7 +431,8 @@ pub async fn git(
 /// its data directory is new) fetches the commit before serving it.
 async fn ensure_commit(state: &Arc<AppState>, pipeline: &crate::store::PipelineRow) -> ApiResult<()> {
     let Some(project) = state.config.project(&pipeline.project) else { return Err(Error::NotFound("project")) };
-    let (state, repo, name, sha, id) = (state.clone(), state.config.remote(project), pipeline.project.clone(), pipeline.sha.clone(), pipeline.id);
+    let (state, repo, name, sha, id) =
+        (state.clone(), state.config.remote(project), pipeline.project.clone(), pipeline.sha.clone(), pipeline.id);
     let fetched = tokio::task::spawn_blocking(move || -> Result<(), crate::git::GitError> {
         let mirror = state.mirror(&name)?;
         if !mirror.has_commit(&sha) {

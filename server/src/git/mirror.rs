@@ -4,9 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use git2::{
-    DiffOptions, ObjectType, Oid, Repository, RepositoryInitOptions, TreeWalkMode, TreeWalkResult,
-};
+use git2::{DiffOptions, ObjectType, Oid, Repository, RepositoryInitOptions, TreeWalkMode, TreeWalkResult};
 use pipeline_spec::glob::Glob;
 
 use super::remote::Remote;

@@ -144,7 +144,10 @@ impl Remote {
         }
         let message = redact_all(&message);
         let message: String = message.chars().take(2000).collect();
-        Err(GitError::Fetch { url: self.to_string(), message: if message.is_empty() { format!("git exited with {}", out.status) } else { message } })
+        Err(GitError::Fetch {
+            url: self.to_string(),
+            message: if message.is_empty() { format!("git exited with {}", out.status) } else { message },
+        })
     }
 }
 

@@ -5,6 +5,9 @@ mod daemon;
 mod http;
 mod mirror;
 mod resolver;
+#[path = "../common/tls.rs"]
+mod tls;
+mod transport;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
