@@ -2,6 +2,7 @@
 //! `git daemon` on loopback, webhooks signed as the forges sign them, runners killed and
 //! servers restarted mid-pipeline.
 
+mod at_rest;
 mod both_ways;
 mod browser;
 mod delivery;
