@@ -242,6 +242,16 @@ pub(super) fn held() -> [&'static str; 2] {
     HELD.map(JobStatus::as_str)
 }
 
+/// A `job_attempts` row as selected: attempt, status, exit code, reason, started, finished.
+pub(super) type AttemptColumns = (i64, String, Option<i64>, Option<String>, Option<i64>, Option<i64>);
+
+pub(super) fn attempt_row(
+    job_id: i64,
+    (attempt, status, exit_code, failure_reason, started_at, finished_at): AttemptColumns,
+) -> Result<AttemptRow> {
+    Ok(AttemptRow { attempt, status: job_status(job_id, &status)?, exit_code, failure_reason, started_at, finished_at })
+}
+
 pub(super) fn job_status(id: i64, text: &str) -> Result<JobStatus> {
     JobStatus::parse(text).ok_or_else(|| StoreError::Corrupt { what: format!("job {id} has the unknown status `{text}`"), source: None })
 }

@@ -287,17 +287,13 @@ impl Store for PgStore {
     }
 
     async fn past_attempts(&self, job_id: i64) -> Result<Vec<AttemptRow>> {
-        let rows: Vec<(i64, String, Option<i64>, Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        let rows: Vec<super::backend::AttemptColumns> = sqlx::query_as(
             "SELECT attempt, status, exit_code, failure_reason, started_at, finished_at FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
         )
         .bind(job_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(attempt, status, exit_code, failure_reason, started_at, finished_at)| {
-                Ok(AttemptRow { attempt, status: job_status(job_id, &status)?, exit_code, failure_reason, started_at, finished_at })
-            })
-            .collect()
+        rows.into_iter().map(|r| super::backend::attempt_row(job_id, r)).collect()
     }
 
     async fn claim_job(
