@@ -64,6 +64,12 @@ impl Limits {
         if self.webhook_bytes < 1024 || self.json_bytes < 1024 {
             return Err("`[limits]`: `webhook_bytes` and `json_bytes` must be at least 1024".into());
         }
+        if self.webhook_bytes > crate::webhook::MAX_BODY_BYTES as u64 {
+            return Err(format!(
+                "`[limits]`: `webhook_bytes` may be at most {} (what forges send at most)",
+                crate::webhook::MAX_BODY_BYTES
+            ));
+        }
         Ok(())
     }
 }

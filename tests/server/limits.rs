@@ -135,13 +135,29 @@ fn slow_clients_are_cut_off() {
     assert!(!got.contains("201"), "{got}");
 }
 
-/// One full request on a kept-alive connection; the answer's status line.
+/// One full request on a kept-alive connection, its whole answer read (head and
+/// `Content-Length` bytes of body); the answer's status line.
 fn request(stream: &mut TcpStream) -> String {
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: piste\r\n\r\n").unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
     let mut buf = [0u8; 4096];
-    let n = stream.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return head.lines().next().unwrap_or_default().to_string();
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&got).lines().next().unwrap_or_default().to_string(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 #[test]
@@ -149,25 +165,29 @@ fn the_connection_cap_holds() {
     let forge = Forge::new("job:\n  script: [true]\n");
     let server = Server::start(&forge, 10_000, "[limits]\nmax_connections = 2\n");
     let connect = || TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    let (mut a, mut b) = (connect(), connect());
-    assert!(request(&mut a).starts_with("HTTP/1.1 200"));
-    assert!(request(&mut b).starts_with("HTTP/1.1 200"));
+    // Served once the server has seen earlier connections close (its start-up probe's).
+    let served = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut s = connect();
+            let status = request(&mut s);
+            if status.starts_with("HTTP/1.1 200") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "refused though under the cap: {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (a, mut b) = (served(), served());
     // Both are open and kept alive: a third is turned away.
     let mut c = connect();
     let status = request(&mut c);
     assert!(status.starts_with("HTTP/1.1 503"), "{status}");
     // One closes: a new connection is served again (once the server has seen it close).
     drop(a);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = request(&mut connect());
-        if status.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still refused after a connection closed: {status}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(request(&mut b).starts_with("HTTP/1.1 200"), "the kept connection still works");
+    drop(served());
+    let status = request(&mut b);
+    assert!(status.starts_with("HTTP/1.1 200"), "the kept connection still works: {status:?}");
 }
 
 /// Each attempt keeps its own failure reason, masked with the job's secrets in every form,

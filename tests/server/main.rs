@@ -15,3 +15,9 @@ mod readme;
 mod secrets;
 mod storage;
 mod support;
+mod transport;
+
+#[path = "../../server/tests/common/https.rs"]
+mod https_forge;
+#[path = "../../server/tests/common/tls.rs"]
+mod tls_ca;

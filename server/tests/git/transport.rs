@@ -3,44 +3,12 @@
 //! with a host key and a user key made here. Both listen on 127.0.0.1 and are stopped after.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use server::config::Config;
 use server::git::{Mirror, Remote};
 
-use crate::tls::TestCa;
+use crate::https_forge::{HttpsForge, PASSWORD as TOKEN, Proc, USER, run, spawn};
 use crate::{Source, free_port, wait_for};
-
-const USER: &str = "ci";
-const TOKEN: &str = "glpat-transport-test-token";
-
-/// A process killed and reaped when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(program: &str, args: &[&str], log: &Path) -> Proc {
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap_or_else(|e| panic!("`{program}` (see scripts/deps.sh): {e}"));
-    Proc(child)
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("`{program}` (see scripts/deps.sh): {e}"));
-    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A bare copy of `src` at `<dir>/repos/app.git`.
 fn bare_copy(src: &Source, dir: &Path) -> PathBuf {
@@ -48,55 +16,6 @@ fn bare_copy(src: &Source, dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir.join("repos")).unwrap();
     run("git", &["clone", "-q", "--bare", &src.url(), bare.to_str().unwrap()]);
     bare
-}
-
-/// `git http-backend` behind nginx (TLS, Basic auth) through fcgiwrap.
-struct HttpsForge {
-    url: String,
-    ca: TestCa,
-    _nginx: Proc,
-    _fcgiwrap: Proc,
-}
-
-impl HttpsForge {
-    fn new(src: &Source, dir: &Path) -> HttpsForge {
-        bare_copy(src, dir);
-        let ca = TestCa::new(&dir.join("ca"));
-        let (cert, key) = ca.issue("forge");
-        let hash = run("openssl", &["passwd", "-apr1", TOKEN]);
-        std::fs::write(dir.join("htpasswd"), format!("{USER}:{hash}\n")).unwrap();
-        let socket = dir.join("fcgi.sock");
-        let fcgiwrap = spawn("/usr/sbin/fcgiwrap", &["-s", &format!("unix:{}", socket.display())], &dir.join("fcgiwrap.log"));
-        let backend = Path::new(&run("git", &["--exec-path"])).join("git-http-backend");
-        let port = free_port();
-        for t in ["client", "fastcgi", "proxy", "uwsgi", "scgi"] {
-            std::fs::create_dir_all(dir.join(format!("tmp/{t}"))).unwrap();
-        }
-        let d = dir.display();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log info;\nevents {{}}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/client;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  \
-             proxy_temp_path {d}/tmp/proxy;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  \
-             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    \
-             location / {{\n      auth_basic \"git\";\n      auth_basic_user_file {d}/htpasswd;\n      \
-             include /etc/nginx/fastcgi_params;\n      fastcgi_param SCRIPT_FILENAME {backend};\n      \
-             fastcgi_param GIT_PROJECT_ROOT {d}/repos;\n      fastcgi_param GIT_HTTP_EXPORT_ALL \"\";\n      \
-             fastcgi_param PATH_INFO $uri;\n      fastcgi_param REMOTE_USER $remote_user;\n      fastcgi_pass unix:{socket};\n    }}\n  }}\n}}\n",
-            cert = cert.display(),
-            key = key.display(),
-            backend = backend.display(),
-            socket = socket.display(),
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let conf_path = dir.join("nginx.conf");
-        let nginx = spawn(
-            "/usr/sbin/nginx",
-            &["-p", dir.to_str().unwrap(), "-c", conf_path.to_str().unwrap(), "-e", &format!("{d}/nginx-error.log")],
-            &dir.join("nginx.log"),
-        );
-        wait_for(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-        HttpsForge { url: format!("https://127.0.0.1:{port}/app.git"), ca, _nginx: nginx, _fcgiwrap: fcgiwrap }
-    }
 }
 
 fn config(dir: &Path, text: &str) -> Config {
@@ -110,9 +29,10 @@ fn https_with_a_token_and_a_private_ca() {
     let src = Source::new();
     let one = src.commit(&[(".gitlab-ci.yml", Some("build: {script: [make]}\n"))], "one");
     let dir = src.tmp.path().join("https");
-    let forge = HttpsForge::new(&src, &dir);
+    bare_copy(&src, &dir);
+    let forge = HttpsForge::serve(&dir.join("repos"), &dir.join("nginx"));
     let ca = forge.ca.cert.display();
-    let url = &forge.url;
+    let url = &format!("{}app.git", forge.base);
 
     // Through piste.toml: the token from the environment, the CA at the top level.
     // SAFETY: this test binary sets no other environment variable and reads this one here only.
