@@ -1,6 +1,7 @@
 //! The JSON API for people and scripts, webhook intake, git for runners, metrics and health.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -317,7 +318,9 @@ pub async fn webhook(
         tracing::warn!(%project, reason = ?e.to_string(), "webhook refused");
         return Ok(webhook_error(e));
     }
-    let body = match crate::limits::read_limited(&headers, body, state.config.limits.webhook_bytes, "webhook bodies").await {
+    let limits = &state.config.limits;
+    let body = match crate::limits::read_webhook(&headers, body, limits.webhook_bytes, Duration::from_millis(limits.body_timeout_ms)).await
+    {
         Ok(body) => body,
         Err(e) => {
             tracing::warn!(%project, reason = ?e.to_string(), "webhook refused");

@@ -13,6 +13,11 @@
 //! and authenticate from headers *before* reading it; [`read_limited`] then stops at the limit
 //! instead of buffering the rest. An unread body is not drained: hyper gives up on it and closes
 //! the connection after the answer.
+//!
+//! Memory: a connection buffers at most [`CONNECTION_BUFFER_BYTES`], so slow clients pin at
+//! most that times `max_connections` (64 MiB at the defaults); bodies are bounded per route,
+//! and at most [`WEBHOOK_READS`] webhook bodies (the one unauthenticated route that reads
+//! one) are read at once, each whole within `body_timeout_ms`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,6 +76,24 @@ impl Limits {
             ));
         }
         Ok(())
+    }
+}
+
+/// Most bytes a connection buffers (a request head must fit: nginx allows 32 KiB).
+pub const CONNECTION_BUFFER_BYTES: usize = 64 << 10;
+
+/// Webhook bodies read at once (each at most `webhook_bytes`): anonymous senders cannot make
+/// the server hold more than this many of them, whatever the connection count.
+pub const WEBHOOK_READS: usize = 32;
+static WEBHOOK_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(WEBHOOK_READS);
+
+/// Reads a webhook body within `limit`, one of at most [`WEBHOOK_READS`] at once, and whole
+/// within `deadline` (a slow sender does not keep its turn).
+pub async fn read_webhook(headers: &HeaderMap, body: Body, limit: u64, deadline: Duration) -> Result<Bytes, Error> {
+    let _turn = WEBHOOK_PERMITS.acquire().await.map_err(|_| Error::Internal("the webhook semaphore is closed".into()))?;
+    match tokio::time::timeout(deadline, read_limited(headers, body, limit, "webhook bodies")).await {
+        Ok(read) => read,
+        Err(_) => Err(Error::BadRequest(format!("the webhook body did not arrive within {deadline:?}"))),
     }
 }
 
@@ -160,7 +183,13 @@ pub async fn serve_connections(listener: TcpListener, app: Router, limits: &Limi
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let tasks = tokio_util::task::TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(limits.header_timeout_ms)).keep_alive(true);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
+        .keep_alive(true)
+        // What one connection may buffer (hyper's default is ~400 KiB): a request head, or a
+        // piece of body not yet read. Times `max_connections`, the most slow clients can pin.
+        .max_buf_size(CONNECTION_BUFFER_BYTES);
     let body_timeout = Duration::from_millis(limits.body_timeout_ms);
     loop {
         let stream = tokio::select! {
