@@ -81,7 +81,8 @@ impl Mirror {
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         // Anonymous: the URL is not written into the mirror's config.
         remote.run(&self.dir, &["fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--no-auto-gc"], refspecs)?;
-        let listed = remote.run(&self.dir, &["ls-remote", "--symref"], &["HEAD"])?;
+        // The remote's default branch, best effort (a remote may not advertise it).
+        let listed = remote.run(&self.dir, &["ls-remote", "--symref"], &["HEAD"]).unwrap_or_default();
         let head = listed.lines().find_map(|l| l.strip_prefix("ref: ")).and_then(|l| l.split('\t').next()).map(str::to_string);
         let repo = self.repo()?;
         if let Some(name) = head.filter(|n| n.starts_with("refs/heads/") && repo.find_reference(n).is_ok()) {
