@@ -391,6 +391,30 @@ mod tests {
         assert!(err.contains("`OTHER`"), "{err}");
     }
 
+    #[test]
+    fn limits_and_transport_options_are_read_and_checked() {
+        let c = project("repo_token = \"glpat-xyz-123456\"\nrepo_username = \"deploy\"\nca_file = \"/etc/ca.pem\"\n").unwrap();
+        assert_eq!(c.limits.max_connections, 1024, "defaults without `[limits]`");
+        let remote = c.remote(&c.projects[0]);
+        assert_eq!(remote.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert!(!format!("{remote} {remote:?}").contains("glpat"), "credentials are never shown");
+        let text = "[limits]\nmax_connections = 8\nheader_timeout_ms = 500\n";
+        let c: Config = toml::from_str(text).unwrap();
+        assert_eq!((c.limits.max_connections, c.limits.header_timeout_ms, c.limits.json_bytes), (8, 500, 256 << 10));
+        for bad in ["max_connections = 0", "webhook_bytes = 10", "webhook_bytes = 100000000"] {
+            let c: Config = toml::from_str(&format!("[limits]\n{bad}\n")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with("`[limits]`"), "{bad}: {err}");
+        }
+        assert!(toml::from_str::<Config>("[limits]\nmax_conections = 8\n").is_err(), "misspelt keys are refused");
+        let c = Config {
+            database: Some("postgres://db/piste?sslmode=verify-full".into()),
+            ca_file: Some("/ca.pem".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.database_url().unwrap(), "postgres://db/piste?sslmode=verify-full&sslrootcert=/ca.pem");
+    }
+
     /// GitLab: the default branch is protected by default; `*` wildcards match across `/`.
     #[test]
     fn protected_refs_and_who_gets_which_secret() {
