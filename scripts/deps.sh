@@ -37,7 +37,8 @@ if ! command -v oidc-provider-mock >/dev/null 2>&1; then
 	}
 fi
 
-PACKAGES=(git busybox-static postgresql chromium procps openssl curl)
+# nginx + fcgiwrap (https git), openssh-server and openssh-client (ssh git): the transport tests.
+PACKAGES=(git busybox-static postgresql chromium procps openssl curl nginx fcgiwrap openssh-server openssh-client)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -49,7 +49,7 @@ pub fn serve(
     }
     runtime()?.block_on(async move {
         std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating `{}`", cfg.data_dir.display()))?;
-        let store = Backend::open(cfg.database.as_deref().unwrap_or(""), &cfg.data_dir).await.context("opening the database")?;
+        let store = Backend::open(cfg.database_url().as_deref().unwrap_or(""), &cfg.data_dir).await.context("opening the database")?;
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         eprintln!("piste serve: listening on http://{addr} · data in `{}` · {} project(s)", cfg.data_dir.display(), cfg.projects.len());

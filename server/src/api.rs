@@ -1,6 +1,7 @@
 //! The JSON API for people and scripts, webhook intake, git for runners, metrics and health.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -128,10 +129,50 @@ pub struct JobDetail {
     pub pipeline_id: i64,
     #[serde(flatten)]
     pub job: JobView,
+    /// Every attempt, oldest first, each with its own result (the last is the job's own).
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Serialize)]
+pub struct AttemptView {
+    pub attempt: i64,
+    pub status: JobStatus,
+    pub failure_reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// The job's attempts: the earlier ones as they ended, then the current one.
+pub(crate) async fn attempts(state: &AppState, j: &crate::store::JobRow) -> ApiResult<Vec<AttemptView>> {
+    let mut out: Vec<AttemptView> = state
+        .store
+        .past_attempts(j.id)
+        .await?
+        .into_iter()
+        .map(|a| AttemptView {
+            attempt: a.attempt,
+            status: a.status,
+            failure_reason: a.failure_reason,
+            exit_code: a.exit_code,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+        })
+        .collect();
+    out.push(AttemptView {
+        attempt: j.attempt,
+        status: j.status,
+        failure_reason: j.failure_reason.clone(),
+        exit_code: j.exit_code,
+        started_at: j.started_at,
+        finished_at: j.finished_at,
+    });
+    Ok(out)
 }
 
 pub async fn get_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<JobDetail>> {
     let (j, _) = auth::job(&state, &caller, id, false).await?;
+    let attempts = attempts(&state, &j).await?;
     Ok(Json(JobDetail {
         pipeline_id: j.pipeline_id,
         job: JobView {
@@ -143,6 +184,7 @@ pub async fn get_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id
             exit_code: j.exit_code,
             failure_reason: j.failure_reason,
         },
+        attempts,
     }))
 }
 
@@ -338,16 +380,27 @@ pub async fn webhook(
     State(state): State<Arc<AppState>>,
     Path(project): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
+    // Before any byte of the body: the project, the signature header (GitLab's token whole),
+    // and the size; then the body is read only up to the limit.
     let Some(cfg) = state.config.project(&project) else {
         tracing::warn!(project = ?project, reason = "no such project", "webhook refused");
         return Err(Error::NotFound("project"));
     };
-    if body.len() > 25 << 20 {
-        tracing::warn!(%project, bytes = body.len(), reason = "body over 25 MiB", "webhook refused");
-        return Err(Error::PayloadTooLarge("webhook bodies are limited to 25 MiB".into()));
+    if let Err(e) = crate::webhook::precheck(&headers, &cfg.webhook_secret) {
+        tracing::warn!(%project, reason = ?e.to_string(), "webhook refused");
+        return Ok(webhook_error(e));
     }
+    let limits = &state.config.limits;
+    let body = match crate::limits::read_webhook(&headers, body, limits.webhook_bytes, Duration::from_millis(limits.body_timeout_ms)).await
+    {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(%project, reason = ?e.to_string(), "webhook refused");
+            return Err(e);
+        }
+    };
     let forge = match crate::webhook::verify(&headers, &body, &cfg.webhook_secret) {
         Ok(f) => f,
         Err(e) => {
@@ -430,7 +483,7 @@ pub async fn git(
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let unauthorized =
         || (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"piste\"")], "a job token is required").into_response();
@@ -439,6 +492,7 @@ pub async fn git(
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
     let mirror_dir = state.mirror_dir(&pipeline.project);
     ensure_commit(&state, &pipeline).await?;
+    let body = crate::limits::read_limited(&headers, body, crate::limits::GIT_REQUEST_BYTES, "git requests").await?;
     let mut req =
         crate::git::http::GitHttpRequest::new(method.as_str(), &format!("/{rest}"), uri.query().unwrap_or(""), &headers, body.to_vec());
     req.remote_user = Some(format!("job-{id}"));
@@ -454,12 +508,13 @@ pub async fn git(
 /// its data directory is new) fetches the commit before serving it.
 async fn ensure_commit(state: &Arc<AppState>, pipeline: &crate::store::PipelineRow) -> ApiResult<()> {
     let Some(project) = state.config.project(&pipeline.project) else { return Err(Error::NotFound("project")) };
-    let (state, repo, name, sha, id) = (state.clone(), project.repo.clone(), pipeline.project.clone(), pipeline.sha.clone(), pipeline.id);
+    let (state, repo, name, sha, id) =
+        (state.clone(), state.config.remote(project), pipeline.project.clone(), pipeline.sha.clone(), pipeline.id);
     let fetched = tokio::task::spawn_blocking(move || -> Result<(), crate::git::GitError> {
         let mirror = state.mirror(&name)?;
         if !mirror.has_commit(&sha) {
             tracing::info!(project = %name, "fetching the mirror for a runner's checkout");
-            mirror.fetch(&repo)?;
+            mirror.fetch_from(&repo)?;
         }
         // The pipeline's ref, as the planning server made it.
         mirror.pin(id, &sha).map(drop)

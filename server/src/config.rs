@@ -6,10 +6,19 @@
 //! runner_registration_token = "a long random string"
 //! # database = "postgres://piste@db/piste"   # default: SQLite in data_dir
 //! # storage = "s3://bucket/prefix"            # logs and artifacts; default: files in data_dir
+//! # [limits]                                  # defaults shown
+//! # max_connections = 1024
+//! # header_timeout_ms = 30000                 # request head, and idle keep-alive
+//! # body_timeout_ms = 60000                   # longest pause within a request body
+//! # webhook_bytes = 1048576
+//! # json_bytes = 262144
 //!
 //! [[project]]
 //! name = "app"
 //! repo = "https://forge.example/group/app.git"   # cloned by the server; never a URL from a payload
+//! # repo_token_env = "APP_REPO_TOKEN"     # or repo_token = "..."; Basic credentials (repo_username)
+//! # ca_file = "private-ca.pem"            # for https (also top-level: https and PostgreSQL)
+//! # ssh_key = "deploy-key"                # for ssh:// and git@host:path; known_hosts = "..."
 //! webhook_secret = "shared with the forge"
 //! default_branch = "main"
 //! variables = { DEPLOY_ENV = "staging" }
@@ -72,6 +81,18 @@ pub struct Config {
     /// Largest artifacts archive accepted (bytes).
     #[serde(default = "default_max_artifacts")]
     pub max_artifacts_bytes: u64,
+    /// PEM bundle of certificate authorities trusted for everything that speaks TLS to the
+    /// outside: `https://` repositories (unless a project sets its own) and PostgreSQL
+    /// (`sslrootcert`, unless the URL names one). Default: the system's (git), webpki's (sqlx).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Known hosts for `ssh://` repositories (unless a project sets its own); default: the
+    /// server user's `~/.ssh/known_hosts`. Host keys are always checked strictly.
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+    /// Connections, timeouts and body sizes (`[limits]`; see `limits.rs`).
+    #[serde(default)]
+    pub limits: crate::limits::Limits,
     #[serde(default, rename = "project")]
     pub projects: Vec<ProjectConfig>,
     /// The server's address as people reach it (`https://ci.example`): OpenID Connect's
@@ -164,8 +185,29 @@ pub enum Visibility {
 pub struct ProjectConfig {
     /// Path-like name, used in URLs (`/api/v1/webhooks/<name>`) and as `CI_PROJECT_PATH`.
     pub name: String,
-    /// Where the server fetches the repository from.
+    /// Where the server fetches the repository from: a folder, `file://`, `git://`,
+    /// `http(s)://` or `ssh://` / `user@host:path`.
     pub repo: String,
+    /// User name for `repo_token` (default `piste`; GitLab and GitHub accept any name with a
+    /// token).
+    #[serde(default)]
+    pub repo_username: Option<String>,
+    /// Password or access token for an `http(s)://` `repo`, sent as Basic credentials. Never
+    /// logged. `repo_token_env` names an environment variable to read it from instead.
+    #[serde(default)]
+    pub repo_token: Option<String>,
+    #[serde(default)]
+    pub repo_token_env: Option<String>,
+    /// Certificate authorities for this project's `https://` repository (else the top-level
+    /// `ca_file`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Private key for an `ssh://` or `user@host:path` repository.
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
+    /// Known hosts for this project's ssh repository (else the top-level `known_hosts`).
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
     pub webhook_secret: String,
     #[serde(default = "default_branch")]
     pub default_branch: String,
@@ -298,6 +340,9 @@ impl Default for Config {
             lease_ms: default_lease_ms(),
             poll_ms: default_poll_ms(),
             max_artifacts_bytes: default_max_artifacts(),
+            ca_file: None,
+            known_hosts: None,
+            limits: crate::limits::Limits::default(),
             projects: Vec::new(),
             external_url: None,
             admins: Vec::new(),
@@ -340,10 +385,29 @@ impl Config {
         config.data_dir =
             absolute(&base.join(&config.data_dir)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         // So is a project's `repo` given as a relative folder (`app.git`); URLs stay as written.
+        // And so are the files of the transport options.
+        let resolve = |p: &mut Option<PathBuf>| -> Result<(), ConfigError> {
+            if let Some(file) = p.as_mut() {
+                *file = absolute(&base.join(&*file)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            }
+            Ok(())
+        };
+        resolve(&mut config.ca_file)?;
+        resolve(&mut config.known_hosts)?;
         for project in &mut config.projects {
             if is_relative_folder(&project.repo) {
                 let abs = absolute(&base.join(&project.repo)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
                 project.repo = abs.to_string_lossy().into_owned();
+            }
+            resolve(&mut project.ca_file)?;
+            resolve(&mut project.ssh_key)?;
+            resolve(&mut project.known_hosts)?;
+            if let Some(var) = project.repo_token_env.clone() {
+                let token = std::env::var(&var).map_err(|_| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("project `{}`: `repo_token_env` names `{var}`, which is not set in the environment", project.name),
+                })?;
+                project.repo_token = Some(token);
             }
         }
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
@@ -417,6 +481,7 @@ impl Config {
                 return Err("`[oidc] scopes` must include `openid`".into());
             }
         }
+        self.limits.validate()?;
         if self.lease_ms < 1000 {
             return Err("`lease_ms` must be at least 1000".into());
         }
@@ -445,6 +510,30 @@ impl Config {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("http://{}", self.listen),
         }
+    }
+
+    /// Where and how the server fetches `project`'s repository.
+    pub fn remote(&self, project: &ProjectConfig) -> crate::git::Remote {
+        let mut remote = crate::git::Remote::new(&project.repo);
+        if let Some(token) = &project.repo_token {
+            remote = remote.with_credentials(project.repo_username.as_deref().unwrap_or("piste"), token);
+        }
+        remote.ca_file = project.ca_file.clone().or_else(|| self.ca_file.clone());
+        remote.ssh_key = project.ssh_key.clone();
+        remote.known_hosts = project.known_hosts.clone().or_else(|| self.known_hosts.clone());
+        remote
+    }
+
+    /// The `database` URL, with the top-level `ca_file` as PostgreSQL's `sslrootcert` when the
+    /// URL names none (use `sslmode=verify-full` in the URL to check the server's name too).
+    pub fn database_url(&self) -> Option<String> {
+        let url = self.database.clone()?;
+        let Some(ca) = &self.ca_file else { return Some(url) };
+        if !url.starts_with("postgres") || url.contains("sslrootcert=") {
+            return Some(url);
+        }
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Some(format!("{url}{sep}sslrootcert={}", ca.display()))
     }
 }
 
@@ -494,6 +583,30 @@ mod tests {
         assert!(err.contains("secret `TOKEN` has fewer than 8 characters"), "{err}");
         let err = project("secrets = { TOKEN = \"long-enough\" }\nunprotected_secrets = [\"OTHER\"]\n").unwrap_err();
         assert!(err.contains("`OTHER`"), "{err}");
+    }
+
+    #[test]
+    fn limits_and_transport_options_are_read_and_checked() {
+        let c = project("repo_token = \"glpat-xyz-123456\"\nrepo_username = \"deploy\"\nca_file = \"/etc/ca.pem\"\n").unwrap();
+        assert_eq!(c.limits.max_connections, 1024, "defaults without `[limits]`");
+        let remote = c.remote(&c.projects[0]);
+        assert_eq!(remote.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert!(!format!("{remote} {remote:?}").contains("glpat"), "credentials are never shown");
+        let text = "[limits]\nmax_connections = 8\nheader_timeout_ms = 500\n";
+        let c: Config = toml::from_str(text).unwrap();
+        assert_eq!((c.limits.max_connections, c.limits.header_timeout_ms, c.limits.json_bytes), (8, 500, 256 << 10));
+        for bad in ["max_connections = 0", "webhook_bytes = 10", "webhook_bytes = 100000000"] {
+            let c: Config = toml::from_str(&format!("[limits]\n{bad}\n")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with("`[limits]`"), "{bad}: {err}");
+        }
+        assert!(toml::from_str::<Config>("[limits]\nmax_conections = 8\n").is_err(), "misspelt keys are refused");
+        let c = Config {
+            database: Some("postgres://db/piste?sslmode=verify-full".into()),
+            ca_file: Some("/ca.pem".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.database_url().unwrap(), "postgres://db/piste?sslmode=verify-full&sslrootcert=/ca.pem");
     }
 
     /// GitLab: the default branch is protected by default; `*` wildcards match across `/`.

@@ -15,6 +15,7 @@ pub mod config;
 mod error;
 mod follow;
 pub mod git;
+pub mod limits;
 pub mod logs;
 pub mod oidc;
 mod pages;
@@ -342,7 +343,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{id}/artifacts/{dep}", get(runners::download_artifacts))
         .route("/api/v1/jobs/{id}/finish", post(runners::finish))
         .route("/api/v1/jobs/{id}/git/{*rest}", any(api::git))
-        .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.limits.json_bytes as usize))
         .layer(axum::middleware::map_response(auth::security_headers))
         .with_state(state)
 }
@@ -365,8 +366,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         tokio::spawn(seal_open_logs(state.clone(), shutdown.clone()));
     }
     tokio::spawn(wake_delayed(state.clone(), shutdown.clone()));
-    let app = router(state);
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    let limits = state.config.limits.clone();
+    limits::serve_connections(listener, router(state), &limits, shutdown).await
 }
 
 /// Seals of finished logs that run at once; more wait their turn.

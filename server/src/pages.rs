@@ -15,7 +15,7 @@ use crate::store::{JobRow, PipelineRow, Store};
 use crate::web::ansi::Renderer;
 use scheduler::JobStatus;
 
-use crate::web::pages::{self, Account, Actions, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary};
+use crate::web::pages::{self, Account, Actions, AttemptLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary};
 
 /// The refusal page (login, 404, 403) when the caller may not read `project`.
 fn refusal(state: &AppState, caller: &Caller, project: &str, path: &str) -> Option<Response> {
@@ -180,6 +180,16 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
         exit_code: j.exit_code.map(|c| c as i32),
         has_artifacts: j.artifacts.is_some(),
         running: running && q.before.is_none(),
+        attempts: crate::api::attempts(&state, &j)
+            .await?
+            .into_iter()
+            .map(|a| AttemptLine {
+                attempt: u32::try_from(a.attempt).unwrap_or(0),
+                status: a.status,
+                exit_code: a.exit_code.map(|c| c as i32),
+                failure_reason: a.failure_reason,
+            })
+            .collect(),
     };
     Ok(Html(pages::job_page(&detail, &LogTail { html, start, end })))
 }

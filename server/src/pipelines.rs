@@ -35,10 +35,10 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
     let project = state.config.project(&row.project).ok_or_else(|| StartError::ProjectGone(row.project.clone()))?;
     let mirror = state.mirror(&row.project)?;
     if !mirror.has_commit(&row.sha) {
-        mirror.fetch(&project.repo)?;
+        mirror.fetch_from(&state.config.remote(project))?;
     }
     if !mirror.has_commit(&row.sha) {
-        return Err(StartError::Invalid(format!("commit {} is not in `{}`", row.sha, project.repo)));
+        return Err(StartError::Invalid(format!("commit {} is not in `{}`", row.sha, crate::git::remote::redact(&project.repo))));
     }
     let candidates: Vec<String> = match &project.pipeline_file {
         Some(f) => vec![f.clone()],

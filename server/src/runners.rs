@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -148,12 +148,10 @@ pub async fn append_log(
     Path(id): Path<i64>,
     Query(q): Query<OffsetQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let job = job_for(&state, id, &headers).await?;
-    if body.len() > 8 << 20 {
-        return Err(Error::PayloadTooLarge("log chunks are limited to 8 MiB".into()));
-    }
+    let body = crate::limits::read_limited(&headers, body, crate::limits::LOG_CHUNK_BYTES, "log chunks").await?;
     let secrets = state.project_secrets(job.pipeline_id).await?;
     let lock = state.log_lock(id).await;
     let _guard = lock.lock().await;
@@ -192,6 +190,9 @@ pub async fn upload_artifacts(
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
         .ok_or_else(|| Error::BadRequest(format!("the `{}` header must be `sha256:<64 lowercase hex digits>`", protocol::SHA256_HEADER)))?
         .to_string();
+    if crate::limits::declared_length(&headers).is_some_and(|n| n > state.config.max_artifacts_bytes) {
+        return Err(Error::PayloadTooLarge(format!("artifacts are limited to {} bytes", state.config.max_artifacts_bytes)));
+    }
     let key = artifact_key(&expected);
     let mut writer = state.blobs.create(&key).await?;
     let mut hasher = Sha256::new();
@@ -316,9 +317,41 @@ pub async fn finish(
         (Some(r), None) => Some(r),
         (None, _) => None,
     };
+    // The runner's words may quote a secret (a failing command's output): masked like the log,
+    // before the reason reaches the store, the API, the pages or the operator log.
+    let secrets = state.project_secrets(job.pipeline_id).await?;
+    let reason_text = reason_text.map(|text| mask_text(text, &secrets));
     let event = Event::JobFinished { job: job.name.clone(), attempt: job.attempt as u32, outcome, now: now as u64 };
     let update = JobUpdate::Result { job_id: id, exit_code: req.exit_code, failure_reason: reason_text, at: now };
     pipelines::process(&state, job.pipeline_id, vec![event], vec![update]).await?;
     state.wake_followers(id);
     Ok(StatusCode::OK)
+}
+
+/// `text` with every form of every secret (as written, base64, percent-encoded:
+/// [`scheduler::job::mask_forms`]) replaced by `[MASKED]`, longest first.
+pub(crate) fn mask_text(mut text: String, secrets: &[String]) -> String {
+    let mut forms: Vec<String> = secrets.iter().filter(|s| !s.is_empty()).flat_map(|s| scheduler::job::mask_forms(s)).collect();
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    for form in forms.iter().filter(|f| !f.is_empty()) {
+        if text.contains(form.as_str()) {
+            text = text.replace(form.as_str(), "[MASKED]");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reasons_are_masked_in_every_form() {
+        let secrets = vec!["tok-123456-secret".to_string()];
+        let b64 = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode("tok-123456-secret")
+        };
+        let text = format!("failed: tok-123456-secret, {b64}, tok-123456-secret%21");
+        let masked = super::mask_text(text, &secrets);
+        assert_eq!(masked, "failed: [MASKED], [MASKED], [MASKED]%21");
+    }
 }

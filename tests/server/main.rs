@@ -3,11 +3,13 @@
 //! servers restarted mid-pipeline.
 
 mod access;
+mod at_rest;
 mod both_ways;
 mod browser;
 mod delivery;
 mod failures;
 mod login;
+mod limits;
 mod logs;
 mod moto;
 mod operator_log;
@@ -15,3 +17,9 @@ mod readme;
 mod secrets;
 mod storage;
 mod support;
+mod transport;
+
+#[path = "../../server/tests/common/https.rs"]
+mod https_forge;
+#[path = "../../server/tests/common/tls.rs"]
+mod tls_ca;

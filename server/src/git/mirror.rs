@@ -4,11 +4,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use git2::{
-    AutotagOption, DiffOptions, FetchOptions, FetchPrune, ObjectType, Oid, Repository, RepositoryInitOptions, TreeWalkMode, TreeWalkResult,
-};
+use git2::{DiffOptions, ObjectType, Oid, Repository, RepositoryInitOptions, TreeWalkMode, TreeWalkResult};
 use pipeline_spec::glob::Glob;
 
+use super::remote::Remote;
 use super::{CommitInfo, GitError, MAX_CHANGED_FILES, MAX_FILE_BYTES, MAX_LISTED, TreeResolver};
 use crate::webhook::validate;
 
@@ -62,21 +61,30 @@ impl Mirror {
     /// never one taken from a payload. Also points the mirror's `HEAD` at the remote's default
     /// branch.
     pub fn fetch(&self, url: &str) -> Result<(), GitError> {
-        self.fetch_refspecs(url, &DEFAULT_REFSPECS)
+        self.fetch_from(&Remote::new(url))
+    }
+
+    /// [`Mirror::fetch`] from a remote with its credentials, CA and ssh settings.
+    pub fn fetch_from(&self, remote: &Remote) -> Result<(), GitError> {
+        self.fetch_refspecs_from(remote, &DEFAULT_REFSPECS)
     }
 
     /// Fetches only `refspecs` (e.g. a [`Trigger::fetch_refspec`](crate::webhook::Trigger::fetch_refspec)).
     pub fn fetch_refspecs(&self, url: &str, refspecs: &[&str]) -> Result<(), GitError> {
+        self.fetch_refspecs_from(&Remote::new(url), refspecs)
+    }
+
+    /// Fetches `refspecs` with the `git` program (see [`Remote`] for why), pruning refs gone
+    /// upstream, without tags beyond the refspecs.
+    pub fn fetch_refspecs_from(&self, remote: &Remote, refspecs: &[&str]) -> Result<(), GitError> {
         let lock = lock_for(&self.dir);
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let repo = self.repo()?;
-        let fetch_error = |source| GitError::Fetch { url: url.to_string(), source };
         // Anonymous: the URL is not written into the mirror's config.
-        let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
-        let mut opts = FetchOptions::new();
-        opts.prune(FetchPrune::On).download_tags(AutotagOption::None).update_fetchhead(false);
-        remote.fetch(refspecs, Some(&mut opts), None).map_err(fetch_error)?;
-        let head = remote.default_branch().ok().and_then(|b| b.as_str().ok().map(str::to_string));
+        remote.run(&self.dir, &["fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--no-auto-gc"], refspecs)?;
+        // The remote's default branch, best effort (a remote may not advertise it).
+        let listed = remote.run(&self.dir, &["ls-remote", "--symref"], &["HEAD"]).unwrap_or_default();
+        let head = listed.lines().find_map(|l| l.strip_prefix("ref: ")).and_then(|l| l.split('\t').next()).map(str::to_string);
+        let repo = self.repo()?;
         if let Some(name) = head.filter(|n| n.starts_with("refs/heads/") && repo.find_reference(n).is_ok()) {
             repo.set_head(&name)?;
         }

@@ -11,16 +11,18 @@
 //! Every read is bounded: file size ([`MAX_FILE_BYTES`]), changed paths
 //! ([`MAX_CHANGED_FILES`]), files listed for a wildcard ([`MAX_LISTED`]).
 //!
-//! Transports: local paths, `file://`, `git://` and `http://` are built into libgit2. `https://`
-//! and `ssh://` need git2's `https`/`ssh` features, which this workspace does not enable (they
-//! would bring OpenSSL and libssh2 besides rustls); such URLs fail with libgit2's
-//! "unsupported URL protocol".
+//! Transports: mirrors are fetched by the `git` program ([`Remote`]), so every transport git
+//! speaks works — local paths, `file://`, `git://`, `http(s)://` (credentials, a private CA)
+//! and `ssh://` or `user@host:path` (a key, strict known hosts). libgit2 (built without TLS
+//! or ssh) only reads the mirrors.
 
 pub mod http;
 mod mirror;
+pub mod remote;
 mod resolver;
 
 pub use mirror::Mirror;
+pub use remote::Remote;
 pub use resolver::TreeResolver;
 
 /// Largest file read from a tree (pipeline files and includes; the YAML layer refuses files
@@ -52,8 +54,9 @@ pub enum GitError {
     TooManyChanges { limit: usize },
     #[error("more than {limit} files in the tree; narrow the pattern")]
     TooManyEntries { limit: usize },
-    #[error("fetching `{url}`: {source}")]
-    Fetch { url: String, source: git2::Error },
+    /// `url` is redacted (no credentials); `message` is git's, redacted too.
+    #[error("fetching `{url}`: {message}")]
+    Fetch { url: String, message: String },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
     #[error("{0}")]

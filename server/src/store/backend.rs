@@ -10,8 +10,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
-    AccessToken, Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, RunnerScope, Session,
-    SqliteStore, Store, StoreError, Transition, Wakeup,
+    AccessToken, AttemptRow, Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, RunnerScope,
+    Session, SqliteStore, Store, StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -113,6 +113,9 @@ impl Store for Backend {
     }
     async fn jobs(&self, pipeline_id: i64) -> Result<Vec<JobRow>> {
         delegate!(self, jobs(pipeline_id))
+    }
+    async fn past_attempts(&self, job_id: i64) -> Result<Vec<AttemptRow>> {
+        delegate!(self, past_attempts(job_id))
     }
     async fn claim_job(&self, runner: &Runner, token_hash: &str, now: i64, lease_until: i64) -> Result<Option<Claimed>> {
         delegate!(self, claim_job(runner, token_hash, now, lease_until))
@@ -228,6 +231,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/sqlite/0002_wake_at.sql")),
         (3, "auth", include_str!("../../migrations/sqlite/0003_auth.sql")),
+        (4, "job_attempts", include_str!("../../migrations/sqlite/0004_job_attempts.sql")),
         (8, "log_chunks", include_str!("../../migrations/sqlite/0008_log_chunks.sql")),
     ]))
     .await?)
@@ -238,6 +242,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/postgres/0002_wake_at.sql")),
         (3, "auth", include_str!("../../migrations/postgres/0003_auth.sql")),
+        (4, "job_attempts", include_str!("../../migrations/postgres/0004_job_attempts.sql")),
         (8, "log_chunks", include_str!("../../migrations/postgres/0008_log_chunks.sql")),
     ]))
     .await?)
@@ -275,6 +280,16 @@ pub(super) const HELD: [JobStatus; 2] = [JobStatus::Running, JobStatus::Cancelin
 
 pub(super) fn held() -> [&'static str; 2] {
     HELD.map(JobStatus::as_str)
+}
+
+/// A `job_attempts` row as selected: attempt, status, exit code, reason, started, finished.
+pub(super) type AttemptColumns = (i64, String, Option<i64>, Option<String>, Option<i64>, Option<i64>);
+
+pub(super) fn attempt_row(
+    job_id: i64,
+    (attempt, status, exit_code, failure_reason, started_at, finished_at): AttemptColumns,
+) -> Result<AttemptRow> {
+    Ok(AttemptRow { attempt, status: job_status(job_id, &status)?, exit_code, failure_reason, started_at, finished_at })
 }
 
 pub(super) fn job_status(id: i64, text: &str) -> Result<JobStatus> {

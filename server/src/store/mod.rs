@@ -183,11 +183,23 @@ pub struct JobRow {
     pub dotenv: Option<String>,
 }
 
+/// An earlier attempt of a job, as it ended (the current one is the job row).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub status: JobStatus,
+    pub exit_code: Option<i64>,
+    pub failure_reason: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
 /// A change to a job row, derived from engine commands or runner reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobUpdate {
     /// `JobStatusChanged` from the engine. `Pending` puts the job in the queue (clearing
-    /// runner, lease and token of an earlier attempt); other statuses are recorded as is.
+    /// runner, lease and token of an earlier attempt, whose result is kept first as one of the
+    /// job's past attempts); other statuses are recorded as is.
     Status { job_id: i64, status: JobStatus, attempt: u32, at: i64 },
     /// How an attempt ended, from the runner (or a lease expiry).
     Result { job_id: i64, exit_code: Option<i32>, failure_reason: Option<String>, at: i64 },
@@ -278,6 +290,8 @@ pub trait Store: Send + Sync {
     // Jobs.
     fn job(&self, id: i64) -> impl std::future::Future<Output = Result<Option<JobRow>>> + Send;
     fn jobs(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Vec<JobRow>>> + Send;
+    /// The job's earlier attempts, oldest first (the current one is the job row).
+    fn past_attempts(&self, job_id: i64) -> impl std::future::Future<Output = Result<Vec<AttemptRow>>> + Send;
     /// Atomically gives the runner the oldest pending job it may run: every tag of the job is
     /// among the runner's (a job without tags only if the runner has none or runs untagged
     /// jobs), of a protected ref if the runner is `protected_only`, of one of its `projects`

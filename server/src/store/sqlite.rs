@@ -43,8 +43,7 @@ use super::backend::{
     tags_json,
 };
 use super::{
-    AccessToken, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope, Session,
-    Store, StoreError, Transition, Wakeup,
+    AccessToken, AttemptRow, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope, Session, Store, StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -335,6 +334,16 @@ impl Store for SqliteStore {
         rows.iter().map(job_row).collect()
     }
 
+    async fn past_attempts(&self, job_id: i64) -> Result<Vec<AttemptRow>> {
+        let rows: Vec<super::backend::AttemptColumns> = sqlx::query_as(
+            "SELECT attempt, status, exit_code, failure_reason, started_at, finished_at FROM job_attempts WHERE job_id = ?1 ORDER BY attempt",
+        )
+        .bind(job_id)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(|r| super::backend::attempt_row(job_id, r)).collect()
+    }
+
     async fn claim_job(&self, runner: &Runner, token_hash: &str, now: i64, lease_until: i64) -> Result<Option<Claimed>> {
         // One statement, so one atomic write: the oldest pending job none of whose tags is
         // missing from the runner's (jobs without tags, stored as `[]`, only for runners that
@@ -601,6 +610,22 @@ async fn update_job(tx: &mut SqliteConnection, pipeline_id: i64, update: &JobUpd
     let (done, job_id) = match update {
         // A new attempt: nothing of the previous one's claim or result survives.
         JobUpdate::Status { job_id, status: JobStatus::Pending, attempt, at: _ } => {
+            // The attempt this one replaces keeps its result (a retry must not erase why the
+            // first attempt failed). An attempt still `running` here ended with a result: failed.
+            sqlx::query(
+                "INSERT INTO job_attempts (job_id, attempt, status, exit_code, failure_reason, started_at, finished_at) \
+                 SELECT id, attempt, CASE WHEN status = ?4 AND failure_reason IS NOT NULL THEN ?5 ELSE status END, \
+                 exit_code, failure_reason, started_at, finished_at \
+                 FROM jobs WHERE id = ?1 AND pipeline_id = ?2 AND attempt < ?3 \
+                 ON CONFLICT (job_id, attempt) DO NOTHING",
+            )
+            .bind(job_id)
+            .bind(pipeline_id)
+            .bind(i64::from(*attempt))
+            .bind(JobStatus::Running.as_str())
+            .bind(JobStatus::Failed.as_str())
+            .execute(&mut *tx)
+            .await?;
             let done = sqlx::query(
                 "UPDATE jobs SET status = ?4, attempt = ?3, runner_id = NULL, token_hash = NULL, lease_expires_at = NULL, \
                  cancel_requested = 0, started_at = NULL, finished_at = NULL, exit_code = NULL, failure_reason = NULL, \

@@ -74,6 +74,16 @@ pub struct JobDetail {
     pub has_artifacts: bool,
     /// Whether the log may still grow: the page then follows it live.
     pub running: bool,
+    /// Every attempt, oldest first, each with its own result and log.
+    pub attempts: Vec<AttemptLine>,
+}
+
+/// One attempt of a job, as the job page lists it.
+pub struct AttemptLine {
+    pub attempt: u32,
+    pub status: JobStatus,
+    pub exit_code: Option<i32>,
+    pub failure_reason: Option<String>,
 }
 
 /// The part of a log the job page shows: rendered HTML of bytes `start..end`.
@@ -281,6 +291,18 @@ pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
                 tr { th { "Exit code" } td { @if let Some(code) = job.exit_code { (code) } @else { "–" } } }
                 @if job.has_artifacts { tr { th { "Artifacts" } td { a href={ "/api/v1/jobs/" (job.id) "/artifacts" } { "download" } } } }
                 tr { th { "Log" } td { a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw" } } }
+            }
+            @if job.attempts.len() > 1 || job.attempts.iter().any(|a| a.failure_reason.is_some()) {
+                ol.attempts {
+                    @for a in &job.attempts {
+                        li {
+                            a href={ "/api/v1/jobs/" (job.id) "/log?attempt=" (a.attempt) } { "Attempt " (a.attempt) }
+                            " " span class={ "status " (a.status) } { (a.status) }
+                            @if let Some(code) = a.exit_code { " · exit code " (code) }
+                            @if let Some(why) = &a.failure_reason { " · " (why) }
+                        }
+                    }
+                }
             }
             @if tail.start > 0 {
                 p.earlier { a href={ "/jobs/" (job.id) "?before=" (tail.start) } { "Load earlier (" (tail.start) " bytes)" } }

@@ -46,7 +46,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 pub use context::ProjectInfo;
-pub use verify::{detect, sign, verify};
+pub use verify::{detect, precheck, sign, verify};
 
 /// Largest body accepted (GitHub caps its payloads at 25 MB); larger ones are
 /// [`WebhookError::TooLarge`] before any HMAC is computed.

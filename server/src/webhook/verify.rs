@@ -27,6 +27,40 @@ pub fn detect(headers: &HeaderMap) -> Result<Forge, WebhookError> {
     }
 }
 
+/// What can be checked before the body is read: the forge, a secret to check against, and
+/// the signature header's presence — or, for GitLab, whose token does not depend on the body,
+/// the token itself (in constant time). The webhook route calls it before reading any byte of
+/// the body; [`verify`] calls it again.
+pub fn precheck(headers: &HeaderMap, secret: &str) -> Result<Forge, WebhookError> {
+    let forge = detect(headers)?;
+    if secret.is_empty() {
+        return Err(WebhookError::NoSecret);
+    }
+    let header = signature_header(forge, headers);
+    let value = required(headers, forge, header)?;
+    if forge == Forge::GitLab {
+        let given = Sha256::digest(value.as_bytes());
+        let expected = Sha256::digest(secret.as_bytes());
+        if !bool::from(given.ct_eq(&expected)) {
+            return Err(WebhookError::BadSignature { forge, header });
+        }
+    }
+    Ok(forge)
+}
+
+/// The header holding the forge's signature or token.
+fn signature_header(forge: Forge, headers: &HeaderMap) -> &'static str {
+    match forge {
+        // `X-Hub-Signature` (SHA-1) is deliberately not accepted.
+        Forge::GitHub => "x-hub-signature-256",
+        // When Forgejo's own header is there it is the one checked: a bad one is not rescued
+        // by a good Gitea-compatible one.
+        Forge::Gitea if headers.contains_key("x-forgejo-signature") => "x-forgejo-signature",
+        Forge::Gitea => "x-gitea-signature",
+        Forge::GitLab => "x-gitlab-token",
+    }
+}
+
 /// Identifies the forge and checks the body's signature (GitHub, Gitea/Forgejo) or token
 /// (GitLab) against `secret`, in constant time, before anything is parsed. An empty secret
 /// verifies nothing. Signatures are compared as HMAC outputs (`verify_slice`); GitLab tokens
@@ -35,33 +69,15 @@ pub fn verify(headers: &HeaderMap, body: &[u8], secret: &str) -> Result<Forge, W
     if body.len() > MAX_BODY_BYTES {
         return Err(WebhookError::TooLarge { size: body.len(), limit: MAX_BODY_BYTES });
     }
-    let forge = detect(headers)?;
-    if secret.is_empty() {
-        return Err(WebhookError::NoSecret);
-    }
-    match forge {
-        Forge::GitHub => {
-            // `X-Hub-Signature` (SHA-1) is deliberately not accepted.
-            let header = "x-hub-signature-256";
-            let value = required(headers, forge, header)?;
-            let hex_sig = value.strip_prefix("sha256=").ok_or(WebhookError::BadSignature { forge, header })?;
-            check_hmac(secret, body, hex_sig).then_some(forge).ok_or(WebhookError::BadSignature { forge, header })
-        }
-        Forge::Gitea => {
-            // When Forgejo's own header is there it is the one checked: a bad one is not
-            // rescued by a good Gitea-compatible one.
-            let header = if headers.contains_key("x-forgejo-signature") { "x-forgejo-signature" } else { "x-gitea-signature" };
-            let value = required(headers, forge, header)?;
-            check_hmac(secret, body, value).then_some(forge).ok_or(WebhookError::BadSignature { forge, header })
-        }
-        Forge::GitLab => {
-            let header = "x-gitlab-token";
-            let value = required(headers, forge, header)?;
-            let given = Sha256::digest(value.as_bytes());
-            let expected = Sha256::digest(secret.as_bytes());
-            bool::from(given.ct_eq(&expected)).then_some(forge).ok_or(WebhookError::BadSignature { forge, header })
-        }
-    }
+    let forge = precheck(headers, secret)?;
+    let header = signature_header(forge, headers);
+    let value = required(headers, forge, header)?;
+    let valid = match forge {
+        Forge::GitHub => value.strip_prefix("sha256=").is_some_and(|hex_sig| check_hmac(secret, body, hex_sig)),
+        Forge::Gitea => check_hmac(secret, body, value),
+        Forge::GitLab => true, // the token was checked by `precheck`
+    };
+    valid.then_some(forge).ok_or(WebhookError::BadSignature { forge, header })
 }
 
 fn required<'h>(headers: &'h HeaderMap, forge: Forge, header: &'static str) -> Result<&'h str, WebhookError> {

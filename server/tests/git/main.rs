@@ -3,8 +3,13 @@
 
 mod daemon;
 mod http;
+#[path = "../common/https.rs"]
+mod https_forge;
 mod mirror;
 mod resolver;
+#[path = "../common/tls.rs"]
+mod tls_ca;
+mod transport;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;

@@ -8,4 +8,7 @@ mod open;
 mod pipelines;
 mod runners;
 mod throughput;
+mod tls;
+#[path = "../common/tls.rs"]
+mod tls_ca;
 mod transitions;

@@ -2,7 +2,9 @@
 
 use insta::assert_snapshot;
 use scheduler::{JobStatus, PipelineStatus};
-use server::web::pages::{JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, job_page, pipeline_page, pipelines_page};
+use server::web::pages::{
+    AttemptLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, job_page, pipeline_page, pipelines_page,
+};
 use server::web::render;
 
 /// The page without the shared stylesheet and script, which would repeat in every snapshot.
@@ -92,7 +94,26 @@ fn job(running: bool) -> JobDetail {
         exit_code: (!running).then_some(101),
         has_artifacts: !running,
         running,
+        attempts: Vec::new(),
     }
+}
+
+/// Each attempt keeps its own result; a reason is text from a runner, escaped.
+#[test]
+fn attempts_are_listed_with_their_own_reasons() {
+    let mut j = job(false);
+    j.attempts = vec![
+        AttemptLine {
+            attempt: 1,
+            status: JobStatus::Failed,
+            exit_code: None,
+            failure_reason: Some("runner_system_failure: <lost>".into()),
+        },
+        AttemptLine { attempt: 2, status: JobStatus::Failed, exit_code: Some(101), failure_reason: Some("script_failure".into()) },
+    ];
+    let page = job_page(&j, &LogTail { html: String::new(), start: 0, end: 0 });
+    assert!(page.contains("/api/v1/jobs/42/log?attempt=1") && page.contains("/api/v1/jobs/42/log?attempt=2"), "{page}");
+    assert!(page.contains("runner_system_failure: &lt;lost&gt;") && page.contains("exit code 101 · script_failure"), "{page}");
 }
 
 #[test]
