@@ -4,6 +4,7 @@
 //! built from what was valid, so one run of `piste lint` lists every error.
 
 mod job;
+mod steps;
 mod values;
 
 use std::collections::HashSet;
@@ -16,6 +17,7 @@ use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
 pub(crate) use values::Cx;
+pub use steps::MAX_STEPS;
 pub use values::{MAX_NEEDS, RETRY_WHEN};
 
 /// Top-level keywords; any other key is a job (or a hidden `.template`).
