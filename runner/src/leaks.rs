@@ -191,7 +191,7 @@ mod tests {
             vec![
                 Finding { file: "out/big.bin".into(), offset: 300_000, variable: "DEPLOY_TOKEN".into(), form: "base64" },
                 Finding { file: "cfg".into(), offset: 4, variable: "DEPLOY_TOKEN".into(), form: "URL-encoded" },
-                Finding { file: "cfg".into(), offset: 30, variable: "DEPLOY_TOKEN".into(), form: "as written" },
+                Finding { file: "cfg".into(), offset: 29, variable: "DEPLOY_TOKEN".into(), form: "as written" },
             ]
         );
         let sarif = sarif(&found).to_string();

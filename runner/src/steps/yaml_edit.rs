@@ -100,6 +100,51 @@ fn events(text: &str) -> Result<Vec<(Event<'_>, saphyr_parser::Span)>, EditError
     Ok(out)
 }
 
+/// Where the scalar starting at byte `start` ends: the parser's end marker is not always right
+/// for quoted scalars (it may run past the closing quote), so the text is read again here.
+/// `None` for block scalars and multi-line plain scalars (never edited).
+fn scalar_end(text: &str, start: usize, style: ScalarStyle, value: &str) -> Option<usize> {
+    let rest = text.get(start..)?;
+    match style {
+        ScalarStyle::Plain => rest.starts_with(value).then_some(start + value.len()),
+        ScalarStyle::DoubleQuoted => {
+            let mut chars = rest.char_indices().skip(1);
+            if !rest.starts_with('"') {
+                return None;
+            }
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => return Some(start + i + 1),
+                    _ => {}
+                }
+            }
+            None
+        }
+        ScalarStyle::SingleQuoted => {
+            if !rest.starts_with('\'') {
+                return None;
+            }
+            let bytes = rest.as_bytes();
+            let mut i = 1;
+            while i < bytes.len() {
+                if bytes[i] == b'\'' {
+                    if bytes.get(i + 1) == Some(&b'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    return Some(start + i + 1);
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
 fn parse(text: &str) -> Result<Tree, EditError> {
     let offsets = Offsets::new(text);
     let evs = events(text)?;
@@ -118,7 +163,7 @@ fn parse(text: &str) -> Result<Tree, EditError> {
             }
             Event::Scalar(value, style, _, _) => {
                 let start = offsets.at(span.start.line(), span.start.col());
-                let end = offsets.at(span.end.line(), span.end.col());
+                let end = scalar_end(text, start, style, &value).unwrap_or_else(|| offsets.at(span.end.line(), span.end.col()));
                 Tree::Scalar(Scalar { value: value.into_owned(), style, start, end, line: span.start.line() })
             }
             Event::Alias(_) => Tree::Alias,
@@ -429,9 +474,9 @@ mod tests {
         assert_eq!(e.text, VALUES.replace("tag: \"1.0.0\"", "tag: \"1.2.3\""));
         let e = set_key_path(VALUES, "image.repository", "registry.local/app/api").unwrap();
         assert_eq!(e.text, VALUES.replace("app/web   #", "app/api   #"));
-        let e = set_key_path(VALUES, "list.0.tag", "y").unwrap();
+        let e = set_key_path(VALUES, "list.0.tag", "z").unwrap();
         assert_eq!(diff_lines(VALUES, &e.text), 1);
-        assert!(e.text.contains("{name: a, tag: y}"));
+        assert!(e.text.contains("{name: a, tag: z}"));
     }
 
     #[test]
