@@ -11,5 +11,6 @@ mod moto;
 mod operator_log;
 mod readme;
 mod secrets;
+mod steps;
 mod storage;
 mod support;
