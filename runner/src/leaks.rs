@@ -183,7 +183,8 @@ mod tests {
         let secret = "s3cr3t/token+value";
         let b64 = "czNjcjN0L3Rva2VuK3ZhbHVl";
         let big = [vec![b'x'; 300_000], b64.as_bytes().to_vec()].concat();
-        let a = archive_of(&[("ok.txt", b"nothing here"), ("out/big.bin", &big), ("cfg", b"url=s3cr3t%2Ftoken%2Bvalue&x=s3cr3t/token+value")]);
+        let a =
+            archive_of(&[("ok.txt", b"nothing here"), ("out/big.bin", &big), ("cfg", b"url=s3cr3t%2Ftoken%2Bvalue&x=s3cr3t/token+value")]);
         let needles = Needles::new([("DEPLOY_TOKEN", secret)]);
         let found = needles.scan_archive(a.path()).unwrap();
         assert_eq!(
@@ -195,7 +196,9 @@ mod tests {
             ]
         );
         let sarif = sarif(&found).to_string();
-        assert!(sarif.contains("\"version\":\"2.1.0\"") && sarif.contains("out/big.bin") && !sarif.contains(secret) && !sarif.contains(b64));
+        assert!(
+            sarif.contains("\"version\":\"2.1.0\"") && sarif.contains("out/big.bin") && !sarif.contains(secret) && !sarif.contains(b64)
+        );
         assert!(Needles::new([("EMPTY", "")]).is_empty());
     }
 }

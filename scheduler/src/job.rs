@@ -134,14 +134,14 @@ pub fn job_spec(plan: &Plan, pipeline: &Pipeline, index: usize, outer: &[SpecVar
     outer.sort_by_key(|v| v.layer); // stable: each layer keeps its order
     variables.extend(outer);
     let mut artifacts = job.artifacts.as_ref().map(|a| ArtifactsSpec {
-            paths: a.paths.clone(),
-            exclude: a.exclude.clone(),
-            untracked: a.untracked,
-            when: a.when,
-            dotenv: a.reports.dotenv.clone(),
-            junit: a.reports.junit.clone(),
-            other_reports: a.reports.other.iter().flat_map(|(_, paths)| paths.iter().cloned()).collect(),
-        });
+        paths: a.paths.clone(),
+        exclude: a.exclude.clone(),
+        untracked: a.untracked,
+        when: a.when,
+        dotenv: a.reports.dotenv.clone(),
+        junit: a.reports.junit.clone(),
+        other_reports: a.reports.other.iter().flat_map(|(_, paths)| paths.iter().cloned()).collect(),
+    });
     // Built-in steps' outputs travel as a dotenv report (see [`STEPS_DOTENV`]).
     if job.steps.iter().any(|s| s.builtin().is_some()) {
         let a = artifacts.get_or_insert_with(|| ArtifactsSpec {
@@ -308,6 +308,21 @@ mod tests {
         let vars = spec.variables(&[("CI_PROJECT_DIR".into(), "/builds/app".into())], &[]);
         assert_eq!(get(&vars, "DIR"), Some("/builds/app/out"));
         assert_eq!(get(&vars, "LITERAL"), Some("$HOME"));
+    }
+
+    #[test]
+    fn run_steps_travel_in_the_spec_and_their_outputs_are_a_dotenv_report() {
+        let yaml = "deploy:\n  run:\n    - name: check\n      script: echo hi\n    - name: deploy\n      step: piste/gitops-bump@v1\n      \
+                    inputs: {repo: /r, file: f, key: k, value: v}\n  artifacts: {paths: [out/]}\nplain:\n  run: [{name: s, script: make}]\n";
+        let spec = spec_of(yaml, "deploy", &[]);
+        assert_eq!(spec.steps.len(), 2);
+        assert!(spec.script.is_empty());
+        let a = spec.artifacts.as_ref().unwrap();
+        assert_eq!((a.paths.as_slice(), a.dotenv.as_slice()), (&["out/".to_string()][..], &[STEPS_DOTENV.to_string()][..]));
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec, "steps survive the wire");
+        // Script steps only: nothing to hand on, no report added.
+        assert!(spec_of(yaml, "plain", &[]).artifacts.is_none());
     }
 
     #[test]

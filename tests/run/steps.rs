@@ -75,7 +75,10 @@ fn a_failing_step_fails_the_job_with_its_reason_and_after_script_still_runs() {
     assert_eq!(r.code, Some(1), "{}", r.debug());
     assert_eq!(r.status("deploy"), "failed");
     let reason = r.finished("deploy")[0]["reason"].as_str().unwrap_or_default().to_string();
-    assert!(reason.contains("step `deploy` (piste/gitops-bump@v1) failed") && reason.contains("`envs/staging/values.yaml` does not exist"), "{reason}");
+    assert!(
+        reason.contains("step `deploy` (piste/gitops-bump@v1) failed") && reason.contains("`envs/staging/values.yaml` does not exist"),
+        "{reason}"
+    );
     let log = r.log("deploy");
     assert!(log.iter().any(|l| l == "after=failed"), "{log:#?}");
     assert!(!log.iter().any(|l| l == "never runs"), "{log:#?}");

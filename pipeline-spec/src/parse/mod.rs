@@ -16,8 +16,8 @@ use crate::model::{Pipeline, Workflow};
 use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
-pub(crate) use values::Cx;
 pub use steps::MAX_STEPS;
+pub(crate) use values::Cx;
 pub use values::{MAX_NEEDS, RETRY_WHEN};
 
 /// Top-level keywords; any other key is a job (or a hidden `.template`).

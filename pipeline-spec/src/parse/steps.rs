@@ -49,7 +49,10 @@ fn parse_step(cx: &mut Cx, n: &Node) -> Option<Step> {
     let name = match m.get("name") {
         Some(e) => {
             let name = cx.string(&e.value, "run:name")?;
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with(|c: char| c.is_ascii_digit()) {
+            if name.is_empty()
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || name.starts_with(|c: char| c.is_ascii_digit())
+            {
                 cx.push(
                     Diagnostic::error(e.value.span, format!("invalid step name `{name}`"))
                         .key("run:name")
@@ -99,7 +102,11 @@ fn parse_step(cx: &mut Cx, n: &Node) -> Option<Step> {
                         .suggest(suggest(&step, steps::names()))
                         .help(format!("built-in steps: {}", steps::names().collect::<Vec<_>>().join(", "))),
                 );
-                return Some(Step { name, action: StepAction::Builtin { step, inputs: inputs.into_iter().map(|(k, v, _)| (k, v)).collect() }, span: n.span });
+                return Some(Step {
+                    name,
+                    action: StepAction::Builtin { step, inputs: inputs.into_iter().map(|(k, v, _)| (k, v)).collect() },
+                    span: n.span,
+                });
             };
             let known = || def.input_names().collect::<Vec<_>>().join(", ");
             for (k, _, span) in &inputs {
@@ -132,7 +139,11 @@ fn parse_step(cx: &mut Cx, n: &Node) -> Option<Step> {
                     );
                 }
             }
-            Some(Step { name, action: StepAction::Builtin { step, inputs: inputs.into_iter().map(|(k, v, _)| (k, v)).collect() }, span: n.span })
+            Some(Step {
+                name,
+                action: StepAction::Builtin { step, inputs: inputs.into_iter().map(|(k, v, _)| (k, v)).collect() },
+                span: n.span,
+            })
         }
     }
 }

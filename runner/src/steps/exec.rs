@@ -76,19 +76,13 @@ pub(crate) async fn run_steps(
             StepAction::Builtin { step: name, inputs } => {
                 section_start(log, &section, &format!("Step `{}`: {name}", step.name)).await;
                 let ran = async {
-                    let builtin =
-                        find(name).ok_or_else(|| StepError::Input(format!("this runner has no built-in step `{name}`")))?;
-                    let inputs = expand_inputs(inputs, &base.env, &outputs)?;
+                    let builtin = find(name).ok_or_else(|| StepError::Input(format!("this runner has no built-in step `{name}`")))?;
+                    // Earlier steps' outputs are variables too (`$NAME_KEY`), as in script steps.
+                    let mut vars = base.env.clone();
+                    vars.extend(outputs.iter().flat_map(|(s, o)| o.iter().map(move |(k, v)| (output_variable(s, k), v.clone()))));
+                    let inputs = expand_inputs(inputs, &vars, &outputs)?;
                     check_inputs(builtin.def(), &inputs)?;
-                    let cx = StepContext {
-                        name: &step.name,
-                        inputs,
-                        vars: &base.env,
-                        workspace,
-                        state_dir,
-                        log,
-                        cancel,
-                    };
+                    let cx = StepContext { name: &step.name, inputs, vars: &base.env, workspace, state_dir, log, cancel };
                     match tokio::time::timeout(remaining, builtin.run(cx)).await {
                         Ok(r) => r,
                         Err(_) => Err(StepError::Failed("the job's timeout was reached".into())),
@@ -112,7 +106,9 @@ pub(crate) async fn run_steps(
                         outcome = match e {
                             StepError::Canceled => Outcome::Canceled,
                             StepError::System(m) => Outcome::Failed { exit_code: None, reason: FailureReason::RunnerSystemFailure(m) },
-                            StepError::Input(_) | StepError::Failed(_) => Outcome::Failed { exit_code: None, reason: FailureReason::ScriptFailure },
+                            StepError::Input(_) | StepError::Failed(_) => {
+                                Outcome::Failed { exit_code: None, reason: FailureReason::ScriptFailure }
+                            }
                         };
                         reason = Some(message);
                         break;

@@ -158,6 +158,7 @@ pub fn bump(b: &Bump) -> Result<Bumped, BumpError> {
     if b.file.starts_with('/') || b.file.split('/').any(|c| c == ".." || c == ".git") || b.file.is_empty() {
         return Err(BumpError::Input(format!("`file: {}` must be a path inside the repository", b.file)));
     }
+    check_transport(&b.repo)?;
     let repo = cached_clone(&b.cache_dir, &b.repo)?;
     let mut notes = Vec::new();
     let branch = match &b.branch {
@@ -191,9 +192,7 @@ pub fn bump(b: &Bump) -> Result<Bumped, BumpError> {
         let entry = tree
             .get_path(Path::new(&b.file))
             .map_err(|_| BumpError::Input(format!("`{}` does not exist on `{branch}` of `{}`", b.file, b.repo)))?;
-        let blob = repo
-            .find_blob(entry.id())
-            .map_err(|_| BumpError::Input(format!("`{}` is not a file on `{branch}`", b.file)))?;
+        let blob = repo.find_blob(entry.id()).map_err(|_| BumpError::Input(format!("`{}` is not a file on `{branch}`", b.file)))?;
         let text = std::str::from_utf8(blob.content()).map_err(|_| BumpError::Input(format!("`{}` is not UTF-8 text", b.file)))?;
         let edit = b.target.apply(text, &b.value).map_err(|e| BumpError::Input(format!("`{}`: {e}", b.file)))?;
         if !edit.changed() {
@@ -208,7 +207,8 @@ pub fn bump(b: &Bump) -> Result<Bumped, BumpError> {
                 return Ok(Bumped { commit: commit.to_string(), changed: true, branch, notes });
             }
             Pushed::Moved(why) => {
-                notes.push(format!("The push was rejected ({why}): the branch moved; fetching and trying again ({attempt}/{MAX_ATTEMPTS})"));
+                notes
+                    .push(format!("The push was rejected ({why}): the branch moved; fetching and trying again ({attempt}/{MAX_ATTEMPTS})"));
                 // Jitter, so that bumps racing from several runners do not collide again.
                 let ms = 20 * u64::from(attempt) + getrandom::u64().unwrap_or(0) % (50 * u64::from(attempt));
                 std::thread::sleep(Duration::from_millis(ms));
@@ -217,6 +217,30 @@ pub fn bump(b: &Bump) -> Result<Bumped, BumpError> {
         }
     }
     Err(BumpError::TooManyAttempts(MAX_ATTEMPTS))
+}
+
+/// A repository URL this runner can reach: a clear error for a relative path (relative to
+/// what?) and for a transport libgit2 was built without (this build has no TLS and no ssh
+/// backend, like the server's mirrors: see the README).
+fn check_transport(url: &str) -> Result<(), BumpError> {
+    let version = git2::Version::get();
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    let scp_like = scheme.is_none() && url.split_once(':').is_some_and(|(host, _)| !host.contains('/'));
+    match scheme.as_deref() {
+        Some("https") | Some("http") if !version.https() => Err(BumpError::Input(format!(
+            "`{url}`: this runner's git library was built without https support; use a git:// URL or a path for now"
+        ))),
+        Some("ssh") | Some("git+ssh") if !version.ssh() => Err(BumpError::Input(format!(
+            "`{url}`: this runner's git library was built without ssh support; use a git:// URL or a path for now"
+        ))),
+        None if scp_like && !version.ssh() => Err(BumpError::Input(format!(
+            "`{url}`: this runner's git library was built without ssh support; use a git:// URL or a path for now"
+        ))),
+        None if !scp_like && !url.starts_with('/') => {
+            Err(BumpError::Input(format!("`repo: {url}` is a relative path: give an absolute path or a URL")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn short(oid: git2::Oid) -> String {
@@ -271,9 +295,8 @@ fn callbacks<'a>(auth: &'a Auth, remote_messages: Option<&'a std::cell::RefCell<
 
 fn default_branch(repo: &Repository, url: &str, auth: &Auth) -> Result<String, BumpError> {
     let mut remote = repo.remote_anonymous(url).map_err(git(format!("opening `{url}`")))?;
-    let conn = remote
-        .connect_auth(git2::Direction::Fetch, Some(callbacks(auth, None)), None)
-        .map_err(git(format!("connecting to `{url}`")))?;
+    let conn =
+        remote.connect_auth(git2::Direction::Fetch, Some(callbacks(auth, None)), None).map_err(git(format!("connecting to `{url}`")))?;
     let head = conn.default_branch().map_err(git(format!("reading the default branch of `{url}`")))?;
     let head = head.as_str().unwrap_or_default();
     head.strip_prefix("refs/heads/")
@@ -322,7 +345,8 @@ fn commit_edit(repo: &Repository, parent: &git2::Commit<'_>, b: &Bump, edit: &Ed
     let new_tree = repo.find_tree(new_tree).map_err(git("writing the tree"))?;
     let (name, email) = parse_author(b.author.as_deref())?;
     let sig = git2::Signature::now(&name, &email).map_err(git("making the commit's author"))?;
-    let subject = b.message.clone().unwrap_or_else(|| format!("Bump {} in {} to {}", b.target.describe().replace('`', ""), b.file, b.value));
+    let subject =
+        b.message.clone().unwrap_or_else(|| format!("Bump {} in {} to {}", b.target.describe().replace('`', ""), b.file, b.value));
     let message = format!(
         "{}\n\nPiste-Project: {}\nPiste-Pipeline: {}\nPiste-Job: {}\nPiste-Target: {}\n",
         subject.lines().next().unwrap_or_default(),
@@ -370,17 +394,21 @@ fn push(repo: &Repository, url: &str, commit: git2::Oid, branch: &str, auth: &Au
         remote.push(&[&format!("{local}:refs/heads/{branch}")], Some(&mut opts))
     };
     let remote_text = messages.into_inner();
-    let remote_text: String = remote_text
-        .lines()
-        .map(|l| l.trim_end_matches('\r').trim())
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let remote_text: String =
+        remote_text.lines().map(|l| l.trim_end_matches('\r').trim()).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n");
     let moved = |s: &str| {
         let s = s.to_ascii_lowercase();
-        ["non-fast-forward", "fetch first", "cannot lock ref", "failed to lock", "stale info", "not present locally", "failed to update ref"]
-            .iter()
-            .any(|w| s.contains(w))
+        [
+            "non-fast-forward",
+            "fetch first",
+            "cannot lock ref",
+            "failed to lock",
+            "stale info",
+            "not present locally",
+            "failed to update ref",
+        ]
+        .iter()
+        .any(|w| s.contains(w))
     };
     match (result, status.into_inner()) {
         (Err(e), _) if e.code() == git2::ErrorCode::NotFastForward || moved(e.message()) => Ok(Pushed::Moved(e.message().to_string())),

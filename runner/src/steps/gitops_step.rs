@@ -16,9 +16,7 @@ impl BuiltinStep for GitopsBump {
     fn run<'a>(&'a self, cx: StepContext<'a>) -> StepFuture<'a> {
         Box::pin(async move {
             let bump = bump_of(&cx)?;
-            cx.log
-                .line(format!("Bumping {} in `{}` of `{}` to `{}`", describe(&bump.target), bump.file, bump.repo, bump.value))
-                .await;
+            cx.log.line(format!("Bumping {} in `{}` of `{}` to `{}`", describe(&bump.target), bump.file, bump.repo, bump.value)).await;
             let task = tokio::task::spawn_blocking(move || gitops::bump(&bump));
             let done = tokio::select! {
                 done = task => done.map_err(|e| StepError::System(format!("the bump stopped: {e}")))?,
@@ -59,9 +57,8 @@ fn bump_of(cx: &StepContext<'_>) -> Result<Bump, StepError> {
     .into_iter()
     .flatten()
     .collect();
-    let [target] = <[Target; 1]>::try_from(targets).map_err(|t| {
-        StepError::Input(format!("give exactly one of `key`, `kustomize_image`, `imagepolicy` ({} given)", t.len()))
-    })?;
+    let [target] = <[Target; 1]>::try_from(targets)
+        .map_err(|t| StepError::Input(format!("give exactly one of `key`, `kustomize_image`, `imagepolicy` ({} given)", t.len())))?;
     let secret = |input: &str| -> Result<Option<String>, StepError> {
         match i.text(input) {
             None => Ok(None),

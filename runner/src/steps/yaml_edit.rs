@@ -94,7 +94,8 @@ impl<'a> Offsets<'a> {
 fn events(text: &str) -> Result<Vec<(Event<'_>, saphyr_parser::Span)>, EditError> {
     let mut out = Vec::new();
     for ev in Parser::new_from_str(text) {
-        let (ev, span) = ev.map_err(|e| EditError::Parse(format!("line {} column {}: {}", e.marker().line(), e.marker().col() + 1, e.info())))?;
+        let (ev, span) =
+            ev.map_err(|e| EditError::Parse(format!("line {} column {}: {}", e.marker().line(), e.marker().col() + 1, e.info())))?;
         out.push((ev, span));
     }
     Ok(out)
@@ -254,13 +255,10 @@ pub fn set_kustomize_image(text: &str, name: &str, value: &str) -> Result<Edit, 
     let tree = parse(text)?;
     let images = tree.get("images").ok_or_else(|| EditError::NotFound("the file has no `images:` list".into()))?;
     let Tree::Seq(items) = images else { return Err(EditError::Unsupported("`images:` is not a list".into())) };
-    let entry = items
-        .iter()
-        .find(|it| it.get("name").and_then(Tree::scalar).is_some_and(|s| s.value == name))
-        .ok_or_else(|| {
-            let names: Vec<&str> = items.iter().filter_map(|it| it.get("name").and_then(Tree::scalar)).map(|s| s.value.as_str()).collect();
-            EditError::NotFound(format!("`images:` has no entry named `{name}` (it has: {})", names.join(", ")))
-        })?;
+    let entry = items.iter().find(|it| it.get("name").and_then(Tree::scalar).is_some_and(|s| s.value == name)).ok_or_else(|| {
+        let names: Vec<&str> = items.iter().filter_map(|it| it.get("name").and_then(Tree::scalar)).map(|s| s.value.as_str()).collect();
+        EditError::NotFound(format!("`images:` has no entry named `{name}` (it has: {})", names.join(", ")))
+    })?;
     let image = ImageRef::parse(value);
     let (field, new) = match (&image.digest, &image.tag) {
         (Some(d), _) => ("digest", d.clone()),
@@ -331,7 +329,11 @@ pub fn set_flux_marker(text: &str, policy: &str, value: &str) -> Result<Edit, Ed
             let (b, p) = policy.rsplit_once(':').expect("two colons");
             (b, Some(p))
         }
-        _ => return Err(EditError::NotFound(format!("`{policy}` is not a Flux image policy: write `namespace:name` or `namespace:name:tag`"))),
+        _ => {
+            return Err(EditError::NotFound(format!(
+                "`{policy}` is not a Flux image policy: write `namespace:name` or `namespace:name:tag`"
+            )));
+        }
     };
     let marker = format!("\"$imagepolicy\": \"{policy}\"");
     let image = ImageRef::parse(value);
@@ -494,7 +496,10 @@ mod tests {
         let e = set_key_path(VALUES, "image.tag", "1.0.0").unwrap();
         assert!(!e.changed());
         assert_eq!(e.text, VALUES);
-        assert_eq!(set_key_path(VALUES, "image.digest", "x").unwrap_err(), EditError::NotFound("the file has no key `image.digest`".into()));
+        assert_eq!(
+            set_key_path(VALUES, "image.digest", "x").unwrap_err(),
+            EditError::NotFound("the file has no key `image.digest`".into())
+        );
         assert!(matches!(set_key_path(VALUES, "image", "x"), Err(EditError::Unsupported(_))));
         assert!(matches!(set_key_path("a: [1\n", "a", "x"), Err(EditError::Parse(_))));
     }

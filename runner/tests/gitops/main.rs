@@ -67,7 +67,9 @@ impl Remote {
             c.args(["clone", "-q"]).arg(&bare).arg(&work);
             c
         });
-        for (path, text) in [("envs/prod/values.yaml", VALUES), ("kustomization.yaml", KUSTOMIZATION), ("flux/deploy.yaml", FLUX), ("README", "deploy\n")] {
+        for (path, text) in
+            [("envs/prod/values.yaml", VALUES), ("kustomization.yaml", KUSTOMIZATION), ("flux/deploy.yaml", FLUX), ("README", "deploy\n")]
+        {
             let p = work.join(path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();
@@ -264,7 +266,10 @@ fn a_newer_pipelines_value_is_not_overwritten_by_an_older_one() {
     assert!(late.notes.iter().any(|n| n.contains("Skipped: pipeline 50")), "{:?}", late.notes);
     assert!(remote.show("main", "envs/prod/values.yaml").contains("tag: \"5.0.0\""));
     // Another project's newer pipeline does not count.
-    let other = Bump { origin: Origin { project: "group/other".into(), pipeline: 1, job: "1".into() }, ..remote.bump(key("image.tag"), "5.1.0", 1) };
+    let other = Bump {
+        origin: Origin { project: "group/other".into(), pipeline: 1, job: "1".into() },
+        ..remote.bump(key("image.tag"), "5.1.0", 1)
+    };
     assert!(bump(&other).unwrap().changed);
 }
 
@@ -272,15 +277,22 @@ fn a_newer_pipelines_value_is_not_overwritten_by_an_older_one() {
 fn kustomize_images_and_flux_markers_change_one_line_each() {
     let remote = Remote::new();
     let digest = format!("sha256:{}", "b".repeat(64));
-    let k = Bump { file: "kustomization.yaml".into(), ..remote.bump(Target::KustomizeImage("api".into()), "registry.local/app/api:1.4.2", 60) };
+    let k =
+        Bump { file: "kustomization.yaml".into(), ..remote.bump(Target::KustomizeImage("api".into()), "registry.local/app/api:1.4.2", 60) };
     assert!(bump(&k).unwrap().changed);
     assert_eq!(remote.show("main", "kustomization.yaml"), KUSTOMIZATION.replace("    newTag: 1.0.0", "    newTag: 1.4.2"));
-    let k = Bump { file: "kustomization.yaml".into(), ..remote.bump(Target::KustomizeImage("web".into()), &format!("registry.local/app/web@{digest}"), 61) };
+    let k = Bump {
+        file: "kustomization.yaml".into(),
+        ..remote.bump(Target::KustomizeImage("web".into()), &format!("registry.local/app/web@{digest}"), 61)
+    };
     assert!(bump(&k).unwrap().changed);
     assert_eq!(remote.git(&["diff", "--numstat", "main~1", "main"]), "1\t0\tkustomization.yaml", "one line added: digest");
     assert!(remote.show("main", "kustomization.yaml").contains(&format!("  - name: web\n    digest: {digest}\n")));
 
-    let f = Bump { file: "flux/deploy.yaml".into(), ..remote.bump(Target::ImagePolicy("flux-system:web".into()), "registry.local/app/web:1.1.0", 62) };
+    let f = Bump {
+        file: "flux/deploy.yaml".into(),
+        ..remote.bump(Target::ImagePolicy("flux-system:web".into()), "registry.local/app/web:1.1.0", 62)
+    };
     assert!(bump(&f).unwrap().changed);
     assert_eq!(remote.show("main", "flux/deploy.yaml"), FLUX.replace("web:1.0.0 #", "web:1.1.0 #"));
     assert_eq!(remote.git(&["diff", "--numstat", "main~1", "main"]), "1\t1\tflux/deploy.yaml");
@@ -298,4 +310,10 @@ fn bad_inputs_are_clear_errors_and_the_default_branch_is_the_remotes() {
     assert!(no_key.to_string().contains("no key `image.digest`"), "{no_key}");
     let escape = Bump { file: "../x".into(), ..remote.bump(key("a"), "1", 73) };
     assert!(matches!(bump(&escape), Err(BumpError::Input(_))));
+    let relative = Bump { repo: "deploy.git".into(), ..remote.bump(key("a"), "1", 74) };
+    assert!(bump(&relative).unwrap_err().to_string().contains("is a relative path"));
+    if !git2::Version::get().https() {
+        let https = Bump { repo: "https://git.example.test/deploy.git".into(), ..remote.bump(key("a"), "1", 75) };
+        assert!(bump(&https).unwrap_err().to_string().contains("built without https support"));
+    }
 }
