@@ -297,8 +297,9 @@ pub struct Job {
     pub steps: Vec<Step>,
 }
 
-/// One entry of a job's `run:` list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of a job's `run:` list. Two steps are equal when their name and action are: the
+/// position is where it was read, and does not travel in a job specification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     /// Letters, digits and `_`; unique in the job. Outputs reach later jobs as `NAME_KEY`.
     pub name: String,
@@ -325,6 +326,14 @@ pub enum StepInput {
     Text(String),
     List(Vec<String>),
 }
+
+impl PartialEq for Step {
+    fn eq(&self, other: &Step) -> bool {
+        self.name == other.name && self.action == other.action
+    }
+}
+
+impl Eq for Step {}
 
 impl Step {
     /// The built-in step's name, when it is one.
