@@ -375,8 +375,9 @@ enum Pushed {
 }
 
 fn push(repo: &Repository, url: &str, commit: git2::Oid, branch: &str, auth: &Auth) -> Result<Pushed, BumpError> {
-    let local = "refs/piste/push";
-    repo.reference(local, commit, true, "piste gitops bump").map_err(git("preparing the push"))?;
+    // One per branch: bumps of other branches of the same repository may run at the same time.
+    let local = format!("refs/piste/push/{branch}");
+    repo.reference(&local, commit, true, "piste gitops bump").map_err(git("preparing the push"))?;
     let messages = std::cell::RefCell::new(String::new());
     let status: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
     let result = {
