@@ -117,7 +117,7 @@ pub struct DeployView {
 
 /// The gitops bumps of a job: its spec names the steps, and their outputs are in the dotenv
 /// report the runner uploaded with the artifacts (`NAME_COMMIT`, `NAME_CHANGED`).
-fn deploys_of(spec: &str, dotenv: Option<&str>) -> Vec<DeployView> {
+pub(crate) fn deploys_of(spec: &str, dotenv: Option<&str>) -> Vec<DeployView> {
     let Ok(template) = serde_json::from_str::<pipelines::JobTemplate>(spec) else { return Vec::new() };
     let vars: Vec<(String, String)> = dotenv.and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
     let get = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());

@@ -137,6 +137,7 @@ pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(
         attempt: j.attempt.max(1) as u32,
         exit_code: j.exit_code.map(|c| c as i32),
         has_artifacts: j.artifacts.is_some(),
+        deploys: crate::api::deploys_of(&j.spec, j.dotenv.as_deref()).into_iter().map(|d| (d.step, d.commit, d.changed)).collect(),
         running: running && q.before.is_none(),
     };
     Ok(Html(pages::job_page(&detail, &LogTail { html, start, end })))

@@ -87,6 +87,8 @@ async fn a_run_pipeline_bumps_the_deploy_repo_through_a_server_runner_and_the_ap
     let job: Value = http.client.get(format!("{}/api/v1/jobs/{deploy_job}", http.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(job["deploy_commit"], commit.as_str(), "{job:#}");
     assert_eq!(job["deploys"], serde_json::json!([{"step": "deploy", "commit": commit, "changed": true}]));
+    let page = http.client.get(format!("{}/jobs/{deploy_job}", http.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Deploy commit") && page.contains(&commit), "the job page shows the deploy commit");
     let build: Value =
         http.client.get(format!("{}/api/v1/jobs/{}", http.base, job_id(&p, "build"))).send().await.unwrap().json().await.unwrap();
     assert!(build.get("deploy_commit").is_none(), "{build:#}");
