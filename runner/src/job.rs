@@ -238,7 +238,10 @@ pub async fn run(
         };
         outcome_of(&report.outcome)
     } else {
-        let ran = crate::steps::exec::run_steps(&spec.steps, &request, &workspace, env.state_dir, executor, log, cancel, lost).await?;
+        let masked: Vec<(String, String)> =
+            spec.variables.iter().filter(|v| v.masked && !v.value.is_empty()).map(|v| (v.key.clone(), v.value.clone())).collect();
+        let ran =
+            crate::steps::exec::run_steps(&spec.steps, &request, &masked, &workspace, env.state_dir, executor, log, cancel, lost).await?;
         if spec.steps.iter().any(|s| s.builtin().is_some()) {
             // The outputs travel as a dotenv report (`STEPS_DOTENV`, listed in the spec's reports).
             let text = crate::steps::exec::dotenv_text(&ran.outputs);

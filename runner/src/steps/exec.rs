@@ -29,6 +29,7 @@ pub(crate) struct StepsRun {
 pub(crate) async fn run_steps(
     steps: &[Step],
     base: &JobRequest,
+    masked: &[(String, String)],
     workspace: &Path,
     state_dir: &Path,
     executor: &dyn Executor,
@@ -82,7 +83,7 @@ pub(crate) async fn run_steps(
                     vars.extend(outputs.iter().flat_map(|(s, o)| o.iter().map(move |(k, v)| (output_variable(s, k), v.clone()))));
                     let inputs = expand_inputs(inputs, &vars, &outputs)?;
                     check_inputs(builtin.def(), &inputs)?;
-                    let cx = StepContext { name: &step.name, inputs, vars: &base.env, workspace, state_dir, log, cancel };
+                    let cx = StepContext { name: &step.name, inputs, vars: &base.env, masked, workspace, state_dir, log, cancel };
                     match tokio::time::timeout(remaining, builtin.run(cx)).await {
                         Ok(r) => r,
                         Err(_) => Err(StepError::Failed("the job's timeout was reached".into())),

@@ -64,6 +64,9 @@ pub struct StepContext<'a> {
     pub inputs: Inputs,
     /// The job's final variables (credentials are read from them by the name an input gives).
     pub vars: &'a [(String, String)],
+    /// The job's masked variables, `(name, value)`: what a leak gate looks for before anything
+    /// leaves the runner (`crate::leaks::Needles::new`).
+    pub masked: &'a [(String, String)],
     /// The job's checkout, on the runner's disk.
     pub workspace: &'a Path,
     /// A directory of the runner that outlives jobs (cached clones, ...), never inside a job's
