@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: build test lint fmt bench bench-lint bench-run bench-server demo
+.PHONY: build test lint fmt bench bench-lint bench-run bench-server bench-gitops demo
 
 build:
 	$(CARGO) build --release --bin piste
@@ -35,7 +35,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-lint bench-run bench-server
+bench: bench-lint bench-run bench-server bench-gitops
 
 bench-lint:
 	$(CARGO) bench -p pipeline-spec --bench lint
@@ -48,3 +48,6 @@ bench-run:
 
 bench-server:
 	$(CARGO) bench --bench serve
+
+bench-gitops:
+	$(CARGO) bench -p runner --bench gitops

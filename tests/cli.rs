@@ -53,6 +53,29 @@ fn lint_invalid_exits_1_with_every_error_located() {
 }
 
 #[test]
+fn lint_checks_run_steps_against_the_built_in_catalogue() {
+    let out = piste(&repo(), &["lint", "-f", "fixtures/lint/steps.gitlab-ci.yml", "--branch", "main"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(
+        lines,
+        [
+            "fixtures/lint/steps.gitlab-ci.yml:5:13: error: job `deploy`, key `run:image:step`: unknown built-in step `piste/image-bild@v1`",
+            "fixtures/lint/steps.gitlab-ci.yml:8:7: error: job `deploy`, key `run:deploy:inputs`: `piste/gitops-bump@v1` needs the input `file`: the file to change, relative to the repository's root",
+            "fixtures/lint/steps.gitlab-ci.yml:8:7: error: job `deploy`, key `run:deploy:inputs`: `piste/gitops-bump@v1` needs the input `value`: the new value (for kustomize and Flux, an image reference, a tag or a digest)",
+            "fixtures/lint/steps.gitlab-ci.yml:11:9: error: job `deploy`, key `run:deploy:inputs`: `piste/gitops-bump@v1` has no input `valeu`; did you mean `value`?",
+            "fixtures/lint/steps.gitlab-ci.yml:14:3: error: job `both`, key `run`: a job has `script` or `run`, not both",
+        ],
+        "{err}"
+    );
+    assert!(err.contains("built-in steps: piste/gitops-bump@v1"), "the known steps are listed: {err}");
+    assert!(err.contains("its inputs: repo, branch, file, key"), "the known inputs are listed: {err}");
+    let ok = piste(&repo(), &["lint", "-f", "fixtures/delivery/.gitlab-ci.yml", "--branch", "main"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+}
+
+#[test]
 fn usage_errors_and_missing_files_exit_2() {
     let out = piste(&repo(), &["lint", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));

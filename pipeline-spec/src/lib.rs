@@ -29,5 +29,6 @@ pub mod predefined;
 pub mod render;
 pub mod resolve;
 pub mod source;
+pub mod steps;
 mod use_sites;
 pub mod yaml;

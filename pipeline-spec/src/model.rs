@@ -293,6 +293,56 @@ pub struct Job {
     pub tags: Vec<String>,
     pub coverage: Option<String>,
     pub trigger: Option<Trigger>,
+    /// `run:` (GitLab's CI/CD Steps): steps run in order instead of `script`.
+    pub steps: Vec<Step>,
+}
+
+/// One entry of a job's `run:` list. Two steps are equal when their name and action are: the
+/// position is where it was read, and does not travel in a job specification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    /// Letters, digits and `_`; unique in the job. Outputs reach later jobs as `NAME_KEY`.
+    pub name: String,
+    #[serde(flatten)]
+    pub action: StepAction,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepAction {
+    /// `script:`: a shell script, run through the executor as a job's script is.
+    Script(String),
+    /// `step: piste/NAME@v1` with its `inputs:` as written (expanded when the step runs).
+    Builtin { step: String, inputs: Vec<(String, StepInput)> },
+}
+
+/// An input's value: a string (numbers and booleans as written), or a list of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StepInput {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl PartialEq for Step {
+    fn eq(&self, other: &Step) -> bool {
+        self.name == other.name && self.action == other.action
+    }
+}
+
+impl Eq for Step {}
+
+impl Step {
+    /// The built-in step's name, when it is one.
+    pub fn builtin(&self) -> Option<&str> {
+        match &self.action {
+            StepAction::Builtin { step, .. } => Some(step),
+            StepAction::Script(_) => None,
+        }
+    }
 }
 
 impl Job {

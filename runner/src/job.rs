@@ -27,6 +27,7 @@ use crate::cache::{CacheKeySpec, CacheStore};
 use crate::cas::Digest;
 use crate::executor::{self, Executor, ImageSpec, JobRequest, PullPolicy, ServiceSpec};
 use crate::joblog::LogWriter;
+use crate::leaks::{Needles, SARIF_FILE};
 
 /// GitLab's default for `after_script`: five minutes.
 pub const AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -35,7 +36,7 @@ pub(crate) const RESET: &str = "\x1b[0;m";
 pub(crate) const GREEN: &str = "\x1b[32;1m";
 pub(crate) const YELLOW: &str = "\x1b[0;33m";
 pub(crate) const RED: &str = "\x1b[31;1m";
-const CYAN: &str = "\x1b[36;1m";
+pub(crate) const CYAN: &str = "\x1b[36;1m";
 
 /// `GIT_STRATEGY`, `GIT_DEPTH`, `GIT_CLEAN_FLAGS`, `GIT_CHECKOUT` as the job's variables set them.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +122,8 @@ pub struct AttemptEnv<'a> {
     pub tmp_dir: &'a Path,
     /// Where the executor records the processes it starts (see [`JobRequest::ledger`]).
     pub ledger: Option<&'a Path>,
+    /// What built-in steps keep between jobs (cached clones); the runner's, never a job's.
+    pub state_dir: &'a Path,
 }
 
 /// How an attempt ended and what it left for later jobs.
@@ -225,14 +228,30 @@ pub async fn run(
     }
 
     let request = request(spec, env, &workspace, project_dir, &vars);
-    let (tx, rx) = mpsc::channel(16);
-    log.stream(rx).await;
-    let report = tokio::select! {
-        report = executor.run(request, tx, cancel.clone()) => report,
-        // Dropping the run stops the job and cleans up (the executor's guard).
-        () = lost.cancelled() => return None,
+    let (outcome, exit_code, reason) = if spec.steps.is_empty() {
+        let (tx, rx) = mpsc::channel(16);
+        log.stream(rx).await;
+        let report = tokio::select! {
+            report = executor.run(request, tx, cancel.clone()) => report,
+            // Dropping the run stops the job and cleans up (the executor's guard).
+            () = lost.cancelled() => return None,
+        };
+        outcome_of(&report.outcome)
+    } else {
+        let masked: Vec<(String, String)> =
+            spec.variables.iter().filter(|v| v.masked && !v.value.is_empty()).map(|v| (v.key.clone(), v.value.clone())).collect();
+        let ran =
+            crate::steps::exec::run_steps(&spec.steps, &request, &masked, &workspace, env.state_dir, executor, log, cancel, lost).await?;
+        if spec.steps.iter().any(|s| s.builtin().is_some()) {
+            // The outputs travel as a dotenv report (`STEPS_DOTENV`, listed in the spec's reports).
+            let text = crate::steps::exec::dotenv_text(&ran.outputs);
+            if let Err(e) = tokio::fs::write(workspace.join(scheduler::job::STEPS_DOTENV), text).await {
+                log.line(format!("{YELLOW}WARNING: the steps' outputs could not be written: {e}{RESET}")).await;
+            }
+        }
+        let (outcome, exit_code, reason) = outcome_of(&ran.outcome);
+        (outcome, exit_code, ran.reason.or(reason))
     };
-    let (outcome, exit_code, reason) = outcome_of(&report.outcome);
     let mut attempt = Attempt { outcome, exit_code, reason, artifacts: None, dotenv: Vec::new() };
     if attempt.outcome == Outcome::Canceled {
         log.line(final_line(&attempt, spec.timeout_s)).await;
@@ -245,7 +264,8 @@ pub async fn run(
     }
 
     if let Some(artifacts) = spec.artifacts.as_ref().filter(|a| a.wanted(succeeded)) {
-        match upload_artifacts(artifacts, env, host, &workspace, &vars, succeeded, log).await {
+        let needles = Needles::of(spec);
+        match upload_artifacts(artifacts, env, host, &workspace, &vars, &needles, succeeded, log).await {
             Ok(stored) => {
                 attempt.artifacts = stored.digest;
                 attempt.dotenv = stored.dotenv;
@@ -258,8 +278,9 @@ pub async fn run(
                 };
                 error(log, &message).await;
                 // GitLab: a job whose artifacts could not be uploaded fails, if it had succeeded.
+                // A refusal by the leak gate is the job's doing (`script_failure`).
                 if succeeded {
-                    attempt = Attempt::ended(Failure::System(message))?;
+                    attempt = Attempt::ended(f)?;
                 }
             }
         }
@@ -310,6 +331,7 @@ fn request(spec: &JobSpec, env: &AttemptEnv<'_>, workspace: &Path, project_dir: 
         services,
         script: spec.script.clone(),
         after_script: spec.after_script.clone(),
+        script_outcome: None,
         env: vars.to_vec(),
         workspace: workspace.to_path_buf(),
         project_dir,
@@ -439,14 +461,16 @@ struct Stored {
     dotenv: Vec<(String, String)>,
 }
 
-/// Collects `paths` (expanded), the reports, minus `exclude` (expanded); archives them; hands
-/// the archive to the host; reads the dotenv reports.
+/// Collects `paths` (expanded), the reports, minus `exclude` (expanded); archives them; passes
+/// the archive through the leak gate; hands it to the host; reads the dotenv reports.
+#[allow(clippy::too_many_arguments)]
 async fn upload_artifacts(
     spec: &scheduler::job::ArtifactsSpec,
     env: &AttemptEnv<'_>,
     host: &impl JobHost,
     workspace: &Path,
     vars: &[(String, String)],
+    needles: &Needles,
     succeeded: bool,
     log: &LogWriter,
 ) -> Result<Stored, Failure> {
@@ -476,8 +500,13 @@ async fn upload_artifacts(
         }
         Ok((warnings, Some((digest, files, bytes)))) => {
             warn_all(log, &warnings).await;
-            log.line(format!("Uploading artifacts: {files} files, {bytes} bytes ({digest})...")).await;
-            host.store_artifacts(&archive, digest, log).await.map(|()| Some(digest))
+            match leak_gate(needles, &archive, workspace, log).await {
+                Err(f) => Err(f),
+                Ok(()) => {
+                    log.line(format!("Uploading artifacts: {files} files, {bytes} bytes ({digest})...")).await;
+                    host.store_artifacts(&archive, digest, log).await.map(|()| Some(digest))
+                }
+            }
         }
     };
     let _ = tokio::fs::remove_file(&archive).await;
@@ -495,6 +524,31 @@ async fn upload_artifacts(
     }
     section_end(log, section).await;
     Ok(Stored { digest, dotenv })
+}
+
+/// Refuses an archive holding a masked value (see [`crate::leaks`]): the findings go to the log
+/// (file and offset, never the value) and to [`SARIF_FILE`] in the workspace.
+async fn leak_gate(needles: &Needles, archive: &Path, workspace: &Path, log: &LogWriter) -> Result<(), Failure> {
+    if needles.is_empty() {
+        return Ok(());
+    }
+    let (n, path) = (needles.clone(), archive.to_owned());
+    let findings = tokio::task::spawn_blocking(move || n.scan_archive(&path))
+        .await
+        .map_err(|e| Failure::System(format!("the leak gate stopped: {e}")))?
+        .map_err(|e| Failure::System(format!("the leak gate could not read the artifacts archive: {e}")))?;
+    let Some(first) = findings.first() else { return Ok(()) };
+    for f in &findings {
+        log.line(format!("{RED}Leak gate: {f}{RESET}")).await;
+    }
+    let sarif = serde_json::to_vec_pretty(&crate::leaks::sarif(&findings)).unwrap_or_default();
+    let written = match tokio::fs::write(workspace.join(SARIF_FILE), sarif).await {
+        Ok(()) => format!("findings written to `{SARIF_FILE}` (SARIF 2.1.0)"),
+        Err(e) => format!("`{SARIF_FILE}` could not be written: {e}"),
+    };
+    log.line(written.clone()).await;
+    let more = if findings.len() > 1 { format!(" (and {} more)", findings.len() - 1) } else { String::new() };
+    Err(Failure::Job(format!("artifacts not uploaded: {first}{more}; {written}")))
 }
 
 type Built = (Vec<String>, Option<(Digest, usize, u64)>);

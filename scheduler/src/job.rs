@@ -8,12 +8,17 @@
 //! precedence, in one function for both paths.
 
 use pipeline_spec::expand::{Var, expand_all};
-use pipeline_spec::model::{ArtifactsWhen, Cache, Image, Pipeline, Service, When};
+use pipeline_spec::model::{ArtifactsWhen, Cache, Image, Pipeline, Service, Step, When};
 use pipeline_spec::plan::Plan;
 use pipeline_spec::predefined::{Context, JobContext};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::Variable;
+
+/// Where the runner writes the outputs of a job's built-in steps, as a dotenv report (`NAME_KEY`
+/// per output): listed in the job's `artifacts:reports:dotenv`, so the outputs reach later jobs
+/// the way any dotenv report does, under `piste run` and through the server.
+pub const STEPS_DOTENV: &str = ".piste-steps.env";
 
 /// GitLab's default job timeout: one hour.
 pub const DEFAULT_TIMEOUT_S: u64 = 3600;
@@ -28,8 +33,11 @@ pub struct JobSpec {
     pub image: Option<Image>,
     #[serde(default)]
     pub services: Vec<Service>,
-    /// `before_script` + `script`, run as one shell script.
+    /// `before_script` + `script`, run as one shell script (empty when the job has `steps`).
     pub script: Vec<String>,
+    /// `run:`: the job's steps, run in order instead of `script`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
     #[serde(default)]
     pub after_script: Vec<String>,
     /// Every variable below the predefined ones, low to high precedence (later wins).
@@ -125,24 +133,40 @@ pub fn job_spec(plan: &Plan, pipeline: &Pipeline, index: usize, outer: &[SpecVar
     let mut outer = outer.to_vec();
     outer.sort_by_key(|v| v.layer); // stable: each layer keeps its order
     variables.extend(outer);
+    let mut artifacts = job.artifacts.as_ref().map(|a| ArtifactsSpec {
+        paths: a.paths.clone(),
+        exclude: a.exclude.clone(),
+        untracked: a.untracked,
+        when: a.when,
+        dotenv: a.reports.dotenv.clone(),
+        junit: a.reports.junit.clone(),
+        other_reports: a.reports.other.iter().flat_map(|(_, paths)| paths.iter().cloned()).collect(),
+    });
+    // Built-in steps' outputs travel as a dotenv report (see [`STEPS_DOTENV`]).
+    if job.steps.iter().any(|s| s.builtin().is_some()) {
+        let a = artifacts.get_or_insert_with(|| ArtifactsSpec {
+            paths: Vec::new(),
+            exclude: Vec::new(),
+            untracked: false,
+            when: ArtifactsWhen::OnSuccess,
+            dotenv: Vec::new(),
+            junit: Vec::new(),
+            other_reports: Vec::new(),
+        });
+        a.dotenv.push(STEPS_DOTENV.to_string());
+    }
+    let script = if job.steps.is_empty() { job.before_script.iter().chain(&job.script).cloned().collect() } else { Vec::new() };
     Some(JobSpec {
         name: pj.name.clone(),
         stage: pj.stage.clone(),
         image: job.image.clone(),
         services: job.services.clone(),
-        script: job.before_script.iter().chain(&job.script).cloned().collect(),
+        script,
+        steps: job.steps.clone(),
         after_script: job.after_script.clone(),
         variables,
         timeout_s: job.timeout.unwrap_or(DEFAULT_TIMEOUT_S),
-        artifacts: job.artifacts.as_ref().map(|a| ArtifactsSpec {
-            paths: a.paths.clone(),
-            exclude: a.exclude.clone(),
-            untracked: a.untracked,
-            when: a.when,
-            dotenv: a.reports.dotenv.clone(),
-            junit: a.reports.junit.clone(),
-            other_reports: a.reports.other.iter().flat_map(|(_, paths)| paths.iter().cloned()).collect(),
-        }),
+        artifacts,
         cache: job.cache.clone(),
         dependencies: plan.artifact_sources(index),
         node_index: pj.node,
@@ -284,6 +308,21 @@ mod tests {
         let vars = spec.variables(&[("CI_PROJECT_DIR".into(), "/builds/app".into())], &[]);
         assert_eq!(get(&vars, "DIR"), Some("/builds/app/out"));
         assert_eq!(get(&vars, "LITERAL"), Some("$HOME"));
+    }
+
+    #[test]
+    fn run_steps_travel_in_the_spec_and_their_outputs_are_a_dotenv_report() {
+        let yaml = "deploy:\n  run:\n    - name: check\n      script: echo hi\n    - name: deploy\n      step: piste/gitops-bump@v1\n      \
+                    inputs: {repo: /r, file: f, key: k, value: v}\n  artifacts: {paths: [out/]}\nplain:\n  run: [{name: s, script: make}]\n";
+        let spec = spec_of(yaml, "deploy", &[]);
+        assert_eq!(spec.steps.len(), 2);
+        assert!(spec.script.is_empty());
+        let a = spec.artifacts.as_ref().unwrap();
+        assert_eq!((a.paths.as_slice(), a.dotenv.as_slice()), (&["out/".to_string()][..], &[STEPS_DOTENV.to_string()][..]));
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec, "steps survive the wire");
+        // Script steps only: nothing to hand on, no report added.
+        assert!(spec_of(yaml, "plain", &[]).artifacts.is_none());
     }
 
     #[test]

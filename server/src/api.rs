@@ -131,6 +131,43 @@ pub struct JobDetail {
     pub job: JobView,
     /// Every attempt, oldest first, each with its own result (the last is the job's own).
     pub attempts: Vec<AttemptView>,
+    /// The deployment repository's commit that holds the value a `piste/gitops-bump@v1` step
+    /// set (the last such step's), when one ran to its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy_commit: Option<String>,
+    /// Every gitops bump of the job, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deploys: Vec<DeployView>,
+}
+
+/// What one `piste/gitops-bump@v1` step of a job produced.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct DeployView {
+    /// The step's `name:`.
+    pub step: String,
+    pub commit: String,
+    /// Whether the step made that commit (`false`: the value was there already, or a newer
+    /// pipeline had set it).
+    pub changed: bool,
+}
+
+/// The gitops bumps of a job: its spec names the steps, and their outputs are in the dotenv
+/// report the runner uploaded with the artifacts (`NAME_COMMIT`, `NAME_CHANGED`).
+pub(crate) fn deploys_of(spec: &str, dotenv: Option<&str>) -> Vec<DeployView> {
+    let Ok(template) = serde_json::from_str::<pipelines::JobTemplate>(spec) else { return Vec::new() };
+    let vars: Vec<(String, String)> = dotenv.and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+    let get = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    template
+        .job
+        .steps
+        .iter()
+        .filter(|s| s.builtin() == Some(pipeline_spec::steps::GITOPS_BUMP.name))
+        .filter_map(|s| {
+            let name = s.name.to_ascii_uppercase();
+            let commit = get(&format!("{name}_COMMIT")).filter(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()))?;
+            Some(DeployView { step: s.name.clone(), commit, changed: get(&format!("{name}_CHANGED")).as_deref() == Some("true") })
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -170,11 +207,15 @@ pub(crate) async fn attempts(state: &AppState, j: &crate::store::JobRow) -> ApiR
     Ok(out)
 }
 
+
 pub async fn get_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<JobDetail>> {
     let (j, _) = auth::job(&state, &caller, id, false).await?;
     let attempts = attempts(&state, &j).await?;
+    let deploys = deploys_of(&j.spec, j.dotenv.as_deref());
     Ok(Json(JobDetail {
         pipeline_id: j.pipeline_id,
+        deploy_commit: deploys.last().map(|d| d.commit.clone()),
+        deploys,
         job: JobView {
             id: j.id,
             name: j.name,

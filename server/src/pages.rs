@@ -179,6 +179,7 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
         attempt: j.attempt.max(1) as u32,
         exit_code: j.exit_code.map(|c| c as i32),
         has_artifacts: j.artifacts.is_some(),
+        deploys: crate::api::deploys_of(&j.spec, j.dotenv.as_deref()).into_iter().map(|d| (d.step, d.commit, d.changed)).collect(),
         running: running && q.before.is_none(),
         attempts: crate::api::attempts(&state, &j)
             .await?

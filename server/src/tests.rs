@@ -28,6 +28,7 @@ fn spec(node: JobNode) -> String {
         image: None,
         services: vec![],
         script: vec!["true".into()],
+        steps: vec![],
         after_script: vec![],
         variables: vec![],
         timeout_s: 60,

@@ -38,3 +38,26 @@ fn a_missing_image_is_a_clear_failure() {
     let reason = r.finished("j")[0]["reason"].as_str().unwrap_or("").to_string();
     assert!(reason.contains("piste-test/does-not-exist:1") && reason.contains("not present locally"), "{reason}");
 }
+
+#[test]
+fn run_steps_in_containers_with_a_built_in_step_on_the_runner_and_after_script() {
+    let img = image();
+    let deploy = tempfile::tempdir().unwrap();
+    let bare = crate::steps::deploy_repo(deploy.path());
+    let p = Project::new(&format!(
+        "steps:\n  image: {img}\n  run:\n    - name: build\n      script: echo built in $CI_PROJECT_DIR\n    - name: deploy\n      step: piste/gitops-bump@v1\n      inputs: {{repo: $DEPLOY_REPO, file: envs/prod/values.yaml, key: image.tag, value: '2.0.0'}}\n    - name: after\n      script: echo commit=$DEPLOY_COMMIT\n  after_script: ['echo after=$CI_JOB_STATUS']\n"
+    ));
+    let r = p.run(&["--executor", "docker", "--var", &format!("DEPLOY_REPO={}", bare.display())]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    let log = r.log("steps");
+    assert!(log.iter().any(|l| l.starts_with("built in /builds/")), "script steps run in the container: {log:?}");
+    let commit =
+        String::from_utf8(std::process::Command::new("git").args(["rev-parse", "main"]).current_dir(&bare).output().unwrap().stdout)
+            .unwrap();
+    assert!(
+        log.contains(&format!("commit={}", commit.trim())),
+        "the bump ran on the runner (the container has no access to the repository path): {log:?}"
+    );
+    assert!(log.iter().any(|l| l == "after=success"), "{log:?}");
+    assert!(leftover_containers("steps").is_empty());
+}

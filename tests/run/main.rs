@@ -5,6 +5,7 @@ mod artifacts;
 mod cancel;
 mod docker;
 mod semantics;
+mod steps;
 mod variables;
 
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ mod moto;
 mod operator_log;
 mod readme;
 mod secrets;
+mod steps;
 mod storage;
 mod support;
 mod transport;

@@ -19,7 +19,7 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.test", "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"])
         .args(args)
@@ -32,7 +32,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 /// `git-daemon` itself, not `git daemon`: `git` runs the daemon as a child process, so killing
 /// `git` would leave the daemon running after the test.
-fn git_daemon_program() -> std::path::PathBuf {
+pub fn git_daemon_program() -> std::path::PathBuf {
     let out = std::process::Command::new("git").arg("--exec-path").output().expect("git (Debian's git package)");
     std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
 }

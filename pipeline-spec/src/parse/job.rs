@@ -61,6 +61,22 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
                 .help("add `script:` with the commands to run; name the key `.name` to make it a hidden template"),
         );
     }
+    // GitLab: `run` replaces `script` (and `before_script`); a job has one or the other.
+    if let (Some(_), Some(run)) = (own.get("script").filter(|e| !e.value.is_null()), own.get("run").filter(|e| !e.value.is_null())) {
+        cx.push(
+            Diagnostic::error(run.key_span, "a job has `script` or `run`, not both")
+                .key("run")
+                .help("move the commands into a `script:` step of `run:`, or drop `run:`"),
+        );
+    }
+    if let (Some(b), Some(_)) = (own.get("before_script").filter(|e| !e.value.is_null()), own.get("run").filter(|e| !e.value.is_null())) {
+        cx.push(
+            Diagnostic::error(b.key_span, "`before_script` cannot be used with `run`")
+                .key("before_script")
+                .help("make it the first `script:` step of `run:`"),
+        );
+    }
+    let steps = own.get("run").filter(|e| !e.value.is_null()).map(|e| super::steps::parse_run(cx, &e.value)).unwrap_or_default();
     if has_script && get("trigger").is_some() {
         cx.push(Diagnostic::error(span, "`script` and `trigger` cannot be used together").key("trigger"));
     }
@@ -173,6 +189,7 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
         tags: get("tags").map(|n| cx.string_list(n, "tags")).unwrap_or_default(),
         coverage: get("coverage").and_then(|n| cx.string(n, "coverage")),
         trigger,
+        steps,
     };
     if let Some(img) = get("image") {
         if job.image.as_ref().is_some_and(|i| i.name.is_empty()) {

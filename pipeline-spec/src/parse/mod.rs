@@ -4,6 +4,7 @@
 //! built from what was valid, so one run of `piste lint` lists every error.
 
 mod job;
+mod steps;
 mod values;
 
 use std::collections::HashSet;
@@ -15,6 +16,7 @@ use crate::model::{Pipeline, Workflow};
 use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
+pub use steps::MAX_STEPS;
 pub(crate) use values::Cx;
 pub use values::{MAX_NEEDS, RETRY_WHEN};
 

@@ -189,3 +189,36 @@ fn invalid_if_expressions_point_inside_the_expression() {
     let d = diagnostics(&loaded);
     assert!(d.contains("error: job `j`, key `rules:if`: invalid expression"), "{d}");
 }
+
+#[test]
+fn run_steps_are_read_in_order_with_their_inputs() {
+    use pipeline_spec::model::{StepAction, StepInput};
+    let j = job(
+        "j:\n  run:\n    - name: check\n      script: echo hi\n    - name: deploy\n      step: piste/gitops-bump@v1\n      inputs:\n        repo: $REPO\n        file: values.yaml\n        key: image.tag\n        value: 1.2\n  after_script: [echo done]\n",
+    );
+    assert!(j.script.is_empty());
+    assert_eq!(j.steps.len(), 2);
+    assert_eq!(j.steps[0].action, StepAction::Script("echo hi".into()));
+    let StepAction::Builtin { step, inputs } = &j.steps[1].action else { panic!("a built-in step") };
+    assert_eq!(step, "piste/gitops-bump@v1");
+    assert_eq!(inputs[3], ("value".to_string(), StepInput::Text("1.2".into())), "numbers as written");
+    assert_eq!((j.steps[1].span.line, j.steps[1].span.col), (5, 7));
+}
+
+#[test]
+fn run_steps_errors_are_positioned() {
+    let steps = |s: &str| load_main(&format!("j:\n  run:\n{s}"));
+    assert_error(&steps("    - name: a\n      script: x\n    - name: a\n      script: y\n"), 5, 7, "two steps are called `a`");
+    assert_error(&steps("    - name: 1st\n      script: x\n"), 3, 13, "invalid step name `1st`");
+    assert_error(&steps("    - name: a\n"), 3, 7, "needs `step:` (a built-in step) or `script:`");
+    assert_error(&steps("    - name: a\n      script: x\n      step: piste/gitops-bump@v1\n"), 4, 7, "`step:` or `script:`, not both");
+    let both = "    - name: d\n      step: piste/gitops-bump@v1\n      inputs: {repo: r, file: f, key: k, imagepolicy: p, value: v}\n";
+    assert_error(&steps(both), 5, 7, "takes exactly one of key, kustomize_image, imagepolicy: key and imagepolicy are given");
+    assert_error(&load_main("j:\n  run: echo hi\n"), 2, 8, "expected a list of steps");
+    assert_error(
+        &load_main("j:\n  before_script: [x]\n  run:\n    - {name: a, script: b}\n"),
+        2,
+        3,
+        "`before_script` cannot be used with `run`",
+    );
+}

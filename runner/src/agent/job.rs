@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub owner: String,
     /// Archives in transit.
     pub tmp_dir: PathBuf,
+    /// What built-in steps keep between jobs (cached deployment clones): `<work_dir>/steps`.
+    pub steps_dir: PathBuf,
     /// The shutdown grace period is over: cancel scripts.
     pub force: CancellationToken,
     /// Give up on jobs at once, reporting nothing.
@@ -102,6 +104,7 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         cache: Some(&shared.cache),
         tmp_dir: &shared.tmp_dir,
         ledger: Some(&shared.ledger),
+        state_dir: &shared.steps_dir,
     };
     let host = AgentHost { shared: &shared, payload: &payload, slot, signals: &signals };
     let attempt = job::run(&payload.job, &env, &host, shared.executor.as_ref(), &log, &signals.script, &signals.lost).await;

@@ -179,6 +179,7 @@ impl Agent {
             cache: crate::cache::CacheStore::new(self.work_dir.join("cache"))
                 .map_err(|e| AgentError::Client(format!("cannot open the cache folder: {e}")))?,
             tmp_dir,
+            steps_dir: self.work_dir.join("steps"),
             ledger,
             owner,
             force: CancellationToken::new(),

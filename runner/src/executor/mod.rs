@@ -68,6 +68,10 @@ pub struct JobRequest {
     pub script: Vec<String>,
     /// `after_script` lines, run in a separate shell afterwards (empty: nothing runs).
     pub after_script: Vec<String>,
+    /// `Some`: the job's script already ran elsewhere (a job's `run:` steps) and ended so. The
+    /// executor prepares as usual (image, services), skips `step_script` and runs only
+    /// `after_script`, with `CI_JOB_STATUS` from this outcome, which it reports as its own.
+    pub script_outcome: Option<Outcome>,
     /// Final variables (already expanded by the caller), exported to the script and services.
     pub env: Vec<(String, String)>,
     /// Host directory holding this job's checkout.

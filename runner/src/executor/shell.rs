@@ -98,17 +98,21 @@ impl ShellExecutor {
         // private directory, created on first use.
         let mut dir: Option<ScriptDir> = None;
 
-        log.section_start("step_script", "Executing \"step_script\" stage of the job script").await;
-        let end = self
-            .run_script(&mut dir, "step_script", &script::job_script(&req.script), &req, &req.env, req.timeout, Some(&cancel), &log)
-            .await;
-        log.section_end("step_script").await;
-        let outcome = match end {
-            ScriptEnd::Exited(0) => Outcome::Success,
-            ScriptEnd::Exited(code) => Outcome::Failed { exit_code: Some(code), reason: FailureReason::ScriptFailure },
-            ScriptEnd::TimedOut => Outcome::Failed { exit_code: None, reason: FailureReason::JobTimeout },
-            ScriptEnd::Canceled => Outcome::Canceled,
-            ScriptEnd::Failed(msg) => system_failure(msg),
+        let outcome = match &req.script_outcome {
+            Some(outcome) => outcome.clone(),
+            None => {
+                log.section_start("step_script", "Executing \"step_script\" stage of the job script").await;
+                let script = script::job_script(&req.script);
+                let end = self.run_script(&mut dir, "step_script", &script, &req, &req.env, req.timeout, Some(&cancel), &log).await;
+                log.section_end("step_script").await;
+                match end {
+                    ScriptEnd::Exited(0) => Outcome::Success,
+                    ScriptEnd::Exited(code) => Outcome::Failed { exit_code: Some(code), reason: FailureReason::ScriptFailure },
+                    ScriptEnd::TimedOut => Outcome::Failed { exit_code: None, reason: FailureReason::JobTimeout },
+                    ScriptEnd::Canceled => Outcome::Canceled,
+                    ScriptEnd::Failed(msg) => system_failure(msg),
+                }
+            }
         };
 
         let mut after_script_exit = None;

@@ -11,6 +11,8 @@ use crate::workspace::{CheckoutSpec, GitStrategy, Workspaces};
 pub struct Inputs {
     workspaces: Workspaces,
     pub cache: CacheStore,
+    /// What built-in steps keep between jobs (cached deployment clones): `.piste/steps`.
+    pub steps_dir: PathBuf,
     sha: String,
     worktree: bool,
 }
@@ -19,7 +21,7 @@ impl Inputs {
     pub fn new(source_repo: &Path, data_dir: &Path, sha: &str, worktree: bool) -> Result<Inputs, String> {
         let workspaces = Workspaces::new(source_repo, &data_dir.join("builds")).map_err(|e| e.to_string())?;
         let cache = CacheStore::new(data_dir.join("cache")).map_err(|e| e.to_string())?;
-        Ok(Inputs { workspaces, cache, sha: sha.to_string(), worktree })
+        Ok(Inputs { workspaces, cache, steps_dir: data_dir.join("steps"), sha: sha.to_string(), worktree })
     }
 
     /// Slot `slot`'s workspace at the run's commit, as `git` asks. `Err(true, m)`: the job's own

@@ -109,6 +109,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         cache: Some(&shared.inputs.cache),
         tmp_dir: shared.cas.root(),
         ledger: None,
+        state_dir: &shared.inputs.steps_dir,
     };
 
     let (log, rx) = LogWriter::channel(64);

@@ -45,6 +45,7 @@ impl Job {
             services: Vec::new(),
             script: script.iter().map(|s| s.to_string()).collect(),
             after_script: Vec::new(),
+            script_outcome: None,
             env: Vec::new(),
             workspace: dir.path().to_owned(),
             project_dir: "/builds/group/project".to_owned(),

@@ -72,6 +72,8 @@ pub struct JobDetail {
     pub attempt: u32,
     pub exit_code: Option<i32>,
     pub has_artifacts: bool,
+    /// What the job's `piste/gitops-bump@v1` steps left: (step, deployment commit, changed).
+    pub deploys: Vec<(String, String, bool)>,
     /// Whether the log may still grow: the page then follows it live.
     pub running: bool,
     /// Every attempt, oldest first, each with its own result and log.
@@ -290,6 +292,9 @@ pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
                 tr { th { "Attempt" } td { (job.attempt) } }
                 tr { th { "Exit code" } td { @if let Some(code) = job.exit_code { (code) } @else { "–" } } }
                 @if job.has_artifacts { tr { th { "Artifacts" } td { a href={ "/api/v1/jobs/" (job.id) "/artifacts" } { "download" } } } }
+                @for (step, commit, changed) in &job.deploys {
+                    tr { th { "Deploy commit" } td { code { (commit) } " (step " code { (step) } @if !*changed { ", already deployed" } ")" } }
+                }
                 tr { th { "Log" } td { a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw" } } }
             }
             @if job.attempts.len() > 1 || job.attempts.iter().any(|a| a.failure_reason.is_some()) {

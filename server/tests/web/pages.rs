@@ -93,6 +93,7 @@ fn job(running: bool) -> JobDetail {
         attempt: 2,
         exit_code: (!running).then_some(101),
         has_artifacts: !running,
+        deploys: if running { Vec::new() } else { vec![("deploy".into(), "c0ffee".repeat(6) + "c0ff", true)] },
         running,
         attempts: Vec::new(),
     }

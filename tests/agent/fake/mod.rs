@@ -146,6 +146,7 @@ impl FakeState {
                 image: None,
                 services: Vec::new(),
                 script: script.iter().map(|s| s.to_string()).collect(),
+                steps: Vec::new(),
                 after_script: Vec::new(),
                 variables: Vec::new(),
                 timeout_s: 120,

@@ -133,6 +133,7 @@ impl DockerExecutor {
         }
         log.end_open_sections().await;
         let outcome = match end {
+            Step::Exited(_) if req.script_outcome.is_some() => req.script_outcome.clone().unwrap_or(Outcome::Success),
             Step::Exited(0) => Outcome::Success,
             Step::Exited(code) => Outcome::Failed { exit_code: Some(code), reason: FailureReason::ScriptFailure },
             Step::TimedOut => Outcome::Failed { exit_code: None, reason: FailureReason::JobTimeout },
@@ -183,6 +184,11 @@ impl DockerExecutor {
             return Step::Failed(msg);
         }
         log.section_end("prepare_executor").await;
+        if req.script_outcome.is_some() {
+            // The job's steps ran already: only `after_script` is left (see `run_job`).
+            progress.script_started = true;
+            return Step::Exited(0);
+        }
 
         log.section_start("step_script", "Executing \"step_script\" stage of the job script").await;
         let name = res.container_name("build");
