@@ -14,5 +14,6 @@ pub mod job;
 pub mod joblog;
 pub mod local;
 pub mod mask;
+pub mod oci;
 pub mod run;
 pub mod workspace;
