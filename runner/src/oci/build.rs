@@ -329,8 +329,9 @@ pub async fn assemble(req: &BuildRequest, file: &Dockerfile, path: &Path, regs: 
                     let sources = sources.iter().map(|s| x(s)).collect::<Result<Vec<_>, _>>()?;
                     let dest = x(dest)?;
                     let workdir = cfg.working_dir.clone().unwrap_or_else(|| "/".into());
-                    let dest_abs = if dest.starts_with('/') { dest.clone() } else { format!("{workdir}/{dest}") };
-                    let dest_is_dir = dest.ends_with('/') || dest == "." || sources.len() > 1 || sources.iter().any(|s| is_glob(s));
+                    let dest_abs = clean_abs(&if dest.starts_with('/') { dest.clone() } else { format!("{workdir}/{dest}") });
+                    let dest_is_dir =
+                        dest.ends_with('/') || dest == "." || dest.ends_with("/.") || sources.len() > 1 || sources.iter().any(|s| is_glob(s));
                     let mut entries = match from {
                         Some(stage_ref) => {
                             let name = x(stage_ref)?.to_ascii_lowercase();
@@ -571,7 +572,7 @@ fn is_archive(path: &Path) -> bool {
 }
 
 fn dir_entry(abs: &str) -> Entry {
-    Entry { path: abs.trim_start_matches('/').to_owned(), kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0 }
+    Entry { path: clean_abs(abs).trim_start_matches('/').to_owned(), kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0 }
 }
 
 fn entry(full: &Path, target: &str, meta: &std::fs::Metadata) -> Result<Entry, String> {
