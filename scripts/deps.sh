@@ -20,7 +20,9 @@ if ! command -v moto_server >/dev/null 2>&1; then
 	}
 fi
 
-PACKAGES=(git busybox-static postgresql chromium procps openssl curl)
+# docker-registry, skopeo, umoci and apache2-utils (htpasswd): the image build and push tests
+# (`runner/tests/oci`) and `make bench-image`.
+PACKAGES=(git busybox-static postgresql chromium procps openssl curl docker-registry skopeo umoci apache2-utils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

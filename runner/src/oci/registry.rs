@@ -19,6 +19,8 @@ use super::{Log, OciError};
 
 /// Attempts per request (the first included) on 408, 429, 5xx and connection errors.
 pub const ATTEMPTS: u32 = 5;
+/// Times a chunked upload is resumed from the registry's `Range` after a chunk failed.
+pub const MAX_RESUMES: u32 = 3;
 /// Size of one `PATCH` of a chunked upload.
 pub const CHUNK: u64 = 64 << 20;
 /// Largest manifest or config read into memory (the distribution spec's manifest limit).
@@ -173,7 +175,13 @@ impl Registry {
             .get_or_try_init(|| async {
                 let https = Url::parse(&format!("https://{}/v2/", self.endpoint))
                     .map_err(|e| OciError::Reference { reference: self.host.clone(), reason: e.to_string() })?;
-                let first = self.http.get(https.clone()).send().await;
+                // A registry that may be plain HTTP gets a short https probe: a server that
+                // does not speak TLS may also never answer a ClientHello.
+                let mut probe = self.http.get(https.clone());
+                if self.plain_ok {
+                    probe = probe.timeout(Duration::from_secs(3));
+                }
+                let first = probe.send().await;
                 let (base, response) = match first {
                     Ok(r) => (https, r),
                     Err(e) if self.plain_ok => {
@@ -387,7 +395,7 @@ impl Session {
                 self.check_digest_header(&r, &blob.digest)?;
             }
             BlobData::File(path) => {
-                let mut offset = 0u64;
+                let (mut offset, mut resumes) = (0u64, 0u32);
                 while offset < blob.size {
                     let len = CHUNK.min(blob.size - offset);
                     let here = location.clone();
@@ -416,7 +424,8 @@ impl Session {
                         other => {
                             // Resume: ask the registry how much it has, go on from there.
                             retries += 1;
-                            if retries >= ATTEMPTS * 4 {
+                            resumes += 1;
+                            if resumes > MAX_RESUMES {
                                 return match other {
                                     Ok((r, _)) => Err(self.expect("upload a chunk", r, &[]).await.unwrap_err()),
                                     Err(e) => Err(e),

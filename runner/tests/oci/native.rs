@@ -173,3 +173,23 @@ async fn dockerfile_errors_name_the_line_and_column() {
     drop(log);
     assert!(reg.tags("app/web").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_during_an_upload_is_retried_and_the_push_completes() {
+    use super::support::FlakyProxy;
+    let reg = Registry::start(Auth::None).await;
+    let proxy = FlakyProxy::start(&reg.host, 2);
+    let root = tempfile::tempdir().unwrap();
+    let ctx = root.path().join("ctx");
+    let big: String = (0..200_000).map(|i| format!("{i:08}\n")).collect();
+    write_files(&ctx, &[("Dockerfile", "FROM scratch\nCOPY data.txt /\n", 0o644), ("data.txt", &big, 0o644)]);
+    let log = Collected::new();
+    let mut req = request(&reg, &ctx, &[]);
+    req.destinations = vec![format!("{}/app/flaky:1", proxy.host)];
+    let out = build_and_push(&req, &log.writer).await.unwrap_or_else(|e| panic!("{e}"));
+    let text = log.text().await;
+    assert_eq!(proxy.failed.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(text.matches("upload a chunk: the registry answered 503, retrying").count(), 2, "{text}");
+    assert!(text.contains("uploaded, 2 retries"), "{text}");
+    assert_eq!(reg.digest_of("app/flaky:1"), out.digest, "the registry has the image, digest checked");
+}

@@ -417,3 +417,103 @@ fn rootfs() -> Vec<u8> {
     }
     tar.into_inner().unwrap()
 }
+
+/// An HTTP proxy in front of a registry that answers `503` to the first `fail` `PATCH`
+/// requests (without forwarding them), as an overloaded registry or load balancer would.
+pub struct FlakyProxy {
+    pub host: String,
+    pub failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FlakyProxy {
+    pub fn start(upstream: &str, fail: usize) -> FlakyProxy {
+        use std::sync::atomic::AtomicUsize;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let failed = std::sync::Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (upstream, counter) = (upstream.to_owned(), failed.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let serve = async {
+                    loop {
+                        let Ok((client, _)) = listener.accept().await else { return };
+                        let (upstream, counter) = (upstream.clone(), counter.clone());
+                        tokio::spawn(async move {
+                            let _ = proxy_connection(client, &upstream, &counter, fail).await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        FlakyProxy { host, failed, stop: Some(stop) }
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Relays requests one by one, each on a new upstream connection (`Connection: close`).
+async fn proxy_connection(
+    mut client: tokio::net::TcpStream,
+    upstream: &str,
+    counter: &std::sync::atomic::AtomicUsize,
+    fail: usize,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let mut chunk = [0u8; 65536];
+        let end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = client.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0);
+        while buf.len() < end + length {
+            let n = client.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let request: Vec<u8> = buf.drain(..end + length).collect();
+        if head.starts_with("PATCH ") && counter.load(Ordering::SeqCst) < fail {
+            counter.fetch_add(1, Ordering::SeqCst);
+            client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").await?;
+            continue;
+        }
+        // Same request, `Connection: close`, so that the response ends with the connection.
+        let mut lines: Vec<&str> = head[..head.len() - 4].split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
+        lines.push("Connection: close");
+        let mut forwarded = format!("{}\r\n\r\n", lines.join("\r\n")).into_bytes();
+        forwarded.extend_from_slice(&request[end..]);
+        let mut up = tokio::net::TcpStream::connect(upstream).await?;
+        up.write_all(&forwarded).await?;
+        let mut response = Vec::new();
+        up.read_to_end(&mut response).await?;
+        client.write_all(&response).await?;
+    }
+}
