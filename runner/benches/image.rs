@@ -48,13 +48,14 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry (Debian package `docker-registry`)");
+        let reg = Registry { host, child, _dir: dir };
         for _ in 0..200 {
-            if std::net::TcpStream::connect(&host).is_ok() {
-                return Registry { host, child, _dir: dir };
+            if std::net::TcpStream::connect(&reg.host).is_ok() {
+                return reg;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("docker-registry did not start");
+        panic!("docker-registry did not start on {}", reg.host);
     }
 }
 
@@ -83,7 +84,8 @@ fn random_file(path: &Path, len: u64, seed: u64) {
 
 /// `len` bytes of text-like data (words from a small vocabulary): compresses about 3:1.
 fn text_file(path: &Path, len: u64) {
-    let words: Vec<String> = (0..4096).map(|i| format!("w{:x}{}", i * 2654435761u64 % 100_000, "abcdefgh".repeat(i % 3))).collect();
+    let words: Vec<String> =
+        (0..4096u64).map(|i| format!("w{:x}{}", i * 2654435761 % 100_000, "abcdefgh".repeat((i % 3) as usize))).collect();
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut x = 88172645463325252u64;
     let mut written = 0u64;
@@ -214,7 +216,8 @@ fn main() {
     for _ in 0..RUNS {
         let out = root.path().join("big.tar.gz");
         for (times, scan) in [(&mut ours, None), (&mut scanned, scanner.as_ref())] {
-            let mut entries = vec![Entry { path: "big.txt".into(), kind: Kind::File { source: big.clone(), size }, mode: 0o644, uid: 0, gid: 0 }];
+            let mut entries =
+                vec![Entry { path: "big.txt".into(), kind: Kind::File { source: big.clone(), size }, mode: 0o644, uid: 0, gid: 0 }];
             let t = Instant::now();
             let w = layer::write(&mut entries, 1_700_000_000, &out, scan, "bench").unwrap();
             times.push(t.elapsed());
@@ -230,5 +233,9 @@ fn main() {
     println!("| 1 GiB layer (text, {:.0}% after gzip): piste tar+gzip+2×SHA-256 | {} ({}) |", ratio * 100.0, secs(o), rate(o));
     println!("| same, with the leak scanner on (2 masked values) | {} ({}) |", secs(s), rate(s));
     println!("| `gzip -1` of the same bytes | {} ({}) |", secs(g), rate(g));
-    println!("| piste / gzip -1 speed | {:.0}% (scanner on: {:.0}%) |", g.as_secs_f64() / o.as_secs_f64() * 100.0, g.as_secs_f64() / s.as_secs_f64() * 100.0);
+    println!(
+        "| piste / gzip -1 speed | {:.0}% (scanner on: {:.0}%) |",
+        g.as_secs_f64() / o.as_secs_f64() * 100.0,
+        g.as_secs_f64() / s.as_secs_f64() * 100.0
+    );
 }

@@ -45,7 +45,8 @@ impl Credentials {
                     STANDARD.decode(auth.trim()).map_err(|_| bad(format!("`auths.{key}.auth` is not base64 of `user:password`")))?;
                 let text =
                     String::from_utf8(decoded).map_err(|_| bad(format!("`auths.{key}.auth` does not decode to UTF-8 `user:password`")))?;
-                let (user, pass) = text.split_once(':').ok_or_else(|| bad(format!("`auths.{key}.auth` has no `:` between user and password")))?;
+                let (user, pass) =
+                    text.split_once(':').ok_or_else(|| bad(format!("`auths.{key}.auth` has no `:` between user and password")))?;
                 Login { username: user.to_owned(), password: pass.to_owned() }
             } else if let (Some(u), Some(p)) = (field("username"), field("password")) {
                 Login { username: u.to_owned(), password: p.to_owned() }
@@ -172,7 +173,9 @@ mod tests {
 
     #[test]
     fn parses_challenges() {
-        let c = Challenge::parse(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a/b:pull,push""#);
+        let c = Challenge::parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a/b:pull,push""#,
+        );
         assert_eq!(
             c,
             Some(Challenge::Bearer {

@@ -47,7 +47,7 @@ pub struct BuildRequest {
     pub signing_key: Option<String>,
     /// What the provenance says about the build.
     pub provenance: Provenance,
-    /// A directory for the layers being built (removed after).
+    /// A directory for the layers being built (removed after; empty: the system's temp dir).
     pub scratch: PathBuf,
 }
 
@@ -130,7 +130,8 @@ pub async fn build_and_push(req: &BuildRequest, log: &Log) -> Result<BuildOutput
     let text = tokio::fs::read_to_string(&path)
         .await
         .map_err(|e| OciError::Io { what: format!("cannot read the Dockerfile `{}`", path.display()), source: e })?;
-    let file = dockerfile::parse(&text).map_err(|e| OciError::Dockerfile { path: path.clone(), line: e.line, col: e.col, message: e.message })?;
+    let file =
+        dockerfile::parse(&text).map_err(|e| OciError::Dockerfile { path: path.clone(), line: e.line, col: e.col, message: e.message })?;
     if req.destinations.is_empty() {
         return Err(OciError::Build("no destination: give at least one `registry/repository:tag`".into()));
     }
@@ -138,11 +139,12 @@ pub async fn build_and_push(req: &BuildRequest, log: &Log) -> Result<BuildOutput
     if let Some(d) = dests.iter().find(|d| d.tag.is_none()) {
         return Err(OciError::Build(format!("destination `{d}` has no tag: piste pushes to tags (the digest is the result)")));
     }
-    std::fs::create_dir_all(&req.scratch).map_err(|e| OciError::Io { what: format!("cannot create `{}`", req.scratch.display()), source: e })?;
+    let scratch = if req.scratch.as_os_str().is_empty() { std::env::temp_dir() } else { req.scratch.clone() };
+    std::fs::create_dir_all(&scratch).map_err(|e| OciError::Io { what: format!("cannot create `{}`", scratch.display()), source: e })?;
     let work = tempfile::Builder::new()
         .prefix("image-build-")
-        .tempdir_in(&req.scratch)
-        .map_err(|e| OciError::Io { what: format!("cannot create a directory in `{}`", req.scratch.display()), source: e })?;
+        .tempdir_in(&scratch)
+        .map_err(|e| OciError::Io { what: format!("cannot create a directory in `{}`", scratch.display()), source: e })?;
     let client = super::registry::Client::new(req.registry.clone(), log.clone())?;
     let regs = Registries::new(client);
     let native = !file.has_run();
@@ -178,7 +180,8 @@ pub async fn build_and_push(req: &BuildRequest, log: &Log) -> Result<BuildOutput
             true
         }
         None => {
-            log.line("no signing key: the image is not signed and no provenance is attached (the provenance is in the step's output)").await;
+            log.line("no signing key: the image is not signed and no provenance is attached (the provenance is in the step's output)")
+                .await;
             false
         }
     };
@@ -213,7 +216,14 @@ impl Clone for Layer {
 }
 
 /// Assembles a Dockerfile without `RUN`.
-pub async fn assemble(req: &BuildRequest, file: &Dockerfile, path: &Path, regs: &Registries, work: &Path, log: &Log) -> Result<Assembled, OciError> {
+pub async fn assemble(
+    req: &BuildRequest,
+    file: &Dockerfile,
+    path: &Path,
+    regs: &Registries,
+    work: &Path,
+    log: &Log,
+) -> Result<Assembled, OciError> {
     let at = |line: usize, col: usize, message: String| OciError::Dockerfile { path: path.to_owned(), line, col, message };
     let build_args: HashMap<&str, &str> = req.build_args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut global: BTreeMap<String, String> = BTreeMap::new();
@@ -235,7 +245,8 @@ pub async fn assemble(req: &BuildRequest, file: &Dockerfile, path: &Path, regs: 
     let scanner = Scanner::new(&req.masked);
     let ignore = Ignore::load(&req.context)?;
     let epoch = req.source_date_epoch;
-    let created = jiff::Timestamp::from_second(epoch as i64).map_err(|e| OciError::Build(format!("SOURCE_DATE_EPOCH {epoch}: {e}")))?.to_string();
+    let created =
+        jiff::Timestamp::from_second(epoch as i64).map_err(|e| OciError::Build(format!("SOURCE_DATE_EPOCH {epoch}: {e}")))?.to_string();
     let mut states: Vec<StageState> = Vec::new();
     let mut layer_no = 0;
     let mut findings = Vec::new();
@@ -325,13 +336,19 @@ pub async fn assemble(req: &BuildRequest, file: &Dockerfile, path: &Path, regs: 
                 Op::Run(_) => return Err(at("`RUN` needs the Docker Engine".into())),
                 Op::Copy { sources, dest, from, chown, chmod, add } => {
                     let owner = chown.as_deref().map(|c| parse_chown(&x(c)?).map_err(&at)).transpose()?;
-                    let mode = chmod.as_deref().map(|c| u32::from_str_radix(&x(c)?, 8).map_err(|_| at(format!("`--chmod={c}` is not an octal mode")))).transpose()?;
+                    let mode = chmod
+                        .as_deref()
+                        .map(|c| u32::from_str_radix(&x(c)?, 8).map_err(|_| at(format!("`--chmod={c}` is not an octal mode"))))
+                        .transpose()?;
                     let sources = sources.iter().map(|s| x(s)).collect::<Result<Vec<_>, _>>()?;
                     let dest = x(dest)?;
                     let workdir = cfg.working_dir.clone().unwrap_or_else(|| "/".into());
                     let dest_abs = clean_abs(&if dest.starts_with('/') { dest.clone() } else { format!("{workdir}/{dest}") });
-                    let dest_is_dir =
-                        dest.ends_with('/') || dest == "." || dest.ends_with("/.") || sources.len() > 1 || sources.iter().any(|s| is_glob(s));
+                    let dest_is_dir = dest.ends_with('/')
+                        || dest == "."
+                        || dest.ends_with("/.")
+                        || sources.len() > 1
+                        || sources.iter().any(|s| is_glob(s));
                     let mut entries = match from {
                         Some(stage_ref) => {
                             let name = x(stage_ref)?.to_ascii_lowercase();
@@ -340,13 +357,13 @@ pub async fn assemble(req: &BuildRequest, file: &Dockerfile, path: &Path, regs: 
                                 .position(|s| s.name.as_deref() == Some(&name))
                                 .or_else(|| name.parse::<usize>().ok().filter(|i| *i < index))
                                 .ok_or_else(|| {
-                                    at(format!("`--from={name}` is not an earlier stage (the native builder copies from stages, not from images)"))
+                                    at(format!(
+                                        "`--from={name}` is not an earlier stage (the native builder copies from stages, not from images)"
+                                    ))
                                 })?;
                             from_stage(&states[i], &sources, &dest_abs, dest_is_dir).map_err(&at)?
                         }
-                        None => {
-                            from_context(&req.context, &ignore, &sources, &dest_abs, dest_is_dir, *add).map_err(&at)?
-                        }
+                        None => from_context(&req.context, &ignore, &sources, &dest_abs, dest_is_dir, *add).map_err(&at)?,
                     };
                     for e in entries.iter_mut() {
                         if let Some((uid, gid)) = owner {
@@ -398,7 +415,12 @@ pub async fn assemble(req: &BuildRequest, file: &Dockerfile, path: &Path, regs: 
                     empty_layer = false;
                 }
             }
-            state.config.history.push(History { created: Some(created.clone()), created_by: Some(ins.text.clone()), comment: None, empty_layer });
+            state.config.history.push(History {
+                created: Some(created.clone()),
+                created_by: Some(ins.text.clone()),
+                comment: None,
+                empty_layer,
+            });
         }
         states.push(state);
     }
@@ -445,8 +467,8 @@ async fn pull_base(regs: &Registries, reference: &Reference, log: &Log) -> Resul
     let repo = &reference.repository;
     let mut fetched = session.get_manifest(repo, reference.target()).await?;
     if fetched.media_type.contains("index") || fetched.media_type.contains("manifest.list") {
-        let index: Index = serde_json::from_slice(&fetched.bytes)
-            .map_err(|e| OciError::Build(format!("the index of `{reference}` is not valid: {e}")))?;
+        let index: Index =
+            serde_json::from_slice(&fetched.bytes).map_err(|e| OciError::Build(format!("the index of `{reference}` is not valid: {e}")))?;
         let pick = index
             .manifests
             .iter()
@@ -459,7 +481,11 @@ async fn pull_base(regs: &Registries, reference: &Reference, log: &Log) -> Resul
     let config_bytes = session.get_blob_bytes(repo, &manifest.config.digest).await?;
     let config = ImageConfig::parse(&config_bytes, &format!("`{reference}`"))?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        return Err(OciError::Build(format!("`{reference}`: its configuration lists {} layers, its manifest {}", config.rootfs.diff_ids.len(), manifest.layers.len())));
+        return Err(OciError::Build(format!(
+            "`{reference}`: its configuration lists {} layers, its manifest {}",
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        )));
     }
     log.line(format!("base `{reference}`: {} ({} layers)", fetched.digest, manifest.layers.len())).await;
     let layers = manifest
@@ -513,12 +539,21 @@ fn parse_chown(spec: &str) -> Result<(u64, u64), String> {
     let (u, g) = spec.split_once(':').unwrap_or((spec, spec));
     match (u.parse::<u64>(), g.parse::<u64>()) {
         (Ok(u), Ok(g)) => Ok((u, g)),
-        _ => Err(format!("`--chown={spec}`: the native builder takes numeric ids (`--chown=1000:1000`): it has no `/etc/passwd` to read names from")),
+        _ => Err(format!(
+            "`--chown={spec}`: the native builder takes numeric ids (`--chown=1000:1000`): it has no `/etc/passwd` to read names from"
+        )),
     }
 }
 
 /// Entries for `COPY sources dest` from the context.
-fn from_context(context: &Path, ignore: &Ignore, sources: &[String], dest: &str, dest_is_dir: bool, add: bool) -> Result<Vec<Entry>, String> {
+fn from_context(
+    context: &Path,
+    ignore: &Ignore,
+    sources: &[String],
+    dest: &str,
+    dest_is_dir: bool,
+    add: bool,
+) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     for src in sources {
         if add && (src.starts_with("http://") || src.starts_with("https://") || src.starts_with("git@")) {
@@ -526,7 +561,11 @@ fn from_context(context: &Path, ignore: &Ignore, sources: &[String], dest: &str,
         }
         let rel = clean_rel(src)?;
         let matches: Vec<String> = if is_glob(&rel) {
-            let glob = GlobBuilder::new(&rel).literal_separator(true).build().map_err(|e| format!("`{src}` is not a valid pattern: {e}"))?.compile_matcher();
+            let glob = GlobBuilder::new(&rel)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("`{src}` is not a valid pattern: {e}"))?
+                .compile_matcher();
             let mut all = Vec::new();
             walk(context, "", ignore, &mut all)?;
             let found: Vec<String> = all.into_iter().filter(|(p, _)| glob.is_match(p)).map(|(p, _)| p).collect();
@@ -542,7 +581,8 @@ fn from_context(context: &Path, ignore: &Ignore, sources: &[String], dest: &str,
         };
         for rel in matches {
             let full = context.join(&rel);
-            let meta = std::fs::symlink_metadata(&full).map_err(|e| format!("`{src}`: `{}` is not in the build context ({e})", if rel.is_empty() { "." } else { &rel }))?;
+            let meta = std::fs::symlink_metadata(&full)
+                .map_err(|e| format!("`{src}`: `{}` is not in the build context ({e})", if rel.is_empty() { "." } else { &rel }))?;
             if meta.is_dir() {
                 let mut below = Vec::new();
                 walk(context, &rel, ignore, &mut below)?;
@@ -554,7 +594,9 @@ fn from_context(context: &Path, ignore: &Ignore, sources: &[String], dest: &str,
                 }
             } else {
                 if add && is_archive(&full) {
-                    return Err(format!("`ADD {src}`: a local archive is extracted by `ADD`, which the native builder does not do: extract it first, or use `COPY`"));
+                    return Err(format!(
+                        "`ADD {src}`: a local archive is extracted by `ADD`, which the native builder does not do: extract it first, or use `COPY`"
+                    ));
                 }
                 let name = rel.rsplit('/').next().unwrap_or(&rel);
                 let target = if dest_is_dir { format!("{}/{name}", dest.trim_end_matches('/')) } else { dest.to_owned() };
@@ -568,7 +610,10 @@ fn from_context(context: &Path, ignore: &Ignore, sources: &[String], dest: &str,
 fn is_archive(path: &Path) -> bool {
     let mut head = [0u8; 262];
     let n = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
-    (n >= 2 && head[..2] == [0x1f, 0x8b]) || (n >= 262 && &head[257..262] == b"ustar") || (n >= 3 && &head[..3] == b"BZh") || (n >= 6 && head[..6] == [0xfd, b'7', b'z', b'X', b'Z', 0])
+    (n >= 2 && head[..2] == [0x1f, 0x8b])
+        || (n >= 262 && &head[257..262] == b"ustar")
+        || (n >= 3 && &head[..3] == b"BZh")
+        || (n >= 6 && head[..6] == [0xfd, b'7', b'z', b'X', b'Z', 0])
 }
 
 fn dir_entry(abs: &str) -> Entry {
@@ -654,7 +699,8 @@ fn from_stage(stage: &StageState, sources: &[String], dest: &str, dest_is_dir: b
             } else {
                 let name = key.rsplit('/').next().unwrap_or(key);
                 let mut c = e.clone();
-                c.path = clean_abs(&if dest_is_dir { format!("{root}/{name}") } else { dest.to_owned() }).trim_start_matches('/').to_owned();
+                c.path =
+                    clean_abs(&if dest_is_dir { format!("{root}/{name}") } else { dest.to_owned() }).trim_start_matches('/').to_owned();
                 out.push(c);
             }
         }

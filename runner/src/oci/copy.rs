@@ -47,7 +47,8 @@ pub async fn copy(req: &CopyRequest, log: &Log) -> Result<CopyOutput, OciError> 
     let mut blobs: Vec<(String, u64)> = Vec::new();
     let is_index = top.media_type.contains("index") || top.media_type.contains("manifest.list");
     let images = if is_index {
-        let index: Index = serde_json::from_slice(&top.bytes).map_err(|e| OciError::Build(format!("the index of `{source}` is not valid: {e}")))?;
+        let index: Index =
+            serde_json::from_slice(&top.bytes).map_err(|e| OciError::Build(format!("the index of `{source}` is not valid: {e}")))?;
         let mut children = Vec::new();
         for d in &index.manifests {
             children.push(from.get_manifest(&source.repository, &d.digest).await?);
@@ -57,7 +58,8 @@ pub async fn copy(req: &CopyRequest, log: &Log) -> Result<CopyOutput, OciError> 
         vec![top.clone()]
     };
     for m in &images {
-        let manifest: Manifest = serde_json::from_slice(&m.bytes).map_err(|e| OciError::Build(format!("a manifest of `{source}` is not valid: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&m.bytes).map_err(|e| OciError::Build(format!("a manifest of `{source}` is not valid: {e}")))?;
         for d in manifest.layers.iter().chain(std::iter::once(&manifest.config)) {
             if !blobs.iter().any(|(b, _)| *b == d.digest) {
                 blobs.push((d.digest.clone(), d.size));
@@ -90,5 +92,9 @@ pub async fn copy(req: &CopyRequest, log: &Log) -> Result<CopyOutput, OciError> 
         }
         log.line(format!("  tagged {d} → {}", top.digest)).await;
     }
-    Ok(CopyOutput { digest: top.digest.clone(), references: dests.iter().map(|d| d.to_string()).collect(), image_ref: dests[0].pinned(&top.digest) })
+    Ok(CopyOutput {
+        digest: top.digest.clone(),
+        references: dests.iter().map(|d| d.to_string()).collect(),
+        image_ref: dests[0].pinned(&top.digest),
+    })
 }

@@ -156,7 +156,9 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             continue;
         }
         let Some(stage) = file.stages.last_mut() else {
-            return Err(at(format!("`{keyword}` before the first `FROM`: a Dockerfile starts with `FROM` (only `ARG` may come before it)")));
+            return Err(at(format!(
+                "`{keyword}` before the first `FROM`: a Dockerfile starts with `FROM` (only `ARG` may come before it)"
+            )));
         };
         let op = parse_op(&kw, keyword, args, escape).map_err(at)?;
         stage.instructions.push(Instruction { line, col, text: format!("{kw} {args}"), op });
@@ -172,8 +174,24 @@ fn err(line: usize, col: usize, message: String) -> ParseError {
 }
 
 const KNOWN: &[&str] = &[
-    "FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG",
-    "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
 ];
 
 fn parse_op(kw: &str, keyword: &str, args: &str, escape: char) -> Result<Op, String> {

@@ -51,7 +51,9 @@ pub async fn build(req: &BuildRequest, file: &Dockerfile, path: &Path, work: &Pa
     let context_tar = work.join("context.tar");
     let (context, dockerfile_path, tar_path) = (req.context.clone(), path.to_owned(), context_tar.clone());
     blocking(move || context_archive(&context, &dockerfile_path, &tar_path)).await?;
-    let body = tokio::fs::read(&context_tar).await.map_err(|e| OciError::Io { what: "cannot read the build context archive".into(), source: e })?;
+    let body = tokio::fs::read(&context_tar)
+        .await
+        .map_err(|e| OciError::Io { what: "cannot read the build context archive".into(), source: e })?;
 
     let tag = format!("piste-build/{}:{}", std::process::id(), hex::encode(getrandom_bytes()));
     let build_args: HashMap<String, String> = req.build_args.iter().cloned().collect();
@@ -62,8 +64,14 @@ pub async fn build(req: &BuildRequest, file: &Dockerfile, path: &Path, work: &Pa
     if let Some(r) = &req.revision {
         labels.insert("org.opencontainers.image.revision".into(), r.clone());
     }
-    let mut options =
-        BuildImageOptionsBuilder::default().dockerfile(DOCKERFILE).t(&tag).rm(true).forcerm(true).buildargs(&build_args).labels(&labels).version(BuilderVersion::BuilderV1);
+    let mut options = BuildImageOptionsBuilder::default()
+        .dockerfile(DOCKERFILE)
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&build_args)
+        .labels(&labels)
+        .version(BuilderVersion::BuilderV1);
     if let Some(t) = &req.target {
         options = options.target(t);
     }
@@ -72,12 +80,15 @@ pub async fn build(req: &BuildRequest, file: &Dockerfile, path: &Path, work: &Pa
         .credentials
         .iter()
         .map(|(host, login)| {
-            (host.to_owned(), DockerCredentials {
-                username: Some(login.username.clone()),
-                password: Some(login.password.clone()),
-                serveraddress: Some(host.to_owned()),
-                ..DockerCredentials::default()
-            })
+            (
+                host.to_owned(),
+                DockerCredentials {
+                    username: Some(login.username.clone()),
+                    password: Some(login.password.clone()),
+                    serveraddress: Some(host.to_owned()),
+                    ..DockerCredentials::default()
+                },
+            )
         })
         .collect();
     let mut stream = docker.build_image(options.build(), Some(credentials), Some(bollard::body_full(body.into())));
@@ -106,8 +117,9 @@ pub async fn build(req: &BuildRequest, file: &Dockerfile, path: &Path, work: &Pa
     }
     let exported = work.join("image.tar");
     let result = async {
-        let mut out =
-            tokio::fs::File::create(&exported).await.map_err(|e| OciError::Io { what: format!("cannot create `{}`", exported.display()), source: e })?;
+        let mut out = tokio::fs::File::create(&exported)
+            .await
+            .map_err(|e| OciError::Io { what: format!("cannot create `{}`", exported.display()), source: e })?;
         let mut stream = docker.export_image(&tag);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| OciError::Engine(format!("could not export the built image: {e}")))?;
@@ -164,7 +176,8 @@ fn context_archive(context: &Path, dockerfile: &Path, out: &Path) -> Result<(), 
             }
         }
     }
-    let text = std::fs::read(dockerfile).map_err(|e| OciError::Io { what: format!("cannot read `{}`", dockerfile.display()), source: e })?;
+    let text =
+        std::fs::read(dockerfile).map_err(|e| OciError::Io { what: format!("cannot read `{}`", dockerfile.display()), source: e })?;
     let mut h = tar::Header::new_gnu();
     h.set_size(text.len() as u64);
     h.set_mode(0o644);
@@ -223,11 +236,26 @@ pub fn read_saved(tar_path: &Path, dir: &Path, scanner: Option<&Scanner>) -> Res
         let written = layers.get(&key).ok_or_else(|| OciError::Engine(format!("the exported image lacks layer `{name}`")))?;
         let expected = parsed.rootfs.diff_ids.get(i).map(String::as_str).unwrap_or("");
         if written.diff_id != expected {
-            return Err(OciError::DigestMismatch { what: format!("exported layer {}", i + 1), expected: expected.to_owned(), actual: written.diff_id.clone() });
+            return Err(OciError::DigestMismatch {
+                what: format!("exported layer {}", i + 1),
+                expected: expected.to_owned(),
+                actual: written.diff_id.clone(),
+            });
         }
-        findings.extend(written.findings.iter().map(|f| super::leak::Finding { location: f.location.replace(&format!("`{key}`"), &format!("{}", i + 1)), form: f.form }));
+        findings.extend(
+            written
+                .findings
+                .iter()
+                .map(|f| super::leak::Finding { location: f.location.replace(&format!("`{key}`"), &format!("{}", i + 1)), form: f.form }),
+        );
         out.push(Layer {
-            desc: Descriptor { media_type: media::OCI_LAYER_GZIP.into(), digest: written.digest.clone(), size: written.size, platform: None, annotations: BTreeMap::new() },
+            desc: Descriptor {
+                media_type: media::OCI_LAYER_GZIP.into(),
+                digest: written.digest.clone(),
+                size: written.size,
+                platform: None,
+                annotations: BTreeMap::new(),
+            },
             source: LayerSource::File(written.path.clone()),
         });
     }

@@ -163,7 +163,8 @@ impl ImageConfig {
     }
 
     pub fn parse(bytes: &[u8], what: &str) -> Result<ImageConfig, OciError> {
-        serde_json::from_slice(bytes).map_err(|e| OciError::Build(format!("the configuration of {what} is not an image configuration: {e}")))
+        serde_json::from_slice(bytes)
+            .map_err(|e| OciError::Build(format!("the configuration of {what} is not an image configuration: {e}")))
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

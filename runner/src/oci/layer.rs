@@ -20,7 +20,10 @@ pub const GZIP_LEVEL: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// A regular file, read from `source` when the layer is written.
-    File { source: PathBuf, size: u64 },
+    File {
+        source: PathBuf,
+        size: u64,
+    },
     Dir,
     Symlink(String),
 }
@@ -219,13 +222,8 @@ mod tests {
     fn same_entries_give_the_same_digests_whatever_the_order() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), b"hello").unwrap();
-        let file = |p: &str| Entry {
-            path: p.into(),
-            kind: Kind::File { source: dir.path().join("a"), size: 5 },
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-        };
+        let file =
+            |p: &str| Entry { path: p.into(), kind: Kind::File { source: dir.path().join("a"), size: 5 }, mode: 0o644, uid: 0, gid: 0 };
         let dir_entry = Entry { path: "d".into(), kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0 };
         let mut one = vec![file("d/x"), dir_entry.clone(), file("d/y")];
         let mut two = vec![file("d/y"), file("d/x"), dir_entry];

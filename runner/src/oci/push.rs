@@ -88,7 +88,9 @@ pub async fn push_image(regs: &Registries, image: &Assembled, dests: &[Reference
             let what = format!("  layer {}/{total} {} ({})", n + 1, short(&d.digest), human(d.size));
             let outcome = match &layer.source {
                 LayerSource::File(path) => {
-                    session.push_blob(repo, &Blob { digest: d.digest.clone(), size: d.size, data: BlobData::File(path.clone()) }, earlier).await?
+                    session
+                        .push_blob(repo, &Blob { digest: d.digest.clone(), size: d.size, data: BlobData::File(path.clone()) }, earlier)
+                        .await?
                 }
                 LayerSource::Remote { host: from_host, repo: from } => {
                     transfer(regs, session, repo, &d.digest, d.size, from_host, from, earlier).await?

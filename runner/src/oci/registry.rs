@@ -54,15 +54,16 @@ impl Client {
             .read_timeout(Duration::from_secs(300))
             .redirect(reqwest::redirect::Policy::limited(5));
         if let Some(path) = &opts.ca_bundle {
-            let pem = std::fs::read(path).map_err(|e| OciError::Io { what: format!("cannot read the CA bundle `{}`", path.display()), source: e })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                OciError::Credentials(format!("the CA bundle `{}` is not a PEM certificate bundle: {e}", path.display()))
-            })?;
+            let pem = std::fs::read(path)
+                .map_err(|e| OciError::Io { what: format!("cannot read the CA bundle `{}`", path.display()), source: e })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| OciError::Credentials(format!("the CA bundle `{}` is not a PEM certificate bundle: {e}", path.display())))?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().map_err(|e| OciError::Http { registry: String::new(), what: "set up the HTTP client".into(), source: e })?;
+        let http =
+            builder.build().map_err(|e| OciError::Http { registry: String::new(), what: "set up the HTTP client".into(), source: e })?;
         Ok(Client { http, opts: Arc::new(opts), log })
     }
 
@@ -85,7 +86,8 @@ impl Client {
 /// Whether `host[:port]` names this machine (`localhost`, `127.0.0.0/8`, `[::1]`): such
 /// registries may be plain HTTP, as the Docker Engine allows.
 pub fn is_loopback(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') { rest.split(']').next().unwrap_or("") } else { host.split(':').next().unwrap_or("") };
+    let name =
+        if let Some(rest) = host.strip_prefix('[') { rest.split(']').next().unwrap_or("") } else { host.split(':').next().unwrap_or("") };
     name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
@@ -237,9 +239,11 @@ impl Session {
         let header = match challenge {
             None => None,
             Some(Challenge::Basic) => {
-                let login = reg.login.as_ref().ok_or_else(|| reg.unauthorized("the registry asks for a login and none was given".into()))?;
+                let login =
+                    reg.login.as_ref().ok_or_else(|| reg.unauthorized("the registry asks for a login and none was given".into()))?;
                 let value = basic(login);
-                let check = reg.http.get(base.clone()).header(AUTHORIZATION, &value).send().await.map_err(|e| reg.http_error("log in", e))?;
+                let check =
+                    reg.http.get(base.clone()).header(AUTHORIZATION, &value).send().await.map_err(|e| reg.http_error("log in", e))?;
                 match check.status() {
                     s if s.is_success() => {}
                     StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -268,10 +272,9 @@ impl Session {
                 match response.status() {
                     s if s.is_success() => {}
                     StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                        return Err(reg.unauthorized(format!(
-                            "the token service `{realm}` refused the login ({})",
-                            response.status().as_u16()
-                        )));
+                        return Err(
+                            reg.unauthorized(format!("the token service `{realm}` refused the login ({})", response.status().as_u16()))
+                        );
                     }
                     s => return Err(reg.status_error("get a token", s.as_u16(), response).await),
                 }
@@ -287,7 +290,9 @@ impl Session {
             }
         };
         let header = header
-            .map(|h| HeaderValue::from_str(&h).map_err(|_| reg.unauthorized("the credentials hold characters not allowed in a header".into())))
+            .map(|h| {
+                HeaderValue::from_str(&h).map_err(|_| reg.unauthorized("the credentials hold characters not allowed in a header".into()))
+            })
             .transpose()?
             .map(|mut h| {
                 h.set_sensitive(true);
@@ -488,9 +493,11 @@ impl Session {
 
     fn check_digest_header(&self, r: &reqwest::Response, expected: &str) -> Result<(), OciError> {
         match r.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
-            Some(got) if got != expected => {
-                Err(OciError::DigestMismatch { what: format!("registry `{}`", self.reg.host), expected: expected.to_owned(), actual: got.to_owned() })
-            }
+            Some(got) if got != expected => Err(OciError::DigestMismatch {
+                what: format!("registry `{}`", self.reg.host),
+                expected: expected.to_owned(),
+                actual: got.to_owned(),
+            }),
             _ => Ok(()),
         }
     }
@@ -501,9 +508,8 @@ impl Session {
         let url = self.url(&format!("{repo}/manifests/{reference}"))?;
         let http = &self.reg.http;
         let body = Bytes::copy_from_slice(bytes);
-        let (r, _) = self
-            .send("push a manifest", async || Ok(http.put(url.clone()).header(CONTENT_TYPE, media_type).body(body.clone())))
-            .await?;
+        let (r, _) =
+            self.send("push a manifest", async || Ok(http.put(url.clone()).header(CONTENT_TYPE, media_type).body(body.clone()))).await?;
         let r = self.expect("push a manifest", r, &[StatusCode::CREATED, StatusCode::OK]).await?;
         self.check_digest_header(&r, &digest)?;
         Ok(digest)
@@ -584,7 +590,12 @@ impl Session {
         let (r, _) = self.send(path, async || Ok(http.request(Method::GET, url.clone()))).await?;
         let r = self.expect(path, r, &[StatusCode::OK]).await?;
         let body = read_limited(r, MAX_MANIFEST).await.map_err(|e| self.reg.http_error(path, e))?;
-        serde_json::from_slice(&body).map_err(|e| OciError::Registry { registry: self.reg.host.clone(), what: path.into(), status: 200, detail: e.to_string() })
+        serde_json::from_slice(&body).map_err(|e| OciError::Registry {
+            registry: self.reg.host.clone(),
+            what: path.into(),
+            status: 200,
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -612,7 +623,13 @@ fn registry_errors(body: &[u8]) -> String {
     {
         return errors
             .iter()
-            .map(|e| format!("{}: {}", e.get("code").and_then(|c| c.as_str()).unwrap_or("?"), e.get("message").and_then(|c| c.as_str()).unwrap_or("")))
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.get("code").and_then(|c| c.as_str()).unwrap_or("?"),
+                    e.get("message").and_then(|c| c.as_str()).unwrap_or("")
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ");
     }

@@ -38,11 +38,14 @@ impl SigningKey {
     pub fn from_pem(pem: &str) -> Result<SigningKey, OciError> {
         if pem.contains("ENCRYPTED") {
             return Err(OciError::Sign(
-                "the signing key is encrypted (a cosign key?): give an unencrypted PKCS#8 P-256 key (`openssl pkcs8 -topk8 -nocrypt`)".into(),
+                "the signing key is encrypted (a cosign key?): give an unencrypted PKCS#8 P-256 key (`openssl pkcs8 -topk8 -nocrypt`)"
+                    .into(),
             ));
         }
         if pem.contains("BEGIN EC PRIVATE KEY") {
-            return Err(OciError::Sign("the signing key is SEC1 (`EC PRIVATE KEY`): convert it with `openssl pkcs8 -topk8 -nocrypt -in key.pem`".into()));
+            return Err(OciError::Sign(
+                "the signing key is SEC1 (`EC PRIVATE KEY`): convert it with `openssl pkcs8 -topk8 -nocrypt -in key.pem`".into(),
+            ));
         }
         let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
             .map_err(|e| OciError::Sign(format!("the signing key is not a PEM `PRIVATE KEY` ({e})")))?;
@@ -94,7 +97,9 @@ pub fn provenance(
         deps.push(serde_json::json!({"uri": path, "digest": {"sha256": sha}}));
     }
     for b in bases {
-        deps.push(serde_json::json!({"uri": format!("oci://{}", b.pinned()), "digest": {"sha256": b.digest.trim_start_matches("sha256:")}}));
+        deps.push(
+            serde_json::json!({"uri": format!("oci://{}", b.pinned()), "digest": {"sha256": b.digest.trim_start_matches("sha256:")}}),
+        );
     }
     let args: BTreeMap<&str, &str> = req.build_args.iter().map(|(k, _)| (k.as_str(), "(set)")).collect();
     serde_json::json!({
@@ -176,7 +181,13 @@ pub async fn attach(
     let sig = STANDARD.encode(key.sign(&payload)?);
     let env = serde_json::to_vec(&envelope(statement, key)?).expect("envelopes serialise");
     let tag = digest.replace(':', "-");
-    let subject = Descriptor { media_type: media::OCI_MANIFEST.into(), digest: digest.to_owned(), size: manifest_size, platform: None, annotations: BTreeMap::new() };
+    let subject = Descriptor {
+        media_type: media::OCI_MANIFEST.into(),
+        digest: digest.to_owned(),
+        size: manifest_size,
+        platform: None,
+        annotations: BTreeMap::new(),
+    };
     let created = jiff::Timestamp::from_second(epoch as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH).to_string();
     for (suffix, blob, layer_type, annotations) in [
         ("sig", payload, SIMPLE_SIGNING, BTreeMap::from([(SIGNATURE_ANNOTATION.to_owned(), sig.clone())])),
@@ -192,14 +203,23 @@ pub async fn attach(
         session.push_blob(repo, &layer, None).await?;
         session.push_blob(repo, &config, None).await?;
         let mut manifest = Manifest::oci(
-            Descriptor { media_type: media::OCI_CONFIG.into(), digest: config.digest.clone(), size: config.size, platform: None, annotations: BTreeMap::new() },
+            Descriptor {
+                media_type: media::OCI_CONFIG.into(),
+                digest: config.digest.clone(),
+                size: config.size,
+                platform: None,
+                annotations: BTreeMap::new(),
+            },
             vec![Descriptor { media_type: layer_type.into(), digest: layer.digest.clone(), size: layer.size, platform: None, annotations }],
         );
         manifest.subject = Some(subject.clone());
         let bytes = manifest.to_bytes();
         let d = session.put_manifest(repo, &format!("{tag}.{suffix}"), media::OCI_MANIFEST, &bytes).await?;
-        log.line(format!("  attached {name}:{tag}.{suffix} ({})", if suffix == "sig" { "cosign signature" } else { "SLSA v1.0 provenance, DSSE" }))
-            .await;
+        log.line(format!(
+            "  attached {name}:{tag}.{suffix} ({})",
+            if suffix == "sig" { "cosign signature" } else { "SLSA v1.0 provenance, DSSE" }
+        ))
+        .await;
         debug_assert_eq!(d, sha256_digest(&bytes));
     }
     Ok(())

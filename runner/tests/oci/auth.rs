@@ -7,7 +7,10 @@ use super::support::{Auth, Collected, PASSWORD, Registry, request, write_files};
 
 fn context(root: &std::path::Path, from: &str) -> std::path::PathBuf {
     let ctx = root.join("ctx");
-    write_files(&ctx, &[("Dockerfile", &format!("FROM {from}\nCOPY index.html /www/\nCMD [\"httpd\", \"-f\"]\n"), 0o644), ("index.html", "hi\n", 0o644)]);
+    write_files(
+        &ctx,
+        &[("Dockerfile", &format!("FROM {from}\nCOPY index.html /www/\nCMD [\"httpd\", \"-f\"]\n"), 0o644), ("index.html", "hi\n", 0o644)],
+    );
     ctx
 }
 

@@ -14,7 +14,15 @@ async fn a_run_dockerfile_is_built_by_the_engine_and_pushed_by_piste() {
         "FROM {}/base/busybox:1\nARG WHO=engine\nCOPY note.txt /note.txt\nRUN echo \"built by the $WHO\" > /built.txt && cat /note.txt >> /built.txt\nCMD [\"cat\", \"/built.txt\"]\n",
         reg.host
     );
-    write_files(&ctx, &[("Dockerfile", &dockerfile, 0o644), ("note.txt", "with a note\n", 0o644), (".dockerignore", "*.tmp\n", 0o644), ("x.tmp", "no", 0o644)]);
+    write_files(
+        &ctx,
+        &[
+            ("Dockerfile", &dockerfile, 0o644),
+            ("note.txt", "with a note\n", 0o644),
+            (".dockerignore", "*.tmp\n", 0o644),
+            ("x.tmp", "no", 0o644),
+        ],
+    );
     let log = Collected::new();
     let mut req = request(&reg, &ctx, &["app/ran:1"]);
     req.build_args = vec![("WHO".into(), "Docker Engine".into())];

@@ -119,7 +119,7 @@ async fn native_build_is_reproducible_pushes_once_and_runs_in_the_engine() {
     assert!(out.contains("bonjour from hello.sh"), "{out}");
     assert!(out.contains("index.html"), "{out}");
     let owner = out.lines().find(|l| l.contains("message.txt")).unwrap();
-    assert!(owner.starts_with("-rw-r--r--") && owner.contains(" 1000 ") , "owned by 1000, mode 0644: {owner}");
+    assert!(owner.starts_with("-rw-r--r--") && owner.contains(" 1000 "), "owned by 1000, mode 0644: {owner}");
     assert!(!out.contains("debug.log") && !out.contains("secret.txt"), ".dockerignore is honoured: {out}");
 }
 
@@ -131,10 +131,13 @@ async fn a_masked_value_in_the_image_stops_the_push_before_any_byte() {
     let secret = "s3cr3t-deploy-token-42";
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
-    write_files(&ctx, &[
-        ("Dockerfile", "FROM scratch\nARG TOKEN\nENV API_TOKEN=$TOKEN\nCOPY conf /etc/app/\n", 0o644),
-        ("conf/settings.ini", &format!("[auth]\ntoken = {encoded}\n"), 0o644),
-    ]);
+    write_files(
+        &ctx,
+        &[
+            ("Dockerfile", "FROM scratch\nARG TOKEN\nENV API_TOKEN=$TOKEN\nCOPY conf /etc/app/\n", 0o644),
+            ("conf/settings.ini", &format!("[auth]\ntoken = {encoded}\n"), 0o644),
+        ],
+    );
     let log = Collected::new();
     let mut req = request(&reg, &ctx, &["app/web:1"]);
     req.build_args = vec![("TOKEN".into(), secret.into())];
@@ -161,11 +164,17 @@ async fn dockerfile_errors_name_the_line_and_column() {
     let reg = Registry::start(Auth::None).await;
     let root = tempfile::tempdir().unwrap();
     let ctx = root.path().join("ctx");
-    write_files(&ctx, &[("Dockerfile", "FROM scratch\nCOPY missing.txt /x\n", 0o644), ("build/Dockerfile.bad", "FROM scratch\n  CPY a /b\n", 0o644)]);
+    write_files(
+        &ctx,
+        &[("Dockerfile", "FROM scratch\nCOPY missing.txt /x\n", 0o644), ("build/Dockerfile.bad", "FROM scratch\n  CPY a /b\n", 0o644)],
+    );
     let log = Collected::new();
     let req = request(&reg, &ctx, &["app/web:1"]);
     let err = build_and_push(&req, &log.writer).await.unwrap_err().to_string();
-    assert!(err.ends_with("Dockerfile:2:1: `missing.txt`: `missing.txt` is not in the build context (No such file or directory (os error 2))"), "{err}");
+    assert!(
+        err.ends_with("Dockerfile:2:1: `missing.txt`: `missing.txt` is not in the build context (No such file or directory (os error 2))"),
+        "{err}"
+    );
     let mut req = request(&reg, &ctx, &["app/web:1"]);
     req.dockerfile = "build/Dockerfile.bad".into();
     let err = build_and_push(&req, &log.writer).await.unwrap_err().to_string();

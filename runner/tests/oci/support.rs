@@ -67,10 +67,22 @@ impl Registry {
             }
             Auth::Token => {
                 let (key, cert) = (dir.path().join("token.key"), dir.path().join("token.pem"));
-                openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=piste-test-token"], &[
-                    ("-keyout", &key),
-                    ("-out", &cert),
-                ]);
+                openssl(
+                    &[
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:P-256",
+                        "-nodes",
+                        "-days",
+                        "1",
+                        "-subj",
+                        "/CN=piste-test-token",
+                    ],
+                    &[("-keyout", &key), ("-out", &cert)],
+                );
                 // Its own thread and runtime: the test blocks its own on skopeo while skopeo
                 // asks this server for tokens.
                 let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -261,7 +273,9 @@ async fn serve_tokens(listener: tokio::net::TcpListener, key: PathBuf, cert: Pat
                     .filter(|(k, _)| k == "scope")
                     .filter_map(|(_, v)| {
                         let parts: Vec<&str> = v.split(':').collect();
-                        (parts.len() == 3).then(|| serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}))
+                        (parts.len() == 3).then(
+                            || serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}),
+                        )
                     })
                     .collect();
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -270,14 +284,18 @@ async fn serve_tokens(listener: tokio::net::TcpListener, key: PathBuf, cert: Pat
                     "iss": "piste-test-issuer", "sub": USER, "aud": "piste-test-registry",
                     "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()), "access": access,
                 });
-                let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+                let signing_input =
+                    format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
                 let sig = pair.sign(&ring::rand::SystemRandom::new(), signing_input.as_bytes()).unwrap();
                 let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
                 ("200 OK", serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string())
             } else {
                 ("401 Unauthorized", r#"{"errors":[{"code":"UNAUTHORIZED","message":"wrong login"}]}"#.to_owned())
             };
-            let response = format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
             let _ = stream.write_all(response.as_bytes()).await;
         });
     }
@@ -506,7 +524,8 @@ async fn proxy_connection(
             continue;
         }
         // Same request, `Connection: close`, so that the response ends with the connection.
-        let mut lines: Vec<&str> = head[..head.len() - 4].split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
+        let mut lines: Vec<&str> =
+            head[..head.len() - 4].split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
         lines.push("Connection: close");
         let mut forwarded = format!("{}\r\n\r\n", lines.join("\r\n")).into_bytes();
         forwarded.extend_from_slice(&request[end..]);
