@@ -47,6 +47,9 @@ pub struct BuildRequest {
     pub signing_key: Option<String>,
     /// What the provenance says about the build.
     pub provenance: Provenance,
+    /// The Docker Engine for `RUN` builds (`unix:///…` or `tcp://…`); `None`: `DOCKER_HOST`,
+    /// else the default socket.
+    pub docker_host: Option<String>,
     /// A directory for the layers being built (removed after; empty: the system's temp dir).
     pub scratch: PathBuf,
 }

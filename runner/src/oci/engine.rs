@@ -38,7 +38,12 @@ pub async fn build(req: &BuildRequest, file: &Dockerfile, path: &Path, work: &Pa
             path.display()
         ))
     };
-    let docker = Docker::connect_with_local_defaults().map_err(|e| unavailable(e.to_string()))?;
+    let docker = match req.docker_host.as_deref() {
+        None => Docker::connect_with_local_defaults(),
+        Some(h) if h.starts_with("unix://") => Docker::connect_with_unix(h, 120, bollard::API_DEFAULT_VERSION),
+        Some(h) => Docker::connect_with_http(h, 120, bollard::API_DEFAULT_VERSION),
+    }
+    .map_err(|e| unavailable(e.to_string()))?;
     let docker = tokio::time::timeout(PING, async {
         docker.ping().await?;
         docker.negotiate_version().await

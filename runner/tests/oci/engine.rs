@@ -42,3 +42,18 @@ async fn a_run_dockerfile_is_built_by_the_engine_and_pushed_by_piste() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(String::from_utf8_lossy(&run.stdout), "built by the Docker Engine\nwith a note\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_engine_a_run_dockerfile_fails_saying_so() {
+    let reg = Registry::start(Auth::None).await;
+    let root = tempfile::tempdir().unwrap();
+    let ctx = root.path().join("ctx");
+    write_files(&ctx, &[("Dockerfile", "FROM scratch\nCOPY a /a\nRUN [\"/a\"]\n", 0o644), ("a", "x", 0o755)]);
+    let log = Collected::new();
+    let mut req = request(&reg, &ctx, &["app/ran:1"]);
+    req.docker_host = Some(format!("unix://{}", root.path().join("no-docker.sock").display()));
+    let err = build_and_push(&req, &log.writer).await.unwrap_err().to_string();
+    drop(log);
+    assert!(err.contains("Dockerfile:3: this Dockerfile has `RUN`, which needs the Docker Engine, and none answered"), "{err}");
+    assert!(reg.tags("app/ran").is_empty());
+}

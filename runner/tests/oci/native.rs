@@ -109,6 +109,35 @@ async fn native_build_is_reproducible_pushes_once_and_runs_in_the_engine() {
     let uploads_after_second = reg.requests("PATCH", "/blobs/uploads/") + reg.requests("PUT", "/blobs/uploads/");
     assert_eq!(uploads_after_second, uploads_after_first, "the registry saw no upload on re-push");
 
+    // umoci, another independent reader, unpacks the layers: files, modes and owners.
+    let layout = root.path().join("layout");
+    super::support::skopeo(&[
+        "copy".into(),
+        "--quiet".into(),
+        "--src-tls-verify=false".into(),
+        format!("docker://{}/app/web:1", reg.host),
+        format!("oci:{}:web", layout.display()),
+    ]);
+    let bundle = root.path().join("bundle");
+    let unpack = std::process::Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:web", layout.display()))
+        .arg(&bundle)
+        .output()
+        .expect("umoci (Debian package `umoci`)");
+    assert!(unpack.status.success(), "umoci unpack: {}", String::from_utf8_lossy(&unpack.stderr));
+    {
+        use std::os::unix::fs::MetadataExt;
+        let rootfs = bundle.join("rootfs");
+        let message = std::fs::metadata(rootfs.join("app/message.txt")).unwrap();
+        assert_eq!((message.mode() & 0o7777, message.uid(), message.gid()), (0o644, 1000, 1000));
+        let hello = std::fs::metadata(rootfs.join("usr/local/bin/hello")).unwrap();
+        assert_eq!((hello.mode() & 0o7777, hello.uid()), (0o755, 0));
+        assert_eq!(std::fs::read_to_string(rootfs.join("srv/static/index.html")).unwrap(), "<h1>static</h1>\n");
+        assert!(!rootfs.join("app/debug.log").exists() && !rootfs.join("app/secret.txt").exists());
+        assert!(rootfs.join("bin/busybox").exists(), "the base layer is there");
+    }
+
     // The Docker Engine pulls it from 127.0.0.1 and runs it.
     let image = format!("{}/app/web@{}", reg.host, first.digest);
     let run = docker_cli(&["run", "--rm", &image]);
