@@ -477,10 +477,15 @@ async fn pull_base(regs: &Registries, reference: &Reference, log: &Log) -> Resul
             .iter()
             .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
             .ok_or_else(|| OciError::Build(format!("`{reference}` has no linux/amd64 image")))?;
+        super::reference::check_digest(&pick.digest).map_err(|e| OciError::Build(format!("the index of `{reference}`: {e}")))?;
         fetched = session.get_manifest(repo, &pick.digest).await?;
     }
     let manifest: Manifest =
         serde_json::from_slice(&fetched.bytes).map_err(|e| OciError::Build(format!("the manifest of `{reference}` is not valid: {e}")))?;
+    // Digests from a registry are data: checked before they name a URL path or a file.
+    for d in manifest.layers.iter().chain(std::iter::once(&manifest.config)) {
+        super::reference::check_digest(&d.digest).map_err(|e| OciError::Build(format!("the manifest of `{reference}`: {e}")))?;
+    }
     let config_bytes = session.get_blob_bytes(repo, &manifest.config.digest).await?;
     let config = ImageConfig::parse(&config_bytes, &format!("`{reference}`"))?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {

@@ -51,6 +51,7 @@ pub async fn copy(req: &CopyRequest, log: &Log) -> Result<CopyOutput, OciError> 
             serde_json::from_slice(&top.bytes).map_err(|e| OciError::Build(format!("the index of `{source}` is not valid: {e}")))?;
         let mut children = Vec::new();
         for d in &index.manifests {
+            super::reference::check_digest(&d.digest).map_err(|e| OciError::Build(format!("the index of `{source}`: {e}")))?;
             children.push(from.get_manifest(&source.repository, &d.digest).await?);
         }
         children
@@ -61,6 +62,7 @@ pub async fn copy(req: &CopyRequest, log: &Log) -> Result<CopyOutput, OciError> 
         let manifest: Manifest =
             serde_json::from_slice(&m.bytes).map_err(|e| OciError::Build(format!("a manifest of `{source}` is not valid: {e}")))?;
         for d in manifest.layers.iter().chain(std::iter::once(&manifest.config)) {
+            super::reference::check_digest(&d.digest).map_err(|e| OciError::Build(format!("a manifest of `{source}`: {e}")))?;
             if !blobs.iter().any(|(b, _)| *b == d.digest) {
                 blobs.push((d.digest.clone(), d.size));
             }

@@ -638,7 +638,7 @@ fn registry_errors(body: &[u8]) -> String {
 
 /// `sha256:0123456789ab` — enough to tell blobs apart in a log.
 pub fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
+    digest.get(..19).unwrap_or(digest)
 }
 
 #[cfg(test)]
