@@ -213,6 +213,17 @@ pub fn read_saved(tar_path: &Path, dir: &Path, scanner: Option<&Scanner>) -> Res
             let mut bytes = Vec::new();
             (&mut entry).take(MAX_JSON).read_to_end(&mut bytes).map_err(io)?;
             json.insert(name, bytes);
+        } else if name.starts_with("blobs/") && kind.is_file() && entry.size() <= MAX_JSON {
+            // Docker ≥ 25 saves an OCI layout: the configuration is a blob too. Small blobs
+            // are kept (one may be the configuration) and recompressed from memory.
+            let mut bytes = Vec::new();
+            (&mut entry).read_to_end(&mut bytes).map_err(io)?;
+            let out = dir.join(format!("exported-{}.tar.gz", layers.len()));
+            let what = format!("exported layer `{name}`");
+            if let Ok(written) = layer::recompress(&bytes[..], &out, scanner, &what) {
+                layers.insert(name.clone(), written);
+            }
+            json.insert(name, bytes);
         } else if name.ends_with("layer.tar") || (name.starts_with("blobs/") && kind.is_file()) {
             let out = dir.join(format!("exported-{}.tar.gz", layers.len()));
             let what = format!("exported layer `{name}`");
