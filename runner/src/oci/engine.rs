@@ -217,7 +217,7 @@ pub fn read_saved(tar_path: &Path, dir: &Path, scanner: Option<&Scanner>) -> Res
             // Docker ≥ 25 saves an OCI layout: the configuration is a blob too. Small blobs
             // are kept (one may be the configuration) and recompressed from memory.
             let mut bytes = Vec::new();
-            (&mut entry).read_to_end(&mut bytes).map_err(io)?;
+            entry.read_to_end(&mut bytes).map_err(io)?;
             let out = dir.join(format!("exported-{}.tar.gz", layers.len()));
             let what = format!("exported layer `{name}`");
             if let Ok(written) = layer::recompress(&bytes[..], &out, scanner, &what) {
