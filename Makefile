@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: build test lint fmt bench bench-lint bench-run bench-server bench-gitops demo
+.PHONY: build test lint fmt bench bench-lint bench-run bench-server bench-gitops bench-image demo
 
 build:
 	$(CARGO) build --release --bin piste
@@ -35,7 +35,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-lint bench-run bench-server bench-gitops
+bench: bench-lint bench-run bench-server bench-gitops bench-image
 
 bench-lint:
 	$(CARGO) bench -p pipeline-spec --bench lint
@@ -51,3 +51,8 @@ bench-server:
 
 bench-gitops:
 	$(CARGO) bench -p runner --bench gitops
+
+# Image builds: push of a 200 MiB image vs skopeo, re-push, a 1 GiB layer vs gzip -1 (README).
+bench-image:
+	bash scripts/deps.sh
+	$(CARGO) bench -p runner --bench image

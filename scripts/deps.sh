@@ -37,8 +37,9 @@ if ! command -v oidc-provider-mock >/dev/null 2>&1; then
 	}
 fi
 
-# nginx + fcgiwrap (https git), openssh-server and openssh-client (ssh git): the transport tests.
-PACKAGES=(git busybox-static postgresql chromium procps openssl curl nginx fcgiwrap openssh-server openssh-client)
+# nginx + fcgiwrap (https git), openssh (ssh git): transport tests; docker-registry, skopeo, umoci,
+# apache2-utils (htpasswd): the image build and push tests (`runner/tests/oci`) and `make bench-image`.
+PACKAGES=(git busybox-static postgresql chromium procps openssl curl nginx fcgiwrap openssh-server openssh-client docker-registry skopeo umoci apache2-utils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

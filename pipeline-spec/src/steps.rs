@@ -62,8 +62,44 @@ pub const GITOPS_BUMP: StepDef = StepDef {
     one_of: &[&["key", "kustomize_image", "imagepolicy"]],
 };
 
+/// `piste/image-build@v1`: build an OCI image from a Dockerfile (natively without `RUN`, by the
+/// runner's Docker Engine with it) and push it to every destination.
+pub const IMAGE_BUILD: StepDef = StepDef {
+    name: "piste/image-build@v1",
+    inputs: &[
+        req("destinations", "where to push: `registry/repository:tag`, one or a list (one manifest, tagged at each)"),
+        opt("context", "the build context, relative to the checkout (default `.`)"),
+        opt("dockerfile", "the Dockerfile, relative to the context (default `Dockerfile`)"),
+        opt("build_args", "`NAME=value` build arguments, one or a list"),
+        opt("target", "the stage to build (default: the last)"),
+        opt("labels", "`key=value` labels added to the image, one or a list"),
+        opt("username_variable", "the variable holding the registry user (with `password_variable`)"),
+        opt("password_variable", "the variable holding the registry password or robot token"),
+        opt("auth_config_variable", "the variable holding a docker `config.json` (default: `DOCKER_AUTH_CONFIG`, else `DOCKER_AUTH`)"),
+        opt("insecure_registries", "registries (`host:port`) reached over plain HTTP; loopback ones always may be"),
+        opt("ca_file", "a PEM bundle of certificate authorities for the registries, relative to the checkout"),
+        opt("signing_key_variable", "the variable holding a PEM ECDSA P-256 key: the image and its provenance are signed"),
+    ],
+    one_of: &[],
+};
+
+/// `piste/image-copy@v1`: copy (promote) an image by digest to other references.
+pub const IMAGE_COPY: StepDef = StepDef {
+    name: "piste/image-copy@v1",
+    inputs: &[
+        req("source", "the image to copy: `registry/repository:tag` or `…@sha256:…`"),
+        req("destinations", "where to tag it: `registry/repository:tag`, one or a list"),
+        opt("username_variable", "the variable holding the registry user (with `password_variable`)"),
+        opt("password_variable", "the variable holding the registry password or robot token"),
+        opt("auth_config_variable", "the variable holding a docker `config.json` (default: `DOCKER_AUTH_CONFIG`, else `DOCKER_AUTH`)"),
+        opt("insecure_registries", "registries (`host:port`) reached over plain HTTP; loopback ones always may be"),
+        opt("ca_file", "a PEM bundle of certificate authorities for the registries, relative to the checkout"),
+    ],
+    one_of: &[],
+};
+
 /// Every built-in step, by name.
-pub const CATALOGUE: &[StepDef] = &[GITOPS_BUMP];
+pub const CATALOGUE: &[StepDef] = &[GITOPS_BUMP, IMAGE_BUILD, IMAGE_COPY];
 
 /// The step called `name` (`piste/gitops-bump@v1`).
 pub fn find(name: &str) -> Option<&'static StepDef> {

@@ -15,6 +15,7 @@ pub mod joblog;
 pub mod leaks;
 pub mod local;
 pub mod mask;
+pub mod oci;
 pub mod run;
 pub mod steps;
 pub mod workspace;

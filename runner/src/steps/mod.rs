@@ -17,6 +17,7 @@
 pub(crate) mod exec;
 pub mod gitops;
 mod gitops_step;
+mod image_step;
 pub mod yaml_edit;
 
 use std::future::Future;
@@ -118,7 +119,7 @@ pub trait BuiltinStep: Send + Sync {
 
 /// Every built-in step this runner has.
 pub fn registry() -> &'static [&'static dyn BuiltinStep] {
-    &[&gitops_step::GitopsBump]
+    &[&gitops_step::GitopsBump, &image_step::ImageBuild, &image_step::ImageCopy]
 }
 
 /// The step called `name` (`piste/gitops-bump@v1`).

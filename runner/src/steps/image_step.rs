@@ -1,0 +1,189 @@
+//! `piste/image-build@v1` and `piste/image-copy@v1` as built-in steps: inputs → [`crate::oci`]
+//! requests, outputs `digest` and `ref` (`repo@sha256:…`), so a step named `image` gives later
+//! jobs `IMAGE_DIGEST` and `IMAGE_REF`. Registry credentials are read from the job's variables
+//! named by inputs (or `DOCKER_AUTH_CONFIG` / `DOCKER_AUTH`), in this process: they never reach
+//! the job's container or files.
+
+use pipeline_spec::steps::{IMAGE_BUILD, IMAGE_COPY, StepDef};
+
+use super::{BuiltinStep, Inputs, StepContext, StepError, StepFuture};
+use crate::oci::{self, BuildRequest, CopyRequest, Credentials, Login, OciError, Provenance, RegistryOptions};
+
+pub struct ImageBuild;
+pub struct ImageCopy;
+
+impl BuiltinStep for ImageBuild {
+    fn def(&self) -> &'static StepDef {
+        &IMAGE_BUILD
+    }
+
+    fn run<'a>(&'a self, cx: StepContext<'a>) -> StepFuture<'a> {
+        Box::pin(async move {
+            let req = build_request(&cx)?;
+            let done = tokio::select! {
+                done = oci::build::build_and_push(&req, cx.log) => done,
+                () = cx.cancel.cancelled() => return Err(StepError::Canceled),
+            };
+            let out = done.map_err(failure)?;
+            cx.log.line(format!("Pushed {} ({})", out.image_ref, out.references.join(", "))).await;
+            Ok(vec![("digest".into(), out.digest), ("ref".into(), out.image_ref)])
+        })
+    }
+}
+
+impl BuiltinStep for ImageCopy {
+    fn def(&self) -> &'static StepDef {
+        &IMAGE_COPY
+    }
+
+    fn run<'a>(&'a self, cx: StepContext<'a>) -> StepFuture<'a> {
+        Box::pin(async move {
+            let destinations = destinations(&cx.inputs)?;
+            let req = CopyRequest { source: cx.inputs.required("source")?.to_string(), destinations, registry: registry(&cx)? };
+            let done = tokio::select! {
+                done = oci::copy::copy(&req, cx.log) => done,
+                () = cx.cancel.cancelled() => return Err(StepError::Canceled),
+            };
+            let out = done.map_err(failure)?;
+            Ok(vec![("digest".into(), out.digest), ("ref".into(), out.image_ref)])
+        })
+    }
+}
+
+/// A refused push or a bad Dockerfile is the job's to fix; an engine or disk problem is the
+/// runner's.
+fn failure(e: OciError) -> StepError {
+    match e {
+        OciError::Io { .. } | OciError::Engine(_) => StepError::System(crate::job::error_chain(&e)),
+        OciError::Dockerfile { .. } | OciError::Reference { .. } | OciError::Credentials(_) => StepError::Input(e.to_string()),
+        other => StepError::Failed(crate::job::error_chain(&other)),
+    }
+}
+
+fn destinations(i: &Inputs) -> Result<Vec<String>, StepError> {
+    let d: Vec<String> = i.list("destinations").into_iter().filter(|d| !d.is_empty()).map(str::to_string).collect();
+    if d.is_empty() {
+        return Err(StepError::Input("`destinations` is empty: give at least one `registry/repository:tag`".into()));
+    }
+    Ok(d)
+}
+
+/// `NAME=value` pairs of a list input.
+fn pairs(i: &Inputs, input: &str) -> Result<Vec<(String, String)>, StepError> {
+    i.list(input)
+        .into_iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| StepError::Input(format!("`{input}`: `{p}` is not `NAME=value`")))
+        })
+        .collect()
+}
+
+/// The value of the job variable an input names (`None` when the input is absent).
+fn named_var<'c>(cx: &'c StepContext<'_>, input: &str) -> Result<Option<&'c str>, StepError> {
+    match cx.inputs.text(input) {
+        None => Ok(None),
+        Some(name) => cx
+            .var(name)
+            .filter(|v| !v.is_empty())
+            .map(Some)
+            .ok_or_else(|| StepError::Input(format!("`{input}: {name}`: the job has no variable `{name}` (or it is empty)"))),
+    }
+}
+
+fn registry(cx: &StepContext<'_>) -> Result<RegistryOptions, StepError> {
+    let config = match named_var(cx, "auth_config_variable")? {
+        Some(json) => Some(json),
+        None => cx.var("DOCKER_AUTH_CONFIG").or_else(|| cx.var("DOCKER_AUTH")).filter(|v| !v.is_empty()),
+    };
+    let mut credentials = match config {
+        Some(json) => Credentials::from_docker_config(json).map_err(|e| StepError::Input(e.to_string()))?,
+        None => Credentials::default(),
+    };
+    match (named_var(cx, "username_variable")?, named_var(cx, "password_variable")?) {
+        (Some(username), Some(password)) => {
+            let mut hosts: Vec<String> = destinations(&cx.inputs)?;
+            hosts.extend(cx.inputs.text("source").map(str::to_string));
+            for reference in hosts {
+                let r = oci::Reference::parse(&reference).map_err(|e| StepError::Input(e.to_string()))?;
+                credentials.insert(&r.registry, Login { username: username.to_string(), password: password.to_string() });
+            }
+        }
+        (None, None) => {}
+        _ => return Err(StepError::Input("give both `username_variable` and `password_variable`, or neither".into())),
+    }
+    let ca_bundle = cx.inputs.text("ca_file").map(|f| cx.workspace.join(f));
+    let insecure = cx.inputs.list("insecure_registries").into_iter().map(str::to_string).collect();
+    Ok(RegistryOptions { credentials, ca_bundle, insecure })
+}
+
+fn build_request(cx: &StepContext<'_>) -> Result<BuildRequest, StepError> {
+    let i = &cx.inputs;
+    let context = cx.workspace.join(i.text("context").unwrap_or("."));
+    if !context.starts_with(cx.workspace) || i.text("context").is_some_and(|c| c.split('/').any(|p| p == "..")) {
+        return Err(StepError::Input("`context` must stay inside the checkout".into()));
+    }
+    let var = |k: &str| cx.var(k).map(str::to_string);
+    let masked: Vec<String> = cx.masked.iter().map(|(_, v)| v.clone()).collect();
+    // What the provenance records of the step: its inputs, masked values blanked.
+    let inputs = serde_json::Value::Object(
+        i.0.iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    pipeline_spec::model::StepInput::Text(t) => serde_json::Value::String(blank(t, &masked)),
+                    pipeline_spec::model::StepInput::List(l) => l.iter().map(|t| serde_json::Value::String(blank(t, &masked))).collect(),
+                };
+                (k.clone(), text)
+            })
+            .collect(),
+    );
+    let pipeline_file = var("CI_CONFIG_PATH").and_then(|f| {
+        let bytes = std::fs::read(cx.workspace.join(&f)).ok()?;
+        Some((f, hex_sha256(&bytes)))
+    });
+    Ok(BuildRequest {
+        context,
+        dockerfile: i.text("dockerfile").unwrap_or("Dockerfile").into(),
+        destinations: destinations(i)?,
+        build_args: pairs(i, "build_args")?,
+        target: i.text("target").map(str::to_string),
+        source_date_epoch: source_date_epoch(cx)?,
+        labels: pairs(i, "labels")?,
+        source: var("CI_PROJECT_URL"),
+        revision: var("CI_COMMIT_SHA"),
+        registry: registry(cx)?,
+        masked,
+        signing_key: named_var(cx, "signing_key_variable")?.map(str::to_string),
+        provenance: Provenance {
+            builder_id: format!("https://piste.dev/runner/{}", var("CI_RUNNER_DESCRIPTION").unwrap_or_else(|| "local".into())),
+            invocation_id: format!("{}/{}", var("CI_PIPELINE_ID").unwrap_or_default(), var("CI_JOB_ID").unwrap_or_default()),
+            job: var("CI_JOB_NAME").unwrap_or_default(),
+            runner: var("CI_RUNNER_DESCRIPTION").unwrap_or_default(),
+            pipeline_file,
+            inputs,
+            started_on: var("CI_JOB_STARTED_AT"),
+        },
+        docker_host: None,
+        scratch: cx.state_dir.join("image-scratch"),
+    })
+}
+
+fn blank(text: &str, masked: &[String]) -> String {
+    masked.iter().filter(|m| !m.is_empty()).fold(text.to_string(), |t, m| t.replace(m.as_str(), "[MASKED]"))
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// `SOURCE_DATE_EPOCH` when the job sets it, else the checked-out commit's time: the same
+/// commit builds the same image whenever it is built.
+fn source_date_epoch(cx: &StepContext<'_>) -> Result<u64, StepError> {
+    if let Some(v) = cx.var("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()) {
+        return v.parse().map_err(|_| StepError::Input(format!("`SOURCE_DATE_EPOCH` is `{v}`: seconds since 1970 expected")));
+    }
+    let time = git2::Repository::open(cx.workspace).ok().and_then(|r| r.head().ok()?.peel_to_commit().ok().map(|c| c.time().seconds()));
+    Ok(time.map_or(0, |t| t.max(0) as u64))
+}
