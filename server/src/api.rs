@@ -207,7 +207,6 @@ pub(crate) async fn attempts(state: &AppState, j: &crate::store::JobRow) -> ApiR
     Ok(out)
 }
 
-
 pub async fn get_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> ApiResult<Json<JobDetail>> {
     let (j, _) = auth::job(&state, &caller, id, false).await?;
     let attempts = attempts(&state, &j).await?;

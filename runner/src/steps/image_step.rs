@@ -20,11 +20,8 @@ impl BuiltinStep for ImageBuild {
     fn run<'a>(&'a self, cx: StepContext<'a>) -> StepFuture<'a> {
         Box::pin(async move {
             let req = build_request(&cx)?;
-            let done = tokio::select! {
-                done = oci::build::build_and_push(&req, cx.log) => done,
-                () = cx.cancel.cancelled() => return Err(StepError::Canceled),
-            };
-            let out = done.map_err(failure)?;
+            let log = cx.log.clone();
+            let out = on_own_thread(cx.cancel, "image build", move || async move { oci::build::build_and_push(&req, &log).await }).await?;
             cx.log.line(format!("Pushed {} ({})", out.image_ref, out.references.join(", "))).await;
             Ok(vec![("digest".into(), out.digest), ("ref".into(), out.image_ref)])
         })
@@ -40,14 +37,34 @@ impl BuiltinStep for ImageCopy {
         Box::pin(async move {
             let destinations = destinations(&cx.inputs)?;
             let req = CopyRequest { source: cx.inputs.required("source")?.to_string(), destinations, registry: registry(&cx)? };
-            let done = tokio::select! {
-                done = oci::copy::copy(&req, cx.log) => done,
-                () = cx.cancel.cancelled() => return Err(StepError::Canceled),
-            };
-            let out = done.map_err(failure)?;
+            let log = cx.log.clone();
+            let out = on_own_thread(cx.cancel, "image copy", move || async move { oci::copy::copy(&req, &log).await }).await?;
             Ok(vec![("digest".into(), out.digest), ("ref".into(), out.image_ref)])
         })
     }
+}
+
+/// Runs `work` on a thread of its own with a single-threaded runtime, stopped when `cancel`
+/// fires. The builder's futures borrow across awaits in ways the compiler cannot prove `Send`
+/// for every lifetime, so they cannot be spawned on the job's runtime; a thread of their own
+/// needs no `Send` future (only its inputs move there).
+async fn on_own_thread<T: Send + 'static, F: std::future::Future<Output = Result<T, OciError>>>(
+    cancel: &tokio_util::sync::CancellationToken,
+    what: &'static str,
+    work: impl FnOnce() -> F + Send + 'static,
+) -> Result<T, StepError> {
+    let stop = cancel.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StepError::System(format!("{what}: {e}")))?;
+        rt.block_on(async move {
+            tokio::select! {
+                done = work() => done.map_err(failure),
+                () = stop.cancelled() => Err(StepError::Canceled),
+            }
+        })
+    });
+    task.await.map_err(|e| StepError::System(format!("the {what} stopped: {e}")))?
 }
 
 /// A refused push or a bad Dockerfile is the job's to fix; an engine or disk problem is the

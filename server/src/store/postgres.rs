@@ -23,7 +23,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 
 use super::backend::{event_from_json, event_json, held, job_status, pipeline_status, postgres_migrator, status_counts};
 use super::{
-    AccessToken, AttemptRow, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope, Session, Store, StoreError, Transition, Wakeup,
+    AccessToken, AttemptRow, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope,
+    Session, Store, StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 

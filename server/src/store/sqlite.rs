@@ -43,7 +43,8 @@ use super::backend::{
     tags_json,
 };
 use super::{
-    AccessToken, AttemptRow, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope, Session, Store, StoreError, Transition, Wakeup,
+    AccessToken, AttemptRow, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope,
+    Session, Store, StoreError, Transition, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
