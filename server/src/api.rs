@@ -42,11 +42,46 @@ pub struct PipelineView {
     pub error: Option<String>,
     pub created_at: i64,
     pub jobs: Vec<JobView>,
+    /// The last commit status sent to the project's forge (absent without a forge, or before
+    /// the first try).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forge_status: Option<ForgeStatusView>,
+}
+
+/// The last try to post a pipeline's state to its forge.
+#[derive(Serialize)]
+pub struct ForgeStatusView {
+    /// The state tried (`pending`, `running`, `success`, `failed`, `canceled`, `skipped`).
+    pub state: String,
+    /// Whether the forge accepted it.
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last state the forge accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posted: Option<String>,
+    pub at: i64,
+}
+
+/// The pipeline's last commit-status post, when its project has a forge.
+pub(crate) async fn forge_status(state: &AppState, row: &crate::store::PipelineRow) -> ApiResult<Option<ForgeStatusView>> {
+    if state.config.project(&row.project).and_then(|p| p.forge.as_ref()).is_none() {
+        return Ok(None);
+    }
+    Ok(state.store.forge_post(row.id).await?.map(|f| ForgeStatusView {
+        state: f.state,
+        ok: f.error.is_none(),
+        error: f.error,
+        posted: f.posted,
+        at: f.at,
+    }))
 }
 
 async fn view(state: &AppState, row: crate::store::PipelineRow) -> ApiResult<PipelineView> {
     let jobs = state.store.jobs(row.id).await?;
+    let forge_status = forge_status(state, &row).await?;
     Ok(PipelineView {
+        forge_status,
         id: row.id,
         project: row.project,
         git_ref: row.git_ref,
@@ -331,6 +366,7 @@ pub async fn webhook(
         }
         Recorded::Created(id) => {
             tracing::info!(project = %cfg.name, pipeline = id, %delivery, git_ref = %new.git_ref, sha = %new.sha, "webhook received");
+            state.forge.changed(id);
             tokio::spawn(pipelines::plan_and_start(state.clone(), id));
             Ok((StatusCode::CREATED, Json(serde_json::json!({"pipeline": id}))).into_response())
         }

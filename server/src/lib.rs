@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 mod error;
 mod follow;
+pub mod forge;
 pub mod git;
 pub mod logs;
 mod pages;
@@ -83,6 +84,8 @@ pub struct AppState {
     /// when an earlier one is stored.
     timer_deadline: AtomicI64,
     timer: tokio::sync::Notify,
+    /// Commit statuses waiting to be posted to the forges.
+    pub forge: forge::Poster,
 }
 
 /// A per-job value; the map's entry goes with its last holder.
@@ -130,6 +133,7 @@ impl AppState {
             queued_at: Mutex::new(HashMap::new()),
             timer_deadline: AtomicI64::new(i64::MAX),
             timer: tokio::sync::Notify::new(),
+            forge: forge::Poster::default(),
         }
     }
 
@@ -205,6 +209,15 @@ impl AppState {
 
     pub fn public_url(&self) -> String {
         format!("http://{}", self.config.listen)
+    }
+
+    /// The server's address as people reach it (links leaving the server): `external_url`,
+    /// else [`Self::public_url`]; without a trailing slash.
+    pub fn external_url(&self) -> String {
+        match &self.config.external_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => self.public_url(),
+        }
     }
 
     /// The secrets of the pipeline's project, masked again in stored logs.
@@ -344,6 +357,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         }
         Err(e) => tracing::error!(error = %error::chain(&e), "cannot list pipelines to resume"),
     }
+    tokio::spawn(forge::run(state.clone(), shutdown.clone()));
+    forge::resume(&state).await;
     tokio::spawn(reap_leases(state.clone(), shutdown.clone()));
     tokio::spawn(wake_delayed(state.clone(), shutdown.clone()));
     let app = router(state);

@@ -84,6 +84,11 @@ pub async fn pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -
         duration_s: summary(&p).duration_s,
         stages: stages.into_iter().map(|(_, s)| s).collect(),
         jobs: jobs.iter().map(job_box).collect(),
+        forge: crate::api::forge_status(&state, &p).await?.map(|f| pages::ForgeLine {
+            state: f.state,
+            error: f.error,
+            at: crate::pipelines::iso_time(f.at),
+        }),
     };
     Ok(Html(pages::pipeline_page(&detail)))
 }

@@ -6,6 +6,7 @@ mod both_ways;
 mod browser;
 mod delivery;
 mod failures;
+mod forge;
 mod logs;
 mod moto;
 mod operator_log;

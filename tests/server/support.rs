@@ -133,6 +133,18 @@ impl Server {
 
     /// A server with more environment (e.g. `AWS_*` for object storage).
     pub fn start_with_env(forge: &Forge, lease_ms: u64, extra: &str, data: Option<&Path>, env: Vec<(String, String)>) -> Server {
+        Server::start_configured(forge, lease_ms, extra, "", data, env)
+    }
+
+    /// A server whose project `app` gets `project_extra` too (e.g. a `[project.forge]` table).
+    pub fn start_configured(
+        forge: &Forge,
+        lease_ms: u64,
+        extra: &str,
+        project_extra: &str,
+        data: Option<&Path>,
+        env: Vec<(String, String)>,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
@@ -140,7 +152,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REGISTRATION}\"\nlease_ms = {lease_ms}\npoll_ms = 2000\n{extra}\n[[project]]\nname = \"app\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\nsecrets = {{ DEPLOY_TOKEN = \"tok-123456-secret\" }}\n",
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REGISTRATION}\"\nlease_ms = {lease_ms}\npoll_ms = 2000\n{extra}\n[[project]]\nname = \"app\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\nsecrets = {{ DEPLOY_TOKEN = \"tok-123456-secret\" }}\n{project_extra}\n",
                 data.display(),
                 forge.url
             ),

@@ -10,8 +10,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
-    Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, SqliteStore, Store, StoreError,
-    Transition, Wakeup,
+    Claimed, Counts, ForgePost, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, SqliteStore, Store,
+    StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -148,6 +148,20 @@ impl Store for Backend {
     async fn wakeups(&self, limit: i64) -> Result<Vec<Wakeup>> {
         delegate!(self, wakeups(limit))
     }
+    async fn record_forge_post(&self, pipeline_id: i64, state: &str, error: Option<&str>, at: i64) -> Result<()> {
+        delegate!(self, record_forge_post(pipeline_id, state, error, at))
+    }
+    async fn forge_post(&self, pipeline_id: i64) -> Result<Option<ForgePost>> {
+        delegate!(self, forge_post(pipeline_id))
+    }
+    async fn forge_unposted(&self, projects: &[String], limit: i64) -> Result<Vec<Unposted>> {
+        delegate!(self, forge_unposted(projects, limit))
+    }
+}
+
+/// Decodes `forge_unposted` rows.
+pub(super) fn unposted(rows: Vec<(i64, String, Option<String>)>) -> Result<Vec<Unposted>> {
+    rows.into_iter().map(|(id, status, posted)| Ok(Unposted { pipeline_id: id, status: pipeline_status(id, &status)?, posted })).collect()
 }
 
 // What both backends share.
@@ -191,6 +205,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
     Ok(Migrator::new(Embedded(&[
         (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/sqlite/0002_wake_at.sql")),
+        (5, "forge_statuses", include_str!("../../migrations/sqlite/0005_forge_statuses.sql")),
     ]))
     .await?)
 }
@@ -199,6 +214,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
     Ok(Migrator::new(Embedded(&[
         (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/postgres/0002_wake_at.sql")),
+        (5, "forge_statuses", include_str!("../../migrations/postgres/0005_forge_statuses.sql")),
     ]))
     .await?)
 }

@@ -189,6 +189,27 @@ pub struct Claimed {
     pub lease_expires_at: i64,
 }
 
+/// The commit status last sent to the forge for a pipeline (see `crate::forge`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgePost {
+    pub pipeline_id: i64,
+    /// The state last tried (`pending`, `running`, `success`, `failed`, `canceled`, `skipped`).
+    pub state: String,
+    /// The last state the forge accepted.
+    pub posted: Option<String>,
+    /// Why the last try failed; `None` when it succeeded.
+    pub error: Option<String>,
+    pub at: i64,
+}
+
+/// A pipeline whose status may not be on its forge yet (see `Store::forge_unposted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unposted {
+    pub pipeline_id: i64,
+    pub status: PipelineStatus,
+    pub posted: Option<String>,
+}
+
 /// Counts for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -268,4 +289,19 @@ pub trait Store: Send + Sync {
     fn counts(&self) -> impl std::future::Future<Output = Result<Counts>> + Send;
     /// The `limit` earliest `wake_at` of all pipelines, earliest first.
     fn wakeups(&self, limit: i64) -> impl std::future::Future<Output = Result<Vec<Wakeup>>> + Send;
+
+    // Commit statuses on the forge.
+    /// Records one try to post `state` for the pipeline: `error` is `None` when the forge
+    /// accepted it (then `posted` becomes `state`).
+    fn record_forge_post(
+        &self,
+        pipeline_id: i64,
+        state: &str,
+        error: Option<&str>,
+        at: i64,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+    fn forge_post(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Option<ForgePost>>> + Send;
+    /// The `limit` newest pipelines of `projects` whose status name is not the last state their
+    /// forge accepted (none yet, or another): candidates to post at start.
+    fn forge_unposted(&self, projects: &[String], limit: i64) -> impl std::future::Future<Output = Result<Vec<Unposted>>> + Send;
 }

@@ -31,6 +31,16 @@ pub struct PipelineDetail {
     /// In pipeline order; jobs are shown under the stage they name.
     pub stages: Vec<String>,
     pub jobs: Vec<JobBox>,
+    /// The last commit status sent to the forge, when the project has one.
+    pub forge: Option<ForgeLine>,
+}
+
+/// The last try to post the pipeline's state to its forge.
+pub struct ForgeLine {
+    pub state: String,
+    /// `None`: the forge accepted it; else why not.
+    pub error: Option<String>,
+    pub at: String,
 }
 
 pub struct JobBox {
@@ -136,6 +146,12 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                 " · " (title) " " span class={ "status " (pipeline.status) } { (pipeline.status) }
             }
             p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " (duration(pipeline.duration_s)) }
+            @if let Some(f) = &pipeline.forge {
+                @match &f.error {
+                    None => p #forge-status .forge.ok { "✓ Forge status " code { (f.state) } " posted " (f.at) }
+                    Some(e) => p #forge-status .forge.error { "✗ Forge status " code { (f.state) } " not posted (" (f.at) "): " (e) }
+                }
+            }
             // A pipeline that may still change refreshes itself (jobs' states, live).
             @if !pipeline.status.is_complete() {
                 script { (PreEscaped("setTimeout(function () { location.reload(); }, 3000);")) }

@@ -2,7 +2,7 @@
 
 use insta::assert_snapshot;
 use scheduler::{JobStatus, PipelineStatus};
-use server::web::pages::{JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, job_page, pipeline_page, pipelines_page};
+use server::web::pages::{ForgeLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, job_page, pipeline_page, pipelines_page};
 use server::web::render;
 
 /// The page without the shared stylesheet and script, which would repeat in every snapshot.
@@ -66,6 +66,11 @@ fn pipeline() {
             job(2, "unit", "test", JobStatus::Running, &["compile"]),
             job(3, "lint <b>", "test", JobStatus::Failed, &[]),
         ],
+        forge: Some(ForgeLine {
+            state: "running".into(),
+            error: Some("the forge answered 500 <html>".into()),
+            at: "2026-12-05 12:00:00 UTC".into(),
+        }),
     };
     assert_snapshot!(body(pipeline_page(&pipeline)));
 }
