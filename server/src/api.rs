@@ -27,6 +27,12 @@ pub struct JobView {
     pub exit_code: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// Totals of the job's JUnit reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<crate::reports::Totals>,
+    /// The value its `coverage:` regex found in its log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -46,6 +52,12 @@ pub struct PipelineView {
     /// the first try).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forge_status: Option<ForgeStatusView>,
+    /// The jobs' JUnit reports summed, with the failures (absent: no report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<crate::reports::PipelineTests>,
+    /// The mean of the jobs' coverage values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
 }
 
 /// The last try to post a pipeline's state to its forge.
@@ -80,8 +92,11 @@ pub(crate) async fn forge_status(state: &AppState, row: &crate::store::PipelineR
 async fn view(state: &AppState, row: crate::store::PipelineRow) -> ApiResult<PipelineView> {
     let jobs = state.store.jobs(row.id).await?;
     let forge_status = forge_status(state, &row).await?;
+    let mut reports = crate::reports::of_pipeline(&state.store, &row, &jobs).await?;
     Ok(PipelineView {
         forge_status,
+        tests: reports.tests.take(),
+        coverage: reports.coverage,
         id: row.id,
         project: row.project,
         git_ref: row.git_ref,
@@ -92,14 +107,19 @@ async fn view(state: &AppState, row: crate::store::PipelineRow) -> ApiResult<Pip
         created_at: row.created_at,
         jobs: jobs
             .into_iter()
-            .map(|j| JobView {
-                id: j.id,
-                name: j.name,
-                stage: j.stage,
-                status: j.status,
-                attempt: j.attempt,
-                exit_code: j.exit_code,
-                failure_reason: j.failure_reason,
+            .map(|j| {
+                let (tests, coverage) = reports.jobs.get(&j.id).copied().unwrap_or_default();
+                JobView {
+                    id: j.id,
+                    name: j.name,
+                    stage: j.stage,
+                    status: j.status,
+                    attempt: j.attempt,
+                    exit_code: j.exit_code,
+                    failure_reason: j.failure_reason,
+                    tests,
+                    coverage,
+                }
             })
             .collect(),
     })
@@ -134,6 +154,8 @@ pub struct JobDetail {
 
 pub async fn get_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -> ApiResult<Json<JobDetail>> {
     let j = state.store.job(id).await?.ok_or(Error::NotFound("job"))?;
+    let report = state.store.job_reports(j.pipeline_id).await?.into_iter().find(|r| r.job_id == id);
+    let tests = report.as_ref().and_then(|r| r.tests.as_deref()).and_then(|t| serde_json::from_str::<crate::reports::TestReport>(t).ok());
     Ok(Json(JobDetail {
         pipeline_id: j.pipeline_id,
         job: JobView {
@@ -144,6 +166,8 @@ pub async fn get_job(State(state): State<Arc<AppState>>, Path(id): Path<i64>) ->
             attempt: j.attempt,
             exit_code: j.exit_code,
             failure_reason: j.failure_reason,
+            tests: tests.map(|r| crate::reports::Totals { total: r.total, failed: r.failed, skipped: r.skipped, errors: r.errors }),
+            coverage: report.and_then(|r| r.coverage),
         },
     }))
 }

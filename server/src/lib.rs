@@ -18,6 +18,7 @@ pub mod git;
 pub mod logs;
 mod pages;
 pub mod pipelines;
+pub mod reports;
 mod runners;
 pub mod store;
 #[cfg(test)]

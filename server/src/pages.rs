@@ -66,6 +66,7 @@ fn job_box(j: &JobRow) -> JobBox {
         status: j.status,
         needs,
         duration_s: secs(j.started_at, j.finished_at),
+        coverage: None,
     }
 }
 
@@ -75,6 +76,11 @@ pub async fn pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -
     let mut stages: Vec<(i64, String)> = jobs.iter().map(|j| (j.stage_index, j.stage.clone())).collect();
     stages.sort();
     stages.dedup();
+    let mut reports = crate::reports::of_pipeline(&state.store, &p, &jobs).await?;
+    let mut boxes: Vec<JobBox> = jobs.iter().map(job_box).collect();
+    for b in &mut boxes {
+        b.coverage = reports.jobs.get(&(b.id as i64)).and_then(|r| r.1);
+    }
     let detail = PipelineDetail {
         id: p.id as u64,
         project: p.project.clone(),
@@ -83,7 +89,9 @@ pub async fn pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -
         status: p.status,
         duration_s: summary(&p).duration_s,
         stages: stages.into_iter().map(|(_, s)| s).collect(),
-        jobs: jobs.iter().map(job_box).collect(),
+        jobs: boxes,
+        tests: reports.tests.take(),
+        coverage: reports.coverage,
         forge: crate::api::forge_status(&state, &p).await?.map(|f| pages::ForgeLine {
             state: f.state,
             error: f.error,

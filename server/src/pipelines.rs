@@ -28,6 +28,9 @@ pub struct JobTemplate {
     pub node: JobNode,
     pub job: JobSpec,
     pub git: GitSource,
+    /// The job's `coverage:` regex, applied to its log when it finishes (`reports`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<String>,
 }
 
 /// The commit's pipeline file, loaded and planned. Blocking (git): call from `spawn_blocking`.
@@ -184,6 +187,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
             job: job_spec(&plan, &pipeline, i, &outer)
                 .ok_or_else(|| StartError::Invalid(format!("job `{}` is not in the pipeline", pj.base)))?,
             git: GitSource { path: String::new(), sha: row.sha.clone(), git_ref: row.git_ref.clone() },
+            coverage: job.coverage.clone(),
         };
         let spec_json = serde_json::to_string(&template).map_err(StartError::Encode)?;
         jobs.push(NewJob {

@@ -11,6 +11,7 @@ mod logs;
 mod moto;
 mod operator_log;
 mod readme;
+mod reports;
 mod secrets;
 mod storage;
 mod support;

@@ -10,7 +10,7 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
-    Claimed, Counts, ForgePost, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, SqliteStore, Store,
+    Claimed, Counts, ForgePost, JobReport, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, SqliteStore, Store,
     StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
@@ -157,6 +157,15 @@ impl Store for Backend {
     async fn forge_unposted(&self, projects: &[String], limit: i64) -> Result<Vec<Unposted>> {
         delegate!(self, forge_unposted(projects, limit))
     }
+    async fn set_test_report(&self, job_id: i64, pipeline_id: i64, tests: Option<&str>) -> Result<()> {
+        delegate!(self, set_test_report(job_id, pipeline_id, tests))
+    }
+    async fn set_coverage(&self, job_id: i64, pipeline_id: i64, coverage: Option<f64>) -> Result<()> {
+        delegate!(self, set_coverage(job_id, pipeline_id, coverage))
+    }
+    async fn job_reports(&self, pipeline_id: i64) -> Result<Vec<JobReport>> {
+        delegate!(self, job_reports(pipeline_id))
+    }
 }
 
 /// Decodes `forge_unposted` rows.
@@ -205,7 +214,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
     Ok(Migrator::new(Embedded(&[
         (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/sqlite/0002_wake_at.sql")),
-        (5, "forge_statuses", include_str!("../../migrations/sqlite/0005_forge_statuses.sql")),
+        (5, "forge_and_reports", include_str!("../../migrations/sqlite/0005_forge_and_reports.sql")),
     ]))
     .await?)
 }
@@ -214,7 +223,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
     Ok(Migrator::new(Embedded(&[
         (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
         (2, "wake_at", include_str!("../../migrations/postgres/0002_wake_at.sql")),
-        (5, "forge_statuses", include_str!("../../migrations/postgres/0005_forge_statuses.sql")),
+        (5, "forge_and_reports", include_str!("../../migrations/postgres/0005_forge_and_reports.sql")),
     ]))
     .await?)
 }

@@ -210,6 +210,15 @@ pub struct Unposted {
     pub posted: Option<String>,
 }
 
+/// What a job's reports said (see `crate::reports`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub job_id: i64,
+    /// `reports::TestReport` as JSON.
+    pub tests: Option<String>,
+    pub coverage: Option<f64>,
+}
+
 /// Counts for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -304,4 +313,12 @@ pub trait Store: Send + Sync {
     /// The `limit` newest pipelines of `projects` whose status name is not the last state their
     /// forge accepted (none yet, or another): candidates to post at start.
     fn forge_unposted(&self, projects: &[String], limit: i64) -> impl std::future::Future<Output = Result<Vec<Unposted>>> + Send;
+
+    // Reports.
+    /// Stores (or clears, with `None`) the job's test report (JSON).
+    fn set_test_report(&self, job_id: i64, pipeline_id: i64, tests: Option<&str>) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Stores (or clears) the job's coverage value.
+    fn set_coverage(&self, job_id: i64, pipeline_id: i64, coverage: Option<f64>) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// The reports of the pipeline's jobs (only jobs that have one), by job id.
+    fn job_reports(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Vec<JobReport>>> + Send;
 }

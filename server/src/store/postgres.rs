@@ -23,8 +23,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 
 use super::backend::{event_from_json, event_json, held, job_status, pipeline_status, postgres_migrator, status_counts, unposted};
 use super::{
-    Claimed, Counts, ForgePost, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store, StoreError,
-    Transition, Unposted, Wakeup,
+    Claimed, Counts, ForgePost, JobReport, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, Store,
+    StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -430,6 +430,41 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         unposted(rows)
+    }
+
+    async fn set_test_report(&self, job_id: i64, pipeline_id: i64, tests: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO job_reports (job_id, pipeline_id, tests) VALUES ($1, $2, $3) \
+             ON CONFLICT (job_id) DO UPDATE SET tests = excluded.tests",
+        )
+        .bind(job_id)
+        .bind(pipeline_id)
+        .bind(tests)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_coverage(&self, job_id: i64, pipeline_id: i64, coverage: Option<f64>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO job_reports (job_id, pipeline_id, coverage) VALUES ($1, $2, $3) \
+             ON CONFLICT (job_id) DO UPDATE SET coverage = excluded.coverage",
+        )
+        .bind(job_id)
+        .bind(pipeline_id)
+        .bind(coverage)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn job_reports(&self, pipeline_id: i64) -> Result<Vec<JobReport>> {
+        let rows: Vec<(i64, Option<String>, Option<f64>)> =
+            sqlx::query_as("SELECT job_id, tests, coverage FROM job_reports WHERE pipeline_id = $1 ORDER BY job_id")
+                .bind(pipeline_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(job_id, tests, coverage)| JobReport { job_id, tests, coverage }).collect())
     }
 }
 

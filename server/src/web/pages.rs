@@ -33,6 +33,10 @@ pub struct PipelineDetail {
     pub jobs: Vec<JobBox>,
     /// The last commit status sent to the forge, when the project has one.
     pub forge: Option<ForgeLine>,
+    /// The jobs' JUnit reports, summed.
+    pub tests: Option<crate::reports::PipelineTests>,
+    /// The mean of the jobs' coverage values.
+    pub coverage: Option<f64>,
 }
 
 /// The last try to post the pipeline's state to its forge.
@@ -50,6 +54,7 @@ pub struct JobBox {
     pub status: JobStatus,
     pub needs: Vec<String>,
     pub duration_s: Option<u64>,
+    pub coverage: Option<f64>,
 }
 
 pub struct JobDetail {
@@ -146,6 +151,8 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                 " · " (title) " " span class={ "status " (pipeline.status) } { (pipeline.status) }
             }
             p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " (duration(pipeline.duration_s)) }
+            @if let Some(c) = pipeline.coverage { p.coverage #coverage { "Coverage " (percent(c)) } }
+            @if let Some(t) = &pipeline.tests { (tests_section(t)) }
             @if let Some(f) = &pipeline.forge {
                 @match &f.error {
                     None => p #forge-status .forge.ok { "✓ Forge status " code { (f.state) } " posted " (f.at) }
@@ -168,6 +175,7 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                             div class={ "job status " (job.status) } id={ "job-" (job.id) } data-name=(job.name) data-needs=(job.needs.join("\n")) {
                                 a href={ "/jobs/" (job.id) } { (job.name) }
                                 span.state { (job.status) " " (duration(job.duration_s)) }
+                                @if let Some(c) = job.coverage { span.coverage { "coverage " (percent(c)) } }
                                 @if !job.needs.is_empty() {
                                     ul.needs { @for need in &job.needs { li { "needs " (need) } } }
                                 }
@@ -183,6 +191,39 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
             script { (PreEscaped(EDGES_JS)) }
         },
     )
+}
+
+fn percent(value: f64) -> String {
+    format!("{}%", (value * 100.0).round() / 100.0)
+}
+
+/// "N tests, F failed, S skipped", then each failure with its job.
+fn tests_section(t: &crate::reports::PipelineTests) -> Markup {
+    let failed = t.totals.failed + t.totals.errors;
+    html! {
+        section #tests .tests {
+            h2 { "Tests" }
+            p.summary {
+                @if failed > 0 { "✗ " } @else { "✓ " }
+                (t.totals.total) " tests, " (failed) " failed, " (t.totals.skipped) " skipped"
+                @if t.totals.errors > 0 { " (" (t.totals.errors) " errors)" }
+            }
+            @if !t.failures.is_empty() {
+                ul.failures {
+                    @for f in &t.failures {
+                        li.failure {
+                            @if f.new { span.new { "new" } " " }
+                            strong.name { (f.name) }
+                            " " span.classname { (f.classname) }
+                            " in " a href={ "/jobs/" (f.job_id) } { (f.job) }
+                            @if !f.message.is_empty() { div.message { (f.message) } }
+                            @if !f.output.is_empty() { details { summary { "output" } pre.output { (f.output) } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 const EDGES_JS: &str = r#"(function () {

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use scheduler::PipelineStatus;
-use server::store::{ForgePost, Recorded, Store, Unposted};
+use server::store::{ForgePost, JobReport, Recorded, Store, Unposted};
 
-use crate::support::{Db, new_pipeline};
+use crate::support::{Db, new_job, new_pipeline};
 
 async fn recorded(s: &Db, project: &str, n: i64) -> i64 {
     match s.record_pipeline(&format!("{project}-{n}"), &new_pipeline(project, n)).await.unwrap() {
@@ -15,7 +15,11 @@ async fn recorded(s: &Db, project: &str, n: i64) -> i64 {
     }
 }
 
-store_tests!(a_failed_try_keeps_the_last_accepted_state, unposted_pipelines_are_the_ones_the_forge_lacks);
+store_tests!(
+    a_failed_try_keeps_the_last_accepted_state,
+    unposted_pipelines_are_the_ones_the_forge_lacks,
+    job_reports_keep_tests_and_coverage_apart
+);
 
 async fn a_failed_try_keeps_the_last_accepted_state(s: Arc<Db>) {
     let id = recorded(&s, "web", 1).await;
@@ -55,4 +59,20 @@ async fn unposted_pipelines_are_the_ones_the_forge_lacks(s: Arc<Db>) {
     );
     assert_eq!(s.forge_unposted(&["web".to_string()], 1).await.unwrap().len(), 1);
     assert!(s.forge_unposted(&[], 10).await.unwrap().is_empty());
+}
+
+async fn job_reports_keep_tests_and_coverage_apart(s: Arc<Db>) {
+    let id = recorded(&s, "web", 1).await;
+    let jobs = s.save_plan(id, &[new_job("a", &[]), new_job("b", &[])], PipelineStatus::Pending, 2).await.unwrap();
+    assert!(s.job_reports(id).await.unwrap().is_empty());
+    s.set_test_report(jobs[1], id, Some("{\"total\":1}")).await.unwrap();
+    s.set_coverage(jobs[1], id, Some(81.5)).await.unwrap();
+    s.set_coverage(jobs[0], id, None).await.unwrap();
+    let want = [
+        JobReport { job_id: jobs[0], tests: None, coverage: None },
+        JobReport { job_id: jobs[1], tests: Some("{\"total\":1}".into()), coverage: Some(81.5) },
+    ];
+    assert_eq!(s.job_reports(id).await.unwrap(), want);
+    s.set_test_report(jobs[1], id, None).await.unwrap();
+    assert_eq!(s.job_reports(id).await.unwrap()[1].coverage, Some(81.5), "clearing the tests keeps the coverage");
 }

@@ -2,6 +2,7 @@
 
 use insta::assert_snapshot;
 use scheduler::{JobStatus, PipelineStatus};
+use server::reports::{PipelineFailure, PipelineTests, Totals};
 use server::web::pages::{ForgeLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, job_page, pipeline_page, pipelines_page};
 use server::web::render;
 
@@ -52,6 +53,7 @@ fn pipeline() {
         status,
         needs: needs.iter().map(|n| n.to_string()).collect(),
         duration_s: Some(id * 10),
+        coverage: (id == 1).then_some(87.456),
     };
     let pipeline = PipelineDetail {
         id: 7,
@@ -71,6 +73,19 @@ fn pipeline() {
             error: Some("the forge answered 500 <html>".into()),
             at: "2026-12-05 12:00:00 UTC".into(),
         }),
+        tests: Some(PipelineTests {
+            totals: Totals { total: 12, failed: 1, skipped: 2, errors: 0 },
+            failures: vec![PipelineFailure {
+                job_id: 3,
+                job: "lint <b>".into(),
+                name: "rejects <script>".into(),
+                classname: "lint.Rules".into(),
+                message: "expected an error".into(),
+                output: "at rules.rs:3".into(),
+                new: true,
+            }],
+        }),
+        coverage: Some(87.456),
     };
     assert_snapshot!(body(pipeline_page(&pipeline)));
 }

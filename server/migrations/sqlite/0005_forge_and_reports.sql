@@ -9,3 +9,13 @@ CREATE TABLE forge_statuses (
     error       TEXT,
     at          INTEGER NOT NULL
 );
+
+-- What a job's reports say (see server/src/reports.rs): its JUnit tests as JSON (totals and
+-- bounded failures), and the value its `coverage:` regex found in its log.
+CREATE TABLE job_reports (
+    job_id      INTEGER PRIMARY KEY REFERENCES jobs (id),
+    pipeline_id INTEGER NOT NULL REFERENCES pipelines (id),
+    tests       TEXT,
+    coverage    REAL
+);
+CREATE INDEX job_reports_by_pipeline ON job_reports (pipeline_id);
