@@ -390,7 +390,7 @@ pub async fn webhook(
         }
         Recorded::Created(id) => {
             tracing::info!(project = %cfg.name, pipeline = id, %delivery, git_ref = %new.git_ref, sha = %new.sha, "webhook received");
-            state.forge.changed(id);
+            state.pipeline_changed(id, &cfg.name, true);
             tokio::spawn(pipelines::plan_and_start(state.clone(), id));
             Ok((StatusCode::CREATED, Json(serde_json::json!({"pipeline": id}))).into_response())
         }

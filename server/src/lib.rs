@@ -15,6 +15,7 @@ mod error;
 mod follow;
 pub mod forge;
 pub mod git;
+pub mod live;
 pub mod logs;
 mod pages;
 pub mod pipelines;
@@ -87,6 +88,8 @@ pub struct AppState {
     timer: tokio::sync::Notify,
     /// Commit statuses waiting to be posted to the forges.
     pub forge: forge::Poster,
+    /// Pipelines that changed, for live pages.
+    pub changes: live::Changes,
 }
 
 /// A per-job value; the map's entry goes with its last holder.
@@ -135,6 +138,7 @@ impl AppState {
             timer_deadline: AtomicI64::new(i64::MAX),
             timer: tokio::sync::Notify::new(),
             forge: forge::Poster::default(),
+            changes: live::Changes::default(),
         }
     }
 
@@ -248,6 +252,14 @@ impl AppState {
         self.metrics.dispatched.inc();
     }
 
+    /// A pipeline's status (or one of its jobs') changed: live pages and the forge learn it.
+    pub fn pipeline_changed(&self, pipeline_id: i64, project: &str, status_changed: bool) {
+        self.changes.send(pipeline_id, project);
+        if status_changed {
+            self.forge.changed(pipeline_id);
+        }
+    }
+
     /// A pipeline's next deadline was stored: wake the timer if it sleeps past it.
     fn deadline_stored(&self, at: i64) {
         if at < self.timer_deadline.load(Ordering::Acquire) {
@@ -325,6 +337,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/v1/pipelines", get(api::list_pipelines))
         .route("/api/v1/pipelines/{id}", get(api::get_pipeline))
+        .route("/api/v1/pipelines/{id}/events", get(live::pipeline_events))
+        .route("/api/v1/events", get(live::list_events))
         .route("/api/v1/pipelines/{id}/cancel", post(api::cancel_pipeline))
         .route("/api/v1/pipelines/{id}/retry", post(api::retry_pipeline))
         .route("/api/v1/jobs/{id}", get(api::get_job))

@@ -143,7 +143,7 @@ pub async fn plan_and_start(state: Arc<AppState>, pipeline_id: i64) {
         if let Err(e) = state.store.fail_pipeline(pipeline_id, &e.stored_message(), state.now_ms()).await {
             tracing::warn!(%project, pipeline = pipeline_id, error = %crate::error::chain(&e), "cannot record the planning failure");
         }
-        state.forge.changed(pipeline_id);
+        state.pipeline_changed(pipeline_id, &project, true);
     }
 }
 
@@ -165,7 +165,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     };
     let Some((plan, pipeline)) = planned.filter(|_| !skipped) else {
         state.store.save_plan(pipeline_id, &[], PipelineStatus::Skipped, state.now_ms()).await?;
-        state.forge.changed(pipeline_id);
+        state.pipeline_changed(pipeline_id, &row.project, true);
         tracing::info!(project = %row.project, pipeline = pipeline_id, "pipeline skipped: no job to run");
         return Ok(());
     };
@@ -200,7 +200,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     }
     let count = jobs.len();
     state.store.save_plan(pipeline_id, &jobs, PipelineStatus::Pending, state.now_ms()).await?;
-    state.forge.changed(pipeline_id);
+    state.pipeline_changed(pipeline_id, &row.project, true);
     tracing::info!(project = %row.project, pipeline = pipeline_id, git_ref = %row.git_ref, jobs = count, "pipeline created");
     process(state, pipeline_id, vec![Event::Start { now: state.now_ms() as u64 }], Vec::new()).await?;
     Ok(())
@@ -348,9 +348,7 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
                 cached.version = version;
                 cached.wake_at = Some(wake_at);
                 log_ended(&cached.project, pipeline_id, &ended, &transition.jobs);
-                if pipeline_status.is_some() {
-                    state.forge.changed(pipeline_id);
-                }
+                state.pipeline_changed(pipeline_id, &cached.project, pipeline_status.is_some());
                 for (id, ..) in &ended {
                     state.job_ended(*id);
                 }

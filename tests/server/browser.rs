@@ -147,3 +147,73 @@ async fn a_running_jobs_page_grows_live_folds_sections_and_follows_anchors() {
     let edges = page.eval("document.querySelectorAll('#needs-edges path').length").await;
     assert_eq!(edges, Value::from(1), "one needs edge");
 }
+
+/// The pipeline page follows a running pipeline without reloading: a job's card changes
+/// status live, a finished job offers Retry and no Cancel, and after the end the failing
+/// JUnit test shows with its message. The job page jumps to its first error line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pipelines_page_updates_live_and_offers_only_actions_that_apply() {
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let forge = Forge::new(&format!(
+        concat!(
+            "gate:\n  script:\n",
+            "    - for i in $(seq 1 1200); do if [ -e '{}' ]; then break; fi; sleep 0.05; done\n",
+            "    - mkdir -p out\n",
+            "    - echo '<testsuite><testcase classname=\"calc.Sum\" name=\"adds_two\"><failure message=\"expected 4 but was 5\"/></testcase><testcase classname=\"calc.Sum\" name=\"ok\"/></testsuite>' > out/junit.xml\n",
+            "  artifacts:\n    reports:\n      junit: out/junit.xml\n",
+            "after:\n  needs: [gate]\n  script:\n    - echo compiling\n    - printf 'error\\072 something broke\\n'\n    - echo still going\n",
+        ),
+        go.display()
+    ));
+    let (before, after) = forge.push("main", "first");
+    let server = Server::start(&forge, 5000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "live-1").await;
+    let id = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let gate_job = http.wait_job_status(id, "gate", &["running"], 60).await["id"].as_i64().unwrap();
+    let browser = chromium();
+    let mut page = Page::open(&browser).await;
+    page.goto(&format!("{}/pipelines/{id}", http.base)).await;
+    let card = |what: &str| format!("(() => {{ const c = document.getElementById('job-{gate_job}'); return {what}; }})()");
+    assert_eq!(page.eval(&card("c.classList.contains('running')")).await, Value::Bool(true));
+    assert_eq!(page.eval(&card("!!c.querySelector('form[data-action=cancel]')")).await, Value::Bool(true), "a running job can be canceled");
+    assert_eq!(page.eval(&card("!!c.querySelector('form[data-action=retry]')")).await, Value::Bool(false), "not retried");
+    page.eval("window.__same_page = true").await;
+    std::fs::write(&go, "").unwrap();
+    // The card turns `success` through the live stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while page.eval(&card("c.classList.contains('success')")).await != Value::Bool(true) {
+        assert!(Instant::now() < deadline, "the job's card did not change: {}", page.eval(&card("c.outerHTML")).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(page.eval("window.__same_page === true").await, Value::Bool(true), "no reload");
+    assert_eq!(page.eval(&card("c.querySelector('.state').textContent.includes('✓ success')")).await, Value::Bool(true));
+    assert_eq!(
+        page.eval(&card("!!c.querySelector('form[data-action=cancel]')")).await,
+        Value::Bool(false),
+        "a finished job offers no Cancel"
+    );
+    assert_eq!(page.eval(&card("!!c.querySelector('form[data-action=retry]')")).await, Value::Bool(true), "a finished job can be retried");
+    // The pipeline ends: its status too, live.
+    http.wait_status(id, &["success"], 60).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while page.eval("document.getElementById('pipeline-status').textContent").await != Value::String("✓ success".into()) {
+        assert!(Instant::now() < deadline, "the pipeline's status did not change");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(page.eval("!!document.querySelector('#pipeline-actions form[data-action=cancel]')").await, Value::Bool(false));
+    // The failing test, named, with its message.
+    page.goto(&format!("{}/pipelines/{id}", http.base)).await;
+    let tests = page.eval("document.getElementById('tests') && document.getElementById('tests').innerText").await;
+    let tests = tests.as_str().unwrap_or_default();
+    assert!(tests.contains("2 tests, 1 failed, 0 skipped"), "{tests}");
+    assert!(tests.contains("adds_two") && tests.contains("calc.Sum") && tests.contains("expected 4 but was 5"), "{tests}");
+    // The job page jumps to the first error line.
+    let after_job = crate::support::job_id(&http.wait_status(id, &["success"], 10).await, "after");
+    page.goto(&format!("{}/jobs/{after_job}", http.base)).await;
+    page.eval("document.getElementById('first-error').click()").await;
+    let target = page.eval("location.hash && document.getElementById(location.hash.slice(1)).textContent").await;
+    assert!(target.as_str().is_some_and(|t| t.contains("error: something broke")), "{target}");
+}

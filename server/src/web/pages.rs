@@ -87,6 +87,9 @@ pub struct LogTail {
 
 const CSS: &str = include_str!("assets/style.css");
 const FOLLOW_JS: &str = include_str!("assets/follow.js");
+const LIVE_JS: &str = include_str!("assets/live.js");
+const LOG_TOOLS_JS: &str = include_str!("assets/logtools.js");
+const LIST_JS: &str = include_str!("assets/list.js");
 
 fn layout(title: &str, body: Markup) -> String {
     html! {
@@ -111,6 +114,65 @@ fn duration(seconds: Option<u64>) -> String {
     seconds.map(format_duration).unwrap_or_default()
 }
 
+/// A duration as pages show it (empty when unknown).
+pub fn duration_text(seconds: Option<u64>) -> String {
+    duration(seconds)
+}
+
+/// A status with its icon, so it reads without colour: `✓ success`.
+pub fn status_label(status: &str) -> String {
+    let icon = match status {
+        "success" => "✓",
+        "failed" => "✗",
+        "running" => "▶",
+        "pending" | "created" | "scheduled" => "◷",
+        "canceling" | "canceled" => "⊘",
+        "skipped" => "»",
+        "manual" => "⏵",
+        _ => "•",
+    };
+    format!("{icon} {status}")
+}
+
+/// The actions that apply to a job or a pipeline in its status (who may use them is
+/// another question, answered elsewhere).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Actions {
+    pub retry: bool,
+    pub cancel: bool,
+    pub play: bool,
+}
+
+/// Retry a finished job that ran (not a skipped one), cancel one that may still run, play a
+/// manual one.
+pub fn job_actions(status: JobStatus) -> Actions {
+    use JobStatus::*;
+    Actions {
+        retry: matches!(status, Success | Failed | Canceled),
+        cancel: matches!(status, Created | Pending | Running | Scheduled),
+        play: status == Manual,
+    }
+}
+
+/// Retry a pipeline that failed or was canceled; cancel one still going.
+pub fn pipeline_actions(status: PipelineStatus) -> Actions {
+    use PipelineStatus::*;
+    Actions {
+        retry: matches!(status, Failed | Canceled),
+        cancel: matches!(status, Created | Pending | Running | Manual | Scheduled),
+        play: false,
+    }
+}
+
+/// The forms of the actions that apply (`base`: `/api/v1/jobs/7` or `/api/v1/pipelines/3`).
+fn action_forms(base: &str, a: Actions, retry_label: &str) -> Markup {
+    html! {
+        @if a.play { form method="post" action={ (base) "/play" } data-action="play" { button { "⏵ Play" } } }
+        @if a.retry { form method="post" action={ (base) "/retry" } data-action="retry" { button { "↻ " (retry_label) } } }
+        @if a.cancel { form method="post" action={ (base) "/cancel" } data-action="cancel" { button { "⊘ Cancel" } } }
+    }
+}
+
 fn short(commit: &str) -> &str {
     commit.get(..8).unwrap_or(commit)
 }
@@ -120,23 +182,24 @@ pub fn pipelines_page(project: &str, pipelines: &[PipelineSummary]) -> String {
         project,
         html! {
             h1 { (project) }
-            table.pipelines {
+            table.pipelines #pipelines data-events={ "/api/v1/events?project=" (project) } {
                 thead { tr { th { "Pipeline" } th { "Status" } th { "Ref" } th { "Commit" } th { "Trigger" } th { "Duration" } th { "Created" } } }
                 tbody {
                     @for p in pipelines {
-                        tr {
+                        tr #{ "pipeline-" (p.id) } {
                             td { a href={ "/pipelines/" (p.id) } { "#" (p.id) } }
-                            td { span class={ "status " (p.status) } { (p.status) } }
+                            td { span class={ "status " (p.status) } { (status_label(p.status.as_str())) } }
                             td { code { (p.git_ref) } }
                             td { code title=(p.commit) { (short(&p.commit)) } }
                             td { (p.trigger) }
-                            td { (duration(p.duration_s)) }
+                            td.duration { (duration(p.duration_s)) }
                             td { (p.created) }
                         }
                     }
                 }
             }
-            @if pipelines.is_empty() { p.empty { "No pipelines yet." } }
+            @if pipelines.is_empty() { p.empty #no-pipelines { "No pipelines yet." } }
+            script { (PreEscaped(LIST_JS)) }
         },
     )
 }
@@ -148,9 +211,9 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
         html! {
             h1 {
                 a href={ "/projects/" (pipeline.project) } { (pipeline.project) }
-                " · " (title) " " span class={ "status " (pipeline.status) } { (pipeline.status) }
+                " · " (title) " " span #pipeline-status class={ "status " (pipeline.status) } { (status_label(pipeline.status.as_str())) }
             }
-            p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " (duration(pipeline.duration_s)) }
+            p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " span #pipeline-duration { (duration(pipeline.duration_s)) } }
             @if let Some(c) = pipeline.coverage { p.coverage #coverage { "Coverage " (percent(c)) } }
             @if let Some(t) = &pipeline.tests { (tests_section(t)) }
             @if let Some(f) = &pipeline.forge {
@@ -159,13 +222,8 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                     Some(e) => p #forge-status .forge.error { "✗ Forge status " code { (f.state) } " not posted (" (f.at) "): " (e) }
                 }
             }
-            // A pipeline that may still change refreshes itself (jobs' states, live).
-            @if !pipeline.status.is_complete() {
-                script { (PreEscaped("setTimeout(function () { location.reload(); }, 3000);")) }
-            }
-            div.actions {
-                form method="post" action={ "/api/v1/pipelines/" (pipeline.id) "/retry" } { button { "Retry failed" } }
-                form method="post" action={ "/api/v1/pipelines/" (pipeline.id) "/cancel" } { button { "Cancel" } }
+            div.actions #pipeline-actions data-base={ "/api/v1/pipelines/" (pipeline.id) } {
+                (action_forms(&format!("/api/v1/pipelines/{}", pipeline.id), pipeline_actions(pipeline.status), "Retry failed"))
             }
             div.stages {
                 @for stage in &pipeline.stages {
@@ -174,13 +232,14 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                         @for job in pipeline.jobs.iter().filter(|j| &j.stage == stage) {
                             div class={ "job status " (job.status) } id={ "job-" (job.id) } data-name=(job.name) data-needs=(job.needs.join("\n")) {
                                 a href={ "/jobs/" (job.id) } { (job.name) }
-                                span.state { (job.status) " " (duration(job.duration_s)) }
+                                span.state { (status_label(job.status.as_str())) " " span.duration { (duration(job.duration_s)) } }
                                 @if let Some(c) = job.coverage { span.coverage { "coverage " (percent(c)) } }
                                 @if !job.needs.is_empty() {
                                     ul.needs { @for need in &job.needs { li { "needs " (need) } } }
                                 }
-                                form method="post" action={ "/api/v1/jobs/" (job.id) "/retry" } { button { "Retry" } }
-                                form method="post" action={ "/api/v1/jobs/" (job.id) "/cancel" } { button { "Cancel" } }
+                                div.job-actions data-base={ "/api/v1/jobs/" (job.id) } {
+                                    (action_forms(&format!("/api/v1/jobs/{}", job.id), job_actions(job.status), "Retry"))
+                                }
                             }
                         }
                     }
@@ -189,6 +248,10 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
             // Needs drawn as edges: an SVG layer over the stage columns, from each needed job's
             // right edge to the needing job's left edge (redrawn on resize).
             script { (PreEscaped(EDGES_JS)) }
+            @if !pipeline.status.is_complete() || pipeline.jobs.iter().any(|j| !j.status.is_complete()) {
+                div #live hidden data-events={ "/api/v1/pipelines/" (pipeline.id) "/events" } {}
+            }
+            script { (PreEscaped(LIVE_JS)) }
         },
     )
 }
@@ -295,7 +358,13 @@ pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
             @if tail.start > 0 {
                 p.earlier { a href={ "/jobs/" (job.id) "?before=" (tail.start) } { "Load earlier (" (tail.start) " bytes)" } }
             }
-            div #log .log data-stream=(stream) data-offset=(tail.end) data-follow=(job.running) { (PreEscaped(&tail.html)) }
+            div.log-tools {
+                @if job.running { button #follow type="button" aria-pressed="true" { "⏸ Stop following" } }
+                button #first-error type="button" { "⚠ First error" }
+                span #first-error-none hidden { " No error line in the part shown." }
+            }
+            div #log .log data-stream=(stream) data-offset=(tail.end) data-follow=(job.running) data-autoscroll=(job.running) { (PreEscaped(&tail.html)) }
+            script { (PreEscaped(LOG_TOOLS_JS)) }
             @if job.running { script { (PreEscaped(FOLLOW_JS)) } }
         },
     )

@@ -117,10 +117,10 @@ fn running_job_follows_its_log() {
 }
 
 #[test]
-fn finished_job_has_no_script() {
+fn finished_job_does_not_follow() {
     let tail = LogTail { html: render(b"done\n", 1).html, start: 0, end: 5 };
     let page = job_page(&job(false), &tail);
-    assert!(!page.contains("<script"));
+    assert!(!page.contains("new EventSource") && !page.contains("id=\"follow\""));
     assert_snapshot!(body(page));
 }
 
@@ -130,4 +130,31 @@ fn home_lists_projects_escaped() {
     assert!(page.contains("<a href=\"/projects/acme/app\">acme/app</a>"), "{page}");
     assert!(page.contains("x&quot;&gt;&lt;script&gt;"), "{page}");
     assert!(!page.contains("x\"><script>"), "{page}");
+}
+
+/// Actions show only where they apply: no Cancel on a finished job or pipeline, no Retry on a
+/// skipped or running one, Play on a manual job only.
+#[test]
+fn actions_apply_only_where_they_can() {
+    use server::web::pages::{job_actions, pipeline_actions};
+    let job = |s| {
+        let a = job_actions(s);
+        (a.retry, a.cancel, a.play)
+    };
+    assert_eq!(job(JobStatus::Success), (true, false, false));
+    assert_eq!(job(JobStatus::Failed), (true, false, false));
+    assert_eq!(job(JobStatus::Canceled), (true, false, false));
+    assert_eq!(job(JobStatus::Skipped), (false, false, false));
+    assert_eq!(job(JobStatus::Running), (false, true, false));
+    assert_eq!(job(JobStatus::Pending), (false, true, false));
+    assert_eq!(job(JobStatus::Canceling), (false, false, false));
+    assert_eq!(job(JobStatus::Manual), (false, false, true));
+    let pipeline = |s| {
+        let a = pipeline_actions(s);
+        (a.retry, a.cancel)
+    };
+    assert_eq!(pipeline(PipelineStatus::Success), (false, false));
+    assert_eq!(pipeline(PipelineStatus::Failed), (true, false));
+    assert_eq!(pipeline(PipelineStatus::Running), (false, true));
+    assert_eq!(pipeline(PipelineStatus::Skipped), (false, false));
 }
