@@ -92,6 +92,7 @@ pub async fn pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -
         jobs: boxes,
         tests: reports.tests.take(),
         coverage: reports.coverage,
+        timeline: timeline(&state, id, &jobs).await?,
         forge: crate::api::forge_status(&state, &p).await?.map(|f| pages::ForgeLine {
             state: f.state,
             error: f.error,
@@ -99,6 +100,28 @@ pub async fn pipeline(State(state): State<Arc<AppState>>, Path(id): Path<i64>) -
         }),
     };
     Ok(Html(pages::pipeline_page(&detail)))
+}
+
+/// The pipeline's timeline from its engine (times and the critical path).
+async fn timeline(state: &AppState, id: i64, jobs: &[JobRow]) -> ApiResult<Option<pages::Timeline>> {
+    let Some((snapshot, critical)) = crate::pipelines::timeline(state, id).await? else { return Ok(None) };
+    let bars = snapshot
+        .jobs
+        .iter()
+        .filter_map(|j| {
+            let row = jobs.iter().find(|r| r.name == j.name)?;
+            Some(pages::Bar {
+                job_id: row.id as u64,
+                name: j.name.clone(),
+                status: j.status,
+                queued: j.queued_at,
+                started: j.started_at,
+                finished: j.finished_at,
+                critical: critical.contains(&j.name),
+            })
+        })
+        .collect();
+    Ok(Some(pages::Timeline { now: snapshot.now, bars }))
 }
 
 #[derive(Deserialize)]

@@ -379,6 +379,24 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
     Err(StoreError::Contended(pipeline_id))
 }
 
+/// The engine's view of a pipeline for its timeline: each job's queued, started and finished
+/// times, and the critical path (job names). `None` for a pipeline without jobs. Uses the
+/// cached engine when there is one; otherwise replays the events without caching the result.
+pub async fn timeline(state: &AppState, pipeline_id: i64) -> Result<Option<(scheduler::Snapshot, Vec<String>)>, StoreError> {
+    let cached = state.pipelines.lock().await.get(&pipeline_id).cloned();
+    if let Some(lock) = cached {
+        let c = lock.lock().await;
+        if let Some(engine) = &c.engine {
+            return Ok(Some((engine.snapshot(), engine.critical_path())));
+        }
+    }
+    if state.store.jobs(pipeline_id).await?.is_empty() {
+        return Ok(None);
+    }
+    let rebuilt = rebuild(state, pipeline_id).await?;
+    Ok(rebuilt.engine.map(|e| (e.snapshot(), e.critical_path())))
+}
+
 /// One line per job that ended: INFO when it succeeded or was canceled, WARN with the reason
 /// when it failed. (Skipped jobs never ran: nothing to say.)
 fn log_ended(project: &str, pipeline: i64, ended: &[(i64, &str, u32, JobStatus)], updates: &[JobUpdate]) {

@@ -162,6 +162,7 @@ async fn a_running_pipelines_page_updates_live_and_offers_only_actions_that_appl
             "    - mkdir -p out\n",
             "    - echo '<testsuite><testcase classname=\"calc.Sum\" name=\"adds_two\"><failure message=\"expected 4 but was 5\"/></testcase><testcase classname=\"calc.Sum\" name=\"ok\"/></testsuite>' > out/junit.xml\n",
             "  artifacts:\n    reports:\n      junit: out/junit.xml\n",
+            "side:\n  script: [echo side]\n",
             "after:\n  needs: [gate]\n  script:\n    - echo compiling\n    - printf 'error\\072 something broke\\n'\n    - echo still going\n",
         ),
         go.display()
@@ -210,6 +211,15 @@ async fn a_running_pipelines_page_updates_live_and_offers_only_actions_that_appl
     let tests = tests.as_str().unwrap_or_default();
     assert!(tests.contains("2 tests, 1 failed, 0 skipped"), "{tests}");
     assert!(tests.contains("adds_two") && tests.contains("calc.Sum") && tests.contains("expected 4 but was 5"), "{tests}");
+    // The timeline: one bar per job, the critical path (gate, then after) marked.
+    let bars = page
+        .eval(
+            "[...document.querySelectorAll('#timeline svg g.bar')].map(g => g.dataset.job + (g.classList.contains('critical') ? '*' : ''))",
+        )
+        .await;
+    assert_eq!(bars, serde_json::json!(["gate*", "side", "after*"]), "one bar per job, the critical path marked");
+    let waits = page.eval("document.querySelectorAll('#timeline g.bar rect.wait').length").await;
+    assert_eq!(waits, Value::from(3), "each job's queue wait is drawn");
     // The job page jumps to the first error line.
     let after_job = crate::support::job_id(&http.wait_status(id, &["success"], 10).await, "after");
     page.goto(&format!("{}/jobs/{after_job}", http.base)).await;

@@ -37,6 +37,26 @@ pub struct PipelineDetail {
     pub tests: Option<crate::reports::PipelineTests>,
     /// The mean of the jobs' coverage values.
     pub coverage: Option<f64>,
+    pub timeline: Option<Timeline>,
+}
+
+/// Where a pipeline's time went: one bar per job.
+pub struct Timeline {
+    /// The engine's time now (ms): the end of bars still running.
+    pub now: u64,
+    pub bars: Vec<Bar>,
+}
+
+/// A job's bar: waiting from `queued` to `started` (the lighter part), running to `finished`.
+pub struct Bar {
+    pub job_id: u64,
+    pub name: String,
+    pub status: JobStatus,
+    pub queued: Option<u64>,
+    pub started: Option<u64>,
+    pub finished: Option<u64>,
+    /// On the critical path (the chain of jobs with the longest total time).
+    pub critical: bool,
 }
 
 /// The last try to post the pipeline's state to its forge.
@@ -215,6 +235,7 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
             }
             p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " span #pipeline-duration { (duration(pipeline.duration_s)) } }
             @if let Some(c) = pipeline.coverage { p.coverage #coverage { "Coverage " (percent(c)) } }
+            @if let Some(t) = &pipeline.timeline { (timeline_svg(t)) }
             @if let Some(t) = &pipeline.tests { (tests_section(t)) }
             @if let Some(f) = &pipeline.forge {
                 @match &f.error {
@@ -254,6 +275,51 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
             script { (PreEscaped(LIVE_JS)) }
         },
     )
+}
+
+/// The timeline as SVG: a row per job, its name, a light bar while it waited in the queue and
+/// a solid one while it ran; the critical path's bars are outlined and marked in their title.
+fn timeline_svg(t: &Timeline) -> Markup {
+    const LABEL: f64 = 170.0;
+    const WIDTH: f64 = 820.0;
+    const ROW: f64 = 20.0;
+    let begin = t.bars.iter().filter_map(|b| b.queued.or(b.started)).min();
+    let Some(begin) = begin else { return html! {} };
+    let end = t.bars.iter().filter_map(|b| b.finished.or(b.started.map(|_| t.now))).max().unwrap_or(begin).max(begin + 1);
+    let scale = (WIDTH - LABEL - 10.0) / (end - begin) as f64;
+    let x = |ms: u64| ((LABEL + (ms.saturating_sub(begin)) as f64 * scale) * 10.0).round() / 10.0;
+    let height = ROW * t.bars.len() as f64 + 24.0;
+    let secs = |ms: u64| format_duration(ms / 1000);
+    html! {
+        section.timeline #timeline {
+            h2 { "Timeline" }
+            p.legend { span.key.wait {} " waiting in the queue · " span.key.run {} " running · " span.key.crit {} " critical path (" (secs(end - begin)) " in all)" }
+            svg xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (WIDTH) " " (height) } width="100%" role="img" aria-label="Timeline of the jobs" {
+                @for (i, b) in t.bars.iter().enumerate() {
+                    @let y = i as f64 * ROW + 4.0;
+                    @let run_end = b.finished.or(b.started.map(|_| t.now));
+                    g class={ "bar " (b.status) @if b.critical { " critical" } } data-job=(b.name) {
+                        title {
+                            (b.name) ": " (b.status)
+                            @if let (Some(q), Some(s)) = (b.queued, b.started) { ", waited " (secs(s.saturating_sub(q))) }
+                            @if let (Some(s), Some(e)) = (b.started, run_end) { ", ran " (secs(e.saturating_sub(s))) }
+                            @if b.critical { " (critical path)" }
+                        }
+                        a href={ "/jobs/" (b.job_id) } { text x="4" y={ (y + 13.0) } class="name" { @if b.critical { "★ " } (b.name) } }
+                        @if let Some(q) = b.queued {
+                            @let s = b.started.unwrap_or(t.now).max(q);
+                            rect.wait x=(x(q)) y=(y + 3.0) width=(((x(s) - x(q)) * 10.0).round().max(10.0) / 10.0) height="12" {}
+                        }
+                        @if let (Some(s), Some(e)) = (b.started, run_end) {
+                            rect.run x=(x(s)) y=(y + 1.0) width=(((x(e.max(s)) - x(s)) * 10.0).round().max(20.0) / 10.0) height="16" {}
+                        }
+                    }
+                }
+                text x=(LABEL) y=(height - 4.0) class="axis" { "0s" }
+                text x=(WIDTH - 10.0) y=(height - 4.0) class="axis" text-anchor="end" { (secs(end - begin)) }
+            }
+        }
+    }
 }
 
 fn percent(value: f64) -> String {

@@ -3,7 +3,9 @@
 use insta::assert_snapshot;
 use scheduler::{JobStatus, PipelineStatus};
 use server::reports::{PipelineFailure, PipelineTests, Totals};
-use server::web::pages::{ForgeLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, job_page, pipeline_page, pipelines_page};
+use server::web::pages::{
+    Bar, ForgeLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, Timeline, job_page, pipeline_page, pipelines_page,
+};
 use server::web::render;
 
 /// The page without the shared stylesheet and script, which would repeat in every snapshot.
@@ -86,6 +88,38 @@ fn pipeline() {
             }],
         }),
         coverage: Some(87.456),
+        timeline: Some(Timeline {
+            now: 70_000,
+            bars: vec![
+                Bar {
+                    job_id: 1,
+                    name: "compile".into(),
+                    status: JobStatus::Success,
+                    queued: Some(0),
+                    started: Some(5_000),
+                    finished: Some(15_000),
+                    critical: true,
+                },
+                Bar {
+                    job_id: 2,
+                    name: "unit".into(),
+                    status: JobStatus::Running,
+                    queued: Some(15_000),
+                    started: Some(16_000),
+                    finished: None,
+                    critical: false,
+                },
+                Bar {
+                    job_id: 3,
+                    name: "lint <b>".into(),
+                    status: JobStatus::Failed,
+                    queued: Some(0),
+                    started: Some(1_000),
+                    finished: Some(31_000),
+                    critical: false,
+                },
+            ],
+        }),
     };
     assert_snapshot!(body(pipeline_page(&pipeline)));
 }
@@ -136,7 +170,7 @@ fn home_lists_projects_escaped() {
 /// skipped or running one, Play on a manual job only.
 #[test]
 fn actions_apply_only_where_they_can() {
-    use server::web::pages::{job_actions, pipeline_actions};
+    use server::web::pages::{Bar, Timeline, job_actions, pipeline_actions};
     let job = |s| {
         let a = job_actions(s);
         (a.retry, a.cancel, a.play)
