@@ -170,7 +170,7 @@ fn home_lists_projects_escaped() {
 /// skipped or running one, Play on a manual job only.
 #[test]
 fn actions_apply_only_where_they_can() {
-    use server::web::pages::{Bar, Timeline, job_actions, pipeline_actions};
+    use server::web::pages::{job_actions, pipeline_actions};
     let job = |s| {
         let a = job_actions(s);
         (a.retry, a.cancel, a.play)
