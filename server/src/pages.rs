@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::response::Html;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -46,7 +47,40 @@ fn summary(p: &PipelineRow) -> PipelineSummary {
     }
 }
 
-pub async fn project(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult<Html<String>> {
+#[derive(Deserialize)]
+pub struct ProjectQuery {
+    /// For the badge: a branch (`main`) or a full ref (`refs/tags/v1`); default the project's
+    /// default branch.
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+}
+
+/// `/projects/{name}`, and `/projects/{name}/badge.svg?ref=BRANCH`.
+pub async fn project(State(state): State<Arc<AppState>>, Path(name): Path<String>, Query(q): Query<ProjectQuery>) -> ApiResult<Response> {
+    if state.config.project(&name).is_none() {
+        if let Some(project) = name.strip_suffix("/badge.svg").and_then(|n| state.config.project(n)) {
+            return badge(&state, project, q.git_ref).await;
+        }
+    }
+    Ok(project_page(&state, &name).await?.into_response())
+}
+
+/// The status of the project's latest pipeline of a ref, as an SVG badge.
+async fn badge(state: &AppState, project: &crate::config::ProjectConfig, git_ref: Option<String>) -> ApiResult<Response> {
+    let branch = git_ref.unwrap_or_else(|| project.default_branch.clone());
+    let full = if branch.starts_with("refs/") { branch } else { format!("refs/heads/{branch}") };
+    let rows = state.store.pipelines(Some(&project.name), 500).await?;
+    let status = rows.iter().find(|p| p.git_ref == full).map_or("unknown", |p| p.status.as_str());
+    let svg = pages::badge_svg("pipeline", status);
+    Ok((
+        [(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"), (header::CACHE_CONTROL, "no-cache, max-age=0")],
+        svg,
+    )
+        .into_response())
+}
+
+async fn project_page(state: &AppState, name: &str) -> ApiResult<Html<String>> {
+    let name = name.to_string();
     state.config.project(&name).ok_or(Error::NotFound("project"))?;
     let rows = state.store.pipelines(Some(&name), 100).await?;
     let list: Vec<PipelineSummary> = rows.iter().map(summary).collect();

@@ -63,3 +63,58 @@ async fn junit_failures_and_coverage_reach_the_api_and_the_page() {
     assert!(page.contains(&format!("href=\"/jobs/{job}\"")), "a link to the job");
     assert!(page.contains("Coverage 80%"), "{page}");
 }
+
+/// The text of an SVG document's `<text>` elements, checking it is well-formed XML whose root
+/// is `<svg>` in the SVG namespace.
+pub fn svg_texts(svg: &str) -> Vec<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(svg);
+    let (mut texts, mut in_text, mut root) = (Vec::new(), false, None);
+    loop {
+        match reader.read_event().unwrap_or_else(|e| panic!("not well-formed XML ({e}): {svg}")) {
+            Event::Start(e) => {
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                if root.is_none() {
+                    let ns = e.try_get_attribute("xmlns").unwrap().map(|a| a.unescape_value().unwrap().into_owned());
+                    assert_eq!(ns.as_deref(), Some("http://www.w3.org/2000/svg"), "{svg}");
+                    root = Some(name.clone());
+                }
+                in_text = name == "text";
+            }
+            Event::Text(t) if in_text => texts.push(t.xml_content().unwrap().into_owned()),
+            Event::End(_) => in_text = false,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(root.as_deref(), Some("svg"), "{svg}");
+    texts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_badge_is_svg_with_the_refs_latest_status() {
+    let forge = Forge::new("ok:\n  script: [echo ok]\n");
+    let server = Server::start(&forge, 5000, "");
+    let http = Http::new(&server);
+    let badge = |q: &'static str| {
+        let url = format!("{}/projects/app/badge.svg{q}", http.base);
+        let client = http.client.clone();
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.headers()["content-type"].to_str().unwrap().starts_with("image/svg+xml"));
+            svg_texts(&r.text().await.unwrap())
+        }
+    };
+    assert_eq!(badge("").await, ["pipeline", "unknown"], "no pipeline yet");
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let (before, after) = forge.push("main", "first");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "p"), Some(SECRET), "badge-1").await;
+    let id = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    http.wait_status(id, &["success"], 60).await;
+    assert_eq!(badge("?ref=main").await, ["pipeline", "success"]);
+    assert_eq!(badge("").await, ["pipeline", "success"], "the default branch");
+    assert_eq!(badge("?ref=other").await, ["pipeline", "unknown"]);
+    let page = http.client.get(format!("{}/projects/app", http.base)).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains(&format!("pipeline-{id}")), "the project page is still there");
+}

@@ -435,3 +435,31 @@ pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
         },
     )
 }
+
+/// A status badge (shields-like SVG, no external font or asset): `label` on grey, the status
+/// on its colour, both as text.
+pub fn badge_svg(label: &str, status: &str) -> String {
+    let colour = match status {
+        "success" => "#1a7f37",
+        "failed" => "#cf222e",
+        "running" => "#0969da",
+        "pending" | "created" | "scheduled" | "manual" => "#9a6700",
+        _ => "#6e7781",
+    };
+    // Verdana 11px averages about 7px a character; 10px of padding each side.
+    let width = |text: &str| text.chars().count() as u32 * 7 + 10;
+    let (lw, sw) = (width(label), width(status));
+    let total = lw + sw;
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" width=(total) height="20" role="img" aria-label={ (label) ": " (status) } {
+            title { (label) ": " (status) }
+            rect width=(lw) height="20" fill="#555" {}
+            rect x=(lw) width=(sw) height="20" fill=(colour) {}
+            g fill="#fff" text-anchor="middle" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11" {
+                text x=(lw / 2) y="14" { (label) }
+                text x=(lw + sw / 2) y="14" { (status) }
+            }
+        }
+    }
+    .into_string()
+}
