@@ -333,6 +333,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/projects/{*name}", get(pages::project))
         .route("/pipelines/{id}", get(pages::pipeline))
         .route("/jobs/{id}", get(pages::job))
+        .route("/runners", get(pages::runners))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/pipelines", get(api::list_pipelines))

@@ -72,11 +72,7 @@ async fn badge(state: &AppState, project: &crate::config::ProjectConfig, git_ref
     let rows = state.store.pipelines(Some(&project.name), 500).await?;
     let status = rows.iter().find(|p| p.git_ref == full).map_or("unknown", |p| p.status.as_str());
     let svg = pages::badge_svg("pipeline", status);
-    Ok((
-        [(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"), (header::CACHE_CONTROL, "no-cache, max-age=0")],
-        svg,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"), (header::CACHE_CONTROL, "no-cache, max-age=0")], svg).into_response())
 }
 
 async fn project_page(state: &AppState, name: &str) -> ApiResult<Html<String>> {
@@ -210,4 +206,33 @@ pub async fn job(State(state): State<Arc<AppState>>, Path(id): Path<i64>, Query(
         running: running && q.before.is_none(),
     };
     Ok(Html(pages::job_page(&detail, &LogTail { html, start, end })))
+}
+
+/// Runners heard from within this long are online (a runner busy on all its slots does not
+/// poll, but its jobs' heartbeats keep their leases: holding a live lease counts too).
+fn online_window(state: &AppState) -> i64 {
+    (state.config.poll_ms + state.config.lease_ms) as i64
+}
+
+pub async fn runners(State(state): State<Arc<AppState>>) -> ApiResult<Html<String>> {
+    let now = state.now_ms();
+    let runners = state.store.runners(1000).await?;
+    // Every job a runner holds (`expired_leases` of the end of time: all held leases).
+    let held = state.store.expired_leases(i64::MAX).await?;
+    let lines: Vec<pages::RunnerLine> = runners
+        .iter()
+        .map(|r| {
+            let mine: Vec<&JobRow> = held.iter().filter(|j| j.runner_id == Some(r.id)).collect();
+            let live_lease = mine.iter().any(|j| j.lease_expires_at.is_some_and(|t| t >= now));
+            pages::RunnerLine {
+                id: r.id as u64,
+                name: r.name.clone(),
+                tags: r.tags.clone(),
+                online: now - r.last_seen_at <= online_window(&state) || live_lease,
+                last_contact: crate::pipelines::iso_time(r.last_seen_at),
+                jobs: mine.iter().map(|j| (j.id as u64, j.name.clone(), j.pipeline_id as u64)).collect(),
+            }
+        })
+        .collect();
+    Ok(Html(pages::runners_page(&lines)))
 }

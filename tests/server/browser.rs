@@ -181,6 +181,12 @@ async fn a_running_pipelines_page_updates_live_and_offers_only_actions_that_appl
     assert_eq!(page.eval(&card("c.classList.contains('running')")).await, Value::Bool(true));
     assert_eq!(page.eval(&card("!!c.querySelector('form[data-action=cancel]')")).await, Value::Bool(true), "a running job can be canceled");
     assert_eq!(page.eval(&card("!!c.querySelector('form[data-action=retry]')")).await, Value::Bool(false), "not retried");
+    // The runners page: the runner is online and runs `gate`.
+    page.goto(&format!("{}/runners", http.base)).await;
+    let row = page.eval("document.querySelector('#runners tbody tr').innerText").await;
+    let row = row.as_str().unwrap_or_default().to_string();
+    assert!(row.contains("node") && row.contains("online") && row.contains("gate"), "{row}");
+    page.goto(&format!("{}/pipelines/{id}", http.base)).await;
     page.eval("window.__same_page = true").await;
     std::fs::write(&go, "").unwrap();
     // The card turns `success` through the live stream.

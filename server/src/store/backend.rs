@@ -81,6 +81,9 @@ impl Store for Backend {
     async fn register_runner(&self, name: &str, tags: &[String], token_hash: &str, now: i64) -> Result<Runner> {
         delegate!(self, register_runner(name, tags, token_hash, now))
     }
+    async fn runners(&self, limit: i64) -> Result<Vec<Runner>> {
+        delegate!(self, runners(limit))
+    }
     async fn runner_by_token(&self, token_hash: &str, now: i64) -> Result<Option<Runner>> {
         delegate!(self, runner_by_token(token_hash, now))
     }

@@ -239,6 +239,8 @@ pub trait Store: Send + Sync {
         token_hash: &str,
         now: i64,
     ) -> impl std::future::Future<Output = Result<Runner>> + Send;
+    /// The registered runners, oldest first (at most `limit`).
+    fn runners(&self, limit: i64) -> impl std::future::Future<Output = Result<Vec<Runner>>> + Send;
     /// The runner with this token hash, marking it seen.
     fn runner_by_token(&self, token_hash: &str, now: i64) -> impl std::future::Future<Output = Result<Option<Runner>>> + Send;
 

@@ -121,6 +121,14 @@ impl Store for SqliteStore {
         Ok(Runner { id, name: name.to_string(), tags: tags.to_vec(), created_at: now, last_seen_at: now })
     }
 
+    async fn runners(&self, limit: i64) -> Result<Vec<Runner>> {
+        let rows = sqlx::query(concat!("SELECT ", runner_columns!(), " FROM runners ORDER BY id LIMIT ?1"))
+            .bind(limit.max(0))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(runner_row).collect()
+    }
+
     async fn runner_by_token(&self, token_hash: &str, now: i64) -> Result<Option<Runner>> {
         let row = sqlx::query(concat!("SELECT ", runner_columns!(), " FROM runners WHERE token_hash = ?1"))
             .bind(token_hash)

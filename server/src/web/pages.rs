@@ -122,7 +122,7 @@ fn layout(title: &str, body: Markup) -> String {
                 style { (PreEscaped(CSS)) }
             }
             body {
-                header { a href="/" { "piste" } }
+                header { a href="/" { "piste" } " " a.nav href="/runners" { "Runners" } }
                 main { (body) }
             }
         }
@@ -462,4 +462,45 @@ pub fn badge_svg(label: &str, status: &str) -> String {
         }
     }
     .into_string()
+}
+
+/// A registered runner as the runners page shows it.
+pub struct RunnerLine {
+    pub id: u64,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub online: bool,
+    pub last_contact: String,
+    /// `(job id, job name, pipeline id)` of the jobs it runs now.
+    pub jobs: Vec<(u64, String, u64)>,
+}
+
+/// `/runners`: who is online, when each runner was last heard from, its tags and jobs.
+pub fn runners_page(runners: &[RunnerLine]) -> String {
+    layout(
+        "Runners",
+        html! {
+            h1 { "Runners" }
+            table.runners #runners {
+                thead { tr { th { "Runner" } th { "State" } th { "Last contact" } th { "Tags" } th { "Running" } } }
+                tbody {
+                    @for r in runners {
+                        tr #{ "runner-" (r.id) } {
+                            td { (r.name) " " span.meta { "#" (r.id) } }
+                            td { @if r.online { span.status.success { "● online" } } @else { span.status.canceled { "○ offline" } } }
+                            td { (r.last_contact) }
+                            td { @for t in &r.tags { code.tag { (t) } " " } @if r.tags.is_empty() { "–" } }
+                            td {
+                                @for (job, name, pipeline) in &r.jobs {
+                                    a href={ "/jobs/" (job) } { (name) } " (pipeline " a href={ "/pipelines/" (pipeline) } { "#" (pipeline) } ") "
+                                }
+                                @if r.jobs.is_empty() { "idle" }
+                            }
+                        }
+                    }
+                }
+            }
+            @if runners.is_empty() { p.empty { "No runner registered yet." } }
+        },
+    )
 }
