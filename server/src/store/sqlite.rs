@@ -16,6 +16,11 @@
 //!   token hash. Indexed by `(pipeline_id, id)` and `(status, id)`, which is the queue (oldest
 //!   pending first), the running jobs (lease expiry) and the counts.
 //!
+//! - `forge_statuses (pipeline_id PRIMARY KEY, state, posted, error, at)`: the last commit
+//!   status tried on the forge, the last one it accepted, and why the last try failed.
+//! - `job_reports (job_id PRIMARY KEY, pipeline_id, tests, coverage)`: a job's JUnit totals and
+//!   failures (JSON) and its coverage value. Indexed by `pipeline_id`.
+//!
 //! Tags, triggers, specs and events are JSON text, kept byte for byte. Times are milliseconds.
 //!
 //! # Concurrency
