@@ -233,3 +233,49 @@ async fn a_running_pipelines_page_updates_live_and_offers_only_actions_that_appl
     let target = page.eval("location.hash && document.getElementById(location.hash.slice(1)).textContent").await;
     assert!(target.as_str().is_some_and(|t| t.contains("error: something broke")), "{target}");
 }
+
+/// A project's pipeline list follows its pipelines without reloading: a row's status changes
+/// and a new pipeline's row appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_list_updates_live() {
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let forge = Forge::new(&format!(
+        "wait:\n  script:\n    - for i in $(seq 1 1200); do if [ -e '{}' ]; then break; fi; sleep 0.05; done\n",
+        go.display()
+    ));
+    let (before, after) = forge.push("main", "first");
+    let server = Server::start(&forge, 5000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "list-1").await;
+    let first = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    http.wait_job_status(first, "wait", &["running"], 60).await;
+    let browser = chromium();
+    let mut page = Page::open(&browser).await;
+    page.goto(&format!("{}/projects/app", http.base)).await;
+    let status = |id: i64| format!("(document.querySelector('#pipeline-{id} .status') || {{}}).textContent");
+    assert_eq!(page.eval(&status(first)).await, Value::String("▶ running".into()));
+    page.eval("window.__same_page = true").await;
+    // A second pipeline: its row appears at the top.
+    let (before2, after2) = forge.push("main", "second");
+    let r = http.gitlab_hook(gitlab_push("main", &before2, &after2, "second"), Some(SECRET), "list-2").await;
+    let second = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while page.eval(&format!("!!document.getElementById('pipeline-{second}')")).await != Value::Bool(true) {
+        assert!(Instant::now() < deadline, "no row for the new pipeline");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let top = page.eval("document.querySelector('#pipelines tbody tr').id").await;
+    assert_eq!(top, Value::String(format!("pipeline-{second}")), "newest first");
+    std::fs::write(&go, "").unwrap();
+    for id in [first, second] {
+        http.wait_status(id, &["success"], 60).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while page.eval(&status(id)).await != Value::String("✓ success".into()) {
+            assert!(Instant::now() < deadline, "pipeline {id}'s row did not change: {}", page.eval(&status(id)).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(page.eval("window.__same_page === true").await, Value::Bool(true), "no reload");
+}
