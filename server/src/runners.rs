@@ -338,7 +338,13 @@ pub async fn finish(
             tracing::warn!(job = id, attempt, error = %e, "log left in chunks (still readable)");
         }
     }
-    if let Some(regex) = serde_json::from_str::<JobTemplate>(&job.spec).ok().and_then(|t| t.coverage) {
+    let template = serde_json::from_str::<JobTemplate>(&job.spec).ok();
+    // An attempt that uploaded no artifacts has no test report: an earlier attempt's goes.
+    let has_junit = template.as_ref().and_then(|t| t.job.artifacts.as_ref()).is_some_and(|a| !a.junit.is_empty());
+    if has_junit && job.artifacts.is_none() && job.attempt > 1 {
+        state.store.set_test_report(id, job.pipeline_id, None).await?;
+    }
+    if let Some(regex) = template.and_then(|t| t.coverage) {
         if let Err(e) = store_coverage(&state, &job, regex).await {
             tracing::warn!(pipeline = job.pipeline_id, job = id, error = %e, "coverage not read");
         }
