@@ -61,7 +61,7 @@ fn lint_checks_run_steps_against_the_built_in_catalogue() {
     assert_eq!(
         lines,
         [
-            "fixtures/lint/steps.gitlab-ci.yml:5:13: error: job `deploy`, key `run:image:step`: unknown built-in step `piste/image-bild@v1`",
+            "fixtures/lint/steps.gitlab-ci.yml:5:13: error: job `deploy`, key `run:image:step`: unknown built-in step `piste/image-bild@v1`; did you mean `piste/image-build@v1`?",
             "fixtures/lint/steps.gitlab-ci.yml:8:7: error: job `deploy`, key `run:deploy:inputs`: `piste/gitops-bump@v1` needs the input `file`: the file to change, relative to the repository's root",
             "fixtures/lint/steps.gitlab-ci.yml:8:7: error: job `deploy`, key `run:deploy:inputs`: `piste/gitops-bump@v1` needs the input `value`: the new value (for kustomize and Flux, an image reference, a tag or a digest)",
             "fixtures/lint/steps.gitlab-ci.yml:11:9: error: job `deploy`, key `run:deploy:inputs`: `piste/gitops-bump@v1` has no input `valeu`; did you mean `value`?",

@@ -29,6 +29,12 @@ pub struct JobView {
     pub exit_code: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// Totals of the job's JUnit reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<crate::reports::Totals>,
+    /// The value its `coverage:` regex found in its log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -44,11 +50,55 @@ pub struct PipelineView {
     pub error: Option<String>,
     pub created_at: i64,
     pub jobs: Vec<JobView>,
+    /// The last commit status sent to the project's forge (absent without a forge, or before
+    /// the first try).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forge_status: Option<ForgeStatusView>,
+    /// The jobs' JUnit reports summed, with the failures (absent: no report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<crate::reports::PipelineTests>,
+    /// The mean of the jobs' coverage values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+}
+
+/// The last try to post a pipeline's state to its forge.
+#[derive(Serialize)]
+pub struct ForgeStatusView {
+    /// The state tried (`pending`, `running`, `success`, `failed`, `canceled`, `skipped`).
+    pub state: String,
+    /// Whether the forge accepted it.
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The last state the forge accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posted: Option<String>,
+    pub at: i64,
+}
+
+/// The pipeline's last commit-status post, when its project has a forge.
+pub(crate) async fn forge_status(state: &AppState, row: &crate::store::PipelineRow) -> ApiResult<Option<ForgeStatusView>> {
+    if state.config.project(&row.project).and_then(|p| p.forge.as_ref()).is_none() {
+        return Ok(None);
+    }
+    Ok(state.store.forge_post(row.id).await?.map(|f| ForgeStatusView {
+        state: f.state,
+        ok: f.error.is_none(),
+        error: f.error,
+        posted: f.posted,
+        at: f.at,
+    }))
 }
 
 async fn view(state: &AppState, row: crate::store::PipelineRow) -> ApiResult<PipelineView> {
     let jobs = state.store.jobs(row.id).await?;
+    let forge_status = forge_status(state, &row).await?;
+    let mut reports = crate::reports::of_pipeline(&state.store, &row, &jobs).await?;
     Ok(PipelineView {
+        forge_status,
+        tests: reports.tests.take(),
+        coverage: reports.coverage,
         id: row.id,
         project: row.project,
         git_ref: row.git_ref,
@@ -59,14 +109,19 @@ async fn view(state: &AppState, row: crate::store::PipelineRow) -> ApiResult<Pip
         created_at: row.created_at,
         jobs: jobs
             .into_iter()
-            .map(|j| JobView {
-                id: j.id,
-                name: j.name,
-                stage: j.stage,
-                status: j.status,
-                attempt: j.attempt,
-                exit_code: j.exit_code,
-                failure_reason: j.failure_reason,
+            .map(|j| {
+                let (tests, coverage) = reports.jobs.get(&j.id).copied().unwrap_or_default();
+                JobView {
+                    id: j.id,
+                    name: j.name,
+                    stage: j.stage,
+                    status: j.status,
+                    attempt: j.attempt,
+                    exit_code: j.exit_code,
+                    failure_reason: j.failure_reason,
+                    tests,
+                    coverage,
+                }
             })
             .collect(),
     })
@@ -211,6 +266,8 @@ pub async fn get_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id
     let (j, _) = auth::job(&state, &caller, id, false).await?;
     let attempts = attempts(&state, &j).await?;
     let deploys = deploys_of(&j.spec, j.dotenv.as_deref());
+    let report = state.store.job_reports(j.pipeline_id).await?.into_iter().find(|r| r.job_id == id);
+    let tests = report.as_ref().and_then(|r| r.tests.as_deref()).and_then(|t| serde_json::from_str::<crate::reports::TestReport>(t).ok());
     Ok(Json(JobDetail {
         pipeline_id: j.pipeline_id,
         deploy_commit: deploys.last().map(|d| d.commit.clone()),
@@ -223,6 +280,8 @@ pub async fn get_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id
             attempt: j.attempt,
             exit_code: j.exit_code,
             failure_reason: j.failure_reason,
+            tests: tests.map(|r| crate::reports::Totals { total: r.total, failed: r.failed, skipped: r.skipped, errors: r.errors }),
+            coverage: report.and_then(|r| r.coverage),
         },
         attempts,
     }))
@@ -498,6 +557,7 @@ pub async fn webhook(
         }
         Recorded::Created(id) => {
             tracing::info!(project = %cfg.name, pipeline = id, %delivery, git_ref = %new.git_ref, sha = %new.sha, "webhook received");
+            state.pipeline_changed(id, &cfg.name, true);
             tokio::spawn(pipelines::plan_and_start(state.clone(), id));
             Ok((StatusCode::CREATED, Json(serde_json::json!({"pipeline": id}))).into_response())
         }

@@ -29,6 +29,13 @@
 //! # fork_pipelines = "no-secrets"         # or "off": no pipeline for a fork's merge request
 //! visibility = "private"                  # the default; "public": anyone may read
 //! members = { alice = "maintainer", bob = "viewer", "group:/app-devs" = "developer" }
+//!
+//! [project.forge]                         # commit statuses on the forge (optional)
+//! kind = "github"                         # or "gitlab", "gitea" (Forgejo too)
+//! api_url = "https://api.github.com"      # GitLab: https://gitlab.example/api/v4; Gitea: https://gitea.example/api/v1
+//! repo = "owner/app"                      # GitLab: the project's id or path
+//! token_env = "PISTE_GITHUB_TOKEN"        # or `token = "..."` here
+//! # context = "piste/app"                 # the status's name on the forge
 //! ```
 //!
 //! Who is who (see `auth.rs` and the README's *Security model*):
@@ -48,6 +55,9 @@
 //! # username_claim = "preferred_username"  # which claim is the user name
 //! # groups_claim = "groups"                # `/app-devs` there is `group:/app-devs` in members
 //! ```
+//!
+//! `external_url = "https://ci.example"` (top level) is the server's address as people reach
+//! it, for links in commit statuses; default `http://<listen>`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -239,6 +249,66 @@ pub struct ProjectConfig {
     /// User names, or `group:<name as the groups claim says it>`, and their role.
     #[serde(default)]
     pub members: BTreeMap<String, Role>,
+    /// Where the pipeline's state is posted as a commit status.
+    #[serde(default)]
+    pub forge: Option<ForgeConfig>,
+}
+
+/// A forge that receives commit statuses (`[project.forge]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeConfig {
+    pub kind: ForgeKind,
+    /// The API's base URL: `https://api.github.com`, `https://gitlab.example/api/v4`,
+    /// `https://gitea.example/api/v1`.
+    pub api_url: String,
+    /// `owner/name` (GitHub, Gitea), or the project's id or `group/name` path (GitLab).
+    pub repo: String,
+    /// The token itself (prefer `token_env`); never logged.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The environment variable holding the token, read when the file is loaded.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The status's name on the forge (GitHub's and Gitea's `context`, GitLab's `name`);
+    /// default `piste/<project>`.
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+impl std::fmt::Debug for ForgeConfig {
+    /// Without the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForgeConfig")
+            .field("kind", &self.kind)
+            .field("api_url", &self.api_url)
+            .field("repo", &self.repo)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .field("token_env", &self.token_env)
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+/// Which commit-status API a forge speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    Github,
+    Gitlab,
+    /// Gitea and Forgejo (the same API).
+    #[serde(alias = "forgejo")]
+    Gitea,
+}
+
+impl ForgeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForgeKind::Github => "github",
+            ForgeKind::Gitlab => "gitlab",
+            ForgeKind::Gitea => "gitea",
+        }
+    }
 }
 
 /// What the server does with a merge request whose source is another repository.
@@ -409,6 +479,19 @@ impl Config {
                 })?;
                 project.repo_token = Some(token);
             }
+            // A forge token named by an environment variable is read once, here.
+            if let Some(forge) = project.forge.as_mut().filter(|f| f.token.is_none()) {
+                if let Some(var) = &forge.token_env {
+                    let value = std::env::var(var).map_err(|_| ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "project `{}`: `forge.token_env` names `{var}`, which is not set (or not UTF-8): export it before starting the server",
+                            project.name
+                        ),
+                    })?;
+                    forge.token = Some(value);
+                }
+            }
         }
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         Ok(config)
@@ -445,6 +528,16 @@ impl Config {
                     "project `{}`: `unprotected_secrets` names `{unknown}`, which is not in `secrets`: add it to `secrets` or remove it from the list",
                     p.name
                 ));
+            }
+        }
+        for p in &self.projects {
+            if let Some(forge) = &p.forge {
+                forge.validate().map_err(|e| format!("project `{}`: `forge`: {e}", p.name))?;
+            }
+        }
+        if let Some(url) = &self.external_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("`external_url` is `{url}`: give the server's address as people reach it, e.g. `https://ci.example`"));
             }
         }
         if let Some(url) = &self.storage {
@@ -534,6 +627,36 @@ impl Config {
         }
         let sep = if url.contains('?') { '&' } else { '?' };
         Some(format!("{url}{sep}sslrootcert={}", ca.display()))
+    }
+}
+
+impl ForgeConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(self.api_url.starts_with("http://") || self.api_url.starts_with("https://")) {
+            return Err(format!("`api_url` is `{}`: give an `https://` URL such as `https://api.github.com`", self.api_url));
+        }
+        if self.token.is_none() && self.token_env.is_none() {
+            return Err("give the token as `token_env = \"VARIABLE\"` (or `token = \"...\"`)".into());
+        }
+        let segment = |s: &str| !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let parts: Vec<&str> = self.repo.split('/').collect();
+        let ok = match self.kind {
+            ForgeKind::Github | ForgeKind::Gitea => parts.len() == 2 && parts.iter().all(|p| segment(p)),
+            ForgeKind::Gitlab => parts.iter().all(|p| segment(p)),
+        };
+        if !ok {
+            let want = match self.kind {
+                ForgeKind::Gitlab => "a project id (`42`) or path (`group/app`)",
+                _ => "`owner/name`",
+            };
+            return Err(format!("`repo` is `{}`: expected {want}", self.repo));
+        }
+        Ok(())
+    }
+
+    /// The token (resolved from `token_env` at load).
+    pub fn token(&self) -> &str {
+        self.token.as_deref().unwrap_or_default()
     }
 }
 
@@ -650,5 +773,37 @@ mod tests {
         assert_eq!(c.external_url(), "https://ci.example");
         assert_eq!(c.oidc.as_ref().unwrap().groups_claim, "groups");
         assert!(c.knows_user("bot") && c.user_groups("bot") == ["/app-devs"]);
+    }
+
+    #[test]
+    fn forge_tables_are_checked() {
+        let forge = |kind: &str, repo: &str, token: &str| {
+            project(&format!("[project.forge]\nkind = \"{kind}\"\napi_url = \"https://api.github.com\"\nrepo = \"{repo}\"\n{token}\n"))
+        };
+        assert!(forge("github", "owner/app", "token = \"x\"").is_ok());
+        assert!(forge("gitlab", "group/sub/app", "token_env = \"T\"").is_ok());
+        assert!(forge("forgejo", "owner/app", "token = \"x\"").is_ok());
+        let err = forge("github", "group/sub/app", "token = \"x\"").unwrap_err();
+        assert!(err.contains("expected `owner/name`"), "{err}");
+        let err = forge("gitea", "owner/../app", "token = \"x\"").unwrap_err();
+        assert!(err.contains("`repo`"), "{err}");
+        let err = forge("github", "owner/app", "").unwrap_err();
+        assert!(err.contains("token_env"), "{err}");
+        let err = forge("bitbucket", "owner/app", "token = \"x\"").unwrap_err();
+        assert!(err.contains("bitbucket"), "{err}");
+    }
+
+    #[test]
+    fn a_token_variable_that_is_not_set_is_an_error_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("piste.toml");
+        std::fs::write(
+            &file,
+            "[[project]]\nname = \"app\"\nrepo = \"/srv/app.git\"\nwebhook_secret = \"0123456789\"\n\
+             [project.forge]\nkind = \"github\"\napi_url = \"https://api.github.com\"\nrepo = \"o/app\"\ntoken_env = \"PISTE_TEST_UNSET_FORGE_TOKEN\"\n",
+        )
+        .unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        assert!(err.contains("`PISTE_TEST_UNSET_FORGE_TOKEN`, which is not set"), "{err}");
     }
 }

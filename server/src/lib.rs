@@ -14,12 +14,15 @@ pub mod clock;
 pub mod config;
 mod error;
 mod follow;
+pub mod forge;
 pub mod git;
 pub mod limits;
+pub mod live;
 pub mod logs;
 pub mod oidc;
 mod pages;
 pub mod pipelines;
+pub mod reports;
 mod runners;
 pub mod store;
 #[cfg(test)]
@@ -90,6 +93,10 @@ pub struct AppState {
     sealing: Arc<tokio::sync::Semaphore>,
     /// The OpenID Connect provider's metadata and keys (web login), fetched when first needed.
     oidc: oidc::Oidc,
+    /// Commit statuses waiting to be posted to the forges.
+    pub forge: forge::Poster,
+    /// Pipelines that changed, for live pages.
+    pub changes: live::Changes,
 }
 
 /// A per-job value; the map's entry goes with its last holder.
@@ -139,6 +146,8 @@ impl AppState {
             timer: tokio::sync::Notify::new(),
             sealing: Arc::new(tokio::sync::Semaphore::new(SEALS_AT_ONCE)),
             oidc: oidc::Oidc::default(),
+            forge: forge::Poster::default(),
+            changes: live::Changes::default(),
         }
     }
 
@@ -216,6 +225,15 @@ impl AppState {
         format!("http://{}", self.config.listen)
     }
 
+    /// The server's address as people reach it (links leaving the server): `external_url`,
+    /// else [`Self::public_url`]; without a trailing slash.
+    pub fn external_url(&self) -> String {
+        match &self.config.external_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => self.public_url(),
+        }
+    }
+
     /// The secrets of the pipeline's project, masked again in stored logs.
     async fn project_secrets(&self, pipeline_id: i64) -> Result<Vec<String>, crate::store::StoreError> {
         let Some(p) = self.store.pipeline(pipeline_id).await? else { return Ok(Vec::new()) };
@@ -241,6 +259,14 @@ impl AppState {
             self.metrics.dispatch(t.elapsed());
         }
         self.metrics.dispatched.inc();
+    }
+
+    /// A pipeline's status (or one of its jobs') changed: live pages and the forge learn it.
+    pub fn pipeline_changed(&self, pipeline_id: i64, project: &str, status_changed: bool) {
+        self.changes.send(pipeline_id, project);
+        if status_changed {
+            self.forge.changed(pipeline_id);
+        }
     }
 
     /// A pipeline's next deadline was stored: wake the timer if it sleeps past it.
@@ -323,10 +349,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/projects/{*name}", get(pages::project))
         .route("/pipelines/{id}", get(pages::pipeline))
         .route("/jobs/{id}", get(pages::job))
+        .route("/runners", get(pages::runners))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/pipelines", get(api::list_pipelines))
         .route("/api/v1/pipelines/{id}", get(api::get_pipeline))
+        .route("/api/v1/pipelines/{id}/events", get(live::pipeline_events))
+        .route("/api/v1/events", get(live::list_events))
         .route("/api/v1/pipelines/{id}/cancel", post(api::cancel_pipeline))
         .route("/api/v1/pipelines/{id}/retry", post(api::retry_pipeline))
         .route("/api/v1/jobs/{id}", get(api::get_job))
@@ -361,6 +390,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         }
         Err(e) => tracing::error!(error = %error::chain(&e), "cannot list pipelines to resume"),
     }
+    tokio::spawn(forge::run(state.clone(), shutdown.clone()));
+    forge::resume(&state).await;
     tokio::spawn(reap_leases(state.clone(), shutdown.clone()));
     if state.logs.seals() {
         tokio::spawn(seal_open_logs(state.clone(), shutdown.clone()));

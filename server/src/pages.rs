@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
@@ -15,7 +16,7 @@ use crate::store::{JobRow, PipelineRow, Store};
 use crate::web::ansi::Renderer;
 use scheduler::JobStatus;
 
-use crate::web::pages::{self, Account, Actions, AttemptLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary};
+use crate::web::pages::{self, Account, AttemptLine, JobBox, JobDetail, LogTail, Permission, PipelineDetail, PipelineSummary};
 
 /// The refusal page (login, 404, 403) when the caller may not read `project`.
 fn refusal(state: &AppState, caller: &Caller, project: &str, path: &str) -> Option<Response> {
@@ -55,17 +56,51 @@ fn summary(p: &PipelineRow) -> PipelineSummary {
     }
 }
 
-pub async fn project(State(state): State<Arc<AppState>>, caller: Caller, Path(name): Path<String>) -> Result<Response, Response> {
+#[derive(Deserialize)]
+pub struct ProjectQuery {
+    /// For the badge: a branch (`main`) or a full ref (`refs/tags/v1`); default the project's
+    /// default branch.
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+}
+
+/// `/projects/{name}`, and `/projects/{name}/badge.svg?ref=BRANCH` (for those who may read the
+/// project: a public project's badge is anyone's).
+pub async fn project(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<ProjectQuery>,
+) -> Result<Response, Response> {
+    if state.config.project(&name).is_none() {
+        if let Some(project) = name.strip_suffix("/badge.svg").and_then(|n| state.config.project(n)) {
+            if let Some(r) = refusal(&state, &caller, &project.name, &format!("/projects/{name}")) {
+                return Err(r);
+            }
+            return badge(&state, project, q.git_ref).await.map_err(IntoResponse::into_response);
+        }
+    }
     if let Some(r) = refusal(&state, &caller, &name, &format!("/projects/{name}")) {
         return Err(r);
     }
-    let page = async {
-        state.config.project(&name).ok_or(Error::NotFound("project"))?;
-        let rows = state.store.pipelines(Some(&name), 100).await?;
-        let list: Vec<PipelineSummary> = rows.iter().map(summary).collect();
-        ApiResult::Ok(Html(pages::pipelines_page(&name, &list)))
-    };
-    page.await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
+    project_page(&state, &name).await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
+}
+/// The status of the project's latest pipeline of a ref, as an SVG badge.
+async fn badge(state: &AppState, project: &crate::config::ProjectConfig, git_ref: Option<String>) -> ApiResult<Response> {
+    let branch = git_ref.unwrap_or_else(|| project.default_branch.clone());
+    let full = if branch.starts_with("refs/") { branch } else { format!("refs/heads/{branch}") };
+    let rows = state.store.pipelines(Some(&project.name), 500).await?;
+    let status = rows.iter().find(|p| p.git_ref == full).map_or("unknown", |p| p.status.as_str());
+    let svg = pages::badge_svg("pipeline", status);
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"), (header::CACHE_CONTROL, "no-cache, max-age=0")], svg).into_response())
+}
+
+async fn project_page(state: &AppState, name: &str) -> ApiResult<Html<String>> {
+    let name = name.to_string();
+    state.config.project(&name).ok_or(Error::NotFound("project"))?;
+    let rows = state.store.pipelines(Some(&name), 100).await?;
+    let list: Vec<PipelineSummary> = rows.iter().map(summary).collect();
+    Ok(Html(pages::pipelines_page(&name, &list)))
 }
 
 fn job_box(j: &JobRow) -> JobBox {
@@ -81,6 +116,7 @@ fn job_box(j: &JobRow) -> JobBox {
         status: j.status,
         needs,
         duration_s: secs(j.started_at, j.finished_at),
+        coverage: None,
     }
 }
 
@@ -99,6 +135,11 @@ async fn pipeline_page(state: &AppState, caller: &Caller, p: PipelineRow) -> Api
     let mut stages: Vec<(i64, String)> = jobs.iter().map(|j| (j.stage_index, j.stage.clone())).collect();
     stages.sort();
     stages.dedup();
+    let mut reports = crate::reports::of_pipeline(&state.store, &p, &jobs).await?;
+    let mut boxes: Vec<JobBox> = jobs.iter().map(job_box).collect();
+    for b in &mut boxes {
+        b.coverage = reports.jobs.get(&(b.id as i64)).and_then(|r| r.1);
+    }
     let detail = PipelineDetail {
         id: p.id as u64,
         project: p.project.clone(),
@@ -107,10 +148,40 @@ async fn pipeline_page(state: &AppState, caller: &Caller, p: PipelineRow) -> Api
         status: p.status,
         duration_s: summary(&p).duration_s,
         stages: stages.into_iter().map(|(_, s)| s).collect(),
-        jobs: jobs.iter().map(job_box).collect(),
-        actions: Actions { allowed: auth::may_act(&state.config, caller, &p), csrf: caller.csrf() },
+        jobs: boxes,
+        tests: reports.tests.take(),
+        coverage: reports.coverage,
+        timeline: timeline(state, id, &jobs).await?,
+        forge: crate::api::forge_status(state, &p).await?.map(|f| pages::ForgeLine {
+            state: f.state,
+            error: f.error,
+            at: crate::pipelines::iso_time(f.at),
+        }),
+        permission: Permission { allowed: auth::may_act(&state.config, caller, &p), csrf: caller.csrf() },
     };
     Ok(Html(pages::pipeline_page(&detail)))
+}
+
+/// The pipeline's timeline from its engine (times and the critical path).
+async fn timeline(state: &AppState, id: i64, jobs: &[JobRow]) -> ApiResult<Option<pages::Timeline>> {
+    let Some((snapshot, critical)) = crate::pipelines::timeline(state, id).await? else { return Ok(None) };
+    let bars = snapshot
+        .jobs
+        .iter()
+        .filter_map(|j| {
+            let row = jobs.iter().find(|r| r.name == j.name)?;
+            Some(pages::Bar {
+                job_id: row.id as u64,
+                name: j.name.clone(),
+                status: j.status,
+                queued: j.queued_at,
+                started: j.started_at,
+                finished: j.finished_at,
+                critical: critical.contains(&j.name),
+            })
+        })
+        .collect();
+    Ok(Some(pages::Timeline { now: snapshot.now, bars }))
 }
 
 #[derive(Deserialize)]
@@ -181,7 +252,7 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
         has_artifacts: j.artifacts.is_some(),
         deploys: crate::api::deploys_of(&j.spec, j.dotenv.as_deref()).into_iter().map(|d| (d.step, d.commit, d.changed)).collect(),
         running: running && q.before.is_none(),
-        attempts: crate::api::attempts(&state, &j)
+        attempts: crate::api::attempts(state, &j)
             .await?
             .into_iter()
             .map(|a| AttemptLine {
@@ -193,4 +264,42 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
             .collect(),
     };
     Ok(Html(pages::job_page(&detail, &LogTail { html, start, end })))
+}
+
+/// Runners heard from within this long are online (a runner busy on all its slots does not
+/// poll, but its jobs' heartbeats keep their leases: holding a live lease counts too).
+fn online_window(state: &AppState) -> i64 {
+    (state.config.poll_ms + state.config.lease_ms) as i64
+}
+
+/// `/runners`: for the server's admins only (runners run every project's jobs).
+pub async fn runners(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Html<String>, Response> {
+    if !auth::is_admin(&state.config, &caller) {
+        let denied = if caller.user().is_none() { auth::Denied::Login } else { auth::Denied::Forbidden };
+        return Err(auth::page_refusal(&state.config, denied, "/runners"));
+    }
+    runners_page(&state).await.map_err(IntoResponse::into_response)
+}
+
+async fn runners_page(state: &AppState) -> ApiResult<Html<String>> {
+    let now = state.now_ms();
+    let runners = state.store.runners(1000).await?;
+    // Every job a runner holds (`expired_leases` of the end of time: all held leases).
+    let held = state.store.expired_leases(i64::MAX).await?;
+    let lines: Vec<pages::RunnerLine> = runners
+        .iter()
+        .map(|r| {
+            let mine: Vec<&JobRow> = held.iter().filter(|j| j.runner_id == Some(r.id)).collect();
+            let live_lease = mine.iter().any(|j| j.lease_expires_at.is_some_and(|t| t >= now));
+            pages::RunnerLine {
+                id: r.id as u64,
+                name: r.name.clone(),
+                tags: r.tags.clone(),
+                online: now - r.last_seen_at <= online_window(state) || live_lease,
+                last_contact: crate::pipelines::iso_time(r.last_seen_at),
+                jobs: mine.iter().map(|j| (j.id as u64, j.name.clone(), j.pipeline_id as u64)).collect(),
+            }
+        })
+        .collect();
+    Ok(Html(pages::runners_page(&lines)))
 }

@@ -28,6 +28,9 @@ pub struct JobTemplate {
     pub node: JobNode,
     pub job: JobSpec,
     pub git: GitSource,
+    /// The job's `coverage:` regex, applied to its log when it finishes (`reports`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<String>,
 }
 
 /// The commit's pipeline file, loaded and planned. Blocking (git): call from `spawn_blocking`.
@@ -140,6 +143,7 @@ pub async fn plan_and_start(state: Arc<AppState>, pipeline_id: i64) {
         if let Err(e) = state.store.fail_pipeline(pipeline_id, &e.stored_message(), state.now_ms()).await {
             tracing::warn!(%project, pipeline = pipeline_id, error = %crate::error::chain(&e), "cannot record the planning failure");
         }
+        state.pipeline_changed(pipeline_id, &project, true);
     }
 }
 
@@ -161,6 +165,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     };
     let Some((plan, pipeline)) = planned.filter(|_| !skipped) else {
         state.store.save_plan(pipeline_id, &[], PipelineStatus::Skipped, state.now_ms()).await?;
+        state.pipeline_changed(pipeline_id, &row.project, true);
         tracing::info!(project = %row.project, pipeline = pipeline_id, "pipeline skipped: no job to run");
         return Ok(());
     };
@@ -182,6 +187,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
             job: job_spec(&plan, &pipeline, i, &outer)
                 .ok_or_else(|| StartError::Invalid(format!("job `{}` is not in the pipeline", pj.base)))?,
             git: GitSource { path: String::new(), sha: row.sha.clone(), git_ref: row.git_ref.clone() },
+            coverage: job.coverage.clone(),
         };
         let spec_json = serde_json::to_string(&template).map_err(StartError::Encode)?;
         jobs.push(NewJob {
@@ -194,6 +200,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     }
     let count = jobs.len();
     state.store.save_plan(pipeline_id, &jobs, PipelineStatus::Pending, state.now_ms()).await?;
+    state.pipeline_changed(pipeline_id, &row.project, true);
     tracing::info!(project = %row.project, pipeline = pipeline_id, git_ref = %row.git_ref, jobs = count, "pipeline created");
     process(state, pipeline_id, vec![Event::Start { now: state.now_ms() as u64 }], Vec::new()).await?;
     Ok(())
@@ -341,6 +348,7 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
                 cached.version = version;
                 cached.wake_at = Some(wake_at);
                 log_ended(&cached.project, pipeline_id, &ended, &transition.jobs);
+                state.pipeline_changed(pipeline_id, &cached.project, pipeline_status.is_some());
                 for (id, ..) in &ended {
                     state.job_ended(*id);
                 }
@@ -369,6 +377,24 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
         }
     }
     Err(StoreError::Contended(pipeline_id))
+}
+
+/// The engine's view of a pipeline for its timeline: each job's queued, started and finished
+/// times, and the critical path (job names). `None` for a pipeline without jobs. Uses the
+/// cached engine when there is one; otherwise replays the events without caching the result.
+pub async fn timeline(state: &AppState, pipeline_id: i64) -> Result<Option<(scheduler::Snapshot, Vec<String>)>, StoreError> {
+    let cached = state.pipelines.lock().await.get(&pipeline_id).cloned();
+    if let Some(lock) = cached {
+        let c = lock.lock().await;
+        if let Some(engine) = &c.engine {
+            return Ok(Some((engine.snapshot(), engine.critical_path())));
+        }
+    }
+    if state.store.jobs(pipeline_id).await?.is_empty() {
+        return Ok(None);
+    }
+    let rebuilt = rebuild(state, pipeline_id).await?;
+    Ok(rebuilt.engine.map(|e| (e.snapshot(), e.critical_path())))
 }
 
 /// One line per job that ended: INFO when it succeeded or was canceled, WARN with the reason

@@ -226,7 +226,7 @@ pub async fn upload_artifacts(
     state.store.set_artifacts(id, &format!("sha256:{actual}")).await?;
     // The dotenv report travels inside the archive: read it now, for the jobs after this one.
     let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.into()))?;
-    if let Some(a) = template.job.artifacts.filter(|a| !a.dotenv.is_empty()) {
+    if let Some(a) = template.job.artifacts.as_ref().filter(|a| !a.dotenv.is_empty()) {
         let wanted = a.dotenv.clone();
         let blob = state.blobs.get(&key, None).await?.ok_or(Error::NotFound("artifacts"))?;
         let reader = tokio_util::io::StreamReader::new(blob.stream.map(|r| r.map_err(std::io::Error::other)));
@@ -237,7 +237,42 @@ pub async fn upload_artifacts(
             Err(e) => tracing::warn!(job = id, error = %e, "dotenv report ignored"),
         }
     }
+    if let Some(a) = template.job.artifacts.as_ref().filter(|a| !a.junit.is_empty()) {
+        store_test_report(&state, &job, &key, a.junit.clone()).await?;
+    }
     Ok(StatusCode::CREATED)
+}
+
+/// Reads the JUnit reports in the uploaded archive into the job's test report (cleared when
+/// no file matched; a report that cannot be read is logged and ignored).
+async fn store_test_report(state: &AppState, job: &JobRow, key: &str, patterns: Vec<String>) -> ApiResult<()> {
+    let blob = state.blobs.get(key, None).await?.ok_or(Error::NotFound("artifacts"))?;
+    let reader = tokio_util::io::StreamReader::new(blob.stream.map(|r| r.map_err(std::io::Error::other)));
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let read = tokio::task::spawn_blocking(move || crate::reports::read_junit(bridge, &patterns, crate::reports::Limits::default()))
+        .await
+        .map_err(|e| Error::Internal(e.into()))?;
+    let json = match read {
+        Ok(report) => report.map(|r| serde_json::to_string(&r).unwrap_or_default()),
+        Err(e) => {
+            tracing::warn!(pipeline = job.pipeline_id, job = job.id, error = ?crate::error::chain(&e), "test report ignored");
+            None
+        }
+    };
+    state.store.set_test_report(job.id, job.pipeline_id, json.as_deref()).await?;
+    Ok(())
+}
+
+/// Applies the job's `coverage:` regex to its finished log and stores the value.
+async fn store_coverage(state: &AppState, job: &JobRow, regex: String) -> ApiResult<()> {
+    let Some(log) = state.logs.view(job.id, job.attempt.max(1)).await? else { return Ok(()) };
+    let stream = log.stream(0..log.total()).await?;
+    let reader = tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
+    let bridge = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(reader));
+    let value =
+        tokio::task::spawn_blocking(move || crate::reports::coverage_of(&regex, bridge)).await.map_err(|e| Error::Internal(e.into()))?;
+    state.store.set_coverage(job.id, job.pipeline_id, value).await?;
+    Ok(())
 }
 
 /// Reads the dotenv files named in `wanted` out of an artifacts archive (bounded). Blocking.
@@ -310,6 +345,17 @@ pub async fn finish(
     // runners died before finishing) — sealed off the request, the chunks stay readable.
     for attempt in 1..=job.attempt {
         state.seal_later(id, attempt);
+    }
+    let template = serde_json::from_str::<JobTemplate>(&job.spec).ok();
+    // An attempt that uploaded no artifacts has no test report: an earlier attempt's goes.
+    let has_junit = template.as_ref().and_then(|t| t.job.artifacts.as_ref()).is_some_and(|a| !a.junit.is_empty());
+    if has_junit && job.artifacts.is_none() && job.attempt > 1 {
+        state.store.set_test_report(id, job.pipeline_id, None).await?;
+    }
+    if let Some(regex) = template.and_then(|t| t.coverage) {
+        if let Err(e) = store_coverage(&state, &job, regex).await {
+            tracing::warn!(pipeline = job.pipeline_id, job = id, error = %e, "coverage not read");
+        }
     }
     let now = state.now_ms();
     let reason_text = match (reason, &req.reason) {

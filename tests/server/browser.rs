@@ -74,6 +74,13 @@ impl Page {
         }
     }
 
+    /// Every request of the page (navigations, scripts' `fetch` and `EventSource`) sends
+    /// `Authorization: Bearer <token>`: the page acts as that token's user, without a login.
+    pub(crate) async fn authorize(&mut self, token: &str) {
+        self.call("Network.enable", json!({})).await;
+        self.call("Network.setExtraHTTPHeaders", json!({"headers": {"Authorization": format!("Bearer {token}")}})).await;
+    }
+
     pub(crate) async fn eval(&mut self, js: &str) -> Value {
         self.call("Runtime.evaluate", json!({"expression": js, "returnByValue": true})).await["result"]["value"].clone()
     }
@@ -153,4 +160,139 @@ async fn a_running_jobs_page_grows_live_folds_sections_and_follows_anchors() {
     page.goto(&format!("{}/pipelines/{id}", http.base)).await;
     let edges = page.eval("document.querySelectorAll('#needs-edges path').length").await;
     assert_eq!(edges, Value::from(1), "one needs edge");
+}
+
+/// The pipeline page follows a running pipeline without reloading: a job's card changes
+/// status live, a finished job offers Retry and no Cancel, and after the end the failing
+/// JUnit test shows with its message. The job page jumps to its first error line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pipelines_page_updates_live_and_offers_only_actions_that_apply() {
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let forge = Forge::new(&format!(
+        concat!(
+            "gate:\n  script:\n",
+            "    - for i in $(seq 1 1200); do if [ -e '{}' ]; then break; fi; sleep 0.05; done\n",
+            "    - mkdir -p out\n",
+            "    - echo '<testsuite><testcase classname=\"calc.Sum\" name=\"adds_two\"><failure message=\"expected 4 but was 5\"/></testcase><testcase classname=\"calc.Sum\" name=\"ok\"/></testsuite>' > out/junit.xml\n",
+            "  artifacts:\n    reports:\n      junit: out/junit.xml\n",
+            "side:\n  script: [echo side]\n",
+            "after:\n  needs: [gate]\n  script:\n    - echo compiling\n    - printf 'error\\072 something broke\\n'\n    - echo still going\n",
+        ),
+        go.display()
+    ));
+    let (before, after) = forge.push("main", "first");
+    let server = Server::start(&forge, 5000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "live-1").await;
+    let id = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let gate_job = http.wait_job_status(id, "gate", &["running"], 60).await["id"].as_i64().unwrap();
+    let browser = chromium();
+    let mut page = Page::open(&browser).await;
+    // A maintainer (the server's admin, by token): the buttons show.
+    page.authorize(&server.token).await;
+    page.goto(&format!("{}/pipelines/{id}", http.base)).await;
+    let card = |what: &str| format!("(() => {{ const c = document.getElementById('job-{gate_job}'); return {what}; }})()");
+    assert_eq!(page.eval(&card("c.classList.contains('running')")).await, Value::Bool(true));
+    assert_eq!(page.eval(&card("!!c.querySelector('form[data-action=cancel]')")).await, Value::Bool(true), "a running job can be canceled");
+    assert_eq!(page.eval(&card("!!c.querySelector('form[data-action=retry]')")).await, Value::Bool(false), "not retried");
+    // The runners page: the runner is online and runs `gate`.
+    page.goto(&format!("{}/runners", http.base)).await;
+    let row = page.eval("document.querySelector('#runners tbody tr').innerText").await;
+    let row = row.as_str().unwrap_or_default().to_string();
+    assert!(row.contains("node") && row.contains("online") && row.contains("gate"), "{row}");
+    page.goto(&format!("{}/pipelines/{id}", http.base)).await;
+    page.eval("window.__same_page = true").await;
+    std::fs::write(&go, "").unwrap();
+    // The card turns `success` through the live stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while page.eval(&card("c.classList.contains('success')")).await != Value::Bool(true) {
+        assert!(Instant::now() < deadline, "the job's card did not change: {}", page.eval(&card("c.outerHTML")).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(page.eval("window.__same_page === true").await, Value::Bool(true), "no reload");
+    assert_eq!(page.eval(&card("c.querySelector('.state').textContent.includes('✓ success')")).await, Value::Bool(true));
+    assert_eq!(
+        page.eval(&card("!!c.querySelector('form[data-action=cancel]')")).await,
+        Value::Bool(false),
+        "a finished job offers no Cancel"
+    );
+    assert_eq!(page.eval(&card("!!c.querySelector('form[data-action=retry]')")).await, Value::Bool(true), "a finished job can be retried");
+    // The pipeline ends: its status too, live.
+    http.wait_status(id, &["success"], 60).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while page.eval("document.getElementById('pipeline-status').textContent").await != Value::String("✓ success".into()) {
+        assert!(Instant::now() < deadline, "the pipeline's status did not change");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(page.eval("!!document.querySelector('#pipeline-actions form[data-action=cancel]')").await, Value::Bool(false));
+    // The failing test, named, with its message.
+    page.goto(&format!("{}/pipelines/{id}", http.base)).await;
+    let tests = page.eval("document.getElementById('tests') && document.getElementById('tests').innerText").await;
+    let tests = tests.as_str().unwrap_or_default();
+    assert!(tests.contains("2 tests, 1 failed, 0 skipped"), "{tests}");
+    assert!(tests.contains("adds_two") && tests.contains("calc.Sum") && tests.contains("expected 4 but was 5"), "{tests}");
+    // The timeline: one bar per job, the critical path (gate, then after) marked.
+    let bars = page
+        .eval(
+            "[...document.querySelectorAll('#timeline svg g.bar')].map(g => g.dataset.job + (g.classList.contains('critical') ? '*' : ''))",
+        )
+        .await;
+    assert_eq!(bars, serde_json::json!(["gate*", "side", "after*"]), "one bar per job, the critical path marked");
+    let waits = page.eval("document.querySelectorAll('#timeline g.bar rect.wait').length").await;
+    assert_eq!(waits, Value::from(3), "each job's queue wait is drawn");
+    // The job page jumps to the first error line.
+    let after_job = crate::support::job_id(&http.wait_status(id, &["success"], 10).await, "after");
+    page.goto(&format!("{}/jobs/{after_job}", http.base)).await;
+    page.eval("document.getElementById('first-error').click()").await;
+    let target = page.eval("location.hash && document.getElementById(location.hash.slice(1)).textContent").await;
+    assert!(target.as_str().is_some_and(|t| t.contains("error: something broke")), "{target}");
+}
+
+/// A project's pipeline list follows its pipelines without reloading: a row's status changes
+/// and a new pipeline's row appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_list_updates_live() {
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let forge = Forge::new(&format!(
+        "wait:\n  script:\n    - for i in $(seq 1 1200); do if [ -e '{}' ]; then break; fi; sleep 0.05; done\n",
+        go.display()
+    ));
+    let (before, after) = forge.push("main", "first");
+    let server = Server::start(&forge, 5000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "list-1").await;
+    let first = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    http.wait_job_status(first, "wait", &["running"], 60).await;
+    let browser = chromium();
+    let mut page = Page::open(&browser).await;
+    page.authorize(&server.token).await;
+    page.goto(&format!("{}/projects/app", http.base)).await;
+    let status = |id: i64| format!("(document.querySelector('#pipeline-{id} .status') || {{}}).textContent");
+    assert_eq!(page.eval(&status(first)).await, Value::String("▶ running".into()));
+    page.eval("window.__same_page = true").await;
+    // A second pipeline: its row appears at the top.
+    let (before2, after2) = forge.push("main", "second");
+    let r = http.gitlab_hook(gitlab_push("main", &before2, &after2, "second"), Some(SECRET), "list-2").await;
+    let second = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while page.eval(&format!("!!document.getElementById('pipeline-{second}')")).await != Value::Bool(true) {
+        assert!(Instant::now() < deadline, "no row for the new pipeline");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let top = page.eval("document.querySelector('#pipelines tbody tr').id").await;
+    assert_eq!(top, Value::String(format!("pipeline-{second}")), "newest first");
+    std::fs::write(&go, "").unwrap();
+    for id in [first, second] {
+        http.wait_status(id, &["success"], 60).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while page.eval(&status(id)).await != Value::String("✓ success".into()) {
+            assert!(Instant::now() < deadline, "pipeline {id}'s row did not change: {}", page.eval(&status(id)).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(page.eval("window.__same_page === true").await, Value::Bool(true), "no reload");
 }

@@ -10,8 +10,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
-    AccessToken, AttemptRow, Claimed, Counts, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result, Runner, RunnerScope,
-    Session, SqliteStore, Store, StoreError, Transition, Wakeup,
+    AccessToken, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result,
+    Runner, RunnerScope, Session, SqliteStore, Store, StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -80,6 +80,9 @@ macro_rules! delegate {
 impl Store for Backend {
     async fn register_runner(&self, name: &str, tags: &[String], scope: &RunnerScope, token_hash: &str, now: i64) -> Result<Runner> {
         delegate!(self, register_runner(name, tags, scope, token_hash, now))
+    }
+    async fn runners(&self, limit: i64) -> Result<Vec<Runner>> {
+        delegate!(self, runners(limit))
     }
     async fn runner_by_token(&self, token_hash: &str, now: i64) -> Result<Option<Runner>> {
         delegate!(self, runner_by_token(token_hash, now))
@@ -187,6 +190,29 @@ impl Store for Backend {
     async fn delete_session(&self, token_hash: &str) -> Result<()> {
         delegate!(self, delete_session(token_hash))
     }
+    async fn record_forge_post(&self, pipeline_id: i64, state: &str, error: Option<&str>, at: i64) -> Result<()> {
+        delegate!(self, record_forge_post(pipeline_id, state, error, at))
+    }
+    async fn forge_post(&self, pipeline_id: i64) -> Result<Option<ForgePost>> {
+        delegate!(self, forge_post(pipeline_id))
+    }
+    async fn forge_unposted(&self, projects: &[String], limit: i64) -> Result<Vec<Unposted>> {
+        delegate!(self, forge_unposted(projects, limit))
+    }
+    async fn set_test_report(&self, job_id: i64, pipeline_id: i64, tests: Option<&str>) -> Result<()> {
+        delegate!(self, set_test_report(job_id, pipeline_id, tests))
+    }
+    async fn set_coverage(&self, job_id: i64, pipeline_id: i64, coverage: Option<f64>) -> Result<()> {
+        delegate!(self, set_coverage(job_id, pipeline_id, coverage))
+    }
+    async fn job_reports(&self, pipeline_id: i64) -> Result<Vec<JobReport>> {
+        delegate!(self, job_reports(pipeline_id))
+    }
+}
+
+/// Decodes `forge_unposted` rows.
+pub(super) fn unposted(rows: Vec<(i64, String, Option<String>)>) -> Result<Vec<Unposted>> {
+    rows.into_iter().map(|(id, status, posted)| Ok(Unposted { pipeline_id: id, status: pipeline_status(id, &status)?, posted })).collect()
 }
 
 // What both backends share.
@@ -232,6 +258,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (2, "wake_at", include_str!("../../migrations/sqlite/0002_wake_at.sql")),
         (3, "auth", include_str!("../../migrations/sqlite/0003_auth.sql")),
         (4, "job_attempts", include_str!("../../migrations/sqlite/0004_job_attempts.sql")),
+        (5, "forge_and_reports", include_str!("../../migrations/sqlite/0005_forge_and_reports.sql")),
         (8, "log_chunks", include_str!("../../migrations/sqlite/0008_log_chunks.sql")),
     ]))
     .await?)
@@ -243,6 +270,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (2, "wake_at", include_str!("../../migrations/postgres/0002_wake_at.sql")),
         (3, "auth", include_str!("../../migrations/postgres/0003_auth.sql")),
         (4, "job_attempts", include_str!("../../migrations/postgres/0004_job_attempts.sql")),
+        (5, "forge_and_reports", include_str!("../../migrations/postgres/0005_forge_and_reports.sql")),
         (8, "log_chunks", include_str!("../../migrations/postgres/0008_log_chunks.sql")),
     ]))
     .await?)

@@ -236,6 +236,36 @@ pub struct Claimed {
     pub lease_expires_at: i64,
 }
 
+/// The commit status last sent to the forge for a pipeline (see `crate::forge`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgePost {
+    pub pipeline_id: i64,
+    /// The state last tried (`pending`, `running`, `success`, `failed`, `canceled`, `skipped`).
+    pub state: String,
+    /// The last state the forge accepted.
+    pub posted: Option<String>,
+    /// Why the last try failed; `None` when it succeeded.
+    pub error: Option<String>,
+    pub at: i64,
+}
+
+/// A pipeline whose status may not be on its forge yet (see `Store::forge_unposted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unposted {
+    pub pipeline_id: i64,
+    pub status: PipelineStatus,
+    pub posted: Option<String>,
+}
+
+/// What a job's reports said (see `crate::reports`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub job_id: i64,
+    /// `reports::TestReport` as JSON.
+    pub tests: Option<String>,
+    pub coverage: Option<f64>,
+}
+
 /// Counts for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -257,6 +287,8 @@ pub trait Store: Send + Sync {
         token_hash: &str,
         now: i64,
     ) -> impl std::future::Future<Output = Result<Runner>> + Send;
+    /// The registered runners, oldest first (at most `limit`).
+    fn runners(&self, limit: i64) -> impl std::future::Future<Output = Result<Vec<Runner>>> + Send;
     /// The runner with this token hash, marking it seen.
     fn runner_by_token(&self, token_hash: &str, now: i64) -> impl std::future::Future<Output = Result<Option<Runner>>> + Send;
 
@@ -350,4 +382,26 @@ pub trait Store: Send + Sync {
     /// The session with this hash if it has not expired at `now`.
     fn session(&self, token_hash: &str, now: i64) -> impl std::future::Future<Output = Result<Option<Session>>> + Send;
     fn delete_session(&self, token_hash: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    // Commit statuses on the forge.
+    /// Records one try to post `state` for the pipeline: `error` is `None` when the forge
+    /// accepted it (then `posted` becomes `state`).
+    fn record_forge_post(
+        &self,
+        pipeline_id: i64,
+        state: &str,
+        error: Option<&str>,
+        at: i64,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+    fn forge_post(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Option<ForgePost>>> + Send;
+    /// The `limit` newest pipelines of `projects` whose status name is not the last state their
+    /// forge accepted (none yet, or another): candidates to post at start.
+    fn forge_unposted(&self, projects: &[String], limit: i64) -> impl std::future::Future<Output = Result<Vec<Unposted>>> + Send;
+
+    // Reports.
+    /// Stores (or clears, with `None`) the job's test report (JSON).
+    fn set_test_report(&self, job_id: i64, pipeline_id: i64, tests: Option<&str>) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Stores (or clears) the job's coverage value.
+    fn set_coverage(&self, job_id: i64, pipeline_id: i64, coverage: Option<f64>) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// The reports of the pipeline's jobs (only jobs that have one), by job id.
+    fn job_reports(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Vec<JobReport>>> + Send;
 }

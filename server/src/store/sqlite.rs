@@ -20,6 +20,11 @@
 //!   token hash. Indexed by `(pipeline_id, id)` and `(status, id)`, which is the queue (oldest
 //!   pending first), the running jobs (lease expiry) and the counts.
 //!
+//! - `forge_statuses (pipeline_id PRIMARY KEY, state, posted, error, at)`: the last commit
+//!   status tried on the forge, the last one it accepted, and why the last try failed.
+//! - `job_reports (job_id PRIMARY KEY, pipeline_id, tests, coverage)`: a job's JUnit totals and
+//!   failures (JSON) and its coverage value. Indexed by `pipeline_id`.
+//!
 //! Tags, triggers, specs and events are JSON text, kept byte for byte. Times are milliseconds.
 //!
 //! # Concurrency
@@ -40,11 +45,11 @@ use sqlx::{Row, SqliteConnection};
 
 use super::backend::{
     event_from_json, event_json, held, job_status, migrate_sqlite, pipeline_status, sqlite_migrator, status_counts, tags_from_json,
-    tags_json,
+    tags_json, unposted,
 };
 use super::{
-    AccessToken, AttemptRow, Claimed, Counts, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result, Runner, RunnerScope,
-    Session, Store, StoreError, Transition, Wakeup,
+    AccessToken, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result,
+    Runner, RunnerScope, Session, Store, StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -133,6 +138,14 @@ impl Store for SqliteStore {
         .fetch_one(&self.writer)
         .await?;
         Ok(Runner { id, name: name.to_string(), tags: tags.to_vec(), scope: scope.clone(), created_at: now, last_seen_at: now })
+    }
+
+    async fn runners(&self, limit: i64) -> Result<Vec<Runner>> {
+        let rows = sqlx::query(concat!("SELECT ", runner_columns!(), " FROM runners ORDER BY id LIMIT ?1"))
+            .bind(limit.max(0))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(runner_row).collect()
     }
 
     async fn runner_by_token(&self, token_hash: &str, now: i64) -> Result<Option<Runner>> {
@@ -500,6 +513,77 @@ impl Store for SqliteStore {
                 .fetch_all(&self.readers)
                 .await?;
         Ok(rows.into_iter().map(|(pipeline_id, at)| Wakeup { pipeline_id, at }).collect())
+    }
+    async fn record_forge_post(&self, pipeline_id: i64, state: &str, error: Option<&str>, at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO forge_statuses (pipeline_id, state, posted, error, at) \
+             VALUES (?1, ?2, CASE WHEN ?3 IS NULL THEN ?2 END, ?3, ?4) \
+             ON CONFLICT (pipeline_id) DO UPDATE SET state = excluded.state, error = excluded.error, at = excluded.at, \
+             posted = CASE WHEN excluded.error IS NULL THEN excluded.state ELSE forge_statuses.posted END",
+        )
+        .bind(pipeline_id)
+        .bind(state)
+        .bind(error)
+        .bind(at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn forge_post(&self, pipeline_id: i64) -> Result<Option<ForgePost>> {
+        let row: Option<(String, Option<String>, Option<String>, i64)> =
+            sqlx::query_as("SELECT state, posted, error, at FROM forge_statuses WHERE pipeline_id = ?1")
+                .bind(pipeline_id)
+                .fetch_optional(&self.readers)
+                .await?;
+        Ok(row.map(|(state, posted, error, at)| ForgePost { pipeline_id, state, posted, error, at }))
+    }
+
+    async fn forge_unposted(&self, projects: &[String], limit: i64) -> Result<Vec<Unposted>> {
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT p.id, p.status, f.posted FROM pipelines p LEFT JOIN forge_statuses f ON f.pipeline_id = p.id \
+             WHERE p.project IN (SELECT value FROM json_each(?1)) AND (f.posted IS NULL OR f.posted <> p.status) ORDER BY p.id DESC LIMIT ?2",
+        )
+        .bind(serde_json::to_string(projects).map_err(|source| StoreError::Encode { what: "projects", source })?)
+        .bind(limit.max(0))
+        .fetch_all(&self.readers)
+        .await?;
+        unposted(rows)
+    }
+
+    async fn set_test_report(&self, job_id: i64, pipeline_id: i64, tests: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO job_reports (job_id, pipeline_id, tests) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (job_id) DO UPDATE SET tests = excluded.tests",
+        )
+        .bind(job_id)
+        .bind(pipeline_id)
+        .bind(tests)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_coverage(&self, job_id: i64, pipeline_id: i64, coverage: Option<f64>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO job_reports (job_id, pipeline_id, coverage) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (job_id) DO UPDATE SET coverage = excluded.coverage",
+        )
+        .bind(job_id)
+        .bind(pipeline_id)
+        .bind(coverage)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn job_reports(&self, pipeline_id: i64) -> Result<Vec<JobReport>> {
+        let rows: Vec<(i64, Option<String>, Option<f64>)> =
+            sqlx::query_as("SELECT job_id, tests, coverage FROM job_reports WHERE pipeline_id = ?1 ORDER BY job_id")
+                .bind(pipeline_id)
+                .fetch_all(&self.readers)
+                .await?;
+        Ok(rows.into_iter().map(|(job_id, tests, coverage)| JobReport { job_id, tests, coverage }).collect())
     }
 
     async fn create_access_token(

@@ -31,13 +31,20 @@ pub struct PipelineDetail {
     /// In pipeline order; jobs are shown under the stage they name.
     pub stages: Vec<String>,
     pub jobs: Vec<JobBox>,
+    /// The last commit status sent to the forge, when the project has one.
+    pub forge: Option<ForgeLine>,
+    /// The jobs' JUnit reports, summed.
+    pub tests: Option<crate::reports::PipelineTests>,
+    /// The mean of the jobs' coverage values.
+    pub coverage: Option<f64>,
+    pub timeline: Option<Timeline>,
     /// The buttons, for callers allowed to use them.
-    pub actions: Actions,
+    pub permission: Permission,
 }
 
 /// Whether the page shows action buttons, and the CSRF token their forms carry.
 #[derive(Debug, Clone, Default)]
-pub struct Actions {
+pub struct Permission {
     pub allowed: bool,
     pub csrf: String,
 }
@@ -50,6 +57,33 @@ pub struct Account {
     pub can_log_in: bool,
 }
 
+/// Where a pipeline's time went: one bar per job.
+pub struct Timeline {
+    /// The engine's time now (ms): the end of bars still running.
+    pub now: u64,
+    pub bars: Vec<Bar>,
+}
+
+/// A job's bar: waiting from `queued` to `started` (the lighter part), running to `finished`.
+pub struct Bar {
+    pub job_id: u64,
+    pub name: String,
+    pub status: JobStatus,
+    pub queued: Option<u64>,
+    pub started: Option<u64>,
+    pub finished: Option<u64>,
+    /// On the critical path (the chain of jobs with the longest total time).
+    pub critical: bool,
+}
+
+/// The last try to post the pipeline's state to its forge.
+pub struct ForgeLine {
+    pub state: String,
+    /// `None`: the forge accepted it; else why not.
+    pub error: Option<String>,
+    pub at: String,
+}
+
 pub struct JobBox {
     pub id: u64,
     pub name: String,
@@ -57,6 +91,7 @@ pub struct JobBox {
     pub status: JobStatus,
     pub needs: Vec<String>,
     pub duration_s: Option<u64>,
+    pub coverage: Option<f64>,
 }
 
 pub struct JobDetail {
@@ -101,21 +136,13 @@ pub struct LogTail {
 
 const CSS: &str = include_str!("assets/style.css");
 const FOLLOW_JS: &str = include_str!("assets/follow.js");
-const RELOAD_JS: &str = "setTimeout(function () { location.reload(); }, 3000);";
+const LIVE_JS: &str = include_str!("assets/live.js");
+const LOG_TOOLS_JS: &str = include_str!("assets/logtools.js");
+const LIST_JS: &str = include_str!("assets/list.js");
 
 /// Every inline script of the pages, exactly as inserted: the Content-Security-Policy allows
 /// these by hash and nothing else. A new inline script must be listed here.
-pub const INLINE_SCRIPTS: [&str; 3] = [FOLLOW_JS, RELOAD_JS, EDGES_JS];
-
-/// A button posting to `action` with the session's CSRF token.
-fn action_button(action: &str, label: &str, csrf: &str) -> Markup {
-    html! {
-        form method="post" action=(action) {
-            input type="hidden" name="csrf" value=(csrf);
-            button { (label) }
-        }
-    }
-}
+pub const INLINE_SCRIPTS: [&str; 5] = [FOLLOW_JS, EDGES_JS, LIVE_JS, LOG_TOOLS_JS, LIST_JS];
 
 fn layout(title: &str, body: Markup) -> String {
     html! {
@@ -128,7 +155,7 @@ fn layout(title: &str, body: Markup) -> String {
                 style { (PreEscaped(CSS)) }
             }
             body {
-                header { a href="/" { "piste" } }
+                header { a href="/" { "piste" } " " a.nav href="/runners" { "Runners" } }
                 main { (body) }
             }
         }
@@ -140,6 +167,94 @@ fn duration(seconds: Option<u64>) -> String {
     seconds.map(format_duration).unwrap_or_default()
 }
 
+/// A duration as pages show it (empty when unknown).
+pub fn duration_text(seconds: Option<u64>) -> String {
+    duration(seconds)
+}
+
+/// A status with its icon, so it reads without colour: `✓ success`.
+pub fn status_label(status: &str) -> String {
+    let icon = match status {
+        "success" => "✓",
+        "failed" => "✗",
+        "running" => "▶",
+        "pending" | "created" | "scheduled" => "◷",
+        "canceling" | "canceled" => "⊘",
+        "skipped" => "»",
+        "manual" => "⏵",
+        _ => "•",
+    };
+    format!("{icon} {status}")
+}
+
+/// The actions that apply to a job or a pipeline in its status (who may use them is
+/// another question, answered elsewhere).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Actions {
+    pub retry: bool,
+    pub cancel: bool,
+    pub play: bool,
+}
+
+/// Retry a finished job that ran (not a skipped one), cancel one that may still run, play a
+/// manual one.
+pub fn job_actions(status: JobStatus) -> Actions {
+    use JobStatus::*;
+    Actions {
+        retry: matches!(status, Success | Failed | Canceled),
+        cancel: matches!(status, Created | Pending | Running | Scheduled),
+        play: status == Manual,
+    }
+}
+
+/// Retry a pipeline that failed or was canceled; cancel one still going.
+pub fn pipeline_actions(status: PipelineStatus) -> Actions {
+    use PipelineStatus::*;
+    Actions {
+        retry: matches!(status, Failed | Canceled),
+        cancel: matches!(status, Created | Pending | Running | Manual | Scheduled),
+        play: false,
+    }
+}
+
+/// The forms of the actions that apply (`base`: `/api/v1/jobs/7` or `/api/v1/pipelines/3`).
+/// A button posting to `action` with the session's CSRF token.
+fn action_button(action: &str, label: &str, csrf: &str) -> Markup {
+    html! {
+        form method="post" action=(action) {
+            input type="hidden" name="csrf" value=(csrf);
+            button { (label) }
+        }
+    }
+}
+
+/// The buttons of the actions that apply, for a caller allowed to use them, each form carrying
+/// the session's CSRF token.
+fn action_forms(base: &str, a: Actions, retry_label: &str, permission: &Permission) -> Markup {
+    let form = |action: &str, label: String| {
+        html! {
+            form method="post" action={ (base) "/" (action) } data-action=(action) {
+                input type="hidden" name="csrf" value=(permission.csrf);
+                button { (label) }
+            }
+        }
+    };
+    html! {
+        @if permission.allowed {
+            @if a.play { (form("play", "⏵ Play".into())) }
+            @if a.retry { (form("retry", format!("↻ {retry_label}"))) }
+            @if a.cancel { (form("cancel", "⊘ Cancel".into())) }
+        }
+    }
+}
+
+impl Permission {
+    /// The CSRF token for pages' scripts to put in the forms they build, when buttons show.
+    pub fn csrf_if_allowed(&self) -> Option<&str> {
+        self.allowed.then_some(self.csrf.as_str())
+    }
+}
+
 fn short(commit: &str) -> &str {
     commit.get(..8).unwrap_or(commit)
 }
@@ -149,23 +264,24 @@ pub fn pipelines_page(project: &str, pipelines: &[PipelineSummary]) -> String {
         project,
         html! {
             h1 { (project) }
-            table.pipelines {
+            table.pipelines #pipelines data-events={ "/api/v1/events?project=" (project) } {
                 thead { tr { th { "Pipeline" } th { "Status" } th { "Ref" } th { "Commit" } th { "Trigger" } th { "Duration" } th { "Created" } } }
                 tbody {
                     @for p in pipelines {
-                        tr {
+                        tr #{ "pipeline-" (p.id) } {
                             td { a href={ "/pipelines/" (p.id) } { "#" (p.id) } }
-                            td { span class={ "status " (p.status) } { (p.status) } }
+                            td { span class={ "status " (p.status) } { (status_label(p.status.as_str())) } }
                             td { code { (p.git_ref) } }
                             td { code title=(p.commit) { (short(&p.commit)) } }
                             td { (p.trigger) }
-                            td { (duration(p.duration_s)) }
+                            td.duration { (duration(p.duration_s)) }
                             td { (p.created) }
                         }
                     }
                 }
             }
-            @if pipelines.is_empty() { p.empty { "No pipelines yet." } }
+            @if pipelines.is_empty() { p.empty #no-pipelines { "No pipelines yet." } }
+            script { (PreEscaped(LIST_JS)) }
         },
     )
 }
@@ -177,18 +293,20 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
         html! {
             h1 {
                 a href={ "/projects/" (pipeline.project) } { (pipeline.project) }
-                " · " (title) " " span class={ "status " (pipeline.status) } { (pipeline.status) }
+                " · " (title) " " span #pipeline-status class={ "status " (pipeline.status) } { (status_label(pipeline.status.as_str())) }
             }
-            p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " (duration(pipeline.duration_s)) }
-            // A pipeline that may still change refreshes itself (jobs' states, live).
-            @if !pipeline.status.is_complete() {
-                script { (PreEscaped(RELOAD_JS)) }
-            }
-            @if pipeline.actions.allowed {
-                div.actions {
-                    (action_button(&format!("/api/v1/pipelines/{}/retry", pipeline.id), "Retry failed", &pipeline.actions.csrf))
-                    (action_button(&format!("/api/v1/pipelines/{}/cancel", pipeline.id), "Cancel", &pipeline.actions.csrf))
+            p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " span #pipeline-duration { (duration(pipeline.duration_s)) } }
+            @if let Some(c) = pipeline.coverage { p.coverage #coverage { "Coverage " (percent(c)) } }
+            @if let Some(t) = &pipeline.timeline { (timeline_svg(t)) }
+            @if let Some(t) = &pipeline.tests { (tests_section(t)) }
+            @if let Some(f) = &pipeline.forge {
+                @match &f.error {
+                    None => p #forge-status .forge.ok { "✓ Forge status " code { (f.state) } " posted " (f.at) }
+                    Some(e) => p #forge-status .forge.error { "✗ Forge status " code { (f.state) } " not posted (" (f.at) "): " (e) }
                 }
+            }
+            div.actions #pipeline-actions data-base={ "/api/v1/pipelines/" (pipeline.id) } data-csrf=[pipeline.permission.csrf_if_allowed()] {
+                (action_forms(&format!("/api/v1/pipelines/{}", pipeline.id), pipeline_actions(pipeline.status), "Retry failed", &pipeline.permission))
             }
             div.stages {
                 @for stage in &pipeline.stages {
@@ -197,16 +315,13 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                         @for job in pipeline.jobs.iter().filter(|j| &j.stage == stage) {
                             div class={ "job status " (job.status) } id={ "job-" (job.id) } data-name=(job.name) data-needs=(job.needs.join("\n")) {
                                 a href={ "/jobs/" (job.id) } { (job.name) }
-                                span.state { (job.status) " " (duration(job.duration_s)) }
+                                span.state { (status_label(job.status.as_str())) " " span.duration { (duration(job.duration_s)) } }
+                                @if let Some(c) = job.coverage { span.coverage { "coverage " (percent(c)) } }
                                 @if !job.needs.is_empty() {
                                     ul.needs { @for need in &job.needs { li { "needs " (need) } } }
                                 }
-                                @if pipeline.actions.allowed {
-                                    @if job.status == JobStatus::Manual {
-                                        (action_button(&format!("/api/v1/jobs/{}/play", job.id), "Play", &pipeline.actions.csrf))
-                                    }
-                                    (action_button(&format!("/api/v1/jobs/{}/retry", job.id), "Retry", &pipeline.actions.csrf))
-                                    (action_button(&format!("/api/v1/jobs/{}/cancel", job.id), "Cancel", &pipeline.actions.csrf))
+                                div.job-actions data-base={ "/api/v1/jobs/" (job.id) } data-csrf=[pipeline.permission.csrf_if_allowed()] {
+                                    (action_forms(&format!("/api/v1/jobs/{}", job.id), job_actions(job.status), "Retry", &pipeline.permission))
                                 }
                             }
                         }
@@ -216,8 +331,90 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
             // Needs drawn as edges: an SVG layer over the stage columns, from each needed job's
             // right edge to the needing job's left edge (redrawn on resize).
             script { (PreEscaped(EDGES_JS)) }
+            @if !pipeline.status.is_complete() || pipeline.jobs.iter().any(|j| !j.status.is_complete()) {
+                div #live hidden data-events={ "/api/v1/pipelines/" (pipeline.id) "/events" } {}
+            }
+            script { (PreEscaped(LIVE_JS)) }
         },
     )
+}
+
+/// The timeline as SVG: a row per job, its name, a light bar while it waited in the queue and
+/// a solid one while it ran; the critical path's bars are outlined and marked in their title.
+fn timeline_svg(t: &Timeline) -> Markup {
+    const LABEL: f64 = 170.0;
+    const WIDTH: f64 = 820.0;
+    const ROW: f64 = 20.0;
+    let begin = t.bars.iter().filter_map(|b| b.queued.or(b.started)).min();
+    let Some(begin) = begin else { return html! {} };
+    let end = t.bars.iter().filter_map(|b| b.finished.or(b.started.map(|_| t.now))).max().unwrap_or(begin).max(begin + 1);
+    let scale = (WIDTH - LABEL - 10.0) / (end - begin) as f64;
+    let x = |ms: u64| ((LABEL + (ms.saturating_sub(begin)) as f64 * scale) * 10.0).round() / 10.0;
+    let height = ROW * t.bars.len() as f64 + 24.0;
+    let secs = |ms: u64| format_duration(ms / 1000);
+    html! {
+        section.timeline #timeline {
+            h2 { "Timeline" }
+            p.legend { span.key.wait {} " waiting in the queue · " span.key.run {} " running · " span.key.crit {} " critical path (" (secs(end - begin)) " in all)" }
+            svg xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (WIDTH) " " (height) } width="100%" role="img" aria-label="Timeline of the jobs" {
+                @for (i, b) in t.bars.iter().enumerate() {
+                    @let y = i as f64 * ROW + 4.0;
+                    @let run_end = b.finished.or(b.started.map(|_| t.now));
+                    g class={ "bar " (b.status) @if b.critical { " critical" } } data-job=(b.name) {
+                        title {
+                            (b.name) ": " (b.status)
+                            @if let (Some(q), Some(s)) = (b.queued, b.started) { ", waited " (secs(s.saturating_sub(q))) }
+                            @if let (Some(s), Some(e)) = (b.started, run_end) { ", ran " (secs(e.saturating_sub(s))) }
+                            @if b.critical { " (critical path)" }
+                        }
+                        a href={ "/jobs/" (b.job_id) } { text x="4" y={ (y + 13.0) } class="name" { @if b.critical { "★ " } (b.name) } }
+                        @if let Some(q) = b.queued {
+                            @let s = b.started.unwrap_or(t.now).max(q);
+                            rect.wait x=(x(q)) y=(y + 3.0) width=(((x(s) - x(q)) * 10.0).round().max(10.0) / 10.0) height="12" {}
+                        }
+                        @if let (Some(s), Some(e)) = (b.started, run_end) {
+                            rect.run x=(x(s)) y=(y + 1.0) width=(((x(e.max(s)) - x(s)) * 10.0).round().max(20.0) / 10.0) height="16" {}
+                        }
+                    }
+                }
+                text x=(LABEL) y=(height - 4.0) class="axis" { "0s" }
+                text x=(WIDTH - 10.0) y=(height - 4.0) class="axis" text-anchor="end" { (secs(end - begin)) }
+            }
+        }
+    }
+}
+
+fn percent(value: f64) -> String {
+    format!("{}%", (value * 100.0).round() / 100.0)
+}
+
+/// "N tests, F failed, S skipped", then each failure with its job.
+fn tests_section(t: &crate::reports::PipelineTests) -> Markup {
+    let failed = t.totals.failed + t.totals.errors;
+    html! {
+        section #tests .tests {
+            h2 { "Tests" }
+            p.summary {
+                @if failed > 0 { "✗ " } @else { "✓ " }
+                (t.totals.total) " tests, " (failed) " failed, " (t.totals.skipped) " skipped"
+                @if t.totals.errors > 0 { " (" (t.totals.errors) " errors)" }
+            }
+            @if !t.failures.is_empty() {
+                ul.failures {
+                    @for f in &t.failures {
+                        li.failure {
+                            @if f.new { span.new { "new" } " " }
+                            strong.name { (f.name) }
+                            " " span.classname { (f.classname) }
+                            " in " a href={ "/jobs/" (f.job_id) } { (f.job) }
+                            @if !f.message.is_empty() { div.message { (f.message) } }
+                            @if !f.output.is_empty() { details { summary { "output" } pre.output { (f.output) } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 const EDGES_JS: &str = r#"(function () {
@@ -312,8 +509,83 @@ pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
             @if tail.start > 0 {
                 p.earlier { a href={ "/jobs/" (job.id) "?before=" (tail.start) } { "Load earlier (" (tail.start) " bytes)" } }
             }
-            div #log .log data-stream=(stream) data-offset=(tail.end) data-follow=(job.running) { (PreEscaped(&tail.html)) }
+            div.log-tools {
+                @if job.running { button #follow type="button" aria-pressed="true" { "⏸ Stop following" } }
+                button #first-error type="button" { "⚠ First error" }
+                span #first-error-none hidden { " No error line in the part shown." }
+            }
+            div #log .log data-stream=(stream) data-offset=(tail.end) data-follow=(job.running) data-autoscroll=(job.running) { (PreEscaped(&tail.html)) }
+            script { (PreEscaped(LOG_TOOLS_JS)) }
             @if job.running { script { (PreEscaped(FOLLOW_JS)) } }
+        },
+    )
+}
+
+/// A status badge (shields-like SVG, no external font or asset): `label` on grey, the status
+/// on its colour, both as text.
+pub fn badge_svg(label: &str, status: &str) -> String {
+    let colour = match status {
+        "success" => "#1a7f37",
+        "failed" => "#cf222e",
+        "running" => "#0969da",
+        "pending" | "created" | "scheduled" | "manual" => "#9a6700",
+        _ => "#6e7781",
+    };
+    // Verdana 11px averages about 7px a character; 10px of padding each side.
+    let width = |text: &str| text.chars().count() as u32 * 7 + 10;
+    let (lw, sw) = (width(label), width(status));
+    let total = lw + sw;
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" width=(total) height="20" role="img" aria-label={ (label) ": " (status) } {
+            title { (label) ": " (status) }
+            rect width=(lw) height="20" fill="#555" {}
+            rect x=(lw) width=(sw) height="20" fill=(colour) {}
+            g fill="#fff" text-anchor="middle" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11" {
+                text x=(lw / 2) y="14" { (label) }
+                text x=(lw + sw / 2) y="14" { (status) }
+            }
+        }
+    }
+    .into_string()
+}
+
+/// A registered runner as the runners page shows it.
+pub struct RunnerLine {
+    pub id: u64,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub online: bool,
+    pub last_contact: String,
+    /// `(job id, job name, pipeline id)` of the jobs it runs now.
+    pub jobs: Vec<(u64, String, u64)>,
+}
+
+/// `/runners`: who is online, when each runner was last heard from, its tags and jobs.
+pub fn runners_page(runners: &[RunnerLine]) -> String {
+    layout(
+        "Runners",
+        html! {
+            h1 { "Runners" }
+            table.runners #runners {
+                thead { tr { th { "Runner" } th { "State" } th { "Last contact" } th { "Tags" } th { "Running" } } }
+                tbody {
+                    @for r in runners {
+                        tr #{ "runner-" (r.id) } {
+                            td { (r.name) " " span.meta { "#" (r.id) } }
+                            td { @if r.online { span.status.success { "● online" } } @else { span.status.canceled { "○ offline" } } }
+                            td { (r.last_contact) }
+                            td { @for t in &r.tags { code.tag { (t) } " " } @if r.tags.is_empty() { "–" } }
+                            td {
+                                @for (job, name, pipeline) in &r.jobs {
+                                    a href={ "/jobs/" (job) } { (name) } " (pipeline " a href={ "/pipelines/" (pipeline) } { "#" (pipeline) } ") "
+                                }
+                                @if r.jobs.is_empty() { "idle" }
+                            }
+                        }
+                    }
+                }
+            }
+            @if runners.is_empty() { p.empty { "No runner registered yet." } }
         },
     )
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod claims;
+mod forge;
 mod open;
 mod pipelines;
 mod runners;

@@ -21,6 +21,8 @@ async fn register_and_look_up(s: Arc<Db>) {
     assert_eq!(s.runner_by_token("hash-c", 1_100).await.unwrap(), None);
     assert_eq!(s.runner_by_token("", 1_100).await.unwrap(), None);
     assert_eq!(s.counts().await.unwrap().runners, 2);
+    assert_eq!(s.runners(10).await.unwrap(), [a.clone(), b], "all of them, oldest first");
+    assert_eq!(s.runners(1).await.unwrap(), [a]);
 }
 
 async fn last_seen_is_throttled(s: Arc<Db>) {

@@ -2,8 +2,10 @@
 
 use insta::assert_snapshot;
 use scheduler::{JobStatus, PipelineStatus};
+use server::reports::{PipelineFailure, PipelineTests, Totals};
 use server::web::pages::{
-    AttemptLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, job_page, pipeline_page, pipelines_page,
+    AttemptLine, Bar, ForgeLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, Timeline, job_page, pipeline_page,
+    pipelines_page,
 };
 use server::web::render;
 
@@ -54,6 +56,7 @@ fn pipeline() {
         status,
         needs: needs.iter().map(|n| n.to_string()).collect(),
         duration_s: Some(id * 10),
+        coverage: (id == 1).then_some(87.456),
     };
     let pipeline = PipelineDetail {
         id: 7,
@@ -69,12 +72,62 @@ fn pipeline() {
             job(3, "lint <b>", "test", JobStatus::Failed, &[]),
             job(4, "deploy", "test", JobStatus::Manual, &[]),
         ],
-        actions: server::web::pages::Actions { allowed: true, csrf: "c5rf\"<".into() },
+        permission: server::web::pages::Permission { allowed: true, csrf: "c5rf\"<".into() },
+        forge: Some(ForgeLine {
+            state: "running".into(),
+            error: Some("the forge answered 500 <html>".into()),
+            at: "2026-12-05 12:00:00 UTC".into(),
+        }),
+        tests: Some(PipelineTests {
+            totals: Totals { total: 12, failed: 1, skipped: 2, errors: 0 },
+            failures: vec![PipelineFailure {
+                job_id: 3,
+                job: "lint <b>".into(),
+                name: "rejects <script>".into(),
+                classname: "lint.Rules".into(),
+                message: "expected an error".into(),
+                output: "at rules.rs:3".into(),
+                new: true,
+            }],
+        }),
+        coverage: Some(87.456),
+        timeline: Some(Timeline {
+            now: 70_000,
+            bars: vec![
+                Bar {
+                    job_id: 1,
+                    name: "compile".into(),
+                    status: JobStatus::Success,
+                    queued: Some(0),
+                    started: Some(5_000),
+                    finished: Some(15_000),
+                    critical: true,
+                },
+                Bar {
+                    job_id: 2,
+                    name: "unit".into(),
+                    status: JobStatus::Running,
+                    queued: Some(15_000),
+                    started: Some(16_000),
+                    finished: None,
+                    critical: false,
+                },
+                Bar {
+                    job_id: 3,
+                    name: "lint <b>".into(),
+                    status: JobStatus::Failed,
+                    queued: Some(0),
+                    started: Some(1_000),
+                    finished: Some(31_000),
+                    critical: false,
+                },
+            ],
+        }),
     };
     assert_snapshot!(body(pipeline_page(&pipeline)));
     // A caller who may not act sees no button at all.
     let mut read_only = pipeline;
-    read_only.actions = server::web::pages::Actions::default();
+    read_only.permission = server::web::pages::Permission::default();
     let page = pipeline_page(&read_only);
     assert!(!page.contains("<form") && !page.contains("<button"), "{page}");
 }
@@ -126,10 +179,10 @@ fn running_job_follows_its_log() {
 }
 
 #[test]
-fn finished_job_has_no_script() {
+fn finished_job_does_not_follow() {
     let tail = LogTail { html: render(b"done\n", 1).html, start: 0, end: 5 };
     let page = job_page(&job(false), &tail);
-    assert!(!page.contains("<script"));
+    assert!(!page.contains("new EventSource") && !page.contains("id=\"follow\""));
     assert_snapshot!(body(page));
 }
 
@@ -164,7 +217,11 @@ fn every_inline_script_is_allowed_by_the_policy() {
         duration_s: None,
         stages: vec![],
         jobs: vec![],
-        actions: Default::default(),
+        permission: Default::default(),
+        forge: None,
+        tests: None,
+        coverage: None,
+        timeline: None,
     };
     let tail = LogTail { html: String::new(), start: 0, end: 0 };
     for page in [pipeline_page(&running), job_page(&job(true), &tail)] {
@@ -173,4 +230,31 @@ fn every_inline_script_is_allowed_by_the_policy() {
             assert!(server::web::pages::INLINE_SCRIPTS.contains(&code), "not in INLINE_SCRIPTS: {code}");
         }
     }
+}
+
+/// Actions show only where they apply: no Cancel on a finished job or pipeline, no Retry on a
+/// skipped or running one, Play on a manual job only.
+#[test]
+fn actions_apply_only_where_they_can() {
+    use server::web::pages::{job_actions, pipeline_actions};
+    let job = |s| {
+        let a = job_actions(s);
+        (a.retry, a.cancel, a.play)
+    };
+    assert_eq!(job(JobStatus::Success), (true, false, false));
+    assert_eq!(job(JobStatus::Failed), (true, false, false));
+    assert_eq!(job(JobStatus::Canceled), (true, false, false));
+    assert_eq!(job(JobStatus::Skipped), (false, false, false));
+    assert_eq!(job(JobStatus::Running), (false, true, false));
+    assert_eq!(job(JobStatus::Pending), (false, true, false));
+    assert_eq!(job(JobStatus::Canceling), (false, false, false));
+    assert_eq!(job(JobStatus::Manual), (false, false, true));
+    let pipeline = |s| {
+        let a = pipeline_actions(s);
+        (a.retry, a.cancel)
+    };
+    assert_eq!(pipeline(PipelineStatus::Success), (false, false));
+    assert_eq!(pipeline(PipelineStatus::Failed), (true, false));
+    assert_eq!(pipeline(PipelineStatus::Running), (false, true));
+    assert_eq!(pipeline(PipelineStatus::Skipped), (false, false));
 }

@@ -8,7 +8,7 @@
   const innermost = (el) => { while (isOpen(el.lastElementChild)) el = el.lastElementChild; return el; };
   let cur = innermost(log);
   function append(html) {
-    const atBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 8;
+    const atBottom = log.dataset.autoscroll === "true";
     const t = document.createElement("template");
     t.innerHTML = html;
     for (const node of Array.from(t.content.children)) {
