@@ -20,7 +20,9 @@ if ! command -v moto_server >/dev/null 2>&1; then
 	}
 fi
 
-PACKAGES=(git busybox-static postgresql chromium procps openssl curl)
+# tar + zstd: archives are tar.zst; tests open them with `tar --zstd` and `zstd -t`; the
+# archiving benchmark compares with `zstd -1` and `gzip -1`.
+PACKAGES=(git busybox-static postgresql chromium procps openssl curl tar zstd gzip)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -262,6 +262,10 @@ pub trait Store: Send + Sync {
     /// Running (or `canceling`) jobs whose lease ended before `now`.
     fn expired_leases(&self, now: i64) -> impl std::future::Future<Output = Result<Vec<JobRow>>> + Send;
     fn set_artifacts(&self, id: i64, digest: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Whether a job of a pipeline of `project` has the artifacts `digest` (`sha256:<hex>`):
+    /// what lets a runner skip uploading an archive the server already holds, without telling
+    /// anyone whether another project has it.
+    fn project_has_artifacts(&self, project: &str, digest: &str) -> impl std::future::Future<Output = Result<bool>> + Send;
     fn set_dotenv(&self, id: i64, dotenv_json: &str) -> impl std::future::Future<Output = Result<()>> + Send;
     /// Number of pending jobs.
     fn queue_depth(&self) -> impl std::future::Future<Output = Result<i64>> + Send;
