@@ -20,7 +20,10 @@ fn main() {
     let total_mib: usize = std::env::var("PISTE_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
     let work = tempfile::tempdir().expect("a temp dir");
     println!("archiving {total_mib} MiB per row, files of {FILE_MIB} MiB; ratios within this run (shared machine: expect noise)");
-    println!("{:<14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>9} {:>10}", "data", "piste MB/s", "zstd -1 MB/s", "gzip -1 MB/s", "piste/zstd", "extract MB/s", "ratio", "peak MiB");
+    println!(
+        "{:<14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>9} {:>10}",
+        "data", "piste MB/s", "zstd -1 MB/s", "gzip -1 MB/s", "piste/zstd", "extract MB/s", "ratio", "peak MiB"
+    );
     for kind in [Kind::Incompressible, Kind::Text] {
         let dir = work.path().join(kind.name());
         let files = generate(&dir, kind, total_mib);
@@ -139,6 +142,10 @@ fn mbps(bytes: f64, start: Instant) -> f64 {
 /// The process's peak resident memory so far, in MiB.
 fn peak_mib() -> f64 {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0.0);
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
     kib / 1024.0
 }

@@ -220,8 +220,7 @@ impl CacheStore {
                 }
             }
             let Some(file) = found else { continue };
-            artifacts::extract(file, workspace, &self.limits)
-                .map_err(|source| CacheError::Archive { key: key.to_owned(), source })?;
+            artifacts::extract(file, workspace, &self.limits).map_err(|source| CacheError::Archive { key: key.to_owned(), source })?;
             return Ok(Some(key.to_owned()));
         }
         Ok(None)

@@ -131,7 +131,10 @@ pub fn write_archive(workspace: &Path, files: &[PathBuf], out: impl Write) -> Re
                     let want = size.min(PROBE as u64);
                     (&mut file).take(want).read_to_end(&mut probe).map_err(io_err("read", stored))?;
                     if (probe.len() as u64) < want {
-                        return Err(io_err("read", stored)(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being archived")));
+                        return Err(io_err("read", stored)(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "file shrank while being archived",
+                        )));
                     }
                     store = high_entropy(&probe);
                 }
@@ -153,13 +156,7 @@ pub fn write_archive(workspace: &Path, files: &[PathBuf], out: impl Write) -> Re
     let frames = tar.into_inner().map_err(ArtifactError::Write)?;
     let stored_bytes = frames.stored_bytes();
     let sink = frames.finish().map_err(ArtifactError::Write)?;
-    Ok(ArchiveSummary {
-        entries,
-        bytes: sink.bytes,
-        sha256: Digest::from_bytes(sink.hasher.finalize().into()),
-        stored_bytes,
-        warnings,
-    })
+    Ok(ArchiveSummary { entries, bytes: sink.bytes, sha256: Digest::from_bytes(sink.hasher.finalize().into()), stored_bytes, warnings })
 }
 
 /// Files smaller than this are compressed whatever they hold: the frame switch would cost
@@ -170,9 +167,9 @@ const PROBE: usize = 64 * 1024;
 
 /// Extensions of formats that are compressed already (lowercase).
 const COMPRESSED: &[&str] = &[
-    "gz", "tgz", "zst", "zstd", "tzst", "xz", "txz", "lz", "lz4", "lzma", "bz2", "tbz2", "7z", "zip", "jar", "war", "ear", "apk",
-    "aar", "whl", "egg", "nupkg", "crate", "gem", "deb", "rpm", "br", "png", "jpg", "jpeg", "gif", "webp", "avif", "heic", "woff",
-    "woff2", "mp3", "mp4", "m4a", "m4v", "mkv", "webm", "ogg", "opus", "flac", "mov", "pdf", "docx", "xlsx", "pptx", "odt", "squashfs",
+    "gz", "tgz", "zst", "zstd", "tzst", "xz", "txz", "lz", "lz4", "lzma", "bz2", "tbz2", "7z", "zip", "jar", "war", "ear", "apk", "aar",
+    "whl", "egg", "nupkg", "crate", "gem", "deb", "rpm", "br", "png", "jpg", "jpeg", "gif", "webp", "avif", "heic", "woff", "woff2", "mp3",
+    "mp4", "m4a", "m4v", "mkv", "webm", "ogg", "opus", "flac", "mov", "pdf", "docx", "xlsx", "pptx", "odt", "squashfs",
 ];
 
 /// Whether a file name says its content is compressed already.
@@ -193,10 +190,14 @@ fn high_entropy(data: &[u8]) -> bool {
         counts[usize::from(b)] += 1;
     }
     let n = data.len() as f64;
-    let bits: f64 = counts.iter().filter(|&&c| c > 0).map(|&c| {
-        let p = f64::from(c) / n;
-        -p * p.log2()
-    }).sum();
+    let bits: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
     bits > 7.9
 }
 

@@ -260,7 +260,8 @@ fn archives_open_with_debian_tar_and_zstd() {
     }
     assert_eq!(fs::read_link(dst.ws().join("bin/tool-link")).unwrap(), PathBuf::from("tool"));
     assert_eq!(mode_of(&dst.ws().join("bin/tool")), 0o755);
-    let test = std::process::Command::new("zstd").args(["-t", "-q"]).arg(&path).output().expect("`zstd` must be installed (scripts/deps.sh)");
+    let test =
+        std::process::Command::new("zstd").args(["-t", "-q"]).arg(&path).output().expect("`zstd` must be installed (scripts/deps.sh)");
     assert!(test.status.success(), "zstd -t: {}", String::from_utf8_lossy(&test.stderr));
 }
 
@@ -277,6 +278,9 @@ fn gzip_archives_from_before_zstd_still_extract() {
     let dst = Sandbox::new();
     let x = extract(&tgz[..], &dst.ws(), &Limits::default()).unwrap();
     assert!(x.files >= 4, "{x:?}");
-    assert_eq!(fs::read(dst.ws().join("bin/nested/deeper/data.bin")).unwrap(), fs::read(src.ws().join("bin/nested/deeper/data.bin")).unwrap());
+    assert_eq!(
+        fs::read(dst.ws().join("bin/nested/deeper/data.bin")).unwrap(),
+        fs::read(src.ws().join("bin/nested/deeper/data.bin")).unwrap()
+    );
     assert_eq!(fs::read_link(dst.ws().join("bin/tool-link")).unwrap(), PathBuf::from("tool"));
 }
