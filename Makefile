@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: build test lint fmt bench bench-lint bench-run bench-server bench-gitops bench-image demo
+.PHONY: build test lint fmt bench bench-lint bench-run bench-server bench-gitops bench-image bench-archive demo
 
 build:
 	$(CARGO) build --release --bin piste
@@ -35,7 +35,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-lint bench-run bench-server bench-gitops bench-image
+bench: bench-lint bench-run bench-server bench-gitops bench-image bench-archive
 
 bench-lint:
 	$(CARGO) bench -p pipeline-spec --bench lint
@@ -45,6 +45,10 @@ bench-lint:
 bench-run:
 	$(CARGO) build --release --bin piste
 	bash benches/run.sh
+
+# 1 GiB incompressible + 1 GiB text through the archiver vs `zstd -1` / `gzip -1`, extraction.
+bench-archive:
+	$(CARGO) bench -p runner --bench archive
 
 bench-server:
 	$(CARGO) bench --bench serve

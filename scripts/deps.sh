@@ -38,8 +38,10 @@ if ! command -v oidc-provider-mock >/dev/null 2>&1; then
 fi
 
 # nginx + fcgiwrap (https git), openssh (ssh git): transport tests; docker-registry, skopeo, umoci,
-# apache2-utils (htpasswd): the image build and push tests (`runner/tests/oci`) and `make bench-image`.
-PACKAGES=(git busybox-static postgresql chromium procps openssl curl nginx fcgiwrap openssh-server openssh-client docker-registry skopeo umoci apache2-utils)
+# apache2-utils (htpasswd): the image build and push tests (`runner/tests/oci`) and `make bench-image`;
+# tar + zstd: archives are tar.zst (tests open them with `tar --zstd` and `zstd -t`; the
+# archiving benchmark compares with `zstd -1` and `gzip -1`).
+PACKAGES=(git busybox-static postgresql chromium procps openssl curl nginx fcgiwrap openssh-server openssh-client docker-registry skopeo umoci apache2-utils tar zstd gzip)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -3,7 +3,9 @@
 //! Layout under the root:
 //!
 //! ```text
-//! root/keys/<encoded key>.tar.gz   one archive per cache key, replaced atomically
+//! root/keys/<encoded key>.tar.zst  one archive per cache key, replaced atomically
+//!                                  (`.tar.gz` from before zstd: still restored, replaced at
+//!                                  the next save)
 //! root/state/<encoded key>         what that archive was made from (see below)
 //! root/tmp/                        archives being written (never read)
 //! ```
@@ -14,11 +16,13 @@
 //! validated as GitLab does ([`validate_key`]): a key is untrusted text, often built from
 //! variables such as `$CI_COMMIT_REF_NAME`.
 //!
-//! Archives are the deterministic tar.gz of [`crate::artifacts`]: [`CacheStore::save`] collects
-//! `cache:paths` / `cache:untracked` with [`artifacts::collect`], writes the archive into
+//! Archives are the deterministic tar.zst of [`crate::artifacts`]: [`CacheStore::save`] collects
+//! `cache:paths` / `cache:untracked` with [`artifacts::collect`], streams the archive into
 //! `tmp/` and renames it over the previous one, so a concurrent [`CacheStore::restore`] reads
 //! either the old archive or the new one, never half of one. Restoring extracts with
-//! [`artifacts::extract`]'s checks and [`Limits`].
+//! [`artifacts::extract`]'s checks and [`Limits`]. There is no fsync before the rename: a
+//! cache can always be rebuilt, and an archive a crash cut short fails its zstd checksum or
+//! tar structure at restore, which is reported as a warning like every cache problem.
 //!
 //! An unchanged cache is not archived again (GitLab: "Archive is up to date!"): after a save,
 //! and after a restore of the job's own key ([`CacheStore::remember`]), `state/` records a
@@ -165,6 +169,12 @@ impl CacheStore {
     /// Where the archive for `key` lives (whether or not it exists).
     pub fn archive_path(&self, key: &str) -> Result<PathBuf, CacheError> {
         validate_key(key)?;
+        Ok(self.root.join("keys").join(format!("{}.tar.zst", file_name(key))))
+    }
+
+    /// Where a cache saved before the switch to zstd lives.
+    fn legacy_path(&self, key: &str) -> Result<PathBuf, CacheError> {
+        validate_key(key)?;
         Ok(self.root.join("keys").join(format!("{}.tar.gz", file_name(key))))
     }
 
@@ -198,14 +208,19 @@ impl CacheStore {
             }
         }
         for key in seen {
-            let path = self.archive_path(key)?;
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(CacheError::Io { op: "open cache archive", path, source }),
-            };
-            artifacts::extract(io::BufReader::new(file), workspace, &self.limits)
-                .map_err(|source| CacheError::Archive { key: key.to_owned(), source })?;
+            let mut found = None;
+            for path in [self.archive_path(key)?, self.legacy_path(key)?] {
+                match File::open(&path) {
+                    Ok(f) => {
+                        found = Some(f);
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(source) => return Err(CacheError::Io { op: "open cache archive", path, source }),
+                }
+            }
+            let Some(file) = found else { continue };
+            artifacts::extract(file, workspace, &self.limits).map_err(|source| CacheError::Archive { key: key.to_owned(), source })?;
             return Ok(Some(key.to_owned()));
         }
         Ok(None)
@@ -231,12 +246,12 @@ impl CacheStore {
         }
         let tmp = TempPath::new(&self.root.join("tmp"));
         let out = File::options().write(true).create_new(true).open(&tmp.0).map_err(io_err("create", &tmp.0))?;
-        let mut writer = io::BufWriter::new(out);
+        let mut writer = io::BufWriter::with_capacity(256 * 1024, out);
         let summary = artifacts::write_archive(workspace, &collected.files, &mut writer).map_err(archive_err)?;
-        let out = writer.into_inner().map_err(|e| io_err("write", &tmp.0)(e.into_error()))?;
-        out.sync_all().map_err(io_err("fsync", &tmp.0))?;
+        writer.into_inner().map_err(|e| io_err("write", &tmp.0)(e.into_error()))?;
         let _ = fs::remove_file(&state);
         fs::rename(&tmp.0, &dest).map_err(io_err("rename into", &dest))?;
+        let _ = fs::remove_file(self.legacy_path(key)?);
         if let Some(now) = print.and_then(|p| State::of(&p, &dest)) {
             write_state(&state, &now);
         }
@@ -377,7 +392,7 @@ impl TempPath {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        TempPath(dir.join(format!("save-{}-{nanos:x}-{n}.tar.gz", std::process::id())))
+        TempPath(dir.join(format!("save-{}-{nanos:x}-{n}.tar.zst", std::process::id())))
     }
 }
 

@@ -11,6 +11,10 @@
 //! directory that received it is fsynced: a blob path that exists always holds complete bytes
 //! that match its name, even after a crash. Storing bytes that are already present is a no-op.
 //! Nothing is held in memory beyond one copy buffer.
+//!
+//! [`Store::adopt`] takes a file its caller already hashed while writing it (an archive
+//! written by [`crate::artifacts::write_archive`] into `root/tmp/`) and renames it into place
+//! without reading it again or fsyncing it: those blobs live as long as one `piste run`.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -176,6 +180,31 @@ impl Store {
         }
         self.commit(tmp, &actual)?;
         Ok(actual)
+    }
+
+    /// Moves `file`, whose sha256 the caller computed while writing it, into the store under
+    /// `digest`: a rename when it is on the store's file system (it should be in
+    /// [`Store::root`]`/tmp`), otherwise a copy that is hashed and checked. The file is gone
+    /// afterwards either way; when the blob was already stored, nothing else changes (dedup).
+    pub fn adopt(&self, file: &Path, digest: &Digest) -> Result<(), CasError> {
+        let dest = self.path(digest);
+        if dest.is_file() {
+            let _ = fs::remove_file(file);
+            return Ok(());
+        }
+        let dir = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        match fs::rename(file, &dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(18) => {
+                // EXDEV: another file system; copy it, checking the digest on the way.
+                let src = File::open(file).map_err(io_err("open", file))?;
+                self.put_expected(io::BufReader::new(src), digest)?;
+                let _ = fs::remove_file(file);
+                Ok(())
+            }
+            Err(e) => Err(CasError::Io { op: "rename into", path: dest, source: e }),
+        }
     }
 
     /// Opens a stored blob for reading.
@@ -413,6 +442,23 @@ mod tests {
         assert!(matches!(err, CasError::Read(_)), "{err:?}");
         assert_eq!(tmp_entries(&store), 0);
         assert!(!store.contains(&Digest::of(b"xxx")));
+    }
+
+    #[test]
+    fn adopt_renames_and_dedups() {
+        let (_dir, store) = store();
+        let a = store.root().join("tmp/a");
+        fs::write(&a, b"hello").unwrap();
+        let d: Digest = HELLO.parse().unwrap();
+        store.adopt(&a, &d).unwrap();
+        assert!(!a.exists() && store.verify(&d).unwrap());
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before = inode(&store.path(&d));
+        let b = store.root().join("tmp/b");
+        fs::write(&b, b"hello").unwrap();
+        store.adopt(&b, &d).unwrap();
+        assert!(!b.exists(), "the duplicate is dropped");
+        assert_eq!(inode(&store.path(&d)), before, "the stored blob is kept, not replaced");
     }
 
     #[test]

@@ -485,7 +485,7 @@ async fn upload_artifacts(
     paths.extend(expand_all(&spec.other_reports));
     let exclude = expand_all(&spec.exclude);
     let archive =
-        env.tmp_dir.join(format!("artifacts-{}-{:016x}.tar.gz", safe_name(&env.request_id), getrandom::u64().unwrap_or_default()));
+        env.tmp_dir.join(format!("artifacts-{}-{:016x}.tar.zst", safe_name(&env.request_id), getrandom::u64().unwrap_or_default()));
     let (dir, out, untracked) = (workspace.to_owned(), archive.clone(), spec.untracked);
     let built = tokio::task::spawn_blocking(move || build_archive(&dir, paths, exclude, untracked, &out))
         .await
@@ -563,7 +563,7 @@ fn build_archive(workspace: &Path, paths: Vec<String>, exclude: Vec<String>, unt
         return Ok((warnings, None));
     }
     let file = std::fs::File::create(out).map_err(|e| format!("cannot create `{}`: {e}", out.display()))?;
-    let mut writer = std::io::BufWriter::new(file);
+    let mut writer = std::io::BufWriter::with_capacity(256 * 1024, file);
     let summary = artifacts::write_archive(workspace, &collected.files, &mut writer).map_err(|e| error_chain(&e))?;
     std::io::Write::flush(&mut writer).map_err(|e| format!("cannot write `{}`: {e}", out.display()))?;
     warnings.extend(summary.warnings);

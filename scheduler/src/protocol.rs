@@ -6,8 +6,13 @@
 //! POST /api/v1/jobs/request                JobRequestBody → 200 JobPayload | 204 (long poll; Bearer runner token)
 //! POST /api/v1/jobs/{id}/heartbeat         → Heartbeat (Bearer job token): extends the lease, says `cancel`
 //! PUT  /api/v1/jobs/{id}/log?offset=N      raw bytes → LogAck | 409 LogGap (Bearer job token)
-//! PUT  /api/v1/jobs/{id}/artifacts         tar.gz, header `X-Sha256: sha256:<hex>` → 201 (Bearer job token)
-//! GET  /api/v1/jobs/{id}/artifacts/{dep}   tar.gz of a dependency's artifacts (Bearer job token of `id`)
+//! POST /api/v1/jobs/{id}/artifacts         no body, header `X-Sha256` → 201 when the project already has that
+//!                                          archive (recorded for the job, nothing to upload) | 404: PUT it
+//! PUT  /api/v1/jobs/{id}/artifacts         tar.zst, header `X-Sha256: sha256:<hex>` → 201 (Bearer job token)
+//! GET  /api/v1/jobs/{id}/artifacts/{dep}   a dependency's artifacts archive (Bearer job token of `id`)
+//!
+//! Archives are tar streams in zstd frames (`application/zstd`); servers may also hold
+//! tar.gz archives uploaded by older runners, and readers tell the two apart by magic bytes.
 //! POST /api/v1/jobs/{id}/finish            FinishRequest → 200 (Bearer job token)
 //! GIT  /api/v1/jobs/{id}/git/...          smart HTTP, Basic `piste-ci-token:<job token>` (read-only)
 //! ```

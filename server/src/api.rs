@@ -346,12 +346,15 @@ pub async fn artifacts(State(state): State<Arc<AppState>>, caller: Caller, Path(
         return Err(Error::NotFound("artifacts"));
     };
     let blob = state.blobs.get(&crate::blob::artifact_key(digest), None).await?.ok_or(Error::NotFound("artifacts"))?;
+    // Served as stored (`.tar.zst` since runners write zstd; `.tar.gz` before): `tar -xf`
+    // (GNU tar with zstd installed, bsdtar, 7-Zip) opens both, and the bytes stay the ones
+    // whose digest the job page shows.
+    let (media, ext, stream) = crate::runners::archive_stream(blob).await?;
     let name = format!(
-        "attachment; filename=\"{}-artifacts.tar.gz\"",
+        "attachment; filename=\"{}-artifacts.{ext}\"",
         job.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_")
     );
-    Ok(([(header::CONTENT_TYPE, "application/gzip".to_string()), (header::CONTENT_DISPOSITION, name)], Body::from_stream(blob.stream))
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, media.to_string()), (header::CONTENT_DISPOSITION, name)], Body::from_stream(stream)).into_response())
 }
 
 /// An action on a job: the cross-site checks, then the caller's role on its pipeline's ref.

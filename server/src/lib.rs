@@ -284,6 +284,8 @@ pub struct Metrics {
     dispatched: Counter,
     log_chunks: Counter,
     webhooks: Counter,
+    /// Artifact archives a runner did not have to send: the project already had them.
+    pub(crate) artifacts_deduplicated: Counter,
     dispatch_latency: Histogram,
 }
 
@@ -293,6 +295,7 @@ impl Default for Metrics {
             dispatched: Counter::default(),
             log_chunks: Counter::default(),
             webhooks: Counter::default(),
+            artifacts_deduplicated: Counter::default(),
             dispatch_latency: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
         }
     }
@@ -312,6 +315,11 @@ impl Metrics {
         registry.register("jobs_dispatched", "Jobs handed to runners", self.dispatched.clone());
         registry.register("webhooks", "Webhooks accepted", self.webhooks.clone());
         registry.register("log_chunks", "Log chunks received", self.log_chunks.clone());
+        registry.register(
+            "artifacts_deduplicated",
+            "Artifact archives recorded without an upload: the project already had them",
+            self.artifacts_deduplicated.clone(),
+        );
         registry.register_with_unit("dispatch_latency", "From queued to handed to a runner", Unit::Seconds, self.dispatch_latency.clone());
     }
 }
@@ -368,7 +376,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/runners", post(runners::register))
         .route("/api/v1/jobs/request", post(runners::request_job))
         .route("/api/v1/jobs/{id}/heartbeat", post(runners::heartbeat))
-        .route("/api/v1/jobs/{id}/artifacts", put(runners::upload_artifacts).get(api::artifacts))
+        .route("/api/v1/jobs/{id}/artifacts", put(runners::upload_artifacts).post(runners::link_artifacts).get(api::artifacts))
         .route("/api/v1/jobs/{id}/artifacts/{dep}", get(runners::download_artifacts))
         .route("/api/v1/jobs/{id}/finish", post(runners::finish))
         .route("/api/v1/jobs/{id}/git/{*rest}", any(api::git))

@@ -64,11 +64,11 @@ pub enum ReportError {
     TooLarge(u64),
 }
 
-/// Reads the files of a tar.gz `archive` that `patterns` (the job's `reports:junit` globs)
+/// Reads the files of an artifacts `archive` (tar in zstd, or gzip from earlier runners) that `patterns` (the job's `reports:junit` globs)
 /// match. `Ok(None)` when no file matched.
 pub fn read_junit(archive: impl Read, patterns: &[String], limits: Limits) -> Result<Option<TestReport>, ReportError> {
     let globs: Vec<pipeline_spec::glob::Glob> = patterns.iter().filter_map(|p| pipeline_spec::glob::Glob::new(p)).collect();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    let mut tar = tar::Archive::new(crate::runners::archive_decoder(archive).map_err(ReportError::Archive)?);
     let mut report = TestReport::default();
     let mut found = false;
     let mut budget = limits.report_bytes;

@@ -183,13 +183,7 @@ pub async fn upload_artifacts(
     body: Body,
 ) -> ApiResult<StatusCode> {
     let job = job_for(&state, id, &headers).await?;
-    let expected = headers
-        .get(protocol::SHA256_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("sha256:"))
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .ok_or_else(|| Error::BadRequest(format!("the `{}` header must be `sha256:<64 lowercase hex digits>`", protocol::SHA256_HEADER)))?
-        .to_string();
+    let expected = digest_header(&headers)?;
     if crate::limits::declared_length(&headers).is_some_and(|n| n > state.config.max_artifacts_bytes) {
         return Err(Error::PayloadTooLarge(format!("artifacts are limited to {} bytes", state.config.max_artifacts_bytes)));
     }
@@ -223,6 +217,40 @@ pub async fn upload_artifacts(
         return Err(Error::BadRequest(format!("artifacts digest mismatch: header says sha256:{expected}, body is sha256:{actual}")));
     }
     writer.commit().await?;
+    record_artifacts(&state, &job, &actual).await
+}
+
+/// The `X-Sha256` header's hex digest, checked.
+fn digest_header(headers: &HeaderMap) -> ApiResult<String> {
+    Ok(headers
+        .get(protocol::SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256:"))
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .ok_or_else(|| Error::BadRequest(format!("the `{}` header must be `sha256:<64 lowercase hex digits>`", protocol::SHA256_HEADER)))?
+        .to_string())
+}
+
+/// `POST /api/v1/jobs/{id}/artifacts` (no body): records the archive named by `X-Sha256` for
+/// this job without an upload, when a job of the same project already uploaded it and the blob
+/// is still stored (201). Otherwise 404, and the runner uploads it with `PUT`. Another
+/// project's archives are never matched, so the answer tells nothing about them.
+pub async fn link_artifacts(State(state): State<Arc<AppState>>, Path(id): Path<i64>, headers: HeaderMap) -> ApiResult<StatusCode> {
+    let job = job_for(&state, id, &headers).await?;
+    let digest = digest_header(&headers)?;
+    let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
+    let known = state.store.project_has_artifacts(&pipeline.project, &format!("sha256:{digest}")).await?;
+    if !known || state.blobs.head(&artifact_key(&digest)).await?.is_none() {
+        return Err(Error::NotFound("artifacts"));
+    }
+    state.metrics.artifacts_deduplicated.inc();
+    tracing::debug!(job = id, digest = %digest, "artifacts already stored: upload skipped");
+    record_artifacts(&state, &job, &digest).await
+}
+
+/// Records a stored archive as the job's artifacts and reads its dotenv report.
+async fn record_artifacts(state: &AppState, job: &JobRow, actual: &str) -> ApiResult<StatusCode> {
+    let (id, key) = (job.id, artifact_key(actual));
     state.store.set_artifacts(id, &format!("sha256:{actual}")).await?;
     // The dotenv report travels inside the archive: read it now, for the jobs after this one.
     let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.into()))?;
@@ -278,7 +306,7 @@ async fn store_coverage(state: &AppState, job: &JobRow, regex: String) -> ApiRes
 /// Reads the dotenv files named in `wanted` out of an artifacts archive (bounded). Blocking.
 fn read_dotenv(archive: impl std::io::Read, wanted: &[String]) -> Result<Vec<(String, String)>, String> {
     use std::io::Read;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    let mut tar = tar::Archive::new(archive_decoder(archive).map_err(|e| e.to_string())?);
     let mut out = Vec::new();
     for entry in tar.entries().map_err(|e| e.to_string())?.take(100_000) {
         let mut entry = entry.map_err(|e| e.to_string())?;
@@ -290,6 +318,34 @@ fn read_dotenv(archive: impl std::io::Read, wanted: &[String]) -> Result<Vec<(St
         }
     }
     Ok(out)
+}
+
+/// zstd or gzip (archives uploaded before runners wrote zstd), told by the magic bytes.
+pub(crate) fn archive_decoder<'a>(archive: impl std::io::Read + 'a) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+    use std::io::BufRead;
+    let mut input = std::io::BufReader::new(archive);
+    let head = input.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::bufread::GzDecoder::new(input)))
+    } else {
+        let mut d = zstd::stream::read::Decoder::with_buffer(input)?;
+        d.window_log_max(27)?;
+        Ok(Box::new(d))
+    }
+}
+
+/// Peeks at the first chunk of an archive blob: its format's media type and file extension,
+/// and the stream with that chunk put back.
+pub(crate) async fn archive_stream(
+    blob: crate::blob::Blob,
+) -> ApiResult<(&'static str, &'static str, impl futures_util::Stream<Item = Result<Bytes, crate::blob::BlobError>>)> {
+    let mut stream = blob.stream;
+    let first = match stream.next().await {
+        Some(chunk) => chunk?,
+        None => Bytes::new(),
+    };
+    let (media, ext) = if first.starts_with(&[0x1f, 0x8b]) { ("application/gzip", "tar.gz") } else { ("application/zstd", "tar.zst") };
+    Ok((media, ext, futures_util::stream::iter([Ok(first)]).chain(stream)))
 }
 
 /// A dependency's artifacts, for a job that receives them.
@@ -308,7 +364,8 @@ pub async fn download_artifacts(
         return Err(Error::NotFound("artifacts"));
     };
     let blob = state.blobs.get(&artifact_key(digest), None).await?.ok_or(Error::NotFound("artifacts"))?;
-    Ok(([(header::CONTENT_TYPE, "application/gzip")], Body::from_stream(blob.stream)).into_response())
+    let (media, _, stream) = archive_stream(blob).await?;
+    Ok(([(header::CONTENT_TYPE, media)], Body::from_stream(stream)).into_response())
 }
 
 pub async fn finish(

@@ -129,10 +129,10 @@ impl Upstream {
     }
 }
 
-/// Extracts a tar.gz into a map of path → content (files only).
+/// Extracts an archive (tar.zst, or tar.gz) into a map of path → content (files only).
 pub fn archive_files(archive: &[u8]) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    let mut tar = tar::Archive::new(runner::artifacts::codec::decoder(archive).unwrap());
     for entry in tar.entries().unwrap() {
         let mut entry = entry.unwrap();
         if entry.header().entry_type().is_file() {
@@ -145,7 +145,7 @@ pub fn archive_files(archive: &[u8]) -> std::collections::BTreeMap<String, Strin
     out
 }
 
-/// Builds a tar.gz of `files` with the runner's own archiver.
+/// Builds an archive of `files` with the runner's own archiver.
 pub fn make_archive(files: &[(&str, &str)]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let mut paths = Vec::new();

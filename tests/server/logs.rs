@@ -115,7 +115,20 @@ async fn pages_show_pipelines_jobs_and_a_safely_rendered_log() {
     assert!(job.contains(&format!("/api/v1/jobs/{build}/artifacts")), "an artifacts link: {job}");
     let archive = http.client.get(format!("{}/api/v1/jobs/{build}/artifacts", http.base)).send().await.unwrap();
     assert_eq!(archive.status(), 200);
-    assert_eq!(&archive.bytes().await.unwrap()[..2], &[0x1f, 0x8b], "a gzip archive");
+    assert_eq!(archive.headers()["content-type"], "application/zstd");
+    assert_eq!(archive.headers()["content-disposition"], "attachment; filename=\"build-artifacts.tar.zst\"");
+    let bytes = archive.bytes().await.unwrap();
+    assert_eq!(&bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd archive");
+    // What people download opens with Debian's tar (and its zstd).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("build-artifacts.tar.zst"), &bytes).unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["--zstd", "-xf", "build-artifacts.tar.zst"])
+        .current_dir(dir.path())
+        .output()
+        .expect("`tar` runs (scripts/deps.sh installs zstd)");
+    assert!(tar.status.success(), "{}", String::from_utf8_lossy(&tar.stderr));
+    assert_eq!(std::fs::read_to_string(dir.path().join("made.txt")).unwrap(), "made\n");
     // A page button is a form: it answers with a redirect back to the pipeline page.
     let form = http
         .client
@@ -127,6 +140,19 @@ async fn pages_show_pipelines_jobs_and_a_safely_rendered_log() {
         .unwrap();
     assert_eq!(form.status(), 303);
     assert_eq!(form.headers()["location"], format!("/pipelines/{id}").as_str());
+    // The next pipeline (same tree) makes the same archive: its runner sends the digest only.
+    http.wait_status(id, &["success"], 60).await;
+    let (before, after) = forge.push("main", "second");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "second"), Some(SECRET), "pages-2").await;
+    let id2 = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let p2 = http.wait_status(id2, &["success"], 60).await;
+    let metrics = get(format!("{}/metrics", http.base)).await;
+    assert!(metrics.contains("piste_artifacts_deduplicated_total 1"), "{metrics}");
+    let build2 = p2["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "build").unwrap()["id"].as_i64().unwrap();
+    let log = get(format!("{}/api/v1/jobs/{build2}/log", http.base)).await;
+    assert!(log.contains("Artifacts already on the server: upload skipped"), "{log}");
+    let again = http.client.get(format!("{}/api/v1/jobs/{build2}/artifacts", http.base)).send().await.unwrap();
+    assert_eq!(again.bytes().await.unwrap(), bytes, "the second build's artifacts are the same archive");
     // The HTML live stream of a finished job: rendered lines, then `end`.
     let sse = get(format!("{}/api/v1/jobs/{build}/log/stream?format=html", http.base)).await;
     assert!(sse.contains("event: end") && sse.contains("green"), "{sse}");

@@ -141,6 +141,26 @@ impl Api {
         }
     }
 
+    /// `POST /api/v1/jobs/{id}/artifacts` with the digest only: `Ok(true)` when the server
+    /// already holds this archive for the project and recorded it for the job, so there is
+    /// nothing to upload; `Ok(false)` when it must be uploaded (404, or 405 from a server that
+    /// predates the call).
+    pub(crate) async fn link_artifacts(&self, job: i64, token: &str, digest: &Digest) -> Result<bool, CallError> {
+        let req = self
+            .http
+            .post(self.url(&paths::artifacts(job)))
+            .timeout(CALL_TIMEOUT)
+            .bearer_auth(token)
+            .header(protocol::SHA256_HEADER, digest.to_string())
+            .header(reqwest::header::CONTENT_LENGTH, 0);
+        let resp = send(req).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Ok(false),
+            _ => Err(refusal(resp, true).await),
+        }
+    }
+
     /// `PUT /api/v1/jobs/{id}/artifacts`, streaming the archive at `archive`.
     pub(crate) async fn put_artifacts(&self, job: i64, token: &str, archive: &Path, digest: &Digest) -> Result<(), CallError> {
         let local = |e: std::io::Error| CallError::Local(format!("cannot read `{}`: {e}", archive.display()));
@@ -152,7 +172,7 @@ impl Api {
             .timeout(TRANSFER_TIMEOUT)
             .bearer_auth(token)
             .header(protocol::SHA256_HEADER, digest.to_string())
-            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+            .header(reqwest::header::CONTENT_TYPE, "application/zstd")
             .header(reqwest::header::CONTENT_LENGTH, len)
             .body(reqwest::Body::from(file));
         let resp = send(req).await?;

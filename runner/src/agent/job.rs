@@ -274,6 +274,16 @@ impl JobHost for AgentHost<'_> {
 
     async fn store_artifacts(&self, archive: &Path, digest: Digest, log: &LogWriter) -> Result<(), Failure> {
         let (api, job, token) = (&self.shared.api, self.payload.job_id, self.payload.token.as_str());
+        // Same archive as one the project already uploaded (a retry, a rebuilt tree): send its
+        // digest only. Anything but a clear answer falls through to the upload, which retries.
+        match api.link_artifacts(job, token, &digest).await {
+            Ok(true) => {
+                log.line(format!("{GREEN}Artifacts already on the server: upload skipped{RESET}")).await;
+                return Ok(());
+            }
+            Err(e @ CallError::Lost(_)) => return Err(self.failure(e, "uploading artifacts".into())),
+            Ok(false) | Err(_) => {}
+        }
         match retrying(&self.signals.lost, "artifact upload", job, || api.put_artifacts(job, token, archive, &digest)).await {
             Ok(()) => {
                 log.line(format!("{GREEN}Uploaded artifacts{RESET}")).await;
@@ -340,7 +350,7 @@ async fn heartbeat(api: Api, job: i64, token: String, lease_ms: u64, signals: Si
 
 /// A fresh name in `dir`.
 fn temp_path(dir: &Path, what: &str) -> PathBuf {
-    dir.join(format!("{what}-{:016x}.tar.gz", getrandom::u64().unwrap_or_default()))
+    dir.join(format!("{what}-{:016x}.tar.zst", getrandom::u64().unwrap_or_default()))
 }
 
 /// Reports a job whose payload this runner cannot read as a system failure, with one log line.

@@ -1,4 +1,4 @@
-//! Writing collected paths as a deterministic, streamed tar.gz.
+//! Writing collected paths as a deterministic, streamed tar in zstd frames ([`super::codec`]).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -7,18 +7,23 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use flate2::{Compression, GzBuilder};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header};
 
+use super::codec::FrameWriter;
 use super::fsat::{self, WalkError};
 use super::{ARCHIVE_MTIME, ArchiveSummary, ArtifactError, check_symlink_target, relative_components};
 use crate::cas::Digest;
 
 /// Archives `files` (relative to `workspace`, as returned by [`collect`](super::collect)) as
-/// tar + gzip into `out`, streaming: memory use does not depend on file sizes.
+/// tar + zstd into `out`, streaming: memory use does not depend on file sizes. The bytes are
+/// hashed as they are written: the summary's digest is that of `out`'s content.
+///
+/// Files that are already compressed (by name, or by the byte entropy of their first 64 KiB)
+/// go into stored frames: copied, not compressed again (a known extension such as `.gz`, `.zip`, `.jar`, `.png`, `.woff2`,
+/// or an entropy probe).
 ///
 /// Every path is opened component by component without following symlinks, so a path that
 /// turned into a symlink (or went through one) after collection is skipped with a warning
@@ -48,8 +53,8 @@ pub fn write_archive(workspace: &Path, files: &[PathBuf], out: impl Write) -> Re
     paths.dedup();
 
     let sink = HashingWriter { inner: out, hasher: Sha256::new(), bytes: 0 };
-    let gz = GzBuilder::new().mtime(0).write(sink, Compression::default());
-    let mut tar = tar::Builder::new(gz);
+    let frames = FrameWriter::new(sink).map_err(ArtifactError::Write)?;
+    let mut tar = tar::Builder::new(frames);
     let mut entries = 0u64;
     let mut warnings = Vec::new();
 
@@ -119,8 +124,25 @@ pub fn write_archive(workspace: &Path, files: &[PathBuf], out: impl Write) -> Re
                 header.set_entry_type(EntryType::Regular);
                 header.set_mode(st.st_mode & 0o777);
                 header.set_size(size);
-                let file = File::from(fd);
-                tar.append_data(&mut header, stored, Exact { inner: file, left: size })
+                let mut file = File::from(fd);
+                let mut probe = Vec::new();
+                let mut store = size >= STORE_MIN && by_name(name);
+                if size >= STORE_MIN && !store {
+                    let want = size.min(PROBE as u64);
+                    (&mut file).take(want).read_to_end(&mut probe).map_err(io_err("read", stored))?;
+                    if (probe.len() as u64) < want {
+                        return Err(io_err("read", stored)(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "file shrank while being archived",
+                        )));
+                    }
+                    store = high_entropy(&probe);
+                }
+                let left = size - probe.len() as u64;
+                tar.get_mut().set_stored(store);
+                let r = tar.append_data(&mut header, stored, io::Cursor::new(probe).chain(Exact { inner: file, left }));
+                tar.get_mut().set_stored(false);
+                r
             }
             _ => {
                 warnings.push(format!("`{shown}`: not a regular file, directory or symlink; skipped"));
@@ -131,9 +153,52 @@ pub fn write_archive(workspace: &Path, files: &[PathBuf], out: impl Write) -> Re
         entries += 1;
     }
 
-    let gz = tar.into_inner().map_err(ArtifactError::Write)?;
-    let sink = gz.finish().map_err(ArtifactError::Write)?;
-    Ok(ArchiveSummary { entries, bytes: sink.bytes, sha256: Digest::from_bytes(sink.hasher.finalize().into()), warnings })
+    let frames = tar.into_inner().map_err(ArtifactError::Write)?;
+    let stored_bytes = frames.stored_bytes();
+    let sink = frames.finish().map_err(ArtifactError::Write)?;
+    Ok(ArchiveSummary { entries, bytes: sink.bytes, sha256: Digest::from_bytes(sink.hasher.finalize().into()), stored_bytes, warnings })
+}
+
+/// Files smaller than this are compressed whatever they hold: the frame switch would cost
+/// more than it saves.
+const STORE_MIN: u64 = 32 * 1024;
+/// How much of a file the entropy probe reads.
+const PROBE: usize = 64 * 1024;
+
+/// Extensions of formats that are compressed already (lowercase).
+const COMPRESSED: &[&str] = &[
+    "gz", "tgz", "zst", "zstd", "tzst", "xz", "txz", "lz", "lz4", "lzma", "bz2", "tbz2", "7z", "zip", "jar", "war", "ear", "apk", "aar",
+    "whl", "egg", "nupkg", "crate", "gem", "deb", "rpm", "br", "png", "jpg", "jpeg", "gif", "webp", "avif", "heic", "woff", "woff2", "mp3",
+    "mp4", "m4a", "m4v", "mkv", "webm", "ogg", "opus", "flac", "mov", "pdf", "docx", "xlsx", "pptx", "odt", "squashfs",
+];
+
+/// Whether a file name says its content is compressed already.
+fn by_name(name: &[u8]) -> bool {
+    let Some(dot) = name.iter().rposition(|&b| b == b'.') else { return false };
+    let ext = &name[dot + 1..];
+    COMPRESSED.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(ext))
+}
+
+/// Whether bytes look incompressible: an order-0 entropy above 7.9 bits per byte, which
+/// compressed and encrypted data have and text, code and executables do not.
+fn high_entropy(data: &[u8]) -> bool {
+    if data.len() < 4096 {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[usize::from(b)] += 1;
+    }
+    let n = data.len() as f64;
+    let bits: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    bits > 7.9
 }
 
 /// Reads exactly `left` bytes: fails if the source ends early, stops if it has more.

@@ -1,4 +1,5 @@
-//! Extracting an untrusted tar.gz without writing outside the destination.
+//! Extracting an untrusted tar.zst (or a tar.gz from before) without writing outside the
+//! destination.
 //!
 //! Every entry is checked here; `tar::Archive::unpack` is not used. The archive is read in
 //! raw mode so that GNU long names and PAX headers are parsed by us, with a size bound,
@@ -25,7 +26,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use flate2::read::GzDecoder;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use tar::EntryType;
@@ -39,14 +39,14 @@ const MAX_METADATA: u64 = 64 * 1024;
 /// nothing else would bound their depth.
 const MAX_PATH: usize = 4096;
 
-/// Extracts the tar.gz `archive` into `dest` (created if missing), within `limits`.
+/// Extracts the archive (zstd or gzip, told by its magic bytes) `archive` into `dest` (created if missing), within `limits`.
 pub fn extract(archive: impl Read, dest: &Path, limits: &Limits) -> Result<ExtractSummary, ArtifactError> {
     let io_err = |op: &'static str| move |source| ArtifactError::Io { op, path: dest.to_owned(), source };
     fs::create_dir_all(dest).map_err(io_err("create destination"))?;
     let root = fsat::open_root(dest).map_err(io_err("open destination"))?;
 
-    let mut archive = tar::Archive::new(GzDecoder::new(archive));
-    let mut x = Extractor { root, limits, summary: ExtractSummary::default(), last: String::from("(start)") };
+    let mut x = Extractor { root, limits, summary: ExtractSummary::default(), last: String::from("(start)"), buf: vec![0u8; 256 * 1024] };
+    let mut archive = tar::Archive::new(super::codec::decoder(archive).map_err(|e| x.corrupt(e))?);
     let entries = archive.entries().map_err(|e| x.corrupt(e))?.raw(true);
     let mut meta = Metadata::default();
     for entry in entries {
@@ -146,6 +146,8 @@ struct Extractor<'a> {
     summary: ExtractSummary,
     /// The entry being (or last) extracted, for error messages.
     last: String,
+    /// The copy buffer, reused from file to file.
+    buf: Vec<u8>,
 }
 
 impl Extractor<'_> {
@@ -260,10 +262,9 @@ impl Extractor<'_> {
         let Some(fd) = fd else { return Err(self.io(io::Error::other("temp file not opened"))) };
         let mut file = File::from(fd);
         let mut left = size;
-        let mut buf = vec![0u8; 64 * 1024];
         while left > 0 {
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-            let n = match entry.read(&mut buf[..want]) {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
+            let n = match entry.read(&mut self.buf[..want]) {
                 Ok(0) => {
                     let e = io::Error::new(io::ErrorKind::UnexpectedEof, "archive ends inside a file");
                     return Err(self.corrupt(e));
@@ -272,7 +273,7 @@ impl Extractor<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.corrupt(e)),
             };
-            file.write_all(&buf[..n]).map_err(|e| self.io(e))?;
+            file.write_all(&self.buf[..n]).map_err(|e| self.io(e))?;
             left -= n as u64;
         }
         rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(mode)).map_err(|e| self.io(e.into()))?;

@@ -1,5 +1,7 @@
-//! Job artifacts: choosing files the GitLab way, archiving them as a deterministic tar.gz, and
-//! extracting untrusted archives without ever writing outside the destination.
+//! Job artifacts: choosing files the GitLab way, archiving them as a deterministic `.tar.zst`
+//! (already-compressed files stored, not compressed again: see [`codec`]), and extracting
+//! untrusted archives — zstd, or gzip from before — without ever writing outside the
+//! destination.
 //!
 //! These are blocking functions; async callers run them under `spawn_blocking`. They are
 //! Unix-only: safety rests on `openat` with `O_NOFOLLOW`, one path component at a time.
@@ -19,12 +21,13 @@
 //! - **Devices, fifos, sockets** are skipped with a warning at collection and refused at
 //!   extraction.
 //! - **Determinism:** entries sorted by path, owner 0:0 with no names, a fixed mtime
-//!   ([`ARCHIVE_MTIME`]), permission bits as on disk (setuid, setgid and sticky dropped), a
-//!   gzip header without name or time. The same tree gives the same bytes and digest. On
+//!   ([`ARCHIVE_MTIME`]), permission bits as on disk (setuid, setgid and sticky dropped), zstd
+//!   frames whose output does not depend on the number of compressor threads. The same tree gives the same bytes and digest. On
 //!   extraction, mtimes are not restored: files get the time they were written, which keeps
 //!   them newer than the fresh checkout they land in.
 
 mod archive;
+pub mod codec;
 mod collect;
 mod extract;
 mod fsat;
@@ -72,10 +75,12 @@ pub struct Collected {
 pub struct ArchiveSummary {
     /// Tar entries written (one per path archived).
     pub entries: u64,
-    /// Bytes of the gzip stream written to `out`.
+    /// Bytes of the archive written to `out`.
     pub bytes: u64,
-    /// The sha256 of the gzip stream, as the server will verify it.
+    /// The sha256 of the archive, as the server will verify it (hashed while writing).
     pub sha256: Digest,
+    /// Bytes (tar headers and file content) written in stored frames, not compressed again.
+    pub stored_bytes: u64,
     /// Paths that changed or vanished between [`collect`] and archiving, and were skipped.
     pub warnings: Vec<String>,
 }
@@ -132,7 +137,7 @@ pub enum ArtifactError {
     /// The archive exceeds a [`Limits`] bound.
     #[error("archive exceeds the limit of {limit} {what} at entry `{entry}`")]
     Limit { what: &'static str, limit: u64, entry: String },
-    /// The archive is not a valid tar.gz stream.
+    /// The archive is not a valid tar.zst (or tar.gz) stream.
     #[error("corrupt archive after entry `{after}`")]
     Corrupt {
         after: String,

@@ -170,7 +170,7 @@ impl JobHost for LocalHost<'_> {
             let (shared, dest) = (self.shared.clone(), workspace.to_owned());
             let extracted = tokio::task::spawn_blocking(move || {
                 let blob = shared.cas.open_blob(&digest).map_err(|e| e.to_string())?;
-                artifacts::extract(std::io::BufReader::new(blob), &dest, &Limits::default()).map_err(|e| e.to_string())
+                artifacts::extract(blob, &dest, &Limits::default()).map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
@@ -188,8 +188,8 @@ impl JobHost for LocalHost<'_> {
     async fn store_artifacts(&self, archive: &Path, digest: Digest, log: &LogWriter) -> Result<(), Failure> {
         let (shared, archive) = (self.shared.clone(), archive.to_owned());
         let stored = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&archive).map_err(|e| e.to_string())?;
-            shared.cas.put_expected(std::io::BufReader::new(file), &digest).map_err(|e| e.to_string())
+            // The archive was hashed while it was written, in the store's own tmp/: rename it in.
+            shared.cas.adopt(&archive, &digest).map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));

@@ -322,3 +322,16 @@ fn git_metadata_is_never_written() {
     let tgz = RawTar::new().file(".gitignore", "x").file("a.git/file", "y").file(".github/ci.yml", "z").gz();
     extract(&tgz[..], &sb.ws(), &Limits::default()).expect("names that only look like `.git` are fine");
 }
+
+#[test]
+fn zstd_archives_get_the_same_checks() {
+    let sb = Sandbox::new();
+    let err = extract(&RawTar::new().file("../evil", "x").zst()[..], &sb.ws(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, ArtifactError::Unsafe { .. }), "{err:?}");
+    let err = extract(&RawTar::new().file(".git/config", "x").zst()[..], &sb.ws(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, ArtifactError::Unsafe { .. }), "{err:?}");
+    let archive = RawTar::new().file("big", &"z".repeat(100_000)).zst();
+    let err = extract(&archive[..archive.len() - 8], &sb.ws(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, ArtifactError::Corrupt { .. }), "{err:?}");
+    assert!(sb.inside_ws().is_empty(), "{:?}", sb.inside_ws());
+}

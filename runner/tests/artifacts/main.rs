@@ -133,6 +133,14 @@ impl RawTar {
     }
 }
 
+impl RawTar {
+    /// The tar stream, in zstd (one compressed frame).
+    pub(crate) fn zst(&mut self) -> Vec<u8> {
+        let tar = std::mem::replace(&mut self.builder, tar::Builder::new(Vec::new())).into_inner().unwrap();
+        zstd::encode_all(&tar[..], 3).unwrap()
+    }
+}
+
 pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
     gz.write_all(data).unwrap();

@@ -5,6 +5,7 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
+use runner::artifacts::codec::{Format, decoder};
 use runner::artifacts::{ARCHIVE_MTIME, ArtifactError, ArtifactSpec, Limits, collect, extract, write_archive};
 use runner::cas::Digest;
 
@@ -98,7 +99,7 @@ fn archives_are_deterministic() {
     assert_eq!(s1.sha256, s2.sha256);
     assert_eq!(first, second);
 
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&first[..]));
+    let mut ar = tar::Archive::new(decoder(&first[..]).unwrap());
     let mut names = Vec::new();
     for e in ar.entries().unwrap() {
         let e = e.unwrap();
@@ -118,7 +119,7 @@ fn special_bits_are_not_archived() {
     sb.file("suid", "x");
     set_mode(&sb.ws().join("suid"), 0o4755);
     let (tgz, _) = archive(&sb, &[PathBuf::from("suid")]);
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&tgz[..]));
+    let mut ar = tar::Archive::new(decoder(&tgz[..]).unwrap());
     let entry = ar.entries().unwrap().next().unwrap().unwrap();
     assert_eq!(entry.header().mode().unwrap(), 0o755);
 }
@@ -147,7 +148,7 @@ fn paths_that_changed_after_collection_are_skipped_not_followed() {
     let text = {
         use std::io::Read;
         let mut s = Vec::new();
-        flate2::read::GzDecoder::new(&tgz[..]).read_to_end(&mut s).unwrap();
+        decoder(&tgz[..]).unwrap().read_to_end(&mut s).unwrap();
         s
     };
     assert!(!text.windows(10).any(|w| w == b"TOP SECRET"), "read through a symlink");
@@ -187,4 +188,99 @@ fn write_errors_are_reported() {
     sb.file("big", &"y".repeat(1 << 20));
     let err = write_archive(&sb.ws(), &[PathBuf::from("big")], Full).unwrap_err();
     assert!(matches!(err, ArtifactError::Io { .. } | ArtifactError::Write(_)), "{err:?}");
+}
+
+/// Bytes no compressor can shrink (xorshift), deterministic.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn large_and_already_compressed_files_round_trip_and_are_stored_as_they_are() {
+    let src = Sandbox::new();
+    let text: String = (0..400_000).map(|i| format!("line {i} of a build log\n")).collect();
+    src.file("out/build.log", &text);
+    let gz = noise(100_000, 7); // stands for a real .gz: only its name says so
+    fs::write(src.ws().join("out/bundle.gz"), &gz).unwrap();
+    let random = noise(3 << 20, 11); // no telling name: found by the entropy probe
+    fs::write(src.ws().join("out/random.bin"), &random).unwrap();
+    fs::create_dir_all(src.ws().join("out/empty/dir")).unwrap();
+    set_mode(&src.ws().join("out/build.log"), 0o640);
+    let files = collect(&src.ws(), &ArtifactSpec { paths: vec!["out".into()], ..ArtifactSpec::default() }).unwrap().files;
+    let (archive, summary) = archive(&src, &files);
+
+    assert_eq!(Format::detect(&archive), Some(Format::Zstd));
+    // Both incompressible files went into stored frames (with their tar headers), the text not.
+    let incompressible = (gz.len() + random.len()) as u64;
+    assert!(summary.stored_bytes >= incompressible && summary.stored_bytes < incompressible + 8192, "{summary:?}");
+    // Stored means as they are: the .gz (smaller than one 128 KiB raw block) appears verbatim.
+    assert!(archive.windows(gz.len()).any(|w| w == gz), "the .gz file was re-encoded");
+    // and costs no more than its size plus block headers; the text is compressed.
+    assert!((archive.len() as u64) < incompressible + text.len() as u64 / 5, "archive of {} bytes", archive.len());
+
+    let dst = Sandbox::new();
+    let x = extract(&archive[..], &dst.ws(), &Limits::default()).unwrap();
+    assert_eq!(x.files, 3);
+    assert_eq!(fs::read(dst.ws().join("out/bundle.gz")).unwrap(), gz);
+    assert_eq!(fs::read(dst.ws().join("out/random.bin")).unwrap(), random);
+    assert_eq!(fs::read_to_string(dst.ws().join("out/build.log")).unwrap(), text);
+    assert_eq!(mode_of(&dst.ws().join("out/build.log")), 0o640);
+    assert!(dst.ws().join("out/empty/dir").is_dir());
+}
+
+#[test]
+fn archives_open_with_debian_tar_and_zstd() {
+    let src = Sandbox::new();
+    build_project(&src);
+    fs::write(src.ws().join("bin/blob.zip"), noise(300_000, 3)).unwrap();
+    let files = collect(&src.ws(), &ArtifactSpec { paths: vec!["bin".into()], ..ArtifactSpec::default() }).unwrap().files;
+    let (archive, summary) = archive(&src, &files);
+    assert!(summary.stored_bytes > 300_000);
+    let path = src.base().join("a.tar.zst");
+    fs::write(&path, &archive).unwrap();
+    let dst = Sandbox::new();
+    let out = std::process::Command::new("tar")
+        .args(["--zstd", "-xf"])
+        .arg(&path)
+        .arg("-C")
+        .arg(dst.ws())
+        .output()
+        .expect("`tar` must be installed (scripts/deps.sh)");
+    assert!(out.status.success(), "tar --zstd -xf: {}", String::from_utf8_lossy(&out.stderr));
+    for rel in ["bin/tool", "bin/nested/deeper/data.bin", "bin/blob.zip"] {
+        assert_eq!(fs::read(dst.ws().join(rel)).unwrap(), fs::read(src.ws().join(rel)).unwrap(), "{rel}");
+    }
+    assert_eq!(fs::read_link(dst.ws().join("bin/tool-link")).unwrap(), PathBuf::from("tool"));
+    assert_eq!(mode_of(&dst.ws().join("bin/tool")), 0o755);
+    let test =
+        std::process::Command::new("zstd").args(["-t", "-q"]).arg(&path).output().expect("`zstd` must be installed (scripts/deps.sh)");
+    assert!(test.status.success(), "zstd -t: {}", String::from_utf8_lossy(&test.stderr));
+}
+
+#[test]
+fn gzip_archives_from_before_zstd_still_extract() {
+    let src = Sandbox::new();
+    build_project(&src);
+    // What piste wrote before: the same tar, in gzip.
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_dir_all("bin", src.ws().join("bin")).unwrap();
+    let tgz = crate::gzip(&builder.into_inner().unwrap());
+    assert_eq!(Format::detect(&tgz), Some(Format::Gzip));
+    let dst = Sandbox::new();
+    let x = extract(&tgz[..], &dst.ws(), &Limits::default()).unwrap();
+    assert!(x.files >= 4, "{x:?}");
+    assert_eq!(
+        fs::read(dst.ws().join("bin/nested/deeper/data.bin")).unwrap(),
+        fs::read(src.ws().join("bin/nested/deeper/data.bin")).unwrap()
+    );
+    assert_eq!(fs::read_link(dst.ws().join("bin/tool-link")).unwrap(), PathBuf::from("tool"));
 }

@@ -135,6 +135,9 @@ impl Store for Backend {
     async fn set_artifacts(&self, id: i64, digest: &str) -> Result<()> {
         delegate!(self, set_artifacts(id, digest))
     }
+    async fn project_has_artifacts(&self, project: &str, digest: &str) -> Result<bool> {
+        delegate!(self, project_has_artifacts(project, digest))
+    }
     async fn set_dotenv(&self, id: i64, dotenv_json: &str) -> Result<()> {
         delegate!(self, set_dotenv(id, dotenv_json))
     }

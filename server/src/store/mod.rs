@@ -346,6 +346,10 @@ pub trait Store: Send + Sync {
     /// Running (or `canceling`) jobs whose lease ended before `now`.
     fn expired_leases(&self, now: i64) -> impl std::future::Future<Output = Result<Vec<JobRow>>> + Send;
     fn set_artifacts(&self, id: i64, digest: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Whether a job of a pipeline of `project` has the artifacts `digest` (`sha256:<hex>`):
+    /// what lets a runner skip uploading an archive the server already holds, without telling
+    /// anyone whether another project has it.
+    fn project_has_artifacts(&self, project: &str, digest: &str) -> impl std::future::Future<Output = Result<bool>> + Send;
     fn set_dotenv(&self, id: i64, dotenv_json: &str) -> impl std::future::Future<Output = Result<()>> + Send;
     // Running logs' chunks (with object storage: finished logs are sealed into one object).
     /// `(offset, length)` of the chunks of a log from offset `from` on, in offset order.

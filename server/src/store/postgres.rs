@@ -375,6 +375,18 @@ impl Store for PgStore {
         rows.iter().map(job_row).collect()
     }
 
+    async fn project_has_artifacts(&self, project: &str, digest: &str) -> Result<bool> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs JOIN pipelines ON pipelines.id = jobs.pipeline_id \
+             WHERE pipelines.project = $1 AND jobs.artifacts = $2 LIMIT 1",
+        )
+        .bind(project)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     async fn set_artifacts(&self, id: i64, digest: &str) -> Result<()> {
         let done = sqlx::query("UPDATE jobs SET artifacts = $2 WHERE id = $1").bind(id).bind(digest).execute(&self.pool).await?;
         if done.rows_affected() == 0 {

@@ -137,6 +137,10 @@ async fn claimed_job_and_its_token(s: Arc<Db>) {
     let row = s.job(job.id).await.unwrap().unwrap();
     assert_eq!((row.artifacts.as_deref(), row.dotenv.as_deref()), (Some("sha256:abcd"), Some(r#"[["VERSION","1.2"]]"#)));
     assert!(matches!(s.set_artifacts(job.id + 1000, "sha256:00").await, Err(StoreError::NotFound { what: "job", .. })));
+    // What lets a runner skip an upload: the project (`demo`) has it; other projects never match.
+    assert!(s.project_has_artifacts("demo", "sha256:abcd").await.unwrap());
+    assert!(!s.project_has_artifacts("demo", "sha256:abce").await.unwrap());
+    assert!(!s.project_has_artifacts("other", "sha256:abcd").await.unwrap());
     assert!(matches!(s.set_dotenv(job.id + 1000, "[]").await, Err(StoreError::NotFound { what: "job", .. })));
 }
 
