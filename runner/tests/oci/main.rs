@@ -8,4 +8,5 @@ mod auth;
 mod engine;
 mod native;
 mod signing;
+mod step;
 mod support;

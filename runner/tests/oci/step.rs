@@ -1,0 +1,98 @@
+//! The `piste/image-build@v1` and `piste/image-copy@v1` steps as a job runs them: inputs as
+//! written in `run:`, credentials read from the job's variables by the names the inputs give,
+//! outputs `digest` and `ref`, against a registry with Basic auth.
+
+use pipeline_spec::model::StepInput;
+use runner::steps::{self, Inputs, StepContext, StepError};
+use tokio_util::sync::CancellationToken;
+
+use super::support::{Auth, Collected, PASSWORD, Registry, USER, write_files};
+
+fn inputs(pairs: &[(&str, StepInput)]) -> Inputs {
+    Inputs(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+}
+
+fn text(s: &str) -> StepInput {
+    StepInput::Text(s.into())
+}
+
+async fn run(
+    step: &str,
+    inputs: Inputs,
+    vars: &[(String, String)],
+    workspace: &std::path::Path,
+) -> (Result<steps::Outputs, StepError>, String) {
+    let state = tempfile::tempdir().unwrap();
+    let log = Collected::new();
+    let masked: Vec<(String, String)> = vars.iter().filter(|(k, _)| k == "REGISTRY_PASSWORD").cloned().collect();
+    let cancel = CancellationToken::new();
+    let step = steps::find(step).expect("a built-in step");
+    let cx =
+        StepContext { name: "image", inputs, vars, masked: &masked, workspace, state_dir: state.path(), log: &log.writer, cancel: &cancel };
+    let out = step.run(cx).await;
+    (out, log.text().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_steps_build_push_and_copy_with_credentials_from_variables() {
+    let reg = Registry::start(Auth::Basic).await;
+    let base = format!("{}/base/busybox@{}", reg.host, reg.push_base().await);
+    let ws = tempfile::tempdir().unwrap();
+    write_files(ws.path(), &[("Dockerfile", &format!("FROM {base}\nCOPY app.txt /app.txt\n"), 0o644), ("app.txt", "hello\n", 0o644)]);
+    let vars: Vec<(String, String)> = vec![
+        ("REGISTRY_USER".into(), USER.into()),
+        ("REGISTRY_PASSWORD".into(), PASSWORD.into()),
+        ("SOURCE_DATE_EPOCH".into(), "1700000000".into()),
+        ("CI_COMMIT_SHA".into(), "0123456789abcdef0123456789abcdef01234567".into()),
+    ];
+    let build = |dest: Vec<String>| {
+        inputs(&[
+            ("destinations", StepInput::List(dest)),
+            ("username_variable", text("REGISTRY_USER")),
+            ("password_variable", text("REGISTRY_PASSWORD")),
+        ])
+    };
+    let dest = vec![format!("{}/app/web:1", reg.host), format!("{}/app/web:main", reg.host)];
+    let (out, log) = run("piste/image-build@v1", build(dest.clone()), &vars, ws.path()).await;
+    let out = out.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let get = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+    let digest = get("digest");
+    assert!(digest.starts_with("sha256:"), "{out:?}");
+    assert_eq!(get("ref"), format!("{}/app/web@{digest}", reg.host));
+    assert_eq!(reg.digest_of("app/web:main"), digest, "both tags name the manifest");
+    assert!(!log.contains(PASSWORD), "no credential in the log:\n{log}");
+    // The same inputs again: the same digest (SOURCE_DATE_EPOCH), nothing uploaded.
+    let (again, log) = run("piste/image-build@v1", build(dest), &vars, ws.path()).await;
+    assert_eq!(again.unwrap().iter().find(|(k, _)| k == "digest").map(|(_, v)| v.clone()), Some(digest.clone()));
+    assert!(log.contains("skipped (present)"), "{log}");
+
+    // Promote by digest to another repository of the registry.
+    let copy = inputs(&[
+        ("source", text(&format!("{}/app/web@{digest}", reg.host))),
+        ("destinations", text(&format!("{}/release/web:1.0", reg.host))),
+        ("username_variable", text("REGISTRY_USER")),
+        ("password_variable", text("REGISTRY_PASSWORD")),
+    ]);
+    let (copied, log) = run("piste/image-copy@v1", copy, &vars, ws.path()).await;
+    let copied = copied.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert_eq!(copied.iter().find(|(k, _)| k == "digest").map(|(_, v)| v.as_str()), Some(digest.as_str()));
+    assert_eq!(reg.tags("release/web"), ["1.0"]);
+
+    // A variable the inputs name but the job lacks: the job's error, naming it.
+    let missing = inputs(&[
+        ("destinations", text(&format!("{}/app/web:2", reg.host))),
+        ("username_variable", text("NOPE_USER")),
+        ("password_variable", text("REGISTRY_PASSWORD")),
+    ]);
+    let (err, _) = run("piste/image-build@v1", missing, &vars, ws.path()).await;
+    assert_eq!(
+        err.unwrap_err(),
+        StepError::Input("`username_variable: NOPE_USER`: the job has no variable `NOPE_USER` (or it is empty)".into())
+    );
+    // A wrong password: the registry's refusal, and no tag.
+    let mut wrong = vars.clone();
+    wrong[1].1 = "wrong-password-123".into();
+    let (err, _) = run("piste/image-build@v1", build(vec![format!("{}/app/web:3", reg.host)]), &wrong, ws.path()).await;
+    assert!(matches!(&err, Err(StepError::Failed(m)) if m.contains("refused the credentials")), "{err:?}");
+    assert!(!reg.tags("app/web").contains(&"3".to_string()));
+}
