@@ -266,7 +266,7 @@ async fn record_artifacts(state: &AppState, job: &JobRow, actual: &str) -> ApiRe
         }
     }
     if let Some(a) = template.job.artifacts.as_ref().filter(|a| !a.junit.is_empty()) {
-        store_test_report(&state, &job, &key, a.junit.clone()).await?;
+        store_test_report(state, job, &key, a.junit.clone()).await?;
     }
     Ok(StatusCode::CREATED)
 }
