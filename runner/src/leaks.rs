@@ -83,11 +83,11 @@ impl Needles {
         self.ac.is_none()
     }
 
-    /// Scans every entry of the tar.gz `archive`. Blocking.
+    /// Scans every entry of the artifacts `archive` (tar in zstd, or gzip). Blocking.
     pub fn scan_archive(&self, archive: &Path) -> std::io::Result<Vec<Finding>> {
         let Some(ac) = &self.ac else { return Ok(Vec::new()) };
         let file = std::fs::File::open(archive)?;
-        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+        let mut tar = tar::Archive::new(crate::artifacts::codec::decoder(file)?);
         let mut findings = Vec::new();
         for entry in tar.entries()? {
             let entry = entry?;
