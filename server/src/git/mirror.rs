@@ -79,12 +79,32 @@ impl Mirror {
     pub fn fetch_refspecs_from(&self, remote: &Remote, refspecs: &[&str]) -> Result<(), GitError> {
         let lock = lock_for(&self.dir);
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if remote.in_process() {
+            return self.fetch_in_process(remote.url(), refspecs);
+        }
         // Anonymous: the URL is not written into the mirror's config.
         remote.run(&self.dir, &["fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--no-auto-gc"], refspecs)?;
         // The remote's default branch, best effort (a remote may not advertise it).
         let listed = remote.run(&self.dir, &["ls-remote", "--symref"], &["HEAD"]).unwrap_or_default();
         let head = listed.lines().find_map(|l| l.strip_prefix("ref: ")).and_then(|l| l.split('\t').next()).map(str::to_string);
         let repo = self.repo()?;
+        if let Some(name) = head.filter(|n| n.starts_with("refs/heads/") && repo.find_reference(n).is_ok()) {
+            repo.set_head(&name)?;
+        }
+        Ok(())
+    }
+
+    /// The fetch through libgit2, for the transports it has here (see [`Remote::in_process`]):
+    /// one connection gives the refs, the objects and the remote's default branch.
+    fn fetch_in_process(&self, url: &str, refspecs: &[&str]) -> Result<(), GitError> {
+        let repo = self.repo()?;
+        let fetch_error = |e: git2::Error| GitError::Fetch { url: url.to_string(), message: e.message().to_string() };
+        // Anonymous: the URL is not written into the mirror's config.
+        let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
+        let mut opts = git2::FetchOptions::new();
+        opts.prune(git2::FetchPrune::On).download_tags(git2::AutotagOption::None).update_fetchhead(false);
+        remote.fetch(refspecs, Some(&mut opts), None).map_err(fetch_error)?;
+        let head = remote.default_branch().ok().and_then(|b| b.as_str().ok().map(str::to_string));
         if let Some(name) = head.filter(|n| n.starts_with("refs/heads/") && repo.find_reference(n).is_ok()) {
             repo.set_head(&name)?;
         }

@@ -73,6 +73,16 @@ impl Remote {
         &self.url
     }
 
+    /// Whether libgit2 (built here without TLS or ssh) fetches this remote itself: `git://`,
+    /// `file://` and local folders, with no credentials. It does so in one connection, where
+    /// the `git` program over `git://` waits on delayed ACKs (≈ 40 ms per round trip on
+    /// loopback) and needs a second connection for the default branch.
+    pub(super) fn in_process(&self) -> bool {
+        let plain =
+            self.url.starts_with("git://") || self.url.starts_with("file://") || !self.url.contains("://") && !is_scp_like(&self.url);
+        plain && self.credentials.is_none() && self.ssh_key.is_none()
+    }
+
     fn is_ssh(&self) -> bool {
         self.url.starts_with("ssh://") || self.url.starts_with("git+ssh://") || is_scp_like(&self.url)
     }
