@@ -52,6 +52,33 @@ fn lint_invalid_exits_1_with_every_error_located() {
     assert!(!err.contains('\x1b'), "no colour with NO_COLOR or off a terminal");
 }
 
+/// A Cloud Pi Native pipeline moved over to `fixtures/catalog/piste.yml` (its `extends:` line
+/// changed) is valid and plans its image job as built-in steps; a job naming both kinds of
+/// destinations is an error at its line.
+#[test]
+fn the_catalog_template_takes_the_kaniko_templates_variables() {
+    let out = piste(&repo(), &["lint", "-f", "fixtures/catalog/moved.gitlab-ci-dso.yml", "--branch", "main"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = piste(&repo(), &["graph", "-f", "fixtures/catalog/moved.gitlab-ci-dso.yml", "--branch", "main", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["jobs"].as_array().unwrap().iter().filter_map(|j| j["name"].as_str()).collect();
+    assert_eq!(names, ["inject_vars", "build_push"]);
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        ".gitlab-ci.yml",
+        "build:\n  run:\n    - name: image\n      step: piste/image-build@v1\n      inputs:\n        names: web:1\n        destinations: [r/web:1]\n",
+    );
+    let out = piste(tmp.path(), &["lint", "--branch", "main"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(".gitlab-ci.yml:5:7: error: job `build`, key `run:image:inputs`: `piste/image-build@v1` takes exactly one of destinations, names: destinations and names are given"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn lint_checks_run_steps_against_the_built_in_catalogue() {
     let out = piste(&repo(), &["lint", "-f", "fixtures/lint/steps.gitlab-ci.yml", "--branch", "main"]);

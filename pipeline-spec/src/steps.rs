@@ -67,7 +67,12 @@ pub const GITOPS_BUMP: StepDef = StepDef {
 pub const IMAGE_BUILD: StepDef = StepDef {
     name: "piste/image-build@v1",
     inputs: &[
-        req("destinations", "where to push: `registry/repository:tag`, one or a list (one manifest, tagged at each)"),
+        opt("destinations", "where to push: `registry/repository:tag`, one or a list (one manifest, tagged at each)"),
+        opt(
+            "names",
+            "instead of `destinations`: `name:tag` items separated by spaces, pushed under `repository` (`/` in a name becomes `-`, as the Cloud Pi Native kaniko template does)",
+        ),
+        opt("repository", "with `names`: the registry and path they are pushed under, e.g. `harbor.example/project`"),
         opt("context", "the build context, relative to the checkout (default `.`)"),
         opt("dockerfile", "the Dockerfile, relative to the context (default `Dockerfile`)"),
         opt("build_args", "`NAME=value` build arguments, one or a list"),
@@ -80,7 +85,7 @@ pub const IMAGE_BUILD: StepDef = StepDef {
         opt("ca_file", "a PEM bundle of certificate authorities for the registries, relative to the checkout"),
         opt("signing_key_variable", "the variable holding a PEM ECDSA P-256 key: the image and its provenance are signed"),
     ],
-    one_of: &[],
+    one_of: &[&["destinations", "names"]],
 };
 
 /// `piste/image-copy@v1`: copy (promote) an image by digest to other references.

@@ -19,7 +19,7 @@ impl BuiltinStep for ImageBuild {
 
     fn run<'a>(&'a self, cx: StepContext<'a>) -> StepFuture<'a> {
         Box::pin(async move {
-            let req = build_request(&cx)?;
+            let req = build_request(&cx, build_destinations(&cx.inputs)?)?;
             let log = cx.log.clone();
             let out = on_own_thread(cx.cancel, "image build", move || async move { oci::build::build_and_push(&req, &log).await }).await?;
             cx.log.line(format!("Pushed {} ({})", out.image_ref, out.references.join(", "))).await;
@@ -77,6 +77,24 @@ fn failure(e: OciError) -> StepError {
     }
 }
 
+/// `destinations`, or `names` under `repository` (the Cloud Pi Native kaniko template's
+/// `IMAGE_NAMES` and `IMAGE_REPOSITORY`: space-separated `name:tag`, `/` becoming `-`).
+fn build_destinations(i: &Inputs) -> Result<Vec<String>, StepError> {
+    let names: Vec<&str> = i.list("names").into_iter().flat_map(str::split_whitespace).collect();
+    if i.list("names").is_empty() {
+        return destinations(i);
+    }
+    if !i.list("destinations").is_empty() {
+        return Err(StepError::Input("give `destinations` or `names`, not both".into()));
+    }
+    let repository =
+        i.required("repository").map_err(|_| StepError::Input("`names` needs `repository` (e.g. `harbor.example/project`)".into()))?;
+    if names.is_empty() {
+        return Err(StepError::Input("`names` is empty: give at least one `name:tag`".into()));
+    }
+    Ok(names.into_iter().map(|n| format!("{}/{}", repository.trim_end_matches('/'), n.replace('/', "-"))).collect())
+}
+
 fn destinations(i: &Inputs) -> Result<Vec<String>, StepError> {
     let d: Vec<String> = i.list("destinations").into_iter().filter(|d| !d.is_empty()).map(str::to_string).collect();
     if d.is_empty() {
@@ -120,7 +138,7 @@ fn registry(cx: &StepContext<'_>) -> Result<RegistryOptions, StepError> {
     };
     match (named_var(cx, "username_variable")?, named_var(cx, "password_variable")?) {
         (Some(username), Some(password)) => {
-            let mut hosts: Vec<String> = destinations(&cx.inputs)?;
+            let mut hosts: Vec<String> = build_destinations(&cx.inputs)?;
             hosts.extend(cx.inputs.text("source").map(str::to_string));
             for reference in hosts {
                 let r = oci::Reference::parse(&reference).map_err(|e| StepError::Input(e.to_string()))?;
@@ -135,7 +153,7 @@ fn registry(cx: &StepContext<'_>) -> Result<RegistryOptions, StepError> {
     Ok(RegistryOptions { credentials, ca_bundle, insecure })
 }
 
-fn build_request(cx: &StepContext<'_>) -> Result<BuildRequest, StepError> {
+fn build_request(cx: &StepContext<'_>, destinations: Vec<String>) -> Result<BuildRequest, StepError> {
     let i = &cx.inputs;
     let context = cx.workspace.join(i.text("context").unwrap_or("."));
     if !context.starts_with(cx.workspace) || i.text("context").is_some_and(|c| c.split('/').any(|p| p == "..")) {
@@ -162,7 +180,7 @@ fn build_request(cx: &StepContext<'_>) -> Result<BuildRequest, StepError> {
     Ok(BuildRequest {
         context,
         dockerfile: i.text("dockerfile").unwrap_or("Dockerfile").into(),
-        destinations: destinations(i)?,
+        destinations,
         build_args: pairs(i, "build_args")?,
         target: i.text("target").map(str::to_string),
         source_date_epoch: source_date_epoch(cx)?,

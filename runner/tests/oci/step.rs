@@ -78,6 +78,25 @@ async fn image_steps_build_push_and_copy_with_credentials_from_variables() {
     assert_eq!(copied.iter().find(|(k, _)| k == "digest").map(|(_, v)| v.as_str()), Some(digest.as_str()));
     assert_eq!(reg.tags("release/web"), ["1.0"]);
 
+    // The catalog template's form: `names` under `repository`, `/` in a name becoming `-`.
+    let kaniko_like = inputs(&[
+        ("repository", text(&format!("{}/proj/", reg.host))),
+        ("names", text("group/web:1.0  group/web:main")),
+        ("username_variable", text("REGISTRY_USER")),
+        ("password_variable", text("REGISTRY_PASSWORD")),
+    ]);
+    let (out, log) = run("piste/image-build@v1", kaniko_like, &vars, ws.path()).await;
+    let out = out.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert_eq!(out.iter().find(|(k, _)| k == "digest").map(|(_, v)| v.as_str()), Some(digest.as_str()), "the same image");
+    let mut tags = reg.tags("proj/group-web");
+    tags.sort();
+    assert_eq!(tags, ["1.0", "main"]);
+    let both = inputs(&[("names", text("web:1")), ("destinations", text(&format!("{}/x/web:1", reg.host)))]);
+    let (err, _) = run("piste/image-build@v1", both, &vars, ws.path()).await;
+    assert_eq!(err.unwrap_err(), StepError::Input("give `destinations` or `names`, not both".into()));
+    let (err, _) = run("piste/image-build@v1", inputs(&[("names", text("web:1"))]), &vars, ws.path()).await;
+    assert_eq!(err.unwrap_err(), StepError::Input("`names` needs `repository` (e.g. `harbor.example/project`)".into()));
+
     // A variable the inputs name but the job lacks: the job's error, naming it.
     let missing = inputs(&[
         ("destinations", text(&format!("{}/app/web:2", reg.host))),
