@@ -142,23 +142,8 @@ async fn main() {
     if std::env::args().any(|a| a == "rss") {
         return;
     }
-    let sport = port();
-    let config = root.join("piste.toml");
-    // `PISTE_BENCH_STORAGE=s3://BUCKET/PREFIX` (with the `AWS_*` environment) measures object storage.
-    let storage = std::env::var("PISTE_BENCH_STORAGE").map(|s| format!("storage = \"{s}\"\n")).unwrap_or_default();
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 5000\n{storage}[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\nvisibility = \"public\"\n",
-            root.join("data").display()
-        ),
-    )
-    .unwrap();
-    let server =
-        Kill(Command::new(env!("CARGO_BIN_EXE_piste")).args(["serve", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
+    let (server, base) = start_server(root, "piste", gport, 5000);
     let pid = server.0.id();
-    wait(sport);
-    let base = format!("http://127.0.0.1:{sport}");
     let client = reqwest::Client::new();
 
     // Runners.
@@ -449,24 +434,33 @@ async fn send_hook(client: &reqwest::Client, base: &str, body: Vec<u8>, delivery
         .unwrap()
 }
 
-/// Memory (5.): a fresh server runs 1,000 three-job pipelines (webhook, plan, 4 protocol
-/// runners: request, a log chunk, finish); its RSS after the first 100 and after all 1,000.
-async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
+/// A `piste serve` of the project `app` at `git://127.0.0.1:<gport>/app.git`, with its config
+/// `<root>/<name>.toml` and data under `<root>/<name>-data`; `PISTE_BENCH_STORAGE=s3://BUCKET/PREFIX`
+/// (with the `AWS_*` environment) puts logs and artifacts in object storage. Answers the server
+/// and its base URL once it listens.
+fn start_server(root: &Path, name: &str, gport: u16, poll_ms: u64) -> (Kill, String) {
     let sport = port();
-    let config = root.join("rss.toml");
+    let config = root.join(format!("{name}.toml"));
+    let storage = std::env::var("PISTE_BENCH_STORAGE").map(|s| format!("storage = \"{s}\"\n")).unwrap_or_default();
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = 1000\n[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\nvisibility = \"public\"\n",
-            root.join("rss-data").display()
+            "listen = \"127.0.0.1:{sport}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REG}\"\npoll_ms = {poll_ms}\n{storage}[[project]]\nname = \"app\"\nrepo = \"git://127.0.0.1:{gport}/app.git\"\nwebhook_secret = \"{SECRET}\"\nvisibility = \"public\"\n",
+            root.join(format!("{name}-data")).display()
         ),
     )
     .unwrap();
     let server =
         Kill(Command::new(env!("CARGO_BIN_EXE_piste")).args(["serve", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
-    let pid = server.0.id();
     wait(sport);
-    let base = format!("http://127.0.0.1:{sport}");
+    (server, format!("http://127.0.0.1:{sport}"))
+}
+
+/// Memory (5.): a fresh server runs 1,000 three-job pipelines (webhook, plan, 4 protocol
+/// runners: request, a log chunk, finish); its RSS after the first 100 and after all 1,000.
+async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
+    let (server, base) = start_server(root, "rss", gport, 1000);
+    let pid = server.0.id();
     let client = reqwest::Client::new();
     let done = Arc::new(AtomicUsize::new(0));
     let mut runners = Vec::new();
