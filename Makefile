@@ -52,6 +52,7 @@ bench-archive:
 
 bench-server:
 	$(CARGO) bench --bench serve
+	bash benches/pg-s3.sh
 
 bench-gitops:
 	$(CARGO) bench -p runner --bench gitops

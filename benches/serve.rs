@@ -8,7 +8,9 @@
 //!      finished pipelines must leave memory.
 //!
 //! Run with `cargo bench --bench serve` (or `make bench-server`); `cargo bench --bench serve --
-//! rss` runs the memory measurement only.
+//! rss` runs the memory measurement only, `-- dispatch` the dispatch throughput only. `PISTE_BENCH_DATABASE=postgres://…` puts the queue in
+//! PostgreSQL and `PISTE_BENCH_STORAGE=s3://…` logs and artifacts in object storage;
+//! `benches/pg-s3.sh` starts both (a durable PostgreSQL and moto) and runs this with them.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -64,6 +66,40 @@ fn hook(branch: &str, before: &str, after: &str) -> Vec<u8> {
         "total_commits_count": 1, "repository": {"name": "app", "url": "git://example.test/app.git"}
     }))
     .unwrap()
+}
+
+/// CPU time (user + system) a process has used so far, in milliseconds (`/proc/PID/stat`).
+fn cpu_ms(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(14) + ticks(15)) * 1000.0 / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("getconf CLK_TCK prints a number")
+    })
+}
+
+/// Waits until the server has no finished log waiting to become one object (`/metrics`).
+async fn wait_sealed(client: &reqwest::Client, base: &str) {
+    loop {
+        let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        let pending = text
+            .lines()
+            .find_map(|l| l.strip_prefix("piste_logs_to_seal "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("/metrics has piste_logs_to_seal");
+        if pending == 0.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn vm(pid: u32, key: &str) -> u64 {
@@ -138,8 +174,11 @@ async fn main() {
             .unwrap(),
     );
     wait(gport);
-    rss_after_finished_pipelines(root, gport, &small).await;
-    if std::env::args().any(|a| a == "rss") {
+    let only = |part: &str| std::env::args().any(|a| a == part);
+    if !only("dispatch") {
+        rss_after_finished_pipelines(root, gport, &small).await;
+    }
+    if only("rss") {
         return;
     }
     let (server, base) = start_server(root, "piste", gport, 5000);
@@ -177,6 +216,12 @@ async fn main() {
                 .unwrap()
         }
     };
+    // `PISTE_BENCH_S3_PID`: the S3 server's process (benches/pg-s3.sh sets it), whose CPU the
+    // dispatch run also costs on this machine.
+    let s3_pid: Option<u32> = std::env::var("PISTE_BENCH_S3_PID").ok().and_then(|p| p.parse().ok());
+    let cpu_before = cpu_ms(pid);
+    let commits_before = pg_commits();
+    let s3_before = s3_pid.map(cpu_ms).unwrap_or(0.0);
     assert!(send_hook(hook("main", &"0".repeat(40), &sha), "d-0".into()).await.status().is_success());
     let done = Arc::new(AtomicUsize::new(0));
     let first = Arc::new(std::sync::Mutex::new(None::<Instant>));
@@ -214,11 +259,25 @@ async fn main() {
     }
     let start = first.lock().unwrap().unwrap();
     let elapsed = last.lock().unwrap().unwrap().duration_since(start);
+    // Background seals of those logs (object storage) are part of the cost: wait until no log
+    // is left in chunks, then read the server's CPU.
+    wait_sealed(&client, &base).await;
+    let server_cpu = cpu_ms(pid) - cpu_before;
+    if let (Some(a), Some(b)) = (commits_before, pg_commits()) {
+        println!("dispatch: {:.1} PostgreSQL write transactions per job", (b - a) as f64 / 1000.0);
+    }
+    let s3_cpu = s3_pid.map(|p| cpu_ms(p) - s3_before);
     println!(
-        "dispatch: 1,000 jobs through 4 runners (request, log, finish) in {:.0} ms: {:.0} jobs/s (target >= 500)",
+        "dispatch: 1,000 jobs through 4 runners (request, log, finish) in {:.0} ms: {:.0} jobs/s (target >= 500); server CPU {:.2} ms per job (dispatch and seals){}",
         elapsed.as_secs_f64() * 1000.0,
-        1000.0 / elapsed.as_secs_f64()
+        1000.0 / elapsed.as_secs_f64(),
+        server_cpu / 1000.0,
+        s3_cpu.map(|c| format!("; the S3 server's CPU {:.2} ms per job", c / 1000.0)).unwrap_or_default()
     );
+
+    if only("dispatch") {
+        return;
+    }
 
     // 2. Webhook → first job handed out (the mirror is warm; each push is a new 1-job pipeline).
     std::fs::write(work.join(".gitlab-ci.yml"), "one:\n  script: [\"true\"]\n").unwrap();
@@ -441,7 +500,10 @@ async fn send_hook(client: &reqwest::Client, base: &str, body: Vec<u8>, delivery
 fn start_server(root: &Path, name: &str, gport: u16, poll_ms: u64) -> (Kill, String) {
     let sport = port();
     let config = root.join(format!("{name}.toml"));
-    let storage = std::env::var("PISTE_BENCH_STORAGE").map(|s| format!("storage = \"{s}\"\n")).unwrap_or_default();
+    let mut storage = std::env::var("PISTE_BENCH_STORAGE").map(|s| format!("storage = \"{s}\"\n")).unwrap_or_default();
+    if let Ok(url) = std::env::var("PISTE_BENCH_DATABASE") {
+        storage.push_str(&format!("database = \"{}\"\n", fresh_database(&url, name)));
+    }
     std::fs::write(
         &config,
         format!(
@@ -454,6 +516,31 @@ fn start_server(root: &Path, name: &str, gport: u16, poll_ms: u64) -> (Kill, Str
         Kill(Command::new(env!("CARGO_BIN_EXE_piste")).args(["serve", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
     wait(sport);
     (server, format!("http://127.0.0.1:{sport}"))
+}
+
+/// `PISTE_BENCH_DATABASE=postgres://USER@HOST:PORT/DB`: each server gets a database of its own,
+/// created empty (dropped first if a previous run left it), named after the server.
+fn fresh_database(url: &str, name: &str) -> String {
+    let db = format!("piste_bench_{name}");
+    for sql in [format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"), format!("CREATE DATABASE {db}")] {
+        let out = Command::new("psql")
+            .arg(url)
+            .args(["-v", "ON_ERROR_STOP=1", "-qAtc", &sql])
+            .output()
+            .expect("psql (Debian's postgresql-client)");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (base, rest) = url.rsplit_once('/').expect("PISTE_BENCH_DATABASE: postgres://USER@HOST:PORT/DB");
+    let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    format!("{base}/{db}{query}")
+}
+
+/// Write transactions so far in the cluster (PostgreSQL only): each takes a transaction id, and
+/// each commit waits for its WAL flush. The bench's own query takes one too.
+fn pg_commits() -> Option<i64> {
+    let url = std::env::var("PISTE_BENCH_DATABASE").ok()?;
+    let out = Command::new("psql").arg(&url).args(["-qAtc", "SELECT txid_current()"]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// Memory (5.): a fresh server runs 1,000 three-job pipelines (webhook, plan, 4 protocol

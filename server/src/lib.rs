@@ -39,6 +39,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{any, get, post, put};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use sha2::{Digest, Sha256};
@@ -287,6 +288,10 @@ pub struct Metrics {
     /// Artifact archives a runner did not have to send: the project already had them.
     pub(crate) artifacts_deduplicated: Counter,
     dispatch_latency: Histogram,
+    /// Finished logs made one object, and those waiting for it (a growing backlog: object
+    /// storage is slow or failing).
+    logs_sealed: Counter,
+    logs_to_seal: Gauge,
 }
 
 impl Default for Metrics {
@@ -297,6 +302,8 @@ impl Default for Metrics {
             webhooks: Counter::default(),
             artifacts_deduplicated: Counter::default(),
             dispatch_latency: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            logs_sealed: Counter::default(),
+            logs_to_seal: Gauge::default(),
         }
     }
 }
@@ -320,6 +327,8 @@ impl Metrics {
             "Artifact archives recorded without an upload: the project already had them",
             self.artifacts_deduplicated.clone(),
         );
+        registry.register("logs_sealed", "Finished logs written to storage as one object", self.logs_sealed.clone());
+        registry.register("logs_to_seal", "Finished logs waiting to be written as one object", self.logs_to_seal.clone());
         registry.register_with_unit("dispatch_latency", "From queued to handed to a runner", Unit::Seconds, self.dispatch_latency.clone());
     }
 }
@@ -425,12 +434,18 @@ impl AppState {
             return;
         }
         let state = self.clone();
+        state.metrics.logs_to_seal.inc();
         tokio::spawn(async move {
+            // Counted down however this task ends (sealed, given up, or the runtime stopping).
+            let _pending = GaugeDown(state.metrics.logs_to_seal.clone());
             let Ok(_permit) = state.sealing.clone().acquire_owned().await else { return };
             let mut wait = Duration::from_millis(200);
             for tries in 1..=SEAL_TRIES {
                 match state.logs.seal(job, attempt).await {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        state.metrics.logs_sealed.inc();
+                        return;
+                    }
                     Err(e) if tries == SEAL_TRIES => {
                         tracing::warn!(job, attempt, error = %e, "log left in chunks (still readable; sealed at the next sweep)")
                     }
@@ -441,6 +456,15 @@ impl AppState {
                 }
             }
         });
+    }
+}
+
+/// Decrements a gauge when dropped.
+struct GaugeDown(Gauge);
+
+impl Drop for GaugeDown {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

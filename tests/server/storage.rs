@@ -236,6 +236,14 @@ async fn a_server_killed_mid_log_continues_it_from_the_bucket_after_restart() {
     let want: Vec<String> = (1..=40).map(|i| format!("line-{i}")).collect();
     assert_eq!(got, want, "every line exactly once, in order:\n{log}");
     wait_sealed(&moto, "restart/", &[(job, 1)]).await;
+    // Operators see the seals on /metrics: this server sealed the log, none waits.
+    let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name} ");
+        metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(-1.0)
+    };
+    assert!(value("piste_logs_sealed_total") >= 1.0, "{metrics}");
+    assert_eq!(value("piste_logs_to_seal"), 0.0, "{metrics}");
     let keys = moto.list(BUCKET, "restart/logs/");
     assert_eq!(keys, [(format!("restart/logs/{job}.1.log"), log.len() as u64)], "one object once finished");
     let local: Vec<_> = files(&server.data).into_iter().filter(|f| f.starts_with("logs") || f.starts_with("artifacts")).collect();

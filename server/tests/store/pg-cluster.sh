@@ -8,7 +8,8 @@
 #
 # It lives in $PISTE_TEST_PG_DIR (default /tmp/piste-test-pg), listens on 127.0.0.1 port
 # $PISTE_TEST_PG_PORT (default 55432) with trust authentication, and is tuned for tests, not
-# for keeping data (fsync off). Run as root, the server runs as the `postgres` user (initdb
+# for keeping data (fsync off; PISTE_TEST_PG_DURABLE=1 keeps PostgreSQL's durable defaults, for
+# benchmarks). Run as root, the server runs as the `postgres` user (initdb
 # refuses root). A watchdog started with the server stops it once it has had no client and no
 # `start` for $PISTE_TEST_PG_IDLE seconds (default 120), so a test run leaves nothing running
 # for long; `stop` does it at once. Every step holds a lock on $DIR/lock: concurrent test
@@ -18,6 +19,11 @@ set -eu
 DIR=${PISTE_TEST_PG_DIR:-/tmp/piste-test-pg}
 PORT=${PISTE_TEST_PG_PORT:-55432}
 IDLE=${PISTE_TEST_PG_IDLE:-120}
+if [ "${PISTE_TEST_PG_DURABLE:-0}" = 1 ]; then
+	FAST=""
+else
+	FAST="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+fi
 URL="postgres://postgres@127.0.0.1:$PORT/postgres"
 SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 
@@ -54,8 +60,7 @@ start)
 		# The descriptors closed here (9: the lock; 1 and 2: the caller's pipes) must not be
 		# inherited by processes that outlive this script.
 		as_pg "$bindir/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 \
-			-o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories=$DIR -c max_connections=300 \
-				-c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+			-o "-c listen_addresses=127.0.0.1 -p $PORT -c unix_socket_directories=$DIR -c max_connections=300 $FAST" \
 			start </dev/null >"$DIR/pg_ctl.log" 2>&1 9>&- || { cat "$DIR/pg_ctl.log" "$DIR/server.log" >&2; exit 1; }
 		(cd / && setsid sh "$SELF" watch </dev/null >/dev/null 2>&1 9>&- &)
 	fi
