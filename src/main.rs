@@ -149,6 +149,10 @@ enum RunnerCommand {
         /// Comma-separated project names: take only their jobs.
         #[arg(long, value_delimiter = ',')]
         projects: Vec<String>,
+        /// PEM bundle of certificate authorities to trust for an `https://` server (a private
+        /// CA); kept in `--config` for `piste runner run`.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         #[arg(long, default_value = "runner.toml")]
         config: PathBuf,
     },
@@ -301,9 +305,9 @@ fn main() -> ExitCode {
             TokenCommand::Revoke { config, id } => serve::token_revoke(&config, id),
         },
         Command::Runner { command } => match command {
-            RunnerCommand::Register { url, token, name, tags, run_untagged, protected, projects, config } => {
+            RunnerCommand::Register { url, token, name, tags, run_untagged, protected, projects, ca_file, config } => {
                 let req = scheduler::protocol::RegisterRequest { registration_token: token, name, tags, run_untagged, protected, projects };
-                serve::register(&url, &req, &config)
+                serve::register(&url, &req, &config, ca_file.as_deref())
             }
             RunnerCommand::Run { config, executor, concurrency, work_dir } => {
                 serve::run_runner(&config, to_kind(executor), concurrency, work_dir)

@@ -26,7 +26,7 @@
 //! # unprotected_secrets = ["NAME"]       # secrets that unprotected refs may have too
 //! # protected_branches = ["main", "release/*"]   # default: the default branch
 //! # protected_tags = ["v*"]               # default: none
-//! # fork_pipelines = "no-secrets"         # or "off": no pipeline for a fork's merge request
+//! # fork_pipelines = "no-secrets"         # or "approval" (waits for a maintainer), "off" (none)
 //! visibility = "private"                  # the default; "public": anyone may read
 //! members = { alice = "maintainer", bob = "viewer", "group:/app-devs" = "developer" }
 //!
@@ -241,7 +241,8 @@ pub struct ProjectConfig {
     #[serde(default)]
     pub protected_tags: Vec<String>,
     /// Merge requests from a fork: `no-secrets` (the default) plans and runs them without any
-    /// secret; `off` creates no pipeline for them.
+    /// secret; `approval` plans them and runs them once a maintainer approves, with the secrets
+    /// of an unprotected ref (`unprotected_secrets`); `off` creates no pipeline for them.
     #[serde(default)]
     pub fork_pipelines: ForkPipelines,
     #[serde(default)]
@@ -317,7 +318,21 @@ impl ForgeKind {
 pub enum ForkPipelines {
     #[default]
     NoSecrets,
+    /// Planned, then held until a maintainer approves (API or page); then run as a merge
+    /// request of an unprotected ref of the project would be.
+    Approval,
     Off,
+}
+
+/// Where a pipeline's code comes from, for its secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The project's own repository.
+    Project,
+    /// A fork's merge request: someone else's code.
+    Fork,
+    /// A fork's merge request a maintainer approved (`fork_pipelines = "approval"`).
+    ApprovedFork,
 }
 
 /// Secrets shorter than this are refused: masking a short value would blank ordinary words
@@ -338,9 +353,11 @@ impl ProjectConfig {
     }
 
     /// The secrets a pipeline receives: all of them on a protected ref, only the unprotected
-    /// ones elsewhere, none for a fork's merge request.
-    pub fn secrets_for(&self, protected: bool, fork: bool) -> impl Iterator<Item = (&String, &String)> {
-        self.secrets.iter().filter(move |(k, _)| !fork && (protected || self.unprotected_secrets.contains(k)))
+    /// ones elsewhere (an approved fork's merge request included: its ref is never protected),
+    /// none for a fork's merge request nobody approved.
+    pub fn secrets_for(&self, protected: bool, source: Source) -> impl Iterator<Item = (&String, &String)> {
+        let protected = protected && source == Source::Project;
+        self.secrets.iter().filter(move |(k, _)| source != Source::Fork && (protected || self.unprotected_secrets.contains(k)))
     }
 }
 
@@ -738,10 +755,12 @@ mod tests {
         let c = project("secrets = { A = \"aaaaaaaa\", B = \"bbbbbbbb\" }\nunprotected_secrets = [\"B\"]\n").unwrap();
         let p = &c.projects[0];
         assert!(p.is_protected(Some("main"), None) && !p.is_protected(Some("feature"), None) && !p.is_protected(None, Some("v1")));
-        let names = |protected, fork| p.secrets_for(protected, fork).map(|(k, _)| k.clone()).collect::<Vec<_>>();
-        assert_eq!(names(true, false), ["A", "B"]);
-        assert_eq!(names(false, false), ["B"]);
-        assert!(names(true, true).is_empty(), "a fork never gets a secret");
+        let names = |protected, source| p.secrets_for(protected, source).map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        assert_eq!(names(true, Source::Project), ["A", "B"]);
+        assert_eq!(names(false, Source::Project), ["B"]);
+        assert!(names(true, Source::Fork).is_empty() && names(false, Source::Fork).is_empty(), "a fork gets no secret");
+        assert_eq!(names(true, Source::ApprovedFork), ["B"], "an approved fork: an unprotected ref's");
+        assert_eq!(names(false, Source::ApprovedFork), ["B"]);
         let c = project("protected_branches = [\"release/*\"]\nprotected_tags = [\"v*\"]\n").unwrap();
         let p = &c.projects[0];
         assert!(p.is_protected(Some("release/1.2/hotfix"), None) && !p.is_protected(Some("main"), None));

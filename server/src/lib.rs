@@ -366,6 +366,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/events", get(live::list_events))
         .route("/api/v1/pipelines/{id}/cancel", post(api::cancel_pipeline))
         .route("/api/v1/pipelines/{id}/retry", post(api::retry_pipeline))
+        .route("/api/v1/pipelines/{id}/approve", post(api::approve_pipeline))
         .route("/api/v1/jobs/{id}", get(api::get_job))
         .route("/api/v1/jobs/{id}/log", get(api::job_log).put(runners::append_log))
         .route("/api/v1/jobs/{id}/log/stream", get(follow::stream))
@@ -397,6 +398,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
             }
         }
         Err(e) => tracing::error!(error = %error::chain(&e), "cannot list pipelines to resume"),
+    }
+    if let Err(e) = pipelines::resume_approved(&state).await {
+        tracing::error!(error = %error::chain(&e), "cannot start the pipelines approved before a restart");
     }
     tokio::spawn(forge::run(state.clone(), shutdown.clone()));
     forge::resume(&state).await;
