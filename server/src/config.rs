@@ -17,7 +17,7 @@
 //! name = "app"
 //! repo = "https://forge.example/group/app.git"   # cloned by the server; never a URL from a payload
 //! # repo_token_env = "APP_REPO_TOKEN"     # or repo_token = "..."; Basic credentials (repo_username)
-//! # ca_file = "private-ca.pem"            # for https (also top-level: https and PostgreSQL)
+//! # ca_file = "private-ca.pem"            # for https (top-level: also PostgreSQL, OIDC, forges, S3)
 //! # ssh_key = "deploy-key"                # for ssh:// and git@host:path; known_hosts = "..."
 //! webhook_secret = "shared with the forge"
 //! default_branch = "main"
@@ -92,8 +92,9 @@ pub struct Config {
     #[serde(default = "default_max_artifacts")]
     pub max_artifacts_bytes: u64,
     /// PEM bundle of certificate authorities trusted for everything that speaks TLS to the
-    /// outside: `https://` repositories (unless a project sets its own) and PostgreSQL
-    /// (`sslrootcert`, unless the URL names one). Default: the system's (git), webpki's (sqlx).
+    /// outside: `https://` repositories (unless a project sets its own), PostgreSQL
+    /// (`sslrootcert`, unless the URL names one), the OpenID provider, forges' status APIs and
+    /// S3 (besides webpki's roots). Default: the system's (git), webpki's (the others).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Known hosts for `ssh://` repositories (unless a project sets its own); default: the
@@ -511,7 +512,29 @@ impl Config {
             }
         }
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        config.ca_pem().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         Ok(config)
+    }
+
+    /// The top-level `ca_file`'s PEM bundle, checked to hold certificates; `None` without one.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(path) = &self.ca_file else { return Ok(None) };
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read `ca_file` `{}`: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("`ca_file` `{}` is not a PEM certificate bundle: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("`ca_file` `{}` holds no PEM certificate", path.display()));
+        }
+        Ok(Some(pem))
+    }
+
+    /// The top-level `ca_file`'s certificates, for the server's HTTPS clients (the OpenID
+    /// provider, forges' APIs); empty without one.
+    pub fn tls_roots(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        match self.ca_pem()? {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()),
+            None => Ok(Vec::new()),
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {

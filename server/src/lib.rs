@@ -130,6 +130,11 @@ fn hold<T: Default>(map: &PerJob<T>, job: i64) -> Held<T> {
 
 impl AppState {
     pub fn new(config: Config, store: Backend, blobs: Blobs) -> AppState {
+        // Checked when the file was loaded; a file changed since is said here.
+        let roots = config.tls_roots().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "`ca_file` not trusted by the OpenID and forge clients");
+            Vec::new()
+        });
         AppState {
             logs: Logs::for_blobs(&config.data_dir, &blobs, &store),
             blobs,
@@ -145,8 +150,8 @@ impl AppState {
             timer_deadline: AtomicI64::new(i64::MAX),
             timer: tokio::sync::Notify::new(),
             sealing: Arc::new(tokio::sync::Semaphore::new(SEALS_AT_ONCE)),
-            oidc: oidc::Oidc::default(),
-            forge: forge::Poster::default(),
+            oidc: oidc::Oidc::new(&roots),
+            forge: forge::Poster::new(&roots),
             changes: live::Changes::default(),
         }
     }

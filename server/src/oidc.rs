@@ -58,13 +58,14 @@ pub struct Oidc {
     provider: tokio::sync::Mutex<Option<Provider>>,
 }
 
-impl Default for Oidc {
-    fn default() -> Oidc {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+impl Oidc {
+    /// A client of the provider trusting `roots` (the top-level `ca_file`) besides webpki's.
+    pub fn new(roots: &[reqwest::Certificate]) -> Oidc {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(15)).redirect(reqwest::redirect::Policy::none());
+        for cert in roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        let http = builder.build().unwrap_or_else(|_| reqwest::Client::new());
         Oidc { http, provider: tokio::sync::Mutex::new(None) }
     }
 }

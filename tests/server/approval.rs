@@ -197,3 +197,45 @@ async fn the_approve_button_is_a_maintainers_only() {
     assert_eq!(p["status"], "success", "{p:#}");
     assert_eq!(p["approval"]["approved_by"], "maint");
 }
+
+/// `fork_pipelines = "off"`: a fork's merge request makes no pipeline at all; a merge request
+/// from the project's own repository still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pipeline_for_a_fork_when_off() {
+    let forge = Forge::new(PIPELINE);
+    forge.push("main", "first");
+    let server = Server::start_full(&forge, 10_000, "", "fork_pipelines = \"off\"", None, Vec::new());
+    let http = Http::new(&server);
+    let sha = crate::support::git(&forge.work(), &["rev-parse", "HEAD"]);
+    let r = http
+        .client
+        .post(format!("{}/api/v1/webhooks/app", http.base))
+        .header("Content-Type", "application/json")
+        .header("X-Gitlab-Event", "Merge Request Hook")
+        .header("X-Gitlab-Event-UUID", "off-1")
+        .header("X-Gitlab-Token", SECRET)
+        .body(fork_merge_request_iid(&sha, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["ignored"], "fork_pipelines = \"off\"");
+    assert!(http.pipelines().await.is_empty(), "no pipeline");
+    // The same merge request from the project itself (same source and target project).
+    let mut own: Value = serde_json::from_slice(&fork_merge_request_iid(&sha, 4)).unwrap();
+    own["object_attributes"]["source_project_id"] = 1.into();
+    own["object_attributes"]["source"]["path_with_namespace"] = "gitlabhq/gitlab-test".into();
+    let r = http
+        .client
+        .post(format!("{}/api/v1/webhooks/app", http.base))
+        .header("Content-Type", "application/json")
+        .header("X-Gitlab-Event", "Merge Request Hook")
+        .header("X-Gitlab-Event-UUID", "off-2")
+        .header("X-Gitlab-Token", SECRET)
+        .body(serde_json::to_vec(&own).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    assert_eq!(http.pipelines().await.len(), 1);
+}

@@ -266,7 +266,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (4, "job_attempts", include_str!("../../migrations/sqlite/0004_job_attempts.sql")),
         (5, "forge_and_reports", include_str!("../../migrations/sqlite/0005_forge_and_reports.sql")),
         (8, "log_chunks", include_str!("../../migrations/sqlite/0008_log_chunks.sql")),
-        (9, "fork_approval", include_str!("../../migrations/sqlite/0009_fork_approval.sql")),
+        (10, "fork_approval", include_str!("../../migrations/sqlite/0010_fork_approval.sql")),
     ]))
     .await?)
 }
@@ -279,7 +279,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (4, "job_attempts", include_str!("../../migrations/postgres/0004_job_attempts.sql")),
         (5, "forge_and_reports", include_str!("../../migrations/postgres/0005_forge_and_reports.sql")),
         (8, "log_chunks", include_str!("../../migrations/postgres/0008_log_chunks.sql")),
-        (9, "fork_approval", include_str!("../../migrations/postgres/0009_fork_approval.sql")),
+        (10, "fork_approval", include_str!("../../migrations/postgres/0010_fork_approval.sql")),
     ]))
     .await?)
 }
