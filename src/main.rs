@@ -76,6 +76,9 @@ enum Command {
         /// A personal access token (`piste token create`); not needed for public projects.
         #[arg(long, env = "PISTE_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// PEM bundle of certificate authorities to trust for an `https://` server (a private CA).
+        #[arg(long, env = "PISTE_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// Runners on build nodes.
     Runner {
@@ -298,7 +301,11 @@ fn main() -> ExitCode {
         Command::Graph { spec, format } => spec.options().and_then(|o| output::graph(&o, format)),
         Command::Jobs { spec } => spec.options().and_then(|o| output::jobs(&o)),
         Command::Serve { config, listen, data_dir, database } => serve::serve(config, listen, data_dir, database),
-        Command::Logs { job, pipeline, follow, url, token } => logs::logs(&url, token.as_deref(), job, pipeline, follow),
+        Command::Logs { job, pipeline, follow, url, token, ca_file } => {
+            runner::follow::Server::new(&url, token.as_deref(), ca_file.as_deref())
+                .map_err(anyhow::Error::from)
+                .and_then(|server| logs::logs(&server, job, pipeline, follow))
+        }
         Command::Token { command } => match command {
             TokenCommand::Create { config, user, expires, label } => serve::token_create(&config, &user, expires, &label),
             TokenCommand::List { config, user } => serve::token_list(&config, user.as_deref()),

@@ -107,6 +107,21 @@ async fn a_runner_checks_out_from_a_server_behind_https() {
     assert!(log.contains(&format!("job={job_url}\n")) && log.contains(&format!("pipeline={pipeline_url}\n")), "{log}");
     assert!(log.contains(&format!("project={external}/projects/app\n")), "{log}");
 
+    // `piste logs` reads it through the proxy with the CA (and not without).
+    let logs = |ca: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_piste"));
+        cmd.args(["logs", "--url", &proxy.url, &show.to_string()]).env("PISTE_TOKEN", &server.token).env_remove("PISTE_CA_FILE");
+        if let Some(ca) = ca {
+            cmd.args(["--ca-file", ca]);
+        }
+        cmd.output().unwrap()
+    };
+    let out = logs(Some(ca));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from-the-commit-over-https"));
+    let out = logs(None);
+    assert!(!out.status.success(), "a server whose CA is not trusted");
+
     // Those links open the pages, through the proxy, for someone who trusts its CA.
     let pem = std::fs::read(&proxy.ca.cert).unwrap();
     let client = reqwest::Client::builder()

@@ -74,6 +74,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use api::read_ca_file;
 pub use config::{RunnerConfig, register};
 
 use crate::executor::{Executor, reap_process_groups};
