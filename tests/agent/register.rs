@@ -11,7 +11,8 @@ async fn register_writes_a_private_config() {
     let w = World::new().await;
     let path = w.tmp.path().join("runner.toml");
     let tags = vec!["docker".to_owned(), "linux".to_owned()];
-    let config = register(&format!("{}/", w.fake.url()), &req(&w.fake.state.registration_token, "node-1", &tags), &path, None).await.unwrap();
+    let config =
+        register(&format!("{}/", w.fake.url()), &req(&w.fake.state.registration_token, "node-1", &tags), &path, None).await.unwrap();
 
     assert_eq!(config.url, w.fake.url(), "the trailing slash is dropped");
     assert_eq!((config.name.as_str(), config.tags.as_slice()), ("node-1", tags.as_slice()));

@@ -156,8 +156,11 @@ impl Server {
         let config = dir.path().join("piste.toml");
         let extra = extra.replace("{PORT}", &port.to_string());
         // The project's secrets, unless `project_extra` names its own.
-        let secrets =
-            if project_extra.lines().any(|l| l.starts_with("secrets")) { "" } else { "secrets = { DEPLOY_TOKEN = \"tok-123456-secret\" }\n" };
+        let secrets = if project_extra.lines().any(|l| l.starts_with("secrets")) {
+            ""
+        } else {
+            "secrets = { DEPLOY_TOKEN = \"tok-123456-secret\" }\n"
+        };
         std::fs::write(
             &config,
             format!(

@@ -126,9 +126,7 @@ async fn a_runner_checks_out_from_a_server_behind_https() {
     let pem = std::fs::read(&proxy.ca.cert).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .default_headers(
-            [(reqwest::header::AUTHORIZATION, format!("Bearer {}", server.token).parse().unwrap())].into_iter().collect(),
-        )
+        .default_headers([(reqwest::header::AUTHORIZATION, format!("Bearer {}", server.token).parse().unwrap())].into_iter().collect())
         .build()
         .unwrap();
     for url in [&job_url, &pipeline_url] {

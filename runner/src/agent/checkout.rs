@@ -202,7 +202,13 @@ fn ref_destination(git_ref: &str) -> Option<String> {
     (git2::Reference::is_valid_name(git_ref) && git2::Reference::is_valid_name(&dst)).then_some(dst)
 }
 
-fn fetch(repo: &Repository, req: &CheckoutRequest, ca_file: Option<&Path>, refspec: &str, cancel: &CancellationToken) -> Result<(), CheckoutError> {
+fn fetch(
+    repo: &Repository,
+    req: &CheckoutRequest,
+    ca_file: Option<&Path>,
+    refspec: &str,
+    cancel: &CancellationToken,
+) -> Result<(), CheckoutError> {
     if req.url.starts_with("https://") {
         return fetch_with_git(repo.path(), req, ca_file, refspec, cancel);
     }
@@ -278,7 +284,8 @@ fn fetch_with_git(
     }
     cmd.args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--"]).arg(&req.url).arg(refspec);
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| CheckoutError::System(format!("cannot run `git` (needed to check out from an https server): {e}")))?;
+    let mut child =
+        cmd.spawn().map_err(|e| CheckoutError::System(format!("cannot run `git` (needed to check out from an https server): {e}")))?;
     // Read stderr on the side (bounded), so a chatty git never blocks on a full pipe.
     let stderr = child.stderr.take().map(|mut err| {
         std::thread::spawn(move || {

@@ -53,7 +53,8 @@ pub struct Poster {
 impl Poster {
     /// A poster whose client trusts `roots` (the top-level `ca_file`) besides webpki's.
     pub fn new(roots: &[reqwest::Certificate]) -> Poster {
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(15)).user_agent(concat!("piste/", env!("CARGO_PKG_VERSION")));
+        let mut builder =
+            reqwest::Client::builder().timeout(Duration::from_secs(15)).user_agent(concat!("piste/", env!("CARGO_PKG_VERSION")));
         for cert in roots {
             builder = builder.add_root_certificate(cert.clone());
         }

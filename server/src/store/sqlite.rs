@@ -48,8 +48,8 @@ use super::backend::{
     tags_json, unposted,
 };
 use super::{
-    AccessToken, Approval, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result,
-    Runner, RunnerScope, Session, Store, StoreError, Transition, Unposted, Wakeup,
+    AccessToken, Approval, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow,
+    Recorded, Result, Runner, RunnerScope, Session, Store, StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -830,9 +830,10 @@ fn pipeline_row(r: &SqliteRow) -> Result<PipelineRow> {
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
-        approval: r.try_get::<bool, _>("needs_approval")?.then(|| -> Result<Approval> {
-            Ok(Approval { by: r.try_get("approved_by")?, at: r.try_get("approved_at")? })
-        }).transpose()?,
+        approval: r
+            .try_get::<bool, _>("needs_approval")?
+            .then(|| -> Result<Approval> { Ok(Approval { by: r.try_get("approved_by")?, at: r.try_get("approved_at")? }) })
+            .transpose()?,
     })
 }
 

@@ -172,8 +172,12 @@ fn a_forks_pipeline_shows_its_approval() {
     assert!(page.contains("wait for a maintainer") && !page.contains("/approve"), "{page}");
     let mut approved = waiting(false);
     approved.status = PipelineStatus::Running;
-    approved.approval =
-        Some(ApprovalLine { approved: Some(("m<a>int".into(), "2026-12-05 12:00:00 UTC".into())), source: String::new(), may_approve: false, csrf: String::new() });
+    approved.approval = Some(ApprovalLine {
+        approved: Some(("m<a>int".into(), "2026-12-05 12:00:00 UTC".into())),
+        source: String::new(),
+        may_approve: false,
+        csrf: String::new(),
+    });
     let page = pipeline_page(&approved);
     assert!(page.contains("approved by <strong>m&lt;a&gt;int</strong> (2026-12-05 12:00:00 UTC)"), "{page}");
     assert!(page.contains("/api/v1/jobs/1/cancel"), "its jobs act as any pipeline's: {page}");
