@@ -500,7 +500,7 @@ fn refuse_unapproved(p: &crate::store::PipelineRow) -> ApiResult<()> {
     if p.awaiting_approval() {
         return Err(Error::Conflict(
             "this pipeline of a fork's merge request has not been approved: a maintainer approves it first \
-             (`POST /api/v1/pipelines/{id}/approve`, or the button on its page)"
+             (`POST /api/v1/pipelines/ID/approve`, or the button on its page)"
                 .into(),
         ));
     }
