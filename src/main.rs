@@ -76,6 +76,9 @@ enum Command {
         /// A personal access token (`piste token create`); not needed for public projects.
         #[arg(long, env = "PISTE_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// PEM bundle of certificate authorities to trust for an `https://` server (a private CA).
+        #[arg(long, env = "PISTE_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// Runners on build nodes.
     Runner {
@@ -149,6 +152,10 @@ enum RunnerCommand {
         /// Comma-separated project names: take only their jobs.
         #[arg(long, value_delimiter = ',')]
         projects: Vec<String>,
+        /// PEM bundle of certificate authorities to trust for an `https://` server (a private
+        /// CA); kept in `--config` for `piste runner run`.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         #[arg(long, default_value = "runner.toml")]
         config: PathBuf,
     },
@@ -294,16 +301,20 @@ fn main() -> ExitCode {
         Command::Graph { spec, format } => spec.options().and_then(|o| output::graph(&o, format)),
         Command::Jobs { spec } => spec.options().and_then(|o| output::jobs(&o)),
         Command::Serve { config, listen, data_dir, database } => serve::serve(config, listen, data_dir, database),
-        Command::Logs { job, pipeline, follow, url, token } => logs::logs(&url, token.as_deref(), job, pipeline, follow),
+        Command::Logs { job, pipeline, follow, url, token, ca_file } => {
+            runner::follow::Server::new(&url, token.as_deref(), ca_file.as_deref())
+                .map_err(anyhow::Error::from)
+                .and_then(|server| logs::logs(&server, job, pipeline, follow))
+        }
         Command::Token { command } => match command {
             TokenCommand::Create { config, user, expires, label } => serve::token_create(&config, &user, expires, &label),
             TokenCommand::List { config, user } => serve::token_list(&config, user.as_deref()),
             TokenCommand::Revoke { config, id } => serve::token_revoke(&config, id),
         },
         Command::Runner { command } => match command {
-            RunnerCommand::Register { url, token, name, tags, run_untagged, protected, projects, config } => {
+            RunnerCommand::Register { url, token, name, tags, run_untagged, protected, projects, ca_file, config } => {
                 let req = scheduler::protocol::RegisterRequest { registration_token: token, name, tags, run_untagged, protected, projects };
-                serve::register(&url, &req, &config)
+                serve::register(&url, &req, &config, ca_file.as_deref())
             }
             RunnerCommand::Run { config, executor, concurrency, work_dir } => {
                 serve::run_runner(&config, to_kind(executor), concurrency, work_dir)

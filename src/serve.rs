@@ -62,9 +62,9 @@ pub fn serve(
     })
 }
 
-pub fn register(url: &str, req: &scheduler::protocol::RegisterRequest, config: &Path) -> anyhow::Result<ExitCode> {
+pub fn register(url: &str, req: &scheduler::protocol::RegisterRequest, config: &Path, ca_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
-        let cfg = runner::agent::register(url, req, config).await?;
+        let cfg = runner::agent::register(url, req, config, ca_file).await?;
         eprintln!("registered `{}` with {url}; its token is in `{}` (keep it private)", cfg.name, config.display());
         Ok(ExitCode::SUCCESS)
     })

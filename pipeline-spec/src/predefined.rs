@@ -242,6 +242,20 @@ pub struct Context {
     pub registry: Option<String>,
     /// Where jobs check the project out: `CI_BUILDS_DIR`; `CI_PROJECT_DIR` is below it.
     pub builds_dir: String,
+    /// Whose pages `CI_PROJECT_URL`, `CI_PIPELINE_URL` and `CI_JOB_URL` link to.
+    #[serde(default)]
+    pub pages: Pages,
+}
+
+/// The web pages the URL variables point at: GitLab's paths (`<server>/<project>/-/jobs/<id>`),
+/// or a piste server's (`<server>/projects/<project>`, `/pipelines/<id>`, `/jobs/<id>`), so
+/// that a link a job prints opens the page of the server that ran it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pages {
+    #[default]
+    Gitlab,
+    Piste,
 }
 
 impl Default for Context {
@@ -276,6 +290,7 @@ impl Default for Context {
             user: None,
             registry: None,
             builds_dir: "/builds".to_string(),
+            pages: Pages::Gitlab,
         }
     }
 }
@@ -386,7 +401,26 @@ impl Context {
 
     /// `CI_PROJECT_URL`.
     pub fn project_url(&self) -> String {
-        format!("{}/{}", self.server_base(), self.project_path)
+        match self.pages {
+            Pages::Gitlab => format!("{}/{}", self.server_base(), self.project_path),
+            Pages::Piste => format!("{}/projects/{}", self.server_base(), self.project_path),
+        }
+    }
+
+    /// `CI_PIPELINE_URL`.
+    pub fn pipeline_url(&self) -> String {
+        match self.pages {
+            Pages::Gitlab => format!("{}/-/pipelines/{}", self.project_url(), self.pipeline_id),
+            Pages::Piste => format!("{}/pipelines/{}", self.server_base(), self.pipeline_id),
+        }
+    }
+
+    /// `CI_JOB_URL` of job `job_id`.
+    pub fn job_url(&self, job_id: u64) -> String {
+        match self.pages {
+            Pages::Gitlab => format!("{}/-/jobs/{job_id}", self.project_url()),
+            Pages::Piste => format!("{}/jobs/{job_id}", self.server_base()),
+        }
     }
 
     /// `CI_PROJECT_DIR`: the checkout, `<builds_dir>/<project path>`.
@@ -460,9 +494,8 @@ impl Context {
 
     pub fn job_variables(&self, job: &JobContext<'_>) -> Vec<(String, String)> {
         let mut v = Vars(self.rules_variables(job));
-        let project_url = self.project_url();
         v.set("CI_JOB_ID", job.job_id.to_string());
-        v.set("CI_JOB_URL", format!("{project_url}/-/jobs/{}", job.job_id));
+        v.set("CI_JOB_URL", self.job_url(job.job_id));
         if let Some(image) = job.image {
             v.set("CI_JOB_IMAGE", image);
         }
@@ -476,7 +509,7 @@ impl Context {
             v.set("CI_ENVIRONMENT_SLUG", slug);
         }
         v.set("CI_PIPELINE_ID", self.pipeline_id.to_string());
-        v.set("CI_PIPELINE_URL", format!("{project_url}/-/pipelines/{}", self.pipeline_id));
+        v.set("CI_PIPELINE_URL", self.pipeline_url());
         v.set("CI_BUILDS_DIR", self.builds_dir.trim_end_matches('/'));
         v.set("CI_PROJECT_DIR", self.project_dir());
         v.set("CI_SERVER", "yes");

@@ -1,6 +1,7 @@
 //! `piste logs`: read or follow a job's log from a server (Server-Sent Events, resumed by offset
 //! after a dropped connection), and the job's final status.
 
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,6 +18,8 @@ pub enum FollowError {
     LineTooLong { url: String },
     #[error("`{url}` ended the log with the unknown status `{status}`")]
     UnknownStatus { url: String, status: String },
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Longest event-stream line kept while waiting for its end (the server's are < 1 MiB).
@@ -47,17 +50,34 @@ pub struct JobInfo2 {
     pub status: JobStatus,
 }
 
-/// A client sending `token` (a personal access token) as `Authorization: Bearer`.
-fn client(token: Option<&str>) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(value) = token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).default_headers(headers).build().unwrap_or_default()
+/// A server, as `piste logs` reaches it.
+#[derive(Clone)]
+pub struct Server {
+    base: String,
+    http: reqwest::Client,
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(url: String, token: Option<&str>) -> Result<T, FollowError> {
-    let r = client(token).get(&url).send().await.map_err(|source| FollowError::Http { url: url.clone(), source })?;
+impl Server {
+    /// The server at `base`, sent `token` (a personal access token) as `Authorization: Bearer`,
+    /// trusting the certificate authorities of `ca_file` (a PEM bundle) besides the usual ones.
+    pub fn new(base: &str, token: Option<&str>, ca_file: Option<&Path>) -> Result<Server, FollowError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).default_headers(headers);
+        if let Some(path) = ca_file {
+            for cert in crate::agent::read_ca_file(path).map_err(FollowError::Setup)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| FollowError::Setup(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Server { base: base.trim_end_matches('/').to_owned(), http })
+    }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(server: &Server, url: String) -> Result<T, FollowError> {
+    let r = server.http.get(&url).send().await.map_err(|source| FollowError::Http { url: url.clone(), source })?;
     if !r.status().is_success() {
         let status = r.status().as_u16();
         return Err(FollowError::Status { url, status, body: r.text().await.unwrap_or_default() });
@@ -65,21 +85,21 @@ async fn get_json<T: serde::de::DeserializeOwned>(url: String, token: Option<&st
     r.json().await.map_err(|source| FollowError::Http { url, source })
 }
 
-pub async fn job(base: &str, token: Option<&str>, id: i64) -> Result<JobInfo, FollowError> {
-    get_json(format!("{}/api/v1/jobs/{id}", base.trim_end_matches('/')), token).await
+pub async fn job(server: &Server, id: i64) -> Result<JobInfo, FollowError> {
+    get_json(server, format!("{}/api/v1/jobs/{id}", server.base)).await
 }
 
-pub async fn pipeline(base: &str, token: Option<&str>, id: i64) -> Result<PipelineInfo, FollowError> {
-    get_json(format!("{}/api/v1/pipelines/{id}", base.trim_end_matches('/')), token).await
+pub async fn pipeline(server: &Server, id: i64) -> Result<PipelineInfo, FollowError> {
+    get_json(server, format!("{}/api/v1/pipelines/{id}", server.base)).await
 }
 
 /// Prints (through `out`) the log of job `id` as stored, or follows it until the job ends when
 /// `follow`. Returns the job's final status.
-pub async fn log(base: &str, token: Option<&str>, id: i64, follow: bool, mut out: impl FnMut(&str)) -> Result<JobStatus, FollowError> {
-    let base = base.trim_end_matches('/');
+pub async fn log(server: &Server, id: i64, follow: bool, mut out: impl FnMut(&str)) -> Result<JobStatus, FollowError> {
+    let base = server.base.as_str();
     if !follow {
         let url = format!("{base}/api/v1/jobs/{id}/log");
-        let r = client(token).get(&url).send().await.map_err(|source| FollowError::Http { url: url.clone(), source })?;
+        let r = server.http.get(&url).send().await.map_err(|source| FollowError::Http { url: url.clone(), source })?;
         if !r.status().is_success() {
             let status = r.status().as_u16();
             return Err(FollowError::Status { url, status, body: r.text().await.unwrap_or_default() });
@@ -91,13 +111,13 @@ pub async fn log(base: &str, token: Option<&str>, id: i64, follow: bool, mut out
             out(&text.push(&chunk));
         }
         out(&text.finish());
-        return Ok(job(base, token, id).await?.status);
+        return Ok(job(server, id).await?.status);
     }
     let mut offset: u64 = 0;
     let mut failures = 0u32;
     loop {
         let url = format!("{base}/api/v1/jobs/{id}/log/stream?offset={offset}");
-        let resp = match client(token).get(&url).header("Accept", "text/event-stream").send().await {
+        let resp = match server.http.get(&url).header("Accept", "text/event-stream").send().await {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => {
                 let status = r.status().as_u16();

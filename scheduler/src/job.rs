@@ -198,7 +198,9 @@ impl JobSpec {
     /// dependencies < project variables and secrets < pipeline variables. The one place where
     /// precedence is decided, for `piste run` and for server runners alike.
     pub fn variables(&self, predefined: &[(String, String)], dotenv: &[(String, String)]) -> Vec<Variable> {
-        let mut list: Vec<Var> = predefined.iter().map(|(k, v)| Var::new(k, v)).collect();
+        // Predefined values are data (a commit message, a branch, an author from the payload):
+        // kept as written, as GitLab does; YAML variables referring to them still get them.
+        let mut list: Vec<Var> = predefined.iter().map(|(k, v)| Var::raw(k, v)).collect();
         let var = |v: &SpecVar| if v.raw { Var::raw(&v.key, &v.value) } else { Var::new(&v.key, &v.value) };
         let (yaml, outer): (Vec<&SpecVar>, Vec<&SpecVar>) = self.variables.iter().partition(|v| v.layer == Layer::Yaml);
         list.extend(yaml.into_iter().map(var));
@@ -291,6 +293,17 @@ mod tests {
         assert_eq!(get(&vars, "E"), Some("run"));
         assert_eq!(get(&vars, "CI_JOB_NAME"), Some("job"));
         assert!(vars.iter().find(|v| v.key == "D").unwrap().masked, "project secrets stay masked");
+    }
+
+    /// Predefined values come from a webhook payload (commit message, branch, author): GitLab
+    /// keeps them as written, so a `$NAME` in them is text, never a secret's value.
+    #[test]
+    fn predefined_values_are_never_expanded() {
+        let spec = spec_of("job:\n  script: [make]\n", "job", &[outer("DEPLOY_TOKEN", "tok-123456-secret", Layer::Project)]);
+        let message = "fix: print $DEPLOY_TOKEN and ${HOME} %PATH% $$";
+        let predefined = vec![("CI_COMMIT_MESSAGE".to_string(), message.to_string())];
+        let vars = spec.variables(&predefined, &[]);
+        assert_eq!(get(&vars, "CI_COMMIT_MESSAGE"), Some(message));
     }
 
     #[test]

@@ -49,6 +49,7 @@ impl Queue {
                     source: "push".into(),
                     trigger: "{}".into(),
                     created_at: 0,
+                    needs_approval: false,
                 };
                 let Recorded::Created(p) = self.store.record_pipeline(&format!("d{}", self.versions.len()), &new).await.unwrap() else {
                     unreachable!()

@@ -60,6 +60,20 @@ pub struct PipelineView {
     /// The mean of the jobs' coverage values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coverage: Option<f64>,
+    /// For a fork's merge request under `fork_pipelines = "approval"`: whether it still waits
+    /// for a maintainer, or who approved it and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalView>,
+}
+
+#[derive(Serialize)]
+pub struct ApprovalView {
+    /// Nothing runs until a maintainer approves (`POST /api/v1/pipelines/{id}/approve`).
+    pub waiting: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<i64>,
 }
 
 /// The last try to post a pipeline's state to its forge.
@@ -99,6 +113,7 @@ async fn view(state: &AppState, row: crate::store::PipelineRow) -> ApiResult<Pip
         forge_status,
         tests: reports.tests.take(),
         coverage: reports.coverage,
+        approval: row.approval.clone().map(|a| ApprovalView { waiting: a.by.is_none(), approved_by: a.by, approved_at: a.at }),
         id: row.id,
         project: row.project,
         git_ref: row.git_ref,
@@ -366,7 +381,8 @@ async fn job_event(
     make: impl FnOnce(String) -> Event,
 ) -> ApiResult<StatusCode> {
     auth::check_unsafe(&state.config, caller, headers, body)?;
-    let (job, _) = auth::job(state, caller, id, true).await?;
+    let (job, pipeline) = auth::job(state, caller, id, true).await?;
+    refuse_unapproved(&pipeline)?;
     let commands = pipelines::process(state, job.pipeline_id, vec![make(job.name)], Vec::new()).await?;
     if commands.is_empty() {
         return Err(Error::Conflict("the job is not in a state that allows this".into()));
@@ -463,7 +479,8 @@ pub async fn retry_pipeline(
 
 async fn retry_pipeline_inner(state: &AppState, caller: &Caller, id: i64, (headers, body): (&HeaderMap, &[u8])) -> ApiResult<StatusCode> {
     auth::check_unsafe(&state.config, caller, headers, body)?;
-    auth::pipeline(state, caller, id, true).await?;
+    let pipeline = auth::pipeline(state, caller, id, true).await?;
+    refuse_unapproved(&pipeline)?;
     let jobs = state.store.jobs(id).await?;
     let events: Vec<Event> = jobs
         .into_iter()
@@ -475,6 +492,44 @@ async fn retry_pipeline_inner(state: &AppState, caller: &Caller, id: i64, (heade
     }
     pipelines::process(state, id, events, Vec::new()).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Nothing of a pipeline that waits for a maintainer's approval may run: its jobs are neither
+/// played nor retried (even after it was canceled unapproved). Canceling it is allowed.
+fn refuse_unapproved(p: &crate::store::PipelineRow) -> ApiResult<()> {
+    if p.awaiting_approval() {
+        return Err(Error::Conflict(
+            "this pipeline of a fork's merge request has not been approved: a maintainer approves it first \
+             (`POST /api/v1/pipelines/ID/approve`, or the button on its page)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/pipelines/{id}/approve`: a maintainer lets a fork's merge-request pipeline
+/// (`fork_pipelines = "approval"`) run, with the project's unprotected secrets.
+pub async fn approve_pipeline(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = approve_pipeline_inner(&state, &caller, id, (&headers, &body)).await;
+    answer(&headers, r, format!("/pipelines/{id}"))
+}
+
+async fn approve_pipeline_inner(state: &AppState, caller: &Caller, id: i64, (headers, body): (&HeaderMap, &[u8])) -> ApiResult<StatusCode> {
+    auth::check_unsafe(&state.config, caller, headers, body)?;
+    let p = state.store.pipeline(id).await?.ok_or(Error::NotFound("pipeline"))?;
+    auth::check(&state.config, caller, &p.project, auth::Need::Approve).map_err(|d| d.api("pipeline"))?;
+    let user = caller.user().map(|u| u.name.clone()).ok_or(Error::Unauthorized("log in to approve"))?;
+    match pipelines::approve(state, id, &user).await {
+        Ok(()) => Ok(StatusCode::ACCEPTED),
+        Err(e @ pipelines::ApproveError::NotWaiting) => Err(Error::Conflict(e.to_string())),
+        Err(pipelines::ApproveError::Store(e)) => Err(e.into()),
+    }
 }
 
 /// `POST /api/v1/webhooks/{project}`: verify over the raw body, then record, then plan.
@@ -525,12 +580,14 @@ pub async fn webhook(
     let info = crate::webhook::ProjectInfo {
         path: cfg.name.clone(),
         default_branch: cfg.default_branch.clone(),
-        server_url: state.public_url(),
+        // `CI_SERVER_*` and the page links: the address people reach this server at.
+        server_url: state.external_url(),
         config_path: cfg.pipeline_file.clone().unwrap_or_else(|| ".gitlab-ci.yml".into()),
         ..crate::webhook::ProjectInfo::default()
     };
     let mut ctx = trigger.context(&info);
     ctx.pipeline_id = 0;
+    ctx.pages = pipeline_spec::predefined::Pages::Piste;
     // Which refs are protected is the server's configuration, never the payload's word.
     let fork = ctx.from_fork();
     ctx.ref_protected = !fork && cfg.is_protected(ctx.branch.as_deref(), ctx.tag.as_deref());
@@ -550,6 +607,7 @@ pub async fn webhook(
         source: trigger.source().to_string(),
         trigger: serde_json::to_string(&ctx).map_err(|e| Error::Internal(e.into()))?,
         created_at: state.now_ms(),
+        needs_approval: fork && cfg.fork_pipelines == crate::config::ForkPipelines::Approval,
     };
     state.metrics.webhook_received();
     let delivery = &trigger.delivery_id;

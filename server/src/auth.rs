@@ -6,7 +6,8 @@
 //! are maintainers everywhere; a public project gives everyone, anonymous callers included,
 //! the viewer role. Acting on a pipeline (retry, cancel, play) needs developer on an
 //! unprotected ref and maintainer on a protected one (the pipeline's `ref_protected`, the same
-//! flag that decided its secrets).
+//! flag that decided its secrets). Approving a fork's pipeline (`fork_pipelines = "approval"`)
+//! needs maintainer: it hands the fork's code the project's unprotected secrets.
 //!
 //! Refusals: reading without a role is `401` for an anonymous caller (pages redirect to the
 //! login) and `404` for a known one (the project's data stays hidden); acting without the
@@ -175,6 +176,8 @@ pub enum Need {
     Act {
         protected: bool,
     },
+    /// Approve a fork's merge-request pipeline: maintainer.
+    Approve,
 }
 
 impl Need {
@@ -182,7 +185,7 @@ impl Need {
         match self {
             Need::Read => Role::Viewer,
             Need::Act { protected: false } => Role::Developer,
-            Need::Act { protected: true } => Role::Maintainer,
+            Need::Act { protected: true } | Need::Approve => Role::Maintainer,
         }
     }
 }
@@ -254,6 +257,11 @@ pub async fn job(state: &AppState, caller: &Caller, id: i64, act: bool) -> Resul
 /// Whether the caller may act on the pipeline (buttons are shown only then).
 pub fn may_act(config: &Config, caller: &Caller, p: &PipelineRow) -> bool {
     check(config, caller, &p.project, need_for(p, true)).is_ok()
+}
+
+/// Whether the caller may approve the pipeline (a maintainer; the button is shown only then).
+pub fn may_approve(config: &Config, caller: &Caller, p: &PipelineRow) -> bool {
+    check(config, caller, &p.project, Need::Approve).is_ok()
 }
 
 /// A page refusal: the login for anonymous visitors (when OpenID Connect is configured), a
@@ -413,6 +421,9 @@ mod tests {
         assert_eq!(check(&c, &user("dev", &[]), "app", Need::Act { protected: true }), Err(Denied::Forbidden));
         assert_eq!(check(&c, &user("root", &[]), "gone", Need::Act { protected: true }), Ok(Role::Maintainer));
         assert_eq!(check(&c, &user("dev", &[]), "gone", Need::Read), Err(Denied::Hidden));
+        assert_eq!(check(&c, &user("dev", &[]), "app", Need::Approve), Err(Denied::Forbidden), "approving is a maintainer's");
+        assert_eq!(check(&c, &user("root", &[]), "app", Need::Approve), Ok(Role::Maintainer));
+        assert_eq!(check(&c, &Caller::Anonymous, "app", Need::Approve), Err(Denied::Login));
     }
 
     #[test]
@@ -457,6 +468,7 @@ mod tests {
             version: 0,
             created_at: 0,
             updated_at: 0,
+            approval: None,
         };
         assert!(!pipeline_protected(&row("{\"ref_protected\": false}")));
         assert!(pipeline_protected(&row("{\"ref_protected\": true}")));

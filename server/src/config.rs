@@ -17,7 +17,7 @@
 //! name = "app"
 //! repo = "https://forge.example/group/app.git"   # cloned by the server; never a URL from a payload
 //! # repo_token_env = "APP_REPO_TOKEN"     # or repo_token = "..."; Basic credentials (repo_username)
-//! # ca_file = "private-ca.pem"            # for https (also top-level: https and PostgreSQL)
+//! # ca_file = "private-ca.pem"            # for https (top-level: also PostgreSQL, OIDC, forges, S3)
 //! # ssh_key = "deploy-key"                # for ssh:// and git@host:path; known_hosts = "..."
 //! webhook_secret = "shared with the forge"
 //! default_branch = "main"
@@ -26,7 +26,7 @@
 //! # unprotected_secrets = ["NAME"]       # secrets that unprotected refs may have too
 //! # protected_branches = ["main", "release/*"]   # default: the default branch
 //! # protected_tags = ["v*"]               # default: none
-//! # fork_pipelines = "no-secrets"         # or "off": no pipeline for a fork's merge request
+//! # fork_pipelines = "no-secrets"         # or "approval" (waits for a maintainer), "off" (none)
 //! visibility = "private"                  # the default; "public": anyone may read
 //! members = { alice = "maintainer", bob = "viewer", "group:/app-devs" = "developer" }
 //!
@@ -92,8 +92,9 @@ pub struct Config {
     #[serde(default = "default_max_artifacts")]
     pub max_artifacts_bytes: u64,
     /// PEM bundle of certificate authorities trusted for everything that speaks TLS to the
-    /// outside: `https://` repositories (unless a project sets its own) and PostgreSQL
-    /// (`sslrootcert`, unless the URL names one). Default: the system's (git), webpki's (sqlx).
+    /// outside: `https://` repositories (unless a project sets its own), PostgreSQL
+    /// (`sslrootcert`, unless the URL names one), the OpenID provider, forges' status APIs and
+    /// S3 (besides webpki's roots). Default: the system's (git), webpki's (the others).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Known hosts for `ssh://` repositories (unless a project sets its own); default: the
@@ -241,7 +242,8 @@ pub struct ProjectConfig {
     #[serde(default)]
     pub protected_tags: Vec<String>,
     /// Merge requests from a fork: `no-secrets` (the default) plans and runs them without any
-    /// secret; `off` creates no pipeline for them.
+    /// secret; `approval` plans them and runs them once a maintainer approves, with the secrets
+    /// of an unprotected ref (`unprotected_secrets`); `off` creates no pipeline for them.
     #[serde(default)]
     pub fork_pipelines: ForkPipelines,
     #[serde(default)]
@@ -317,7 +319,21 @@ impl ForgeKind {
 pub enum ForkPipelines {
     #[default]
     NoSecrets,
+    /// Planned, then held until a maintainer approves (API or page); then run as a merge
+    /// request of an unprotected ref of the project would be.
+    Approval,
     Off,
+}
+
+/// Where a pipeline's code comes from, for its secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The project's own repository.
+    Project,
+    /// A fork's merge request: someone else's code.
+    Fork,
+    /// A fork's merge request a maintainer approved (`fork_pipelines = "approval"`).
+    ApprovedFork,
 }
 
 /// Secrets shorter than this are refused: masking a short value would blank ordinary words
@@ -338,9 +354,11 @@ impl ProjectConfig {
     }
 
     /// The secrets a pipeline receives: all of them on a protected ref, only the unprotected
-    /// ones elsewhere, none for a fork's merge request.
-    pub fn secrets_for(&self, protected: bool, fork: bool) -> impl Iterator<Item = (&String, &String)> {
-        self.secrets.iter().filter(move |(k, _)| !fork && (protected || self.unprotected_secrets.contains(k)))
+    /// ones elsewhere (an approved fork's merge request included: its ref is never protected),
+    /// none for a fork's merge request nobody approved.
+    pub fn secrets_for(&self, protected: bool, source: Source) -> impl Iterator<Item = (&String, &String)> {
+        let protected = protected && source == Source::Project;
+        self.secrets.iter().filter(move |(k, _)| source != Source::Fork && (protected || self.unprotected_secrets.contains(k)))
     }
 }
 
@@ -494,7 +512,29 @@ impl Config {
             }
         }
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        config.ca_pem().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         Ok(config)
+    }
+
+    /// The top-level `ca_file`'s PEM bundle, checked to hold certificates; `None` without one.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(path) = &self.ca_file else { return Ok(None) };
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read `ca_file` `{}`: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("`ca_file` `{}` is not a PEM certificate bundle: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("`ca_file` `{}` holds no PEM certificate", path.display()));
+        }
+        Ok(Some(pem))
+    }
+
+    /// The top-level `ca_file`'s certificates, for the server's HTTPS clients (the OpenID
+    /// provider, forges' APIs); empty without one.
+    pub fn tls_roots(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        match self.ca_pem()? {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()),
+            None => Ok(Vec::new()),
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -738,10 +778,12 @@ mod tests {
         let c = project("secrets = { A = \"aaaaaaaa\", B = \"bbbbbbbb\" }\nunprotected_secrets = [\"B\"]\n").unwrap();
         let p = &c.projects[0];
         assert!(p.is_protected(Some("main"), None) && !p.is_protected(Some("feature"), None) && !p.is_protected(None, Some("v1")));
-        let names = |protected, fork| p.secrets_for(protected, fork).map(|(k, _)| k.clone()).collect::<Vec<_>>();
-        assert_eq!(names(true, false), ["A", "B"]);
-        assert_eq!(names(false, false), ["B"]);
-        assert!(names(true, true).is_empty(), "a fork never gets a secret");
+        let names = |protected, source| p.secrets_for(protected, source).map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        assert_eq!(names(true, Source::Project), ["A", "B"]);
+        assert_eq!(names(false, Source::Project), ["B"]);
+        assert!(names(true, Source::Fork).is_empty() && names(false, Source::Fork).is_empty(), "a fork gets no secret");
+        assert_eq!(names(true, Source::ApprovedFork), ["B"], "an approved fork: an unprotected ref's");
+        assert_eq!(names(false, Source::ApprovedFork), ["B"]);
         let c = project("protected_branches = [\"release/*\"]\nprotected_tags = [\"v*\"]\n").unwrap();
         let p = &c.projects[0];
         assert!(p.is_protected(Some("release/1.2/hotfix"), None) && !p.is_protected(Some("main"), None));

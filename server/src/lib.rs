@@ -131,6 +131,11 @@ fn hold<T: Default>(map: &PerJob<T>, job: i64) -> Held<T> {
 
 impl AppState {
     pub fn new(config: Config, store: Backend, blobs: Blobs) -> AppState {
+        // Checked when the file was loaded; a file changed since is said here.
+        let roots = config.tls_roots().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "`ca_file` not trusted by the OpenID and forge clients");
+            Vec::new()
+        });
         AppState {
             logs: Logs::for_blobs(&config.data_dir, &blobs, &store),
             blobs,
@@ -146,8 +151,8 @@ impl AppState {
             timer_deadline: AtomicI64::new(i64::MAX),
             timer: tokio::sync::Notify::new(),
             sealing: Arc::new(tokio::sync::Semaphore::new(SEALS_AT_ONCE)),
-            oidc: oidc::Oidc::default(),
-            forge: forge::Poster::default(),
+            oidc: oidc::Oidc::new(&roots),
+            forge: forge::Poster::new(&roots),
             changes: live::Changes::default(),
         }
     }
@@ -375,6 +380,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/events", get(live::list_events))
         .route("/api/v1/pipelines/{id}/cancel", post(api::cancel_pipeline))
         .route("/api/v1/pipelines/{id}/retry", post(api::retry_pipeline))
+        .route("/api/v1/pipelines/{id}/approve", post(api::approve_pipeline))
         .route("/api/v1/jobs/{id}", get(api::get_job))
         .route("/api/v1/jobs/{id}/log", get(api::job_log).put(runners::append_log))
         .route("/api/v1/jobs/{id}/log/stream", get(follow::stream))
@@ -406,6 +412,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
             }
         }
         Err(e) => tracing::error!(error = %error::chain(&e), "cannot list pipelines to resume"),
+    }
+    if let Err(e) = pipelines::resume_approved(&state).await {
+        tracing::error!(error = %error::chain(&e), "cannot start the pipelines approved before a restart");
     }
     tokio::spawn(forge::run(state.clone(), shutdown.clone()));
     forge::resume(&state).await;

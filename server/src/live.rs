@@ -118,7 +118,7 @@ async fn pipeline_snapshot(state: &AppState, id: i64) -> Option<PipelineSnapshot
                 status: j.status,
                 label: status_label(j.status.as_str()),
                 duration: duration_text(job_duration(j)),
-                actions: job_actions(j.status),
+                actions: job_actions(j.status).unless(p.awaiting_approval()),
             })
             .collect(),
     })

@@ -7,7 +7,8 @@
 //!   short-lived `HttpOnly`, `SameSite=Lax` cookie scoped to `/auth`: nothing is stored before
 //!   the login succeeds, and any server sharing the database can take the callback.
 //! - `GET /auth/callback?code&state`: `state` must equal the cookie's; the code is exchanged
-//!   (with the verifier and the client secret); the ID token's RS256 signature is checked
+//!   (with the verifier and the client secret; a provider's `400`/`401` there, e.g. a verifier
+//!   that does not match the challenge, refuses the login); the ID token's RS256 signature is checked
 //!   against the provider's JWKS (fetched again once for an unknown `kid`: key rotation), then
 //!   `iss`, `aud` (and `azp` when several audiences), `exp`, `iat` and `nonce`. The user is the
 //!   `username_claim`, their groups the `groups_claim`. A session is created: a random 256-bit
@@ -57,13 +58,14 @@ pub struct Oidc {
     provider: tokio::sync::Mutex<Option<Provider>>,
 }
 
-impl Default for Oidc {
-    fn default() -> Oidc {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+impl Oidc {
+    /// A client of the provider trusting `roots` (the top-level `ca_file`) besides webpki's.
+    pub fn new(roots: &[reqwest::Certificate]) -> Oidc {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(15)).redirect(reqwest::redirect::Policy::none());
+        for cert in roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        let http = builder.build().unwrap_or_else(|_| reqwest::Client::new());
         Oidc { http, provider: tokio::sync::Mutex::new(None) }
     }
 }
@@ -93,8 +95,18 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, LoginError
 }
 
 async fn read_json(resp: reqwest::Response, url: &str) -> Result<Value, LoginError> {
-    use futures_util::StreamExt;
     let status = resp.status();
+    let body = read_bounded(resp, url).await?;
+    if !status.is_success() {
+        let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+        return Err(LoginError::Provider(format!("{url}: {status}: {text}")));
+    }
+    serde_json::from_slice(&body).map_err(|e| LoginError::Provider(format!("{url}: not JSON: {e}")))
+}
+
+/// A provider's answer, at most [`MAX_ANSWER`] bytes.
+async fn read_bounded(resp: reqwest::Response, url: &str) -> Result<Vec<u8>, LoginError> {
+    use futures_util::StreamExt;
     let mut body = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -104,11 +116,7 @@ async fn read_json(resp: reqwest::Response, url: &str) -> Result<Value, LoginErr
         }
         body.extend_from_slice(&chunk);
     }
-    if !status.is_success() {
-        let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-        return Err(LoginError::Provider(format!("{url}: {status}: {text}")));
-    }
-    serde_json::from_slice(&body).map_err(|e| LoginError::Provider(format!("{url}: not JSON: {e}")))
+    Ok(body)
 }
 
 impl Oidc {
@@ -218,6 +226,10 @@ async fn finish_login(state: &AppState, q: CallbackQuery, headers: &HeaderMap) -
     let [expected_state, nonce, verifier, next] = parts[..] else {
         return Err(LoginError::Refused("malformed login cookie".into()));
     };
+    // RFC 7636: a verifier is 43 to 128 characters; ours are 64 hex digits.
+    if !(43..=128).contains(&verifier.len()) {
+        return Err(LoginError::Refused("malformed login cookie (no PKCE verifier)".into()));
+    }
     if !q.state.as_deref().is_some_and(|s| tokens_equal(s, expected_state)) {
         return Err(LoginError::Refused("`state` does not match this browser's login".into()));
     }
@@ -240,6 +252,14 @@ async fn finish_login(state: &AppState, q: CallbackQuery, headers: &HeaderMap) -
         .send()
         .await
         .map_err(|e| LoginError::Provider(format!("token endpoint: {e}")))?;
+    if resp.status() == StatusCode::BAD_REQUEST || resp.status() == StatusCode::UNAUTHORIZED {
+        // RFC 6749 §5.2: a refused code (used, expired, or whose PKCE verifier does not match
+        // its challenge) is the login's failure, not the provider's.
+        let answer: Value = serde_json::from_slice(&read_bounded(resp, &provider.token_endpoint).await?).unwrap_or_default();
+        let error = answer["error"].as_str().unwrap_or("(no error code)");
+        let why = answer["error_description"].as_str().unwrap_or_default();
+        return Err(LoginError::Refused(format!("the provider refused the code: `{error}` {why}").chars().take(300).collect()));
+    }
     let tokens = read_json(resp, &provider.token_endpoint).await?;
     let id_token = tokens["id_token"].as_str().ok_or_else(|| LoginError::Provider("the token answer has no `id_token`".into()))?;
     let claims = match verify_id_token(id_token, &provider.keys, cfg, nonce, state.now_ms() / 1000) {

@@ -158,8 +158,22 @@ async fn pipeline_page(state: &AppState, caller: &Caller, p: PipelineRow) -> Api
             at: crate::pipelines::iso_time(f.at),
         }),
         permission: Permission { allowed: auth::may_act(&state.config, caller, &p), csrf: caller.csrf() },
+        approval: p.approval.as_ref().map(|a| pages::ApprovalLine {
+            approved: a.by.clone().map(|by| (by, a.at.map(crate::pipelines::iso_time).unwrap_or_default())),
+            source: fork_source(&p),
+            may_approve: a.by.is_none() && auth::may_approve(&state.config, caller, &p),
+            csrf: caller.csrf(),
+        }),
     };
     Ok(Html(pages::pipeline_page(&detail)))
+}
+
+/// The fork a merge-request pipeline comes from (`owner/name`, as its forge said it).
+fn fork_source(p: &PipelineRow) -> String {
+    serde_json::from_str::<pipeline_spec::predefined::Context>(&p.trigger)
+        .ok()
+        .and_then(|c| c.merge_request.and_then(|mr| mr.source_project_path))
+        .unwrap_or_else(|| "another repository".into())
 }
 
 /// The pipeline's timeline from its engine (times and the critical path).

@@ -199,10 +199,50 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
         });
     }
     let count = jobs.len();
+    if row.awaiting_approval() {
+        // A fork's merge request under `fork_pipelines = "approval"`: its jobs are shown, and
+        // nothing starts (no `Start` event, so no job is ever pending) until a maintainer
+        // approves it (`approve`). `manual` is GitLab's "blocked": waiting for a person.
+        state.store.save_plan(pipeline_id, &jobs, PipelineStatus::Manual, state.now_ms()).await?;
+        state.pipeline_changed(pipeline_id, &row.project, true);
+        tracing::info!(project = %row.project, pipeline = pipeline_id, git_ref = %row.git_ref, jobs = count, "pipeline waits for a maintainer's approval");
+        return Ok(());
+    }
     state.store.save_plan(pipeline_id, &jobs, PipelineStatus::Pending, state.now_ms()).await?;
     state.pipeline_changed(pipeline_id, &row.project, true);
     tracing::info!(project = %row.project, pipeline = pipeline_id, git_ref = %row.git_ref, jobs = count, "pipeline created");
     process(state, pipeline_id, vec![Event::Start { now: state.now_ms() as u64 }], Vec::new()).await?;
+    Ok(())
+}
+
+/// Why an approval was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveError {
+    #[error("this pipeline does not wait for an approval (it needs none, was approved already, or was canceled)")]
+    NotWaiting,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A maintainer (`by`) approves a pipeline that waits for it: recorded, then started. A server
+/// that stops between the two starts it when it starts again (`resume_approved`).
+pub async fn approve(state: &AppState, pipeline_id: i64, by: &str) -> Result<(), ApproveError> {
+    if !state.store.approve_pipeline(pipeline_id, by, state.now_ms()).await? {
+        return Err(ApproveError::NotWaiting);
+    }
+    let project = state.store.pipeline(pipeline_id).await?.map(|p| p.project).unwrap_or_default();
+    tracing::info!(%project, pipeline = pipeline_id, user = %by, "pipeline approved");
+    process(state, pipeline_id, vec![Event::Start { now: state.now_ms() as u64 }], Vec::new()).await?;
+    Ok(())
+}
+
+/// Starts the pipelines approved but not started (the server stopped in between).
+pub async fn resume_approved(state: &AppState) -> Result<(), StoreError> {
+    for row in state.store.pipelines_with_status(&[PipelineStatus::Manual]).await? {
+        if row.version == 0 && row.approval.as_ref().is_some_and(|a| a.by.is_some()) {
+            process(state, row.id, vec![Event::Start { now: state.now_ms() as u64 }], Vec::new()).await?;
+        }
+    }
     Ok(())
 }
 
@@ -417,12 +457,19 @@ fn log_ended(project: &str, pipeline: i64, ended: &[(i64, &str, u32, JobStatus)]
     }
 }
 
-/// The secrets a job of a pipeline triggered as `ctx` receives (protected refs only, never a
-/// fork's merge request; see `ProjectConfig::secrets_for`), as masked raw variables.
-pub fn secret_vars(project: &crate::config::ProjectConfig, ctx: &Context) -> Vec<SpecVar> {
-    let fork = ctx.from_fork();
+/// The secrets a job of pipeline `row`, triggered as `ctx`, receives (protected refs only;
+/// never a fork's merge request that no maintainer approved; see
+/// `ProjectConfig::secrets_for`), as masked raw variables.
+pub fn secret_vars(project: &crate::config::ProjectConfig, row: &PipelineRow, ctx: &Context) -> Vec<SpecVar> {
+    use crate::config::Source;
+    let approved = row.approval.as_ref().is_some_and(|a| a.by.is_some());
+    let source = match (ctx.from_fork(), approved) {
+        (false, _) => Source::Project,
+        (true, false) => Source::Fork,
+        (true, true) => Source::ApprovedFork,
+    };
     project
-        .secrets_for(ctx.ref_protected, fork)
+        .secrets_for(ctx.ref_protected, source)
         .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project })
         .collect()
 }

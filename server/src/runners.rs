@@ -91,7 +91,7 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
     let mut ctx: Context = serde_json::from_str(&pipeline.trigger).map_err(|e| Error::Internal(e.into()))?;
     if let Some(project) = state.config.project(&pipeline.project) {
-        template.job.add_outer(pipelines::secret_vars(project, &ctx));
+        template.job.add_outer(pipelines::secret_vars(project, &pipeline, &ctx));
     }
     ctx.pipeline_id = u64::try_from(pipeline.id).unwrap_or(0);
     ctx.pipeline_iid = ctx.pipeline_id;

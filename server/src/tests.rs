@@ -51,6 +51,7 @@ async fn started(state: &AppState, delivery: &str, nodes: Vec<JobNode>) -> (i64,
         source: "push".into(),
         trigger: "{}".into(),
         created_at: state.now_ms(),
+        needs_approval: false,
     };
     let Recorded::Created(id) = state.store.record_pipeline(delivery, &new).await.unwrap() else { panic!("a new delivery") };
     let jobs: Vec<NewJob> = nodes

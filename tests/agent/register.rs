@@ -11,7 +11,8 @@ async fn register_writes_a_private_config() {
     let w = World::new().await;
     let path = w.tmp.path().join("runner.toml");
     let tags = vec!["docker".to_owned(), "linux".to_owned()];
-    let config = register(&format!("{}/", w.fake.url()), &req(&w.fake.state.registration_token, "node-1", &tags), &path).await.unwrap();
+    let config =
+        register(&format!("{}/", w.fake.url()), &req(&w.fake.state.registration_token, "node-1", &tags), &path, None).await.unwrap();
 
     assert_eq!(config.url, w.fake.url(), "the trailing slash is dropped");
     assert_eq!((config.name.as_str(), config.tags.as_slice()), ("node-1", tags.as_slice()));
@@ -29,9 +30,9 @@ async fn register_writes_a_private_config() {
 async fn register_refuses_to_overwrite_a_config() {
     let w = World::new().await;
     let path = w.tmp.path().join("runner.toml");
-    let first = register(&w.fake.url(), &req(&w.fake.state.registration_token, "node-1", &[]), &path).await.unwrap();
+    let first = register(&w.fake.url(), &req(&w.fake.state.registration_token, "node-1", &[]), &path, None).await.unwrap();
 
-    let err = register(&w.fake.url(), &req(&w.fake.state.registration_token, "node-2", &[]), &path).await.unwrap_err();
+    let err = register(&w.fake.url(), &req(&w.fake.state.registration_token, "node-2", &[]), &path, None).await.unwrap_err();
     assert!(matches!(err, AgentError::ConfigExists { .. }), "{err}");
     assert!(err.to_string().contains("remove it"), "{err}");
     assert_eq!(w.fake.state.registrations(), 1, "the server is not asked for a runner that would be orphaned");
@@ -40,14 +41,14 @@ async fn register_refuses_to_overwrite_a_config() {
     // An empty file (e.g. made by `touch`) holds no token: it may be filled.
     let empty = w.tmp.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
-    register(&w.fake.url(), &req(&w.fake.state.registration_token, "node-3", &[]), &empty).await.unwrap();
+    register(&w.fake.url(), &req(&w.fake.state.registration_token, "node-3", &[]), &empty, None).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_wrong_registration_token_is_refused_and_writes_nothing() {
     let w = World::new().await;
     let path = w.tmp.path().join("runner.toml");
-    let err = register(&w.fake.url(), &req("not-the-token", "node-1", &[]), &path).await.unwrap_err();
+    let err = register(&w.fake.url(), &req("not-the-token", "node-1", &[]), &path, None).await.unwrap_err();
     match &err {
         AgentError::Refused { status, message, .. } => {
             assert_eq!(*status, 401);
@@ -57,9 +58,9 @@ async fn a_wrong_registration_token_is_refused_and_writes_nothing() {
     }
     assert!(!path.exists());
 
-    let err = register("ftp://example", &req("t", "n", &[]), &path).await.unwrap_err();
+    let err = register("ftp://example", &req("t", "n", &[]), &path, None).await.unwrap_err();
     assert!(matches!(err, AgentError::InvalidUrl { .. }), "{err}");
-    let err = register("http://127.0.0.1:1", &req("t", "n", &[]), &path).await.unwrap_err();
+    let err = register("http://127.0.0.1:1", &req("t", "n", &[]), &path, None).await.unwrap_err();
     assert!(matches!(err, AgentError::Unreachable { .. }), "{err}");
 }
 

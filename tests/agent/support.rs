@@ -43,6 +43,7 @@ impl World {
             builds_dir: None,
             executor: None,
             concurrency: None,
+            ca_file: None,
         }
     }
 

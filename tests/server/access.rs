@@ -40,6 +40,7 @@ fn actions(pipeline: i64, build: i64, deploy: i64) -> Vec<String> {
     vec![
         format!("/api/v1/pipelines/{pipeline}/retry"),
         format!("/api/v1/pipelines/{pipeline}/cancel"),
+        format!("/api/v1/pipelines/{pipeline}/approve"),
         format!("/api/v1/jobs/{build}/retry"),
         format!("/api/v1/jobs/{build}/cancel"),
         format!("/api/v1/jobs/{deploy}/play"),

@@ -312,3 +312,43 @@ async fn the_last_state_is_posted_after_a_restart() {
     }
     assert!(!server.log().contains(TOKEN), "the token from piste.toml is in the log");
 }
+
+/// A forge behind HTTPS with a private CA (nginx in front of the fake forge): the top-level
+/// `ca_file` makes the statuses go through; without it every post fails on the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_reach_a_forge_behind_a_private_ca() {
+    let fake = FakeForge::start(0).await;
+    let upstream: u16 = fake.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = crate::tls_proxy::TlsProxy::serve(crate::support::free_port(), upstream, dir.path());
+    let forge = Forge::new("quick:\n  script: [echo hi]\n");
+    let (before, after) = forge.push("main", "first");
+    let project = format!("[project.forge]\nkind = \"gitea\"\napi_url = \"{}/api\"\nrepo = \"octo/app\"\ntoken = \"{TOKEN}\"\n", proxy.url);
+    let trusted = format!("ca_file = \"{}\"\nexternal_url = \"https://ci.example\"", proxy.ca.cert.display());
+    let server = Server::start_full(&forge, 5000, &trusted, &project, None, Vec::new());
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "tls-1").await;
+    let id: i64 = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    http.wait_status(id, &["success"], 60).await;
+    let got = fake.wait_last(&after, "success").await;
+    assert_eq!(got.last().unwrap().body["target_url"], format!("https://ci.example/pipelines/{id}"));
+
+    // The same server without the CA: the forge's certificate is refused, nothing arrives.
+    let before_count = fake.all().len();
+    let untrusting = Server::start_full(&forge, 5000, "external_url = \"https://ci.example\"", &project, None, Vec::new());
+    let http = Http::new(&untrusting);
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "tls-2").await;
+    let id: i64 = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let v = http.wait_status(id, &["pending", "running", "success"], 10).await;
+        if v["forge_status"].is_object() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no try to post: {v:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(v["forge_status"]["ok"], false, "{v:#}");
+    assert_eq!(fake.all().len(), before_count, "nothing reached the forge");
+}

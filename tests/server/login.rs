@@ -12,9 +12,9 @@ use serde_json::Value;
 use crate::browser::{Page, chromium};
 use crate::support::{Forge, Http, RunnerProc, SECRET, Server, free_port, gitlab_push, job_id, wait_port};
 
-struct Provider {
+pub(crate) struct Provider {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Provider {
@@ -25,7 +25,7 @@ impl Drop for Provider {
 }
 
 /// `oidc-provider-mock` with two predefined users: `vera` in `/app-viewers`, `dave` in `/app-devs`.
-fn provider() -> Provider {
+pub(crate) fn provider() -> Provider {
     let port = free_port();
     let users = [
         r#"{"sub":"vera","preferred_username":"vera","groups":["/app-viewers"]}"#,

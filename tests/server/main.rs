@@ -3,6 +3,7 @@
 //! servers restarted mid-pipeline.
 
 mod access;
+mod approval;
 mod at_rest;
 mod both_ways;
 mod browser;
@@ -14,12 +15,14 @@ mod login;
 mod logs;
 mod moto;
 mod operator_log;
+mod pkce;
 mod readme;
 mod reports;
 mod secrets;
 mod steps;
 mod storage;
 mod support;
+mod tls_proxy;
 mod transport;
 
 #[path = "../../server/tests/common/https.rs"]

@@ -26,6 +26,14 @@ async fn log_of(http: &Http, r: reqwest::Response) -> String {
     http.log(job_id(&p, "show")).await
 }
 
+/// A GitLab "Merge Request Hook" opened from another project (a fork) at `sha`, as merge
+/// request `iid` (whose head the forge keeps at `refs/merge-requests/<iid>/head`).
+pub(crate) fn fork_merge_request_iid(sha: &str, iid: u64) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&fork_merge_request(sha)).unwrap();
+    v["object_attributes"]["iid"] = iid.into();
+    serde_json::to_vec(&v).unwrap()
+}
+
 /// A GitLab "Merge Request Hook" opened from another project (a fork) at `sha`.
 fn fork_merge_request(sha: &str) -> Vec<u8> {
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(fixture("gitlab/merge_request.json")).unwrap()).unwrap();

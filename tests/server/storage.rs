@@ -249,3 +249,36 @@ async fn a_server_killed_mid_log_continues_it_from_the_bucket_after_restart() {
     let local: Vec<_> = files(&server.data).into_iter().filter(|f| f.starts_with("logs") || f.starts_with("artifacts")).collect();
     assert!(local.is_empty(), "{local:?}");
 }
+
+/// The bucket behind HTTPS with a private CA (nginx in front of moto): with the top-level
+/// `ca_file`, the job's log and artifacts reach the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_storage_behind_a_private_ca() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = crate::tls_proxy::TlsProxy::serve(crate::support::free_port(), moto.port, dir.path());
+    let forge = Forge::new("build:\n  script: [echo built-over-tls > out.txt, cat out.txt]\n  artifacts:\n    paths: [out.txt]\n");
+    let (before, after) = forge.push("main", "first");
+    let mut env = moto.env();
+    env[0].1 = proxy.url.clone();
+    let extra = format!("storage = \"s3://{BUCKET}/tls\"\nca_file = \"{}\"", proxy.ca.cert.display());
+    let server = Server::start_with_env(&forge, 10_000, &extra, None, env);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let http = Http::new(&server);
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "tls-s3").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let p = http.wait_status(id, &["success", "failed"], 60).await;
+    assert_eq!(p["status"], "success", "{p:#}\n{}", server.log());
+    let job = job_id(&p, "build");
+    wait_log_line(&http, job, "built-over-tls").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys: Vec<String> = moto.list(BUCKET, "tls/").into_iter().map(|(k, _)| k).collect();
+        if keys.iter().any(|k| k.starts_with("tls/artifacts/")) && keys.iter().any(|k| k.starts_with("tls/logs/")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bucket through the proxy holds {keys:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

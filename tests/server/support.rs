@@ -155,10 +155,16 @@ impl Server {
         let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let config = dir.path().join("piste.toml");
         let extra = extra.replace("{PORT}", &port.to_string());
+        // The project's secrets, unless `project_extra` names its own.
+        let secrets = if project_extra.lines().any(|l| l.starts_with("secrets")) {
+            ""
+        } else {
+            "secrets = { DEPLOY_TOKEN = \"tok-123456-secret\" }\n"
+        };
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REGISTRATION}\"\nlease_ms = {lease_ms}\npoll_ms = 2000\nadmins = [\"{ADMIN}\"]\n{extra}\n[[project]]\nname = \"app\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\nsecrets = {{ DEPLOY_TOKEN = \"tok-123456-secret\" }}\n{project_extra}\n",
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nrunner_registration_token = \"{REGISTRATION}\"\nlease_ms = {lease_ms}\npoll_ms = 2000\nadmins = [\"{ADMIN}\"]\n{extra}\n[[project]]\nname = \"app\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\n{secrets}{project_extra}\n",
                 data.display(),
                 forge.url
             ),
@@ -249,10 +255,15 @@ impl RunnerProc {
 
     /// A runner registered with more options (`--tags`, `--run-untagged`, `--protected`, `--projects`).
     pub fn start_with(server: &Server, name: &str, executor: &str, options: &[&str]) -> RunnerProc {
+        RunnerProc::start_at(&server.url, name, executor, options)
+    }
+
+    /// A runner of the server at `url` (e.g. behind a TLS proxy), registered with `options`.
+    pub fn start_at(url: &str, name: &str, executor: &str, options: &[&str]) -> RunnerProc {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("runner.toml");
         let out = Command::new(env!("CARGO_BIN_EXE_piste"))
-            .args(["runner", "register", "--url", &server.url, "--token", REGISTRATION, "--name", name])
+            .args(["runner", "register", "--url", url, "--token", REGISTRATION, "--name", name])
             .args(options)
             .arg("--config")
             .arg(&config)

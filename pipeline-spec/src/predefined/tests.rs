@@ -272,6 +272,23 @@ fn optional_parts_stay_unset() {
     );
 }
 
+/// A piste server's context links to its own pages, under its `external_url`.
+#[test]
+fn piste_pages() {
+    let ctx = Context { server_url: "https://ci.example:8443/".into(), pages: Pages::Piste, ..push_to_main() };
+    let job = JobContext { name: "build", stage: "build", job_id: 555, ..Default::default() };
+    check(
+        &ctx.job_variables(&job),
+        &[
+            ("CI_SERVER_URL", Some("https://ci.example:8443")),
+            ("CI_SERVER_FQDN", Some("ci.example:8443")),
+            ("CI_PROJECT_URL", Some("https://ci.example:8443/projects/Group/Sub/My.App")),
+            ("CI_PIPELINE_URL", Some("https://ci.example:8443/pipelines/1000")),
+            ("CI_JOB_URL", Some("https://ci.example:8443/jobs/555")),
+        ],
+    );
+}
+
 #[test]
 fn server_urls() {
     let cases: &[(&str, &str, &str, &str, &str)] = &[

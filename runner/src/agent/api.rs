@@ -62,6 +62,17 @@ pub(crate) enum LogReply {
     Gap(u64),
 }
 
+/// The certificates of a PEM bundle, with an error naming the file when there is none.
+pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read the CA file `{}`: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("the CA file `{}` is not a PEM certificate bundle: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("the CA file `{}` holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 /// The server at one base URL.
 #[derive(Clone)]
 pub(crate) struct Api {
@@ -70,12 +81,19 @@ pub(crate) struct Api {
 }
 
 impl Api {
-    pub(crate) fn new(base: &str) -> Result<Api, reqwest::Error> {
-        let http = Client::builder()
+    /// A client of the server at `base`, trusting the certificate authorities of `ca_file`
+    /// (a PEM bundle) besides the usual ones.
+    pub(crate) fn new(base: &str, ca_file: Option<&Path>) -> Result<Api, String> {
+        let mut builder = Client::builder()
             .user_agent(concat!("piste-runner/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
-            .tcp_keepalive(Duration::from_secs(30))
-            .build()?;
+            .tcp_keepalive(Duration::from_secs(30));
+        if let Some(path) = ca_file {
+            for cert in read_ca_file(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| e.to_string())?;
         Ok(Api { http, base: base.trim_end_matches('/').to_owned() })
     }
 

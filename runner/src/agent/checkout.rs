@@ -18,6 +18,14 @@
 //! `GIT_DEPTH` is ignored: a shallow cache would have to be deepened by later jobs, and through
 //! alternates a slot pays nothing for history.
 //!
+//! Transports: an `http://` server is fetched from in-process with libgit2 (one connection, no
+//! process). libgit2 is built here without TLS (its `https` needs OpenSSL), so an `https://`
+//! server (one behind a TLS proxy) is fetched from by the `git` program, as the server fetches
+//! its own `https://` mirrors: environment cleared but for paths and proxies, no prompt, only
+//! `https`, no redirects, the job token as an `Authorization` header in `GIT_CONFIG_*`
+//! variables (never on a command line), `ca_file` as `http.sslCAInfo`, a low-speed timeout,
+//! and the process killed when the job is canceled.
+//!
 //! Concurrency: fetches into one cache are serialised by a per-project lock; checkouts are not
 //! (each concurrent job has its own slot, and readers of a repository are safe while a fetch
 //! adds packs to it).
@@ -75,12 +83,14 @@ pub(crate) enum CheckoutError {
 /// The cache repositories and workspaces under one work directory.
 pub(crate) struct Checkouts {
     work_dir: PathBuf,
+    /// Certificate authorities for an `https://` server (the runner's `ca_file`).
+    ca_file: Option<PathBuf>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Checkouts {
-    pub(crate) fn new(work_dir: &Path) -> Checkouts {
-        Checkouts { work_dir: work_dir.to_owned(), locks: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(work_dir: &Path, ca_file: Option<PathBuf>) -> Checkouts {
+        Checkouts { work_dir: work_dir.to_owned(), ca_file, locks: Mutex::new(HashMap::new()) }
     }
 
     /// Makes the commit available and prepares the slot. `cancel` aborts a running fetch.
@@ -92,8 +102,8 @@ impl Checkouts {
         let fetched = {
             let lock = self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
             let _guard = lock.lock().await;
-            let (cache, req) = (cache.clone(), req.clone());
-            blocking(move || ensure_commit(&cache, &req, needs_commit, &cancel)).await?
+            let (cache, req, ca) = (cache.clone(), req.clone(), self.ca_file.clone());
+            blocking(move || ensure_commit(&cache, &req, ca.as_deref(), needs_commit, &cancel)).await?
         };
         let spec = CheckoutSpec {
             sha: req.sha.clone(),
@@ -123,7 +133,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CheckoutError
 
 /// Ensures the cache holds the job's commit (or at least some commit, when the job checks
 /// nothing out) and that its HEAD points at one, as [`Workspaces::new`] requires.
-fn ensure_commit(cache: &Path, req: &CheckoutRequest, needs_commit: bool, cancel: &CancellationToken) -> Result<Fetched, CheckoutError> {
+fn ensure_commit(
+    cache: &Path,
+    req: &CheckoutRequest,
+    ca_file: Option<&Path>,
+    needs_commit: bool,
+    cancel: &CancellationToken,
+) -> Result<Fetched, CheckoutError> {
     let repo = open_or_init(cache)?;
     let head = repo.head().ok().and_then(|h| h.peel_to_commit().ok()).map(|c| c.id());
     if !needs_commit && head.is_some() {
@@ -134,11 +150,11 @@ fn ensure_commit(cache: &Path, req: &CheckoutRequest, needs_commit: bool, cancel
     let mut fetched = Fetched::Cached;
     if !have(&repo) {
         if let Some(dst) = ref_destination(&req.git_ref) {
-            fetch(&repo, req, &format!("+{}:{dst}", req.git_ref), cancel)?;
+            fetch(&repo, req, ca_file, &format!("+{}:{dst}", req.git_ref), cancel)?;
             fetched = Fetched::Ref;
         }
         if !have(&repo) {
-            fetch(&repo, req, &format!("+{oid}:refs/piste/commits/{oid}"), cancel)?;
+            fetch(&repo, req, ca_file, &format!("+{oid}:refs/piste/commits/{oid}"), cancel)?;
             fetched = Fetched::Commit;
             if !have(&repo) {
                 return Err(CheckoutError::System(format!("the server's repository has no commit {oid} (ref `{}`)", req.git_ref)));
@@ -186,7 +202,16 @@ fn ref_destination(git_ref: &str) -> Option<String> {
     (git2::Reference::is_valid_name(git_ref) && git2::Reference::is_valid_name(&dst)).then_some(dst)
 }
 
-fn fetch(repo: &Repository, req: &CheckoutRequest, refspec: &str, cancel: &CancellationToken) -> Result<(), CheckoutError> {
+fn fetch(
+    repo: &Repository,
+    req: &CheckoutRequest,
+    ca_file: Option<&Path>,
+    refspec: &str,
+    cancel: &CancellationToken,
+) -> Result<(), CheckoutError> {
+    if req.url.starts_with("https://") {
+        return fetch_with_git(repo.path(), req, ca_file, refspec, cancel);
+    }
     let mut callbacks = RemoteCallbacks::new();
     let mut asked = 0u32;
     let token = req.token.clone();
@@ -213,6 +238,93 @@ fn fetch(repo: &Repository, req: &CheckoutRequest, refspec: &str, cancel: &Cance
             Err(CheckoutError::System(format!("fetching `{refspec}` from `{}` failed: {}", req.url, e.message())))
         }
     }
+}
+
+/// Longest a fetch may stay below 1 KB/s before it is given up (s), as the server's mirrors.
+const LOW_SPEED_SECONDS: u32 = 60;
+/// How often a running `git fetch` is checked for the job's cancellation.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+/// The end of `git`'s error output kept for the message.
+const MAX_GIT_STDERR: usize = 16 * 1024;
+
+/// `git fetch` into `git_dir` from an `https://` server (see the module documentation).
+fn fetch_with_git(
+    git_dir: &Path,
+    req: &CheckoutRequest,
+    ca_file: Option<&Path>,
+    refspec: &str,
+    cancel: &CancellationToken,
+) -> Result<(), CheckoutError> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let mut cmd = std::process::Command::new("git");
+    cmd.env_clear();
+    for name in ["PATH", "HOME", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "LANG"] {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    cmd.env("GIT_TERMINAL_PROMPT", "0").env("GIT_ALLOW_PROTOCOL", "https").env("GIT_DIR", git_dir);
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{GIT_USER}:{}", req.token));
+    let mut config: Vec<(&str, String)> = vec![
+        ("http.extraHeader", format!("Authorization: Basic {basic}")),
+        ("http.lowSpeedLimit", "1000".into()),
+        ("http.lowSpeedTime", LOW_SPEED_SECONDS.to_string()),
+        // The token goes to the configured server only, not where a redirect points.
+        ("http.followRedirects", "false".into()),
+        ("credential.helper", String::new()),
+        ("http.sslVerify", "true".into()),
+    ];
+    if let Some(ca) = ca_file {
+        config.push(("http.sslCAInfo", ca.to_string_lossy().into_owned()));
+    }
+    cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+    for (i, (k, v)) in config.into_iter().enumerate() {
+        cmd.env(format!("GIT_CONFIG_KEY_{i}"), k).env(format!("GIT_CONFIG_VALUE_{i}"), v);
+    }
+    cmd.args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--"]).arg(&req.url).arg(refspec);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut child =
+        cmd.spawn().map_err(|e| CheckoutError::System(format!("cannot run `git` (needed to check out from an https server): {e}")))?;
+    // Read stderr on the side (bounded), so a chatty git never blocks on a full pipe.
+    let stderr = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > MAX_GIT_STDERR {
+                    kept.drain(..kept.len() - MAX_GIT_STDERR);
+                }
+            }
+            kept
+        })
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if cancel.is_cancelled() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CheckoutError::Canceled);
+            }
+            Ok(None) => std::thread::sleep(CANCEL_POLL),
+            Err(e) => return Err(CheckoutError::System(format!("waiting for `git fetch`: {e}"))),
+        }
+    };
+    let message = stderr.and_then(|t| t.join().ok()).map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    if status.success() {
+        return Ok(());
+    }
+    let refspec = refspec.trim_start_matches('+');
+    // git never prints the header; the token is masked all the same, should it ever.
+    let message = message.replace(&req.token, "[MASKED]");
+    let message = if message.is_empty() { format!("git exited with {status}") } else { message };
+    tracing::warn!(url = %req.url, refspec, error = %message, "git fetch from the server failed");
+    Err(CheckoutError::System(format!("fetching `{refspec}` from `{}` failed: {message}", req.url)))
 }
 
 /// `(key, name)` for a project: `key` is unique per project name and safe as a directory

@@ -36,6 +36,10 @@ pub struct RunnerConfig {
     /// The default of `piste runner run --concurrency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// PEM bundle of certificate authorities trusted for an `https://` server besides the
+    /// usual ones (a private CA): the protocol's calls and the checkouts use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Never prints the token.
@@ -49,6 +53,7 @@ impl std::fmt::Debug for RunnerConfig {
             .field("builds_dir", &self.builds_dir)
             .field("executor", &self.executor)
             .field("concurrency", &self.concurrency)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -58,8 +63,14 @@ impl RunnerConfig {
     /// warning (the token in it should be rotated).
     pub fn load(path: &Path) -> Result<RunnerConfig, AgentError> {
         let text = fs::read_to_string(path).map_err(|source| AgentError::Io { op: "read", path: path.to_owned(), source })?;
-        let config: RunnerConfig =
+        let mut config: RunnerConfig =
             toml::from_str(&text).map_err(|e| AgentError::Config { path: path.to_owned(), message: e.to_string() })?;
+        // A relative `ca_file` is next to this file.
+        if let (Some(ca), Some(dir)) = (config.ca_file.as_mut(), path.parent()) {
+            if ca.is_relative() {
+                *ca = dir.join(&*ca);
+            }
+        }
         if let Ok(meta) = fs::metadata(path) {
             if meta.permissions().mode() & 0o077 != 0 {
                 tracing::warn!(path = %path.display(), "the runner configuration is readable by other users; `chmod 600` it");
@@ -83,21 +94,28 @@ impl RunnerConfig {
         if self.concurrency == Some(0) {
             return Err("`concurrency` must be at least 1".into());
         }
+        if let Some(ca) = &self.ca_file {
+            super::api::read_ca_file(ca)?;
+        }
         Ok(())
     }
 }
 
 /// Registers a runner with the server at `url` and writes its configuration to `config_path`.
 /// `req` says its name, tags and scope (`run_untagged`, `protected`, `projects`): the server
-/// keeps the scope and hands this runner only the jobs it allows.
+/// keeps the scope and hands this runner only the jobs it allows. `ca_file`: certificate
+/// authorities to trust for an `https://` server (kept in the configuration, absolute).
 ///
 /// Refuses ([`AgentError::ConfigExists`]), before contacting the server, when `config_path`
 /// already has content: remove the file to register again.
-pub async fn register(url: &str, req: &RegisterRequest, config_path: &Path) -> Result<RunnerConfig, AgentError> {
+pub async fn register(url: &str, req: &RegisterRequest, config_path: &Path, ca_file: Option<&Path>) -> Result<RunnerConfig, AgentError> {
     let url = url.trim_end_matches('/');
     check_url(url).map_err(|message| AgentError::InvalidUrl { url: url.to_owned(), message })?;
     refuse_existing(config_path)?;
-    let api = Api::new(url).map_err(|e| AgentError::Client(e.to_string()))?;
+    let ca_file = ca_file
+        .map(|p| std::path::absolute(p).map_err(|source| AgentError::Io { op: "resolve", path: p.to_owned(), source }))
+        .transpose()?;
+    let api = Api::new(url, ca_file.as_deref()).map_err(AgentError::Client)?;
     let (name, tags) = (&req.name, &req.tags);
     let resp = api.register(req).await.map_err(|e| match e {
         CallError::Rejected { status, message } => AgentError::Refused { what: "registration", status, message },
@@ -111,6 +129,7 @@ pub async fn register(url: &str, req: &RegisterRequest, config_path: &Path) -> R
         builds_dir: None,
         executor: None,
         concurrency: None,
+        ca_file,
     };
     // Checked again: another `register` may have written the file meanwhile.
     refuse_existing(config_path)?;
@@ -191,6 +210,7 @@ mod tests {
             builds_dir: None,
             executor: None,
             concurrency: None,
+            ca_file: None,
         };
         assert!(!format!("{c:?}").contains("s3cret"));
     }

@@ -53,10 +53,11 @@
 //!
 //! # Limits
 //!
-//! git goes through libgit2, built here without a TLS backend: checkouts need a server URL in
-//! `http://` until git2's `https` feature or another transport is chosen. libgit2 speaks git
-//! protocol v0/v1, so fetching a commit by id needs `uploadpack.allowReachableSHA1InWant` on
-//! the server.
+//! Checkouts from an `http://` server go through libgit2 (in-process, built here without a TLS
+//! backend); from an `https://` server through the `git` program (its own TLS, trusting
+//! `ca_file`; see `checkout.rs`), so a runner needs `git` installed only for the latter.
+//! libgit2 speaks git protocol v0/v1, so fetching a commit by id needs
+//! `uploadpack.allowReachableSHA1InWant` on the server.
 
 mod api;
 mod checkout;
@@ -73,6 +74,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use api::read_ca_file;
 pub use config::{RunnerConfig, register};
 
 use crate::executor::{Executor, reap_process_groups};
@@ -151,7 +153,7 @@ impl Agent {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let url = self.config.url.trim_end_matches('/');
         config::check_url(url).map_err(|message| AgentError::InvalidUrl { url: url.to_owned(), message })?;
-        let api = Api::new(url).map_err(|e| AgentError::Client(e.to_string()))?;
+        let api = Api::new(url, self.config.ca_file.as_deref()).map_err(AgentError::Client)?;
         let tmp_dir = self.prepare_work_dir()?;
         // What a previous life of this runner left running when it was killed (SIGKILL, a
         // crash, a reboot of the service only): stopped before any new job can meet it.
@@ -174,7 +176,7 @@ impl Agent {
             runner_token: self.config.token.clone(),
             executor: self.executor.clone(),
             containers: self.containers,
-            checkouts: checkout::Checkouts::new(&self.work_dir),
+            checkouts: checkout::Checkouts::new(&self.work_dir, self.config.ca_file.clone()),
             // `cache:` lives on the node, as GitLab Runner's local cache does.
             cache: crate::cache::CacheStore::new(self.work_dir.join("cache"))
                 .map_err(|e| AgentError::Client(format!("cannot open the cache folder: {e}")))?,

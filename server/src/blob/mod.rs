@@ -43,6 +43,8 @@ pub enum BlobError {
     },
     #[error("the object storage cannot be set up: {0}")]
     Setup(#[source] object_store::Error),
+    #[error("the object storage cannot be set up: {0}")]
+    Config(String),
     #[error("`storage = \"{0}\"`: use `s3://BUCKET` or `s3://BUCKET/PREFIX`")]
     BadLocation(String),
     #[error("a blob task stopped: {0}")]
@@ -164,7 +166,10 @@ impl Blobs {
     pub fn open(config: &crate::Config) -> Result<Blobs, BlobError> {
         match &config.storage {
             None => Ok(Blobs::Fs(FsBlobs::new(config.data_dir.clone()))),
-            Some(url) => Ok(Blobs::S3(S3Blobs::from_env(&S3Location::parse(url)?)?)),
+            Some(url) => {
+                let ca = config.ca_pem().map_err(BlobError::Config)?;
+                Ok(Blobs::S3(S3Blobs::from_env(&S3Location::parse(url)?, ca.as_deref())?))
+            }
         }
     }
 }

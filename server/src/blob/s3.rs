@@ -39,10 +39,25 @@ fn os(key: &str) -> impl FnOnce(object_store::Error) -> BlobError + '_ {
 impl S3Blobs {
     /// Credentials, region and endpoint from the standard environment (`AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`); plain http
-    /// is allowed when the endpoint itself says `http://`.
-    pub fn from_env(location: &S3Location) -> Result<S3Blobs, BlobError> {
+    /// is allowed when the endpoint itself says `http://`. `ca_pem`: certificate authorities
+    /// trusted besides webpki's (the top-level `ca_file`).
+    pub fn from_env(location: &S3Location, ca_pem: Option<&[u8]>) -> Result<S3Blobs, BlobError> {
         let endpoint = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")).ok();
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&location.bucket);
+        let mut options = object_store::ClientOptions::new();
+        for cert in ca_pem.map(object_store::Certificate::from_pem_bundle).transpose().map_err(BlobError::Setup)?.into_iter().flatten() {
+            options = options.with_root_certificate(cert);
+        }
+        // `AmazonS3Builder::from_env`, on a builder that has the client options first (setting
+        // them after would drop the client settings read from the environment).
+        let mut builder = AmazonS3Builder::new().with_client_options(options);
+        for (key, value) in std::env::vars_os() {
+            if let (Some(key), Some(value)) = (key.to_str(), value.to_str()) {
+                if let Some(config_key) = key.starts_with("AWS_").then(|| key.to_ascii_lowercase().parse().ok()).flatten() {
+                    builder = builder.with_config(config_key, value);
+                }
+            }
+        }
+        let mut builder = builder.with_bucket_name(&location.bucket);
         if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
             builder = builder.with_allow_http(true);
         }

@@ -50,14 +50,16 @@ pub struct Poster {
     slots: Arc<tokio::sync::Semaphore>,
 }
 
-impl Default for Poster {
-    fn default() -> Poster {
+impl Poster {
+    /// A poster whose client trusts `roots` (the top-level `ca_file`) besides webpki's.
+    pub fn new(roots: &[reqwest::Certificate]) -> Poster {
+        let mut builder =
+            reqwest::Client::builder().timeout(Duration::from_secs(15)).user_agent(concat!("piste/", env!("CARGO_PKG_VERSION")));
+        for cert in roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
         Poster {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .user_agent(concat!("piste/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
+            client: builder.build().unwrap_or_default(),
             dirty: Mutex::new(BTreeSet::new()),
             wake: tokio::sync::Notify::new(),
             inflight: Mutex::new(HashMap::new()),

@@ -105,6 +105,9 @@ impl Store for Backend {
     async fn fail_pipeline(&self, pipeline_id: i64, error: &str, now: i64) -> Result<()> {
         delegate!(self, fail_pipeline(pipeline_id, error, now))
     }
+    async fn approve_pipeline(&self, pipeline_id: i64, by: &str, now: i64) -> Result<bool> {
+        delegate!(self, approve_pipeline(pipeline_id, by, now))
+    }
     async fn events(&self, pipeline_id: i64) -> Result<Vec<Event>> {
         delegate!(self, events(pipeline_id))
     }
@@ -263,6 +266,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (4, "job_attempts", include_str!("../../migrations/sqlite/0004_job_attempts.sql")),
         (5, "forge_and_reports", include_str!("../../migrations/sqlite/0005_forge_and_reports.sql")),
         (8, "log_chunks", include_str!("../../migrations/sqlite/0008_log_chunks.sql")),
+        (10, "fork_approval", include_str!("../../migrations/sqlite/0010_fork_approval.sql")),
     ]))
     .await?)
 }
@@ -275,6 +279,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (4, "job_attempts", include_str!("../../migrations/postgres/0004_job_attempts.sql")),
         (5, "forge_and_reports", include_str!("../../migrations/postgres/0005_forge_and_reports.sql")),
         (8, "log_chunks", include_str!("../../migrations/postgres/0008_log_chunks.sql")),
+        (10, "fork_approval", include_str!("../../migrations/postgres/0010_fork_approval.sql")),
     ]))
     .await?)
 }

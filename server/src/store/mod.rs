@@ -117,6 +117,17 @@ pub struct NewPipeline {
     /// The trigger as JSON (branch, tag, merge request, commit message, ...), for planning.
     pub trigger: String,
     pub created_at: i64,
+    /// A fork's merge request under `fork_pipelines = "approval"`: planned, but started only
+    /// once a maintainer approves it.
+    pub needs_approval: bool,
+}
+
+/// Where a pipeline that needs a maintainer's approval stands (`fork_pipelines = "approval"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Who approved it; `None` while it waits.
+    pub by: Option<String>,
+    pub at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +147,15 @@ pub struct PipelineRow {
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `Some` for a pipeline that needs a maintainer's approval before it starts.
+    pub approval: Option<Approval>,
+}
+
+impl PipelineRow {
+    /// Planned but waiting for a maintainer's approval: nothing of it may run yet.
+    pub fn awaiting_approval(&self) -> bool {
+        self.approval.as_ref().is_some_and(|a| a.by.is_none())
+    }
 }
 
 /// Result of recording a delivery.
@@ -313,6 +333,10 @@ pub trait Store: Send + Sync {
     /// Marks a pipeline that could not be planned (status `failed`, with `error`): `Conflict` unless its
     /// status is still `created` (another server planned it meanwhile).
     fn fail_pipeline(&self, pipeline_id: i64, error: &str, now: i64) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Records `by`'s approval of a pipeline that waits for one: `true` if it still waited
+    /// (it needs one, nobody approved it, and it has not started nor been canceled: no event,
+    /// status `manual`), `false` otherwise. The caller then starts it.
+    fn approve_pipeline(&self, pipeline_id: i64, by: &str, now: i64) -> impl std::future::Future<Output = Result<bool>> + Send;
     /// The pipeline's engine events, in order (replayed to rebuild the engine).
     fn events(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Vec<Event>>> + Send;
     /// Appends events and applies job and pipeline changes atomically, if the pipeline's

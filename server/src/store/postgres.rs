@@ -23,8 +23,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 
 use super::backend::{event_from_json, event_json, held, job_status, pipeline_status, postgres_migrator, status_counts, unposted};
 use super::{
-    AccessToken, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow, Recorded, Result,
-    Runner, RunnerScope, Session, Store, StoreError, Transition, Unposted, Wakeup,
+    AccessToken, Approval, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow,
+    Recorded, Result, Runner, RunnerScope, Session, Store, StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -46,7 +46,8 @@ macro_rules! token_columns {
 }
 macro_rules! pipeline_columns {
     () => {
-        "id, project, git_ref, sha, before_sha, source, trigger, status, error, version, created_at, updated_at"
+        "id, project, git_ref, sha, before_sha, source, trigger, status, error, version, created_at, updated_at, needs_approval, \
+         approved_by, approved_at"
     };
 }
 macro_rules! job_columns {
@@ -126,8 +127,8 @@ impl Store for PgStore {
             return Ok(Recorded::Duplicate(id));
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO pipelines (project, git_ref, sha, before_sha, source, trigger, status, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $8, 0, $7, $7) RETURNING id",
+            "INSERT INTO pipelines (project, git_ref, sha, before_sha, source, trigger, status, version, created_at, updated_at, \
+             needs_approval) VALUES ($1, $2, $3, $4, $5, $6, $8, 0, $7, $7, $9) RETURNING id",
         )
         .bind(&p.project)
         .bind(&p.git_ref)
@@ -137,6 +138,7 @@ impl Store for PgStore {
         .bind(&p.trigger)
         .bind(p.created_at)
         .bind(PipelineStatus::Created.as_str())
+        .bind(p.needs_approval)
         .fetch_one(&mut *tx)
         .await?;
         let inserted: Option<i64> = sqlx::query_scalar(
@@ -245,6 +247,20 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn approve_pipeline(&self, pipeline_id: i64, by: &str, now: i64) -> Result<bool> {
+        let approved = sqlx::query(
+            "UPDATE pipelines SET approved_by = $2, approved_at = $3, updated_at = $3 \
+             WHERE id = $1 AND needs_approval AND approved_by IS NULL AND version = 0 AND status = $4",
+        )
+        .bind(pipeline_id)
+        .bind(by)
+        .bind(now)
+        .bind(PipelineStatus::Manual.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(approved.rows_affected() == 1)
     }
 
     async fn events(&self, pipeline_id: i64) -> Result<Vec<Event>> {
@@ -772,6 +788,10 @@ fn pipeline_row(r: &PgRow) -> Result<PipelineRow> {
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        approval: r
+            .try_get::<bool, _>("needs_approval")?
+            .then(|| -> Result<Approval> { Ok(Approval { by: r.try_get("approved_by")?, at: r.try_get("approved_at")? }) })
+            .transpose()?,
     })
 }
 

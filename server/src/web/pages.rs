@@ -40,6 +40,19 @@ pub struct PipelineDetail {
     pub timeline: Option<Timeline>,
     /// The buttons, for callers allowed to use them.
     pub permission: Permission,
+    /// A fork's merge request under `fork_pipelines = "approval"`.
+    pub approval: Option<ApprovalLine>,
+}
+
+/// Where a pipeline that needs a maintainer's approval stands, and whether this caller may give
+/// it (a maintainer: the button, with the session's CSRF token).
+pub struct ApprovalLine {
+    /// `None` while it waits.
+    pub approved: Option<(String, String)>,
+    /// The fork it comes from (`owner/name`).
+    pub source: String,
+    pub may_approve: bool,
+    pub csrf: String,
 }
 
 /// Whether the page shows action buttons, and the CSRF token their forms carry.
@@ -207,6 +220,14 @@ pub fn job_actions(status: JobStatus) -> Actions {
     }
 }
 
+impl Actions {
+    /// No action while `held` (a fork's pipeline waiting for its approval: its jobs neither
+    /// start, nor are played, retried or canceled one by one).
+    pub fn unless(self, held: bool) -> Actions {
+        if held { Actions::default() } else { self }
+    }
+}
+
 /// Retry a pipeline that failed or was canceled; cancel one still going.
 pub fn pipeline_actions(status: PipelineStatus) -> Actions {
     use PipelineStatus::*;
@@ -286,8 +307,33 @@ pub fn pipelines_page(project: &str, pipelines: &[PipelineSummary]) -> String {
     )
 }
 
+/// The approval notice of a fork's pipeline: waiting (with the button for a maintainer), or
+/// who approved it. A plain form: the answer reloads the page, which then shows the approval.
+fn approval_section(id: u64, a: &ApprovalLine) -> Markup {
+    html! {
+        @match &a.approved {
+            None => section.approval.waiting #approval {
+                p {
+                    "⏸ This merge request comes from a fork (" code { (a.source) } "). Its jobs wait for a maintainer's approval; "
+                    "once approved they run with the project's unprotected secrets only."
+                }
+                @if a.may_approve {
+                    form method="post" action={ "/api/v1/pipelines/" (id) "/approve" } #approve {
+                        input type="hidden" name="csrf" value=(a.csrf);
+                        button { "✓ Approve and run" }
+                    }
+                }
+            }
+            Some((by, at)) => section.approval.approved #approval {
+                p { "✓ Fork pipeline approved by " strong { (by) } " (" (at) ")." }
+            }
+        }
+    }
+}
+
 pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
     let title = format!("Pipeline #{}", pipeline.id);
+    let waiting = pipeline.approval.as_ref().is_some_and(|a| a.approved.is_none());
     layout(
         &title,
         html! {
@@ -305,6 +351,7 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                     Some(e) => p #forge-status .forge.error { "✗ Forge status " code { (f.state) } " not posted (" (f.at) "): " (e) }
                 }
             }
+            @if let Some(a) = &pipeline.approval { (approval_section(pipeline.id, a)) }
             div.actions #pipeline-actions data-base={ "/api/v1/pipelines/" (pipeline.id) } data-csrf=[pipeline.permission.csrf_if_allowed()] {
                 (action_forms(&format!("/api/v1/pipelines/{}", pipeline.id), pipeline_actions(pipeline.status), "Retry failed", &pipeline.permission))
             }
@@ -321,7 +368,7 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                                     ul.needs { @for need in &job.needs { li { "needs " (need) } } }
                                 }
                                 div.job-actions data-base={ "/api/v1/jobs/" (job.id) } data-csrf=[pipeline.permission.csrf_if_allowed()] {
-                                    (action_forms(&format!("/api/v1/jobs/{}", job.id), job_actions(job.status), "Retry", &pipeline.permission))
+                                    (action_forms(&format!("/api/v1/jobs/{}", job.id), job_actions(job.status).unless(waiting), "Retry", &pipeline.permission))
                                 }
                             }
                         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use scheduler::PipelineStatus;
-use server::store::{PipelineRow, Recorded, Store, StoreError};
+use server::store::{Approval, NewPipeline, PipelineRow, Recorded, Store, StoreError, Transition};
 
 use crate::support::{Db, new_job, new_pipeline, recorded, tags};
 
@@ -15,6 +15,7 @@ store_tests!(
     list_by_status,
     plan_keeps_job_order,
     plan_once,
+    approval_once,
     fail_unplanned,
     missing_pipeline,
 );
@@ -36,6 +37,7 @@ async fn record_and_read(s: Arc<Db>) {
         version: 0,
         created_at: 1_234,
         updated_at: 1_234,
+        approval: None,
     };
     assert_eq!(row, expected);
 
@@ -156,6 +158,41 @@ async fn plan_once(s: Arc<Db>) {
     assert_eq!(s.save_plan(q, &[], PipelineStatus::Skipped, 4).await.unwrap(), Vec::<i64>::new());
     assert!(matches!(s.save_plan(q, &[], PipelineStatus::Skipped, 5).await, Err(StoreError::Conflict { .. })));
     assert_eq!(s.pipeline(q).await.unwrap().unwrap().status, PipelineStatus::Skipped);
+}
+
+/// A fork's pipeline under `fork_pipelines = "approval"`: approved once, by one maintainer,
+/// only while it waits (planned, not started, not canceled).
+async fn approval_once(s: Arc<Db>) {
+    let fork = NewPipeline { needs_approval: true, ..new_pipeline("demo", 1_000) };
+    let Recorded::Created(p) = s.record_pipeline("fork-1", &fork).await.unwrap() else { panic!("not created") };
+    assert_eq!(s.pipeline(p).await.unwrap().unwrap().approval, Some(Approval { by: None, at: None }));
+    assert!(!s.approve_pipeline(p, "alice", 2).await.unwrap(), "not before it is planned");
+    s.save_plan(p, &[new_job("a", &[])], PipelineStatus::Manual, 3).await.unwrap();
+    assert!(s.pipeline(p).await.unwrap().unwrap().awaiting_approval());
+    assert!(s.approve_pipeline(p, "alice", 4).await.unwrap());
+    assert!(!s.approve_pipeline(p, "bob", 5).await.unwrap(), "approved once");
+    let row = s.pipeline(p).await.unwrap().unwrap();
+    assert_eq!(row.approval, Some(Approval { by: Some("alice".into()), at: Some(4) }));
+    assert!(!row.awaiting_approval());
+
+    // A pipeline that needs no approval, and one canceled while it waited.
+    let plain = recorded(&s, "plain").await;
+    s.save_plan(plain, &[new_job("a", &[])], PipelineStatus::Manual, 3).await.unwrap();
+    assert!(!s.approve_pipeline(plain, "alice", 4).await.unwrap());
+    assert_eq!(s.pipeline(plain).await.unwrap().unwrap().approval, None);
+    let Recorded::Created(c) = s.record_pipeline("fork-2", &fork).await.unwrap() else { panic!("not created") };
+    s.save_plan(c, &[new_job("a", &[])], PipelineStatus::Manual, 3).await.unwrap();
+    let cancel = Transition {
+        pipeline_id: c,
+        expected_version: 0,
+        events: vec![scheduler::Event::Cancel { now: 6 }],
+        jobs: Vec::new(),
+        pipeline_status: Some(PipelineStatus::Canceled),
+        wake_at: None,
+        at: 6,
+    };
+    s.apply(&cancel).await.unwrap();
+    assert!(!s.approve_pipeline(c, "alice", 7).await.unwrap(), "canceled first");
 }
 
 async fn fail_unplanned(s: Arc<Db>) {

@@ -207,6 +207,7 @@ pub fn new_pipeline(project: &str, at: i64) -> NewPipeline {
         source: "push".into(),
         trigger: r#"{"branch":"main","message":"fix: $(touch /tmp/pwned)"}"#.into(),
         created_at: at,
+        needs_approval: false,
     }
 }
 

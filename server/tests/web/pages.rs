@@ -73,6 +73,7 @@ fn pipeline() {
             job(4, "deploy", "test", JobStatus::Manual, &[]),
         ],
         permission: server::web::pages::Permission { allowed: true, csrf: "c5rf\"<".into() },
+        approval: None,
         forge: Some(ForgeLine {
             state: "running".into(),
             error: Some("the forge answered 500 <html>".into()),
@@ -130,6 +131,56 @@ fn pipeline() {
     read_only.permission = server::web::pages::Permission::default();
     let page = pipeline_page(&read_only);
     assert!(!page.contains("<form") && !page.contains("<button"), "{page}");
+}
+
+/// A fork's pipeline waiting for its approval: the notice for everyone, the button (with the
+/// CSRF token) for a maintainer only, no job button for anyone; once approved, who did it.
+#[test]
+fn a_forks_pipeline_shows_its_approval() {
+    use server::web::pages::{ApprovalLine, Permission};
+    let job = || JobBox {
+        id: 1,
+        name: "show".into(),
+        stage: "test".into(),
+        status: JobStatus::Created,
+        needs: vec![],
+        duration_s: None,
+        coverage: None,
+    };
+    let waiting = |may_approve: bool| PipelineDetail {
+        id: 7,
+        project: "acme/app".into(),
+        git_ref: "refs/merge-requests/3/head".into(),
+        commit: "0123456789abcdef".into(),
+        status: PipelineStatus::Manual,
+        duration_s: None,
+        stages: vec!["test".into()],
+        jobs: vec![job()],
+        permission: Permission { allowed: true, csrf: "tok\"en".into() },
+        forge: None,
+        tests: None,
+        coverage: None,
+        timeline: None,
+        approval: Some(ApprovalLine { approved: None, source: "evil/<app>".into(), may_approve, csrf: "tok\"en".into() }),
+    };
+    let page = pipeline_page(&waiting(true));
+    assert!(page.contains("comes from a fork (<code>evil/&lt;app&gt;</code>)"), "{page}");
+    assert!(page.contains("<form id=\"approve\" method=\"post\" action=\"/api/v1/pipelines/7/approve\">"), "{page}");
+    assert!(page.contains("value=\"tok&quot;en\""), "{page}");
+    assert!(!page.contains("/api/v1/jobs/1/"), "no job action while it waits: {page}");
+    let page = pipeline_page(&waiting(false));
+    assert!(page.contains("wait for a maintainer") && !page.contains("/approve"), "{page}");
+    let mut approved = waiting(false);
+    approved.status = PipelineStatus::Running;
+    approved.approval = Some(ApprovalLine {
+        approved: Some(("m<a>int".into(), "2026-12-05 12:00:00 UTC".into())),
+        source: String::new(),
+        may_approve: false,
+        csrf: String::new(),
+    });
+    let page = pipeline_page(&approved);
+    assert!(page.contains("approved by <strong>m&lt;a&gt;int</strong> (2026-12-05 12:00:00 UTC)"), "{page}");
+    assert!(page.contains("/api/v1/jobs/1/cancel"), "its jobs act as any pipeline's: {page}");
 }
 
 fn job(running: bool) -> JobDetail {
@@ -218,6 +269,7 @@ fn every_inline_script_is_allowed_by_the_policy() {
         stages: vec![],
         jobs: vec![],
         permission: Default::default(),
+        approval: None,
         forge: None,
         tests: None,
         coverage: None,
