@@ -20,6 +20,9 @@ use indexmap::IndexMap;
 
 pub(crate) use interpolate::{InterpolationLimits, interpolate};
 
+/// `$[[ component.* ]]` values, by name (`None`: not known here).
+pub(crate) type ComponentValues = IndexMap<String, Option<String>>;
+
 use crate::diag::{Diagnostic, suggest};
 use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
@@ -69,7 +72,24 @@ pub(crate) struct InputSpec {
     inputs: IndexMap<String, InputDef>,
     /// Declared inputs whose declaration is in error (already reported).
     invalid: Vec<String>,
+    /// `spec:component`: the component context values `$[[ component.* ]]` may use.
+    component: Option<(Span, Vec<String>)>,
 }
+
+/// What a component include knows about itself (GitLab's `spec:component` context).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ComponentContext {
+    pub name: String,
+    /// The version as written after `@`.
+    pub reference: String,
+    /// The released version it resolved to (`~latest`, `1.2`, or a tag that is one).
+    pub version: Option<String>,
+    /// The commit read, when the resolver can say.
+    pub sha: Option<String>,
+}
+
+/// GitLab's `spec:component` values.
+const COMPONENT_KEYS: &[&str] = &["name", "sha", "version", "reference"];
 
 const SPEC_KEYS: &[&str] = &["inputs", "component", "include"];
 const INPUT_KEYS: &[&str] = &["type", "default", "options", "regex", "description", "rules"];
@@ -102,6 +122,9 @@ impl InputSpec {
                         .suggest(suggest(k, SPEC_KEYS.iter().copied())),
                 );
             }
+        }
+        if let Some(c) = m.get("component") {
+            spec.component = parse_component(&c.value, diags).map(|names| (c.key_span, names));
         }
         let Some(inputs) = m.get("inputs") else { return spec };
         let Some(inputs) = inputs.value.as_map() else {
@@ -156,7 +179,8 @@ impl InputSpec {
             }
         }
         for (name, def) in &self.inputs {
-            let value = match given.and_then(|g| g.get(name)) {
+            // GitLab (`BaseInput#actual_value`): a value given as `null` counts as not given.
+            let value = match given.and_then(|g| g.get(name)).filter(|e| !e.value.is_null()) {
                 Some(e) => e.value.clone(),
                 None => match &def.default {
                     Some(d) => d.clone(),
@@ -171,7 +195,8 @@ impl InputSpec {
                     }
                 },
             };
-            if check_value(name, def, &value, diags) {
+            // `default: null`: optional, and without a value (GitLab's CI/CD inputs page).
+            if value.is_null() || check_value(name, def, &value, diags) {
                 values.values.insert(name.clone(), value);
             } else {
                 values.failed.push(name.clone());
@@ -179,6 +204,64 @@ impl InputSpec {
         }
         values
     }
+}
+
+impl InputSpec {
+    /// The `$[[ component.* ]]` values this file may use: those `spec:component` lists, when
+    /// the file is read as a component. Using `spec:component` in another file is an error.
+    pub(crate) fn component_values(
+        &self,
+        context: Option<&ComponentContext>,
+        file: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<ComponentValues> {
+        let (span, names) = self.component.as_ref()?;
+        let Some(c) = context else {
+            diags.push(
+                Diagnostic::error(*span, format!("`spec:component` is for components: `{file}` is not included with `include:component`"))
+                    .key("spec:component"),
+            );
+            return None;
+        };
+        let value = |n: &str| match n {
+            "name" => Some(c.name.clone()),
+            "reference" => Some(c.reference.clone()),
+            "version" => c.version.clone(),
+            _ => c.sha.clone(),
+        };
+        Some(names.iter().map(|n| (n.clone(), value(n))).collect())
+    }
+}
+
+fn parse_component(node: &Node, diags: &mut Vec<Diagnostic>) -> Option<Vec<String>> {
+    let Some(items) = node.as_seq() else {
+        diags.push(
+            Diagnostic::error(
+                node.span,
+                format!("`spec:component` must be a list of `name`, `sha`, `version`, `reference`, found {}", node.kind()),
+            )
+            .key("spec:component"),
+        );
+        return None;
+    };
+    let mut names = Vec::new();
+    for item in items {
+        match item.as_str() {
+            Some(n) if COMPONENT_KEYS.contains(&n) => names.push(n.to_string()),
+            other => diags.push(
+                Diagnostic::error(
+                    item.span,
+                    format!(
+                        "`spec:component` lists `name`, `sha`, `version` and `reference`, found {}",
+                        other.map_or_else(|| item.kind().to_string(), |s| format!("`{s}`"))
+                    ),
+                )
+                .key("spec:component")
+                .suggest(other.and_then(|s| suggest(s, COMPONENT_KEYS.iter().copied()))),
+            ),
+        }
+    }
+    Some(names)
 }
 
 /// Resolved input values, by name.
@@ -310,7 +393,7 @@ fn parse_input(name: &str, span: Span, node: &Node, diags: &mut Vec<Diagnostic>)
     }
     if let Some(d) = m.get("default") {
         // GitLab checks defaults like given values: a bad default is an error in the header.
-        if check_value(name, &def, &d.value, diags) {
+        if d.value.is_null() || check_value(name, &def, &d.value, diags) {
             def.default = Some(d.value.clone());
         } else {
             ok = false;
