@@ -75,13 +75,13 @@ struct Interpolator<'a> {
 
 /// A piece of a string: literal text, or a block (`raw` as written, `data` inside the brackets).
 #[derive(Debug, PartialEq)]
-enum Piece<'s> {
+pub(super) enum Piece<'s> {
     Text(&'s str),
     Block { raw: &'s str, data: &'s str },
 }
 
 /// Splits a string into text and blocks as GitLab's `Block::PATTERN` finds them.
-fn pieces(s: &str) -> Vec<Piece<'_>> {
+pub(super) fn pieces(s: &str) -> Vec<Piece<'_>> {
     let mut out = Vec::new();
     let mut text_start = 0;
     let mut pos = 0;
@@ -325,7 +325,7 @@ fn count_nodes(n: &Node) -> usize {
 }
 
 /// A value as Ruby's `to_s` writes it inside a string.
-fn to_text(n: &Node) -> String {
+pub(super) fn to_text(n: &Node) -> String {
     match &n.value {
         Value::Null => String::new(),
         Value::Str(s) => s.clone(),

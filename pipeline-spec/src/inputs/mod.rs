@@ -15,6 +15,7 @@
 //! any other string gets the value's text. See [`interpolate`] for why not the text.
 
 mod interpolate;
+mod rules;
 
 use indexmap::IndexMap;
 
@@ -64,6 +65,8 @@ struct InputDef {
     default: Option<Node>,
     options: Option<Vec<Node>>,
     regex: Option<(regex::Regex, String)>,
+    /// `rules`: `options` and `default` by condition (excludes the two keys above).
+    rules: Option<Vec<rules::InputRule>>,
 }
 
 /// The inputs a file's header declares, in order.
@@ -147,6 +150,29 @@ impl InputSpec {
                 None => spec.invalid.push(name.clone()),
             }
         }
+        // GitLab: a rule's condition may only read inputs the header declares.
+        let mut unknown = Vec::new();
+        for (name, def) in &spec.inputs {
+            for rule in def.rules.iter().flatten() {
+                for r in rule.when.iter().flat_map(|c| &c.refs) {
+                    if !spec.inputs.contains_key(r) && !spec.invalid.contains(r) {
+                        diags.push(
+                            Diagnostic::error(
+                                rule.span,
+                                format!("a rule of input `{name}` reads `inputs.{r}`, which the header does not declare"),
+                            )
+                            .key(format!("spec:inputs:{name}:rules"))
+                            .suggest(suggest(r, spec.inputs.keys().map(String::as_str))),
+                        );
+                        unknown.push(name.clone());
+                    }
+                }
+            }
+        }
+        for name in unknown {
+            spec.inputs.shift_remove(&name);
+            spec.invalid.push(name);
+        }
         spec
     }
 
@@ -178,7 +204,44 @@ impl InputSpec {
                 }
             }
         }
-        for (name, def) in &self.inputs {
+        // Inputs whose rules read other inputs get their values after them.
+        let deps: IndexMap<String, Vec<String>> = self
+            .inputs
+            .iter()
+            .map(|(n, d)| (n.clone(), d.rules.iter().flatten().flat_map(|r| r.when.iter().flat_map(|c| c.refs.clone())).collect()))
+            .collect();
+        let (order, circle) = rules::order(&deps);
+        for name in &circle {
+            let def = &self.inputs[*name];
+            diags.push(
+                Diagnostic::error(
+                    def.span,
+                    format!("the rules of input `{name}` depend on it through a circle of inputs: {}", circle.join(", ")),
+                )
+                .key(format!("spec:inputs:{name}:rules")),
+            );
+            values.failed.push(name.to_string());
+        }
+        for name in order {
+            let Some((name, declared)) = self.inputs.get_key_value(name) else { continue };
+            let ruled;
+            let def = match &declared.rules {
+                None => declared,
+                Some(rules) => {
+                    if rules.iter().flat_map(|r| r.when.iter().flat_map(|c| &c.refs)).any(|r| values.failed(r)) {
+                        values.failed.push(name.clone());
+                        continue;
+                    }
+                    // The first rule that holds gives `options` and `default`; none: no value.
+                    let chosen = rules.iter().find(|r| r.when.as_ref().is_none_or(|c| c.holds(&values.values)));
+                    ruled = InputDef {
+                        options: chosen.and_then(|r| r.options.clone()),
+                        default: chosen.map_or_else(|| Some(Node::null(declared.span)), |r| r.default.clone()),
+                        ..declared.clone()
+                    };
+                    &ruled
+                }
+            };
             // GitLab (`BaseInput#actual_value`): a value given as `null` counts as not given.
             let value = match given.and_then(|g| g.get(name)).filter(|e| !e.value.is_null()) {
                 Some(e) => e.value.clone(),
@@ -288,7 +351,7 @@ impl InputValues {
 
 fn parse_input(name: &str, span: Span, node: &Node, diags: &mut Vec<Diagnostic>) -> Option<InputDef> {
     let key = format!("spec:inputs:{name}");
-    let mut def = InputDef { span, ty: InputType::String, default: None, options: None, regex: None };
+    let mut def = InputDef { span, ty: InputType::String, default: None, options: None, regex: None, rules: None };
     let m = match &node.value {
         Value::Null => return Some(def),
         Value::Map(m) => m,
@@ -304,17 +367,6 @@ fn parse_input(name: &str, span: Span, node: &Node, diags: &mut Vec<Diagnostic>)
         }
     };
     let mut ok = true;
-    if let Some(rules) = m.get("rules") {
-        // GitLab's `spec:inputs:NAME:rules` pick `options` and `default` by condition; piste
-        // does not evaluate them, so it says so rather than check against the wrong values.
-        diags.push(
-            Diagnostic::warning(
-                rules.key_span,
-                format!("`rules` of input `{name}` are not evaluated by piste: its unconditional `options` and `default` are used"),
-            )
-            .key(format!("{key}:rules")),
-        );
-    }
     for (k, e) in m.iter() {
         if !INPUT_KEYS.contains(&k.as_str()) {
             diags.push(
@@ -324,6 +376,14 @@ fn parse_input(name: &str, span: Span, node: &Node, diags: &mut Vec<Diagnostic>)
             );
             ok = false;
         }
+    }
+    // GitLab's header validates `description` as a string.
+    if let Some(d) = m.get("description").filter(|d| d.value.as_str().is_none() && !d.value.is_null()) {
+        diags.push(
+            Diagnostic::error(d.value.span, format!("`description` of input `{name}` must be a string, found {}", d.value.kind()))
+                .key(format!("{key}:description")),
+        );
+        ok = false;
     }
     if let Some(t) = m.get("type") {
         def.ty = match t.value.as_str() {
@@ -398,6 +458,34 @@ fn parse_input(name: &str, span: Span, node: &Node, diags: &mut Vec<Diagnostic>)
         } else {
             ok = false;
         }
+    }
+    if let Some(r) = m.get("rules") {
+        if let Some(k) = ["options", "default"].into_iter().find(|k| m.contains_key(*k)) {
+            diags.push(
+                Diagnostic::error(r.key_span, format!("input `{name}` has both `rules` and `{k}`: rules give `options` and `default`"))
+                    .key(format!("{key}:rules"))
+                    .help("move the unconditional value into a last rule without `if`"),
+            );
+            return None;
+        }
+        let parsed = rules::parse(name, &r.value, diags)?;
+        for rule in &parsed {
+            let with_rule = InputDef { options: rule.options.clone(), rules: None, ..def.clone() };
+            if rule.options.is_some() && !matches!(def.ty, InputType::String | InputType::Number) {
+                diags.push(
+                    Diagnostic::error(
+                        rule.span,
+                        format!("`options` applies to `string` and `number` inputs; `{name}` is `{}`", def.ty.name()),
+                    )
+                    .key(format!("{key}:rules:options")),
+                );
+                ok = false;
+            }
+            if let Some(d) = rule.default.as_ref().filter(|d| !d.is_null()) {
+                ok &= check_value(name, &with_rule, d, diags);
+            }
+        }
+        def.rules = Some(parsed);
     }
     ok.then_some(def)
 }
