@@ -180,8 +180,11 @@ fn templates_by_name() {
     assert_eq!(loaded.unavailable().count(), 1, "{}", diagnostics(&loaded));
 }
 
+/// What the loader asked for: URL, integrity, cache time.
+type Asked = (String, Option<String>, Option<u64>);
+
 /// A resolver that records what the loader asks for a remote file.
-struct Recorder(MemoryResolver, std::cell::RefCell<Vec<(String, Option<String>, Option<u64>)>>);
+struct Recorder(MemoryResolver, std::cell::RefCell<Vec<Asked>>);
 
 impl IncludeResolver for Recorder {
     fn read(&self, project: Option<&str>, path: &str, git_ref: Option<&str>) -> Result<String, ResolveError> {
