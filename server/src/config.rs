@@ -58,6 +58,18 @@
 //!
 //! `external_url = "https://ci.example"` (top level) is the server's address as people reach
 //! it, for links in commit statuses; default `http://<listen>`.
+//!
+//! Includes that are not in a configured project's repository (see `includes.rs`):
+//!
+//! ```toml
+//! [includes]
+//! templates_dir = "/srv/gitlab-ci-templates"   # `include:template`: GitLab's lib/gitlab/ci/templates
+//! remote_allow = ["https://gitlab.gnome.org/GNOME/citemplates/raw/*"]   # `include:remote`; default: none
+//! # remote_max_bytes = 2097152
+//! # remote_timeout_ms = 10000
+//! # remote_cache_entries = 256                 # bodies kept for `cache:` (by URL)
+//! component_hosts = ["gitlab.gnome.org"]       # hosts that name this server in component addresses
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -120,6 +132,59 @@ pub struct Config {
     /// Web login with OpenID Connect; without it, pages of private projects cannot be opened.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// Templates, remote files and component hosts for `include:` (`[includes]`).
+    #[serde(default)]
+    pub includes: IncludesConfig,
+}
+
+/// `[includes]`: what pipelines may include besides the configured projects' files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncludesConfig {
+    /// A folder laid out as GitLab's `lib/gitlab/ci/templates` (`Jobs/Build.gitlab-ci.yml`),
+    /// for `include:template`. Without it, templates are unavailable.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    /// URL patterns `include:remote` may fetch: `https://host[:port]/path`, where `*` in the
+    /// path matches any characters (`/` too). Empty: nothing is fetched.
+    #[serde(default)]
+    pub remote_allow: Vec<String>,
+    #[serde(default = "default_remote_max_bytes")]
+    pub remote_max_bytes: u64,
+    #[serde(default = "default_remote_timeout_ms")]
+    pub remote_timeout_ms: u64,
+    /// Most bodies kept for `include: cache:`.
+    #[serde(default = "default_remote_cache_entries")]
+    pub remote_cache_entries: usize,
+    /// Hosts that name this server in `include:component` addresses, besides
+    /// `$CI_SERVER_FQDN` and `external_url`'s (pipelines written for `gitlab.example.com`).
+    #[serde(default)]
+    pub component_hosts: Vec<String>,
+}
+
+impl Default for IncludesConfig {
+    fn default() -> Self {
+        IncludesConfig {
+            templates_dir: None,
+            remote_allow: Vec::new(),
+            remote_max_bytes: default_remote_max_bytes(),
+            remote_timeout_ms: default_remote_timeout_ms(),
+            remote_cache_entries: default_remote_cache_entries(),
+            component_hosts: Vec::new(),
+        }
+    }
+}
+
+fn default_remote_max_bytes() -> u64 {
+    2 * 1024 * 1024
+}
+
+fn default_remote_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_remote_cache_entries() -> usize {
+    256
 }
 
 /// A user declared in `piste.toml` (`[[user]]`).
@@ -418,6 +483,7 @@ impl Default for Config {
             admins: Vec::new(),
             users: Vec::new(),
             oidc: None,
+            includes: IncludesConfig::default(),
         }
     }
 }
@@ -464,6 +530,7 @@ impl Config {
         };
         resolve(&mut config.ca_file)?;
         resolve(&mut config.known_hosts)?;
+        resolve(&mut config.includes.templates_dir)?;
         for project in &mut config.projects {
             if is_relative_folder(&project.repo) {
                 let abs = absolute(&base.join(&project.repo)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
@@ -573,6 +640,12 @@ impl Config {
             if !o.scopes.iter().any(|s| s == "openid") {
                 return Err("`[oidc] scopes` must include `openid`".into());
             }
+        }
+        for pattern in &self.includes.remote_allow {
+            crate::includes::AllowList::new(std::slice::from_ref(pattern)).map_err(|e| format!("`[includes] remote_allow`: {e}"))?;
+        }
+        if self.includes.remote_timeout_ms == 0 || self.includes.remote_max_bytes == 0 {
+            return Err("`[includes] remote_timeout_ms` and `remote_max_bytes` must be more than 0".into());
         }
         self.limits.validate()?;
         if self.lease_ms < 1000 {

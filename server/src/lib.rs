@@ -16,6 +16,7 @@ mod error;
 mod follow;
 pub mod forge;
 pub mod git;
+pub mod includes;
 pub mod limits;
 pub mod live;
 pub mod logs;
@@ -97,6 +98,8 @@ pub struct AppState {
     pub forge: forge::Poster,
     /// Pipelines that changed, for live pages.
     pub changes: live::Changes,
+    /// Templates, remote files and component hosts for pipelines' `include:`.
+    pub includes: includes::Includes,
 }
 
 /// A per-job value; the map's entry goes with its last holder.
@@ -130,6 +133,7 @@ fn hold<T: Default>(map: &PerJob<T>, job: i64) -> Held<T> {
 
 impl AppState {
     pub fn new(config: Config, store: Backend, blobs: Blobs) -> AppState {
+        let includes = includes::Includes::new(&config);
         AppState {
             logs: Logs::for_blobs(&config.data_dir, &blobs, &store),
             blobs,
@@ -148,6 +152,7 @@ impl AppState {
             oidc: oidc::Oidc::default(),
             forge: forge::Poster::default(),
             changes: live::Changes::default(),
+            includes,
         }
     }
 

@@ -65,8 +65,11 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
         .filter(|p| p.name != row.project)
         .filter_map(|p| state.mirror(&p.name).ok().map(|m| (p.name.clone(), m)))
         .collect();
+    let remotes =
+        state.config.projects.iter().filter(|p| others.contains_key(&p.name)).map(|p| (p.name.clone(), state.config.remote(p))).collect();
     // `include: project: <this project>` reads this mirror too.
-    let resolver = mirror.resolver(&row.sha, &others).named(row.project.clone());
+    let tree = mirror.resolver(&row.sha, &others).named(row.project.clone()).fetching(remotes);
+    let resolver = state.includes.resolver(&tree, state.now_ms(), tokio::runtime::Handle::try_current().ok());
     // Keep the commit reachable for runners even if its branch is deleted or force-pushed.
     mirror.pin(row.id, &row.sha)?;
     let mut variables = ctx.pipeline_variables();
