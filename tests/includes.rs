@@ -96,7 +96,11 @@ fn components_resolve_from_git_project_dirs() {
 
     let out = piste(&app, &["lint", "--branch", "main"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("map the project to a directory with `--project-dir my-org/components=DIR`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("map the project to a directory with `--project-dir my-org/components=DIR`"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let plain = tmp.path().join("plain");
     write(&plain, "templates/lint.yml", "plain-lint:\n  script: [x]\n");
@@ -150,11 +154,19 @@ fn templates_come_from_the_templates_dir() {
     write(&app, ".gitlab-ci.yml", "include:\n  - template: ../app/.gitlab-ci.yml\n");
     let out = piste(&app, &["lint", "--branch", "main", "--templates-dir", dir]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("is refused: a template name is a relative path without `.` or `..` parts"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is refused: a template name is a relative path without `.` or `..` parts"),
+        "{}",
+        text(&out.stderr)
+    );
     write(&app, ".gitlab-ci.yml", "include:\n  - template: Security/SAST.gitlab-ci.yml\n");
     let out = piste(&app, &["lint", "--branch", "main", "--templates-dir", dir]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("template `Security/SAST.gitlab-ci.yml` is not in the templates directory"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("template `Security/SAST.gitlab-ci.yml` is not in the templates directory"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// `include:remote` over https: only with `--allow-remote` (else exit 3 naming it), trusting

@@ -9,6 +9,7 @@ mod browser;
 mod delivery;
 mod failures;
 mod forge;
+mod includes;
 mod limits;
 mod login;
 mod logs;
