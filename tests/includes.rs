@@ -233,3 +233,75 @@ fn remote_includes_over_https() {
     let (code, err) = lint(&format!("  - remote: {}/cached.yml\n", server.base), &allowed);
     assert_eq!(code, Some(1), "without `cache:` it is fetched again: {err}");
 }
+
+/// The stand-in projects of `fixtures/includes` as git repositories: one commit of the
+/// folder, with the branches (and commits named as refs) and tags `PROJECTS.tsv` lists.
+/// Returns `--project-dir` arguments, one per project path.
+fn stand_in_repos(dir: &Path) -> Vec<String> {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/includes");
+    let tsv = std::fs::read_to_string(base.join("PROJECTS.tsv")).unwrap();
+    let mut args = Vec::new();
+    for line in tsv.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let repo_dir = dir.join(f[1]);
+        if !repo_dir.exists() {
+            copy_dir(&base.join(f[1]), &repo_dir);
+            let repo = Repository::init(&repo_dir).unwrap();
+            let id = commit(&repo, "stand-in");
+            let target = repo.find_commit(id).unwrap();
+            let head = repo.head().unwrap().shorthand().unwrap().to_string();
+            for b in f[2].split(',').filter(|b| !b.is_empty() && *b != "-" && *b != head) {
+                repo.branch(b, &target, false).unwrap();
+            }
+            for t in f[3].split(',').filter(|t| !t.is_empty() && *t != "-") {
+                repo.tag_lightweight(t, target.as_object(), true).unwrap();
+            }
+        }
+        args.push("--project-dir".to_string());
+        args.push(format!("{}={}", f[0], repo_dir.display()));
+    }
+    args
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Real pipelines (`fixtures/corpus/realworld`) with the stand-ins of the projects and
+/// components they include, as git repositories mapped with `--project-dir`: those whose
+/// includes are all there lint clean; the others exit 3 and name only what is missing.
+#[test]
+fn realworld_pipelines_resolve_their_projects_and_components() {
+    let tmp = tempfile::tempdir().unwrap();
+    let maps = stand_in_repos(tmp.path());
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/corpus/realworld");
+    let lint = |dir: &str, branch: &str| {
+        let root = corpus.join(dir);
+        let mut args: Vec<String> =
+            ["lint", "--branch", branch, "--root", root.to_str().unwrap(), "-f", ".gitlab-ci.yml"].map(String::from).to_vec();
+        args.extend(maps.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = piste(&root, &args);
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    // GNOME: `gnome/citemplates` files, the `release-service` component at `master`,
+    // freedesktop's templates at a commit; mutter: a component at `25.5`; KDE: a dozen files.
+    for (dir, branch) in [("GNOME__gjs", "master"), ("GNOME__mutter", "main"), ("GNOME__yelp", "master"), ("KDE__okular", "master")] {
+        let (code, out, err) = lint(dir, branch);
+        assert_eq!(code, Some(0), "{dir}: {out}{err}");
+        assert!(out.contains("is valid"), "{dir}: {out}");
+    }
+    let (code, _, err) = lint("GNOME__tinysparql", "main");
+    assert_eq!(code, Some(3), "{err}");
+    let unavailable: Vec<&str> = err.lines().filter(|l| l.contains(": unavailable: ")).collect();
+    assert_eq!(unavailable.len(), 4, "{err}");
+    assert!(unavailable.iter().all(|l| l.contains("cannot resolve `include:remote`")), "{err}");
+}
