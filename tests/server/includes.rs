@@ -100,3 +100,53 @@ async fn components_templates_and_allowed_remote_files_resolve_on_the_server() {
     assert_eq!(p["status"], "failed", "{p:#}");
     assert!(p["error"].as_str().unwrap().contains("`gitlab.com` is not this instance"), "{p:#}");
 }
+
+/// A stand-in project of `fixtures/includes` as a bare repository under `dir`: one commit of
+/// its folder on `master`, with the tags `PROJECTS.tsv` lists.
+fn stand_in(dir: &std::path::Path, folder: &str, tags: &[&str]) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/includes").join(folder);
+    let work = dir.join(folder);
+    let out = std::process::Command::new("cp").arg("-r").arg(&src).arg(&work).status().unwrap();
+    assert!(out.success());
+    git(&work, &["init", "-q", "-b", "master"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "stand-in"]);
+    for t in tags {
+        git(&work, &["tag", t]);
+    }
+    let bare = dir.join(format!("{folder}.git"));
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare"]);
+    git(&work, &["push", "-q", "--tags", bare.to_str().unwrap(), "master"]);
+    bare
+}
+
+/// A real pipeline (GNOME's `yelp`, from `fixtures/corpus/realworld`) on a server configured
+/// with the stand-in of `GNOME/citemplates`: its `include:project` file and its two components
+/// (on `gitlab.gnome.org`, which `component_hosts` names) resolve, and the component inputs
+/// make the jobs GitLab would make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realworld_pipeline_resolves_with_the_projects_it_includes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let citemplates = stand_in(tmp.path(), "GNOME__citemplates", &["25.5"]);
+    let yelp = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/corpus/realworld/GNOME__yelp/.gitlab-ci.yml"),
+    )
+    .unwrap();
+    let forge = Forge::new(&yelp);
+    let extra = format!(
+        "[includes]\ncomponent_hosts = [\"gitlab.gnome.org\"]\n\n[[project]]\nname = \"GNOME/citemplates\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\ndefault_branch = \"master\"\n",
+        citemplates.display()
+    );
+    let server = Server::start(&forge, 5000, &extra);
+    let http = Http::new(&server);
+    let (before, after) = forge.push("main", "yelp");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "p"), Some(SECRET), "yelp-1").await;
+    let id = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let p = http.wait_status(id, &["pending", "failed"], 60).await;
+    assert_eq!(p["status"], "pending", "{p:#}");
+    let names = job_names(&p);
+    assert!(names.contains(&"build-gnomeos".to_string()), "{names:?}");
+    let build = p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "build-gnomeos").unwrap();
+    assert_eq!(build["stage"], "build", "{p:#}");
+}
