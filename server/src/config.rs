@@ -12,6 +12,7 @@
 //! # body_timeout_ms = 60000                   # longest pause within a request body
 //! # webhook_bytes = 1048576
 //! # json_bytes = 262144
+//! # max_needs = 50                            # top level: GitLab's `ci_max_needs` instance limit
 //!
 //! [[project]]
 //! name = "app"
@@ -135,6 +136,13 @@ pub struct Config {
     /// Templates, remote files and component hosts for `include:` (`[includes]`).
     #[serde(default)]
     pub includes: IncludesConfig,
+    /// The most `needs` one job may list (GitLab's instance limit `ci_max_needs`).
+    #[serde(default = "default_max_needs")]
+    pub max_needs: usize,
+}
+
+fn default_max_needs() -> usize {
+    pipeline_spec::load::LoadOptions::default().max_needs
 }
 
 /// `[includes]`: what pipelines may include besides the configured projects' files.
@@ -484,6 +492,7 @@ impl Default for Config {
             users: Vec::new(),
             oidc: None,
             includes: IncludesConfig::default(),
+            max_needs: default_max_needs(),
         }
     }
 }
@@ -878,5 +887,24 @@ mod tests {
         .unwrap();
         let err = Config::load(&file).unwrap_err().to_string();
         assert!(err.contains("`PISTE_TEST_UNSET_FORGE_TOKEN`, which is not set"), "{err}");
+    }
+
+    /// `[includes]`: URL patterns are checked when the file is read; `max_needs` raises
+    /// GitLab's `ci_max_needs` for the whole server.
+    #[test]
+    fn includes_and_needs_limit_are_read_and_checked() {
+        let c = project("").unwrap();
+        assert_eq!((c.max_needs, c.includes.remote_max_bytes, c.includes.remote_timeout_ms), (50, 2 << 20, 10_000));
+        let text = "max_needs = 200\n[includes]\ntemplates_dir = \"/srv/t\"\nremote_allow = [\"https://ci.example/raw/*\"]\ncomponent_hosts = [\"gitlab.example.com\"]\n";
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.max_needs, 200);
+        assert_eq!(c.includes.component_hosts, ["gitlab.example.com"]);
+        for bad in ["remote_allow = [\"http://ci.example/x\"]", "remote_allow = [\"https://*.example/x\"]", "remote_timeout_ms = 0"] {
+            let c: Config = toml::from_str(&format!("[includes]\n{bad}\n")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("[includes]"), "{bad}: {err}");
+        }
+        assert!(toml::from_str::<Config>("[includes]\ntemplate_dir = \"/x\"\n").is_err(), "misspelt keys are refused");
     }
 }

@@ -74,7 +74,8 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
     mirror.pin(row.id, &row.sha)?;
     let mut variables = ctx.pipeline_variables();
     variables.extend(project.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let loaded = load(&file, &file, &text, &resolver, &LoadOptions { variables: variables.clone(), ..LoadOptions::default() });
+    let options = LoadOptions { variables: variables.clone(), max_needs: state.config.max_needs, ..LoadOptions::default() };
+    let loaded = load(&file, &file, &text, &resolver, &options);
     if loaded.has_errors() {
         let errors: Vec<String> = loaded.errors().map(|d| d.display(&loaded.sources).to_string()).collect();
         return Err(StartError::Invalid(errors.join("\n")));

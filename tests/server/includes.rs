@@ -1,7 +1,8 @@
 //! Includes on a real server: components and `include:project` from the mirrors of the
 //! projects it is configured with (tags and `~latest` resolved as GitLab does), templates from
 //! `[includes] templates_dir`, remote files only when `[includes] remote_allow` lists them,
-//! over https (nginx with a CA made here, trusted through `ca_file`), within the time limit.
+//! over https (nginx with a CA made here, trusted through `ca_file`), within the time limit;
+//! and the `needs` limit set in `piste.toml`.
 
 use serde_json::Value;
 
@@ -63,7 +64,7 @@ async fn components_templates_and_allowed_remote_files_resolve_on_the_server() {
 
     let forge = Forge::new("placeholder:\n  script: [x]\n");
     let extra = format!(
-        "ca_file = \"{ca}\"\n[includes]\ntemplates_dir = \"{tpl}\"\nremote_allow = [\"{base}/ci.yml\", \"{base}/slow/*\"]\nremote_timeout_ms = 1000\ncomponent_hosts = [\"gitlab.example.com\"]\n\n[[project]]\nname = \"My-Org/Components\"\nrepo = \"{repo}\"\nwebhook_secret = \"{SECRET}\"\n",
+        "ca_file = \"{ca}\"\nmax_needs = 60\n[includes]\ntemplates_dir = \"{tpl}\"\nremote_allow = [\"{base}/ci.yml\", \"{base}/slow/*\"]\nremote_timeout_ms = 1000\ncomponent_hosts = [\"gitlab.example.com\"]\n\n[[project]]\nname = \"My-Org/Components\"\nrepo = \"{repo}\"\nwebhook_secret = \"{SECRET}\"\n",
         ca = https.ca.cert.display(),
         tpl = tmp.path().join("templates").display(),
         base = https.base,
@@ -99,6 +100,16 @@ async fn components_templates_and_allowed_remote_files_resolve_on_the_server() {
     let p = plan(&http, &forge, "include:\n  - component: gitlab.com/components/sast/sast@~latest\n", 4).await;
     assert_eq!(p["status"], "failed", "{p:#}");
     assert!(p["error"].as_str().unwrap().contains("`gitlab.com` is not this instance"), "{p:#}");
+
+    // `max_needs` in piste.toml raises GitLab's `ci_max_needs` (50) for this server.
+    let mut many = String::new();
+    for i in 0..55 {
+        many.push_str(&format!("j{i}:\n  stage: build\n  script: [x]\n"));
+    }
+    let needs: Vec<String> = (0..55).map(|i| format!("j{i}")).collect();
+    many.push_str(&format!("last:\n  stage: test\n  script: [x]\n  needs: [{}]\n", needs.join(", ")));
+    let p = plan(&http, &forge, &many, 5).await;
+    assert_eq!(p["status"], "pending", "{p:#}");
 }
 
 /// A stand-in project of `fixtures/includes` as a bare repository under `dir`: one commit of
