@@ -171,7 +171,7 @@ fn templates_come_from_the_templates_dir() {
 
 /// `include:remote` over https: only with `--allow-remote` (else exit 3 naming it), trusting
 /// `--ca-file`; GitLab's `integrity:` checked (exit 1 on a mismatch), an HTTP error is an
-/// error, a redirect to plain http is refused, bodies over 2 MiB are refused, and `cache:`
+/// error, plain http and a redirect to it are refused, bodies over 2 MiB are refused, and `cache:`
 /// keeps a body by URL (the file may vanish from the server and still be read).
 #[test]
 fn remote_includes_over_https() {
@@ -215,6 +215,9 @@ fn remote_includes_over_https() {
     let (code, err) = lint(&format!("  - remote: {}/missing.yml\n", server.base), &allowed);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("the server answered HTTP 404 Not Found"), "{err}");
+    let (code, err) = lint(&format!("  - remote: {}\n", url.replacen("https://", "http://", 1)), &allowed);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("piste fetches `include:remote` over https only"), "{err}");
     let (code, err) = lint(&format!("  - remote: {}/to-http\n", server.base), &allowed);
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("a redirect left https"), "{err}");

@@ -60,11 +60,12 @@ async fn components_templates_and_allowed_remote_files_resolve_on_the_server() {
     std::fs::create_dir_all(files.join("slow")).unwrap();
     std::fs::write(files.join("ci.yml"), "remote-job:\n  script: [x]\n").unwrap();
     std::fs::write(files.join("slow/ci.yml"), format!("# {}\nslow:\n  script: [x]\n", "x".repeat(4096))).unwrap();
+    std::fs::write(files.join("big.yml"), format!("# {}\nbig:\n  script: [x]\n", "x".repeat(3 << 20))).unwrap();
     let https = HttpsFiles::serve(&files, &tmp.path().join("nginx"));
 
     let forge = Forge::new("placeholder:\n  script: [x]\n");
     let extra = format!(
-        "ca_file = \"{ca}\"\nmax_needs = 60\n[includes]\ntemplates_dir = \"{tpl}\"\nremote_allow = [\"{base}/ci.yml\", \"{base}/slow/*\"]\nremote_timeout_ms = 1000\ncomponent_hosts = [\"gitlab.example.com\"]\n\n[[project]]\nname = \"My-Org/Components\"\nrepo = \"{repo}\"\nwebhook_secret = \"{SECRET}\"\n",
+        "ca_file = \"{ca}\"\nmax_needs = 60\n[includes]\ntemplates_dir = \"{tpl}\"\nremote_allow = [\"{base}/ci.yml\", \"{base}/big.yml\", \"{base}/slow/*\"]\nremote_timeout_ms = 1000\ncomponent_hosts = [\"gitlab.example.com\"]\n\n[[project]]\nname = \"My-Org/Components\"\nrepo = \"{repo}\"\nwebhook_secret = \"{SECRET}\"\n",
         ca = https.ca.cert.display(),
         tpl = tmp.path().join("templates").display(),
         base = https.base,
@@ -95,6 +96,11 @@ async fn components_templates_and_allowed_remote_files_resolve_on_the_server() {
     let p = plan(&http, &forge, &format!("include:\n  - remote: {}/slow/ci.yml\n", https.base), 3).await;
     assert_eq!(p["status"], "failed", "{p:#}");
     assert!(p["error"].as_str().unwrap().contains("did not answer within `[includes] remote_timeout_ms`"), "{p:#}");
+
+    // Larger than `remote_max_bytes` (2 MiB by default).
+    let p = plan(&http, &forge, &format!("include:\n  - remote: {}/big.yml\n", https.base), 6).await;
+    assert_eq!(p["status"], "failed", "{p:#}");
+    assert!(p["error"].as_str().unwrap().contains("larger than `[includes] remote_max_bytes` (2097152)"), "{p:#}");
 
     // A component of another instance is not read from anywhere.
     let p = plan(&http, &forge, "include:\n  - component: gitlab.com/components/sast/sast@~latest\n", 4).await;
