@@ -226,4 +226,15 @@ fn remote_integrity_and_cache() {
     assert_error(&loaded, 3, 16, "`integrity` must be `sha256-` followed by the base64");
     let loaded = load_from(&format!("include:\n  - local: a.yml\n    integrity: {good}\n"), &r);
     assert_error(&loaded, 3, 5, "`integrity` can only be given for `include:remote`");
+    let loaded = load_from("include:\n  - remote: https://example.test/ci.yml\n    cache: soon\n", &r);
+    assert_error(&loaded, 3, 12, "`cache` must be `true` or a duration such as `30m`");
+    let mut local = MemoryResolver::new();
+    local.add(None, "a.yml", "a:\n  script: [x]\n");
+    let loaded = load_from("include:\n  - local: a.yml\n    cache: true\n", &local);
+    assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
+    assert!(
+        diagnostics(&loaded).contains("3:5: warning: key `include:cache`: `cache` applies to `include:remote` only"),
+        "{}",
+        diagnostics(&loaded)
+    );
 }
