@@ -222,9 +222,20 @@ pub(crate) struct SpecArgs {
     /// Pipeline variable (highest precedence; also visible to `include`). Repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_pair)]
     vars: Vec<(String, String)>,
-    /// Where `include:project` finds PROJECT's files. Repeatable.
+    /// Where `include:project` and `include:component` find PROJECT's files: a git repository
+    /// (refs, tags and versions are read in it) or a folder (its files stand for every ref). Repeatable.
     #[arg(long = "project-dir", value_name = "PROJECT=DIR", value_parser = parse_pair)]
     project_dirs: Vec<(String, String)>,
+    /// Folder of GitLab's CI templates for `include:template` (laid out as GitLab's
+    /// `lib/gitlab/ci/templates`: `Jobs/Build.gitlab-ci.yml`, ...).
+    #[arg(long = "templates-dir", value_name = "DIR")]
+    templates_dir: Option<PathBuf>,
+    /// Fetch `include:remote` files over https (else they are not checked: exit 3).
+    #[arg(long = "allow-remote")]
+    allow_remote: bool,
+    /// PEM file of certificate authorities to trust for `include:remote`, besides the usual ones.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Project root for `include:local` [default: the git work tree, else the file's folder].
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
@@ -289,6 +300,9 @@ impl SpecArgs {
             source: self.source,
             changed_files: if self.changed.is_empty() { None } else { Some(self.changed.clone()) },
             max_needs: self.max_needs,
+            templates_dir: self.templates_dir.clone(),
+            allow_remote: self.allow_remote,
+            ca_file: self.ca_file.clone(),
         })
     }
 }

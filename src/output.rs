@@ -158,7 +158,7 @@ pub fn lint(opts: &LocalOptions, as_json: bool) -> anyhow::Result<ExitCode> {
             };
             eprintln!("`{file}`: could not check: {} unavailable{follow}", includes(unavailable));
             eprintln!(
-                "  map other projects with `--project-dir PROJECT=DIR`, pass variables with `--var`, or vendor remote files, templates and components and use `include:local`"
+                "  map other projects and components with `--project-dir PROJECT=DIR`, templates with `--templates-dir DIR`, fetch remote files with `--allow-remote`, pass variables with `--var`"
             );
         }
     }

@@ -179,8 +179,8 @@ fn lint_unavailable_includes_exit_3_and_are_listed() {
     assert_eq!(
         listed,
         [
-            ".gitlab-ci.yml:2:5: unavailable: key `include`: cannot resolve `include:template` `Jobs/SAST.gitlab-ci.yml`: GitLab's templates are not available offline",
-            ".gitlab-ci.yml:3:5: unavailable: key `include:remote`: cannot resolve `include:remote` `https://example.test/ci.yml`: remote includes cannot be fetched offline",
+            ".gitlab-ci.yml:2:5: unavailable: key `include:template`: cannot resolve `include:template` `Jobs/SAST.gitlab-ci.yml`: GitLab's templates are not available here: point `--templates-dir` at a folder of them",
+            ".gitlab-ci.yml:3:5: unavailable: key `include:remote`: cannot resolve `include:remote` `https://example.test/ci.yml`: remote includes are fetched only with `--allow-remote`",
         ]
     );
     assert!(err.contains(".gitlab-ci.yml:5:12: unchecked: job `job`, key `extends`: "), "{err}");

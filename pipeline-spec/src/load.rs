@@ -126,11 +126,15 @@ fn follows_from_missing_include(d: &Diagnostic, extends_failed: &std::collection
             && (m.contains("in the later stage") || m.contains("is not declared in `stages`"))
 }
 
-/// A resolver over an in-memory set of files: `(project, path) → text`. Handy for tests and for
-/// callers that already hold the files (a server reading a commit's tree).
+/// A resolver over an in-memory set of files: `(project, path, ref) → text`, tags, GitLab
+/// templates and remote URLs. Handy for tests and for callers that already hold the files.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryResolver {
-    files: Vec<(Option<String>, String, String)>,
+    /// `(project, path, ref, text)`; a file without a ref is there at every ref.
+    files: Vec<(Option<String>, String, Option<String>, String)>,
+    tags: Vec<(Option<String>, String)>,
+    templates: Vec<(String, String)>,
+    remotes: Vec<(String, String)>,
 }
 
 impl MemoryResolver {
@@ -144,29 +148,88 @@ impl MemoryResolver {
     }
 
     pub fn add(&mut self, project: Option<&str>, path: &str, text: &str) {
-        self.files.push((project.map(str::to_string), path.trim_start_matches('/').to_string(), text.to_string()));
+        self.files.push((project.map(str::to_string), path.trim_start_matches('/').to_string(), None, text.to_string()));
+    }
+
+    /// A file that exists at `git_ref` only (a branch or tag name, or a commit).
+    pub fn add_at(&mut self, project: Option<&str>, path: &str, git_ref: &str, text: &str) {
+        self.files.push((project.map(str::to_string), path.trim_start_matches('/').to_string(), Some(git_ref.into()), text.to_string()));
+    }
+
+    pub fn add_tag(&mut self, project: Option<&str>, tag: &str) {
+        self.tags.push((project.map(str::to_string), tag.to_string()));
+    }
+
+    pub fn add_template(&mut self, name: &str, text: &str) {
+        self.templates.push((name.to_string(), text.to_string()));
+    }
+
+    pub fn add_remote(&mut self, url: &str, text: &str) {
+        self.remotes.push((url.to_string(), text.to_string()));
+    }
+
+    fn knows(&self, project: Option<&str>) -> bool {
+        project.is_none() || self.files.iter().any(|(p, ..)| p.as_deref() == project)
+    }
+}
+
+/// Whether a requested ref (`main`, `refs/tags/v1`, a commit) names a file's ref.
+fn same_ref(requested: Option<&str>, file: Option<&str>) -> bool {
+    match (file, requested) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(f), Some(r)) => r == f || r.strip_prefix("refs/tags/").or_else(|| r.strip_prefix("refs/heads/")) == Some(f),
     }
 }
 
 impl IncludeResolver for MemoryResolver {
-    fn read(&self, project: Option<&str>, path: &str, _git_ref: Option<&str>) -> Result<String, crate::include::ResolveError> {
-        if project.is_some() && !self.files.iter().any(|(p, _, _)| p.as_deref() == project) {
+    fn read(&self, project: Option<&str>, path: &str, git_ref: Option<&str>) -> Result<String, crate::include::ResolveError> {
+        if !self.knows(project) {
             return Err(crate::include::ResolveError::UnknownProject);
         }
         self.files
             .iter()
-            .find(|(p, f, _)| p.as_deref() == project && f == path)
-            .map(|(_, _, t)| t.clone())
+            .rev()
+            .find(|(p, f, r, _)| p.as_deref() == project && f == path && same_ref(git_ref, r.as_deref()))
+            .map(|(.., t)| t.clone())
             .ok_or(crate::include::ResolveError::NotFound)
     }
 
-    fn glob(&self, project: Option<&str>, pattern: &str, _git_ref: Option<&str>) -> Result<Vec<String>, crate::include::ResolveError> {
+    fn glob(&self, project: Option<&str>, pattern: &str, git_ref: Option<&str>) -> Result<Vec<String>, crate::include::ResolveError> {
         let Some(g) = crate::glob::Glob::new(pattern) else {
             return Err(crate::include::ResolveError::Other(format!("invalid glob `{pattern}`")));
         };
-        let mut out: Vec<String> =
-            self.files.iter().filter(|(p, f, _)| p.as_deref() == project && g.matches(f)).map(|(_, f, _)| f.clone()).collect();
+        let mut out: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(p, f, r, _)| p.as_deref() == project && same_ref(git_ref, r.as_deref()) && g.matches(f))
+            .map(|(_, f, ..)| f.clone())
+            .collect();
         out.sort();
+        out.dedup();
         Ok(out)
+    }
+
+    fn tags(&self, project: Option<&str>) -> Result<Vec<String>, crate::include::ResolveError> {
+        if !self.knows(project) {
+            return Err(crate::include::ResolveError::UnknownProject);
+        }
+        Ok(self.tags.iter().filter(|(p, _)| p.as_deref() == project).map(|(_, t)| t.clone()).collect())
+    }
+
+    fn template(&self, name: &str) -> Result<String, crate::include::ResolveError> {
+        self.templates
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| crate::include::ResolveError::Unavailable("GitLab's templates are not available offline".into()))
+    }
+
+    fn remote(&self, request: &crate::include::RemoteRequest<'_>) -> Result<String, crate::include::ResolveError> {
+        self.remotes
+            .iter()
+            .find(|(u, _)| u == request.url)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| crate::include::ResolveError::Unavailable("remote includes cannot be fetched offline".into()))
     }
 }

@@ -10,7 +10,7 @@ use pipeline_spec::plan::{Plan, PlanContext, PlanError, plan};
 use pipeline_spec::predefined::{Context, PipelineSource};
 
 use crate::gitinfo::local_context;
-use crate::includes::DirResolver;
+use crate::includes::{LocalResolver, RemoteFetcher, RemoteOptions};
 
 /// File names tried, in order, when no `-f` is given.
 pub const DEFAULT_FILES: &[&str] = &[".gitlab-ci.yml", ".gitlab-ci-dso.yml"];
@@ -35,6 +35,12 @@ pub struct LocalOptions {
     pub changed_files: Option<Vec<String>>,
     /// `--max-needs N`: the most `needs` one job may list (GitLab's `ci_max_needs`, default 50).
     pub max_needs: Option<usize>,
+    /// `--templates-dir DIR`: where `include:template` finds GitLab's templates.
+    pub templates_dir: Option<PathBuf>,
+    /// `--allow-remote`: fetch `include:remote` over https.
+    pub allow_remote: bool,
+    /// `--ca-file FILE`: extra certificate authorities for `include:remote`.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +53,8 @@ pub enum LocalError {
     NotText { path: PathBuf },
     #[error("{}:{line}: expected `NAME=VALUE` (letters, digits and `_` in the name)", .path.display())]
     BadSecret { path: PathBuf, line: usize },
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// The outcome of loading and planning a local pipeline.
@@ -58,7 +66,7 @@ pub struct LocalPipeline {
     pub is_git: bool,
     /// `None` when loading found errors (nothing to plan).
     pub plan: Option<Result<Plan, PlanError>>,
-    resolver: DirResolver,
+    resolver: LocalResolver,
 }
 
 impl LocalPipeline {
@@ -101,9 +109,20 @@ pub fn open(opts: &LocalOptions) -> Result<LocalPipeline, LocalError> {
     let rel_path = file.strip_prefix(&root).map_or_else(|_| file.to_string_lossy().into_owned(), |p| p.to_string_lossy().into_owned());
     context.config_path = rel_path.clone();
 
-    let mut resolver = DirResolver::new(&root);
+    let mut resolver = LocalResolver::new(&root).named(context.project_path.clone());
     for (name, dir) in &opts.project_dirs {
         resolver = resolver.project(name.clone(), dir.clone());
+    }
+    if let Some(dir) = &opts.templates_dir {
+        resolver = resolver.templates(dir.clone());
+    }
+    if opts.allow_remote {
+        let remote = RemoteOptions {
+            ca_file: opts.ca_file.clone(),
+            cache_dir: Some(root.join(".piste/cache/remote-includes")),
+            ..RemoteOptions::default()
+        };
+        resolver = resolver.allow_remote(RemoteFetcher::new(remote).map_err(LocalError::Remote)?);
     }
     let predefined = context.pipeline_variables();
     let mut include_vars = predefined.clone();

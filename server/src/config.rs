@@ -12,6 +12,7 @@
 //! # body_timeout_ms = 60000                   # longest pause within a request body
 //! # webhook_bytes = 1048576
 //! # json_bytes = 262144
+//! # max_needs = 50                            # top level: GitLab's `ci_max_needs` instance limit
 //!
 //! [[project]]
 //! name = "app"
@@ -58,6 +59,18 @@
 //!
 //! `external_url = "https://ci.example"` (top level) is the server's address as people reach
 //! it, for links in commit statuses; default `http://<listen>`.
+//!
+//! Includes that are not in a configured project's repository (see `includes.rs`):
+//!
+//! ```toml
+//! [includes]
+//! templates_dir = "/srv/gitlab-ci-templates"   # `include:template`: GitLab's lib/gitlab/ci/templates
+//! remote_allow = ["https://gitlab.gnome.org/GNOME/citemplates/raw/*"]   # `include:remote`; default: none
+//! # remote_max_bytes = 2097152
+//! # remote_timeout_ms = 10000
+//! # remote_cache_entries = 256                 # bodies kept for `cache:` (by URL)
+//! component_hosts = ["gitlab.gnome.org"]       # hosts that name this server in component addresses
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -121,6 +134,66 @@ pub struct Config {
     /// Web login with OpenID Connect; without it, pages of private projects cannot be opened.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// Templates, remote files and component hosts for `include:` (`[includes]`).
+    #[serde(default)]
+    pub includes: IncludesConfig,
+    /// The most `needs` one job may list (GitLab's instance limit `ci_max_needs`).
+    #[serde(default = "default_max_needs")]
+    pub max_needs: usize,
+}
+
+fn default_max_needs() -> usize {
+    pipeline_spec::load::LoadOptions::default().max_needs
+}
+
+/// `[includes]`: what pipelines may include besides the configured projects' files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncludesConfig {
+    /// A folder laid out as GitLab's `lib/gitlab/ci/templates` (`Jobs/Build.gitlab-ci.yml`),
+    /// for `include:template`. Without it, templates are unavailable.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    /// URL patterns `include:remote` may fetch: `https://host[:port]/path`, where `*` in the
+    /// path matches any characters (`/` too). Empty: nothing is fetched.
+    #[serde(default)]
+    pub remote_allow: Vec<String>,
+    #[serde(default = "default_remote_max_bytes")]
+    pub remote_max_bytes: u64,
+    #[serde(default = "default_remote_timeout_ms")]
+    pub remote_timeout_ms: u64,
+    /// Most bodies kept for `include: cache:`.
+    #[serde(default = "default_remote_cache_entries")]
+    pub remote_cache_entries: usize,
+    /// Hosts that name this server in `include:component` addresses, besides
+    /// `$CI_SERVER_FQDN` and `external_url`'s (pipelines written for `gitlab.example.com`).
+    #[serde(default)]
+    pub component_hosts: Vec<String>,
+}
+
+impl Default for IncludesConfig {
+    fn default() -> Self {
+        IncludesConfig {
+            templates_dir: None,
+            remote_allow: Vec::new(),
+            remote_max_bytes: default_remote_max_bytes(),
+            remote_timeout_ms: default_remote_timeout_ms(),
+            remote_cache_entries: default_remote_cache_entries(),
+            component_hosts: Vec::new(),
+        }
+    }
+}
+
+fn default_remote_max_bytes() -> u64 {
+    2 * 1024 * 1024
+}
+
+fn default_remote_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_remote_cache_entries() -> usize {
+    256
 }
 
 /// A user declared in `piste.toml` (`[[user]]`).
@@ -436,6 +509,8 @@ impl Default for Config {
             admins: Vec::new(),
             users: Vec::new(),
             oidc: None,
+            includes: IncludesConfig::default(),
+            max_needs: default_max_needs(),
         }
     }
 }
@@ -482,6 +557,7 @@ impl Config {
         };
         resolve(&mut config.ca_file)?;
         resolve(&mut config.known_hosts)?;
+        resolve(&mut config.includes.templates_dir)?;
         for project in &mut config.projects {
             if is_relative_folder(&project.repo) {
                 let abs = absolute(&base.join(&project.repo)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
@@ -613,6 +689,12 @@ impl Config {
             if !o.scopes.iter().any(|s| s == "openid") {
                 return Err("`[oidc] scopes` must include `openid`".into());
             }
+        }
+        for pattern in &self.includes.remote_allow {
+            crate::includes::AllowList::new(std::slice::from_ref(pattern)).map_err(|e| format!("`[includes] remote_allow`: {e}"))?;
+        }
+        if self.includes.remote_timeout_ms == 0 || self.includes.remote_max_bytes == 0 {
+            return Err("`[includes] remote_timeout_ms` and `remote_max_bytes` must be more than 0".into());
         }
         self.limits.validate()?;
         if self.lease_ms < 1000 {
@@ -847,5 +929,24 @@ mod tests {
         .unwrap();
         let err = Config::load(&file).unwrap_err().to_string();
         assert!(err.contains("`PISTE_TEST_UNSET_FORGE_TOKEN`, which is not set"), "{err}");
+    }
+
+    /// `[includes]`: URL patterns are checked when the file is read; `max_needs` raises
+    /// GitLab's `ci_max_needs` for the whole server.
+    #[test]
+    fn includes_and_needs_limit_are_read_and_checked() {
+        let c = project("").unwrap();
+        assert_eq!((c.max_needs, c.includes.remote_max_bytes, c.includes.remote_timeout_ms), (50, 2 << 20, 10_000));
+        let text = "max_needs = 200\n[includes]\ntemplates_dir = \"/srv/t\"\nremote_allow = [\"https://ci.example/raw/*\"]\ncomponent_hosts = [\"gitlab.example.com\"]\n";
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.max_needs, 200);
+        assert_eq!(c.includes.component_hosts, ["gitlab.example.com"]);
+        for bad in ["remote_allow = [\"http://ci.example/x\"]", "remote_allow = [\"https://*.example/x\"]", "remote_timeout_ms = 0"] {
+            let c: Config = toml::from_str(&format!("[includes]\n{bad}\n")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("[includes]"), "{bad}: {err}");
+        }
+        assert!(toml::from_str::<Config>("[includes]\ntemplate_dir = \"/x\"\n").is_err(), "misspelt keys are refused");
     }
 }

@@ -16,6 +16,7 @@ mod error;
 mod follow;
 pub mod forge;
 pub mod git;
+pub mod includes;
 pub mod limits;
 pub mod live;
 pub mod logs;
@@ -98,6 +99,8 @@ pub struct AppState {
     pub forge: forge::Poster,
     /// Pipelines that changed, for live pages.
     pub changes: live::Changes,
+    /// Templates, remote files and component hosts for pipelines' `include:`.
+    pub includes: includes::Includes,
 }
 
 /// A per-job value; the map's entry goes with its last holder.
@@ -136,6 +139,7 @@ impl AppState {
             tracing::error!(error = %e, "`ca_file` not trusted by the OpenID and forge clients");
             Vec::new()
         });
+        let includes = includes::Includes::new(&config);
         AppState {
             logs: Logs::for_blobs(&config.data_dir, &blobs, &store),
             blobs,
@@ -154,6 +158,7 @@ impl AppState {
             oidc: oidc::Oidc::new(&roots),
             forge: forge::Poster::new(&roots),
             changes: live::Changes::default(),
+            includes,
         }
     }
 

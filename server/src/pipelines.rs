@@ -65,13 +65,17 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
         .filter(|p| p.name != row.project)
         .filter_map(|p| state.mirror(&p.name).ok().map(|m| (p.name.clone(), m)))
         .collect();
+    let remotes =
+        state.config.projects.iter().filter(|p| others.contains_key(&p.name)).map(|p| (p.name.clone(), state.config.remote(p))).collect();
     // `include: project: <this project>` reads this mirror too.
-    let resolver = mirror.resolver(&row.sha, &others).named(row.project.clone());
+    let tree = mirror.resolver(&row.sha, &others).named(row.project.clone()).fetching(remotes);
+    let resolver = state.includes.resolver(&tree, state.now_ms(), tokio::runtime::Handle::try_current().ok());
     // Keep the commit reachable for runners even if its branch is deleted or force-pushed.
     mirror.pin(row.id, &row.sha)?;
     let mut variables = ctx.pipeline_variables();
     variables.extend(project.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let loaded = load(&file, &file, &text, &resolver, &LoadOptions { variables: variables.clone(), ..LoadOptions::default() });
+    let options = LoadOptions { variables: variables.clone(), max_needs: state.config.max_needs, ..LoadOptions::default() };
+    let loaded = load(&file, &file, &text, &resolver, &options);
     if loaded.has_errors() {
         let errors: Vec<String> = loaded.errors().map(|d| d.display(&loaded.sources).to_string()).collect();
         return Err(StartError::Invalid(errors.join("\n")));

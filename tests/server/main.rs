@@ -10,6 +10,7 @@ mod browser;
 mod delivery;
 mod failures;
 mod forge;
+mod includes;
 mod limits;
 mod login;
 mod logs;

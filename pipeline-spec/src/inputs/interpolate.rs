@@ -16,7 +16,7 @@
 //! `truncate(offset,length)` and `posix_escape` (Ruby's `Shellwords.escape`), on string values.
 //! Blocks of other accesses (`$[[ matrix.KEY ]]` in `needs:parallel:matrix`) stay as written.
 
-use super::InputValues;
+use super::{ComponentValues, InputValues};
 use crate::diag::{Diagnostic, suggest};
 use crate::expand::{Lookup, MAX_EXPANDED_LEN, expand_keep_unknown};
 use crate::source::Span;
@@ -24,6 +24,8 @@ use crate::yaml::{Map, Node, Value, ruby_float};
 
 /// GitLab's `FunctionsStack::MAX_FUNCTIONS`.
 const MAX_FUNCTIONS: usize = 3;
+/// GitLab's `Block::MAX_BLOCK_SIZE`: what a block holds between its brackets.
+const MAX_BLOCK_BYTES: usize = 1024;
 
 /// Bounds on what interpolation may build in one file.
 #[derive(Debug, Clone, Copy)]
@@ -47,17 +49,19 @@ impl InterpolationLimits {
 pub(crate) fn interpolate(
     root: &mut Node,
     values: &InputValues,
+    component: Option<&ComponentValues>,
     vars: &dyn Lookup,
     limits: InterpolationLimits,
     file: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let mut it = Interpolator { values, vars, limits, file, blocks: 0, nodes: 0, bytes: 0, stopped: false, diags };
+    let mut it = Interpolator { values, component, vars, limits, file, blocks: 0, nodes: 0, bytes: 0, stopped: false, diags };
     it.walk(root);
 }
 
 struct Interpolator<'a> {
     values: &'a InputValues,
+    component: Option<&'a ComponentValues>,
     vars: &'a dyn Lookup,
     limits: InterpolationLimits,
     file: &'a str,
@@ -71,13 +75,13 @@ struct Interpolator<'a> {
 
 /// A piece of a string: literal text, or a block (`raw` as written, `data` inside the brackets).
 #[derive(Debug, PartialEq)]
-enum Piece<'s> {
+pub(super) enum Piece<'s> {
     Text(&'s str),
     Block { raw: &'s str, data: &'s str },
 }
 
 /// Splits a string into text and blocks as GitLab's `Block::PATTERN` finds them.
-fn pieces(s: &str) -> Vec<Piece<'_>> {
+pub(super) fn pieces(s: &str) -> Vec<Piece<'_>> {
     let mut out = Vec::new();
     let mut text_start = 0;
     let mut pos = 0;
@@ -187,20 +191,29 @@ impl Interpolator<'_> {
         if access.split('.').next() == Some("matrix") {
             return None;
         }
-        let Some(name) = access.strip_prefix("inputs.") else {
-            self.diags.push(
-                Diagnostic::error(
-                    span,
-                    format!("unknown interpolation key `{access}` in `$[[ {data} ]]`: only `inputs.NAME` is known here"),
-                )
-                .key("spec:inputs"),
-            );
-            return None;
-        };
         self.blocks += 1;
         if self.blocks > self.limits.max_blocks {
             return self.stop(span, format!("more than {} `$[[ ]]` blocks in this file", self.limits.max_blocks));
         }
+        // GitLab: "The string inside an interpolation block must not exceed 1 KB".
+        if data.len() > MAX_BLOCK_BYTES {
+            self.diags.push(
+                Diagnostic::error(span, format!("a `$[[ ]]` block holds {} bytes; GitLab allows at most {MAX_BLOCK_BYTES}", data.len()))
+                    .key("spec:inputs"),
+            );
+            return None;
+        }
+        if let Some(key) = access.strip_prefix("component.") {
+            return self.component_block(key, data, span);
+        }
+        let Some(name) = access.strip_prefix("inputs.") else {
+            let known = if self.component.is_some() { "`inputs.NAME` and `component.NAME`" } else { "only `inputs.NAME`" };
+            self.diags.push(
+                Diagnostic::error(span, format!("unknown interpolation key `{access}` in `$[[ {data} ]]`: {known} is known here"))
+                    .key("spec:inputs"),
+            );
+            return None;
+        };
         let Some(value) = self.values.get(name) else {
             if !self.values.failed(name) {
                 self.diags.push(
@@ -236,6 +249,39 @@ impl Interpolator<'_> {
             }
         }
         Some(value)
+    }
+
+    /// `$[[ component.KEY ]]` (GitLab's `spec:component` context: `name`, `sha`, `version`,
+    /// `reference`), available when the file is a component whose header lists `KEY`.
+    fn component_block(&mut self, key: &str, data: &str, span: Span) -> Option<Node> {
+        let Some(values) = self.component else {
+            self.diags.push(
+                Diagnostic::error(span, format!("`$[[ {data} ]]`: `{}` does not list `{key}` in `spec:component`", self.file))
+                    .key("spec:component")
+                    .help("declare it in the header: `spec: {component: [name, sha, version, reference]}`"),
+            );
+            return None;
+        };
+        match values.get(key) {
+            Some(Some(v)) => Some(Node::str(v.clone(), span)),
+            Some(None) if key == "version" => Some(Node::null(span)),
+            Some(None) => {
+                self.diags.push(
+                    Diagnostic::error(span, format!("`$[[ {data} ]]`: the component's `{key}` is not known here"))
+                        .key("spec:component")
+                        .unavailable(),
+                );
+                None
+            }
+            None => {
+                self.diags.push(
+                    Diagnostic::error(span, format!("`$[[ {data} ]]`: `{}` does not list `{key}` in `spec:component`", self.file))
+                        .key("spec:component")
+                        .suggest(suggest(key, values.keys().map(String::as_str))),
+                );
+                None
+            }
+        }
     }
 
     fn apply(&self, function: &str, value: &Node) -> Result<String, String> {
@@ -279,7 +325,7 @@ fn count_nodes(n: &Node) -> usize {
 }
 
 /// A value as Ruby's `to_s` writes it inside a string.
-fn to_text(n: &Node) -> String {
+pub(super) fn to_text(n: &Node) -> String {
     match &n.value {
         Value::Null => String::new(),
         Value::Str(s) => s.clone(),

@@ -15,10 +15,14 @@
 //! any other string gets the value's text. See [`interpolate`] for why not the text.
 
 mod interpolate;
+mod rules;
 
 use indexmap::IndexMap;
 
 pub(crate) use interpolate::{InterpolationLimits, interpolate};
+
+/// `$[[ component.* ]]` values, by name (`None`: not known here).
+pub(crate) type ComponentValues = IndexMap<String, Option<String>>;
 
 use crate::diag::{Diagnostic, suggest};
 use crate::source::Span;
@@ -61,6 +65,8 @@ struct InputDef {
     default: Option<Node>,
     options: Option<Vec<Node>>,
     regex: Option<(regex::Regex, String)>,
+    /// `rules`: `options` and `default` by condition (excludes the two keys above).
+    rules: Option<Vec<rules::InputRule>>,
 }
 
 /// The inputs a file's header declares, in order.
@@ -69,7 +75,24 @@ pub(crate) struct InputSpec {
     inputs: IndexMap<String, InputDef>,
     /// Declared inputs whose declaration is in error (already reported).
     invalid: Vec<String>,
+    /// `spec:component`: the component context values `$[[ component.* ]]` may use.
+    component: Option<(Span, Vec<String>)>,
 }
+
+/// What a component include knows about itself (GitLab's `spec:component` context).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ComponentContext {
+    pub name: String,
+    /// The version as written after `@`.
+    pub reference: String,
+    /// The released version it resolved to (`~latest`, `1.2`, or a tag that is one).
+    pub version: Option<String>,
+    /// The commit read, when the resolver can say.
+    pub sha: Option<String>,
+}
+
+/// GitLab's `spec:component` values.
+const COMPONENT_KEYS: &[&str] = &["name", "sha", "version", "reference"];
 
 const SPEC_KEYS: &[&str] = &["inputs", "component", "include"];
 const INPUT_KEYS: &[&str] = &["type", "default", "options", "regex", "description", "rules"];
@@ -103,6 +126,9 @@ impl InputSpec {
                 );
             }
         }
+        if let Some(c) = m.get("component") {
+            spec.component = parse_component(&c.value, diags).map(|names| (c.key_span, names));
+        }
         let Some(inputs) = m.get("inputs") else { return spec };
         let Some(inputs) = inputs.value.as_map() else {
             if !inputs.value.is_null() {
@@ -123,6 +149,29 @@ impl InputSpec {
                 }
                 None => spec.invalid.push(name.clone()),
             }
+        }
+        // GitLab: a rule's condition may only read inputs the header declares.
+        let mut unknown = Vec::new();
+        for (name, def) in &spec.inputs {
+            for rule in def.rules.iter().flatten() {
+                for r in rule.when.iter().flat_map(|c| &c.refs) {
+                    if !spec.inputs.contains_key(r) && !spec.invalid.contains(r) {
+                        diags.push(
+                            Diagnostic::error(
+                                rule.span,
+                                format!("a rule of input `{name}` reads `inputs.{r}`, which the header does not declare"),
+                            )
+                            .key(format!("spec:inputs:{name}:rules"))
+                            .suggest(suggest(r, spec.inputs.keys().map(String::as_str))),
+                        );
+                        unknown.push(name.clone());
+                    }
+                }
+            }
+        }
+        for name in unknown {
+            spec.inputs.shift_remove(&name);
+            spec.invalid.push(name);
         }
         spec
     }
@@ -155,8 +204,46 @@ impl InputSpec {
                 }
             }
         }
-        for (name, def) in &self.inputs {
-            let value = match given.and_then(|g| g.get(name)) {
+        // Inputs whose rules read other inputs get their values after them.
+        let deps: IndexMap<String, Vec<String>> = self
+            .inputs
+            .iter()
+            .map(|(n, d)| (n.clone(), d.rules.iter().flatten().flat_map(|r| r.when.iter().flat_map(|c| c.refs.clone())).collect()))
+            .collect();
+        let (order, circle) = rules::order(&deps);
+        for name in &circle {
+            let def = &self.inputs[*name];
+            diags.push(
+                Diagnostic::error(
+                    def.span,
+                    format!("the rules of input `{name}` depend on it through a circle of inputs: {}", circle.join(", ")),
+                )
+                .key(format!("spec:inputs:{name}:rules")),
+            );
+            values.failed.push(name.to_string());
+        }
+        for name in order {
+            let Some((name, declared)) = self.inputs.get_key_value(name) else { continue };
+            let ruled;
+            let def = match &declared.rules {
+                None => declared,
+                Some(rules) => {
+                    if rules.iter().flat_map(|r| r.when.iter().flat_map(|c| &c.refs)).any(|r| values.failed(r)) {
+                        values.failed.push(name.clone());
+                        continue;
+                    }
+                    // The first rule that holds gives `options` and `default`; none: no value.
+                    let chosen = rules.iter().find(|r| r.when.as_ref().is_none_or(|c| c.holds(&values.values)));
+                    ruled = InputDef {
+                        options: chosen.and_then(|r| r.options.clone()),
+                        default: chosen.map_or_else(|| Some(Node::null(declared.span)), |r| r.default.clone()),
+                        ..declared.clone()
+                    };
+                    &ruled
+                }
+            };
+            // GitLab (`BaseInput#actual_value`): a value given as `null` counts as not given.
+            let value = match given.and_then(|g| g.get(name)).filter(|e| !e.value.is_null()) {
                 Some(e) => e.value.clone(),
                 None => match &def.default {
                     Some(d) => d.clone(),
@@ -171,7 +258,8 @@ impl InputSpec {
                     }
                 },
             };
-            if check_value(name, def, &value, diags) {
+            // `default: null`: optional, and without a value (GitLab's CI/CD inputs page).
+            if value.is_null() || check_value(name, def, &value, diags) {
                 values.values.insert(name.clone(), value);
             } else {
                 values.failed.push(name.clone());
@@ -179,6 +267,64 @@ impl InputSpec {
         }
         values
     }
+}
+
+impl InputSpec {
+    /// The `$[[ component.* ]]` values this file may use: those `spec:component` lists, when
+    /// the file is read as a component. Using `spec:component` in another file is an error.
+    pub(crate) fn component_values(
+        &self,
+        context: Option<&ComponentContext>,
+        file: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<ComponentValues> {
+        let (span, names) = self.component.as_ref()?;
+        let Some(c) = context else {
+            diags.push(
+                Diagnostic::error(*span, format!("`spec:component` is for components: `{file}` is not included with `include:component`"))
+                    .key("spec:component"),
+            );
+            return None;
+        };
+        let value = |n: &str| match n {
+            "name" => Some(c.name.clone()),
+            "reference" => Some(c.reference.clone()),
+            "version" => c.version.clone(),
+            _ => c.sha.clone(),
+        };
+        Some(names.iter().map(|n| (n.clone(), value(n))).collect())
+    }
+}
+
+fn parse_component(node: &Node, diags: &mut Vec<Diagnostic>) -> Option<Vec<String>> {
+    let Some(items) = node.as_seq() else {
+        diags.push(
+            Diagnostic::error(
+                node.span,
+                format!("`spec:component` must be a list of `name`, `sha`, `version`, `reference`, found {}", node.kind()),
+            )
+            .key("spec:component"),
+        );
+        return None;
+    };
+    let mut names = Vec::new();
+    for item in items {
+        match item.as_str() {
+            Some(n) if COMPONENT_KEYS.contains(&n) => names.push(n.to_string()),
+            other => diags.push(
+                Diagnostic::error(
+                    item.span,
+                    format!(
+                        "`spec:component` lists `name`, `sha`, `version` and `reference`, found {}",
+                        other.map_or_else(|| item.kind().to_string(), |s| format!("`{s}`"))
+                    ),
+                )
+                .key("spec:component")
+                .suggest(other.and_then(|s| suggest(s, COMPONENT_KEYS.iter().copied()))),
+            ),
+        }
+    }
+    Some(names)
 }
 
 /// Resolved input values, by name.
@@ -205,7 +351,7 @@ impl InputValues {
 
 fn parse_input(name: &str, span: Span, node: &Node, diags: &mut Vec<Diagnostic>) -> Option<InputDef> {
     let key = format!("spec:inputs:{name}");
-    let mut def = InputDef { span, ty: InputType::String, default: None, options: None, regex: None };
+    let mut def = InputDef { span, ty: InputType::String, default: None, options: None, regex: None, rules: None };
     let m = match &node.value {
         Value::Null => return Some(def),
         Value::Map(m) => m,
@@ -221,17 +367,6 @@ fn parse_input(name: &str, span: Span, node: &Node, diags: &mut Vec<Diagnostic>)
         }
     };
     let mut ok = true;
-    if let Some(rules) = m.get("rules") {
-        // GitLab's `spec:inputs:NAME:rules` pick `options` and `default` by condition; piste
-        // does not evaluate them, so it says so rather than check against the wrong values.
-        diags.push(
-            Diagnostic::warning(
-                rules.key_span,
-                format!("`rules` of input `{name}` are not evaluated by piste: its unconditional `options` and `default` are used"),
-            )
-            .key(format!("{key}:rules")),
-        );
-    }
     for (k, e) in m.iter() {
         if !INPUT_KEYS.contains(&k.as_str()) {
             diags.push(
@@ -241,6 +376,14 @@ fn parse_input(name: &str, span: Span, node: &Node, diags: &mut Vec<Diagnostic>)
             );
             ok = false;
         }
+    }
+    // GitLab's header validates `description` as a string.
+    if let Some(d) = m.get("description").filter(|d| d.value.as_str().is_none() && !d.value.is_null()) {
+        diags.push(
+            Diagnostic::error(d.value.span, format!("`description` of input `{name}` must be a string, found {}", d.value.kind()))
+                .key(format!("{key}:description")),
+        );
+        ok = false;
     }
     if let Some(t) = m.get("type") {
         def.ty = match t.value.as_str() {
@@ -310,11 +453,39 @@ fn parse_input(name: &str, span: Span, node: &Node, diags: &mut Vec<Diagnostic>)
     }
     if let Some(d) = m.get("default") {
         // GitLab checks defaults like given values: a bad default is an error in the header.
-        if check_value(name, &def, &d.value, diags) {
+        if d.value.is_null() || check_value(name, &def, &d.value, diags) {
             def.default = Some(d.value.clone());
         } else {
             ok = false;
         }
+    }
+    if let Some(r) = m.get("rules") {
+        if let Some(k) = ["options", "default"].into_iter().find(|k| m.contains_key(*k)) {
+            diags.push(
+                Diagnostic::error(r.key_span, format!("input `{name}` has both `rules` and `{k}`: rules give `options` and `default`"))
+                    .key(format!("{key}:rules"))
+                    .help("move the unconditional value into a last rule without `if`"),
+            );
+            return None;
+        }
+        let parsed = rules::parse(name, &r.value, diags)?;
+        for rule in &parsed {
+            let with_rule = InputDef { options: rule.options.clone(), rules: None, ..def.clone() };
+            if rule.options.is_some() && !matches!(def.ty, InputType::String | InputType::Number) {
+                diags.push(
+                    Diagnostic::error(
+                        rule.span,
+                        format!("`options` applies to `string` and `number` inputs; `{name}` is `{}`", def.ty.name()),
+                    )
+                    .key(format!("{key}:rules:options")),
+                );
+                ok = false;
+            }
+            if let Some(d) = rule.default.as_ref().filter(|d| !d.is_null()) {
+                ok &= check_value(name, &with_rule, d, diags);
+            }
+        }
+        def.rules = Some(parsed);
     }
     ok.then_some(def)
 }

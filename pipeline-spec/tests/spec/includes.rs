@@ -128,3 +128,14 @@ fn unavailable_includes_are_typed_apart_from_invalid_ones() {
     let kinds: Vec<(u32, Kind)> = loaded.errors().map(|d| (d.span.line, d.kind)).collect();
     assert_eq!(kinds, [(2, Kind::Invalid), (4, Kind::Invalid)], "{}", diagnostics(&loaded));
 }
+
+/// GitLab: a wildcard `include:local` that matches no file includes nothing (no error), and
+/// `include:rules:exists` includes a file only when one of its paths exists in the project.
+#[test]
+fn empty_wildcards_and_rules_exists() {
+    let files = [("ci/a.yml", "a:\n  script: [x]\n"), ("extra.yml", "extra:\n  script: [x]\n"), ("Dockerfile", "FROM scratch\n")];
+    let main = "include:\n  - local: none/*.yml\n  - local: extra.yml\n    rules:\n      - exists: [Dockerfile]\n  - local: ci/a.yml\n    rules:\n      - exists: [missing/**]\njob:\n  script: [x]\n";
+    let loaded = load_with(main, &files, &[]);
+    assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
+    assert_eq!(loaded.pipeline.unwrap().jobs.keys().cloned().collect::<Vec<_>>(), ["extra", "job"]);
+}

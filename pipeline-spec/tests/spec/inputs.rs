@@ -97,15 +97,6 @@ fn header_errors_point_into_the_header() {
     assert!(d.contains("t.yml:5:16: error: key `inputs:a`: input `a` is a `number`, found a string"), "{d}");
     assert!(d.contains("t.yml:7:13: error: key `spec:inputs:b:type`: input type must be"), "{d}");
     assert!(d.contains("help: pass a number without quotes"), "{d}");
-    // Conditional `rules` of an input are GitLab's; piste says it does not evaluate them.
-    let t = "spec:\n  inputs:\n    a:\n      default: x\n      rules:\n        - if: $X\n          options: [y]\n---\nj:\n  script: [x]\n";
-    let loaded = load_with("include:\n  - local: t.yml\n", &[("t.yml", t)], &[]);
-    assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
-    assert!(
-        diagnostics(&loaded).contains("t.yml:5:7: warning: key `spec:inputs:a:rules`: `rules` of input `a` are not evaluated"),
-        "{}",
-        diagnostics(&loaded)
-    );
 }
 
 /// GitLab: "Given inputs not defined in the `spec` section of the included configuration file",
@@ -233,4 +224,80 @@ fn a_string_passed_on_whole_stays_a_string() {
     let loaded = load_with("include: t.yml\n", &[("t.yml", t)], &[]);
     assert_error(&loaded, 5, 12, "unknown interpolation key `vars.X`");
     assert_eq!(loaded.errors().count(), 1, "{}", diagnostics(&loaded));
+}
+
+/// GitLab: `default: null` makes an input optional without a value (it reads as nothing in a
+/// string, `null` where it is the whole value); a value given as `null` counts as not given;
+/// `description` documents an input and must be a string.
+#[test]
+fn null_defaults_null_values_and_descriptions() {
+    let t = "spec:\n  inputs:\n    flags:\n      default: null\n      description: 'Extra flags'\n    count:\n      type: number\n      default: 2\n---\nj:\n  script: [\"run $[[ inputs.flags ]]x\"]\n  retry: $[[ inputs.count ]]\n";
+    let loaded = load_with("include:\n  - local: t.yml\n    inputs: {count: null}\n", &[("t.yml", t)], &[]);
+    assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
+    let p = loaded.pipeline.unwrap();
+    assert_eq!(p.jobs["j"].script, ["run x"]);
+    assert_eq!(p.jobs["j"].retry.max, 2);
+    let t = "spec:\n  inputs:\n    a:\n      description: [not, text]\n---\nj:\n  script: [x]\n";
+    let loaded = load_with("include:\n  - local: t.yml\n    inputs: {a: x}\n", &[("t.yml", t)], &[]);
+    assert_error(&loaded, 4, 20, "`description` of input `a` must be a string, found a list");
+}
+
+/// GitLab: "The string inside an interpolation block must not exceed 1 KB".
+#[test]
+fn a_block_holds_at_most_one_kilobyte() {
+    let long = format!("inputs.a{}", " | truncate(0,1)".repeat(70));
+    let t = format!("spec:\n  inputs:\n    a:\n      default: x\n---\nj:\n  script: [\"$[[ {long} ]]\"]\n");
+    let loaded = load_with("include: t.yml\n", &[("t.yml", &t)], &[]);
+    assert_error(&loaded, 7, 12, "GitLab allows at most 1024");
+}
+
+/// GitLab's conditional inputs (`spec:inputs:NAME:rules`): the first rule whose `if` holds
+/// for the other inputs' values gives `options` and `default`; `rules` excludes the input's own
+/// `options` and `default`; a condition on an undeclared input, and a circle of inputs, are
+/// errors.
+#[test]
+fn input_rules_choose_options_and_defaults() {
+    let t = r#"spec:
+  inputs:
+    cloud:
+      options: [aws, gcp]
+      default: aws
+    env:
+      options: [dev, prod]
+      default: dev
+    size:
+      rules:
+        - if: $[[ inputs.cloud ]] == "aws" && $[[ inputs.env ]] == "dev"
+          options: [t3.micro, t3.small]
+          default: t3.micro
+        - if: $[[ inputs.cloud ]] == "gcp"
+          options: [e2-standard-4]
+          default: e2-standard-4
+        - default: large
+---
+"vm-$[[ inputs.size ]]":
+  script: [x]
+"#;
+    let job = |inputs: &str| {
+        let loaded = load_with(&format!("include:\n  - local: t.yml\n    inputs: {inputs}\n"), &[("t.yml", t)], &[]);
+        assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
+        loaded.pipeline.unwrap().jobs.keys().next().unwrap().clone()
+    };
+    assert_eq!(job("{}"), "vm-t3.micro");
+    assert_eq!(job("{size: t3.small}"), "vm-t3.small");
+    assert_eq!(job("{cloud: gcp}"), "vm-e2-standard-4");
+    assert_eq!(job("{env: prod}"), "vm-large");
+    let loaded = load_with("include:\n  - local: t.yml\n    inputs: {cloud: gcp, size: t3.micro}\n", &[("t.yml", t)], &[]);
+    assert_error(&loaded, 3, 32, "input `size`: `t3.micro` is not one of the allowed options `e2-standard-4`");
+
+    let both = "spec:\n  inputs:\n    a:\n      default: x\n      rules:\n        - default: y\n---\nj:\n  script: [x]\n";
+    let loaded = load_with("include: t.yml\n", &[("t.yml", both)], &[]);
+    assert_error(&loaded, 5, 7, "input `a` has both `rules` and `default`");
+    let unknown =
+        "spec:\n  inputs:\n    a:\n      rules:\n        - if: $[[ inputs.b ]] == 'x'\n          default: y\n---\nj:\n  script: [x]\n";
+    let loaded = load_with("include: t.yml\n", &[("t.yml", unknown)], &[]);
+    assert_error(&loaded, 5, 11, "a rule of input `a` reads `inputs.b`, which the header does not declare");
+    let circle = "spec:\n  inputs:\n    a:\n      rules:\n        - if: $[[ inputs.b ]] == 'x'\n          default: y\n    b:\n      rules:\n        - if: $[[ inputs.a ]] == 'y'\n          default: x\n---\nj:\n  script: [x]\n";
+    let loaded = load_with("include: t.yml\n", &[("t.yml", circle)], &[]);
+    assert_error(&loaded, 3, 5, "the rules of input `a` depend on it through a circle of inputs: a, b");
 }

@@ -1,5 +1,6 @@
 //! Behaviour of the loader and planner, one module per topic, all through the public API.
 
+mod components;
 mod diagnostics;
 mod extends;
 mod gitlab_rules;

@@ -133,8 +133,9 @@ impl Mirror {
         })
     }
 
-    /// The commit a ref points to: a full commit id, a full ref (`refs/...`), or a branch or
-    /// tag name (branches first). `None` when nothing matches.
+    /// The commit a ref points to, in git's order: a full commit id, a full ref (`refs/...`),
+    /// a tag, a branch (a tag wins over a branch of the same name, as in GitLab), then an
+    /// abbreviated commit id. `None` when nothing matches.
     pub fn resolve_ref(&self, name: &str) -> Result<Option<String>, GitError> {
         let repo = self.repo()?;
         if validate::is_sha(name) {
@@ -145,14 +146,26 @@ impl Mirror {
         let candidates = if name.starts_with("refs/") {
             vec![name.to_string()]
         } else {
-            vec![format!("refs/heads/{name}"), format!("refs/tags/{name}")]
+            vec![format!("refs/tags/{name}"), format!("refs/heads/{name}")]
         };
         for full in candidates {
             if let Ok(r) = repo.find_reference(&full) {
                 return Ok(Some(r.peel_to_commit()?.id().to_string()));
             }
         }
+        if (7..40).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Some(c) = repo.revparse_single(name).ok().and_then(|o| o.peel_to_commit().ok()) {
+                return Ok(Some(c.id().to_string()));
+            }
+        }
         Ok(None)
+    }
+
+    /// The mirror's tag names (`refs/tags/*`), for component versions.
+    pub fn tags(&self) -> Result<Vec<String>, GitError> {
+        let repo = self.repo()?;
+        let names = repo.tag_names(None)?;
+        Ok(names.iter().flatten().flatten().map(str::to_string).collect())
     }
 
     /// The head commit of the default branch: `HEAD` (set from the remote on fetch), else
@@ -277,7 +290,7 @@ impl Mirror {
     }
 
     /// The include resolver of a pipeline at commit `sha` of this mirror; `include:project`
-    /// reads from `others` (project name → mirror).
+    /// and `include:component` read from `others` (project name → mirror).
     pub fn resolver(&self, sha: &str, others: &HashMap<String, Mirror>) -> TreeResolver {
         TreeResolver::new(self.clone(), sha.to_string(), others.clone())
     }

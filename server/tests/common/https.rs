@@ -1,5 +1,9 @@
 //! `git http-backend` behind Debian's nginx (HTTPS with a certificate from a CA made here,
-//! Basic authentication) through fcgiwrap, on 127.0.0.1; stopped when dropped.
+//! Basic authentication) through fcgiwrap, on 127.0.0.1; and static files over https for
+//! `include:remote`. Stopped when dropped.
+
+// Shared by test binaries that each use a part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -94,5 +98,58 @@ impl HttpsForge {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         HttpsForge { base: format!("https://127.0.0.1:{port}/"), ca, _nginx: nginx, _fcgiwrap: fcgiwrap }
+    }
+}
+
+/// Static files over https from nginx with a certificate of a CA made here: what
+/// `include:remote` fetches. `/slow/...` is sent at 64 bytes a second; `/to-http` redirects to
+/// plain http and `/moved` to `/ci.yml`.
+pub struct HttpsFiles {
+    /// `https://127.0.0.1:<port>`, without a trailing slash.
+    pub base: String,
+    pub ca: TestCa,
+    _nginx: Proc,
+}
+
+impl HttpsFiles {
+    /// Serves the files under `root`; nginx's own files go to `dir`.
+    pub fn serve(root: &Path, dir: &Path) -> HttpsFiles {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = TestCa::new(&dir.join("ca"));
+        let (cert, key) = ca.issue("files");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        for t in ["client", "fastcgi", "proxy", "uwsgi", "scgi"] {
+            std::fs::create_dir_all(dir.join(format!("tmp/{t}"))).unwrap();
+        }
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log info;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/client;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  \
+             proxy_temp_path {d}/tmp/proxy;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  \
+             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    \
+             root {root};\n    location /slow/ {{ limit_rate 64; }}\n    \
+             location = /to-http {{ return 302 http://127.0.0.1:{port}/ci.yml; }}\n    \
+             location = /moved {{ return 301 https://127.0.0.1:{port}/ci.yml; }}\n  }}\n}}\n",
+            cert = cert.display(),
+            key = key.display(),
+            root = root.display(),
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let nginx = spawn(
+            "/usr/sbin/nginx",
+            &["-p", dir.to_str().unwrap(), "-c", conf_path.to_str().unwrap(), "-e", &format!("{d}/nginx-error.log")],
+            &dir.join("nginx.log"),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not listen: {}",
+                std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        HttpsFiles { base: format!("https://127.0.0.1:{port}"), ca, _nginx: nginx }
     }
 }

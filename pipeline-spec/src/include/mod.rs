@@ -4,16 +4,25 @@
 //! (maps merge key by key, everything else is replaced). Anchors stay inside one file because
 //! each file is parsed on its own; `!reference` tags cross files because they are resolved
 //! after the merge.
+//!
+//! Every kind of include goes through [`IncludeResolver`]: `local` and `project` files
+//! (`read`, `glob`), `component` (`tags` to pick a version, then `read` of its template at that
+//! ref; see [`component`]), `template` (`template`) and `remote` (`remote`, see [`remote`]). What
+//! a resolver cannot serve here is "unavailable" (`piste lint` exits 3), not invalid.
+
+pub mod component;
+pub mod remote;
 
 use std::fmt;
 
 use crate::diag::{Diagnostic, suggest};
 use crate::expand::{Lookup, expand};
 use crate::expr::Expr;
-use crate::inputs::{InputSpec, InterpolationLimits, interpolate};
+use crate::inputs::{ComponentContext, InputSpec, InterpolationLimits, interpolate};
 use crate::merge::deep_merge;
 use crate::source::{FileId, SourceFile, SourceMap, Span};
 use crate::yaml::{self, Map, Node, Value};
+pub use remote::{Integrity, RemoteRequest};
 
 /// Why an include could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +60,36 @@ pub trait IncludeResolver {
     }
 
     /// Fetches `include:remote`. Offline resolvers keep the default.
-    fn remote(&self, url: &str) -> Result<String, ResolveError> {
-        let _ = url;
+    fn remote(&self, request: &RemoteRequest<'_>) -> Result<String, ResolveError> {
+        let _ = request;
         Err(ResolveError::Unavailable("remote includes cannot be fetched offline".into()))
+    }
+
+    /// Reads GitLab CI template `name` (`Jobs/Build.gitlab-ci.yml`) for `include:template`.
+    /// The loader has checked the name (a relative path ending in `.gitlab-ci.yml`).
+    fn template(&self, name: &str) -> Result<String, ResolveError> {
+        let _ = name;
+        Err(ResolveError::Unavailable("GitLab's templates are not available offline".into()))
+    }
+
+    /// The tag names of `project`, for `include:component` versions (`~latest`, `1.2`, a tag
+    /// that is also a branch).
+    fn tags(&self, project: Option<&str>) -> Result<Vec<String>, ResolveError> {
+        let _ = project;
+        Err(ResolveError::Unavailable("this resolver cannot list tags".into()))
+    }
+
+    /// The commit `git_ref` names in `project` (for `$[[ component.sha ]]`).
+    fn commit(&self, project: Option<&str>, git_ref: &str) -> Result<String, ResolveError> {
+        let _ = (project, git_ref);
+        Err(ResolveError::Unavailable("this resolver cannot resolve commits".into()))
+    }
+
+    /// Whether `host`, in a component address, names this instance besides `$CI_SERVER_FQDN`
+    /// (GitLab reads components from its own instance only).
+    fn component_host(&self, host: &str) -> bool {
+        let _ = host;
+        false
     }
 }
 
@@ -70,12 +106,42 @@ impl Default for IncludeLimits {
     }
 }
 
+/// Where a loaded file comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    /// A project's repository (`local`, `project`, `component`).
+    Repo,
+    /// A GitLab template; its own `local` includes read the pipeline's project, as GitLab's.
+    Template,
+    /// A remote URL (`path`); its own `local` includes read the pipeline's project too.
+    Remote,
+}
+
 /// Identity of a loaded file, to detect cycles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FileKey {
+    kind: FileKind,
     project: Option<String>,
     path: String,
     git_ref: Option<String>,
+}
+
+impl FileKey {
+    fn repo(project: Option<String>, path: String, git_ref: Option<String>) -> FileKey {
+        FileKey { kind: FileKind::Repo, project, path, git_ref }
+    }
+
+    /// The project and ref that a `local` include inside this file reads.
+    fn local_base(&self) -> (Option<String>, Option<String>) {
+        match self.kind {
+            FileKind::Repo => (self.project.clone(), self.git_ref.clone()),
+            FileKind::Template | FileKind::Remote => (None, None),
+        }
+    }
+
+    fn same_file(&self, other: &FileKey) -> bool {
+        self.kind == other.kind && self.project == other.project && self.path == other.path
+    }
 }
 
 /// The `inputs:` an `include` entry gives the file it reads, and where that entry is.
@@ -83,13 +149,22 @@ struct FileKey {
 struct GivenInputs<'n> {
     given: Option<&'n Node>,
     at: Span,
+    /// For a component: what `$[[ component.* ]]` gives.
+    component: Option<&'n ComponentContext>,
+}
+
+impl<'n> GivenInputs<'n> {
+    fn new(given: Option<&'n Node>, at: Span) -> Self {
+        GivenInputs { given, at, component: None }
+    }
 }
 
 impl fmt::Display for FileKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.project {
-            Some(p) => write!(f, "{p}:{}", self.path),
-            None => f.write_str(&self.path),
+        match (self.kind, &self.project) {
+            (FileKind::Template, _) => write!(f, "template:{}", self.path),
+            (FileKind::Remote, _) | (FileKind::Repo, None) => f.write_str(&self.path),
+            (FileKind::Repo, Some(p)) => write!(f, "{p}:{}", self.path),
         }
     }
 }
@@ -130,7 +205,7 @@ impl<'a> Includer<'a> {
 
     /// Loads the entry file from its text and returns the merged top-level map.
     pub fn load_entry(&mut self, display: &str, path: &str, text: &str) -> Option<Node> {
-        let key = FileKey { project: None, path: path.to_string(), git_ref: None };
+        let key = FileKey::repo(None, path.to_string(), None);
         let file = self.sources.add(SourceFile { display: display.to_string(), project: None, path: path.to_string() });
         self.load_text(key, file, text, None)
     }
@@ -151,8 +226,9 @@ impl<'a> Includer<'a> {
                 let before = self.diags.len();
                 let spec = InputSpec::parse(header, &mut self.diags);
                 let values = spec.values(given, inputs.map(|i| i.at), &display, &mut self.diags);
+                let component = spec.component_values(inputs.and_then(|i| i.component), &display, &mut self.diags);
                 let limits = InterpolationLimits::for_file(&self.yaml_limits);
-                interpolate(&mut root, &values, self.vars, limits, &display, &mut self.diags);
+                interpolate(&mut root, &values, component.as_ref(), self.vars, limits, &display, &mut self.diags);
                 // GitLab: a file whose inputs are in error is not read at all, so its
                 // half-interpolated text cannot add errors of its own.
                 if self.diags[before..].iter().any(Diagnostic::is_error) {
@@ -198,14 +274,12 @@ impl<'a> Includer<'a> {
     }
 
     fn include_one(&mut self, item: &Node) -> Option<Node> {
-        let current = self.stack.last().cloned();
-        let cur_project = current.as_ref().and_then(|k| k.project.clone());
-        let cur_ref = current.as_ref().and_then(|k| k.git_ref.clone());
+        let (cur_project, cur_ref) = self.stack.last().map(FileKey::local_base).unwrap_or_default();
         match &item.value {
             Value::Str(s) => {
                 let s = expand(s, self.vars);
                 if s.starts_with("http://") || s.starts_with("https://") {
-                    return self.fetch_remote(&s, item.span, None);
+                    return self.fetch_remote(&s, item.span, GivenInputs::new(None, item.span), None, None);
                 }
                 self.include_local(cur_project.as_deref(), &s, cur_ref.as_deref(), item.span, None)
             }
@@ -227,6 +301,20 @@ impl<'a> Includer<'a> {
                 }
                 let text_of = |k: &str| m.get(k).and_then(|e| e.value.scalar_string());
                 let given = m.get("inputs").map(|e| &e.value);
+                let is_remote = m.contains_key("remote");
+                // GitLab (`Entry::Concerns::BaseInclude`): "integrity can only be specified for
+                // remote includes". `cache` only means something for a remote file too.
+                if let (Some(e), false) = (m.get("integrity"), is_remote) {
+                    self.diags
+                        .push(Diagnostic::error(e.key_span, "`integrity` can only be given for `include:remote`").key("include:integrity"));
+                    return None;
+                }
+                if let (Some(e), false) = (m.get("cache"), is_remote) {
+                    self.diags.push(
+                        Diagnostic::warning(e.key_span, "`cache` applies to `include:remote` only; it is ignored here")
+                            .key("include:cache"),
+                    );
+                }
                 if let Some(local) = text_of("local") {
                     let path = expand(&local, self.vars);
                     return self.include_local(cur_project.as_deref(), &path, cur_ref.as_deref(), item.span, given);
@@ -245,28 +333,15 @@ impl<'a> Includer<'a> {
                         self.push_unavailable(d);
                         return None;
                     }
-                    return self.fetch_remote(&url, item.span, given);
+                    let integrity = m.get("integrity").map(|e| &e.value);
+                    let cache = m.get("cache").map(|e| &e.value);
+                    return self.fetch_remote(&url, item.span, GivenInputs::new(given, item.span), integrity, cache);
                 }
                 if let Some(t) = text_of("template") {
-                    self.push_unavailable(
-                        Diagnostic::error(
-                            item.span,
-                            format!("cannot resolve `include:template` `{t}`: GitLab's templates are not available offline"),
-                        )
-                        .key("include")
-                        .help("copy the template into the repository and use `include:local`"),
-                    );
-                    return None;
+                    return self.include_template(&t, item.span, given);
                 }
-                if let Some(c) = text_of("component") {
-                    self.push_unavailable(
-                        Diagnostic::error(
-                            item.span,
-                            format!("cannot resolve `include:component` `{c}`: CI/CD components are not available offline"),
-                        )
-                        .key("include"),
-                    );
-                    return None;
+                if let Some(c) = m.get("component") {
+                    return self.include_component(&c.value, item.span, given);
                 }
                 self.diags.push(
                     Diagnostic::error(item.span, "an `include` entry needs one of `local`, `project`, `remote`, `template` or `component`")
@@ -304,9 +379,10 @@ impl<'a> Includer<'a> {
                     Value::Seq(s) => s.iter().filter_map(Node::scalar_string).collect(),
                     _ => exists.value.scalar_string().into_iter().collect(),
                 };
-                let cur = self.stack.last().and_then(|k| k.project.clone());
-                matched &=
-                    paths.iter().any(|p| self.resolver.glob(cur.as_deref(), &expand(p, self.vars), None).is_ok_and(|v| !v.is_empty()));
+                let (cur, cur_ref) = self.stack.last().map(FileKey::local_base).unwrap_or_default();
+                matched &= paths
+                    .iter()
+                    .any(|p| self.resolver.glob(cur.as_deref(), &expand(p, self.vars), cur_ref.as_deref()).is_ok_and(|v| !v.is_empty()));
             }
             if matched {
                 return m.get("when").and_then(|w| w.value.as_str()) != Some("never");
@@ -351,8 +427,8 @@ impl<'a> Includer<'a> {
             };
             let path = expand(&path, self.vars);
             let path = path.trim_start_matches('/').to_string();
-            let key = FileKey { project: Some(name.clone()), path: path.clone(), git_ref: git_ref.clone() };
-            if let Some(node) = self.read_and_load(key, f.span, GivenInputs { given, at: span }) {
+            let key = FileKey::repo(Some(name.clone()), path.clone(), git_ref.clone());
+            if let Some(node) = self.read_and_load(key, f.span, GivenInputs::new(given, span)) {
                 merged = Some(match merged {
                     Some(m) => deep_merge(m, node),
                     None => node,
@@ -370,7 +446,7 @@ impl<'a> Includer<'a> {
         span: Span,
         given: Option<&Node>,
     ) -> Option<Node> {
-        let inputs = GivenInputs { given, at: span };
+        let inputs = GivenInputs::new(given, span);
         let clean = path.trim_start_matches("./").trim_start_matches('/').to_string();
         if clean.contains('*') {
             // GitLab's wildcard rules differ from fnmatch (`**/` needs one folder at least):
@@ -389,7 +465,7 @@ impl<'a> Includer<'a> {
             };
             let mut merged: Option<Node> = None;
             for p in matches {
-                let key = FileKey { project: project.map(str::to_string), path: p, git_ref: git_ref.map(str::to_string) };
+                let key = FileKey::repo(project.map(str::to_string), p, git_ref.map(str::to_string));
                 if let Some(node) = self.read_and_load(key, span, inputs) {
                     merged = Some(match merged {
                         Some(m) => deep_merge(m, node),
@@ -405,27 +481,247 @@ impl<'a> Includer<'a> {
             );
             return None;
         }
-        let key = FileKey { project: project.map(str::to_string), path: clean, git_ref: git_ref.map(str::to_string) };
+        let key = FileKey::repo(project.map(str::to_string), clean, git_ref.map(str::to_string));
         self.read_and_load(key, span, inputs)
     }
 
-    fn fetch_remote(&mut self, url: &str, span: Span, given: Option<&Node>) -> Option<Node> {
+    fn fetch_remote(
+        &mut self,
+        url: &str,
+        span: Span,
+        inputs: GivenInputs<'_>,
+        integrity: Option<&Node>,
+        cache: Option<&Node>,
+    ) -> Option<Node> {
+        let integrity = match integrity {
+            None => None,
+            Some(n) => match n.as_str().and_then(Integrity::parse) {
+                Some(i) => Some(i),
+                None => {
+                    self.diags.push(
+                        Diagnostic::error(n.span, "`integrity` must be `sha256-` followed by the base64 of the file's SHA-256 digest")
+                            .key("include:integrity")
+                            .help("compute it with `openssl dgst -sha256 -binary FILE | base64`"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let cache_secs = match cache.map(|n| &n.value) {
+            None | Some(Value::Null | Value::Bool(false)) => None,
+            Some(Value::Bool(true)) => Some(remote::DEFAULT_CACHE_SECS),
+            Some(_) => match cache.and_then(Node::as_str).and_then(crate::duration::parse_seconds) {
+                Some(secs) => Some(secs),
+                None => {
+                    let n = cache.expect("matched Some");
+                    self.diags.push(
+                        Diagnostic::error(n.span, format!("`cache` must be `true` or a duration such as `30m`, found {}", n.kind()))
+                            .key("include:cache"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let key = FileKey { kind: FileKind::Remote, project: None, path: url.to_string(), git_ref: None };
         self.guard(span)?;
-        match self.resolver.remote(url) {
-            Ok(text) => {
-                let file = self.sources.add(SourceFile { display: url.to_string(), project: None, path: url.to_string() });
-                let key = FileKey { project: Some(url.to_string()), path: String::new(), git_ref: None };
-                self.loaded += 1;
-                self.load_text(key, file, &text, Some(GivenInputs { given, at: span }))
-            }
+        self.check_cycle(&key, span)?;
+        let request = RemoteRequest { url, integrity: integrity.as_ref(), cache_secs };
+        let text = match self.resolver.remote(&request) {
+            Ok(text) => text,
             Err(e) => {
                 let d = Diagnostic::error(span, format!("cannot resolve `include:remote` `{url}`: {e}"))
                     .key("include:remote")
                     .help("vendor the file into the repository and use `include:local`");
                 self.push_resolve_error(d, &e);
-                None
+                return None;
+            }
+        };
+        if let Some(expected) = &integrity {
+            if !expected.matches(text.as_bytes()) {
+                self.diags.push(
+                    Diagnostic::error(
+                        span,
+                        format!(
+                            "`include:remote` `{url}` failed its integrity check: its content is `{}`, `integrity` says `{expected}`",
+                            Integrity::of(text.as_bytes())
+                        ),
+                    )
+                    .key("include:integrity")
+                    .help("the file changed since `integrity` was written: check the change, then update `integrity`"),
+                );
+                return None;
             }
         }
+        let file = self.sources.add(SourceFile { display: url.to_string(), project: None, path: url.to_string() });
+        self.loaded += 1;
+        self.load_text(key, file, &text, Some(inputs))
+    }
+
+    /// `include:template`: a GitLab CI template by name, from the resolver's templates.
+    fn include_template(&mut self, name: &str, span: Span, given: Option<&Node>) -> Option<Node> {
+        let name = expand(name, self.vars);
+        // GitLab (`External::File::Template`): the name must end with `.gitlab-ci.yml`.
+        if !name.ends_with(".gitlab-ci.yml") {
+            self.diags.push(
+                Diagnostic::error(span, format!("template `{name}` is not a valid location: template names end with `.gitlab-ci.yml`"))
+                    .key("include:template")
+                    .help("name a template as GitLab does, such as `Jobs/Build.gitlab-ci.yml`"),
+            );
+            return None;
+        }
+        let traversal =
+            name.starts_with('/') || name.contains(['\\', '\0']) || name.split('/').any(|p| p.is_empty() || p == "." || p == "..");
+        if traversal {
+            self.diags.push(
+                Diagnostic::error(
+                    span,
+                    format!("template `{name}` is refused: a template name is a relative path without `.` or `..` parts"),
+                )
+                .key("include:template")
+                .help("name a template as GitLab does, such as `Security/SAST.gitlab-ci.yml`"),
+            );
+            return None;
+        }
+        let key = FileKey { kind: FileKind::Template, project: None, path: name.clone(), git_ref: None };
+        self.guard(span)?;
+        self.check_cycle(&key, span)?;
+        let text = match self.resolver.template(&name) {
+            Ok(t) => t,
+            Err(e) => {
+                let d = Diagnostic::error(span, format!("cannot resolve `include:template` `{name}`: {e}"))
+                    .key("include:template")
+                    .help("point piste at a folder of GitLab's templates (`--templates-dir`, `templates_dir`), or copy the template into the repository and use `include:local`");
+                self.push_resolve_error(d, &e);
+                return None;
+            }
+        };
+        let file = self.sources.add(SourceFile { display: key.to_string(), project: None, path: name.clone() });
+        self.loaded += 1;
+        self.load_text(key, file, &text, Some(GivenInputs::new(given, span)))
+    }
+
+    /// `include:component`: see [`component`] for GitLab's rules.
+    fn include_component(&mut self, node: &Node, span: Span, given: Option<&Node>) -> Option<Node> {
+        use component::{Address, VersionQuery, is_full_sha, select_release};
+        let Some(raw) = node.scalar_string() else {
+            self.diags.push(
+                Diagnostic::error(node.span, "`include:component` must be an address such as `$CI_SERVER_FQDN/group/project/name@1.0.0`")
+                    .key("include:component"),
+            );
+            return None;
+        };
+        let address = expand(&raw, self.vars);
+        let addr = match Address::parse(&address) {
+            Ok(a) => a,
+            Err(e) => {
+                let mut d = Diagnostic::error(node.span, format!("`include:component` `{address}` is not a component address: {e}"))
+                    .key("include:component")
+                    .help("write `$CI_SERVER_FQDN/GROUP/PROJECT/NAME@VERSION`");
+                if let Some(var) = crate::expand::references(&raw).iter().find(|v| self.vars.lookup(v).is_none()) {
+                    d = d.help(format!("variable `{var}` is not defined: pass it with `--var {var}=VALUE`"));
+                    self.push_unavailable(d);
+                } else {
+                    self.diags.push(d);
+                }
+                return None;
+            }
+        };
+        let fqdn = self.vars.lookup("CI_SERVER_FQDN");
+        if !(fqdn.is_some_and(|f| f.eq_ignore_ascii_case(addr.host)) || self.resolver.component_host(addr.host)) {
+            let this = fqdn.map_or_else(|| "not set".to_string(), |f| format!("`{f}`"));
+            self.push_unavailable(
+                Diagnostic::error(
+                    node.span,
+                    format!("cannot resolve `include:component` `{address}`: `{}` is not this instance (`$CI_SERVER_FQDN` is {this}), and components are read from the pipeline's own instance", addr.host),
+                )
+                .key("include:component")
+                .help("on a piste server, list the host in `[includes] component_hosts` of `piste.toml` when it names the server"),
+            );
+            return None;
+        }
+        let project = addr.project.to_string();
+        let query = VersionQuery::parse(addr.version);
+        let tags = self.resolver.tags(Some(&project));
+        if let Err(ResolveError::UnknownProject) = &tags {
+            self.report_component_error(&address, &project, node.span, &ResolveError::UnknownProject);
+            return None;
+        }
+        // GitLab: a full SHA first, then a released version or tag, then a branch or commit.
+        let (git_ref, version) = match (&query, &tags) {
+            (VersionQuery::Ref(v), _) if is_full_sha(v) => (v.to_string(), None),
+            (VersionQuery::Ref(v), Ok(tags)) if tags.iter().any(|t| t == v) => {
+                (format!("refs/tags/{v}"), component::SemVer::parse(v).map(|_| v.to_string()))
+            }
+            (VersionQuery::Ref(v), _) => (v.to_string(), None),
+            (_, Ok(tags)) => match select_release(&query, tags) {
+                Some(tag) => (format!("refs/tags/{tag}"), Some(tag.to_string())),
+                // A partial version no release matches may still be a tag or branch name.
+                None if matches!(query, VersionQuery::Partial { .. }) && tags.iter().any(|t| t == addr.version) => {
+                    (format!("refs/tags/{}", addr.version), None)
+                }
+                None if matches!(query, VersionQuery::Partial { .. }) => (addr.version.to_string(), None),
+                None => {
+                    self.diags.push(
+                        Diagnostic::error(
+                            node.span,
+                            format!("`include:component` `{address}`: `{project}` has no released version for `~latest` (no tag is a semantic version such as `1.2.3`; pre-releases do not count)"),
+                        )
+                        .key("include:component")
+                        .help("tag a release of the component project, or name a version, tag, branch or commit"),
+                    );
+                    return None;
+                }
+            },
+            (_, Err(e)) => {
+                self.report_component_error(&address, &project, node.span, e);
+                return None;
+            }
+        };
+        let context = ComponentContext {
+            name: addr.name.to_string(),
+            reference: addr.version.to_string(),
+            version,
+            sha: self.resolver.commit(Some(&project), &git_ref).ok(),
+        };
+        self.guard(span)?;
+        let mut tried = Vec::new();
+        for path in addr.candidates() {
+            let key = FileKey::repo(Some(project.clone()), path.clone(), Some(git_ref.clone()));
+            self.check_cycle(&key, span)?;
+            match self.resolver.read(Some(&project), &path, Some(&git_ref)) {
+                Ok(text) => {
+                    let display = format!("{project}:{path}@{}", addr.version);
+                    let file = self.sources.add(SourceFile { display, project: Some(project.clone()), path });
+                    self.loaded += 1;
+                    let inputs = GivenInputs { given, at: span, component: Some(&context) };
+                    return self.load_text(key, file, &text, Some(inputs));
+                }
+                Err(ResolveError::NotFound) => tried.push(path),
+                Err(e) => {
+                    self.report_component_error(&address, &project, node.span, &e);
+                    return None;
+                }
+            }
+        }
+        self.diags.push(
+            Diagnostic::error(
+                node.span,
+                format!(
+                    "`include:component` `{address}`: component `{}` not found in `{project}` at `{}` (looked for `{}` and `{}`)",
+                    addr.name, addr.version, tried[0], tried[1]
+                ),
+            )
+            .key("include:component"),
+        );
+        None
+    }
+
+    fn report_component_error(&mut self, address: &str, project: &str, span: Span, e: &ResolveError) {
+        let mut d = Diagnostic::error(span, format!("cannot resolve `include:component` `{address}`: {e}")).key("include:component");
+        if *e == ResolveError::UnknownProject {
+            d = d.help(format!("map the project to a directory with `--project-dir {project}=DIR`"));
+        }
+        self.push_resolve_error(d, e);
     }
 
     /// An include that cannot be read here: the pipeline could not be checked, not invalid.
@@ -458,13 +754,18 @@ impl<'a> Includer<'a> {
         Some(())
     }
 
-    fn read_and_load(&mut self, key: FileKey, span: Span, inputs: GivenInputs<'_>) -> Option<Node> {
-        self.guard(span)?;
-        if let Some(pos) = self.stack.iter().position(|k| k.project == key.project && k.path == key.path) {
+    fn check_cycle(&mut self, key: &FileKey, span: Span) -> Option<()> {
+        if let Some(pos) = self.stack.iter().position(|k| k.same_file(key)) {
             let chain: Vec<String> = self.stack[pos..].iter().map(ToString::to_string).chain([key.to_string()]).collect();
             self.diags.push(Diagnostic::error(span, format!("include cycle: {}", chain.join(" → "))).key("include"));
             return None;
         }
+        Some(())
+    }
+
+    fn read_and_load(&mut self, key: FileKey, span: Span, inputs: GivenInputs<'_>) -> Option<Node> {
+        self.guard(span)?;
+        self.check_cycle(&key, span)?;
         let text = match self.resolver.read(key.project.as_deref(), &key.path, key.git_ref.as_deref()) {
             Ok(t) => t,
             Err(e) => {
