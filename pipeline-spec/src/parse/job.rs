@@ -363,11 +363,12 @@ fn parse_artifacts(cx: &mut Cx, n: &Node) -> Option<Artifacts> {
     if let Some(r) = m.get("reports") {
         if let Some(rm) = cx.map(&r.value, "artifacts:reports") {
             for (kind, e) in rm {
-                // Most reports are paths; a few (coverage_report) are maps with a `path`.
+                // Reports are paths, except `coverage_report`: a map with a `path` (GitLab's
+                // `reports:junit` is `array_of_strings_or_string`; a map there is an error).
                 let key = format!("artifacts:reports:{kind}");
                 let paths = match e.value.as_map() {
-                    Some(m) => m.get("path").map(|p| cx.only_strings(&p.value, &key)).unwrap_or_default(),
-                    None => cx.only_strings(&e.value, &key),
+                    Some(m) if kind == "coverage_report" => m.get("path").map(|p| cx.only_strings(&p.value, &key)).unwrap_or_default(),
+                    _ => cx.only_strings(&e.value, &key),
                 };
                 match kind.as_str() {
                     "dotenv" => reports.dotenv = paths,

@@ -216,6 +216,16 @@ fn gitlab_wants_strings_in_reports() {
     // `array_of_strings_or_string` for `artifacts:reports:junit`.
     rejected("j:\n  script: [x]\n  artifacts:\n    reports:\n      junit: 3\n", 5, 14, "expected a path (a string), found an integer `3`");
     rejected("j:\n  script: [x]\n  artifacts:\n    reports:\n      junit: [{a: 1}]\n", 5, 15, "expected a path (a string), found a map");
+    rejected(
+        "j:\n  script: [x]\n  artifacts:\n    reports:\n      junit: {path: a.xml}\n",
+        5,
+        14,
+        "expected a path (a string), found a map",
+    );
+    // Only `coverage_report` is a map (`path` and `coverage_format`).
+    let ok =
+        "j:\n  script: [x]\n  artifacts:\n    reports:\n      coverage_report:\n        coverage_format: cobertura\n        path: c.xml\n";
+    assert!(!load_main(ok).has_errors(), "{}", diagnostics(&load_main(ok)));
 }
 
 #[test]
