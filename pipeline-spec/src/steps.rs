@@ -47,7 +47,7 @@ const fn opt(name: &'static str, description: &'static str) -> InputDef {
 pub const GITOPS_BUMP: StepDef = StepDef {
     name: "piste/gitops-bump@v1",
     inputs: &[
-        req("repo", "the deployment repository: a path, git://, https:// or ssh URL"),
+        req("repo", "the deployment repository: an absolute path, `git://`, `https://`, `ssh://` or `user@host:path`"),
         opt("branch", "the branch to change (default: the remote's default branch)"),
         req("file", "the file to change, relative to the repository's root"),
         opt("key", "a key path in a YAML file (Helm values), e.g. `image.tag`"),
@@ -55,7 +55,12 @@ pub const GITOPS_BUMP: StepDef = StepDef {
         opt("imagepolicy", "a Flux setter marker: `ns:name` (the whole image) or `ns:name:tag` / `ns:name:name`"),
         req("value", "the new value (for kustomize and Flux, an image reference, a tag or a digest)"),
         opt("credentials_variable", "the variable holding an https token (`TOKEN` or `USER:TOKEN`)"),
-        opt("ssh_key_variable", "the variable holding an ssh private key"),
+        opt("ca_file", "https: a PEM bundle of certificate authorities to trust, relative to the checkout (or absolute)"),
+        opt("ssh_key_variable", "the variable holding an ssh private key (no passphrase)"),
+        opt(
+            "known_hosts_variable",
+            "ssh: the variable holding `known_hosts` lines for the server (default: the runner user's `~/.ssh/known_hosts`; host keys are always checked)",
+        ),
         opt("author", "the commit author, `Name <email>` (default: `piste <piste@localhost>`)"),
         opt("message", "the commit message's first line"),
     ],

@@ -59,6 +59,8 @@ fn main() {
         target: Target::Key("image.tag".into()),
         value,
         auth: Auth::None,
+        ca_file: None,
+        known_hosts: None,
         author: None,
         message: None,
         origin: Origin { project: "bench/app".into(), pipeline, job: "1".into() },
