@@ -58,6 +58,14 @@
 //!
 //! `external_url = "https://ci.example"` (top level) is the server's address as people reach
 //! it, for links in commit statuses; default `http://<listen>`.
+//!
+//! Image signatures (see [`SigningConfig`]):
+//!
+//! ```toml
+//! [signing]
+//! key_file = "signing.pem"                 # PKCS#8 ECDSA P-256; jobs never see it
+//! # unprotected = false                    # sign images of unprotected refs too
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -120,6 +128,62 @@ pub struct Config {
     /// Web login with OpenID Connect; without it, pages of private projects cannot be opened.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// `[signing]`: the key images built by `piste/image-build@v1` are signed with.
+    #[serde(default)]
+    pub signing: Option<SigningConfig>,
+}
+
+/// `[signing]`: images are signed (cosign `.sig`) and their SLSA provenance attached (`.att`)
+/// with this key. The key is read at start and travels to a runner only inside the payload of a
+/// leased job that has a `piste/image-build@v1` step, of a protected ref (any ref with
+/// `unprotected = true`; never a fork's merge request): never as a variable, never in a job's
+/// environment or files, masked in its log.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// A PKCS#8 PEM ECDSA P-256 private key (`openssl genpkey -algorithm EC -pkeyopt
+    /// ec_paramgen_curve:P-256`), relative to `piste.toml`.
+    pub key_file: PathBuf,
+    /// Sign images built on unprotected refs too (default: protected refs only, so a branch
+    /// anyone may push cannot produce a signed image). A fork's merge request never is.
+    #[serde(default)]
+    pub unprotected: bool,
+    /// The key's PEM, read by [`Config::load`].
+    #[serde(skip)]
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for SigningConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningConfig").field("key_file", &self.key_file).field("unprotected", &self.unprotected).finish_non_exhaustive()
+    }
+}
+
+/// Checks that `pem` is an unencrypted PKCS#8 ECDSA P-256 key, as the runner's signer takes.
+fn check_signing_key(pem: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    if pem.contains("BEGIN EC PRIVATE KEY") {
+        return Err("it is a SEC1 key (`EC PRIVATE KEY`): convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY`".into());
+    }
+    if pem.contains("ENCRYPTED") {
+        return Err("it is encrypted: give an unencrypted PKCS#8 key (`openssl pkcs8 -topk8 -nocrypt -in KEY`)".into());
+    }
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "-----BEGIN PRIVATE KEY-----")
+        .skip(1)
+        .take_while(|l| *l != "-----END PRIVATE KEY-----")
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .ok()
+        .filter(|d| !d.is_empty())
+        .ok_or("it holds no PEM `PRIVATE KEY` block")?;
+    let rng = ring::rand::SystemRandom::new();
+    ring::signature::EcdsaKeyPair::from_pkcs8(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING, &der, &rng)
+        .map(|_| ())
+        .map_err(|_| "it is not an ECDSA P-256 key".to_string())
 }
 
 /// A user declared in `piste.toml` (`[[user]]`).
@@ -418,6 +482,7 @@ impl Default for Config {
             admins: Vec::new(),
             users: Vec::new(),
             oidc: None,
+            signing: None,
         }
     }
 }
@@ -464,6 +529,19 @@ impl Config {
         };
         resolve(&mut config.ca_file)?;
         resolve(&mut config.known_hosts)?;
+        if let Some(signing) = config.signing.as_mut() {
+            let file = absolute(&base.join(&signing.key_file)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let pem = std::fs::read_to_string(&file).map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("`[signing] key_file`: cannot read `{}`: {e}", file.display()),
+            })?;
+            check_signing_key(&pem).map_err(|why| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("`[signing] key_file` `{}`: {why}", file.display()),
+            })?;
+            signing.key_file = file;
+            signing.key_pem = pem;
+        }
         for project in &mut config.projects {
             if is_relative_folder(&project.repo) {
                 let abs = absolute(&base.join(&project.repo)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;

@@ -109,6 +109,7 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
         }
     }
     let predefined = template.job.predefined(&ctx, u64::try_from(job.id).unwrap_or(0));
+    let signing_key = signing_key_for(&state.config, &template.job, &ctx);
     let mut git = template.git.clone();
     git.path = protocol::paths::git(job.id);
     Ok(JobPayload {
@@ -123,7 +124,19 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
         predefined,
         dotenv,
         dependencies,
+        signing_key,
     })
+}
+
+/// The signing key a job receives: the server's `[signing]` key, for a job with a
+/// `piste/image-build@v1` step, of a protected ref (any ref with `unprotected = true`), never of
+/// a fork's merge request. Other jobs never receive it.
+fn signing_key_for(config: &crate::config::Config, job: &protocol::JobSpec, ctx: &Context) -> Option<protocol::SigningKey> {
+    let signing = config.signing.as_ref()?;
+    let builds = job.steps.iter().any(|s| s.builtin() == Some(pipeline_spec::steps::IMAGE_BUILD.name));
+    // The rule secrets follow (`ProjectConfig::secrets_for`): protected refs, never a fork.
+    let trusted = !ctx.from_fork() && (ctx.ref_protected || signing.unprotected);
+    (builds && trusted).then(|| protocol::SigningKey(signing.key_pem.clone()))
 }
 
 /// The running job `id` whose token the request carries.

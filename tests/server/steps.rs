@@ -25,7 +25,9 @@ impl DeployRepo {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("work");
         std::fs::create_dir_all(work.join("envs/prod")).unwrap();
-        std::fs::copy(fixture("delivery/deploy/envs/prod/values.yaml"), work.join("envs/prod/values.yaml")).unwrap();
+        for f in ["values.yaml", "kustomization.yaml"] {
+            std::fs::copy(fixture(&format!("delivery/deploy/envs/prod/{f}")), work.join("envs/prod").join(f)).unwrap();
+        }
         git(&work, &["init", "-q", "-b", "main"]);
         git(&work, &["add", "-A"]);
         git(&work, &["commit", "-q", "-m", "initial"]);

@@ -183,8 +183,10 @@ pub async fn build_and_push(req: &BuildRequest, log: &Log) -> Result<BuildOutput
             true
         }
         None => {
-            log.line("no signing key: the image is not signed and no provenance is attached (the provenance is in the step's output)")
-                .await;
+            log.line(
+                "no signing key (the server's `[signing] key_file`, `piste run --sign-key FILE`, or `signing_key_variable`): the image is not signed and no provenance is attached",
+            )
+            .await;
             false
         }
     };

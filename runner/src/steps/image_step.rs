@@ -1,6 +1,7 @@
 //! `piste/image-build@v1` and `piste/image-copy@v1` as built-in steps: inputs → [`crate::oci`]
-//! requests, outputs `digest` and `ref` (`repo@sha256:…`), so a step named `image` gives later
-//! jobs `IMAGE_DIGEST` and `IMAGE_REF`. Registry credentials are read from the job's variables
+//! requests, outputs `digest`, `ref` (`repo@sha256:…`), `tags` (the references pushed, space
+//! separated) and, for a build, `signed` (`true`/`false`), so a step named `image` gives later
+//! jobs `IMAGE_DIGEST`, `IMAGE_REF`, `IMAGE_TAGS` and `IMAGE_SIGNED`. Registry credentials are read from the job's variables
 //! named by inputs (or `DOCKER_AUTH_CONFIG` / `DOCKER_AUTH`), in this process: they never reach
 //! the job's container or files.
 
@@ -20,10 +21,19 @@ impl BuiltinStep for ImageBuild {
     fn run<'a>(&'a self, cx: StepContext<'a>) -> StepFuture<'a> {
         Box::pin(async move {
             let req = build_request(&cx, build_destinations(&cx.inputs)?)?;
+            if cx.signing_key.is_some() {
+                let ignored = if cx.inputs.text("signing_key_variable").is_some() { " (`signing_key_variable` is ignored)" } else { "" };
+                cx.log.line(format!("Signing with the runner's key{ignored}")).await;
+            }
             let log = cx.log.clone();
             let out = on_own_thread(cx.cancel, "image build", move || async move { oci::build::build_and_push(&req, &log).await }).await?;
             cx.log.line(format!("Pushed {} ({})", out.image_ref, out.references.join(", "))).await;
-            Ok(vec![("digest".into(), out.digest), ("ref".into(), out.image_ref)])
+            Ok(vec![
+                ("digest".into(), out.digest),
+                ("ref".into(), out.image_ref),
+                ("tags".into(), out.references.join(" ")),
+                ("signed".into(), out.signed.to_string()),
+            ])
         })
     }
 }
@@ -39,7 +49,7 @@ impl BuiltinStep for ImageCopy {
             let req = CopyRequest { source: cx.inputs.required("source")?.to_string(), destinations, registry: registry(&cx)? };
             let log = cx.log.clone();
             let out = on_own_thread(cx.cancel, "image copy", move || async move { oci::copy::copy(&req, &log).await }).await?;
-            Ok(vec![("digest".into(), out.digest), ("ref".into(), out.image_ref)])
+            Ok(vec![("digest".into(), out.digest), ("ref".into(), out.image_ref), ("tags".into(), out.references.join(" "))])
         })
     }
 }
@@ -189,7 +199,11 @@ fn build_request(cx: &StepContext<'_>, destinations: Vec<String>) -> Result<Buil
         revision: var("CI_COMMIT_SHA"),
         registry: registry(cx)?,
         masked,
-        signing_key: named_var(cx, "signing_key_variable")?.map(str::to_string),
+        // The runner's key (the server's, or `piste run --sign-key`) wins over a job's own.
+        signing_key: match cx.signing_key {
+            Some(key) => Some(key.to_string()),
+            None => named_var(cx, "signing_key_variable")?.map(str::to_string),
+        },
         provenance: Provenance {
             builder_id: format!("https://piste.dev/runner/{}", var("CI_RUNNER_DESCRIPTION").unwrap_or_else(|| "local".into())),
             invocation_id: format!("{}/{}", var("CI_PIPELINE_ID").unwrap_or_default(), var("CI_JOB_ID").unwrap_or_default()),

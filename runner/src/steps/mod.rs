@@ -73,6 +73,9 @@ pub struct StepContext<'a> {
     /// A directory of the runner that outlives jobs (cached clones, ...), never inside a job's
     /// workspace.
     pub state_dir: &'a Path,
+    /// The runner's image signing key (the server's `[signing]` key or `piste run
+    /// --sign-key`), PEM; never one of the job's variables.
+    pub signing_key: Option<&'a str>,
     /// The job's log: say what the step sent, skipped, retried and produced.
     pub log: &'a LogWriter,
     pub cancel: &'a CancellationToken,

@@ -58,8 +58,17 @@ async fn step(
     let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let masked: Vec<(String, String)> = vars.iter().filter(|(k, _)| k.ends_with("TOKEN") || k.ends_with("KEY")).cloned().collect();
     let cancel = CancellationToken::new();
-    let cx =
-        StepContext { name: "deploy", inputs, vars: &vars, masked: &masked, workspace, state_dir: state, log: &writer, cancel: &cancel };
+    let cx = StepContext {
+        name: "deploy",
+        inputs,
+        vars: &vars,
+        masked: &masked,
+        workspace,
+        state_dir: state,
+        signing_key: None,
+        log: &writer,
+        cancel: &cancel,
+    };
     let out = steps::find("piste/gitops-bump@v1").unwrap().run(cx).await;
     drop(writer);
     (out, collect.await.unwrap())

@@ -27,8 +27,17 @@ async fn run(
     let masked: Vec<(String, String)> = vars.iter().filter(|(k, _)| k == "REGISTRY_PASSWORD").cloned().collect();
     let cancel = CancellationToken::new();
     let step = steps::find(step).expect("a built-in step");
-    let cx =
-        StepContext { name: "image", inputs, vars, masked: &masked, workspace, state_dir: state.path(), log: &log.writer, cancel: &cancel };
+    let cx = StepContext {
+        name: "image",
+        inputs,
+        vars,
+        masked: &masked,
+        workspace,
+        state_dir: state.path(),
+        signing_key: None,
+        log: &log.writer,
+        cancel: &cancel,
+    };
     let out = step.run(cx).await;
     (out, log.text().await)
 }
