@@ -742,6 +742,41 @@ impl ForgeConfig {
 mod tests {
     use super::*;
 
+    /// `[signing] key_file` is read and checked at load (relative to piste.toml); a key piste
+    /// cannot sign with is a clear error saying how to convert it; `Debug` never shows the key.
+    #[test]
+    fn the_signing_key_is_read_and_checked_at_load() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+        let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+        std::fs::write(dir.path().join("signing.pem"), &pem).unwrap();
+        let file = dir.path().join("piste.toml");
+        std::fs::write(&file, "[signing]\nkey_file = \"signing.pem\"\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        let signing = c.signing.as_ref().unwrap();
+        assert_eq!(signing.key_pem, pem);
+        assert!(!signing.unprotected);
+        assert!(!format!("{c:?}").contains(&b64[..40]), "the key is not in the configuration's Debug text");
+
+        let load_err = |key: &str| {
+            std::fs::write(dir.path().join("signing.pem"), key).unwrap();
+            Config::load(&file).unwrap_err().to_string()
+        };
+        assert!(load_err("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n").contains("openssl pkcs8 -topk8"));
+        assert!(load_err("not a key").contains("no PEM `PRIVATE KEY` block"));
+        let rsa_like = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode([0x30u8, 3, 2, 1, 0])
+        );
+        assert!(load_err(&rsa_like).contains("not an ECDSA P-256 key"));
+        std::fs::remove_file(dir.path().join("signing.pem")).unwrap();
+        let missing = Config::load(&file).unwrap_err().to_string();
+        assert!(missing.contains("`[signing] key_file`: cannot read") && missing.contains("signing.pem"), "{missing}");
+    }
+
     /// The README's first server run used `data_dir = "piste-data"`: it must mean "next to
     /// piste.toml" whatever the current directory, resolved once.
     #[test]

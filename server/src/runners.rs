@@ -470,4 +470,46 @@ mod tests {
         let masked = super::mask_text(text, &secrets);
         assert_eq!(masked, "failed: [MASKED], [MASKED], [MASKED]%21");
     }
+
+    /// The signing key goes to image-build jobs of protected refs (of any ref with
+    /// `unprotected`), never to a fork's merge request, never to other jobs.
+    #[test]
+    fn the_signing_key_goes_only_to_trusted_image_builds() {
+        use pipeline_spec::model::{Step, StepAction};
+        use pipeline_spec::predefined::{Context, MergeRequest};
+        let mut config = crate::config::Config::default();
+        config.signing = Some(crate::config::SigningConfig {
+            key_file: "k.pem".into(),
+            unprotected: false,
+            key_pem: "-----BEGIN PRIVATE KEY-----\n...".into(),
+        });
+        let step = |name: &str| Step {
+            name: "s".into(),
+            action: StepAction::Builtin { step: name.into(), inputs: Vec::new() },
+            span: Default::default(),
+        };
+        let job = |steps: Vec<Step>| scheduler::protocol::JobSpec {
+            steps,
+            ..serde_json::from_str(r#"{"name":"j","stage":"s","script":[],"variables":[],"timeout_s":1,"manual":false}"#).unwrap()
+        };
+        let build = job(vec![step("piste/gitops-bump@v1"), step("piste/image-build@v1")]);
+        let bump_only = job(vec![step("piste/gitops-bump@v1")]);
+        let protected = Context { ref_protected: true, ..Context::default() };
+        let fork = Context {
+            ref_protected: true,
+            merge_request: Some(MergeRequest { source_project_path: Some("someone/fork".into()), ..MergeRequest::default() }),
+            ..Context::default()
+        };
+        let key = |config: &crate::config::Config, job: &scheduler::protocol::JobSpec, ctx: &Context| {
+            super::signing_key_for(config, job, ctx).is_some()
+        };
+        assert!(key(&config, &build, &protected));
+        assert!(!key(&config, &bump_only, &protected), "only jobs that build images");
+        assert!(!key(&config, &build, &Context::default()), "not an unprotected ref");
+        assert!(!key(&config, &build, &fork), "never a fork");
+        config.signing.as_mut().unwrap().unprotected = true;
+        assert!(key(&config, &build, &Context::default()));
+        assert!(!key(&config, &build, &fork), "never a fork, even with `unprotected`");
+        assert!(!key(&crate::config::Config::default(), &build, &protected), "no `[signing]`, no key");
+    }
 }
