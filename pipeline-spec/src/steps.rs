@@ -81,6 +81,10 @@ pub const IMAGE_BUILD: StepDef = StepDef {
         opt("context", "the build context, relative to the checkout (default `.`)"),
         opt("dockerfile", "the Dockerfile, relative to the context (default `Dockerfile`)"),
         opt("build_args", "`NAME=value` build arguments, one or a list"),
+        opt(
+            "extra_args",
+            "kaniko / `docker build` flags as one string (the Cloud Pi Native template's `EXTRA_BUILD_ARGS`): `--build-arg`, `--target`, `--label`, `--destination`, `--registry-mirror`, `--insecure-registry`, `--insecure`; kaniko's cache, snapshot and log flags are ignored",
+        ),
         opt("target", "the stage to build (default: the last)"),
         opt("labels", "`key=value` labels added to the image, one or a list"),
         opt("username_variable", "the variable holding the registry user (with `password_variable`)"),

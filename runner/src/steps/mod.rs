@@ -18,6 +18,7 @@ pub(crate) mod exec;
 pub mod gitops;
 mod gitops_step;
 mod image_step;
+pub mod kaniko_args;
 pub mod yaml_edit;
 
 use std::future::Future;
