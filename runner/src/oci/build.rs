@@ -468,6 +468,7 @@ pub async fn assemble(
                             digest: written.digest.clone(),
                             size: written.size,
                             platform: None,
+                            artifact_type: None,
                             annotations: BTreeMap::new(),
                         },
                         source: LayerSource::File(written.path),
