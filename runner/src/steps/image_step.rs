@@ -32,7 +32,20 @@ impl BuiltinStep for ImageBuild {
                 cx.log.line(format!("Signing with the runner's key{ignored}")).await;
             }
             let log = cx.log.clone();
-            let out = on_own_thread(cx.cancel, "image build", move || async move { oci::build::build_and_push(&req, &log).await }).await?;
+            let sarif_path = cx.workspace.join(crate::leaks::SARIF_FILE);
+            let out = on_own_thread(cx.cancel, "image build", move || async move {
+                let built = oci::build::build_and_push(&req, &log).await;
+                // The leak gate's findings, as for artifacts: SARIF in the job's workspace.
+                if let Err(OciError::Leak { sarif, .. }) = &built {
+                    let text = serde_json::to_vec_pretty(sarif).unwrap_or_default();
+                    match tokio::fs::write(&sarif_path, text).await {
+                        Ok(()) => log.line(format!("leak gate: findings written to `{}` (SARIF 2.1.0)", crate::leaks::SARIF_FILE)).await,
+                        Err(e) => log.line(format!("leak gate: `{}` could not be written: {e}", crate::leaks::SARIF_FILE)).await,
+                    }
+                }
+                built
+            })
+            .await?;
             cx.log.line(format!("Pushed {} ({})", out.image_ref, out.references.join(", "))).await;
             Ok(vec![
                 ("digest".into(), out.digest),

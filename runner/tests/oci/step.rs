@@ -175,3 +175,33 @@ async fn extra_args_from_the_kaniko_template_reach_the_build() {
     let (err, _) = run("piste/image-build@v1", refused, &vars, ws.path()).await;
     assert!(matches!(&err, Err(StepError::Input(m)) if m.contains("always verifies")), "{err:?}");
 }
+
+/// A masked variable in a build argument that ends up in the image stops the push; the
+/// findings are in `.piste-leaks.sarif` in the job's workspace, never the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_a_build_arg_stops_the_push_and_the_findings_are_sarif_in_the_workspace() {
+    let reg = Registry::start(Auth::Basic).await;
+    let ws = tempfile::tempdir().unwrap();
+    write_files(
+        ws.path(),
+        &[("Dockerfile", "FROM scratch\nARG TOKEN\nLABEL token=$TOKEN\nCOPY app.txt /\n", 0o644), ("app.txt", "x\n", 0o644)],
+    );
+    let vars: Vec<(String, String)> = vec![("REGISTRY_USER".into(), USER.into()), ("REGISTRY_PASSWORD".into(), PASSWORD.into())];
+    let step_inputs = inputs(&[
+        ("destinations", text(&format!("{}/app/leaky:1", reg.host))),
+        ("username_variable", text("REGISTRY_USER")),
+        ("password_variable", text("REGISTRY_PASSWORD")),
+        ("build_args", text(&format!("TOKEN={PASSWORD}"))),
+    ]);
+    let (err, log) = run("piste/image-build@v1", step_inputs, &vars, ws.path()).await;
+    let Err(StepError::Failed(message)) = &err else { panic!("{err:?}\n{log}") };
+    assert!(message.contains("masked value(s) found in the image") && message.contains("config.config.Labels"), "{message}");
+    assert!(log.contains("leak gate: findings written to `.piste-leaks.sarif`"), "{log}");
+    let sarif = std::fs::read_to_string(ws.path().join(".piste-leaks.sarif")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&sarif).unwrap();
+    assert_eq!(parsed["version"], "2.1.0");
+    for shown in [message.as_str(), log.as_str(), sarif.as_str()] {
+        assert!(!shown.contains(PASSWORD), "the value is never shown: {shown}");
+    }
+    assert!(reg.tags("app/leaky").is_empty(), "nothing was pushed");
+}
