@@ -99,3 +99,23 @@ fn an_image_is_built_pushed_signed_and_pinned_in_the_deployment_under_piste_run(
     assert!(has(&package, "the image is not signed") && has(&package, "(signed=false)"), "{package:#?}");
     assert_eq!(git(&bare, &["rev-parse", "main"]), commit);
 }
+
+/// Under `piste run`: a `--secret` passed as a build argument that lands in the image stops
+/// the push before any byte; the job fails naming where, never the value.
+#[test]
+fn a_secret_in_a_build_arg_stops_the_push_under_piste_run() {
+    let reg = Registry::start();
+    let p = Project::new(&format!(
+        "package:\n  run:\n    - name: image\n      step: piste/image-build@v1\n      inputs:\n        destinations: [\"{}/app/leaky:1\"]\n        build_args: [\"TOKEN=$REGISTRY_PASSWORD\"]\n",
+        reg.host
+    ));
+    p.write("Dockerfile", "FROM scratch\nARG TOKEN\nENV API_TOKEN=$TOKEN\n");
+    p.commit();
+    let secret = "hunter2-registry-password";
+    let r = p.run(&["--executor", "shell", "--secret", &format!("REGISTRY_PASSWORD={secret}")]);
+    assert_eq!(r.code, Some(1), "{}", r.debug());
+    let reason = r.finished("package")[0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("masked value(s) found in the image") && reason.contains("config.config.Env[0]"), "{reason}");
+    assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret));
+    assert!(!reg.log().contains("PUT /v2/app/leaky/manifests"), "nothing was pushed");
+}

@@ -179,6 +179,23 @@ async fn an_image_is_built_signed_and_pinned_through_a_server_runner_and_the_job
     );
     assert_eq!(get(job_id(&p, "deploy")).await["deploy_commit"], commit.as_str());
 
+    // The same commit again (another delivery): the same digest, nothing uploaded, no new
+    // deployment commit.
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "deliver"), Some(SECRET), "image-1-again").await;
+    let again = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let p2 = http.wait_status(again, &["success", "failed", "canceled"], 180).await;
+    assert_eq!(p2["status"], "success", "{p2:#}");
+    let log2 = http.log(job_id(&p2, "package")).await;
+    assert!(
+        log2.contains(&format!("IMAGE_DIGEST={digest}")) && log2.contains("skipped (present)") && !log2.contains(": uploaded"),
+        "{log2}"
+    );
+    assert_eq!(git(&deploy.bare(), &["rev-parse", "main"]), commit, "no new deployment commit");
+    assert!(
+        http.log(job_id(&p2, "deploy")).await.contains("(changed=false)")
+            || get(job_id(&p2, "deploy")).await["deploys"][0]["changed"] == false
+    );
+
     // The job page, in a real browser (CSP and all), lists the image and its tags.
     let browser = crate::browser::chromium();
     let mut page = crate::browser::Page::open(&browser).await;
@@ -197,4 +214,37 @@ async fn an_image_is_built_signed_and_pinned_through_a_server_runner_and_the_job
     let log = http.log(job_id(&p, "package")).await;
     assert!(log.contains("the image is not signed") && log.contains("(signed=false)"), "{p:#}\n{log}");
     assert_eq!(get(job_id(&p, "package")).await["images"][0]["signed"], false);
+}
+
+/// A project secret passed as a build argument that lands in the image stops the push on a
+/// server runner too: the job fails naming where, the value shown nowhere, nothing pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_a_build_arg_stops_the_push_through_a_server_runner() {
+    let reg = Registry::start();
+    let forge = Forge::new(&format!(
+        "package:\n  run:\n    - name: image\n      step: piste/image-build@v1\n      inputs:\n        destinations: [\"{}/app/leaky:1\"]\n        build_args: [\"TOKEN=$DEPLOY_TOKEN\"]\n",
+        reg.host
+    ));
+    std::fs::write(forge.work().join("Dockerfile"), "FROM scratch\nARG TOKEN\nENV API_TOKEN=$TOKEN\n").unwrap();
+    let server = Server::start(&forge, 10_000, "");
+    let _runner = RunnerProc::start(&server, "node-shell", "shell");
+    let http = Http::new(&server);
+    let (before, after) = forge.push("main", "leak");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "leak"), Some(SECRET), "leak-1").await;
+    let id = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let p = http.wait_status(id, &["success", "failed", "canceled"], 120).await;
+    assert_eq!(p["status"], "failed", "{p:#}");
+    let job: Value =
+        http.client.get(format!("{}/api/v1/jobs/{}", http.base, job_id(&p, "package"))).send().await.unwrap().json().await.unwrap();
+    let reason = job["failure_reason"].as_str().unwrap_or_default().to_string();
+    let log = http.log(job_id(&p, "package")).await;
+    assert!(log.contains("masked value(s) found in the image") && log.contains("config.config.Env[0]"), "{job:#}\n{log}");
+    for shown in [reason.as_str(), log.as_str(), &server.log()] {
+        assert!(!shown.contains("tok-123456-secret"), "the secret is shown: {shown}");
+    }
+    let tags = std::process::Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false", &format!("docker://{}/app/leaky", reg.host)])
+        .output()
+        .unwrap();
+    assert!(!tags.status.success() || !String::from_utf8_lossy(&tags.stdout).contains("\"1\""), "nothing was pushed");
 }
