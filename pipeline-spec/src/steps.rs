@@ -50,8 +50,11 @@ pub const GITOPS_BUMP: StepDef = StepDef {
         req("repo", "the deployment repository: an absolute path, `git://`, `https://`, `ssh://` or `user@host:path`"),
         opt("branch", "the branch to change (default: the remote's default branch)"),
         req("file", "the file to change, relative to the repository's root"),
-        opt("key", "a key path in a YAML file (Helm values), e.g. `image.tag`"),
-        opt("kustomize_image", "the `name` of an `images:` entry of a kustomization.yaml"),
+        opt("key", "a key path in a YAML file (Helm values), e.g. `image.tag`; in `.argocd-source-<app>.yaml`, a `helm.parameters` name"),
+        opt(
+            "kustomize_image",
+            "the `name` of an `images:` entry of a kustomization.yaml; in `.argocd-source-<app>.yaml`, a `kustomize.images` image",
+        ),
         opt("imagepolicy", "a Flux setter marker: `ns:name` (the whole image) or `ns:name:tag` / `ns:name:name`"),
         req("value", "the new value (for kustomize and Flux, an image reference, a tag or a digest)"),
         opt("credentials_variable", "the variable holding an https token (`TOKEN` or `USER:TOKEN`)"),

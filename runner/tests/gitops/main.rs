@@ -342,3 +342,35 @@ fn bad_inputs_are_clear_errors_and_the_default_branch_is_the_remotes() {
     let ftp = Bump { repo: "ftp://git.example.test/deploy.git".into(), ..remote.bump(key("a"), "1", 75) };
     assert!(bump(&ftp).unwrap_err().to_string().contains("unsupported URL"));
 }
+
+/// Argo CD's `.argocd-source-<app>.yaml` (what Argo CD Image Updater writes back): `key` is a
+/// `helm.parameters` name there, `kustomize_image` a `kustomize.images` item.
+#[test]
+fn argocd_override_files_are_bumped_by_parameter_and_image() {
+    let remote = Remote::new();
+    let text = "helm:\n  parameters:\n  - name: image.tag\n    value: 1.0.0\n    forcestring: true\nkustomize:\n  images:\n  - web=registry.local/app/web:1.0.0\n";
+    let work = remote.home().join("work");
+    std::fs::create_dir_all(work.join("apps/prod")).unwrap();
+    std::fs::write(work.join("apps/prod/.argocd-source-web.yaml"), text).unwrap();
+    let g = |args: &[&str]| {
+        let mut c = git_in(remote.home(), &work);
+        c.args(args);
+        run(c)
+    };
+    g(&["add", "-A"]);
+    g(&["commit", "-q", "-m", "argocd overrides"]);
+    g(&["push", "-q", "origin", "main"]);
+    let file = "apps/prod/.argocd-source-web.yaml";
+    let b = Bump { file: file.into(), ..remote.bump(key("image.tag"), "1.4.2", 80) };
+    assert!(bump(&b).unwrap().changed);
+    assert_eq!(remote.git(&["diff", "--numstat", "main~1", "main"]), format!("1\t1\t{file}"));
+    let digest = format!("sha256:{}", "d".repeat(64));
+    let k =
+        Bump { file: file.into(), ..remote.bump(Target::KustomizeImage("web".into()), &format!("registry.local/app/web@{digest}"), 81) };
+    assert!(bump(&k).unwrap().changed);
+    assert_eq!(
+        remote.show("main", file),
+        text.replace("value: 1.0.0", "value: 1.4.2")
+            .replace("web=registry.local/app/web:1.0.0", &format!("web=registry.local/app/web@{digest}"))
+    );
+}

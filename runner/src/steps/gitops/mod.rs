@@ -59,8 +59,13 @@ impl Target {
         }
     }
 
-    fn apply(&self, text: &str, value: &str) -> Result<Edit, EditError> {
+    /// Edits `text` (the content of `file`). In Argo CD's `.argocd-source-<app>.yaml`, `key`
+    /// names a `helm.parameters` entry and `kustomize_image` a `kustomize.images` item.
+    fn apply(&self, file: &str, text: &str, value: &str) -> Result<Edit, EditError> {
+        let argocd = yaml_edit::is_argocd_source(file);
         match self {
+            Target::Key(k) if argocd => yaml_edit::set_argocd_helm_parameter(text, k, value),
+            Target::KustomizeImage(n) if argocd => yaml_edit::set_argocd_kustomize_image(text, n, value),
             Target::Key(k) => yaml_edit::set_key_path(text, k, value),
             Target::KustomizeImage(n) => yaml_edit::set_kustomize_image(text, n, value),
             Target::ImagePolicy(p) => yaml_edit::set_flux_marker(text, p, value),
@@ -208,7 +213,7 @@ pub fn bump(b: &Bump) -> Result<Bumped, BumpError> {
             .map_err(|_| BumpError::Input(format!("`{}` does not exist on `{branch}` of `{shown}`", b.file)))?;
         let blob = repo.find_blob(entry.id()).map_err(|_| BumpError::Input(format!("`{}` is not a file on `{branch}`", b.file)))?;
         let text = std::str::from_utf8(blob.content()).map_err(|_| BumpError::Input(format!("`{}` is not UTF-8 text", b.file)))?;
-        let edit = b.target.apply(text, &b.value).map_err(|e| BumpError::Input(format!("`{}`: {e}", b.file)))?;
+        let edit = b.target.apply(&b.file, text, &b.value).map_err(|e| BumpError::Input(format!("`{}`: {e}", b.file)))?;
         if !edit.changed() {
             notes.push(format!("`{}` already has {} = `{}`: nothing to commit", b.file, b.target.describe(), b.value));
             return Ok(Bumped { commit: tip.to_string(), changed: false, branch, notes });
