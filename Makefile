@@ -26,6 +26,7 @@ lint:
 	# prints a path when CRATE depends on DEP (dev-dependencies included).
 	@fail=0; for pair in pipeline-spec:tokio scheduler:tokio scheduler:axum scheduler:sqlx \
 		scheduler:git2 scheduler:maud runner:sqlx runner:axum runner:maud runner:server \
+		git-remote:tokio git-remote:git2 git-remote:runner git-remote:server \
 		piste:aws-lc-rs piste:aws-lc-sys piste:openssl-sys; do \
 		krate=$${pair%%:*}; dep=$${pair#*:}; \
 		if $(CARGO) tree --quiet -p $$krate -i $$dep 2>/dev/null | grep -q .; then \

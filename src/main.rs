@@ -115,6 +115,10 @@ enum Command {
         /// Image for jobs that name none (container executor).
         #[arg(long, value_name = "IMAGE")]
         image: Option<String>,
+        /// Sign the images `piste/image-build@v1` pushes (cosign `.sig`, SLSA provenance `.att`)
+        /// with this PKCS#8 PEM ECDSA P-256 key; jobs never see it. Without it, images are unsigned.
+        #[arg(long = "sign-key", value_name = "FILE")]
+        sign_key: Option<PathBuf>,
         /// Run again when files change (debounced; `.git` and `.piste` are ignored).
         #[arg(long)]
         watch: bool,
@@ -334,24 +338,36 @@ fn main() -> ExitCode {
                 serve::run_runner(&config, to_kind(executor), concurrency, work_dir)
             }
         },
-        Command::Run { only, spec, executor, concurrency, worktree, mut secrets, secrets_file, image, watch, quiet, format } => (|| {
-            if let Some(file) = secrets_file {
-                secrets.extend(runner::local::read_secrets_file(&file)?);
-            }
-            run::run(run::RunArgs {
-                spec: spec.options()?,
-                jobs: only,
-                executor: to_kind(executor),
-                concurrency: concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-                worktree,
-                secrets,
-                json: matches!(format, LintFormat::Json),
-                watch,
-                quiet,
-                image,
-            })
-        })(
-        ),
+        Command::Run { only, spec, executor, concurrency, worktree, mut secrets, secrets_file, image, sign_key, watch, quiet, format } => {
+            (|| {
+                if let Some(file) = secrets_file {
+                    secrets.extend(runner::local::read_secrets_file(&file)?);
+                }
+                let signing_key = match sign_key {
+                    Some(file) => {
+                        let pem = std::fs::read_to_string(&file)
+                            .map_err(|e| anyhow::anyhow!("`--sign-key {}`: cannot read it: {e}", file.display()))?;
+                        runner::oci::sign::SigningKey::from_pem(&pem)
+                            .map_err(|e| anyhow::anyhow!("`--sign-key {}`: {e}", file.display()))?;
+                        Some(pem)
+                    }
+                    None => None,
+                };
+                run::run(run::RunArgs {
+                    spec: spec.options()?,
+                    jobs: only,
+                    executor: to_kind(executor),
+                    concurrency: concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                    worktree,
+                    secrets,
+                    json: matches!(format, LintFormat::Json),
+                    watch,
+                    quiet,
+                    image,
+                    signing_key,
+                })
+            })()
+        }
     };
     match result {
         Ok(code) => code,

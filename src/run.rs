@@ -27,6 +27,8 @@ pub struct RunArgs {
     pub watch: bool,
     pub quiet: bool,
     pub image: Option<String>,
+    /// `--sign-key`'s PEM.
+    pub signing_key: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -95,6 +97,7 @@ async fn run_once(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<E
         only: args.jobs.clone(),
         default_image: args.image.clone(),
         stream_logs: !args.quiet,
+        signing_key: args.signing_key.clone(),
     };
     let (tx, mut rx) = mpsc::channel::<RunEvent>(256);
     let names: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();

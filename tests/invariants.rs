@@ -81,6 +81,8 @@ fn crate_graph_states_the_architecture() {
         ("pipeline-spec", &["tokio", "git2", "reqwest", "bollard", "scheduler", "runner", "server"]),
         ("scheduler", &["tokio", "axum", "sqlx", "git2", "maud", "reqwest", "bollard", "runner", "server"]),
         ("runner", &["sqlx", "axum", "maud", "server"]),
+        // Shared by the server and the runner: std and the `git` program only.
+        ("git-remote", &["tokio", "git2", "runner", "server"]),
         // One rustls crypto provider (ring): a second one compiled in makes rustls panic.
         ("piste", &["aws-lc-rs", "aws-lc-sys", "openssl-sys"]),
     ];

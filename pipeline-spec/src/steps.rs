@@ -47,15 +47,23 @@ const fn opt(name: &'static str, description: &'static str) -> InputDef {
 pub const GITOPS_BUMP: StepDef = StepDef {
     name: "piste/gitops-bump@v1",
     inputs: &[
-        req("repo", "the deployment repository: a path, git://, https:// or ssh URL"),
+        req("repo", "the deployment repository: an absolute path, `git://`, `https://`, `ssh://` or `user@host:path`"),
         opt("branch", "the branch to change (default: the remote's default branch)"),
         req("file", "the file to change, relative to the repository's root"),
-        opt("key", "a key path in a YAML file (Helm values), e.g. `image.tag`"),
-        opt("kustomize_image", "the `name` of an `images:` entry of a kustomization.yaml"),
+        opt("key", "a key path in a YAML file (Helm values), e.g. `image.tag`; in `.argocd-source-<app>.yaml`, a `helm.parameters` name"),
+        opt(
+            "kustomize_image",
+            "the `name` of an `images:` entry of a kustomization.yaml; in `.argocd-source-<app>.yaml`, a `kustomize.images` image",
+        ),
         opt("imagepolicy", "a Flux setter marker: `ns:name` (the whole image) or `ns:name:tag` / `ns:name:name`"),
         req("value", "the new value (for kustomize and Flux, an image reference, a tag or a digest)"),
         opt("credentials_variable", "the variable holding an https token (`TOKEN` or `USER:TOKEN`)"),
-        opt("ssh_key_variable", "the variable holding an ssh private key"),
+        opt("ca_file", "https: a PEM bundle of certificate authorities to trust, relative to the checkout (or absolute)"),
+        opt("ssh_key_variable", "the variable holding an ssh private key (no passphrase)"),
+        opt(
+            "known_hosts_variable",
+            "ssh: the variable holding `known_hosts` lines for the server (default: the runner user's `~/.ssh/known_hosts`; host keys are always checked)",
+        ),
         opt("author", "the commit author, `Name <email>` (default: `piste <piste@localhost>`)"),
         opt("message", "the commit message's first line"),
     ],
@@ -76,6 +84,10 @@ pub const IMAGE_BUILD: StepDef = StepDef {
         opt("context", "the build context, relative to the checkout (default `.`)"),
         opt("dockerfile", "the Dockerfile, relative to the context (default `Dockerfile`)"),
         opt("build_args", "`NAME=value` build arguments, one or a list"),
+        opt(
+            "extra_args",
+            "kaniko / `docker build` flags as one string (the Cloud Pi Native template's `EXTRA_BUILD_ARGS`): `--build-arg`, `--target`, `--label`, `--destination`, `--registry-mirror`, `--insecure-registry`, `--insecure`; kaniko's cache, snapshot and log flags are ignored",
+        ),
         opt("target", "the stage to build (default: the last)"),
         opt("labels", "`key=value` labels added to the image, one or a list"),
         opt("username_variable", "the variable holding the registry user (with `password_variable`)"),

@@ -1,8 +1,17 @@
 //! `piste/gitops-bump@v1` end to end on loopback: fetch from `git daemon --enable=receive-pack`,
 //! edit one value, commit, push — p50 and p90 of 40 bumps with the runner's cached clone, the
-//! first (cold) bump, and a bump that finds the value already there (no commit).
+//! first (cold) bump, and a bump that finds the value already there (no commit). Then the same
+//! warm bump over https (nginx + `git http-backend`, a test CA, Basic auth) and over ssh
+//! (sshd, a key), which go through the `git` program.
 //!
 //! cargo bench -p runner --bench gitops      (target: p50 < 300 ms)
+
+#[path = "../../server/tests/common/https.rs"]
+mod https_forge;
+#[path = "../../server/tests/common/ssh.rs"]
+mod ssh_forge;
+#[path = "../../server/tests/common/tls.rs"]
+mod tls_ca;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -52,6 +61,23 @@ fn main() {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(10));
     }
+    let make_for = |repo: String, auth: Auth, ca_file: Option<std::path::PathBuf>, known_hosts: Option<String>| {
+        let cache = tmp.path().join(format!("runner-{}", repo.split("://").next().unwrap_or("x")));
+        move |value: String, pipeline: u64| Bump {
+            repo: repo.clone(),
+            branch: Some("main".into()),
+            file: "envs/prod/values.yaml".into(),
+            target: Target::Key("image.tag".into()),
+            value,
+            auth: auth.clone(),
+            ca_file: ca_file.clone(),
+            known_hosts: known_hosts.clone(),
+            author: None,
+            message: None,
+            origin: Origin { project: "bench/app".into(), pipeline, job: "1".into() },
+            cache_dir: cache.clone(),
+        }
+    };
     let make = |value: String, pipeline: u64| Bump {
         repo: format!("git://127.0.0.1:{port}/deploy.git"),
         branch: Some("main".into()),
@@ -59,6 +85,8 @@ fn main() {
         target: Target::Key("image.tag".into()),
         value,
         auth: Auth::None,
+        ca_file: None,
+        known_hosts: None,
         author: None,
         message: None,
         origin: Origin { project: "bench/app".into(), pipeline, job: "1".into() },
@@ -87,4 +115,34 @@ fn main() {
     println!("  bump with the value already there (no commit) {:7.1} ms", ms(noop));
     let _ = daemon.kill();
     let _ = daemon.wait();
+
+    // The transports of the `git` program: a first bump fills each cache, then 20 warm ones.
+    let https = https_forge::HttpsForge::serve(&tmp.path().join("repos"), &tmp.path().join("nginx"));
+    let sshd = ssh_forge::SshForge::serve(&tmp.path().join("sshd"));
+    let token = Auth::Token { user: https_forge::USER.into(), token: https_forge::PASSWORD.into() };
+    let key = std::fs::read_to_string(&sshd.key).unwrap();
+    let hosts = std::fs::read_to_string(&sshd.known_hosts).unwrap();
+    let transports = [
+        ("https (nginx, test CA, Basic)", make_for(format!("{}deploy.git", https.base), token, Some(https.ca.cert.clone()), None)),
+        ("ssh (sshd, a key)", make_for(sshd.url(&tmp.path().join("repos/deploy.git")), Auth::SshKey(key), None, Some(hosts))),
+    ];
+    let mut pipeline = 1000;
+    for (name, make) in transports {
+        pipeline += 1;
+        let (cold, _) = time(&make("2.0.0".into(), pipeline));
+        let mut warm = Vec::new();
+        for i in 0..20u64 {
+            pipeline += 1;
+            let (d, changed) = time(&make(format!("3.{pipeline}.{i}"), pipeline));
+            assert!(changed);
+            warm.push(d);
+        }
+        warm.sort();
+        println!(
+            "gitops bump over {name}: p50 {:7.1} ms   p90 {:7.1} ms   (20 bumps; first {:7.1} ms)",
+            ms(warm[warm.len() / 2]),
+            ms(warm[warm.len() * 9 / 10]),
+            ms(cold)
+        );
+    }
 }

@@ -173,6 +173,7 @@ fn main() {
                     digest: config_digest,
                     size: image.config.len() as u64,
                     platform: None,
+ artifact_type: None,
                     annotations: Default::default(),
                 },
                 layers,

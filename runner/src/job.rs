@@ -124,6 +124,9 @@ pub struct AttemptEnv<'a> {
     pub ledger: Option<&'a Path>,
     /// What built-in steps keep between jobs (cached clones); the runner's, never a job's.
     pub state_dir: &'a Path,
+    /// The key `piste/image-build@v1` signs with (the server's `[signing]` key, or `piste run
+    /// --sign-key`): for built-in steps only, never a variable; the log masks it.
+    pub signing_key: Option<&'a str>,
 }
 
 /// How an attempt ended and what it left for later jobs.
@@ -240,8 +243,7 @@ pub async fn run(
     } else {
         let masked: Vec<(String, String)> =
             spec.variables.iter().filter(|v| v.masked && !v.value.is_empty()).map(|v| (v.key.clone(), v.value.clone())).collect();
-        let ran =
-            crate::steps::exec::run_steps(&spec.steps, &request, &masked, &workspace, env.state_dir, executor, log, cancel, lost).await?;
+        let ran = crate::steps::exec::run_steps(&spec.steps, &request, &masked, &workspace, env, executor, log, cancel, lost).await?;
         if spec.steps.iter().any(|s| s.builtin().is_some()) {
             // The outputs travel as a dotenv report (`STEPS_DOTENV`, listed in the spec's reports).
             let text = crate::steps::exec::dotenv_text(&ran.outputs);

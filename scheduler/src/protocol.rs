@@ -110,6 +110,32 @@ pub struct JobPayload {
     /// Artifacts to download before the script, in order.
     #[serde(default)]
     pub dependencies: Vec<Dependency>,
+    /// The server's image signing key (`[signing] key_file`), for the job's
+    /// `piste/image-build@v1` steps only: never a variable, never in the job's environment or
+    /// files, masked in its log. Sent only to jobs that build images on protected refs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SigningKey>,
+}
+
+/// A PEM private key (PKCS#8, ECDSA P-256) that images are signed with. Its `Debug` shows
+/// nothing of it.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SigningKey(pub String);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey([REDACTED])")
+    }
+}
+
+impl SigningKey {
+    /// What a log must never show of the key: the PEM as a whole and each of its base64 lines.
+    pub fn mask_values(&self) -> Vec<String> {
+        let mut out = vec![self.0.trim().to_string()];
+        out.extend(self.0.lines().map(str::trim).filter(|l| l.len() >= 16 && !l.starts_with("-----")).map(str::to_string));
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -208,6 +208,58 @@ pub struct JobDetail {
     /// Every gitops bump of the job, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deploys: Vec<DeployView>,
+    /// The images the job's `piste/image-build@v1` and `piste/image-copy@v1` steps pushed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageView>,
+}
+
+/// What one image step of a job pushed.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct ImageView {
+    /// The step's `name:`.
+    pub step: String,
+    /// `sha256:…` of the manifest.
+    pub digest: String,
+    /// `registry/repository@sha256:…`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Every reference tagged (`registry/repository:tag`).
+    pub tags: Vec<String>,
+    /// Whether a signature and a provenance were attached (`None` for a copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed: Option<bool>,
+}
+
+/// The images a job pushed: its spec names the image steps, their outputs are in the dotenv
+/// report (`NAME_DIGEST`, `NAME_REF`, `NAME_TAGS`, `NAME_SIGNED`). The report is the job's
+/// file, so values that are not a digest and references of it are dropped.
+pub(crate) fn images_of(spec: &str, dotenv: Option<&str>) -> Vec<ImageView> {
+    let Ok(template) = serde_json::from_str::<pipelines::JobTemplate>(spec) else { return Vec::new() };
+    let vars: Vec<(String, String)> = dotenv.and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+    let get = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let is_digest = |d: &str| d.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let is_reference = |r: &str| !r.is_empty() && r.len() <= 512 && !r.chars().any(|c| c.is_whitespace() || c.is_control());
+    let (build, copy) = (pipeline_spec::steps::IMAGE_BUILD.name, pipeline_spec::steps::IMAGE_COPY.name);
+    template
+        .job
+        .steps
+        .iter()
+        .filter(|s| s.builtin() == Some(build) || s.builtin() == Some(copy))
+        .filter_map(|s| {
+            let name = s.name.to_ascii_uppercase();
+            let digest = get(&format!("{name}_DIGEST")).filter(|d| is_digest(d))?;
+            let reference = get(&format!("{name}_REF")).filter(|r| is_reference(r) && r.ends_with(&format!("@{digest}")))?;
+            let tags = get(&format!("{name}_TAGS"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter(|t| is_reference(t))
+                .take(100)
+                .map(str::to_string)
+                .collect();
+            let signed = (s.builtin() == Some(build)).then(|| get(&format!("{name}_SIGNED")).as_deref() == Some("true"));
+            Some(ImageView { step: s.name.clone(), digest, reference, tags, signed })
+        })
+        .collect()
 }
 
 /// What one `piste/gitops-bump@v1` step of a job produced.
@@ -281,12 +333,14 @@ pub async fn get_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id
     let (j, _) = auth::job(&state, &caller, id, false).await?;
     let attempts = attempts(&state, &j).await?;
     let deploys = deploys_of(&j.spec, j.dotenv.as_deref());
+    let images = images_of(&j.spec, j.dotenv.as_deref());
     let report = state.store.job_reports(j.pipeline_id).await?.into_iter().find(|r| r.job_id == id);
     let tests = report.as_ref().and_then(|r| r.tests.as_deref()).and_then(|t| serde_json::from_str::<crate::reports::TestReport>(t).ok());
     Ok(Json(JobDetail {
         pipeline_id: j.pipeline_id,
         deploy_commit: deploys.last().map(|d| d.commit.clone()),
         deploys,
+        images,
         job: JobView {
             id: j.id,
             name: j.name,

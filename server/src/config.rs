@@ -71,6 +71,14 @@
 //! # remote_cache_entries = 256                 # bodies kept for `cache:` (by URL)
 //! component_hosts = ["gitlab.gnome.org"]       # hosts that name this server in component addresses
 //! ```
+//!
+//! Image signatures (see [`SigningConfig`]):
+//!
+//! ```toml
+//! [signing]
+//! key_file = "signing.pem"                 # PKCS#8 ECDSA P-256; jobs never see it
+//! # unprotected = false                    # sign images of unprotected refs too
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -140,6 +148,9 @@ pub struct Config {
     /// The most `needs` one job may list (GitLab's instance limit `ci_max_needs`).
     #[serde(default = "default_max_needs")]
     pub max_needs: usize,
+    /// `[signing]`: the key images built by `piste/image-build@v1` are signed with.
+    #[serde(default)]
+    pub signing: Option<SigningConfig>,
 }
 
 fn default_max_needs() -> usize {
@@ -194,6 +205,60 @@ fn default_remote_timeout_ms() -> u64 {
 
 fn default_remote_cache_entries() -> usize {
     256
+}
+
+
+/// `[signing]`: images are signed (cosign `.sig`) and their SLSA provenance attached (`.att`)
+/// with this key. The key is read at start and travels to a runner only inside the payload of a
+/// leased job that has a `piste/image-build@v1` step, of a protected ref (any ref with
+/// `unprotected = true`; never a fork's merge request): never as a variable, never in a job's
+/// environment or files, masked in its log.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// A PKCS#8 PEM ECDSA P-256 private key (`openssl genpkey -algorithm EC -pkeyopt
+    /// ec_paramgen_curve:P-256`), relative to `piste.toml`.
+    pub key_file: PathBuf,
+    /// Sign images built on unprotected refs too (default: protected refs only, so a branch
+    /// anyone may push cannot produce a signed image). A fork's merge request never is.
+    #[serde(default)]
+    pub unprotected: bool,
+    /// The key's PEM, read by [`Config::load`].
+    #[serde(skip)]
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for SigningConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningConfig").field("key_file", &self.key_file).field("unprotected", &self.unprotected).finish_non_exhaustive()
+    }
+}
+
+/// Checks that `pem` is an unencrypted PKCS#8 ECDSA P-256 key, as the runner's signer takes.
+fn check_signing_key(pem: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    if pem.contains("BEGIN EC PRIVATE KEY") {
+        return Err("it is a SEC1 key (`EC PRIVATE KEY`): convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY`".into());
+    }
+    if pem.contains("ENCRYPTED") {
+        return Err("it is encrypted: give an unencrypted PKCS#8 key (`openssl pkcs8 -topk8 -nocrypt -in KEY`)".into());
+    }
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "-----BEGIN PRIVATE KEY-----")
+        .skip(1)
+        .take_while(|l| *l != "-----END PRIVATE KEY-----")
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .ok()
+        .filter(|d| !d.is_empty())
+        .ok_or("it holds no PEM `PRIVATE KEY` block")?;
+    let rng = ring::rand::SystemRandom::new();
+    ring::signature::EcdsaKeyPair::from_pkcs8(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING, &der, &rng)
+        .map(|_| ())
+        .map_err(|_| "it is not an ECDSA P-256 key".to_string())
 }
 
 /// A user declared in `piste.toml` (`[[user]]`).
@@ -511,6 +576,7 @@ impl Default for Config {
             oidc: None,
             includes: IncludesConfig::default(),
             max_needs: default_max_needs(),
+            signing: None,
         }
     }
 }
@@ -558,6 +624,19 @@ impl Config {
         resolve(&mut config.ca_file)?;
         resolve(&mut config.known_hosts)?;
         resolve(&mut config.includes.templates_dir)?;
+        if let Some(signing) = config.signing.as_mut() {
+            let file = absolute(&base.join(&signing.key_file)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let pem = std::fs::read_to_string(&file).map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("`[signing] key_file`: cannot read `{}`: {e}", file.display()),
+            })?;
+            check_signing_key(&pem).map_err(|why| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("`[signing] key_file` `{}`: {why}", file.display()),
+            })?;
+            signing.key_file = file;
+            signing.key_pem = pem;
+        }
         for project in &mut config.projects {
             if is_relative_folder(&project.repo) {
                 let abs = absolute(&base.join(&project.repo)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
@@ -785,6 +864,41 @@ impl ForgeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[signing] key_file` is read and checked at load (relative to piste.toml); a key piste
+    /// cannot sign with is a clear error saying how to convert it; `Debug` never shows the key.
+    #[test]
+    fn the_signing_key_is_read_and_checked_at_load() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+        let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+        std::fs::write(dir.path().join("signing.pem"), &pem).unwrap();
+        let file = dir.path().join("piste.toml");
+        std::fs::write(&file, "[signing]\nkey_file = \"signing.pem\"\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        let signing = c.signing.as_ref().unwrap();
+        assert_eq!(signing.key_pem, pem);
+        assert!(!signing.unprotected);
+        assert!(!format!("{c:?}").contains(&b64[..40]), "the key is not in the configuration's Debug text");
+
+        let load_err = |key: &str| {
+            std::fs::write(dir.path().join("signing.pem"), key).unwrap();
+            Config::load(&file).unwrap_err().to_string()
+        };
+        assert!(load_err("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n").contains("openssl pkcs8 -topk8"));
+        assert!(load_err("not a key").contains("no PEM `PRIVATE KEY` block"));
+        let rsa_like = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode([0x30u8, 3, 2, 1, 0])
+        );
+        assert!(load_err(&rsa_like).contains("not an ECDSA P-256 key"));
+        std::fs::remove_file(dir.path().join("signing.pem")).unwrap();
+        let missing = Config::load(&file).unwrap_err().to_string();
+        assert!(missing.contains("`[signing] key_file`: cannot read") && missing.contains("signing.pem"), "{missing}");
+    }
 
     /// The README's first server run used `data_dir = "piste-data"`: it must mean "next to
     /// piste.toml" whatever the current directory, resolved once.

@@ -265,6 +265,10 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
         exit_code: j.exit_code.map(|c| c as i32),
         has_artifacts: j.artifacts.is_some(),
         deploys: crate::api::deploys_of(&j.spec, j.dotenv.as_deref()).into_iter().map(|d| (d.step, d.commit, d.changed)).collect(),
+        images: crate::api::images_of(&j.spec, j.dotenv.as_deref())
+            .into_iter()
+            .map(|i| crate::web::pages::PushedImage { step: i.step, reference: i.reference, tags: i.tags, signed: i.signed })
+            .collect(),
         running: running && q.before.is_none(),
         attempts: crate::api::attempts(state, &j)
             .await?

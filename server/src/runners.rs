@@ -109,6 +109,7 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
         }
     }
     let predefined = template.job.predefined(&ctx, u64::try_from(job.id).unwrap_or(0));
+    let signing_key = signing_key_for(&state.config, &template.job, &ctx);
     let mut git = template.git.clone();
     git.path = protocol::paths::git(job.id);
     Ok(JobPayload {
@@ -123,7 +124,19 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
         predefined,
         dotenv,
         dependencies,
+        signing_key,
     })
+}
+
+/// The signing key a job receives: the server's `[signing]` key, for a job with a
+/// `piste/image-build@v1` step, of a protected ref (any ref with `unprotected = true`), never of
+/// a fork's merge request. Other jobs never receive it.
+fn signing_key_for(config: &crate::config::Config, job: &protocol::JobSpec, ctx: &Context) -> Option<protocol::SigningKey> {
+    let signing = config.signing.as_ref()?;
+    let builds = job.steps.iter().any(|s| s.builtin() == Some(pipeline_spec::steps::IMAGE_BUILD.name));
+    // The rule secrets follow (`ProjectConfig::secrets_for`): protected refs, never a fork.
+    let trusted = !ctx.from_fork() && (ctx.ref_protected || signing.unprotected);
+    (builds && trusted).then(|| protocol::SigningKey(signing.key_pem.clone()))
 }
 
 /// The running job `id` whose token the request carries.
@@ -456,5 +469,47 @@ mod tests {
         let text = format!("failed: tok-123456-secret, {b64}, tok-123456-secret%21");
         let masked = super::mask_text(text, &secrets);
         assert_eq!(masked, "failed: [MASKED], [MASKED], [MASKED]%21");
+    }
+
+    /// The signing key goes to image-build jobs of protected refs (of any ref with
+    /// `unprotected`), never to a fork's merge request, never to other jobs.
+    #[test]
+    fn the_signing_key_goes_only_to_trusted_image_builds() {
+        use pipeline_spec::model::{Step, StepAction};
+        use pipeline_spec::predefined::{Context, MergeRequest};
+        let mut config = crate::config::Config::default();
+        config.signing = Some(crate::config::SigningConfig {
+            key_file: "k.pem".into(),
+            unprotected: false,
+            key_pem: "-----BEGIN PRIVATE KEY-----\n...".into(),
+        });
+        let step = |name: &str| Step {
+            name: "s".into(),
+            action: StepAction::Builtin { step: name.into(), inputs: Vec::new() },
+            span: Default::default(),
+        };
+        let job = |steps: Vec<Step>| scheduler::protocol::JobSpec {
+            steps,
+            ..serde_json::from_str(r#"{"name":"j","stage":"s","script":[],"variables":[],"timeout_s":1,"manual":false}"#).unwrap()
+        };
+        let build = job(vec![step("piste/gitops-bump@v1"), step("piste/image-build@v1")]);
+        let bump_only = job(vec![step("piste/gitops-bump@v1")]);
+        let protected = Context { ref_protected: true, ..Context::default() };
+        let fork = Context {
+            ref_protected: true,
+            merge_request: Some(MergeRequest { source_project_path: Some("someone/fork".into()), ..MergeRequest::default() }),
+            ..Context::default()
+        };
+        let key = |config: &crate::config::Config, job: &scheduler::protocol::JobSpec, ctx: &Context| {
+            super::signing_key_for(config, job, ctx).is_some()
+        };
+        assert!(key(&config, &build, &protected));
+        assert!(!key(&config, &bump_only, &protected), "only jobs that build images");
+        assert!(!key(&config, &build, &Context::default()), "not an unprotected ref");
+        assert!(!key(&config, &build, &fork), "never a fork");
+        config.signing.as_mut().unwrap().unprotected = true;
+        assert!(key(&config, &build, &Context::default()));
+        assert!(!key(&config, &build, &fork), "never a fork, even with `unprotected`");
+        assert!(!key(&crate::config::Config::default(), &build, &protected), "no `[signing]`, no key");
     }
 }

@@ -3,7 +3,10 @@
 
 mod artifacts;
 mod cancel;
+mod delivery;
 mod docker;
+#[path = "../common/registry.rs"]
+mod registry;
 mod semantics;
 mod steps;
 mod variables;

@@ -11,7 +11,7 @@ fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(["-c", "user.name=someone", "-c", "user.email=someone@example.test", "-c", "commit.gpgsign=false"])
         .args(args)
@@ -25,9 +25,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
 /// A bare deployment repository (branch `main`) holding `fixtures/delivery/deploy`.
 pub fn deploy_repo(at: &Path) -> std::path::PathBuf {
     let work = at.join("deploy-work");
+    let fixture = repo_root().join("fixtures/delivery/deploy/envs/prod");
     std::fs::create_dir_all(work.join("envs/prod")).unwrap();
-    let values = std::fs::read_to_string(repo_root().join("fixtures/delivery/deploy/envs/prod/values.yaml")).unwrap();
-    std::fs::write(work.join("envs/prod/values.yaml"), values).unwrap();
+    for f in ["values.yaml", "kustomization.yaml"] {
+        std::fs::copy(fixture.join(f), work.join("envs/prod").join(f)).unwrap();
+    }
     git(&work, &["init", "-q", "-b", "main"]);
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "initial"]);

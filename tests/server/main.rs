@@ -28,5 +28,7 @@ mod transport;
 
 #[path = "../../server/tests/common/https.rs"]
 mod https_forge;
+#[path = "../common/registry.rs"]
+mod registry;
 #[path = "../../server/tests/common/tls.rs"]
 mod tls_ca;

@@ -80,6 +80,9 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
     let mut secrets: Vec<Vec<u8>> = payload.job.masked_values().into_iter().map(String::into_bytes).collect();
     secrets.push(payload.token.clone().into_bytes());
     secrets.push(shared.runner_token.clone().into_bytes());
+    if let Some(key) = &payload.signing_key {
+        secrets.extend(key.mask_values().into_iter().map(String::into_bytes));
+    }
     let (log, shipper) = logs::spawn(shared.api.clone(), job, payload.token.clone(), secrets, signals.clone());
 
     let env = AttemptEnv {
@@ -105,6 +108,7 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         tmp_dir: &shared.tmp_dir,
         ledger: Some(&shared.ledger),
         state_dir: &shared.steps_dir,
+        signing_key: payload.signing_key.as_ref().map(|k| k.0.as_str()),
     };
     let host = AgentHost { shared: &shared, payload: &payload, slot, signals: &signals };
     let attempt = job::run(&payload.job, &env, &host, shared.executor.as_ref(), &log, &signals.script, &signals.lost).await;

@@ -16,6 +16,7 @@ use super::leak::{self, Finding, Scanner};
 use super::push::{Registries, push_image};
 use super::reference::Reference;
 use super::registry::{RegistryOptions, short};
+use super::rootfs::{LayerCache, RootFs, Wanted};
 use super::{Log, OciError, blocking, sign};
 
 /// What to build and where to push it.
@@ -47,6 +48,10 @@ pub struct BuildRequest {
     pub signing_key: Option<String>,
     /// What the provenance says about the build.
     pub provenance: Provenance,
+    /// Pull-through mirrors of Docker Hub (`host[/path]`, kaniko's `--registry-mirror`): images
+    /// of `docker.io` that the native builder reads (`FROM`, `COPY --from`) are fetched from the
+    /// first that has them, then from Docker Hub.
+    pub registry_mirrors: Vec<String>,
     /// The Docker Engine for `RUN` builds (`unix:///…` or `tcp://…`); `None`: `DOCKER_HOST`,
     /// else the default socket.
     pub docker_host: Option<String>,
@@ -183,8 +188,10 @@ pub async fn build_and_push(req: &BuildRequest, log: &Log) -> Result<BuildOutput
             true
         }
         None => {
-            log.line("no signing key: the image is not signed and no provenance is attached (the provenance is in the step's output)")
-                .await;
+            log.line(
+                "no signing key (the server's `[signing] key_file`, `piste run --sign-key FILE`, or `signing_key_variable`): the image is not signed and no provenance is attached",
+            )
+            .await;
             false
         }
     };
@@ -209,6 +216,8 @@ struct StageState {
     /// Files the stage added, for `COPY --from`.
     files: BTreeMap<String, Entry>,
     base: Option<Base>,
+    /// The base image's layers, for `COPY --from` of files the stage did not add.
+    base_layers: Vec<Descriptor>,
     shell: Vec<String>,
 }
 
@@ -253,17 +262,28 @@ pub async fn assemble(
     let mut states: Vec<StageState> = Vec::new();
     let mut layer_no = 0;
     let mut findings = Vec::new();
+    // Images read by `COPY --from=<image>` (provenance), and the layers fetched to read them.
+    let mut copied_from: Vec<Base> = Vec::new();
+    let cache = LayerCache::new(work.join("read-layers"));
     for (index, stage) in file.stages.iter().enumerate().take(target + 1) {
         let from = dockerfile::expand(&stage.from, &global, '\\').map_err(|e| at(stage.line, stage.col, e))?;
         let earlier = file.stages[..index].iter().position(|s| s.name.as_deref() == Some(&from.to_ascii_lowercase()));
         let mut state = if from.eq_ignore_ascii_case("scratch") {
-            StageState { config: ImageConfig::scratch(), layers: Vec::new(), files: BTreeMap::new(), base: None, shell: default_shell() }
+            StageState {
+                config: ImageConfig::scratch(),
+                layers: Vec::new(),
+                files: BTreeMap::new(),
+                base: None,
+                base_layers: Vec::new(),
+                shell: default_shell(),
+            }
         } else if let Some(i) = earlier.or_else(|| from.parse::<usize>().ok().filter(|i| *i < index)) {
             states[i].clone()
         } else {
             let reference = Reference::parse(&from).map_err(|e| at(stage.line, stage.col, e.to_string()))?;
-            let (config, layers, base) = pull_base(regs, &reference, log).await?;
-            StageState { config, layers, files: BTreeMap::new(), base: Some(base), shell: default_shell() }
+            let (config, layers, base) = pull_image(regs, &reference, &req.registry_mirrors, log).await?;
+            let base_layers = layers.iter().map(|l| l.desc.clone()).collect();
+            StageState { config, layers, files: BTreeMap::new(), base: Some(base), base_layers, shell: default_shell() }
         };
         let mut args: BTreeMap<String, String> = BTreeMap::new();
         let mut cmd_set = false;
@@ -353,18 +373,55 @@ pub async fn assemble(
                         || sources.len() > 1
                         || sources.iter().any(|s| is_glob(s));
                     let mut entries = match from {
-                        Some(stage_ref) => {
-                            let name = x(stage_ref)?.to_ascii_lowercase();
-                            let i = file.stages[..index]
+                        Some(from_ref) => {
+                            let written = x(from_ref)?;
+                            let name = written.to_ascii_lowercase();
+                            let stage_index = file.stages[..index]
                                 .iter()
                                 .position(|s| s.name.as_deref() == Some(&name))
-                                .or_else(|| name.parse::<usize>().ok().filter(|i| *i < index))
-                                .ok_or_else(|| {
-                                    at(format!(
-                                        "`--from={name}` is not an earlier stage (the native builder copies from stages, not from images)"
-                                    ))
-                                })?;
-                            from_stage(&states[i], &sources, &dest_abs, dest_is_dir).map_err(&at)?
+                                .or_else(|| name.parse::<usize>().ok().filter(|i| *i < index));
+                            let wanted = || -> Result<Wanted, OciError> {
+                                let rel = sources.iter().map(|s| clean_rel(s)).collect::<Result<Vec<_>, _>>().map_err(&at)?;
+                                Wanted::new(&rel).map_err(&at)
+                            };
+                            match stage_index {
+                                Some(i) => {
+                                    let from_state = &states[i];
+                                    match from_files(&from_state.files, &sources, &dest_abs, dest_is_dir) {
+                                        Ok(e) => e,
+                                        // Not among the files the stage added: its base image's, under them.
+                                        Err(_) if from_state.base.is_some() => {
+                                            let base = from_state.base.as_ref().expect("checked");
+                                            let mut fs =
+                                                cache.read(regs, &base.host, &base.repo, &from_state.base_layers, &wanted()?, log).await?;
+                                            fs.files.extend(from_state.files.iter().map(|(k, v)| (k.clone(), v.clone())));
+                                            from_files(&fs.files, &sources, &dest_abs, dest_is_dir).map_err(|e| {
+                                                at(missing_hint(
+                                                    format!("{e} is neither in stage `{name}` nor in its base image"),
+                                                    &fs,
+                                                    &sources,
+                                                ))
+                                            })?
+                                        }
+                                        Err(e) if e.starts_with('`') => {
+                                            return Err(at(format!("{e} is not among the files stage `{name}` (`FROM scratch`) added")));
+                                        }
+                                        Err(e) => return Err(at(e)),
+                                    }
+                                }
+                                None => {
+                                    // `--from=<image>`: its files, read from its layers.
+                                    let reference = Reference::parse(&written).map_err(|e| {
+                                        at(format!("`--from={written}` is neither an earlier stage nor an image reference: {e}"))
+                                    })?;
+                                    let (_, layers, base) = pull_image(regs, &reference, &req.registry_mirrors, log).await?;
+                                    let descs: Vec<Descriptor> = layers.iter().map(|l| l.desc.clone()).collect();
+                                    let fs = cache.read(regs, &base.host, &base.repo, &descs, &wanted()?, log).await?;
+                                    copied_from.push(base);
+                                    from_files(&fs.files, &sources, &dest_abs, dest_is_dir)
+                                        .map_err(|e| at(missing_hint(format!("{e} is not in the image `{written}`"), &fs, &sources)))?
+                                }
+                            }
                         }
                         None => from_context(&req.context, &ignore, &sources, &dest_abs, dest_is_dir, *add).map_err(&at)?,
                     };
@@ -411,6 +468,7 @@ pub async fn assemble(
                             digest: written.digest.clone(),
                             size: written.size,
                             platform: None,
+                            artifact_type: None,
                             annotations: BTreeMap::new(),
                         },
                         source: LayerSource::File(written.path),
@@ -443,7 +501,8 @@ pub async fn assemble(
         labels.insert("org.opencontainers.image.base.name".into(), format!("{}/{}", base.host, base.repo));
     }
     state.config.created = Some(created);
-    let bases: Vec<Base> = states.iter().chain(std::iter::once(&state)).filter_map(|s| s.base.clone()).fold(Vec::new(), |mut v, b| {
+    let stage_bases = states.iter().chain(std::iter::once(&state)).filter_map(|s| s.base.clone());
+    let bases: Vec<Base> = stage_bases.chain(copied_from).fold(Vec::new(), |mut v, b| {
         if !v.iter().any(|x: &Base| x.digest == b.digest) {
             v.push(b);
         }
@@ -461,6 +520,28 @@ fn command(form: &Form, shell: &[String]) -> Vec<String> {
         Form::Exec(words) => words.clone(),
         Form::Shell(text) => shell.iter().cloned().chain(std::iter::once(text.clone())).collect(),
     }
+}
+
+/// Fetches an image's manifest and configuration, from Docker Hub's mirrors first when it is
+/// a `docker.io` image and mirrors are given (then from Docker Hub itself).
+async fn pull_image(
+    regs: &Registries,
+    reference: &Reference,
+    mirrors: &[String],
+    log: &Log,
+) -> Result<(ImageConfig, Vec<Layer>, Base), OciError> {
+    if reference.registry == "docker.io" {
+        for mirror in mirrors {
+            let (host, prefix) = mirror.trim_end_matches('/').split_once('/').unwrap_or((mirror.trim_end_matches('/'), ""));
+            let repository = if prefix.is_empty() { reference.repository.clone() } else { format!("{prefix}/{}", reference.repository) };
+            let mirrored = Reference { registry: host.to_owned(), repository, ..reference.clone() };
+            match pull_base(regs, &mirrored, log).await {
+                Ok(found) => return Ok(found),
+                Err(e) => log.line(format!("registry mirror `{mirror}` has no `{reference}` ({e}); trying the next")).await,
+            }
+        }
+    }
+    pull_base(regs, reference, log).await
 }
 
 /// Fetches a base image's manifest (linux/amd64 from an index) and configuration.
@@ -677,30 +758,38 @@ fn walk(root: &Path, rel: &str, ignore: &Ignore, out: &mut Vec<(String, std::fs:
     Ok(())
 }
 
-/// Entries for `COPY --from=stage sources dest`: what that stage added.
-fn from_stage(stage: &StageState, sources: &[String], dest: &str, dest_is_dir: bool) -> Result<Vec<Entry>, String> {
+/// `e` (a `COPY --from` source not found) with a hint when a link of the image is in the way.
+fn missing_hint(e: String, fs: &RootFs, sources: &[String]) -> String {
+    let hint = sources.iter().filter_map(|s| clean_rel(s).ok()).find_map(|s| fs.missing(&s));
+    match hint {
+        Some(h) => format!("{e}: {h}"),
+        None => e,
+    }
+}
+
+/// Entries for `COPY --from=… sources dest` from `files` (what a stage added, or an image's).
+/// The error names the source not found, in backticks, for the caller to finish the sentence.
+fn from_files(files: &BTreeMap<String, Entry>, sources: &[String], dest: &str, dest_is_dir: bool) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     for src in sources {
         let rel = clean_rel(src)?;
         let matched: Vec<&String> = if is_glob(&rel) {
             let glob = GlobBuilder::new(&rel).literal_separator(true).build().map_err(|e| format!("`{src}`: {e}"))?.compile_matcher();
-            stage.files.keys().filter(|k| glob.is_match(k)).collect()
+            files.keys().filter(|k| glob.is_match(k)).collect()
         } else {
-            stage.files.keys().filter(|k| **k == rel).collect()
+            files.keys().filter(|k| **k == rel).collect()
         };
-        let under: Vec<&String> = stage.files.keys().filter(|k| rel.is_empty() || k.starts_with(&format!("{rel}/"))).collect();
+        let under: Vec<&String> = files.keys().filter(|k| rel.is_empty() || k.starts_with(&format!("{rel}/"))).collect();
         if matched.is_empty() && under.is_empty() {
-            return Err(format!(
-                "`{src}` is not among the files the stage added with `COPY` (the native builder does not read a base image's files; build with `RUN` to use the Docker Engine)"
-            ));
+            return Err(format!("`{src}`"));
         }
         let root = dest.trim_end_matches('/');
         for key in matched {
-            let e = &stage.files[key];
+            let e = &files[key];
             if e.kind == Kind::Dir {
                 out.push(dir_entry(root));
-                for k in stage.files.keys().filter(|k| k.starts_with(&format!("{key}/"))) {
-                    let mut c = stage.files[k].clone();
+                for k in files.keys().filter(|k| k.starts_with(&format!("{key}/"))) {
+                    let mut c = files[k].clone();
                     c.path = clean_abs(&format!("{root}/{}", &k[key.len() + 1..])).trim_start_matches('/').to_owned();
                     out.push(c);
                 }
@@ -712,11 +801,11 @@ fn from_stage(stage: &StageState, sources: &[String], dest: &str, dest_is_dir: b
                 out.push(c);
             }
         }
-        if !stage.files.contains_key(&rel) {
+        if !files.contains_key(&rel) {
             // A directory the stage only filled (its entry came from a parent's creation).
             out.push(dir_entry(root));
             for k in under {
-                let mut c = stage.files[k].clone();
+                let mut c = files[k].clone();
                 let tail = if rel.is_empty() { k.as_str() } else { &k[rel.len() + 1..] };
                 c.path = clean_abs(&format!("{root}/{tail}")).trim_start_matches('/').to_owned();
                 out.push(c);

@@ -270,6 +270,7 @@ pub fn read_saved(tar_path: &Path, dir: &Path, scanner: Option<&Scanner>) -> Res
                 digest: written.digest.clone(),
                 size: written.size,
                 platform: None,
+                artifact_type: None,
                 annotations: BTreeMap::new(),
             },
             source: LayerSource::File(written.path.clone()),

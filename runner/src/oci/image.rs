@@ -31,6 +31,9 @@ pub struct Descriptor {
     pub size: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub platform: Option<Platform>,
+    /// The artifact type of the manifest described (OCI 1.1 referrers).
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none", default)]
+    pub artifact_type: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub annotations: BTreeMap<String, String>,
 }
@@ -85,6 +88,8 @@ impl Manifest {
 pub struct Index {
     #[serde(rename = "schemaVersion")]
     pub schema_version: u32,
+    #[serde(rename = "mediaType", skip_serializing_if = "Option::is_none", default)]
+    pub media_type: Option<String>,
     pub manifests: Vec<Descriptor>,
 }
 

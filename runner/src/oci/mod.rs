@@ -48,6 +48,7 @@ pub mod leak;
 pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod rootfs;
 pub mod sign;
 
 use std::path::PathBuf;

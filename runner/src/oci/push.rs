@@ -47,6 +47,7 @@ pub async fn push_image(regs: &Registries, image: &Assembled, dests: &[Reference
             digest: config.digest.clone(),
             size: config.size,
             platform: None,
+            artifact_type: None,
             annotations: BTreeMap::new(),
         },
         image.layers.iter().map(|l| l.desc.clone()).collect(),

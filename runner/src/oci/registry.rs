@@ -504,6 +504,18 @@ impl Session {
 
     /// Pushes `bytes` as manifest `reference` (a tag or its digest) of `repo`; returns its digest.
     pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<String, OciError> {
+        Ok(self.put_manifest_referring(repo, reference, media_type, bytes).await?.0)
+    }
+
+    /// [`Session::put_manifest`], and whether the registry answered `OCI-Subject`: it indexed the
+    /// manifest's `subject` for the referrers API (OCI distribution 1.1).
+    pub async fn put_manifest_referring(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(String, bool), OciError> {
         let digest = sha256_digest(bytes);
         let url = self.url(&format!("{repo}/manifests/{reference}"))?;
         let http = &self.reg.http;
@@ -512,7 +524,8 @@ impl Session {
             self.send("push a manifest", async || Ok(http.put(url.clone()).header(CONTENT_TYPE, media_type).body(body.clone()))).await?;
         let r = self.expect("push a manifest", r, &[StatusCode::CREATED, StatusCode::OK]).await?;
         self.check_digest_header(&r, &digest)?;
-        Ok(digest)
+        let indexed = r.headers().contains_key("oci-subject");
+        Ok((digest, indexed))
     }
 
     /// The digest of manifest `reference` of `repo`, `None` when there is none.

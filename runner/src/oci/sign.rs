@@ -1,9 +1,10 @@
 //! Provenance and signatures: an SLSA v1.0 provenance (an in-toto Statement v1) in a DSSE
 //! envelope, and a cosign-compatible key-based signature (the "simple signing" payload,
 //! ECDSA P-256 / SHA-256, DER, base64), attached under cosign's tag scheme:
-//! `sha256-<hex>.sig` and `sha256-<hex>.att` in each repository pushed to. `cosign verify
-//! --key` and `cosign verify-attestation --key` read them; `openssl dgst -sha256 -verify`
-//! checks the signature of the payload blob.
+//! `sha256-<hex>.sig` and `sha256-<hex>.att` in each repository pushed to, and as OCI 1.1
+//! referrers of the image (see [`attach`]). `cosign verify --key` and `cosign
+//! verify-attestation --key` read them; `openssl dgst -sha256 -verify` checks the signature of
+//! the payload blob.
 
 use std::collections::BTreeMap;
 
@@ -15,9 +16,9 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::build::{Base, BuildRequest};
-use super::image::{Descriptor, Manifest, RootFs, media};
+use super::image::{Descriptor, Index, Manifest, RootFs, media};
 use super::reference::Reference;
-use super::registry::{Blob, Session, sha256_digest};
+use super::registry::{Blob, Session};
 use super::{Log, OciError};
 
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -163,7 +164,14 @@ pub fn simple_signing_payload(name: &str, digest: &str) -> Vec<u8> {
     .expect("payloads serialise")
 }
 
-/// Pushes the `.sig` and `.att` images of `digest` to `repo`.
+/// The `artifactType` of the signature manifest (cosign's, for OCI 1.1 referrers).
+pub const SIGNATURE_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+
+/// Pushes the `.sig` and `.att` manifests of `digest` to `repo` under cosign's tags, each with
+/// `subject` (the image) and an `artifactType`. A registry with the OCI referrers API indexes
+/// them from `subject` as they are pushed (it answers `OCI-Subject`); for one without it (such
+/// as Debian's docker-registry 2.8), they are also listed in the `sha256-<hex>` image index,
+/// OCI distribution 1.1's referrers tag schema, so that referrers clients find them there.
 #[allow(clippy::too_many_arguments)]
 pub async fn attach(
     session: &Session,
@@ -186,12 +194,15 @@ pub async fn attach(
         digest: digest.to_owned(),
         size: manifest_size,
         platform: None,
+        artifact_type: None,
         annotations: BTreeMap::new(),
     };
     let created = jiff::Timestamp::from_second(epoch as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH).to_string();
-    for (suffix, blob, layer_type, annotations) in [
-        ("sig", payload, SIMPLE_SIGNING, BTreeMap::from([(SIGNATURE_ANNOTATION.to_owned(), sig.clone())])),
-        ("att", env, DSSE, BTreeMap::from([("predicateType".to_owned(), SLSA_V1.to_owned())])),
+    let mut referrers: Vec<Descriptor> = Vec::new();
+    let mut indexed = true;
+    for (suffix, blob, layer_type, artifact, annotations) in [
+        ("sig", payload, SIMPLE_SIGNING, SIGNATURE_ARTIFACT, BTreeMap::from([(SIGNATURE_ANNOTATION.to_owned(), sig.clone())])),
+        ("att", env, DSSE, DSSE, BTreeMap::from([("predicateType".to_owned(), SLSA_V1.to_owned())])),
     ] {
         let layer = Blob::memory(blob);
         let config = serde_json::json!({
@@ -208,20 +219,67 @@ pub async fn attach(
                 digest: config.digest.clone(),
                 size: config.size,
                 platform: None,
+                artifact_type: None,
                 annotations: BTreeMap::new(),
             },
-            vec![Descriptor { media_type: layer_type.into(), digest: layer.digest.clone(), size: layer.size, platform: None, annotations }],
+            vec![Descriptor {
+                media_type: layer_type.into(),
+                digest: layer.digest.clone(),
+                size: layer.size,
+                platform: None,
+                artifact_type: None,
+                annotations,
+            }],
         );
         manifest.subject = Some(subject.clone());
+        manifest.artifact_type = Some(artifact.to_owned());
         let bytes = manifest.to_bytes();
-        let d = session.put_manifest(repo, &format!("{tag}.{suffix}"), media::OCI_MANIFEST, &bytes).await?;
+        let (d, subject_indexed) = session.put_manifest_referring(repo, &format!("{tag}.{suffix}"), media::OCI_MANIFEST, &bytes).await?;
+        indexed &= subject_indexed;
         log.line(format!(
             "  attached {name}:{tag}.{suffix} ({})",
             if suffix == "sig" { "cosign signature" } else { "SLSA v1.0 provenance, DSSE" }
         ))
         .await;
-        debug_assert_eq!(d, sha256_digest(&bytes));
+        referrers.push(Descriptor {
+            media_type: media::OCI_MANIFEST.into(),
+            digest: d,
+            size: bytes.len() as u64,
+            platform: None,
+            artifact_type: Some(artifact.to_owned()),
+            annotations: BTreeMap::new(),
+        });
     }
+    if indexed {
+        log.line("  the registry indexes them as referrers of the image (OCI referrers API)").await;
+        return Ok(());
+    }
+    // The referrers tag schema: the `sha256-<hex>` index lists the manifests whose subject is
+    // the image. One that is not an index is someone else's tag: left alone.
+    let mut index = match session.manifest_digest(repo, &tag).await? {
+        None => Index { schema_version: 2, media_type: Some(media::OCI_INDEX.into()), manifests: Vec::new() },
+        Some(_) => {
+            let fetched = session.get_manifest(repo, &tag).await?;
+            match serde_json::from_slice::<Index>(&fetched.bytes) {
+                Ok(index) if fetched.media_type.starts_with(media::OCI_INDEX) => index,
+                _ => {
+                    log.line(format!("  `{name}:{tag}` is not a referrers index (some other image?): it is left as it is")).await;
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let before = index.manifests.len();
+    for r in referrers {
+        if !index.manifests.iter().any(|m| m.digest == r.digest) {
+            index.manifests.push(r);
+        }
+    }
+    if index.manifests.len() != before {
+        let bytes = serde_json::to_vec(&index).expect("indexes serialise");
+        session.put_manifest(repo, &tag, media::OCI_INDEX, &bytes).await?;
+    }
+    log.line(format!("  no referrers API at {host}: listed in the referrers index `{name}:{tag}` (OCI 1.1's fallback tag)")).await;
     Ok(())
 }
 

@@ -51,6 +51,8 @@ pub struct Shared {
     pub pipeline_id: u64,
     /// Short unique id of this run, in container names and labels.
     pub run_id: String,
+    /// `--sign-key`: what `piste/image-build@v1` signs with.
+    pub signing_key: Option<scheduler::protocol::SigningKey>,
 }
 
 /// The result of one attempt, for the engine and the summary.
@@ -110,12 +112,14 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         tmp_dir: shared.cas.root(),
         ledger: None,
         state_dir: &shared.inputs.steps_dir,
+        signing_key: shared.signing_key.as_ref().map(|k| k.0.as_str()),
     };
 
     let (log, rx) = LogWriter::channel(64);
     let log_path = shared.log_dir.join(format!("{}.log", log_name(&pj.name)));
     // `--secret` values are masked variables of the spec: one list, with their encodings.
-    let secret_values = spec.masked_values();
+    let mut secret_values = spec.masked_values();
+    secret_values.extend(shared.signing_key.iter().flat_map(|k| k.mask_values()));
     let events = shared.stream_logs.then(|| shared.events.clone());
     let pump = tokio::spawn({
         let name = pj.name.clone();

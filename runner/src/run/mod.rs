@@ -50,6 +50,9 @@ pub struct RunConfig {
     pub default_image: Option<String>,
     /// Send each log line as an event (the terminal and JSON outputs need them).
     pub stream_logs: bool,
+    /// `--sign-key`: a PKCS#8 PEM ECDSA P-256 key `piste/image-build@v1` signs images with
+    /// (never a variable of the jobs); `None`: images are unsigned, and their logs say so.
+    pub signing_key: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,7 @@ pub async fn run_pipeline(
         default_image: config.default_image.clone(),
         pipeline_id,
         run_id: run_id(pipeline_id),
+        signing_key: config.signing_key.clone().map(scheduler::protocol::SigningKey),
     });
 
     let concurrency = config.concurrency.max(1);

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Inputs, Outputs, StepContext, StepError, check_inputs, expand_input, find, output_variable};
 use crate::executor::{Executor, FailureReason, JobRequest, Outcome};
-use crate::job::{GREEN, RESET, error, section_end, section_start};
+use crate::job::{AttemptEnv, GREEN, RESET, error, section_end, section_start};
 use crate::joblog::LogWriter;
 
 /// How the steps ended.
@@ -31,7 +31,7 @@ pub(crate) async fn run_steps(
     base: &JobRequest,
     masked: &[(String, String)],
     workspace: &Path,
-    state_dir: &Path,
+    env: &AttemptEnv<'_>,
     executor: &dyn Executor,
     log: &LogWriter,
     cancel: &CancellationToken,
@@ -83,7 +83,17 @@ pub(crate) async fn run_steps(
                     vars.extend(outputs.iter().flat_map(|(s, o)| o.iter().map(move |(k, v)| (output_variable(s, k), v.clone()))));
                     let inputs = expand_inputs(inputs, &vars, &outputs)?;
                     check_inputs(builtin.def(), &inputs)?;
-                    let cx = StepContext { name: &step.name, inputs, vars: &base.env, masked, workspace, state_dir, log, cancel };
+                    let cx = StepContext {
+                        name: &step.name,
+                        inputs,
+                        vars: &base.env,
+                        masked,
+                        workspace,
+                        state_dir: env.state_dir,
+                        signing_key: env.signing_key,
+                        log,
+                        cancel,
+                    };
                     match tokio::time::timeout(remaining, builtin.run(cx)).await {
                         Ok(r) => r,
                         Err(_) => Err(StepError::Failed("the job's timeout was reached".into())),

@@ -16,7 +16,8 @@ impl BuiltinStep for GitopsBump {
     fn run<'a>(&'a self, cx: StepContext<'a>) -> StepFuture<'a> {
         Box::pin(async move {
             let bump = bump_of(&cx)?;
-            cx.log.line(format!("Bumping {} in `{}` of `{}` to `{}`", describe(&bump.target), bump.file, bump.repo, bump.value)).await;
+            let repo = git_remote::redact(&bump.repo);
+            cx.log.line(format!("Bumping {} in `{}` of `{repo}` to `{}`", describe(&bump.target), bump.file, bump.value)).await;
             let task = tokio::task::spawn_blocking(move || gitops::bump(&bump));
             let done = tokio::select! {
                 done = task => done.map_err(|e| StepError::System(format!("the bump stopped: {e}")))?,
@@ -33,6 +34,7 @@ impl BuiltinStep for GitopsBump {
                 Err(BumpError::Input(m)) => Err(StepError::Input(m)),
                 Err(e @ (BumpError::Refused { .. } | BumpError::TooManyAttempts(_))) => Err(StepError::Failed(e.to_string())),
                 Err(e @ BumpError::Git { .. }) => Err(StepError::Failed(crate::job::error_chain(&e))),
+                Err(e @ BumpError::Remote { .. }) => Err(StepError::Failed(e.to_string())),
                 Err(BumpError::Io(m)) => Err(StepError::System(m)),
             }
         })
@@ -90,6 +92,9 @@ fn bump_of(cx: &StepContext<'_>) -> Result<Bump, StepError> {
         target,
         value: i.required("value")?.to_string(),
         auth,
+        // Relative to the checkout, or absolute (a bundle of the runner's host).
+        ca_file: i.text("ca_file").map(|f| cx.workspace.join(f)),
+        known_hosts: secret("known_hosts_variable")?,
         author: i.text("author").map(str::to_string),
         message: i.text("message").map(str::to_string),
         origin,

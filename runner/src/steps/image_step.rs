@@ -1,11 +1,13 @@
 //! `piste/image-build@v1` and `piste/image-copy@v1` as built-in steps: inputs → [`crate::oci`]
-//! requests, outputs `digest` and `ref` (`repo@sha256:…`), so a step named `image` gives later
-//! jobs `IMAGE_DIGEST` and `IMAGE_REF`. Registry credentials are read from the job's variables
+//! requests, outputs `digest`, `ref` (`repo@sha256:…`), `tags` (the references pushed, space
+//! separated) and, for a build, `signed` (`true`/`false`), so a step named `image` gives later
+//! jobs `IMAGE_DIGEST`, `IMAGE_REF`, `IMAGE_TAGS` and `IMAGE_SIGNED`. Registry credentials are read from the job's variables
 //! named by inputs (or `DOCKER_AUTH_CONFIG` / `DOCKER_AUTH`), in this process: they never reach
 //! the job's container or files.
 
 use pipeline_spec::steps::{IMAGE_BUILD, IMAGE_COPY, StepDef};
 
+use super::kaniko_args::ExtraArgs;
 use super::{BuiltinStep, Inputs, StepContext, StepError, StepFuture};
 use crate::oci::{self, BuildRequest, CopyRequest, Credentials, Login, OciError, Provenance, RegistryOptions};
 
@@ -19,11 +21,38 @@ impl BuiltinStep for ImageBuild {
 
     fn run<'a>(&'a self, cx: StepContext<'a>) -> StepFuture<'a> {
         Box::pin(async move {
-            let req = build_request(&cx, build_destinations(&cx.inputs)?)?;
+            let extra =
+                ExtraArgs::parse(&cx.inputs.list("extra_args").join(" "), |k| cx.var(k).map(str::to_string)).map_err(StepError::Input)?;
+            if !extra.ignored.is_empty() {
+                cx.log.line(format!("extra_args: ignored (kaniko's own machinery): {}", extra.ignored.join(" "))).await;
+            }
+            let req = build_request(&cx, &extra)?;
+            if cx.signing_key.is_some() {
+                let ignored = if cx.inputs.text("signing_key_variable").is_some() { " (`signing_key_variable` is ignored)" } else { "" };
+                cx.log.line(format!("Signing with the runner's key{ignored}")).await;
+            }
             let log = cx.log.clone();
-            let out = on_own_thread(cx.cancel, "image build", move || async move { oci::build::build_and_push(&req, &log).await }).await?;
+            let sarif_path = cx.workspace.join(crate::leaks::SARIF_FILE);
+            let out = on_own_thread(cx.cancel, "image build", move || async move {
+                let built = oci::build::build_and_push(&req, &log).await;
+                // The leak gate's findings, as for artifacts: SARIF in the job's workspace.
+                if let Err(OciError::Leak { sarif, .. }) = &built {
+                    let text = serde_json::to_vec_pretty(sarif).unwrap_or_default();
+                    match tokio::fs::write(&sarif_path, text).await {
+                        Ok(()) => log.line(format!("leak gate: findings written to `{}` (SARIF 2.1.0)", crate::leaks::SARIF_FILE)).await,
+                        Err(e) => log.line(format!("leak gate: `{}` could not be written: {e}", crate::leaks::SARIF_FILE)).await,
+                    }
+                }
+                built
+            })
+            .await?;
             cx.log.line(format!("Pushed {} ({})", out.image_ref, out.references.join(", "))).await;
-            Ok(vec![("digest".into(), out.digest), ("ref".into(), out.image_ref)])
+            Ok(vec![
+                ("digest".into(), out.digest),
+                ("ref".into(), out.image_ref),
+                ("tags".into(), out.references.join(" ")),
+                ("signed".into(), out.signed.to_string()),
+            ])
         })
     }
 }
@@ -36,10 +65,12 @@ impl BuiltinStep for ImageCopy {
     fn run<'a>(&'a self, cx: StepContext<'a>) -> StepFuture<'a> {
         Box::pin(async move {
             let destinations = destinations(&cx.inputs)?;
-            let req = CopyRequest { source: cx.inputs.required("source")?.to_string(), destinations, registry: registry(&cx)? };
+            let source = cx.inputs.required("source")?.to_string();
+            let hosts: Vec<String> = destinations.iter().cloned().chain(std::iter::once(source.clone())).collect();
+            let req = CopyRequest { source, destinations, registry: registry(&cx, &hosts, &[])? };
             let log = cx.log.clone();
             let out = on_own_thread(cx.cancel, "image copy", move || async move { oci::copy::copy(&req, &log).await }).await?;
-            Ok(vec![("digest".into(), out.digest), ("ref".into(), out.image_ref)])
+            Ok(vec![("digest".into(), out.digest), ("ref".into(), out.image_ref), ("tags".into(), out.references.join(" "))])
         })
     }
 }
@@ -127,7 +158,9 @@ fn named_var<'c>(cx: &'c StepContext<'_>, input: &str) -> Result<Option<&'c str>
     }
 }
 
-fn registry(cx: &StepContext<'_>) -> Result<RegistryOptions, StepError> {
+/// Registry options; `references` are the images the step reaches (their registries get the
+/// user and password inputs), `insecure` more plain-HTTP registries.
+fn registry(cx: &StepContext<'_>, references: &[String], insecure: &[String]) -> Result<RegistryOptions, StepError> {
     let config = match named_var(cx, "auth_config_variable")? {
         Some(json) => Some(json),
         None => cx.var("DOCKER_AUTH_CONFIG").or_else(|| cx.var("DOCKER_AUTH")).filter(|v| !v.is_empty()),
@@ -138,10 +171,8 @@ fn registry(cx: &StepContext<'_>) -> Result<RegistryOptions, StepError> {
     };
     match (named_var(cx, "username_variable")?, named_var(cx, "password_variable")?) {
         (Some(username), Some(password)) => {
-            let mut hosts: Vec<String> = build_destinations(&cx.inputs)?;
-            hosts.extend(cx.inputs.text("source").map(str::to_string));
-            for reference in hosts {
-                let r = oci::Reference::parse(&reference).map_err(|e| StepError::Input(e.to_string()))?;
+            for reference in references {
+                let r = oci::Reference::parse(reference).map_err(|e| StepError::Input(e.to_string()))?;
                 credentials.insert(&r.registry, Login { username: username.to_string(), password: password.to_string() });
             }
         }
@@ -149,12 +180,32 @@ fn registry(cx: &StepContext<'_>) -> Result<RegistryOptions, StepError> {
         _ => return Err(StepError::Input("give both `username_variable` and `password_variable`, or neither".into())),
     }
     let ca_bundle = cx.inputs.text("ca_file").map(|f| cx.workspace.join(f));
-    let insecure = cx.inputs.list("insecure_registries").into_iter().map(str::to_string).collect();
-    Ok(RegistryOptions { credentials, ca_bundle, insecure })
+    let mut all_insecure: Vec<String> = cx.inputs.list("insecure_registries").into_iter().map(str::to_string).collect();
+    all_insecure.extend(insecure.iter().cloned());
+    Ok(RegistryOptions { credentials, ca_bundle, insecure: all_insecure })
 }
 
-fn build_request(cx: &StepContext<'_>, destinations: Vec<String>) -> Result<BuildRequest, StepError> {
+fn build_request(cx: &StepContext<'_>, extra: &ExtraArgs) -> Result<BuildRequest, StepError> {
     let i = &cx.inputs;
+    let mut destinations = build_destinations(i)?;
+    destinations.extend(extra.destinations.iter().cloned());
+    let mut insecure = extra.insecure.clone();
+    if extra.insecure_destinations {
+        for d in &destinations {
+            insecure.push(oci::Reference::parse(d).map_err(|e| StepError::Input(e.to_string()))?.registry);
+        }
+    }
+    let target = match (i.text("target"), &extra.target) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(StepError::Input(format!("`target: {a}` and `extra_args`' `--target {b}` disagree: give one")));
+        }
+        (Some(a), _) => Some(a.to_string()),
+        (None, b) => b.clone(),
+    };
+    let mut build_args = pairs(i, "build_args")?;
+    build_args.extend(extra.build_args.iter().cloned());
+    let mut labels = pairs(i, "labels")?;
+    labels.extend(extra.labels.iter().cloned());
     let context = cx.workspace.join(i.text("context").unwrap_or("."));
     if !context.starts_with(cx.workspace) || i.text("context").is_some_and(|c| c.split('/').any(|p| p == "..")) {
         return Err(StepError::Input("`context` must stay inside the checkout".into()));
@@ -180,16 +231,21 @@ fn build_request(cx: &StepContext<'_>, destinations: Vec<String>) -> Result<Buil
     Ok(BuildRequest {
         context,
         dockerfile: i.text("dockerfile").unwrap_or("Dockerfile").into(),
+        registry: registry(cx, &destinations, &insecure)?,
         destinations,
-        build_args: pairs(i, "build_args")?,
-        target: i.text("target").map(str::to_string),
+        build_args,
+        target,
         source_date_epoch: source_date_epoch(cx)?,
-        labels: pairs(i, "labels")?,
+        labels,
+        registry_mirrors: extra.mirrors.clone(),
         source: var("CI_PROJECT_URL"),
         revision: var("CI_COMMIT_SHA"),
-        registry: registry(cx)?,
         masked,
-        signing_key: named_var(cx, "signing_key_variable")?.map(str::to_string),
+        // The runner's key (the server's, or `piste run --sign-key`) wins over a job's own.
+        signing_key: match cx.signing_key {
+            Some(key) => Some(key.to_string()),
+            None => named_var(cx, "signing_key_variable")?.map(str::to_string),
+        },
         provenance: Provenance {
             builder_id: format!("https://piste.dev/runner/{}", var("CI_RUNNER_DESCRIPTION").unwrap_or_else(|| "local".into())),
             invocation_id: format!("{}/{}", var("CI_PIPELINE_ID").unwrap_or_default(), var("CI_JOB_ID").unwrap_or_default()),

@@ -18,6 +18,7 @@ pub(crate) mod exec;
 pub mod gitops;
 mod gitops_step;
 mod image_step;
+pub mod kaniko_args;
 pub mod yaml_edit;
 
 use std::future::Future;
@@ -73,6 +74,9 @@ pub struct StepContext<'a> {
     /// A directory of the runner that outlives jobs (cached clones, ...), never inside a job's
     /// workspace.
     pub state_dir: &'a Path,
+    /// The runner's image signing key (the server's `[signing]` key or `piste run
+    /// --sign-key`), PEM; never one of the job's variables.
+    pub signing_key: Option<&'a str>,
     /// The job's log: say what the step sent, skipped, retried and produced.
     pub log: &'a LogWriter,
     pub cancel: &'a CancellationToken,

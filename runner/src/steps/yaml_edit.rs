@@ -378,6 +378,54 @@ fn collect_scalars<'t>(t: &'t Tree, out: &mut Vec<&'t Scalar>) {
 }
 
 /// Replaces scalar `s` with `value` in its own style, then checks the whole document.
+/// Whether `file` is an Argo CD parameter override file, `.argocd-source-<app>.yaml` (or the
+/// app-less `.argocd-source.yaml`), where `key` and `kustomize_image` mean Argo CD's lists.
+pub fn is_argocd_source(file: &str) -> bool {
+    let name = file.rsplit('/').next().unwrap_or(file);
+    name.starts_with(".argocd-source") && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// In an Argo CD override file, sets the `value` of the `helm.parameters` entry called `name`
+/// (what `argocd app set --helm-set` and Argo CD Image Updater write).
+pub fn set_argocd_helm_parameter(text: &str, name: &str, value: &str) -> Result<Edit, EditError> {
+    let tree = parse(text)?;
+    let params = tree
+        .get("helm")
+        .and_then(|h| h.get("parameters"))
+        .ok_or_else(|| EditError::NotFound("the file has no `helm.parameters` list".into()))?;
+    let Tree::Seq(items) = params else { return Err(EditError::Unsupported("`helm.parameters` is not a list".into())) };
+    let entry = items.iter().find(|it| it.get("name").and_then(Tree::scalar).is_some_and(|s| s.value == name)).ok_or_else(|| {
+        let names: Vec<&str> = items.iter().filter_map(|it| it.get("name").and_then(Tree::scalar)).map(|s| s.value.as_str()).collect();
+        EditError::NotFound(format!("`helm.parameters` has no parameter named `{name}` (it has: {})", names.join(", ")))
+    })?;
+    let s = entry
+        .get("value")
+        .and_then(Tree::scalar)
+        .ok_or_else(|| EditError::NotFound(format!("the parameter `{name}` has no single `value`")))?;
+    replace(text, s, value)
+}
+
+/// In an Argo CD override file, sets the `kustomize.images` item of image `name` — an item
+/// `name=…`, or one whose image name is `name` — to `value`, keeping the `name=` form.
+pub fn set_argocd_kustomize_image(text: &str, name: &str, value: &str) -> Result<Edit, EditError> {
+    let tree = parse(text)?;
+    let images = tree
+        .get("kustomize")
+        .and_then(|k| k.get("images"))
+        .ok_or_else(|| EditError::NotFound("the file has no `kustomize.images` list".into()))?;
+    let Tree::Seq(items) = images else { return Err(EditError::Unsupported("`kustomize.images` is not a list".into())) };
+    let named = |s: &Scalar| match s.value.split_once('=') {
+        Some((old, _)) => old == name,
+        None => ImageRef::parse(&s.value).name == name,
+    };
+    let s = items.iter().filter_map(Tree::scalar).find(|s| named(s)).ok_or_else(|| {
+        let have: Vec<&str> = items.iter().filter_map(Tree::scalar).map(|s| s.value.as_str()).collect();
+        EditError::NotFound(format!("`kustomize.images` has no image `{name}` (it has: {})", have.join(", ")))
+    })?;
+    let new = if s.value.contains('=') { format!("{name}={value}") } else { value.to_string() };
+    replace(text, s, &new)
+}
+
 fn replace(text: &str, s: &Scalar, value: &str) -> Result<Edit, EditError> {
     if s.value == value {
         return Ok(Edit { text: text.to_string(), old: s.value.clone(), new: value.to_string() });
@@ -460,6 +508,27 @@ fn plain_safe(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Argo CD's override file, as Argo CD Image Updater writes it: one line changes.
+    #[test]
+    fn argocd_source_files_have_their_helm_parameters_and_kustomize_images_set() {
+        let helm = "helm:\n  parameters:\n  - name: image.name\n    value: registry.local/app/web\n    forcestring: true\n  - name: image.tag\n    value: \"1.0.0\"   # set by CI\n    forcestring: true\n";
+        let e = set_argocd_helm_parameter(helm, "image.tag", "1.4.2").unwrap();
+        assert_eq!(e.text, helm.replace("value: \"1.0.0\"", "value: \"1.4.2\""));
+        assert_eq!(diff_lines(helm, &e.text), 1);
+        let err = set_argocd_helm_parameter(helm, "image.digest", "x").unwrap_err().to_string();
+        assert!(err.contains("no parameter named `image.digest` (it has: image.name, image.tag)"), "{err}");
+        let digest = format!("sha256:{}", "c".repeat(64));
+        let kustomize = "kustomize:\n  images:\n  - web=registry.local/app/web:1.0.0\n  - registry.local/app/api:2.0\n";
+        let e = set_argocd_kustomize_image(kustomize, "web", &format!("registry.local/app/web@{digest}")).unwrap();
+        assert_eq!(e.text, kustomize.replace("web=registry.local/app/web:1.0.0", &format!("web=registry.local/app/web@{digest}")));
+        let e = set_argocd_kustomize_image(kustomize, "registry.local/app/api", "registry.local/app/api:2.1").unwrap();
+        assert_eq!(diff_lines(kustomize, &e.text), 1);
+        assert!(e.text.contains("  - registry.local/app/api:2.1\n"));
+        assert!(set_argocd_kustomize_image(helm, "web", "x").unwrap_err().to_string().contains("no `kustomize.images` list"));
+        assert!(is_argocd_source("apps/prod/.argocd-source-web.yaml") && is_argocd_source(".argocd-source.yml"));
+        assert!(!is_argocd_source("envs/prod/values.yaml"));
+    }
 
     fn diff_lines(a: &str, b: &str) -> usize {
         let (la, lb): (Vec<_>, Vec<_>) = (a.split('\n').collect(), b.split('\n').collect());

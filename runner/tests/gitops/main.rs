@@ -1,5 +1,14 @@
 //! `piste/gitops-bump@v1` against real deployment repositories: a bare repository served by
-//! `git daemon --enable=receive-pack` on 127.0.0.1 (started and stopped here), and a plain path.
+//! `git daemon --enable=receive-pack` on 127.0.0.1 (started and stopped here), a plain path,
+//! and (`transport`) HTTPS through nginx and ssh through sshd.
+
+#[path = "../../../server/tests/common/https.rs"]
+mod https_forge;
+#[path = "../../../server/tests/common/ssh.rs"]
+mod ssh_forge;
+#[path = "../../../server/tests/common/tls.rs"]
+mod tls_ca;
+mod transport;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -147,6 +156,22 @@ impl Remote {
         self.git(&["rev-list", "--count", "main"]).parse().unwrap()
     }
 
+    /// A commit changing `file` on top of `main`, pushed to `refs/foreign/aside` (not `main`).
+    fn commit_aside(&self, file: &str, text: &str) -> String {
+        let work = self.home().join("work");
+        std::fs::write(work.join(file), text).unwrap();
+        let g = |args: &[&str]| {
+            let mut c = git_in(self.home(), &work);
+            c.args(args);
+            run(c)
+        };
+        g(&["fetch", "-q", "origin", "main"]);
+        g(&["reset", "-q", "--soft", "origin/main"]);
+        g(&["commit", "-q", "-m", &format!("edit {file}"), "--", file]);
+        g(&["push", "-q", "origin", "HEAD:refs/foreign/aside"]);
+        g(&["rev-parse", "HEAD"])
+    }
+
     fn hook(&self, name: &str, script: &str) {
         let path = self.bare().join("hooks").join(name);
         std::fs::write(&path, script).unwrap();
@@ -162,6 +187,8 @@ impl Remote {
             target,
             value: value.into(),
             auth: Auth::None,
+            ca_file: None,
+            known_hosts: None,
             author: Some("Piste Bot <bot@example.com>".into()),
             message: None,
             origin: Origin { project: "group/app".into(), pipeline, job: "42".into() },
@@ -312,8 +339,38 @@ fn bad_inputs_are_clear_errors_and_the_default_branch_is_the_remotes() {
     assert!(matches!(bump(&escape), Err(BumpError::Input(_))));
     let relative = Bump { repo: "deploy.git".into(), ..remote.bump(key("a"), "1", 74) };
     assert!(bump(&relative).unwrap_err().to_string().contains("is a relative path"));
-    if !git2::Version::get().https() {
-        let https = Bump { repo: "https://git.example.test/deploy.git".into(), ..remote.bump(key("a"), "1", 75) };
-        assert!(bump(&https).unwrap_err().to_string().contains("built without https support"));
-    }
+    let ftp = Bump { repo: "ftp://git.example.test/deploy.git".into(), ..remote.bump(key("a"), "1", 75) };
+    assert!(bump(&ftp).unwrap_err().to_string().contains("unsupported URL"));
+}
+
+/// Argo CD's `.argocd-source-<app>.yaml` (what Argo CD Image Updater writes back): `key` is a
+/// `helm.parameters` name there, `kustomize_image` a `kustomize.images` item.
+#[test]
+fn argocd_override_files_are_bumped_by_parameter_and_image() {
+    let remote = Remote::new();
+    let text = "helm:\n  parameters:\n  - name: image.tag\n    value: 1.0.0\n    forcestring: true\nkustomize:\n  images:\n  - web=registry.local/app/web:1.0.0\n";
+    let work = remote.home().join("work");
+    std::fs::create_dir_all(work.join("apps/prod")).unwrap();
+    std::fs::write(work.join("apps/prod/.argocd-source-web.yaml"), text).unwrap();
+    let g = |args: &[&str]| {
+        let mut c = git_in(remote.home(), &work);
+        c.args(args);
+        run(c)
+    };
+    g(&["add", "-A"]);
+    g(&["commit", "-q", "-m", "argocd overrides"]);
+    g(&["push", "-q", "origin", "main"]);
+    let file = "apps/prod/.argocd-source-web.yaml";
+    let b = Bump { file: file.into(), ..remote.bump(key("image.tag"), "1.4.2", 80) };
+    assert!(bump(&b).unwrap().changed);
+    assert_eq!(remote.git(&["diff", "--numstat", "main~1", "main"]), format!("1\t1\t{file}"));
+    let digest = format!("sha256:{}", "d".repeat(64));
+    let k =
+        Bump { file: file.into(), ..remote.bump(Target::KustomizeImage("web".into()), &format!("registry.local/app/web@{digest}"), 81) };
+    assert!(bump(&k).unwrap().changed);
+    assert_eq!(
+        remote.show("main", file),
+        text.replace("value: 1.0.0", "value: 1.4.2")
+            .replace("web=registry.local/app/web:1.0.0", &format!("web=registry.local/app/web@{digest}"))
+    );
 }

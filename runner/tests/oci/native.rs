@@ -231,3 +231,42 @@ async fn a_503_during_an_upload_is_retried_and_the_push_completes() {
     assert!(text.contains("uploaded, 2 retries"), "{text}");
     assert_eq!(reg.digest_of("app/flaky:1"), out.digest, "the registry has the image, digest checked");
 }
+
+/// `COPY --from=<image>` reads that image's layers, and `COPY --from=<stage>` finds what the
+/// stage's base image holds; the result runs in the Docker Engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_an_image_and_from_a_stages_base_image_reads_their_layers() {
+    let reg = Registry::start(Auth::None).await;
+    let base_digest = reg.push_base().await;
+    let base = format!("{}/base/busybox:1", reg.host);
+    let root = tempfile::tempdir().unwrap();
+    let ctx = root.path().join("ctx");
+    let dockerfile = format!(
+        "FROM {base} AS builder\nCOPY greeting.txt /work/\n\n\
+         FROM scratch\nCOPY --from={base} /bin /bin\nCOPY --from=builder /etc/passwd /etc/passwd\n\
+         COPY --from=builder /work/greeting.txt /greeting.txt\nCMD [\"/bin/sh\", \"-c\", \"cat /greeting.txt; head -1 /etc/passwd; ls -l /bin/cat\"]\n"
+    );
+    write_files(&ctx, &[("Dockerfile", &dockerfile, 0o644), ("greeting.txt", "hello from the context\n", 0o644)]);
+    let log = Collected::new();
+    let req = request(&reg, &ctx, &["app/copied:1"]);
+    let out = build_and_push(&req, &log.writer).await.unwrap_or_else(|e| panic!("{e}"));
+    let text = log.text().await;
+    assert!(out.native, "no `RUN`: assembled natively");
+    assert_eq!(out.base_images, [format!("{}/base/busybox@{base_digest}", reg.host)], "the image copied from is recorded");
+    assert_eq!(text.matches("fetched layer").count(), 1, "the base layer is fetched once for both copies:\n{text}");
+
+    let image = format!("{}/app/copied@{}", reg.host, out.digest);
+    let run = docker_cli(&["run", "--rm", &image]);
+    let _ = docker_cli(&["rmi", &image]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "docker run failed: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("hello from the context") && stdout.contains("root:x:0:0:root"), "{stdout}");
+    assert!(stdout.contains("/bin/cat -> busybox"), "links are copied as links: {stdout}");
+
+    // A path the image does not have: the line, the path and the image.
+    write_files(&ctx, &[("Dockerfile", &format!("FROM scratch\nCOPY --from={base} /usr/bin/env /env\n"), 0o644)]);
+    let log = Collected::new();
+    let err = build_and_push(&request(&reg, &ctx, &["app/copied:2"]), &log.writer).await.unwrap_err().to_string();
+    drop(log);
+    assert!(err.ends_with(&format!("Dockerfile:2:1: `/usr/bin/env` is not in the image `{base}`")), "{err}");
+}

@@ -9,7 +9,7 @@ use super::support::{Auth, Collected, Registry, openssl, request, write_files};
 async fn get(reg: &Registry, path: &str) -> Vec<u8> {
     let r = reqwest::Client::new()
         .get(format!("http://{}/v2/{path}", reg.host))
-        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
         .send()
         .await
         .unwrap();
@@ -79,4 +79,48 @@ async fn the_signature_and_the_provenance_verify_with_openssl() {
     std::fs::write(&dsse_sig, STANDARD.decode(envelope["signatures"][0]["sig"].as_str().unwrap()).unwrap()).unwrap();
     let verified = openssl(&["dgst", "-sha256"], &[("-verify", &public), ("-signature", &dsse_sig), ("", &pae_file)]);
     assert_eq!(verified.trim(), "Verified OK");
+
+    // Debian's registry has no referrers API: both are listed in the `sha256-<hex>` index, OCI
+    // 1.1's referrers tag schema, with their artifact types.
+    assert!(text.contains(&format!("listed in the referrers index `{}/app/signed:{tag}`", reg.host)), "{text}");
+    let index: serde_json::Value = serde_json::from_slice(&get(&reg, &format!("app/signed/manifests/{tag}")).await).unwrap();
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let listed: Vec<(String, String)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["digest"].as_str().unwrap().to_owned(), m["artifactType"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (reg.digest_of(&format!("app/signed:{tag}.sig")), "application/vnd.dev.cosign.artifact.sig.v1+json".to_owned()),
+            (reg.digest_of(&format!("app/signed:{tag}.att")), "application/vnd.dsse.envelope.v1+json".to_owned()),
+        ]
+    );
+    assert_eq!(sig_manifest["artifactType"], "application/vnd.dev.cosign.artifact.sig.v1+json");
+}
+
+/// A registry with the referrers API (it answers `OCI-Subject`; played here by a proxy in front
+/// of Debian's registry, which has none) indexes the signature itself: no fallback index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_with_the_referrers_api_gets_no_fallback_index() {
+    let reg = Registry::start(Auth::None).await;
+    let proxy = super::support::FlakyProxy::start_with(&reg.host, 0, true);
+    let root = tempfile::tempdir().unwrap();
+    let key = root.path().join("key.pem");
+    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], &[("-out", &key)]);
+    let ctx = root.path().join("ctx");
+    write_files(&ctx, &[("Dockerfile", "FROM scratch\nCOPY app.txt /\n", 0o644), ("app.txt", "app\n", 0o644)]);
+    let log = Collected::new();
+    let mut req = request(&reg, &ctx, &[]);
+    req.destinations = vec![format!("{}/app/referred:1", proxy.host)];
+    req.signing_key = Some(std::fs::read_to_string(&key).unwrap());
+    let out = build_and_push(&req, &log.writer).await.unwrap_or_else(|e| panic!("{e}"));
+    let text = log.text().await;
+    assert!(text.contains("the registry indexes them as referrers of the image (OCI referrers API)"), "{text}");
+    let tag = out.digest.replace(':', "-");
+    let mut tags = reg.tags("app/referred");
+    tags.sort();
+    assert_eq!(tags, ["1".to_owned(), format!("{tag}.att"), format!("{tag}.sig")], "no `{tag}` fallback index");
 }

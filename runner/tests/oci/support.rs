@@ -437,7 +437,9 @@ fn rootfs() -> Vec<u8> {
 }
 
 /// An HTTP proxy in front of a registry that answers `503` to the first `fail` `PATCH`
-/// requests (without forwarding them), as an overloaded registry or load balancer would.
+/// requests (without forwarding them), as an overloaded registry or load balancer would. With
+/// `announce_subject`, it answers a manifest push that has a `subject` with the `OCI-Subject`
+/// header, as a registry with the OCI referrers API does (Debian's registry 2.8 has none).
 pub struct FlakyProxy {
     pub host: String,
     pub failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -446,6 +448,10 @@ pub struct FlakyProxy {
 
 impl FlakyProxy {
     pub fn start(upstream: &str, fail: usize) -> FlakyProxy {
+        FlakyProxy::start_with(upstream, fail, false)
+    }
+
+    pub fn start_with(upstream: &str, fail: usize, announce_subject: bool) -> FlakyProxy {
         use std::sync::atomic::AtomicUsize;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
@@ -462,7 +468,7 @@ impl FlakyProxy {
                         let Ok((client, _)) = listener.accept().await else { return };
                         let (upstream, counter) = (upstream.clone(), counter.clone());
                         tokio::spawn(async move {
-                            let _ = proxy_connection(client, &upstream, &counter, fail).await;
+                            let _ = proxy_connection(client, &upstream, &counter, fail, announce_subject).await;
                         });
                     }
                 };
@@ -490,6 +496,7 @@ async fn proxy_connection(
     upstream: &str,
     counter: &std::sync::atomic::AtomicUsize,
     fail: usize,
+    announce_subject: bool,
 ) -> std::io::Result<()> {
     use std::sync::atomic::Ordering;
     let mut buf: Vec<u8> = Vec::new();
@@ -533,6 +540,12 @@ async fn proxy_connection(
         up.write_all(&forwarded).await?;
         let mut response = Vec::new();
         up.read_to_end(&mut response).await?;
+        let body = &request[end..];
+        if announce_subject && head.starts_with("PUT ") && head.contains("/manifests/") && body.windows(10).any(|w| w == b"\"subject\":") {
+            if let Some(eol) = response.windows(2).position(|w| w == b"\r\n") {
+                response.splice(eol + 2..eol + 2, b"OCI-Subject: announced\r\n".iter().copied());
+            }
+        }
         client.write_all(&response).await?;
     }
 }

@@ -122,10 +122,23 @@ pub struct JobDetail {
     pub has_artifacts: bool,
     /// What the job's `piste/gitops-bump@v1` steps left: (step, deployment commit, changed).
     pub deploys: Vec<(String, String, bool)>,
+    /// What the job's image steps pushed.
+    pub images: Vec<PushedImage>,
     /// Whether the log may still grow: the page then follows it live.
     pub running: bool,
     /// Every attempt, oldest first, each with its own result and log.
     pub attempts: Vec<AttemptLine>,
+}
+
+/// An image a job's `piste/image-build@v1` or `piste/image-copy@v1` step pushed.
+pub struct PushedImage {
+    pub step: String,
+    /// `registry/repository@sha256:…`.
+    pub reference: String,
+    /// Every reference tagged.
+    pub tags: Vec<String>,
+    /// Signed and attested (`None`: a copy, which signs nothing).
+    pub signed: Option<bool>,
 }
 
 /// One attempt of a job, as the job page lists it.
@@ -536,6 +549,20 @@ pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
                 tr { th { "Attempt" } td { (job.attempt) } }
                 tr { th { "Exit code" } td { @if let Some(code) = job.exit_code { (code) } @else { "–" } } }
                 @if job.has_artifacts { tr { th { "Artifacts" } td { a href={ "/api/v1/jobs/" (job.id) "/artifacts" } { "download" } } } }
+                @for image in &job.images {
+                    tr {
+                        th { "Image pushed" }
+                        td.image {
+                            code { (image.reference) }
+                            " (step " code { (image.step) }
+                            @match image.signed { Some(true) => ", signed", Some(false) => ", unsigned", None => "" }
+                            ")"
+                            @if !image.tags.is_empty() {
+                                ul.tags { @for tag in &image.tags { li { code { (tag) } } } }
+                            }
+                        }
+                    }
+                }
                 @for (step, commit, changed) in &job.deploys {
                     tr { th { "Deploy commit" } td { code { (commit) } " (step " code { (step) } @if !*changed { ", already deployed" } ")" } }
                 }

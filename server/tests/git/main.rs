@@ -7,6 +7,8 @@ mod http;
 mod https_forge;
 mod mirror;
 mod resolver;
+#[path = "../common/ssh.rs"]
+mod ssh_forge;
 #[path = "../common/tls.rs"]
 mod tls_ca;
 mod transport;

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use server::config::Config;
 use server::git::{Mirror, Remote};
 
-use crate::https_forge::{HttpsForge, PASSWORD as TOKEN, Proc, USER, run, spawn};
-use crate::{Source, free_port, wait_for};
+use crate::Source;
+use crate::https_forge::{HttpsForge, PASSWORD as TOKEN, USER, run};
+use crate::ssh_forge::SshForge;
 
 /// A bare copy of `src` at `<dir>/repos/app.git`.
 fn bare_copy(src: &Source, dir: &Path) -> PathBuf {
@@ -73,55 +74,20 @@ fn https_with_a_token_and_a_private_ca() {
     assert!(text.contains(url.as_str()) && !text.contains("wrong-token-value"), "{text}");
 }
 
-/// Debian's sshd on an ephemeral port, serving the repositories of `dir/repos` to one key.
-struct SshForge {
-    url: String,
-    key: PathBuf,
-    known_hosts: PathBuf,
-    _sshd: Proc,
-}
-
-impl SshForge {
-    fn new(src: &Source, dir: &Path) -> SshForge {
-        let bare = bare_copy(src, dir);
-        let (host_key, user_key) = (dir.join("host_key"), dir.join("user_key"));
-        for k in [&host_key, &user_key] {
-            run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", "piste-test", "-f", k.to_str().unwrap()]);
-        }
-        std::fs::copy(user_key.with_extension("pub"), dir.join("authorized_keys")).unwrap();
-        // sshd's privilege separation directory (Debian's service makes it at boot).
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let port = free_port();
-        let user = run("id", &["-un"]);
-        let d = dir.display();
-        let conf = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\n\
-             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nAllowUsers {user}\n",
-            host_key.display()
-        );
-        std::fs::write(dir.join("sshd_config"), conf).unwrap();
-        let sshd = spawn("/usr/sbin/sshd", &["-D", "-e", "-f", dir.join("sshd_config").to_str().unwrap()], &dir.join("sshd.log"));
-        wait_for(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-        let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
-        let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
-        let known_hosts = dir.join("known_hosts");
-        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {}\n", host_pub.join(" "))).unwrap();
-        SshForge { url: format!("ssh://{user}@127.0.0.1:{port}{}", bare.display()), key: user_key, known_hosts, _sshd: sshd }
-    }
-}
-
 #[test]
 fn ssh_with_a_key_and_strict_known_hosts() {
     let src = Source::new();
     let one = src.commit(&[(".gitlab-ci.yml", Some("build: {script: [make]}\n"))], "one");
     let dir = src.tmp.path().join("ssh");
-    let forge = SshForge::new(&src, &dir);
+    let bare = bare_copy(&src, &dir);
+    let forge = SshForge::serve(&dir.join("sshd"));
+    let url = forge.url(&bare);
     let c = config(
         &dir,
         &format!(
             "known_hosts = \"{}\"\n[[project]]\nname = \"app\"\nrepo = \"{}\"\nwebhook_secret = \"0123456789\"\nssh_key = \"{}\"\n",
             forge.known_hosts.display(),
-            forge.url,
+            url,
             forge.key.display()
         ),
     );
@@ -135,7 +101,7 @@ fn ssh_with_a_key_and_strict_known_hosts() {
     let mut unknown_host = c.remote(&c.projects[0]);
     unknown_host.known_hosts = Some(empty);
     let text = Mirror::open_or_init(&dir.join("mirrors/strict.git")).unwrap().fetch_from(&unknown_host).unwrap_err().to_string();
-    assert!(text.contains(&forge.url) && text.contains("Host key verification failed"), "{text}");
+    assert!(text.contains(&url) && text.contains("Host key verification failed"), "{text}");
 
     // Another key is refused.
     let other = dir.join("other_key");

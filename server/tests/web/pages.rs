@@ -4,8 +4,8 @@ use insta::assert_snapshot;
 use scheduler::{JobStatus, PipelineStatus};
 use server::reports::{PipelineFailure, PipelineTests, Totals};
 use server::web::pages::{
-    AttemptLine, Bar, ForgeLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, Timeline, job_page, pipeline_page,
-    pipelines_page,
+    AttemptLine, Bar, ForgeLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, PushedImage, Timeline, job_page,
+    pipeline_page, pipelines_page,
 };
 use server::web::render;
 
@@ -198,6 +198,7 @@ fn job(running: bool) -> JobDetail {
         exit_code: (!running).then_some(101),
         has_artifacts: !running,
         deploys: if running { Vec::new() } else { vec![("deploy".into(), "c0ffee".repeat(6) + "c0ff", true)] },
+        images: Vec::new(),
         running,
         attempts: Vec::new(),
     }
@@ -235,6 +236,28 @@ fn finished_job_does_not_follow() {
     let page = job_page(&job(false), &tail);
     assert!(!page.contains("new EventSource") && !page.contains("id=\"follow\""));
     assert_snapshot!(body(page));
+}
+
+/// The images a job pushed: the pinned reference, whether it is signed, every tag, escaped
+/// (the values come from the job's own dotenv report).
+#[test]
+fn pushed_images_are_listed_with_their_tags() {
+    let mut j = job(false);
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    j.images = vec![
+        PushedImage {
+            step: "image".into(),
+            reference: format!("registry.local/app/web@{digest}"),
+            tags: vec!["registry.local/app/web:1.4".into(), "registry.local/app/web:<b>main".into()],
+            signed: Some(true),
+        },
+        PushedImage { step: "promote".into(), reference: format!("registry.local/release/web@{digest}"), tags: vec![], signed: None },
+    ];
+    let page = job_page(&j, &LogTail { html: String::new(), start: 0, end: 0 });
+    assert!(page.contains(&format!("<code>registry.local/app/web@{digest}</code> (step <code>image</code>, signed)")), "{page}");
+    assert!(page.contains("<li><code>registry.local/app/web:1.4</code></li>") && page.contains("web:&lt;b&gt;main"), "{page}");
+    assert!(page.contains(&format!("<code>registry.local/release/web@{digest}</code> (step <code>promote</code>)")), "{page}");
+    assert!(!page.contains("<b>main"), "{page}");
 }
 
 #[test]

@@ -159,6 +159,7 @@ impl FakeState {
             predefined: Vec::new(),
             dotenv: Vec::new(),
             dependencies: Vec::new(),
+            signing_key: None,
         }
     }
 

@@ -1,10 +1,11 @@
 //! `piste/gitops-bump@v1`: change one value in a deployment repository, commit, push.
 //!
-//! Everything happens in the runner process with git2, in a cached bare clone under the
-//! runner's own directory (never the job's workspace): credentials go through git2's callbacks
-//! only, so they are written nowhere. The file is changed with [`super::yaml_edit`] (only the
-//! targeted value's bytes change) and committed as a blob and tree update on the fetched tip; no
-//! working tree is needed.
+//! Everything happens in the runner process, in a cached bare clone under the runner's own
+//! directory (never the job's workspace). The repository is reached by [`link`]: libgit2 for
+//! `git://` and paths, the `git` program for `https://` and ssh (credentials in its environment
+//! or in private temporary files, never on a command line, in a job's files or in a log). The
+//! file is changed with [`super::yaml_edit`] (only the targeted value's bytes change) and
+//! committed as a blob and tree update on the fetched tip with git2; no working tree is needed.
 //!
 //! Safety rules: never a force push (`refs/heads/B` is updated only from the tip it was fetched
 //! at); a rejected push (someone pushed first) is retried on the new tip, at most
@@ -17,10 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use git2::{FetchOptions, PushOptions, RemoteCallbacks, Repository};
+use git2::Repository;
 use sha2::{Digest as _, Sha256};
 
+use self::link::{Link, Pushed};
 use super::yaml_edit::{self, Edit, EditError};
+
+mod link;
 
 /// How many times a bump is tried when pushes are rejected because the branch moved.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -55,8 +59,13 @@ impl Target {
         }
     }
 
-    fn apply(&self, text: &str, value: &str) -> Result<Edit, EditError> {
+    /// Edits `text` (the content of `file`). In Argo CD's `.argocd-source-<app>.yaml`, `key`
+    /// names a `helm.parameters` entry and `kustomize_image` a `kustomize.images` item.
+    fn apply(&self, file: &str, text: &str, value: &str) -> Result<Edit, EditError> {
+        let argocd = yaml_edit::is_argocd_source(file);
         match self {
+            Target::Key(k) if argocd => yaml_edit::set_argocd_helm_parameter(text, k, value),
+            Target::KustomizeImage(n) if argocd => yaml_edit::set_argocd_kustomize_image(text, n, value),
             Target::Key(k) => yaml_edit::set_key_path(text, k, value),
             Target::KustomizeImage(n) => yaml_edit::set_kustomize_image(text, n, value),
             Target::ImagePolicy(p) => yaml_edit::set_flux_marker(text, p, value),
@@ -69,9 +78,9 @@ impl Target {
 pub enum Auth {
     #[default]
     None,
-    /// https: a token (`oauth2` as the user unless one is given).
+    /// https: a token (`oauth2` as the user unless one is given), sent as Basic credentials.
     Token { user: String, token: String },
-    /// ssh: a private key (PEM/OpenSSH text).
+    /// ssh: a private key (PEM/OpenSSH text, without a passphrase).
     SshKey(String),
 }
 
@@ -103,6 +112,11 @@ pub struct Bump {
     pub target: Target,
     pub value: String,
     pub auth: Auth,
+    /// https: a PEM bundle of the certificate authorities to trust (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// ssh: `known_hosts` lines for the server (default: the runner user's
+    /// `~/.ssh/known_hosts`); host keys are always checked strictly.
+    pub known_hosts: Option<String>,
     /// `Name <email>`.
     pub author: Option<String>,
     pub message: Option<String>,
@@ -132,6 +146,10 @@ pub enum BumpError {
     Refused { branch: String, message: String },
     #[error("{what}: {source}")]
     Git { what: String, source: git2::Error },
+    /// The `git` program failed (https, ssh): what was being done, the redacted URL and git's
+    /// own message, scrubbed of credentials.
+    #[error("{what}: {source}")]
+    Remote { what: String, source: git_remote::RemoteError },
     #[error("the branch kept moving: the push was rejected {0} times; try again")]
     TooManyAttempts(u32),
     #[error("{0}")]
@@ -158,13 +176,14 @@ pub fn bump(b: &Bump) -> Result<Bumped, BumpError> {
     if b.file.starts_with('/') || b.file.split('/').any(|c| c == ".." || c == ".git") || b.file.is_empty() {
         return Err(BumpError::Input(format!("`file: {}` must be a path inside the repository", b.file)));
     }
-    check_transport(&b.repo)?;
-    let repo = cached_clone(&b.cache_dir, &b.repo)?;
+    let link = Link::open(&b.repo, &b.auth, b.ca_file.as_deref(), b.known_hosts.as_deref())?;
+    let shown = link.shown();
+    let repo = cached_clone(&b.cache_dir, &shown)?;
     let mut notes = Vec::new();
     let branch = match &b.branch {
         Some(br) if !br.is_empty() => br.trim_start_matches("refs/heads/").to_string(),
         _ => {
-            let br = default_branch(&repo, &b.repo, &b.auth)?;
+            let br = link.default_branch(&repo)?;
             notes.push(format!("The remote's default branch is `{br}`"));
             br
         }
@@ -172,11 +191,11 @@ pub fn bump(b: &Bump) -> Result<Bumped, BumpError> {
     if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
         return Err(BumpError::Input(format!("`{branch}` is not a valid branch name")));
     }
-    let lock = lock_for(&format!("{}\n{branch}", b.repo));
+    let lock = lock_for(&format!("{shown}\n{branch}"));
     let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
     let tracking = format!("refs/piste/remote/{branch}");
     for attempt in 1..=MAX_ATTEMPTS {
-        let tip = fetch(&repo, &b.repo, &branch, &tracking, &b.auth)?;
+        let tip = link.fetch(&repo, &branch, &tracking)?;
         let tip_commit = repo.find_commit(tip).map_err(git("reading the fetched tip"))?;
         notes.push(format!("Fetched `{branch}` at {}", short(tip)));
         if let Some((pipeline, commit)) = newer_bump(&repo, tip, &b.origin, &b.target.trailer(&b.file))? {
@@ -191,19 +210,22 @@ pub fn bump(b: &Bump) -> Result<Bumped, BumpError> {
         let tree = tip_commit.tree().map_err(git("reading the tip's tree"))?;
         let entry = tree
             .get_path(Path::new(&b.file))
-            .map_err(|_| BumpError::Input(format!("`{}` does not exist on `{branch}` of `{}`", b.file, b.repo)))?;
+            .map_err(|_| BumpError::Input(format!("`{}` does not exist on `{branch}` of `{shown}`", b.file)))?;
         let blob = repo.find_blob(entry.id()).map_err(|_| BumpError::Input(format!("`{}` is not a file on `{branch}`", b.file)))?;
         let text = std::str::from_utf8(blob.content()).map_err(|_| BumpError::Input(format!("`{}` is not UTF-8 text", b.file)))?;
-        let edit = b.target.apply(text, &b.value).map_err(|e| BumpError::Input(format!("`{}`: {e}", b.file)))?;
+        let edit = b.target.apply(&b.file, text, &b.value).map_err(|e| BumpError::Input(format!("`{}`: {e}", b.file)))?;
         if !edit.changed() {
             notes.push(format!("`{}` already has {} = `{}`: nothing to commit", b.file, b.target.describe(), b.value));
             return Ok(Bumped { commit: tip.to_string(), changed: false, branch, notes });
         }
         let commit = commit_edit(&repo, &tip_commit, b, &edit)?;
         notes.push(format!("Changed {} in `{}`: `{}` → `{}` (commit {})", b.target.describe(), b.file, edit.old, edit.new, short(commit)));
-        match push(&repo, &b.repo, commit, &branch, &b.auth)? {
+        // One ref per branch: bumps of other branches of the same repository may run at once.
+        let local = format!("refs/piste/push/{branch}");
+        repo.reference(&local, commit, true, "piste gitops bump").map_err(git("preparing the push"))?;
+        match link.push(&repo, &local, &branch)? {
             Pushed::Done => {
-                notes.push(format!("Pushed {} to `{branch}` of `{}`", short(commit), b.repo));
+                notes.push(format!("Pushed {} to `{branch}` of `{shown}`", short(commit)));
                 return Ok(Bumped { commit: commit.to_string(), changed: true, branch, notes });
             }
             Pushed::Moved(why) => {
@@ -217,30 +239,6 @@ pub fn bump(b: &Bump) -> Result<Bumped, BumpError> {
         }
     }
     Err(BumpError::TooManyAttempts(MAX_ATTEMPTS))
-}
-
-/// A repository URL this runner can reach: a clear error for a relative path (relative to
-/// what?) and for a transport libgit2 was built without (this build has no TLS and no ssh
-/// backend, like the server's mirrors: see the README).
-fn check_transport(url: &str) -> Result<(), BumpError> {
-    let version = git2::Version::get();
-    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    let scp_like = scheme.is_none() && url.split_once(':').is_some_and(|(host, _)| !host.contains('/'));
-    match scheme.as_deref() {
-        Some("https") | Some("http") if !version.https() => Err(BumpError::Input(format!(
-            "`{url}`: this runner's git library was built without https support; use a git:// URL or a path for now"
-        ))),
-        Some("ssh") | Some("git+ssh") if !version.ssh() => Err(BumpError::Input(format!(
-            "`{url}`: this runner's git library was built without ssh support; use a git:// URL or a path for now"
-        ))),
-        None if scp_like && !version.ssh() => Err(BumpError::Input(format!(
-            "`{url}`: this runner's git library was built without ssh support; use a git:// URL or a path for now"
-        ))),
-        None if !scp_like && !url.starts_with('/') => {
-            Err(BumpError::Input(format!("`repo: {url}` is a relative path: give an absolute path or a URL")))
-        }
-        _ => Ok(()),
-    }
 }
 
 fn short(oid: git2::Oid) -> String {
@@ -258,60 +256,6 @@ fn cached_clone(cache_dir: &Path, url: &str) -> Result<Repository, BumpError> {
             Repository::init_bare(&dir).map_err(git(format!("creating a cache repository in `{}`", dir.display())))
         }
     }
-}
-
-fn callbacks<'a>(auth: &'a Auth, remote_messages: Option<&'a std::cell::RefCell<String>>) -> RemoteCallbacks<'a> {
-    let mut cb = RemoteCallbacks::new();
-    let mut tries = 0;
-    cb.credentials(move |_url, user_from_url, allowed| {
-        tries += 1;
-        if tries > 3 {
-            return Err(git2::Error::from_str("the remote refused the credentials"));
-        }
-        match auth {
-            Auth::Token { user, token } if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) => {
-                git2::Cred::userpass_plaintext(user, token)
-            }
-            Auth::SshKey(key) if allowed.contains(git2::CredentialType::SSH_KEY) => {
-                git2::Cred::ssh_key_from_memory(user_from_url.unwrap_or("git"), None, key, None)
-            }
-            Auth::SshKey(_) if allowed.contains(git2::CredentialType::USERNAME) => git2::Cred::username(user_from_url.unwrap_or("git")),
-            _ => Err(git2::Error::from_str(
-                "the remote asks for credentials: give `credentials_variable` (https) or `ssh_key_variable` (ssh)",
-            )),
-        }
-    });
-    if let Some(messages) = remote_messages {
-        cb.sideband_progress(move |data| {
-            let mut m = messages.borrow_mut();
-            if m.len() < 16 * 1024 {
-                m.push_str(&String::from_utf8_lossy(data));
-            }
-            true
-        });
-    }
-    cb
-}
-
-fn default_branch(repo: &Repository, url: &str, auth: &Auth) -> Result<String, BumpError> {
-    let mut remote = repo.remote_anonymous(url).map_err(git(format!("opening `{url}`")))?;
-    let conn =
-        remote.connect_auth(git2::Direction::Fetch, Some(callbacks(auth, None)), None).map_err(git(format!("connecting to `{url}`")))?;
-    let head = conn.default_branch().map_err(git(format!("reading the default branch of `{url}`")))?;
-    let head = head.as_str().unwrap_or_default();
-    head.strip_prefix("refs/heads/")
-        .map(str::to_string)
-        .ok_or_else(|| BumpError::Input(format!("`{url}` has no default branch: give `branch:`")))
-}
-
-fn fetch(repo: &Repository, url: &str, branch: &str, tracking: &str, auth: &Auth) -> Result<git2::Oid, BumpError> {
-    let mut remote = repo.remote_anonymous(url).map_err(git(format!("opening `{url}`")))?;
-    let mut opts = FetchOptions::new();
-    opts.remote_callbacks(callbacks(auth, None));
-    opts.download_tags(git2::AutotagOption::None);
-    let refspec = format!("+refs/heads/{branch}:{tracking}");
-    remote.fetch(&[&refspec], Some(&mut opts), None).map_err(git(format!("fetching `{branch}` from `{url}`")))?;
-    repo.refname_to_id(tracking).map_err(|_| BumpError::Input(format!("`{url}` has no branch `{branch}`")))
 }
 
 /// The most recent bump of `target` by a newer pipeline of the same project, if its commit is
@@ -363,65 +307,5 @@ fn parse_author(author: Option<&str>) -> Result<(String, String), BumpError> {
     match (a.find('<'), a.rfind('>')) {
         (Some(l), Some(r)) if l < r => Ok((a[..l].trim().to_string(), a[l + 1..r].trim().to_string())),
         _ => Err(BumpError::Input(format!("`author: {a}` must read `Name <email>`"))),
-    }
-}
-
-enum Pushed {
-    Done,
-    /// The branch moved since it was fetched.
-    Moved(String),
-    /// The server said no for another reason: its message.
-    Refused(String),
-}
-
-fn push(repo: &Repository, url: &str, commit: git2::Oid, branch: &str, auth: &Auth) -> Result<Pushed, BumpError> {
-    // One per branch: bumps of other branches of the same repository may run at the same time.
-    let local = format!("refs/piste/push/{branch}");
-    repo.reference(&local, commit, true, "piste gitops bump").map_err(git("preparing the push"))?;
-    let messages = std::cell::RefCell::new(String::new());
-    let status: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
-    let result = {
-        let mut cb = callbacks(auth, Some(&messages));
-        cb.push_update_reference(|_refname, st| {
-            if let Some(st) = st {
-                *status.borrow_mut() = Some(st.to_string());
-            }
-            Ok(())
-        });
-        let mut opts = PushOptions::new();
-        opts.remote_callbacks(cb);
-        let mut remote = repo.remote_anonymous(url).map_err(git(format!("opening `{url}`")))?;
-        // No `+`: never a force push.
-        remote.push(&[&format!("{local}:refs/heads/{branch}")], Some(&mut opts))
-    };
-    let remote_text = messages.into_inner();
-    let remote_text: String =
-        remote_text.lines().map(|l| l.trim_end_matches('\r').trim()).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n");
-    let moved = |s: &str| {
-        let s = s.to_ascii_lowercase();
-        [
-            "non-fast-forward",
-            "fetch first",
-            "cannot lock ref",
-            "failed to lock",
-            "stale info",
-            "not present locally",
-            "failed to update ref",
-        ]
-        .iter()
-        .any(|w| s.contains(w))
-    };
-    match (result, status.into_inner()) {
-        (Err(e), _) if e.code() == git2::ErrorCode::NotFastForward || moved(e.message()) => Ok(Pushed::Moved(e.message().to_string())),
-        (Err(e), _) => {
-            if remote_text.is_empty() {
-                Err(BumpError::Git { what: format!("pushing to `{url}`"), source: e })
-            } else {
-                Ok(Pushed::Refused(format!("{}\n{remote_text}", e.message())))
-            }
-        }
-        (Ok(()), Some(st)) if moved(&st) => Ok(Pushed::Moved(st)),
-        (Ok(()), Some(st)) => Ok(Pushed::Refused(if remote_text.is_empty() { st } else { format!("{st}\n{remote_text}") })),
-        (Ok(()), None) => Ok(Pushed::Done),
     }
 }
