@@ -240,8 +240,6 @@ fn fetch(
     }
 }
 
-/// Longest a fetch may stay below 1 KB/s before it is given up (s), as the server's mirrors.
-const LOW_SPEED_SECONDS: u32 = 60;
 /// How often a running `git fetch` is checked for the job's cancellation.
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 /// The end of `git`'s error output kept for the message.
@@ -255,33 +253,14 @@ fn fetch_with_git(
     refspec: &str,
     cancel: &CancellationToken,
 ) -> Result<(), CheckoutError> {
-    use base64::Engine as _;
     use std::io::Read as _;
-    let mut cmd = std::process::Command::new("git");
-    cmd.env_clear();
-    for name in ["PATH", "HOME", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "LANG"] {
-        if let Some(v) = std::env::var_os(name) {
-            cmd.env(name, v);
-        }
-    }
-    cmd.env("GIT_TERMINAL_PROMPT", "0").env("GIT_ALLOW_PROTOCOL", "https").env("GIT_DIR", git_dir);
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{GIT_USER}:{}", req.token));
-    let mut config: Vec<(&str, String)> = vec![
-        ("http.extraHeader", format!("Authorization: Basic {basic}")),
-        ("http.lowSpeedLimit", "1000".into()),
-        ("http.lowSpeedTime", LOW_SPEED_SECONDS.to_string()),
-        // The token goes to the configured server only, not where a redirect points.
-        ("http.followRedirects", "false".into()),
-        ("credential.helper", String::new()),
-        ("http.sslVerify", "true".into()),
-    ];
-    if let Some(ca) = ca_file {
-        config.push(("http.sslCAInfo", ca.to_string_lossy().into_owned()));
-    }
-    cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
-    for (i, (k, v)) in config.into_iter().enumerate() {
-        cmd.env(format!("GIT_CONFIG_KEY_{i}"), k).env(format!("GIT_CONFIG_VALUE_{i}"), v);
-    }
+    // The shared `git` set-up (git-remote): no inherited configuration or prompt, the token as a
+    // Basic `Authorization` header in `GIT_CONFIG_*` (never on the command line), no redirects,
+    // `ca_file` as `http.sslCAInfo`, a low-speed timeout. Only https is allowed here.
+    let mut remote = git_remote::Remote::new(&req.url).with_credentials(GIT_USER, &req.token);
+    remote.ca_file = ca_file.map(Path::to_path_buf);
+    let mut cmd = remote.command(git_dir);
+    cmd.env("GIT_ALLOW_PROTOCOL", "https");
     cmd.args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--"]).arg(&req.url).arg(refspec);
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
     let mut child =

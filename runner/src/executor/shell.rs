@@ -175,6 +175,10 @@ impl ShellExecutor {
                 let _ = child.wait().await;
             }
             group.signal(Signal::KILL);
+            // A `SIGKILL` is delivered when its target next runs: on a busy machine a killed
+            // background process can outlive `kill` by milliseconds. The job ends once none
+            // is left, so nothing of it touches the workspace after it is reported.
+            group.wait_gone(KILL_GRACE).await;
         }
         group.disarm();
         end
@@ -309,6 +313,16 @@ impl GroupGuard {
         }
     }
 
+    /// Waits, at most `limit`, until no live process is left in the group (zombies waiting
+    /// for whoever reaps them do not count: they run nothing).
+    async fn wait_gone(&self, limit: Duration) {
+        let Some(pgid) = self.pgid else { return };
+        let deadline = Instant::now() + limit;
+        while live_in_group(pgid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Called once the group has been killed: from then on its id may be reused.
     fn disarm(mut self) {
         self.armed = false;
@@ -324,6 +338,20 @@ impl Drop for GroupGuard {
             let _ = std::fs::remove_file(record);
         }
     }
+}
+
+/// Whether a process of group `pgid` is alive (not a zombie): `/proc/*/stat`, field 5.
+fn live_in_group(pgid: Pid) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    let want = pgid.as_raw_nonzero().get().to_string();
+    dir.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))).any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { return false };
+        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("");
+        let pgrp = f.nth(1).unwrap_or("");
+        pgrp == want && !matches!(state, "Z" | "X")
+    })
 }
 
 /// The start time of process `pid` (field 22 of `/proc/PID/stat`, in clock ticks since boot):
