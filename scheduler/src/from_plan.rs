@@ -68,7 +68,9 @@ pub fn spec_from_plan(plan: &Plan, pipeline: &Pipeline) -> PipelineSpec {
             }
         })
         .collect();
-    PipelineSpec::new(jobs)
+    let mut spec = PipelineSpec::new(jobs);
+    spec.cancel_on_job_failure = plan.auto_cancel.on_job_failure == model::OnJobFailure::All;
+    spec
 }
 
 #[cfg(test)]

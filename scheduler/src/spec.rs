@@ -189,11 +189,15 @@ impl FailureReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineSpec {
     pub jobs: Vec<JobNode>,
+    /// `workflow:auto_cancel:on_job_failure: all`: a job that fails (not allowed to, and not
+    /// retried) cancels the rest of the pipeline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_on_job_failure: bool,
 }
 
 impl PipelineSpec {
     pub fn new(jobs: Vec<JobNode>) -> Self {
-        PipelineSpec { jobs }
+        PipelineSpec { jobs, cancel_on_job_failure: false }
     }
 
     pub fn job(&self, name: &str) -> Option<&JobNode> {

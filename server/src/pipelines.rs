@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pipeline_spec::load::{LoadOptions, load};
-use pipeline_spec::plan::{Plan, PlanContext, PlanError, plan};
+use pipeline_spec::model::OnNewCommit;
+use pipeline_spec::plan::{Plan, PlanAutoCancel, PlanContext, PlanError, plan};
 use pipeline_spec::predefined::Context;
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +20,7 @@ use crate::AppState;
 use crate::store::{JobUpdate, NewJob, PipelineRow, Store, StoreError, Transition};
 use scheduler::job::{JobSpec, Layer, SpecVar, job_spec};
 use scheduler::protocol::GitSource;
-use scheduler::{Command, Engine, EngineOptions, Event, JobNode, JobStatus, PipelineSpec, PipelineStatus, spec_from_plan};
+use scheduler::{AutoCancelMode, Command, Engine, EngineOptions, Event, JobNode, JobStatus, PipelineSpec, PipelineStatus, spec_from_plan};
 
 /// What a job row's `spec` holds: the engine's node, the job's one specification (the value
 /// `piste run` runs too) and where its commit comes from.
@@ -31,6 +32,10 @@ pub struct JobTemplate {
     /// The job's `coverage:` regex, applied to its log when it finishes (`reports`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<String>,
+    /// The pipeline's `workflow:auto_cancel` (the same in every job row of a pipeline: the
+    /// engine is rebuilt from the rows, and `on_job_failure` is part of its specification).
+    #[serde(default)]
+    pub auto_cancel: PlanAutoCancel,
 }
 
 /// The commit's pipeline file, loaded and planned. Blocking (git): call from `spawn_blocking`.
@@ -188,6 +193,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
                 .ok_or_else(|| StartError::Invalid(format!("job `{}` is not in the pipeline", pj.base)))?,
             git: GitSource { path: String::new(), sha: row.sha.clone(), git_ref: row.git_ref.clone() },
             coverage: job.coverage.clone(),
+            auto_cancel: plan.auto_cancel,
         };
         let spec_json = serde_json::to_string(&template).map_err(StartError::Encode)?;
         jobs.push(NewJob {
@@ -211,7 +217,41 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     state.store.save_plan(pipeline_id, &jobs, PipelineStatus::Pending, state.now_ms()).await?;
     state.pipeline_changed(pipeline_id, &row.project, true);
     tracing::info!(project = %row.project, pipeline = pipeline_id, git_ref = %row.git_ref, jobs = count, "pipeline created");
+    // Older pipelines of the branch first, so that whoever sees this one started knows they
+    // were dealt with.
+    if ctx.tag.is_none() {
+        auto_cancel_older(state, &row).await?;
+    }
     process(state, pipeline_id, vec![Event::Start { now: state.now_ms() as u64 }], Vec::new()).await?;
+    Ok(())
+}
+
+/// GitLab's "auto-cancel redundant pipelines" (`Ci::PipelineCreation::CancelRedundantPipelinesService`):
+/// a new pipeline on a branch (or a merge request's ref) cancels the older pipelines of that ref
+/// built for another commit, each as its own `workflow:auto_cancel:on_new_commit` says
+/// (`conservative`: all of it unless an `interruptible: false` job has started;
+/// `interruptible`: its interruptible jobs; `none`: nothing).
+async fn auto_cancel_older(state: &AppState, new: &PipelineRow) -> Result<(), StoreError> {
+    let older: Vec<PipelineRow> = state
+        .store
+        .pipelines(Some(&new.project), 200)
+        .await?
+        .into_iter()
+        .filter(|p| p.id < new.id && p.git_ref == new.git_ref && p.sha != new.sha)
+        .filter(|p| p.version > 0 && !p.status.is_complete())
+        .collect();
+    for p in older {
+        let Some(first) = state.store.jobs(p.id).await?.into_iter().next() else { continue };
+        let template: JobTemplate =
+            serde_json::from_str(&first.spec).map_err(|e| StoreError::corrupt(format!("the spec of job {}", first.id), e))?;
+        let mode = match template.auto_cancel.on_new_commit {
+            OnNewCommit::Conservative => AutoCancelMode::Conservative,
+            OnNewCommit::Interruptible => AutoCancelMode::Interruptible,
+            OnNewCommit::None => continue,
+        };
+        tracing::info!(project = %p.project, pipeline = p.id, by = new.id, mode = ?mode, "pipeline auto-canceled by a newer one");
+        process(state, p.id, vec![Event::AutoCancel { mode, now: state.now_ms() as u64 }], Vec::new()).await?;
+    }
     Ok(())
 }
 
@@ -268,13 +308,17 @@ async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreErro
     let rows = state.store.jobs(pipeline_id).await?;
     let mut nodes = Vec::with_capacity(rows.len());
     let mut ids = HashMap::new();
+    let mut auto_cancel = PlanAutoCancel::default();
     for r in &rows {
         let t: JobTemplate = serde_json::from_str(&r.spec).map_err(|e| StoreError::corrupt(format!("the spec of job {}", r.id), e))?;
         ids.insert(r.name.clone(), r.id);
         nodes.push(t.node);
+        auto_cancel = t.auto_cancel;
     }
-    let mut engine = Engine::new(PipelineSpec::new(nodes), EngineOptions::default())
-        .map_err(|e| StoreError::corrupt(format!("the jobs of pipeline {pipeline_id}"), e))?;
+    let mut spec = PipelineSpec::new(nodes);
+    spec.cancel_on_job_failure = auto_cancel.on_job_failure == pipeline_spec::model::OnJobFailure::All;
+    let mut engine =
+        Engine::new(spec, EngineOptions::default()).map_err(|e| StoreError::corrupt(format!("the jobs of pipeline {pipeline_id}"), e))?;
     let events = state.store.events(pipeline_id).await?;
     let version = events.len() as i64;
     for ev in events {

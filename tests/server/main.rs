@@ -5,6 +5,7 @@
 mod access;
 mod approval;
 mod at_rest;
+mod auto_cancel;
 mod both_ways;
 mod browser;
 mod delivery;

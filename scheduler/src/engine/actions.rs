@@ -162,6 +162,12 @@ impl Engine {
                 let attempt = self.d.jobs[i].attempt;
                 if should_retry(&self.d.spec.jobs[i].retry, attempt, reason, exit_code) {
                     self.new_attempt(i);
+                } else if self.d.spec.cancel_on_job_failure && !self.allows_failure(i) {
+                    // `workflow:auto_cancel:on_job_failure: all` (GitLab: a job that fails,
+                    // not allowed to and not retried, cancels the pipeline's other jobs).
+                    for k in 0..self.d.jobs.len() {
+                        self.cancel(k, out);
+                    }
                 }
             }
         }
