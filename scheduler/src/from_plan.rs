@@ -65,6 +65,7 @@ pub fn spec_from_plan(plan: &Plan, pipeline: &Pipeline) -> PipelineSpec {
                 retry,
                 interruptible: pj.interruptible,
                 timeout_ms: job.and_then(|j| j.timeout).map(|s| s.saturating_mul(1000)),
+                resource_group: pj.resource_group.clone(),
             }
         })
         .collect();

@@ -202,6 +202,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
             stage_index: pj.stage_index as i64,
             tags: job.tags.clone(),
             spec: spec_json,
+            resource_group: pj.resource_group.clone(),
         });
     }
     let count = jobs.len();
@@ -334,6 +335,81 @@ async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreErro
 /// A cancel of a job no runner holds (still queued) cannot be acknowledged by a runner: its end
 /// is reported here at once, so the pipeline does not wait for it forever.
 pub async fn process(state: &AppState, pipeline_id: i64, events: Vec<Event>, extra: Vec<JobUpdate>) -> Result<Vec<Command>, StoreError> {
+    let all = process_cancels(state, pipeline_id, events, extra).await?;
+    let mut groups: Vec<&str> = all
+        .iter()
+        .filter_map(|c| match c {
+            Command::WaitForResource { group, .. } | Command::ReleaseResource { group, .. } => Some(group.as_str()),
+            _ => None,
+        })
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    if !groups.is_empty() {
+        let project = state.store.pipeline(pipeline_id).await?.map(|p| p.project).unwrap_or_default();
+        for group in groups {
+            assign_resource(state, &project, group).await?;
+        }
+    }
+    Ok(all)
+}
+
+/// Gives a free resource group of `project` to its next job, as the group's process mode
+/// says (GitLab's `AssignResourceFromResourceGroupService`), and repairs what a crash or a
+/// lost lease left: a holder that is no longer pending or running is released; a holder
+/// still waiting (granted, but the server stopped before telling its pipeline) is told again.
+fn assign_resource<'a>(
+    state: &'a AppState,
+    project: &'a str,
+    group: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>> {
+    Box::pin(async move {
+        use crate::config::ProcessMode;
+        let mode = state.config.project(project).and_then(|p| p.resource_groups.get(group).copied()).unwrap_or(ProcessMode::Unordered);
+        for _ in 0..8 {
+            if let Some((job, attempt)) = state.store.resource_holder(project, group).await? {
+                match state.store.job(job).await? {
+                    Some(row) if row.attempt == attempt && row.status.is_active() => return Ok(()),
+                    Some(row) if row.attempt == attempt && row.status == JobStatus::WaitingForResource => {
+                        let granted = Event::ResourceGranted { job: row.name, attempt: attempt as u32, now: state.now_ms() as u64 };
+                        process(state, row.pipeline_id, vec![granted], Vec::new()).await?;
+                        return Ok(());
+                    }
+                    _ => {
+                        state.store.release_resource(project, group, job, attempt).await?;
+                        continue;
+                    }
+                }
+            }
+            let queue = state.store.resource_queue(project, group).await?;
+            let first = match mode {
+                ProcessMode::Unordered => queue.iter().find(|c| c.status == JobStatus::WaitingForResource),
+                ProcessMode::OldestFirst => queue.first(),
+                ProcessMode::NewestFirst => {
+                    let newest = queue.iter().map(|c| c.pipeline_id).max();
+                    queue.iter().find(|c| Some(c.pipeline_id) == newest)
+                }
+            };
+            // Oldest/newest first: the upcoming job comes first even if it is not ready yet.
+            let Some(next) = first.filter(|c| c.status == JobStatus::WaitingForResource) else { return Ok(()) };
+            if state.store.grant_resource(project, group, next.job_id, next.attempt).await? {
+                tracing::info!(%project, pipeline = next.pipeline_id, job = next.job_id, group = ?group, "resource group granted");
+                let granted = Event::ResourceGranted { job: next.name.clone(), attempt: next.attempt as u32, now: state.now_ms() as u64 };
+                process(state, next.pipeline_id, vec![granted], Vec::new()).await?;
+                return Ok(());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// [`process`], and the end of canceled jobs no runner holds.
+async fn process_cancels(
+    state: &AppState,
+    pipeline_id: i64,
+    events: Vec<Event>,
+    extra: Vec<JobUpdate>,
+) -> Result<Vec<Command>, StoreError> {
     let mut all = process_once(state, pipeline_id, events, extra).await?;
     let mut pending = all.clone();
     for _round in 0..4 {
@@ -420,6 +496,7 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
                     }
                 }
                 Command::PipelineStatusChanged { status } | Command::PipelineFinished { status, .. } => pipeline_status = Some(*status),
+                Command::WaitForResource { .. } | Command::ReleaseResource { .. } => {}
             }
         }
         if applied.is_empty() && jobs.is_empty() && cached.wake_at == Some(wake_at) {

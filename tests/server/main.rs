@@ -19,6 +19,7 @@ mod operator_log;
 mod pkce;
 mod readme;
 mod reports;
+mod resource_group;
 mod secrets;
 mod steps;
 mod storage;

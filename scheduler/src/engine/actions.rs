@@ -72,7 +72,7 @@ impl Engine {
                 let i = self.index(&job)?;
                 match self.d.jobs[i].status {
                     // GitLab's `CANCELABLE_STATUSES`: alive or scheduled; not manual.
-                    JobStatus::Created | JobStatus::Scheduled | JobStatus::Pending | JobStatus::Running => {
+                    JobStatus::Created | JobStatus::Scheduled | JobStatus::WaitingForResource | JobStatus::Pending | JobStatus::Running => {
                         self.advance(now);
                         self.cancel(i, out);
                     }
@@ -103,6 +103,16 @@ impl Engine {
                 self.ensure_not_finished()?;
                 self.advance(now);
                 self.auto_cancel(mode, out);
+            }
+            Event::ResourceGranted { job, attempt, now } => {
+                let i = self.current_attempt(&job, attempt)?;
+                match self.d.jobs[i].status {
+                    JobStatus::WaitingForResource => {
+                        self.advance(now);
+                        self.run(i, out);
+                    }
+                    status => return Err(self.invalid(i, status, "grant the resource to")),
+                }
             }
         }
         Ok(())
@@ -211,7 +221,7 @@ impl Engine {
                 out.push(Command::CancelJob { job: self.d.spec.jobs[i].name.clone(), attempt: self.d.jobs[i].attempt });
             }
             JobStatus::Manual if self.allows_failure(i) => {}
-            JobStatus::Created | JobStatus::Scheduled | JobStatus::Manual => {
+            JobStatus::Created | JobStatus::Scheduled | JobStatus::WaitingForResource | JobStatus::Manual => {
                 self.d.jobs[i].scheduled_at = None;
                 self.d.jobs[i].finished_at = Some(self.d.now);
                 self.transition(i, JobStatus::Canceled, out);
