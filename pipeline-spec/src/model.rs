@@ -33,7 +33,65 @@ pub struct Variable {
 pub struct Workflow {
     pub name: Option<String>,
     pub rules: Option<Vec<Rule>>,
+    /// `workflow:auto_cancel`; a matching rule's `auto_cancel` overrides each key it sets.
+    pub auto_cancel: AutoCancel,
     pub span: Span,
+}
+
+/// `workflow:auto_cancel` (GitLab 16.8+). `None` in a field: not set here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AutoCancel {
+    pub on_new_commit: Option<OnNewCommit>,
+    pub on_job_failure: Option<OnJobFailure>,
+}
+
+/// `auto_cancel:on_new_commit`: what a newer pipeline on the same branch does to this one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNewCommit {
+    /// GitLab's default: cancel the pipeline, unless an `interruptible: false` job has started.
+    #[default]
+    Conservative,
+    /// Cancel only the `interruptible: true` jobs.
+    Interruptible,
+    /// Cancel nothing.
+    None,
+}
+
+impl OnNewCommit {
+    pub const NAMES: &'static [&'static str] = &["conservative", "interruptible", "none"];
+
+    pub fn parse(s: &str) -> Option<OnNewCommit> {
+        Some(match s {
+            "conservative" => OnNewCommit::Conservative,
+            "interruptible" => OnNewCommit::Interruptible,
+            "none" => OnNewCommit::None,
+            _ => return None,
+        })
+    }
+}
+
+/// `auto_cancel:on_job_failure`: whether a failed job cancels the rest of its pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnJobFailure {
+    /// GitLab's default: the other jobs go on.
+    #[default]
+    None,
+    /// Cancel the pipeline as soon as one job fails.
+    All,
+}
+
+impl OnJobFailure {
+    pub const NAMES: &'static [&'static str] = &["all", "none"];
+
+    pub fn parse(s: &str) -> Option<OnJobFailure> {
+        Some(match s {
+            "all" => OnJobFailure::All,
+            "none" => OnJobFailure::None,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -148,6 +206,8 @@ pub struct Rule {
     pub variables: Vec<Variable>,
     pub needs: Option<Vec<Need>>,
     pub interruptible: Option<bool>,
+    /// `workflow:rules:auto_cancel` (workflow rules only).
+    pub auto_cancel: AutoCancel,
 }
 
 /// A parsed `if:` expression with its source text.

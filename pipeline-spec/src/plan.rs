@@ -63,6 +63,8 @@ pub struct PlannedJob {
     /// `CI_NODE_INDEX` / `CI_NODE_TOTAL` for parallel jobs.
     pub node: Option<(u32, u32)>,
     pub interruptible: bool,
+    /// `resource_group:` with the job's variables expanded (GitLab expands the key), if set.
+    pub resource_group: Option<String>,
 }
 
 /// The plan: stages that have jobs, and the jobs in definition order.
@@ -73,6 +75,15 @@ pub struct Plan {
     pub jobs: Vec<PlannedJob>,
     /// Variables set by the matching `workflow:rules` entry.
     pub variables: Vec<(String, String)>,
+    /// `workflow:auto_cancel`, overridden key by key by the matching rule's `auto_cancel`.
+    pub auto_cancel: PlanAutoCancel,
+}
+
+/// The pipeline's auto-cancel settings, GitLab's defaults filled in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PlanAutoCancel {
+    pub on_new_commit: crate::model::OnNewCommit,
+    pub on_job_failure: crate::model::OnJobFailure,
 }
 
 /// Why there is no plan.
@@ -145,11 +156,21 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
 
     // workflow:rules
     let mut workflow_vars: Vec<(String, String)> = Vec::new();
+    let own = p.workflow.as_ref().map(|w| w.auto_cancel).unwrap_or_default();
+    let mut auto_cancel =
+        PlanAutoCancel { on_new_commit: own.on_new_commit.unwrap_or_default(), on_job_failure: own.on_job_failure.unwrap_or_default() };
     if let Some(rules) = p.workflow.as_ref().and_then(|w| w.rules.as_ref()) {
         let vars = Vars { layers: vec![&ctx.pipeline_vars, &globals, &ctx.predefined] };
         match first_match(rules, &vars, ctx) {
             Some(rule) if rule.when != Some(When::Never) => {
                 workflow_vars = rule.variables.iter().map(|v| (v.name.clone(), v.value.clone())).collect();
+                // `workflow:rules:auto_cancel` overrides `workflow:auto_cancel` (GitLab 16.8+).
+                if let Some(v) = rule.auto_cancel.on_new_commit {
+                    auto_cancel.on_new_commit = v;
+                }
+                if let Some(v) = rule.auto_cancel.on_job_failure {
+                    auto_cancel.on_job_failure = v;
+                }
             }
             Some(rule) => return Err(PlanError::Filtered { span: rule.span }),
             None => return Err(PlanError::Filtered { span: p.workflow.as_ref().map_or_else(Span::default, |w| w.span) }),
@@ -175,6 +196,13 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
             let Some(outcome) = evaluate_job(job, &vars, ctx) else { continue };
             let mut variables = matrix_vars.clone();
             variables.extend(outcome.variables);
+            // GitLab expands the key with the job's variables (`Ci::Processable#resource_group_key`
+            // through `ExpandVariables`); rule variables count, as they are the job's.
+            let resource_group = job.resource_group.as_ref().map(|rg| {
+                let own = &variables;
+                let vars = Vars { layers: vec![&ctx.pipeline_vars, own, &job_vars, &workflow_vars, &inherited, &meta, &ctx.predefined] };
+                crate::expand::expand(rg, &vars)
+            });
             let idx = jobs.len();
             instances.entry(job.name.as_str()).or_default().push(idx);
             jobs.push(PlannedJob {
@@ -190,6 +218,7 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
                 variables,
                 node,
                 interruptible: outcome.interruptible,
+                resource_group,
             });
             // needs are resolved below, once every job's existence is known.
             raw_needs.push((outcome.needs, matrix_vars));
@@ -307,7 +336,7 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
         let vars = Vars { layers: vec![&ctx.pipeline_vars, &workflow_vars, &globals, &ctx.predefined] };
         crate::expand::expand(n, &vars)
     });
-    Ok(Plan { name, stages, jobs, variables: workflow_vars })
+    Ok(Plan { name, stages, jobs, variables: workflow_vars, auto_cancel })
 }
 
 struct Outcome {

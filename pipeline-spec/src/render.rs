@@ -25,7 +25,7 @@ struct JsonJob<'a> {
 /// What `graph --format json` prints when no pipeline is created (`workflow:rules` filtered it):
 /// the same document with nothing in it, so scripts always read valid JSON.
 pub fn json_empty() -> String {
-    json(&Plan { name: None, stages: Vec::new(), jobs: Vec::new(), variables: Vec::new() })
+    json(&Plan { name: None, stages: Vec::new(), jobs: Vec::new(), variables: Vec::new(), auto_cancel: Default::default() })
 }
 
 /// `{"stages": [...], "jobs": [{"name", "stage", "needs", "when", "allow_failure"}]}`;

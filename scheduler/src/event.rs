@@ -33,6 +33,8 @@ pub enum Event {
     Cancel { now: u64 },
     /// A newer pipeline started on the same ref (GitLab's `workflow:auto_cancel:on_new_commit`).
     AutoCancel { mode: AutoCancelMode, now: u64 },
+    /// The host gave this attempt its `resource_group` (answer to `WaitForResource`).
+    ResourceGranted { job: String, attempt: u32, now: u64 },
 }
 
 impl Event {
@@ -47,7 +49,8 @@ impl Event {
             | Event::CancelJob { now, .. }
             | Event::RetryJob { now, .. }
             | Event::Cancel { now }
-            | Event::AutoCancel { now, .. } => *now,
+            | Event::AutoCancel { now, .. }
+            | Event::ResourceGranted { now, .. } => *now,
         }
     }
 }
@@ -81,6 +84,19 @@ pub enum Command {
     RunJob {
         job: String,
         attempt: u32,
+    },
+    /// This attempt is ready but needs its resource group: answer with `ResourceGranted` when
+    /// no other job holds the group (the job is `waiting_for_resource` meanwhile).
+    WaitForResource {
+        job: String,
+        attempt: u32,
+        group: String,
+    },
+    /// The attempt that held `group` stopped (ended, or canceled before it ran): the group is free.
+    ReleaseResource {
+        job: String,
+        attempt: u32,
+        group: String,
     },
     /// Stop this attempt; answer with `JobFinished` once it is stopped.
     CancelJob {

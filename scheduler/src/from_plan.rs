@@ -65,10 +65,13 @@ pub fn spec_from_plan(plan: &Plan, pipeline: &Pipeline) -> PipelineSpec {
                 retry,
                 interruptible: pj.interruptible,
                 timeout_ms: job.and_then(|j| j.timeout).map(|s| s.saturating_mul(1000)),
+                resource_group: pj.resource_group.clone(),
             }
         })
         .collect();
-    PipelineSpec::new(jobs)
+    let mut spec = PipelineSpec::new(jobs);
+    spec.cancel_on_job_failure = plan.auto_cancel.on_job_failure == model::OnJobFailure::All;
+    spec
 }
 
 #[cfg(test)]

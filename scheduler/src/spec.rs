@@ -25,6 +25,10 @@ pub struct JobNode {
     /// Passed through for the executor, which enforces it and reports
     /// [`FailureReason::JobExecutionTimeout`]; the engine keeps no job timers.
     pub timeout_ms: Option<u64>,
+    /// `resource_group:`, expanded: at most one job of the group (across pipelines, on the
+    /// server) is pending or running at a time. The host grants it ([`crate::Event::ResourceGranted`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group: Option<String>,
 }
 
 impl JobNode {
@@ -41,6 +45,7 @@ impl JobNode {
             retry: Retry::default(),
             interruptible: false,
             timeout_ms: None,
+            resource_group: None,
         }
     }
 
@@ -189,11 +194,15 @@ impl FailureReason {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineSpec {
     pub jobs: Vec<JobNode>,
+    /// `workflow:auto_cancel:on_job_failure: all`: a job that fails (not allowed to, and not
+    /// retried) cancels the rest of the pipeline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_on_job_failure: bool,
 }
 
 impl PipelineSpec {
     pub fn new(jobs: Vec<JobNode>) -> Self {
-        PipelineSpec { jobs }
+        PipelineSpec { jobs, cancel_on_job_failure: false }
     }
 
     pub fn job(&self, name: &str) -> Option<&JobNode> {

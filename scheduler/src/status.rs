@@ -9,9 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Status of one job (GitLab's `AVAILABLE_STATUSES`, without `preparing`,
-/// `waiting_for_resource` and `waiting_for_callback`, which need features the engine does not
-/// model: resource groups and trigger jobs).
+/// Status of one job (GitLab's `AVAILABLE_STATUSES`, without `preparing` and
+/// `waiting_for_callback`, which need features the engine does not model: trigger jobs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -31,6 +30,9 @@ pub enum JobStatus {
     Manual,
     /// A `when: delayed` job waiting for its time.
     Scheduled,
+    /// Ready, but its `resource_group` is held by another job: `WaitForResource` was sent,
+    /// and `ResourceGranted` makes it pending.
+    WaitingForResource,
 }
 
 impl JobStatus {
@@ -56,11 +58,12 @@ impl JobStatus {
             Self::Skipped => "skipped",
             Self::Manual => "manual",
             Self::Scheduled => "scheduled",
+            Self::WaitingForResource => "waiting_for_resource",
         }
     }
 
     /// Every status, for decoding.
-    pub const ALL: [JobStatus; 10] = [
+    pub const ALL: [JobStatus; 11] = [
         Self::Created,
         Self::Pending,
         Self::Running,
@@ -71,6 +74,7 @@ impl JobStatus {
         Self::Skipped,
         Self::Manual,
         Self::Scheduled,
+        Self::WaitingForResource,
     ];
 
     /// The inverse of [`JobStatus::as_str`].
@@ -100,6 +104,8 @@ pub enum PipelineStatus {
     Skipped,
     Manual,
     Scheduled,
+    /// A job waits for its resource group and nothing runs.
+    WaitingForResource,
 }
 
 impl PipelineStatus {
@@ -120,11 +126,12 @@ impl PipelineStatus {
             Self::Skipped => "skipped",
             Self::Manual => "manual",
             Self::Scheduled => "scheduled",
+            Self::WaitingForResource => "waiting_for_resource",
         }
     }
 
     /// Every status, for decoding.
-    pub const ALL: [PipelineStatus; 10] = [
+    pub const ALL: [PipelineStatus; 11] = [
         Self::Created,
         Self::Pending,
         Self::Running,
@@ -135,6 +142,7 @@ impl PipelineStatus {
         Self::Skipped,
         Self::Manual,
         Self::Scheduled,
+        Self::WaitingForResource,
     ];
 
     /// The inverse of [`PipelineStatus::as_str`].
@@ -170,6 +178,7 @@ enum Key {
     Scheduled,
     SuccessWithWarnings,
     Ignored,
+    WaitingForResource,
 }
 
 const fn bit(key: Key) -> u16 {
@@ -194,6 +203,7 @@ impl Composite {
             JobStatus::Skipped => Key::Skipped,
             JobStatus::Manual => Key::Manual,
             JobStatus::Scheduled => Key::Scheduled,
+            JobStatus::WaitingForResource => Key::WaitingForResource,
         };
         self.set |= bit(key);
     }
@@ -225,6 +235,8 @@ impl Composite {
             S::Pending
         } else if self.any(&[Running, Pending]) {
             S::Running
+        } else if self.any(&[WaitingForResource]) {
+            S::WaitingForResource
         } else if self.any(&[Manual]) {
             S::Manual
         } else if self.any(&[Scheduled]) {

@@ -63,7 +63,7 @@ impl PipelineSpec {
             }
         }
         let jobs = spec.jobs.iter().enumerate().filter(|(i, _)| selected.contains(i)).map(|(_, job)| job.clone()).collect();
-        Ok(PipelineSpec { jobs })
+        Ok(PipelineSpec { jobs, cancel_on_job_failure: self.cancel_on_job_failure })
     }
 }
 

@@ -37,7 +37,14 @@ impl Queue {
 
     fn fill(&mut self, pipelines: usize) {
         let jobs: Vec<NewJob> = (0..JOBS_PER_PIPELINE)
-            .map(|i| NewJob { name: format!("job {i}"), stage: "test".into(), stage_index: 0, tags: vec![], spec: "{}".into() })
+            .map(|i| NewJob {
+                name: format!("job {i}"),
+                stage: "test".into(),
+                stage_index: 0,
+                tags: vec![],
+                spec: "{}".into(),
+                resource_group: None,
+            })
             .collect();
         self.rt.block_on(async {
             for _ in 0..pipelines {

@@ -383,6 +383,10 @@ pub struct ProjectConfig {
     /// of an unprotected ref (`unprotected_secrets`); `off` creates no pipeline for them.
     #[serde(default)]
     pub fork_pipelines: ForkPipelines,
+    /// `[project.resource_groups] NAME = "oldest_first"`: the process mode of each resource
+    /// group (GitLab sets it through its API; piste has none). Unlisted groups: `unordered`.
+    #[serde(default)]
+    pub resource_groups: BTreeMap<String, ProcessMode>,
     #[serde(default)]
     pub visibility: Visibility,
     /// User names, or `group:<name as the groups claim says it>`, and their role.
@@ -1062,4 +1066,19 @@ mod tests {
         }
         assert!(toml::from_str::<Config>("[includes]\ntemplate_dir = \"/x\"\n").is_err(), "misspelt keys are refused");
     }
+}
+
+/// How a free resource group picks its next job (GitLab's `process_mode`, docs "Resource
+/// group > Process modes").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessMode {
+    /// Any job ready to run (the default).
+    #[default]
+    Unordered,
+    /// The first of the upcoming jobs (`created`, `scheduled` or `waiting_for_resource`)
+    /// sorted by pipeline id ascending; if that one is not ready yet, nobody gets the resource.
+    OldestFirst,
+    /// The same, sorted by pipeline id descending.
+    NewestFirst,
 }

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pipeline_spec::load::{LoadOptions, load};
-use pipeline_spec::plan::{Plan, PlanContext, PlanError, plan};
+use pipeline_spec::model::OnNewCommit;
+use pipeline_spec::plan::{Plan, PlanAutoCancel, PlanContext, PlanError, plan};
 use pipeline_spec::predefined::Context;
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +20,7 @@ use crate::AppState;
 use crate::store::{JobUpdate, NewJob, PipelineRow, Store, StoreError, Transition};
 use scheduler::job::{JobSpec, Layer, SpecVar, job_spec};
 use scheduler::protocol::GitSource;
-use scheduler::{Command, Engine, EngineOptions, Event, JobNode, JobStatus, PipelineSpec, PipelineStatus, spec_from_plan};
+use scheduler::{AutoCancelMode, Command, Engine, EngineOptions, Event, JobNode, JobStatus, PipelineSpec, PipelineStatus, spec_from_plan};
 
 /// What a job row's `spec` holds: the engine's node, the job's one specification (the value
 /// `piste run` runs too) and where its commit comes from.
@@ -31,6 +32,10 @@ pub struct JobTemplate {
     /// The job's `coverage:` regex, applied to its log when it finishes (`reports`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<String>,
+    /// The pipeline's `workflow:auto_cancel` (the same in every job row of a pipeline: the
+    /// engine is rebuilt from the rows, and `on_job_failure` is part of its specification).
+    #[serde(default)]
+    pub auto_cancel: PlanAutoCancel,
 }
 
 /// The commit's pipeline file, loaded and planned. Blocking (git): call from `spawn_blocking`.
@@ -192,6 +197,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
                 .ok_or_else(|| StartError::Invalid(format!("job `{}` is not in the pipeline", pj.base)))?,
             git: GitSource { path: String::new(), sha: row.sha.clone(), git_ref: row.git_ref.clone() },
             coverage: job.coverage.clone(),
+            auto_cancel: plan.auto_cancel,
         };
         let spec_json = serde_json::to_string(&template).map_err(StartError::Encode)?;
         jobs.push(NewJob {
@@ -200,6 +206,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
             stage_index: pj.stage_index as i64,
             tags: job.tags.clone(),
             spec: spec_json,
+            resource_group: pj.resource_group.clone(),
         });
     }
     let count = jobs.len();
@@ -215,7 +222,41 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     state.store.save_plan(pipeline_id, &jobs, PipelineStatus::Pending, state.now_ms()).await?;
     state.pipeline_changed(pipeline_id, &row.project, true);
     tracing::info!(project = %row.project, pipeline = pipeline_id, git_ref = %row.git_ref, jobs = count, "pipeline created");
+    // Older pipelines of the branch first, so that whoever sees this one started knows they
+    // were dealt with.
+    if ctx.tag.is_none() {
+        auto_cancel_older(state, &row).await?;
+    }
     process(state, pipeline_id, vec![Event::Start { now: state.now_ms() as u64 }], Vec::new()).await?;
+    Ok(())
+}
+
+/// GitLab's "auto-cancel redundant pipelines" (`Ci::PipelineCreation::CancelRedundantPipelinesService`):
+/// a new pipeline on a branch (or a merge request's ref) cancels the older pipelines of that ref
+/// built for another commit, each as its own `workflow:auto_cancel:on_new_commit` says
+/// (`conservative`: all of it unless an `interruptible: false` job has started;
+/// `interruptible`: its interruptible jobs; `none`: nothing).
+async fn auto_cancel_older(state: &AppState, new: &PipelineRow) -> Result<(), StoreError> {
+    let older: Vec<PipelineRow> = state
+        .store
+        .pipelines(Some(&new.project), 200)
+        .await?
+        .into_iter()
+        .filter(|p| p.id < new.id && p.git_ref == new.git_ref && p.sha != new.sha)
+        .filter(|p| p.version > 0 && !p.status.is_complete())
+        .collect();
+    for p in older {
+        let Some(first) = state.store.jobs(p.id).await?.into_iter().next() else { continue };
+        let template: JobTemplate =
+            serde_json::from_str(&first.spec).map_err(|e| StoreError::corrupt(format!("the spec of job {}", first.id), e))?;
+        let mode = match template.auto_cancel.on_new_commit {
+            OnNewCommit::Conservative => AutoCancelMode::Conservative,
+            OnNewCommit::Interruptible => AutoCancelMode::Interruptible,
+            OnNewCommit::None => continue,
+        };
+        tracing::info!(project = %p.project, pipeline = p.id, by = new.id, mode = ?mode, "pipeline auto-canceled by a newer one");
+        process(state, p.id, vec![Event::AutoCancel { mode, now: state.now_ms() as u64 }], Vec::new()).await?;
+    }
     Ok(())
 }
 
@@ -272,13 +313,17 @@ async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreErro
     let rows = state.store.jobs(pipeline_id).await?;
     let mut nodes = Vec::with_capacity(rows.len());
     let mut ids = HashMap::new();
+    let mut auto_cancel = PlanAutoCancel::default();
     for r in &rows {
         let t: JobTemplate = serde_json::from_str(&r.spec).map_err(|e| StoreError::corrupt(format!("the spec of job {}", r.id), e))?;
         ids.insert(r.name.clone(), r.id);
         nodes.push(t.node);
+        auto_cancel = t.auto_cancel;
     }
-    let mut engine = Engine::new(PipelineSpec::new(nodes), EngineOptions::default())
-        .map_err(|e| StoreError::corrupt(format!("the jobs of pipeline {pipeline_id}"), e))?;
+    let mut spec = PipelineSpec::new(nodes);
+    spec.cancel_on_job_failure = auto_cancel.on_job_failure == pipeline_spec::model::OnJobFailure::All;
+    let mut engine =
+        Engine::new(spec, EngineOptions::default()).map_err(|e| StoreError::corrupt(format!("the jobs of pipeline {pipeline_id}"), e))?;
     let events = state.store.events(pipeline_id).await?;
     let version = events.len() as i64;
     for ev in events {
@@ -294,6 +339,81 @@ async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreErro
 /// A cancel of a job no runner holds (still queued) cannot be acknowledged by a runner: its end
 /// is reported here at once, so the pipeline does not wait for it forever.
 pub async fn process(state: &AppState, pipeline_id: i64, events: Vec<Event>, extra: Vec<JobUpdate>) -> Result<Vec<Command>, StoreError> {
+    let all = process_cancels(state, pipeline_id, events, extra).await?;
+    let mut groups: Vec<&str> = all
+        .iter()
+        .filter_map(|c| match c {
+            Command::WaitForResource { group, .. } | Command::ReleaseResource { group, .. } => Some(group.as_str()),
+            _ => None,
+        })
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    if !groups.is_empty() {
+        let project = state.store.pipeline(pipeline_id).await?.map(|p| p.project).unwrap_or_default();
+        for group in groups {
+            assign_resource(state, &project, group).await?;
+        }
+    }
+    Ok(all)
+}
+
+/// Gives a free resource group of `project` to its next job, as the group's process mode
+/// says (GitLab's `AssignResourceFromResourceGroupService`), and repairs what a crash or a
+/// lost lease left: a holder that is no longer pending or running is released; a holder
+/// still waiting (granted, but the server stopped before telling its pipeline) is told again.
+fn assign_resource<'a>(
+    state: &'a AppState,
+    project: &'a str,
+    group: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>> {
+    Box::pin(async move {
+        use crate::config::ProcessMode;
+        let mode = state.config.project(project).and_then(|p| p.resource_groups.get(group).copied()).unwrap_or(ProcessMode::Unordered);
+        for _ in 0..8 {
+            if let Some((job, attempt)) = state.store.resource_holder(project, group).await? {
+                match state.store.job(job).await? {
+                    Some(row) if row.attempt == attempt && row.status.is_active() => return Ok(()),
+                    Some(row) if row.attempt == attempt && row.status == JobStatus::WaitingForResource => {
+                        let granted = Event::ResourceGranted { job: row.name, attempt: attempt as u32, now: state.now_ms() as u64 };
+                        process(state, row.pipeline_id, vec![granted], Vec::new()).await?;
+                        return Ok(());
+                    }
+                    _ => {
+                        state.store.release_resource(project, group, job, attempt).await?;
+                        continue;
+                    }
+                }
+            }
+            let queue = state.store.resource_queue(project, group).await?;
+            let first = match mode {
+                ProcessMode::Unordered => queue.iter().find(|c| c.status == JobStatus::WaitingForResource),
+                ProcessMode::OldestFirst => queue.first(),
+                ProcessMode::NewestFirst => {
+                    let newest = queue.iter().map(|c| c.pipeline_id).max();
+                    queue.iter().find(|c| Some(c.pipeline_id) == newest)
+                }
+            };
+            // Oldest/newest first: the upcoming job comes first even if it is not ready yet.
+            let Some(next) = first.filter(|c| c.status == JobStatus::WaitingForResource) else { return Ok(()) };
+            if state.store.grant_resource(project, group, next.job_id, next.attempt).await? {
+                tracing::info!(%project, pipeline = next.pipeline_id, job = next.job_id, group = ?group, "resource group granted");
+                let granted = Event::ResourceGranted { job: next.name.clone(), attempt: next.attempt as u32, now: state.now_ms() as u64 };
+                process(state, next.pipeline_id, vec![granted], Vec::new()).await?;
+                return Ok(());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// [`process`], and the end of canceled jobs no runner holds.
+async fn process_cancels(
+    state: &AppState,
+    pipeline_id: i64,
+    events: Vec<Event>,
+    extra: Vec<JobUpdate>,
+) -> Result<Vec<Command>, StoreError> {
     let mut all = process_once(state, pipeline_id, events, extra).await?;
     let mut pending = all.clone();
     for _round in 0..4 {
@@ -380,6 +500,7 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
                     }
                 }
                 Command::PipelineStatusChanged { status } | Command::PipelineFinished { status, .. } => pipeline_status = Some(*status),
+                Command::WaitForResource { .. } | Command::ReleaseResource { .. } => {}
             }
         }
         if applied.is_empty() && jobs.is_empty() && cached.wake_at == Some(wake_at) {

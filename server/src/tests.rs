@@ -38,7 +38,7 @@ fn spec(node: JobNode) -> String {
         node_index: None,
         manual: false,
     };
-    serde_json::to_string(&JobTemplate { node, job, git, coverage: None }).unwrap()
+    serde_json::to_string(&JobTemplate { node, job, git, coverage: None, auto_cancel: Default::default() }).unwrap()
 }
 
 /// A started pipeline of these jobs; returns its id and its jobs' ids.
@@ -56,7 +56,7 @@ async fn started(state: &AppState, delivery: &str, nodes: Vec<JobNode>) -> (i64,
     let Recorded::Created(id) = state.store.record_pipeline(delivery, &new).await.unwrap() else { panic!("a new delivery") };
     let jobs: Vec<NewJob> = nodes
         .into_iter()
-        .map(|n| NewJob { name: n.name.clone(), stage: n.stage.clone(), stage_index: 0, tags: vec![], spec: spec(n) })
+        .map(|n| NewJob { name: n.name.clone(), stage: n.stage.clone(), stage_index: 0, tags: vec![], spec: spec(n), resource_group: None })
         .collect();
     let ids = state.store.save_plan(id, &jobs, PipelineStatus::Pending, state.now_ms()).await.unwrap();
     process(state, id, vec![Event::Start { now: state.now_ms() as u64 }], vec![]).await.unwrap();

@@ -173,3 +173,32 @@ fn text_output_has_prefixes_and_a_final_table() {
     assert!(stdout.lines().any(|l| l.starts_with("hello") && l.contains("success") && l.contains("1")), "{stdout}");
     assert!(!stdout.contains('\x1b'), "no colour of ours with NO_COLOR: {stdout:?}");
 }
+
+/// GitLab's `resource_group` (the key after variable expansion): jobs of one group never run
+/// at the same time, even with free slots; a job of another group is not held.
+#[test]
+fn jobs_of_one_resource_group_run_one_at_a_time() {
+    let yml = "variables:\n  TARGET: db\n\
+               a:\n  resource_group: lock-$TARGET\n  script: [sleep 0.3]\n\
+               b:\n  resource_group: lock-db\n  script: [sleep 0.3]\n\
+               c:\n  resource_group: other\n  script: [sleep 0.3]\n";
+    let p = Project::new(yml);
+    let r = p.run(&["--executor", "shell", "--jobs", "4"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    let (a, b) = (("a", "b"), ("b", "a"));
+    let first = if r.position("job_started", "a") < r.position("job_started", "b") { a } else { b };
+    assert!(r.position("job_finished", first.0) < r.position("job_started", first.1), "one at a time: {}", r.debug());
+    assert!(r.position("job_started", "c") < r.position("job_finished", first.0), "another group runs alongside: {}", r.debug());
+}
+
+/// GitLab's `workflow:auto_cancel:on_job_failure: all`: the first failure cancels the rest.
+#[test]
+fn on_job_failure_all_cancels_the_rest_locally() {
+    let yml =
+        "workflow:\n  auto_cancel:\n    on_job_failure: all\nbroken:\n  script: [exit 1]\nlater:\n  stage: test\n  script: [echo later]\n";
+    let p = Project::new(yml);
+    let r = p.run(&["--executor", "shell"]);
+    assert_eq!(r.code, Some(1), "{}", r.debug());
+    assert_eq!(r.pipeline_status(), "failed");
+    assert_eq!(r.finished("later")[0]["status"], "canceled", "{}", r.debug());
+}

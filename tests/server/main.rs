@@ -5,6 +5,7 @@
 mod access;
 mod approval;
 mod at_rest;
+mod auto_cancel;
 mod both_ways;
 mod browser;
 mod delivery;
@@ -19,6 +20,7 @@ mod operator_log;
 mod pkce;
 mod readme;
 mod reports;
+mod resource_group;
 mod secrets;
 mod steps;
 mod storage;

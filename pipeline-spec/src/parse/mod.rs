@@ -206,5 +206,6 @@ fn parse_workflow(cx: &mut Cx, node: &Node) -> Option<Workflow> {
     cx.check_keys(m, &["rules", "name", "auto_cancel"], "workflow");
     let rules = m.get("rules").map(|e| cx.rules(&e.value, "workflow:rules", true));
     let name = m.get("name").and_then(|e| cx.string(&e.value, "workflow:name"));
-    Some(Workflow { name, rules, span: node.span })
+    let auto_cancel = m.get("auto_cancel").map(|e| cx.auto_cancel(&e.value, "workflow:auto_cancel")).unwrap_or_default();
+    Some(Workflow { name, rules, auto_cancel, span: node.span })
 }

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use crate::diag::{Diagnostic, suggest};
 use crate::duration;
 use crate::expr::Expr;
-use crate::model::{AllowFailure, Condition, Need, Policy, Retry, Rule, Variable, When};
+use crate::model::{AllowFailure, AutoCancel, Condition, Need, OnJobFailure, OnNewCommit, Policy, Retry, Rule, Variable, When};
 use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
@@ -400,6 +400,7 @@ impl<'a> Cx<'a> {
                 variables: Vec::new(),
                 needs: None,
                 interruptible: None,
+                auto_cancel: AutoCancel::default(),
             };
             if let Some(e) = m.get("if") {
                 rule.if_ = self.condition(&e.value, &format!("{key}:if"));
@@ -448,7 +449,36 @@ impl<'a> Cx<'a> {
             if let Some(e) = m.get("interruptible") {
                 rule.interruptible = self.bool(&e.value, key);
             }
+            if let Some(e) = m.get("auto_cancel") {
+                rule.auto_cancel = self.auto_cancel(&e.value, &format!("{key}:auto_cancel"));
+            }
             out.push(rule);
+        }
+        out
+    }
+
+    /// `auto_cancel: {on_new_commit, on_job_failure}` (GitLab's `Entry::AutoCancel`).
+    pub fn auto_cancel(&mut self, node: &Node, key: &str) -> AutoCancel {
+        let mut out = AutoCancel::default();
+        let Some(m) = self.map(node, key) else { return out };
+        self.check_keys(m, &["on_new_commit", "on_job_failure"], key);
+        if let Some(e) = m.get("on_new_commit") {
+            let k = format!("{key}:on_new_commit");
+            if let Some(s) = self.string(&e.value, &k) {
+                out.on_new_commit = OnNewCommit::parse(&s);
+                if out.on_new_commit.is_none() {
+                    self.err(e.value.span, &k, format!("`{s}` is not one of {}", OnNewCommit::NAMES.join(", ")));
+                }
+            }
+        }
+        if let Some(e) = m.get("on_job_failure") {
+            let k = format!("{key}:on_job_failure");
+            if let Some(s) = self.string(&e.value, &k) {
+                out.on_job_failure = OnJobFailure::parse(&s);
+                if out.on_job_failure.is_none() {
+                    self.err(e.value.span, &k, format!("`{s}` is not one of {}", OnJobFailure::NAMES.join(", ")));
+                }
+            }
         }
         out
     }

@@ -102,7 +102,9 @@ pub fn plan_for(main: &str, files: &[(&str, &str)], trigger: &Trigger) -> Plan {
     };
     match plan(&pipeline, &ctx) {
         Ok(p) => p,
-        Err(PlanError::Filtered { .. }) => Plan { name: None, stages: vec![], jobs: vec![], variables: vec![] },
+        Err(PlanError::Filtered { .. }) => {
+            Plan { name: None, stages: vec![], jobs: vec![], variables: vec![], auto_cancel: Default::default() }
+        }
         Err(PlanError::Invalid(d)) => panic!("plan errors: {d:?}"),
     }
 }

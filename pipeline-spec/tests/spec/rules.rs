@@ -141,3 +141,42 @@ fn delayed_and_never() {
     assert_eq!(plan.jobs.len(), 1);
     assert_eq!(plan.jobs[0].start_in, Some(1800));
 }
+
+/// GitLab's `workflow:auto_cancel` (16.8+): defaults `on_new_commit: conservative`,
+/// `on_job_failure: none`; the matching `workflow:rules` entry's `auto_cancel` overrides each
+/// key it sets ("`workflow:rules:auto_cancel`").
+#[test]
+fn workflow_auto_cancel_defaults_and_rule_overrides() {
+    use pipeline_spec::model::{OnJobFailure, OnNewCommit};
+    let plain = plan_for("build:\n  script: [make]\n", &[], &Trigger::default());
+    assert_eq!(plain.auto_cancel.on_new_commit, OnNewCommit::Conservative);
+    assert_eq!(plain.auto_cancel.on_job_failure, OnJobFailure::None);
+    let yml = "workflow:\n  auto_cancel:\n    on_new_commit: interruptible\n    on_job_failure: all\n  rules:\n    - if: $CI_COMMIT_TAG\n      auto_cancel:\n        on_new_commit: none\n    - when: always\nbuild:\n  script: [make]\n";
+    let branch = plan_for(yml, &[], &Trigger::default());
+    assert_eq!(branch.auto_cancel.on_new_commit, OnNewCommit::Interruptible);
+    assert_eq!(branch.auto_cancel.on_job_failure, OnJobFailure::All);
+    let tag = plan_for(yml, &[], &Trigger::tag("v1"));
+    assert_eq!(tag.auto_cancel.on_new_commit, OnNewCommit::None, "the rule's value wins");
+    assert_eq!(tag.auto_cancel.on_job_failure, OnJobFailure::All, "keys the rule does not set are kept");
+}
+
+#[test]
+fn workflow_auto_cancel_values_are_checked() {
+    let loaded = crate::load_main(
+        "workflow:\n  auto_cancel:\n    on_new_commit: disabled\n    on_job_failure: some\n    when: x\nbuild:\n  script: [make]\n",
+    );
+    let d = crate::diagnostics(&loaded);
+    assert!(d.contains("3:20") && d.contains("`disabled` is not one of conservative, interruptible, none"), "{d}");
+    assert!(d.contains("`some` is not one of all, none"), "{d}");
+    assert!(d.contains("when"), "unknown key reported: {d}");
+}
+
+/// GitLab expands `resource_group` with the job's variables (`Ci::Processable#resource_group_key`
+/// goes through `ExpandVariables`): one group per environment, per matrix value.
+#[test]
+fn resource_group_is_expanded_with_the_jobs_variables() {
+    let yml = "variables:\n  ENV: prod\ndeploy:\n  script: [make]\n  resource_group: deploy-$ENV-$REGION\n  parallel:\n    matrix:\n      - REGION: [eu, us]\n";
+    let p = plan_for(yml, &[], &Trigger::default());
+    let groups: Vec<_> = p.jobs.iter().map(|j| j.resource_group.clone().unwrap()).collect();
+    assert_eq!(groups, ["deploy-prod-eu", "deploy-prod-us"]);
+}

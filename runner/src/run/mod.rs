@@ -137,13 +137,41 @@ pub async fn run_pipeline(
     let mut summaries: HashMap<String, JobSummary> = HashMap::new();
     let mut finished: Option<(scheduler::PipelineStatus, bool)> = None;
     let mut canceled = false;
+    // `resource_group`: who holds each group, and who waits for it (in the order they asked).
+    let mut held: HashMap<String, String> = HashMap::new();
+    let mut waiting: HashMap<String, VecDeque<(String, u32)>> = HashMap::new();
 
     let mut commands = engine.on(Event::Start { now: now_ms(start) }).unwrap_or_default();
     loop {
         // Apply the engine's commands.
+        let mut grants = Vec::new();
         for cmd in commands.drain(..) {
             match cmd {
                 Command::RunJob { job, attempt } => queue.push_back((job, attempt)),
+                Command::WaitForResource { job, attempt, group } => match held.entry(group) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        waiting.entry(e.key().clone()).or_default().push_back((job, attempt));
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(job.clone());
+                        grants.push(Event::ResourceGranted { job, attempt, now: now_ms(start) });
+                    }
+                },
+                Command::ReleaseResource { job, group, .. } => {
+                    if held.get(&group) == Some(&job) {
+                        held.remove(&group);
+                    } else if let Some(q) = waiting.get_mut(&group) {
+                        q.retain(|(j, _)| *j != job);
+                    }
+                    // The next one still waiting (a canceled one no longer is).
+                    while !held.contains_key(&group) {
+                        let Some((next, attempt)) = waiting.get_mut(&group).and_then(VecDeque::pop_front) else { break };
+                        if engine.job_status(&next) == Some(JobStatus::WaitingForResource) {
+                            held.insert(group.clone(), next.clone());
+                            grants.push(Event::ResourceGranted { job: next, attempt, now: now_ms(start) });
+                        }
+                    }
+                }
                 Command::CancelJob { job, .. } => {
                     if let Some(t) = tokens.get(&job) {
                         t.cancel();
@@ -186,6 +214,9 @@ pub async fn run_pipeline(
                 Command::PipelineStatusChanged { .. } => {}
                 Command::PipelineFinished { status, has_warnings } => finished = Some((status, has_warnings)),
             }
+        }
+        for grant in grants {
+            commands.extend(engine.on(grant).unwrap_or_default());
         }
         // Start what fits.
         while let (Some(_), Some(_)) = (queue.front(), free_slots.last()) {

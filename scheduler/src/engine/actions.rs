@@ -72,7 +72,7 @@ impl Engine {
                 let i = self.index(&job)?;
                 match self.d.jobs[i].status {
                     // GitLab's `CANCELABLE_STATUSES`: alive or scheduled; not manual.
-                    JobStatus::Created | JobStatus::Scheduled | JobStatus::Pending | JobStatus::Running => {
+                    JobStatus::Created | JobStatus::Scheduled | JobStatus::WaitingForResource | JobStatus::Pending | JobStatus::Running => {
                         self.advance(now);
                         self.cancel(i, out);
                     }
@@ -103,6 +103,16 @@ impl Engine {
                 self.ensure_not_finished()?;
                 self.advance(now);
                 self.auto_cancel(mode, out);
+            }
+            Event::ResourceGranted { job, attempt, now } => {
+                let i = self.current_attempt(&job, attempt)?;
+                match self.d.jobs[i].status {
+                    JobStatus::WaitingForResource => {
+                        self.advance(now);
+                        self.run(i, out);
+                    }
+                    status => return Err(self.invalid(i, status, "grant the resource to")),
+                }
             }
         }
         Ok(())
@@ -162,6 +172,12 @@ impl Engine {
                 let attempt = self.d.jobs[i].attempt;
                 if should_retry(&self.d.spec.jobs[i].retry, attempt, reason, exit_code) {
                     self.new_attempt(i);
+                } else if self.d.spec.cancel_on_job_failure && !self.allows_failure(i) {
+                    // `workflow:auto_cancel:on_job_failure: all` (GitLab: a job that fails,
+                    // not allowed to and not retried, cancels the pipeline's other jobs).
+                    for k in 0..self.d.jobs.len() {
+                        self.cancel(k, out);
+                    }
                 }
             }
         }
@@ -205,7 +221,7 @@ impl Engine {
                 out.push(Command::CancelJob { job: self.d.spec.jobs[i].name.clone(), attempt: self.d.jobs[i].attempt });
             }
             JobStatus::Manual if self.allows_failure(i) => {}
-            JobStatus::Created | JobStatus::Scheduled | JobStatus::Manual => {
+            JobStatus::Created | JobStatus::Scheduled | JobStatus::WaitingForResource | JobStatus::Manual => {
                 self.d.jobs[i].scheduled_at = None;
                 self.d.jobs[i].finished_at = Some(self.d.now);
                 self.transition(i, JobStatus::Canceled, out);

@@ -122,18 +122,40 @@ impl Engine {
     }
 
     /// Hands the current attempt to the executors.
+    /// A job with a `resource_group` first waits for it (GitLab's `waiting_for_resource`).
     pub(super) fn enqueue(&mut self, i: usize, out: &mut Vec<Command>) {
         let job = &mut self.d.jobs[i];
         job.scheduled_at = None;
         job.queued_at = Some(self.d.now);
         let attempt = job.attempt;
+        match self.d.spec.jobs[i].resource_group.clone() {
+            Some(group) => {
+                self.transition(i, JobStatus::WaitingForResource, out);
+                out.push(Command::WaitForResource { job: self.d.spec.jobs[i].name.clone(), attempt, group });
+            }
+            None => self.run(i, out),
+        }
+    }
+
+    /// Hands the current attempt to the executors.
+    pub(super) fn run(&mut self, i: usize, out: &mut Vec<Command>) {
+        let attempt = self.d.jobs[i].attempt;
         self.transition(i, JobStatus::Pending, out);
         out.push(Command::RunJob { job: self.d.spec.jobs[i].name.clone(), attempt });
     }
 
+    /// Changes a job's status; a job that leaves the executors' hands (or stops waiting for
+    /// its resource) frees its resource group.
     pub(super) fn transition(&mut self, i: usize, status: JobStatus, out: &mut Vec<Command>) {
+        let before = self.d.jobs[i].status;
         self.d.jobs[i].status = status;
         self.report(i, out);
+        let held = before.is_active() || before == JobStatus::WaitingForResource;
+        if held && !status.is_active() && status != JobStatus::WaitingForResource {
+            if let Some(group) = self.d.spec.jobs[i].resource_group.clone() {
+                out.push(Command::ReleaseResource { job: self.d.spec.jobs[i].name.clone(), attempt: self.d.jobs[i].attempt, group });
+            }
+        }
     }
 
     /// Sends `JobStatusChanged` if the job's status or attempt changed since the last report.
@@ -183,5 +205,5 @@ impl Engine {
 /// Will change by itself: GitLab's `ALIVE_STATUSES` plus `scheduled`.
 fn is_alive(status: JobStatus) -> bool {
     use JobStatus::*;
-    matches!(status, Created | Pending | Running | Canceling | Scheduled)
+    matches!(status, Created | Pending | Running | Canceling | Scheduled | WaitingForResource)
 }

@@ -2,10 +2,10 @@
 //! `Ci::CancelPipelineService`, `CANCELABLE_STATUSES`, `interruptible`).
 
 use scheduler::JobStatus::*;
-use scheduler::{AutoCancelMode, Command, Event, EventError, Outcome, PipelineStatus};
+use scheduler::{AutoCancelMode, Command, EngineOptions, Event, EventError, Outcome, PipelineStatus};
 
 use crate::check;
-use crate::harness::Run;
+use crate::harness::{Run, spec};
 
 #[test]
 fn canceling_the_pipeline_stops_running_jobs_and_cancels_the_rest() {
@@ -177,4 +177,50 @@ fn a_lost_runner_while_canceling_ends_the_job_canceled() {
     assert_eq!(run.status("build"), Canceled);
     assert!(run.ran().is_empty(), "a canceled attempt is not retried");
     assert_eq!(run.pipeline(), PipelineStatus::Canceled);
+}
+
+/// GitLab's `workflow:auto_cancel:on_job_failure: all`: "cancel the pipeline as soon as one
+/// job fails" — the running jobs are asked to stop, the ones not started are canceled.
+#[test]
+fn on_job_failure_all_cancels_the_pipeline_when_a_job_fails() {
+    let mut spec = spec(
+        "unit test
+         lint test
+         e2e test
+         deploy deploy",
+    );
+    spec.cancel_on_job_failure = true;
+    let mut run = Run::from_spec(spec, EngineOptions::default());
+    run.start().begin("lint").fail("unit");
+    assert_eq!(run.statuses(&["unit", "lint", "e2e", "deploy"]), [Failed, Canceling, Canceling, Canceled]);
+    run.finish("lint", Outcome::Success).finish("e2e", Outcome::Canceled);
+    assert_eq!(run.pipeline(), PipelineStatus::Failed);
+    check!(run);
+}
+
+/// A failure that is allowed, or that is retried, cancels nothing (GitLab checks
+/// `allow_failure?` and `auto_retry_expected?` before canceling).
+#[test]
+fn on_job_failure_all_ignores_allowed_and_retried_failures() {
+    let mut spec = spec(
+        "flaky test retry=1
+         lint test allow=yes
+         e2e test",
+    );
+    spec.cancel_on_job_failure = true;
+    let mut run = Run::from_spec(spec, EngineOptions::default());
+    run.start().fail("flaky").fail("lint");
+    assert_eq!(run.statuses(&["flaky", "lint", "e2e"]), [Pending, Failed, Pending]);
+    check!(run);
+}
+
+/// Without the setting (GitLab's default `none`), a failure cancels nothing.
+#[test]
+fn on_job_failure_none_lets_the_other_jobs_finish() {
+    let mut run = Run::new(
+        "unit test
+         e2e test",
+    );
+    run.start().fail("unit");
+    assert_eq!(run.statuses(&["unit", "e2e"]), [Failed, Pending]);
 }

@@ -3,7 +3,8 @@
 //! Pipeline lines: `NAME STAGE [key=value]...`; stages are numbered in order of first
 //! appearance. Keys: `needs=a,b?` (`?`: optional; `needs=` alone: `needs: []`),
 //! `when=on_failure|always|manual|delayed:MS`, `allow=yes|no|CODE,CODE`, `retry=N`,
-//! `retry_when=CLASS,CLASS`, `retry_codes=CODE,CODE`, `interruptible`. As the planner does,
+//! `retry_when=CLASS,CLASS`, `retry_codes=CODE,CODE`, `interruptible`, `group=NAME`
+//! (`resource_group`). As the planner does,
 //! `when=manual` defaults to `allow=yes`.
 
 use std::fmt::Write;
@@ -42,6 +43,7 @@ pub fn spec(text: &str) -> PipelineSpec {
                     "retry_when" => retry_when = Some(list(value).map(retry_class).collect()),
                     "retry_codes" => retry_codes = Some(list(value).map(|c| c.parse().unwrap()).collect()),
                     "interruptible" => job.interruptible = true,
+                    "group" => job.resource_group = Some(value.to_owned()),
                     _ => panic!("`{line}`: unknown key `{key}`"),
                 }
             }
@@ -197,6 +199,12 @@ impl Run {
         self.accept(Event::PlayManual { job: job.into(), now })
     }
 
+    /// The host gives the job its resource group.
+    pub fn grant(&mut self, job: &str) -> &mut Self {
+        let (now, attempt) = (self.tick_clock(), self.attempt(job));
+        self.accept(Event::ResourceGranted { job: job.into(), attempt, now })
+    }
+
     pub fn cancel_job(&mut self, job: &str) -> &mut Self {
         let now = self.tick_clock();
         self.accept(Event::CancelJob { job: job.into(), now })
@@ -287,6 +295,7 @@ fn describe(event: &Event) -> String {
         Event::RetryJob { job, now } => format!("retry {job} @{now}"),
         Event::Cancel { now } => format!("cancel pipeline @{now}"),
         Event::AutoCancel { mode, now } => format!("auto-cancel {mode:?} @{now}"),
+        Event::ResourceGranted { job, attempt, now } => format!("granted {job}#{attempt} @{now}"),
     }
 }
 
@@ -308,6 +317,8 @@ fn render(command: &Command) -> String {
     match command {
         Command::RunJob { job, attempt } => format!("run {job}#{attempt}"),
         Command::CancelJob { job, attempt } => format!("cancel {job}#{attempt}"),
+        Command::WaitForResource { job, attempt, group } => format!("wait {job}#{attempt} for {group}"),
+        Command::ReleaseResource { job, attempt, group } => format!("release {group} from {job}#{attempt}"),
         Command::JobStatusChanged { job, attempt, status } => format!("{job}#{attempt} -> {status}"),
         Command::PipelineStatusChanged { status } => format!("pipeline -> {status}"),
         Command::PipelineFinished { status, has_warnings } => {

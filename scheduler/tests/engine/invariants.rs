@@ -158,6 +158,10 @@ impl Driver {
                 Command::CancelJob { job, attempt } => {
                     assert_eq!(self.inflight.get(job).map(|a| a.attempt), Some(*attempt));
                 }
+                // The generated pipelines have no resource groups (`resource_group.rs` covers them).
+                Command::WaitForResource { .. } | Command::ReleaseResource { .. } => {
+                    panic!("no resource group was generated: {command:?}")
+                }
                 Command::PipelineStatusChanged { .. } => {}
             }
         }

@@ -12,6 +12,7 @@ mod invariants;
 mod manual;
 mod needs;
 mod persistence;
+mod resource_group;
 mod retry;
 mod stages;
 mod subset;

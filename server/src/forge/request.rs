@@ -35,7 +35,11 @@ impl State {
     /// `canceled` that follows is posted instead).
     pub fn of(status: PipelineStatus) -> Option<State> {
         Some(match status {
-            PipelineStatus::Created | PipelineStatus::Pending | PipelineStatus::Manual | PipelineStatus::Scheduled => State::Pending,
+            PipelineStatus::Created
+            | PipelineStatus::Pending
+            | PipelineStatus::Manual
+            | PipelineStatus::Scheduled
+            | PipelineStatus::WaitingForResource => State::Pending,
             PipelineStatus::Running => State::Running,
             PipelineStatus::Success => State::Success,
             PipelineStatus::Failed => State::Failed,

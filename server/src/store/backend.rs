@@ -10,8 +10,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{
-    AccessToken, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded, Result,
-    Runner, RunnerScope, Session, SqliteStore, Store, StoreError, Transition, Unposted, Wakeup,
+    AccessToken, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded,
+    ResourceCandidate, Result, Runner, RunnerScope, Session, SqliteStore, Store, StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -116,6 +116,18 @@ impl Store for Backend {
     }
     async fn job(&self, id: i64) -> Result<Option<JobRow>> {
         delegate!(self, job(id))
+    }
+    async fn resource_holder(&self, project: &str, group: &str) -> Result<Option<(i64, i64)>> {
+        delegate!(self, resource_holder(project, group))
+    }
+    async fn grant_resource(&self, project: &str, group: &str, job: i64, attempt: i64) -> Result<bool> {
+        delegate!(self, grant_resource(project, group, job, attempt))
+    }
+    async fn release_resource(&self, project: &str, group: &str, job: i64, attempt: i64) -> Result<bool> {
+        delegate!(self, release_resource(project, group, job, attempt))
+    }
+    async fn resource_queue(&self, project: &str, group: &str) -> Result<Vec<ResourceCandidate>> {
+        delegate!(self, resource_queue(project, group))
     }
     async fn jobs(&self, pipeline_id: i64) -> Result<Vec<JobRow>> {
         delegate!(self, jobs(pipeline_id))
@@ -267,6 +279,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (5, "forge_and_reports", include_str!("../../migrations/sqlite/0005_forge_and_reports.sql")),
         (8, "log_chunks", include_str!("../../migrations/sqlite/0008_log_chunks.sql")),
         (10, "fork_approval", include_str!("../../migrations/sqlite/0010_fork_approval.sql")),
+        (11, "resource_groups", include_str!("../../migrations/sqlite/0011_resource_groups.sql")),
     ]))
     .await?)
 }
@@ -280,6 +293,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (5, "forge_and_reports", include_str!("../../migrations/postgres/0005_forge_and_reports.sql")),
         (8, "log_chunks", include_str!("../../migrations/postgres/0008_log_chunks.sql")),
         (10, "fork_approval", include_str!("../../migrations/postgres/0010_fork_approval.sql")),
+        (11, "resource_groups", include_str!("../../migrations/postgres/0011_resource_groups.sql")),
     ]))
     .await?)
 }

@@ -177,6 +177,19 @@ pub struct NewJob {
     pub tags: Vec<String>,
     /// The job's payload template as JSON (a `protocol::JobPayload` without token and attempt).
     pub spec: String,
+    /// `resource_group:`, expanded.
+    pub resource_group: Option<String>,
+}
+
+/// A job of a resource group that has not run yet (`created`, `scheduled` or
+/// `waiting_for_resource`, in a started pipeline), in pipeline then job order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceCandidate {
+    pub job_id: i64,
+    pub pipeline_id: i64,
+    pub name: String,
+    pub status: JobStatus,
+    pub attempt: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,6 +359,20 @@ pub trait Store: Send + Sync {
     // Jobs.
     fn job(&self, id: i64) -> impl std::future::Future<Output = Result<Option<JobRow>>> + Send;
     fn jobs(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Vec<JobRow>>> + Send;
+    /// Who holds a project's resource group: (job, attempt).
+    fn resource_holder(&self, project: &str, group: &str) -> impl std::future::Future<Output = Result<Option<(i64, i64)>>> + Send;
+    /// Gives the group to this attempt if nobody holds it (atomic); whether it did.
+    fn grant_resource(&self, project: &str, group: &str, job: i64, attempt: i64) -> impl std::future::Future<Output = Result<bool>> + Send;
+    /// Frees the group if this attempt holds it; whether it did.
+    fn release_resource(
+        &self,
+        project: &str,
+        group: &str,
+        job: i64,
+        attempt: i64,
+    ) -> impl std::future::Future<Output = Result<bool>> + Send;
+    /// The group's jobs that have not run yet, by pipeline then job id.
+    fn resource_queue(&self, project: &str, group: &str) -> impl std::future::Future<Output = Result<Vec<ResourceCandidate>>> + Send;
     /// The job's earlier attempts, oldest first (the current one is the job row).
     fn past_attempts(&self, job_id: i64) -> impl std::future::Future<Output = Result<Vec<AttemptRow>>> + Send;
     /// Atomically gives the runner the oldest pending job it may run: every tag of the job is

@@ -24,7 +24,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use super::backend::{event_from_json, event_json, held, job_status, pipeline_status, postgres_migrator, status_counts, unposted};
 use super::{
     AccessToken, Approval, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow,
-    Recorded, Result, Runner, RunnerScope, Session, Store, StoreError, Transition, Unposted, Wakeup,
+    Recorded, ResourceCandidate, Result, Runner, RunnerScope, Session, Store, StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -214,8 +214,8 @@ impl Store for PgStore {
         let mut ids = Vec::with_capacity(jobs.len());
         for job in jobs {
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO jobs (pipeline_id, name, stage, stage_index, tags, spec, status, attempt) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1) RETURNING id",
+                "INSERT INTO jobs (pipeline_id, name, stage, stage_index, tags, spec, status, attempt, resource_group) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8) RETURNING id",
             )
             .bind(pipeline_id)
             .bind(&job.name)
@@ -224,6 +224,7 @@ impl Store for PgStore {
             .bind(&job.tags)
             .bind(&job.spec)
             .bind(JobStatus::Created.as_str())
+            .bind(&job.resource_group)
             .fetch_one(&mut *tx)
             .await?;
             ids.push(id);
@@ -317,6 +318,76 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_row).collect()
+    }
+
+    async fn resource_holder(&self, project: &str, group: &str) -> Result<Option<(i64, i64)>> {
+        let row = sqlx::query(
+            "SELECT holder_job, holder_attempt FROM resource_groups WHERE project = $1 AND name = $2 AND holder_job IS NOT NULL",
+        )
+        .bind(project)
+        .bind(group)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get::<i64, _>("holder_job")?, r.try_get::<i64, _>("holder_attempt")?)),
+            None => None,
+        })
+    }
+
+    async fn grant_resource(&self, project: &str, group: &str, job: i64, attempt: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO resource_groups (project, name, holder_job, holder_attempt) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (project, name) DO UPDATE SET holder_job = excluded.holder_job, holder_attempt = excluded.holder_attempt \
+             WHERE resource_groups.holder_job IS NULL",
+        )
+        .bind(project)
+        .bind(group)
+        .bind(job)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_resource(&self, project: &str, group: &str, job: i64, attempt: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE resource_groups SET holder_job = NULL, holder_attempt = NULL \
+             WHERE project = $1 AND name = $2 AND holder_job = $3 AND holder_attempt = $4",
+        )
+        .bind(project)
+        .bind(group)
+        .bind(job)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn resource_queue(&self, project: &str, group: &str) -> Result<Vec<ResourceCandidate>> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.pipeline_id, j.name, j.status, j.attempt FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
+             WHERE p.project = $1 AND j.resource_group = $2 AND p.version > 0 AND j.status IN ($3, $4, $5) \
+             ORDER BY j.pipeline_id, j.id",
+        )
+        .bind(project)
+        .bind(group)
+        .bind(JobStatus::Created.as_str())
+        .bind(JobStatus::Scheduled.as_str())
+        .bind(JobStatus::WaitingForResource.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let job_id: i64 = r.try_get("id")?;
+                Ok(ResourceCandidate {
+                    job_id,
+                    pipeline_id: r.try_get("pipeline_id")?,
+                    name: r.try_get("name")?,
+                    status: job_status(job_id, &r.try_get::<String, _>("status")?)?,
+                    attempt: r.try_get("attempt")?,
+                })
+            })
+            .collect()
     }
 
     async fn past_attempts(&self, job_id: i64) -> Result<Vec<AttemptRow>> {

@@ -204,7 +204,7 @@ pub fn status_label(status: &str) -> String {
         "success" => "✓",
         "failed" => "✗",
         "running" => "▶",
-        "pending" | "created" | "scheduled" => "◷",
+        "pending" | "created" | "scheduled" | "waiting_for_resource" => "◷",
         "canceling" | "canceled" => "⊘",
         "skipped" => "»",
         "manual" => "⏵",
@@ -602,7 +602,7 @@ pub fn badge_svg(label: &str, status: &str) -> String {
         "success" => "#1a7f37",
         "failed" => "#cf222e",
         "running" => "#0969da",
-        "pending" | "created" | "scheduled" | "manual" => "#9a6700",
+        "pending" | "created" | "scheduled" | "waiting_for_resource" | "manual" => "#9a6700",
         _ => "#6e7781",
     };
     // Verdana 11px averages about 7px a character; 10px of padding each side.

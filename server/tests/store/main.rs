@@ -7,6 +7,7 @@ mod claims;
 mod forge;
 mod open;
 mod pipelines;
+mod resources;
 mod runners;
 mod throughput;
 mod tls;

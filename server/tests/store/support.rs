@@ -226,6 +226,7 @@ pub fn new_job(name: &str, tags: &[&str]) -> NewJob {
         stage_index: 1,
         tags: tags.iter().map(|t| t.to_string()).collect(),
         spec: format!(r#"{{"script":["echo {name}"]}}"#),
+        resource_group: None,
     }
 }
 
