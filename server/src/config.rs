@@ -207,7 +207,6 @@ fn default_remote_cache_entries() -> usize {
     256
 }
 
-
 /// `[signing]`: images are signed (cosign `.sig`) and their SLSA provenance attached (`.att`)
 /// with this key. The key is read at start and travels to a runner only inside the payload of a
 /// leased job that has a `piste/image-build@v1` step, of a protected ref (any ref with
