@@ -213,3 +213,26 @@ fn a_job_that_failed_runs_again_and_its_later_success_is_reused() {
     assert_eq!(c.runs("check"), 3);
     assert_eq!(reused_from(&r, "check").map(|f| f["pipeline"].clone()), Some(3.into()));
 }
+
+#[test]
+fn the_terminal_says_which_jobs_were_reused_and_from_where() {
+    let p = Project::new(&format!("quick:\n  script: ['{COUNT}']\n"));
+    let c = Counter::new();
+    let text = |c: &Counter| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["run", "--executor", "shell", "--reuse", "--var", &c.var()])
+            .current_dir(p.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = text(&c);
+    assert!(!first.contains("reused"), "{first}");
+    let second = text(&c);
+    assert_eq!(c.runs("quick"), 1);
+    assert!(second.contains("✔ passed: reused from pipeline 1, job 1001 (quick)"), "{second}");
+    assert!(second.contains("↺ reused from pipeline 1, job 1001 (quick)"), "{second}");
+    assert!(second.contains("↺ 1 of 1 jobs reused"), "{second}");
+}

@@ -240,31 +240,39 @@ async fn replay(
 ) -> Result<Attempt, String> {
     let artifacts = record.artifacts.as_deref().map(str::parse::<Digest>).transpose().map_err(|e| e.to_string())?;
     let log_digest: Digest = record.log.parse().map_err(|e: crate::cas::ParseDigestError| e.to_string())?;
-    let earlier = {
-        let shared = shared.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut shared.cas.open_blob(&log_digest).map_err(|e| e.to_string())?, &mut bytes)
-                .map_err(|e| e.to_string())?;
-            Ok(bytes)
-        })
-        .await
-        .map_err(|e| e.to_string())??
-    };
-    let marker =
-        format!("\x1b[32;1m{}\x1b[0;m: nothing this job reads changed (key {key}); its artifacts, dotenv and log follow", record.from);
-    let mut text = Vec::with_capacity(marker.len() + 1 + earlier.len());
-    text.extend_from_slice(marker.as_bytes());
-    text.push(b'\n');
-    text.extend_from_slice(&earlier);
-    tokio::fs::write(log_path, &text).await.map_err(|e| format!("{}: {e}", log_path.display()))?;
-    if shared.stream_logs {
-        let text = String::from_utf8_lossy(&text);
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        for chunk in lines.chunks(256) {
-            let _ = shared.events.send(RunEvent::Log { job: name.to_string(), lines: chunk.to_vec() }).await;
+    let blob = shared.cas.open_blob(&log_digest).map_err(|e| e.to_string())?;
+    // Through the log pump, as a job's output: streamed, lines capped, masked again.
+    let (log, rx) = LogWriter::channel(8);
+    let pump = tokio::spawn({
+        let (job, path, events) = (name.to_string(), log_path.to_owned(), shared.stream_logs.then(|| shared.events.clone()));
+        let secrets = shared.secrets.iter().map(|(_, v)| v.clone()).collect();
+        async move { logs::pump(job, rx, secrets, &path, events).await }
+    });
+    log.line(format!(
+        "\x1b[32;1m{}\x1b[0;m: nothing this job reads changed (key {key}); its artifacts, dotenv and log follow",
+        record.from
+    ))
+    .await;
+    let (tx, chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut blob = blob;
+        loop {
+            let mut buf = vec![0; 64 * 1024];
+            let n = std::io::Read::read(&mut blob, &mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            if tx.blocking_send(buf).is_err() {
+                return Ok(());
+            }
         }
-    }
+    });
+    log.stream(chunks).await;
+    drop(log);
+    let read = reader.await.map_err(|e| e.to_string())?;
+    pump.await.map_err(|e| e.to_string())?.map_err(|e| format!("{}: {e}", log_path.display()))?;
+    read.map_err(|e| format!("the earlier log {log_digest}: {e}"))?;
     let outputs = JobOutputs { artifacts, dotenv: record.dotenv };
     shared.outputs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), outputs);
     Ok(Attempt {

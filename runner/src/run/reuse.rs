@@ -121,8 +121,12 @@ pub fn ineligible(spec: &JobSpec, job: Option<&Job>, mode: Mode, vars: &[(String
     if !spec.steps.is_empty() {
         return Some("a job with `run:` steps");
     }
-    if job.is_none_or(|j| j.environment.is_some()) {
+    let Some(job) = job else { return Some("not a job of the pipeline file") };
+    if job.environment.is_some() {
         return Some("a job with an environment");
+    }
+    if job.trigger.is_some() {
+        return Some("a trigger job");
     }
     if worktree {
         return Some("--worktree: uncommitted changes are not in the key");
@@ -303,7 +307,7 @@ mod tests {
         let off = [(VARIABLE.to_string(), "false".to_string())];
         assert_eq!(ineligible(&s, job, Mode::PerJob, &[], false), Some("not opted in"));
         assert_eq!(ineligible(&s, job, Mode::Project, &off, false), Some("PISTE_REUSE is false"));
-        // Past the switches, a job that is not in the file (no environment known) is not reused.
-        assert_eq!(ineligible(&s, job, Mode::PerJob, &on, false), Some("a job with an environment"));
+        // Past the switches, a job that is not in the file (nothing known of it) is not reused.
+        assert_eq!(ineligible(&s, job, Mode::PerJob, &on, false), Some("not a job of the pipeline file"));
     }
 }
