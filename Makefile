@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
-.PHONY: build test lint fmt bench bench-lint bench-run bench-server bench-gitops bench-image bench-archive demo
+.PHONY: build test lint fmt bench bench-lint bench-run bench-reuse bench-server bench-gitops bench-image bench-archive demo
 
 build:
 	$(CARGO) build --release --bin piste
@@ -36,7 +36,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-lint bench-run bench-server bench-gitops bench-image bench-archive
+bench: bench-lint bench-run bench-reuse bench-server bench-gitops bench-image bench-archive
 
 bench-lint:
 	$(CARGO) bench -p pipeline-spec --bench lint
@@ -46,6 +46,11 @@ bench-lint:
 bench-run:
 	$(CARGO) build --release --bin piste
 	bash benches/run.sh
+
+# A second `piste run --reuse` on the same tree vs the first (issue 12).
+bench-reuse:
+	$(CARGO) build --release --bin piste
+	bash benches/reuse.sh
 
 # 1 GiB incompressible + 1 GiB text through the archiver vs `zstd -1` / `gzip -1`, extraction.
 bench-archive:

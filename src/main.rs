@@ -119,6 +119,14 @@ enum Command {
         /// with this PKCS#8 PEM ECDSA P-256 key; jobs never see it. Without it, images are unsigned.
         #[arg(long = "sign-key", value_name = "FILE")]
         sign_key: Option<PathBuf>,
+        /// Reuse the results of jobs whose inputs did not change since they passed, for every job
+        /// that may be reused (as `reuse = true` in `.piste/config.toml` does). Without it, only
+        /// jobs with the variable `PISTE_REUSE: "true"` are.
+        #[arg(long, conflicts_with = "no_reuse")]
+        reuse: bool,
+        /// Run every job, reusing no earlier result (and keeping none).
+        #[arg(long)]
+        no_reuse: bool,
         /// Run again when files change (debounced; `.git` and `.piste` are ignored).
         #[arg(long)]
         watch: bool,
@@ -338,36 +346,49 @@ fn main() -> ExitCode {
                 serve::run_runner(&config, to_kind(executor), concurrency, work_dir)
             }
         },
-        Command::Run { only, spec, executor, concurrency, worktree, mut secrets, secrets_file, image, sign_key, watch, quiet, format } => {
-            (|| {
-                if let Some(file) = secrets_file {
-                    secrets.extend(runner::local::read_secrets_file(&file)?);
+        Command::Run {
+            only,
+            spec,
+            executor,
+            concurrency,
+            worktree,
+            mut secrets,
+            secrets_file,
+            image,
+            sign_key,
+            reuse,
+            no_reuse,
+            watch,
+            quiet,
+            format,
+        } => (|| {
+            if let Some(file) = secrets_file {
+                secrets.extend(runner::local::read_secrets_file(&file)?);
+            }
+            let signing_key = match sign_key {
+                Some(file) => {
+                    let pem = std::fs::read_to_string(&file)
+                        .map_err(|e| anyhow::anyhow!("`--sign-key {}`: cannot read it: {e}", file.display()))?;
+                    runner::oci::sign::SigningKey::from_pem(&pem).map_err(|e| anyhow::anyhow!("`--sign-key {}`: {e}", file.display()))?;
+                    Some(pem)
                 }
-                let signing_key = match sign_key {
-                    Some(file) => {
-                        let pem = std::fs::read_to_string(&file)
-                            .map_err(|e| anyhow::anyhow!("`--sign-key {}`: cannot read it: {e}", file.display()))?;
-                        runner::oci::sign::SigningKey::from_pem(&pem)
-                            .map_err(|e| anyhow::anyhow!("`--sign-key {}`: {e}", file.display()))?;
-                        Some(pem)
-                    }
-                    None => None,
-                };
-                run::run(run::RunArgs {
-                    spec: spec.options()?,
-                    jobs: only,
-                    executor: to_kind(executor),
-                    concurrency: concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-                    worktree,
-                    secrets,
-                    json: matches!(format, LintFormat::Json),
-                    watch,
-                    quiet,
-                    image,
-                    signing_key,
-                })
-            })()
-        }
+                None => None,
+            };
+            run::run(run::RunArgs {
+                spec: spec.options()?,
+                jobs: only,
+                executor: to_kind(executor),
+                concurrency: concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                worktree,
+                secrets,
+                json: matches!(format, LintFormat::Json),
+                watch,
+                quiet,
+                image,
+                signing_key,
+                reuse: if no_reuse { Some(false) } else { reuse.then_some(true) },
+            })
+        })(),
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pipeline_spec::plan::PlanError;
 use runner::local::{LocalOptions, open};
-use runner::run::{ExecutorKind, JobResult, RunConfig, RunEvent, RunSummary, choose_executor, run_pipeline};
+use runner::run::{ExecutorKind, JobResult, RunConfig, RunEvent, RunSummary, choose_executor, reuse, run_pipeline};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,8 @@ pub struct RunArgs {
     pub image: Option<String>,
     /// `--sign-key`'s PEM.
     pub signing_key: Option<String>,
+    /// `--reuse` (`Some(true)`), `--no-reuse` (`Some(false)`), or `.piste/config.toml` decides.
+    pub reuse: Option<bool>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -84,12 +86,22 @@ async fn run_once(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<E
     } else {
         eprintln!("{} {reason}", paint("executor:", GREEN));
     }
+    let data_dir = local.root.join(".piste");
+    let reuse = match args.reuse {
+        Some(false) => reuse::Mode::Off,
+        Some(true) => reuse::Mode::Project,
+        None if reuse::project_setting(&data_dir).map_err(|e| anyhow::anyhow!("{e} (expected `reuse = true` or `false`)"))? => {
+            reuse::Mode::Project
+        }
+        None => reuse::Mode::PerJob,
+    };
     let pipeline = Arc::new(local.loaded.pipeline.take().expect("a plan implies a pipeline"));
     let config = RunConfig {
+        reuse,
         executor,
         containers,
         concurrency: args.concurrency,
-        data_dir: local.root.join(".piste"),
+        data_dir,
         source_repo: local.root.clone(),
         worktree: args.worktree,
         secrets: args.secrets.clone(),
@@ -270,11 +282,14 @@ impl View {
                     }
                 }
             }
-            RunEvent::JobFinished { job, status, allow_failure, exit_code, duration_ms, reason, .. } => {
+            RunEvent::JobFinished { job, status, allow_failure, exit_code, duration_ms, reason, reused_from, .. } => {
                 self.running.retain(|j| j != job);
                 self.done += 1;
                 let secs = *duration_ms as f64 / 1000.0;
                 let text = match status {
+                    JobResult::Success if reused_from.is_some() => {
+                        paint(&format!("✔ passed: {}", reused_from.as_ref().map(ToString::to_string).unwrap_or_default()), GREEN)
+                    }
                     JobResult::Success => paint(&format!("✔ passed in {secs:.1}s"), GREEN),
                     JobResult::Failed if *allow_failure => {
                         paint(&format!("⚠ failed (allowed) in {secs:.1}s, exit code {}", code(*exit_code)), YELLOW)
@@ -380,6 +395,13 @@ fn print_summary(s: &RunSummary) {
         let dur = j.duration_ms.map_or_else(|| "-".into(), |d| format!("{:.2}s", d as f64 / 1000.0));
         let crit = if s.critical_path.contains(&j.job) { " ◆" } else { "" };
         let _ = writeln!(out, "{:<w$}  {:<10}  {:<9}  {:>9}  {}{crit}", j.job, j.stage, status, dur, j.attempt);
+        if let Some(from) = &j.reused_from {
+            let _ = writeln!(out, "{:<w$}  ↺ {from}", "");
+        }
+    }
+    let reused = s.jobs.iter().filter(|j| j.reused_from.is_some()).count();
+    if reused > 0 {
+        let _ = writeln!(out, "↺ {reused} of {} jobs reused: nothing they read changed (`--no-reuse` runs them)", s.jobs.len());
     }
     if s.jobs.iter().any(|j| j.status == JobResult::Failed && j.allow_failure) {
         let _ = writeln!(out, "* allowed to fail");

@@ -61,3 +61,21 @@ fn run_steps_in_containers_with_a_built_in_step_on_the_runner_and_after_script()
     assert!(log.iter().any(|l| l == "after=success"), "{log:?}");
     assert!(leftover_containers("steps").is_empty());
 }
+
+#[test]
+fn a_job_in_a_container_is_reused_through_its_image_id() {
+    let img = image();
+    let p = Project::new(&format!(
+        "made:\n  image: {img}\n  script:\n    - mkdir -p out && echo built > out/file.txt\n  artifacts:\n    paths: [out/]\nread:\n  image: {img}\n  needs: [made]\n  environment: review\n  script:\n    - cat out/file.txt\n"
+    ));
+    let first = p.run(&["--executor", "docker", "--reuse"]);
+    assert_eq!(first.code, Some(0), "{}", first.debug());
+    let second = p.run(&["--executor", "docker", "--reuse"]);
+    assert_eq!(second.code, Some(0), "{}", second.debug());
+    let from = &second.finished("made")[0]["reused_from"];
+    assert_eq!(from["pipeline"], 1, "{}", second.debug());
+    // The job with an environment ran, in a container, with the reused job's artifacts.
+    assert!(second.finished("read")[0].get("reused_from").is_none());
+    assert!(second.log("read").contains(&"built".to_string()), "{:?}", second.log("read"));
+    assert!(leftover_containers("made").is_empty() && leftover_containers("read").is_empty());
+}

@@ -7,6 +7,7 @@ mod delivery;
 mod docker;
 #[path = "../common/registry.rs"]
 mod registry;
+mod reuse;
 mod semantics;
 mod steps;
 mod variables;

@@ -59,6 +59,9 @@ pub enum RunEvent {
         /// Why it failed, for people (runner system failures, timeouts).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The earlier job whose result this is (`piste run`'s reuse), when it was not run.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reused_from: Option<super::reuse::ReusedFrom>,
     },
     PipelineFinished {
         status: String,
@@ -75,6 +78,9 @@ pub struct JobSummary {
     pub allow_failure: bool,
     pub attempt: u32,
     pub duration_ms: Option<u64>,
+    /// The earlier job whose result this is, when it was reused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<super::reuse::ReusedFrom>,
 }
 
 /// What `run_pipeline` returns once the pipeline finished.

@@ -22,6 +22,7 @@ use crate::joblog::LogWriter;
 use crate::run::events::RunEvent;
 use crate::run::inputs;
 use crate::run::logs;
+use crate::run::reuse::{self, ReusedFrom};
 
 /// What a finished job left for the jobs after it.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +54,12 @@ pub struct Shared {
     pub run_id: String,
     /// `--sign-key`: what `piste/image-build@v1` signs with.
     pub signing_key: Option<scheduler::protocol::SigningKey>,
+    /// Reuse of earlier results: the run's switch and `.piste/reuse/`.
+    pub reuse: reuse::Mode,
+    pub records: reuse::Records,
+    /// The repository the jobs check out from, and whether its work tree is overlaid.
+    pub source_repo: PathBuf,
+    pub worktree: bool,
 }
 
 /// The result of one attempt, for the engine and the summary.
@@ -62,6 +69,8 @@ pub struct Attempt {
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     pub duration: Duration,
+    /// The earlier job whose result this one is.
+    pub reused: Option<ReusedFrom>,
 }
 
 fn failed(reason: scheduler::FailureReason, message: String, started: Instant) -> Attempt {
@@ -70,6 +79,7 @@ fn failed(reason: scheduler::FailureReason, message: String, started: Instant) -
         exit_code: None,
         reason: Some(message),
         duration: started.elapsed(),
+        reused: None,
     }
 }
 
@@ -98,9 +108,21 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         let outputs = shared.outputs.lock().unwrap_or_else(|e| e.into_inner());
         spec.dependencies.iter().filter_map(|d| outputs.get(d)).flat_map(|o| o.dotenv.clone()).collect()
     };
+    let predefined = spec.predefined(&shared.context, job_id);
+    let log_path = shared.log_dir.join(format!("{}.log", log_name(&pj.name)));
+    let key = reuse_key(&shared, &spec, &pj.base, &predefined, &dotenv).await;
+    if let Some(key) = &key {
+        let records = &shared.records;
+        if let Some(record) = records.get(key, &shared.cas) {
+            match replay(&shared, &pj.name, key, record, &log_path, started).await {
+                Ok(attempt) => return attempt,
+                Err(e) => tracing::warn!(job = %pj.name, error = %e, "an earlier result could not be reused; running the job"),
+            }
+        }
+    }
     let env = AttemptEnv {
         header: format!("Running with piste {} ({} executor)", env!("CARGO_PKG_VERSION"), shared.executor.name()),
-        predefined: spec.predefined(&shared.context, job_id),
+        predefined,
         dotenv,
         runner_vars: Vec::new(),
         containers: shared.containers,
@@ -116,13 +138,12 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
     };
 
     let (log, rx) = LogWriter::channel(64);
-    let log_path = shared.log_dir.join(format!("{}.log", log_name(&pj.name)));
     // `--secret` values are masked variables of the spec: one list, with their encodings.
     let mut secret_values = spec.masked_values();
     secret_values.extend(shared.signing_key.iter().flat_map(|k| k.mask_values()));
     let events = shared.stream_logs.then(|| shared.events.clone());
     let pump = tokio::spawn({
-        let name = pj.name.clone();
+        let (name, log_path) = (pj.name.clone(), log_path.clone());
         async move { logs::pump(name, rx, secret_values, &log_path, events).await }
     });
     let host = LocalHost { shared: &shared, slot, dependencies: &spec.dependencies };
@@ -133,13 +154,134 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         tracing::warn!(job = %pj.name, error = %e, "the job's log file could not be written");
     }
     let Some(result) = result else {
-        return Attempt { outcome: scheduler::Outcome::Canceled, exit_code: None, reason: None, duration: started.elapsed() };
+        return Attempt { outcome: scheduler::Outcome::Canceled, exit_code: None, reason: None, duration: started.elapsed(), reused: None };
     };
     if result.outcome != scheduler::Outcome::Canceled {
         let outputs = JobOutputs { artifacts: result.artifacts, dotenv: result.dotenv.clone() };
         shared.outputs.lock().unwrap_or_else(|e| e.into_inner()).insert(pj.name.clone(), outputs);
     }
-    Attempt { outcome: result.outcome, exit_code: result.exit_code, reason: result.reason, duration: started.elapsed() }
+    // Only successes are kept: a reused result never hides a failure.
+    if let (Some(key), scheduler::Outcome::Success) = (key, &result.outcome) {
+        let from = ReusedFrom { pipeline: shared.pipeline_id, job_id, job: pj.name.clone() };
+        let (shared2, artifacts, dotenv) = (shared.clone(), result.artifacts, result.dotenv.clone());
+        let kept = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&log_path).map_err(|e| e.to_string())?;
+            let log = shared2.cas.put(file).map_err(|e| e.to_string())?;
+            let record = reuse::Record { from, artifacts: artifacts.map(|d| d.to_string()), dotenv, log: log.to_string() };
+            shared2.records.put(&key, &record).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = kept {
+            tracing::warn!(job = %pj.name, error = %e, "the job's result could not be kept for reuse");
+        }
+    }
+    Attempt { outcome: result.outcome, exit_code: result.exit_code, reason: result.reason, duration: started.elapsed(), reused: None }
+}
+
+/// The job's reuse key, when its result may be reused and its inputs can be known.
+async fn reuse_key(
+    shared: &Arc<Shared>,
+    spec: &scheduler::job::JobSpec,
+    base: &str,
+    predefined: &[(String, String)],
+    dotenv: &[(String, String)],
+) -> Option<Digest> {
+    let vars: Vec<(String, String)> = spec.variables(predefined, dotenv).into_iter().map(|v| (v.key, v.value)).collect();
+    let model = shared.pipeline.jobs.get(base);
+    if let Some(why) = reuse::ineligible(spec, model, shared.reuse, &vars, shared.worktree) {
+        tracing::debug!(job = %spec.name, why, "not reusable");
+        return None;
+    }
+    let executor = if shared.containers {
+        let map: HashMap<&str, &str> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let image = match &spec.image {
+            Some(i) => pipeline_spec::expand::expand(&i.name, &map),
+            None => shared.default_image.clone()?,
+        };
+        let names = std::iter::once(image).chain(spec.services.iter().map(|s| pipeline_spec::expand::expand(&s.name, &map)));
+        let docker = bollard::Docker::connect_with_local_defaults().ok()?;
+        let mut out = String::from("docker");
+        for name in names {
+            // An image the Engine does not hold yet has no id: its job runs (and pulls it).
+            let id = docker.inspect_image(&name).await.ok()?.id?;
+            out.push_str(&format!(" {name}={id}"));
+        }
+        out
+    } else {
+        shared.executor.name().to_string()
+    };
+    let artifacts: Vec<(String, Option<Digest>)> = {
+        let outputs = shared.outputs.lock().unwrap_or_else(|e| e.into_inner());
+        spec.dependencies.iter().map(|d| (d.clone(), outputs.get(d).and_then(|o| o.artifacts))).collect()
+    };
+    let patterns = model.map(|m| reuse::change_patterns(m, &vars)).unwrap_or_default();
+    let (repo, sha) = (shared.source_repo.clone(), shared.context.commit_sha.clone());
+    let tree = tokio::task::spawn_blocking(move || reuse::tree_input(&repo, &sha, &patterns)).await.ok()?;
+    let tree = match tree {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(job = %spec.name, error = %e, "the checkout's tree is unknown: not reusable");
+            return None;
+        }
+    };
+    reuse::key(&reuse::KeyInputs { spec, executor, variables: &vars, artifacts, tree }).ok()
+}
+
+/// Records job `name` as passed with `record`'s artifacts, dotenv and log, under a line saying
+/// where they come from.
+async fn replay(
+    shared: &Arc<Shared>,
+    name: &str,
+    key: &Digest,
+    record: reuse::Record,
+    log_path: &Path,
+    started: Instant,
+) -> Result<Attempt, String> {
+    let artifacts = record.artifacts.as_deref().map(str::parse::<Digest>).transpose().map_err(|e| e.to_string())?;
+    let log_digest: Digest = record.log.parse().map_err(|e: crate::cas::ParseDigestError| e.to_string())?;
+    let blob = shared.cas.open_blob(&log_digest).map_err(|e| e.to_string())?;
+    // Through the log pump, as a job's output: streamed, lines capped, masked again.
+    let (log, rx) = LogWriter::channel(8);
+    let pump = tokio::spawn({
+        let (job, path, events) = (name.to_string(), log_path.to_owned(), shared.stream_logs.then(|| shared.events.clone()));
+        let secrets = shared.secrets.iter().map(|(_, v)| v.clone()).collect();
+        async move { logs::pump(job, rx, secrets, &path, events).await }
+    });
+    log.line(format!(
+        "\x1b[32;1m{}\x1b[0;m: nothing this job reads changed (key {key}); its artifacts, dotenv and log follow",
+        record.from
+    ))
+    .await;
+    let (tx, chunks) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut blob = blob;
+        loop {
+            let mut buf = vec![0; 64 * 1024];
+            let n = std::io::Read::read(&mut blob, &mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            if tx.blocking_send(buf).is_err() {
+                return Ok(());
+            }
+        }
+    });
+    log.stream(chunks).await;
+    drop(log);
+    let read = reader.await.map_err(|e| e.to_string())?;
+    pump.await.map_err(|e| e.to_string())?.map_err(|e| format!("{}: {e}", log_path.display()))?;
+    read.map_err(|e| format!("the earlier log {log_digest}: {e}"))?;
+    let outputs = JobOutputs { artifacts, dotenv: record.dotenv };
+    shared.outputs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), outputs);
+    Ok(Attempt {
+        outcome: scheduler::Outcome::Success,
+        exit_code: Some(0),
+        reason: None,
+        duration: started.elapsed(),
+        reused: Some(record.from),
+    })
 }
 
 /// `piste run`'s side of a job: slot workspaces, artifacts in the local content-addressed store.

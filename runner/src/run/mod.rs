@@ -8,6 +8,7 @@ pub mod events;
 mod inputs;
 mod job;
 pub mod logs;
+pub mod reuse;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ pub struct RunConfig {
     /// `--sign-key`: a PKCS#8 PEM ECDSA P-256 key `piste/image-build@v1` signs images with
     /// (never a variable of the jobs); `None`: images are unsigned, and their logs say so.
     pub signing_key: Option<String>,
+    /// Reuse of earlier results (`--reuse`, `--no-reuse`, `.piste/config.toml`).
+    pub reuse: reuse::Mode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +130,10 @@ pub async fn run_pipeline(
         pipeline_id,
         run_id: run_id(pipeline_id),
         signing_key: config.signing_key.clone().map(scheduler::protocol::SigningKey),
+        reuse: config.reuse,
+        records: reuse::Records::new(&config.data_dir),
+        source_repo: config.source_repo.clone(),
+        worktree: config.worktree,
     });
 
     let concurrency = config.concurrency.max(1);
@@ -194,6 +201,7 @@ pub async fn run_pipeline(
                             allow_failure: pj.allow_failure.any(),
                             attempt,
                             duration_ms: None,
+                            reused_from: None,
                         };
                         summaries.insert(job.clone(), s);
                         let _ = events
@@ -207,6 +215,7 @@ pub async fn run_pipeline(
                                 duration_ms: 0,
                                 time: events::now_rfc3339(),
                                 reason: None,
+                                reused_from: None,
                             })
                             .await;
                     }
@@ -257,10 +266,10 @@ pub async fn run_pipeline(
                 };
                 let allowed = pj.allow_failure.allows(result.exit_code);
                 let duration_ms = result.duration.as_millis() as u64;
-                summaries.insert(job.clone(), JobSummary { job: job.clone(), stage: pj.stage.clone(), status, allow_failure: allowed, attempt, duration_ms: Some(duration_ms) });
+                summaries.insert(job.clone(), JobSummary { job: job.clone(), stage: pj.stage.clone(), status, allow_failure: allowed, attempt, duration_ms: Some(duration_ms), reused_from: result.reused.clone() });
                 let _ = events.send(RunEvent::JobFinished {
                     job: job.clone(), stage: pj.stage.clone(), status, allow_failure: allowed, exit_code: result.exit_code,
-                    attempt, duration_ms, time: events::now_rfc3339(), reason: result.reason.clone(),
+                    attempt, duration_ms, time: events::now_rfc3339(), reason: result.reason.clone(), reused_from: result.reused.clone(),
                 }).await;
                 commands.extend(engine.on(Event::JobFinished { job, attempt, outcome: result.outcome, now: now_ms(start) }).unwrap_or_default());
             }
