@@ -195,10 +195,12 @@ fn jobs_of_one_resource_group_run_one_at_a_time() {
 #[test]
 fn on_job_failure_all_cancels_the_rest_locally() {
     let yml =
-        "workflow:\n  auto_cancel:\n    on_job_failure: all\nbroken:\n  script: [exit 1]\nlater:\n  stage: test\n  script: [echo later]\n";
+        "workflow:\n  auto_cancel:\n    on_job_failure: all\nbroken:\n  script: [exit 1]\nlater:\n  stage: test\n  script: [sleep 30]\n";
     let p = Project::new(yml);
     let r = p.run(&["--executor", "shell"]);
     assert_eq!(r.code, Some(1), "{}", r.debug());
     assert_eq!(r.pipeline_status(), "failed");
+    // `later` runs alongside and is stopped: one end reported, canceled.
+    assert_eq!(r.finished("later").len(), 1, "{}", r.debug());
     assert_eq!(r.finished("later")[0]["status"], "canceled", "{}", r.debug());
 }

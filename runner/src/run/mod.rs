@@ -141,6 +141,8 @@ pub async fn run_pipeline(
     let mut queue: VecDeque<(String, u32)> = VecDeque::new();
     let mut running: JoinSet<(String, u32, usize, job::Attempt)> = JoinSet::new();
     let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
+    // Attempts whose end has been reported (`job_finished`), so none is reported twice.
+    let mut reported: std::collections::HashSet<(String, u32)> = std::collections::HashSet::new();
     let mut summaries: HashMap<String, JobSummary> = HashMap::new();
     let mut finished: Option<(scheduler::PipelineStatus, bool)> = None;
     let mut canceled = false;
@@ -190,7 +192,10 @@ pub async fn run_pipeline(
                     let result = match status {
                         JobStatus::Skipped => Some(JobResult::Skipped),
                         JobStatus::Manual => Some(JobResult::Manual),
-                        JobStatus::Canceled if !tokens.contains_key(&job) => Some(JobResult::Canceled),
+                        // Once per attempt: one that ran was reported when it ended.
+                        JobStatus::Canceled if !tokens.contains_key(&job) && !reported.contains(&(job.clone(), attempt)) => {
+                            Some(JobResult::Canceled)
+                        }
                         _ => None,
                     };
                     if let Some(result) = result {
@@ -264,6 +269,11 @@ pub async fn run_pipeline(
                     scheduler::Outcome::Failed { .. } => JobResult::Failed,
                     scheduler::Outcome::Canceled => JobResult::Canceled,
                 };
+                // The engine has the last word: an attempt canceled while it was ending (a
+                // failure elsewhere with `on_job_failure: all`) ends canceled whatever it reported.
+                let after = engine.on(Event::JobFinished { job: job.clone(), attempt, outcome: result.outcome, now: now_ms(start) }).unwrap_or_default();
+                let status = if engine.job_status(&job) == Some(JobStatus::Canceled) { JobResult::Canceled } else { status };
+                reported.insert((job.clone(), attempt));
                 let allowed = pj.allow_failure.allows(result.exit_code);
                 let duration_ms = result.duration.as_millis() as u64;
                 summaries.insert(job.clone(), JobSummary { job: job.clone(), stage: pj.stage.clone(), status, allow_failure: allowed, attempt, duration_ms: Some(duration_ms), reused_from: result.reused.clone() });
@@ -271,7 +281,7 @@ pub async fn run_pipeline(
                     job: job.clone(), stage: pj.stage.clone(), status, allow_failure: allowed, exit_code: result.exit_code,
                     attempt, duration_ms, time: events::now_rfc3339(), reason: result.reason.clone(), reused_from: result.reused.clone(),
                 }).await;
-                commands.extend(engine.on(Event::JobFinished { job, attempt, outcome: result.outcome, now: now_ms(start) }).unwrap_or_default());
+                commands.extend(after);
             }
             _ = cancel.cancelled(), if !canceled => {
                 canceled = true;
