@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::blob::BlobStore;
 use crate::auth::{self, Caller, Need};
 use crate::error::{ApiResult, Error};
 use crate::pipelines::JobTemplate;
@@ -16,7 +17,10 @@ use crate::store::{JobRow, PipelineRow, Store};
 use crate::web::ansi::Renderer;
 use scheduler::JobStatus;
 
-use crate::web::pages::{self, Account, AttemptLine, JobBox, JobDetail, LogTail, Permission, PipelineDetail, PipelineSummary};
+use crate::web::pages::{
+    self, Account, ArtifactFile, ArtifactsListing, ArtifactsSummary, AttemptLine, JobBox, JobDetail, LogTail, Permission, PipelineDetail,
+    PipelineSummary,
+};
 
 /// The refusal page (login, 404, 403) when the caller may not read `project`.
 fn refusal(state: &AppState, caller: &Caller, project: &str, path: &str) -> Option<Response> {
@@ -212,7 +216,7 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
     let id = j.id;
     let template: Option<JobTemplate> = serde_json::from_str(&j.spec).ok();
     let running = !j.status.is_complete() && j.status != JobStatus::Manual;
-    let (html, start, end) = match state.logs.view(id, j.attempt.max(1)).await? {
+    let tail = match state.logs.view(id, j.attempt.max(1)).await? {
         Some(log) => {
             let total = log.total();
             let upto = q.before.unwrap_or(total).min(total);
@@ -226,16 +230,42 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
             }
             let first_line = log.line_at(start).await?;
             let bytes = log.read_at(start, (upto - start) as usize).await?;
-            let mut r = Renderer::new(first_line);
+            let mut r = Renderer::recording(first_line).starting_at(start);
+            r.add_times(log.times(start..upto).await?);
             let mut html = r.push(&bytes);
             let live = running && q.before.is_none();
             let end = if live { upto - r.pending() as u64 } else { upto };
             if !live {
-                html.push_str(&r.finish());
+                html.push_str(&if upto == total { r.finish() } else { r.finish_range() });
             }
-            (html, start, end)
+            // Durations of the sections that ended here; a failed job's stopped sections open.
+            let html = r.fill(&html, j.status == JobStatus::Failed);
+            LogTail { html, start, end, total }
         }
-        None => (String::new(), 0, 0),
+        None => LogTail { html: String::new(), start: 0, end: 0, total: 0 },
+    };
+    let artifacts = match j.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) {
+        Some(digest) => {
+            let archive_bytes = state.blobs.head(&crate::blob::artifact_key(digest)).await?.unwrap_or(0);
+            let listing = crate::artifacts::listing(state, digest, crate::artifacts::LIST_ON_JOB_PAGE).await.unwrap_or_else(|e| {
+                tracing::warn!(job = id, error = %e, "artifacts not listed on the job page");
+                None
+            });
+            Some(ArtifactsSummary {
+                archive_bytes,
+                listing: listing.map(|l| ArtifactsListing {
+                    files: l.files().count(),
+                    bytes: l.files().map(|e| e.size).sum(),
+                    shown: l
+                        .files()
+                        .take(pages::SHOWN_FILES)
+                        .map(|e| ArtifactFile { path: e.path.clone(), size: e.size, link: e.target.clone() })
+                        .collect(),
+                    truncated: l.truncated,
+                }),
+            })
+        }
+        None => None,
     };
     let detail = JobDetail {
         id: j.id as u64,
@@ -249,7 +279,7 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
         duration_s: secs(j.started_at, j.finished_at),
         attempt: j.attempt.max(1) as u32,
         exit_code: j.exit_code.map(|c| c as i32),
-        has_artifacts: j.artifacts.is_some(),
+        artifacts,
         deploys: crate::api::deploys_of(&j.spec, j.dotenv.as_deref()).into_iter().map(|d| (d.step, d.commit, d.changed)).collect(),
         running: running && q.before.is_none(),
         attempts: crate::api::attempts(state, &j)
@@ -263,7 +293,7 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
             })
             .collect(),
     };
-    Ok(Html(pages::job_page(&detail, &LogTail { html, start, end })))
+    Ok(Html(pages::job_page(&detail, &tail)))
 }
 
 /// Runners heard from within this long are online (a runner busy on all its slots does not

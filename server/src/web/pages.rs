@@ -10,6 +10,10 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use scheduler::{JobStatus, PipelineStatus};
 
 use super::ansi::format_duration;
+pub use super::job::{
+    ArtifactFile, ArtifactsListing, ArtifactsSummary, AttemptLine, BrowseDir, FilePreview, JobDetail, JobRef, LogTail, artifact_file_page,
+    SHOWN_FILES, artifacts_page, job_page,
+};
 
 pub struct PipelineSummary {
     pub id: u64,
@@ -94,57 +98,17 @@ pub struct JobBox {
     pub coverage: Option<f64>,
 }
 
-pub struct JobDetail {
-    pub id: u64,
-    pub pipeline_id: u64,
-    pub project: String,
-    pub name: String,
-    pub stage: String,
-    pub status: JobStatus,
-    pub runner: Option<String>,
-    pub image: Option<String>,
-    pub duration_s: Option<u64>,
-    pub attempt: u32,
-    pub exit_code: Option<i32>,
-    pub has_artifacts: bool,
-    /// What the job's `piste/gitops-bump@v1` steps left: (step, deployment commit, changed).
-    pub deploys: Vec<(String, String, bool)>,
-    /// Whether the log may still grow: the page then follows it live.
-    pub running: bool,
-    /// Every attempt, oldest first, each with its own result and log.
-    pub attempts: Vec<AttemptLine>,
-}
-
-/// One attempt of a job, as the job page lists it.
-pub struct AttemptLine {
-    pub attempt: u32,
-    pub status: JobStatus,
-    pub exit_code: Option<i32>,
-    pub failure_reason: Option<String>,
-}
-
-/// The part of a log the job page shows: rendered HTML of bytes `start..end`.
-///
-/// For a running job render it with [`super::ansi::Renderer::push`] without `finish`, and set
-/// `end` to the bytes pushed minus [`super::ansi::Renderer::pending`]: sections still open are
-/// then continued by the live tail.
-pub struct LogTail {
-    pub html: String,
-    pub start: u64,
-    pub end: u64,
-}
-
 const CSS: &str = include_str!("assets/style.css");
-const FOLLOW_JS: &str = include_str!("assets/follow.js");
+pub(super) const FOLLOW_JS: &str = include_str!("assets/follow.js");
 const LIVE_JS: &str = include_str!("assets/live.js");
-const LOG_TOOLS_JS: &str = include_str!("assets/logtools.js");
+pub(super) const LOG_TOOLS_JS: &str = include_str!("assets/logtools.js");
 const LIST_JS: &str = include_str!("assets/list.js");
 
 /// Every inline script of the pages, exactly as inserted: the Content-Security-Policy allows
 /// these by hash and nothing else. A new inline script must be listed here.
 pub const INLINE_SCRIPTS: [&str; 5] = [FOLLOW_JS, EDGES_JS, LIVE_JS, LOG_TOOLS_JS, LIST_JS];
 
-fn layout(title: &str, body: Markup) -> String {
+pub(super) fn layout(title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -163,7 +127,7 @@ fn layout(title: &str, body: Markup) -> String {
     .into_string()
 }
 
-fn duration(seconds: Option<u64>) -> String {
+pub(super) fn duration(seconds: Option<u64>) -> String {
     seconds.map(format_duration).unwrap_or_default()
 }
 
@@ -467,56 +431,6 @@ pub fn home_page<'a>(projects: impl Iterator<Item = &'a str>, account: &Account)
             }
             h1 { "Projects" }
             ul { @for name in projects { li { a href={ "/projects/" (name) } { (name) } } } }
-        },
-    )
-}
-
-pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
-    let title = format!("{} #{}", job.name, job.id);
-    let stream = format!("/api/v1/jobs/{}/log/stream", job.id);
-    layout(
-        &title,
-        html! {
-            h1 {
-                a href={ "/pipelines/" (job.pipeline_id) } { (job.project) " · pipeline #" (job.pipeline_id) }
-                " · " (title) " " span class={ "status " (job.status) } { (job.status) }
-            }
-            table.meta {
-                tr { th { "Stage" } td { (job.stage) } }
-                tr { th { "Runner" } td { (job.runner.as_deref().unwrap_or("–")) } }
-                tr { th { "Image" } td { code { (job.image.as_deref().unwrap_or("–")) } } }
-                tr { th { "Duration" } td { (duration(job.duration_s)) } }
-                tr { th { "Attempt" } td { (job.attempt) } }
-                tr { th { "Exit code" } td { @if let Some(code) = job.exit_code { (code) } @else { "–" } } }
-                @if job.has_artifacts { tr { th { "Artifacts" } td { a href={ "/api/v1/jobs/" (job.id) "/artifacts" } { "download" } } } }
-                @for (step, commit, changed) in &job.deploys {
-                    tr { th { "Deploy commit" } td { code { (commit) } " (step " code { (step) } @if !*changed { ", already deployed" } ")" } }
-                }
-                tr { th { "Log" } td { a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw" } } }
-            }
-            @if job.attempts.len() > 1 || job.attempts.iter().any(|a| a.failure_reason.is_some()) {
-                ol.attempts {
-                    @for a in &job.attempts {
-                        li {
-                            a href={ "/api/v1/jobs/" (job.id) "/log?attempt=" (a.attempt) } { "Attempt " (a.attempt) }
-                            " " span class={ "status " (a.status) } { (a.status) }
-                            @if let Some(code) = a.exit_code { " · exit code " (code) }
-                            @if let Some(why) = &a.failure_reason { " · " (why) }
-                        }
-                    }
-                }
-            }
-            @if tail.start > 0 {
-                p.earlier { a href={ "/jobs/" (job.id) "?before=" (tail.start) } { "Load earlier (" (tail.start) " bytes)" } }
-            }
-            div.log-tools {
-                @if job.running { button #follow type="button" aria-pressed="true" { "⏸ Stop following" } }
-                button #first-error type="button" { "⚠ First error" }
-                span #first-error-none hidden { " No error line in the part shown." }
-            }
-            div #log .log data-stream=(stream) data-offset=(tail.end) data-follow=(job.running) data-autoscroll=(job.running) { (PreEscaped(&tail.html)) }
-            script { (PreEscaped(LOG_TOOLS_JS)) }
-            @if job.running { script { (PreEscaped(FOLLOW_JS)) } }
         },
     )
 }
