@@ -99,12 +99,40 @@ async fn badge(state: &AppState, project: &crate::config::ProjectConfig, git_ref
     Ok(([(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"), (header::CACHE_CONTROL, "no-cache, max-age=0")], svg).into_response())
 }
 
+/// Pipelines a branch's chart shows.
+const HISTORY: usize = 20;
+
 async fn project_page(state: &AppState, name: &str) -> ApiResult<Html<String>> {
     let name = name.to_string();
-    state.config.project(&name).ok_or(Error::NotFound("project"))?;
-    let rows = state.store.pipelines(Some(&name), 100).await?;
-    let list: Vec<PipelineSummary> = rows.iter().map(summary).collect();
-    Ok(Html(pages::pipelines_page(&name, &list)))
+    let project = state.config.project(&name).ok_or(Error::NotFound("project"))?;
+    let rows = state.store.pipelines(Some(&name), 500).await?;
+    // Branches by their latest pipeline, the default branch first.
+    let mut branches: Vec<pages::BranchSummary> = Vec::new();
+    for p in &rows {
+        match branches.iter_mut().find(|b| b.git_ref == p.git_ref) {
+            Some(b) if b.history.len() < HISTORY => b.history.push((p.id as u64, p.status, summary(p).duration_s)),
+            Some(_) => {}
+            None => branches.push(pages::BranchSummary {
+                git_ref: p.git_ref.clone(),
+                latest: summary(p),
+                history: vec![(p.id as u64, p.status, summary(p).duration_s)],
+            }),
+        }
+    }
+    for b in &mut branches {
+        b.history.reverse();
+    }
+    let default = format!("refs/heads/{}", project.default_branch);
+    branches.sort_by_key(|b| b.git_ref != default);
+    branches.truncate(24);
+    let base = state.config.external_url.as_deref().unwrap_or("").trim_end_matches('/');
+    let detail = pages::ProjectDetail {
+        badge_url: format!("{base}/projects/{name}/badge.svg?ref={}", crate::web::job::encode_component(&project.default_branch)),
+        branches,
+        pipelines: rows.iter().take(100).map(summary).collect(),
+        name,
+    };
+    Ok(Html(pages::pipelines_page(&detail)))
 }
 
 fn job_box(j: &JobRow) -> JobBox {

@@ -181,58 +181,67 @@ pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
         html! {
             (crumbs(&job.project, job.pipeline_id, html! { span { (job.name) } }))
             h1 { (job.name) " " span #job-status class={ "status " (job.status) } { (status_label(job.status.as_str())) } }
-            dl.facts {
-                div { dt { "Stage" } dd { (job.stage) } }
-                div { dt { "Duration" } dd { @if job.duration_s.is_some() { (duration(job.duration_s)) } @else { "–" } } }
-                div { dt { "Runner" } dd { (job.runner.as_deref().unwrap_or("–")) } }
-                div { dt { "Image" } dd { code { (job.image.as_deref().unwrap_or("–")) } } }
-                div { dt { "Attempt" } dd { (job.attempt) } }
-                div { dt { "Exit code" } dd { @if let Some(code) = job.exit_code { (code) } @else { "–" } } }
-                @for (step, commit, changed) in &job.deploys {
-                    div.wide { dt { "Deploy commit" } dd { code { (commit) } " (step " code { (step) } @if !*changed { ", already deployed" } ")" } }
-                }
-            }
-            @if job.attempts.len() > 1 || job.attempts.iter().any(|a| a.failure_reason.is_some()) {
-                ol.attempts {
-                    @for a in &job.attempts {
-                        li {
-                            a href={ (raw) "?attempt=" (a.attempt) } { "Attempt " (a.attempt) }
-                            " " span class={ "status " (a.status) } { (status_label(a.status.as_str())) }
-                            @if let Some(code) = a.exit_code { " · exit code " (code) }
-                            @if let Some(why) = &a.failure_reason { " · " (why) }
+            div.job-layout {
+                aside.job-side {
+                    dl.facts {
+                        div { dt { "Stage" } dd { (job.stage) } }
+                        div { dt { "Duration" } dd { @if job.duration_s.is_some() { (duration(job.duration_s)) } @else { "–" } } }
+                        div { dt { "Runner" } dd { (job.runner.as_deref().unwrap_or("–")) } }
+                        div { dt { "Image" } dd { code { (job.image.as_deref().unwrap_or("–")) } } }
+                        div { dt { "Attempt" } dd { (job.attempt) } }
+                        div { dt { "Exit code" } dd { @if let Some(code) = job.exit_code { (code) } @else { "–" } } }
+                        @for (step, commit, changed) in &job.deploys {
+                            div.wide { dt { "Deploy commit" } dd { code { (commit) } " (step " code { (step) } @if !*changed { ", already deployed" } ")" } }
                         }
                     }
-                }
-            }
-            @if let Some(a) = &job.artifacts { (artifacts_summary(job.id, a)) }
-            section.log-panel aria-label="Log" {
-                div.log-tools role="toolbar" aria-label="Log tools" {
-                    @if job.running { button #follow type="button" aria-pressed="true" { "⏸ Stop following" } }
-                    button #first-error type="button" { "⚠ First error" }
-                    button #timestamps type="button" aria-pressed="false" title="Show when the server received each line" { "🕒 Timestamps" }
-                    span.search role="search" {
-                        label for="log-search" { "Search" }
-                        input #log-search type="search" placeholder="Search this page" autocomplete="off" spellcheck="false";
-                        button #search-prev type="button" aria-label="Previous match" title="Previous match (Shift+Enter)" { "↑" }
-                        button #search-next type="button" aria-label="Next match" title="Next match (Enter)" { "↓" }
-                        span #search-count aria-live="polite" {}
+                    @if job.attempts.len() > 1 || job.attempts.iter().any(|a| a.failure_reason.is_some()) {
+                        section.card #attempts {
+                        h2 { "Attempts" }
+                        ol.attempts {
+                            @for a in &job.attempts {
+                                li {
+                                    a href={ (raw) "?attempt=" (a.attempt) } { "Attempt " (a.attempt) }
+                                    " " span class={ "status " (a.status) } { (status_label(a.status.as_str())) }
+                                    @if let Some(code) = a.exit_code { " · exit code " (code) }
+                                    @if let Some(why) = &a.failure_reason { " · " (why) }
+                                }
+                            }
+                        }
+                        }
                     }
-                    button #search-server type="button" data-url={ (raw) "/search" } data-job=(job.id) hidden[!partial && !job.running] {
-                        "Search the whole log (" (bytes_text(tail.total)) ")"
+                    @if let Some(a) = &job.artifacts { (artifacts_summary(job.id, a)) }
+                }
+                div.job-main {
+                    section.log-panel aria-label="Log" {
+                        div.log-tools role="toolbar" aria-label="Log tools" {
+                            @if job.running { button #follow type="button" aria-pressed="true" { "⏸ Stop following" } }
+                            button #first-error type="button" { "⚠ First error" }
+                            button #timestamps type="button" aria-pressed="false" title="Show when the server received each line" { "◷ Timestamps" }
+                            span.search role="search" {
+                                label for="log-search" { "Search" }
+                                input #log-search type="search" placeholder="Search this page" autocomplete="off" spellcheck="false";
+                                button #search-prev type="button" aria-label="Previous match" title="Previous match (Shift+Enter)" { "↑" }
+                                button #search-next type="button" aria-label="Next match" title="Next match (Enter)" { "↓" }
+                                span #search-count aria-live="polite" {}
+                            }
+                            button #search-server type="button" data-url={ (raw) "/search" } data-job=(job.id) data-total=(tail.total) hidden[!partial && !job.running] {
+                                "Search the whole log (" (bytes_text(tail.total)) ")"
+                            }
+                            span.spacer {}
+                            a.button href=(raw) { "Raw" }
+                            a.button href={ (raw) "?download=1" } download { "⬇ Download" }
+                        }
+                        span #first-error-none hidden { "No error line in the part shown." }
+                        div #search-results hidden {}
+                        @if tail.start > 0 {
+                            p.more { a href={ "/jobs/" (job.id) "?before=" (tail.start) } { "↑ Load earlier (" (bytes_text(tail.start)) " before)" } }
+                        }
+                        div #log class={ "log" @if job.status == JobStatus::Failed { " failed" } } data-stream=(stream) data-offset=(tail.end)
+                            data-follow=(job.running) data-autoscroll=(job.running) { (PreEscaped(&tail.html)) }
+                        @if let Some(before) = later {
+                            p.more { a href={ "/jobs/" (job.id) @if before < tail.total { "?before=" (before) } } { "↓ Load later (" (bytes_text(tail.total - tail.end)) " after)" } }
+                        }
                     }
-                    span.spacer {}
-                    a.button href=(raw) { "Raw" }
-                    a.button href={ (raw) "?download=1" } download { "⬇ Download" }
-                }
-                span #first-error-none hidden { "No error line in the part shown." }
-                div #search-results hidden {}
-                @if tail.start > 0 {
-                    p.more { a href={ "/jobs/" (job.id) "?before=" (tail.start) } { "↑ Load earlier (" (bytes_text(tail.start)) " before)" } }
-                }
-                div #log class={ "log" @if job.status == JobStatus::Failed { " failed" } } data-stream=(stream) data-offset=(tail.end)
-                    data-follow=(job.running) data-autoscroll=(job.running) { (PreEscaped(&tail.html)) }
-                @if let Some(before) = later {
-                    p.more { a href={ "/jobs/" (job.id) @if before < tail.total { "?before=" (before) } } { "↓ Load later (" (bytes_text(tail.total - tail.end)) " after)" } }
                 }
             }
             script { (PreEscaped(LOG_TOOLS_JS)) }
@@ -276,8 +285,8 @@ fn artifacts_summary(job: u64, a: &ArtifactsSummary) -> Markup {
 fn file_link(job: u64, f: &ArtifactFile) -> Markup {
     html! {
         @match &f.link {
-            Some(target) => { span.file { "🔗 " (f.path) } " → " code { (target) } }
-            None => a.file href=(file_url(job, &f.path)) { "📄 " (f.path) }
+            Some(target) => { span.file { (f.path) } " ↪ " code { (target) } }
+            None => a.file href=(file_url(job, &f.path)) { (f.path) }
         }
     }
 }
@@ -315,15 +324,15 @@ pub fn artifacts_page(job: &JobRef, d: &BrowseDir) -> String {
                     }
                     @for (name, files, bytes) in &d.dirs {
                         @let full = if d.dir.is_empty() { name.clone() } else { format!("{}/{name}", d.dir) };
-                        tr.dir { td { a href=(dir_url(job.id, &full)) { "📁 " (name) "/" } } td.size { (files) " files, " (bytes_text(*bytes)) } }
+                        tr.dir { td { a href=(dir_url(job.id, &full)) { "▸ " (name) "/" } } td.size { (files) " files, " (bytes_text(*bytes)) } }
                     }
                     @for f in &d.files {
                         @let name = f.path.rsplit_once('/').map_or(f.path.as_str(), |(_, n)| n);
                         tr.file {
                             td {
                                 @match &f.link {
-                                    Some(target) => { "🔗 " (name) " → " code { (target) } }
-                                    None => { a href=(file_url(job.id, &f.path)) { "📄 " (name) } " " a.dl href={ (raw_file_url(job.id, &f.path)) "&download=1" } title="Download" aria-label={ "Download " (name) } { "⬇" } }
+                                    Some(target) => { (name) " ↪ " code { (target) } }
+                                    None => { a href=(file_url(job.id, &f.path)) { (name) } " " a.dl href={ (raw_file_url(job.id, &f.path)) "&download=1" } title="Download" aria-label={ "Download " (name) } { "⬇" } }
                                 }
                             }
                             td.size { (bytes_text(f.size)) }

@@ -15,6 +15,7 @@ pub use super::job::{
     SHOWN_FILES, artifacts_page, job_page,
 };
 
+#[derive(Clone, Debug)]
 pub struct PipelineSummary {
     pub id: u64,
     pub git_ref: String,
@@ -223,23 +224,74 @@ fn short(commit: &str) -> &str {
     commit.get(..8).unwrap_or(commit)
 }
 
-pub fn pipelines_page(project: &str, pipelines: &[PipelineSummary]) -> String {
+/// A branch (or tag) on the project page: its latest pipeline and the ones before.
+pub struct BranchSummary {
+    /// As stored: `refs/heads/main`.
+    pub git_ref: String,
+    pub latest: PipelineSummary,
+    /// `(pipeline, status, duration)` of its last pipelines, oldest first.
+    pub history: Vec<(u64, PipelineStatus, Option<u64>)>,
+}
+
+/// The project page: the badge, each branch's latest pipeline with its durations over time,
+/// then every pipeline (live).
+pub struct ProjectDetail {
+    pub name: String,
+    /// The badge's address as a README would embed it.
+    pub badge_url: String,
+    pub branches: Vec<BranchSummary>,
+    pub pipelines: Vec<PipelineSummary>,
+}
+
+/// `refs/heads/main` → `main`, `refs/tags/v1` → `v1`.
+pub fn short_ref(git_ref: &str) -> &str {
+    git_ref.strip_prefix("refs/heads/").or_else(|| git_ref.strip_prefix("refs/tags/")).unwrap_or(git_ref)
+}
+
+pub fn pipelines_page(p: &ProjectDetail) -> String {
+    let project = p.name.as_str();
+    let pipelines = &p.pipelines;
     layout(
         project,
         html! {
-            h1 { (project) }
-            table.pipelines #pipelines data-events={ "/api/v1/events?project=" (project) } {
-                thead { tr { th { "Pipeline" } th { "Status" } th { "Ref" } th { "Commit" } th { "Trigger" } th { "Duration" } th { "Created" } } }
-                tbody {
-                    @for p in pipelines {
-                        tr #{ "pipeline-" (p.id) } {
-                            td { a href={ "/pipelines/" (p.id) } { "#" (p.id) } }
-                            td { span class={ "status " (p.status) } { (status_label(p.status.as_str())) } }
-                            td { code { (p.git_ref) } }
-                            td { code title=(p.commit) { (short(&p.commit)) } }
-                            td { (p.trigger) }
-                            td.duration { (duration(p.duration_s)) }
-                            td { (p.created) }
+            div.title {
+                h1 { (project) }
+                img.badge src={ "/projects/" (project) "/badge.svg" } alt="pipeline status of the default branch";
+            }
+            p.badge-line { "Badge for a README: " code { "![pipeline](" (p.badge_url) ")" } }
+            @if !p.branches.is_empty() {
+                h2 { "Branches" }
+                div.branches #branches {
+                    @for b in &p.branches {
+                        div class={ "branch " (b.latest.status) } {
+                            h3 { (short_ref(&b.git_ref)) }
+                            div {
+                                span class={ "status " (b.latest.status) } { (status_label(b.latest.status.as_str())) }
+                                " " a href={ "/pipelines/" (b.latest.id) } { "#" (b.latest.id) }
+                                " · " code { (short(&b.latest.commit)) }
+                                @if b.latest.duration_s.is_some() { " · " (duration(b.latest.duration_s)) }
+                            }
+                            div.meta { (b.latest.created) }
+                            (sparkline(&b.history))
+                        }
+                    }
+                }
+            }
+            h2 { "Pipelines" }
+            div.table-wrap {
+                table.pipelines #pipelines data-events={ "/api/v1/events?project=" (project) } {
+                    thead { tr { th { "Pipeline" } th { "Status" } th { "Ref" } th { "Commit" } th { "Trigger" } th { "Duration" } th { "Created" } } }
+                    tbody {
+                        @for p in pipelines {
+                            tr #{ "pipeline-" (p.id) } {
+                                td { a href={ "/pipelines/" (p.id) } { "#" (p.id) } }
+                                td { span class={ "status " (p.status) } { (status_label(p.status.as_str())) } }
+                                td { code { (p.git_ref) } }
+                                td { code title=(p.commit) { (short(&p.commit)) } }
+                                td { (p.trigger) }
+                                td.duration { (duration(p.duration_s)) }
+                                td { (p.created) }
+                            }
                         }
                     }
                 }
@@ -250,19 +302,40 @@ pub fn pipelines_page(project: &str, pipelines: &[PipelineSummary]) -> String {
     )
 }
 
+/// The durations of a branch's last pipelines as bars (oldest left), coloured by status, each
+/// a link with its number, status and duration as its title.
+fn sparkline(history: &[(u64, PipelineStatus, Option<u64>)]) -> Markup {
+    const W: f64 = 240.0;
+    const H: f64 = 36.0;
+    let longest = history.iter().filter_map(|h| h.2).max().unwrap_or(0).max(1) as f64;
+    let slot = W / history.len().max(12) as f64;
+    html! {
+        svg.spark xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (W) " " (H) } preserveAspectRatio="none" role="img"
+            aria-label={ "Durations of the last " (history.len()) " pipelines" } {
+            @for (i, (id, status, secs)) in history.iter().enumerate() {
+                @let h = secs.map_or(3.0, |s| (3.0 + (H - 4.0) * s as f64 / longest).round());
+                a href={ "/pipelines/" (id) } {
+                    rect class=(status) x=(((i as f64 * slot) * 10.0).round() / 10.0) y=(H - h) width=(((slot - 2.0).max(1.0) * 10.0).round() / 10.0) height=(h) {
+                        title { "#" (id) " " (status) @if secs.is_some() { ", " (duration(*secs)) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
     let title = format!("Pipeline #{}", pipeline.id);
     layout(
         &title,
         html! {
-            h1 {
-                a href={ "/projects/" (pipeline.project) } { (pipeline.project) }
-                " · " (title) " " span #pipeline-status class={ "status " (pipeline.status) } { (status_label(pipeline.status.as_str())) }
+            nav.crumbs aria-label="Breadcrumb" { a href={ "/projects/" (pipeline.project) } { (pipeline.project) } " / " span { (title) } }
+            h1 { (title) " " span #pipeline-status class={ "status " (pipeline.status) } { (status_label(pipeline.status.as_str())) } }
+            p.meta {
+                "on " code { (short_ref(&pipeline.git_ref)) } " · commit " code title=(pipeline.commit) { (short(&pipeline.commit)) }
+                " · " span #pipeline-duration { (duration(pipeline.duration_s)) }
             }
-            p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " span #pipeline-duration { (duration(pipeline.duration_s)) } }
             @if let Some(c) = pipeline.coverage { p.coverage #coverage { "Coverage " (percent(c)) } }
-            @if let Some(t) = &pipeline.timeline { (timeline_svg(t)) }
-            @if let Some(t) = &pipeline.tests { (tests_section(t)) }
             @if let Some(f) = &pipeline.forge {
                 @match &f.error {
                     None => p #forge-status .forge.ok { "✓ Forge status " code { (f.state) } " posted " (f.at) }
@@ -295,6 +368,8 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
             // Needs drawn as edges: an SVG layer over the stage columns, from each needed job's
             // right edge to the needing job's left edge (redrawn on resize).
             script { (PreEscaped(EDGES_JS)) }
+            @if let Some(t) = &pipeline.tests { (tests_section(t)) }
+            @if let Some(t) = &pipeline.timeline { (timeline_svg(t)) }
             @if !pipeline.status.is_complete() || pipeline.jobs.iter().any(|j| !j.status.is_complete()) {
                 div #live hidden data-events={ "/api/v1/pipelines/" (pipeline.id) "/events" } {}
             }
