@@ -9,6 +9,7 @@ mod browser;
 mod delivery;
 mod failures;
 mod forge;
+mod job_page;
 mod limits;
 mod login;
 mod logs;

@@ -324,7 +324,7 @@ pub fn artifacts_page(job: &JobRef, d: &BrowseDir) -> String {
                     }
                     @for (name, files, bytes) in &d.dirs {
                         @let full = if d.dir.is_empty() { name.clone() } else { format!("{}/{name}", d.dir) };
-                        tr.dir { td { a href=(dir_url(job.id, &full)) { "▸ " (name) "/" } } td.size { (files) " files, " (bytes_text(*bytes)) } }
+                        tr.dir { td { a href=(dir_url(job.id, &full)) { "▸ " (name) "/" } } td.size { (files) @if *files == 1 { " file, " } @else { " files, " } (bytes_text(*bytes)) } }
                     }
                     @for f in &d.files {
                         @let name = f.path.rsplit_once('/').map_or(f.path.as_str(), |(_, n)| n);
