@@ -54,7 +54,12 @@ pub async fn stream(
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let start = resume.or(q.offset).unwrap_or(0);
     let renderer = match q.format.as_deref() {
-        Some("html") => Some(crate::web::ansi::Renderer::new(first_line(&state, id, attempt, start).await).starting_at(start)),
+        Some("html") => {
+            let mut r = crate::web::ansi::Renderer::new(first_line(&state, id, attempt, start).await).starting_at(start);
+            // The log's first bytes date from the attempt's start (file logs keep no mark for them).
+            r.add_times(job.started_at.filter(|_| attempt == job.attempt.max(1)).map(|t| (0, t)));
+            Some(r)
+        }
         _ => None,
     };
     let stream = futures_util::stream::unfold((state, start, false, renderer), move |(state, mut offset, done, mut renderer)| {

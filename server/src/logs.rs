@@ -14,12 +14,15 @@
 //! secrets are masked again here, with a same-length replacement so that offsets stay the
 //! runner's; a secret split across two chunks is found by re-reading the stored tail.
 //!
-//! **Time marks.** Every append that adds bytes records when the server received them: a
-//! mark `(offset, unix ms)` per chunk, 16 bytes (the offset, then the time, little endian) —
-//! appended to `<job>.<attempt>.times` next to a file log, or the chunk row's `at_ms` (sealed
-//! into the blob `logs/<job>.<attempt>.times`). The job page shows a line's time as the mark at
-//! or before its first byte: the runner ships its output every 100 ms or 64 KiB, so that is
-//! within about 100 ms of when the job wrote it while the runner is connected.
+//! **Time marks.** An append that adds bytes records when the server received them, a mark
+//! `(offset, unix ms)` of 16 bytes (the offset, then the time, little endian): the chunk row's
+//! `at_ms` (sealed into the blob `logs/<job>.<attempt>.times`), or a record appended to
+//! `<job>.<attempt>.times` beside a file log — there only when the clock's second changed since
+//! the log's last mark, and not for the log's first bytes (their time is the job's start, which
+//! readers add): a second file written per chunk made dispatch measurably slower. The job page
+//! shows a line's time as the mark at or before its first byte: the runner ships its output
+//! every 100 ms or 64 KiB, so that is the second the job wrote it while the runner is
+//! connected.
 
 mod chunked;
 
@@ -70,6 +73,27 @@ pub enum Logs {
 /// Logs as files appended in place under one folder.
 pub struct FileLogs {
     dir: PathBuf,
+    /// The second of each running log's last time mark (a shortcut: forgotten when full).
+    marked: std::sync::Mutex<std::collections::HashMap<(i64, i64), i64>>,
+}
+
+/// Logs whose last mark's second [`FileLogs`] remembers.
+const MARKED_LOGS: usize = 1024;
+
+impl FileLogs {
+    /// The time to mark an append with: none in the second already marked.
+    fn mark_for(&self, job: i64, attempt: i64, at_ms: i64) -> Option<i64> {
+        let marked = self.marked.lock().unwrap_or_else(|e| e.into_inner());
+        (marked.get(&(job, attempt)) != Some(&at_ms.div_euclid(1000))).then_some(at_ms)
+    }
+
+    fn marked(&self, job: i64, attempt: i64, at_ms: i64) {
+        let mut marked = self.marked.lock().unwrap_or_else(|e| e.into_inner());
+        if marked.len() >= MARKED_LOGS && !marked.contains_key(&(job, attempt)) {
+            marked.clear();
+        }
+        marked.insert((job, attempt), at_ms.div_euclid(1000));
+    }
 }
 
 impl Logs {
@@ -83,7 +107,7 @@ impl Logs {
     }
 
     pub fn file(dir: PathBuf) -> Logs {
-        Logs::File(FileLogs { dir })
+        Logs::File(FileLogs { dir, marked: Default::default() })
     }
 
     pub fn chunked(blobs: Blobs, store: Backend) -> Logs {
@@ -105,9 +129,14 @@ impl Logs {
             Logs::File(f) => {
                 let dir = f.dir.clone();
                 let p = path(&dir, job, attempt);
-                tokio::task::spawn_blocking(move || append(&dir, job, attempt, offset, &data, &secrets, at_ms))
+                let mark = f.mark_for(job, attempt, at_ms);
+                let (appended, marked) = tokio::task::spawn_blocking(move || append(&dir, job, attempt, offset, &data, &secrets, mark))
                     .await?
-                    .map_err(|source| LogError::File { path: p, source })
+                    .map_err(|source| LogError::File { path: p, source })?;
+                if marked {
+                    f.marked(job, attempt, at_ms);
+                }
+                Ok(appended)
             }
             Logs::Chunked(c) => c.append(job, attempt, offset, data, &secrets, at_ms).await,
         }
@@ -350,7 +379,8 @@ pub fn path(logs_dir: &Path, job_id: i64, attempt: i64) -> PathBuf {
     logs_dir.join(format!("{job_id}.{attempt}.log"))
 }
 
-/// Appends `data` at `offset`, received at `at_ms`, masking `secrets`. Blocking: call from
+/// Appends `data` at `offset`, masking `secrets`; with `mark`, records that time for the bytes
+/// added, unless they are the log's first (whether it did is the `bool`). Blocking: call from
 /// `spawn_blocking`, with the job's log lock held.
 pub fn append(
     logs_dir: &Path,
@@ -359,29 +389,34 @@ pub fn append(
     offset: u64,
     data: &[u8],
     secrets: &[String],
-    at_ms: i64,
-) -> std::io::Result<Append> {
+    mark: Option<i64>,
+) -> std::io::Result<(Append, bool)> {
     std::fs::create_dir_all(logs_dir)?;
     let p = path(logs_dir, job_id, attempt);
     let mut file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(&p)?;
     let len = file.metadata()?.len();
     if offset > len {
-        return Ok(Append::Gap { expected_offset: len });
+        return Ok((Append::Gap { expected_offset: len }, false));
     }
     let end = offset + data.len() as u64;
     if end <= len {
-        return Ok(Append::Ok { next_offset: len });
+        return Ok((Append::Ok { next_offset: len }, false));
     }
     // Only the part past the stored end is new. Its time mark goes first: a mark past the end
     // (the write below failed) dates nothing, and the bytes written again get their own.
     let fresh = &data[(len - offset) as usize..];
-    let mut times = OpenOptions::new().create(true).append(true).open(p.with_extension("times"))?;
-    times.write_all(&encode_mark(len, at_ms))?;
+    let marked = match mark.filter(|_| len > 0) {
+        Some(at_ms) => {
+            OpenOptions::new().create(true).append(true).open(p.with_extension("times"))?.write_all(&encode_mark(len, at_ms))?;
+            true
+        }
+        None => false,
+    };
     let longest = secrets.iter().map(String::len).max().unwrap_or(0);
     if longest == 0 {
         file.seek(SeekFrom::Start(len))?;
         file.write_all(fresh)?;
-        return Ok(Append::Ok { next_offset: end });
+        return Ok((Append::Ok { next_offset: end }, marked));
     }
     // Re-read up to `longest - 1` stored bytes so a secret spanning the boundary is seen.
     let back = (longest as u64 - 1).min(len);
@@ -392,7 +427,7 @@ pub fn append(
     mask_same_length(&mut buf, secrets);
     file.seek(SeekFrom::Start(len - back))?;
     file.write_all(&buf)?;
-    Ok(Append::Ok { next_offset: end })
+    Ok((Append::Ok { next_offset: end }, marked))
 }
 
 /// Replaces every occurrence of a secret by `*`s of the same length.
@@ -424,16 +459,17 @@ mod tests {
     fn offsets_are_idempotent_and_gaps_refused() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        assert_eq!(append(d, 1, 1, 0, b"hello ", &[], 1).unwrap(), Append::Ok { next_offset: 6 });
-        assert_eq!(append(d, 1, 1, 0, b"hello ", &[], 2).unwrap(), Append::Ok { next_offset: 6 }, "a repeat is acknowledged");
-        assert_eq!(append(d, 1, 1, 10, b"x", &[], 3).unwrap(), Append::Gap { expected_offset: 6 });
+        assert_eq!(append(d, 1, 1, 0, b"hello ", &[], Some(1)).unwrap(), (Append::Ok { next_offset: 6 }, false), "the first bytes: the job's start");
+        assert_eq!(append(d, 1, 1, 0, b"hello ", &[], Some(2)).unwrap(), (Append::Ok { next_offset: 6 }, false), "a repeat is acknowledged");
+        assert_eq!(append(d, 1, 1, 10, b"x", &[], Some(3)).unwrap(), (Append::Gap { expected_offset: 6 }, false));
         assert_eq!(
-            append(d, 1, 1, 3, b"lo world", &[], 4).unwrap(),
-            Append::Ok { next_offset: 11 },
+            append(d, 1, 1, 3, b"lo world", &[], Some(4)).unwrap(),
+            (Append::Ok { next_offset: 11 }, true),
             "an overlapping retry adds only the new part"
         );
-        assert_eq!(std::fs::read_to_string(path(d, 1, 1)).unwrap(), "hello world");
-        assert_eq!(read_marks(&path(d, 1, 1).with_extension("times"), 0..11).unwrap(), [(0, 1), (6, 4)], "a mark per append that added bytes");
+        assert_eq!(append(d, 1, 1, 11, b"!", &[], None).unwrap(), (Append::Ok { next_offset: 12 }, false));
+        assert_eq!(std::fs::read_to_string(path(d, 1, 1)).unwrap(), "hello world!");
+        assert_eq!(read_marks(&path(d, 1, 1).with_extension("times"), 0..11).unwrap(), [(6, 4)], "a mark for the bytes added");
     }
 
     #[test]
@@ -460,8 +496,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let secrets = vec!["s3cret-token".to_string()];
-        append(d, 2, 1, 0, b"token=s3cr", &secrets, 1).unwrap();
-        append(d, 2, 1, 10, b"et-token done\n", &secrets, 2).unwrap();
+        append(d, 2, 1, 0, b"token=s3cr", &secrets, Some(1)).unwrap();
+        append(d, 2, 1, 10, b"et-token done\n", &secrets, Some(2)).unwrap();
         let text = std::fs::read_to_string(path(d, 2, 1)).unwrap();
         assert_eq!(text, "token=************ done\n");
         assert_eq!(len(d, 2, 1), 24);

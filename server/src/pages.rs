@@ -259,7 +259,8 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
             let first_line = log.line_at(start).await?;
             let bytes = log.read_at(start, (upto - start) as usize).await?;
             let mut r = Renderer::recording(first_line).starting_at(start);
-            r.add_times(log.times(start..upto).await?);
+            // The log's first bytes date from the job's start (file logs keep no mark for them).
+            r.add_times(j.started_at.map(|t| (0, t)).into_iter().chain(log.times(start..upto).await?));
             let mut html = r.push(&bytes);
             let live = running && q.before.is_none();
             let end = if live { upto - r.pending() as u64 } else { upto };
