@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Screenshots of the project, pipeline and job pages for the README: starts a `piste serve`
-# and a shell runner in a temporary folder, pushes a demo project four times (three pipelines
+# and a shell runner in a temporary folder, pushes a demo project five times (four pipelines
 # on `main`, the last with a failing test, and one on a branch), waits for them, then takes
 # the pages with headless Chromium. Writes docs/screenshots/{project,pipeline,job}.png.
 #
@@ -47,7 +47,7 @@ compile:
     - for c in serde tokio axum hyper tracing; do echo "  Downloaded $c"; sleep 0.2; done
     - section_end deps
     - printf '\033[32;1m   Compiling\033[0m shop v1.4.2\n'
-    - sleep 1.5
+    - sleep "$(cat .build-seconds)"
     - mkdir -p dist && echo "shop 1.4.2" > dist/VERSION && head -c 180000 /dev/urandom > dist/shop && cp README.md dist/
     - printf '\033[32;1m    Finished\033[0m release profile [optimized] in 1.6s\n'
   artifacts:
@@ -167,24 +167,26 @@ wait_done() {
 	exit 1
 }
 
-commit "Cart and checkout"
-push main
-wait_done "$(hook main push-1 'Cart and checkout')"
-echo "orders" >>app/README.md
-commit "Orders list"
-push main
-wait_done "$(hook main push-2 'Orders list')"
-git -C app checkout -q -b feature/refunds
-echo "refunds" >>app/README.md
-commit "Refunds"
-push feature/refunds
-wait_done "$(hook feature/refunds push-3 'Refunds')"
-git -C app checkout -q main
-touch app/FAIL
-commit "Coupons"
-push main
-last=$(hook main push-4 'Coupons')
-wait_done "$last"
+# Four pipelines on main whose builds take more or less time (the project page charts them),
+# the last with a failing test, and one on a branch.
+n=0
+for change in "1.0 Cart and checkout" "2.5 Orders list" "1.5 Search" "feature 1.2 Refunds" "3.0 Coupons"; do
+	n=$((n + 1))
+	branch=main
+	if [[ $change == feature* ]]; then
+		branch=feature/refunds
+		change=${change#feature }
+		git -C app checkout -q -b "$branch"
+	fi
+	echo "${change%% *}" >app/.build-seconds
+	echo "${change#* }" >>app/README.md
+	[[ $n == 5 ]] && touch app/FAIL
+	commit "${change#* }"
+	push "$branch"
+	last=$(hook "$branch" "push-$n" "${change#* }")
+	wait_done "$last"
+	git -C app checkout -q main
+done
 job=$(curl -sf "$url/api/v1/pipelines/$last" | grep -o '"id":[0-9]*,"name":"unit-tests"' | head -1 | sed 's/"id":\([0-9]*\).*/\1/')
 
 mkdir -p "$out"

@@ -99,10 +99,8 @@ pub fn clean_entry_path(raw: &str) -> Option<String> {
 
 /// A requested path: as listed, or refused (`None`): no empty, `.` or `..` segment.
 pub fn clean_request_path(raw: &str) -> Option<&str> {
-    let ok = !raw.is_empty()
-        && raw.len() <= MAX_PATH
-        && !raw.contains('\0')
-        && raw.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
+    let ok =
+        !raw.is_empty() && raw.len() <= MAX_PATH && !raw.contains('\0') && raw.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
     ok.then_some(raw)
 }
 
@@ -199,9 +197,9 @@ pub fn media_type(path: &str) -> (&'static str, bool) {
         "webp" => ("image/webp", true),
         "json" | "sarif" => ("application/json", true),
         "txt" | "log" | "md" | "markdown" | "rst" | "csv" | "tsv" | "yaml" | "yml" | "toml" | "ini" | "cfg" | "conf" | "env" | "xml"
-        | "html" | "htm" | "svg" | "css" | "js" | "ts" | "sh" | "bash" | "py" | "rb" | "rs" | "go" | "java" | "kt" | "c" | "h"
-        | "cpp" | "hpp" | "diff" | "patch" | "sql" | "properties" | "gradle" | "lock" | "sum" | "mod" | "tf" | "hcl" | "dockerfile"
-        | "junit" | "out" | "err" | "sha256" | "pem" | "crt" => ("text/plain; charset=utf-8", true),
+        | "html" | "htm" | "svg" | "css" | "js" | "ts" | "sh" | "bash" | "py" | "rb" | "rs" | "go" | "java" | "kt" | "c" | "h" | "cpp"
+        | "hpp" | "diff" | "patch" | "sql" | "properties" | "gradle" | "lock" | "sum" | "mod" | "tf" | "hcl" | "dockerfile" | "junit"
+        | "out" | "err" | "sha256" | "pem" | "crt" => ("text/plain; charset=utf-8", true),
         _ if matches!(name.as_str(), "dockerfile" | "makefile" | "readme" | "license" | "changelog") => ("text/plain; charset=utf-8", true),
         _ => ("application/octet-stream", false),
     }
@@ -275,10 +273,16 @@ pub struct FileQuery {
 }
 
 /// `GET /api/v1/jobs/{id}/artifacts/file?path=P[&download=1]`: one file's bytes, streamed.
-pub async fn file(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, Query(q): Query<FileQuery>) -> ApiResult<Response> {
+pub async fn file(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Query(q): Query<FileQuery>,
+) -> ApiResult<Response> {
     let (job, _) = auth::job(&state, &caller, id, false).await?;
     let digest = digest_of(&job)?.to_string();
-    let path = clean_request_path(&q.path).ok_or_else(|| Error::BadRequest(format!("`{}` is not a path in an archive", q.path)))?.to_string();
+    let path =
+        clean_request_path(&q.path).ok_or_else(|| Error::BadRequest(format!("`{}` is not a path in an archive", q.path)))?.to_string();
     let permit = READS.acquire().await.map_err(|e| Error::Internal(e.into()))?;
     let (_, reader) = archive_reader(&state, &digest).await?;
     let (found_tx, found_rx) = tokio::sync::oneshot::channel();
@@ -322,7 +326,9 @@ pub async fn file(State(state): State<Arc<AppState>>, caller: Caller, Path(id): 
     Ok(response)
 }
 
-fn tokio_stream_of(mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -362,7 +368,10 @@ pub async fn browse(
         Some(d) => clean_request_path(d).ok_or_else(|| Error::BadRequest(format!("`{d}` is not a folder")).into_response())?.to_string(),
     };
     let digest = digest_of(&j).map_err(IntoResponse::into_response)?;
-    let listing = listing(&state, digest, u64::MAX).await.map_err(IntoResponse::into_response)?.ok_or(Error::NotFound("artifacts").into_response())?;
+    let listing = listing(&state, digest, u64::MAX)
+        .await
+        .map_err(IntoResponse::into_response)?
+        .ok_or(Error::NotFound("artifacts").into_response())?;
     Ok(Html(crate::web::pages::artifacts_page(&job_ref(&j, &p), &folder(&listing, &dir))).into_response())
 }
 
@@ -388,11 +397,7 @@ pub fn folder(listing: &Listing, dir: &str) -> BrowseDir {
                     dirs[i].2 += e.size;
                 }
             }
-            None if e.kind == Kind::Dir => {
-                if !dirs.iter().any(|(n, _, _)| n == rest) {
-                    dirs.push((rest.to_string(), 0, 0));
-                }
-            }
+            None if e.kind == Kind::Dir && !dirs.iter().any(|(n, _, _)| n == rest) => dirs.push((rest.to_string(), 0, 0)),
             None if is_file => files.push(ArtifactFile { path: e.path.clone(), size: e.size, link: e.target.clone() }),
             None => {}
         }
@@ -411,13 +416,10 @@ pub fn folder(listing: &Listing, dir: &str) -> BrowseDir {
 
 /// `GET /jobs/{id}/artifacts/{*path}`: one file, its first [`PREVIEW_BYTES`] shown as text
 /// (when they are UTF-8) or as an image. A folder's path goes to the browser.
-pub async fn view(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path((id, path)): Path<(i64, String)>,
-) -> Result<Response, Response> {
+pub async fn view(State(state): State<Arc<AppState>>, caller: Caller, Path((id, path)): Path<(i64, String)>) -> Result<Response, Response> {
     let (j, p) = page_job(&state, &caller, id, &format!("/jobs/{id}/artifacts/{}", crate::web::job::encode_path(&path))).await?;
-    let wanted = clean_request_path(&path).ok_or_else(|| Error::BadRequest(format!("`{path}` is not a path in an archive")).into_response())?;
+    let wanted =
+        clean_request_path(&path).ok_or_else(|| Error::BadRequest(format!("`{path}` is not a path in an archive")).into_response())?;
     let digest = digest_of(&j).map_err(IntoResponse::into_response)?.to_string();
     let permit = READS.acquire().await.map_err(|e| Error::Internal(e.into()).into_response())?;
     let (_, reader) = archive_reader(&state, &digest).await.map_err(IntoResponse::into_response)?;
@@ -426,10 +428,16 @@ pub async fn view(
         let _permit = permit;
         let mut found = None;
         let mut head = Vec::new();
-        read_file(reader, &owned, PREVIEW_BYTES as u64, |f| found = Some(f), |b| {
-            head.extend_from_slice(&b);
-            true
-        })
+        read_file(
+            reader,
+            &owned,
+            PREVIEW_BYTES as u64,
+            |f| found = Some(f),
+            |b| {
+                head.extend_from_slice(&b);
+                true
+            },
+        )
         .map(|()| (found, head))
     })
     .await
@@ -447,11 +455,7 @@ pub async fn view(
         }
     };
     let (media, _) = media_type(wanted);
-    let preview = if media.starts_with("image/") {
-        FilePreview::Image
-    } else {
-        text_preview(&head, size)
-    };
+    let preview = if media.starts_with("image/") { FilePreview::Image } else { text_preview(&head, size) };
     Ok(Html(crate::web::pages::artifact_file_page(&job_ref(&j, &p), wanted, size, &preview)).into_response())
 }
 
@@ -517,14 +521,23 @@ mod tests {
         let zst = archive(&[("./out/b.txt", b"bee\n"), ("out/a.txt", b"hello"), ("top.bin", &[0, 1, 2])]);
         let listing = list_archive(&zst[..], zst.len() as u64).unwrap();
         let listed: Vec<(&str, u64, Kind)> = listing.entries.iter().map(|e| (e.path.as_str(), e.size, e.kind)).collect();
-        assert_eq!(listed, [("out/a.txt", 5, Kind::File), ("out/b.txt", 4, Kind::File), ("out/link", 0, Kind::Symlink), ("top.bin", 3, Kind::File)]);
+        assert_eq!(
+            listed,
+            [("out/a.txt", 5, Kind::File), ("out/b.txt", 4, Kind::File), ("out/link", 0, Kind::Symlink), ("top.bin", 3, Kind::File)]
+        );
         assert_eq!(listing.entries[2].target.as_deref(), Some("../../etc/passwd"), "a link is listed, never followed");
         let mut got = Vec::new();
         let mut found = None;
-        read_file(&zst[..], "out/b.txt", u64::MAX, |f| found = Some(f), |b| {
-            got.extend_from_slice(&b);
-            true
-        })
+        read_file(
+            &zst[..],
+            "out/b.txt",
+            u64::MAX,
+            |f| found = Some(f),
+            |b| {
+                got.extend_from_slice(&b);
+                true
+            },
+        )
         .unwrap();
         assert!(matches!(found, Some(Found::File(4))) && got == b"bee\n");
         for missing in ["out/link", "out", "nothing"] {
@@ -533,10 +546,16 @@ mod tests {
             assert!(matches!(found, Some(Found::Missing)), "{missing}: {found:?}");
         }
         let mut got = Vec::new();
-        read_file(&zst[..], "out/a.txt", 2, |_| {}, |b| {
-            got.extend_from_slice(&b);
-            true
-        })
+        read_file(
+            &zst[..],
+            "out/a.txt",
+            2,
+            |_| {},
+            |b| {
+                got.extend_from_slice(&b);
+                true
+            },
+        )
         .unwrap();
         assert_eq!(got, b"he", "bounded");
         let d = folder(&listing, "");

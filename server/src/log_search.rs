@@ -39,7 +39,12 @@ pub struct SearchQuery {
     attempt: Option<i64>,
 }
 
-pub async fn search(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, Query(q): Query<SearchQuery>) -> ApiResult<Response> {
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<Response> {
     let (job, _) = auth::job(&state, &caller, id, false).await?;
     let needle = q.q.to_lowercase();
     if needle.trim().is_empty() || needle.chars().count() > MAX_QUERY {

@@ -246,9 +246,7 @@ impl LogView {
             LogView::File { path, .. } => {
                 let times = path.with_extension("times");
                 let p = times.clone();
-                tokio::task::spawn_blocking(move || read_marks(&times, range))
-                    .await?
-                    .map_err(|source| LogError::File { path: p, source })
+                tokio::task::spawn_blocking(move || read_marks(&times, range)).await?.map_err(|source| LogError::File { path: p, source })
             }
             LogView::Blob(b) => b.times(range).await,
         }
@@ -459,8 +457,16 @@ mod tests {
     fn offsets_are_idempotent_and_gaps_refused() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        assert_eq!(append(d, 1, 1, 0, b"hello ", &[], Some(1)).unwrap(), (Append::Ok { next_offset: 6 }, false), "the first bytes: the job's start");
-        assert_eq!(append(d, 1, 1, 0, b"hello ", &[], Some(2)).unwrap(), (Append::Ok { next_offset: 6 }, false), "a repeat is acknowledged");
+        assert_eq!(
+            append(d, 1, 1, 0, b"hello ", &[], Some(1)).unwrap(),
+            (Append::Ok { next_offset: 6 }, false),
+            "the first bytes: the job's start"
+        );
+        assert_eq!(
+            append(d, 1, 1, 0, b"hello ", &[], Some(2)).unwrap(),
+            (Append::Ok { next_offset: 6 }, false),
+            "a repeat is acknowledged"
+        );
         assert_eq!(append(d, 1, 1, 10, b"x", &[], Some(3)).unwrap(), (Append::Gap { expected_offset: 6 }, false));
         assert_eq!(
             append(d, 1, 1, 3, b"lo world", &[], Some(4)).unwrap(),

@@ -9,8 +9,8 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::blob::BlobStore;
 use crate::auth::{self, Caller, Need};
+use crate::blob::BlobStore;
 use crate::error::{ApiResult, Error};
 use crate::pipelines::JobTemplate;
 use crate::store::{JobRow, PipelineRow, Store};

@@ -61,15 +61,22 @@ async fn sections_times_search_download_and_artifacts_on_a_failed_jobs_page() {
 
     // Sections: collapsed as asked, with their durations; the one the script stopped in is
     // open and marked, on a failed job's page.
-    let section = |name: &str, what: &str| format!("(() => {{ const d = document.querySelector('details.section[data-name={name}]'); return {what}; }})()");
+    let section = |name: &str, what: &str| {
+        format!("(() => {{ const d = document.querySelector('details.section[data-name={name}]'); return {what}; }})()")
+    };
     assert_eq!(page.eval(&section("setup", "d.open")).await, Value::Bool(false), "collapsed=true");
     let duration = page.eval(&section("setup", "d.querySelector(':scope > summary .duration').textContent")).await;
     let duration = duration.as_str().unwrap_or_default().to_string();
     assert!(duration.ends_with('s') && duration.trim_end_matches('s').parse::<u64>().is_ok_and(|s| s >= 1), "{duration:?}");
     assert_eq!(page.eval(&section("setup", "d.querySelector(':scope > summary .duration').checkVisibility()")).await, Value::Bool(true));
-    let step_script = page.eval(&section("step_script", "d.open && /^\\d+s$/.test(d.querySelector(':scope > summary .duration').textContent)")).await;
+    let step_script =
+        page.eval(&section("step_script", "d.open && /^\\d+s$/.test(d.querySelector(':scope > summary .duration').textContent)")).await;
     assert_eq!(step_script, Value::Bool(true), "the runner's sections show their durations too");
-    assert_eq!(page.eval(&section("tests", "d.open && d.classList.contains('stopped')")).await, Value::Bool(true), "the failed section is open");
+    assert_eq!(
+        page.eval(&section("tests", "d.open && d.classList.contains('stopped')")).await,
+        Value::Bool(true),
+        "the failed section is open"
+    );
     assert_eq!(page.eval("document.getElementById('log').classList.contains('failed')").await, Value::Bool(true));
     // Fold and unfold: with the mouse, then with the keyboard.
     page.eval(&section("setup", "d.querySelector(':scope > summary').click()")).await;
@@ -99,10 +106,7 @@ async fn sections_times_search_download_and_artifacts_on_a_failed_jobs_page() {
     let times = page.eval("[...document.querySelectorAll('#log .line[id] .ts')].map(t => t.textContent)").await;
     let times: Vec<String> = times.as_array().unwrap().iter().map(|t| t.as_str().unwrap_or_default().to_string()).collect();
     assert_eq!(times.len(), numbers.len(), "a time on every numbered line");
-    assert!(
-        times.iter().all(|t| t.len() == 8 && t.as_bytes()[2] == b':' && t.as_bytes()[5] == b':'),
-        "HH:MM:SS: {times:?}"
-    );
+    assert!(times.iter().all(|t| t.len() == 8 && t.as_bytes()[2] == b':' && t.as_bytes()[5] == b':'), "HH:MM:SS: {times:?}");
     assert_eq!(page.eval("document.querySelector('#log .line[id] .ts').checkVisibility()").await, Value::Bool(true));
     assert_eq!(page.eval("document.getElementById('timestamps').getAttribute('aria-pressed')").await, Value::String("true".into()));
     page.eval("document.getElementById('timestamps').click()").await;
@@ -115,8 +119,12 @@ async fn sections_times_search_download_and_artifacts_on_a_failed_jobs_page() {
     page.eval("document.getElementById('log-search').focus()").await;
     page.type_text("Needle-In-5").await;
     page.press("Enter", false).await;
-    page.wait_for("document.getElementById('search-count').textContent === '1 of 1'", 10, "document.getElementById('search-count').textContent")
-        .await;
+    page.wait_for(
+        "document.getElementById('search-count').textContent === '1 of 1'",
+        10,
+        "document.getElementById('search-count').textContent",
+    )
+    .await;
     let current = page.eval("document.querySelector('#log .line.current').textContent").await;
     assert!(current.as_str().is_some_and(|t| t.contains("needle-in-5")), "{current}");
     assert_eq!(page.eval(&section("setup", "d.open")).await, Value::Bool(true), "the match's section opened");
@@ -146,13 +154,16 @@ async fn sections_times_search_download_and_artifacts_on_a_failed_jobs_page() {
     // The browser: folders, then a folder's files with their sizes, then one file.
     page.eval("window.__old = true; document.querySelector('#artifacts a[href$=\"/artifacts\"]').click()").await;
     page.wait_navigation("__old").await;
-    let rows = page.eval("[...document.querySelectorAll('#artifact-files tbody tr')].map(r => r.innerText.replace(/\\s+/g, ' ').trim())").await;
+    let rows =
+        page.eval("[...document.querySelectorAll('#artifact-files tbody tr')].map(r => r.innerText.replace(/\\s+/g, ' ').trim())").await;
     assert_eq!(rows, serde_json::json!(["▸ out/ 3 files, 3.0 KiB"]), "one folder at the top");
     page.eval("window.__old = true; document.querySelector('#artifact-files a').click()").await;
     page.wait_navigation("__old").await;
-    let rows = page.eval("[...document.querySelectorAll('#artifact-files tbody tr')].map(r => r.innerText.replace(/\\s+/g, ' ').trim())").await;
+    let rows =
+        page.eval("[...document.querySelectorAll('#artifact-files tbody tr')].map(r => r.innerText.replace(/\\s+/g, ' ').trim())").await;
     assert_eq!(rows, serde_json::json!(["↰ ..", "▸ sub/ 1 file, 2.9 KiB", "page.html ⬇ 26 B", "report.txt ⬇ 13 B"]));
-    page.eval("window.__old = true; [...document.querySelectorAll('#artifact-files a')].find(a => a.textContent === 'report.txt').click()").await;
+    page.eval("window.__old = true; [...document.querySelectorAll('#artifact-files a')].find(a => a.textContent === 'report.txt').click()")
+        .await;
     page.wait_navigation("__old").await;
     assert_eq!(page.eval("document.getElementById('file-text').textContent").await, Value::String("hello report\n".into()));
     let served = |path: &str| {
@@ -169,7 +180,11 @@ async fn sections_times_search_download_and_artifacts_on_a_failed_jobs_page() {
     assert!(report[3].as_str().is_some_and(|c| c.contains("sandbox") && c.contains("default-src 'none'")), "{report}");
     assert_eq!(report[5], "hello report\n");
     let html = page.eval_async(&served("out/page.html")).await;
-    assert_eq!((&html[1], &html[5]), (&Value::from("text/plain; charset=utf-8"), &Value::from("<script>alert(1)</script>\n")), "never HTML");
+    assert_eq!(
+        (&html[1], &html[5]),
+        (&Value::from("text/plain; charset=utf-8"), &Value::from("<script>alert(1)</script>\n")),
+        "never HTML"
+    );
     let bin = page.eval_async(&served("out/sub/data.bin")).await;
     assert_eq!((&bin[1], &bin[4]), (&Value::from("application/octet-stream"), &Value::from("attachment; filename=\"data.bin\"")));
     // Paths that try to leave the archive are refused; a missing file is not found.

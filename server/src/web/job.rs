@@ -106,7 +106,10 @@ pub struct BrowseDir {
 /// What the view of one file shows.
 pub enum FilePreview {
     /// UTF-8 text, possibly only its beginning.
-    Text { text: String, truncated: bool },
+    Text {
+        text: String,
+        truncated: bool,
+    },
     Image,
     Binary,
 }

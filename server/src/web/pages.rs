@@ -11,8 +11,8 @@ use scheduler::{JobStatus, PipelineStatus};
 
 use super::ansi::format_duration;
 pub use super::job::{
-    ArtifactFile, ArtifactsListing, ArtifactsSummary, AttemptLine, BrowseDir, FilePreview, JobDetail, JobRef, LogTail, artifact_file_page,
-    SHOWN_FILES, artifacts_page, job_page,
+    ArtifactFile, ArtifactsListing, ArtifactsSummary, AttemptLine, BrowseDir, FilePreview, JobDetail, JobRef, LogTail, SHOWN_FILES,
+    artifact_file_page, artifacts_page, job_page,
 };
 
 #[derive(Clone, Debug)]

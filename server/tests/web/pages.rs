@@ -7,8 +7,7 @@ use server::web::pages::{
     ArtifactFile, ArtifactsListing, ArtifactsSummary, AttemptLine, Bar, ForgeLine, JobBox, JobDetail, LogTail, PipelineDetail,
     PipelineSummary, Timeline, job_page, pipeline_page, pipelines_page,
 };
-use server::web::pages::{BranchSummary, ProjectDetail
-};
+use server::web::pages::{BranchSummary, ProjectDetail};
 use server::web::render;
 
 /// The page without the shared stylesheet and script, which would repeat in every snapshot.
@@ -46,7 +45,11 @@ fn pipelines() {
     let branches = vec![BranchSummary {
         git_ref: "refs/heads/main".into(),
         latest: PipelineSummary { ..pipelines[0].clone() },
-        history: vec![(5, PipelineStatus::Failed, Some(30)), (6, PipelineStatus::Success, Some(60)), (7, PipelineStatus::Success, Some(75))],
+        history: vec![
+            (5, PipelineStatus::Failed, Some(30)),
+            (6, PipelineStatus::Success, Some(60)),
+            (7, PipelineStatus::Success, Some(75)),
+        ],
     }];
     let detail = |pipelines: Vec<PipelineSummary>, branches| ProjectDetail {
         name: "acme/app".into(),
