@@ -360,6 +360,8 @@ pub async fn get_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id
 pub struct LogQuery {
     /// Which attempt's log (default: the latest).
     attempt: Option<i64>,
+    /// Present: as a file to save (`Content-Disposition: attachment`).
+    download: Option<String>,
 }
 
 pub async fn job_log(
@@ -381,7 +383,16 @@ pub async fn job_log(
     let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::ACCEPT_RANGES, "bytes")];
     // `Range: bytes=a-b`, `bytes=a-` or `bytes=-n` (the tail): a viewer fetches a 100 MB log in parts.
     let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return Ok((plain, Body::from_stream(log.stream(0..total).await?)).into_response());
+        let mut response = (plain, Body::from_stream(log.stream(0..total).await?)).into_response();
+        if q.download.is_some() {
+            // The bytes as stored: masked, with their colours and section markers.
+            let name: String = job.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+            let value = format!("attachment; filename=\"{name}-{id}.{attempt}.log\"");
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+        }
+        return Ok(response);
     };
     let Some((start, end)) = parse_range(range, total) else {
         return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{total}"))], "").into_response());

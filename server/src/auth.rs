@@ -366,10 +366,13 @@ pub fn content_security_policy() -> &'static str {
     })
 }
 
-/// Adds the security headers to every response (a layer over the whole router).
+/// Adds the security headers to every response (a layer over the whole router). A response
+/// that set a stricter policy of its own (an artifact's file, sandboxed) keeps it.
 pub async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(content_security_policy()));
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(content_security_policy()));
+    }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));

@@ -1,6 +1,7 @@
 //! Live logs: `GET /api/v1/jobs/{id}/log/stream?offset=N` as Server-Sent Events.
 //!
-//! Each event carries the bytes from `offset` on (`data: {"offset": <next offset>, "text": "..."}`)
+//! Each event carries the bytes from `offset` on (`data: {"offset": <next offset>, "text": "..."}`,
+//! or with `format=html` the rendered lines, numbered and dated as the job page does them)
 //! and its `id:` is the next offset, so a browser's `EventSource` (or `piste logs`) that
 //! reconnects resumes exactly where it stopped (`Last-Event-ID`). Followers are woken as soon as
 //! a chunk is stored (no polling interval adds latency); an `end` event with the job's status
@@ -53,7 +54,12 @@ pub async fn stream(
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let start = resume.or(q.offset).unwrap_or(0);
     let renderer = match q.format.as_deref() {
-        Some("html") => Some(crate::web::ansi::Renderer::new(first_line(&state, id, attempt, start).await)),
+        Some("html") => {
+            let mut r = crate::web::ansi::Renderer::new(first_line(&state, id, attempt, start).await).starting_at(start);
+            // The log's first bytes date from the attempt's start (file logs keep no mark for them).
+            r.add_times(job.started_at.filter(|_| attempt == job.attempt.max(1)).map(|t| (0, t)));
+            Some(r)
+        }
         _ => None,
     };
     let stream = futures_util::stream::unfold((state, start, false, renderer), move |(state, mut offset, done, mut renderer)| {
@@ -81,9 +87,15 @@ pub async fn stream(
                                 Err(_) => buf.len(),
                             };
                             buf.truncate(cut);
+                            let from = offset;
                             offset += buf.len() as u64;
                             let event = match renderer.as_mut() {
                                 Some(r) => {
+                                    // When these bytes arrived, for the lines' times.
+                                    match log.times(from..offset).await {
+                                        Ok(marks) => r.add_times(marks),
+                                        Err(e) => tracing::debug!(job = id, error = %e, "log follower cannot read times"),
+                                    }
                                     // Resume after what was rendered: a partial last line is held back.
                                     let html = r.push(&buf);
                                     let resume = offset - r.pending() as u64;

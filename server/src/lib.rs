@@ -8,6 +8,7 @@
 //! planned (a crash between the webhook's answer and the plan loses nothing).
 
 mod api;
+pub mod artifacts;
 pub mod auth;
 pub mod blob;
 pub mod clock;
@@ -19,6 +20,7 @@ pub mod git;
 pub mod includes;
 pub mod limits;
 pub mod live;
+pub mod log_search;
 pub mod logs;
 pub mod oidc;
 mod pages;
@@ -376,6 +378,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/projects/{*name}", get(pages::project))
         .route("/pipelines/{id}", get(pages::pipeline))
         .route("/jobs/{id}", get(pages::job))
+        .route("/jobs/{id}/artifacts", get(artifacts::browse))
+        .route("/jobs/{id}/artifacts/{*path}", get(artifacts::view))
         .route("/runners", get(pages::runners))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
@@ -389,6 +393,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{id}", get(api::get_job))
         .route("/api/v1/jobs/{id}/log", get(api::job_log).put(runners::append_log))
         .route("/api/v1/jobs/{id}/log/stream", get(follow::stream))
+        .route("/api/v1/jobs/{id}/log/search", get(log_search::search))
         .route("/api/v1/jobs/{id}/cancel", post(api::cancel_job))
         .route("/api/v1/jobs/{id}/retry", post(api::retry_job))
         .route("/api/v1/jobs/{id}/play", post(api::play_job))
@@ -397,6 +402,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/request", post(runners::request_job))
         .route("/api/v1/jobs/{id}/heartbeat", post(runners::heartbeat))
         .route("/api/v1/jobs/{id}/artifacts", put(runners::upload_artifacts).post(runners::link_artifacts).get(api::artifacts))
+        .route("/api/v1/jobs/{id}/artifacts/files", get(artifacts::files))
+        .route("/api/v1/jobs/{id}/artifacts/file", get(artifacts::file))
         .route("/api/v1/jobs/{id}/artifacts/{dep}", get(runners::download_artifacts))
         .route("/api/v1/jobs/{id}/finish", post(runners::finish))
         .route("/api/v1/jobs/{id}/git/{*rest}", any(api::git))

@@ -10,13 +10,17 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::auth::{self, Caller, Need};
+use crate::blob::BlobStore;
 use crate::error::{ApiResult, Error};
 use crate::pipelines::JobTemplate;
 use crate::store::{JobRow, PipelineRow, Store};
 use crate::web::ansi::Renderer;
 use scheduler::JobStatus;
 
-use crate::web::pages::{self, Account, AttemptLine, JobBox, JobDetail, LogTail, Permission, PipelineDetail, PipelineSummary};
+use crate::web::pages::{
+    self, Account, ArtifactFile, ArtifactsListing, ArtifactsSummary, AttemptLine, JobBox, JobDetail, LogTail, Permission, PipelineDetail,
+    PipelineSummary,
+};
 
 /// The refusal page (login, 404, 403) when the caller may not read `project`.
 fn refusal(state: &AppState, caller: &Caller, project: &str, path: &str) -> Option<Response> {
@@ -95,12 +99,40 @@ async fn badge(state: &AppState, project: &crate::config::ProjectConfig, git_ref
     Ok(([(header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"), (header::CACHE_CONTROL, "no-cache, max-age=0")], svg).into_response())
 }
 
+/// Pipelines a branch's chart shows.
+const HISTORY: usize = 20;
+
 async fn project_page(state: &AppState, name: &str) -> ApiResult<Html<String>> {
     let name = name.to_string();
-    state.config.project(&name).ok_or(Error::NotFound("project"))?;
-    let rows = state.store.pipelines(Some(&name), 100).await?;
-    let list: Vec<PipelineSummary> = rows.iter().map(summary).collect();
-    Ok(Html(pages::pipelines_page(&name, &list)))
+    let project = state.config.project(&name).ok_or(Error::NotFound("project"))?;
+    let rows = state.store.pipelines(Some(&name), 500).await?;
+    // Branches by their latest pipeline, the default branch first.
+    let mut branches: Vec<pages::BranchSummary> = Vec::new();
+    for p in &rows {
+        match branches.iter_mut().find(|b| b.git_ref == p.git_ref) {
+            Some(b) if b.history.len() < HISTORY => b.history.push((p.id as u64, p.status, summary(p).duration_s)),
+            Some(_) => {}
+            None => branches.push(pages::BranchSummary {
+                git_ref: p.git_ref.clone(),
+                latest: summary(p),
+                history: vec![(p.id as u64, p.status, summary(p).duration_s)],
+            }),
+        }
+    }
+    for b in &mut branches {
+        b.history.reverse();
+    }
+    let default = format!("refs/heads/{}", project.default_branch);
+    branches.sort_by_key(|b| b.git_ref != default);
+    branches.truncate(24);
+    let base = state.config.external_url.as_deref().unwrap_or("").trim_end_matches('/');
+    let detail = pages::ProjectDetail {
+        badge_url: format!("{base}/projects/{name}/badge.svg?ref={}", crate::web::job::encode_component(&project.default_branch)),
+        branches,
+        pipelines: rows.iter().take(100).map(summary).collect(),
+        name,
+    };
+    Ok(Html(pages::pipelines_page(&detail)))
 }
 
 fn job_box(j: &JobRow) -> JobBox {
@@ -226,7 +258,7 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
     let id = j.id;
     let template: Option<JobTemplate> = serde_json::from_str(&j.spec).ok();
     let running = !j.status.is_complete() && j.status != JobStatus::Manual;
-    let (html, start, end) = match state.logs.view(id, j.attempt.max(1)).await? {
+    let tail = match state.logs.view(id, j.attempt.max(1)).await? {
         Some(log) => {
             let total = log.total();
             let upto = q.before.unwrap_or(total).min(total);
@@ -240,16 +272,43 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
             }
             let first_line = log.line_at(start).await?;
             let bytes = log.read_at(start, (upto - start) as usize).await?;
-            let mut r = Renderer::new(first_line);
+            let mut r = Renderer::recording(first_line).starting_at(start);
+            // The log's first bytes date from the job's start (file logs keep no mark for them).
+            r.add_times(j.started_at.map(|t| (0, t)).into_iter().chain(log.times(start..upto).await?));
             let mut html = r.push(&bytes);
             let live = running && q.before.is_none();
             let end = if live { upto - r.pending() as u64 } else { upto };
             if !live {
-                html.push_str(&r.finish());
+                html.push_str(&if upto == total { r.finish() } else { r.finish_range() });
             }
-            (html, start, end)
+            // Durations of the sections that ended here; a failed job's stopped sections open.
+            let html = r.fill(&html, j.status == JobStatus::Failed);
+            LogTail { html, start, end, total }
         }
-        None => (String::new(), 0, 0),
+        None => LogTail { html: String::new(), start: 0, end: 0, total: 0 },
+    };
+    let artifacts = match j.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) {
+        Some(digest) => {
+            let archive_bytes = state.blobs.head(&crate::blob::artifact_key(digest)).await?.unwrap_or(0);
+            let listing = crate::artifacts::listing(state, digest, crate::artifacts::LIST_ON_JOB_PAGE).await.unwrap_or_else(|e| {
+                tracing::warn!(job = id, error = %e, "artifacts not listed on the job page");
+                None
+            });
+            Some(ArtifactsSummary {
+                archive_bytes,
+                listing: listing.map(|l| ArtifactsListing {
+                    files: l.files().count(),
+                    bytes: l.files().map(|e| e.size).sum(),
+                    shown: l
+                        .files()
+                        .take(pages::SHOWN_FILES)
+                        .map(|e| ArtifactFile { path: e.path.clone(), size: e.size, link: e.target.clone() })
+                        .collect(),
+                    truncated: l.truncated,
+                }),
+            })
+        }
+        None => None,
     };
     let detail = JobDetail {
         id: j.id as u64,
@@ -263,7 +322,7 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
         duration_s: secs(j.started_at, j.finished_at),
         attempt: j.attempt.max(1) as u32,
         exit_code: j.exit_code.map(|c| c as i32),
-        has_artifacts: j.artifacts.is_some(),
+        artifacts,
         deploys: crate::api::deploys_of(&j.spec, j.dotenv.as_deref()).into_iter().map(|d| (d.step, d.commit, d.changed)).collect(),
         images: crate::api::images_of(&j.spec, j.dotenv.as_deref())
             .into_iter()
@@ -281,7 +340,7 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
             })
             .collect(),
     };
-    Ok(Html(pages::job_page(&detail, &LogTail { html, start, end })))
+    Ok(Html(pages::job_page(&detail, &tail)))
 }
 
 /// Runners heard from within this long are online (a runner busy on all its slots does not

@@ -168,7 +168,7 @@ pub async fn append_log(
     let secrets = state.project_secrets(job.pipeline_id).await?;
     let lock = state.log_lock(id).await;
     let _guard = lock.lock().await;
-    let appended = state.logs.append(id, job.attempt, q.offset, body, secrets).await?;
+    let appended = state.logs.append(id, job.attempt, q.offset, body, secrets, state.now_ms()).await?;
     state.log_appended(id);
     Ok(match appended {
         crate::logs::Append::Ok { next_offset } => (StatusCode::ACCEPTED, Json(LogAck { next_offset })).into_response(),

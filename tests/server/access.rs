@@ -1,5 +1,6 @@
 //! Who may see and do what, tried as an attacker would: anonymous and wrong-role calls to every
-//! people's route (pages, API reads, logs, the live stream, artifacts, and every action) are
+//! people's route (pages, API reads, logs, their search and download, the live stream, artifacts
+//! and their files, and every action) are
 //! refused with no data in the answer; tokens that are revoked or expired do nothing; a public
 //! project is readable but not actionable; cross-site posts are refused; every answer has the
 //! security headers; runners get only the jobs their registration allows.
@@ -29,11 +30,22 @@ fn reads(pipeline: i64, job: i64) -> Vec<String> {
         format!("/api/v1/jobs/{job}/log/stream"),
         format!("/api/v1/jobs/{job}/log/stream?format=html"),
         format!("/api/v1/jobs/{job}/artifacts"),
+        format!("/api/v1/jobs/{job}/log?download=1"),
+        format!("/api/v1/jobs/{job}/log/search?q=LEAK"),
+        format!("/api/v1/jobs/{job}/artifacts/files"),
+        format!("/api/v1/jobs/{job}/artifacts/file?path=out.txt"),
     ]
 }
 
 fn pages(pipeline: i64, job: i64) -> Vec<String> {
-    vec!["/projects/app".into(), format!("/pipelines/{pipeline}"), format!("/jobs/{job}"), format!("/jobs/{job}?before=10")]
+    vec![
+        "/projects/app".into(),
+        format!("/pipelines/{pipeline}"),
+        format!("/jobs/{job}"),
+        format!("/jobs/{job}?before=10"),
+        format!("/jobs/{job}/artifacts"),
+        format!("/jobs/{job}/artifacts/out.txt"),
+    ]
 }
 
 fn actions(pipeline: i64, build: i64, deploy: i64) -> Vec<String> {
@@ -130,6 +142,9 @@ async fn anonymous_and_wrong_role_callers_get_nothing_and_do_nothing() {
         assert_eq!(status, StatusCode::OK, "viewer GET {path}: {body}");
     }
     assert!(get(&viewer, &format!("/api/v1/jobs/{fbuild}/log")).await.1.contains("LEAK-CANARY-feature"), "the viewer reads the log");
+    assert!(get(&viewer, &format!("/api/v1/jobs/{fbuild}/log/search?q=leak")).await.1.contains("LEAK-CANARY-feature"), "and searches it");
+    let (_, file) = get(&viewer, &format!("/api/v1/jobs/{fbuild}/artifacts/file?path=out.txt")).await;
+    assert_eq!(file, "LEAK-CANARY-feature\n", "and reads the artifacts' files");
     assert!(!get(&viewer, &format!("/pipelines/{fid}")).await.1.contains("<form"), "no button for a viewer");
     for path in actions(fid, fbuild, fdeploy) {
         for form in [false, true] {

@@ -91,6 +91,47 @@ impl Page {
             .clone()
     }
 
+    /// Types `text` where the focus is, as a keyboard would.
+    pub(crate) async fn type_text(&mut self, text: &str) {
+        self.call("Input.insertText", json!({"text": text})).await;
+    }
+
+    /// Presses and releases a key (`Enter`, `Escape`), with `Shift` when asked.
+    pub(crate) async fn press(&mut self, key: &str, shift: bool) {
+        let (code, text) = match key {
+            "Enter" => (13, "\r"),
+            "Escape" => (27, ""),
+            "Tab" => (9, ""),
+            _ => (0, ""),
+        };
+        let modifiers = if shift { 8 } else { 0 };
+        for kind in ["keyDown", "keyUp"] {
+            let mut event = json!({"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code, "modifiers": modifiers});
+            if kind == "keyDown" && !text.is_empty() {
+                event["text"] = json!(text);
+            }
+            self.call("Input.dispatchKeyEvent", event).await;
+        }
+    }
+
+    /// Waits until `js` is `true` (or fails after `secs`, showing `show`'s value).
+    pub(crate) async fn wait_for(&mut self, js: &str, secs: u64, show: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.eval(js).await != Value::Bool(true) {
+            assert!(Instant::now() < deadline, "`{js}` never held: {}", self.eval(show).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Navigates and waits until the new document has loaded (a link's click, a form's post).
+    pub(crate) async fn wait_navigation(&mut self, marker: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.eval(&format!("window.{marker} === true || document.readyState !== 'complete'")).await != Value::Bool(false) {
+            assert!(Instant::now() < deadline, "no new page was loaded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub(crate) async fn goto(&mut self, url: &str) {
         self.call("Page.navigate", json!({"url": url})).await;
         let deadline = Instant::now() + Duration::from_secs(20);

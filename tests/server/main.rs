@@ -12,6 +12,7 @@ mod delivery;
 mod failures;
 mod forge;
 mod includes;
+mod job_page;
 mod limits;
 mod login;
 mod logs;

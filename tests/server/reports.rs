@@ -62,6 +62,14 @@ async fn junit_failures_and_coverage_reach_the_api_and_the_page() {
     let job = second["jobs"][0]["id"].as_i64().unwrap();
     assert!(page.contains(&format!("href=\"/jobs/{job}\"")), "a link to the job");
     assert!(page.contains("Coverage 80%"), "{page}");
+    // The project page: the branch's latest pipeline, and its durations as one bar a pipeline
+    // (each a link to it), beside the badge and its Markdown.
+    let project = http.client.get(format!("{}/projects/app", http.base)).send().await.unwrap().text().await.unwrap();
+    let branch = project.split("<div class=\"branch failed\">").nth(1).unwrap_or_else(|| panic!("a branch card: {project}"));
+    let branch = &branch[..branch.find("</svg>").expect("its chart")];
+    assert!(branch.contains("<h3>main</h3>") && branch.contains(&format!("href=\"/pipelines/{id}\"")), "{branch}");
+    assert_eq!(branch.matches("<rect").count(), 2, "a bar for each of the branch's pipelines: {branch}");
+    assert!(project.contains("<img class=\"badge\" src=\"/projects/app/badge.svg\"") && project.contains("![pipeline]("), "{project}");
 }
 
 /// The text of an SVG document's `<text>` elements, checking it is well-formed XML whose root

@@ -245,7 +245,10 @@ async fn a_server_killed_mid_log_continues_it_from_the_bucket_after_restart() {
     assert!(value("piste_logs_sealed_total") >= 1.0, "{metrics}");
     assert_eq!(value("piste_logs_to_seal"), 0.0, "{metrics}");
     let keys = moto.list(BUCKET, "restart/logs/");
-    assert_eq!(keys, [(format!("restart/logs/{job}.1.log"), log.len() as u64)], "one object once finished");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], (format!("restart/logs/{job}.1.log"), log.len() as u64), "the log as one object once finished");
+    assert_eq!(keys[1].0, format!("restart/logs/{job}.1.times"), "and when its chunks arrived");
+    assert!(keys[1].1 > 0 && keys[1].1 % 16 == 0, "16 bytes a chunk: {keys:?}");
     let local: Vec<_> = files(&server.data).into_iter().filter(|f| f.starts_with("logs") || f.starts_with("artifacts")).collect();
     assert!(local.is_empty(), "{local:?}");
 }

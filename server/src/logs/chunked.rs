@@ -12,6 +12,9 @@
 //!
 //! Readers look at the chunks first, then the final blob; a chunk that vanished under a reader
 //! (sealed meanwhile) is read from the final blob instead. Two sealers write the same bytes.
+//! Each row keeps when it was received (`at_ms`); sealing writes those time marks to
+//! `logs/<job>.<attempt>.times` before the log itself, so a reader that finds the log sealed
+//! finds its marks too.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -20,7 +23,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{Append, LogError, mask_same_length};
+use super::{Append, LogError, MarksFor, encode_mark, mask_same_length};
 use crate::blob::{BlobError, BlobStore, BlobWriter, Blobs, ByteStream};
 use crate::store::{Backend, Store};
 
@@ -43,6 +46,11 @@ pub struct ChunkedLogs {
 
 pub fn final_key(job: i64, attempt: i64) -> String {
     format!("logs/{job}.{attempt}.log")
+}
+
+/// The time marks of a sealed log.
+pub fn times_key(job: i64, attempt: i64) -> String {
+    format!("logs/{job}.{attempt}.times")
 }
 
 fn chunk_name(job: i64, attempt: i64, offset: u64) -> String {
@@ -101,7 +109,15 @@ impl ChunkedLogs {
         Ok(self.refresh(job, attempt, Vec::new()).await?.unwrap_or_default())
     }
 
-    pub async fn append(&self, job: i64, attempt: i64, offset: u64, data: Bytes, secrets: &[String]) -> Result<Append, LogError> {
+    pub async fn append(
+        &self,
+        job: i64,
+        attempt: i64,
+        offset: u64,
+        data: Bytes,
+        secrets: &[String],
+        at_ms: i64,
+    ) -> Result<Append, LogError> {
         let refreshed = self.refresh(job, attempt, self.remembered(job, attempt)).await?;
         let stale = refreshed.is_none();
         let mut chunks = refreshed.unwrap_or_default();
@@ -149,7 +165,7 @@ impl ChunkedLogs {
             fresh = Bytes::from(buf);
         }
         let added = Chunk { offset: len, len: fresh.len() as u64 };
-        self.store.put_log_chunk(job, attempt, len, &fresh).await?;
+        self.store.put_log_chunk(job, attempt, len, &fresh, Some(at_ms)).await?;
         chunks.push(added);
         self.remember(job, attempt, chunks);
         Ok(Append::Ok { next_offset: end })
@@ -166,7 +182,7 @@ impl ChunkedLogs {
                 continue;
             }
             whole[(from - c.offset) as usize..(to - c.offset) as usize].copy_from_slice(&bytes[(from - at) as usize..(to - at) as usize]);
-            self.store.put_log_chunk(job, attempt, c.offset, &whole).await?;
+            self.store.put_log_chunk(job, attempt, c.offset, &whole, None).await?;
         }
         Ok(())
     }
@@ -201,6 +217,17 @@ impl ChunkedLogs {
         }
         if contiguous_end(&chunks).is_none() {
             return Err(LogError::Broken(format!("log {job}.{attempt}")));
+        }
+        // The marks first: once the log blob exists, readers look for them in the bucket.
+        let marks = self.store.log_chunk_times(job, attempt, 0..u64::MAX).await?;
+        if !marks.is_empty() {
+            let bytes: Vec<u8> = marks.iter().flat_map(|&(o, t)| encode_mark(o, t)).collect();
+            let mut w = self.blobs.create(&times_key(job, attempt)).await?;
+            if let Err(e) = w.write(Bytes::from(bytes)).await {
+                let _ = w.abort().await;
+                return Err(e.into());
+            }
+            w.commit().await?;
         }
         let key = final_key(job, attempt);
         let mut w = self.blobs.create(&key).await?;
@@ -261,6 +288,27 @@ enum Part {
 impl BlobView {
     pub fn total(&self) -> u64 {
         self.total
+    }
+
+    /// The time marks that date `range` (see [`super::LogView::times`]): from the rows while
+    /// they last, else from the sealed marks.
+    pub async fn times(&self, range: Range<u64>) -> Result<Vec<(u64, i64)>, LogError> {
+        if matches!(self.source, Source::Chunks(_)) {
+            let marks = self.store.log_chunk_times(self.job, self.attempt, range.clone()).await?;
+            if !marks.is_empty() {
+                return Ok(marks);
+            }
+        }
+        let key = times_key(self.job, self.attempt);
+        let Some(blob) = self.blobs.get(&key, None).await? else { return Ok(Vec::new()) };
+        let mut marks = MarksFor::new(range);
+        let mut stream = blob.stream;
+        while let Some(piece) = stream.next().await {
+            if !marks.push(&piece?) {
+                break;
+            }
+        }
+        Ok(marks.finish())
     }
 
     /// The bytes in `range` (within `total`), chunk after chunk; a chunk that a seal removed

@@ -162,8 +162,11 @@ impl Store for Backend {
     async fn log_chunk(&self, job: i64, attempt: i64, offset: u64) -> Result<Option<Vec<u8>>> {
         delegate!(self, log_chunk(job, attempt, offset))
     }
-    async fn put_log_chunk(&self, job: i64, attempt: i64, offset: u64, data: &[u8]) -> Result<()> {
-        delegate!(self, put_log_chunk(job, attempt, offset, data))
+    async fn put_log_chunk(&self, job: i64, attempt: i64, offset: u64, data: &[u8], at_ms: Option<i64>) -> Result<()> {
+        delegate!(self, put_log_chunk(job, attempt, offset, data, at_ms))
+    }
+    async fn log_chunk_times(&self, job: i64, attempt: i64, range: std::ops::Range<u64>) -> Result<Vec<(u64, i64)>> {
+        delegate!(self, log_chunk_times(job, attempt, range))
     }
     async fn delete_log_chunks(&self, job: i64, attempt: i64) -> Result<()> {
         delegate!(self, delete_log_chunks(job, attempt))
@@ -278,6 +281,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (4, "job_attempts", include_str!("../../migrations/sqlite/0004_job_attempts.sql")),
         (5, "forge_and_reports", include_str!("../../migrations/sqlite/0005_forge_and_reports.sql")),
         (8, "log_chunks", include_str!("../../migrations/sqlite/0008_log_chunks.sql")),
+        (9, "log_times", include_str!("../../migrations/sqlite/0009_log_times.sql")),
         (10, "fork_approval", include_str!("../../migrations/sqlite/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/sqlite/0011_resource_groups.sql")),
     ]))
@@ -292,6 +296,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (4, "job_attempts", include_str!("../../migrations/postgres/0004_job_attempts.sql")),
         (5, "forge_and_reports", include_str!("../../migrations/postgres/0005_forge_and_reports.sql")),
         (8, "log_chunks", include_str!("../../migrations/postgres/0008_log_chunks.sql")),
+        (9, "log_times", include_str!("../../migrations/postgres/0009_log_times.sql")),
         (10, "fork_approval", include_str!("../../migrations/postgres/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/postgres/0011_resource_groups.sql")),
     ]))

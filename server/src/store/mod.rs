@@ -406,8 +406,24 @@ pub trait Store: Send + Sync {
     /// `(offset, length)` of the chunks of a log from offset `from` on, in offset order.
     fn log_chunks(&self, job: i64, attempt: i64, from: u64) -> impl std::future::Future<Output = Result<Vec<(u64, u64)>>> + Send;
     fn log_chunk(&self, job: i64, attempt: i64, offset: u64) -> impl std::future::Future<Output = Result<Option<Vec<u8>>>> + Send;
-    /// Stores a chunk, replacing one stored at the same offset (a secret masked across chunks).
-    fn put_log_chunk(&self, job: i64, attempt: i64, offset: u64, data: &[u8]) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Stores a chunk received at `at_ms`, or replaces the bytes of one stored at the same
+    /// offset (a secret masked across chunks: `at_ms` is `None` and the time stays).
+    fn put_log_chunk(
+        &self,
+        job: i64,
+        attempt: i64,
+        offset: u64,
+        data: &[u8],
+        at_ms: Option<i64>,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// `(offset, received at ms)` of the chunks that hold bytes of `range`: the last one
+    /// starting at or before `range.start`, then those starting before `range.end`.
+    fn log_chunk_times(
+        &self,
+        job: i64,
+        attempt: i64,
+        range: std::ops::Range<u64>,
+    ) -> impl std::future::Future<Output = Result<Vec<(u64, i64)>>> + Send;
     fn delete_log_chunks(&self, job: i64, attempt: i64) -> impl std::future::Future<Output = Result<()>> + Send;
     /// `(job, attempt)` of every log that has chunks.
     fn open_logs(&self) -> impl std::future::Future<Output = Result<Vec<(i64, i64)>>> + Send;

@@ -562,15 +562,34 @@ impl Store for SqliteStore {
         Ok(row.map(|(d,)| d))
     }
 
-    async fn put_log_chunk(&self, job: i64, attempt: i64, offset: u64, data: &[u8]) -> Result<()> {
-        sqlx::query(r#"INSERT OR REPLACE INTO log_chunks (job_id, attempt, "offset", data) VALUES (?1, ?2, ?3, ?4)"#)
-            .bind(job)
-            .bind(attempt)
-            .bind(offset as i64)
-            .bind(data)
-            .execute(&self.writer)
-            .await?;
+    async fn put_log_chunk(&self, job: i64, attempt: i64, offset: u64, data: &[u8], at_ms: Option<i64>) -> Result<()> {
+        sqlx::query(
+            r#"INSERT INTO log_chunks (job_id, attempt, "offset", data, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (job_id, attempt, "offset") DO UPDATE SET data = excluded.data, at_ms = COALESCE(excluded.at_ms, log_chunks.at_ms)"#,
+        )
+        .bind(job)
+        .bind(attempt)
+        .bind(offset as i64)
+        .bind(data)
+        .bind(at_ms)
+        .execute(&self.writer)
+        .await?;
         Ok(())
+    }
+
+    async fn log_chunk_times(&self, job: i64, attempt: i64, range: std::ops::Range<u64>) -> Result<Vec<(u64, i64)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            r#"SELECT "offset", at_ms FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND at_ms IS NOT NULL AND "offset" < ?4
+             AND "offset" >= COALESCE((SELECT MAX("offset") FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND at_ms IS NOT NULL AND "offset" <= ?3), 0)
+             ORDER BY "offset""#,
+        )
+        .bind(job)
+        .bind(attempt)
+        .bind(range.start.min(i64::MAX as u64) as i64)
+        .bind(range.end.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.into_iter().map(|(o, t)| (o as u64, t)).collect())
     }
 
     async fn delete_log_chunks(&self, job: i64, attempt: i64) -> Result<()> {

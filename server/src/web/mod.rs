@@ -3,6 +3,7 @@
 //! I/O, no store, no clock; `server` maps store rows to these inputs and serves the results.
 
 pub mod ansi;
+pub mod job;
 pub mod pages;
 mod sgr;
 

@@ -10,7 +10,12 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use scheduler::{JobStatus, PipelineStatus};
 
 use super::ansi::format_duration;
+pub use super::job::{
+    ArtifactFile, ArtifactsListing, ArtifactsSummary, AttemptLine, BrowseDir, FilePreview, JobDetail, JobRef, LogTail, PushedImage,
+    SHOWN_FILES, artifact_file_page, artifacts_page, job_page,
+};
 
+#[derive(Clone, Debug)]
 pub struct PipelineSummary {
     pub id: u64,
     pub git_ref: String,
@@ -107,70 +112,17 @@ pub struct JobBox {
     pub coverage: Option<f64>,
 }
 
-pub struct JobDetail {
-    pub id: u64,
-    pub pipeline_id: u64,
-    pub project: String,
-    pub name: String,
-    pub stage: String,
-    pub status: JobStatus,
-    pub runner: Option<String>,
-    pub image: Option<String>,
-    pub duration_s: Option<u64>,
-    pub attempt: u32,
-    pub exit_code: Option<i32>,
-    pub has_artifacts: bool,
-    /// What the job's `piste/gitops-bump@v1` steps left: (step, deployment commit, changed).
-    pub deploys: Vec<(String, String, bool)>,
-    /// What the job's image steps pushed.
-    pub images: Vec<PushedImage>,
-    /// Whether the log may still grow: the page then follows it live.
-    pub running: bool,
-    /// Every attempt, oldest first, each with its own result and log.
-    pub attempts: Vec<AttemptLine>,
-}
-
-/// An image a job's `piste/image-build@v1` or `piste/image-copy@v1` step pushed.
-pub struct PushedImage {
-    pub step: String,
-    /// `registry/repository@sha256:…`.
-    pub reference: String,
-    /// Every reference tagged.
-    pub tags: Vec<String>,
-    /// Signed and attested (`None`: a copy, which signs nothing).
-    pub signed: Option<bool>,
-}
-
-/// One attempt of a job, as the job page lists it.
-pub struct AttemptLine {
-    pub attempt: u32,
-    pub status: JobStatus,
-    pub exit_code: Option<i32>,
-    pub failure_reason: Option<String>,
-}
-
-/// The part of a log the job page shows: rendered HTML of bytes `start..end`.
-///
-/// For a running job render it with [`super::ansi::Renderer::push`] without `finish`, and set
-/// `end` to the bytes pushed minus [`super::ansi::Renderer::pending`]: sections still open are
-/// then continued by the live tail.
-pub struct LogTail {
-    pub html: String,
-    pub start: u64,
-    pub end: u64,
-}
-
 const CSS: &str = include_str!("assets/style.css");
-const FOLLOW_JS: &str = include_str!("assets/follow.js");
+pub(super) const FOLLOW_JS: &str = include_str!("assets/follow.js");
 const LIVE_JS: &str = include_str!("assets/live.js");
-const LOG_TOOLS_JS: &str = include_str!("assets/logtools.js");
+pub(super) const LOG_TOOLS_JS: &str = include_str!("assets/logtools.js");
 const LIST_JS: &str = include_str!("assets/list.js");
 
 /// Every inline script of the pages, exactly as inserted: the Content-Security-Policy allows
 /// these by hash and nothing else. A new inline script must be listed here.
 pub const INLINE_SCRIPTS: [&str; 5] = [FOLLOW_JS, EDGES_JS, LIVE_JS, LOG_TOOLS_JS, LIST_JS];
 
-fn layout(title: &str, body: Markup) -> String {
+pub(super) fn layout(title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -189,7 +141,7 @@ fn layout(title: &str, body: Markup) -> String {
     .into_string()
 }
 
-fn duration(seconds: Option<u64>) -> String {
+pub(super) fn duration(seconds: Option<u64>) -> String {
     seconds.map(format_duration).unwrap_or_default()
 }
 
@@ -293,23 +245,74 @@ fn short(commit: &str) -> &str {
     commit.get(..8).unwrap_or(commit)
 }
 
-pub fn pipelines_page(project: &str, pipelines: &[PipelineSummary]) -> String {
+/// A branch (or tag) on the project page: its latest pipeline and the ones before.
+pub struct BranchSummary {
+    /// As stored: `refs/heads/main`.
+    pub git_ref: String,
+    pub latest: PipelineSummary,
+    /// `(pipeline, status, duration)` of its last pipelines, oldest first.
+    pub history: Vec<(u64, PipelineStatus, Option<u64>)>,
+}
+
+/// The project page: the badge, each branch's latest pipeline with its durations over time,
+/// then every pipeline (live).
+pub struct ProjectDetail {
+    pub name: String,
+    /// The badge's address as a README would embed it.
+    pub badge_url: String,
+    pub branches: Vec<BranchSummary>,
+    pub pipelines: Vec<PipelineSummary>,
+}
+
+/// `refs/heads/main` → `main`, `refs/tags/v1` → `v1`.
+pub fn short_ref(git_ref: &str) -> &str {
+    git_ref.strip_prefix("refs/heads/").or_else(|| git_ref.strip_prefix("refs/tags/")).unwrap_or(git_ref)
+}
+
+pub fn pipelines_page(p: &ProjectDetail) -> String {
+    let project = p.name.as_str();
+    let pipelines = &p.pipelines;
     layout(
         project,
         html! {
-            h1 { (project) }
-            table.pipelines #pipelines data-events={ "/api/v1/events?project=" (project) } {
-                thead { tr { th { "Pipeline" } th { "Status" } th { "Ref" } th { "Commit" } th { "Trigger" } th { "Duration" } th { "Created" } } }
-                tbody {
-                    @for p in pipelines {
-                        tr #{ "pipeline-" (p.id) } {
-                            td { a href={ "/pipelines/" (p.id) } { "#" (p.id) } }
-                            td { span class={ "status " (p.status) } { (status_label(p.status.as_str())) } }
-                            td { code { (p.git_ref) } }
-                            td { code title=(p.commit) { (short(&p.commit)) } }
-                            td { (p.trigger) }
-                            td.duration { (duration(p.duration_s)) }
-                            td { (p.created) }
+            div.title {
+                h1 { (project) }
+                img.badge src={ "/projects/" (project) "/badge.svg" } alt="pipeline status of the default branch";
+            }
+            p.badge-line { "Badge for a README: " code { "![pipeline](" (p.badge_url) ")" } }
+            @if !p.branches.is_empty() {
+                h2 { "Branches" }
+                div.branches #branches {
+                    @for b in &p.branches {
+                        div class={ "branch " (b.latest.status) } {
+                            h3 { (short_ref(&b.git_ref)) }
+                            div {
+                                span class={ "status " (b.latest.status) } { (status_label(b.latest.status.as_str())) }
+                                " " a href={ "/pipelines/" (b.latest.id) } { "#" (b.latest.id) }
+                                " · " code { (short(&b.latest.commit)) }
+                                @if b.latest.duration_s.is_some() { " · " (duration(b.latest.duration_s)) }
+                            }
+                            div.meta { (b.latest.created) }
+                            (sparkline(&b.history))
+                        }
+                    }
+                }
+            }
+            h2 { "Pipelines" }
+            div.table-wrap {
+                table.pipelines #pipelines data-events={ "/api/v1/events?project=" (project) } {
+                    thead { tr { th { "Pipeline" } th { "Status" } th { "Ref" } th { "Commit" } th { "Trigger" } th { "Duration" } th { "Created" } } }
+                    tbody {
+                        @for p in pipelines {
+                            tr #{ "pipeline-" (p.id) } {
+                                td { a href={ "/pipelines/" (p.id) } { "#" (p.id) } }
+                                td { span class={ "status " (p.status) } { (status_label(p.status.as_str())) } }
+                                td { code { (p.git_ref) } }
+                                td { code title=(p.commit) { (short(&p.commit)) } }
+                                td { (p.trigger) }
+                                td.duration { (duration(p.duration_s)) }
+                                td { (p.created) }
+                            }
                         }
                     }
                 }
@@ -344,20 +347,41 @@ fn approval_section(id: u64, a: &ApprovalLine) -> Markup {
     }
 }
 
+/// The durations of a branch's last pipelines as bars (oldest left), coloured by status, each
+/// a link with its number, status and duration as its title.
+fn sparkline(history: &[(u64, PipelineStatus, Option<u64>)]) -> Markup {
+    const W: f64 = 240.0;
+    const H: f64 = 36.0;
+    let longest = history.iter().filter_map(|h| h.2).max().unwrap_or(0).max(1) as f64;
+    let slot = W / history.len().max(12) as f64;
+    html! {
+        svg.spark xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (W) " " (H) } preserveAspectRatio="none" role="img"
+            aria-label={ "Durations of the last " (history.len()) " pipelines" } {
+            @for (i, (id, status, secs)) in history.iter().enumerate() {
+                @let h = secs.map_or(3.0, |s| (3.0 + (H - 4.0) * s as f64 / longest).round());
+                a href={ "/pipelines/" (id) } {
+                    rect class=(status) x=(((i as f64 * slot) * 10.0).round() / 10.0) y=(H - h) width=(((slot - 2.0).max(1.0) * 10.0).round() / 10.0) height=(h) {
+                        title { "#" (id) " " (status) @if secs.is_some() { ", " (duration(*secs)) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
     let title = format!("Pipeline #{}", pipeline.id);
     let waiting = pipeline.approval.as_ref().is_some_and(|a| a.approved.is_none());
     layout(
         &title,
         html! {
-            h1 {
-                a href={ "/projects/" (pipeline.project) } { (pipeline.project) }
-                " · " (title) " " span #pipeline-status class={ "status " (pipeline.status) } { (status_label(pipeline.status.as_str())) }
+            nav.crumbs aria-label="Breadcrumb" { a href={ "/projects/" (pipeline.project) } { (pipeline.project) } " / " span { (title) } }
+            h1 { (title) " " span #pipeline-status class={ "status " (pipeline.status) } { (status_label(pipeline.status.as_str())) } }
+            p.meta {
+                "on " code { (short_ref(&pipeline.git_ref)) } " · commit " code title=(pipeline.commit) { (short(&pipeline.commit)) }
+                " · " span #pipeline-duration { (duration(pipeline.duration_s)) }
             }
-            p.meta { code { (pipeline.git_ref) } " · " code title=(pipeline.commit) { (short(&pipeline.commit)) } " · " span #pipeline-duration { (duration(pipeline.duration_s)) } }
             @if let Some(c) = pipeline.coverage { p.coverage #coverage { "Coverage " (percent(c)) } }
-            @if let Some(t) = &pipeline.timeline { (timeline_svg(t)) }
-            @if let Some(t) = &pipeline.tests { (tests_section(t)) }
             @if let Some(f) = &pipeline.forge {
                 @match &f.error {
                     None => p #forge-status .forge.ok { "✓ Forge status " code { (f.state) } " posted " (f.at) }
@@ -391,6 +415,8 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
             // Needs drawn as edges: an SVG layer over the stage columns, from each needed job's
             // right edge to the needing job's left edge (redrawn on resize).
             script { (PreEscaped(EDGES_JS)) }
+            @if let Some(t) = &pipeline.tests { (tests_section(t)) }
+            @if let Some(t) = &pipeline.timeline { (timeline_svg(t)) }
             @if !pipeline.status.is_complete() || pipeline.jobs.iter().any(|j| !j.status.is_complete()) {
                 div #live hidden data-events={ "/api/v1/pipelines/" (pipeline.id) "/events" } {}
             }
@@ -527,70 +553,6 @@ pub fn home_page<'a>(projects: impl Iterator<Item = &'a str>, account: &Account)
             }
             h1 { "Projects" }
             ul { @for name in projects { li { a href={ "/projects/" (name) } { (name) } } } }
-        },
-    )
-}
-
-pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
-    let title = format!("{} #{}", job.name, job.id);
-    let stream = format!("/api/v1/jobs/{}/log/stream", job.id);
-    layout(
-        &title,
-        html! {
-            h1 {
-                a href={ "/pipelines/" (job.pipeline_id) } { (job.project) " · pipeline #" (job.pipeline_id) }
-                " · " (title) " " span class={ "status " (job.status) } { (job.status) }
-            }
-            table.meta {
-                tr { th { "Stage" } td { (job.stage) } }
-                tr { th { "Runner" } td { (job.runner.as_deref().unwrap_or("–")) } }
-                tr { th { "Image" } td { code { (job.image.as_deref().unwrap_or("–")) } } }
-                tr { th { "Duration" } td { (duration(job.duration_s)) } }
-                tr { th { "Attempt" } td { (job.attempt) } }
-                tr { th { "Exit code" } td { @if let Some(code) = job.exit_code { (code) } @else { "–" } } }
-                @if job.has_artifacts { tr { th { "Artifacts" } td { a href={ "/api/v1/jobs/" (job.id) "/artifacts" } { "download" } } } }
-                @for image in &job.images {
-                    tr {
-                        th { "Image pushed" }
-                        td.image {
-                            code { (image.reference) }
-                            " (step " code { (image.step) }
-                            @match image.signed { Some(true) => ", signed", Some(false) => ", unsigned", None => "" }
-                            ")"
-                            @if !image.tags.is_empty() {
-                                ul.tags { @for tag in &image.tags { li { code { (tag) } } } }
-                            }
-                        }
-                    }
-                }
-                @for (step, commit, changed) in &job.deploys {
-                    tr { th { "Deploy commit" } td { code { (commit) } " (step " code { (step) } @if !*changed { ", already deployed" } ")" } }
-                }
-                tr { th { "Log" } td { a href={ "/api/v1/jobs/" (job.id) "/log" } { "raw" } } }
-            }
-            @if job.attempts.len() > 1 || job.attempts.iter().any(|a| a.failure_reason.is_some()) {
-                ol.attempts {
-                    @for a in &job.attempts {
-                        li {
-                            a href={ "/api/v1/jobs/" (job.id) "/log?attempt=" (a.attempt) } { "Attempt " (a.attempt) }
-                            " " span class={ "status " (a.status) } { (a.status) }
-                            @if let Some(code) = a.exit_code { " · exit code " (code) }
-                            @if let Some(why) = &a.failure_reason { " · " (why) }
-                        }
-                    }
-                }
-            }
-            @if tail.start > 0 {
-                p.earlier { a href={ "/jobs/" (job.id) "?before=" (tail.start) } { "Load earlier (" (tail.start) " bytes)" } }
-            }
-            div.log-tools {
-                @if job.running { button #follow type="button" aria-pressed="true" { "⏸ Stop following" } }
-                button #first-error type="button" { "⚠ First error" }
-                span #first-error-none hidden { " No error line in the part shown." }
-            }
-            div #log .log data-stream=(stream) data-offset=(tail.end) data-follow=(job.running) data-autoscroll=(job.running) { (PreEscaped(&tail.html)) }
-            script { (PreEscaped(LOG_TOOLS_JS)) }
-            @if job.running { script { (PreEscaped(FOLLOW_JS)) } }
         },
     )
 }

@@ -20,8 +20,14 @@ async fn text(logs: &Logs, job: i64, attempt: i64) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// Appends at time `offset * 1000` (ms), so each chunk's time mark tells which append it was.
 async fn append(logs: &Logs, job: i64, offset: u64, data: &'static [u8]) -> Append {
-    logs.append(job, 1, offset, Bytes::from_static(data), vec![SECRET.to_string()]).await.unwrap()
+    logs.append(job, 1, offset, Bytes::from_static(data), vec![SECRET.to_string()], offset as i64 * 1000).await.unwrap()
+}
+
+/// Marks past the log's first bytes.
+fn after_first(marks: Vec<(u64, i64)>) -> Vec<(u64, i64)> {
+    marks.into_iter().filter(|m| m.0 > 0).collect()
 }
 
 /// Everything a log promises; `restart` gives a second `Logs` over the same storage (a
@@ -48,6 +54,11 @@ async fn semantics(logs: &Logs, restart: impl Fn() -> Logs) {
     assert_eq!(view.line_at(0).await.unwrap(), 1);
     assert_eq!(view.line_at(25).await.unwrap(), 2);
     assert_eq!(view.line_at(37).await.unwrap(), 3);
+    // When each chunk arrived, a mark per chunk that added bytes (masking keeps them); file logs
+    // leave the first bytes' to the job's start.
+    assert_eq!(after_first(view.times(0..37).await.unwrap()), [(8, 8_000), (13, 13_000)]);
+    assert_eq!(view.times(10..12).await.unwrap(), [(8, 8_000)], "the mark before the range dates its start");
+    assert_eq!(view.times(9..20).await.unwrap(), [(8, 8_000), (13, 13_000)]);
 
     // Restarted (or another server): the log is where the storage says.
     let other = restart();
@@ -67,6 +78,7 @@ async fn semantics(logs: &Logs, restart: impl Fn() -> Logs) {
     assert_eq!(text(&other, 1, 1).await, "hello world\nmore\nend\n");
     let view = other.view(1, 1).await.unwrap().unwrap();
     assert_eq!(view.read_at(6, 5).await.unwrap(), b"world");
+    assert_eq!(after_first(view.times(0..21).await.unwrap()), [(6, 3_000), (12, 12_000), (17, 17_000)], "sealed, the marks stay");
 }
 
 #[tokio::test]
@@ -75,6 +87,12 @@ async fn files_in_place() {
     let logs = Logs::file(dir.path().join("logs"));
     semantics(&logs, || Logs::file(dir.path().join("logs"))).await;
     assert_eq!(std::fs::read_to_string(dir.path().join("logs/2.1.log")).unwrap(), "token=************ done\nline 2\nline 3");
+    // One mark a second at most: the lines' times are read to the second.
+    for (offset, at) in [(0, 5_000), (1, 5_100), (2, 5_900), (3, 6_000), (4, 6_999)] {
+        logs.append(5, 1, offset, Bytes::from_static(b"x"), Vec::new(), at).await.unwrap();
+    }
+    let view = logs.view(5, 1).await.unwrap().unwrap();
+    assert_eq!(view.times(0..5).await.unwrap(), [(1, 5_100), (3, 6_000)]);
 }
 
 /// A store for running logs' chunks (SQLite in a temporary folder).
@@ -96,8 +114,8 @@ async fn chunks_then_one_blob(blobs: &Blobs, store: &Backend) {
     assert!(store.log_chunks(2, 1, 0).await.unwrap().is_empty());
     assert!(logs.open_logs().await.unwrap().is_empty());
     // Chunks that do not start at 0, and no whole log: refused, never taken for an empty log.
-    store.put_log_chunk(9, 1, 5, b"x").await.unwrap();
-    let broken = logs.append(9, 1, 0, Bytes::from_static(b"hello"), Vec::new()).await;
+    store.put_log_chunk(9, 1, 5, b"x", Some(1)).await.unwrap();
+    let broken = logs.append(9, 1, 0, Bytes::from_static(b"hello"), Vec::new(), 1).await;
     assert!(matches!(broken, Err(LogError::Broken(_))), "{broken:?}");
     assert_eq!(text(&logs, 2, 1).await, "token=************ done\nline 2\nline 3");
 }
@@ -131,7 +149,7 @@ async fn a_big_log_seals_into_one_blob_in_s3() {
     let line = "0123456789abcdef".repeat(64 * 1024); // 1 MiB
     let mut offset = 0;
     for _ in 0..12 {
-        let r = logs.append(7, 1, offset, Bytes::from(line.clone()), Vec::new()).await.unwrap();
+        let r = logs.append(7, 1, offset, Bytes::from(line.clone()), Vec::new(), offset as i64).await.unwrap();
         offset += line.len() as u64;
         assert_eq!(r, Append::Ok { next_offset: offset });
     }
@@ -140,4 +158,5 @@ async fn a_big_log_seals_into_one_blob_in_s3() {
     assert!(store.log_chunks(7, 1, 0).await.unwrap().is_empty());
     let view = logs.view(7, 1).await.unwrap().unwrap();
     assert_eq!(view.read_at(offset - 16, 100).await.unwrap(), b"0123456789abcdef");
+    assert_eq!(view.times(offset - 16..offset).await.unwrap(), [(offset - (1 << 20), (offset - (1 << 20)) as i64)]);
 }

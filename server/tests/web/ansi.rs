@@ -87,7 +87,7 @@ const SECTIONS: &str = "\x1b[0Ksection_start:1700000000:prepare_script\r\x1b[0K\
 #[test]
 fn sections_nested_and_collapsed() {
     let rendered = render(SECTIONS.as_bytes(), 1);
-    assert_eq!(rendered.lines, 7);
+    assert_eq!(rendered.lines, 5, "the lines of end markers take no number");
     assert_eq!(
         rendered.sections,
         [
@@ -95,9 +95,10 @@ fn sections_nested_and_collapsed() {
                 name: "prepare_script".into(),
                 header: "Preparing".into(),
                 start_line: 1,
-                end_line: Some(6),
+                end_line: Some(5),
                 duration_s: Some(3725),
                 collapsed: false,
+                stopped: false,
             },
             SectionInfo {
                 name: "fetch".into(),
@@ -106,6 +107,7 @@ fn sections_nested_and_collapsed() {
                 end_line: Some(5),
                 duration_s: Some(65),
                 collapsed: true,
+                stopped: false,
             },
         ]
     );
@@ -118,8 +120,12 @@ fn unterminated_and_mismatched_sections() {
         b"section_start:1:outer\r\x1b[0Kouter\nsection_start:2:inner\r\x1b[0Kinner\nsection_end:9:nobody\r\x1b[0K\nsection_end:4:outer\r\x1b[0K\nsection_start:5:open\r\x1b[0Kopen\nlast line without newline",
         1,
     );
-    let ends: Vec<_> = rendered.sections.iter().map(|s| (s.name.as_str(), s.end_line, s.duration_s)).collect();
-    assert_eq!(ends, [("outer", Some(4), Some(3)), ("inner", None, None), ("open", None, None)]);
+    let ends: Vec<_> = rendered.sections.iter().map(|s| (s.name.as_str(), s.end_line, s.duration_s, s.stopped)).collect();
+    assert_eq!(
+        ends,
+        [("outer", Some(3), Some(3), false), ("inner", None, None, true), ("open", None, None, true)],
+        "a section closed by its parent's end, or by the log's, stopped"
+    );
     assert_snapshot!(rendered.html);
 }
 

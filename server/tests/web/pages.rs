@@ -4,9 +4,10 @@ use insta::assert_snapshot;
 use scheduler::{JobStatus, PipelineStatus};
 use server::reports::{PipelineFailure, PipelineTests, Totals};
 use server::web::pages::{
-    AttemptLine, Bar, ForgeLine, JobBox, JobDetail, LogTail, PipelineDetail, PipelineSummary, PushedImage, Timeline, job_page,
-    pipeline_page, pipelines_page,
+    ArtifactFile, ArtifactsListing, ArtifactsSummary, AttemptLine, Bar, ForgeLine, JobBox, JobDetail, LogTail, PipelineDetail,
+    PipelineSummary, PushedImage, Timeline, job_page, pipeline_page, pipelines_page,
 };
+use server::web::pages::{BranchSummary, ProjectDetail};
 use server::web::render;
 
 /// The page without the shared stylesheet and script, which would repeat in every snapshot.
@@ -41,10 +42,25 @@ fn pipelines() {
             created: "2024-05-01 11:00".into(),
         },
     ];
-    let page = pipelines_page("acme/app", &pipelines);
+    let branches = vec![BranchSummary {
+        git_ref: "refs/heads/main".into(),
+        latest: PipelineSummary { ..pipelines[0].clone() },
+        history: vec![
+            (5, PipelineStatus::Failed, Some(30)),
+            (6, PipelineStatus::Success, Some(60)),
+            (7, PipelineStatus::Success, Some(75)),
+        ],
+    }];
+    let detail = |pipelines: Vec<PipelineSummary>, branches| ProjectDetail {
+        name: "acme/app".into(),
+        badge_url: "https://ci.example/projects/acme/app/badge.svg?ref=main".into(),
+        branches,
+        pipelines,
+    };
+    let page = pipelines_page(&detail(pipelines.to_vec(), branches));
     assert!(!page.contains("<script>alert"));
     assert_snapshot!(body(page));
-    assert!(pipelines_page("p", &[]).contains("No pipelines yet."));
+    assert!(pipelines_page(&detail(Vec::new(), Vec::new())).contains("No pipelines yet."));
 }
 
 #[test]
@@ -196,7 +212,18 @@ fn job(running: bool) -> JobDetail {
         duration_s: Some(61),
         attempt: 2,
         exit_code: (!running).then_some(101),
-        has_artifacts: !running,
+        artifacts: (!running).then(|| ArtifactsSummary {
+            archive_bytes: 2048,
+            listing: Some(ArtifactsListing {
+                files: 2,
+                bytes: 1536,
+                shown: vec![
+                    ArtifactFile { path: "out/report <1>.txt".into(), size: 1536, link: None },
+                    ArtifactFile { path: "out/latest".into(), size: 0, link: Some("report <1>.txt".into()) },
+                ],
+                truncated: false,
+            }),
+        }),
         deploys: if running { Vec::new() } else { vec![("deploy".into(), "c0ffee".repeat(6) + "c0ff", true)] },
         images: Vec::new(),
         running,
@@ -217,14 +244,14 @@ fn attempts_are_listed_with_their_own_reasons() {
         },
         AttemptLine { attempt: 2, status: JobStatus::Failed, exit_code: Some(101), failure_reason: Some("script_failure".into()) },
     ];
-    let page = job_page(&j, &LogTail { html: String::new(), start: 0, end: 0 });
+    let page = job_page(&j, &LogTail { html: String::new(), start: 0, end: 0, total: 0 });
     assert!(page.contains("/api/v1/jobs/42/log?attempt=1") && page.contains("/api/v1/jobs/42/log?attempt=2"), "{page}");
     assert!(page.contains("runner_system_failure: &lt;lost&gt;") && page.contains("exit code 101 · script_failure"), "{page}");
 }
 
 #[test]
 fn running_job_follows_its_log() {
-    let tail = LogTail { html: render(b"\x1b[32mok\x1b[0m <tag>\n", 10).html, start: 1000, end: 1020 };
+    let tail = LogTail { html: render(b"\x1b[32mok\x1b[0m <tag>\n", 10).html, start: 1000, end: 1020, total: 1020 };
     let page = job_page(&job(true), &tail);
     assert!(page.contains("new EventSource"));
     assert_snapshot!(body(page));
@@ -232,9 +259,13 @@ fn running_job_follows_its_log() {
 
 #[test]
 fn finished_job_does_not_follow() {
-    let tail = LogTail { html: render(b"done\n", 1).html, start: 0, end: 5 };
+    let tail = LogTail { html: render(b"done\n", 1).html, start: 0, end: 5, total: 5 };
     let page = job_page(&job(false), &tail);
     assert!(!page.contains("new EventSource") && !page.contains("id=\"follow\""));
+    assert!(page.contains("href=\"/jobs/42/artifacts/out/report%20%3C1%3E.txt\""), "a file's link, encoded: {page}");
+    assert!(page.contains("report &lt;1&gt;.txt") && !page.contains("report <1>"), "names escaped: {page}");
+    assert!(page.contains("href=\"/api/v1/jobs/42/log?download=1\""), "raw download: {page}");
+    assert!(page.contains("data-total=\"5\" hidden>"), "the whole log is on the page: no server search");
     assert_snapshot!(body(page));
 }
 
@@ -253,7 +284,7 @@ fn pushed_images_are_listed_with_their_tags() {
         },
         PushedImage { step: "promote".into(), reference: format!("registry.local/release/web@{digest}"), tags: vec![], signed: None },
     ];
-    let page = job_page(&j, &LogTail { html: String::new(), start: 0, end: 0 });
+    let page = job_page(&j, &LogTail { html: String::new(), start: 0, end: 0, total: 0 });
     assert!(page.contains(&format!("<code>registry.local/app/web@{digest}</code> (step <code>image</code>, signed)")), "{page}");
     assert!(page.contains("<li><code>registry.local/app/web:1.4</code></li>") && page.contains("web:&lt;b&gt;main"), "{page}");
     assert!(page.contains(&format!("<code>registry.local/release/web@{digest}</code> (step <code>promote</code>)")), "{page}");
@@ -298,7 +329,7 @@ fn every_inline_script_is_allowed_by_the_policy() {
         coverage: None,
         timeline: None,
     };
-    let tail = LogTail { html: String::new(), start: 0, end: 0 };
+    let tail = LogTail { html: String::new(), start: 0, end: 0, total: 0 };
     for page in [pipeline_page(&running), job_page(&job(true), &tail)] {
         for script in page.split("<script>").skip(1) {
             let code = script.split("</script>").next().unwrap();
