@@ -198,7 +198,7 @@ async fn an_image_is_built_signed_and_pinned_through_a_server_runner_and_the_job
     let mut page = crate::browser::Page::open(&browser).await;
     page.goto(&format!("{}/jobs/{package}", http.base)).await;
     let shown = page
-        .eval("[...document.querySelectorAll('td.image')].map(td => [td.querySelector('code').textContent, td.textContent.includes('signed'), [...td.querySelectorAll('li')].map(li => li.textContent)])")
+        .eval("[...document.querySelectorAll('dd.image')].map(dd => [dd.querySelector('code').textContent, dd.textContent.includes('signed'), [...dd.querySelectorAll('li')].map(li => li.textContent)])")
         .await;
     assert_eq!(shown, serde_json::json!([[image_ref, true, tags]]));
 
