@@ -43,6 +43,16 @@ pub const LIST_ON_JOB_PAGE: u64 = 64 * 1024 * 1024;
 
 pub(crate) static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READS_AT_ONCE);
 
+/// How long a reader of a streamed answer may take nothing before the read stops.
+const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Hands `value` to a streamed answer's channel from a blocking thread: `false` when the client
+/// is gone, or took nothing for [`STALL`] (so a client that stops reading gives its read slot
+/// back).
+pub(crate) fn send_blocking<T>(tx: &tokio::sync::mpsc::Sender<T>, value: T) -> bool {
+    tokio::runtime::Handle::current().block_on(async { matches!(tokio::time::timeout(STALL, tx.send(value)).await, Ok(Ok(()))) })
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub path: String,
@@ -291,9 +301,9 @@ pub async fn file(
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let error_tx = tx.clone();
-        let result = read_file(reader, &wanted, u64::MAX, |f| drop(found_tx.send(f)), |b| tx.blocking_send(Ok(b)).is_ok());
+        let result = read_file(reader, &wanted, u64::MAX, |f| drop(found_tx.send(f)), |b| send_blocking(&tx, Ok(b)));
         if let Err(e) = result {
-            let _ = error_tx.blocking_send(Err(e));
+            send_blocking(&error_tx, Err(e));
         }
     });
     let size = match found_rx.await {

@@ -6,7 +6,8 @@
 //! the visible text around the match), then `{"done": true, "matches", "truncated", "bytes"}`.
 //! The log goes through the renderer's lines mode in blocks on a blocking thread: memory is
 //! one block and one line, whatever the log's size; at most [`MAX_MATCHES`] lines are sent,
-//! and searches share the archive reads' limit (`artifacts::READS`). Same access as the log.
+//! and searches share the archive reads' limit (`artifacts::READS`; a client that stops reading
+//! for 30 s ends its search). Same access as the log.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -66,7 +67,7 @@ pub async fn search(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let send = |line: String| tx.blocking_send(Bytes::from(line + "\n")).is_ok();
+        let send = |line: String| crate::artifacts::send_blocking(&tx, Bytes::from(line + "\n"));
         match scan(reader, &needle, |l| send(l.to_string())) {
             Ok((matches, truncated)) => {
                 send(serde_json::json!({"done": true, "matches": matches, "truncated": truncated, "bytes": total}).to_string());
