@@ -12,7 +12,8 @@
 //!
 //! Readers look at the chunks first, then the final blob; a chunk that vanished under a reader
 //! (sealed meanwhile) is read from the final blob instead. Two sealers write the same bytes.
-//! Each row keeps when it was received (`at_ms`); sealing writes those time marks to
+//! Each row keeps when it was received (`at_ms`); sealing writes those time marks (where the
+//! second changes, none for the first bytes, as file logs) to
 //! `logs/<job>.<attempt>.times` before the log itself, so a reader that finds the log sealed
 //! finds its marks too.
 
@@ -219,7 +220,7 @@ impl ChunkedLogs {
             return Err(LogError::Broken(format!("log {job}.{attempt}")));
         }
         // The marks first: once the log blob exists, readers look for them in the bucket.
-        let marks = self.store.log_chunk_times(job, attempt, 0..u64::MAX).await?;
+        let marks = sealed_marks(self.store.log_chunk_times(job, attempt, 0..u64::MAX).await?);
         if !marks.is_empty() {
             let bytes: Vec<u8> = marks.iter().flat_map(|&(o, t)| encode_mark(o, t)).collect();
             let mut w = self.blobs.create(&times_key(job, attempt)).await?;
@@ -253,6 +254,23 @@ impl ChunkedLogs {
         self.store.delete_log_chunks(job, attempt).await?;
         Ok(())
     }
+}
+
+/// The marks a sealed log keeps, by the rule file logs follow: none for the first bytes (the
+/// pages date them by the job's start) and one only where the second changes. A log that came
+/// in one chunk, or within one second, then needs no marks object: one object-storage write
+/// per finished job, not two.
+fn sealed_marks(marks: Vec<(u64, i64)>) -> Vec<(u64, i64)> {
+    let mut kept: Vec<(u64, i64)> = Vec::new();
+    let mut second = None;
+    for (offset, at) in marks {
+        let s = at.div_euclid(1000);
+        if offset > 0 && second != Some(s) {
+            kept.push((offset, at));
+        }
+        second = Some(s);
+    }
+    kept
 }
 
 async fn collect(mut s: ByteStream) -> Result<Vec<u8>, LogError> {
@@ -375,5 +393,17 @@ mod tests {
         assert_eq!(contiguous_end(&[c(0, 3), c(3, 2)]), Some(5));
         assert_eq!(contiguous_end(&[c(3, 2)]), None, "a seal deleted the first chunk");
         assert_eq!(contiguous_end(&[c(0, 3), c(4, 2)]), None);
+    }
+}
+
+#[cfg(test)]
+mod sealed_marks_tests {
+    use super::sealed_marks;
+
+    #[test]
+    fn a_sealed_log_keeps_a_mark_only_where_the_second_changes_and_none_for_its_start() {
+        assert!(sealed_marks(vec![(0, 5_000)]).is_empty(), "one chunk: nothing to keep");
+        assert!(sealed_marks(vec![(0, 5_000), (10, 5_400), (20, 5_999)]).is_empty(), "one second");
+        assert_eq!(sealed_marks(vec![(0, 5_000), (10, 5_400), (20, 6_100), (30, 6_200), (40, 9_000)]), vec![(20, 6_100), (40, 9_000)]);
     }
 }
