@@ -16,6 +16,7 @@ pub mod leaks;
 pub mod local;
 pub mod mask;
 pub mod oci;
+pub mod reuse;
 pub mod run;
 pub mod steps;
 pub mod workspace;

@@ -108,6 +108,31 @@ impl ArtifactsSpec {
     }
 }
 
+/// Why a job of the pipeline file never has its result reused, whatever its key (`None`: it
+/// may be): a job with an `environment` (a deployment must happen each time it is asked for)
+/// or a trigger job (it starts another pipeline). Manual jobs and jobs with `run:` steps are
+/// told by their [`JobSpec`]. The one rule for `piste run` and the server.
+pub fn never_reused(job: &pipeline_spec::model::Job) -> Option<&'static str> {
+    if job.environment.is_some() {
+        return Some("a job with an environment");
+    }
+    if job.trigger.is_some() {
+        return Some("a trigger job");
+    }
+    None
+}
+
+/// The job's `rules:changes` and `only:changes` patterns as written, sorted, without repeats:
+/// when a job declares some, only the files they match are in its reuse key.
+pub fn change_patterns(job: &pipeline_spec::model::Job) -> Vec<String> {
+    let rules = job.rules.iter().flatten().filter_map(|r| r.changes.as_ref()).flatten();
+    let only = job.only.iter().flat_map(|p| &p.changes);
+    let mut out: Vec<String> = rules.chain(only).cloned().collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// `artifacts:when` / `cache:when` for an attempt that succeeded or failed.
 pub fn when_applies(when: ArtifactsWhen, succeeded: bool) -> bool {
     match when {

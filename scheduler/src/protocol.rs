@@ -14,6 +14,9 @@
 //! Archives are tar streams in zstd frames (`application/zstd`); servers may also hold
 //! tar.gz archives uploaded by older runners, and readers tell the two apart by magic bytes.
 //! POST /api/v1/jobs/{id}/finish            FinishRequest → 200 (Bearer job token)
+//! POST /api/v1/jobs/{id}/reuse             ReuseRequest → ReuseAnswer (Bearer job token; only for a job whose
+//!                                          payload has `reuse`): a hit finishes the job as reused, a miss
+//!                                          keeps the key, recorded if the job then succeeds
 //! GIT  /api/v1/jobs/{id}/git/...          smart HTTP, Basic `piste-ci-token:<job token>` (read-only)
 //! ```
 //!
@@ -50,6 +53,9 @@ pub mod paths {
     }
     pub fn finish(job: i64) -> String {
         format!("/api/v1/jobs/{job}/finish")
+    }
+    pub fn reuse(job: i64) -> String {
+        format!("/api/v1/jobs/{job}/reuse")
     }
     /// The job's repository over git smart HTTP (read-only, Basic auth with the job token).
     pub fn git(job: i64) -> String {
@@ -115,6 +121,52 @@ pub struct JobPayload {
     /// files, masked in its log. Sent only to jobs that build images on protected refs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<SigningKey>,
+    /// The server takes part in reuse of job results for this job: the runner computes the
+    /// job's key and asks (`POST /jobs/{id}/reuse`) before the script. `None`: run the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<ReuseOffer>,
+}
+
+/// What the server says about reuse when it hands out a job it may reuse (the project opted
+/// in, or may per job; no `environment`, not a run-anyway attempt, not a fork's pipeline).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReuseOffer {
+    /// The project opted in (`reuse = true` in `piste.toml`): every eligible job takes part,
+    /// unless `PISTE_REUSE: "false"`. Otherwise only jobs with `PISTE_REUSE: "true"`.
+    pub project: bool,
+    /// The job's `rules:changes`/`only:changes` patterns as written (expanded by the runner
+    /// with the job's variables): only the files they match are in the key.
+    #[serde(default)]
+    pub changes: Vec<String>,
+}
+
+/// The body of `POST /jobs/{id}/reuse`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReuseRequest {
+    /// The job's key (`sha256:<hex>`), computed by the runner from what the job reads.
+    pub key: String,
+}
+
+/// The answer to a [`ReuseRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReuseAnswer {
+    /// `Some`: the job was recorded as passed with that job's artifacts, dotenv and log; the
+    /// runner stops here and reports nothing more. `None`: run the job.
+    pub reused_from: Option<ReusedFrom>,
+}
+
+/// Which earlier job a reused result comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReusedFrom {
+    pub pipeline: u64,
+    pub job_id: u64,
+    pub job: String,
+}
+
+impl std::fmt::Display for ReusedFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reused from pipeline {}, job {} ({})", self.pipeline, self.job_id, self.job)
+    }
 }
 
 /// A PEM private key (PKCS#8, ECDSA P-256) that images are signed with. Its `Debug` shows
@@ -161,6 +213,10 @@ pub struct Variable {
 pub struct Dependency {
     pub job_id: i64,
     pub name: String,
+    /// `sha256:<hex>` of its artifacts archive (what the download is checked against), for
+    /// the reuse key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// Heartbeat answer.

@@ -35,6 +35,14 @@ pub struct JobView {
     /// The value its `coverage:` regex found in its log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coverage: Option<f64>,
+    /// A reused job: the earlier job whose artifacts, dotenv and log it has (it did not run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<scheduler::protocol::ReusedFrom>,
+}
+
+/// The `reused_from` of a job row, decoded (a value that does not decode shows as none).
+pub(crate) fn reused_from(j: &crate::store::JobRow) -> Option<scheduler::protocol::ReusedFrom> {
+    j.reused_from.as_deref().and_then(|r| serde_json::from_str(r).ok())
 }
 
 #[derive(Serialize)]
@@ -127,6 +135,7 @@ async fn view(state: &AppState, row: crate::store::PipelineRow) -> ApiResult<Pip
             .map(|j| {
                 let (tests, coverage) = reports.jobs.get(&j.id).copied().unwrap_or_default();
                 JobView {
+                    reused_from: reused_from(&j),
                     id: j.id,
                     name: j.name,
                     stage: j.stage,
@@ -342,6 +351,7 @@ pub async fn get_job(State(state): State<Arc<AppState>>, caller: Caller, Path(id
         deploys,
         images,
         job: JobView {
+            reused_from: reused_from(&j),
             id: j.id,
             name: j.name,
             stage: j.stage,
@@ -487,15 +497,44 @@ pub async fn cancel_job(
     answer(&headers, r, job_page_of(&state, id).await)
 }
 
+#[derive(Deserialize)]
+pub struct RetryQuery {
+    /// `false`: "run anyway" — the new attempt runs even if an earlier result could be reused.
+    reuse: Option<bool>,
+}
+
 pub async fn retry_job(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<i64>,
+    Query(q): Query<RetryQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let r = job_event(&state, &caller, id, (&headers, &body), |job| Event::RetryJob { job, now: state.now_ms() as u64 }).await;
+    let r = retry_job_inner(&state, &caller, id, q.reuse != Some(false), (&headers, &body)).await;
     answer(&headers, r, job_page_of(&state, id).await)
+}
+
+/// The job's next attempt, queued by the engine; without `reuse`, marked to run whatever its
+/// key (kept only if the retry queues that attempt: `pipelines::process`).
+async fn retry_job_inner(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    reuse: bool,
+    (headers, body): (&HeaderMap, &[u8]),
+) -> ApiResult<StatusCode> {
+    auth::check_unsafe(&state.config, caller, headers, body)?;
+    let (job, pipeline) = auth::job(state, caller, id, true).await?;
+    refuse_unapproved(&pipeline)?;
+    let event = Event::RetryJob { job: job.name.clone(), now: state.now_ms() as u64 };
+    let next = u32::try_from(job.attempt + 1).unwrap_or(u32::MAX);
+    let extra = if reuse { Vec::new() } else { vec![crate::store::JobUpdate::RunAnyway { job_id: job.id, attempt: next }] };
+    let commands = pipelines::process(state, job.pipeline_id, vec![event], extra).await?;
+    if commands.is_empty() {
+        return Err(Error::Conflict("the job is not in a state that allows this".into()));
+    }
+    Ok(StatusCode::ACCEPTED)
 }
 
 pub async fn play_job(

@@ -28,6 +28,7 @@
 //! # protected_branches = ["main", "release/*"]   # default: the default branch
 //! # protected_tags = ["v*"]               # default: none
 //! # fork_pipelines = "no-secrets"         # or "approval" (waits for a maintainer), "off" (none)
+//! # reuse = true                          # reuse of job results; "per-job": PISTE_REUSE jobs only
 //! visibility = "private"                  # the default; "public": anyone may read
 //! members = { alice = "maintainer", bob = "viewer", "group:/app-devs" = "developer" }
 //!
@@ -395,6 +396,36 @@ pub struct ProjectConfig {
     /// Where the pipeline's state is posted as a commit status.
     #[serde(default)]
     pub forge: Option<ForgeConfig>,
+    /// Reuse of job results: `true` (every eligible job), `"per-job"` (jobs with
+    /// `PISTE_REUSE: "true"`), `false` (the default: never, whatever the jobs say).
+    #[serde(default)]
+    pub reuse: ReuseSetting,
+}
+
+/// `reuse` of a project: whether a job whose inputs did not change since it passed may be
+/// recorded as passed again with that job's results instead of running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub enum ReuseSetting {
+    #[default]
+    Off,
+    /// Only jobs with `PISTE_REUSE: "true"`.
+    PerJob,
+    /// Every eligible job, unless it says `PISTE_REUSE: "false"`.
+    All,
+}
+
+impl TryFrom<toml::Value> for ReuseSetting {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<ReuseSetting, String> {
+        match value {
+            toml::Value::Boolean(true) => Ok(ReuseSetting::All),
+            toml::Value::Boolean(false) => Ok(ReuseSetting::Off),
+            toml::Value::String(s) if s == "per-job" => Ok(ReuseSetting::PerJob),
+            other => Err(format!("`reuse` is `true`, `false` or `\"per-job\"`, not `{other}`")),
+        }
+    }
 }
 
 /// A forge that receives commit statuses (`[project.forge]`).

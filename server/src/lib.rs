@@ -26,6 +26,7 @@ pub mod oidc;
 mod pages;
 pub mod pipelines;
 pub mod reports;
+mod reuse;
 mod runners;
 pub mod store;
 #[cfg(test)]
@@ -406,6 +407,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{id}/artifacts/file", get(artifacts::file))
         .route("/api/v1/jobs/{id}/artifacts/{dep}", get(runners::download_artifacts))
         .route("/api/v1/jobs/{id}/finish", post(runners::finish))
+        .route("/api/v1/jobs/{id}/reuse", post(reuse::reuse_job))
         .route("/api/v1/jobs/{id}/git/{*rest}", any(api::git))
         .layer(axum::extract::DefaultBodyLimit::max(state.config.limits.json_bytes as usize))
         .layer(axum::middleware::map_response(auth::security_headers))

@@ -66,6 +66,9 @@ pub struct JobSnapshot {
     pub label: String,
     pub duration: String,
     pub actions: Actions,
+    /// A reused job: whose result it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<scheduler::protocol::ReusedFrom>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -119,6 +122,7 @@ async fn pipeline_snapshot(state: &AppState, id: i64) -> Option<PipelineSnapshot
                 label: status_label(j.status.as_str()),
                 duration: duration_text(job_duration(j)),
                 actions: job_actions(j.status).unless(p.awaiting_approval()),
+                reused_from: crate::api::reused_from(j),
             })
             .collect(),
     })

@@ -149,6 +149,7 @@ fn job_box(j: &JobRow) -> JobBox {
         needs,
         duration_s: secs(j.started_at, j.finished_at),
         coverage: None,
+        reused_from: crate::api::reused_from(j),
     }
 }
 
@@ -251,11 +252,15 @@ pub async fn job(
     if let Some(r) = refusal(&state, &caller, &p.project, &format!("/jobs/{id}")) {
         return Err(r);
     }
-    job_page(&state, j, p, q).await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
+    job_page(&state, &caller, j, p, q).await.map(IntoResponse::into_response).map_err(IntoResponse::into_response)
 }
 
-async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) -> ApiResult<Html<String>> {
+async fn job_page(state: &AppState, caller: &Caller, j: JobRow, p: PipelineRow, q: JobPageQuery) -> ApiResult<Html<String>> {
     let id = j.id;
+    let reused_from = crate::api::reused_from(&j);
+    let run_anyway =
+        (reused_from.is_some() && j.status.is_complete() && !p.awaiting_approval() && auth::may_act(&state.config, caller, &p))
+            .then(|| caller.csrf());
     let template: Option<JobTemplate> = serde_json::from_str(&j.spec).ok();
     let running = !j.status.is_complete() && j.status != JobStatus::Manual;
     let tail = match state.logs.view(id, j.attempt.max(1)).await? {
@@ -339,6 +344,8 @@ async fn job_page(state: &AppState, j: JobRow, p: PipelineRow, q: JobPageQuery) 
                 failure_reason: a.failure_reason,
             })
             .collect(),
+        reused_from,
+        run_anyway,
     };
     Ok(Html(pages::job_page(&detail, &tail)))
 }

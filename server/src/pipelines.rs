@@ -36,6 +36,11 @@ pub struct JobTemplate {
     /// engine is rebuilt from the rows, and `on_job_failure` is part of its specification).
     #[serde(default)]
     pub auto_cancel: PlanAutoCancel,
+    /// `Some` when the job's result may be reused (no `environment`, not a trigger job:
+    /// `scheduler::job::never_reused`), with its `rules:changes`/`only:changes` patterns as
+    /// written; `None`: never (rows planned before reuse existed too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse_changes: Option<Vec<String>>,
 }
 
 /// The commit's pipeline file, loaded and planned. Blocking (git): call from `spawn_blocking`.
@@ -198,6 +203,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
             git: GitSource { path: String::new(), sha: row.sha.clone(), git_ref: row.git_ref.clone() },
             coverage: job.coverage.clone(),
             auto_cancel: plan.auto_cancel,
+            reuse_changes: scheduler::job::never_reused(job).is_none().then(|| scheduler::job::change_patterns(job)),
         };
         let spec_json = serde_json::to_string(&template).map_err(StartError::Encode)?;
         jobs.push(NewJob {
@@ -472,7 +478,20 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
         }
         let wake_at = engine.next_wakeup().map(|t| i64::try_from(t).unwrap_or(i64::MAX));
         let now = state.now_ms();
-        let mut jobs = extra.clone();
+        // "Run anyway" holds only for the attempt these events queue (a refused retry queues none).
+        let mut jobs: Vec<JobUpdate> = extra
+            .iter()
+            .filter(|u| match u {
+                JobUpdate::RunAnyway { job_id, attempt } => commands.iter().any(|c| match c {
+                    Command::RunJob { job, attempt: a } | Command::JobStatusChanged { job, attempt: a, .. } => {
+                        a == attempt && cached.ids.get(job) == Some(job_id)
+                    }
+                    _ => false,
+                }),
+                _ => true,
+            })
+            .cloned()
+            .collect();
         let mut pipeline_status = None;
         let mut queued = false;
         let mut ended = Vec::new();

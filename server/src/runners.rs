@@ -101,7 +101,7 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
     for name in &template.job.dependencies {
         if let Some(dep) = siblings.iter().find(|j| &j.name == name) {
             if dep.artifacts.is_some() {
-                dependencies.push(Dependency { job_id: dep.id, name: dep.name.clone() });
+                dependencies.push(Dependency { job_id: dep.id, name: dep.name.clone(), digest: dep.artifacts.clone() });
             }
             if let Some(d) = &dep.dotenv {
                 dotenv.extend(serde_json::from_str::<Vec<(String, String)>>(d).unwrap_or_default());
@@ -112,6 +112,7 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
     let signing_key = signing_key_for(&state.config, &template.job, &ctx);
     let mut git = template.git.clone();
     git.path = protocol::paths::git(job.id);
+    let reuse = state.config.project(&pipeline.project).and_then(|p| crate::reuse::offer(p, &template, &ctx));
     Ok(JobPayload {
         job_id: job.id,
         pipeline_id: job.pipeline_id,
@@ -125,6 +126,7 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
         dotenv,
         dependencies,
         signing_key,
+        reuse,
     })
 }
 
@@ -140,7 +142,7 @@ fn signing_key_for(config: &crate::config::Config, job: &protocol::JobSpec, ctx:
 }
 
 /// The running job `id` whose token the request carries.
-async fn job_for(state: &AppState, id: i64, headers: &HeaderMap) -> ApiResult<JobRow> {
+pub(crate) async fn job_for(state: &AppState, id: i64, headers: &HeaderMap) -> ApiResult<JobRow> {
     let token = bearer(headers).ok_or(Error::Unauthorized("missing job token"))?;
     state.store.job_by_token(id, &hash_token(token)).await?.ok_or(Error::Unauthorized("invalid or expired job token"))
 }
@@ -262,7 +264,7 @@ pub async fn link_artifacts(State(state): State<Arc<AppState>>, Path(id): Path<i
 }
 
 /// Records a stored archive as the job's artifacts and reads its dotenv report.
-async fn record_artifacts(state: &AppState, job: &JobRow, actual: &str) -> ApiResult<StatusCode> {
+pub(crate) async fn record_artifacts(state: &AppState, job: &JobRow, actual: &str) -> ApiResult<StatusCode> {
     let (id, key) = (job.id, artifact_key(actual));
     state.store.set_artifacts(id, &format!("sha256:{actual}")).await?;
     // The dotenv report travels inside the archive: read it now, for the jobs after this one.
@@ -411,6 +413,32 @@ pub async fn finish(
     if stored < req.log_bytes {
         tracing::warn!(job = id, stored, sent = req.log_bytes, "finish before the whole log arrived");
     }
+    let reason_text = match (reason, &req.reason) {
+        (Some(r), Some(why)) => Some(format!("{r}: {}", why.chars().take(500).collect::<String>())),
+        (Some(r), None) => Some(r),
+        (None, _) => None,
+    };
+    // The runner's words may quote a secret (a failing command's output): masked like the log,
+    // before the reason reaches the store, the API, the pages or the operator log.
+    let secrets = state.project_secrets(job.pipeline_id).await?;
+    let reason_text = reason_text.map(|text| mask_text(text, &secrets));
+    conclude(&state, &job, outcome, req.exit_code, reason_text).await?;
+    if outcome == Outcome::Success {
+        crate::reuse::record(&state, &job).await;
+    }
+    Ok(StatusCode::OK)
+}
+
+/// Ends the job's current attempt with `outcome`: its log sealed, its coverage read, the
+/// engine told (with the result for the job row), followers woken.
+pub(crate) async fn conclude(
+    state: &Arc<AppState>,
+    job: &JobRow,
+    outcome: Outcome,
+    exit_code: Option<i32>,
+    reason_text: Option<String>,
+) -> ApiResult<()> {
+    let id = job.id;
     // The attempt's log is complete: one blob from now on (and earlier attempts', whose
     // runners died before finishing) — sealed off the request, the chunks stay readable.
     for attempt in 1..=job.attempt {
@@ -423,25 +451,16 @@ pub async fn finish(
         state.store.set_test_report(id, job.pipeline_id, None).await?;
     }
     if let Some(regex) = template.and_then(|t| t.coverage) {
-        if let Err(e) = store_coverage(&state, &job, regex).await {
+        if let Err(e) = store_coverage(state, job, regex).await {
             tracing::warn!(pipeline = job.pipeline_id, job = id, error = %e, "coverage not read");
         }
     }
     let now = state.now_ms();
-    let reason_text = match (reason, &req.reason) {
-        (Some(r), Some(why)) => Some(format!("{r}: {}", why.chars().take(500).collect::<String>())),
-        (Some(r), None) => Some(r),
-        (None, _) => None,
-    };
-    // The runner's words may quote a secret (a failing command's output): masked like the log,
-    // before the reason reaches the store, the API, the pages or the operator log.
-    let secrets = state.project_secrets(job.pipeline_id).await?;
-    let reason_text = reason_text.map(|text| mask_text(text, &secrets));
     let event = Event::JobFinished { job: job.name.clone(), attempt: job.attempt as u32, outcome, now: now as u64 };
-    let update = JobUpdate::Result { job_id: id, exit_code: req.exit_code, failure_reason: reason_text, at: now };
-    pipelines::process(&state, job.pipeline_id, vec![event], vec![update]).await?;
+    let update = JobUpdate::Result { job_id: id, exit_code, failure_reason: reason_text, at: now };
+    pipelines::process(state, job.pipeline_id, vec![event], vec![update]).await?;
     state.wake_followers(id);
-    Ok(StatusCode::OK)
+    Ok(())
 }
 
 /// `text` with every form of every secret (as written, base64, percent-encoded:

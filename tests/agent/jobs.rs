@@ -133,7 +133,8 @@ async fn dependencies_artifacts_are_downloaded() {
     let agent = w.shell_agent(1);
 
     let mut p = w.fake.state.payload(PROJECT, &sha, &["cat dist/app.txt"]);
-    p.dependencies = vec![Dependency { job_id: 100, name: "build".into() }, Dependency { job_id: 101, name: "lint".into() }];
+    p.dependencies =
+        vec![Dependency { job_id: 100, name: "build".into(), digest: None }, Dependency { job_id: 101, name: "lint".into(), digest: None }];
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), LIMIT).await;
     let log = rec.log_text();
     assert_eq!(rec.finish.clone().unwrap().outcome, Outcome::Success, "{log}");
@@ -144,7 +145,7 @@ async fn dependencies_artifacts_are_downloaded() {
     // A corrupt archive fails the job before its script.
     w.fake.state.set_dependency_artifacts(102, b"not a tar.gz".to_vec());
     let mut p = w.fake.state.payload(PROJECT, &sha, &["echo must-not-run"]);
-    p.dependencies = vec![Dependency { job_id: 102, name: "broken".into() }];
+    p.dependencies = vec![Dependency { job_id: 102, name: "broken".into(), digest: None }];
     let rec = w.fake.state.finished(w.fake.state.enqueue(p), LIMIT).await;
     let finish = rec.finish.clone().unwrap();
     assert_eq!(reason_of(&finish.outcome), Some(FailureReason::RunnerSystemFailure));

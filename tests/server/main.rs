@@ -22,6 +22,7 @@ mod pkce;
 mod readme;
 mod reports;
 mod resource_group;
+mod reuse;
 mod secrets;
 mod steps;
 mod storage;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use scheduler::protocol::{
-    self, ApiError, FinishRequest, Heartbeat, JobRequestBody, LogAck, LogGap, RegisterRequest, RegisterResponse, paths,
+    self, ApiError, FinishRequest, Heartbeat, JobRequestBody, LogAck, LogGap, RegisterRequest, RegisterResponse, ReuseAnswer, ReuseRequest,
+    ReusedFrom, paths,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -235,6 +236,17 @@ impl Api {
             }
         }
         Ok(true)
+    }
+
+    /// `POST /api/v1/jobs/{id}/reuse`: `Some` when the server recorded the job as reused from
+    /// an earlier one (the job is over), `None` when it must run.
+    pub(crate) async fn reuse(&self, job: i64, token: &str, key: &Digest) -> Result<Option<ReusedFrom>, CallError> {
+        let body = ReuseRequest { key: key.to_string() };
+        let resp = send(self.http.post(self.url(&paths::reuse(job))).timeout(CALL_TIMEOUT).bearer_auth(token).json(&body)).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(json::<ReuseAnswer>(resp).await?.reused_from),
+            _ => Err(refusal(resp, true).await),
+        }
     }
 
     /// `POST /api/v1/jobs/{id}/finish`.

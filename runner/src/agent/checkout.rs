@@ -125,6 +125,27 @@ impl Checkouts {
         .await?;
         Ok((dir, fetched))
     }
+
+    /// The git part of the job's reuse key ([`crate::reuse::tree_input`]: the commit's tree,
+    /// or the entries matching `patterns`), read from the project's cache, into which the
+    /// commit is fetched first when needed (the checkout after it then finds it there).
+    pub(crate) async fn tree_input(
+        &self,
+        req: CheckoutRequest,
+        patterns: Vec<String>,
+        cancel: CancellationToken,
+    ) -> Result<Vec<u8>, CheckoutError> {
+        let (key, name) = dir_key(&req.project);
+        let cache = self.work_dir.join("repos").join(&key).join(&name);
+        let lock = self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
+        let _guard = lock.lock().await;
+        let ca = self.ca_file.clone();
+        blocking(move || {
+            ensure_commit(&cache, &req, ca.as_deref(), true, &cancel)?;
+            crate::reuse::tree_input(&cache, &req.sha, &patterns).map_err(CheckoutError::System)
+        })
+        .await
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CheckoutError> + Send + 'static) -> Result<T, CheckoutError> {

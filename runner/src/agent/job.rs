@@ -77,6 +77,27 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
     let heartbeat =
         tokio::spawn(heartbeat(shared.api.clone(), job, payload.token.clone(), payload.lease_ms, signals.clone(), reported.clone()));
 
+    let runner_vars = vec![
+        ("CI_RUNNER_DESCRIPTION".to_string(), shared.runner_name.clone()),
+        ("CI_RUNNER_TAGS".to_string(), serde_json::to_string(&shared.runner_tags).unwrap_or_default()),
+    ];
+    // Before anything is logged: a reused job's log is the server's (the earlier job's).
+    match super::reuse::check(&shared, &payload, &runner_vars, &signals).await {
+        super::reuse::Check::Run => {}
+        super::reuse::Check::Reused(from) => {
+            tracing::info!(job, elapsed_ms = started.elapsed().as_millis() as u64, "job finished: {from}");
+            reported.cancel();
+            let _ = heartbeat.await;
+            return;
+        }
+        super::reuse::Check::Lost => {
+            tracing::warn!(job, "job taken away by the server before it started; not reporting it");
+            reported.cancel();
+            let _ = heartbeat.await;
+            return;
+        }
+    }
+
     let mut secrets: Vec<Vec<u8>> = payload.job.masked_values().into_iter().map(String::into_bytes).collect();
     secrets.push(payload.token.clone().into_bytes());
     secrets.push(shared.runner_token.clone().into_bytes());
@@ -94,10 +115,7 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         ),
         predefined: payload.predefined.clone(),
         dotenv: payload.dotenv.clone(),
-        runner_vars: vec![
-            ("CI_RUNNER_DESCRIPTION".into(), shared.runner_name.clone()),
-            ("CI_RUNNER_TAGS".into(), serde_json::to_string(&shared.runner_tags).unwrap_or_default()),
-        ],
+        runner_vars,
         containers: shared.containers,
         container_project_dir: container_project_dir(&payload.project),
         default_image: None,

@@ -64,6 +64,7 @@ mod checkout;
 mod config;
 mod job;
 mod logs;
+mod reuse;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

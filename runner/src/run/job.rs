@@ -193,24 +193,8 @@ async fn reuse_key(
         tracing::debug!(job = %spec.name, why, "not reusable");
         return None;
     }
-    let executor = if shared.containers {
-        let map: HashMap<&str, &str> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let image = match &spec.image {
-            Some(i) => pipeline_spec::expand::expand(&i.name, &map),
-            None => shared.default_image.clone()?,
-        };
-        let names = std::iter::once(image).chain(spec.services.iter().map(|s| pipeline_spec::expand::expand(&s.name, &map)));
-        let docker = bollard::Docker::connect_with_local_defaults().ok()?;
-        let mut out = String::from("docker");
-        for name in names {
-            // An image the Engine does not hold yet has no id: its job runs (and pulls it).
-            let id = docker.inspect_image(&name).await.ok()?.id?;
-            out.push_str(&format!(" {name}={id}"));
-        }
-        out
-    } else {
-        shared.executor.name().to_string()
-    };
+    let executor =
+        crate::reuse::executor_input(spec, &vars, shared.containers, shared.executor.name(), shared.default_image.as_deref()).await?;
     let artifacts: Vec<(String, Option<Digest>)> = {
         let outputs = shared.outputs.lock().unwrap_or_else(|e| e.into_inner());
         spec.dependencies.iter().map(|d| (d.clone(), outputs.get(d).and_then(|o| o.artifacts))).collect()

@@ -11,7 +11,7 @@ use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Mig
 
 use super::{
     AccessToken, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded,
-    ResourceCandidate, Result, Runner, RunnerScope, Session, SqliteStore, Store, StoreError, Transition, Unposted, Wakeup,
+    ResourceCandidate, Result, ReuseRecord, Runner, RunnerScope, Session, SqliteStore, Store, StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -156,6 +156,26 @@ impl Store for Backend {
     async fn set_dotenv(&self, id: i64, dotenv_json: &str) -> Result<()> {
         delegate!(self, set_dotenv(id, dotenv_json))
     }
+
+    async fn set_reuse_key(&self, id: i64, attempt: i64, scope_key: &str) -> Result<bool> {
+        delegate!(self, set_reuse_key(id, attempt, scope_key))
+    }
+
+    async fn set_reused_from(&self, id: i64, attempt: i64, reused_from: &str) -> Result<()> {
+        delegate!(self, set_reused_from(id, attempt, reused_from))
+    }
+
+    async fn reuse_record(&self, scope_key: &str, project: &str) -> Result<Option<ReuseRecord>> {
+        delegate!(self, reuse_record(scope_key, project))
+    }
+
+    async fn record_reuse(&self, scope_key: &str, project: &str, record: &ReuseRecord, at: i64) -> Result<()> {
+        delegate!(self, record_reuse(scope_key, project, record, at))
+    }
+
+    async fn forget_reuse(&self, scope_key: &str) -> Result<()> {
+        delegate!(self, forget_reuse(scope_key))
+    }
     async fn log_chunks(&self, job: i64, attempt: i64, from: u64) -> Result<Vec<(u64, u64)>> {
         delegate!(self, log_chunks(job, attempt, from))
     }
@@ -284,6 +304,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (9, "log_times", include_str!("../../migrations/sqlite/0009_log_times.sql")),
         (10, "fork_approval", include_str!("../../migrations/sqlite/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/sqlite/0011_resource_groups.sql")),
+        (14, "reuse", include_str!("../../migrations/sqlite/0014_reuse.sql")),
     ]))
     .await?)
 }
@@ -299,6 +320,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (9, "log_times", include_str!("../../migrations/postgres/0009_log_times.sql")),
         (10, "fork_approval", include_str!("../../migrations/postgres/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/postgres/0011_resource_groups.sql")),
+        (14, "reuse", include_str!("../../migrations/postgres/0014_reuse.sql")),
     ]))
     .await?)
 }

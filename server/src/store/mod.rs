@@ -214,6 +214,13 @@ pub struct JobRow {
     pub artifacts: Option<String>,
     /// Variables from the job's dotenv report, as JSON `[[k, v], ...]`.
     pub dotenv: Option<String>,
+    /// A reused attempt: `{"pipeline","job_id","job"}` (`protocol::ReusedFrom`) of the job
+    /// whose result it is.
+    pub reused_from: Option<String>,
+    /// The current attempt's scoped reuse key (`runners::scope_key`), once its runner asked.
+    pub reuse_key: Option<String>,
+    /// The attempt that runs whatever its key ("run anyway").
+    pub run_anyway: Option<i64>,
 }
 
 /// An earlier attempt of a job, as it ended (the current one is the job row).
@@ -227,6 +234,18 @@ pub struct AttemptRow {
     pub finished_at: Option<i64>,
 }
 
+/// An attempt that passed under a reuse key: where its log is (`job_id`, `attempt`) and what
+/// it left (the job row of a later attempt no longer says).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReuseRecord {
+    pub job_id: i64,
+    pub attempt: i64,
+    pub pipeline_id: i64,
+    pub job_name: String,
+    /// `sha256:<hex>` of its artifacts archive.
+    pub artifacts: Option<String>,
+}
+
 /// A change to a job row, derived from engine commands or runner reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobUpdate {
@@ -238,6 +257,9 @@ pub enum JobUpdate {
     Result { job_id: i64, exit_code: Option<i32>, failure_reason: Option<String>, at: i64 },
     /// The engine asked to cancel a running job: the next heartbeat answers `cancel`.
     RequestCancel { job_id: i64 },
+    /// Attempt `attempt` of the job runs whatever its reuse key ("run anyway"). Kept by
+    /// `pipelines::process` only when its events queue that attempt.
+    RunAnyway { job_id: i64, attempt: u32 },
 }
 
 /// Everything that changes together when the engine processes events for a pipeline.
@@ -402,6 +424,24 @@ pub trait Store: Send + Sync {
     /// anyone whether another project has it.
     fn project_has_artifacts(&self, project: &str, digest: &str) -> impl std::future::Future<Output = Result<bool>> + Send;
     fn set_dotenv(&self, id: i64, dotenv_json: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    // Reuse of job results.
+    /// Keeps the scoped key of the job's attempt `attempt` while it runs; whether it still did.
+    fn set_reuse_key(&self, id: i64, attempt: i64, scope_key: &str) -> impl std::future::Future<Output = Result<bool>> + Send;
+    /// Marks attempt `attempt` of the job as reused (`reused_from` as JSON).
+    fn set_reused_from(&self, id: i64, attempt: i64, reused_from: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// The attempt that succeeded with this scoped key in `project`.
+    fn reuse_record(&self, scope_key: &str, project: &str) -> impl std::future::Future<Output = Result<Option<ReuseRecord>>> + Send;
+    /// Records that an attempt succeeded with this scoped key (the latest success replaces an
+    /// earlier one).
+    fn record_reuse(
+        &self,
+        scope_key: &str,
+        project: &str,
+        record: &ReuseRecord,
+        at: i64,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Forgets a record whose job can no longer be reused (its artifacts or log are gone).
+    fn forget_reuse(&self, scope_key: &str) -> impl std::future::Future<Output = Result<()>> + Send;
     // Running logs' chunks (with object storage: finished logs are sealed into one object).
     /// `(offset, length)` of the chunks of a log from offset `from` on, in offset order.
     fn log_chunks(&self, job: i64, attempt: i64, from: u64) -> impl std::future::Future<Output = Result<Vec<(u64, u64)>>> + Send;

@@ -24,7 +24,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use super::backend::{event_from_json, event_json, held, job_status, pipeline_status, postgres_migrator, status_counts, unposted};
 use super::{
     AccessToken, Approval, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow,
-    Recorded, ResourceCandidate, Result, Runner, RunnerScope, Session, Store, StoreError, Transition, Unposted, Wakeup,
+    Recorded, ResourceCandidate, Result, ReuseRecord, Runner, RunnerScope, Session, Store, StoreError, Transition, Unposted, Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -53,7 +53,7 @@ macro_rules! pipeline_columns {
 macro_rules! job_columns {
     () => {
         "id, pipeline_id, name, stage, stage_index, tags, spec, status, attempt, runner_id, lease_expires_at, cancel_requested, \
-         started_at, finished_at, exit_code, failure_reason, artifacts, dotenv"
+         started_at, finished_at, exit_code, failure_reason, artifacts, dotenv, reused_from, reuse_key, run_anyway"
     };
 }
 
@@ -490,6 +490,66 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn set_reuse_key(&self, id: i64, attempt: i64, scope_key: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE jobs SET reuse_key = $4 WHERE id = $1 AND attempt = $2 AND status = ANY($3)")
+            .bind(id)
+            .bind(attempt)
+            .bind(&held()[..])
+            .bind(scope_key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_reused_from(&self, id: i64, attempt: i64, reused_from: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE jobs SET reused_from = $3 WHERE id = $1 AND attempt = $2")
+            .bind(id)
+            .bind(attempt)
+            .bind(reused_from)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "job", id });
+        }
+        Ok(())
+    }
+
+    async fn reuse_record(&self, scope_key: &str, project: &str) -> Result<Option<ReuseRecord>> {
+        let row: Option<(i64, i64, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT job_id, attempt, pipeline_id, job_name, artifacts FROM reuse_records WHERE scope_key = $1 AND project = $2",
+        )
+        .bind(scope_key)
+        .bind(project)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(job_id, attempt, pipeline_id, job_name, artifacts)| ReuseRecord { job_id, attempt, pipeline_id, job_name, artifacts }))
+    }
+
+    async fn record_reuse(&self, scope_key: &str, project: &str, r: &ReuseRecord, at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO reuse_records (scope_key, project, job_id, attempt, pipeline_id, job_name, artifacts, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (scope_key) DO UPDATE SET project = EXCLUDED.project, job_id = EXCLUDED.job_id, attempt = EXCLUDED.attempt, \
+             pipeline_id = EXCLUDED.pipeline_id, job_name = EXCLUDED.job_name, artifacts = EXCLUDED.artifacts, created_at = EXCLUDED.created_at",
+        )
+        .bind(scope_key)
+        .bind(project)
+        .bind(r.job_id)
+        .bind(r.attempt)
+        .bind(r.pipeline_id)
+        .bind(&r.job_name)
+        .bind(&r.artifacts)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn forget_reuse(&self, scope_key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM reuse_records WHERE scope_key = $1").bind(scope_key).execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn log_chunks(&self, job: i64, attempt: i64, from: u64) -> Result<Vec<(u64, u64)>> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             r#"SELECT "offset", octet_length(data)::BIGINT FROM log_chunks WHERE job_id = $1 AND attempt = $2 AND "offset" >= $3 ORDER BY "offset""#,
@@ -789,7 +849,7 @@ async fn update_job(tx: &mut PgConnection, pipeline_id: i64, update: &JobUpdate)
             let done = sqlx::query(
                 "UPDATE jobs SET status = $4, attempt = $3, runner_id = NULL, token_hash = NULL, lease_expires_at = NULL, \
                  cancel_requested = FALSE, started_at = NULL, finished_at = NULL, exit_code = NULL, failure_reason = NULL, \
-                 artifacts = NULL, dotenv = NULL \
+                 artifacts = NULL, dotenv = NULL, reused_from = NULL, reuse_key = NULL \
                  WHERE id = $1 AND pipeline_id = $2",
             )
             .bind(job_id)
@@ -828,6 +888,15 @@ async fn update_job(tx: &mut PgConnection, pipeline_id: i64, update: &JobUpdate)
                     .bind(at)
                     .execute(&mut *tx)
                     .await?;
+            (done, *job_id)
+        }
+        JobUpdate::RunAnyway { job_id, attempt } => {
+            let done = sqlx::query("UPDATE jobs SET run_anyway = $3 WHERE id = $1 AND pipeline_id = $2")
+                .bind(job_id)
+                .bind(pipeline_id)
+                .bind(i64::from(*attempt))
+                .execute(&mut *tx)
+                .await?;
             (done, *job_id)
         }
         JobUpdate::RequestCancel { job_id } => {
@@ -903,5 +972,8 @@ fn job_row(r: &PgRow) -> Result<JobRow> {
         failure_reason: r.try_get("failure_reason")?,
         artifacts: r.try_get("artifacts")?,
         dotenv: r.try_get("dotenv")?,
+        reused_from: r.try_get("reused_from")?,
+        reuse_key: r.try_get("reuse_key")?,
+        run_anyway: r.try_get("run_anyway")?,
     })
 }

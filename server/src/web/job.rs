@@ -34,6 +34,10 @@ pub struct JobDetail {
     pub running: bool,
     /// Every attempt, oldest first, each with its own result and log.
     pub attempts: Vec<AttemptLine>,
+    /// A reused job: whose result it has.
+    pub reused_from: Option<scheduler::protocol::ReusedFrom>,
+    /// The CSRF token of a caller who may run it anyway (`None`: no button).
+    pub run_anyway: Option<String>,
 }
 
 /// An image a job's `piste/image-build@v1` or `piste/image-copy@v1` step pushed.
@@ -206,6 +210,17 @@ pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
                         div { dt { "Image" } dd { code { (job.image.as_deref().unwrap_or("–")) } } }
                         div { dt { "Attempt" } dd { (job.attempt) } }
                         div { dt { "Exit code" } dd { @if let Some(code) = job.exit_code { (code) } @else { "–" } } }
+                        @if let Some(from) = &job.reused_from {
+                            div.wide #reused-from {
+                                dt { "Reused ↺" }
+                                dd {
+                                    "from " a href={ "/pipelines/" (from.pipeline) } { "pipeline " (from.pipeline) } ", job "
+                                    a href={ "/jobs/" (from.job_id) } { (from.job_id) " (" (from.job) ")" }
+                                    ": it did not run, nothing it reads changed"
+                                    @if let Some(csrf) = &job.run_anyway { (super::pages::run_anyway_form(job.id, csrf)) }
+                                }
+                            }
+                        }
                         @for image in &job.images {
                             div.wide {
                                 dt { "Image pushed" }

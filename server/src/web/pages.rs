@@ -110,6 +110,8 @@ pub struct JobBox {
     pub needs: Vec<String>,
     pub duration_s: Option<u64>,
     pub coverage: Option<f64>,
+    /// A reused job: whose result it has (marked `↺`, with a "run anyway" button).
+    pub reused_from: Option<scheduler::protocol::ReusedFrom>,
 }
 
 const CSS: &str = include_str!("assets/style.css");
@@ -210,6 +212,17 @@ fn action_button(action: &str, label: &str, csrf: &str) -> Markup {
         form method="post" action=(action) {
             input type="hidden" name="csrf" value=(csrf);
             button { (label) }
+        }
+    }
+}
+
+/// "Run anyway": a reused job's next attempt runs whatever its key
+/// (`POST /api/v1/jobs/{id}/retry?reuse=false`).
+pub(crate) fn run_anyway_form(job: u64, csrf: &str) -> Markup {
+    html! {
+        form.run-anyway method="post" action={ "/api/v1/jobs/" (job) "/retry?reuse=false" } {
+            input type="hidden" name="csrf" value=(csrf);
+            button title="Run this job instead of reusing an earlier result" { "↻ Run anyway" }
         }
     }
 }
@@ -399,6 +412,9 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                         @for job in pipeline.jobs.iter().filter(|j| &j.stage == stage) {
                             div class={ "job status " (job.status) } id={ "job-" (job.id) } data-name=(job.name) data-needs=(job.needs.join("\n")) {
                                 a href={ "/jobs/" (job.id) } { (job.name) }
+                                @if let Some(from) = &job.reused_from {
+                                    " " a.reused href={ "/jobs/" (from.job_id) } title=(from.to_string()) { "↺" }
+                                }
                                 span.state { (status_label(job.status.as_str())) " " span.duration { (duration(job.duration_s)) } }
                                 @if let Some(c) = job.coverage { span.coverage { "coverage " (percent(c)) } }
                                 @if !job.needs.is_empty() {
@@ -406,6 +422,9 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                                 }
                                 div.job-actions data-base={ "/api/v1/jobs/" (job.id) } data-csrf=[pipeline.permission.csrf_if_allowed()] {
                                     (action_forms(&format!("/api/v1/jobs/{}", job.id), job_actions(job.status).unless(waiting), "Retry", &pipeline.permission))
+                                }
+                                @if job.reused_from.is_some() && job.status.is_complete() && !waiting {
+                                    @if let Some(csrf) = pipeline.permission.csrf_if_allowed() { (run_anyway_form(job.id, csrf)) }
                                 }
                             }
                         }

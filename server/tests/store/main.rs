@@ -8,6 +8,7 @@ mod forge;
 mod open;
 mod pipelines;
 mod resources;
+mod reuse;
 mod runners;
 mod throughput;
 mod tls;

@@ -198,6 +198,8 @@ fn bare(job: &JobRow) -> JobRow {
         failure_reason: None,
         artifacts: None,
         dotenv: None,
+        reused_from: None,
+        reuse_key: None,
         ..job.clone()
     }
 }

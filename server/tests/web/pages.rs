@@ -73,6 +73,7 @@ fn pipeline() {
         needs: needs.iter().map(|n| n.to_string()).collect(),
         duration_s: Some(id * 10),
         coverage: (id == 1).then_some(87.456),
+        reused_from: None,
     };
     let pipeline = PipelineDetail {
         id: 7,
@@ -162,6 +163,7 @@ fn a_forks_pipeline_shows_its_approval() {
         needs: vec![],
         duration_s: None,
         coverage: None,
+        reused_from: None,
     };
     let waiting = |may_approve: bool| PipelineDetail {
         id: 7,
@@ -228,7 +230,26 @@ fn job(running: bool) -> JobDetail {
         images: Vec::new(),
         running,
         attempts: Vec::new(),
+        reused_from: None,
+        run_anyway: None,
     }
+}
+
+/// A reused job: marked `↺` with where its result comes from, and, for a caller who may act,
+/// a "run anyway" form (with the CSRF token) on the job page.
+#[test]
+fn a_reused_job_says_where_its_result_comes_from() {
+    let from = scheduler::protocol::ReusedFrom { pipeline: 3, job_id: 17, job: "unit <a>".into() };
+    let mut j = job(false);
+    j.status = JobStatus::Success;
+    j.reused_from = Some(from.clone());
+    let page = job_page(&j, &LogTail { html: String::new(), start: 0, end: 0, total: 0 });
+    assert!(page.contains("Reused ↺") && page.contains("href=\"/jobs/17\"") && page.contains("href=\"/pipelines/3\""), "{page}");
+    assert!(page.contains("unit &lt;a&gt;") && !page.contains("unit <a>"), "escaped");
+    assert!(!page.contains("retry?reuse=false"), "no button without the right to act");
+    j.run_anyway = Some("tok\"en".into());
+    let page = job_page(&j, &LogTail { html: String::new(), start: 0, end: 0, total: 0 });
+    assert!(page.contains("action=\"/api/v1/jobs/42/retry?reuse=false\"") && page.contains("value=\"tok&quot;en\""), "{page}");
 }
 
 /// Each attempt keeps its own result; a reason is text from a runner, escaped.

@@ -160,6 +160,7 @@ impl FakeState {
             dotenv: Vec::new(),
             dependencies: Vec::new(),
             signing_key: None,
+            reuse: None,
         }
     }
 
