@@ -300,6 +300,8 @@ pub struct Metrics {
     webhooks: Counter,
     /// Artifact archives a runner did not have to send: the project already had them.
     pub(crate) artifacts_deduplicated: Counter,
+    /// Jobs recorded as passed with an earlier job's result instead of running.
+    pub(crate) jobs_reused: Counter,
     dispatch_latency: Histogram,
     /// Finished logs made one object, and those waiting for it (a growing backlog: object
     /// storage is slow or failing).
@@ -314,6 +316,7 @@ impl Default for Metrics {
             log_chunks: Counter::default(),
             webhooks: Counter::default(),
             artifacts_deduplicated: Counter::default(),
+            jobs_reused: Counter::default(),
             dispatch_latency: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
             logs_sealed: Counter::default(),
             logs_to_seal: Gauge::default(),
@@ -339,6 +342,11 @@ impl Metrics {
             "artifacts_deduplicated",
             "Artifact archives recorded without an upload: the project already had them",
             self.artifacts_deduplicated.clone(),
+        );
+        registry.register(
+            "jobs_reused",
+            "Jobs recorded as passed with an earlier job's result instead of running",
+            self.jobs_reused.clone(),
         );
         registry.register("logs_sealed", "Finished logs written to storage as one object", self.logs_sealed.clone());
         registry.register("logs_to_seal", "Finished logs waiting to be written as one object", self.logs_to_seal.clone());

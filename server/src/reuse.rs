@@ -91,6 +91,7 @@ pub async fn reuse_job(
     if let Some(earlier) = state.store.reuse_record(&scoped, &pipeline.project).await?.filter(|_| !run_anyway) {
         if still_stored(&state, &earlier).await? {
             let from = replay(&state, &job, &earlier).await?;
+            state.metrics.jobs_reused.inc();
             tracing::info!(project = %pipeline.project, pipeline = job.pipeline_id, job = id, from_pipeline = earlier.pipeline_id, from_job = earlier.job_id, "job reused");
             return Ok(Json(ReuseAnswer { reused_from: Some(from) }));
         }

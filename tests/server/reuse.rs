@@ -375,4 +375,6 @@ async fn a_result_of_one_project_is_never_reused_by_another() {
     let log = http.log(again["job_id"].as_i64().unwrap()).await;
     assert!(log.lines().next().unwrap_or_default().contains("reused from pipeline") && log.ends_with("hi\n"), "{log}");
     assert_eq!(ask(&again, &key).await.status(), StatusCode::UNAUTHORIZED);
+    let metrics = get(&http, "/metrics").await.text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "piste_jobs_reused_total 1"), "{metrics}");
 }
