@@ -971,6 +971,16 @@ mod tests {
     }
 
     #[test]
+    fn reuse_is_off_by_default_and_takes_true_false_or_per_job() {
+        assert_eq!(project("").unwrap().projects[0].reuse, ReuseSetting::Off);
+        assert_eq!(project("reuse = true\n").unwrap().projects[0].reuse, ReuseSetting::All);
+        assert_eq!(project("reuse = false\n").unwrap().projects[0].reuse, ReuseSetting::Off);
+        assert_eq!(project("reuse = \"per-job\"\n").unwrap().projects[0].reuse, ReuseSetting::PerJob);
+        let err = project("reuse = \"yes\"\n").unwrap_err();
+        assert!(err.contains("`reuse` is `true`, `false` or `\"per-job\"`"), "{err}");
+    }
+
+    #[test]
     fn short_secrets_are_refused_with_the_reason() {
         let err = project("secrets = { TOKEN = \"...\" }\n").unwrap_err();
         assert!(err.contains("secret `TOKEN` has fewer than 8 characters"), "{err}");

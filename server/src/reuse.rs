@@ -90,7 +90,12 @@ pub async fn reuse_job(
     let run_anyway = job.run_anyway == Some(job.attempt);
     if let Some(earlier) = state.store.reuse_record(&scoped, &pipeline.project).await?.filter(|_| !run_anyway) {
         if still_stored(&state, &earlier).await? {
-            let from = replay(&state, &job, &earlier).await?;
+            // Off the request: a runner that goes away mid-way does not leave half a log.
+            let task = tokio::spawn({
+                let (state, job, earlier) = (state.clone(), job.clone(), earlier.clone());
+                async move { replay(&state, &job, &earlier).await }
+            });
+            let from = task.await.map_err(|e| Error::Internal(e.into()))??;
             state.metrics.jobs_reused.inc();
             tracing::info!(project = %pipeline.project, pipeline = job.pipeline_id, job = id, from_pipeline = earlier.pipeline_id, from_job = earlier.job_id, "job reused");
             return Ok(Json(ReuseAnswer { reused_from: Some(from) }));
@@ -140,6 +145,8 @@ async fn replay(state: &Arc<AppState>, job: &JobRow, earlier: &ReuseRecord) -> A
         while let Some(chunk) = stream.next().await {
             buf.extend_from_slice(&chunk?);
             if buf.len() >= MAX_LOG_CHUNK {
+                // A long copy keeps the attempt's lease, as its runner's heartbeats would.
+                let _ = state.store.extend_lease(job.id, state.now_ms() + state.config.lease_ms as i64).await;
                 let rest = buf.split_off(MAX_LOG_CHUNK);
                 offset = append(state, job, offset, Bytes::from(std::mem::replace(&mut buf, rest)), &secrets).await?;
             }
@@ -219,6 +226,35 @@ mod tests {
         assert_ne!(base, scope_key(&a, false, &key), "an unprotected ref");
         assert_ne!(base, scope_key(&project("a", "secret-two"), true, &key), "another secret");
         assert!(!base.contains(&key[7..]), "the runner's key is not stored as such");
+    }
+
+    /// Who is offered reuse: per the project's setting; never a manual job, one with `run:`
+    /// steps, one planned as never reused (an `environment`, a trigger), or a fork's.
+    #[test]
+    fn reuse_is_offered_to_eligible_jobs_of_projects_that_opted_in() {
+        use crate::config::ReuseSetting;
+        use pipeline_spec::predefined::MergeRequest;
+        let template = |changes: Option<Vec<String>>| -> JobTemplate {
+            let mut t: JobTemplate = serde_json::from_str(&crate::tests::spec(scheduler::JobNode::new("build", "build", 0))).unwrap();
+            t.reuse_changes = changes;
+            t
+        };
+        let eligible = template(Some(vec!["api/**/*".into()]));
+        let ctx = Context::default();
+        let with = |setting: ReuseSetting| ProjectConfig { reuse: setting, ..project("a", "s") };
+        assert_eq!(offer(&with(ReuseSetting::Off), &eligible, &ctx), None);
+        assert_eq!(offer(&with(ReuseSetting::All), &eligible, &ctx), Some(ReuseOffer { project: true, changes: vec!["api/**/*".into()] }));
+        assert_eq!(offer(&with(ReuseSetting::PerJob), &eligible, &ctx).map(|o| o.project), Some(false));
+        let all = with(ReuseSetting::All);
+        assert_eq!(offer(&all, &template(None), &ctx), None, "an environment or a trigger");
+        let mut manual = eligible.clone();
+        manual.job.manual = true;
+        assert_eq!(offer(&all, &manual, &ctx), None);
+        let fork = Context {
+            merge_request: Some(MergeRequest { source_project_path: Some("someone/fork".into()), ..MergeRequest::default() }),
+            ..Context::default()
+        };
+        assert_eq!(offer(&all, &eligible, &fork), None, "never a fork's job");
     }
 
     #[test]

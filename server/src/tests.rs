@@ -20,7 +20,7 @@ async fn state(dir: &std::path::Path) -> Arc<AppState> {
     Arc::new(AppState::new(config, store, blobs).with_clock(Clock::manual(START)))
 }
 
-fn spec(node: JobNode) -> String {
+pub(crate) fn spec(node: JobNode) -> String {
     let git = GitSource { path: String::new(), sha: "0".repeat(40), git_ref: "refs/heads/main".into() };
     let job = JobSpec {
         name: node.name.clone(),

@@ -242,7 +242,8 @@ impl Api {
     /// an earlier one (the job is over), `None` when it must run.
     pub(crate) async fn reuse(&self, job: i64, token: &str, key: &Digest) -> Result<Option<ReusedFrom>, CallError> {
         let body = ReuseRequest { key: key.to_string() };
-        let resp = send(self.http.post(self.url(&paths::reuse(job))).timeout(CALL_TIMEOUT).bearer_auth(token).json(&body)).await?;
+        // A hit copies the earlier log on the server before answering: as long as a transfer.
+        let resp = send(self.http.post(self.url(&paths::reuse(job))).timeout(TRANSFER_TIMEOUT).bearer_auth(token).json(&body)).await?;
         match resp.status() {
             s if s.is_success() => Ok(json::<ReuseAnswer>(resp).await?.reused_from),
             _ => Err(refusal(resp, true).await),
