@@ -24,6 +24,9 @@
 //!   status tried on the forge, the last one it accepted, and why the last try failed.
 //! - `job_reports (job_id PRIMARY KEY, pipeline_id, tests, coverage)`: a job's JUnit totals and
 //!   failures (JSON) and its coverage value. Indexed by `pipeline_id`.
+//! - `reuse_records (scope_key PRIMARY KEY, project, job_id, attempt, pipeline_id, job_name,
+//!   artifacts, created_at)`: reuse of job results (migration 0014): the attempt that passed
+//!   under a scoped key, with `jobs.reuse_key`, `jobs.reused_from` and `jobs.run_anyway`.
 //!
 //! Tags, triggers, specs and events are JSON text, kept byte for byte. Times are milliseconds.
 //!
