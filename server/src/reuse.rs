@@ -177,11 +177,26 @@ async fn append(state: &AppState, job: &JobRow, offset: u64, bytes: Bytes, secre
     }
 }
 
-/// After a runner's successful finish: records the attempt under the key its runner sent, if
-/// it sent one and the engine recorded the attempt as passed. Reused jobs are not recorded
-/// (the record keeps pointing at the job that ran).
-pub(crate) async fn record(state: &AppState, job: &JobRow) {
+/// After a runner's finish, for an attempt whose runner sent a key: a success is recorded
+/// under it (if the engine recorded the attempt as passed); a failure forgets any success
+/// recorded under it, so that what just failed with these inputs is not reused by a retry
+/// (a reused result never hides a failure). A cancel changes nothing.
+pub(crate) async fn after_finish(state: &AppState, job: &JobRow, outcome: Outcome) {
     let Some(key) = job.reuse_key.as_deref() else { return };
+    match outcome {
+        Outcome::Success => record(state, job, key).await,
+        Outcome::Failed { .. } => {
+            if let Err(e) = state.store.forget_reuse(key).await {
+                tracing::warn!(pipeline = job.pipeline_id, job = job.id, error = ?crate::error::chain(&e), "a reuse record could not be forgotten");
+            }
+        }
+        Outcome::Canceled => {}
+    }
+}
+
+/// Records the attempt under `key`. Reused jobs are not recorded (the record keeps pointing
+/// at the job that ran).
+async fn record(state: &AppState, job: &JobRow, key: &str) {
     if job.reused_from.is_some() {
         return;
     }

@@ -423,9 +423,7 @@ pub async fn finish(
     let secrets = state.project_secrets(job.pipeline_id).await?;
     let reason_text = reason_text.map(|text| mask_text(text, &secrets));
     conclude(&state, &job, outcome, req.exit_code, reason_text).await?;
-    if outcome == Outcome::Success {
-        crate::reuse::record(&state, &job).await;
-    }
+    crate::reuse::after_finish(&state, &job, outcome).await;
     Ok(StatusCode::OK)
 }
 

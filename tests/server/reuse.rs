@@ -195,6 +195,47 @@ async fn a_second_pipeline_on_the_same_commit_reuses_every_eligible_job_postgres
     second_pipeline_reuses_every_eligible_job(Some(postgres_database())).await;
 }
 
+/// A failure is never recorded, and forgets the success recorded under the same key: the job
+/// fails while `ok` is absent from a folder outside the repository (the tree does not change),
+/// so after a failing "run anyway" a plain retry runs it again instead of reusing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_is_never_reused_and_forgets_the_success_under_its_key() {
+    let c = Counter::new();
+    let yaml = format!("variables:\n  RUNS: {}\ncheck:\n  script:\n    - '{COUNT}'\n    - test -e \"$RUNS/ok\"\n", c.path().display());
+    let forge = Forge::new(&yaml);
+    let server = Server::start_full(&forge, 10_000, "", "reuse = true", None, Vec::new());
+    let _runner = RunnerProc::start(&server, "node-shell", "shell");
+    let http = Http::new(&server);
+    let (before, after) = forge.push("main", "first");
+
+    // Failures: each pipeline runs it.
+    for delivery in ["f-1", "f-2"] {
+        assert_eq!(pipeline_for(&http, &before, &after, delivery).await["status"], "failed");
+    }
+    assert_eq!(c.runs("check"), 2);
+    // A success, then reused.
+    std::fs::write(c.path().join("ok"), "").unwrap();
+    assert_eq!(pipeline_for(&http, &before, &after, "f-3").await["status"], "success");
+    let p = pipeline_for(&http, &before, &after, "f-4").await;
+    assert_eq!((p["status"].as_str(), c.runs("check")), (Some("success"), 3));
+    let check = job_id(&p, "check");
+    assert!(job(&http, check).await.get("reused_from").is_some());
+
+    // Run anyway, and it fails: the success is forgotten, a plain retry runs.
+    std::fs::remove_file(c.path().join("ok")).unwrap();
+    let pid = p["id"].as_i64().unwrap();
+    let r = http.client.post(format!("{}/api/v1/jobs/{check}/retry?reuse=false", http.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let j = http.wait_job_status(pid, "check", &["failed"], 60).await;
+    assert_eq!((j["attempt"].as_i64(), c.runs("check")), (Some(2), 4));
+    std::fs::write(c.path().join("ok"), "").unwrap();
+    let r = http.client.post(format!("{}/api/v1/jobs/{check}/retry", http.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let j = http.wait_job_status(pid, "check", &["success"], 60).await;
+    assert_eq!((j["attempt"].as_i64(), c.runs("check")), (Some(3), 5), "the retry ran");
+    assert!(job(&http, check).await.get("reused_from").is_none());
+}
+
 /// GitLab: `rules:changes` is true when a branch is pushed anew (no before sha). With reuse,
 /// only the jobs whose patterns match a changed file run; `package` reads the whole tree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
