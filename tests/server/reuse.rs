@@ -419,3 +419,65 @@ async fn a_result_of_one_project_is_never_reused_by_another() {
     let metrics = get(&http, "/metrics").await.text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "piste_jobs_reused_total 1"), "{metrics}");
 }
+
+/// The pipeline page in a real browser, open while the second pipeline runs: the reused job's
+/// card gets `↺` and "Run anyway" live; the button runs it (posted in the background, the
+/// page stays), and the mark is gone once it has run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_page_marks_a_reused_job_live_and_runs_it_anyway() {
+    use std::time::{Duration, Instant};
+    let c = Counter::new();
+    let go = c.path().join("go");
+    let yaml = format!(
+        "variables:\n  RUNS: {}\nstages: [gate, build]\ngate:\n  stage: gate\n  variables: {{PISTE_REUSE: 'false'}}\n  script:\n    - for i in $(seq 1 1200); do if [ -e '{}' ]; then break; fi; sleep 0.05; done\nbuild:\n  stage: build\n  script: ['{COUNT}']\n",
+        c.path().display(),
+        go.display()
+    );
+    let forge = Forge::new(&yaml);
+    let server = Server::start_full(&forge, 10_000, "", "reuse = true", None, Vec::new());
+    let _runner = RunnerProc::start(&server, "node-shell", "shell");
+    let http = Http::new(&server);
+    let (before, after) = forge.push("main", "first");
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(pipeline_for(&http, &before, &after, "live-1").await["status"], "success");
+    std::fs::remove_file(&go).unwrap();
+
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "again"), Some(SECRET), "live-2").await;
+    let id = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    http.wait_job_status(id, "gate", &["running"], 60).await;
+    let build = job_id(&http.wait_status(id, &["running"], 30).await, "build");
+    let browser = crate::browser::chromium();
+    let mut page = crate::browser::Page::open(&browser).await;
+    page.authorize(&server.token).await;
+    page.goto(&format!("{}/pipelines/{id}", http.base)).await;
+    let card = |what: &str| format!("(() => {{ const c = document.getElementById('job-{build}'); return {what}; }})()");
+    assert_eq!(page.eval(&card("!!c.querySelector('a.reused')")).await, Value::Bool(false));
+    std::fs::write(&go, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let anyway = "c.querySelector('form[data-action=\"retry?reuse=false\"]')";
+    while page.eval(&card(&format!("c.classList.contains('success') && !!c.querySelector('a.reused') && !!{anyway}"))).await
+        != Value::Bool(true)
+    {
+        assert!(Instant::now() < deadline, "the card was not marked: {}", page.eval(&card("c.outerHTML")).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.runs("build"), 1, "reused, not run");
+    let title = page.eval(&card("c.querySelector('a.reused').title")).await;
+    assert!(title.as_str().is_some_and(|t| t.starts_with("reused from pipeline ")), "{title}");
+    page.eval("window.__same_page = true").await;
+    page.eval(&card(&format!("{anyway}.querySelector('button').click()"))).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = job(&http, build).await;
+        if j["attempt"] == 2 && j["status"] == "success" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not run anyway: {j:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.runs("build"), 2, "run anyway");
+    assert_eq!(page.eval("window.__same_page === true").await, Value::Bool(true), "posted in the background");
+    page.goto(&format!("{}/pipelines/{id}", http.base)).await;
+    assert_eq!(page.eval(&card("!!c.querySelector('a.reused')")).await, Value::Bool(false), "it ran: no mark");
+    assert!(job(&http, build).await.get("reused_from").is_none());
+}

@@ -413,7 +413,7 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                             div class={ "job status " (job.status) } id={ "job-" (job.id) } data-name=(job.name) data-needs=(job.needs.join("\n")) {
                                 a href={ "/jobs/" (job.id) } { (job.name) }
                                 @if let Some(from) = &job.reused_from {
-                                    " " a.reused href={ "/jobs/" (from.job_id) } title=(from.to_string()) { "↺" }
+                                    a.reused href={ "/jobs/" (from.job_id) } title=(from.to_string()) { "↺" }
                                 }
                                 span.state { (status_label(job.status.as_str())) " " span.duration { (duration(job.duration_s)) } }
                                 @if let Some(c) = job.coverage { span.coverage { "coverage " (percent(c)) } }
@@ -422,9 +422,9 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                                 }
                                 div.job-actions data-base={ "/api/v1/jobs/" (job.id) } data-csrf=[pipeline.permission.csrf_if_allowed()] {
                                     (action_forms(&format!("/api/v1/jobs/{}", job.id), job_actions(job.status).unless(waiting), "Retry", &pipeline.permission))
-                                }
-                                @if job.reused_from.is_some() && job.status.is_complete() && !waiting {
-                                    @if let Some(csrf) = pipeline.permission.csrf_if_allowed() { (run_anyway_form(job.id, csrf)) }
+                                    @if job.reused_from.is_some() && job.status.is_complete() && !waiting {
+                                        @if let Some(csrf) = pipeline.permission.csrf_if_allowed() { (run_anyway_form(job.id, csrf)) }
+                                    }
                                 }
                             }
                         }

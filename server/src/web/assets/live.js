@@ -4,11 +4,14 @@
 (function () {
   // Buttons only where the page said the caller may act (`data-csrf`, empty for a caller
   // without a session, e.g. one sending a token).
-  function forms(box, actions, retryLabel) {
+  // `reused`: a reused job also gets "Run anyway" (a retry that does not reuse).
+  function forms(box, actions, retryLabel, reused) {
     if (!box || box.dataset.csrf === undefined) return;
     box.textContent = '';
-    [['play', '⏵ Play'], ['retry', '↻ ' + retryLabel], ['cancel', '⊘ Cancel']].forEach(function (a) {
-      if (!actions[a[0]]) return;
+    var all = [['play', '⏵ Play'], ['retry', '↻ ' + retryLabel], ['cancel', '⊘ Cancel']];
+    if (reused && actions.retry) all.push(['retry?reuse=false', '↻ Run anyway']);
+    all.forEach(function (a) {
+      if (a[0] !== 'retry?reuse=false' && !actions[a[0]]) return;
       var f = document.createElement('form');
       f.method = 'post';
       f.action = box.dataset.base + '/' + a[0];
@@ -49,7 +52,18 @@
         span.textContent = j.duration;
         state.appendChild(span);
       }
-      forms(card.querySelector('.job-actions'), j.actions, 'Retry');
+      // `↺` after the name while the job's result is an earlier job's.
+      var mark = card.querySelector('a.reused');
+      if (mark) mark.remove();
+      if (j.reused_from) {
+        var a = document.createElement('a');
+        a.className = 'reused';
+        a.href = '/jobs/' + j.reused_from.job_id;
+        a.title = 'reused from pipeline ' + j.reused_from.pipeline + ', job ' + j.reused_from.job_id + ' (' + j.reused_from.job + ')';
+        a.textContent = '↺';
+        card.firstElementChild.after(a);
+      }
+      forms(card.querySelector('.job-actions'), j.actions, 'Retry', !!j.reused_from);
     });
     document.dispatchEvent(new CustomEvent('piste:pipeline', { detail: p }));
   }
