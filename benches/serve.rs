@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use scheduler::protocol::{FinishRequest, JobPayload, JobRequestBody, Outcome, RegisterRequest, RegisterResponse};
+use scheduler::protocol::{FinishLog, FinishRequest, JobPayload, JobRequestBody, Outcome, RegisterRequest, RegisterResponse};
 
 const SECRET: &str = "bench-webhook-secret";
 const REG: &str = "bench-registration";
@@ -114,17 +114,23 @@ fn git_daemon_program() -> std::path::PathBuf {
     std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
 }
 
-/// What a protocol runner does with a trivial job: one log line, then success.
+/// What a protocol runner does with a trivial job: one log line, then success — the line in
+/// the finish report when the server offers it, as `piste runner` does with a short job's log.
 async fn run_trivially(client: &reqwest::Client, base: &str, job: &JobPayload) {
     let line = format!("$ true\n{} done\n", job.job.name);
-    client
-        .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
-        .bearer_auth(&job.token)
-        .body(line.clone())
-        .send()
-        .await
-        .unwrap();
-    let finish = FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 };
+    let log = if job.log_in_finish {
+        Some(FinishLog(line.clone().into_bytes()))
+    } else {
+        client
+            .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
+            .bearer_auth(&job.token)
+            .body(line.clone())
+            .send()
+            .await
+            .unwrap();
+        None
+    };
+    let finish = FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64, log };
     client
         .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
         .bearer_auth(&job.token)
@@ -311,7 +317,7 @@ async fn main() {
         client
             .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
             .bearer_auth(&job.token)
-            .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: 0 })
+            .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: 0, log: None })
             .send()
             .await
             .unwrap();
