@@ -293,10 +293,32 @@ async fn main() {
         return;
     }
 
-    // 2. Webhook → first job handed out (the mirror is warm; each push is a new 1-job pipeline).
+    // 2. Webhook → first job handed out (the mirror is warm; each push is a new 1-job pipeline),
+    // on a repository with hundreds of commits (the fetch's negotiation sees them all).
     std::fs::write(work.join(".gitlab-ci.yml"), "one:\n  script: [\"true\"]\n").unwrap();
+    git(&work, &["commit", "-qam", "history"]);
+    for i in 0..300 {
+        git(&work, &["commit", "-q", "--allow-empty", "-m", &format!("history {i}")]);
+    }
+    git(&work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let history = git(&work, &["rev-parse", "HEAD"]);
+    // The mirror fetches the history once, with a pipeline whose job is run here first.
+    assert!(send_hook(hook("main", &sha, &history), "history".into()).await.status().is_success());
+    loop {
+        let r = client
+            .post(format!("{base}{}", scheduler::protocol::paths::REQUEST_JOB))
+            .bearer_auth(&tokens[0])
+            .json(&JobRequestBody { free_slots: 1 })
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            run_trivially(&client, &base, &r.json::<JobPayload>().await.unwrap()).await;
+            break;
+        }
+    }
     let mut latencies = Vec::new();
-    let mut before = sha.clone();
+    let mut before = history.clone();
     for i in 0..30 {
         git(&work, &["commit", "-q", "--allow-empty", "-am", &format!("push {i}")]);
         git(&work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
@@ -334,7 +356,7 @@ async fn main() {
     latencies.sort();
     let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
     println!(
-        "webhook → first job handed to a runner: p50 {:.1} ms, p99 {:.1} ms (target p50 < 50 ms; includes the incremental fetch)",
+        "webhook → first job handed to a runner, 300+ commits of history: p50 {:.1} ms, p99 {:.1} ms (target p50 < 30 ms; includes the incremental fetch)",
         p(0.5),
         p(0.99)
     );
