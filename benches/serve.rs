@@ -711,10 +711,20 @@ async fn real_runners(root: &Path, work: &Path, gport: u16) {
     let runner_pids: Vec<u32> = runners.iter().map(|r| r.0.id()).collect();
     let cpu = |pids: &[u32]| pids.iter().map(|&p| cpu_ms(p)).sum::<f64>();
     let children = |pids: &[u32]| pids.iter().map(|&p| children_cpu_ms(p)).sum::<f64>();
-    // `PISTE_BENCH_PERF=FILE`: `perf record` of the server during the measured run, to FILE.
-    let perf = std::env::var("PISTE_BENCH_PERF").ok().map(|out| {
-        Command::new("perf").args(["record", "-F", "4999", "-g", "-o", &out, "-p", &pid.to_string()]).stderr(Stdio::null()).spawn().unwrap()
-    });
+    // `PISTE_BENCH_PERF=FILE`: `perf record` of the server during the measured run, to FILE,
+    // and of the runners to FILE.runners.
+    let runner_list = runner_pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let perf: Vec<_> = std::env::var("PISTE_BENCH_PERF")
+        .ok()
+        .map(|out| {
+            [(out.clone(), pid.to_string()), (format!("{out}.runners"), runner_list.clone())]
+                .into_iter()
+                .map(|(file, pids)| {
+                    Command::new("perf").args(["record", "-F", "4999", "-g", "-o", &file, "-p", &pids]).stderr(Stdio::null()).spawn().unwrap()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let (server_before, runners_before, jobs_before) = (cpu_ms(pid), cpu(&runner_pids), children(&runner_pids));
     let start = Instant::now();
     let r = send_hook(&client, &base, hook("runners", &"0".repeat(40), &sha), "measured".into()).await;
@@ -725,7 +735,7 @@ async fn real_runners(root: &Path, work: &Path, gport: u16) {
     let server_cpu = cpu_ms(pid) - server_before;
     let runner_cpu = cpu(&runner_pids) - runners_before;
     let jobs_cpu = children(&runner_pids) - jobs_before;
-    if let Some(mut perf) = perf {
+    for mut perf in perf {
         let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
         let _ = perf.wait();
     }
