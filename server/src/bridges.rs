@@ -15,8 +15,10 @@
 //!   trigger job with `downstream_pipeline_creation_failed` and the loader's messages
 //!   (`file:line:col`) in its log.
 //!
-//! Multi-project triggers (`trigger: project:`) are refused on the server, with a message
-//! saying so: piste runs them locally with `--project-dir`.
+//! Multi-project triggers (`trigger: project:`) start a pipeline of another project of this
+//! server at the head of `trigger:branch` (fetched into its mirror), `source = pipeline`, if
+//! that project lists the triggering one in `triggered_by`; an unknown or unwilling project
+//! fails the trigger job with a message saying which and what to configure.
 
 use std::sync::Arc;
 
@@ -105,19 +107,20 @@ async fn create(state: &Arc<AppState>, pipeline_id: i64, job_id: i64, attempt: u
     };
     let stored: StoredTrigger =
         serde_json::from_str(&parent.trigger).map_err(|e| StoreError::corrupt(format!("the trigger of pipeline {pipeline_id}"), e))?;
-    if let Some(project) = &trigger.project {
-        return Ok(creation_failed(format!(
-            "multi-project pipelines (`trigger: project: {project}`) are not run by piste's server yet; run them locally with `piste run --project-dir {project}=DIR`"
-        )));
+    let mut context = stored.context.clone();
+    context.pipeline_id = pipeline_id as u64;
+    let predefined = template.job.predefined(&context, job_id as u64);
+    let variables = template.job.downstream_variables(&predefined, trigger.forward);
+    if trigger.project.is_some() {
+        // `trigger:project` and `trigger:branch` are expanded with the trigger job's variables.
+        let lookup: std::collections::HashMap<String, String> =
+            template.job.variables(&predefined, &[]).into_iter().map(|v| (v.key, v.value)).chain(variables.iter().cloned()).collect();
+        return create_multi_project(state, &parent, job_id, attempt, &trigger, &lookup, variables).await;
     }
     let depth = stored.downstream.as_ref().map_or(0, |d| d.depth);
     if let Err(e) = check_depth(depth) {
         return Ok(creation_failed(e.to_string()));
     }
-    let mut context = stored.context.clone();
-    context.pipeline_id = pipeline_id as u64;
-    let predefined = template.job.predefined(&context, job_id as u64);
-    let variables = template.job.downstream_variables(&predefined, trigger.forward);
     let child = StoredTrigger {
         context: child_context(&stored.context, 0),
         downstream: Some(DownstreamInputs { trigger: trigger.clone(), variables, depth: depth + 1, upstream_pipeline: pipeline_id }),
@@ -133,11 +136,25 @@ async fn create(state: &Arc<AppState>, pipeline_id: i64, job_id: i64, attempt: u
         needs_approval: false,
         upstream: Some(Upstream { pipeline_id, job_id }),
     };
-    // One child per attempt, whoever (or however often) asks.
+    record_and_plan(state, &parent.project, new, job_id, attempt, &trigger).await
+}
+
+/// Records the downstream pipeline (one per trigger job attempt, whoever — or however often —
+/// asks), plans it, and says what the trigger job does now (`None`: it waits).
+async fn record_and_plan(
+    state: &Arc<AppState>,
+    project: &str,
+    new: NewPipeline,
+    job_id: i64,
+    attempt: u32,
+    trigger: &Trigger,
+) -> Result<Option<(Outcome, String)>, StoreError> {
+    let upstream = new.upstream.map_or(0, |u| u.pipeline_id);
     let child_id = match state.store.record_pipeline(&format!("trigger:{job_id}:{attempt}"), &new).await? {
         Recorded::Created(id) | Recorded::Duplicate(id) => id,
     };
-    tracing::info!(project = %parent.project, pipeline = child_id, upstream = pipeline_id, job = job_id, "child pipeline created");
+    tracing::info!(%project, pipeline = child_id, upstream, job = job_id, downstream = %new.project, "downstream pipeline created");
+    state.pipeline_changed(child_id, &new.project, true);
     crate::pipelines::plan_and_start(state.clone(), child_id).await;
     let row = state.store.pipeline(child_id).await?.ok_or(StoreError::NotFound { what: "pipeline", id: child_id })?;
     if trigger.waits() && row.status.is_complete() && row.version > 0 {
@@ -146,18 +163,113 @@ async fn create(state: &Arc<AppState>, pipeline_id: i64, job_id: i64, attempt: u
     match row.status {
         PipelineStatus::Failed if row.version == 0 => {
             let error = row.error.unwrap_or_default();
-            return Ok(creation_failed(format!("the child pipeline #{child_id} could not be created:\n{error}")));
+            return Ok(creation_failed(format!("the downstream pipeline #{child_id} could not be created:\n{error}")));
         }
         PipelineStatus::Skipped if row.version == 0 => {
-            return Ok(creation_failed(format!("the child pipeline #{child_id} has no job for this trigger: its `rules` keep none")));
+            return Ok(creation_failed(format!("the downstream pipeline #{child_id} has no job for this trigger: its `rules` keep none")));
         }
         _ => {}
     }
     if !trigger.waits() {
-        return Ok(Some((Outcome::Success, format!("Created the child pipeline #{child_id}"))));
+        return Ok(Some((Outcome::Success, format!("Created the downstream pipeline #{child_id}"))));
     }
-    // It may have ended already (every job skipped, say).
-    Ok(row.status.is_complete().then(|| outcome_of(child_id, row.status)))
+    Ok(None)
+}
+
+/// A chain of downstream pipelines longer than this is refused: multi-project triggers could
+/// loop (GitLab bounds a hierarchy at 1,000 pipelines instead).
+pub const MAX_DOWNSTREAM_CHAIN: usize = 10;
+
+/// `trigger: project:` — a pipeline of another project of this server, at the head of
+/// `trigger:branch` (default: its default branch), `CI_PIPELINE_SOURCE=pipeline`. The target
+/// must list the triggering project in its `triggered_by`.
+async fn create_multi_project(
+    state: &Arc<AppState>,
+    parent: &crate::store::PipelineRow,
+    job_id: i64,
+    attempt: u32,
+    trigger: &Trigger,
+    vars: &std::collections::HashMap<String, String>,
+    variables: Vec<(String, String)>,
+) -> Result<Option<(Outcome, String)>, StoreError> {
+    let name = pipeline_spec::expand::expand(trigger.project.as_deref().unwrap_or_default(), vars);
+    let Some(target) = state.config.project(&name) else {
+        return Ok(creation_failed(format!(
+            "project `{name}` is not configured on this server: a multi-project trigger starts a pipeline of a project listed in piste.toml"
+        )));
+    };
+    if !target.triggered_by.contains(&parent.project) {
+        return Ok(creation_failed(format!(
+            "project `{name}` does not accept pipelines triggered by `{}`: add `triggered_by = [\"{}\"]` to its `[[project]]` in piste.toml",
+            parent.project, parent.project
+        )));
+    }
+    // Walk up: a loop of multi-project triggers ends here.
+    let mut chain = 1;
+    let mut up = parent.upstream;
+    while let Some(u) = up {
+        chain += 1;
+        if chain > MAX_DOWNSTREAM_CHAIN {
+            return Ok(creation_failed(format!(
+                "a chain of downstream pipelines is at most {MAX_DOWNSTREAM_CHAIN} long: is there a loop of multi-project triggers?"
+            )));
+        }
+        up = state.store.pipeline(u.pipeline_id).await?.and_then(|p| p.upstream);
+    }
+    let branch = match &trigger.branch {
+        Some(b) => pipeline_spec::expand::expand(b, vars),
+        None => target.default_branch.clone(),
+    };
+    let fetched = {
+        let (remote, dir, branch) = (state.config.remote(target), state.mirror_dir(&name), branch.clone());
+        tokio::task::spawn_blocking(move || -> Result<Option<crate::git::CommitInfo>, crate::git::GitError> {
+            let mirror = crate::git::Mirror::open_or_init(&dir)?;
+            mirror.fetch_from(&remote)?;
+            match mirror.resolve_ref(&format!("refs/heads/{branch}"))? {
+                Some(sha) => mirror.commit(&sha).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    };
+    let commit = match fetched {
+        Ok(Ok(Some(c))) => c,
+        Ok(Ok(None)) => return Ok(creation_failed(format!("project `{name}` has no branch `{branch}`"))),
+        Ok(Err(e)) => return Ok(creation_failed(format!("project `{name}` could not be fetched: {}", crate::error::chain(&e)))),
+        Err(e) => return Ok(creation_failed(format!("fetching project `{name}` failed: {e}"))),
+    };
+    let context = Context {
+        server_url: state.external_url(),
+        project_path: target.name.clone(),
+        default_branch: target.default_branch.clone(),
+        config_path: target.pipeline_file.clone().unwrap_or_else(|| ".gitlab-ci.yml".into()),
+        commit_sha: commit.id.clone(),
+        branch: Some(branch.clone()),
+        ref_protected: target.is_protected(Some(&branch), None),
+        commit_message: commit.message.clone(),
+        commit_author_name: commit.author_name.clone(),
+        commit_author_email: commit.author_email.clone(),
+        commit_timestamp: commit.timestamp.clone(),
+        source: PipelineSource::Pipeline,
+        pages: pipeline_spec::predefined::Pages::Piste,
+        ..Context::default()
+    };
+    let stored = StoredTrigger {
+        context,
+        downstream: Some(DownstreamInputs { trigger: trigger.clone(), variables, depth: 0, upstream_pipeline: parent.id }),
+    };
+    let new = NewPipeline {
+        project: target.name.clone(),
+        git_ref: format!("refs/heads/{branch}"),
+        sha: commit.id,
+        before_sha: None,
+        source: PipelineSource::Pipeline.as_str().to_string(),
+        trigger: serde_json::to_string(&stored).map_err(|e| StoreError::corrupt("a downstream pipeline's trigger", e))?,
+        created_at: state.now_ms(),
+        needs_approval: false,
+        upstream: Some(Upstream { pipeline_id: parent.id, job_id }),
+    };
+    record_and_plan(state, &parent.project, new, job_id, attempt, trigger).await
 }
 
 /// The trigger job's outcome for a downstream pipeline that ended with `status`.

@@ -61,8 +61,10 @@ fn plan_commit(
         None => vec![".gitlab-ci.yml".into(), ".gitlab-ci-dso.yml".into()],
     };
     let mut found = None;
-    // A child pipeline's configuration is its trigger's `include:`, not a file of the commit.
-    if downstream.is_none() {
+    // A child pipeline's configuration is its trigger's `include:`, not a file of the commit
+    // (a multi-project one's is its project's file).
+    let child = downstream.filter(|d| d.trigger.is_child());
+    if child.is_none() {
         for c in &candidates {
             if let Some(text) = mirror.read_file(&row.sha, c)? {
                 found = Some((c.clone(), text));
@@ -92,7 +94,7 @@ fn plan_commit(
     variables.extend(project.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
     variables.extend(downstream.iter().flat_map(|d| d.variables.iter().cloned()));
     let options = LoadOptions { variables: variables.clone(), max_needs: state.config.max_needs, ..LoadOptions::default() };
-    let loaded = match (downstream, found) {
+    let loaded = match (child, found) {
         (Some(d), _) => {
             let handle = tokio::runtime::Handle::current();
             let artifact = |job: &str, path: &str| crate::bridges::read_artifact(state, &handle, d.upstream_pipeline, job, path);

@@ -106,9 +106,13 @@ async fn child_pipelines_from_a_file_and_an_artifact_run_and_link_to_their_paren
 /// (`downstream_pipeline_creation_failed`) with the loader's `file:line:col` in its log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_or_invalid_child_fails_its_trigger_job() {
-    let forge =
-        Forge::new("fails:\n  trigger:\n    include: ci/fail.yml\n    strategy: depend\nbad:\n  trigger:\n    include: ci/bad.yml\n");
+    let forge = Forge::new(
+        "fails:\n  trigger:\n    include: ci/fail.yml\n    strategy: depend\nbad:\n  trigger:\n    include: ci/bad.yml\ndeep:\n  trigger:\n    include: ci/l1.yml\n    strategy: depend\n",
+    );
     std::fs::create_dir_all(forge.work().join("ci")).unwrap();
+    std::fs::write(forge.work().join("ci/l1.yml"), "level1:\n  trigger:\n    include: ci/l2.yml\n    strategy: depend\n").unwrap();
+    std::fs::write(forge.work().join("ci/l2.yml"), "level2:\n  trigger:\n    include: ci/l3.yml\n    strategy: depend\n").unwrap();
+    std::fs::write(forge.work().join("ci/l3.yml"), "never:\n  script: [echo three]\n").unwrap();
     std::fs::write(forge.work().join("ci/fail.yml"), "boom:\n  script: [exit 4]\n").unwrap();
     std::fs::write(forge.work().join("ci/bad.yml"), "oops:\n  scrpt: [echo]\n").unwrap();
     let server = Server::start(&forge, 5000, "");
@@ -127,4 +131,58 @@ async fn a_failed_or_invalid_child_fails_its_trigger_job() {
     let child = get(&http, &format!("/api/v1/pipelines/{parent}")).await;
     let failed_child = child["downstream"].as_array().unwrap().iter().find(|d| d["job_id"] == fails["id"]).unwrap().clone();
     assert_eq!(failed_child["status"], "failed");
+
+    // GitLab's `MAX_DESCENDANTS_DEPTH`: parent → level 1 → level 2; level 2's trigger job fails.
+    let deep = p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "deep").unwrap_or_else(|| panic!("{p:#}")).clone();
+    assert_eq!(deep["status"], "failed", "{p:#}");
+    let down_of = |v: &Value, job: &Value| {
+        v["downstream"].as_array().unwrap().iter().find(|d| d["job_id"] == job["id"]).unwrap()["id"].as_i64().unwrap()
+    };
+    let l1 = get(&http, &format!("/api/v1/pipelines/{}", down_of(&child, &deep))).await;
+    let level1 = l1["jobs"][0].clone();
+    let l2 = get(&http, &format!("/api/v1/pipelines/{}", down_of(&l1, &level1))).await;
+    let level2 = l2["jobs"][0].clone();
+    assert_eq!(level2["status"], "failed", "{l2:#}");
+    assert!(level2["failure_reason"].as_str().unwrap_or("").contains("reached the maximum depth of child pipelines (2)"), "{level2:#}");
+    assert!(l2.get("downstream").is_none(), "no third level: {l2:#}");
+}
+
+/// Multi-project triggers between projects of one server: the target runs at the head of
+/// `trigger:branch` with `CI_PIPELINE_SOURCE=pipeline` and the trigger job's variables, and
+/// `strategy: depend` takes its status — if the target lists the triggering project in
+/// `triggered_by` (piste's rule: a downstream pipeline of a protected branch gets its
+/// secrets, so the target opts in); an unknown project or one that did not opt in fails the
+/// trigger job saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_project_triggers_run_the_target_at_its_branch_when_it_accepts_them() {
+    let forge = Forge::new(
+        "to-other:\n  variables:\n    FROM_UP: up\n  trigger:\n    project: group/other\n    branch: release\n    strategy: depend\nto-closed:\n  trigger: group/closed\nto-unknown:\n  trigger: group/nope\n",
+    );
+    let other = Forge::new(
+        "other-job:\n  script:\n    - echo \"other source=$CI_PIPELINE_SOURCE branch=$CI_COMMIT_BRANCH up=$FROM_UP project=$CI_PROJECT_PATH\"\n",
+    );
+    other.push("release", "release");
+    let extra = format!(
+        "[[project]]\nname = \"group/other\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\ntriggered_by = [\"app\"]\n\n[[project]]\nname = \"group/closed\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\n",
+        other.url, other.url
+    );
+    let server = Server::start(&forge, 5000, &extra);
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let parent = push(&forge, &http, "m-1").await;
+    let p = http.wait_status(parent, &["success", "failed", "canceled"], 90).await;
+    let job = |name: &str| p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).unwrap().clone();
+    assert_eq!(job("to-other")["status"], "success", "{p:#}\n{}", server.log());
+    let closed = job("to-closed");
+    assert_eq!(closed["status"], "failed");
+    assert!(closed["failure_reason"].as_str().unwrap_or("").contains("does not accept pipelines triggered by `app`"), "{closed:#}");
+    let unknown = job("to-unknown");
+    assert!(unknown["failure_reason"].as_str().unwrap_or("").contains("`group/nope` is not configured on this server"), "{unknown:#}");
+    let down = p["downstream"].as_array().unwrap().clone();
+    assert_eq!(down.len(), 1, "only the accepted trigger created a pipeline: {p:#}");
+    assert_eq!((down[0]["project"].as_str(), down[0]["source"].as_str()), (Some("group/other"), Some("pipeline")));
+    let target = http.wait_status(down[0]["id"].as_i64().unwrap(), &["success"], 30).await;
+    assert_eq!(target["ref"], "refs/heads/release");
+    let log = http.log(job_id(&target, "other-job")).await;
+    assert!(log.contains("other source=pipeline branch=release up=up project=group/other"), "{log}");
 }
