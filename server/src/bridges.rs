@@ -11,6 +11,8 @@
 //!   child's final status (success → success, failed or skipped → failed, canceled →
 //!   canceled). A child blocked by a manual job is not finished, so the trigger job keeps
 //!   running, as GitLab's;
+//! - canceling a pipeline cancels its child pipelines (GitLab's cascade), not multi-project
+//!   ones;
 //! - a child that cannot be created (invalid configuration, GitLab's depth limit) fails the
 //!   trigger job with `downstream_pipeline_creation_failed` and the loader's messages
 //!   (`file:line:col`) in its log.
@@ -292,6 +294,15 @@ pub fn downstream_finished(
     status: PipelineStatus,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + '_>> {
     Box::pin(async move {
+        // GitLab: canceling a pipeline cancels its child pipelines (not multi-project ones).
+        if status == PipelineStatus::Canceled {
+            for child in state.store.downstream_pipelines(pipeline_id).await? {
+                if child.source == PipelineSource::ParentPipeline.as_str() && !child.status.is_complete() && child.version > 0 {
+                    tracing::info!(project = %child.project, pipeline = child.id, upstream = pipeline_id, "child pipeline canceled with its parent");
+                    crate::pipelines::process(state, child.id, vec![Event::Cancel { now: state.now_ms() as u64 }], Vec::new()).await?;
+                }
+            }
+        }
         let Some(row) = state.store.pipeline(pipeline_id).await? else { return Ok(()) };
         let Some(up) = row.upstream else { return Ok(()) };
         let Some(job) = state.store.job(up.job_id).await? else { return Ok(()) };

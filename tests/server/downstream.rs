@@ -186,3 +186,32 @@ async fn multi_project_triggers_run_the_target_at_its_branch_when_it_accepts_the
     let log = http.log(job_id(&target, "other-job")).await;
     assert!(log.contains("other source=pipeline branch=release up=up project=group/other"), "{log}");
 }
+
+/// GitLab: canceling a parent pipeline cancels its running child pipelines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceling_the_parent_cancels_its_child() {
+    let forge = Forge::new("t:\n  trigger:\n    include: ci/child.yml\n    strategy: depend\n");
+    std::fs::create_dir_all(forge.work().join("ci")).unwrap();
+    std::fs::write(forge.work().join("ci/child.yml"), "slow:\n  script: [sleep 30]\n").unwrap();
+    let server = Server::start(&forge, 5000, "");
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let parent = push(&forge, &http, "c-1").await;
+    let p = http.wait_status(parent, &["running"], 60).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let child = loop {
+        let v = get(&http, &format!("/api/v1/pipelines/{parent}")).await;
+        if let Some(id) = v["downstream"].as_array().and_then(|d| d.first()).and_then(|d| d["id"].as_i64()) {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no child pipeline in 60 s: {v:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    http.wait_job_status(child, "slow", &["running"], 60).await;
+    let r = http.client.post(format!("{}/api/v1/pipelines/{parent}/cancel", http.base)).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let c = http.wait_status(child, &["canceled"], 60).await;
+    assert_eq!(c["jobs"][0]["status"], "canceled", "{c:#}");
+    let p2 = http.wait_status(parent, &["canceled"], 60).await;
+    assert_eq!(p2["jobs"][0]["status"], "canceled", "{p:#}\n{p2:#}");
+}

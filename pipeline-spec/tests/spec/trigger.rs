@@ -173,3 +173,23 @@ fn child_pipelines_nest_two_levels_deep() {
     let e = check_depth(2).unwrap_err().to_string();
     assert!(e.contains("reached the maximum depth of child pipelines (2)"), "{e}");
 }
+
+/// GitLab: `trigger:include` takes `project` + `file` (+ `ref`) and `template` entries as
+/// `include:` does; they are read through the same resolver (another project's file at its
+/// ref, a GitLab template), so whatever resolves for `include:` resolves for a child.
+#[test]
+fn child_configuration_reads_other_projects_and_templates_through_the_include_resolver() {
+    let yml = "t:\n  trigger:\n    include:\n      - project: group/shared\n        ref: v1\n        file: ci/child.yml\n      - template: Child.gitlab-ci.yml\n";
+    let trigger = bridge(yml, "t");
+    let mut base = pipeline_spec::load::MemoryResolver::new();
+    base.add_at(Some("group/shared"), "ci/child.yml", "v1", "shared-job:\n  script: [x]\n");
+    base.add_template("Child.gitlab-ci.yml", "template-job:\n  script: [y]\n");
+    let res = WithArtifacts { base: &base, artifact: |_: &str, _: &str| Err(ResolveError::NotFound) };
+    let loaded = load_child("`trigger:include` of job `t`", &trigger, &res, &LoadOptions::default());
+    assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
+    assert_eq!(loaded.pipeline.unwrap().jobs.keys().collect::<Vec<_>>(), ["shared-job", "template-job"]);
+    // A project the resolver does not know is "unavailable", as for `include:`.
+    let unknown = bridge("t:\n  trigger:\n    include:\n      - project: group/absent\n        file: c.yml\n", "t");
+    let loaded = load_child("`trigger:include` of job `t`", &unknown, &res, &LoadOptions::default());
+    assert!(loaded.unavailable().next().is_some(), "{}", diagnostics(&loaded));
+}
