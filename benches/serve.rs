@@ -6,9 +6,13 @@
 //!   4. log latency: a line a real runner's job prints → a live follower.
 //!   5. memory: a fresh server's RSS after 100 and after 1,000 finished pipelines (3 jobs each):
 //!      finished pipelines must leave memory.
+//!   6. real runners (`-- runners` only): 4 `piste runner` processes (shell executor, 4 slots
+//!      each) run a pipeline of 500 trivial jobs: jobs/s, and the CPU per job of the server and
+//!      of the runners (their own processes; the jobs' shells apart).
 //!
 //! Run with `cargo bench --bench serve` (or `make bench-server`); `cargo bench --bench serve --
-//! rss` runs the memory measurement only, `-- dispatch` the dispatch throughput only. `PISTE_BENCH_DATABASE=postgres://…` puts the queue in
+//! rss` runs the memory measurement only, `-- dispatch` the dispatch throughput only, `-- runners` the
+//! real runners only. `PISTE_BENCH_DATABASE=postgres://…` puts the queue in
 //! PostgreSQL and `PISTE_BENCH_STORAGE=s3://…` logs and artifacts in object storage;
 //! `benches/pg-s3.sh` starts both (a durable PostgreSQL and moto) and runs this with them.
 
@@ -18,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use scheduler::protocol::{FinishRequest, JobPayload, JobRequestBody, Outcome, RegisterRequest, RegisterResponse};
+use scheduler::protocol::{FinishLog, FinishRequest, JobPayload, JobRequestBody, Outcome, RegisterRequest, RegisterResponse};
 
 const SECRET: &str = "bench-webhook-secret";
 const REG: &str = "bench-registration";
@@ -114,17 +118,23 @@ fn git_daemon_program() -> std::path::PathBuf {
     std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("git-daemon")
 }
 
-/// What a protocol runner does with a trivial job: one log line, then success.
+/// What a protocol runner does with a trivial job: one log line, then success — the line in
+/// the finish report when the server offers it, as `piste runner` does with a short job's log.
 async fn run_trivially(client: &reqwest::Client, base: &str, job: &JobPayload) {
     let line = format!("$ true\n{} done\n", job.job.name);
-    client
-        .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
-        .bearer_auth(&job.token)
-        .body(line.clone())
-        .send()
-        .await
-        .unwrap();
-    let finish = FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 };
+    let log = if job.log_in_finish {
+        Some(FinishLog(line.clone().into_bytes()))
+    } else {
+        client
+            .put(format!("{base}{}", scheduler::protocol::paths::log(job.job_id, 0)))
+            .bearer_auth(&job.token)
+            .body(line.clone())
+            .send()
+            .await
+            .unwrap();
+        None
+    };
+    let finish = FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64, log };
     client
         .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
         .bearer_auth(&job.token)
@@ -175,6 +185,10 @@ async fn main() {
     );
     wait(gport);
     let only = |part: &str| std::env::args().any(|a| a == part);
+    if only("runners") {
+        real_runners(root, &work, gport).await;
+        return;
+    }
     if !only("dispatch") {
         rss_after_finished_pipelines(root, gport, &small).await;
     }
@@ -311,7 +325,7 @@ async fn main() {
         client
             .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
             .bearer_auth(&job.token)
-            .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: 0 })
+            .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: 0, log: None })
             .send()
             .await
             .unwrap();
@@ -512,8 +526,9 @@ fn start_server(root: &Path, name: &str, gport: u16, poll_ms: u64) -> (Kill, Str
         ),
     )
     .unwrap();
-    let server =
-        Kill(Command::new(env!("CARGO_BIN_EXE_piste")).args(["serve", "--config"]).arg(&config).stderr(Stdio::null()).spawn().unwrap());
+    // `PISTE_BENCH_VERBOSE=1` shows the server's log.
+    let stderr = if std::env::var_os("PISTE_BENCH_VERBOSE").is_some() { Stdio::inherit() } else { Stdio::null() };
+    let server = Kill(Command::new(env!("CARGO_BIN_EXE_piste")).args(["serve", "--config"]).arg(&config).stderr(stderr).spawn().unwrap());
     wait(sport);
     (server, format!("http://127.0.0.1:{sport}"))
 }
@@ -614,4 +629,105 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
         start.elapsed().as_secs_f64()
     );
     drop(server);
+}
+
+/// CPU time (user + system) of the children a process has waited for, in milliseconds.
+fn children_cpu_ms(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(16) + ticks(17)) * 1000.0 / clock_ticks_per_second()
+}
+
+/// Real runners (6.): 4 `piste runner` processes, shell executor, 4 slots each, drain one
+/// pipeline of 500 trivial jobs (checkout from the server over smart HTTP, the script, log,
+/// finish). Throughput from the webhook to the pipeline's success; CPU per job of the server
+/// and of the runner processes (the jobs' own shells are their children, counted apart).
+async fn real_runners(root: &Path, work: &Path, gport: u16) {
+    const JOBS: usize = 500;
+    let mut yml = String::new();
+    for i in 0..JOBS {
+        yml.push_str(&format!("r{i}:\n  script: [\"true\"]\n"));
+    }
+    git(work, &["checkout", "-q", "-b", "runners"]);
+    std::fs::write(work.join(".gitlab-ci.yml"), &yml).unwrap();
+    git(work, &["commit", "-qam", "runners"]);
+    git(work, &["push", "-q", "origin", "HEAD:refs/heads/runners"]);
+    let sha = git(work, &["rev-parse", "HEAD"]);
+    git(work, &["checkout", "-q", "main"]);
+
+    let (server, base) = start_server(root, "runners", gport, 5000);
+    let pid = server.0.id();
+    let client = reqwest::Client::new();
+    let mut runners = Vec::new();
+    for i in 0..4 {
+        let conf = root.join(format!("runner-{i}.toml"));
+        let reg = Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["runner", "register", "--url", &base, "--token", REG, "--name", &format!("real-{i}"), "--config"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(reg.status.success(), "{}", String::from_utf8_lossy(&reg.stderr));
+        runners.push(Kill(
+            Command::new(env!("CARGO_BIN_EXE_piste"))
+                .args(["runner", "run", "--executor", "shell", "--concurrency", "4", "--work-dir"])
+                .arg(root.join(format!("runner-{i}-work")))
+                .arg("--config")
+                .arg(&conf)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    // Warm each runner's repository cache with one small pipeline first (its first checkout is
+    // a clone), so the measured run sees the steady state.
+    let warm = send_hook(&client, &base, hook("runners", &"0".repeat(40), &sha), "warm".into()).await;
+    let warm_id = warm.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    wait_pipeline(&client, &base, warm_id).await;
+
+    let runner_pids: Vec<u32> = runners.iter().map(|r| r.0.id()).collect();
+    let cpu = |pids: &[u32]| pids.iter().map(|&p| cpu_ms(p)).sum::<f64>();
+    let children = |pids: &[u32]| pids.iter().map(|&p| children_cpu_ms(p)).sum::<f64>();
+    // `PISTE_BENCH_PERF=FILE`: `perf record` of the server during the measured run, to FILE.
+    let perf = std::env::var("PISTE_BENCH_PERF").ok().map(|out| {
+        Command::new("perf").args(["record", "-F", "4999", "-g", "-o", &out, "-p", &pid.to_string()]).stderr(Stdio::null()).spawn().unwrap()
+    });
+    let (server_before, runners_before, jobs_before) = (cpu_ms(pid), cpu(&runner_pids), children(&runner_pids));
+    let start = Instant::now();
+    let r = send_hook(&client, &base, hook("runners", &"0".repeat(40), &sha), "measured".into()).await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    wait_pipeline(&client, &base, id).await;
+    let elapsed = start.elapsed();
+    wait_sealed(&client, &base).await;
+    let server_cpu = cpu_ms(pid) - server_before;
+    let runner_cpu = cpu(&runner_pids) - runners_before;
+    let jobs_cpu = children(&runner_pids) - jobs_before;
+    if let Some(mut perf) = perf {
+        let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+    }
+    println!(
+        "real runners: {JOBS} jobs through 4 `piste runner` × 4 slots (shell) in {} ms: {:.0} jobs/s (target >= 500); \
+         CPU per job: server {:.2} ms (target <= 1.0), runners {:.2} ms (target <= 1.5), the jobs' shells {:.2} ms",
+        elapsed.as_millis(),
+        JOBS as f64 / elapsed.as_secs_f64(),
+        server_cpu / JOBS as f64,
+        runner_cpu / JOBS as f64,
+        jobs_cpu / JOBS as f64,
+    );
+    drop(runners);
+    drop(server);
+}
+
+/// Waits until pipeline `id` succeeds (panics if it ends otherwise).
+async fn wait_pipeline(client: &reqwest::Client, base: &str, id: i64) {
+    loop {
+        let p: serde_json::Value = client.get(format!("{base}/api/v1/pipelines/{id}")).send().await.unwrap().json().await.unwrap();
+        match p["status"].as_str() {
+            Some("success") => return,
+            Some("failed" | "canceled") => panic!("pipeline {id} ended {}: {p:#}", p["status"]),
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
 }

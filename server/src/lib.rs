@@ -63,6 +63,10 @@ use scheduler::{Event, PipelineStatus};
 /// the store when needed again).
 const MAX_ENGINES: usize = 1024;
 
+/// Most pipelines whose project is remembered ([`AppState::project_of`]); past it, all are
+/// forgotten (a read each brings them back).
+const MAX_PROJECTS_REMEMBERED: usize = 4096;
+
 /// Most jobs whose queueing time is remembered for the dispatch latency (metrics only).
 const MAX_QUEUED_AT: usize = 65_536;
 
@@ -93,6 +97,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// When each job this server queued became pending, for the dispatch latency.
     queued_at: Mutex<HashMap<i64, tokio::time::Instant>>,
+    /// Each pipeline's project, which never changes: the runner protocol's calls need it
+    /// (secrets to mask) without reading the pipeline row every time. Bounded.
+    projects: Mutex<HashMap<i64, Arc<str>>>,
     /// The deadline the delayed-job timer sleeps until (ms; `i64::MAX`: none), and its wake-up
     /// when an earlier one is stored.
     timer_deadline: AtomicI64,
@@ -165,6 +172,7 @@ impl AppState {
             queued: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             queued_at: Mutex::new(HashMap::new()),
+            projects: Mutex::new(HashMap::new()),
             timer_deadline: AtomicI64::new(i64::MAX),
             timer: tokio::sync::Notify::new(),
             sealing: Arc::new(tokio::sync::Semaphore::new(SEALS_AT_ONCE)),
@@ -267,8 +275,23 @@ impl AppState {
 
     /// The secrets of the pipeline's project, masked again in stored logs.
     async fn project_secrets(&self, pipeline_id: i64) -> Result<Vec<String>, crate::store::StoreError> {
-        let Some(p) = self.store.pipeline(pipeline_id).await? else { return Ok(Vec::new()) };
-        Ok(self.config.project(&p.project).map(|c| c.secrets.values().filter(|v| !v.is_empty()).cloned().collect()).unwrap_or_default())
+        let Some(project) = self.project_of(pipeline_id).await? else { return Ok(Vec::new()) };
+        Ok(self.config.project(&project).map(|c| c.secrets.values().filter(|v| !v.is_empty()).cloned().collect()).unwrap_or_default())
+    }
+
+    /// The pipeline's project (remembered: it never changes); `None` for no such pipeline.
+    async fn project_of(&self, pipeline_id: i64) -> Result<Option<Arc<str>>, crate::store::StoreError> {
+        if let Some(p) = self.projects.lock().unwrap_or_else(|e| e.into_inner()).get(&pipeline_id) {
+            return Ok(Some(p.clone()));
+        }
+        let Some(row) = self.store.pipeline(pipeline_id).await? else { return Ok(None) };
+        let project: Arc<str> = row.project.into();
+        let mut projects = self.projects.lock().unwrap_or_else(|e| e.into_inner());
+        if projects.len() >= MAX_PROJECTS_REMEMBERED {
+            projects.clear();
+        }
+        projects.insert(pipeline_id, project.clone());
+        Ok(Some(project))
     }
 
     fn mark_queued(&self, commands: &[scheduler::Command], ids: &HashMap<String, i64>) {

@@ -339,13 +339,24 @@ pub struct Cached {
     /// The `wake_at` last stored for the pipeline; `None` until this server stored one (so the
     /// first change after a rebuild stores it).
     wake_at: Option<Option<i64>>,
+    /// Events the engine has applied that the pipeline's log does not hold yet: job starts
+    /// that changed nothing else ([`job_started`]). They are stored with the next transition.
+    deferred: Vec<Event>,
     /// Trigger jobs: run by the server ([`crate::bridges`]), never queued for runners.
     bridges: std::collections::HashSet<String>,
 }
 
 impl Cached {
     pub fn empty() -> Cached {
-        Cached { engine: None, version: 0, ids: HashMap::new(), project: String::new(), wake_at: None, bridges: Default::default() }
+        Cached {
+            engine: None,
+            version: 0,
+            ids: HashMap::new(),
+            project: String::new(),
+            wake_at: None,
+            deferred: Vec::new(),
+            bridges: Default::default(),
+        }
     }
 }
 
@@ -375,7 +386,26 @@ async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreErro
         // Replay: the commands were applied when the events were first processed.
         let _ = engine.on(ev);
     }
-    Ok(Cached { engine: Some(engine), version, ids, project, wake_at: None, bridges })
+    Ok(Cached { engine: Some(engine), version, ids, project, wake_at: None, deferred: Vec::new(), bridges })
+}
+
+/// A runner took a job. The claim stored it as running in its row already; the engine learns
+/// it here. When that changes nothing else the store keeps — the pipeline's status, its
+/// wake-up time — the event waits in memory and joins the pipeline's log with its next
+/// transition (usually the job's finish): a write transaction fewer per job. Losing it (a
+/// crash, an engine dropped from memory) loses nothing the engine needs: a pending job may
+/// finish, be canceled or lose its lease without having started; only its start time is
+/// missing from the engine's timeline (the job row keeps it).
+pub async fn job_started(state: &AppState, pipeline_id: i64, event: Event) -> Result<(), StoreError> {
+    process_once(state, pipeline_id, vec![event], Vec::new(), Defer::IfNothingElse).await.map(drop)
+}
+
+/// Whether [`process_once`] may keep its events in memory instead of storing them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Defer {
+    Never,
+    /// When they only mark jobs running (which their rows say already).
+    IfNothingElse,
 }
 
 /// Applies `events` to the pipeline's engine and stores the result, with `extra` job updates
@@ -459,7 +489,7 @@ async fn process_cancels(
     events: Vec<Event>,
     extra: Vec<JobUpdate>,
 ) -> Result<Vec<Command>, StoreError> {
-    let mut all = process_once(state, pipeline_id, events, extra).await?;
+    let mut all = process_once(state, pipeline_id, events, extra, Defer::Never).await?;
     let mut pending = all.clone();
     for _round in 0..4 {
         let mut finished = Vec::new();
@@ -484,18 +514,30 @@ async fn process_cancels(
         if finished.is_empty() {
             break;
         }
-        pending = process_once(state, pipeline_id, finished, Vec::new()).await?;
+        pending = process_once(state, pipeline_id, finished, Vec::new(), Defer::Never).await?;
         all.extend(pending.iter().cloned());
     }
     Ok(all)
 }
 
-async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, extra: Vec<JobUpdate>) -> Result<Vec<Command>, StoreError> {
+async fn process_once(
+    state: &AppState,
+    pipeline_id: i64,
+    events: Vec<Event>,
+    extra: Vec<JobUpdate>,
+    defer: Defer,
+) -> Result<Vec<Command>, StoreError> {
     let lock = state.pipeline_lock(pipeline_id).await;
     let mut cached = lock.lock().await;
     for _attempt in 0..8 {
         if cached.engine.is_none() {
+            // Deferred starts are offered to the rebuilt engine again (one that another server
+            // stored meanwhile is refused as a repeat).
+            let deferred = std::mem::take(&mut cached.deferred);
             *cached = rebuild(state, pipeline_id).await?;
+            if let Some(engine) = cached.engine.as_mut() {
+                cached.deferred = deferred.into_iter().filter(|ev| engine.on(ev.clone()).is_ok()).collect();
+            }
         }
         // Events are applied to the cached engine in place (cloning a 1,000-job engine for every
         // event dominated dispatch); if storing them fails, the cache is dropped and rebuilt.
@@ -560,10 +602,18 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
         if applied.is_empty() && jobs.is_empty() && cached.wake_at == Some(wake_at) {
             return Ok(commands);
         }
-        let transition =
-            Transition { pipeline_id, expected_version: cached.version, events: applied, jobs, pipeline_status, wake_at, at: now };
+        let only_starts = commands.iter().all(|c| matches!(c, Command::JobStatusChanged { status: JobStatus::Running, .. }));
+        if defer == Defer::IfNothingElse && only_starts && pipeline_status.is_none() && extra.is_empty() && cached.wake_at == Some(wake_at)
+        {
+            cached.deferred.extend(applied);
+            return Ok(commands);
+        }
+        let deferred = cached.deferred.len();
+        let events = cached.deferred.iter().cloned().chain(applied).collect();
+        let transition = Transition { pipeline_id, expected_version: cached.version, events, jobs, pipeline_status, wake_at, at: now };
         match state.store.apply(&transition).await {
             Ok(version) => {
+                cached.deferred.drain(..deferred);
                 cached.version = version;
                 cached.wake_at = Some(wake_at);
                 log_ended(&cached.project, pipeline_id, &ended, &transition.jobs);
