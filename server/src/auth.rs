@@ -472,6 +472,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             approval: None,
+            upstream: None,
         };
         assert!(!pipeline_protected(&row("{\"ref_protected\": false}")));
         assert!(pipeline_protected(&row("{\"ref_protected\": true}")));

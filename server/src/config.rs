@@ -396,6 +396,11 @@ pub struct ProjectConfig {
     /// Where the pipeline's state is posted as a commit status.
     #[serde(default)]
     pub forge: Option<ForgeConfig>,
+    /// Projects of this server whose trigger jobs may start this project's pipelines
+    /// (`trigger: project: <this name>`). Empty (the default): none may — a downstream
+    /// pipeline of a protected branch gets that branch's secrets, so the target opts in.
+    #[serde(default)]
+    pub triggered_by: Vec<String>,
     /// Reuse of job results: `true` (every eligible job), `"per-job"` (jobs with
     /// `PISTE_REUSE: "true"`), `false` (the default: never, whatever the jobs say).
     #[serde(default)]

@@ -11,6 +11,7 @@ mod api;
 pub mod artifacts;
 pub mod auth;
 pub mod blob;
+pub mod bridges;
 pub mod clock;
 pub mod config;
 mod error;
@@ -73,6 +74,9 @@ const MAX_QUEUED_AT: usize = 65_536;
 /// Per-job values (log locks, log watchers) shared by whoever uses them right now.
 type PerJob<T> = Arc<Mutex<HashMap<i64, Arc<T>>>>;
 
+/// A trigger job the engine started: pipeline, job id, name, attempt.
+type BridgeStart = (i64, i64, String, u32);
+
 /// Shared by every request and background task.
 pub struct AppState {
     pub config: Config,
@@ -111,6 +115,10 @@ pub struct AppState {
     pub changes: live::Changes,
     /// Templates, remote files and component hosts for pipelines' `include:`.
     pub includes: includes::Includes,
+    /// Trigger jobs the engine started, for the task `serve` runs ([`bridges::start`]). At most
+    /// one message per trigger job attempt, so bounded by the pipelines' size.
+    bridge_tx: tokio::sync::mpsc::UnboundedSender<BridgeStart>,
+    bridge_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<BridgeStart>>>,
 }
 
 /// A per-job value; the map's entry goes with its last holder.
@@ -150,7 +158,10 @@ impl AppState {
             Vec::new()
         });
         let includes = includes::Includes::new(&config);
+        let (bridge_tx, bridge_rx) = tokio::sync::mpsc::unbounded_channel();
         AppState {
+            bridge_tx,
+            bridge_rx: Mutex::new(Some(bridge_rx)),
             logs: Logs::for_blobs(&config.data_dir, &blobs, &store),
             blobs,
             config,
@@ -206,6 +217,13 @@ impl AppState {
             self.log_watch.lock().unwrap_or_else(|e| e.into_inner()).len(),
             count(&self.queued_at),
         ]
+    }
+
+    /// Hands a trigger job the engine started to the bridge task.
+    fn start_bridge(&self, pipeline: i64, job: i64, name: String, attempt: u32) {
+        if self.bridge_tx.send((pipeline, job, name, attempt)).is_err() {
+            tracing::error!(pipeline, job, "the trigger-job task is gone: the job stays running until the server restarts");
+        }
     }
 
     async fn log_lock(&self, job: i64) -> Held<tokio::sync::Mutex<()>> {
@@ -461,6 +479,15 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
     if let Err(e) = pipelines::resume_approved(&state).await {
         tracing::error!(error = %error::chain(&e), "cannot start the pipelines approved before a restart");
     }
+    if let Some(mut rx) = state.bridge_rx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let state = state.clone();
+        tokio::spawn(async move {
+            while let Some((pipeline, job, name, attempt)) = rx.recv().await {
+                tokio::spawn(bridges::start(state.clone(), pipeline, job, name, attempt));
+            }
+        });
+    }
+    bridges::resume(&state).await;
     tokio::spawn(forge::run(state.clone(), shutdown.clone()));
     forge::resume(&state).await;
     tokio::spawn(reap_leases(state.clone(), shutdown.clone()));

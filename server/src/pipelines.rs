@@ -36,6 +36,9 @@ pub struct JobTemplate {
     /// engine is rebuilt from the rows, and `on_job_failure` is part of its specification).
     #[serde(default)]
     pub auto_cancel: PlanAutoCancel,
+    /// A trigger job's `trigger:`: it never reaches a runner ([`crate::bridges`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<pipeline_spec::model::Trigger>,
     /// `Some` when the job's result may be reused (no `environment`, not a trigger job:
     /// `scheduler::job::never_reused`), with its `rules:changes`/`only:changes` patterns as
     /// written; `None`: never (rows planned before reuse existed too).
@@ -44,7 +47,12 @@ pub struct JobTemplate {
 }
 
 /// The commit's pipeline file, loaded and planned. Blocking (git): call from `spawn_blocking`.
-fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Option<(Plan, pipeline_spec::model::Pipeline)>, StartError> {
+fn plan_commit(
+    state: &AppState,
+    row: &PipelineRow,
+    ctx: &Context,
+    downstream: Option<&crate::bridges::DownstreamInputs>,
+) -> Result<Option<(Plan, pipeline_spec::model::Pipeline)>, StartError> {
     let project = state.config.project(&row.project).ok_or_else(|| StartError::ProjectGone(row.project.clone()))?;
     let mirror = state.mirror(&row.project)?;
     if !mirror.has_commit(&row.sha) {
@@ -58,16 +66,21 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
         None => vec![".gitlab-ci.yml".into(), ".gitlab-ci-dso.yml".into()],
     };
     let mut found = None;
-    for c in &candidates {
-        if let Some(text) = mirror.read_file(&row.sha, c)? {
-            found = Some((c.clone(), text));
-            break;
+    // A child pipeline's configuration is its trigger's `include:`, not a file of the commit
+    // (a multi-project one's is its project's file).
+    let child = downstream.filter(|d| d.trigger.is_child());
+    if child.is_none() {
+        for c in &candidates {
+            if let Some(text) = mirror.read_file(&row.sha, c)? {
+                found = Some((c.clone(), text));
+                break;
+            }
+        }
+        if found.is_none() {
+            let at = &row.sha[..row.sha.len().min(12)];
+            return Err(StartError::Invalid(format!("no pipeline file at {at} (looked for {})", candidates.join(", "))));
         }
     }
-    let Some((file, text)) = found else {
-        let at = &row.sha[..row.sha.len().min(12)];
-        return Err(StartError::Invalid(format!("no pipeline file at {at} (looked for {})", candidates.join(", "))));
-    };
     let others: HashMap<String, crate::git::Mirror> = state
         .config
         .projects
@@ -84,8 +97,18 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
     mirror.pin(row.id, &row.sha)?;
     let mut variables = ctx.pipeline_variables();
     variables.extend(project.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+    variables.extend(downstream.iter().flat_map(|d| d.variables.iter().cloned()));
     let options = LoadOptions { variables: variables.clone(), max_needs: state.config.max_needs, ..LoadOptions::default() };
-    let loaded = load(&file, &file, &text, &resolver, &options);
+    let loaded = match (child, found) {
+        (Some(d), _) => {
+            let handle = tokio::runtime::Handle::current();
+            let artifact = |job: &str, path: &str| crate::bridges::read_artifact(state, &handle, d.upstream_pipeline, job, path);
+            let with = pipeline_spec::child::WithArtifacts { base: &resolver, artifact };
+            pipeline_spec::child::load_child("`trigger:include`", &d.trigger, &with, &options)
+        }
+        (None, Some((file, text))) => load(&file, &file, &text, &resolver, &options),
+        (None, None) => return Err(StartError::Invalid("no pipeline file".into())),
+    };
     if loaded.has_errors() {
         let errors: Vec<String> = loaded.errors().map(|d| d.display(&loaded.sources).to_string()).collect();
         return Err(StartError::Invalid(errors.join("\n")));
@@ -101,7 +124,12 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
     };
     let pctx = PlanContext {
         predefined: ctx.pipeline_variables(),
-        pipeline_vars: project.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        pipeline_vars: project
+            .variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(downstream.iter().flat_map(|d| d.variables.iter().cloned()))
+            .collect(),
         changed_files: changed,
         exists: Some(&exists),
     };
@@ -166,12 +194,14 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     if row.status != PipelineStatus::Created {
         return Ok(());
     }
-    let ctx: Context = serde_json::from_str(&row.trigger).map_err(StartError::Trigger)?;
+    let stored: crate::bridges::StoredTrigger = serde_json::from_str(&row.trigger).map_err(StartError::Trigger)?;
+    let ctx = stored.context.clone();
     let planned = {
         let state = state.clone();
         let row = row.clone();
         let ctx = ctx.clone();
-        tokio::task::spawn_blocking(move || plan_commit(&state, &row, &ctx)).await??
+        let downstream = stored.downstream.clone();
+        tokio::task::spawn_blocking(move || plan_commit(&state, &row, &ctx, downstream.as_ref())).await??
     };
     let skipped = match &planned {
         None => true,
@@ -188,10 +218,18 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     // Project variables and secrets: the layer above the pipeline file (secrets masked, raw).
     // Project variables: the layer above the pipeline file. Secrets are not stored in job rows:
     // they join the specification when the job is leased (`secret_vars`).
+    // A child pipeline's variables from its trigger job (`forward`) are its pipeline variables.
     let outer: Vec<SpecVar> = project
         .variables
         .iter()
         .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: false, masked: false, layer: Layer::Project })
+        .chain(stored.downstream.iter().flat_map(|d| d.variables.iter()).map(|(k, v)| SpecVar {
+            key: k.clone(),
+            value: v.clone(),
+            raw: true,
+            masked: false,
+            layer: Layer::Pipeline,
+        }))
         .collect();
     let mut jobs = Vec::with_capacity(plan.jobs.len());
     for (i, pj) in plan.jobs.iter().enumerate() {
@@ -203,6 +241,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
             git: GitSource { path: String::new(), sha: row.sha.clone(), git_ref: row.git_ref.clone() },
             coverage: job.coverage.clone(),
             auto_cancel: plan.auto_cancel,
+            trigger: job.trigger.clone(),
             reuse_changes: scheduler::job::never_reused(job).is_none().then(|| scheduler::job::change_patterns(job)),
         };
         let spec_json = serde_json::to_string(&template).map_err(StartError::Encode)?;
@@ -309,11 +348,21 @@ pub struct Cached {
     /// Events the engine has applied that the pipeline's log does not hold yet: job starts
     /// that changed nothing else ([`job_started`]). They are stored with the next transition.
     deferred: Vec<Event>,
+    /// Trigger jobs: run by the server ([`crate::bridges`]), never queued for runners.
+    bridges: std::collections::HashSet<String>,
 }
 
 impl Cached {
     pub fn empty() -> Cached {
-        Cached { engine: None, version: 0, ids: HashMap::new(), project: String::new(), wake_at: None, deferred: Vec::new() }
+        Cached {
+            engine: None,
+            version: 0,
+            ids: HashMap::new(),
+            project: String::new(),
+            wake_at: None,
+            deferred: Vec::new(),
+            bridges: Default::default(),
+        }
     }
 }
 
@@ -323,9 +372,13 @@ async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreErro
     let mut nodes = Vec::with_capacity(rows.len());
     let mut ids = HashMap::new();
     let mut auto_cancel = PlanAutoCancel::default();
+    let mut bridges = std::collections::HashSet::new();
     for r in &rows {
         let t: JobTemplate = serde_json::from_str(&r.spec).map_err(|e| StoreError::corrupt(format!("the spec of job {}", r.id), e))?;
         ids.insert(r.name.clone(), r.id);
+        if t.trigger.is_some() {
+            bridges.insert(r.name.clone());
+        }
         nodes.push(t.node);
         auto_cancel = t.auto_cancel;
     }
@@ -339,7 +392,7 @@ async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreErro
         // Replay: the commands were applied when the events were first processed.
         let _ = engine.on(ev);
     }
-    Ok(Cached { engine: Some(engine), version, ids, project, wake_at: None, deferred: Vec::new() })
+    Ok(Cached { engine: Some(engine), version, ids, project, wake_at: None, deferred: Vec::new(), bridges })
 }
 
 /// A runner took a job. The claim stored it as running in its row already; the engine learns
@@ -529,8 +582,17 @@ async fn process_once(
         let mut pipeline_status = None;
         let mut queued = false;
         let mut ended = Vec::new();
+        let mut bridges = Vec::new();
         for c in &commands {
             match c {
+                // A trigger job is the server's: `running` at once, so no runner claims it.
+                Command::RunJob { job, attempt } if cached.bridges.contains(job) => {
+                    if let Some(&id) = cached.ids.get(job) {
+                        jobs.push(JobUpdate::Status { job_id: id, status: JobStatus::Pending, attempt: *attempt, at: now });
+                        jobs.push(JobUpdate::Status { job_id: id, status: JobStatus::Running, attempt: *attempt, at: now });
+                        bridges.push((id, job.clone(), *attempt));
+                    }
+                }
                 Command::RunJob { job, attempt } => {
                     if let Some(&id) = cached.ids.get(job) {
                         jobs.push(JobUpdate::Status { job_id: id, status: JobStatus::Pending, attempt: *attempt, at: now });
@@ -585,11 +647,19 @@ async fn process_once(
                 if let Some(at) = wake_at {
                     state.deadline_stored(at);
                 }
+                for (id, job, attempt) in bridges {
+                    state.start_bridge(pipeline_id, id, job, attempt);
+                }
                 if let Some(status) = pipeline_status.filter(|s| s.is_complete()) {
                     tracing::info!(project = %cached.project, pipeline = pipeline_id, %status, "pipeline finished");
                     // A finished pipeline leaves memory; a later retry rebuilds it from the store.
                     drop(cached);
+                    drop(lock);
                     state.forget_pipeline(pipeline_id).await;
+                    // A trigger job with `strategy: depend` waiting for this pipeline takes its status.
+                    if let Err(e) = crate::bridges::downstream_finished(state, pipeline_id, status).await {
+                        tracing::warn!(pipeline = pipeline_id, error = %crate::error::chain(&e), "the upstream trigger job could not be told");
+                    }
                 }
                 return Ok(commands);
             }

@@ -38,7 +38,16 @@ pub(crate) fn spec(node: JobNode) -> String {
         node_index: None,
         manual: false,
     };
-    serde_json::to_string(&JobTemplate { node, job, git, coverage: None, auto_cancel: Default::default(), reuse_changes: None }).unwrap()
+    serde_json::to_string(&JobTemplate {
+        node,
+        job,
+        git,
+        coverage: None,
+        auto_cancel: Default::default(),
+        trigger: None,
+        reuse_changes: None,
+    })
+    .unwrap()
 }
 
 /// A started pipeline of these jobs; returns its id and its jobs' ids.
@@ -52,6 +61,7 @@ async fn started(state: &AppState, delivery: &str, nodes: Vec<JobNode>) -> (i64,
         trigger: "{}".into(),
         created_at: state.now_ms(),
         needs_approval: false,
+        upstream: None,
     };
     let Recorded::Created(id) = state.store.record_pipeline(delivery, &new).await.unwrap() else { panic!("a new delivery") };
     let jobs: Vec<NewJob> = nodes

@@ -93,6 +93,10 @@ impl Store for Backend {
     async fn pipeline(&self, id: i64) -> Result<Option<PipelineRow>> {
         delegate!(self, pipeline(id))
     }
+    async fn downstream_pipelines(&self, pipeline_id: i64) -> Result<Vec<PipelineRow>> {
+        delegate!(self, downstream_pipelines(pipeline_id))
+    }
+
     async fn pipelines(&self, project: Option<&str>, limit: i64) -> Result<Vec<PipelineRow>> {
         delegate!(self, pipelines(project, limit))
     }
@@ -304,6 +308,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (9, "log_times", include_str!("../../migrations/sqlite/0009_log_times.sql")),
         (10, "fork_approval", include_str!("../../migrations/sqlite/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/sqlite/0011_resource_groups.sql")),
+        (13, "downstream", include_str!("../../migrations/sqlite/0013_downstream.sql")),
         (14, "reuse", include_str!("../../migrations/sqlite/0014_reuse.sql")),
     ]))
     .await?)
@@ -320,6 +325,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (9, "log_times", include_str!("../../migrations/postgres/0009_log_times.sql")),
         (10, "fork_approval", include_str!("../../migrations/postgres/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/postgres/0011_resource_groups.sql")),
+        (13, "downstream", include_str!("../../migrations/postgres/0013_downstream.sql")),
         (14, "reuse", include_str!("../../migrations/postgres/0014_reuse.sql")),
     ]))
     .await?)
