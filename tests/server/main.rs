@@ -25,6 +25,7 @@ mod resource_group;
 mod secrets;
 mod steps;
 mod storage;
+mod submodules;
 mod support;
 mod tls_proxy;
 mod transport;
