@@ -28,7 +28,15 @@ pub struct PlanContext<'a> {
     pub changed_files: Option<Vec<String>>,
     /// Answers `rules:exists`: does a file matching this glob exist in the repository?
     pub exists: Option<&'a (dyn Fn(&Glob) -> bool + Sync)>,
+    /// Answers `rules:changes:compare_to`: the files changed between the merge base of this ref
+    /// (a branch, a tag or a commit) and the pipeline's commit, as GitLab computes them
+    /// (`Ci::Pipeline#modified_paths_since`). `None`, or `None` from it (the ref is unknown):
+    /// the changes are unknown and match, as without push information.
+    pub compare: Option<&'a CompareTo<'a>>,
 }
+
+/// What answers `rules:changes:compare_to` (see [`PlanContext::compare`]).
+pub type CompareTo<'a> = dyn Fn(&str) -> Option<Vec<String>> + Sync + 'a;
 
 impl PlanContext<'_> {
     fn predefined(&self, name: &str) -> Option<&str> {
@@ -400,7 +408,14 @@ fn rule_matches(rule: &Rule, vars: &dyn Lookup, ctx: &PlanContext) -> bool {
         }
     }
     if let Some(changes) = &rule.changes {
-        if !changes_match(changes, vars, ctx) {
+        let matched = match (&rule.compare_to, ctx.compare) {
+            (Some(to), Some(compare)) => {
+                let changed = compare(&expand_keep_unknown(to, vars));
+                files_match(changes, vars, changed.as_deref())
+            }
+            _ => changes_match(changes, vars, ctx),
+        };
+        if !matched {
             return false;
         }
     }
@@ -415,7 +430,12 @@ fn rule_matches(rule: &Rule, vars: &dyn Lookup, ctx: &PlanContext) -> bool {
 }
 
 fn changes_match(patterns: &[String], vars: &dyn Lookup, ctx: &PlanContext) -> bool {
-    let Some(changed) = &ctx.changed_files else { return true };
+    files_match(patterns, vars, ctx.changed_files.as_deref())
+}
+
+/// Whether a changed file matches a pattern; unknown changes (`None`) match.
+fn files_match(patterns: &[String], vars: &dyn Lookup, changed: Option<&[String]>) -> bool {
+    let Some(changed) = changed else { return true };
     let globs: Vec<Glob> = patterns.iter().filter_map(|p| Glob::new(&expand_keep_unknown(p, vars))).collect();
     changed.iter().any(|f| globs.iter().any(|g| g.matches(f)))
 }

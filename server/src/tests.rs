@@ -38,7 +38,7 @@ fn spec(node: JobNode) -> String {
         node_index: None,
         manual: false,
     };
-    serde_json::to_string(&JobTemplate { node, job, git, coverage: None, auto_cancel: Default::default() }).unwrap()
+    serde_json::to_string(&JobTemplate { node, job, git, coverage: None, auto_cancel: Default::default(), diff_base_sha: None }).unwrap()
 }
 
 /// A started pipeline of these jobs; returns its id and its jobs' ids.

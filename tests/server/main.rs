@@ -17,6 +17,7 @@ mod limits;
 mod login;
 mod logs;
 mod moto;
+mod mr_changes;
 mod operator_log;
 mod pkce;
 mod readme;
