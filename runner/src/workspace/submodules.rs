@@ -364,6 +364,15 @@ fn declared(dir: &Path) -> Result<Vec<Declared>, WorkspaceError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err("inspect", &file)(e)),
     }
+    // libgit2 follows `[include] path = …` in a config file, git does not in `.gitmodules`: a
+    // commit's `.gitmodules` must not make the runner read its own files.
+    let text = std::fs::read(&file).map_err(io_err("read", &file))?;
+    let includes = String::from_utf8_lossy(&text)
+        .lines()
+        .any(|l| l.trim_start().strip_prefix('[').is_some_and(|rest| rest.trim_start().to_ascii_lowercase().starts_with("include")));
+    if includes {
+        return Err(WorkspaceError::Submodules("`.gitmodules` may not have `[include]` or `[includeIf]` sections".into()));
+    }
     let config =
         git2::Config::open(&file).map_err(|e| WorkspaceError::Submodules(format!("`.gitmodules` cannot be read: {}", e.message())))?;
     let mut names: Vec<String> = Vec::new();

@@ -225,6 +225,16 @@ fn a_failing_submodule_url_is_a_clear_error() {
     let err = SubmoduleSpec::parse(Some("normal"), None, Some("--reference /srv/cache"), None, None, None).unwrap_err().to_string();
     assert!(err.contains("GIT_SUBMODULE_UPDATE_FLAGS `--reference /srv/cache`: `--reference` is not supported"), "{err}");
 
+    // `.gitmodules` cannot make the runner read its own files through an include.
+    let app = w.tmp.path().join("app");
+    std::fs::write(app.join(".gitmodules"), "[include]\n\tpath = /etc/gitconfig\n[submodule \"lib\"]\n\tpath = lib\n\turl = ../lib.git\n")
+        .unwrap();
+    git(&app, &["add", ".gitmodules"]);
+    git(&app, &["commit", "-qm", "include"]);
+    let sha = git(&app, &["rev-parse", "HEAD"]);
+    let err = checkout(&app, &sha, &spec("normal", "", "", None), &w.url("app.git")).unwrap_err().to_string();
+    assert!(err.contains("may not have `[include]`"), "{err}");
+
     // On a runner, a submodule may not read the runner's own disk.
     let (app, sha) = w.app(&[("lib", "/etc", &lib)]);
     let ws = Workspaces::new(&app, &app.join(".piste/builds")).unwrap();
