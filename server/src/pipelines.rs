@@ -391,6 +391,17 @@ pub async fn process(state: &AppState, pipeline_id: i64, events: Vec<Event>, ext
     Ok(all)
 }
 
+/// At start-up: every resource group with a holder or a waiting job gets [`assign_resource`]'s
+/// repair — a holder that finished while the server was down (its runner's `finish` arrived
+/// at another server, or the lease ran out) is released and the next job granted, a grant the
+/// stop interrupted is told again.
+pub async fn resume_resource_groups(state: &AppState) -> Result<(), StoreError> {
+    for (project, group) in state.store.resource_groups_in_use().await? {
+        assign_resource(state, &project, &group).await?;
+    }
+    Ok(())
+}
+
 /// Gives a free resource group of `project` to its next job, as the group's process mode
 /// says (GitLab's `AssignResourceFromResourceGroupService`), and repairs what a crash or a
 /// lost lease left: a holder that is no longer pending or running is released; a holder
