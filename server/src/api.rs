@@ -777,10 +777,18 @@ async fn refresh_mirror(state: &Arc<AppState>, name: &str) -> ApiResult<()> {
     let shown = name.clone();
     let fetched =
         tokio::task::spawn_blocking(move || st.mirror(&name)?.fetch_from(&repo).map(drop)).await.map_err(|e| Error::Internal(e.into()))?;
-    fetched.map_err(|e| {
-        tracing::error!(project = %shown, error = %crate::error::chain(&e), "cannot fetch the mirror for a job's submodule");
-        Error::Internal("the server cannot fetch this project's repository; see its log".into())
-    })
+    match fetched {
+        Ok(()) => Ok(()),
+        // What the mirror already holds is served: the commit may well be there.
+        Err(e) if state.mirror_dir(&shown).join("HEAD").is_file() => {
+            tracing::warn!(project = %shown, error = %crate::error::chain(&e), "cannot refresh the mirror for a job's submodule; serving it as it is");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(project = %shown, error = %crate::error::chain(&e), "cannot fetch the mirror for a job's submodule");
+            Err(Error::Internal("the server cannot fetch this project's repository; see its log".into()))
+        }
+    }
 }
 
 fn basic_password(headers: &HeaderMap) -> Option<String> {

@@ -83,6 +83,7 @@ async fn submodules_relative_to_the_server_and_absolute_with_a_shallow_checkout(
     // message, and its script never runs.
     let denied = http.log(job_id(&p, "denied")).await;
     assert!(denied.contains("git submodule update --init") && denied.contains("secret.git"), "{denied}");
+    assert!(denied.contains("`job_token_allowlist`"), "says what to do: {denied}");
     assert!(!denied.contains("must-not-run\n"), "{denied}");
     assert_eq!(p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "denied").unwrap()["status"], "failed", "{p:#}");
     assert_eq!(p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "check").unwrap()["status"], "success", "{p:#}");

@@ -145,7 +145,15 @@ impl Checkouts {
                 Err(crate::workspace::WorkspaceError::Canceled) => Err(CheckoutError::Canceled),
                 // A submodule that cannot be cloned is the project's problem (its URL, its
                 // access), as on GitLab, where the job fails with git's message.
-                Err(e) => Err(CheckoutError::Job(e.to_string())),
+                Err(e) => {
+                    let mut message = e.to_string();
+                    if message.contains("/-/projects/") {
+                        message.push_str(
+                            "\n(a relative submodule URL names a project of this piste server: it must be configured there, and name this project in its `job_token_allowlist` or be `public`)",
+                        );
+                    }
+                    Err(CheckoutError::Job(message))
+                }
             }
         })
         .await?;
