@@ -43,7 +43,7 @@ async fn push(forge: &Forge, http: &Http, delivery: &str) -> i64 {
 async fn submodules_relative_to_the_server_and_absolute_with_a_shallow_checkout() {
     let yml = "variables:\n  GIT_SUBMODULE_STRATEGY: recursive\n  GIT_DEPTH: \"1\"\n\
                check:\n  variables:\n    GIT_SUBMODULE_PATHS: \":(exclude)secret\"\n  script:\n    - cat lib/lib.txt vendor/other/other.txt\n    - git rev-parse --is-shallow-repository\n    \
-               - echo \"commits=$(git rev-list --count HEAD)\"\n    - cat .git/config lib/.git\n\
+               - echo \"commits=$(git rev-list --count HEAD)\"\n    - cat .git/config lib/.git .git/modules/lib/config\n\
                denied:\n  variables:\n    GIT_SUBMODULE_PATHS: secret\n  script: [echo must-not-run]\n";
     let forge = Forge::new(yml);
     // The first commit, so that depth 1 has something to cut.
@@ -77,6 +77,8 @@ async fn submodules_relative_to_the_server_and_absolute_with_a_shallow_checkout(
     // The job token is in neither the job's `.git/config` nor the log; the submodule URL is the
     // server's, without credentials.
     assert!(log.contains("gitdir: ../.git/modules/lib"), "{log}");
+    let origin = log.lines().find(|l| l.trim_start().starts_with("url = ")).unwrap_or_else(|| panic!("the submodule's origin: {log}"));
+    assert!(origin.ends_with("/git/-/projects/lib.git") && !origin.contains('@'), "{origin}");
     assert!(!log.to_lowercase().contains("authorization") && !log.contains("piste-ci-token:"), "{log}");
 
     // A project that did not allow `app` is not served to its jobs: the job fails with git's

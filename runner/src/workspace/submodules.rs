@@ -11,6 +11,8 @@
 //!   for every git process started here.
 //! - The slot's `.git/config` is not written: the submodules' URLs, resolved, are given to git
 //!   as `GIT_CONFIG_*` variables, so that the slot stays as [`super::Workspaces`] made it.
+//!   (Those variables reach nested submodules too: one with the name of a top-level submodule
+//!   would be fetched from that submodule's URL.)
 //! - Credentials (the job token on the server) travel as an `Authorization` header scoped to the
 //!   server's URL (`http.<url>.extraHeader`, in `GIT_CONFIG_*`): never in a URL, so neither in
 //!   a `.git/config` nor in the log; absolute URLs to other hosts get no credential.
