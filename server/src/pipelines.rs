@@ -452,7 +452,7 @@ fn assign_resource<'a>(
 }
 
 /// [`process`], and the end of canceled jobs no runner holds.
-async fn process_cancels(
+pub(crate) async fn process_cancels(
     state: &AppState,
     pipeline_id: i64,
     events: Vec<Event>,
