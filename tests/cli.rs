@@ -395,6 +395,13 @@ fn target_branch_compares_changes_with_the_merge_base() {
     // A branch pipeline: `compare_to: main` still compares with the merge base (src/ changed),
     // whatever the push changed.
     assert_eq!(names(&["--var", &base, "--changed", "README"]), ["since-main"]);
+    // GitLab: "rules:changes:compare_to is not a valid ref" fails the pipeline.
+    write(d, ".gitlab-ci.yml", &yml.replace("compare_to: main", "compare_to: nowhere"));
+    let out = piste(d, &["lint"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("`rules:changes:compare_to` `nowhere` is not a valid ref"), "{all}");
+    write(d, ".gitlab-ci.yml", yml);
     let out = piste(d, &["graph", "--target-branch", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("`--target-branch nope`: no branch"), "{}", text(&out.stderr));

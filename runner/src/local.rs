@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use pipeline_spec::glob::Glob;
 use pipeline_spec::include::IncludeResolver;
 use pipeline_spec::load::{LoadOptions, Loaded, load};
-use pipeline_spec::plan::{Plan, PlanContext, PlanError, plan};
+use pipeline_spec::plan::{Compared, Plan, PlanContext, PlanError, plan};
 use pipeline_spec::predefined::{Context, MergeRequest, PipelineSource};
 
 use crate::gitinfo::local_context;
@@ -175,11 +175,20 @@ pub fn open(opts: &LocalOptions) -> Result<LocalPipeline, LocalError> {
             // `rules:changes:compare_to`: from the merge base of that ref and the commit.
             let (dir, head) = (root.clone(), context.commit_sha.clone());
             let compare = move |to: &str| {
-                let base = crate::gitinfo::resolve_local_ref(&dir, to)?;
-                crate::gitinfo::changes_since_merge_base(&dir, &base, &head).map(|(_, files)| files)
+                let Some(base) = crate::gitinfo::resolve_local_ref(&dir, to) else { return Compared::NotARef };
+                match crate::gitinfo::changes_since_merge_base(&dir, &base, &head) {
+                    Some((_, files)) => Compared::Changes(files),
+                    None => Compared::Unknown,
+                }
             };
-            let ctx =
-                PlanContext { predefined, pipeline_vars: opts.vars.clone(), changed_files, exists: Some(&exists), compare: Some(&compare) };
+            let ctx = PlanContext {
+                predefined,
+                pipeline_vars: opts.vars.clone(),
+                changed_files,
+                exists: Some(&exists),
+                // Outside git there is no ref to compare with: changes are unknown.
+                compare: if repo.is_git { Some(&compare) } else { None },
+            };
             plan(p, &ctx)
         })
     };

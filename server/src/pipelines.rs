@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use pipeline_spec::load::{LoadOptions, load};
 use pipeline_spec::model::OnNewCommit;
-use pipeline_spec::plan::{Plan, PlanAutoCancel, PlanContext, PlanError, plan};
+use pipeline_spec::plan::{Compared, Plan, PlanAutoCancel, PlanContext, PlanError, plan};
 use pipeline_spec::predefined::Context;
 use serde::{Deserialize, Serialize};
 
@@ -120,9 +120,11 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
     };
     // `rules:changes:compare_to`: from the merge base of that ref and the commit.
     let compare = |to: &str| {
-        let base = mirror.resolve_ref(to).ok().flatten()?;
-        let base = mirror.merge_base(&base, &row.sha).ok().flatten()?;
-        mirror.changed_files(&base, &row.sha).ok()
+        let Some(base) = mirror.resolve_ref(to).ok().flatten() else { return Compared::NotARef };
+        match mirror.merge_base(&base, &row.sha).ok().flatten().and_then(|b| mirror.changed_files(&b, &row.sha).ok()) {
+            Some(files) => Compared::Changes(files),
+            None => Compared::Unknown,
+        }
     };
     let pctx = PlanContext {
         predefined: ctx.pipeline_variables(),
