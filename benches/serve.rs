@@ -720,7 +720,11 @@ async fn real_runners(root: &Path, work: &Path, gport: u16) {
             [(out.clone(), pid.to_string()), (format!("{out}.runners"), runner_list.clone())]
                 .into_iter()
                 .map(|(file, pids)| {
-                    Command::new("perf").args(["record", "-F", "4999", "-g", "-o", &file, "-p", &pids]).stderr(Stdio::null()).spawn().unwrap()
+                    Command::new("perf")
+                        .args(["record", "-F", "4999", "-g", "-o", &file, "-p", &pids])
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap()
                 })
                 .collect()
         })
