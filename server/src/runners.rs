@@ -93,6 +93,9 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
     if let Some(project) = state.config.project(&pipeline.project) {
         template.job.add_outer(pipelines::secret_vars(project, &pipeline, &ctx));
     }
+    if let Some(mr) = &mut ctx.merge_request {
+        mr.diff_base_sha.clone_from(&template.diff_base_sha);
+    }
     ctx.pipeline_id = u64::try_from(pipeline.id).unwrap_or(0);
     ctx.pipeline_iid = ctx.pipeline_id;
     let siblings = if template.job.dependencies.is_empty() { Vec::new() } else { state.store.jobs(job.pipeline_id).await? };

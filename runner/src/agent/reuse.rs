@@ -99,6 +99,10 @@ async fn key(
         strategy: GitStrategy::Fetch,
         clean_flags: None,
         checkout: true,
+        // The tree is the commit's: its depth and submodules do not matter (a submodule's
+        // commit is an entry of the tree).
+        depth: None,
+        submodules: Default::default(),
         slot: 0,
     };
     let tree = match shared.checkouts.tree_input(req, patterns, signals.script.clone()).await {
