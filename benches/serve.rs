@@ -124,7 +124,14 @@ async fn run_trivially(client: &reqwest::Client, base: &str, job: &JobPayload) {
         .send()
         .await
         .unwrap();
-    let finish = FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64 };
+    let finish = FinishRequest {
+        outcome: Outcome::Success,
+        exit_code: Some(0),
+        reason: None,
+        log_bytes: line.len() as u64,
+        dotenv: Vec::new(),
+        coverage: None,
+    };
     client
         .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
         .bearer_auth(&job.token)
@@ -311,7 +318,14 @@ async fn main() {
         client
             .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
             .bearer_auth(&job.token)
-            .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: 0 })
+            .json(&FinishRequest {
+                outcome: Outcome::Success,
+                exit_code: Some(0),
+                reason: None,
+                log_bytes: 0,
+                dotenv: Vec::new(),
+                coverage: None,
+            })
             .send()
             .await
             .unwrap();

@@ -629,17 +629,26 @@ impl Plan {
         self.jobs.iter().find(|j| j.name == name)
     }
 
-    /// Jobs whose artifacts (and dotenv variables) job `i` receives, as GitLab decides:
-    /// `dependencies` if given, else its `needs` with `artifacts: true`, else every job of the
-    /// earlier stages.
+    /// Jobs whose artifacts (and dotenv variables) job `i` receives, as GitLab's
+    /// `Ci::BuildDependencies#local` decides: `dependencies: []` gives none; otherwise the
+    /// candidates are the `needs` with `artifacts: true` when the job has `needs` (even
+    /// `needs: []`: GitLab schedules it as a DAG job), else every job of the earlier stages
+    /// (not the same stage); and `dependencies`, when given, keeps only the candidates it
+    /// names. So `needs: []` with `dependencies: [build]` starts at once and receives nothing,
+    /// and `needs: [{job: X, artifacts: false}]` receives nothing from X whatever
+    /// `dependencies` says.
     pub fn artifact_sources(&self, i: usize) -> Vec<String> {
         let job = &self.jobs[i];
-        if let Some(deps) = &job.dependencies {
-            return deps.clone();
+        if job.dependencies.as_ref().is_some_and(Vec::is_empty) {
+            return Vec::new();
         }
-        match &job.needs {
+        let candidates: Vec<String> = match &job.needs {
             Some(needs) => needs.iter().filter(|n| n.artifacts).map(|n| n.job.clone()).collect(),
             None => self.jobs.iter().filter(|j| j.stage_index < job.stage_index).map(|j| j.name.clone()).collect(),
+        };
+        match &job.dependencies {
+            Some(deps) => candidates.into_iter().filter(|c| deps.contains(c)).collect(),
+            None => candidates,
         }
     }
 

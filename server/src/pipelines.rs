@@ -161,7 +161,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     if row.status != PipelineStatus::Created {
         return Ok(());
     }
-    let ctx: Context = serde_json::from_str(&row.trigger).map_err(StartError::Trigger)?;
+    let ctx = context_of(&row).map_err(StartError::Trigger)?;
     let planned = {
         let state = state.clone();
         let row = row.clone();
@@ -599,6 +599,22 @@ pub fn secret_vars(project: &crate::config::ProjectConfig, row: &PipelineRow, ct
         .collect()
 }
 
+/// The predefined-variable context of a recorded pipeline: its trigger (from the webhook,
+/// `GITLAB_USER_*` included, kept as data) with what only the store knows: `CI_PIPELINE_ID`,
+/// `CI_PIPELINE_IID` (the project's number, migration `0012`) and `CI_PIPELINE_CREATED_AT`.
+pub fn context_of(row: &PipelineRow) -> Result<Context, serde_json::Error> {
+    let mut ctx: Context = serde_json::from_str(&row.trigger)?;
+    ctx.pipeline_id = u64::try_from(row.id).unwrap_or(0);
+    ctx.pipeline_iid = row.iid.and_then(|i| u64::try_from(i).ok()).unwrap_or(ctx.pipeline_id);
+    ctx.pipeline_created_at = rfc3339_utc(row.created_at);
+    Ok(ctx)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, as GitLab's `Time#iso8601` of a UTC time (`CI_PIPELINE_CREATED_AT`).
+pub fn rfc3339_utc(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+}
+
 /// `YYYY-MM-DD HH:MM:SS UTC` for a time in ms since the epoch (for pages).
 pub fn iso_time(ms: i64) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
@@ -613,6 +629,7 @@ mod tests {
     fn iso_times() {
         assert_eq!(super::iso_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(super::iso_time(1_643_647_675_123), "2022-01-31 16:47:55 UTC");
+        assert_eq!(super::rfc3339_utc(1_643_647_675_123), "2022-01-31T16:47:55Z");
         assert_eq!(super::iso_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(super::iso_time(-1), "1969-12-31 23:59:59 UTC");
     }

@@ -37,6 +37,8 @@ fn spec(node: JobNode) -> String {
         dependencies: vec![],
         node_index: None,
         manual: false,
+        coverage: None,
+        environment: None,
     };
     serde_json::to_string(&JobTemplate { node, job, git, coverage: None, auto_cancel: Default::default() }).unwrap()
 }

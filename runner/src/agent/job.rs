@@ -131,7 +131,14 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         None if shared.abandon.is_cancelled() => tracing::warn!(job, "job abandoned at shutdown; the server will expire its lease"),
         None => tracing::warn!(job, "job taken away by the server (its lease was given up); not reporting it"),
         Some(a) => {
-            let req = FinishRequest { outcome: a.outcome, exit_code: a.exit_code, reason: a.reason, log_bytes: shipped.bytes };
+            let req = FinishRequest {
+                outcome: a.outcome,
+                exit_code: a.exit_code,
+                reason: a.reason,
+                log_bytes: shipped.bytes,
+                dotenv: a.dotenv,
+                coverage: a.coverage,
+            };
             let (api, token) = (&shared.api, payload.token.as_str());
             match retrying(&signals.lost, "finish report", job, || api.finish(job, token, &req)).await {
                 Ok(()) => {
@@ -155,6 +162,7 @@ fn system(reason: String) -> job::Attempt {
         reason: Some(reason),
         artifacts: None,
         dotenv: Vec::new(),
+        coverage: None,
     }
 }
 
@@ -367,6 +375,8 @@ pub(crate) async fn report_unreadable(api: &Api, job: i64, token: &str, message:
         exit_code: None,
         reason: Some(message.clone()),
         log_bytes: len,
+        dotenv: Vec::new(),
+        coverage: None,
     };
     match retrying(stop, "finish report", job, || api.finish(job, token, &req)).await {
         Ok(()) => tracing::warn!(job, error = %message, "reported an unreadable job as a system failure"),

@@ -284,6 +284,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (9, "log_times", include_str!("../../migrations/sqlite/0009_log_times.sql")),
         (10, "fork_approval", include_str!("../../migrations/sqlite/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/sqlite/0011_resource_groups.sql")),
+        (12, "pipeline_iid", include_str!("../../migrations/sqlite/0012_pipeline_iid.sql")),
     ]))
     .await?)
 }
@@ -299,6 +300,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (9, "log_times", include_str!("../../migrations/postgres/0009_log_times.sql")),
         (10, "fork_approval", include_str!("../../migrations/postgres/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/postgres/0011_resource_groups.sql")),
+        (12, "pipeline_iid", include_str!("../../migrations/postgres/0012_pipeline_iid.sql")),
     ]))
     .await?)
 }

@@ -147,6 +147,8 @@ pub struct PipelineRow {
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The pipeline's number within its project (`CI_PIPELINE_IID`; migration `0012`).
+    pub iid: Option<i64>,
     /// `Some` for a pipeline that needs a maintainer's approval before it starts.
     pub approval: Option<Approval>,
 }

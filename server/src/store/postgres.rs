@@ -47,7 +47,7 @@ macro_rules! token_columns {
 macro_rules! pipeline_columns {
     () => {
         "id, project, git_ref, sha, before_sha, source, trigger, status, error, version, created_at, updated_at, needs_approval, \
-         approved_by, approved_at"
+         approved_by, approved_at, iid"
     };
 }
 macro_rules! job_columns {
@@ -126,9 +126,18 @@ impl Store for PgStore {
         if let Some(id) = delivered(&mut tx, &p.project, delivery_id).await? {
             return Ok(Recorded::Duplicate(id));
         }
+        // `CI_PIPELINE_IID`: the project's next number, taken in this transaction (a row lock on
+        // PostgreSQL, the one writer on SQLite), so no two pipelines of a project share one.
+        let iid: i64 = sqlx::query_scalar(
+            "INSERT INTO pipeline_iids (project, last_iid) VALUES ($1, 1) \
+             ON CONFLICT (project) DO UPDATE SET last_iid = pipeline_iids.last_iid + 1 RETURNING last_iid",
+        )
+        .bind(&p.project)
+        .fetch_one(&mut *tx)
+        .await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO pipelines (project, git_ref, sha, before_sha, source, trigger, status, version, created_at, updated_at, \
-             needs_approval) VALUES ($1, $2, $3, $4, $5, $6, $8, 0, $7, $7, $9) RETURNING id",
+             needs_approval, iid) VALUES ($1, $2, $3, $4, $5, $6, $8, 0, $7, $7, $9, $10) RETURNING id",
         )
         .bind(&p.project)
         .bind(&p.git_ref)
@@ -139,6 +148,7 @@ impl Store for PgStore {
         .bind(p.created_at)
         .bind(PipelineStatus::Created.as_str())
         .bind(p.needs_approval)
+        .bind(iid)
         .fetch_one(&mut *tx)
         .await?;
         let inserted: Option<i64> = sqlx::query_scalar(
@@ -875,6 +885,7 @@ fn pipeline_row(r: &PgRow) -> Result<PipelineRow> {
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        iid: r.try_get("iid")?,
         approval: r
             .try_get::<bool, _>("needs_approval")?
             .then(|| -> Result<Approval> { Ok(Approval { by: r.try_get("approved_by")?, at: r.try_get("approved_at")? }) })

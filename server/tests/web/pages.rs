@@ -212,6 +212,7 @@ fn job(running: bool) -> JobDetail {
         duration_s: Some(61),
         attempt: 2,
         exit_code: (!running).then_some(101),
+        coverage: (!running).then_some(80.25),
         artifacts: (!running).then(|| ArtifactsSummary {
             archive_bytes: 2048,
             listing: Some(ArtifactsListing {
@@ -229,6 +230,15 @@ fn job(running: bool) -> JobDetail {
         running,
         attempts: Vec::new(),
     }
+}
+
+/// GitLab shows a job's `coverage:` value on the job page.
+#[test]
+fn the_job_page_shows_the_coverage() {
+    let page = job_page(&job(false), &LogTail { html: String::new(), start: 0, end: 0, total: 0 });
+    assert!(page.contains(r#"<dd id="coverage">80.25%</dd>"#), "{page}");
+    let page = job_page(&job(true), &LogTail { html: String::new(), start: 0, end: 0, total: 0 });
+    assert!(!page.contains("Coverage"), "no value, no line");
 }
 
 /// Each attempt keeps its own result; a reason is text from a runner, escaped.
