@@ -32,12 +32,14 @@
 //! `CI_COMMIT_BEFORE_SHA` to 40 zeros and `CI_COMMIT_REF_PROTECTED` to `false` (the ref is
 //! `refs/merge-requests/<iid>/head`, neither a branch nor a tag); this module does the same.
 //!
-//! Not provided, because they describe GitLab itself or secrets the runner owns:
+//! Not provided here, because they describe GitLab itself or secrets the runner owns:
 //! `CI_SERVER_NAME/VERSION*/REVISION`, `GITLAB_FEATURES`, `CI_JOB_TOKEN`, `CI_REGISTRY_USER` /
-//! `PASSWORD`, `CI_REPOSITORY_URL`, `CI_RUNNER_*`, `CI_CONCURRENT_*`, `CI_JOB_STATUS`, and the
-//! external pull request, Pages, dependency proxy and Kubernetes variables.
-//! `CI_ENVIRONMENT_SLUG` needs a SHA-256 suffix in GitLab, so the caller passes it in
-//! [`EnvironmentContext::slug`].
+//! `PASSWORD`, `CI_REPOSITORY_URL`, `CI_CONCURRENT_*`, and the external pull request, Pages,
+//! dependency proxy and Kubernetes variables. The job runner (`runner::job::run`) sets
+//! `CI_JOB_STATUS` (`running` during the script), `CI_JOB_STARTED_AT`, `CI_PROJECT_DIR` and
+//! `CI_RUNNER_*`; `scheduler::job::JobSpec::variables` sets a job's `CI_ENVIRONMENT_*` with
+//! [`environment_variables`] once its name is expanded ([`environment_slug`] is GitLab's slug,
+//! SHA-256 suffix included).
 
 use std::fmt;
 use std::str::FromStr;
