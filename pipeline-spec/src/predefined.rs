@@ -36,8 +36,8 @@
 //! `CI_SERVER_NAME/VERSION*/REVISION`, `GITLAB_FEATURES`, `CI_JOB_TOKEN`, `CI_REGISTRY_USER` /
 //! `PASSWORD`, `CI_REPOSITORY_URL`, `CI_CONCURRENT_*`, and the external pull request, Pages,
 //! dependency proxy and Kubernetes variables. The job runner (`runner::job::run`) sets
-//! `CI_JOB_STATUS` (`running` during the script), `CI_JOB_STARTED_AT`, `CI_PROJECT_DIR` and
-//! `CI_RUNNER_*`; `scheduler::job::JobSpec::variables` sets a job's `CI_ENVIRONMENT_*` with
+//! `CI_JOB_STATUS` (`running` during the script), `CI_JOB_STARTED_AT`, `CI_PROJECT_DIR`,
+//! `CI_DISPOSABLE_ENVIRONMENT` / `CI_SHARED_ENVIRONMENT` and `CI_RUNNER_*`; `scheduler::job::JobSpec::variables` sets a job's `CI_ENVIRONMENT_*` with
 //! [`environment_variables`] once its name is expanded ([`environment_slug`] is GitLab's slug,
 //! SHA-256 suffix included).
 

@@ -193,9 +193,13 @@ pub async fn run(
     log.line(format!("{RESET}{}", env.header)).await;
     // What only the attempt knows: GitLab Runner's `CI_JOB_STATUS` while the script runs
     // (`after_script` gets the outcome instead), and when the job started.
+    // GitLab Runner also says whether the job's environment is made for it alone (a container)
+    // or shared with other jobs (the shell executor).
+    let environment_kind = if env.containers { "CI_DISPOSABLE_ENVIRONMENT" } else { "CI_SHARED_ENVIRONMENT" };
     let attempt_vars = [
         ("CI_JOB_STATUS".to_string(), "running".to_string()),
         ("CI_JOB_STARTED_AT".to_string(), jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        (environment_kind.to_string(), "true".to_string()),
     ];
     // Checked when the pipeline was loaded; a spec from elsewhere with a bad one has none.
     if let Some(re) = spec.coverage.as_deref().and_then(|c| pipeline_spec::coverage::compile(c).ok()) {

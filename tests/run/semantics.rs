@@ -232,6 +232,8 @@ fn a_blocking_manual_job_returns_blocked_and_a_non_blocking_one_does_not() {
     assert_eq!(out.status.code(), Some(4));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("pipeline manual (blocked)") && text.contains("`piste run deploy`"), "{text}");
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_piste")).args(["run", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("4 blocked"), "the exit code is documented in `piste run --help`");
 
     let p = Project::new(
         "stages: [build, deploy, verify]\nbuild:\n  stage: build\n  script: [echo b]\ndeploy:\n  stage: deploy\n  script: [echo d]\n  when: manual\nverify:\n  stage: verify\n  script: [echo v]\n",

@@ -88,7 +88,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn run_time_predefined_variables_are_gitlabs() {
     let p = Project::new(
-        "deploy:\n  environment:\n    name: review/$CI_COMMIT_REF_NAME\n    url: https://$CI_COMMIT_REF_SLUG.example.test\n  script:\n    - echo \"SAW status=$CI_JOB_STATUS iid=$CI_PIPELINE_IID env=$CI_ENVIRONMENT_NAME slug=$CI_ENVIRONMENT_SLUG url=$CI_ENVIRONMENT_URL action=$CI_ENVIRONMENT_ACTION tier=$CI_ENVIRONMENT_TIER\"\n    - echo \"SAW started=$CI_JOB_STARTED_AT created=$CI_PIPELINE_CREATED_AT\"\n  after_script:\n    - echo \"SAW after=$CI_JOB_STATUS\"\n",
+        "deploy:\n  environment:\n    name: review/$CI_COMMIT_REF_NAME\n    url: https://$CI_COMMIT_REF_SLUG.example.test\n  script:\n    - echo \"SAW status=$CI_JOB_STATUS iid=$CI_PIPELINE_IID env=$CI_ENVIRONMENT_NAME slug=$CI_ENVIRONMENT_SLUG url=$CI_ENVIRONMENT_URL action=$CI_ENVIRONMENT_ACTION tier=$CI_ENVIRONMENT_TIER\"\n    - echo \"SAW started=$CI_JOB_STARTED_AT created=$CI_PIPELINE_CREATED_AT\"\n    - echo \"SAW shared=$CI_SHARED_ENVIRONMENT disposable=${CI_DISPOSABLE_ENVIRONMENT:-unset}\"\n  after_script:\n    - echo \"SAW after=$CI_JOB_STATUS\"\n",
     );
     let saw = |r: &crate::Run| r.log("deploy").into_iter().filter_map(|l| l.strip_prefix("SAW ").map(str::to_owned)).collect::<Vec<_>>();
     let r = p.run(&["--executor", "shell"]);
@@ -102,7 +102,8 @@ fn run_time_predefined_variables_are_gitlabs() {
     let (started, created) = lines[1].split_once(' ').unwrap();
     assert!(iso8601_utc(started.strip_prefix("started=").unwrap()), "{}", lines[1]);
     assert!(iso8601_utc(created.strip_prefix("created=").unwrap()), "{}", lines[1]);
-    assert_eq!(lines[2], "after=success");
+    assert_eq!(lines[2], "shared=true disposable=unset", "the shell executor's environment is shared");
+    assert_eq!(lines[3], "after=success");
     let again = p.run(&["--executor", "shell"]);
     assert!(saw(&again)[0].contains(" iid=2 "), "{:?}", saw(&again));
 }

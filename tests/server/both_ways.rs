@@ -68,7 +68,7 @@ deploy:
     url: https://$CI_COMMIT_REF_SLUG.example.test
   coverage: '/^Coverage: (\d+\.\d+)%$/'
   script:
-    - echo "SAW status=$CI_JOB_STATUS iid=$CI_PIPELINE_IID"
+    - echo "SAW status=$CI_JOB_STATUS iid=$CI_PIPELINE_IID disposable=$CI_DISPOSABLE_ENVIRONMENT"
     - echo "SAW env=$CI_ENVIRONMENT_NAME slug=$CI_ENVIRONMENT_SLUG url=$CI_ENVIRONMENT_URL action=$CI_ENVIRONMENT_ACTION tier=$CI_ENVIRONMENT_TIER"
     - case "$CI_JOB_STARTED_AT $CI_PIPELINE_CREATED_AT" in 20??-??-??T??:??:??Z\ 20??-??-??T??:??:??Z) echo "SAW times=iso8601";; *) echo "SAW times=$CI_JOB_STARTED_AT $CI_PIPELINE_CREATED_AT";; esac
     - echo "USER id=$GITLAB_USER_ID login=$GITLAB_USER_LOGIN name=$GITLAB_USER_NAME email=$GITLAB_USER_EMAIL"
@@ -175,7 +175,7 @@ async fn a_pipeline_sees_the_same_things_under_piste_run_and_on_a_server_runner(
     let slug = pipeline_spec::predefined::environment_slug("review/main");
     let deploy = |iid: u32| {
         vec![
-            format!("status=running iid={iid}"),
+            format!("status=running iid={iid} disposable=true"),
             format!("env=review/main slug={slug} url=https://main.example.test action=start tier=development"),
             "times=iso8601".to_string(),
             "after=success".to_string(),
