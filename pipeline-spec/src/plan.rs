@@ -121,6 +121,9 @@ struct JobMeta<'a> {
     name: &'a str,
     stage: &'a str,
     node: Option<(String, String)>,
+    /// `CI_ENVIRONMENT_NAME/ACTION/TIER/URL` of a job with `environment:` (GitLab's
+    /// `Variables::Builder#predefined_variables(job, environment)`; the slug is job-only).
+    environment: Vec<(String, String)>,
 }
 
 impl Lookup for JobMeta<'_> {
@@ -130,7 +133,7 @@ impl Lookup for JobMeta<'_> {
             "CI_JOB_STAGE" => Some(self.stage),
             "CI_NODE_INDEX" => self.node.as_ref().map(|(i, _)| i.as_str()),
             "CI_NODE_TOTAL" => Some(self.node.as_ref().map_or("1", |(_, t)| t.as_str())),
-            _ => None,
+            _ => self.environment.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()),
         }
     }
 }
@@ -190,7 +193,26 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
         for (name, matrix_vars, node) in expanded {
             let job_vars = JobVars(&job.variables);
             let inherited = Inherited { globals: &globals, only: job.inherit_variables.as_deref() };
-            let meta = JobMeta { name: &name, stage: &job.stage, node: node.map(|(i, t)| (i.to_string(), t.to_string())) };
+            let mut meta = JobMeta {
+                name: &name,
+                stage: &job.stage,
+                node: node.map(|(i, t)| (i.to_string(), t.to_string())),
+                environment: Vec::new(),
+            };
+            if let Some(env) = &job.environment {
+                // The name and URL expanded with what the job sees, as GitLab's `Seed::Environment`.
+                let vars =
+                    Vars { layers: vec![&ctx.pipeline_vars, &matrix_vars, &job_vars, &workflow_vars, &inherited, &meta, &ctx.predefined] };
+                let env_name = crate::expand::expand(&env.name, &vars);
+                let url = env.url.as_ref().map(|u| crate::expand::expand(u, &vars));
+                let all = crate::predefined::environment_variables(
+                    &env_name,
+                    url.as_deref(),
+                    env.action.as_deref(),
+                    env.deployment_tier.as_deref(),
+                );
+                meta.environment = all.into_iter().filter(|(k, _)| k != "CI_ENVIRONMENT_SLUG").collect();
+            }
             let vars =
                 Vars { layers: vec![&ctx.pipeline_vars, &matrix_vars, &job_vars, &workflow_vars, &inherited, &meta, &ctx.predefined] };
             let Some(outcome) = evaluate_job(job, &vars, ctx) else { continue };
