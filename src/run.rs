@@ -110,6 +110,8 @@ async fn run_once(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<E
         default_image: args.image.clone(),
         stream_logs: !args.quiet,
         signing_key: args.signing_key.clone(),
+        downstream: Some(local.downstream(&args.spec)),
+        slots: None,
     };
     let (tx, mut rx) = mpsc::channel::<RunEvent>(256);
     let names: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
@@ -227,9 +229,11 @@ impl View {
     }
 
     fn prefix(&self, job: &str) -> String {
-        let name: String = job.chars().take(32).collect();
+        // A downstream job (`deploy ▸ unit`) keeps its trigger job's colour, and more room.
+        let top = job.split(" ▸ ").next().unwrap_or(job);
+        let name: String = job.chars().take(if top == job { 32 } else { 64 }).collect();
         let padded = format!("{name:<w$}", w = self.width);
-        match (self.color, self.colors.get(job)) {
+        match (self.color, self.colors.get(job).or_else(|| self.colors.get(top))) {
             (true, Some(c)) => format!("{c}{padded}\x1b[0m │"),
             _ => format!("{padded} │"),
         }
@@ -318,11 +322,53 @@ impl View {
                     None => text,
                 };
                 let _ = writeln!(out, "{} {text}", self.prefix(job));
-                if let Some(r) = reason {
+                // A trigger job's note on success (not run locally) is already in its log.
+                if let (Some(r), false) = (reason, *status == JobResult::Success) {
                     let _ = writeln!(out, "{} {}", self.prefix(job), paint(r, RED));
                 }
             }
-            RunEvent::PipelineFinished { .. } => {}
+            RunEvent::PipelineFinished { .. } | RunEvent::PipelineStarted { .. } => {}
+            RunEvent::Downstream { pipeline_id, trigger, inner } => {
+                let path = trigger.join(" ▸ ");
+                let scoped = |job: &str| format!("{path} ▸ {job}");
+                let inner = match inner.as_ref() {
+                    RunEvent::PipelineStarted { source, .. } => {
+                        let _ = writeln!(
+                            out,
+                            "{} {}",
+                            self.prefix(&path),
+                            paint(&format!("↳ pipeline #{pipeline_id} ({source}) started"), GREEN)
+                        );
+                        None
+                    }
+                    RunEvent::PipelineFinished { status, duration_ms, .. } => {
+                        let color = if status == "success" { GREEN } else { YELLOW };
+                        let text = format!("↳ pipeline #{pipeline_id} {status} in {:.1}s", *duration_ms as f64 / 1000.0);
+                        let _ = writeln!(out, "{} {}", self.prefix(&path), paint(&text, color));
+                        None
+                    }
+                    RunEvent::JobStarted { job, stage, attempt, time } => {
+                        Some(RunEvent::JobStarted { job: scoped(job), stage: stage.clone(), attempt: *attempt, time: time.clone() })
+                    }
+                    RunEvent::Log { job, lines } => Some(RunEvent::Log { job: scoped(job), lines: lines.clone() }),
+                    RunEvent::JobFinished { job, .. } => {
+                        self.total += 1;
+                        let mut e = inner.as_ref().clone();
+                        if let RunEvent::JobFinished { job: j, .. } = &mut e {
+                            *j = scoped(job);
+                        }
+                        Some(e)
+                    }
+                    RunEvent::ExecutorChosen { .. } | RunEvent::Downstream { .. } => None,
+                };
+                drop(out);
+                if let Some(e) = inner {
+                    self.event(&e);
+                    return;
+                }
+                self.draw_progress();
+                return;
+            }
         }
         drop(out);
         self.draw_progress();
@@ -399,6 +445,25 @@ fn json_event(ev: &RunEvent) {
             }
         }
         RunEvent::ExecutorChosen { .. } => {}
+        // Flattened: the downstream event's own fields, plus which pipeline and trigger path.
+        RunEvent::Downstream { pipeline_id, trigger, inner } => match inner.as_ref() {
+            RunEvent::Log { job, lines } => {
+                for line in lines {
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        json!({"event": "log", "job": job, "line": line, "pipeline_id": pipeline_id, "trigger": trigger})
+                    );
+                }
+            }
+            inner => {
+                if let Ok(serde_json::Value::Object(mut m)) = serde_json::to_value(inner) {
+                    m.insert("pipeline_id".into(), json!(pipeline_id));
+                    m.insert("trigger".into(), json!(trigger));
+                    let _ = writeln!(out, "{}", serde_json::Value::Object(m));
+                }
+            }
+        },
         other => {
             if let Ok(s) = serde_json::to_string(other) {
                 let _ = writeln!(out, "{s}");
@@ -409,31 +474,7 @@ fn json_event(ev: &RunEvent) {
 
 fn print_summary(s: &RunSummary) {
     let mut out = std::io::stdout().lock();
-    let w = s.jobs.iter().map(|j| j.job.chars().count()).max().unwrap_or(3).max(3);
-    let _ = writeln!(out, "\n{:<w$}  {:<10}  {:<9}  {:>9}  attempt", "job", "stage", "status", "duration");
-    for j in &s.jobs {
-        let status = match (j.status, j.allow_failure) {
-            (JobResult::Failed, true) => "failed*".to_string(),
-            (st, _) => st.as_str().to_string(),
-        };
-        let dur = j.duration_ms.map_or_else(|| "-".into(), |d| format!("{:.2}s", d as f64 / 1000.0));
-        let crit = if s.critical_path.contains(&j.job) { " ◆" } else { "" };
-        let cov = j.coverage.map(|c| format!("  coverage {}", percent(c))).unwrap_or_default();
-        let _ = writeln!(out, "{:<w$}  {:<10}  {:<9}  {:>9}  {}{crit}{cov}", j.job, j.stage, status, dur, j.attempt);
-        if let Some(from) = &j.reused_from {
-            let _ = writeln!(out, "{:<w$}  ↺ {from}", "");
-        }
-    }
-    let reused = s.jobs.iter().filter(|j| j.reused_from.is_some()).count();
-    if reused > 0 {
-        let _ = writeln!(out, "↺ {reused} of {} jobs reused: nothing they read changed (`--no-reuse` runs them)", s.jobs.len());
-    }
-    if s.jobs.iter().any(|j| j.status == JobResult::Failed && j.allow_failure) {
-        let _ = writeln!(out, "* allowed to fail");
-    }
-    if !s.critical_path.is_empty() {
-        let _ = writeln!(out, "critical path (◆): {}", s.critical_path.join(" → "));
-    }
+    write_summary(&mut out, s, "");
     let verdict = if s.passed {
         paint(&format!("pipeline {}", s.status), GREEN)
     } else if !s.blocked_by.is_empty() {
@@ -451,5 +492,45 @@ fn print_summary(s: &RunSummary) {
             names.join(", "),
             s.blocked_by.first().map(String::as_str).unwrap_or_default()
         );
+    }
+}
+
+/// The job table of one pipeline, then its downstream pipelines' tables indented under it.
+fn write_summary(out: &mut impl Write, s: &RunSummary, indent: &str) {
+    let w = s.jobs.iter().map(|j| j.job.chars().count()).max().unwrap_or(3).max(3);
+    let _ = writeln!(out, "\n{indent}{:<w$}  {:<10}  {:<9}  {:>9}  attempt", "job", "stage", "status", "duration");
+    for j in &s.jobs {
+        let status = match (j.status, j.allow_failure) {
+            (JobResult::Failed, true) => "failed*".to_string(),
+            (st, _) => st.as_str().to_string(),
+        };
+        let dur = j.duration_ms.map_or_else(|| "-".into(), |d| format!("{:.2}s", d as f64 / 1000.0));
+        let crit = if s.critical_path.contains(&j.job) { " ◆" } else { "" };
+        let cov = j.coverage.map(|c| format!("  coverage {}", percent(c))).unwrap_or_default();
+        let _ = writeln!(out, "{indent}{:<w$}  {:<10}  {:<9}  {:>9}  {}{crit}{cov}", j.job, j.stage, status, dur, j.attempt);
+        if let Some(from) = &j.reused_from {
+            let _ = writeln!(out, "{indent}{:<w$}  ↺ {from}", "");
+        }
+    }
+    let reused = s.jobs.iter().filter(|j| j.reused_from.is_some()).count();
+    if reused > 0 {
+        let _ = writeln!(out, "{indent}↺ {reused} of {} jobs reused: nothing they read changed (`--no-reuse` runs them)", s.jobs.len());
+    }
+    if s.jobs.iter().any(|j| j.status == JobResult::Failed && j.allow_failure) {
+        let _ = writeln!(out, "{indent}* allowed to fail");
+    }
+    if !s.critical_path.is_empty() {
+        let _ = writeln!(out, "{indent}critical path (◆): {}", s.critical_path.join(" → "));
+    }
+    for d in &s.downstream {
+        let what = if d.kind == "child" { "child pipeline".to_string() } else { format!("pipeline of `{}`", d.kind) };
+        let id = d.summary.as_ref().map(|x| format!(" #{}", x.pipeline_id)).unwrap_or_default();
+        let _ = writeln!(out, "\n{indent}↳ {what}{id} of trigger job `{}`: {}", d.job, d.status);
+        if let Some(note) = &d.note {
+            let _ = writeln!(out, "{indent}  {note}");
+        }
+        if let Some(sub) = &d.summary {
+            write_summary(out, sub, &format!("{indent}    "));
+        }
     }
 }

@@ -12,6 +12,7 @@
 // add noise to every signature for no measurable gain.
 #![allow(clippy::result_large_err)]
 
+pub mod child;
 pub mod coverage;
 pub mod diag;
 pub mod dotenv;

@@ -19,6 +19,9 @@ pub struct LoadOptions {
     /// The most `needs` one job may list: GitLab's `ci_max_needs` instance limit, 50 by default.
     /// The binary sets it from `--max-needs`.
     pub max_needs: usize,
+    /// A child pipeline is loaded (`trigger:include`): `include:artifact` reads the parent's
+    /// artifacts through [`IncludeResolver::artifact`].
+    pub child: bool,
 }
 
 impl Default for LoadOptions {
@@ -28,6 +31,7 @@ impl Default for LoadOptions {
             include_limits: IncludeLimits::default(),
             variables: Vec::new(),
             max_needs: crate::parse::MAX_NEEDS,
+            child: false,
         }
     }
 }
@@ -76,6 +80,7 @@ impl crate::expand::Lookup for VarList<'_> {
 pub fn load(display: &str, path: &str, text: &str, resolver: &dyn IncludeResolver, options: &LoadOptions) -> Loaded {
     let vars = VarList(&options.variables);
     let mut includer = Includer::new(resolver, &vars, options.yaml_limits, options.include_limits);
+    includer.child = options.child;
     let root = includer.load_entry(display, path, text);
     let mut diagnostics = std::mem::take(&mut includer.diags);
     let sources = std::mem::take(&mut includer.sources);

@@ -301,13 +301,110 @@ pub enum Parallel {
     Matrix(Vec<IndexMap<String, Vec<String>>>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// `trigger:` — a bridge job: it runs no script, it creates a downstream pipeline.
+/// GitLab's `Ci::Bridge`; see docs.gitlab.com `ci/pipelines/downstream_pipelines`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trigger {
-    /// `project` for multi-project pipelines, `include` for child pipelines.
+    /// `project` for multi-project pipelines (`trigger: group/name` or `trigger:project`).
     pub project: Option<String>,
-    pub include: Vec<String>,
+    /// `trigger:branch` of a multi-project trigger (`None`: the project's default branch).
     pub branch: Option<String>,
-    pub strategy: Option<String>,
+    /// `trigger:include` for child pipelines: the child's configuration is these includes.
+    pub include: Vec<TriggerInclude>,
+    /// `strategy:`; without it the trigger job succeeds once the downstream pipeline exists.
+    pub strategy: Option<Strategy>,
+    pub forward: Forward,
+}
+
+/// `trigger:strategy`: the trigger job waits for the downstream pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Takes the downstream pipeline's final status (success, failed, canceled).
+    Depend,
+    /// GitLab 18.2: mirrors the downstream status as it changes, including a pipeline blocked
+    /// by a manual job. Once the downstream pipeline ends it is `depend`'s outcome.
+    Mirror,
+}
+
+impl Trigger {
+    /// Whether the trigger job waits for the downstream pipeline (`strategy: depend|mirror`).
+    pub fn waits(&self) -> bool {
+        self.strategy.is_some()
+    }
+
+    /// A child pipeline of the same project (`trigger:include`), not a multi-project one.
+    pub fn is_child(&self) -> bool {
+        self.project.is_none()
+    }
+
+    /// The jobs whose artifacts the child configuration reads (`trigger:include:artifact`).
+    pub fn artifact_jobs(&self) -> impl Iterator<Item = &str> {
+        self.include.iter().filter_map(|i| match i {
+            TriggerInclude::Artifact { job, .. } => Some(job.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The child pipeline's entry file: GitLab builds a child's configuration as
+    /// `include: <trigger:include>` (`Ci::Bridge#downstream_pipeline_params`), so the
+    /// loader reads every entry as any `include:` (rules, inputs, limits, positions).
+    /// JSON is YAML: the text is parsed by the same loader.
+    pub fn child_config(&self) -> String {
+        let items: Vec<serde_json::Value> = self.include.iter().map(TriggerInclude::to_json).collect();
+        serde_json::json!({ "include": items }).to_string()
+    }
+}
+
+/// One entry of `trigger:include`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerInclude {
+    /// `include: path` or `- local: path`: a file of the same commit.
+    Local { path: String },
+    /// `- artifact: path` + `job: name`: a file from an artifact of an earlier job of the
+    /// parent pipeline (dynamic child pipelines).
+    Artifact { path: String, job: String },
+    /// `- project: p` + `file:` (+ `ref:`).
+    Project { project: String, files: Vec<String>, git_ref: Option<String> },
+    /// `- template: Name.gitlab-ci.yml`.
+    Template { name: String },
+    /// `- remote: https://…`.
+    Remote { url: String },
+    /// `- component: host/project/name@version`.
+    Component { address: String },
+}
+
+impl TriggerInclude {
+    fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            TriggerInclude::Local { path } => json!({ "local": path }),
+            TriggerInclude::Artifact { path, job } => json!({ "artifact": path, "job": job }),
+            TriggerInclude::Project { project, files, git_ref } => match git_ref {
+                Some(r) => json!({ "project": project, "file": files, "ref": r }),
+                None => json!({ "project": project, "file": files }),
+            },
+            TriggerInclude::Template { name } => json!({ "template": name }),
+            TriggerInclude::Remote { url } => json!({ "remote": url }),
+            TriggerInclude::Component { address } => json!({ "component": address }),
+        }
+    }
+}
+
+/// `trigger:forward`: what the downstream pipeline receives (GitLab's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// The trigger job's `variables:` (and the global ones it inherits). Default true.
+    pub yaml_variables: bool,
+    /// Variables given to the upstream pipeline (`--var`, a trigger's variables). Default false.
+    pub pipeline_variables: bool,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward { yaml_variables: true, pipeline_variables: false }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -405,7 +405,7 @@ async fn restore_caches(
                     }
                 }
                 Ok(None) => notes.push(format!("{YELLOW}No cache for `{key}` yet{RESET}")),
-                Err(e) => notes.push(format!("{YELLOW}WARNING: cache `{key}` not restored: {e}{RESET}")),
+                Err(e) => notes.push(format!("{YELLOW}WARNING: cache `{key}` not restored: {}{RESET}", error_chain(&e))),
             }
         }
         (keys, notes)
@@ -462,7 +462,7 @@ async fn save_caches(
                 Ok(s) if s.up_to_date => notes.push(format!("Cache `{key}` is up to date: not archived again")),
                 Ok(s) if !s.saved => notes.push(format!("{YELLOW}WARNING: cache `{key}`: no files to save{RESET}")),
                 Ok(_) => notes.push(format!("{GREEN}Saved cache `{key}`{RESET}")),
-                Err(e) => notes.push(format!("{YELLOW}WARNING: cache `{key}` not saved: {e}{RESET}")),
+                Err(e) => notes.push(format!("{YELLOW}WARNING: cache `{key}` not saved: {}{RESET}", error_chain(&e))),
             }
         }
         notes
@@ -668,6 +668,18 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cache warning says why (a full disk once read only "cache archive for key `bench`").
+    #[test]
+    fn error_chains_name_the_cause() {
+        let e = crate::cache::CacheError::Io {
+            op: "write",
+            path: "/cache/bench.tar.zst".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        let text = error_chain(&e);
+        assert!(text.starts_with("cannot write `/cache/bench.tar.zst`: No space left on device"), "{text}");
+    }
 
     fn attempt(outcome: Outcome, exit_code: Option<i32>, reason: Option<&str>) -> Attempt {
         Attempt { outcome, exit_code, reason: reason.map(str::to_string), artifacts: None, dotenv: Vec::new(), coverage: None }

@@ -73,6 +73,28 @@ impl LocalPipeline {
     pub fn resolver(&self) -> &dyn IncludeResolver {
         &self.resolver
     }
+
+    /// The resolver as a shared value: child pipelines read their includes through it.
+    pub fn shared_resolver(&self) -> std::sync::Arc<dyn IncludeResolver + Send + Sync> {
+        std::sync::Arc::new(self.resolver.clone())
+    }
+
+    /// What a run of this pipeline needs to create downstream pipelines (`trigger:`), opened
+    /// with `opts`.
+    pub fn downstream(&self, opts: &LocalOptions) -> crate::run::trigger::Downstream {
+        let mut load = LoadOptions::default();
+        if let Some(n) = opts.max_needs {
+            load.max_needs = n;
+        }
+        crate::run::trigger::Downstream {
+            resolver: self.shared_resolver(),
+            load,
+            changed_files: opts.changed_files.clone(),
+            local: opts.clone(),
+            depth: 0,
+            path: Vec::new(),
+        }
+    }
 }
 
 /// Finds, loads and plans the pipeline described by `opts`.

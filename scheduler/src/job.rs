@@ -8,7 +8,7 @@
 //! precedence, in one function for both paths.
 
 use pipeline_spec::expand::{Var, expand_all};
-use pipeline_spec::model::{ArtifactsWhen, Cache, Image, Pipeline, Service, Step, When};
+use pipeline_spec::model::{ArtifactsWhen, Cache, Forward, Image, Pipeline, Service, Step, When};
 use pipeline_spec::plan::Plan;
 use pipeline_spec::predefined::{Context, JobContext};
 use serde::{Deserialize, Serialize};
@@ -258,6 +258,29 @@ impl JobSpec {
         expand_all(&list).into_iter().map(|(key, value)| Variable { masked: masked.contains(key.as_str()), key, value }).collect()
     }
 
+    /// The variables a trigger job passes to its downstream pipeline, which become that
+    /// pipeline's variables (GitLab's `Ci::Bridge#downstream_variables`): with
+    /// `forward:yaml_variables` (default) its YAML variables — global ones it inherits and its
+    /// own — expanded in this pipeline; with `forward:pipeline_variables` the variables given to
+    /// this pipeline ([`Layer::Pipeline`]). Project variables and secrets are not passed.
+    pub fn downstream_variables(&self, predefined: &[(String, String)], forward: Forward) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        if forward.yaml_variables {
+            let mut list: Vec<Var> = predefined.iter().map(|(k, v)| Var::raw(k, v)).collect();
+            let yaml: Vec<&SpecVar> = self.variables.iter().filter(|v| v.layer == Layer::Yaml).collect();
+            list.extend(yaml.iter().map(|v| if v.raw { Var::raw(&v.key, &v.value) } else { Var::new(&v.key, &v.value) }));
+            let keys: std::collections::HashSet<&str> = yaml.iter().map(|v| v.key.as_str()).collect();
+            out.extend(expand_all(&list).into_iter().filter(|(k, _)| keys.contains(k.as_str())));
+        }
+        if forward.pipeline_variables {
+            for v in self.variables.iter().filter(|v| v.layer == Layer::Pipeline) {
+                out.retain(|(k, _)| *k != v.key);
+                out.push((v.key.clone(), v.value.clone()));
+            }
+        }
+        out
+    }
+
     /// Adds variables from outside the pipeline file (say secrets, known only when the job is
     /// leased) at their layer's place: after the variables of the same or a lower layer.
     pub fn add_outer(&mut self, vars: impl IntoIterator<Item = SpecVar>) {
@@ -319,6 +342,41 @@ mod tests {
 
     fn get<'a>(vars: &'a [Variable], key: &str) -> Option<&'a str> {
         vars.iter().find(|v| v.key == key).map(|v| v.value.as_str())
+    }
+
+    /// GitLab (`trigger:forward`, docs "Pass CI/CD variables to a downstream pipeline"): by
+    /// default the trigger job's YAML variables (global ones it inherits and its own, expanded
+    /// upstream) pass down, pipeline variables do not; `pipeline_variables: true` adds them;
+    /// `yaml_variables: false` drops the YAML ones. Project variables never pass.
+    #[test]
+    fn trigger_forward_passes_yaml_variables_by_default_and_pipeline_variables_on_request() {
+        let yaml = "variables: {G: global, REF: $CI_COMMIT_SHA}
+bridge:
+  variables: {J: job-$G}
+  trigger: {include: c.yml}
+";
+        let spec = spec_of(yaml, "bridge", &[outer("SECRET", "s3cr3t-value", Layer::Project), outer("RUN", "given", Layer::Pipeline)]);
+        let predefined = vec![("CI_COMMIT_SHA".to_string(), "abc123".to_string())];
+        let sorted = |mut v: Vec<(String, String)>| {
+            v.sort();
+            v
+        };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            sorted(spec.downstream_variables(&predefined, Forward::default())),
+            [pair("G", "global"), pair("J", "job-global"), pair("REF", "abc123")]
+        );
+        let both = Forward { yaml_variables: true, pipeline_variables: true };
+        assert_eq!(
+            sorted(spec.downstream_variables(&predefined, both)),
+            [pair("G", "global"), pair("J", "job-global"), pair("REF", "abc123"), pair("RUN", "given")]
+        );
+        let none = Forward { yaml_variables: false, pipeline_variables: false };
+        assert!(spec.downstream_variables(&predefined, none).is_empty());
+        let inherit_none =
+            "variables: {G: global}\nbridge:\n  inherit: {variables: false}\n  variables: {J: j}\n  trigger: {include: c.yml}\n";
+        let spec = spec_of(inherit_none, "bridge", &[]);
+        assert_eq!(spec.downstream_variables(&[], Forward::default()), [pair("J", "j")], "`inherit:variables: false` keeps globals back");
     }
 
     /// GitLab's precedence (docs, "CI/CD variable precedence"): pipeline variables > project

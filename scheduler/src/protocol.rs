@@ -115,6 +115,10 @@ pub struct JobPayload {
     /// files, masked in its log. Sent only to jobs that build images on protected refs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<SigningKey>,
+    /// The server takes a short job's whole log in the finish report ([`FinishRequest::log`]);
+    /// a runner sends it there only when this says so.
+    #[serde(default)]
+    pub log_in_finish: bool,
 }
 
 /// A PEM private key (PKCS#8, ECDSA P-256) that images are signed with. Its `Debug` shows
@@ -192,7 +196,7 @@ pub struct FinishRequest {
     pub exit_code: Option<i32>,
     /// For people: why it failed.
     pub reason: Option<String>,
-    /// Bytes of log the runner sent in all; the server checks it has them.
+    /// Bytes of log the runner sent in all (the tail included); the server checks it has them.
     pub log_bytes: u64,
     /// The variables of the job's dotenv reports, read by the runner with GitLab's rules: a
     /// report is not a file of the artifacts archive (unless `paths` lists it too).
@@ -201,6 +205,43 @@ pub struct FinishRequest {
     /// The job's `coverage:` value, found in its log by the runner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<f64>,
+    /// The whole log of an attempt that had shipped none of it when it ended (a short job),
+    /// sent here instead of in an append of its own, to servers that offer it
+    /// ([`JobPayload::log_in_finish`]): one request fewer per job, and on object storage the
+    /// log goes straight to its final object, never through the store's chunk rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<FinishLog>,
+}
+
+/// A log sent whole with the finish report, at most [`MAX_FINISH_LOG`] bytes.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FinishLog(#[serde(with = "base64_bytes")] pub Vec<u8>);
+
+impl std::fmt::Debug for FinishLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FinishLog({} bytes)", self.0.len())
+    }
+}
+
+/// The largest log a finish report carries (a runner ships a longer one as appends anyway).
+pub const MAX_FINISH_LOG: usize = 64 * 1024;
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if text.len() > super::MAX_FINISH_LOG.div_ceil(3) * 4 {
+            return Err(serde::de::Error::custom(format!("a finish report's log is at most {} bytes", super::MAX_FINISH_LOG)));
+        }
+        STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Every API error body: a stable machine-readable `code` and a sentence for people.

@@ -20,7 +20,7 @@ pub(crate) fn should_retry(retry: &Retry, attempt: u32, reason: FailureReason, e
 }
 
 fn allowed_retries(retry: &Retry, reason: FailureReason, exit_code: Option<i32>) -> u32 {
-    if reason == FailureReason::MissingDependencyFailure {
+    if matches!(reason, FailureReason::MissingDependencyFailure | FailureReason::DownstreamPipelineCreationFailed) {
         return 0;
     }
     let on_reason = retry.when.contains(&RetryWhen::Always) || reason.retry_when().is_some_and(|class| retry.when.contains(&class));

@@ -165,6 +165,9 @@ pub enum FailureReason {
     RunnerInterrupted,
     /// Artifacts of a need are gone. Never retried (GitLab's `RETRY_OVERRIDES`).
     MissingDependencyFailure,
+    /// A trigger job could not create its downstream pipeline (invalid configuration, depth
+    /// limit, unknown project): GitLab's `downstream_pipeline_creation_failed`. Never retried.
+    DownstreamPipelineCreationFailed,
 }
 
 impl FailureReason {
@@ -185,7 +188,7 @@ impl FailureReason {
             F::SchedulerFailure => RetryWhen::SchedulerFailure,
             F::DataIntegrityFailure => RetryWhen::DataIntegrityFailure,
             F::RunnerInterrupted => RetryWhen::RunnerInterrupted,
-            F::MissingDependencyFailure => return None,
+            F::MissingDependencyFailure | F::DownstreamPipelineCreationFailed => return None,
         })
     }
 }

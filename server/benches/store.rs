@@ -57,6 +57,7 @@ impl Queue {
                     trigger: "{}".into(),
                     created_at: 0,
                     needs_approval: false,
+                    upstream: None,
                 };
                 let Recorded::Created(p) = self.store.record_pipeline(&format!("d{}", self.versions.len()), &new).await.unwrap() else {
                     unreachable!()

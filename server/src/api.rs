@@ -64,6 +64,23 @@ pub struct PipelineView {
     /// for a maintainer, or who approved it and when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalView>,
+    /// For a downstream pipeline: the pipeline and trigger job that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::store::Upstream>,
+    /// The pipelines this one's trigger jobs created, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub downstream: Vec<DownstreamView>,
+}
+
+/// A pipeline a trigger job created.
+#[derive(Serialize)]
+pub struct DownstreamView {
+    pub id: i64,
+    pub project: String,
+    pub source: String,
+    pub status: PipelineStatus,
+    /// The trigger job that created it.
+    pub job_id: i64,
 }
 
 #[derive(Serialize)]
@@ -109,7 +126,22 @@ async fn view(state: &AppState, row: crate::store::PipelineRow) -> ApiResult<Pip
     let jobs = state.store.jobs(row.id).await?;
     let forge_status = forge_status(state, &row).await?;
     let mut reports = crate::reports::of_pipeline(&state.store, &row, &jobs).await?;
+    let downstream = state
+        .store
+        .downstream_pipelines(row.id)
+        .await?
+        .into_iter()
+        .map(|d| DownstreamView {
+            id: d.id,
+            project: d.project,
+            source: d.source,
+            status: d.status,
+            job_id: d.upstream.map_or(0, |u| u.job_id),
+        })
+        .collect();
     Ok(PipelineView {
+        upstream: row.upstream,
+        downstream,
         forge_status,
         tests: reports.tests.take(),
         coverage: reports.coverage,
@@ -673,6 +705,7 @@ pub async fn webhook(
         trigger: serde_json::to_string(&ctx).map_err(|e| Error::Internal(e.into()))?,
         created_at: state.now_ms(),
         needs_approval: fork && cfg.fork_pipelines == crate::config::ForkPipelines::Approval,
+        upstream: None,
     };
     state.metrics.webhook_received();
     let delivery = &trigger.delivery_id;

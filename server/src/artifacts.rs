@@ -228,7 +228,7 @@ fn listing_key(digest: &str) -> String {
 }
 
 /// Opens the archive as a blocking reader (call the result's reads from `spawn_blocking`).
-async fn archive_reader(state: &AppState, digest: &str) -> ApiResult<(u64, impl Read + Send + 'static)> {
+pub(crate) async fn archive_reader(state: &AppState, digest: &str) -> ApiResult<(u64, impl Read + Send + 'static)> {
     let blob = state.blobs.get(&artifact_key(digest), None).await?.ok_or(Error::NotFound("artifacts"))?;
     let reader = tokio_util::io::StreamReader::new(blob.stream.map(|r| r.map_err(std::io::Error::other)));
     Ok((blob.size, tokio_util::io::SyncIoBridge::new(reader)))

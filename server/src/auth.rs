@@ -473,6 +473,7 @@ mod tests {
             updated_at: 0,
             iid: None,
             approval: None,
+            upstream: None,
         };
         assert!(!pipeline_protected(&row("{\"ref_protected\": false}")));
         assert!(pipeline_protected(&row("{\"ref_protected\": true}")));

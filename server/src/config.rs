@@ -395,6 +395,11 @@ pub struct ProjectConfig {
     /// Where the pipeline's state is posted as a commit status.
     #[serde(default)]
     pub forge: Option<ForgeConfig>,
+    /// Projects of this server whose trigger jobs may start this project's pipelines
+    /// (`trigger: project: <this name>`). Empty (the default): none may — a downstream
+    /// pipeline of a protected branch gets that branch's secrets, so the target opts in.
+    #[serde(default)]
+    pub triggered_by: Vec<String>,
 }
 
 /// A forge that receives commit statuses (`[project.forge]`).

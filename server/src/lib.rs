@@ -11,6 +11,7 @@ mod api;
 pub mod artifacts;
 pub mod auth;
 pub mod blob;
+pub mod bridges;
 pub mod clock;
 pub mod config;
 mod error;
@@ -62,11 +63,18 @@ use scheduler::{Event, PipelineStatus};
 /// the store when needed again).
 const MAX_ENGINES: usize = 1024;
 
+/// Most pipelines whose project is remembered ([`AppState::project_of`]); past it, all are
+/// forgotten (a read each brings them back).
+const MAX_PROJECTS_REMEMBERED: usize = 4096;
+
 /// Most jobs whose queueing time is remembered for the dispatch latency (metrics only).
 const MAX_QUEUED_AT: usize = 65_536;
 
 /// Per-job values (log locks, log watchers) shared by whoever uses them right now.
 type PerJob<T> = Arc<Mutex<HashMap<i64, Arc<T>>>>;
+
+/// A trigger job the engine started: pipeline, job id, name, attempt.
+type BridgeStart = (i64, i64, String, u32);
 
 /// Shared by every request and background task.
 pub struct AppState {
@@ -89,6 +97,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// When each job this server queued became pending, for the dispatch latency.
     queued_at: Mutex<HashMap<i64, tokio::time::Instant>>,
+    /// Each pipeline's project, which never changes: the runner protocol's calls need it
+    /// (secrets to mask) without reading the pipeline row every time. Bounded.
+    projects: Mutex<HashMap<i64, Arc<str>>>,
     /// The deadline the delayed-job timer sleeps until (ms; `i64::MAX`: none), and its wake-up
     /// when an earlier one is stored.
     timer_deadline: AtomicI64,
@@ -103,6 +114,10 @@ pub struct AppState {
     pub changes: live::Changes,
     /// Templates, remote files and component hosts for pipelines' `include:`.
     pub includes: includes::Includes,
+    /// Trigger jobs the engine started, for the task `serve` runs ([`bridges::start`]). At most
+    /// one message per trigger job attempt, so bounded by the pipelines' size.
+    bridge_tx: tokio::sync::mpsc::UnboundedSender<BridgeStart>,
+    bridge_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<BridgeStart>>>,
 }
 
 /// A per-job value; the map's entry goes with its last holder.
@@ -142,7 +157,10 @@ impl AppState {
             Vec::new()
         });
         let includes = includes::Includes::new(&config);
+        let (bridge_tx, bridge_rx) = tokio::sync::mpsc::unbounded_channel();
         AppState {
+            bridge_tx,
+            bridge_rx: Mutex::new(Some(bridge_rx)),
             logs: Logs::for_blobs(&config.data_dir, &blobs, &store),
             blobs,
             config,
@@ -154,6 +172,7 @@ impl AppState {
             queued: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             queued_at: Mutex::new(HashMap::new()),
+            projects: Mutex::new(HashMap::new()),
             timer_deadline: AtomicI64::new(i64::MAX),
             timer: tokio::sync::Notify::new(),
             sealing: Arc::new(tokio::sync::Semaphore::new(SEALS_AT_ONCE)),
@@ -197,6 +216,13 @@ impl AppState {
             self.log_watch.lock().unwrap_or_else(|e| e.into_inner()).len(),
             count(&self.queued_at),
         ]
+    }
+
+    /// Hands a trigger job the engine started to the bridge task.
+    fn start_bridge(&self, pipeline: i64, job: i64, name: String, attempt: u32) {
+        if self.bridge_tx.send((pipeline, job, name, attempt)).is_err() {
+            tracing::error!(pipeline, job, "the trigger-job task is gone: the job stays running until the server restarts");
+        }
     }
 
     async fn log_lock(&self, job: i64) -> Held<tokio::sync::Mutex<()>> {
@@ -249,8 +275,23 @@ impl AppState {
 
     /// The secrets of the pipeline's project, masked again in stored logs.
     async fn project_secrets(&self, pipeline_id: i64) -> Result<Vec<String>, crate::store::StoreError> {
-        let Some(p) = self.store.pipeline(pipeline_id).await? else { return Ok(Vec::new()) };
-        Ok(self.config.project(&p.project).map(|c| c.secrets.values().filter(|v| !v.is_empty()).cloned().collect()).unwrap_or_default())
+        let Some(project) = self.project_of(pipeline_id).await? else { return Ok(Vec::new()) };
+        Ok(self.config.project(&project).map(|c| c.secrets.values().filter(|v| !v.is_empty()).cloned().collect()).unwrap_or_default())
+    }
+
+    /// The pipeline's project (remembered: it never changes); `None` for no such pipeline.
+    async fn project_of(&self, pipeline_id: i64) -> Result<Option<Arc<str>>, crate::store::StoreError> {
+        if let Some(p) = self.projects.lock().unwrap_or_else(|e| e.into_inner()).get(&pipeline_id) {
+            return Ok(Some(p.clone()));
+        }
+        let Some(row) = self.store.pipeline(pipeline_id).await? else { return Ok(None) };
+        let project: Arc<str> = row.project.into();
+        let mut projects = self.projects.lock().unwrap_or_else(|e| e.into_inner());
+        if projects.len() >= MAX_PROJECTS_REMEMBERED {
+            projects.clear();
+        }
+        projects.insert(pipeline_id, project.clone());
+        Ok(Some(project))
     }
 
     fn mark_queued(&self, commands: &[scheduler::Command], ids: &HashMap<String, i64>) {
@@ -428,6 +469,15 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
     if let Err(e) = pipelines::resume_approved(&state).await {
         tracing::error!(error = %error::chain(&e), "cannot start the pipelines approved before a restart");
     }
+    if let Some(mut rx) = state.bridge_rx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let state = state.clone();
+        tokio::spawn(async move {
+            while let Some((pipeline, job, name, attempt)) = rx.recv().await {
+                tokio::spawn(bridges::start(state.clone(), pipeline, job, name, attempt));
+            }
+        });
+    }
+    bridges::resume(&state).await;
     tokio::spawn(forge::run(state.clone(), shutdown.clone()));
     forge::resume(&state).await;
     tokio::spawn(reap_leases(state.clone(), shutdown.clone()));

@@ -142,6 +142,21 @@ impl Logs {
         }
     }
 
+    /// Stores an attempt's whole log, received with its finish report (the runner shipped
+    /// none of it before; see [`scheduler::protocol::FinishRequest::log`]). On object storage
+    /// it becomes the final object at once, with no chunk rows and nothing to seal; files
+    /// append as usual. Call with the job's log lock held. Idempotent: a retried finish stores
+    /// the same bytes again.
+    pub async fn store_whole(&self, job: i64, attempt: i64, data: Bytes, secrets: Vec<String>, at_ms: i64) -> Result<Whole, LogError> {
+        match self {
+            Logs::Chunked(c) => c.store_whole(job, attempt, data, &secrets, at_ms).await,
+            Logs::File(_) => match self.append(job, attempt, 0, data, secrets, at_ms).await? {
+                Append::Ok { next_offset } => Ok(Whole::Appended { length: next_offset }),
+                Append::Gap { expected_offset: length } | Append::Sealed { length } => Ok(Whole::Appended { length }),
+            },
+        }
+    }
+
     /// What is stored of the log now, or `None` when nothing is.
     pub async fn view(&self, job: i64, attempt: i64) -> Result<Option<LogView>, LogError> {
         match self {
@@ -371,6 +386,23 @@ pub enum Append {
     Gap { expected_offset: u64 },
     /// The attempt's log was sealed (its job finished): nothing more is added.
     Sealed { length: u64 },
+}
+
+/// How [`Logs::store_whole`] stored a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whole {
+    /// As the final object: the log needs no sealing.
+    Final { length: u64 },
+    /// Appended like any chunk (files, or a log that already had chunks): sealed as usual.
+    Appended { length: u64 },
+}
+
+impl Whole {
+    pub fn length(self) -> u64 {
+        match self {
+            Whole::Final { length } | Whole::Appended { length } => length,
+        }
+    }
 }
 
 pub fn path(logs_dir: &Path, job_id: i64, attempt: i64) -> PathBuf {

@@ -196,6 +196,21 @@ async fn pipeline_page(state: &AppState, caller: &Caller, p: PipelineRow) -> Api
             may_approve: a.by.is_none() && auth::may_approve(&state.config, caller, &p),
             csrf: caller.csrf(),
         }),
+        upstream: match p.upstream {
+            Some(u) => Some((u.pipeline_id as u64, state.store.job(u.job_id).await?.map(|j| j.name).unwrap_or_default())),
+            None => None,
+        },
+        downstream: {
+            let mut out = Vec::new();
+            for d in state.store.downstream_pipelines(p.id).await? {
+                let job = match d.upstream {
+                    Some(u) => jobs.iter().find(|j| j.id == u.job_id).map(|j| j.name.clone()).unwrap_or_default(),
+                    None => String::new(),
+                };
+                out.push((d.id as u64, job, d.status));
+            }
+            out
+        },
     };
     Ok(Html(pages::pipeline_page(&detail)))
 }

@@ -36,10 +36,18 @@ pub struct JobTemplate {
     /// engine is rebuilt from the rows, and `on_job_failure` is part of its specification).
     #[serde(default)]
     pub auto_cancel: PlanAutoCancel,
+    /// A trigger job's `trigger:`: it never reaches a runner ([`crate::bridges`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<pipeline_spec::model::Trigger>,
 }
 
 /// The commit's pipeline file, loaded and planned. Blocking (git): call from `spawn_blocking`.
-fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Option<(Plan, pipeline_spec::model::Pipeline)>, StartError> {
+fn plan_commit(
+    state: &AppState,
+    row: &PipelineRow,
+    ctx: &Context,
+    downstream: Option<&crate::bridges::DownstreamInputs>,
+) -> Result<Option<(Plan, pipeline_spec::model::Pipeline)>, StartError> {
     let project = state.config.project(&row.project).ok_or_else(|| StartError::ProjectGone(row.project.clone()))?;
     let mirror = state.mirror(&row.project)?;
     if !mirror.has_commit(&row.sha) {
@@ -53,16 +61,21 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
         None => vec![".gitlab-ci.yml".into(), ".gitlab-ci-dso.yml".into()],
     };
     let mut found = None;
-    for c in &candidates {
-        if let Some(text) = mirror.read_file(&row.sha, c)? {
-            found = Some((c.clone(), text));
-            break;
+    // A child pipeline's configuration is its trigger's `include:`, not a file of the commit
+    // (a multi-project one's is its project's file).
+    let child = downstream.filter(|d| d.trigger.is_child());
+    if child.is_none() {
+        for c in &candidates {
+            if let Some(text) = mirror.read_file(&row.sha, c)? {
+                found = Some((c.clone(), text));
+                break;
+            }
+        }
+        if found.is_none() {
+            let at = &row.sha[..row.sha.len().min(12)];
+            return Err(StartError::Invalid(format!("no pipeline file at {at} (looked for {})", candidates.join(", "))));
         }
     }
-    let Some((file, text)) = found else {
-        let at = &row.sha[..row.sha.len().min(12)];
-        return Err(StartError::Invalid(format!("no pipeline file at {at} (looked for {})", candidates.join(", "))));
-    };
     let others: HashMap<String, crate::git::Mirror> = state
         .config
         .projects
@@ -79,8 +92,18 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
     mirror.pin(row.id, &row.sha)?;
     let mut variables = ctx.pipeline_variables();
     variables.extend(project.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+    variables.extend(downstream.iter().flat_map(|d| d.variables.iter().cloned()));
     let options = LoadOptions { variables: variables.clone(), max_needs: state.config.max_needs, ..LoadOptions::default() };
-    let loaded = load(&file, &file, &text, &resolver, &options);
+    let loaded = match (child, found) {
+        (Some(d), _) => {
+            let handle = tokio::runtime::Handle::current();
+            let artifact = |job: &str, path: &str| crate::bridges::read_artifact(state, &handle, d.upstream_pipeline, job, path);
+            let with = pipeline_spec::child::WithArtifacts { base: &resolver, artifact };
+            pipeline_spec::child::load_child("`trigger:include`", &d.trigger, &with, &options)
+        }
+        (None, Some((file, text))) => load(&file, &file, &text, &resolver, &options),
+        (None, None) => return Err(StartError::Invalid("no pipeline file".into())),
+    };
     if loaded.has_errors() {
         let errors: Vec<String> = loaded.errors().map(|d| d.display(&loaded.sources).to_string()).collect();
         return Err(StartError::Invalid(errors.join("\n")));
@@ -96,7 +119,12 @@ fn plan_commit(state: &AppState, row: &PipelineRow, ctx: &Context) -> Result<Opt
     };
     let pctx = PlanContext {
         predefined: ctx.pipeline_variables(),
-        pipeline_vars: project.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        pipeline_vars: project
+            .variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(downstream.iter().flat_map(|d| d.variables.iter().cloned()))
+            .collect(),
         changed_files: changed,
         exists: Some(&exists),
     };
@@ -161,12 +189,14 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     if row.status != PipelineStatus::Created {
         return Ok(());
     }
-    let ctx = context_of(&row).map_err(StartError::Trigger)?;
+    let stored: crate::bridges::StoredTrigger = serde_json::from_str(&row.trigger).map_err(StartError::Trigger)?;
+    let ctx = with_row(stored.context.clone(), &row);
     let planned = {
         let state = state.clone();
         let row = row.clone();
         let ctx = ctx.clone();
-        tokio::task::spawn_blocking(move || plan_commit(&state, &row, &ctx)).await??
+        let downstream = stored.downstream.clone();
+        tokio::task::spawn_blocking(move || plan_commit(&state, &row, &ctx, downstream.as_ref())).await??
     };
     let skipped = match &planned {
         None => true,
@@ -183,10 +213,18 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     // Project variables and secrets: the layer above the pipeline file (secrets masked, raw).
     // Project variables: the layer above the pipeline file. Secrets are not stored in job rows:
     // they join the specification when the job is leased (`secret_vars`).
+    // A child pipeline's variables from its trigger job (`forward`) are its pipeline variables.
     let outer: Vec<SpecVar> = project
         .variables
         .iter()
         .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: false, masked: false, layer: Layer::Project })
+        .chain(stored.downstream.iter().flat_map(|d| d.variables.iter()).map(|(k, v)| SpecVar {
+            key: k.clone(),
+            value: v.clone(),
+            raw: true,
+            masked: false,
+            layer: Layer::Pipeline,
+        }))
         .collect();
     let mut jobs = Vec::with_capacity(plan.jobs.len());
     for (i, pj) in plan.jobs.iter().enumerate() {
@@ -198,6 +236,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
             git: GitSource { path: String::new(), sha: row.sha.clone(), git_ref: row.git_ref.clone() },
             coverage: job.coverage.clone(),
             auto_cancel: plan.auto_cancel,
+            trigger: job.trigger.clone(),
         };
         let spec_json = serde_json::to_string(&template).map_err(StartError::Encode)?;
         jobs.push(NewJob {
@@ -300,11 +339,24 @@ pub struct Cached {
     /// The `wake_at` last stored for the pipeline; `None` until this server stored one (so the
     /// first change after a rebuild stores it).
     wake_at: Option<Option<i64>>,
+    /// Events the engine has applied that the pipeline's log does not hold yet: job starts
+    /// that changed nothing else ([`job_started`]). They are stored with the next transition.
+    deferred: Vec<Event>,
+    /// Trigger jobs: run by the server ([`crate::bridges`]), never queued for runners.
+    bridges: std::collections::HashSet<String>,
 }
 
 impl Cached {
     pub fn empty() -> Cached {
-        Cached { engine: None, version: 0, ids: HashMap::new(), project: String::new(), wake_at: None }
+        Cached {
+            engine: None,
+            version: 0,
+            ids: HashMap::new(),
+            project: String::new(),
+            wake_at: None,
+            deferred: Vec::new(),
+            bridges: Default::default(),
+        }
     }
 }
 
@@ -314,9 +366,13 @@ async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreErro
     let mut nodes = Vec::with_capacity(rows.len());
     let mut ids = HashMap::new();
     let mut auto_cancel = PlanAutoCancel::default();
+    let mut bridges = std::collections::HashSet::new();
     for r in &rows {
         let t: JobTemplate = serde_json::from_str(&r.spec).map_err(|e| StoreError::corrupt(format!("the spec of job {}", r.id), e))?;
         ids.insert(r.name.clone(), r.id);
+        if t.trigger.is_some() {
+            bridges.insert(r.name.clone());
+        }
         nodes.push(t.node);
         auto_cancel = t.auto_cancel;
     }
@@ -330,7 +386,26 @@ async fn rebuild(state: &AppState, pipeline_id: i64) -> Result<Cached, StoreErro
         // Replay: the commands were applied when the events were first processed.
         let _ = engine.on(ev);
     }
-    Ok(Cached { engine: Some(engine), version, ids, project, wake_at: None })
+    Ok(Cached { engine: Some(engine), version, ids, project, wake_at: None, deferred: Vec::new(), bridges })
+}
+
+/// A runner took a job. The claim stored it as running in its row already; the engine learns
+/// it here. When that changes nothing else the store keeps — the pipeline's status, its
+/// wake-up time — the event waits in memory and joins the pipeline's log with its next
+/// transition (usually the job's finish): a write transaction fewer per job. Losing it (a
+/// crash, an engine dropped from memory) loses nothing the engine needs: a pending job may
+/// finish, be canceled or lose its lease without having started; only its start time is
+/// missing from the engine's timeline (the job row keeps it).
+pub async fn job_started(state: &AppState, pipeline_id: i64, event: Event) -> Result<(), StoreError> {
+    process_once(state, pipeline_id, vec![event], Vec::new(), Defer::IfNothingElse).await.map(drop)
+}
+
+/// Whether [`process_once`] may keep its events in memory instead of storing them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Defer {
+    Never,
+    /// When they only mark jobs running (which their rows say already).
+    IfNothingElse,
 }
 
 /// Applies `events` to the pipeline's engine and stores the result, with `extra` job updates
@@ -414,7 +489,7 @@ async fn process_cancels(
     events: Vec<Event>,
     extra: Vec<JobUpdate>,
 ) -> Result<Vec<Command>, StoreError> {
-    let mut all = process_once(state, pipeline_id, events, extra).await?;
+    let mut all = process_once(state, pipeline_id, events, extra, Defer::Never).await?;
     let mut pending = all.clone();
     for _round in 0..4 {
         let mut finished = Vec::new();
@@ -439,18 +514,30 @@ async fn process_cancels(
         if finished.is_empty() {
             break;
         }
-        pending = process_once(state, pipeline_id, finished, Vec::new()).await?;
+        pending = process_once(state, pipeline_id, finished, Vec::new(), Defer::Never).await?;
         all.extend(pending.iter().cloned());
     }
     Ok(all)
 }
 
-async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, extra: Vec<JobUpdate>) -> Result<Vec<Command>, StoreError> {
+async fn process_once(
+    state: &AppState,
+    pipeline_id: i64,
+    events: Vec<Event>,
+    extra: Vec<JobUpdate>,
+    defer: Defer,
+) -> Result<Vec<Command>, StoreError> {
     let lock = state.pipeline_lock(pipeline_id).await;
     let mut cached = lock.lock().await;
     for _attempt in 0..8 {
         if cached.engine.is_none() {
+            // Deferred starts are offered to the rebuilt engine again (one that another server
+            // stored meanwhile is refused as a repeat).
+            let deferred = std::mem::take(&mut cached.deferred);
             *cached = rebuild(state, pipeline_id).await?;
+            if let Some(engine) = cached.engine.as_mut() {
+                cached.deferred = deferred.into_iter().filter(|ev| engine.on(ev.clone()).is_ok()).collect();
+            }
         }
         // Events are applied to the cached engine in place (cloning a 1,000-job engine for every
         // event dominated dispatch); if storing them fails, the cache is dropped and rebuilt.
@@ -476,8 +563,17 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
         let mut pipeline_status = None;
         let mut queued = false;
         let mut ended = Vec::new();
+        let mut bridges = Vec::new();
         for c in &commands {
             match c {
+                // A trigger job is the server's: `running` at once, so no runner claims it.
+                Command::RunJob { job, attempt } if cached.bridges.contains(job) => {
+                    if let Some(&id) = cached.ids.get(job) {
+                        jobs.push(JobUpdate::Status { job_id: id, status: JobStatus::Pending, attempt: *attempt, at: now });
+                        jobs.push(JobUpdate::Status { job_id: id, status: JobStatus::Running, attempt: *attempt, at: now });
+                        bridges.push((id, job.clone(), *attempt));
+                    }
+                }
                 Command::RunJob { job, attempt } => {
                     if let Some(&id) = cached.ids.get(job) {
                         jobs.push(JobUpdate::Status { job_id: id, status: JobStatus::Pending, attempt: *attempt, at: now });
@@ -506,10 +602,18 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
         if applied.is_empty() && jobs.is_empty() && cached.wake_at == Some(wake_at) {
             return Ok(commands);
         }
-        let transition =
-            Transition { pipeline_id, expected_version: cached.version, events: applied, jobs, pipeline_status, wake_at, at: now };
+        let only_starts = commands.iter().all(|c| matches!(c, Command::JobStatusChanged { status: JobStatus::Running, .. }));
+        if defer == Defer::IfNothingElse && only_starts && pipeline_status.is_none() && extra.is_empty() && cached.wake_at == Some(wake_at)
+        {
+            cached.deferred.extend(applied);
+            return Ok(commands);
+        }
+        let deferred = cached.deferred.len();
+        let events = cached.deferred.iter().cloned().chain(applied).collect();
+        let transition = Transition { pipeline_id, expected_version: cached.version, events, jobs, pipeline_status, wake_at, at: now };
         match state.store.apply(&transition).await {
             Ok(version) => {
+                cached.deferred.drain(..deferred);
                 cached.version = version;
                 cached.wake_at = Some(wake_at);
                 log_ended(&cached.project, pipeline_id, &ended, &transition.jobs);
@@ -524,11 +628,19 @@ async fn process_once(state: &AppState, pipeline_id: i64, events: Vec<Event>, ex
                 if let Some(at) = wake_at {
                     state.deadline_stored(at);
                 }
+                for (id, job, attempt) in bridges {
+                    state.start_bridge(pipeline_id, id, job, attempt);
+                }
                 if let Some(status) = pipeline_status.filter(|s| s.is_complete()) {
                     tracing::info!(project = %cached.project, pipeline = pipeline_id, %status, "pipeline finished");
                     // A finished pipeline leaves memory; a later retry rebuilds it from the store.
                     drop(cached);
+                    drop(lock);
                     state.forget_pipeline(pipeline_id).await;
+                    // A trigger job with `strategy: depend` waiting for this pipeline takes its status.
+                    if let Err(e) = crate::bridges::downstream_finished(state, pipeline_id, status).await {
+                        tracing::warn!(pipeline = pipeline_id, error = %crate::error::chain(&e), "the upstream trigger job could not be told");
+                    }
                 }
                 return Ok(commands);
             }
@@ -603,11 +715,15 @@ pub fn secret_vars(project: &crate::config::ProjectConfig, row: &PipelineRow, ct
 /// `GITLAB_USER_*` included, kept as data) with what only the store knows: `CI_PIPELINE_ID`,
 /// `CI_PIPELINE_IID` (the project's number, migration `0012`) and `CI_PIPELINE_CREATED_AT`.
 pub fn context_of(row: &PipelineRow) -> Result<Context, serde_json::Error> {
-    let mut ctx: Context = serde_json::from_str(&row.trigger)?;
+    Ok(with_row(serde_json::from_str(&row.trigger)?, row))
+}
+
+/// [`context_of`] for a trigger already decoded.
+fn with_row(mut ctx: Context, row: &PipelineRow) -> Context {
     ctx.pipeline_id = u64::try_from(row.id).unwrap_or(0);
     ctx.pipeline_iid = row.iid.and_then(|i| u64::try_from(i).ok()).unwrap_or(ctx.pipeline_id);
     ctx.pipeline_created_at = rfc3339_utc(row.created_at);
-    Ok(ctx)
+    ctx
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, as GitLab's `Time#iso8601` of a UTC time (`CI_PIPELINE_CREATED_AT`).

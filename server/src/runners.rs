@@ -76,7 +76,7 @@ pub async fn request_job(
             let job = &claimed.job;
             tracing::info!(project = %payload.project, pipeline = job.pipeline_id, job = job.id, name = %job.name, attempt = job.attempt, runner = runner.id, "job leased");
             let event = Event::JobStarted { job: job.name.clone(), attempt: job.attempt as u32, now: now as u64 };
-            pipelines::process(&state, job.pipeline_id, vec![event], Vec::new()).await?;
+            pipelines::job_started(&state, job.pipeline_id, event).await?;
             return Ok(Json(payload).into_response());
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -123,6 +123,7 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
         dotenv,
         dependencies,
         signing_key,
+        log_in_finish: true,
     })
 }
 
@@ -343,7 +344,7 @@ pub async fn finish(
     State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
     headers: HeaderMap,
-    Json(req): Json<FinishRequest>,
+    Json(mut req): Json<FinishRequest>,
 ) -> ApiResult<StatusCode> {
     let job = match job_for(&state, id, &headers).await {
         Ok(job) => job,
@@ -365,14 +366,32 @@ pub async fn finish(
             Some(serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{reason:?}")))
         }
     };
-    let stored = state.logs.len(id, job.attempt).await?;
+    let secrets = state.project_secrets(job.pipeline_id).await?;
+    // A short job's whole log comes with its finish report (the runner shipped none of it).
+    let whole = match req.log.take() {
+        Some(log) => {
+            let lock = state.log_lock(id).await;
+            let _guard = lock.lock().await;
+            let whole = state.logs.store_whole(id, job.attempt, Bytes::from(log.0), secrets.clone(), state.now_ms()).await?;
+            state.log_appended(id);
+            Some(whole)
+        }
+        None => None,
+    };
+    let stored = match whole {
+        Some(w) => w.length(),
+        None => state.logs.len(id, job.attempt).await?,
+    };
     if stored < req.log_bytes {
         tracing::warn!(job = id, stored, sent = req.log_bytes, "finish before the whole log arrived");
     }
     // The attempt's log is complete: one blob from now on (and earlier attempts', whose
     // runners died before finishing) — sealed off the request, the chunks stay readable.
+    // A log stored whole as its final object has nothing to seal.
     for attempt in 1..=job.attempt {
-        state.seal_later(id, attempt);
+        if attempt < job.attempt || !matches!(whole, Some(crate::logs::Whole::Final { .. })) {
+            state.seal_later(id, attempt);
+        }
     }
     let template = serde_json::from_str::<JobTemplate>(&job.spec).ok();
     // An attempt that uploaded no artifacts has no test report: an earlier attempt's goes.
@@ -405,7 +424,6 @@ pub async fn finish(
     };
     // The runner's words may quote a secret (a failing command's output): masked like the log,
     // before the reason reaches the store, the API, the pages or the operator log.
-    let secrets = state.project_secrets(job.pipeline_id).await?;
     let reason_text = reason_text.map(|text| mask_text(text, &secrets));
     let event = Event::JobFinished { job: job.name.clone(), attempt: job.attempt as u32, outcome, now: now as u64 };
     let update = JobUpdate::Result { job_id: id, exit_code: req.exit_code, failure_reason: reason_text, at: now };

@@ -40,7 +40,7 @@ fn spec(node: JobNode) -> String {
         coverage: None,
         environment: None,
     };
-    serde_json::to_string(&JobTemplate { node, job, git, coverage: None, auto_cancel: Default::default() }).unwrap()
+    serde_json::to_string(&JobTemplate { node, job, git, coverage: None, auto_cancel: Default::default(), trigger: None }).unwrap()
 }
 
 /// A started pipeline of these jobs; returns its id and its jobs' ids.
@@ -54,6 +54,7 @@ async fn started(state: &AppState, delivery: &str, nodes: Vec<JobNode>) -> (i64,
         trigger: "{}".into(),
         created_at: state.now_ms(),
         needs_approval: false,
+        upstream: None,
     };
     let Recorded::Created(id) = state.store.record_pipeline(delivery, &new).await.unwrap() else { panic!("a new delivery") };
     let jobs: Vec<NewJob> = nodes
@@ -152,4 +153,50 @@ async fn per_job_entries_live_while_held_and_followers_hear_the_end() {
     drop(guard);
     drop(lock);
     assert_eq!(state.in_memory().await[1], 0);
+}
+
+/// A job start that changes nothing else the store keeps waits in memory and joins the
+/// pipeline's log with its next transition, before it; one that changes the pipeline's status
+/// is stored at once; and a start that never reached the log (another server, or a crash)
+/// costs nothing: the job still finishes.
+#[tokio::test]
+async fn a_job_start_that_changes_nothing_else_is_stored_with_the_next_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path()).await;
+    let nodes = ["a", "b", "c", "d"].map(|n| JobNode::new(n, "test", 0)).to_vec();
+    let (id, ids) = started(&state, "deferred", nodes).await;
+    let pipeline = || async { state.store.pipeline(id).await.unwrap().unwrap() };
+    let v0 = pipeline().await.version;
+    let now = state.now_ms() as u64;
+    let start = |job: &str| Event::JobStarted { job: job.into(), attempt: 1, now };
+
+    crate::pipelines::job_started(&state, id, start("a")).await.unwrap();
+    let p = pipeline().await;
+    assert_eq!((p.version, p.status), (v0 + 1, PipelineStatus::Running), "the first start makes the pipeline running: stored");
+    crate::pipelines::job_started(&state, id, start("b")).await.unwrap();
+    crate::pipelines::job_started(&state, id, start("c")).await.unwrap();
+    assert_eq!(pipeline().await.version, v0 + 1, "the next starts wait in memory");
+
+    let finish = |job: &str| Event::JobFinished { job: job.into(), attempt: 1, outcome: Outcome::Success, now };
+    process(&state, id, vec![finish("b")], vec![]).await.unwrap();
+    let events = state.store.events(id).await.unwrap();
+    let names: Vec<String> = events[events.len() - 3..].iter().map(|e| format!("{e:?}")).collect();
+    assert!(names[0].starts_with("JobStarted") && names[0].contains("\"b\""), "{names:?}");
+    assert!(names[1].starts_with("JobStarted") && names[1].contains("\"c\""), "{names:?}");
+    assert!(names[2].starts_with("JobFinished") && names[2].contains("\"b\""), "{names:?}");
+
+    crate::pipelines::job_started(&state, id, start("d")).await.unwrap();
+    assert!(!format!("{:?}", state.store.events(id).await.unwrap()).contains("\"d\""), "d's start waits in memory");
+
+    // Another server on the same store, whose engine is rebuilt from the log (without d's
+    // start, as after a crash): every job finishes.
+    let config: Config = toml::from_str(&format!("data_dir = {:?}\n", dir.path().display().to_string())).unwrap();
+    let blobs = crate::blob::Blobs::open(&config).unwrap();
+    let peer = AppState::new(config, state.store.clone(), blobs).with_clock(state.clock.clone());
+    process(&peer, id, vec![finish("a"), finish("c"), finish("d")], vec![]).await.unwrap();
+    let p = pipeline().await;
+    assert_eq!(p.status, PipelineStatus::Success, "{p:?}");
+    for job in ids {
+        assert_eq!(state.store.job(job).await.unwrap().unwrap().status, JobStatus::Success);
+    }
 }

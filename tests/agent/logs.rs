@@ -115,3 +115,46 @@ async fn a_server_refusing_logs_slows_the_job_down_without_losing_bytes() {
 
     agent.stop(LIMIT).await.unwrap();
 }
+
+/// A short job's log goes whole in the finish report when the server offers it: no log request
+/// at all, masked like any append; a job that runs longer than the log interval ships its log
+/// as appends and its report carries none; a server that does not offer it gets appends.
+#[tokio::test]
+async fn a_short_jobs_whole_log_rides_in_the_finish_report_when_offered() {
+    let w = World::new().await;
+    let sha = w.repo.commit("main", &[("file.txt", "x\n")], "one");
+
+    // A minute between sends: however slow the machine, this job ends before any is due.
+    let agent = w.shell_agent_configured(1, |c| c.log_interval_ms = Some(60_000));
+    let secret = "whole-log-S3cr3t";
+    let mut short = w.fake.state.payload(PROJECT, &sha, &["echo \"short job says $SECRET\""]);
+    short.log_in_finish = true;
+    short.job.variables = vec![crate::support::var("SECRET", secret, true)];
+    let rec = w.fake.state.finished(w.fake.state.enqueue(short), LIMIT).await;
+    let finish = rec.finish.as_ref().unwrap();
+    assert_eq!(finish.outcome, Outcome::Success, "{}", rec.log_text());
+    assert!(rec.log_requests.is_empty(), "no log request: {}", rec.log_requests.len());
+    let whole = finish.log.as_ref().expect("the whole log in the report");
+    assert_eq!(finish.log_bytes, whole.0.len() as u64);
+    let text = String::from_utf8_lossy(&whole.0);
+    assert!(text.contains("short job says [MASKED]"), "{text}");
+    assert!(!text.contains("S3cr3t"), "{text}");
+    agent.stop(LIMIT).await.unwrap();
+
+    // The default interval (100 ms) and a job of 400 ms: appends, no log in the report.
+    let agent = w.shell_agent(1);
+    let mut long = w.fake.state.payload(PROJECT, &sha, &["echo first", "sleep 0.4", "echo last"]);
+    long.log_in_finish = true;
+    let rec = w.fake.state.finished(w.fake.state.enqueue(long), LIMIT).await;
+    let finish = rec.finish.as_ref().unwrap();
+    assert!(finish.log.is_none(), "a log shipped in part is never sent whole");
+    assert!(!rec.log_requests.is_empty());
+    assert_eq!(finish.log_bytes, rec.log.len() as u64);
+    assert!(rec.log_text().contains("last"), "{}", rec.log_text());
+
+    // Not offered (an older server): appends only.
+    let rec = w.fake.state.finished(w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, &["echo hi"])), LIMIT).await;
+    assert!(rec.finish.as_ref().unwrap().log.is_none());
+    assert!(!rec.log_requests.is_empty());
+    agent.stop(LIMIT).await.unwrap();
+}

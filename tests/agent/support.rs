@@ -44,6 +44,7 @@ impl World {
             executor: None,
             concurrency: None,
             ca_file: None,
+            log_interval_ms: None,
         }
     }
 
@@ -65,6 +66,13 @@ impl World {
     ) -> RunningAgent {
         let agent = tune(Agent::new(self.config(), executor, containers, concurrency, self.work_dir()));
         RunningAgent::start(agent)
+    }
+
+    /// A shell agent whose `runner.toml` settings are changed by `configure`.
+    pub fn shell_agent_configured(&self, concurrency: usize, configure: impl FnOnce(&mut RunnerConfig)) -> RunningAgent {
+        let mut config = self.config();
+        configure(&mut config);
+        RunningAgent::start(Agent::new(config, Arc::new(ShellExecutor::new()), false, concurrency, self.work_dir()))
     }
 }
 

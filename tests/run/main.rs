@@ -10,6 +10,7 @@ mod registry;
 mod reuse;
 mod semantics;
 mod steps;
+mod trigger;
 mod variables;
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ mod auto_cancel;
 mod both_ways;
 mod browser;
 mod delivery;
+mod downstream;
 mod failures;
 mod forge;
 mod includes;

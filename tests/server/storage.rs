@@ -253,6 +253,39 @@ async fn a_server_killed_mid_log_continues_it_from_the_bucket_after_restart() {
     assert!(local.is_empty(), "{local:?}");
 }
 
+/// A short job's log comes whole with its finish report and is written as its final object
+/// at once: nothing to seal (no chunk rows went through the store), the object is there when
+/// the job is, and a secret is masked in it as in any log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_jobs_log_is_its_final_object_as_soon_as_the_job_finishes() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let forge = Forge::new("quick:\n  script:\n    - echo \"quick job, token $DEPLOY_TOKEN\"\n");
+    let (before, after) = forge.push("main", "first");
+    let extra = format!("storage = \"s3://{BUCKET}/whole\"");
+    let server = Server::start_with_env(&forge, 10_000, &extra, None, moto.env());
+    let http = Http::new(&server);
+    // A minute between sends: however slow the machine, the job ends before its log is sent.
+    let _runner = RunnerProc::start_configured(&server, "node", "shell", "log_interval_ms = 60000\n");
+    let r = http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "whole-log").await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    let p = http.wait_status(id, &["success", "failed"], 90).await;
+    assert_eq!(p["status"], "success", "{p:#}\nserver log:\n{}", server.log());
+    let job = job_id(&p, "quick");
+    // No waiting: the finish report wrote it.
+    let keys = moto.list(BUCKET, "whole/logs/");
+    let log = http.log(job).await;
+    assert_eq!(keys, [(format!("whole/logs/{job}.1.log"), log.len() as u64)], "one object, no time marks");
+    assert!(log.contains("quick job, token [MASKED]") && !log.contains("tok-123456-secret"), "{log}");
+    let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name} ");
+        metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(-1.0)
+    };
+    assert_eq!(value("piste_logs_sealed_total"), 0.0, "nothing was sealed: {metrics}");
+    assert_eq!(value("piste_logs_to_seal"), 0.0, "{metrics}");
+}
+
 /// The bucket behind HTTPS with a private CA (nginx in front of moto): with the top-level
 /// `ca_file`, the job's log and artifacts reach the bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

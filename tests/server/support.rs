@@ -258,8 +258,27 @@ impl RunnerProc {
         RunnerProc::start_at(&server.url, name, executor, options)
     }
 
+    /// A runner whose `runner.toml` gets `lines` appended after registration (settings such as
+    /// `log_interval_ms = 60000`).
+    pub fn start_configured(server: &Server, name: &str, executor: &str, lines: &str) -> RunnerProc {
+        let mut r = RunnerProc::registered(&server.url, name, executor, &[]);
+        let config = r.dir.path().join("runner.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(lines);
+        std::fs::write(&config, text).unwrap();
+        r.spawn();
+        r
+    }
+
     /// A runner of the server at `url` (e.g. behind a TLS proxy), registered with `options`.
     pub fn start_at(url: &str, name: &str, executor: &str, options: &[&str]) -> RunnerProc {
+        let mut r = RunnerProc::registered(url, name, executor, options);
+        r.spawn();
+        r
+    }
+
+    /// Registered, not started.
+    fn registered(url: &str, name: &str, executor: &str, options: &[&str]) -> RunnerProc {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("runner.toml");
         let out = Command::new(env!("CARGO_BIN_EXE_piste"))
@@ -270,9 +289,7 @@ impl RunnerProc {
             .output()
             .unwrap();
         assert!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
-        let mut r = RunnerProc { dir, executor: executor.to_owned(), child: None };
-        r.spawn();
-        r
+        RunnerProc { dir, executor: executor.to_owned(), child: None }
     }
 
     /// Starts (again) the runner process with the same configuration and work directory.

@@ -85,6 +85,13 @@ pub trait IncludeResolver {
         Err(ResolveError::Unavailable("this resolver cannot resolve commits".into()))
     }
 
+    /// Reads `path` from the artifacts of job `job` of the parent pipeline, for a child
+    /// pipeline's `trigger:include:artifact` (dynamic child pipelines).
+    fn artifact(&self, job: &str, path: &str) -> Result<String, ResolveError> {
+        let _ = (job, path);
+        Err(ResolveError::Unavailable("artifacts exist only while the parent pipeline runs".into()))
+    }
+
     /// Whether `host`, in a component address, names this instance besides `$CI_SERVER_FQDN`
     /// (GitLab reads components from its own instance only).
     fn component_host(&self, host: &str) -> bool {
@@ -115,6 +122,9 @@ enum FileKind {
     Template,
     /// A remote URL (`path`); its own `local` includes read the pipeline's project too.
     Remote,
+    /// A file of a parent job's artifacts (`git_ref` holds the job); its own `local` includes
+    /// read the pipeline's project.
+    Artifact,
 }
 
 /// Identity of a loaded file, to detect cycles.
@@ -135,7 +145,7 @@ impl FileKey {
     fn local_base(&self) -> (Option<String>, Option<String>) {
         match self.kind {
             FileKind::Repo => (self.project.clone(), self.git_ref.clone()),
-            FileKind::Template | FileKind::Remote => (None, None),
+            FileKind::Template | FileKind::Remote | FileKind::Artifact => (None, None),
         }
     }
 
@@ -164,6 +174,7 @@ impl fmt::Display for FileKey {
         match (self.kind, &self.project) {
             (FileKind::Template, _) => write!(f, "template:{}", self.path),
             (FileKind::Remote, _) | (FileKind::Repo, None) => f.write_str(&self.path),
+            (FileKind::Artifact, _) => write!(f, "artifact:{}", self.path),
             (FileKind::Repo, Some(p)) => write!(f, "{p}:{}", self.path),
         }
     }
@@ -182,10 +193,12 @@ pub(crate) struct Includer<'a> {
     pub incomplete: bool,
     /// Set when an include is not available here (see [`crate::diag::Kind::Unavailable`]).
     pub unavailable: bool,
+    /// A child pipeline is being loaded: `include:artifact` may read the parent's artifacts.
+    pub child: bool,
 }
 
 const INCLUDE_KEYS: &[&str] =
-    &["local", "project", "file", "ref", "remote", "template", "component", "rules", "inputs", "integrity", "cache"];
+    &["local", "project", "file", "ref", "remote", "template", "component", "artifact", "job", "rules", "inputs", "integrity", "cache"];
 
 impl<'a> Includer<'a> {
     pub fn new(resolver: &'a dyn IncludeResolver, vars: &'a dyn Lookup, yaml_limits: yaml::Limits, limits: IncludeLimits) -> Self {
@@ -200,6 +213,7 @@ impl<'a> Includer<'a> {
             stack: Vec::new(),
             incomplete: false,
             unavailable: false,
+            child: false,
         }
     }
 
@@ -315,6 +329,9 @@ impl<'a> Includer<'a> {
                             .key("include:cache"),
                     );
                 }
+                if let Some(artifact) = text_of("artifact") {
+                    return self.include_artifact(&artifact, text_of("job"), item.span, given);
+                }
                 if let Some(local) = text_of("local") {
                     let path = expand(&local, self.vars);
                     return self.include_local(cur_project.as_deref(), &path, cur_ref.as_deref(), item.span, given);
@@ -344,7 +361,7 @@ impl<'a> Includer<'a> {
                     return self.include_component(&c.value, item.span, given);
                 }
                 self.diags.push(
-                    Diagnostic::error(item.span, "an `include` entry needs one of `local`, `project`, `remote`, `template` or `component`")
+                    Diagnostic::error(item.span, "an `include` entry needs one of `local`, `project`, `remote`, `template`, `component` or (in `trigger:include`) `artifact`")
                         .key("include"),
                 );
                 None
@@ -436,6 +453,40 @@ impl<'a> Includer<'a> {
             }
         }
         merged
+    }
+
+    /// `include:artifact` + `job`: GitLab's `External::File::Artifact`, valid only when a child
+    /// pipeline is created, from a job of its parent.
+    fn include_artifact(&mut self, artifact: &str, job: Option<String>, span: Span, given: Option<&Node>) -> Option<Node> {
+        if !self.child {
+            self.diags.push(
+                Diagnostic::error(span, "`include:artifact` is only allowed when triggering a child pipeline")
+                    .key("include:artifact")
+                    .help("use it in `trigger:include` of a job of the parent pipeline"),
+            );
+            return None;
+        }
+        let Some(job) = job else {
+            self.diags
+                .push(Diagnostic::error(span, "`include:artifact` needs `job:`, the job whose artifacts hold the file").key("include"));
+            return None;
+        };
+        let path = expand(artifact, self.vars).trim_start_matches("./").to_string();
+        let key = FileKey { kind: FileKind::Artifact, project: None, path: path.clone(), git_ref: Some(job.clone()) };
+        self.guard(span)?;
+        self.check_cycle(&key, span)?;
+        let text = match self.resolver.artifact(&job, &path) {
+            Ok(t) => t,
+            Err(e) => {
+                let d =
+                    Diagnostic::error(span, format!("cannot read `{path}` from the artifacts of job `{job}`: {e}")).key("include:artifact");
+                self.push_resolve_error(d, &e);
+                return None;
+            }
+        };
+        self.loaded += 1;
+        let file = self.sources.add(SourceFile { display: path.clone(), project: None, path });
+        self.load_text(key, file, &text, Some(GivenInputs::new(given, span)))
     }
 
     fn include_local(

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use crate::diag::{Diagnostic, suggest};
 use crate::model::{
-    Artifacts, ArtifactsWhen, Cache, CacheKey, CachePolicy, Environment, Image, Inherit, Job, Parallel, Pipeline, Reports, Service,
-    Trigger, When,
+    Artifacts, ArtifactsWhen, Cache, CacheKey, CachePolicy, Environment, Forward, Image, Inherit, Job, Parallel, Pipeline, Reports,
+    Service, Strategy, Trigger, TriggerInclude, When,
 };
 use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
@@ -519,38 +519,150 @@ fn parse_environment(cx: &mut Cx, n: &Node) -> Option<Environment> {
     }
 }
 
+/// `trigger:` as GitLab's `Entry::Trigger` reads it: a project path, or a map that is either a
+/// multi-project trigger (`project`, `branch`) or a child pipeline (`include`), with
+/// `strategy` and `forward`.
 fn parse_trigger(cx: &mut Cx, n: &Node) -> Option<Trigger> {
-    match &n.value {
-        Value::Str(s) => Some(Trigger { project: Some(s.clone()), include: Vec::new(), branch: None, strategy: None }),
-        Value::Map(m) => {
-            cx.check_keys(m, &["project", "branch", "strategy", "include", "forward"], "trigger");
-            let include = match m.get("include").map(|e| &e.value) {
-                None => Vec::new(),
-                Some(inc) => match &inc.value {
-                    Value::Str(s) => vec![s.clone()],
-                    Value::Seq(items) => items
-                        .iter()
-                        .filter_map(|it| {
-                            it.as_str()
-                                .map(str::to_string)
-                                .or_else(|| it.get("local").or_else(|| it.get("file")).and_then(Node::scalar_string))
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                },
-            };
-            Some(Trigger {
-                project: m.get("project").and_then(|e| cx.string(&e.value, "trigger:project")),
-                include,
-                branch: m.get("branch").and_then(|e| cx.string(&e.value, "trigger:branch")),
-                strategy: m.get("strategy").and_then(|e| cx.string(&e.value, "trigger:strategy")),
-            })
+    let m = match &n.value {
+        Value::Str(s) => {
+            return Some(Trigger {
+                project: Some(s.clone()),
+                branch: None,
+                include: Vec::new(),
+                strategy: None,
+                forward: Forward::default(),
+            });
         }
+        Value::Map(m) => m,
         _ => {
             cx.push(Diagnostic::error(n.span, format!("expected a project path or a map, found {}", n.kind())).key("trigger"));
-            None
+            return None;
+        }
+    };
+    cx.check_keys(m, &["project", "branch", "strategy", "include", "forward"], "trigger");
+    let project = m.get("project").and_then(|e| cx.string(&e.value, "trigger:project"));
+    let include = m.get("include").map(|e| parse_trigger_include(cx, &e.value)).unwrap_or_default();
+    match (m.get("project"), m.get("include")) {
+        (Some(_), Some(inc)) => cx.push(
+            Diagnostic::error(inc.key_span, "`trigger` has `project` or `include`, not both")
+                .key("trigger")
+                .help("`project` starts a pipeline of another project; `include` starts a child pipeline of this one"),
+        ),
+        (None, None) => cx.push(
+            Diagnostic::error(n.span, "`trigger` needs `project` (a multi-project pipeline) or `include` (a child pipeline)")
+                .key("trigger"),
+        ),
+        (None, Some(_)) => {
+            if let Some(b) = m.get("branch") {
+                cx.push(
+                    Diagnostic::error(
+                        b.key_span,
+                        "`trigger:branch` applies to `trigger:project`; a child pipeline runs on the parent's commit",
+                    )
+                    .key("trigger:branch"),
+                );
+            }
+        }
+        (Some(_), None) => {}
+    }
+    let strategy = match m.get("strategy") {
+        None => None,
+        Some(e) => match e.value.as_str() {
+            Some("depend") => Some(Strategy::Depend),
+            Some("mirror") => Some(Strategy::Mirror),
+            _ => {
+                let found = e.value.scalar_string().unwrap_or_else(|| e.value.kind().to_string());
+                cx.push(
+                    Diagnostic::error(e.value.span, format!("`trigger:strategy` is `depend` or `mirror`, found `{found}`"))
+                        .key("trigger:strategy")
+                        .help("`strategy: depend` makes the trigger job wait for the downstream pipeline and take its status"),
+                );
+                None
+            }
+        },
+    };
+    let mut forward = Forward::default();
+    if let Some(e) = m.get("forward") {
+        match e.value.as_map() {
+            Some(f) => {
+                cx.check_keys(f, &["yaml_variables", "pipeline_variables"], "trigger:forward");
+                if let Some(b) = f.get("yaml_variables").and_then(|x| cx.bool(&x.value, "trigger:forward:yaml_variables")) {
+                    forward.yaml_variables = b;
+                }
+                if let Some(b) = f.get("pipeline_variables").and_then(|x| cx.bool(&x.value, "trigger:forward:pipeline_variables")) {
+                    forward.pipeline_variables = b;
+                }
+            }
+            None => cx.push(
+                Diagnostic::error(e.value.span, format!("`trigger:forward` is a map, found {}", e.value.kind()))
+                    .key("trigger:forward")
+                    .help("write `forward: {yaml_variables: true, pipeline_variables: false}`"),
+            ),
         }
     }
+    Some(Trigger { project, branch: m.get("branch").and_then(|e| cx.string(&e.value, "trigger:branch")), include, strategy, forward })
+}
+
+const TRIGGER_INCLUDE_KEYS: &[&str] = &["local", "artifact", "job", "project", "file", "ref", "template", "remote", "component"];
+
+/// `trigger:include`: a path, or a list of paths and maps (GitLab's `Entry::Includes` plus
+/// `artifact` + `job`).
+fn parse_trigger_include(cx: &mut Cx, n: &Node) -> Vec<TriggerInclude> {
+    let items: Vec<&Node> = match &n.value {
+        Value::Seq(items) => items.iter().collect(),
+        _ => vec![n],
+    };
+    let mut out = Vec::new();
+    for it in items {
+        match &it.value {
+            Value::Str(s) if s.starts_with("https://") || s.starts_with("http://") => out.push(TriggerInclude::Remote { url: s.clone() }),
+            Value::Str(s) => out.push(TriggerInclude::Local { path: s.clone() }),
+            Value::Map(m) => {
+                cx.check_keys(m, TRIGGER_INCLUDE_KEYS, "trigger:include");
+                let text = |cx: &mut Cx, k: &str| m.get(k).and_then(|e| cx.string(&e.value, &format!("trigger:include:{k}")));
+                if let Some(path) = text(cx, "local") {
+                    out.push(TriggerInclude::Local { path });
+                } else if let Some(path) = text(cx, "artifact") {
+                    match text(cx, "job") {
+                        Some(job) => out.push(TriggerInclude::Artifact { path, job }),
+                        None => cx.push(
+                            Diagnostic::error(it.span, "`trigger:include:artifact` needs `job:`, the job whose artifacts hold the file")
+                                .key("trigger:include"),
+                        ),
+                    }
+                } else if let Some(project) = text(cx, "project") {
+                    let files = m.get("file").map(|e| cx.string_list(&e.value, "trigger:include:file")).unwrap_or_default();
+                    if files.is_empty() {
+                        cx.push(Diagnostic::error(it.span, "`trigger:include:project` needs `file:`").key("trigger:include"));
+                    } else {
+                        out.push(TriggerInclude::Project { project, files, git_ref: text(cx, "ref") });
+                    }
+                } else if let Some(name) = text(cx, "template") {
+                    out.push(TriggerInclude::Template { name });
+                } else if let Some(url) = text(cx, "remote") {
+                    out.push(TriggerInclude::Remote { url });
+                } else if let Some(address) = text(cx, "component") {
+                    out.push(TriggerInclude::Component { address });
+                } else {
+                    cx.push(
+                        Diagnostic::error(
+                            it.span,
+                            "a `trigger:include` entry needs one of `local`, `artifact` (+ `job`), `project` (+ `file`), `template`, `remote` or `component`",
+                        )
+                        .key("trigger:include"),
+                    );
+                }
+                if m.contains_key("job") && !m.contains_key("artifact") {
+                    cx.push(Diagnostic::error(it.span, "`trigger:include:job` goes with `artifact:`").key("trigger:include"));
+                }
+            }
+            _ => cx.push(
+                Diagnostic::error(it.span, format!("a `trigger:include` entry is a path or a map, found {}", it.kind()))
+                    .key("trigger:include"),
+            ),
+        }
+    }
+    out
 }
 
 /// Whether a (nested) list holds anything but lists.
@@ -605,6 +717,29 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
         for rule in job.rules.iter().flatten() {
             if let Some(needs) = &rule.needs {
                 check_needs(cx, needs, "rules:needs");
+            }
+        }
+        // GitLab (`External::File::Artifact`): the file comes from a job of the parent pipeline
+        // that runs before the trigger job (an earlier stage, or one it needs).
+        for dep in job.trigger.iter().flat_map(|t| t.artifact_jobs()) {
+            let before = |other: &Job| match &job.needs {
+                Some(needs) => needs.iter().any(|n| n.job == other.name),
+                None => idx(other) < my_stage,
+            };
+            match p.jobs.get(dep) {
+                None => cx.push(
+                    Diagnostic::error(job.span, format!("`trigger:include:job` refers to `{dep}`, which is not defined"))
+                        .key("trigger:include")
+                        .suggest(suggest(dep, names())),
+                ),
+                Some(other) if !before(other) => cx.push(
+                    Diagnostic::error(job.span, format!("`trigger:include:job` refers to `{dep}`, which does not run before this job"))
+                        .key("trigger:include")
+                        .help(format!(
+                            "the artifact must exist when the child pipeline is created: put `{dep}` in an earlier stage or in `needs`"
+                        )),
+                ),
+                Some(_) => {}
             }
         }
         if let Some(deps) = &job.dependencies {

@@ -133,7 +133,9 @@ child:
     assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
     let p = loaded.pipeline.unwrap();
     assert_eq!(p.jobs["deploy"].environment.as_ref().unwrap().on_stop.as_deref(), Some("stop"));
-    assert_eq!(p.jobs["child"].trigger.as_ref().unwrap().include, ["child.yml"]);
+    let trigger = p.jobs["child"].trigger.as_ref().unwrap();
+    assert_eq!(trigger.include, [pipeline_spec::model::TriggerInclude::Local { path: "child.yml".into() }]);
+    assert_eq!(trigger.strategy, Some(pipeline_spec::model::Strategy::Depend));
     assert_eq!(p.jobs["stop"].when, When::Manual);
 }
 

@@ -10,6 +10,7 @@ mod keywords;
 mod limits;
 mod needs;
 mod rules;
+mod trigger;
 
 use pipeline_spec::load::{LoadOptions, Loaded, MemoryResolver, load};
 use pipeline_spec::plan::{Plan, PlanContext, PlanError, plan};

@@ -40,6 +40,11 @@ pub struct RunnerConfig {
     /// usual ones (a private CA): the protocol's calls and the checkouts use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// How long a running job's new output may wait before it is sent, in milliseconds
+    /// (default 100, so followers see lines at once; GitLab's runner waits 3 s). Longer means
+    /// fewer requests; a job shorter than this sends its whole log with its finish report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_interval_ms: Option<u64>,
 }
 
 /// Never prints the token.
@@ -54,6 +59,7 @@ impl std::fmt::Debug for RunnerConfig {
             .field("executor", &self.executor)
             .field("concurrency", &self.concurrency)
             .field("ca_file", &self.ca_file)
+            .field("log_interval_ms", &self.log_interval_ms)
             .finish()
     }
 }
@@ -94,6 +100,9 @@ impl RunnerConfig {
         if self.concurrency == Some(0) {
             return Err("`concurrency` must be at least 1".into());
         }
+        if let Some(ms) = self.log_interval_ms.filter(|ms| !(10..=60_000).contains(ms)) {
+            return Err(format!("`log_interval_ms` is {ms}; it must be between 10 and 60000 (milliseconds)"));
+        }
         if let Some(ca) = &self.ca_file {
             super::api::read_ca_file(ca)?;
         }
@@ -130,6 +139,7 @@ pub async fn register(url: &str, req: &RegisterRequest, config_path: &Path, ca_f
         executor: None,
         concurrency: None,
         ca_file,
+        log_interval_ms: None,
     };
     // Checked again: another `register` may have written the file meanwhile.
     refuse_existing(config_path)?;
@@ -201,6 +211,26 @@ mod tests {
     }
 
     #[test]
+    fn the_log_interval_is_bounded() {
+        let config = |ms| RunnerConfig {
+            url: "http://x".into(),
+            token: "t".into(),
+            name: "n".into(),
+            tags: vec![],
+            builds_dir: None,
+            executor: None,
+            concurrency: None,
+            ca_file: None,
+            log_interval_ms: Some(ms),
+        };
+        assert!(config(100).check().is_ok());
+        assert!(config(60_000).check().is_ok());
+        let e = config(5).check().unwrap_err();
+        assert!(e.contains("`log_interval_ms` is 5; it must be between 10 and 60000"), "{e}");
+        assert!(config(60_001).check().is_err());
+    }
+
+    #[test]
     fn debug_hides_the_token() {
         let c = RunnerConfig {
             url: "http://x".into(),
@@ -211,6 +241,7 @@ mod tests {
             executor: None,
             concurrency: None,
             ca_file: None,
+            log_interval_ms: None,
         };
         assert!(!format!("{c:?}").contains("s3cret"));
     }

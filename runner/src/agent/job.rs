@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use scheduler::protocol::{FinishRequest, JobPayload};
+use scheduler::protocol::{FinishLog, FinishRequest, JobPayload};
 use scheduler::{FailureReason, Outcome};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub force: CancellationToken,
     /// Give up on jobs at once, reporting nothing.
     pub abandon: CancellationToken,
+    /// How long new output may wait before it is sent (`log_interval_ms`).
+    pub log_interval: std::time::Duration,
 }
 
 /// How a job is being stopped.
@@ -83,7 +85,8 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
     if let Some(key) = &payload.signing_key {
         secrets.extend(key.mask_values().into_iter().map(String::into_bytes));
     }
-    let (log, shipper) = logs::spawn(shared.api.clone(), job, payload.token.clone(), secrets, signals.clone());
+    let shipping = logs::Shipping { interval: shared.log_interval, whole_in_finish: payload.log_in_finish };
+    let (log, shipper) = logs::spawn(shared.api.clone(), job, payload.token.clone(), secrets, signals.clone(), shipping);
 
     let env = AttemptEnv {
         header: format!(
@@ -121,7 +124,11 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         other => other,
     };
     drop(log);
-    let shipped = shipper.await.unwrap_or_else(|e| logs::LogResult { bytes: 0, end: LogEnd::Failed(format!("the log task failed: {e}")) });
+    let shipped = shipper.await.unwrap_or_else(|e| logs::LogResult {
+        bytes: 0,
+        end: LogEnd::Failed(format!("the log task failed: {e}")),
+        whole: None,
+    });
     let attempt = match (attempt, &shipped.end) {
         (None, _) | (_, LogEnd::Lost) => None,
         (Some(_), LogEnd::Failed(m)) => Some(system(format!("the job's log could not be stored: {m}"))),
@@ -131,11 +138,14 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         None if shared.abandon.is_cancelled() => tracing::warn!(job, "job abandoned at shutdown; the server will expire its lease"),
         None => tracing::warn!(job, "job taken away by the server (its lease was given up); not reporting it"),
         Some(a) => {
+            let log_bytes = shipped.bytes + shipped.whole.as_ref().map_or(0, |w| w.len() as u64);
+            let log = shipped.whole.map(FinishLog);
             let req = FinishRequest {
                 outcome: a.outcome,
                 exit_code: a.exit_code,
                 reason: a.reason,
-                log_bytes: shipped.bytes,
+                log_bytes,
+                log,
                 dotenv: a.dotenv,
                 coverage: a.coverage,
             };
@@ -377,6 +387,7 @@ pub(crate) async fn report_unreadable(api: &Api, job: i64, token: &str, message:
         log_bytes: len,
         dotenv: Vec::new(),
         coverage: None,
+        log: None,
     };
     match retrying(stop, "finish report", job, || api.finish(job, token, &req)).await {
         Ok(()) => tracing::warn!(job, error = %message, "reported an unreadable job as a system failure"),

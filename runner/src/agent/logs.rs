@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
-use scheduler::protocol::MAX_LOG_CHUNK;
+use scheduler::protocol::{MAX_FINISH_LOG, MAX_LOG_CHUNK};
 use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -36,7 +36,7 @@ use crate::mask::Masker;
 
 /// Send when this many bytes wait.
 pub(crate) const FLUSH_BYTES: usize = 64 * 1024;
-/// Send when the oldest waiting byte is this old.
+/// Send when the oldest waiting byte is this old (unless `log_interval_ms` says otherwise).
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(100);
 /// Stop reading input while this many bytes await acknowledgement.
 pub(crate) const MAX_UNACKED: usize = 8 << 20;
@@ -57,13 +57,42 @@ pub(crate) struct LogResult {
     /// Bytes the server acknowledged.
     pub bytes: u64,
     pub end: LogEnd,
+    /// The whole log, not sent: for the finish report (see [`spawn`]'s `whole_in_finish`).
+    pub whole: Option<Vec<u8>>,
+}
+
+impl LogResult {
+    fn ended(bytes: u64, end: LogEnd) -> LogResult {
+        LogResult { bytes, end, whole: None }
+    }
+}
+
+/// How a log is shipped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shipping {
+    /// Send when the oldest waiting byte is this old.
+    pub interval: Duration,
+    /// The server takes a never-sent log in the finish report.
+    pub whole_in_finish: bool,
 }
 
 /// Starts shipping job `job`'s log. `secrets` are masked. On a lost job the shipper marks
-/// `signals` lost; on a refused log it cancels the script.
-pub(crate) fn spawn(api: Api, job: i64, token: String, secrets: Vec<Vec<u8>>, signals: Signals) -> (LogWriter, JoinHandle<LogResult>) {
+/// `signals` lost; on a refused log it cancels the script. With `whole_in_finish` (the server
+/// offers it), a log whose input ended before any of it was sent — a short job's — is not sent
+/// but returned, masked, in [`LogResult::whole`] for the finish report (up to
+/// [`MAX_FINISH_LOG`] bytes): one request fewer per job. Only a log never sent in part goes
+/// there, so no earlier append of it can reach the server afterwards.
+pub(crate) fn spawn(
+    api: Api,
+    job: i64,
+    token: String,
+    secrets: Vec<Vec<u8>>,
+    signals: Signals,
+    shipping: Shipping,
+) -> (LogWriter, JoinHandle<LogResult>) {
     let (writer, rx) = LogWriter::channel(16);
-    let shipper = Shipper { api, job, token, signals, state: State::new(Masker::new(secrets)) };
+    let state = State::new(Masker::new(secrets), shipping.interval);
+    let shipper = Shipper { api, job, token, signals, whole_in_finish: shipping.whole_in_finish, sent_any: false, state };
     (writer, tokio::spawn(shipper.run(rx)))
 }
 
@@ -75,6 +104,10 @@ struct Shipper {
     job: i64,
     token: String,
     signals: Signals,
+    /// The server takes a never-sent log in the finish report.
+    whole_in_finish: bool,
+    /// A request has been started (the log can no longer go whole in the finish report).
+    sent_any: bool,
     state: State,
 }
 
@@ -92,11 +125,14 @@ struct State {
     retry_at: Option<Instant>,
     backoff: Backoff,
     failures: u32,
+    /// Send when the oldest waiting byte is this old.
+    interval: Duration,
 }
 
 impl State {
-    fn new(masker: Masker) -> State {
+    fn new(masker: Masker, interval: Duration) -> State {
         State {
+            interval,
             masker,
             at_line_start: true,
             buf: VecDeque::new(),
@@ -149,7 +185,7 @@ impl State {
         if self.buf.is_empty() || self.retry_at.is_some_and(|t| now < t) {
             return false;
         }
-        input_done || self.resend || self.buf.len() >= FLUSH_BYTES || self.oldest_unsent.is_some_and(|t| now >= t + FLUSH_AFTER)
+        input_done || self.resend || self.buf.len() >= FLUSH_BYTES || self.oldest_unsent.is_some_and(|t| now >= t + self.interval)
     }
 
     /// When [`Self::due`] may become true without new input.
@@ -159,7 +195,7 @@ impl State {
         }
         match self.retry_at {
             Some(t) => Some(t),
-            None => self.oldest_unsent.map(|t| t + FLUSH_AFTER),
+            None => self.oldest_unsent.map(|t| t + self.interval),
         }
     }
 
@@ -212,7 +248,11 @@ impl Shipper {
         let mut input_done = false;
         loop {
             if input_done && self.state.buf.is_empty() && in_flight.is_none() {
-                return LogResult { bytes: self.state.acked, end: LogEnd::Complete };
+                return LogResult::ended(self.state.acked, LogEnd::Complete);
+            }
+            if input_done && self.whole_in_finish && !self.sent_any && self.state.buf.len() <= MAX_FINISH_LOG {
+                let whole = std::mem::take(&mut self.state.buf).into();
+                return LogResult { bytes: 0, end: LogEnd::Complete, whole: Some(whole) };
             }
             if in_flight.is_none() && self.state.due(Instant::now(), input_done) {
                 in_flight = Some(self.request());
@@ -221,11 +261,11 @@ impl Shipper {
             let wake = if in_flight.is_none() { self.state.wake_at() } else { None };
             tokio::select! {
                 biased;
-                () = self.signals.lost.cancelled() => return LogResult { bytes: self.state.acked, end: LogEnd::Lost },
+                () = self.signals.lost.cancelled() => return LogResult::ended(self.state.acked, LogEnd::Lost),
                 (offset, end, reply) = poll_request(&mut in_flight) => {
                     in_flight = None;
                     if let Err(end) = self.on_reply(offset, end, reply) {
-                        return LogResult { bytes: self.state.acked, end };
+                        return LogResult::ended(self.state.acked, end);
                     }
                 }
                 input = next_input(&mut inputs, &mut stream), if can_read => match input {
@@ -243,6 +283,7 @@ impl Shipper {
     }
 
     fn request(&mut self) -> Request {
+        self.sent_any = true;
         let (offset, body) = self.state.take_request();
         let end = offset + body.len() as u64;
         let (api, token, job) = (self.api.clone(), self.token.clone(), self.job);
@@ -328,7 +369,7 @@ mod tests {
     use super::*;
 
     fn state(secrets: &[&str]) -> State {
-        State::new(Masker::new(secrets.iter().map(|s| s.as_bytes())))
+        State::new(Masker::new(secrets.iter().map(|s| s.as_bytes())), FLUSH_AFTER)
     }
 
     #[test]

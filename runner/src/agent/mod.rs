@@ -186,6 +186,7 @@ impl Agent {
             owner,
             force: CancellationToken::new(),
             abandon: CancellationToken::new(),
+            log_interval: self.config.log_interval_ms.map_or(logs::FLUSH_AFTER, std::time::Duration::from_millis),
         });
         tracing::info!(url, name = %self.config.name, executor = self.executor.name(), concurrency = self.concurrency, "runner started");
         let permits = Arc::new(Semaphore::new(self.concurrency));

@@ -31,6 +31,7 @@ pub mod codec;
 mod collect;
 mod extract;
 mod fsat;
+mod read;
 
 use std::io;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ use std::path::PathBuf;
 pub use archive::write_archive;
 pub use collect::collect;
 pub use extract::extract;
+pub use read::{FileInArchive, read_file};
 
 use crate::cas::Digest;
 

@@ -35,6 +35,21 @@ pub enum RunEvent {
         executor: String,
         reason: String,
     },
+    /// A pipeline of this run started: the first event of every pipeline, the top one's and
+    /// each downstream one's (then inside [`RunEvent::Downstream`]).
+    PipelineStarted {
+        pipeline_id: u64,
+        /// `CI_PIPELINE_SOURCE`: `parent_pipeline` for a child, `pipeline` for a multi-project one.
+        source: String,
+    },
+    /// An event of a downstream pipeline (`trigger:`), as `{"event":"downstream",
+    /// "pipeline_id":N,"trigger":["deploy"],"inner":{…}}`. `trigger` is the path of trigger jobs
+    /// from the top pipeline down to the one that created pipeline `pipeline_id`.
+    Downstream {
+        pipeline_id: u64,
+        trigger: Vec<String>,
+        inner: Box<RunEvent>,
+    },
     JobStarted {
         job: String,
         stage: String,
@@ -112,6 +127,28 @@ pub struct RunSummary {
     pub critical_path: Vec<String>,
     /// Where the full logs of this run are.
     pub log_dir: std::path::PathBuf,
+    /// This pipeline's number (`.piste/pipelines/<n>/`).
+    pub pipeline_id: u64,
+    /// The pipelines its trigger jobs created (or did not), in the order they were triggered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub downstream: Vec<DownstreamSummary>,
+}
+
+/// What became of one trigger job's downstream pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownstreamSummary {
+    /// The trigger job.
+    pub job: String,
+    /// `child` (`trigger:include`) or the project path of a multi-project trigger.
+    pub kind: String,
+    /// The downstream pipeline's status, or `not_created` / `not_run_locally`.
+    pub status: String,
+    /// Why it was not created or not run, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The downstream pipeline's own summary, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Box<RunSummary>>,
 }
 
 /// RFC 3339 UTC time with milliseconds, for events.

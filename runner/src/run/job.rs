@@ -60,6 +60,44 @@ pub struct Shared {
     /// The repository the jobs check out from, and whether its work tree is overlaid.
     pub source_repo: PathBuf,
     pub worktree: bool,
+    /// `<project>/.piste` and `-j`: what a downstream pipeline of this run needs too.
+    pub data_dir: PathBuf,
+    pub concurrency: usize,
+    /// Workspace slots, shared with downstream pipelines (`-j` bounds the whole run).
+    pub slots: Arc<super::SlotPool>,
+    /// How trigger jobs create downstream pipelines, and those they created.
+    pub downstream: Option<super::trigger::Downstream>,
+    pub children: super::trigger::Children,
+}
+
+impl Shared {
+    /// The configuration of a downstream pipeline of this run: same executor, slots, secrets
+    /// and options; `vars` are its pipeline variables.
+    pub(super) fn child_config(
+        &self,
+        vars: Vec<(String, String)>,
+        data_dir: PathBuf,
+        source_repo: PathBuf,
+        downstream: Option<super::trigger::Downstream>,
+    ) -> super::RunConfig {
+        super::RunConfig {
+            executor: self.executor.clone(),
+            containers: self.containers,
+            concurrency: self.concurrency,
+            data_dir,
+            source_repo,
+            worktree: self.worktree,
+            secrets: self.secrets.clone(),
+            pipeline_vars: vars,
+            only: Vec::new(),
+            default_image: self.default_image.clone(),
+            stream_logs: self.stream_logs,
+            signing_key: self.signing_key.as_ref().map(|k| k.0.clone()),
+            reuse: self.reuse,
+            downstream,
+            slots: Some(self.slots.clone()),
+        }
+    }
 }
 
 /// The result of one attempt, for the engine and the summary.

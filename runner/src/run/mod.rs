@@ -9,6 +9,7 @@ mod inputs;
 mod job;
 pub mod logs;
 pub mod reuse;
+pub mod trigger;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use events::{JobResult, JobSummary, RunEvent, RunSummary};
+pub use events::{DownstreamSummary, JobResult, JobSummary, RunEvent, RunSummary};
 pub use job::log_name;
 
 use crate::executor::Executor;
@@ -56,6 +57,46 @@ pub struct RunConfig {
     pub signing_key: Option<String>,
     /// Reuse of earlier results (`--reuse`, `--no-reuse`, `.piste/config.toml`).
     pub reuse: reuse::Mode,
+    /// How trigger jobs create downstream pipelines; `None`: they fail, saying so.
+    pub downstream: Option<trigger::Downstream>,
+    /// The workspace slots of the run this pipeline is part of (`None`: `concurrency` new ones).
+    pub slots: Option<Arc<SlotPool>>,
+}
+
+/// Workspace slots: `-j` of them for a whole run, downstream pipelines included. A job holds a
+/// [`SlotLease`] while it runs; trigger jobs hold none.
+pub struct SlotPool {
+    permits: Arc<tokio::sync::Semaphore>,
+    free: Mutex<Vec<usize>>,
+}
+
+impl SlotPool {
+    pub fn new(n: usize) -> Arc<SlotPool> {
+        let n = n.max(1);
+        Arc::new(SlotPool { permits: Arc::new(tokio::sync::Semaphore::new(n)), free: Mutex::new((0..n).rev().collect()) })
+    }
+
+    fn lease(self: &Arc<Self>, permit: tokio::sync::OwnedSemaphorePermit) -> SlotLease {
+        let slot = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop().expect("a permit guarantees a free slot");
+        SlotLease { pool: self.clone(), slot, _permit: permit }
+    }
+
+    fn try_lease(self: &Arc<Self>) -> Option<SlotLease> {
+        self.permits.clone().try_acquire_owned().ok().map(|p| self.lease(p))
+    }
+}
+
+/// One slot, given back when dropped (the slot first, then the permit).
+struct SlotLease {
+    pool: Arc<SlotPool>,
+    slot: usize,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for SlotLease {
+    fn drop(&mut self) {
+        self.pool.free.lock().unwrap_or_else(|e| e.into_inner()).push(self.slot);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +138,7 @@ pub async fn run_pipeline(
         PlayManual::Jobs(config.only.clone())
     };
     let mut engine = Engine::new(spec, EngineOptions { play_manual: play })?;
+    let mut context = context;
 
     let io = |path: &PathBuf| {
         let path = path.clone();
@@ -104,11 +146,14 @@ pub async fn run_pipeline(
     };
     std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
     let (pipeline_id, log_dir) = next_pipeline(&config.data_dir).map_err(io(&config.data_dir))?;
-    // A local pipeline's id is its number in the project: `CI_PIPELINE_ID` and `_IID` agree.
-    let mut context = context;
-    context.pipeline_id = pipeline_id;
+    // A local pipeline's number in the project (`CI_PIPELINE_IID`, children included, as in
+    // GitLab) is also its id unless one was given.
+    if context.pipeline_id == 0 {
+        context.pipeline_id = pipeline_id;
+    }
     context.pipeline_iid = pipeline_id;
     context.pipeline_created_at = events::now_rfc3339_seconds();
+    let _ = events.send(RunEvent::PipelineStarted { pipeline_id, source: context.source.as_str().to_string() }).await;
     let cas_root = config.data_dir.join("artifacts");
     let cas = crate::cas::Store::open(&cas_root).map_err(io(&cas_root))?;
     let inputs =
@@ -137,12 +182,18 @@ pub async fn run_pipeline(
         records: reuse::Records::new(&config.data_dir),
         source_repo: config.source_repo.clone(),
         worktree: config.worktree,
+        data_dir: config.data_dir.clone(),
+        concurrency: config.concurrency.max(1),
+        slots: config.slots.clone().unwrap_or_else(|| SlotPool::new(config.concurrency)),
+        downstream: config.downstream.clone(),
+        children: trigger::Children::default(),
     });
 
-    let concurrency = config.concurrency.max(1);
-    let mut free_slots: Vec<usize> = (0..concurrency).rev().collect();
+    let slots = shared.slots.clone();
+    // A slot acquired while waiting, not yet given to a job.
+    let mut spare: Option<SlotLease> = None;
     let mut queue: VecDeque<(String, u32)> = VecDeque::new();
-    let mut running: JoinSet<(String, u32, usize, job::Attempt)> = JoinSet::new();
+    let mut running: JoinSet<(String, u32, job::Attempt)> = JoinSet::new();
     let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
     // Attempts whose end has been reported (`job_finished`), so none is reported twice.
     let mut reported: std::collections::HashSet<(String, u32)> = std::collections::HashSet::new();
@@ -237,11 +288,16 @@ pub async fn run_pipeline(
         for grant in grants {
             commands.extend(engine.on(grant).unwrap_or_default());
         }
-        // Start what fits.
-        while let (Some(_), Some(_)) = (queue.front(), free_slots.last()) {
-            let (job, attempt) = queue.pop_front().expect("checked");
-            let slot = free_slots.pop().expect("checked");
+        // Start what fits: trigger jobs need no slot; the others wait for one.
+        let mut no_slot = VecDeque::new();
+        while let Some((job, attempt)) = queue.pop_front() {
             let Some(&i) = index.get(&job) else { continue };
+            let is_trigger = pipeline.jobs.get(&plan.jobs[i].base).is_some_and(|j| j.trigger.is_some());
+            let lease = if is_trigger { None } else { spare.take().or_else(|| slots.try_lease()) };
+            if !is_trigger && lease.is_none() {
+                no_slot.push_back((job, attempt));
+                continue;
+            }
             let token = cancel.child_token();
             tokens.insert(job.clone(), token.clone());
             let _ = events
@@ -249,11 +305,21 @@ pub async fn run_pipeline(
                 .await;
             commands.extend(engine.on(Event::JobStarted { job: job.clone(), attempt, now: now_ms(start) }).unwrap_or_default());
             let shared = shared.clone();
-            running.spawn(async move {
-                let result = job::run(shared, i, attempt, slot, token).await;
-                (job, attempt, slot, result)
-            });
+            match lease {
+                Some(lease) => {
+                    running.spawn(async move {
+                        let result = job::run(shared, i, attempt, lease.slot, token).await;
+                        drop(lease);
+                        (job, attempt, result)
+                    });
+                }
+                None => {
+                    let bridge = trigger::run_boxed(shared, i, attempt, token);
+                    running.spawn(async move { (job, attempt, bridge.await) });
+                }
+            }
         }
+        queue = no_slot;
         if !commands.is_empty() {
             continue;
         }
@@ -262,15 +328,14 @@ pub async fn run_pipeline(
         }
         // Wait for a job, a delayed job's time, or Ctrl-C.
         let wake = engine.next_wakeup().map(|at| Duration::from_millis(at.saturating_sub(now_ms(start))));
-        if running.is_empty() && wake.is_none() {
-            // Nothing running, nothing scheduled, not finished: the engine waits for a person
-            // (a blocking manual job). A local run stops here.
+        if running.is_empty() && queue.is_empty() && wake.is_none() {
+            // Nothing running, waiting for a slot or scheduled, not finished: the engine waits
+            // for a person (a blocking manual job). A local run stops here.
             break;
         }
         tokio::select! {
             Some(done) = running.join_next() => {
-                let Ok((job, attempt, slot, result)) = done else { continue };
-                free_slots.push(slot);
+                let Ok((job, attempt, result)) = done else { continue };
                 tokens.remove(&job);
                 let i = index[&job];
                 let pj = &plan.jobs[i];
@@ -294,6 +359,10 @@ pub async fn run_pipeline(
                 }).await;
                 commands.extend(after);
             }
+            // A slot another pipeline of this run gave back.
+            Ok(permit) = slots.permits.clone().acquire_owned(), if !queue.is_empty() && spare.is_none() => {
+                spare = Some(slots.lease(permit));
+            }
             _ = cancel.cancelled(), if !canceled => {
                 canceled = true;
                 queue.clear();
@@ -306,6 +375,9 @@ pub async fn run_pipeline(
         }
     }
 
+    drop(spare);
+    // Downstream pipelines that run on after their trigger job (no `strategy`) end first.
+    let downstream = shared.children.finish().await;
     let (status, has_warnings) = finished.unwrap_or((engine.status(), engine.has_warnings()));
     let duration_ms = now_ms(start);
     // GitLab's "blocked": a manual job that does not allow failure holds what comes after it.
@@ -333,6 +405,8 @@ pub async fn run_pipeline(
         jobs,
         critical_path: engine.critical_path(),
         log_dir,
+        pipeline_id,
+        downstream,
     })
 }
 
@@ -352,8 +426,9 @@ fn run_id(pipeline_id: u64) -> String {
 /// `.piste/pipelines/<n>/`. The last number is kept in `.piste/pipeline-iid`, read and replaced
 /// under an exclusive lock of `.piste/pipeline-iid.lock` (written to a temporary file, then
 /// renamed), so concurrent `piste run`s of one project never share a number, and numbers keep
-/// counting when old logs are deleted. The folder is created with `create_dir`, which fails if
-/// it exists: a number whose folder is taken (logs kept from before the counter) is skipped.
+/// counting when old logs are deleted; a parent and its children each take one. The folder is
+/// created with `create_dir`, which fails if it exists: a number whose folder is taken (logs
+/// kept from before the counter) is skipped.
 fn next_pipeline(data_dir: &std::path::Path) -> std::io::Result<(u64, PathBuf)> {
     let pipelines = data_dir.join("pipelines");
     std::fs::create_dir_all(&pipelines)?;

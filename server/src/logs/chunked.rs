@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{Append, LogError, MarksFor, encode_mark, mask_same_length};
+use super::{Append, LogError, MarksFor, Whole, encode_mark, mask_same_length};
 use crate::blob::{BlobError, BlobStore, BlobWriter, Blobs, ByteStream};
 use crate::store::{Backend, Store};
 
@@ -170,6 +170,34 @@ impl ChunkedLogs {
         chunks.push(added);
         self.remember(job, attempt, chunks);
         Ok(Append::Ok { next_offset: end })
+    }
+
+    /// A whole log from the finish report: straight to the final object when no chunk of it
+    /// is stored (the runner shipped none: the common case of a short job), so the log costs
+    /// one object write and no row of the store; otherwise appended and sealed as usual. No
+    /// time marks are needed: the first bytes of a log never have one.
+    pub async fn store_whole(&self, job: i64, attempt: i64, data: Bytes, secrets: &[String], at_ms: i64) -> Result<Whole, LogError> {
+        let chunks = match self.remembered(job, attempt) {
+            known if known.is_empty() => self.stored(job, attempt).await?,
+            known => known,
+        };
+        if !chunks.is_empty() {
+            return Ok(match self.append(job, attempt, 0, data, secrets, at_ms).await? {
+                Append::Ok { next_offset: length } | Append::Gap { expected_offset: length } => Whole::Appended { length },
+                Append::Sealed { length } => Whole::Final { length },
+            });
+        }
+        let mut bytes = data.to_vec();
+        mask_same_length(&mut bytes, secrets);
+        let length = bytes.len() as u64;
+        let mut w = self.blobs.create(&final_key(job, attempt)).await?;
+        if let Err(e) = w.write(Bytes::from(bytes)).await {
+            let _ = w.abort().await;
+            return Err(e.into());
+        }
+        w.commit().await?;
+        self.forget(job, attempt);
+        Ok(Whole::Final { length })
     }
 
     /// Replaces the stored bytes from `at` with `bytes` (a secret masked across chunks).

@@ -93,6 +93,10 @@ impl Store for Backend {
     async fn pipeline(&self, id: i64) -> Result<Option<PipelineRow>> {
         delegate!(self, pipeline(id))
     }
+    async fn downstream_pipelines(&self, pipeline_id: i64) -> Result<Vec<PipelineRow>> {
+        delegate!(self, downstream_pipelines(pipeline_id))
+    }
+
     async fn pipelines(&self, project: Option<&str>, limit: i64) -> Result<Vec<PipelineRow>> {
         delegate!(self, pipelines(project, limit))
     }
@@ -285,6 +289,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (10, "fork_approval", include_str!("../../migrations/sqlite/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/sqlite/0011_resource_groups.sql")),
         (12, "pipeline_iid", include_str!("../../migrations/sqlite/0012_pipeline_iid.sql")),
+        (13, "downstream", include_str!("../../migrations/sqlite/0013_downstream.sql")),
     ]))
     .await?)
 }
@@ -301,6 +306,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (10, "fork_approval", include_str!("../../migrations/postgres/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/postgres/0011_resource_groups.sql")),
         (12, "pipeline_iid", include_str!("../../migrations/postgres/0012_pipeline_iid.sql")),
+        (13, "downstream", include_str!("../../migrations/postgres/0013_downstream.sql")),
     ]))
     .await?)
 }

@@ -120,6 +120,16 @@ pub struct NewPipeline {
     /// A fork's merge request under `fork_pipelines = "approval"`: planned, but started only
     /// once a maintainer approves it.
     pub needs_approval: bool,
+    /// A downstream pipeline: the pipeline and trigger job that created it (migration 0013).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Upstream>,
+}
+
+/// Where a downstream pipeline comes from: its upstream pipeline and that pipeline's trigger job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    pub pipeline_id: i64,
+    pub job_id: i64,
 }
 
 /// Where a pipeline that needs a maintainer's approval stands (`fork_pipelines = "approval"`).
@@ -151,6 +161,8 @@ pub struct PipelineRow {
     pub iid: Option<i64>,
     /// `Some` for a pipeline that needs a maintainer's approval before it starts.
     pub approval: Option<Approval>,
+    /// `Some` for a downstream pipeline (created by a trigger job).
+    pub upstream: Option<Upstream>,
 }
 
 impl PipelineRow {
@@ -334,6 +346,8 @@ pub trait Store: Send + Sync {
     fn pipeline(&self, id: i64) -> impl std::future::Future<Output = Result<Option<PipelineRow>>> + Send;
     /// Newest first.
     fn pipelines(&self, project: Option<&str>, limit: i64) -> impl std::future::Future<Output = Result<Vec<PipelineRow>>> + Send;
+    /// The pipelines trigger jobs of `pipeline_id` created, oldest first.
+    fn downstream_pipelines(&self, pipeline_id: i64) -> impl std::future::Future<Output = Result<Vec<PipelineRow>>> + Send;
     /// Pipelines with one of these statuses (e.g. `created` ones to plan after a restart).
     fn pipelines_with_status(&self, statuses: &[PipelineStatus]) -> impl std::future::Future<Output = Result<Vec<PipelineRow>>> + Send;
     /// Stores the plan's jobs (in order; ids returned in the same order) and sets the status.

@@ -74,7 +74,7 @@ macro_rules! token_columns {
 macro_rules! pipeline_columns {
     () => {
         "id, project, git_ref, sha, before_sha, source, trigger, status, error, version, created_at, updated_at, needs_approval, \
-         approved_by, approved_at, iid"
+         approved_by, approved_at, upstream_pipeline_id, upstream_job_id, iid"
     };
 }
 macro_rules! job_columns {
@@ -189,7 +189,7 @@ impl Store for SqliteStore {
         .await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO pipelines (project, git_ref, sha, before_sha, source, trigger, status, version, created_at, updated_at, \
-             needs_approval, iid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, ?7, ?7, ?9, ?10) RETURNING id",
+             needs_approval, upstream_pipeline_id, upstream_job_id, iid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, ?7, ?7, ?9, ?10, ?11, ?12) RETURNING id",
         )
         .bind(&p.project)
         .bind(&p.git_ref)
@@ -200,6 +200,8 @@ impl Store for SqliteStore {
         .bind(p.created_at)
         .bind(PipelineStatus::Created.as_str())
         .bind(p.needs_approval)
+        .bind(p.upstream.map(|u| u.pipeline_id))
+        .bind(p.upstream.map(|u| u.job_id))
         .bind(iid)
         .fetch_one(&mut *tx)
         .await?;
@@ -219,6 +221,14 @@ impl Store for SqliteStore {
             .fetch_optional(&self.readers)
             .await?;
         row.as_ref().map(pipeline_row).transpose()
+    }
+
+    async fn downstream_pipelines(&self, pipeline_id: i64) -> Result<Vec<PipelineRow>> {
+        let rows = sqlx::query(concat!("SELECT ", pipeline_columns!(), " FROM pipelines WHERE upstream_pipeline_id = ?1 ORDER BY id"))
+            .bind(pipeline_id)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(pipeline_row).collect()
     }
 
     async fn pipelines(&self, project: Option<&str>, limit: i64) -> Result<Vec<PipelineRow>> {
@@ -937,6 +947,10 @@ fn pipeline_row(r: &SqliteRow) -> Result<PipelineRow> {
             .try_get::<bool, _>("needs_approval")?
             .then(|| -> Result<Approval> { Ok(Approval { by: r.try_get("approved_by")?, at: r.try_get("approved_at")? }) })
             .transpose()?,
+        upstream: match (r.try_get::<Option<i64>, _>("upstream_pipeline_id")?, r.try_get::<Option<i64>, _>("upstream_job_id")?) {
+            (Some(pipeline_id), Some(job_id)) => Some(super::Upstream { pipeline_id, job_id }),
+            _ => None,
+        },
     })
 }
 

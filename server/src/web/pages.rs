@@ -47,6 +47,10 @@ pub struct PipelineDetail {
     pub permission: Permission,
     /// A fork's merge request under `fork_pipelines = "approval"`.
     pub approval: Option<ApprovalLine>,
+    /// The pipeline and trigger job that created this one (`id`, job name).
+    pub upstream: Option<(u64, String)>,
+    /// Pipelines this one's trigger jobs created: id, trigger job name, status.
+    pub downstream: Vec<(u64, String, PipelineStatus)>,
 }
 
 /// Where a pipeline that needs a maintainer's approval stands, and whether this caller may give
@@ -389,6 +393,19 @@ pub fn pipeline_page(pipeline: &PipelineDetail) -> String {
                 }
             }
             @if let Some(a) = &pipeline.approval { (approval_section(pipeline.id, a)) }
+            @if let Some((id, job)) = &pipeline.upstream {
+                p.upstream #upstream { "Child pipeline of " a href={ "/pipelines/" (id) } { "#" (id) } ", created by its trigger job " code { (job) } }
+            }
+            @if !pipeline.downstream.is_empty() {
+                section.downstream #downstream {
+                    h2 { "Downstream pipelines" }
+                    ul {
+                        @for (id, job, status) in &pipeline.downstream {
+                            li { a href={ "/pipelines/" (id) } { "#" (id) } " from " code { (job) } " " span class={ "status " (status) } { (status_label(status.as_str())) } }
+                        }
+                    }
+                }
+            }
             div.actions #pipeline-actions data-base={ "/api/v1/pipelines/" (pipeline.id) } data-csrf=[pipeline.permission.csrf_if_allowed()] {
                 (action_forms(&format!("/api/v1/pipelines/{}", pipeline.id), pipeline_actions(pipeline.status), "Retry failed", &pipeline.permission))
             }

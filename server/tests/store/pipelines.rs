@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use scheduler::PipelineStatus;
-use server::store::{Approval, NewPipeline, PipelineRow, Recorded, Store, StoreError, Transition};
+use server::store::{Approval, NewPipeline, PipelineRow, Recorded, Store, StoreError, Transition, Upstream};
 
 use crate::support::{Db, new_job, new_pipeline, recorded, tags};
 
@@ -19,6 +19,7 @@ store_tests!(
     approval_once,
     fail_unplanned,
     missing_pipeline,
+    downstream_pipelines_keep_their_upstream,
 );
 
 async fn record_and_read(s: Arc<Db>) {
@@ -40,6 +41,7 @@ async fn record_and_read(s: Arc<Db>) {
         updated_at: 1_234,
         iid: Some(1),
         approval: None,
+        upstream: None,
     };
     assert_eq!(row, expected);
 
@@ -245,4 +247,31 @@ async fn missing_pipeline(s: Arc<Db>) {
     let r = s.fail_pipeline(42, "x", 1).await;
     assert!(matches!(r, Err(StoreError::NotFound { what: "pipeline", id: 42 })), "{r:?}");
     assert_eq!(s.events(42).await.unwrap(), []);
+}
+
+/// Migration 0013: a pipeline created by a trigger job keeps its upstream pipeline and job
+/// (GitLab's `ci_sources_pipelines`); the upstream lists its downstream pipelines in order;
+/// the bridge's delivery id makes a repeated creation return the first one.
+async fn downstream_pipelines_keep_their_upstream(s: Arc<Db>) {
+    let parent = recorded(&s, "parent").await;
+    s.save_plan(parent, &[new_job("bridge", &[]), new_job("other", &[])], PipelineStatus::Pending, 2).await.unwrap();
+    let jobs = s.jobs(parent).await.unwrap();
+    let child = |job: i64| NewPipeline {
+        source: "parent_pipeline".into(),
+        upstream: Some(Upstream { pipeline_id: parent, job_id: job }),
+        ..new_pipeline("web", 3)
+    };
+    let Recorded::Created(a) = s.record_pipeline(&format!("bridge-{}-1", jobs[0].id), &child(jobs[0].id)).await.unwrap() else {
+        panic!("not created")
+    };
+    let Recorded::Created(b) = s.record_pipeline(&format!("bridge-{}-1", jobs[1].id), &child(jobs[1].id)).await.unwrap() else {
+        panic!("not created")
+    };
+    assert_eq!(s.record_pipeline(&format!("bridge-{}-1", jobs[0].id), &child(jobs[0].id)).await.unwrap(), Recorded::Duplicate(a));
+    let row = s.pipeline(a).await.unwrap().unwrap();
+    assert_eq!(row.upstream, Some(Upstream { pipeline_id: parent, job_id: jobs[0].id }));
+    assert_eq!(s.pipeline(parent).await.unwrap().unwrap().upstream, None);
+    let down: Vec<i64> = s.downstream_pipelines(parent).await.unwrap().iter().map(|p| p.id).collect();
+    assert_eq!(down, [a, b]);
+    assert!(s.downstream_pipelines(a).await.unwrap().is_empty());
 }

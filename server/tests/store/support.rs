@@ -208,6 +208,7 @@ pub fn new_pipeline(project: &str, at: i64) -> NewPipeline {
         trigger: r#"{"branch":"main","message":"fix: $(touch /tmp/pwned)"}"#.into(),
         created_at: at,
         needs_approval: false,
+        upstream: None,
     }
 }
 

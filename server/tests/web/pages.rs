@@ -90,6 +90,8 @@ fn pipeline() {
         ],
         permission: server::web::pages::Permission { allowed: true, csrf: "c5rf\"<".into() },
         approval: None,
+        upstream: None,
+        downstream: Vec::new(),
         forge: Some(ForgeLine {
             state: "running".into(),
             error: Some("the forge answered 500 <html>".into()),
@@ -178,6 +180,8 @@ fn a_forks_pipeline_shows_its_approval() {
         coverage: None,
         timeline: None,
         approval: Some(ApprovalLine { approved: None, source: "evil/<app>".into(), may_approve, csrf: "tok\"en".into() }),
+        upstream: None,
+        downstream: Vec::new(),
     };
     let page = pipeline_page(&waiting(true));
     assert!(page.contains("comes from a fork (<code>evil/&lt;app&gt;</code>)"), "{page}");
@@ -334,6 +338,8 @@ fn every_inline_script_is_allowed_by_the_policy() {
         jobs: vec![],
         permission: Default::default(),
         approval: None,
+        upstream: None,
+        downstream: Vec::new(),
         forge: None,
         tests: None,
         coverage: None,
