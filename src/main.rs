@@ -265,6 +265,10 @@ pub(crate) struct SpecArgs {
     /// Files changed by the push, for `rules:changes` (repeatable) [default: every `changes` matches].
     #[arg(long = "changed", value_name = "PATH")]
     changed: Vec<String>,
+    /// Plan a merge request pipeline from the current branch into BRANCH: `rules:changes`
+    /// compares with their merge base, as GitLab does (`--changed` overrides).
+    #[arg(long = "target-branch", value_name = "BRANCH", conflicts_with = "tag")]
+    target_branch: Option<String>,
     /// The most `needs` one job may list (GitLab's instance limit `ci_max_needs`) [default: 50].
     #[arg(long = "max-needs", value_name = "N")]
     max_needs: Option<usize>,
@@ -315,6 +319,7 @@ impl SpecArgs {
             source: self.source,
             changed_files: if self.changed.is_empty() { None } else { Some(self.changed.clone()) },
             max_needs: self.max_needs,
+            target_branch: self.target_branch.clone(),
             templates_dir: self.templates_dir.clone(),
             allow_remote: self.allow_remote,
             ca_file: self.ca_file.clone(),

@@ -340,3 +340,69 @@ fn max_needs_is_a_setting() {
     let out = piste(tmp.path(), &["lint", "--branch", "main", "--max-needs", "60"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+fn git_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.test", "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+/// GitLab (ci/jobs/job_rules "rules:changes", merge request pipelines): a merge request
+/// pipeline's changes are the diff from the merge base with the target branch to the source
+/// head, not the pushed range nor the diff with the target's head; `compare_to` compares with
+/// the merge base of the ref it names; `CI_MERGE_REQUEST_DIFF_BASE_SHA` is that merge base.
+#[test]
+fn target_branch_compares_changes_with_the_merge_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let yml = "docs:\n  rules:\n    - changes: [docs/**]\n  script: [echo docs]\n\
+               app:\n  rules:\n    - changes: [src/**]\n  script: [echo app]\n\
+               base:\n  rules:\n    - if: $CI_MERGE_REQUEST_DIFF_BASE_SHA == $BASE && $CI_PIPELINE_SOURCE == \"merge_request_event\"\n  script: [echo base]\n\
+               since-main:\n  rules:\n    - changes:\n        paths: [src/**]\n        compare_to: main\n  script: [echo src]\n";
+    write(d, ".gitlab-ci.yml", yml);
+    write(d, "README", "x\n");
+    git_in(d, &["init", "-q"]);
+    git_in(d, &["add", "-A"]);
+    git_in(d, &["commit", "-qm", "base"]);
+    let branch_point = git_in(d, &["rev-parse", "HEAD"]);
+    git_in(d, &["checkout", "-qb", "feature"]);
+    write(d, "src/main.rs", "fn main() {}\n");
+    git_in(d, &["add", "-A"]);
+    git_in(d, &["commit", "-qm", "feature"]);
+    git_in(d, &["checkout", "-q", "main"]);
+    write(d, "docs/guide.md", "guide\n");
+    git_in(d, &["add", "-A"]);
+    git_in(d, &["commit", "-qm", "docs on main"]);
+    git_in(d, &["checkout", "-q", "feature"]);
+
+    let names = |args: &[&str]| -> Vec<String> {
+        let out = piste(d, &[&["graph", "--format", "json"], args].concat());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let base = format!("BASE={branch_point}");
+    // Against main's head the diff would hold docs/ (main moved after the branch point); against
+    // the merge base it is src/ only.
+    assert_eq!(names(&["--target-branch", "main", "--var", &base]), ["app", "base", "since-main"]);
+    // `--changed` overrides the computed changes; `compare_to` computes its own.
+    assert_eq!(names(&["--target-branch", "main", "--var", &base, "--changed", "docs/x.md"]), ["docs", "base", "since-main"]);
+    // A branch pipeline: `compare_to: main` still compares with the merge base (src/ changed),
+    // whatever the push changed.
+    assert_eq!(names(&["--var", &base, "--changed", "README"]), ["since-main"]);
+    // GitLab: "rules:changes:compare_to is not a valid ref" fails the pipeline.
+    write(d, ".gitlab-ci.yml", &yml.replace("compare_to: main", "compare_to: nowhere"));
+    let out = piste(d, &["lint"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("`rules:changes:compare_to` `nowhere` is not a valid ref"), "{all}");
+    write(d, ".gitlab-ci.yml", yml);
+    let out = piste(d, &["graph", "--target-branch", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`--target-branch nope`: no branch"), "{}", text(&out.stderr));
+}

@@ -28,6 +28,26 @@ pub struct PlanContext<'a> {
     pub changed_files: Option<Vec<String>>,
     /// Answers `rules:exists`: does a file matching this glob exist in the repository?
     pub exists: Option<&'a (dyn Fn(&Glob) -> bool + Sync)>,
+    /// Answers `rules:changes:compare_to`: the files changed between the merge base of this ref
+    /// (a branch, a tag or a commit) and the pipeline's commit, as GitLab computes them
+    /// (`Ci::Pipeline#modified_paths_since`). `None`: the changes are unknown and match, as
+    /// without push information.
+    pub compare: Option<&'a CompareTo<'a>>,
+}
+
+/// What answers `rules:changes:compare_to` (see [`PlanContext::compare`]).
+pub type CompareTo<'a> = dyn Fn(&str) -> Compared + Sync + 'a;
+
+/// The answer for one `compare_to` ref.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compared {
+    /// The paths changed since the merge base.
+    Changes(Vec<String>),
+    /// Not known (too many changes, unrelated histories): `changes` match.
+    Unknown,
+    /// No branch, tag or commit of that name: an error, as in GitLab ("rules:changes:compare_to
+    /// is not a valid ref").
+    NotARef,
 }
 
 impl PlanContext<'_> {
@@ -155,6 +175,7 @@ impl Lookup for Inherited<'_> {
 
 pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
     let mut diags = Vec::new();
+    let rule_errors = RuleErrors::default();
     let globals: Vec<(String, String)> = p.variables.iter().map(|v| (v.name.clone(), v.value.clone())).collect();
 
     // workflow:rules
@@ -164,7 +185,11 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
         PlanAutoCancel { on_new_commit: own.on_new_commit.unwrap_or_default(), on_job_failure: own.on_job_failure.unwrap_or_default() };
     if let Some(rules) = p.workflow.as_ref().and_then(|w| w.rules.as_ref()) {
         let vars = Vars { layers: vec![&ctx.pipeline_vars, &globals, &ctx.predefined] };
-        match first_match(rules, &vars, ctx) {
+        let matched = first_match(rules, &vars, ctx, &rule_errors);
+        if !rule_errors.borrow().is_empty() {
+            return Err(PlanError::Invalid(rule_errors.take()));
+        }
+        match matched {
             Some(rule) if rule.when != Some(When::Never) => {
                 workflow_vars = rule.variables.iter().map(|v| (v.name.clone(), v.value.clone())).collect();
                 // `workflow:rules:auto_cancel` overrides `workflow:auto_cancel` (GitLab 16.8+).
@@ -215,7 +240,7 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
             }
             let vars =
                 Vars { layers: vec![&ctx.pipeline_vars, &matrix_vars, &job_vars, &workflow_vars, &inherited, &meta, &ctx.predefined] };
-            let Some(outcome) = evaluate_job(job, &vars, ctx) else { continue };
+            let Some(outcome) = evaluate_job(job, &vars, ctx, &rule_errors) else { continue };
             let mut variables = matrix_vars.clone();
             variables.extend(outcome.variables);
             // GitLab expands the key with the job's variables (`Ci::Processable#resource_group_key`
@@ -337,6 +362,7 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
         diags.push(Diagnostic::error(span, format!("`needs` form a cycle: {}", chain.join(" → "))).job(first.name.clone()).key("needs"));
     }
 
+    diags.extend(rule_errors.take());
     if diags.iter().any(Diagnostic::is_error) {
         return Err(PlanError::Invalid(diags));
     }
@@ -370,9 +396,9 @@ struct Outcome {
     interruptible: bool,
 }
 
-fn evaluate_job(job: &Job, vars: &dyn Lookup, ctx: &PlanContext) -> Option<Outcome> {
+fn evaluate_job(job: &Job, vars: &dyn Lookup, ctx: &PlanContext, errors: &RuleErrors) -> Option<Outcome> {
     if let Some(rules) = &job.rules {
-        let rule = first_match(rules, vars, ctx)?;
+        let rule = first_match(rules, vars, ctx, errors)?;
         let when = rule.when.unwrap_or(job.when);
         if when == When::Never {
             return None;
@@ -411,18 +437,39 @@ fn evaluate_job(job: &Job, vars: &dyn Lookup, ctx: &PlanContext) -> Option<Outco
     })
 }
 
-fn first_match<'r>(rules: &'r [Rule], vars: &dyn Lookup, ctx: &PlanContext) -> Option<&'r Rule> {
-    rules.iter().find(|r| rule_matches(r, vars, ctx))
+/// Errors found while evaluating rules (a `compare_to` that names nothing).
+type RuleErrors = std::cell::RefCell<Vec<Diagnostic>>;
+
+fn first_match<'r>(rules: &'r [Rule], vars: &dyn Lookup, ctx: &PlanContext, errors: &RuleErrors) -> Option<&'r Rule> {
+    rules.iter().find(|r| rule_matches(r, vars, ctx, errors))
 }
 
-fn rule_matches(rule: &Rule, vars: &dyn Lookup, ctx: &PlanContext) -> bool {
+fn rule_matches(rule: &Rule, vars: &dyn Lookup, ctx: &PlanContext, errors: &RuleErrors) -> bool {
     if let Some(cond) = &rule.if_ {
         if !cond.expr.eval(vars) {
             return false;
         }
     }
     if let Some(changes) = &rule.changes {
-        if !changes_match(changes, vars, ctx) {
+        let matched = match (&rule.compare_to, ctx.compare) {
+            (Some(to), Some(compare)) => {
+                let to = expand_keep_unknown(to, vars);
+                match compare(&to) {
+                    Compared::Changes(changed) => files_match(changes, vars, Some(&changed)),
+                    Compared::Unknown => true,
+                    Compared::NotARef => {
+                        errors.borrow_mut().push(
+                            Diagnostic::error(rule.span, format!("`rules:changes:compare_to` `{to}` is not a valid ref"))
+                                .key("rules")
+                                .help("name a branch, a tag or a commit of the repository (fetch it if this clone lacks it)"),
+                        );
+                        false
+                    }
+                }
+            }
+            _ => changes_match(changes, vars, ctx),
+        };
+        if !matched {
             return false;
         }
     }
@@ -437,7 +484,12 @@ fn rule_matches(rule: &Rule, vars: &dyn Lookup, ctx: &PlanContext) -> bool {
 }
 
 fn changes_match(patterns: &[String], vars: &dyn Lookup, ctx: &PlanContext) -> bool {
-    let Some(changed) = &ctx.changed_files else { return true };
+    files_match(patterns, vars, ctx.changed_files.as_deref())
+}
+
+/// Whether a changed file matches a pattern; unknown changes (`None`) match.
+fn files_match(patterns: &[String], vars: &dyn Lookup, changed: Option<&[String]>) -> bool {
+    let Some(changed) = changed else { return true };
     let globs: Vec<Glob> = patterns.iter().filter_map(|p| Glob::new(&expand_keep_unknown(p, vars))).collect();
     changed.iter().any(|f| globs.iter().any(|g| g.matches(f)))
 }

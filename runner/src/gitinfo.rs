@@ -63,6 +63,44 @@ pub fn local_context(dir: &Path) -> LocalRepo {
     LocalRepo { context: ctx, is_git: true, root }
 }
 
+/// The most changed paths kept; beyond, the changes are unknown (as on the server).
+const MAX_CHANGED: usize = 10_000;
+
+/// Resolves `name` in the repository containing `dir` as GitLab resolves `compare_to` and a
+/// merge request's target branch: a local branch, else `origin`'s, else a tag, else anything
+/// `git rev-parse` takes (a commit). `None` when nothing matches.
+pub fn resolve_local_ref(dir: &Path, name: &str) -> Option<String> {
+    let repo = Repository::discover(dir).ok()?;
+    let candidates = [format!("refs/heads/{name}"), format!("refs/remotes/origin/{name}"), format!("refs/tags/{name}"), name.to_owned()];
+    candidates.iter().find_map(|c| repo.revparse_single(c).ok().and_then(|o| o.peel_to_commit().ok()).map(|c| c.id().to_string()))
+}
+
+/// `(merge base of base_ref and head, paths changed from it to head)`, sorted: what GitLab
+/// compares a merge request's (or `compare_to`'s) `rules:changes` with. `None` when a commit is
+/// missing, the histories are unrelated, or more than 10,000 paths changed.
+pub fn changes_since_merge_base(dir: &Path, base_ref: &str, head: &str) -> Option<(String, Vec<String>)> {
+    let repo = Repository::discover(dir).ok()?;
+    let base = repo.revparse_single(base_ref).ok()?.peel_to_commit().ok()?.id();
+    let head = repo.revparse_single(head).ok()?.peel_to_commit().ok()?;
+    let merge_base = repo.merge_base(base, head.id()).ok()?;
+    let old = repo.find_commit(merge_base).ok()?.tree().ok()?;
+    let mut opts = git2::DiffOptions::new();
+    opts.include_typechange(true);
+    let diff = repo.diff_tree_to_tree(Some(&old), Some(&head.tree().ok()?), Some(&mut opts)).ok()?;
+    if diff.deltas().len() > MAX_CHANGED {
+        return None;
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    for delta in diff.deltas() {
+        for file in [delta.old_file(), delta.new_file()] {
+            if let Some(p) = file.path_bytes() {
+                paths.insert(String::from_utf8_lossy(p).into_owned());
+            }
+        }
+    }
+    Some((merge_base.to_string(), paths.into_iter().collect()))
+}
+
 fn tag_at(repo: &Repository, id: git2::Oid) -> Option<String> {
     let names = repo.tag_names(None).ok()?;
     let mut found: Vec<String> = names

@@ -38,14 +38,21 @@ pub(crate) const YELLOW: &str = "\x1b[0;33m";
 pub(crate) const RED: &str = "\x1b[31;1m";
 pub(crate) const CYAN: &str = "\x1b[36;1m";
 
-/// `GIT_STRATEGY`, `GIT_DEPTH`, `GIT_CLEAN_FLAGS`, `GIT_CHECKOUT` as the job's variables set them.
+/// `GIT_STRATEGY`, `GIT_DEPTH`, `GIT_CLEAN_FLAGS`, `GIT_CHECKOUT` and `GIT_SUBMODULE_*` as the
+/// job's variables set them.
 #[derive(Debug, Clone, Default)]
 pub struct GitSettings {
     pub strategy: Option<String>,
-    pub depth: Option<u32>,
+    /// `GIT_DEPTH`, as written (checked by [`GitSettings::depth`]).
+    pub depth: Option<String>,
     pub clean_flags: Option<String>,
     /// `GIT_CHECKOUT: "false"` skips checkout and clean.
     pub checkout: bool,
+    pub submodule_strategy: Option<String>,
+    pub submodule_paths: Option<String>,
+    pub submodule_update_flags: Option<String>,
+    pub submodule_force_https: Option<String>,
+    pub submodule_depth: Option<String>,
 }
 
 impl GitSettings {
@@ -53,10 +60,38 @@ impl GitSettings {
         let get = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
         GitSettings {
             strategy: get("GIT_STRATEGY"),
-            depth: get("GIT_DEPTH").and_then(|d| d.parse().ok()),
+            depth: get("GIT_DEPTH"),
             clean_flags: get("GIT_CLEAN_FLAGS"),
             checkout: get("GIT_CHECKOUT").is_none_or(|v| v != "false"),
+            submodule_strategy: get("GIT_SUBMODULE_STRATEGY"),
+            submodule_paths: get("GIT_SUBMODULE_PATHS"),
+            submodule_update_flags: get("GIT_SUBMODULE_UPDATE_FLAGS"),
+            submodule_force_https: get("GIT_SUBMODULE_FORCE_HTTPS"),
+            submodule_depth: get("GIT_SUBMODULE_DEPTH"),
         }
+    }
+
+    /// `GIT_DEPTH`: `None` when unset (full history); an error naming the value otherwise.
+    pub fn depth(&self) -> Result<Option<u32>, String> {
+        match self.depth.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(d) => d.parse::<u32>().map(Some).map_err(|_| {
+                format!("GIT_DEPTH `{}` is not a number of commits (0 for the whole history)", d.chars().take(64).collect::<String>())
+            }),
+        }
+    }
+
+    /// `GIT_SUBMODULE_*`, checked.
+    pub fn submodules(&self) -> Result<crate::workspace::SubmoduleSpec, String> {
+        crate::workspace::SubmoduleSpec::parse(
+            self.submodule_strategy.as_deref(),
+            self.submodule_paths.as_deref(),
+            self.submodule_update_flags.as_deref(),
+            self.submodule_force_https.as_deref(),
+            self.submodule_depth.as_deref(),
+            self.depth()?,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use pipeline_spec::glob::Glob;
 use pipeline_spec::include::IncludeResolver;
 use pipeline_spec::load::{LoadOptions, Loaded, load};
-use pipeline_spec::plan::{Plan, PlanContext, PlanError, plan};
-use pipeline_spec::predefined::{Context, PipelineSource};
+use pipeline_spec::plan::{Compared, Plan, PlanContext, PlanError, plan};
+use pipeline_spec::predefined::{Context, MergeRequest, PipelineSource};
 
 use crate::gitinfo::local_context;
 use crate::includes::{LocalResolver, RemoteFetcher, RemoteOptions};
@@ -33,6 +33,9 @@ pub struct LocalOptions {
     pub source: Option<PipelineSource>,
     /// Files changed by the pipeline's push, for `rules:changes` (`None`: every `changes` matches).
     pub changed_files: Option<Vec<String>>,
+    /// `--target-branch BRANCH`: plan a merge request pipeline from the current branch into
+    /// BRANCH; `rules:changes` then compares with the merge base, as GitLab does.
+    pub target_branch: Option<String>,
     /// `--max-needs N`: the most `needs` one job may list (GitLab's `ci_max_needs`, default 50).
     pub max_needs: Option<usize>,
     /// `--templates-dir DIR`: where `include:template` finds GitLab's templates.
@@ -55,6 +58,10 @@ pub enum LocalError {
     BadSecret { path: PathBuf, line: usize },
     #[error("{0}")]
     Remote(String),
+    #[error(
+        "`--target-branch {target}`: no branch, `origin` branch, tag or commit of that name in this repository; fetch it first (`git fetch origin {target}`)"
+    )]
+    UnknownTargetBranch { target: String },
 }
 
 /// The outcome of loading and planning a local pipeline.
@@ -123,6 +130,30 @@ pub fn open(opts: &LocalOptions) -> Result<LocalPipeline, LocalError> {
     if let Some(source) = opts.source {
         context.source = source;
     }
+    // A merge request pipeline: its changes are those since the merge base with the target
+    // branch (GitLab's rule for merge_request_event pipelines), unless `--changed` lists them.
+    let mut changed_files = opts.changed_files.clone();
+    if let Some(target) = &opts.target_branch {
+        let Some(target_sha) = crate::gitinfo::resolve_local_ref(&root, target) else {
+            return Err(LocalError::UnknownTargetBranch { target: target.clone() });
+        };
+        let head = if context.commit_sha.is_empty() { "HEAD".to_owned() } else { context.commit_sha.clone() };
+        let since = crate::gitinfo::changes_since_merge_base(&root, &target_sha, &head);
+        context.merge_request = Some(MergeRequest {
+            iid: 1,
+            title: context.commit_message.lines().next().unwrap_or_default().to_owned(),
+            source_branch: context.branch.clone().unwrap_or_else(|| "HEAD".into()),
+            target_branch: target.clone(),
+            diff_base_sha: since.as_ref().map(|(base, _)| base.clone()),
+            ..MergeRequest::default()
+        });
+        if opts.source.is_none() {
+            context.source = PipelineSource::MergeRequestEvent;
+        }
+        if changed_files.is_none() {
+            changed_files = since.map(|(_, files)| files);
+        }
+    }
     if context.commit_sha.is_empty() {
         // Outside git (or before the first commit) GitLab would have no commit; a fixed fake
         // one keeps `CI_COMMIT_*` variables defined for rules and scripts.
@@ -163,11 +194,22 @@ pub fn open(opts: &LocalOptions) -> Result<LocalPipeline, LocalError> {
         loaded.pipeline.as_ref().map(|p| {
             let exists_root = resolver.clone();
             let exists = move |g: &Glob| exists_root.glob(None, g.as_str(), None).is_ok_and(|m| !m.is_empty());
+            // `rules:changes:compare_to`: from the merge base of that ref and the commit.
+            let (dir, head) = (root.clone(), context.commit_sha.clone());
+            let compare = move |to: &str| {
+                let Some(base) = crate::gitinfo::resolve_local_ref(&dir, to) else { return Compared::NotARef };
+                match crate::gitinfo::changes_since_merge_base(&dir, &base, &head) {
+                    Some((_, files)) => Compared::Changes(files),
+                    None => Compared::Unknown,
+                }
+            };
             let ctx = PlanContext {
                 predefined,
                 pipeline_vars: opts.vars.clone(),
-                changed_files: opts.changed_files.clone(),
+                changed_files,
                 exists: Some(&exists),
+                // Outside git there is no ref to compare with: changes are unknown.
+                compare: if repo.is_git { Some(&compare) } else { None },
             };
             plan(p, &ctx)
         })

@@ -749,11 +749,27 @@ pub async fn git(
     let Some(token) = basic_password(&headers) else { return Ok(unauthorized()) };
     let Some(job) = state.store.job_by_token(id, &hash_token(&token)).await? else { return Ok(unauthorized()) };
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
-    let mirror_dir = state.mirror_dir(&pipeline.project);
-    ensure_commit(&state, &pipeline).await?;
+    // `-/projects/<name>.git/…`: another configured project (a submodule's relative URL).
+    let (mirror_dir, path_info) = match rest.strip_prefix("-/projects/") {
+        Some(other) => {
+            let Some((name, path_info)) = other.split_once(".git/") else { return Err(Error::NotFound("repository")) };
+            let Some(project) = state.config.project(name) else { return Err(Error::NotFound("project")) };
+            if !project.allows_job_of(&pipeline.project) {
+                tracing::info!(project = %pipeline.project, other = %name, job = id, "a job's token was refused for another project's repository");
+                return Err(Error::NotFound("project"));
+            }
+            if method == axum::http::Method::GET {
+                refresh_mirror(&state, name).await?;
+            }
+            (state.mirror_dir(name), format!("/{path_info}"))
+        }
+        None => {
+            ensure_commit(&state, &pipeline).await?;
+            (state.mirror_dir(&pipeline.project), format!("/{rest}"))
+        }
+    };
     let body = crate::limits::read_limited(&headers, body, crate::limits::GIT_REQUEST_BYTES, "git requests").await?;
-    let mut req =
-        crate::git::http::GitHttpRequest::new(method.as_str(), &format!("/{rest}"), uri.query().unwrap_or(""), &headers, body.to_vec());
+    let mut req = crate::git::http::GitHttpRequest::new(method.as_str(), &path_info, uri.query().unwrap_or(""), &headers, body.to_vec());
     req.remote_user = Some(format!("job-{id}"));
     let resp = crate::git::http::serve(&mirror_dir, req).await.map_err(|e| Error::Internal(e.into()))?;
     let mut out = Response::builder().status(resp.status);
@@ -784,6 +800,28 @@ async fn ensure_commit(state: &Arc<AppState>, pipeline: &crate::store::PipelineR
         tracing::error!(project = %pipeline.project, error = %crate::error::chain(&e), "cannot fetch the mirror for a runner's checkout");
         Error::Internal("the server cannot fetch this project's repository; see its log".into())
     })
+}
+
+/// Another project's mirror, fetched before its refs are advertised to a job cloning it as a
+/// submodule (the commit the job needs was pushed there, not to the job's project).
+async fn refresh_mirror(state: &Arc<AppState>, name: &str) -> ApiResult<()> {
+    let Some(project) = state.config.project(name) else { return Err(Error::NotFound("project")) };
+    let (st, repo, name) = (state.clone(), state.config.remote(project), name.to_owned());
+    let shown = name.clone();
+    let fetched =
+        tokio::task::spawn_blocking(move || st.mirror(&name)?.fetch_from(&repo).map(drop)).await.map_err(|e| Error::Internal(e.into()))?;
+    match fetched {
+        Ok(()) => Ok(()),
+        // What the mirror already holds is served: the commit may well be there.
+        Err(e) if state.mirror_dir(&shown).join("HEAD").is_file() => {
+            tracing::warn!(project = %shown, error = %crate::error::chain(&e), "cannot refresh the mirror for a job's submodule; serving it as it is");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(project = %shown, error = %crate::error::chain(&e), "cannot fetch the mirror for a job's submodule");
+            Err(Error::Internal("the server cannot fetch this project's repository; see its log".into()))
+        }
+    }
 }
 
 fn basic_password(headers: &HeaderMap) -> Option<String> {

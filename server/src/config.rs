@@ -389,6 +389,11 @@ pub struct ProjectConfig {
     pub resource_groups: BTreeMap<String, ProcessMode>,
     #[serde(default)]
     pub visibility: Visibility,
+    /// Projects whose jobs may fetch this project's repository with their job token (a
+    /// submodule with a relative URL), as GitLab's CI/CD job token allowlist ("Authorized groups
+    /// and projects"). A project's own jobs always may; `public` projects allow every project.
+    #[serde(default)]
+    pub job_token_allowlist: Vec<String>,
     /// User names, or `group:<name as the groups claim says it>`, and their role.
     #[serde(default)]
     pub members: BTreeMap<String, Role>,
@@ -487,6 +492,12 @@ pub enum Source {
 pub const MIN_SECRET_LEN: usize = 8;
 
 impl ProjectConfig {
+    /// Whether a job of `project` may fetch this repository with its job token (see
+    /// `job_token_allowlist`).
+    pub fn allows_job_of(&self, project: &str) -> bool {
+        self.name == project || self.visibility == Visibility::Public || self.job_token_allowlist.iter().any(|p| p == project)
+    }
+
     /// Whether a pipeline of this branch (`Some(branch)`) or tag is of a protected ref.
     pub fn is_protected(&self, branch: Option<&str>, tag: Option<&str>) -> bool {
         match (branch, tag) {

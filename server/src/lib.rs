@@ -478,6 +478,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         });
     }
     bridges::resume(&state).await;
+    if let Err(e) = pipelines::resume_resource_groups(&state).await {
+        tracing::error!(error = %error::chain(&e), "cannot hand on the resource groups left by a stop");
+    }
     tokio::spawn(forge::run(state.clone(), shutdown.clone()));
     forge::resume(&state).await;
     tokio::spawn(reap_leases(state.clone(), shutdown.clone()));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use pipeline_spec::load::{LoadOptions, load};
 use pipeline_spec::model::OnNewCommit;
-use pipeline_spec::plan::{Plan, PlanAutoCancel, PlanContext, PlanError, plan};
+use pipeline_spec::plan::{Compared, Plan, PlanAutoCancel, PlanContext, PlanError, plan};
 use pipeline_spec::predefined::Context;
 use serde::{Deserialize, Serialize};
 
@@ -39,15 +39,23 @@ pub struct JobTemplate {
     /// A trigger job's `trigger:`: it never reaches a runner ([`crate::bridges`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<pipeline_spec::model::Trigger>,
+    /// A merge request pipeline's diff base, computed when planning (the trigger does not know
+    /// it): `CI_MERGE_REQUEST_DIFF_BASE_SHA`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_base_sha: Option<String>,
 }
 
+/// A plan, its pipeline and a merge request's diff base.
+type Planned = (Plan, pipeline_spec::model::Pipeline, Option<String>);
+
 /// The commit's pipeline file, loaded and planned. Blocking (git): call from `spawn_blocking`.
+/// Also returns a merge request's diff base (`CI_MERGE_REQUEST_DIFF_BASE_SHA`).
 fn plan_commit(
     state: &AppState,
     row: &PipelineRow,
     ctx: &Context,
     downstream: Option<&crate::bridges::DownstreamInputs>,
-) -> Result<Option<(Plan, pipeline_spec::model::Pipeline)>, StartError> {
+) -> Result<Option<Planned>, StartError> {
     let project = state.config.project(&row.project).ok_or_else(|| StartError::ProjectGone(row.project.clone()))?;
     let mirror = state.mirror(&row.project)?;
     if !mirror.has_commit(&row.sha) {
@@ -109,13 +117,37 @@ fn plan_commit(
         return Err(StartError::Invalid(errors.join("\n")));
     }
     let pipeline = loaded.pipeline.ok_or_else(|| StartError::Invalid("the pipeline file could not be read".into()))?;
-    let changed = match &row.before_sha {
-        Some(before) if mirror.has_commit(before) => mirror.changed_files(before, &row.sha).ok(),
-        _ => None,
+    // A merge request's changes are those of its branch: from the merge base with the target
+    // branch (fetched now: it may have moved since the branch point) to its head, as GitLab
+    // computes them for merge request pipelines; a push's are the pushed range.
+    let mut ctx = ctx.clone();
+    let changed = match &mut ctx.merge_request {
+        Some(mr) => {
+            let target = format!("refs/heads/{}", mr.target_branch);
+            let refspec = format!("+{target}:{target}");
+            if let Err(e) = mirror.fetch_refspecs_from(&state.config.remote(project), &[refspec.as_str()]) {
+                tracing::warn!(project = %row.project, target = %mr.target_branch, error = %crate::error::chain(&e), "cannot fetch a merge request's target branch");
+            }
+            let base = mirror.resolve_ref(&target).ok().flatten().and_then(|t| mirror.merge_base(&t, &row.sha).ok().flatten());
+            mr.diff_base_sha = base.clone();
+            base.and_then(|b| mirror.changed_files(&b, &row.sha).ok())
+        }
+        None => match &row.before_sha {
+            Some(before) if mirror.has_commit(before) => mirror.changed_files(before, &row.sha).ok(),
+            _ => None,
+        },
     };
     let exists = |g: &pipeline_spec::glob::Glob| {
         use pipeline_spec::include::IncludeResolver;
         resolver.glob(None, g.as_str(), None).is_ok_and(|m| !m.is_empty())
+    };
+    // `rules:changes:compare_to`: from the merge base of that ref and the commit.
+    let compare = |to: &str| {
+        let Some(base) = mirror.resolve_ref(to).ok().flatten() else { return Compared::NotARef };
+        match mirror.merge_base(&base, &row.sha).ok().flatten().and_then(|b| mirror.changed_files(&b, &row.sha).ok()) {
+            Some(files) => Compared::Changes(files),
+            None => Compared::Unknown,
+        }
     };
     let pctx = PlanContext {
         predefined: ctx.pipeline_variables(),
@@ -127,9 +159,11 @@ fn plan_commit(
             .collect(),
         changed_files: changed,
         exists: Some(&exists),
+        compare: Some(&compare),
     };
+    let diff_base = ctx.merge_request.as_ref().and_then(|mr| mr.diff_base_sha.clone());
     match plan(&pipeline, &pctx) {
-        Ok(p) => Ok(Some((p, pipeline))),
+        Ok(p) => Ok(Some((p, pipeline, diff_base))),
         Err(PlanError::Filtered { .. }) => Ok(None),
         Err(PlanError::Invalid(d)) => {
             Err(StartError::Invalid(d.iter().map(|d| d.display(&loaded.sources).to_string()).collect::<Vec<_>>().join("\n")))
@@ -200,9 +234,9 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
     };
     let skipped = match &planned {
         None => true,
-        Some((plan, _)) => plan.jobs.is_empty(),
+        Some((plan, _, _)) => plan.jobs.is_empty(),
     };
-    let Some((plan, pipeline)) = planned.filter(|_| !skipped) else {
+    let Some((plan, pipeline, diff_base)) = planned.filter(|_| !skipped) else {
         state.store.save_plan(pipeline_id, &[], PipelineStatus::Skipped, state.now_ms()).await?;
         state.pipeline_changed(pipeline_id, &row.project, true);
         tracing::info!(project = %row.project, pipeline = pipeline_id, "pipeline skipped: no job to run");
@@ -237,6 +271,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
             coverage: job.coverage.clone(),
             auto_cancel: plan.auto_cancel,
             trigger: job.trigger.clone(),
+            diff_base_sha: diff_base.clone(),
         };
         let spec_json = serde_json::to_string(&template).map_err(StartError::Encode)?;
         jobs.push(NewJob {
@@ -433,6 +468,17 @@ pub async fn process(state: &AppState, pipeline_id: i64, events: Vec<Event>, ext
     Ok(all)
 }
 
+/// At start-up: every resource group with a holder or a waiting job gets [`assign_resource`]'s
+/// repair — a holder that finished while the server was down (its runner's `finish` arrived
+/// at another server, or the lease ran out) is released and the next job granted, a grant the
+/// stop interrupted is told again.
+pub async fn resume_resource_groups(state: &AppState) -> Result<(), StoreError> {
+    for (project, group) in state.store.resource_groups_in_use().await? {
+        assign_resource(state, &project, &group).await?;
+    }
+    Ok(())
+}
+
 /// Gives a free resource group of `project` to its next job, as the group's process mode
 /// says (GitLab's `AssignResourceFromResourceGroupService`), and repairs what a crash or a
 /// lost lease left: a holder that is no longer pending or running is released; a holder
@@ -483,7 +529,7 @@ fn assign_resource<'a>(
 }
 
 /// [`process`], and the end of canceled jobs no runner holds.
-async fn process_cancels(
+pub(crate) async fn process_cancels(
     state: &AppState,
     pipeline_id: i64,
     events: Vec<Event>,

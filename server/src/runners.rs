@@ -89,9 +89,12 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
     let mut template: JobTemplate = serde_json::from_str(&job.spec)
         .map_err(|e| Error::Internal(crate::store::StoreError::corrupt(format!("the spec of job {}", job.id), e).into()))?;
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
-    let ctx = pipelines::context_of(&pipeline).map_err(|e| Error::Internal(e.into()))?;
+    let mut ctx = pipelines::context_of(&pipeline).map_err(|e| Error::Internal(e.into()))?;
     if let Some(project) = state.config.project(&pipeline.project) {
         template.job.add_outer(pipelines::secret_vars(project, &pipeline, &ctx));
+    }
+    if let Some(mr) = &mut ctx.merge_request {
+        mr.diff_base_sha.clone_from(&template.diff_base_sha);
     }
     let siblings = if template.job.dependencies.is_empty() { Vec::new() } else { state.store.jobs(job.pipeline_id).await? };
     let mut dependencies = Vec::new();

@@ -40,7 +40,8 @@ fn spec(node: JobNode) -> String {
         coverage: None,
         environment: None,
     };
-    serde_json::to_string(&JobTemplate { node, job, git, coverage: None, auto_cancel: Default::default(), trigger: None }).unwrap()
+    let template = JobTemplate { node, job, git, coverage: None, auto_cancel: Default::default(), trigger: None, diff_base_sha: None };
+    serde_json::to_string(&template).unwrap()
 }
 
 /// A started pipeline of these jobs; returns its id and its jobs' ids.
@@ -199,4 +200,63 @@ async fn a_job_start_that_changes_nothing_else_is_stored_with_the_next_transitio
     for job in ids {
         assert_eq!(state.store.job(job).await.unwrap().unwrap().status, JobStatus::Success);
     }
+}
+
+/// A resource group whose holder finished while the server was down without the group being
+/// handed on (the stop fell between storing the job's end and granting the group): the next
+/// server start gives it to the waiting job (`resume_resource_groups`).
+#[tokio::test]
+async fn a_restart_hands_on_a_group_whose_holder_finished_while_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = state(dir.path()).await;
+    let nodes: Vec<JobNode> =
+        ["one", "two"].iter().map(|n| JobNode { resource_group: Some("prod".into()), ..JobNode::new(*n, "test", 0) }).collect();
+    let new = NewPipeline {
+        project: "app".into(),
+        git_ref: "refs/heads/main".into(),
+        sha: "0".repeat(40),
+        before_sha: None,
+        source: "push".into(),
+        trigger: "{}".into(),
+        created_at: server.now_ms(),
+        needs_approval: false,
+        upstream: None,
+    };
+    let Recorded::Created(id) = server.store.record_pipeline("rg", &new).await.unwrap() else { panic!("a new delivery") };
+    let jobs: Vec<NewJob> = nodes
+        .into_iter()
+        .map(|n| NewJob {
+            name: n.name.clone(),
+            stage: n.stage.clone(),
+            stage_index: 0,
+            tags: vec![],
+            spec: spec(n),
+            resource_group: Some("prod".into()),
+        })
+        .collect();
+    let ids = server.store.save_plan(id, &jobs, PipelineStatus::Pending, server.now_ms()).await.unwrap();
+    process(&server, id, vec![Event::Start { now: server.now_ms() as u64 }], vec![]).await.unwrap();
+    let status = |s: &Arc<AppState>, i: usize| {
+        let (s, job) = (s.clone(), ids[i]);
+        async move { s.store.job(job).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(&server, 0).await, JobStatus::Pending);
+    assert_eq!(status(&server, 1).await, JobStatus::WaitingForResource);
+    assert_eq!(server.store.resource_holder("app", "prod").await.unwrap(), Some((ids[0], 1)));
+
+    // `one` ends, and the server stops before handing the group on.
+    let now = server.now_ms() as u64;
+    let events = vec![
+        Event::JobStarted { job: "one".into(), attempt: 1, now },
+        Event::JobFinished { job: "one".into(), attempt: 1, outcome: Outcome::Success, now },
+    ];
+    crate::pipelines::process_cancels(&server, id, events, vec![]).await.unwrap();
+    assert_eq!(status(&server, 0).await, JobStatus::Success);
+    assert_eq!(status(&server, 1).await, JobStatus::WaitingForResource, "nobody handed the group on");
+    drop(server);
+
+    let restarted = state(dir.path()).await;
+    crate::pipelines::resume_resource_groups(&restarted).await.unwrap();
+    assert_eq!(restarted.store.resource_holder("app", "prod").await.unwrap(), Some((ids[1], 1)));
+    assert_eq!(status(&restarted, 1).await, JobStatus::Pending);
 }

@@ -5,6 +5,7 @@ mod artifacts;
 mod cancel;
 mod delivery;
 mod docker;
+mod git;
 #[path = "../common/registry.rs"]
 mod registry;
 mod reuse;

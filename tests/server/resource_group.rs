@@ -130,3 +130,34 @@ async fn newest_first_runs_the_newest_waiting_job_next_and_the_older_one_after()
     assert_eq!(order.len(), 3);
     assert!(order[0] < order[2] && order[2] < order[1], "first, then the newest, then the older one: {order:?}");
 }
+
+/// A job whose runner dies while it holds the group: when its lease runs out it fails (no
+/// `retry`), the group is released and the job waiting for it runs (GitLab: a resource is
+/// released when its job finishes, whatever the outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_releases_the_group_to_the_next_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trace, gate) = (dir.path().join("trace"), dir.path().join("gate"));
+    let forge = Forge::new(&pipeline(&trace, &gate, &["one", "two"]));
+    let server = Server::start(&forge, 2000, "");
+    let http = Http::new(&server);
+    let mut doomed = RunnerProc::start(&server, "doomed", "shell");
+    let id = push(&forge, &http, "l-1").await;
+    let mut holder = None;
+    for job in ["one", "two"] {
+        let j = http.wait_job_status(id, job, &["running", "waiting_for_resource"], 60).await;
+        if j["status"] == "running" {
+            holder = Some(job);
+        }
+    }
+    let holder = holder.expect("one job holds the group");
+    let waiter = if holder == "one" { "two" } else { "one" };
+    doomed.kill();
+    let _healthy = RunnerProc::start(&server, "healthy", "shell");
+    std::fs::write(&gate, "").unwrap();
+    let p = http.wait_status(id, &["success", "failed", "canceled"], 90).await;
+    let status = |name: &str| p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).unwrap()["status"].clone();
+    assert_eq!(status(holder), "failed", "{p:#}");
+    assert_eq!(status(waiter), "success", "the waiting job got the group: {p:#}");
+    assert_eq!(server.log().matches("resource group granted").count(), 2, "{}", server.log());
+}

@@ -100,6 +100,7 @@ pub fn plan_for(main: &str, files: &[(&str, &str)], trigger: &Trigger) -> Plan {
         pipeline_vars: trigger.vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         changed_files: trigger.changed.as_ref().map(|c| c.iter().map(|s| s.to_string()).collect()),
         exists: Some(&exists),
+        compare: None,
     };
     match plan(&pipeline, &ctx) {
         Ok(p) => p,

@@ -15,8 +15,13 @@
 //! (`+refs/heads/main:refs/piste/heads/main`; no tags, no other branch), and, when the commit
 //! is not reachable from it any more (a force push), the commit itself, which needs a server
 //! that allows fetching reachable commits by id (protocol v2, or `uploadpack.allowAnySHA1InWant`).
-//! `GIT_DEPTH` is ignored: a shallow cache would have to be deepened by later jobs, and through
-//! alternates a slot pays nothing for history.
+//! The cache itself is never shallow: `GIT_DEPTH` is applied to the job's slot (see
+//! [`Workspaces`]), which borrows the cache's objects; a shallow cache would have to be
+//! deepened by later jobs, and through alternates a slot pays nothing for history.
+//!
+//! Submodules (`GIT_SUBMODULE_STRATEGY`) are cloned into the slot by the `git` program after the
+//! checkout ([`crate::workspace::submodules`]); relative URLs name other projects of the
+//! server, served under the job's git URL (`…/git/-/projects/<group/name>.git`).
 //!
 //! Transports: an `http://` server is fetched from in-process with libgit2 (one connection, no
 //! process). libgit2 is built here without TLS (its `https` needs OpenSSL), so an `https://`
@@ -41,7 +46,7 @@ use scheduler::protocol::GIT_USER;
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::workspace::{CheckoutSpec, GitStrategy, Workspaces};
+use crate::workspace::{CheckoutSpec, GitStrategy, SubmoduleSource, SubmoduleSpec, Workspaces, submodules};
 
 /// What a job's checkout needs.
 #[derive(Clone)]
@@ -56,6 +61,10 @@ pub(crate) struct CheckoutRequest {
     pub clean_flags: Option<String>,
     /// `GIT_CHECKOUT`.
     pub checkout: bool,
+    /// `GIT_DEPTH`.
+    pub depth: Option<u32>,
+    /// `GIT_SUBMODULE_*`.
+    pub submodules: SubmoduleSpec,
     pub slot: usize,
 }
 
@@ -93,8 +102,13 @@ impl Checkouts {
         Checkouts { work_dir: work_dir.to_owned(), ca_file, locks: Mutex::new(HashMap::new()) }
     }
 
-    /// Makes the commit available and prepares the slot. `cancel` aborts a running fetch.
-    pub(crate) async fn prepare(&self, req: CheckoutRequest, cancel: CancellationToken) -> Result<(PathBuf, Fetched), CheckoutError> {
+    /// Makes the commit available and prepares the slot, with its submodules. `cancel` aborts a
+    /// running fetch. Returns git's output about the submodules too, for the job log.
+    pub(crate) async fn prepare(
+        &self,
+        req: CheckoutRequest,
+        cancel: CancellationToken,
+    ) -> Result<(PathBuf, Fetched, String), CheckoutError> {
         let (key, name) = dir_key(&req.project);
         let cache = self.work_dir.join("repos").join(&key).join(&name);
         let root = self.work_dir.join("builds").join(&key);
@@ -102,28 +116,63 @@ impl Checkouts {
         let fetched = {
             let lock = self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
             let _guard = lock.lock().await;
-            let (cache, req, ca) = (cache.clone(), req.clone(), self.ca_file.clone());
+            let (cache, req, ca, cancel) = (cache.clone(), req.clone(), self.ca_file.clone(), cancel.clone());
             blocking(move || ensure_commit(&cache, &req, ca.as_deref(), needs_commit, &cancel)).await?
         };
         let spec = CheckoutSpec {
             sha: req.sha.clone(),
             strategy: req.strategy,
-            depth: None,
+            depth: req.depth,
             clean_flags: req.clean_flags.clone(),
             checkout: req.checkout,
             worktree: false,
         };
-        let dir = blocking(move || {
+        let ca_file = self.ca_file.clone();
+        let (dir, output) = blocking(move || {
             let ws = Workspaces::new(&cache, &root).map_err(|e| CheckoutError::System(e.to_string()))?;
-            ws.prepare(req.slot, &spec).map_err(|e| match e {
+            let dir = ws.prepare(req.slot, &spec).map_err(|e| match e {
                 crate::workspace::WorkspaceError::CleanFlags { .. } | crate::workspace::WorkspaceError::UnknownStrategy { .. } => {
                     CheckoutError::Job(e.to_string())
                 }
                 e => CheckoutError::System(crate::job::error_chain(&e)),
-            })
+            })?;
+            if !needs_commit {
+                return Ok((dir, String::new()));
+            }
+            let source = submodule_source(&req, ca_file);
+            match submodules::update(&dir, &req.submodules, &source, &cancel) {
+                Ok(output) => Ok((dir, output)),
+                Err(crate::workspace::WorkspaceError::Canceled) => Err(CheckoutError::Canceled),
+                // A submodule that cannot be cloned is the project's problem (its URL, its
+                // access), as on GitLab, where the job fails with git's message.
+                Err(e) => {
+                    let mut message = e.to_string();
+                    if message.contains("/-/projects/") {
+                        message.push_str(
+                            "\n(a relative submodule URL names a project of this piste server: it must be configured there, and name this project in its `job_token_allowlist` or be `public`)",
+                        );
+                    }
+                    Err(CheckoutError::Job(message))
+                }
+            }
         })
         .await?;
-        Ok((dir, fetched))
+        Ok((dir, fetched, output))
+    }
+}
+
+/// Where a job's submodules come from on a runner: relative URLs resolve against
+/// `<job's git URL>/-/projects/<project>.git`, which the server serves for its configured
+/// projects (`../lib.git` of `group/app` is the project `group/lib`); the job token goes only
+/// to URLs under the job's git URL; no `file://`, no configuration of the runner's user.
+fn submodule_source(req: &CheckoutRequest, ca_file: Option<PathBuf>) -> SubmoduleSource {
+    let project: Vec<&str> = req.project.split('/').filter(|c| !c.is_empty()).collect();
+    SubmoduleSource {
+        base_url: Some(format!("{}/-/projects/{}.git", req.url.trim_end_matches('/'), project.join("/"))),
+        credentials: Some((req.url.trim_end_matches('/').to_owned(), GIT_USER.to_owned(), req.token.clone())),
+        ca_file,
+        allow_file: false,
+        isolated: true,
     }
 }
 

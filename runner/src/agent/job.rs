@@ -20,7 +20,7 @@ use crate::cas::Digest;
 use crate::executor::Executor;
 use crate::job::{self, AttemptEnv, Failure, GREEN, GitSettings, JobHost, RED, RESET, error_chain};
 use crate::joblog::LogWriter;
-use crate::workspace::GitStrategy;
+use crate::workspace::{GitStrategy, SubmoduleStrategy};
 
 /// What every job of one agent shares.
 pub(crate) struct Shared {
@@ -203,6 +203,9 @@ impl JobHost for AgentHost<'_> {
     async fn checkout(&self, git: &GitSettings, log: &LogWriter, cancel: &CancellationToken) -> Result<PathBuf, Failure> {
         let payload = self.payload;
         let strategy = GitStrategy::parse(git.strategy.as_deref().unwrap_or("")).map_err(|e| Failure::Job(e.to_string()))?;
+        let depth = git.depth().map_err(Failure::Job)?;
+        let submodules = git.submodules().map_err(Failure::Job)?;
+        let submodule_strategy = submodules.strategy;
         let short = payload.git.sha.get(..8).unwrap_or(&payload.git.sha);
         match strategy {
             GitStrategy::Fetch => log.line("Fetching changes...").await,
@@ -219,6 +222,8 @@ impl JobHost for AgentHost<'_> {
             strategy,
             clean_flags: git.clean_flags.clone(),
             checkout: git.checkout,
+            depth,
+            submodules,
             slot: self.slot,
         };
         let result = self.shared.checkouts.prepare(req, cancel.clone()).await;
@@ -226,13 +231,21 @@ impl JobHost for AgentHost<'_> {
             return Err(Failure::Lost);
         }
         match result {
-            Ok((dir, fetched)) => {
+            Ok((dir, fetched, output)) => {
                 if matches!(strategy, GitStrategy::Fetch | GitStrategy::Clone) {
                     if fetched == Fetched::Cached {
                         log.line(format!("Commit {short} already on this runner")).await;
                     }
                     if git.checkout {
                         log.line(format!("Checking out {short} as detached HEAD (ref {})...", payload.git.git_ref)).await;
+                        match submodule_strategy {
+                            SubmoduleStrategy::Normal => log.line("Updating/initializing submodules...").await,
+                            SubmoduleStrategy::Recursive => log.line("Updating/initializing submodules recursively...").await,
+                            SubmoduleStrategy::None => {}
+                        }
+                        for line in output.lines() {
+                            log.line(line.to_owned()).await;
+                        }
                     } else {
                         log.line("Skipping Git checkout").await;
                     }

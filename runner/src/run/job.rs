@@ -355,10 +355,21 @@ struct LocalHost<'a> {
 }
 
 impl JobHost for LocalHost<'_> {
-    async fn checkout(&self, git: &GitSettings, _log: &LogWriter, _cancel: &CancellationToken) -> Result<PathBuf, Failure> {
-        let (shared, slot, git) = (self.shared.clone(), self.slot, git.clone());
-        match tokio::task::spawn_blocking(move || shared.inputs.checkout(slot, &git)).await {
-            Ok(Ok(dir)) => Ok(dir),
+    async fn checkout(&self, git: &GitSettings, log: &LogWriter, cancel: &CancellationToken) -> Result<PathBuf, Failure> {
+        let (shared, slot, settings, stop) = (self.shared.clone(), self.slot, git.clone(), cancel.clone());
+        match tokio::task::spawn_blocking(move || shared.inputs.checkout(slot, &settings, &stop)).await {
+            Ok(Ok((dir, output))) => {
+                match git.submodules().map(|s| s.strategy) {
+                    Ok(crate::workspace::SubmoduleStrategy::Normal) => log.line("Updating/initializing submodules...").await,
+                    Ok(crate::workspace::SubmoduleStrategy::Recursive) => log.line("Updating/initializing submodules recursively...").await,
+                    _ => {}
+                }
+                for line in output.lines() {
+                    log.line(line.to_owned()).await;
+                }
+                Ok(dir)
+            }
+            Ok(Err(_)) if cancel.is_cancelled() => Err(Failure::Canceled),
             Ok(Err((true, m))) => Err(Failure::Job(m)),
             Ok(Err((false, m))) => Err(Failure::System(format!("preparing the workspace failed: {m}"))),
             Err(e) => Err(Failure::System(format!("preparing the workspace panicked: {e}"))),

@@ -363,6 +363,9 @@ async fn prepare_child(
             pipeline_vars: vars.clone(),
             changed_files: env.changed_files.clone(),
             exists: Some(&exists),
+            // A child's `rules:changes:compare_to` is not computed locally: its changes are
+            // unknown, which GitLab treats as changed.
+            compare: None,
         };
         plan(&pipeline, &ctx)
     };

@@ -23,10 +23,14 @@
 //!   but neither checkout nor clean runs, as gitlab-runner skips both.
 //! - `GIT_CLEAN_FLAGS`: see [`CleanFlags`]; unset or empty is `-ffdx`, `none` disables it.
 //!   Clean runs after checkout, with the checked-out commit's ignore rules.
-//! - `GIT_DEPTH` ([`CheckoutSpec::depth`]) is accepted and has no effect: through alternates
-//!   the slot sees every object of the source, so a shallow history would save nothing.
-//! - `GIT_SUBMODULE_STRATEGY` is not supported: submodule directories stay empty, as with
-//!   GitLab's default `none`. Git LFS files are checked out as their pointer files.
+//! - `GIT_DEPTH` ([`CheckoutSpec::depth`]) makes the slot shallow, as `git fetch --depth`
+//!   would: `.git/shallow` lists the commits `depth` steps from the job's commit, so `git log`
+//!   shows `depth` commits and `git rev-parse --is-shallow-repository` says `true`. Nothing is
+//!   copied or removed (through alternates every object stays readable), so depth costs a walk
+//!   of `depth` commits; unset or `0` (full history) removes the file.
+//! - `GIT_SUBMODULE_STRATEGY` (`normal`, `recursive`) and the other `GIT_SUBMODULE_*`:
+//!   [`submodules`], run by the caller after [`Workspaces::prepare`]; with the default `none`
+//!   submodule directories stay empty. Git LFS files are checked out as their pointer files.
 //! - The slot repository has no remote, no branches and no tags: HEAD is detached at the
 //!   commit. Jobs that run `git describe` or `git log` still work (all objects are visible);
 //!   jobs that expect `origin` do not.
@@ -42,6 +46,7 @@
 //! - Removal never follows a symlink.
 
 mod clean;
+pub mod submodules;
 mod worktree;
 
 use std::ffi::OsStr;
@@ -54,6 +59,7 @@ use git2::build::CheckoutBuilder;
 use git2::{ErrorCode, Oid, Repository, RepositoryInitOptions, RepositoryOpenFlags, StatusOptions};
 
 pub use clean::CleanFlags;
+pub use submodules::{SubmoduleSource, SubmoduleSpec, SubmoduleStrategy};
 
 /// `GIT_STRATEGY`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,7 +97,8 @@ pub struct CheckoutSpec {
     pub sha: String,
     /// `GIT_STRATEGY`.
     pub strategy: GitStrategy,
-    /// `GIT_DEPTH`: accepted, no effect (see the module documentation).
+    /// `GIT_DEPTH`: the slot's history is cut `depth` commits from `sha` (see the module
+    /// documentation); `None` or 0 for the full history.
     pub depth: Option<u32>,
     /// `GIT_CLEAN_FLAGS`: `None` or empty for `-ffdx`, `"none"` for no clean.
     pub clean_flags: Option<String>,
@@ -156,6 +163,12 @@ pub enum WorkspaceError {
         #[source]
         source: git2::Error,
     },
+    /// `GIT_SUBMODULE_*` are wrong, or cloning a submodule failed (git's message).
+    #[error("{0}")]
+    Submodules(String),
+    /// The job was canceled while git ran.
+    #[error("canceled")]
+    Canceled,
     /// A filesystem operation failed.
     #[error("cannot {op} `{}`", path.display())]
     Io {
@@ -276,6 +289,7 @@ impl Workspaces {
             // Nothing to clean in a fresh slot.
             self.update(&repo, &dir, target, spec, None)?;
         }
+        shallow(&dir, target, spec.depth)?;
         if spec.worktree && spec.checkout {
             let applied = worktree::apply(&self.source, &dir, &self.private)?;
             tracing::debug!(slot, copied = applied.copied, removed = applied.removed, "applied uncommitted changes");
@@ -432,6 +446,54 @@ fn modified(repo: &Repository) -> Result<bool, git2::Error> {
     opts.include_untracked(false).include_ignored(false).exclude_submodules(true).update_index(true);
     opts.renames_head_to_index(false).renames_index_to_workdir(false);
     Ok(!repo.statuses(Some(&mut opts))?.is_empty())
+}
+
+/// `GIT_DEPTH`: makes the slot a shallow repository of `depth` commits from `target`, as
+/// `git fetch --depth` leaves one (`git log` lists at most `depth` commits, `git rev-parse
+/// --is-shallow-repository` says `true`), by writing `.git/shallow`: the commits whose parents
+/// the history stops at. No object is removed (they are the source's, through alternates), so
+/// this costs a walk of `depth` commits and one small file. Unset or 0 (GitLab: full history)
+/// removes the file.
+fn shallow(dir: &Path, target: Oid, depth: Option<u32>) -> Result<(), WorkspaceError> {
+    let file = dir.join(".git/shallow");
+    // Removed first either way: libgit2 reads it, and would stop the walk below at the old cut.
+    if let Err(e) = fs::remove_file(&file) {
+        if e.kind() != io::ErrorKind::NotFound {
+            return Err(io_err("remove", &file)(e));
+        }
+    }
+    let Some(depth) = depth.filter(|d| *d > 0) else { return Ok(()) };
+    let git_err = |op| move |source| WorkspaceError::Git { op, path: dir.to_owned(), source };
+    let repo = Repository::open_ext(dir, RepositoryOpenFlags::NO_SEARCH, std::iter::empty::<&OsStr>()).map_err(git_err("open"))?;
+    // Breadth first: a commit is at the depth of its shortest path from the tip, as in git.
+    let mut seen = std::collections::HashSet::from([target]);
+    let mut level = vec![target];
+    for _ in 1..depth {
+        let mut next = Vec::new();
+        for id in &level {
+            let commit = repo.find_commit(*id).map_err(git_err("read a commit in"))?;
+            next.extend(commit.parent_ids().filter(|p| seen.insert(*p)));
+        }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    let mut boundary = Vec::new();
+    for id in level {
+        if repo.find_commit(id).map_err(git_err("read a commit in"))?.parent_count() > 0 {
+            boundary.push(id.to_string());
+        }
+    }
+    if boundary.is_empty() {
+        // The whole history is shorter than `depth`: git leaves no shallow file either.
+        return Ok(());
+    }
+    boundary.sort();
+    let text: String = boundary.iter().map(|b| format!("{b}\n")).collect();
+    let tmp = dir.join(".git/shallow.piste");
+    fs::write(&tmp, text).map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, &file).map_err(io_err("write", &file))
 }
 
 /// Maps an I/O error on `path` to [`WorkspaceError::Io`].

@@ -144,6 +144,8 @@ fn empty_strategy_leaves_an_empty_directory() {
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
 }
 
+/// GitLab ("Git checkout", `GIT_CHECKOUT: "false"`): the runner fetches but runs neither
+/// checkout nor clean; the job can check out what it wants itself.
 #[test]
 fn checkout_false_skips_checkout_and_clean() {
     let repo = Repo::new();
@@ -151,7 +153,7 @@ fn checkout_false_skips_checkout_and_clean() {
     let ws = repo.workspaces();
     let dir = ws.prepare(0, &CheckoutSpec::new(a.clone())).unwrap();
     write(&dir, "leftover.txt", "x");
-    let spec = CheckoutSpec { checkout: false, ..CheckoutSpec::new(b) };
+    let spec = CheckoutSpec { checkout: false, ..CheckoutSpec::new(b.clone()) };
     ws.prepare(0, &spec).unwrap();
     let mut expected = repo.tree(&a);
     expected.insert("leftover.txt".into(), "x".into());
@@ -160,10 +162,14 @@ fn checkout_false_skips_checkout_and_clean() {
     let fresh = ws.prepare(1, &spec).unwrap();
     assert!(fresh.join(".git/objects/info/alternates").is_file());
     assert!(files(&fresh).is_empty());
+    // Fetched: the job's commit is there to check out.
+    let slot = git2::Repository::open(&fresh).unwrap();
+    assert!(slot.find_commit(git2::Oid::from_str(&b).unwrap()).is_ok());
 }
 
+/// `GIT_DEPTH` changes the history the job sees (`submodules.rs` checks that), never its files.
 #[test]
-fn depth_is_accepted_and_irrelevant() {
+fn depth_keeps_the_files_of_the_commit() {
     let repo = Repo::new();
     let sha = history(&repo)[2].clone();
     let ws = repo.workspaces();

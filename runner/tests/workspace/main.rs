@@ -5,6 +5,7 @@ mod cache;
 mod checkout;
 mod clean;
 mod dotenv;
+mod submodules;
 mod worktree;
 
 use std::collections::BTreeMap;

@@ -130,6 +130,9 @@ impl Store for Backend {
     async fn release_resource(&self, project: &str, group: &str, job: i64, attempt: i64) -> Result<bool> {
         delegate!(self, release_resource(project, group, job, attempt))
     }
+    async fn resource_groups_in_use(&self) -> Result<Vec<(String, String)>> {
+        delegate!(self, resource_groups_in_use())
+    }
     async fn resource_queue(&self, project: &str, group: &str) -> Result<Vec<ResourceCandidate>> {
         delegate!(self, resource_queue(project, group))
     }

@@ -387,6 +387,10 @@ pub trait Store: Send + Sync {
         job: i64,
         attempt: i64,
     ) -> impl std::future::Future<Output = Result<bool>> + Send;
+    /// Every `(project, group)` that has a holder or a job waiting for it: what the server looks
+    /// at when it starts, so that a group whose holder finished while it was down (or that was
+    /// released but not granted again) goes to its next job.
+    fn resource_groups_in_use(&self) -> impl std::future::Future<Output = Result<Vec<(String, String)>>> + Send;
     /// The group's jobs that have not run yet, by pipeline then job id.
     fn resource_queue(&self, project: &str, group: &str) -> impl std::future::Future<Output = Result<Vec<ResourceCandidate>>> + Send;
     /// The job's earlier attempts, oldest first (the current one is the job row).

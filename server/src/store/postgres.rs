@@ -383,6 +383,18 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn resource_groups_in_use(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT project, name FROM resource_groups WHERE holder_job IS NOT NULL \
+             UNION SELECT p.project, j.resource_group FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
+             WHERE j.resource_group IS NOT NULL AND j.status = $1 ORDER BY 1, 2",
+        )
+        .bind(JobStatus::WaitingForResource.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?))).collect()
+    }
+
     async fn resource_queue(&self, project: &str, group: &str) -> Result<Vec<ResourceCandidate>> {
         let rows = sqlx::query(
             "SELECT j.id, j.pipeline_id, j.name, j.status, j.attempt FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \

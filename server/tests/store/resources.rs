@@ -9,7 +9,7 @@ use server::store::{NewJob, Store};
 
 use crate::support::{Db, new_job, recorded};
 
-store_tests!(one_holder_at_a_time, the_queue_lists_upcoming_jobs_in_pipeline_order);
+store_tests!(one_holder_at_a_time, the_queue_lists_upcoming_jobs_in_pipeline_order, groups_in_use_list_the_held_ones);
 
 async fn one_holder_at_a_time(s: Arc<Db>) {
     assert_eq!(s.resource_holder("demo", "prod").await.unwrap(), None);
@@ -41,4 +41,16 @@ async fn the_queue_lists_upcoming_jobs_in_pipeline_order(s: Arc<Db>) {
     let got: Vec<(i64, i64, &str, JobStatus)> = queue.iter().map(|c| (c.pipeline_id, c.job_id, c.name.as_str(), c.status)).collect();
     assert_eq!(got, [(ids[0].0, ids[0].1[0], "deploy", JobStatus::Created), (ids[1].0, ids[1].1[0], "deploy", JobStatus::Created)]);
     assert!(s.resource_queue("other-project", "prod").await.unwrap().is_empty());
+}
+
+/// What the server looks at when it starts (`resume_resource_groups`): every held group, once.
+async fn groups_in_use_list_the_held_ones(s: Arc<Db>) {
+    assert!(s.resource_groups_in_use().await.unwrap().is_empty());
+    assert!(s.grant_resource("demo", "prod", 1, 1).await.unwrap());
+    assert!(s.grant_resource("other", "prod", 3, 1).await.unwrap());
+    assert!(s.grant_resource("demo", "staging", 2, 1).await.unwrap());
+    let held = |v: Vec<(String, String)>| v.into_iter().map(|(p, g)| format!("{p}/{g}")).collect::<Vec<_>>();
+    assert_eq!(held(s.resource_groups_in_use().await.unwrap()), ["demo/prod", "demo/staging", "other/prod"]);
+    assert!(s.release_resource("demo", "staging", 2, 1).await.unwrap());
+    assert_eq!(held(s.resource_groups_in_use().await.unwrap()), ["demo/prod", "other/prod"]);
 }
