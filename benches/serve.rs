@@ -134,7 +134,15 @@ async fn run_trivially(client: &reqwest::Client, base: &str, job: &JobPayload) {
             .unwrap();
         None
     };
-    let finish = FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: line.len() as u64, log };
+    let finish = FinishRequest {
+        outcome: Outcome::Success,
+        exit_code: Some(0),
+        reason: None,
+        log_bytes: line.len() as u64,
+        log,
+        dotenv: Vec::new(),
+        coverage: None,
+    };
     client
         .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
         .bearer_auth(&job.token)
@@ -347,7 +355,15 @@ async fn main() {
         client
             .post(format!("{base}{}", scheduler::protocol::paths::finish(job.job_id)))
             .bearer_auth(&job.token)
-            .json(&FinishRequest { outcome: Outcome::Success, exit_code: Some(0), reason: None, log_bytes: 0, log: None })
+            .json(&FinishRequest {
+                outcome: Outcome::Success,
+                exit_code: Some(0),
+                reason: None,
+                log_bytes: 0,
+                log: None,
+                dotenv: Vec::new(),
+                coverage: None,
+            })
             .send()
             .await
             .unwrap();

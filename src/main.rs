@@ -1,6 +1,7 @@
 //! `piste`: the one binary. Parses arguments, calls the libraries, prints, maps errors to exit
 //! codes. Exit codes: 0 valid / passed, 1 invalid pipeline / failed, 2 usage or I/O error,
-//! 3 (`lint`) could not check: some includes are not available here.
+//! 3 (`lint`) could not check: some includes are not available here, 4 (`run`) blocked: the
+//! pipeline waits for a manual job that does not allow failure.
 
 mod logs;
 mod output;
@@ -90,7 +91,8 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Run the pipeline on this machine, in containers or as shell jobs (exit 0 passed, 1 failed, 2 invalid).
+    /// Run the pipeline on this machine, in containers or as shell jobs (exit 0 passed, 1 failed,
+    /// 2 invalid, 4 blocked: a manual job with `allow_failure: false` waits to be played).
     Run {
         /// Run only these jobs and what they need; manual jobs named here run.
         #[arg(value_name = "JOB")]

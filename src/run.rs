@@ -125,7 +125,21 @@ async fn run_once(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<E
     if !args.json {
         print_summary(&summary);
     }
-    Ok(if summary.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(exit_code(&summary))
+}
+
+/// `0` passed, `1` failed or canceled, `4` blocked: a manual job that does not allow failure
+/// waits to be played (GitLab's `manual` pipeline status), so the run stopped there.
+pub const EXIT_BLOCKED: u8 = 4;
+
+fn exit_code(summary: &RunSummary) -> ExitCode {
+    if summary.passed {
+        ExitCode::SUCCESS
+    } else if !summary.blocked_by.is_empty() {
+        ExitCode::from(EXIT_BLOCKED)
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 async fn watch(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<ExitCode> {
@@ -286,7 +300,7 @@ impl View {
                     }
                 }
             }
-            RunEvent::JobFinished { job, status, allow_failure, exit_code, duration_ms, reason, reused_from, .. } => {
+            RunEvent::JobFinished { job, status, allow_failure, exit_code, duration_ms, reason, reused_from, coverage, .. } => {
                 self.running.retain(|j| j != job);
                 self.done += 1;
                 let secs = *duration_ms as f64 / 1000.0;
@@ -302,6 +316,10 @@ impl View {
                     JobResult::Canceled => paint("■ canceled", YELLOW),
                     JobResult::Skipped => "○ skipped".to_string(),
                     JobResult::Manual => "◇ manual: not run (name it: `piste run JOB`)".to_string(),
+                };
+                let text = match coverage {
+                    Some(c) => format!("{text} · coverage {}", percent(*c)),
+                    None => text,
                 };
                 let _ = writeln!(out, "{} {text}", self.prefix(job));
                 // A trigger job's note on success (not run locally) is already in its log.
@@ -388,6 +406,12 @@ pub(crate) fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// A `coverage:` value as GitLab shows it: up to two decimals, `%`.
+fn percent(c: f64) -> String {
+    let text = format!("{c:.2}");
+    format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
 fn code(c: Option<i32>) -> String {
     c.map_or_else(|| "-".into(), |c| c.to_string())
 }
@@ -451,8 +475,24 @@ fn json_event(ev: &RunEvent) {
 fn print_summary(s: &RunSummary) {
     let mut out = std::io::stdout().lock();
     write_summary(&mut out, s, "");
-    let verdict = if s.passed { paint(&format!("pipeline {}", s.status), GREEN) } else { paint(&format!("pipeline {}", s.status), RED) };
+    let verdict = if s.passed {
+        paint(&format!("pipeline {}", s.status), GREEN)
+    } else if !s.blocked_by.is_empty() {
+        paint(&format!("pipeline {} (blocked)", s.status), YELLOW)
+    } else {
+        paint(&format!("pipeline {}", s.status), RED)
+    };
     let _ = writeln!(out, "{verdict} in {:.2}s · logs in {}", s.duration_ms as f64 / 1000.0, s.log_dir.display());
+    if !s.blocked_by.is_empty() {
+        let names: Vec<String> = s.blocked_by.iter().map(|j| format!("`{j}`")).collect();
+        let _ = writeln!(
+            out,
+            "waiting for the manual job{} {} (`allow_failure: false`): `piste run {}` plays it and runs what it needs",
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            s.blocked_by.first().map(String::as_str).unwrap_or_default()
+        );
+    }
 }
 
 /// The job table of one pipeline, then its downstream pipelines' tables indented under it.
@@ -466,7 +506,8 @@ fn write_summary(out: &mut impl Write, s: &RunSummary, indent: &str) {
         };
         let dur = j.duration_ms.map_or_else(|| "-".into(), |d| format!("{:.2}s", d as f64 / 1000.0));
         let crit = if s.critical_path.contains(&j.job) { " ◆" } else { "" };
-        let _ = writeln!(out, "{indent}{:<w$}  {:<10}  {:<9}  {:>9}  {}{crit}", j.job, j.stage, status, dur, j.attempt);
+        let cov = j.coverage.map(|c| format!("  coverage {}", percent(c))).unwrap_or_default();
+        let _ = writeln!(out, "{indent}{:<w$}  {:<10}  {:<9}  {:>9}  {}{crit}{cov}", j.job, j.stage, status, dur, j.attempt);
         if let Some(from) = &j.reused_from {
             let _ = writeln!(out, "{indent}{:<w$}  ↺ {from}", "");
         }

@@ -158,6 +158,27 @@ pub fn parse_bytes(bytes: &[u8], limits: &DotenvLimits) -> Result<Vec<(String, S
     parse_with(&text, &DotenvLimits { max_bytes: usize::MAX, ..*limits })
 }
 
+/// Checks variables another process read from `reports` dotenv reports (a runner's finish
+/// request), with the rules and limits of [`parse`] applied to them as one report per
+/// `reports`: valid keys, no NUL, no line break, at most 20 variables and 5 KiB per report.
+pub fn check_received(vars: &[(String, String)], reports: usize) -> Result<(), DotenvError> {
+    let reports = reports.max(1);
+    let limits = DotenvLimits { max_bytes: reports * DotenvLimits::default().max_bytes, max_variables: usize::MAX };
+    let mut text = String::new();
+    for (k, v) in vars {
+        text.push_str(k);
+        text.push('=');
+        text.push_str(v);
+        text.push('\n');
+    }
+    let parsed = parse_with(&text, &limits)?;
+    let max = reports * DotenvLimits::default().max_variables;
+    if parsed.len() > max {
+        return Err(DotenvError::TooManyVariables { line: max + 1, limit: max });
+    }
+    Ok(())
+}
+
 /// Ruby's `String#strip`.
 fn strip(s: &str) -> &str {
     s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r' | '\0'))
@@ -187,6 +208,18 @@ fn check_key(key: &str) -> Result<(), LineProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_received_follow_the_report_rules() {
+        let ok = vec![("A".to_string(), "1".to_string()), ("B".to_string(), "x=y".to_string())];
+        assert!(check_received(&ok, 1).is_ok());
+        assert!(check_received(&[("A B".into(), "1".into())], 1).is_err(), "an invalid key");
+        assert!(check_received(&[("A".into(), "1\nno equals".into())], 1).is_err());
+        let many: Vec<(String, String)> = (0..21).map(|i| (format!("V{i}"), "x".into())).collect();
+        assert!(check_received(&many, 1).is_err(), "21 variables from one report");
+        assert!(check_received(&many, 2).is_ok(), "two reports may hold 40");
+        assert!(check_received(&[("A".into(), "x".repeat(6000))], 1).is_err(), "5 KiB per report");
+    }
 
     #[test]
     fn strip_matches_ruby() {

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod child;
+pub mod coverage;
 pub mod diag;
 pub mod dotenv;
 pub mod duration;

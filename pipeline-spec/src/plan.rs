@@ -141,6 +141,9 @@ struct JobMeta<'a> {
     name: &'a str,
     stage: &'a str,
     node: Option<(String, String)>,
+    /// `CI_ENVIRONMENT_NAME/ACTION/TIER/URL` of a job with `environment:` (GitLab's
+    /// `Variables::Builder#predefined_variables(job, environment)`; the slug is job-only).
+    environment: Vec<(String, String)>,
 }
 
 impl Lookup for JobMeta<'_> {
@@ -150,7 +153,7 @@ impl Lookup for JobMeta<'_> {
             "CI_JOB_STAGE" => Some(self.stage),
             "CI_NODE_INDEX" => self.node.as_ref().map(|(i, _)| i.as_str()),
             "CI_NODE_TOTAL" => Some(self.node.as_ref().map_or("1", |(_, t)| t.as_str())),
-            _ => None,
+            _ => self.environment.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()),
         }
     }
 }
@@ -215,7 +218,26 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
         for (name, matrix_vars, node) in expanded {
             let job_vars = JobVars(&job.variables);
             let inherited = Inherited { globals: &globals, only: job.inherit_variables.as_deref() };
-            let meta = JobMeta { name: &name, stage: &job.stage, node: node.map(|(i, t)| (i.to_string(), t.to_string())) };
+            let mut meta = JobMeta {
+                name: &name,
+                stage: &job.stage,
+                node: node.map(|(i, t)| (i.to_string(), t.to_string())),
+                environment: Vec::new(),
+            };
+            if let Some(env) = &job.environment {
+                // The name and URL expanded with what the job sees, as GitLab's `Seed::Environment`.
+                let vars =
+                    Vars { layers: vec![&ctx.pipeline_vars, &matrix_vars, &job_vars, &workflow_vars, &inherited, &meta, &ctx.predefined] };
+                let env_name = crate::expand::expand(&env.name, &vars);
+                let url = env.url.as_ref().map(|u| crate::expand::expand(u, &vars));
+                let all = crate::predefined::environment_variables(
+                    &env_name,
+                    url.as_deref(),
+                    env.action.as_deref(),
+                    env.deployment_tier.as_deref(),
+                );
+                meta.environment = all.into_iter().filter(|(k, _)| k != "CI_ENVIRONMENT_SLUG").collect();
+            }
             let vars =
                 Vars { layers: vec![&ctx.pipeline_vars, &matrix_vars, &job_vars, &workflow_vars, &inherited, &meta, &ctx.predefined] };
             let Some(outcome) = evaluate_job(job, &vars, ctx, &rule_errors) else { continue };
@@ -681,17 +703,26 @@ impl Plan {
         self.jobs.iter().find(|j| j.name == name)
     }
 
-    /// Jobs whose artifacts (and dotenv variables) job `i` receives, as GitLab decides:
-    /// `dependencies` if given, else its `needs` with `artifacts: true`, else every job of the
-    /// earlier stages.
+    /// Jobs whose artifacts (and dotenv variables) job `i` receives, as GitLab's
+    /// `Ci::BuildDependencies#local` decides: `dependencies: []` gives none; otherwise the
+    /// candidates are the `needs` with `artifacts: true` when the job has `needs` (even
+    /// `needs: []`: GitLab schedules it as a DAG job), else every job of the earlier stages
+    /// (not the same stage); and `dependencies`, when given, keeps only the candidates it
+    /// names. So `needs: []` with `dependencies: [build]` starts at once and receives nothing,
+    /// and `needs: [{job: X, artifacts: false}]` receives nothing from X whatever
+    /// `dependencies` says.
     pub fn artifact_sources(&self, i: usize) -> Vec<String> {
         let job = &self.jobs[i];
-        if let Some(deps) = &job.dependencies {
-            return deps.clone();
+        if job.dependencies.as_ref().is_some_and(Vec::is_empty) {
+            return Vec::new();
         }
-        match &job.needs {
+        let candidates: Vec<String> = match &job.needs {
             Some(needs) => needs.iter().filter(|n| n.artifacts).map(|n| n.job.clone()).collect(),
             None => self.jobs.iter().filter(|j| j.stage_index < job.stage_index).map(|j| j.name.clone()).collect(),
+        };
+        match &job.dependencies {
+            Some(deps) => candidates.into_iter().filter(|c| deps.contains(c)).collect(),
+            None => candidates,
         }
     }
 

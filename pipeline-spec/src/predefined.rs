@@ -32,12 +32,14 @@
 //! `CI_COMMIT_BEFORE_SHA` to 40 zeros and `CI_COMMIT_REF_PROTECTED` to `false` (the ref is
 //! `refs/merge-requests/<iid>/head`, neither a branch nor a tag); this module does the same.
 //!
-//! Not provided, because they describe GitLab itself or secrets the runner owns:
+//! Not provided here, because they describe GitLab itself or secrets the runner owns:
 //! `CI_SERVER_NAME/VERSION*/REVISION`, `GITLAB_FEATURES`, `CI_JOB_TOKEN`, `CI_REGISTRY_USER` /
-//! `PASSWORD`, `CI_REPOSITORY_URL`, `CI_RUNNER_*`, `CI_CONCURRENT_*`, `CI_JOB_STATUS`, and the
-//! external pull request, Pages, dependency proxy and Kubernetes variables.
-//! `CI_ENVIRONMENT_SLUG` needs a SHA-256 suffix in GitLab, so the caller passes it in
-//! [`EnvironmentContext::slug`].
+//! `PASSWORD`, `CI_REPOSITORY_URL`, `CI_CONCURRENT_*`, and the external pull request, Pages,
+//! dependency proxy and Kubernetes variables. The job runner (`runner::job::run`) sets
+//! `CI_JOB_STATUS` (`running` during the script), `CI_JOB_STARTED_AT`, `CI_PROJECT_DIR`,
+//! `CI_DISPOSABLE_ENVIRONMENT` / `CI_SHARED_ENVIRONMENT` and `CI_RUNNER_*`; `scheduler::job::JobSpec::variables` sets a job's `CI_ENVIRONMENT_*` with
+//! [`environment_variables`] once its name is expanded ([`environment_slug`] is GitLab's slug,
+//! SHA-256 suffix included).
 
 use std::fmt;
 use std::str::FromStr;
@@ -341,6 +343,82 @@ pub fn slugify(s: &str) -> String {
     let slug: String =
         s.to_lowercase().chars().map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' }).take(63).collect();
     slug.trim_matches('-').to_string()
+}
+
+/// GitLab's `Gitlab::Slug::Environment#generate` (`CI_ENVIRONMENT_SLUG`): lowercase, every
+/// character outside `a-z0-9` becomes `-`, `env-` in front unless it starts with a letter, runs
+/// of `-` squeezed; then, when that is longer than 24 characters or differs from the name, its
+/// first 17 characters, a `-` (unless it ends with one) and a 6-character suffix: the SHA-256 of
+/// the name as a base-36 number, last 6 digits (predictable, so the same name gives the same
+/// slug on both paths); otherwise the slug without a trailing `-`.
+pub fn environment_slug(name: &str) -> String {
+    let lowered: String = name.to_lowercase().chars().map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' }).collect();
+    let prefixed = if lowered.starts_with(|c: char| c.is_ascii_lowercase()) { lowered } else { format!("env-{lowered}") };
+    let mut slug = String::with_capacity(prefixed.len());
+    for c in prefixed.chars() {
+        if !(c == '-' && slug.ends_with('-')) {
+            slug.push(c);
+        }
+    }
+    if slug.len() > 24 || slug != name {
+        let mut short: String = slug.chars().take(17).collect();
+        if !short.ends_with('-') {
+            short.push('-');
+        }
+        short.push_str(&base36_suffix(name));
+        short
+    } else {
+        slug.trim_end_matches('-').to_string()
+    }
+}
+
+/// `Digest::SHA2.hexdigest(name).to_i(16).to_s(36).last(6)`.
+pub(crate) fn base36_suffix(name: &str) -> String {
+    use sha2::Digest;
+    base36_last6(&sha2::Sha256::digest(name.as_bytes()))
+}
+
+/// The last 6 base-36 digits of a big-endian number.
+pub(crate) fn base36_last6(digest: &[u8]) -> String {
+    const MODULUS: u64 = 36u64.pow(6);
+    let rest = digest.iter().fold(0u64, |r, &b| (r * 256 + u64::from(b)) % MODULUS);
+    let mut digits = [b'0'; 6];
+    let mut n = rest;
+    for d in digits.iter_mut().rev() {
+        *d = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
+        n /= 36;
+    }
+    String::from_utf8_lossy(&digits).into_owned()
+}
+
+/// GitLab's `Environment#guess_tier` (`CI_ENVIRONMENT_TIER` when `deployment_tier` is not set).
+pub fn guess_environment_tier(name: &str) -> &'static str {
+    static TIERS: LazyLock<[(Regex, &str); 4]> = LazyLock::new(|| {
+        let re = |p: &str| Regex::new(&format!("(?i){p}")).expect("static regex");
+        [
+            (re("(dev|review|trunk)"), "development"),
+            (re("(test|tst|int|ac(ce|)pt|qa|qc|control|quality)"), "testing"),
+            (re("(st(a|)g|mod(e|)l|pre|demo|non)"), "staging"),
+            (re("(pr(o|)d|live)"), "production"),
+        ]
+    });
+    TIERS.iter().find(|(re, _)| re.is_match(name)).map_or("other", |(_, tier)| tier)
+}
+
+/// `CI_ENVIRONMENT_NAME/SLUG/URL/ACTION/TIER` of a job with `environment:`, from its name and
+/// URL already expanded: the action defaults to `start`, the tier to GitLab's guess from the
+/// name, and the URL is set only when there is one.
+pub fn environment_variables(name: &str, url: Option<&str>, action: Option<&str>, tier: Option<&str>) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("CI_ENVIRONMENT_NAME".to_string(), name.to_string()),
+        ("CI_ENVIRONMENT_SLUG".to_string(), environment_slug(name)),
+        ("CI_ENVIRONMENT_ACTION".to_string(), action.unwrap_or("start").to_string()),
+        ("CI_ENVIRONMENT_TIER".to_string(), tier.unwrap_or_else(|| guess_environment_tier(name)).to_string()),
+    ];
+    if let Some(url) = url.filter(|u| !u.is_empty()) {
+        v.push(("CI_ENVIRONMENT_URL".to_string(), url.to_string()));
+    }
+    v
 }
 
 /// GitLab's `Gitlab::Utils::Job.group_name` (`CI_JOB_GROUP_NAME`): the job name without its

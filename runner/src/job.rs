@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! get_sources ─▶ restore_cache ─▶ download_artifacts ─▶ script (+ after_script)
-//!             ─▶ archive_cache ─▶ upload_artifacts (paths, exclude, dotenv and junit reports)
+//!             ─▶ archive_cache ─▶ upload_artifacts (paths, exclude, junit reports; dotenv read apart)
 //! ```
 //!
 //! Variables are computed once per attempt by [`JobSpec::variables`] (the one precedence
@@ -175,6 +175,8 @@ pub struct Attempt {
     pub artifacts: Option<Digest>,
     /// Variables from its dotenv reports.
     pub dotenv: Vec<(String, String)>,
+    /// Its `coverage:` value, from its log.
+    pub coverage: Option<f64>,
 }
 
 impl Attempt {
@@ -185,7 +187,7 @@ impl Attempt {
             Failure::Job(m) => (Outcome::Failed { reason: FailureReason::ScriptFailure, exit_code: None }, Some(m)),
             Failure::System(m) => (Outcome::Failed { reason: FailureReason::RunnerSystemFailure, exit_code: None }, Some(m)),
         };
-        Some(Attempt { outcome, exit_code: None, reason, artifacts: None, dotenv: Vec::new() })
+        Some(Attempt { outcome, exit_code: None, reason, artifacts: None, dotenv: Vec::new(), coverage: None })
     }
 
     pub fn succeeded(&self) -> bool {
@@ -224,8 +226,22 @@ pub async fn run(
     lost: &CancellationToken,
 ) -> Option<Attempt> {
     log.line(format!("{RESET}{}", env.header)).await;
+    // What only the attempt knows: GitLab Runner's `CI_JOB_STATUS` while the script runs
+    // (`after_script` gets the outcome instead), and when the job started.
+    // GitLab Runner also says whether the job's environment is made for it alone (a container)
+    // or shared with other jobs (the shell executor).
+    let environment_kind = if env.containers { "CI_DISPOSABLE_ENVIRONMENT" } else { "CI_SHARED_ENVIRONMENT" };
+    let attempt_vars = [
+        ("CI_JOB_STATUS".to_string(), "running".to_string()),
+        ("CI_JOB_STARTED_AT".to_string(), jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        (environment_kind.to_string(), "true".to_string()),
+    ];
+    // Checked when the pipeline was loaded; a spec from elsewhere with a bad one has none.
+    if let Some(re) = spec.coverage.as_deref().and_then(|c| pipeline_spec::coverage::compile(c).ok()) {
+        log.scan_coverage(pipeline_spec::coverage::Scanner::new(re));
+    }
     // GIT_* come from the variables; CI_PROJECT_DIR is only known after the checkout.
-    let first = pairs(&spec.variables(&[env.predefined.as_slice(), env.runner_vars.as_slice()].concat(), &env.dotenv));
+    let first = pairs(&spec.variables(&[env.predefined.as_slice(), &attempt_vars, env.runner_vars.as_slice()].concat(), &env.dotenv));
     let git = GitSettings::from_vars(&first);
 
     section_start(log, "get_sources", "Getting source from Git repository").await;
@@ -241,6 +257,7 @@ pub async fn run(
     let project_dir = if env.containers { env.container_project_dir.clone() } else { workspace.to_string_lossy().into_owned() };
     let builds_dir = Path::new(&project_dir).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let mut predefined = env.predefined.clone();
+    predefined.extend(attempt_vars);
     predefined.push(("CI_PROJECT_DIR".into(), project_dir.clone()));
     predefined.push(("CI_BUILDS_DIR".into(), builds_dir));
     predefined.extend(env.runner_vars.iter().cloned());
@@ -289,7 +306,8 @@ pub async fn run(
         let (outcome, exit_code, reason) = outcome_of(&ran.outcome);
         (outcome, exit_code, ran.reason.or(reason))
     };
-    let mut attempt = Attempt { outcome, exit_code, reason, artifacts: None, dotenv: Vec::new() };
+    let coverage = log.coverage().await;
+    let mut attempt = Attempt { outcome, exit_code, reason, artifacts: None, dotenv: Vec::new(), coverage };
     if attempt.outcome == Outcome::Canceled {
         log.line(final_line(&attempt, spec.timeout_s)).await;
         return Some(attempt);
@@ -515,24 +533,34 @@ async fn upload_artifacts(
     section_start(log, section, if succeeded { "Uploading artifacts for successful job" } else { "Uploading artifacts for failed job" })
         .await;
     let expand_all = |list: &[String]| list.iter().map(|p| expand(p, &vars)).collect::<Vec<_>>();
+    // A dotenv report is not a file of the archive (GitLab keeps reports apart from the
+    // `archive` artifact that later jobs download) unless `paths` lists it too: its variables
+    // travel on their own (`Attempt::dotenv`, the finish request).
     let mut paths = expand_all(&spec.paths);
     let dotenv_files = expand_all(&spec.dotenv);
-    paths.extend(dotenv_files.iter().cloned());
     paths.extend(expand_all(&spec.junit));
     paths.extend(expand_all(&spec.other_reports));
     let exclude = expand_all(&spec.exclude);
     let archive =
         env.tmp_dir.join(format!("artifacts-{}-{:016x}.tar.zst", safe_name(&env.request_id), getrandom::u64().unwrap_or_default()));
     let (dir, out, untracked) = (workspace.to_owned(), archive.clone(), spec.untracked);
-    let built = tokio::task::spawn_blocking(move || build_archive(&dir, paths, exclude, untracked, &out))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()))
-        .map_err(|m| Failure::System(format!("collecting artifacts failed: {m}")));
+    let built = if paths.is_empty() && !untracked {
+        // Only a dotenv report: nothing to archive, and nothing missing.
+        Ok((Vec::new(), None))
+    } else {
+        tokio::task::spawn_blocking(move || build_archive(&dir, paths, exclude, untracked, &out))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(|m| Failure::System(format!("collecting artifacts failed: {m}")))
+    };
+    let only_reports = spec.paths.is_empty() && !spec.untracked && spec.junit.is_empty() && spec.other_reports.is_empty();
     let result = match built {
         Err(f) => Err(f),
         Ok((warnings, None)) => {
             warn_all(log, &warnings).await;
-            log.line(format!("{YELLOW}WARNING: No files to upload{RESET}")).await;
+            if !only_reports {
+                log.line(format!("{YELLOW}WARNING: No files to upload{RESET}")).await;
+            }
             Ok(None)
         }
         Ok((warnings, Some((digest, files, bytes)))) => {
@@ -689,7 +717,7 @@ mod tests {
     }
 
     fn attempt(outcome: Outcome, exit_code: Option<i32>, reason: Option<&str>) -> Attempt {
-        Attempt { outcome, exit_code, reason: reason.map(str::to_string), artifacts: None, dotenv: Vec::new() }
+        Attempt { outcome, exit_code, reason: reason.map(str::to_string), artifacts: None, dotenv: Vec::new(), coverage: None }
     }
 
     #[test]

@@ -53,6 +53,27 @@ pub struct JobSpec {
     pub node_index: Option<(u32, u32)>,
     /// `when: manual` (or delayed): `CI_JOB_MANUAL`.
     pub manual: bool,
+    /// `coverage:` as written (`/…/`): the runner searches the job's log with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<String>,
+    /// `environment:`, name and URL as written: expanded with the job's variables when it
+    /// starts, giving `CI_ENVIRONMENT_*` ([`JobSpec::variables`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentSpec>,
+}
+
+/// A job's `environment:` as the runner needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentSpec {
+    pub name: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `start` (the default), `prepare`, `stop`, `verify`, `access`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// `deployment_tier`; GitLab guesses one from the name when it is not set.
+    #[serde(default)]
+    pub tier: Option<String>,
 }
 
 /// One variable and the layer it comes from.
@@ -196,6 +217,13 @@ pub fn job_spec(plan: &Plan, pipeline: &Pipeline, index: usize, outer: &[SpecVar
         dependencies: plan.artifact_sources(index),
         node_index: pj.node,
         manual: matches!(pj.when, When::Manual),
+        coverage: job.coverage.clone(),
+        environment: job.environment.as_ref().map(|e| EnvironmentSpec {
+            name: e.name.clone(),
+            url: e.url.clone(),
+            action: e.action.clone(),
+            tier: e.deployment_tier.clone(),
+        }),
     })
 }
 
@@ -222,7 +250,27 @@ impl JobSpec {
     /// what only the runner knows, such as `CI_PROJECT_DIR`) < the pipeline file < `dotenv` of
     /// dependencies < project variables and secrets < pipeline variables. The one place where
     /// precedence is decided, for `piste run` and for server runners alike.
+    ///
+    /// A job with `environment:` gets `CI_ENVIRONMENT_NAME/SLUG/URL/ACTION/TIER` among the
+    /// predefined variables, its name and URL expanded with the job's other variables (not the
+    /// dependencies' dotenv, which GitLab does not have when it creates the job), as GitLab's
+    /// `Seed::Environment` does.
     pub fn variables(&self, predefined: &[(String, String)], dotenv: &[(String, String)]) -> Vec<Variable> {
+        let Some(env) = &self.environment else { return self.layered(predefined, dotenv) };
+        let first: Vec<(String, String)> = self.layered(predefined, &[]).into_iter().map(|v| (v.key, v.value)).collect();
+        let name = pipeline_spec::expand::expand(&env.name, &first);
+        let url = env.url.as_ref().map(|u| pipeline_spec::expand::expand(u, &first));
+        let mut with_env = predefined.to_vec();
+        with_env.extend(pipeline_spec::predefined::environment_variables(
+            &name,
+            url.as_deref(),
+            env.action.as_deref(),
+            env.tier.as_deref(),
+        ));
+        self.layered(&with_env, dotenv)
+    }
+
+    fn layered(&self, predefined: &[(String, String)], dotenv: &[(String, String)]) -> Vec<Variable> {
         // Predefined values are data (a commit message, a branch, an author from the payload):
         // kept as written, as GitLab does; YAML variables referring to them still get them.
         let mut list: Vec<Var> = predefined.iter().map(|(k, v)| Var::raw(k, v)).collect();
@@ -404,6 +452,27 @@ bridge:
         let vars = spec.variables(&[("CI_PROJECT_DIR".into(), "/builds/app".into())], &[]);
         assert_eq!(get(&vars, "DIR"), Some("/builds/app/out"));
         assert_eq!(get(&vars, "LITERAL"), Some("$HOME"));
+    }
+
+    /// GitLab: `CI_ENVIRONMENT_NAME` is the name with variables expanded, `_SLUG` GitLab's
+    /// slug of it, `_URL` the expanded URL, `_ACTION` `start` by default, `_TIER` the
+    /// `deployment_tier` or GitLab's guess; YAML variables may use them.
+    #[test]
+    fn environment_variables_are_expanded_from_the_jobs_variables() {
+        let yaml = "deploy:\n  variables:\n    HOST: $CI_ENVIRONMENT_SLUG.example.test\n  environment:\n    name: review/$CI_COMMIT_REF_NAME\n    \
+                    url: https://$CI_COMMIT_REF_NAME.example.test\n  script: [make]\nplain:\n  script: [make]\n";
+        let spec = spec_of(yaml, "deploy", &[]);
+        let vars = spec.variables(&[("CI_COMMIT_REF_NAME".into(), "Feature/X".into())], &[]);
+        let slug = pipeline_spec::predefined::environment_slug("review/Feature/X");
+        assert_eq!(get(&vars, "CI_ENVIRONMENT_NAME"), Some("review/Feature/X"));
+        assert_eq!(get(&vars, "CI_ENVIRONMENT_SLUG"), Some(slug.as_str()));
+        assert!(slug.starts_with("review-feature-x-") && slug.len() <= 24, "{slug}");
+        assert_eq!(get(&vars, "CI_ENVIRONMENT_URL"), Some("https://Feature/X.example.test"));
+        assert_eq!(get(&vars, "CI_ENVIRONMENT_ACTION"), Some("start"));
+        assert_eq!(get(&vars, "CI_ENVIRONMENT_TIER"), Some("development"));
+        assert_eq!(get(&vars, "HOST"), Some(format!("{slug}.example.test").as_str()));
+        let plain = spec_of(yaml, "plain", &[]).variables(&[], &[]);
+        assert!(get(&plain, "CI_ENVIRONMENT_NAME").is_none(), "only jobs with `environment:`");
     }
 
     #[test]

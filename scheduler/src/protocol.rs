@@ -245,7 +245,7 @@ pub struct LogGap {
     pub expected_offset: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FinishRequest {
     /// How the attempt ended: the engine's own type, one for both job paths.
     pub outcome: Outcome,
@@ -254,6 +254,13 @@ pub struct FinishRequest {
     pub reason: Option<String>,
     /// Bytes of log the runner sent in all (the tail included); the server checks it has them.
     pub log_bytes: u64,
+    /// The variables of the job's dotenv reports, read by the runner with GitLab's rules: a
+    /// report is not a file of the artifacts archive (unless `paths` lists it too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dotenv: Vec<(String, String)>,
+    /// The job's `coverage:` value, found in its log by the runner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
     /// The whole log of an attempt that had shipped none of it when it ended (a short job),
     /// sent here instead of in an append of its own, to servers that offer it
     /// ([`JobPayload::log_in_finish`]): one request fewer per job, and on object storage the

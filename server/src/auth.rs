@@ -471,6 +471,7 @@ mod tests {
             version: 0,
             created_at: 0,
             updated_at: 0,
+            iid: None,
             approval: None,
             upstream: None,
         };

@@ -342,6 +342,7 @@ async fn job_page(state: &AppState, caller: &Caller, j: JobRow, p: PipelineRow, 
         duration_s: secs(j.started_at, j.finished_at),
         attempt: j.attempt.max(1) as u32,
         exit_code: j.exit_code.map(|c| c as i32),
+        coverage: state.store.job_reports(j.pipeline_id).await?.into_iter().find(|r| r.job_id == id).and_then(|r| r.coverage),
         artifacts,
         deploys: crate::api::deploys_of(&j.spec, j.dotenv.as_deref()).into_iter().map(|d| (d.step, d.commit, d.changed)).collect(),
         images: crate::api::images_of(&j.spec, j.dotenv.as_deref())

@@ -229,7 +229,7 @@ async fn try_plan_and_start(state: &Arc<AppState>, pipeline_id: i64) -> Result<(
         return Ok(());
     }
     let stored: crate::bridges::StoredTrigger = serde_json::from_str(&row.trigger).map_err(StartError::Trigger)?;
-    let ctx = stored.context.clone();
+    let ctx = with_row(stored.context.clone(), &row);
     let planned = {
         let state = state.clone();
         let row = row.clone();
@@ -776,6 +776,26 @@ pub fn secret_vars(project: &crate::config::ProjectConfig, row: &PipelineRow, ct
         .collect()
 }
 
+/// The predefined-variable context of a recorded pipeline: its trigger (from the webhook,
+/// `GITLAB_USER_*` included, kept as data) with what only the store knows: `CI_PIPELINE_ID`,
+/// `CI_PIPELINE_IID` (the project's number, migration `0012`) and `CI_PIPELINE_CREATED_AT`.
+pub fn context_of(row: &PipelineRow) -> Result<Context, serde_json::Error> {
+    Ok(with_row(serde_json::from_str(&row.trigger)?, row))
+}
+
+/// [`context_of`] for a trigger already decoded.
+fn with_row(mut ctx: Context, row: &PipelineRow) -> Context {
+    ctx.pipeline_id = u64::try_from(row.id).unwrap_or(0);
+    ctx.pipeline_iid = row.iid.and_then(|i| u64::try_from(i).ok()).unwrap_or(ctx.pipeline_id);
+    ctx.pipeline_created_at = rfc3339_utc(row.created_at);
+    ctx
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, as GitLab's `Time#iso8601` of a UTC time (`CI_PIPELINE_CREATED_AT`).
+pub fn rfc3339_utc(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+}
+
 /// `YYYY-MM-DD HH:MM:SS UTC` for a time in ms since the epoch (for pages).
 pub fn iso_time(ms: i64) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
@@ -790,6 +810,7 @@ mod tests {
     fn iso_times() {
         assert_eq!(super::iso_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(super::iso_time(1_643_647_675_123), "2022-01-31 16:47:55 UTC");
+        assert_eq!(super::rfc3339_utc(1_643_647_675_123), "2022-01-31T16:47:55Z");
         assert_eq!(super::iso_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(super::iso_time(-1), "1969-12-31 23:59:59 UTC");
     }

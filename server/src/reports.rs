@@ -3,9 +3,9 @@
 //! JUnit XML (`artifacts:reports:junit`) travels inside the job's artifacts archive; when the
 //! archive is uploaded, [`read_junit`] walks it (streaming: gzip, tar, then quick-xml events,
 //! never a whole document in memory) and sums the matching files into a [`TestReport`]: totals
-//! and the failures (name, class, message, output), every part bounded ([`Limits`]). The
-//! `coverage:` regex is applied to the job's log when it finishes ([`coverage_of`]): the last
-//! matching line gives the value, its first number, as GitLab does.
+//! and the failures (name, class, message, output), every part bounded ([`Limits`]). A job's
+//! `coverage:` value comes from its runner, which searched the log as it streamed
+//! (`pipeline_spec::coverage`), in the finish request.
 
 use std::io::{BufRead, BufReader, Read};
 
@@ -240,32 +240,6 @@ fn push_bounded(out: &mut String, text: &str, limit: usize) {
     out.extend(text.chars().take(room));
 }
 
-/// The job's `coverage:` value: `regex` (GitLab's `/.../` form, slashes optional) applied to
-/// each line of the plain-text log; the last line that matches gives its first number.
-pub fn coverage_of(regex: &str, log: impl BufRead) -> Option<f64> {
-    let pattern = regex.strip_prefix('/').and_then(|r| r.strip_suffix('/')).unwrap_or(regex);
-    let re = regex::RegexBuilder::new(pattern).size_limit(1 << 20).build().ok()?;
-    let number = regex::Regex::new(r"\d+(?:\.\d+)?").ok()?;
-    let mut last = None;
-    let mut line = Vec::new();
-    let mut log = log.take(u64::MAX);
-    loop {
-        line.clear();
-        // Lines are bounded: a log without newlines is read 64 KiB at a time.
-        match (&mut log).take(64 * 1024).read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let text = crate::web::ansi::strip(&line);
-        for m in re.find_iter(&text) {
-            if let Some(n) = number.find(m.as_str()) {
-                last = n.as_str().parse::<f64>().ok();
-            }
-        }
-    }
-    last
-}
-
 /// A job's test totals (in the API's job views).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
@@ -434,14 +408,5 @@ second]]></failure></testcase>
         assert!(read_junit(&a[..], &["none.xml".into()], Limits::default()).unwrap().is_none());
         let small = Limits { report_bytes: 100, ..Limits::default() };
         assert!(matches!(read_junit(&a[..], &["reports/*.xml".into()], small), Err(ReportError::TooLarge(100))));
-    }
-
-    #[test]
-    fn coverage_is_the_last_match_first_number() {
-        let log = "\x1b[32mCoverage: 12.5%\x1b[0m\nnoise 99\nLines covered: 80.25% (of 100)\n";
-        assert_eq!(coverage_of(r"/covered: \d+\.\d+%/", log.as_bytes()), Some(80.25));
-        assert_eq!(coverage_of(r"/Coverage: \d+\.\d+/", log.as_bytes()), Some(12.5));
-        assert_eq!(coverage_of(r"/nothing: \d+/", log.as_bytes()), None);
-        assert_eq!(coverage_of(r"/(unclosed/", log.as_bytes()), None);
     }
 }

@@ -122,8 +122,9 @@ async fn still_stored(state: &AppState, earlier: &ReuseRecord) -> ApiResult<bool
 }
 
 /// Records `job` as passed with `earlier`'s result: the log (a first line saying where it
-/// comes from, then the earlier log), the artifacts (the same blob: nothing is copied), their
-/// dotenv and test reports, `reused_from`; then the engine is told, as at a runner's finish.
+/// comes from, then the earlier log), the artifacts (the same blob: nothing is copied) and
+/// their test report, the dotenv variables and coverage, `reused_from`; then the engine is
+/// told, as at a runner's finish.
 async fn replay(state: &Arc<AppState>, job: &JobRow, earlier: &ReuseRecord) -> ApiResult<ReusedFrom> {
     let from = ReusedFrom {
         pipeline: u64::try_from(earlier.pipeline_id).unwrap_or(0),
@@ -158,6 +159,13 @@ async fn replay(state: &Arc<AppState>, job: &JobRow, earlier: &ReuseRecord) -> A
     state.log_appended(job.id);
     if let Some(digest) = earlier.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) {
         crate::runners::record_artifacts(state, job, digest).await?;
+    }
+    // What the earlier job's runner reported besides its archive.
+    if let Some(dotenv) = &earlier.dotenv {
+        state.store.set_dotenv(job.id, dotenv).await?;
+    }
+    if earlier.coverage.is_some() {
+        state.store.set_coverage(job.id, job.pipeline_id, earlier.coverage).await?;
     }
     let json = serde_json::to_string(&from).map_err(|e| Error::Internal(e.into()))?;
     state.store.set_reused_from(job.id, job.attempt, &json).await?;
@@ -207,12 +215,15 @@ async fn record(state: &AppState, job: &JobRow, key: &str) {
             return Ok(());
         }
         let Some(pipeline) = state.store.pipeline(job.pipeline_id).await? else { return Ok(()) };
+        let coverage = state.store.job_reports(job.pipeline_id).await?.into_iter().find(|r| r.job_id == job.id).and_then(|r| r.coverage);
         let record = ReuseRecord {
             job_id: job.id,
             attempt: job.attempt,
             pipeline_id: job.pipeline_id,
             job_name: job.name.clone(),
             artifacts: row.artifacts,
+            dotenv: row.dotenv,
+            coverage,
         };
         state.store.record_reuse(key, &pipeline.project, &record, state.now_ms()).await
     }

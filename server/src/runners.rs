@@ -89,15 +89,13 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
     let mut template: JobTemplate = serde_json::from_str(&job.spec)
         .map_err(|e| Error::Internal(crate::store::StoreError::corrupt(format!("the spec of job {}", job.id), e).into()))?;
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
-    let mut ctx: Context = serde_json::from_str(&pipeline.trigger).map_err(|e| Error::Internal(e.into()))?;
+    let mut ctx = pipelines::context_of(&pipeline).map_err(|e| Error::Internal(e.into()))?;
     if let Some(project) = state.config.project(&pipeline.project) {
         template.job.add_outer(pipelines::secret_vars(project, &pipeline, &ctx));
     }
     if let Some(mr) = &mut ctx.merge_request {
         mr.diff_base_sha.clone_from(&template.diff_base_sha);
     }
-    ctx.pipeline_id = u64::try_from(pipeline.id).unwrap_or(0);
-    ctx.pipeline_iid = ctx.pipeline_id;
     let siblings = if template.job.dependencies.is_empty() { Vec::new() } else { state.store.jobs(job.pipeline_id).await? };
     let mut dependencies = Vec::new();
     let mut dotenv: Vec<(String, String)> = Vec::new();
@@ -267,23 +265,12 @@ pub async fn link_artifacts(State(state): State<Arc<AppState>>, Path(id): Path<i
     record_artifacts(&state, &job, &digest).await
 }
 
-/// Records a stored archive as the job's artifacts and reads its dotenv report.
+/// Records a stored archive as the job's artifacts and reads its test report. (Dotenv
+/// reports are not in the archive: the runner sends their variables with `finish`.)
 pub(crate) async fn record_artifacts(state: &AppState, job: &JobRow, actual: &str) -> ApiResult<StatusCode> {
     let (id, key) = (job.id, artifact_key(actual));
     state.store.set_artifacts(id, &format!("sha256:{actual}")).await?;
-    // The dotenv report travels inside the archive: read it now, for the jobs after this one.
     let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.into()))?;
-    if let Some(a) = template.job.artifacts.as_ref().filter(|a| !a.dotenv.is_empty()) {
-        let wanted = a.dotenv.clone();
-        let blob = state.blobs.get(&key, None).await?.ok_or(Error::NotFound("artifacts"))?;
-        let reader = tokio_util::io::StreamReader::new(blob.stream.map(|r| r.map_err(std::io::Error::other)));
-        let bridge = tokio_util::io::SyncIoBridge::new(reader);
-        let vars = tokio::task::spawn_blocking(move || read_dotenv(bridge, &wanted)).await.map_err(|e| Error::Internal(e.into()))?;
-        match vars {
-            Ok(vars) => state.store.set_dotenv(id, &serde_json::to_string(&vars).unwrap_or_default()).await?,
-            Err(e) => tracing::warn!(job = id, error = %e, "dotenv report ignored"),
-        }
-    }
     if let Some(a) = template.job.artifacts.as_ref().filter(|a| !a.junit.is_empty()) {
         store_test_report(state, job, &key, a.junit.clone()).await?;
     }
@@ -308,35 +295,6 @@ async fn store_test_report(state: &AppState, job: &JobRow, key: &str, patterns: 
     };
     state.store.set_test_report(job.id, job.pipeline_id, json.as_deref()).await?;
     Ok(())
-}
-
-/// Applies the job's `coverage:` regex to its finished log and stores the value.
-async fn store_coverage(state: &AppState, job: &JobRow, regex: String) -> ApiResult<()> {
-    let Some(log) = state.logs.view(job.id, job.attempt.max(1)).await? else { return Ok(()) };
-    let stream = log.stream(0..log.total()).await?;
-    let reader = tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
-    let bridge = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(reader));
-    let value =
-        tokio::task::spawn_blocking(move || crate::reports::coverage_of(&regex, bridge)).await.map_err(|e| Error::Internal(e.into()))?;
-    state.store.set_coverage(job.id, job.pipeline_id, value).await?;
-    Ok(())
-}
-
-/// Reads the dotenv files named in `wanted` out of an artifacts archive (bounded). Blocking.
-fn read_dotenv(archive: impl std::io::Read, wanted: &[String]) -> Result<Vec<(String, String)>, String> {
-    use std::io::Read;
-    let mut tar = tar::Archive::new(archive_decoder(archive).map_err(|e| e.to_string())?);
-    let mut out = Vec::new();
-    for entry in tar.entries().map_err(|e| e.to_string())?.take(100_000) {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        let path = entry.path().map_err(|e| e.to_string())?.to_string_lossy().trim_start_matches("./").to_string();
-        if wanted.iter().any(|w| w.trim_start_matches("./") == path) && entry.header().entry_type().is_file() {
-            let mut text = String::new();
-            entry.by_ref().take(64 * 1024).read_to_string(&mut text).map_err(|e| e.to_string())?;
-            out.extend(pipeline_spec::dotenv::parse(&text).map_err(|e| e.to_string())?);
-        }
-    }
-    Ok(out)
 }
 
 /// zstd or gzip (archives uploaded before runners wrote zstd), told by the magic bytes.
@@ -440,6 +398,24 @@ pub async fn finish(
     // The runner's words may quote a secret (a failing command's output): masked like the log,
     // before the reason reaches the store, the API, the pages or the operator log.
     let reason_text = reason_text.map(|text| mask_text(text, &secrets));
+    // The runner read the dotenv reports and searched the log for `coverage:` (the one job
+    // runner, as under `piste run`): stored before the job's end lets later jobs start.
+    let template = serde_json::from_str::<JobTemplate>(&job.spec).ok();
+    let reports = template.as_ref().and_then(|t| t.job.artifacts.as_ref()).map_or(0, |a| a.dotenv.len());
+    if reports > 0 {
+        let dotenv = match pipeline_spec::dotenv::check_received(&req.dotenv, reports) {
+            Ok(()) => req.dotenv.clone(),
+            Err(e) => {
+                tracing::warn!(pipeline = job.pipeline_id, job = id, error = %e, "dotenv report ignored");
+                Vec::new()
+            }
+        };
+        state.store.set_dotenv(id, &serde_json::to_string(&dotenv).unwrap_or_default()).await?;
+    }
+    if template.as_ref().is_some_and(|t| t.coverage.is_some() || t.job.coverage.is_some()) {
+        let value = req.coverage.filter(|c| c.is_finite() && *c >= 0.0);
+        state.store.set_coverage(id, job.pipeline_id, value).await?;
+    }
     let final_log = matches!(whole, Some(crate::logs::Whole::Final { .. }));
     conclude(&state, &job, outcome, req.exit_code, reason_text, final_log).await?;
     crate::reuse::after_finish(&state, &job, outcome).await;
@@ -447,8 +423,8 @@ pub async fn finish(
 }
 
 /// Ends the job's current attempt with `outcome`: its log sealed (unless `final_log`: stored
-/// whole as its final object already), its coverage read, the engine told (with the result
-/// for the job row), followers woken.
+/// whole as its final object already), the engine told (with the result for the job row),
+/// followers woken.
 pub(crate) async fn conclude(
     state: &Arc<AppState>,
     job: &JobRow,
@@ -471,11 +447,6 @@ pub(crate) async fn conclude(
     let has_junit = template.as_ref().and_then(|t| t.job.artifacts.as_ref()).is_some_and(|a| !a.junit.is_empty());
     if has_junit && job.artifacts.is_none() && job.attempt > 1 {
         state.store.set_test_report(id, job.pipeline_id, None).await?;
-    }
-    if let Some(regex) = template.and_then(|t| t.coverage) {
-        if let Err(e) = store_coverage(state, job, regex).await {
-            tracing::warn!(pipeline = job.pipeline_id, job = id, error = %e, "coverage not read");
-        }
     }
     let now = state.now_ms();
     let event = Event::JobFinished { job: job.name.clone(), attempt: job.attempt as u32, outcome, now: now as u64 };

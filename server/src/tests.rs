@@ -37,6 +37,8 @@ pub(crate) fn spec(node: JobNode) -> String {
         dependencies: vec![],
         node_index: None,
         manual: false,
+        coverage: None,
+        environment: None,
     };
     let template = JobTemplate {
         node,

@@ -54,3 +54,20 @@ fn symlinks_out_of_the_workspace_are_not_collected() {
     let r = p.run(&["--executor", "shell"]);
     assert_eq!(r.code, Some(0), "{}", r.debug());
 }
+
+/// GitLab: `needs: [{job: X, artifacts: false}]` downloads nothing from X (nor its dotenv);
+/// `needs: []` with `dependencies:` starts at once and receives nothing (`Ci::BuildDependencies`:
+/// with `needs`, only needed jobs with `artifacts: true` are candidates, and `dependencies`
+/// filters those); a dotenv report is not a file of the archive unless `paths` lists it.
+#[test]
+fn needs_artifacts_false_and_empty_needs_with_dependencies_receive_nothing() {
+    let p = Project::new(
+        "stages: [build, test]\nbuild:\n  stage: build\n  script:\n    - mkdir -p out && echo payload > out/app.txt && echo V=1 > build.env\n  artifacts:\n    paths: [out/]\n    reports:\n      dotenv: build.env\nlisted:\n  stage: build\n  script:\n    - echo W=2 > listed.env\n  artifacts:\n    paths: [listed.env]\n    reports:\n      dotenv: listed.env\nstaged:\n  stage: test\n  script:\n    - echo \"SAW app=$(cat out/app.txt) v=$V w=$W env=$(test -f build.env && echo present || echo absent) listed=$(cat listed.env)\"\nno_artifacts:\n  stage: test\n  needs: [{job: build, artifacts: false}]\n  script:\n    - echo \"SAW app=$(test -f out/app.txt && echo present || echo absent) v=${V:-unset}\"\nempty_needs:\n  stage: test\n  needs: []\n  dependencies: [build]\n  script:\n    - echo \"SAW app=$(test -f out/app.txt && echo present || echo absent) v=${V:-unset}\"\n",
+    );
+    let r = p.run(&["--executor", "shell", "--jobs", "1"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    let saw = |job: &str| r.log(job).into_iter().filter_map(|l| l.strip_prefix("SAW ").map(str::to_owned)).collect::<Vec<_>>();
+    assert_eq!(saw("staged"), ["app=payload v=1 w=2 env=absent listed=W=2"], "a report is a file only when `paths` lists it");
+    assert_eq!(saw("no_artifacts"), ["app=absent v=unset"]);
+    assert_eq!(saw("empty_needs"), ["app=absent v=unset"]);
+}

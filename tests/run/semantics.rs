@@ -204,3 +204,64 @@ fn on_job_failure_all_cancels_the_rest_locally() {
     assert_eq!(r.finished("later").len(), 1, "{}", r.debug());
     assert_eq!(r.finished("later")[0]["status"], "canceled", "{}", r.debug());
 }
+
+/// GitLab: `when: manual` from `rules:` defaults `allow_failure` to false, so the manual job
+/// blocks what comes after it and the pipeline is `manual` ("blocked"); `piste run` returns
+/// with exit code 4 instead of waiting for a person. Job-level `when: manual` allows failure by
+/// default: it does not block, and the pipeline passes without it.
+#[test]
+fn a_blocking_manual_job_returns_blocked_and_a_non_blocking_one_does_not() {
+    let p = Project::new(
+        "stages: [build, deploy, verify]\nbuild:\n  stage: build\n  script: [echo b]\ndeploy:\n  stage: deploy\n  script: [echo d]\n  rules:\n    - when: manual\nverify:\n  stage: verify\n  script: [echo v]\n",
+    );
+    let r = p.run(&["--executor", "shell"]);
+    assert_eq!(r.code, Some(4), "{}", r.debug());
+    assert_eq!(r.status("build"), "success");
+    assert_eq!(r.status("deploy"), "manual");
+    assert_eq!(r.status("verify"), "absent", "held by the blocking manual job: {}", r.debug());
+    assert_eq!(r.pipeline_status(), "manual");
+    let finished = r.events.iter().find(|e| e["event"] == "pipeline_finished").expect("pipeline_finished");
+    assert_eq!(finished["blocked_by"], serde_json::json!(["deploy"]));
+    // The text summary says what to do.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_piste"))
+        .args(["run", "--executor", "shell"])
+        .current_dir(p.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("pipeline manual (blocked)") && text.contains("`piste run deploy`"), "{text}");
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_piste")).args(["run", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("4 blocked"), "the exit code is documented in `piste run --help`");
+
+    let p = Project::new(
+        "stages: [build, deploy, verify]\nbuild:\n  stage: build\n  script: [echo b]\ndeploy:\n  stage: deploy\n  script: [echo d]\n  when: manual\nverify:\n  stage: verify\n  script: [echo v]\n",
+    );
+    let r = p.run(&["--executor", "shell"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert_eq!(r.status("deploy"), "manual");
+    assert_eq!(r.status("verify"), "success", "a manual job that allows failure blocks nothing");
+    assert_eq!(r.pipeline_status(), "success");
+}
+
+/// GitLab's `coverage:`: the last line of the log that matches gives the value (the first
+/// number of its last capture); `piste run` reports it in `job_finished` and the summary.
+#[test]
+fn coverage_is_read_from_the_log_and_reported() {
+    let p = Project::new(
+        "unit:\n  coverage: '/^TOTAL.+ (\\d+(?:\\.\\d+)?%)$/'\n  script:\n    - echo 'TOTAL  120  12  42%'\n    - printf 'TOTAL  200  10  \\033[32m87.5%%\\033[0m\\n'\n    - echo 'noise 99%'\nplain:\n  script: [echo 'TOTAL 1 1 50%']\n",
+    );
+    let r = p.run(&["--executor", "shell"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert_eq!(r.finished("unit")[0]["coverage"], 87.5, "the last matching line, colours removed");
+    assert!(r.finished("plain")[0].get("coverage").is_none(), "no `coverage:`, no value");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_piste"))
+        .args(["run", "--executor", "shell"])
+        .current_dir(p.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("coverage 87.5%"), "{text}");
+}

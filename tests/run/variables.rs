@@ -80,3 +80,69 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// GitLab's predefined variables a job sees while it runs: `CI_JOB_STATUS` is `running` in the
+/// script (the outcome in `after_script`), `CI_JOB_STARTED_AT` and `CI_PIPELINE_CREATED_AT` are
+/// ISO 8601 UTC, `CI_PIPELINE_IID` counts the project's pipelines, and a job with
+/// `environment:` gets `CI_ENVIRONMENT_NAME/SLUG/URL/ACTION/TIER`.
+#[test]
+fn run_time_predefined_variables_are_gitlabs() {
+    let p = Project::new(
+        "deploy:\n  environment:\n    name: review/$CI_COMMIT_REF_NAME\n    url: https://$CI_COMMIT_REF_SLUG.example.test\n  script:\n    - echo \"SAW status=$CI_JOB_STATUS iid=$CI_PIPELINE_IID env=$CI_ENVIRONMENT_NAME slug=$CI_ENVIRONMENT_SLUG url=$CI_ENVIRONMENT_URL action=$CI_ENVIRONMENT_ACTION tier=$CI_ENVIRONMENT_TIER\"\n    - echo \"SAW started=$CI_JOB_STARTED_AT created=$CI_PIPELINE_CREATED_AT\"\n    - echo \"SAW shared=$CI_SHARED_ENVIRONMENT disposable=${CI_DISPOSABLE_ENVIRONMENT:-unset}\"\n  after_script:\n    - echo \"SAW after=$CI_JOB_STATUS\"\n",
+    );
+    let saw = |r: &crate::Run| r.log("deploy").into_iter().filter_map(|l| l.strip_prefix("SAW ").map(str::to_owned)).collect::<Vec<_>>();
+    let r = p.run(&["--executor", "shell"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    let lines = saw(&r);
+    let slug = pipeline_spec::predefined::environment_slug("review/main");
+    assert_eq!(
+        lines[0],
+        format!("status=running iid=1 env=review/main slug={slug} url=https://main.example.test action=start tier=development")
+    );
+    let (started, created) = lines[1].split_once(' ').unwrap();
+    assert!(iso8601_utc(started.strip_prefix("started=").unwrap()), "{}", lines[1]);
+    assert!(iso8601_utc(created.strip_prefix("created=").unwrap()), "{}", lines[1]);
+    assert_eq!(lines[2], "shared=true disposable=unset", "the shell executor's environment is shared");
+    assert_eq!(lines[3], "after=success");
+    let again = p.run(&["--executor", "shell"]);
+    assert!(saw(&again)[0].contains(" iid=2 "), "{:?}", saw(&again));
+}
+
+/// Concurrent `piste run`s of one project never share a `CI_PIPELINE_IID` (nor a log folder):
+/// the number is taken under a lock of `.piste/pipeline-iid.lock`. (Whether their jobs can
+/// share the project's workspace slots is another matter: only the numbers are checked.)
+#[test]
+fn concurrent_runs_get_distinct_pipeline_iids() {
+    let p = Project::new("job:\n  script: [\"true\"]\n");
+    let runs: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_piste"))
+                .args(["run", "--executor", "shell", "--format", "json"])
+                .current_dir(p.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut iids: Vec<u64> = runs
+        .into_iter()
+        .map(|c| {
+            let r = crate::Run::from(c.wait_with_output().unwrap());
+            let finished = r.events.iter().find(|e| e["event"] == "pipeline_finished").unwrap_or_else(|| panic!("{}", r.debug()));
+            finished["pipeline"].as_u64().expect("its number")
+        })
+        .collect();
+    iids.sort();
+    assert_eq!(iids, [1, 2, 3, 4]);
+    assert_eq!(std::fs::read_to_string(p.path().join(".piste/pipeline-iid")).unwrap().trim(), "4");
+    for n in 1..=4 {
+        assert!(p.path().join(format!(".piste/pipelines/{n}")).is_dir());
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`.
+fn iso8601_utc(s: &str) -> bool {
+    let shape = "dddd-dd-ddTdd:dd:ddZ";
+    s.len() == shape.len() && s.chars().zip(shape.chars()).all(|(c, f)| if f == 'd' { c.is_ascii_digit() } else { c == f })
+}

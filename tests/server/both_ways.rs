@@ -1,7 +1,11 @@
 //! One job path: the same pipeline run by `piste run` and by a server with a runner must show
-//! every job the same things — artifacts with `exclude`, the dotenv report, the junit report,
-//! a cache restored on the second run, an image name expanded from a variable (the Docker
-//! executor on both sides: a wrong name would fail the job).
+//! every job the same things — artifacts with `exclude`, the dotenv report (its variables, not
+//! its file), the junit report, a cache restored on the second run, an image name expanded from
+//! a variable (the Docker executor on both sides: a wrong name would fail the job), GitLab's
+//! artifact sources (`needs: [{job, artifacts: false}]` and `needs: []` with `dependencies`
+//! receive nothing), the run-time predefined variables (`CI_JOB_STATUS`, `CI_PIPELINE_IID`
+//! counting per project, `CI_ENVIRONMENT_*`, the shape of `CI_JOB_STARTED_AT` and
+//! `CI_PIPELINE_CREATED_AT`) and the `coverage:` value read from the log.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,7 +46,39 @@ test:
     - echo "SAW junit=$(test -f report.xml && echo present || echo absent)"
     - echo "SAW version=$VERSION job=$CI_JOB_NAME stage=$CI_JOB_STAGE"
     - echo "SAW cache=$(test -d cache && echo present || echo absent)"
+    - echo "SAW dotenv-file=$(test -f build.env && echo present || echo absent)"
+no_artifacts:
+  stage: test
+  image: piste-demo/busybox:$IMAGE_TAG
+  needs: [{job: build, artifacts: false}]
+  script:
+    - echo "SAW app=$(test -f out/app.txt && echo present || echo absent) version=${VERSION:-unset}"
+early:
+  stage: test
+  image: piste-demo/busybox:$IMAGE_TAG
+  needs: []
+  dependencies: [build]
+  script:
+    - echo "SAW app=$(test -f out/app.txt && echo present || echo absent) version=${VERSION:-unset}"
+deploy:
+  stage: test
+  image: piste-demo/busybox:$IMAGE_TAG
+  environment:
+    name: review/$CI_COMMIT_REF_NAME
+    url: https://$CI_COMMIT_REF_SLUG.example.test
+  coverage: '/^Coverage: (\d+\.\d+)%$/'
+  script:
+    - echo "SAW status=$CI_JOB_STATUS iid=$CI_PIPELINE_IID disposable=$CI_DISPOSABLE_ENVIRONMENT"
+    - echo "SAW env=$CI_ENVIRONMENT_NAME slug=$CI_ENVIRONMENT_SLUG url=$CI_ENVIRONMENT_URL action=$CI_ENVIRONMENT_ACTION tier=$CI_ENVIRONMENT_TIER"
+    - case "$CI_JOB_STARTED_AT $CI_PIPELINE_CREATED_AT" in 20??-??-??T??:??:??Z\ 20??-??-??T??:??:??Z) echo "SAW times=iso8601";; *) echo "SAW times=$CI_JOB_STARTED_AT $CI_PIPELINE_CREATED_AT";; esac
+    - echo "USER id=$GITLAB_USER_ID login=$GITLAB_USER_LOGIN name=$GITLAB_USER_NAME email=$GITLAB_USER_EMAIL"
+    - 'echo "Coverage: 12.5%"'
+    - 'echo "Coverage: 64.25%"'
+  after_script:
+    - echo "SAW after=$CI_JOB_STATUS"
 "#;
+
+const JOBS: [&str; 5] = ["build", "test", "no_artifacts", "early", "deploy"];
 
 fn image() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/demo-image.sh");
@@ -67,28 +103,42 @@ fn run_locally(dir: &Path) -> Seen {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "piste run: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let events: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    ["build", "test"]
+    let mut seen: Seen = JOBS
         .iter()
         .map(|job| {
             let lines =
                 events.iter().filter(|e| e["event"] == "log" && e["job"] == *job).map(|e| e["line"].as_str().unwrap_or("").to_owned());
             (job.to_string(), saw(lines))
         })
-        .collect()
+        .collect();
+    let coverage = events.iter().find(|e| e["event"] == "job_finished" && e["job"] == "deploy").map(|e| e["coverage"].to_string());
+    seen.insert("coverage of deploy".into(), coverage.into_iter().collect());
+    seen
 }
 
 async fn run_on_server(forge: &Forge, http: &Http, message: &str, delivery: &str) -> Seen {
     let (before, after) = forge.push("main", message);
-    let r = http.gitlab_hook(gitlab_push("main", &before, &after, message), Some(SECRET), delivery).await;
+    // The author's name is data from the payload: never expanded.
+    let mut payload: Value = serde_json::from_slice(&gitlab_push("main", &before, &after, message)).unwrap();
+    payload["user_name"] = Value::String("Jo $HOME Smith".into());
+    let r = http.gitlab_hook(serde_json::to_vec(&payload).unwrap(), Some(SECRET), delivery).await;
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
     let p = http.wait_status(id, &["success", "failed", "canceled"], 120).await;
     let mut seen = Seen::new();
-    for job in ["build", "test"] {
+    for job in JOBS {
         let log = http.log(job_id(&p, job)).await;
         assert_eq!(p["status"], "success", "{p:#}\n{job}: {log}");
         seen.insert(job.to_string(), saw(log.lines().map(str::to_owned)));
+        if job == "deploy" {
+            // GitLab's `GITLAB_USER_*`: who pushed, from the webhook (the server only).
+            let user = log.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix("USER ")).unwrap_or_default();
+            assert_eq!(user, "id=4 login=jsmith name=Jo $HOME Smith email=john@example.com", "{log}");
+        }
     }
+    let url = format!("{}/api/v1/jobs/{}", http.base, job_id(&p, "deploy"));
+    let job: Value = http.client.get(url).send().await.unwrap().json().await.unwrap();
+    seen.insert("coverage of deploy".into(), vec![job["coverage"].to_string()]);
     seen
 }
 
@@ -113,12 +163,71 @@ async fn a_pipeline_sees_the_same_things_under_piste_run_and_on_a_server_runner(
             "junit=present".into(),
             "version=1.2.3 job=test stage=test".into(),
             format!("cache={cache}"),
+            "dotenv-file=absent".into(),
         ]
     };
     // Written out once, so that a drift on both sides at once still fails.
     assert_eq!(first_local["build"], ["cache=none"], "{first_local:#?}");
     assert_eq!(second_local["build"], ["cache=warm"], "the cache is restored on the second run: {second_local:#?}");
     assert_eq!(first_local["test"], expected_test("absent"), "a cache is not an artifact: {first_local:#?}");
+    assert_eq!(first_local["no_artifacts"], ["app=absent version=unset"], "{first_local:#?}");
+    assert_eq!(first_local["early"], ["app=absent version=unset"], "{first_local:#?}");
+    let slug = pipeline_spec::predefined::environment_slug("review/main");
+    let deploy = |iid: u32| {
+        vec![
+            format!("status=running iid={iid} disposable=true"),
+            format!("env=review/main slug={slug} url=https://main.example.test action=start tier=development"),
+            "times=iso8601".to_string(),
+            "after=success".to_string(),
+        ]
+    };
+    assert_eq!(first_local["deploy"], deploy(1), "{first_local:#?}");
+    assert_eq!(second_local["deploy"], deploy(2), "`CI_PIPELINE_IID` counts the project's pipelines: {second_local:#?}");
+    assert_eq!(first_local["coverage of deploy"], ["64.25"], "the last matching line");
     assert_eq!(first_server, first_local, "first run: server runner vs piste run");
     assert_eq!(second_server, second_local, "second run: server runner vs piste run");
+}
+
+/// GitLab: a manual job from `rules:` (`allow_failure: false`) blocks what comes after it and the
+/// pipeline is `manual` ("blocked"), on a server as under `piste run` (which returns with exit
+/// code 4); a job-level `when: manual` allows failure and blocks nothing: `success` on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_manual_job_leaves_the_pipeline_manual_on_both_paths() {
+    const BLOCKING: &str = "stages: [build, deploy, verify]\nbuild:\n  stage: build\n  script: [echo b]\ndeploy:\n  stage: deploy\n  script: [echo d]\n  rules:\n    - when: manual\nverify:\n  stage: verify\n  script: [echo v]\n";
+    let forge = Forge::new(BLOCKING);
+    std::fs::write(forge.work().join(".gitignore"), ".piste/\n").unwrap();
+    let server = Server::start(&forge, 10_000, "");
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let http = Http::new(&server);
+    let local = |dir: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["run", "--executor", "shell", "--format", "json"])
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("piste run");
+        let events: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let status = events.iter().find(|e| e["event"] == "pipeline_finished").map(|e| e["status"].clone()).unwrap_or_default();
+        (out.status.code(), status)
+    };
+    let on_server = |message: &'static str, delivery: &'static str, want: &'static [&'static str]| {
+        let (forge, http) = (&forge, &http);
+        async move {
+            let (before, after) = forge.push("main", message);
+            let r = http.gitlab_hook(gitlab_push("main", &before, &after, message), Some(SECRET), delivery).await;
+            let id = r.json::<Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+            http.wait_status(id, want, 60).await
+        }
+    };
+
+    let p = on_server("blocking", "manual-1", &["manual", "success", "failed"]).await;
+    assert_eq!(p["status"], "manual", "{p:#}");
+    let status = |job: &str| p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == job).map(|j| j["status"].clone()).unwrap();
+    assert_eq!((status("build"), status("deploy"), status("verify")), ("success".into(), "manual".into(), "created".into()), "{p:#}");
+    assert_eq!(local(&forge.work()), (Some(4), Value::from("manual")));
+
+    std::fs::write(forge.work().join(".gitlab-ci.yml"), BLOCKING.replace("  rules:\n    - when: manual\n", "  when: manual\n")).unwrap();
+    let p = on_server("not blocking", "manual-2", &["success", "manual", "failed"]).await;
+    assert_eq!(p["status"], "success", "{p:#}");
+    assert_eq!(local(&forge.work()), (Some(0), Value::from("success")));
 }

@@ -62,6 +62,11 @@ async fn junit_failures_and_coverage_reach_the_api_and_the_page() {
     let job = second["jobs"][0]["id"].as_i64().unwrap();
     assert!(page.contains(&format!("href=\"/jobs/{job}\"")), "a link to the job");
     assert!(page.contains("Coverage 80%"), "{page}");
+    // GitLab shows a job's coverage in its API view and on its page.
+    let view: Value = http.client.get(format!("{}/api/v1/jobs/{job}", http.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(view["coverage"].as_f64(), Some(80.0), "{view:#}");
+    let job_page = http.client.get(format!("{}/jobs/{job}", http.base)).send().await.unwrap().text().await.unwrap();
+    assert!(job_page.contains(r#"<dd id="coverage">80%</dd>"#), "{job_page}");
     // The project page: the branch's latest pipeline, and its durations as one bar a pipeline
     // (each a link to it), beside the badge and its Markdown.
     let project = http.client.get(format!("{}/projects/app", http.base)).send().await.unwrap().text().await.unwrap();

@@ -187,7 +187,21 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
         resource_group: get("resource_group").and_then(|n| cx.string(n, "resource_group")),
         environment: get("environment").and_then(|n| parse_environment(cx, n)),
         tags: get("tags").map(|n| cx.string_list(n, "tags")).unwrap_or_default(),
-        coverage: get("coverage").and_then(|n| cx.string(n, "coverage")),
+        coverage: get("coverage").and_then(|n| {
+            let written = cx.string(n, "coverage")?;
+            // GitLab's `Entry::Coverage`: a regular expression between slashes.
+            match crate::coverage::compile(&written) {
+                Ok(_) => Some(written),
+                Err(e) => {
+                    let help = match e {
+                        crate::coverage::CoverageError::NotSlashed => "write it `/…/`; flags go inline: `/(?i)total: (\\d+)%/`",
+                        crate::coverage::CoverageError::Invalid(_) => "the syntax is the `regex` crate's (close to GitLab's RE2)",
+                    };
+                    cx.push(Diagnostic::error(n.span, e.to_string()).key("coverage").help(help));
+                    None
+                }
+            }
+        }),
         trigger,
         steps,
     };
@@ -738,7 +752,7 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
                     ),
                     // GitLab: "dependency X is not defined in current or prior stages" — the same
                     // stage is allowed.
-                    Some(other) if idx(other) > my_stage && job.needs.is_none() => cx.push(
+                    Some(other) if idx(other) > my_stage => cx.push(
                         Diagnostic::error(
                             *span,
                             format!("`dependencies` refers to `{dep}`, which is in the later stage `{}`", other.stage),
@@ -747,7 +761,10 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
                         .help("artifacts come only from jobs of the current or earlier stages (or from jobs listed in `needs`)"),
                     ),
                     Some(_) => {
-                        if let Some(needs) = &job.needs {
+                        // GitLab's `Entry::Job` checks this only when `needs` is present:
+                        // `needs: []` with `dependencies` is valid (and receives nothing, see
+                        // `Plan::artifact_sources`).
+                        if let Some(needs) = job.needs.as_ref().filter(|n| !n.is_empty()) {
                             // With `needs`, a dependency must be listed there, as the job or as
                             // the very instance named.
                             if !needs

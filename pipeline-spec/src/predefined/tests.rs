@@ -413,3 +413,58 @@ fn feed_expand_all() {
     vars.push(Var::new("IMAGE", "$CI_REGISTRY_IMAGE:$CI_COMMIT_REF_SLUG-$CI_COMMIT_SHORT_SHA"));
     assert_eq!(expand_all(&vars)["IMAGE"], "registry.example.com:5000/group/sub/my.app:main-01234567");
 }
+
+/// GitLab's `spec/lib/gitlab/slug/environment_spec.rb` table; its suffix is stubbed there
+/// (`('a' * 64).to_i(16).to_s(36).last(6)` is `q517sa`), here it is each name's own.
+#[test]
+fn environment_slugs_follow_gitlab() {
+    assert_eq!(super::base36_last6(&[0xaa; 32]), "q517sa");
+    let cases: &[(&str, &str, bool)] = &[
+        ("staging-12345678901234567", "staging-123456789", true),
+        ("9-staging-123456789012345", "env-9-staging-123", true),
+        ("staging-1234567890123456", "staging-1234567890123456", false),
+        ("staging-1234567890123456-", "staging-123456789", true),
+        ("production", "production", false),
+        ("PRODUCTION", "production", true),
+        ("review/1-foo", "review-1-foo", true),
+        ("1-foo", "env-1-foo", true),
+        ("1/foo", "env-1-foo", true),
+        ("foo-", "foo", false),
+        ("foo--bar", "foo-bar", true),
+        ("foo**bar", "foo-bar", true),
+        ("*-foo", "env-foo", true),
+        ("staging-12345678-", "staging-12345678", false),
+        ("staging-12345678-01234567", "staging-12345678", true),
+        ("", "env", true),
+    ];
+    for &(name, base, suffixed) in cases {
+        let expected = if suffixed { format!("{base}-{}", super::base36_suffix(name)) } else { base.to_string() };
+        assert_eq!(environment_slug(name), expected, "{name:?}");
+        assert!(environment_slug(name).len() <= 24);
+    }
+}
+
+/// GitLab's `Environment#guess_tier` when `deployment_tier` is not set.
+#[test]
+fn environment_tiers_are_guessed_as_gitlab_does() {
+    for (name, tier) in [
+        ("review/feature-x", "development"),
+        ("QA", "testing"),
+        ("staging", "staging"),
+        ("production", "production"),
+        ("prd-eu", "production"),
+        ("sandbox", "other"),
+    ] {
+        assert_eq!(guess_environment_tier(name), tier, "{name}");
+    }
+    let vars = environment_variables("review/x", Some("https://x.example"), None, None);
+    let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("CI_ENVIRONMENT_ACTION"), Some("start"));
+    assert_eq!(get("CI_ENVIRONMENT_TIER"), Some("development"));
+    assert_eq!(get("CI_ENVIRONMENT_URL"), Some("https://x.example"));
+    let vars = environment_variables("prod", None, Some("stop"), Some("staging"));
+    assert!(!vars.iter().any(|(k, _)| k == "CI_ENVIRONMENT_URL"));
+    assert!(
+        vars.contains(&("CI_ENVIRONMENT_TIER".into(), "staging".into())) && vars.contains(&("CI_ENVIRONMENT_ACTION".into(), "stop".into()))
+    );
+}

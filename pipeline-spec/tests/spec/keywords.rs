@@ -224,3 +224,17 @@ fn run_steps_errors_are_positioned() {
         "`before_script` cannot be used with `run`",
     );
 }
+
+/// GitLab's `Entry::Coverage` validates `coverage:` as a regular expression written `/…/`;
+/// a bad one is an error at its position.
+#[test]
+fn coverage_must_be_a_valid_regular_expression_between_slashes() {
+    let ok = job("a:\n  script: [x]\n  coverage: '/^TOTAL.+?(\\d+\\%)$/'\n");
+    assert_eq!(ok.coverage.as_deref(), Some("/^TOTAL.+?(\\d+\\%)$/"));
+    let loaded = load_main("a:\n  script: [x]\n  coverage: 'Coverage: (\\d+)'\nb:\n  script: [x]\n  coverage: '/(unclosed/'\n");
+    assert_error(&loaded, 3, 13, "`coverage` must be a regular expression between slashes");
+    assert_error(&loaded, 6, 13, "`coverage` is not a valid regular expression");
+    let d = diagnostics(&loaded);
+    assert!(d.contains(".gitlab-ci.yml:6:13: error"), "file:line:col: {d}");
+    assert!(job("a:\n  script: [x]\n  coverage: null\n").coverage.is_none(), "null is unset");
+}

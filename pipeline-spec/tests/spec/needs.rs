@@ -110,3 +110,58 @@ fn critical_path_follows_needs_and_stages() {
     let names: Vec<&str> = path.iter().map(|&i| plan.jobs[i].name.as_str()).collect();
     assert_eq!((len, names), (4, vec!["b2", "t1", "t2", "d"]));
 }
+
+/// GitLab's `Ci::BuildDependencies#local`: candidates are the `needs` with `artifacts: true`
+/// when the job has `needs` (even `needs: []`, a DAG job), else the jobs of earlier stages;
+/// `dependencies` keeps only the candidates it names, and `dependencies: []` keeps none.
+#[test]
+fn artifact_sources_follow_gitlabs_needs_and_dependencies_rule() {
+    let yml = r#"
+stages: [build, test]
+build:
+  stage: build
+  script: [x]
+other:
+  stage: build
+  script: [x]
+sibling:
+  stage: test
+  script: [x]
+plain:
+  stage: test
+  script: [x]
+picked:
+  stage: test
+  script: [x]
+  dependencies: [build, sibling]
+none:
+  stage: test
+  script: [x]
+  dependencies: []
+no_artifacts:
+  stage: test
+  script: [x]
+  needs: [{job: build, artifacts: false}, other]
+no_artifacts_even_listed:
+  stage: test
+  script: [x]
+  needs: [{job: build, artifacts: false}]
+  dependencies: [build]
+empty_needs_with_dependencies:
+  stage: test
+  script: [x]
+  needs: []
+  dependencies: [build]
+"#;
+    let loaded = load_main(yml);
+    assert!(!loaded.has_errors(), "GitLab accepts `needs: []` with `dependencies` (its subset check needs `needs` present)");
+    let plan = plan_for(yml, &[], &Trigger::default());
+    let sources = |n: &str| plan.artifact_sources(plan.jobs.iter().position(|j| j.name == n).unwrap());
+    assert_eq!(sources("plain"), ["build", "other"]);
+    assert_eq!(sources("picked"), ["build"], "a job of the same stage is never a source without `needs`");
+    assert!(sources("none").is_empty());
+    assert_eq!(sources("no_artifacts"), ["other"]);
+    assert!(sources("no_artifacts_even_listed").is_empty());
+    assert!(sources("empty_needs_with_dependencies").is_empty(), "starts at once, receives nothing");
+    assert!(plan.job("empty_needs_with_dependencies").unwrap().needs.as_ref().unwrap().is_empty());
+}

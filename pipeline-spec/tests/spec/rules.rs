@@ -180,3 +180,11 @@ fn resource_group_is_expanded_with_the_jobs_variables() {
     let groups: Vec<_> = p.jobs.iter().map(|j| j.resource_group.clone().unwrap()).collect();
     assert_eq!(groups, ["deploy-prod-eu", "deploy-prod-us"]);
 }
+
+/// GitLab's `Variables::Builder#predefined_variables(job, environment)`: a job's `rules` see
+/// `CI_ENVIRONMENT_NAME` (expanded), `_ACTION`, `_TIER` and `_URL` of its `environment:`.
+#[test]
+fn rules_see_the_jobs_environment() {
+    let yml = "variables: {TARGET: production}\ndeploy:\n  script: [x]\n  environment:\n    name: $TARGET\n  rules:\n    - if: $CI_ENVIRONMENT_NAME == \"production\" && $CI_ENVIRONMENT_TIER == \"production\" && $CI_ENVIRONMENT_ACTION == \"start\"\nreview:\n  script: [x]\n  environment: {name: review/$CI_COMMIT_REF_NAME, action: prepare}\n  rules:\n    - if: $CI_ENVIRONMENT_TIER == \"development\" && $CI_ENVIRONMENT_ACTION == \"prepare\"\nplain:\n  script: [x]\n  rules:\n    - if: $CI_ENVIRONMENT_NAME\n";
+    assert_eq!(names(yml, &Trigger::default()), ["deploy", "review"]);
+}

@@ -158,7 +158,15 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         Some(a) => {
             let log_bytes = shipped.bytes + shipped.whole.as_ref().map_or(0, |w| w.len() as u64);
             let log = shipped.whole.map(FinishLog);
-            let req = FinishRequest { outcome: a.outcome, exit_code: a.exit_code, reason: a.reason, log_bytes, log };
+            let req = FinishRequest {
+                outcome: a.outcome,
+                exit_code: a.exit_code,
+                reason: a.reason,
+                log_bytes,
+                log,
+                dotenv: a.dotenv,
+                coverage: a.coverage,
+            };
             let (api, token) = (&shared.api, payload.token.as_str());
             match retrying(&signals.lost, "finish report", job, || api.finish(job, token, &req)).await {
                 Ok(()) => {
@@ -182,6 +190,7 @@ fn system(reason: String) -> job::Attempt {
         reason: Some(reason),
         artifacts: None,
         dotenv: Vec::new(),
+        coverage: None,
     }
 }
 
@@ -407,6 +416,8 @@ pub(crate) async fn report_unreadable(api: &Api, job: i64, token: &str, message:
         exit_code: None,
         reason: Some(message.clone()),
         log_bytes: len,
+        dotenv: Vec::new(),
+        coverage: None,
         log: None,
     };
     match retrying(stop, "finish report", job, || api.finish(job, token, &req)).await {

@@ -77,10 +77,19 @@ pub enum RunEvent {
         /// The earlier job whose result this is (`piste run`'s reuse), when it was not run.
         #[serde(skip_serializing_if = "Option::is_none")]
         reused_from: Option<super::reuse::ReusedFrom>,
+        /// The job's `coverage:` value, found in its log.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        coverage: Option<f64>,
     },
     PipelineFinished {
+        /// The pipeline's number in the project (`CI_PIPELINE_IID`, `.piste/pipelines/<n>/`).
+        pipeline: u64,
         status: String,
         duration_ms: u64,
+        /// Status `manual`: the blocking manual jobs the pipeline waits for (GitLab's
+        /// "blocked"); `piste run JOB` plays them.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        blocked_by: Vec<String>,
     },
 }
 
@@ -96,6 +105,9 @@ pub struct JobSummary {
     /// The earlier job whose result this is, when it was reused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<super::reuse::ReusedFrom>,
+    /// The job's `coverage:` value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
 }
 
 /// What `run_pipeline` returns once the pipeline finished.
@@ -103,7 +115,12 @@ pub struct JobSummary {
 pub struct RunSummary {
     /// GitLab's pipeline status: `success`, `failed`, `canceled`, `manual` (blocked), `skipped`.
     pub status: String,
+    /// `success` (allowed failures included) or `skipped`, and not canceled.
     pub passed: bool,
+    /// Status `manual`: the blocking manual jobs the pipeline waits for. `piste run` returns
+    /// then (exit code 4) instead of waiting for a person.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked_by: Vec<String>,
     pub has_warnings: bool,
     pub duration_ms: u64,
     pub jobs: Vec<JobSummary>,
@@ -141,4 +158,10 @@ pub fn now_rfc3339() -> String {
     let base = crate::gitinfo::iso8601(secs, 0);
     // iso8601 gives `YYYY-MM-DDTHH:MM:SS+00:00`; insert milliseconds and use `Z`.
     format!("{}.{:03}Z", &base[..19], d.subsec_millis())
+}
+
+/// RFC 3339 UTC time to the second, as GitLab's `Time#iso8601` (`CI_PIPELINE_CREATED_AT`,
+/// `CI_JOB_STARTED_AT`): `2024-05-01T10:01:00Z`.
+pub fn now_rfc3339_seconds() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

@@ -109,6 +109,8 @@ pub struct Attempt {
     pub duration: Duration,
     /// The earlier job whose result this one is.
     pub reused: Option<ReusedFrom>,
+    /// The `coverage:` value found in its log.
+    pub coverage: Option<f64>,
 }
 
 fn failed(reason: scheduler::FailureReason, message: String, started: Instant) -> Attempt {
@@ -118,6 +120,7 @@ fn failed(reason: scheduler::FailureReason, message: String, started: Instant) -
         reason: Some(message),
         duration: started.elapsed(),
         reused: None,
+        coverage: None,
     }
 }
 
@@ -152,7 +155,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
     if let Some(key) = &key {
         let records = &shared.records;
         if let Some(record) = records.get(key, &shared.cas) {
-            match replay(&shared, &pj.name, key, record, &log_path, started).await {
+            match replay(&shared, &pj.name, spec.coverage.as_deref(), key, record, &log_path, started).await {
                 Ok(attempt) => return attempt,
                 Err(e) => tracing::warn!(job = %pj.name, error = %e, "an earlier result could not be reused; running the job"),
             }
@@ -192,7 +195,14 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         tracing::warn!(job = %pj.name, error = %e, "the job's log file could not be written");
     }
     let Some(result) = result else {
-        return Attempt { outcome: scheduler::Outcome::Canceled, exit_code: None, reason: None, duration: started.elapsed(), reused: None };
+        return Attempt {
+            outcome: scheduler::Outcome::Canceled,
+            exit_code: None,
+            reason: None,
+            duration: started.elapsed(),
+            reused: None,
+            coverage: None,
+        };
     };
     if result.outcome != scheduler::Outcome::Canceled {
         let outputs = JobOutputs { artifacts: result.artifacts, dotenv: result.dotenv.clone() };
@@ -214,7 +224,14 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
             tracing::warn!(job = %pj.name, error = %e, "the job's result could not be kept for reuse");
         }
     }
-    Attempt { outcome: result.outcome, exit_code: result.exit_code, reason: result.reason, duration: started.elapsed(), reused: None }
+    Attempt {
+        outcome: result.outcome,
+        exit_code: result.exit_code,
+        reason: result.reason,
+        duration: started.elapsed(),
+        reused: None,
+        coverage: result.coverage,
+    }
 }
 
 /// The job's reuse key, when its result may be reused and its inputs can be known.
@@ -252,9 +269,11 @@ async fn reuse_key(
 
 /// Records job `name` as passed with `record`'s artifacts, dotenv and log, under a line saying
 /// where they come from.
+#[allow(clippy::too_many_arguments)]
 async fn replay(
     shared: &Arc<Shared>,
     name: &str,
+    coverage: Option<&str>,
     key: &Digest,
     record: reuse::Record,
     log_path: &Path,
@@ -265,6 +284,10 @@ async fn replay(
     let blob = shared.cas.open_blob(&log_digest).map_err(|e| e.to_string())?;
     // Through the log pump, as a job's output: streamed, lines capped, masked again.
     let (log, rx) = LogWriter::channel(8);
+    // The earlier log gives the same `coverage:` value.
+    if let Some(re) = coverage.and_then(|c| pipeline_spec::coverage::compile(c).ok()) {
+        log.scan_coverage(pipeline_spec::coverage::Scanner::new(re));
+    }
     let pump = tokio::spawn({
         let (job, path, events) = (name.to_string(), log_path.to_owned(), shared.stream_logs.then(|| shared.events.clone()));
         let secrets = shared.secrets.iter().map(|(_, v)| v.clone()).collect();
@@ -291,6 +314,7 @@ async fn replay(
         }
     });
     log.stream(chunks).await;
+    let coverage = log.coverage().await;
     drop(log);
     let read = reader.await.map_err(|e| e.to_string())?;
     pump.await.map_err(|e| e.to_string())?.map_err(|e| format!("{}: {e}", log_path.display()))?;
@@ -303,6 +327,7 @@ async fn replay(
         reason: None,
         duration: started.elapsed(),
         reused: Some(record.from),
+        coverage,
     })
 }
 

@@ -145,10 +145,14 @@ pub async fn run_pipeline(
         move |source| RunError::Io { path, source }
     };
     std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
-    let (pipeline_id, log_dir) = claim_pipeline_dir(&config.data_dir).map_err(io(&config.data_dir))?;
+    let (pipeline_id, log_dir) = next_pipeline(&config.data_dir).map_err(io(&config.data_dir))?;
+    // A local pipeline's number in the project (`CI_PIPELINE_IID`, children included, as in
+    // GitLab) is also its id unless one was given.
     if context.pipeline_id == 0 {
         context.pipeline_id = pipeline_id;
     }
+    context.pipeline_iid = pipeline_id;
+    context.pipeline_created_at = events::now_rfc3339_seconds();
     let _ = events.send(RunEvent::PipelineStarted { pipeline_id, source: context.source.as_str().to_string() }).await;
     let cas_root = config.data_dir.join("artifacts");
     let cas = crate::cas::Store::open(&cas_root).map_err(io(&cas_root))?;
@@ -257,6 +261,7 @@ pub async fn run_pipeline(
                             attempt,
                             duration_ms: None,
                             reused_from: None,
+                            coverage: None,
                         };
                         summaries.insert(job.clone(), s);
                         let _ = events
@@ -271,6 +276,7 @@ pub async fn run_pipeline(
                                 time: events::now_rfc3339(),
                                 reason: None,
                                 reused_from: None,
+                                coverage: None,
                             })
                             .await;
                     }
@@ -322,6 +328,11 @@ pub async fn run_pipeline(
         }
         // Wait for a job, a delayed job's time, or Ctrl-C.
         let wake = engine.next_wakeup().map(|at| Duration::from_millis(at.saturating_sub(now_ms(start))));
+        if running.is_empty() && queue.is_empty() && wake.is_none() {
+            // Nothing running, waiting for a slot or scheduled, not finished: the engine waits
+            // for a person (a blocking manual job). A local run stops here.
+            break;
+        }
         tokio::select! {
             Some(done) = running.join_next() => {
                 let Ok((job, attempt, result)) = done else { continue };
@@ -340,10 +351,11 @@ pub async fn run_pipeline(
                 reported.insert((job.clone(), attempt));
                 let allowed = pj.allow_failure.allows(result.exit_code);
                 let duration_ms = result.duration.as_millis() as u64;
-                summaries.insert(job.clone(), JobSummary { job: job.clone(), stage: pj.stage.clone(), status, allow_failure: allowed, attempt, duration_ms: Some(duration_ms), reused_from: result.reused.clone() });
+                summaries.insert(job.clone(), JobSummary { job: job.clone(), stage: pj.stage.clone(), status, allow_failure: allowed, attempt, duration_ms: Some(duration_ms), reused_from: result.reused.clone(), coverage: result.coverage });
                 let _ = events.send(RunEvent::JobFinished {
                     job: job.clone(), stage: pj.stage.clone(), status, allow_failure: allowed, exit_code: result.exit_code,
                     attempt, duration_ms, time: events::now_rfc3339(), reason: result.reason.clone(), reused_from: result.reused.clone(),
+                    coverage: result.coverage,
                 }).await;
                 commands.extend(after);
             }
@@ -359,11 +371,7 @@ pub async fn run_pipeline(
             _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => {
                 commands.extend(engine.on(Event::Tick { now: now_ms(start) }).unwrap_or_default());
             }
-            else => {
-                // Nothing running, nothing scheduled: the engine is waiting for a person
-                // (a blocking manual job). A local run stops here.
-                break;
-            }
+            else => break,
         }
     }
 
@@ -372,11 +380,26 @@ pub async fn run_pipeline(
     let downstream = shared.children.finish().await;
     let (status, has_warnings) = finished.unwrap_or((engine.status(), engine.has_warnings()));
     let duration_ms = now_ms(start);
-    let _ = events.send(RunEvent::PipelineFinished { status: status.as_str().to_string(), duration_ms }).await;
+    // GitLab's "blocked": a manual job that does not allow failure holds what comes after it.
+    let blocked_by: Vec<String> = if status == scheduler::PipelineStatus::Manual && !canceled {
+        engine.blocking_manual_jobs().into_iter().map(str::to_owned).collect()
+    } else {
+        Vec::new()
+    };
+    let _ = events
+        .send(RunEvent::PipelineFinished {
+            pipeline: pipeline_id,
+            status: status.as_str().to_string(),
+            duration_ms,
+            blocked_by: blocked_by.clone(),
+        })
+        .await;
     let jobs = plan.jobs.iter().filter_map(|j| summaries.remove(&j.name)).collect();
     Ok(RunSummary {
         status: status.as_str().to_string(),
-        passed: matches!(status, scheduler::PipelineStatus::Success | scheduler::PipelineStatus::Manual) && !canceled,
+        // `skipped`: nothing ran but manual jobs that allow failure; nothing failed either.
+        passed: matches!(status, scheduler::PipelineStatus::Success | scheduler::PipelineStatus::Skipped) && !canceled,
+        blocked_by,
         has_warnings,
         duration_ms,
         jobs,
@@ -399,21 +422,44 @@ fn run_id(pipeline_id: u64) -> String {
     format!("r{s}")
 }
 
-/// Pipelines are numbered per project directory: `.piste/pipelines/<n>/`. The folder is
-/// created here, so two pipelines of one run (a parent and its children) never share a number.
-fn claim_pipeline_dir(data_dir: &std::path::Path) -> std::io::Result<(u64, PathBuf)> {
-    let dir = data_dir.join("pipelines");
-    std::fs::create_dir_all(&dir)?;
-    let last = std::fs::read_dir(&dir)?.flatten().filter_map(|e| e.file_name().to_string_lossy().parse::<u64>().ok()).max();
-    let mut n = last.unwrap_or(0) + 1;
-    loop {
-        let path = dir.join(n.to_string());
-        match std::fs::create_dir(&path) {
-            Ok(()) => return Ok((n, path)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+/// The next pipeline number of the project (`CI_PIPELINE_IID`) and its log folder
+/// `.piste/pipelines/<n>/`. The last number is kept in `.piste/pipeline-iid`, read and replaced
+/// under an exclusive lock of `.piste/pipeline-iid.lock` (written to a temporary file, then
+/// renamed), so concurrent `piste run`s of one project never share a number, and numbers keep
+/// counting when old logs are deleted; a parent and its children each take one. The folder is
+/// created with `create_dir`, which fails if it exists: a number whose folder is taken (logs
+/// kept from before the counter) is skipped.
+fn next_pipeline(data_dir: &std::path::Path) -> std::io::Result<(u64, PathBuf)> {
+    let pipelines = data_dir.join("pipelines");
+    std::fs::create_dir_all(&pipelines)?;
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(data_dir.join("pipeline-iid.lock"))?;
+    // Released when `lock` is closed, whatever happens below.
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    let counter = data_dir.join("pipeline-iid");
+    let mut last = match std::fs::read_to_string(&counter) {
+        Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    if last == 0 {
+        // Before the counter existed, the folders were the numbering.
+        last =
+            std::fs::read_dir(&pipelines)?.flatten().filter_map(|e| e.file_name().to_string_lossy().parse::<u64>().ok()).max().unwrap_or(0);
+    }
+    let (n, dir) = loop {
+        last += 1;
+        let dir = pipelines.join(last.to_string());
+        match std::fs::create_dir(&dir) {
+            Ok(()) => break (last, dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
-    }
+    };
+    let tmp = data_dir.join(format!("pipeline-iid.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, format!("{n}\n"))?;
+    std::fs::rename(&tmp, &counter)?;
+    drop(lock);
+    Ok((n, dir))
 }
 
 /// `--executor`.

@@ -149,7 +149,7 @@ async fn run(shared: Arc<Shared>, index: usize, attempt: u32, cancel: Cancellati
     }
     let (attempt_outcome, reason) = outcome;
     tracing::debug!(job = %pj.name, attempt, "trigger job done");
-    Attempt { outcome: attempt_outcome, exit_code: None, reason, duration: started.elapsed(), reused: None }
+    Attempt { outcome: attempt_outcome, exit_code: None, reason, duration: started.elapsed(), reused: None, coverage: None }
 }
 
 fn failed(reason: FailureReason, message: String, started: Instant) -> Attempt {
@@ -159,6 +159,7 @@ fn failed(reason: FailureReason, message: String, started: Instant) -> Attempt {
         reason: Some(message),
         duration: started.elapsed(),
         reused: None,
+        coverage: None,
     }
 }
 

@@ -2,7 +2,8 @@
 -- being HMAC-SHA256 (server secret) over the project, its ref's protection and the runner's
 -- key, so a key is only ever found again for the same project and the same protection, and
 -- the table alone does not tell what a key was. It points at the attempt that ran (its log)
--- and keeps what a later attempt of the same job would erase from the job row: its artifacts.
+-- and keeps what a later attempt of the same job would erase from the job row: its artifacts,
+-- dotenv variables and coverage.
 -- `jobs.reuse_key`: the scoped key of the current attempt (kept when the runner asks, recorded
 -- if the attempt succeeds); `jobs.reused_from`: `{"pipeline","job_id","job"}` of a reused job;
 -- `jobs.run_anyway`: the attempt that must run whatever its key ("run anyway").
@@ -17,6 +18,8 @@ CREATE TABLE reuse_records (
     pipeline_id INTEGER NOT NULL,
     job_name TEXT NOT NULL,
     artifacts TEXT,
+    dotenv TEXT,
+    coverage REAL,
     created_at INTEGER NOT NULL
 );
 CREATE INDEX reuse_records_by_job ON reuse_records (job_id);

@@ -311,6 +311,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (9, "log_times", include_str!("../../migrations/sqlite/0009_log_times.sql")),
         (10, "fork_approval", include_str!("../../migrations/sqlite/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/sqlite/0011_resource_groups.sql")),
+        (12, "pipeline_iid", include_str!("../../migrations/sqlite/0012_pipeline_iid.sql")),
         (13, "downstream", include_str!("../../migrations/sqlite/0013_downstream.sql")),
         (14, "reuse", include_str!("../../migrations/sqlite/0014_reuse.sql")),
     ]))
@@ -328,6 +329,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (9, "log_times", include_str!("../../migrations/postgres/0009_log_times.sql")),
         (10, "fork_approval", include_str!("../../migrations/postgres/0010_fork_approval.sql")),
         (11, "resource_groups", include_str!("../../migrations/postgres/0011_resource_groups.sql")),
+        (12, "pipeline_iid", include_str!("../../migrations/postgres/0012_pipeline_iid.sql")),
         (13, "downstream", include_str!("../../migrations/postgres/0013_downstream.sql")),
         (14, "reuse", include_str!("../../migrations/postgres/0014_reuse.sql")),
     ]))
@@ -367,6 +369,9 @@ pub(super) const HELD: [JobStatus; 2] = [JobStatus::Running, JobStatus::Cancelin
 pub(super) fn held() -> [&'static str; 2] {
     HELD.map(JobStatus::as_str)
 }
+
+/// A `reuse_records` row as selected: job, attempt, pipeline, name, artifacts, dotenv, coverage.
+pub(super) type ReuseColumns = (i64, i64, i64, String, Option<String>, Option<String>, Option<f64>);
 
 /// A `job_attempts` row as selected: attempt, status, exit code, reason, started, finished.
 pub(super) type AttemptColumns = (i64, String, Option<i64>, Option<String>, Option<i64>, Option<i64>);

@@ -157,6 +157,8 @@ pub struct PipelineRow {
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The pipeline's number within its project (`CI_PIPELINE_IID`; migration `0012`).
+    pub iid: Option<i64>,
     /// `Some` for a pipeline that needs a maintainer's approval before it starts.
     pub approval: Option<Approval>,
     /// `Some` for a downstream pipeline (created by a trigger job).
@@ -248,7 +250,7 @@ pub struct AttemptRow {
 
 /// An attempt that passed under a reuse key: where its log is (`job_id`, `attempt`) and what
 /// it left (the job row of a later attempt no longer says).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReuseRecord {
     pub job_id: i64,
     pub attempt: i64,
@@ -256,6 +258,10 @@ pub struct ReuseRecord {
     pub job_name: String,
     /// `sha256:<hex>` of its artifacts archive.
     pub artifacts: Option<String>,
+    /// Its dotenv variables as JSON `[[k, v], ...]` (the runner reads them; not in the archive).
+    pub dotenv: Option<String>,
+    /// Its `coverage:` value.
+    pub coverage: Option<f64>,
 }
 
 /// A change to a job row, derived from engine commands or runner reports.

@@ -47,7 +47,7 @@ macro_rules! token_columns {
 macro_rules! pipeline_columns {
     () => {
         "id, project, git_ref, sha, before_sha, source, trigger, status, error, version, created_at, updated_at, needs_approval, \
-         approved_by, approved_at, upstream_pipeline_id, upstream_job_id"
+         approved_by, approved_at, upstream_pipeline_id, upstream_job_id, iid"
     };
 }
 macro_rules! job_columns {
@@ -126,9 +126,18 @@ impl Store for PgStore {
         if let Some(id) = delivered(&mut tx, &p.project, delivery_id).await? {
             return Ok(Recorded::Duplicate(id));
         }
+        // `CI_PIPELINE_IID`: the project's next number, taken in this transaction (a row lock on
+        // PostgreSQL, the one writer on SQLite), so no two pipelines of a project share one.
+        let iid: i64 = sqlx::query_scalar(
+            "INSERT INTO pipeline_iids (project, last_iid) VALUES ($1, 1) \
+             ON CONFLICT (project) DO UPDATE SET last_iid = pipeline_iids.last_iid + 1 RETURNING last_iid",
+        )
+        .bind(&p.project)
+        .fetch_one(&mut *tx)
+        .await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO pipelines (project, git_ref, sha, before_sha, source, trigger, status, version, created_at, updated_at, \
-             needs_approval, upstream_pipeline_id, upstream_job_id) VALUES ($1, $2, $3, $4, $5, $6, $8, 0, $7, $7, $9, $10, $11) RETURNING id",
+             needs_approval, upstream_pipeline_id, upstream_job_id, iid) VALUES ($1, $2, $3, $4, $5, $6, $8, 0, $7, $7, $9, $10, $11, $12) RETURNING id",
         )
         .bind(&p.project)
         .bind(&p.git_ref)
@@ -141,6 +150,7 @@ impl Store for PgStore {
         .bind(p.needs_approval)
         .bind(p.upstream.map(|u| u.pipeline_id))
         .bind(p.upstream.map(|u| u.job_id))
+        .bind(iid)
         .fetch_one(&mut *tx)
         .await?;
         let inserted: Option<i64> = sqlx::query_scalar(
@@ -537,22 +547,31 @@ impl Store for PgStore {
     }
 
     async fn reuse_record(&self, scope_key: &str, project: &str) -> Result<Option<ReuseRecord>> {
-        let row: Option<(i64, i64, i64, String, Option<String>)> = sqlx::query_as(
-            "SELECT job_id, attempt, pipeline_id, job_name, artifacts FROM reuse_records WHERE scope_key = $1 AND project = $2",
+        let row: Option<super::backend::ReuseColumns> = sqlx::query_as(
+            "SELECT job_id, attempt, pipeline_id, job_name, artifacts, dotenv, coverage FROM reuse_records WHERE scope_key = $1 AND project = $2",
         )
         .bind(scope_key)
         .bind(project)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(job_id, attempt, pipeline_id, job_name, artifacts)| ReuseRecord { job_id, attempt, pipeline_id, job_name, artifacts }))
+        Ok(row.map(|(job_id, attempt, pipeline_id, job_name, artifacts, dotenv, coverage)| ReuseRecord {
+            job_id,
+            attempt,
+            pipeline_id,
+            job_name,
+            artifacts,
+            dotenv,
+            coverage,
+        }))
     }
 
     async fn record_reuse(&self, scope_key: &str, project: &str, r: &ReuseRecord, at: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO reuse_records (scope_key, project, job_id, attempt, pipeline_id, job_name, artifacts, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            "INSERT INTO reuse_records (scope_key, project, job_id, attempt, pipeline_id, job_name, artifacts, dotenv, coverage, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, $8) \
              ON CONFLICT (scope_key) DO UPDATE SET project = EXCLUDED.project, job_id = EXCLUDED.job_id, attempt = EXCLUDED.attempt, \
-             pipeline_id = EXCLUDED.pipeline_id, job_name = EXCLUDED.job_name, artifacts = EXCLUDED.artifacts, created_at = EXCLUDED.created_at",
+             pipeline_id = EXCLUDED.pipeline_id, job_name = EXCLUDED.job_name, artifacts = EXCLUDED.artifacts, dotenv = EXCLUDED.dotenv, coverage = EXCLUDED.coverage, \
+             created_at = EXCLUDED.created_at",
         )
         .bind(scope_key)
         .bind(project)
@@ -562,6 +581,8 @@ impl Store for PgStore {
         .bind(&r.job_name)
         .bind(&r.artifacts)
         .bind(at)
+        .bind(&r.dotenv)
+        .bind(r.coverage)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -966,6 +987,7 @@ fn pipeline_row(r: &PgRow) -> Result<PipelineRow> {
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        iid: r.try_get("iid")?,
         approval: r
             .try_get::<bool, _>("needs_approval")?
             .then(|| -> Result<Approval> { Ok(Approval { by: r.try_get("approved_by")?, at: r.try_get("approved_at")? }) })

@@ -9,7 +9,9 @@
 //!   expires_at)`: people's credentials, hashes only.
 //! - `pipelines (id, project, git_ref, sha, before_sha, source, trigger, status, error, version,
 //!   created_at, updated_at)`: `version` is the number of rows in `pipeline_events`; `status` is
-//!   `created` until planned. Indexed by `(project, id)` and `(status, id)`.
+//!   `created` until planned. Indexed by `(project, id)` and `(status, id)`. `iid` (migration
+//!   0012) is the pipeline's number in its project, from `pipeline_iids (project PRIMARY KEY,
+//!   last_iid)`, unique per project.
 //! - `deliveries ((project, delivery_id) PRIMARY KEY, pipeline_id)`: the de-duplication of
 //!   webhook deliveries; a replayed delivery finds the pipeline it created.
 //! - `pipeline_events ((pipeline_id, seq) PRIMARY KEY, event)`: the engine's events as JSON,
@@ -25,7 +27,7 @@
 //! - `job_reports (job_id PRIMARY KEY, pipeline_id, tests, coverage)`: a job's JUnit totals and
 //!   failures (JSON) and its coverage value. Indexed by `pipeline_id`.
 //! - `reuse_records (scope_key PRIMARY KEY, project, job_id, attempt, pipeline_id, job_name,
-//!   artifacts, created_at)`: reuse of job results (migration 0014): the attempt that passed
+//!   artifacts, dotenv, coverage, created_at)`: reuse of job results (migration 0014): the attempt that passed
 //!   under a scoped key, with `jobs.reuse_key`, `jobs.reused_from` and `jobs.run_anyway`.
 //!
 //! Tags, triggers, specs and events are JSON text, kept byte for byte. Times are milliseconds.
@@ -75,7 +77,7 @@ macro_rules! token_columns {
 macro_rules! pipeline_columns {
     () => {
         "id, project, git_ref, sha, before_sha, source, trigger, status, error, version, created_at, updated_at, needs_approval, \
-         approved_by, approved_at, upstream_pipeline_id, upstream_job_id"
+         approved_by, approved_at, upstream_pipeline_id, upstream_job_id, iid"
     };
 }
 macro_rules! job_columns {
@@ -179,9 +181,18 @@ impl Store for SqliteStore {
         if let Some(id) = seen {
             return Ok(Recorded::Duplicate(id));
         }
+        // `CI_PIPELINE_IID`: the project's next number, taken in this transaction (a row lock on
+        // PostgreSQL, the one writer on SQLite), so no two pipelines of a project share one.
+        let iid: i64 = sqlx::query_scalar(
+            "INSERT INTO pipeline_iids (project, last_iid) VALUES (?1, 1) \
+             ON CONFLICT (project) DO UPDATE SET last_iid = pipeline_iids.last_iid + 1 RETURNING last_iid",
+        )
+        .bind(&p.project)
+        .fetch_one(&mut *tx)
+        .await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO pipelines (project, git_ref, sha, before_sha, source, trigger, status, version, created_at, updated_at, \
-             needs_approval, upstream_pipeline_id, upstream_job_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, ?7, ?7, ?9, ?10, ?11) RETURNING id",
+             needs_approval, upstream_pipeline_id, upstream_job_id, iid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 0, ?7, ?7, ?9, ?10, ?11, ?12) RETURNING id",
         )
         .bind(&p.project)
         .bind(&p.git_ref)
@@ -194,6 +205,7 @@ impl Store for SqliteStore {
         .bind(p.needs_approval)
         .bind(p.upstream.map(|u| u.pipeline_id))
         .bind(p.upstream.map(|u| u.job_id))
+        .bind(iid)
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO deliveries (project, delivery_id, pipeline_id) VALUES (?1, ?2, ?3)")
@@ -591,22 +603,31 @@ impl Store for SqliteStore {
     }
 
     async fn reuse_record(&self, scope_key: &str, project: &str) -> Result<Option<ReuseRecord>> {
-        let row: Option<(i64, i64, i64, String, Option<String>)> = sqlx::query_as(
-            "SELECT job_id, attempt, pipeline_id, job_name, artifacts FROM reuse_records WHERE scope_key = ?1 AND project = ?2",
+        let row: Option<super::backend::ReuseColumns> = sqlx::query_as(
+            "SELECT job_id, attempt, pipeline_id, job_name, artifacts, dotenv, coverage FROM reuse_records WHERE scope_key = ?1 AND project = ?2",
         )
         .bind(scope_key)
         .bind(project)
         .fetch_optional(&self.readers)
         .await?;
-        Ok(row.map(|(job_id, attempt, pipeline_id, job_name, artifacts)| ReuseRecord { job_id, attempt, pipeline_id, job_name, artifacts }))
+        Ok(row.map(|(job_id, attempt, pipeline_id, job_name, artifacts, dotenv, coverage)| ReuseRecord {
+            job_id,
+            attempt,
+            pipeline_id,
+            job_name,
+            artifacts,
+            dotenv,
+            coverage,
+        }))
     }
 
     async fn record_reuse(&self, scope_key: &str, project: &str, r: &ReuseRecord, at: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO reuse_records (scope_key, project, job_id, attempt, pipeline_id, job_name, artifacts, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+            "INSERT INTO reuse_records (scope_key, project, job_id, attempt, pipeline_id, job_name, artifacts, dotenv, coverage, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?8) \
              ON CONFLICT (scope_key) DO UPDATE SET project = excluded.project, job_id = excluded.job_id, attempt = excluded.attempt, \
-             pipeline_id = excluded.pipeline_id, job_name = excluded.job_name, artifacts = excluded.artifacts, created_at = excluded.created_at",
+             pipeline_id = excluded.pipeline_id, job_name = excluded.job_name, artifacts = excluded.artifacts, dotenv = excluded.dotenv, coverage = excluded.coverage, \
+             created_at = excluded.created_at",
         )
         .bind(scope_key)
         .bind(project)
@@ -616,6 +637,8 @@ impl Store for SqliteStore {
         .bind(&r.job_name)
         .bind(&r.artifacts)
         .bind(at)
+        .bind(&r.dotenv)
+        .bind(r.coverage)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -1015,6 +1038,7 @@ fn pipeline_row(r: &SqliteRow) -> Result<PipelineRow> {
         version: r.try_get("version")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        iid: r.try_get("iid")?,
         approval: r
             .try_get::<bool, _>("needs_approval")?
             .then(|| -> Result<Approval> { Ok(Approval { by: r.try_get("approved_by")?, at: r.try_get("approved_at")? }) })

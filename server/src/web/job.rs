@@ -24,6 +24,8 @@ pub struct JobDetail {
     pub duration_s: Option<u64>,
     pub attempt: u32,
     pub exit_code: Option<i32>,
+    /// Its `coverage:` value, when the job has the keyword and its log matched.
+    pub coverage: Option<f64>,
     /// The artifacts archive, when the job has one.
     pub artifacts: Option<ArtifactsSummary>,
     /// What the job's `piste/gitops-bump@v1` steps left: (step, deployment commit, changed).
@@ -210,6 +212,7 @@ pub fn job_page(job: &JobDetail, tail: &LogTail) -> String {
                         div { dt { "Image" } dd { code { (job.image.as_deref().unwrap_or("–")) } } }
                         div { dt { "Attempt" } dd { (job.attempt) } }
                         div { dt { "Exit code" } dd { @if let Some(code) = job.exit_code { (code) } @else { "–" } } }
+                        @if let Some(c) = job.coverage { div { dt { "Coverage" } dd #coverage { (super::pages::percent(c)) } } }
                         @if let Some(from) = &job.reused_from {
                             div.wide #reused-from {
                                 dt { "Reused ↺" }

@@ -506,7 +506,7 @@ fn timeline_svg(t: &Timeline) -> Markup {
     }
 }
 
-fn percent(value: f64) -> String {
+pub(crate) fn percent(value: f64) -> String {
     format!("{}%", (value * 100.0).round() / 100.0)
 }
 

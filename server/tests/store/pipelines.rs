@@ -9,6 +9,7 @@ use crate::support::{Db, new_job, new_pipeline, recorded, tags};
 
 store_tests!(
     record_and_read,
+    iids_count_per_project_without_gaps_or_twins,
     deliveries_are_deduplicated,
     concurrent_deliveries_create_one_pipeline,
     list_newest_first,
@@ -38,6 +39,7 @@ async fn record_and_read(s: Arc<Db>) {
         version: 0,
         created_at: 1_234,
         updated_at: 1_234,
+        iid: Some(1),
         approval: None,
         upstream: None,
     };
@@ -47,6 +49,36 @@ async fn record_and_read(s: Arc<Db>) {
     let Recorded::Created(id) = s.record_pipeline("d-2", &tag).await.unwrap() else { panic!("not created") };
     assert_eq!(s.pipeline(id).await.unwrap().unwrap().before_sha, None);
     assert_eq!(s.pipeline(id + 1000).await.unwrap(), None);
+}
+
+/// GitLab's `CI_PIPELINE_IID`: each project numbers its pipelines 1, 2, 3…, allocated in the
+/// transaction that records the pipeline, so concurrent deliveries never share a number and a
+/// replayed delivery takes none.
+async fn iids_count_per_project_without_gaps_or_twins(s: Arc<Db>) {
+    let mut tasks = Vec::new();
+    for n in 0..24 {
+        let s = s.clone();
+        let project = if n % 3 == 0 { "api" } else { "web" };
+        tasks.push(tokio::spawn(async move {
+            let Recorded::Created(id) = s.record_pipeline(&format!("iid-{n}"), &new_pipeline(project, n)).await.unwrap() else {
+                panic!("created")
+            };
+            (project, s.pipeline(id).await.unwrap().unwrap().iid.expect("an iid"))
+        }));
+    }
+    let mut web = Vec::new();
+    let mut api = Vec::new();
+    for t in tasks {
+        let (project, iid) = t.await.unwrap();
+        if project == "web" { web.push(iid) } else { api.push(iid) }
+    }
+    web.sort();
+    api.sort();
+    assert_eq!(web, (1..=16).collect::<Vec<i64>>());
+    assert_eq!(api, (1..=8).collect::<Vec<i64>>());
+    assert!(matches!(s.record_pipeline("iid-0", &new_pipeline("api", 99)).await.unwrap(), Recorded::Duplicate(_)));
+    let Recorded::Created(id) = s.record_pipeline("iid-next", &new_pipeline("api", 100)).await.unwrap() else { panic!() };
+    assert_eq!(s.pipeline(id).await.unwrap().unwrap().iid, Some(9), "a replayed delivery took no number");
 }
 
 async fn deliveries_are_deduplicated(s: Arc<Db>) {

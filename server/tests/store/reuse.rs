@@ -20,6 +20,8 @@ async fn records_are_found_by_key_within_their_project_only(s: Arc<Db>) {
         pipeline_id: p,
         job_name: name.into(),
         artifacts: artifacts.map(str::to_owned),
+        dotenv: artifacts.map(|_| r#"[["A","1"]]"#.to_owned()),
+        coverage: artifacts.map(|_| 87.5),
     };
     assert_eq!(s.reuse_record("k1", "demo").await.unwrap(), None);
     s.record_reuse("k1", "demo", &record(build, 1, "build", Some("sha256:aa")), 10).await.unwrap();

@@ -218,6 +218,7 @@ fn job(running: bool) -> JobDetail {
         duration_s: Some(61),
         attempt: 2,
         exit_code: (!running).then_some(101),
+        coverage: (!running).then_some(80.25),
         artifacts: (!running).then(|| ArtifactsSummary {
             archive_bytes: 2048,
             listing: Some(ArtifactsListing {
@@ -254,6 +255,15 @@ fn a_reused_job_says_where_its_result_comes_from() {
     j.run_anyway = Some("tok\"en".into());
     let page = job_page(&j, &LogTail { html: String::new(), start: 0, end: 0, total: 0 });
     assert!(page.contains("action=\"/api/v1/jobs/42/retry?reuse=false\"") && page.contains("value=\"tok&quot;en\""), "{page}");
+}
+
+/// GitLab shows a job's `coverage:` value on the job page.
+#[test]
+fn the_job_page_shows_the_coverage() {
+    let page = job_page(&job(false), &LogTail { html: String::new(), start: 0, end: 0, total: 0 });
+    assert!(page.contains(r#"<dd id="coverage">80.25%</dd>"#), "{page}");
+    let page = job_page(&job(true), &LogTail { html: String::new(), start: 0, end: 0, total: 0 });
+    assert!(!page.contains("Coverage"), "no value, no line");
 }
 
 /// Each attempt keeps its own result; a reason is text from a runner, escaped.

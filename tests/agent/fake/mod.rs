@@ -155,6 +155,8 @@ impl FakeState {
                 dependencies: Vec::new(),
                 node_index: None,
                 manual: false,
+                coverage: None,
+                environment: None,
             },
             predefined: Vec::new(),
             dotenv: Vec::new(),
