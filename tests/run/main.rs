@@ -6,6 +6,7 @@ mod cancel;
 mod delivery;
 mod docker;
 mod git;
+mod keywords;
 #[path = "../common/registry.rs"]
 mod registry;
 mod reuse;
