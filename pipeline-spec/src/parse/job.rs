@@ -17,6 +17,24 @@ pub const MAX_PARALLEL: u32 = 200;
 
 /// `partial`: the job's definition may be incomplete (an `extends` or `include` failed), so
 /// missing-key errors would only repeat the real one.
+/// Job keywords GitLab runs and piste only recognises: using one is a warning saying what the
+/// job will lack (README, "What is supported").
+fn not_run(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "release" => "no release is created",
+        "pages" | "publish" => "nothing is published as GitLab Pages",
+        "secrets" => {
+            "no secret is fetched from an external provider; give secrets to the project (`piste.toml`) or to `piste run --secret`"
+        }
+        "id_tokens" => "no ID token is issued, so the variables it names stay unset",
+        "hooks" => "`pre_get_sources_script` does not run",
+        "identity" => "no cloud identity is federated",
+        "dast_configuration" => "no DAST profile is applied",
+        "manual_confirmation" => "manual jobs are played without a confirmation message",
+        _ => return None,
+    })
+}
+
 pub(super) fn parse_job(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Map, stages: &[String], partial: bool) -> Option<Job> {
     cx.job = Some(name.to_string());
     let job = parse_job_inner(cx, name, span, own, defaults, stages, partial);
@@ -35,6 +53,12 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
             let suggestion = suggest(k, JOB_KEYS.iter().copied());
             script_typo |= suggestion.as_deref() == Some("script");
             cx.push(Diagnostic::error(e.key_span, format!("unknown key `{k}`")).key(k.as_str()).suggest(suggestion));
+        }
+    }
+
+    for (k, e) in own {
+        if let Some(why) = not_run(k) {
+            cx.push(Diagnostic::warning(e.key_span, format!("piste does not run `{k}`: {why}")).key(k.as_str()));
         }
     }
 

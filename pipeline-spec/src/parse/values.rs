@@ -567,6 +567,16 @@ impl<'a> Cx<'a> {
                 Value::Map(m) => {
                     self.check_keys(m, &["job", "artifacts", "optional", "parallel", "project", "ref", "pipeline"], key);
                     let cross = m.contains_key("project") || m.contains_key("pipeline");
+                    if cross {
+                        self.push(
+                            Diagnostic::warning(
+                                it.span,
+                                "piste does not run `needs:project` or `needs:pipeline`: the job neither waits for that pipeline nor receives its artifacts",
+                            )
+                            .key(key)
+                            .help("pass what the job needs as artifacts of a job of this pipeline, or as variables"),
+                        );
+                    }
                     let Some(job) = m.get("job").and_then(|e| self.string(&e.value, key)) else {
                         if !cross {
                             self.err(it.span, key, "a `needs` entry needs `job:`");

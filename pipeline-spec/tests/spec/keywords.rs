@@ -238,3 +238,64 @@ fn coverage_must_be_a_valid_regular_expression_between_slashes() {
     assert!(d.contains(".gitlab-ci.yml:6:13: error"), "file:line:col: {d}");
     assert!(job("a:\n  script: [x]\n  coverage: null\n").coverage.is_none(), "null is unset");
 }
+
+/// GitLab runs these keywords; piste recognises them (the pipeline stays valid, as on GitLab)
+/// but does not run them, and says so where each is used, with what the job will lack. The
+/// catalogue of the target users reads a Vault token from `id_tokens`.
+#[test]
+fn keywords_piste_does_not_run_are_warnings_where_they_are_used() {
+    let yml = r#"
+gen:
+  script: [x]
+deploy:
+  script: [x]
+  id_tokens:
+    VAULT_ID_TOKEN:
+      aud: https://vault.example.test
+  secrets:
+    DB:
+      vault: db/password@ops
+  release:
+    tag_name: v1
+    description: first
+  hooks:
+    pre_get_sources_script: [echo hi]
+  identity: google_cloud
+  manual_confirmation: sure?
+  dast_configuration:
+    site_profile: x
+pages:
+  script: [x]
+  pages: true
+  publish: public
+child-needs:
+  script: [x]
+  needs:
+    - pipeline: $PARENT_PIPELINE_ID
+      job: gen
+"#;
+    let loaded = load_main(yml);
+    assert!(!loaded.has_errors(), "{}", diagnostics(&loaded));
+    let all = diagnostics(&loaded);
+    for (line, key, lacks) in [
+        (6, "id_tokens", "no ID token is issued, so the variables it names stay unset"),
+        (9, "secrets", "no secret is fetched from an external provider"),
+        (12, "release", "no release is created"),
+        (15, "hooks", "`pre_get_sources_script` does not run"),
+        (17, "identity", "no cloud identity is federated"),
+        (18, "manual_confirmation", "without a confirmation message"),
+        (19, "dast_configuration", "no DAST profile is applied"),
+        (23, "pages", "nothing is published as GitLab Pages"),
+        (24, "publish", "nothing is published as GitLab Pages"),
+    ] {
+        let expected = format!(".gitlab-ci.yml:{line}:3: warning: ");
+        let found = all.lines().find(|l| l.starts_with(&expected) && l.contains(&format!("piste does not run `{key}`: ")));
+        assert!(found.is_some_and(|l| l.contains(lacks)), "{key} at line {line}:\n{all}");
+    }
+    assert!(
+        all.lines().any(
+            |l| l.starts_with(".gitlab-ci.yml:28:7: warning: ") && l.contains("piste does not run `needs:project` or `needs:pipeline`")
+        ),
+        "{all}"
+    );
+}
