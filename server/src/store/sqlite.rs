@@ -58,6 +58,16 @@ use super::{
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
+/// Opens of a database that SQLite called busy at once, tried again before giving up.
+const OPEN_TRIES: usize = 10;
+
+/// SQLite's "busy" and "locked" answers (and their extended codes).
+fn busy(e: &StoreError) -> bool {
+    let StoreError::Database(e) = e else { return false };
+    let Some(db) = e.as_database_error() else { return false };
+    db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -101,6 +111,24 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await.map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         }
+        // Servers starting together on a new file: while one turns it to WAL or recovers it,
+        // SQLite may answer another "busy" at once, without waiting through the busy timeout
+        // (it does so where waiting could deadlock). Such an open is tried again, briefly.
+        let mut wait = Duration::from_millis(20);
+        for _ in 0..OPEN_TRIES {
+            match Self::open_once(path).await {
+                Err(e) if busy(&e) => {
+                    tracing::debug!(path = %path.display(), error = %crate::error::chain(&e), "database busy while opening; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+        Self::open_once(path).await
+    }
+
+    async fn open_once(path: &Path) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

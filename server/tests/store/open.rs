@@ -36,7 +36,7 @@ async fn concurrent_opens_migrate_once(s: Arc<Db>) {
         .collect();
     let mut stores = Vec::new();
     for open in opens {
-        stores.push(open.await.unwrap().unwrap_or_else(|e| panic!("opening `{database}`: {e}")));
+        stores.push(open.await.unwrap().unwrap_or_else(|e| panic!("opening `{database}`: {e:?}")));
     }
     let Recorded::Created(id) = stores[0].record_pipeline("d", &new_pipeline("web", 1)).await.unwrap() else { panic!() };
     for store in &stores {
