@@ -74,12 +74,17 @@ fn hook(branch: &str, before: &str, after: &str) -> Vec<u8> {
 
 /// CPU time (user + system) a process has used so far, in milliseconds (`/proc/PID/stat`).
 fn cpu_ms(pid: u32) -> f64 {
+    stat_ms(pid, 14, 15)
+}
+
+/// The sum of two tick fields of `/proc/PID/stat` (1-based, as proc(5) numbers them), in ms.
+fn stat_ms(pid: u32, a: usize, b: usize) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    // Fields after the command name (which may hold spaces): state is field 3.
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(14) + ticks(15)) * 1000.0 / clock_ticks_per_second()
+    (ticks(a) + ticks(b)) * 1000.0 / clock_ticks_per_second()
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -669,13 +674,10 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
     drop(server);
 }
 
-/// CPU time (user + system) of the children a process has waited for, in milliseconds.
+/// CPU time (user + system) of the children a process has waited for, in milliseconds
+/// (cutime 16, cstime 17).
 fn children_cpu_ms(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(16) + ticks(17)) * 1000.0 / clock_ticks_per_second()
+    stat_ms(pid, 16, 17)
 }
 
 /// Real runners (6.): 4 `piste runner` processes, shell executor, 4 slots each, drain one

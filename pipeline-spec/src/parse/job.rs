@@ -58,7 +58,11 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
 
     for (k, e) in own {
         if let Some(why) = not_run(k) {
-            cx.push(Diagnostic::warning(e.key_span, format!("piste does not run `{k}`: {why}")).key(k.as_str()));
+            let mut d = Diagnostic::warning(e.key_span, format!("piste does not run `{k}`: {why}")).key(k.as_str());
+            if k == "id_tokens" {
+                d = d.help("give each token as a secret of the project (`piste.toml`) or with `piste run --secret NAME=VALUE`");
+            }
+            cx.push(d);
         }
     }
 

@@ -292,6 +292,7 @@ child-needs:
         let found = all.lines().find(|l| l.starts_with(&expected) && l.contains(&format!("piste does not run `{key}`: ")));
         assert!(found.is_some_and(|l| l.contains(lacks)), "{key} at line {line}:\n{all}");
     }
+    assert!(all.contains("help: give each token as a secret of the project"), "id_tokens says what to do instead:\n{all}");
     assert!(
         all.lines().any(
             |l| l.starts_with(".gitlab-ci.yml:28:7: warning: ") && l.contains("piste does not run `needs:project` or `needs:pipeline`")
