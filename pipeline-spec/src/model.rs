@@ -179,6 +179,9 @@ pub struct Service {
     pub entrypoint: Option<Vec<String>>,
     pub command: Option<Vec<String>>,
     pub variables: Vec<(String, String)>,
+    /// As `image:pull_policy`; job rows stored before it existed read as none (the default).
+    #[serde(default)]
+    pub pull_policy: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

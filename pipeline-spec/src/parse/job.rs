@@ -291,16 +291,7 @@ fn parse_image(cx: &mut Cx, n: &Node) -> Option<Image> {
                 return None;
             };
             let entrypoint = m.get("entrypoint").map(|e| cx.string_list(&e.value, "image:entrypoint"));
-            let pull_policy = m.get("pull_policy").map(|e| cx.string_list(&e.value, "image:pull_policy")).unwrap_or_default();
-            for p in &pull_policy {
-                if !["always", "if-not-present", "never"].contains(&p.as_str()) {
-                    cx.push(
-                        Diagnostic::error(n.span, format!("unknown `pull_policy` `{p}`"))
-                            .key("image:pull_policy")
-                            .suggest(suggest(p, ["always", "if-not-present", "never"])),
-                    );
-                }
-            }
+            let pull_policy = pull_policy(cx, m, "image:pull_policy");
             Some(Image { name, entrypoint, pull_policy })
         }
         _ => {
@@ -308,6 +299,22 @@ fn parse_image(cx: &mut Cx, n: &Node) -> Option<Image> {
             None
         }
     }
+}
+
+/// `pull_policy` of an image or a service: GitLab Runner's `always`, `if-not-present`, `never`.
+fn pull_policy(cx: &mut Cx, m: &Map, key: &str) -> Vec<String> {
+    let Some(e) = m.get("pull_policy") else { return Vec::new() };
+    let policies = cx.string_list(&e.value, key);
+    for p in &policies {
+        if !["always", "if-not-present", "never"].contains(&p.as_str()) {
+            cx.push(
+                Diagnostic::error(e.value.span, format!("unknown `pull_policy` `{p}`"))
+                    .key(key)
+                    .suggest(suggest(p, ["always", "if-not-present", "never"])),
+            );
+        }
+    }
+    policies
 }
 
 fn parse_services(cx: &mut Cx, n: &Node) -> Vec<Service> {
@@ -318,7 +325,14 @@ fn parse_services(cx: &mut Cx, n: &Node) -> Vec<Service> {
     let mut out = Vec::new();
     for it in items {
         match &it.value {
-            Value::Str(s) => out.push(Service { name: s.clone(), alias: None, entrypoint: None, command: None, variables: Vec::new() }),
+            Value::Str(s) => out.push(Service {
+                name: s.clone(),
+                alias: None,
+                entrypoint: None,
+                command: None,
+                variables: Vec::new(),
+                pull_policy: Vec::new(),
+            }),
             Value::Map(m) => {
                 cx.check_keys(
                     m,
@@ -336,6 +350,7 @@ fn parse_services(cx: &mut Cx, n: &Node) -> Vec<Service> {
                     entrypoint: m.get("entrypoint").map(|e| cx.string_list(&e.value, "services:entrypoint")),
                     command: m.get("command").map(|e| cx.string_list(&e.value, "services:command")),
                     variables: variables.into_iter().map(|v| (v.name, v.value)).collect(),
+                    pull_policy: pull_policy(cx, m, "services:pull_policy"),
                 });
             }
             _ => cx.push(Diagnostic::error(it.span, format!("expected a service name or map, found {}", it.kind())).key("services")),
@@ -420,14 +435,36 @@ fn parse_artifacts(cx: &mut Cx, n: &Node) -> Option<Artifacts> {
             }
         }
     }
-    let expire_in = m.get("expire_in").and_then(|e| cx.string(&e.value, "artifacts:expire_in"));
-    if let Some(x) = &expire_in {
-        if x != "never" && crate::duration::parse_seconds(x).is_none() {
-            let span = m.get("expire_in").map_or(n.span, |e| e.value.span);
+    let expire_in = m.get("expire_in").and_then(|e| {
+        let x = cx.string(&e.value, "artifacts:expire_in")?;
+        if x != "never" && crate::duration::parse_seconds(&x).is_none() {
             cx.push(
-                Diagnostic::error(span, format!("`{x}` is not a duration"))
+                Diagnostic::error(e.value.span, format!("`{x}` is not a duration"))
                     .key("artifacts:expire_in")
                     .help("use for example `1 week` or `never`"),
+            );
+        }
+        Some(x)
+    });
+    // Who may download the artifacts: checked as GitLab's `Entry::Artifacts` checks them, and
+    // ignored (piste's artifacts follow the project's access).
+    if let Some(e) = m.get("public") {
+        cx.bool(&e.value, "artifacts:public");
+    }
+    if let Some(e) = m.get("access") {
+        const ACCESS: [&str; 4] = ["all", "developer", "maintainer", "none"];
+        if let Some(a) = cx.string(&e.value, "artifacts:access") {
+            if !ACCESS.contains(&a.as_str()) {
+                cx.push(
+                    Diagnostic::error(e.value.span, format!("unknown `artifacts:access` `{a}`; expected one of {}", ACCESS.join(", ")))
+                        .key("artifacts:access")
+                        .suggest(suggest(&a, ACCESS)),
+                );
+            }
+        }
+        if m.contains_key("public") {
+            cx.push(
+                Diagnostic::error(e.key_span, "`artifacts:public` and `artifacts:access` cannot be used together").key("artifacts:access"),
             );
         }
     }
@@ -537,6 +574,8 @@ fn parse_environment(cx: &mut Cx, n: &Node) -> Option<Environment> {
                 action,
                 on_stop: s(cx, "on_stop"),
                 deployment_tier: s(cx, "deployment_tier"),
+                // A string only: GitLab expands variables in it when the job deploys, so a
+                // duration cannot be checked here.
                 auto_stop_in: s(cx, "auto_stop_in"),
             })
         }

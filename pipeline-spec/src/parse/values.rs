@@ -423,6 +423,18 @@ impl<'a> Cx<'a> {
                 match &e.value.value {
                     Value::Map(em) => {
                         self.check_keys(em, &["paths", "project", "ref"], &format!("{key}:exists"));
+                        // GitLab reads the files of another project (or another ref); piste's
+                        // resolver has the pipeline's own commit only, so it says what it checks.
+                        if let Some(other) = em.get("project").or_else(|| em.get("ref")) {
+                            self.push(
+                                Diagnostic::warning(
+                                    other.key_span,
+                                    "piste checks `rules:exists` in the pipeline's own repository at its commit: `exists:project` and `exists:ref` are ignored",
+                                )
+                                .key(format!("{key}:exists"))
+                                .help("keep the files this rule looks for in this repository, or decide with `rules:if` on a variable"),
+                            );
+                        }
                         rule.exists = Some(em.get("paths").map(|p| self.string_list(&p.value, key)).unwrap_or_default());
                     }
                     _ => rule.exists = Some(self.string_list(&e.value, &format!("{key}:exists"))),

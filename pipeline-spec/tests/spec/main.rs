@@ -11,6 +11,7 @@ mod limits;
 mod needs;
 mod rules;
 mod trigger;
+mod validated;
 
 use pipeline_spec::load::{LoadOptions, Loaded, MemoryResolver, load};
 use pipeline_spec::plan::{Plan, PlanContext, PlanError, plan};
