@@ -376,7 +376,7 @@ fn request(spec: &JobSpec, env: &AttemptEnv<'_>, workspace: &Path, project_dir: 
             entrypoint: s.entrypoint.clone(),
             command: s.command.clone(),
             variables: s.variables.clone(),
-            pull_policy: Vec::new(),
+            pull_policy: pull(&s.pull_policy),
         })
         .collect();
     JobRequest {

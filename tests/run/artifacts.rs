@@ -71,3 +71,19 @@ fn needs_artifacts_false_and_empty_needs_with_dependencies_receive_nothing() {
     assert_eq!(saw("no_artifacts"), ["app=absent v=unset"]);
     assert_eq!(saw("empty_needs"), ["app=absent v=unset"]);
 }
+
+/// The README's rule for the `artifacts:reports` piste does not read (`codequality`, `sast`,
+/// `coverage_report`'s `path`, …): their files are archived with the job's artifacts, so later
+/// jobs receive them as they receive `paths`, and nothing reads them.
+#[test]
+fn reports_piste_does_not_read_are_archived_with_the_artifacts() {
+    let p = Project::new(
+        "stages: [scan, use]\nscan:\n  stage: scan\n  script:\n    - echo '[]' > gl-code-quality-report.json\n    - echo no-vulnerabilities > gl-sast-report.json\n    - echo '<coverage/>' > coverage.xml\n    - echo left > not-a-report.txt\n  artifacts:\n    reports:\n      codequality: gl-code-quality-report.json\n      sast: [gl-sast-report.json]\n      coverage_report:\n        coverage_format: cobertura\n        path: coverage.xml\nuse:\n  stage: use\n  script:\n    - cat gl-code-quality-report.json gl-sast-report.json coverage.xml\n    - test ! -e not-a-report.txt\n",
+    );
+    let r = p.run(&["--executor", "shell", "--no-reuse"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    let log = r.log("use");
+    for line in ["[]", "no-vulnerabilities", "<coverage/>"] {
+        assert!(log.iter().any(|l| l == line), "{line}: {log:?}");
+    }
+}

@@ -79,3 +79,24 @@ fn a_job_in_a_container_is_reused_through_its_image_id() {
     assert!(second.log("read").contains(&"built".to_string()), "{:?}", second.log("read"));
     assert!(leftover_containers("made").is_empty() && leftover_containers("read").is_empty());
 }
+
+/// Shared with the server test (tests/server/services.rs).
+const SERVICES: &str = include_str!("../common/services.yml");
+
+/// GitLab (ci/yaml `services:entrypoint`, `services:pull_policy`): the service's entrypoint
+/// replaces its image's, it runs with its own variables on the job's network under its alias,
+/// and `pull_policy: never` with a missing image fails the job before its script, naming both.
+#[test]
+fn a_services_entrypoint_runs_and_its_pull_policy_is_honoured() {
+    let img = image();
+    let p = Project::new(&SERVICES.replace("{img}", img));
+    let r = p.run(&["--executor", "docker", "--no-reuse"]);
+    assert_eq!(r.code, Some(1), "{}", r.debug());
+    assert_eq!(r.status("served"), "success", "{}", r.debug());
+    assert!(r.log("served").iter().any(|l| l == "SAW served by the-entrypoint"), "{:?}", r.log("served"));
+    assert_eq!(r.status("missing"), "failed");
+    let reason = r.finished("missing")[0]["reason"].as_str().unwrap_or("").to_string();
+    assert!(reason.contains("service image `piste-test/not-here:1` is not present locally and the pull policy is `never`"), "{reason}");
+    assert!(!r.log("missing").iter().any(|l| l == "never-runs"), "{:?}", r.log("missing"));
+    assert!(leftover_containers("served").is_empty() && leftover_containers("missing").is_empty());
+}

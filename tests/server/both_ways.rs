@@ -80,7 +80,8 @@ deploy:
 
 const JOBS: [&str; 5] = ["build", "test", "no_artifacts", "early", "deploy"];
 
-fn image() {
+/// Builds the busybox image of the demo (from busybox-static; nothing is pulled).
+pub(crate) fn image() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/demo-image.sh");
     let out = Command::new("bash").arg(script).output().expect("bash");
     assert!(out.status.success(), "building the test image needs Docker: {}", String::from_utf8_lossy(&out.stderr));

@@ -26,6 +26,7 @@ mod reports;
 mod resource_group;
 mod reuse;
 mod secrets;
+mod services;
 mod steps;
 mod storage;
 mod submodules;
