@@ -14,6 +14,7 @@ mod failures;
 mod forge;
 mod includes;
 mod job_page;
+mod keywords;
 mod limits;
 mod login;
 mod logs;
