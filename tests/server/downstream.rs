@@ -215,3 +215,54 @@ async fn canceling_the_parent_cancels_its_child() {
     let p2 = http.wait_status(parent, &["canceled"], 60).await;
     assert_eq!(p2["jobs"][0]["status"], "canceled", "{p:#}\n{p2:#}");
 }
+
+/// GitLab (ci/yaml `trigger:include`): a child configuration may come from another project's
+/// file (`project`, `file`, `ref`) or a template, read as `include:` reads them — here from the
+/// mirror of a project the server is configured with and from `[includes] templates_dir`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_pipelines_from_another_projects_file_and_from_a_template_run() {
+    let forge = Forge::new(
+        "from-project:\n  trigger:\n    include:\n      - project: group/lib\n        file: /ci/child.yml\n        ref: stable\n    strategy: depend\nfrom-template:\n  trigger:\n    include:\n      - template: Jobs/Child.gitlab-ci.yml\n    strategy: depend\n",
+    );
+    let lib = Forge::new("lib-own:\n  script: [echo lib]\n");
+    std::fs::create_dir_all(lib.work().join("ci")).unwrap();
+    std::fs::write(
+        lib.work().join("ci/child.yml"),
+        "lib-child:\n  script: ['echo \"lib child of $CI_PROJECT_PATH source=$CI_PIPELINE_SOURCE\"']\n",
+    )
+    .unwrap();
+    lib.push("stable", "stable");
+    std::fs::write(lib.work().join("ci/child.yml"), "wrong-ref:\n  script: [exit 1]\n").unwrap();
+    lib.push("main", "main moved on");
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(templates.path().join("Jobs")).unwrap();
+    std::fs::write(
+        templates.path().join("Jobs/Child.gitlab-ci.yml"),
+        "template-child:\n  script: ['echo \"template child source=$CI_PIPELINE_SOURCE\"']\n",
+    )
+    .unwrap();
+    let extra = format!(
+        "[includes]\ntemplates_dir = \"{}\"\n\n[[project]]\nname = \"group/lib\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\n",
+        templates.path().display(),
+        lib.url
+    );
+    let server = Server::start(&forge, 5000, &extra);
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let parent = push(&forge, &http, "t-1").await;
+    let p = http.wait_status(parent, &["success", "failed", "canceled"], 90).await;
+    assert_eq!(p["status"], "success", "{p:#}\n{}", server.log());
+    let child_of = |job: &str| {
+        let id = job_id(&p, job);
+        p["downstream"].as_array().unwrap().iter().find(|d| d["job_id"] == id).unwrap_or_else(|| panic!("{job}: {p:#}"))["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let from_project = http.wait_status(child_of("from-project"), &["success"], 30).await;
+    assert_eq!(from_project["project"], "app", "a child pipeline belongs to its parent's project: {from_project:#}");
+    let log = http.log(job_id(&from_project, "lib-child")).await;
+    assert!(log.contains("lib child of app source=parent_pipeline"), "the file at `ref: stable`: {log}");
+    let from_template = http.wait_status(child_of("from-template"), &["success"], 30).await;
+    let log = http.log(job_id(&from_template, "template-child")).await;
+    assert!(log.contains("template child source=parent_pipeline"), "{log}");
+}
