@@ -294,6 +294,9 @@ pub struct Environment {
     pub url: Option<String>,
     pub action: Option<String>,
     pub on_stop: Option<String>,
+    /// Where `on_stop` is written: an unknown job is reported there.
+    #[serde(skip)]
+    pub on_stop_span: Option<Span>,
     pub deployment_tier: Option<String>,
     pub auto_stop_in: Option<String>,
 }

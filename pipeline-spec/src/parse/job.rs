@@ -547,9 +547,15 @@ fn parse_cache(cx: &mut Cx, n: &Node) -> Option<Cache> {
 
 fn parse_environment(cx: &mut Cx, n: &Node) -> Option<Environment> {
     match &n.value {
-        Value::Str(s) => {
-            Some(Environment { name: s.clone(), url: None, action: None, on_stop: None, deployment_tier: None, auto_stop_in: None })
-        }
+        Value::Str(s) => Some(Environment {
+            name: s.clone(),
+            url: None,
+            action: None,
+            on_stop: None,
+            on_stop_span: None,
+            deployment_tier: None,
+            auto_stop_in: None,
+        }),
         Value::Map(m) => {
             cx.check_keys(m, &["name", "url", "action", "on_stop", "deployment_tier", "auto_stop_in", "kubernetes"], "environment");
             let s = |cx: &mut Cx, k: &str| m.get(k).and_then(|e| cx.string(&e.value, &format!("environment:{k}")));
@@ -573,6 +579,7 @@ fn parse_environment(cx: &mut Cx, n: &Node) -> Option<Environment> {
                 url: s(cx, "url"),
                 action,
                 on_stop: s(cx, "on_stop"),
+                on_stop_span: m.get("on_stop").map(|e| e.value.span),
                 deployment_tier: s(cx, "deployment_tier"),
                 // A string only: GitLab expands variables in it when the job deploys, so a
                 // duration cannot be checked here.
@@ -853,9 +860,12 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
             if let Some(stop) = &env.on_stop {
                 if !p.jobs.contains_key(stop) {
                     cx.push(
-                        Diagnostic::error(job.span, format!("`environment:on_stop` refers to `{stop}`, which is not defined"))
-                            .key("environment:on_stop")
-                            .suggest(suggest(stop, names())),
+                        Diagnostic::error(
+                            env.on_stop_span.unwrap_or(job.span),
+                            format!("`environment:on_stop` refers to `{stop}`, which is not defined"),
+                        )
+                        .key("environment:on_stop")
+                        .suggest(suggest(stop, names())),
                     );
                 }
             }

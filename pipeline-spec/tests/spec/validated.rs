@@ -37,13 +37,13 @@ fn a_variable_value_outside_its_options_is_an_error() {
 }
 
 /// GitLab's `Entry::Job` refuses an `on_stop` naming a job that is not defined ("on_stop job
-/// x is not defined"); piste says which and suggests the closest job.
+/// x is not defined"); piste says so where `on_stop` is written and suggests the closest job.
 #[test]
 fn environment_on_stop_naming_an_unknown_job_is_an_error() {
     let loaded = load_main(
         "deploy:\n  script: [x]\n  environment:\n    name: review\n    on_stop: stop_reveiw\nstop_review:\n  script: [x]\n  when: manual\n  environment:\n    name: review\n    action: stop\n",
     );
-    assert_error(&loaded, 1, 1, "`environment:on_stop` refers to `stop_reveiw`, which is not defined");
+    assert_error(&loaded, 5, 14, "`environment:on_stop` refers to `stop_reveiw`, which is not defined");
     assert!(diagnostics(&loaded).contains("did you mean `stop_review`?"), "{}", diagnostics(&loaded));
 }
 
