@@ -39,6 +39,7 @@ pub(crate) fn spec(node: JobNode) -> String {
         manual: false,
         coverage: None,
         environment: None,
+        cross_needs: vec![],
     };
     let template = JobTemplate {
         node,
