@@ -319,8 +319,9 @@ pub fn downstream_finished(
 }
 
 /// Ends the trigger job's attempt: its log (one line, or the loader's messages), then the
-/// engine's `JobFinished` with the reason on the row.
-async fn finish(
+/// engine's `JobFinished` with the reason on the row. Also ends a job refused before it ran
+/// (`cross_needs::refuse`).
+pub(crate) async fn finish(
     state: &AppState,
     pipeline_id: i64,
     job_id: i64,
