@@ -12,7 +12,8 @@
 //!   canceled). A child blocked by a manual job is not finished, so the trigger job keeps
 //!   running, as GitLab's;
 //! - canceling a pipeline cancels its child pipelines (GitLab's cascade), not multi-project
-//!   ones;
+//!   ones: their trigger jobs are canceled and the downstream pipelines run on, as GitLab's
+//!   `CancelPipelineService` does;
 //! - a child that cannot be created (invalid configuration, GitLab's depth limit) fails the
 //!   trigger job with `downstream_pipeline_creation_failed` and the loader's messages
 //!   (`file:line:col`) in its log.
