@@ -192,8 +192,34 @@ pub struct Need {
     pub optional: bool,
     /// `needs: [{job, parallel: {matrix: [...]}}]`: which matrix instances are needed.
     pub matrix: Option<Vec<IndexMap<String, Vec<String>>>>,
-    /// `needs:project` / `needs:pipeline`: recognised, not run locally.
-    pub cross_pipeline: bool,
+    /// `needs:pipeline:job` or `needs:project`: the job is of another pipeline.
+    pub cross: Option<CrossSource>,
+}
+
+/// Where a need of another pipeline points, as written (`$VARS` are expanded with the job's
+/// variables when it starts, as GitLab's `Ci::BuildDependencies` does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CrossSource {
+    /// `needs:pipeline:job`: a pipeline of this parent-child hierarchy (`$PARENT_PIPELINE_ID`).
+    Pipeline { pipeline: String },
+    /// `needs:project` + `ref`: the newest successful job of that name on that ref.
+    Project {
+        project: String,
+        #[serde(rename = "ref")]
+        git_ref: String,
+    },
+}
+
+/// A job of another pipeline whose artifacts and dotenv variables a job receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrossNeed {
+    pub job: String,
+    #[serde(flatten)]
+    pub from: CrossSource,
+    /// `artifacts: false`: nothing is fetched, and nothing is required (GitLab selects only
+    /// the cross dependencies with `artifacts: true`).
+    pub artifacts: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::diag::{Diagnostic, suggest};
 use crate::expand::{Lookup, expand_keep_unknown};
 use crate::glob::Glob;
-use crate::model::{AllowFailure, Job, Need, Parallel, Pipeline, Policy, Rule, When};
+use crate::model::{AllowFailure, CrossNeed, Job, Need, Parallel, Pipeline, Policy, Rule, When};
 use crate::source::Span;
 
 /// What planning needs to know about the trigger, beyond the predefined variables.
@@ -85,6 +85,11 @@ pub struct PlannedJob {
     pub interruptible: bool,
     /// `resource_group:` with the job's variables expanded (GitLab expands the key), if set.
     pub resource_group: Option<String>,
+    /// `needs:pipeline:job` and `needs:project`: jobs of other pipelines whose artifacts and
+    /// dotenv variables it receives after its own dependencies' (GitLab's
+    /// `Ci::BuildDependencies#all`: local, then cross-pipeline, then cross-project).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cross_needs: Vec<CrossNeed>,
 }
 
 /// The plan: stages that have jobs, and the jobs in definition order.
@@ -266,6 +271,7 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
                 node,
                 interruptible: outcome.interruptible,
                 resource_group,
+                cross_needs: Vec::new(),
             });
             // needs are resolved below, once every job's existence is known.
             raw_needs.push((outcome.needs, matrix_vars));
@@ -276,7 +282,8 @@ pub fn plan(p: &Pipeline, ctx: &PlanContext) -> Result<Plan, PlanError> {
         let Some(needs) = needs else { continue };
         let mut resolved = Vec::new();
         for need in needs {
-            if need.cross_pipeline {
+            if let Some(from) = need.cross {
+                jobs[i].cross_needs.push(CrossNeed { job: need.job, from, artifacts: need.artifacts });
                 continue;
             }
             // A need may name one instance of a parallel job: keep only that instance.

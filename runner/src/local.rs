@@ -100,6 +100,7 @@ impl LocalPipeline {
             local: opts.clone(),
             depth: 0,
             path: Vec::new(),
+            ancestors: Vec::new(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! precedence, in one function for both paths.
 
 use pipeline_spec::expand::{Var, expand_all};
-use pipeline_spec::model::{ArtifactsWhen, Cache, Forward, Image, Pipeline, Service, Step, When};
+use pipeline_spec::model::{ArtifactsWhen, Cache, CrossNeed, CrossSource, Forward, Image, Pipeline, Service, Step, When};
 use pipeline_spec::plan::Plan;
 use pipeline_spec::predefined::{Context, JobContext};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,10 @@ use crate::protocol::Variable;
 /// per output): listed in the job's `artifacts:reports:dotenv`, so the outputs reach later jobs
 /// the way any dotenv report does, under `piste run` and through the server.
 pub const STEPS_DOTENV: &str = ".piste-steps.env";
+
+/// How GitLab words a `missing_dependency_failure` (a job whose dependencies' artifacts cannot
+/// be had does not start); piste adds which one and why.
+pub const MISSING_DEPENDENCY: &str = "This job could not start because it could not retrieve the needed artifacts";
 
 /// GitLab's default job timeout: one hour.
 pub const DEFAULT_TIMEOUT_S: u64 = 3600;
@@ -60,6 +64,11 @@ pub struct JobSpec {
     /// starts, giving `CI_ENVIRONMENT_*` ([`JobSpec::variables`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<EnvironmentSpec>,
+    /// `needs:pipeline:job` and `needs:project` as written: the host finds those jobs when the
+    /// job starts ([`JobSpec::cross_dependencies`]) and gives their artifacts and dotenv after
+    /// the local dependencies'.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cross_needs: Vec<CrossNeed>,
 }
 
 /// A job's `environment:` as the runner needs it.
@@ -139,6 +148,10 @@ pub fn never_reused(job: &pipeline_spec::model::Job) -> Option<&'static str> {
     }
     if job.trigger.is_some() {
         return Some("a trigger job");
+    }
+    // What another pipeline left is not part of the key: a reused result could hide it.
+    if job.needs.iter().flatten().any(|n| n.cross.is_some() && n.artifacts) {
+        return Some("a job with `needs:pipeline` or `needs:project`");
     }
     None
 }
@@ -224,6 +237,7 @@ pub fn job_spec(plan: &Plan, pipeline: &Pipeline, index: usize, outer: &[SpecVar
             action: e.action.clone(),
             tier: e.deployment_tier.clone(),
         }),
+        cross_needs: pj.cross_needs.clone(),
     })
 }
 
@@ -304,6 +318,30 @@ impl JobSpec {
             }
         }
         out
+    }
+
+    /// The jobs of other pipelines whose artifacts and dotenv this attempt receives: the
+    /// `cross_needs` with `artifacts: true`, `pipeline`, `project`, `ref` and `job` expanded with
+    /// the job's variables without the dependencies' dotenv (GitLab's
+    /// `simple_variables_without_dependencies`). `artifacts: false` entries require nothing.
+    pub fn cross_dependencies(&self, predefined: &[(String, String)]) -> Vec<CrossNeed> {
+        if !self.cross_needs.iter().any(|n| n.artifacts) {
+            return Vec::new();
+        }
+        let vars: Vec<(String, String)> = self.variables(predefined, &[]).into_iter().map(|v| (v.key, v.value)).collect();
+        let x = |s: &str| pipeline_spec::expand::expand(s, &vars);
+        self.cross_needs
+            .iter()
+            .filter(|n| n.artifacts)
+            .map(|n| CrossNeed {
+                job: x(&n.job),
+                from: match &n.from {
+                    CrossSource::Pipeline { pipeline } => CrossSource::Pipeline { pipeline: x(pipeline) },
+                    CrossSource::Project { project, git_ref } => CrossSource::Project { project: x(project), git_ref: x(git_ref) },
+                },
+                artifacts: true,
+            })
+            .collect()
     }
 
     /// Adds variables from outside the pipeline file (say secrets, known only when the job is

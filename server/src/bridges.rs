@@ -12,7 +12,8 @@
 //!   canceled). A child blocked by a manual job is not finished, so the trigger job keeps
 //!   running, as GitLab's;
 //! - canceling a pipeline cancels its child pipelines (GitLab's cascade), not multi-project
-//!   ones;
+//!   ones: their trigger jobs are canceled and the downstream pipelines run on, as GitLab's
+//!   `CancelPipelineService` does;
 //! - a child that cannot be created (invalid configuration, GitLab's depth limit) fails the
 //!   trigger job with `downstream_pipeline_creation_failed` and the loader's messages
 //!   (`file:line:col`) in its log.
@@ -319,8 +320,9 @@ pub fn downstream_finished(
 }
 
 /// Ends the trigger job's attempt: its log (one line, or the loader's messages), then the
-/// engine's `JobFinished` with the reason on the row.
-async fn finish(
+/// engine's `JobFinished` with the reason on the row. Also ends a job refused before it ran
+/// (`cross_needs::refuse`).
+pub(crate) async fn finish(
     state: &AppState,
     pipeline_id: i64,
     job_id: i64,

@@ -14,6 +14,7 @@ pub mod blob;
 pub mod bridges;
 pub mod clock;
 pub mod config;
+mod cross_needs;
 mod error;
 mod follow;
 pub mod forge;

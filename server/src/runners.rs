@@ -72,7 +72,13 @@ pub async fn request_job(
         let lease_until = now + state.config.lease_ms as i64;
         if let Some(claimed) = state.store.claim_job(&runner, &hash_token(&job_token), now, lease_until).await? {
             state.observe_dispatch(claimed.job.id);
-            let payload = payload(&state, &claimed.job, job_token).await?;
+            let payload = match payload(&state, &claimed.job, job_token).await? {
+                Ok(p) => p,
+                Err(why) => {
+                    crate::cross_needs::refuse(&state, &claimed.job, why).await?;
+                    continue;
+                }
+            };
             let job = &claimed.job;
             tracing::info!(project = %payload.project, pipeline = job.pipeline_id, job = job.id, name = %job.name, attempt = job.attempt, runner = runner.id, "job leased");
             let event = Event::JobStarted { job: job.name.clone(), attempt: job.attempt as u32, now: now as u64 };
@@ -85,7 +91,8 @@ pub async fn request_job(
     }
 }
 
-async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<JobPayload> {
+/// The job's payload, or why it cannot start (a `needs:pipeline`/`needs:project` job not found).
+async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Result<JobPayload, String>> {
     let mut template: JobTemplate = serde_json::from_str(&job.spec)
         .map_err(|e| Error::Internal(crate::store::StoreError::corrupt(format!("the spec of job {}", job.id), e).into()))?;
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
@@ -110,11 +117,18 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
         }
     }
     let predefined = template.job.predefined(&ctx, u64::try_from(job.id).unwrap_or(0));
+    match crate::cross_needs::resolve(state, &pipeline, &template.job, &predefined).await? {
+        Ok(found) => {
+            dependencies.extend(found.dependencies);
+            dotenv.extend(found.dotenv);
+        }
+        Err(why) => return Ok(Err(why)),
+    }
     let signing_key = signing_key_for(&state.config, &template.job, &ctx);
     let mut git = template.git.clone();
     git.path = protocol::paths::git(job.id);
     let reuse = state.config.project(&pipeline.project).and_then(|p| crate::reuse::offer(p, &template, &ctx));
-    Ok(JobPayload {
+    Ok(Ok(JobPayload {
         job_id: job.id,
         pipeline_id: job.pipeline_id,
         project: pipeline.project,
@@ -129,7 +143,7 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Job
         signing_key,
         log_in_finish: true,
         reuse,
-    })
+    }))
 }
 
 /// The signing key a job receives: the server's `[signing]` key, for a job with a
@@ -334,7 +348,8 @@ pub async fn download_artifacts(
     let job = job_for(&state, id, &headers).await?;
     let template: JobTemplate = serde_json::from_str(&job.spec).map_err(|e| Error::Internal(e.into()))?;
     let dep_row = state.store.job(dep).await?.ok_or(Error::NotFound("job"))?;
-    if dep_row.pipeline_id != job.pipeline_id || !template.job.dependencies.contains(&dep_row.name) {
+    let local = dep_row.pipeline_id == job.pipeline_id && template.job.dependencies.contains(&dep_row.name);
+    if !local && !crate::cross_needs::may_download(&state, &job, &template, &dep_row).await? {
         return Err(Error::Forbidden("a job token only reaches the artifacts of that job's dependencies"));
     }
     let Some(digest) = dep_row.artifacts.as_deref().and_then(|d| d.strip_prefix("sha256:")) else {

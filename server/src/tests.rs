@@ -39,6 +39,7 @@ pub(crate) fn spec(node: JobNode) -> String {
         manual: false,
         coverage: None,
         environment: None,
+        cross_needs: vec![],
     };
     let template = JobTemplate {
         node,
@@ -268,4 +269,73 @@ async fn a_restart_hands_on_a_group_whose_holder_finished_while_down() {
     crate::pipelines::resume_resource_groups(&restarted).await.unwrap();
     assert_eq!(restarted.store.resource_holder("app", "prod").await.unwrap(), Some((ids[1], 1)));
     assert_eq!(status(&restarted, 1).await, JobStatus::Pending);
+}
+
+/// `bridges::resume`: a `strategy: depend` trigger job whose child pipeline ended while the
+/// server was down (the end never reached it) is started again by the next server and takes
+/// the child's status, as GitLab's `inherit_status_from_downstream!` gives it — without a
+/// second child (one per trigger job attempt).
+#[tokio::test]
+async fn a_restart_ends_a_trigger_job_whose_child_ended_while_down() {
+    use pipeline_spec::model::{Forward, Strategy, Trigger, TriggerInclude};
+    let dir = tempfile::tempdir().unwrap();
+    let server = state(dir.path()).await;
+    let mut template: JobTemplate = serde_json::from_str(&spec(JobNode::new("t", "test", 0))).unwrap();
+    template.trigger = Some(Trigger {
+        project: None,
+        branch: None,
+        include: vec![TriggerInclude::Local { path: "ci/child.yml".into() }],
+        strategy: Some(Strategy::Depend),
+        forward: Forward { yaml_variables: true, pipeline_variables: false },
+    });
+    let stored = crate::bridges::StoredTrigger { context: pipeline_spec::predefined::Context::default(), downstream: None };
+    let new = NewPipeline {
+        project: "app".into(),
+        git_ref: "refs/heads/main".into(),
+        sha: "0".repeat(40),
+        before_sha: None,
+        source: "push".into(),
+        trigger: serde_json::to_string(&stored).unwrap(),
+        created_at: server.now_ms(),
+        needs_approval: false,
+        upstream: None,
+    };
+    let Recorded::Created(parent) = server.store.record_pipeline("parent", &new).await.unwrap() else { panic!("a new delivery") };
+    let job = NewJob {
+        name: "t".into(),
+        stage: "test".into(),
+        stage_index: 0,
+        tags: vec![],
+        spec: serde_json::to_string(&template).unwrap(),
+        resource_group: None,
+    };
+    let ids = server.store.save_plan(parent, &[job], PipelineStatus::Pending, server.now_ms()).await.unwrap();
+    process(&server, parent, vec![Event::Start { now: server.now_ms() as u64 }], vec![]).await.unwrap();
+    // Nobody runs trigger jobs here (no `serve` task): the server "stopped" with `t` running.
+    assert_eq!(server.store.job(ids[0]).await.unwrap().unwrap().status, JobStatus::Running);
+    // Its child (the delivery id of `t`'s first attempt) ran and passed meanwhile.
+    let (child, child_jobs) = started(&server, &format!("trigger:{}:1", ids[0]), vec![JobNode::new("unit", "test", 0)]).await;
+    let now = server.now_ms() as u64;
+    let run = vec![
+        Event::JobStarted { job: "unit".into(), attempt: 1, now },
+        Event::JobFinished { job: "unit".into(), attempt: 1, outcome: Outcome::Success, now },
+    ];
+    process(&server, child, run, vec![]).await.unwrap();
+    assert_eq!(server.store.job(child_jobs[0]).await.unwrap().unwrap().status, JobStatus::Success);
+    assert_eq!(server.store.job(ids[0]).await.unwrap().unwrap().status, JobStatus::Running, "the child's end did not reach `t`");
+    drop(server);
+
+    let restarted = state(dir.path()).await;
+    crate::bridges::resume(&restarted).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let row = restarted.store.job(ids[0]).await.unwrap().unwrap();
+        if row.status.is_complete() || std::time::Instant::now() > deadline {
+            break row.status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(status, JobStatus::Success);
+    assert_eq!(restarted.store.pipeline(parent).await.unwrap().unwrap().status, PipelineStatus::Success);
+    assert_eq!(restarted.store.pipelines(Some("app"), 10).await.unwrap().len(), 2, "no second child");
 }

@@ -184,3 +184,76 @@ fn multi_project_trigger_runs_from_project_dir_or_is_reported_not_run_locally() 
     assert!(downstream(&r, "log", "other-job").iter().any(|e| e["line"] == "other source=pipeline branch=release up=up"), "{}", r.debug());
     assert!(other.path().join(".piste/pipelines").is_dir(), "the other project's run is kept in its own `.piste/`");
 }
+
+/// GitLab's `needs:pipeline:job` (docs: "Use `needs:pipeline:job` to fetch artifacts from an
+/// upstream pipeline"; `Ci::BuildDependencies#cross_pipeline`): a child job receives the
+/// artifacts and dotenv variables of a job of its parent, the pipeline id passed down as
+/// `PARENT_PIPELINE_ID: $CI_PIPELINE_ID`. The current pipeline's id, or an id that is not
+/// above it, gives no dependency, and the job fails `missing_dependency_failure` without
+/// running ("could not retrieve the needed artifacts").
+#[test]
+fn needs_pipeline_job_fetches_the_parent_jobs_artifacts_and_dotenv_in_a_child() {
+    let parent = |child_need: &str| {
+        format!(
+            r#"stages: [build, child]
+build:
+  stage: build
+  script:
+    - mkdir -p out && echo from-parent > out/file.txt
+    - echo BUILD_VERSION=1.2.3 > build.env
+  artifacts:
+    paths: [out/]
+    reports:
+      dotenv: build.env
+child:
+  stage: child
+  variables:
+    PARENT_PIPELINE_ID: $CI_PIPELINE_ID
+  trigger:
+    include: child.yml
+    strategy: depend
+# {child_need}
+"#
+        )
+    };
+    let child = |pipeline: &str| {
+        format!(
+            "use:\n  needs:\n    - pipeline: {pipeline}\n      job: build\n  script:\n    - echo \"got=$(cat out/file.txt) version=$BUILD_VERSION\"\n"
+        )
+    };
+    let good = Project::new(&parent("good"));
+    good.write("child.yml", &child("$PARENT_PIPELINE_ID"));
+    good.commit();
+    let r = good.run(&["--executor", "shell"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert!(downstream(&r, "log", "use").iter().any(|e| e["line"] == "got=from-parent version=1.2.3"), "{}", r.debug());
+
+    let own = Project::new(&parent("own id"));
+    own.write("child.yml", &child("$CI_PIPELINE_ID"));
+    own.commit();
+    let r = own.run(&["--executor", "shell"]);
+    assert_eq!((r.code, r.status("child")), (Some(1), "failed".into()), "{}", r.debug());
+    let used = downstream(&r, "job_finished", "use");
+    let reason = used[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("could not retrieve the needed artifacts") && reason.contains("is this pipeline"), "{}", r.debug());
+    assert!(downstream(&r, "log", "use").is_empty(), "the script never ran: {}", r.debug());
+
+    // A top pipeline has no parent: `$PARENT_PIPELINE_ID` is unset.
+    let top = Project::new("use:\n  needs:\n    - pipeline: $PARENT_PIPELINE_ID\n      job: build\n  script: [echo never]\n");
+    let r = top.run(&["--executor", "shell"]);
+    assert_eq!(r.code, Some(1), "{}", r.debug());
+    let reason = r.finished("use")[0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("expands to nothing") && reason.contains("PARENT_PIPELINE_ID: $CI_PIPELINE_ID"), "{reason}");
+}
+
+/// `needs:project` fetches from another project's pipelines, which `piste run` does not have:
+/// the job runs without those artifacts and its log says so and what to do.
+#[test]
+fn needs_project_is_reported_in_the_job_log_under_piste_run() {
+    let p = Project::new("use:\n  needs:\n    - project: group/lib\n      job: package\n      ref: main\n  script: [echo ran]\n");
+    let r = p.run(&["--executor", "shell"]);
+    assert_eq!((r.code, r.status("use")), (Some(0), "success".into()), "{}", r.debug());
+    let log = r.log("use").join("\n");
+    assert!(log.contains("`needs:project` `group/lib` (job `package`, ref `main`) is not fetched by `piste run`"), "{log}");
+    assert!(log.contains("piste server"), "{log}");
+}

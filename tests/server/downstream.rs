@@ -266,3 +266,43 @@ async fn child_pipelines_from_another_projects_file_and_from_a_template_run() {
     let log = http.log(job_id(&from_template, "template-child")).await;
     assert!(log.contains("template child source=parent_pipeline"), "{log}");
 }
+
+/// GitLab's `Ci::CancelPipelineService` cascades to child pipelines only (its comment: "for
+/// parent child-pipelines only (not multi-project)"): canceling the upstream cancels its
+/// trigger job, `strategy: depend` or not, and the multi-project pipeline it started runs on to
+/// its own end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceling_the_upstream_cancels_its_trigger_job_but_not_a_multi_project_downstream() {
+    let gate = tempfile::tempdir().unwrap();
+    let open = gate.path().join("open");
+    let forge = Forge::new("to-other:\n  trigger:\n    project: group/other\n    strategy: depend\n");
+    let other =
+        Forge::new(&format!("gated:\n  script:\n    - while [ ! -f {} ]; do sleep 0.1; done\n    - echo gate-opened\n", open.display()));
+    other.push("main", "main");
+    let extra =
+        format!("[[project]]\nname = \"group/other\"\nrepo = \"{}\"\nwebhook_secret = \"{SECRET}\"\ntriggered_by = [\"app\"]\n", other.url);
+    let server = Server::start(&forge, 5000, &extra);
+    let http = Http::new(&server);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let parent = push(&forge, &http, "mc-1").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let downstream = loop {
+        let v = get(&http, &format!("/api/v1/pipelines/{parent}")).await;
+        if let Some(id) = v["downstream"].as_array().and_then(|d| d.first()).and_then(|d| d["id"].as_i64()) {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no downstream pipeline in 60 s: {v:#}\n{}", server.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    http.wait_job_status(downstream, "gated", &["running"], 60).await;
+    let r = http.client.post(format!("{}/api/v1/pipelines/{parent}/cancel", http.base)).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let p = http.wait_status(parent, &["canceled"], 60).await;
+    assert_eq!(p["jobs"][0]["status"], "canceled", "{p:#}");
+    let d = get(&http, &format!("/api/v1/pipelines/{downstream}")).await;
+    assert_eq!((d["status"].as_str(), d["jobs"][0]["status"].as_str()), (Some("running"), Some("running")), "{d:#}");
+    std::fs::write(&open, "").unwrap();
+    let d = http.wait_status(downstream, &["success", "failed", "canceled"], 60).await;
+    assert_eq!(d["status"], "success", "the downstream ran to its end: {d:#}");
+    assert_eq!(http.wait_status(parent, &["canceled"], 10).await["jobs"][0]["status"], "canceled", "and the trigger job stays canceled");
+}

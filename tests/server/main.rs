@@ -8,6 +8,7 @@ mod at_rest;
 mod auto_cancel;
 mod both_ways;
 mod browser;
+mod cross_needs;
 mod delivery;
 mod downstream;
 mod failures;

@@ -758,7 +758,7 @@ pub(super) fn check_cross_job(cx: &mut Cx, p: &Pipeline) {
         let my_stage = idx(job);
         let check_needs = |cx: &mut Cx, needs: &[crate::model::Need], key: &str| {
             for need in needs {
-                if need.cross_pipeline {
+                if need.cross.is_some() {
                     continue;
                 }
                 match p.jobs.get(&need.job).or_else(|| crate::plan::instance_of(&p.jobs, &need.job)) {

@@ -7,7 +7,9 @@ use indexmap::IndexMap;
 use crate::diag::{Diagnostic, suggest};
 use crate::duration;
 use crate::expr::Expr;
-use crate::model::{AllowFailure, AutoCancel, Condition, Need, OnJobFailure, OnNewCommit, Policy, Retry, Rule, Variable, When};
+use crate::model::{
+    AllowFailure, AutoCancel, Condition, CrossSource, Need, OnJobFailure, OnNewCommit, Policy, Retry, Rule, Variable, When,
+};
 use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
@@ -574,39 +576,78 @@ impl<'a> Cx<'a> {
         for it in items {
             match &it.value {
                 Value::Str(s) => {
-                    out.push(Need { job: s.clone(), span: it.span, artifacts: true, optional: false, matrix: None, cross_pipeline: false })
+                    out.push(Need { job: s.clone(), span: it.span, artifacts: true, optional: false, matrix: None, cross: None })
                 }
                 Value::Map(m) => {
-                    self.check_keys(m, &["job", "artifacts", "optional", "parallel", "project", "ref", "pipeline"], key);
-                    let cross = m.contains_key("project") || m.contains_key("pipeline");
-                    if cross {
-                        self.push(
-                            Diagnostic::warning(
-                                it.span,
-                                "piste does not run `needs:project` or `needs:pipeline`: the job neither waits for that pipeline nor receives its artifacts",
-                            )
-                            .key(key)
-                            .help("pass what the job needs as artifacts of a job of this pipeline, or as variables"),
-                        );
+                    if let Some(need) = self.need_map(m, it.span, key) {
+                        out.push(need);
                     }
-                    let Some(job) = m.get("job").and_then(|e| self.string(&e.value, key)) else {
-                        if !cross {
-                            self.err(it.span, key, "a `needs` entry needs `job:`");
-                        }
-                        continue;
-                    };
-                    let artifacts = m.get("artifacts").and_then(|e| self.bool(&e.value, key)).unwrap_or(true);
-                    let optional = m.get("optional").and_then(|e| self.bool(&e.value, key)).unwrap_or(false);
-                    let matrix = m.get("parallel").and_then(|p| {
-                        let pm = self.map(&p.value, key)?;
-                        pm.get("matrix").map(|mx| self.matrix(&mx.value, key))
-                    });
-                    out.push(Need { job, span: it.span, artifacts, optional, matrix, cross_pipeline: cross });
                 }
                 _ => self.expected(it, key, "a job name or a map with `job:`"),
             }
         }
         out
+    }
+
+    /// One `needs` entry written as a map, sorted as GitLab's `Entry::Need` strategies sort it:
+    /// `project` or `ref` make it `needs:project` (keys `project`, `ref`, `job`, `artifacts`,
+    /// the first three required), `pipeline` with `job` makes it `needs:pipeline:job` (keys
+    /// `pipeline`, `job`, `artifacts`), `pipeline` alone is the deprecated form of a trigger job
+    /// mirroring an upstream pipeline (not run), anything else a need of this pipeline.
+    fn need_map(&mut self, m: &Map, span: Span, key: &str) -> Option<Need> {
+        let project_need = m.contains_key("project") || m.contains_key("ref");
+        let pipeline_need = !project_need && m.contains_key("pipeline");
+        if pipeline_need && !m.contains_key("job") {
+            self.check_keys(m, &["pipeline"], key);
+            self.push(
+                Diagnostic::warning(
+                    span,
+                    "piste does not run `needs:pipeline` without `job:`: the job neither waits for that pipeline nor mirrors its status",
+                )
+                .key(key)
+                .help("to receive a job's artifacts from the parent pipeline, write `needs: [{pipeline: $PARENT_PIPELINE_ID, job: NAME}]`"),
+            );
+            return None;
+        }
+        let allowed: &[&str] = match (project_need, pipeline_need) {
+            (true, _) => &["project", "ref", "job", "artifacts"],
+            (_, true) => &["pipeline", "job", "artifacts"],
+            _ => &["job", "artifacts", "optional", "parallel"],
+        };
+        self.check_keys(m, allowed, key);
+        let required = |cx: &mut Self, name: &str, what: &str| -> Option<String> {
+            match m.get(name).map(|e| (e, cx.string(&e.value, key))) {
+                Some((_, Some(v))) if !v.trim().is_empty() => Some(v),
+                Some((e, Some(_))) => {
+                    cx.err(e.value.span, key, format!("`{name}` of a `needs` entry is empty: {what}"));
+                    None
+                }
+                Some((_, None)) => None,
+                None => {
+                    cx.err(span, key, format!("this `needs` entry needs `{name}:`: {what}"));
+                    None
+                }
+            }
+        };
+        let job = required(self, "job", "the name of the job whose artifacts this job receives");
+        let cross = if project_need {
+            let project = required(self, "project", "the path of the project, as `group/name`");
+            let git_ref = required(self, "ref", "the branch or tag whose latest successful job is used");
+            Some(CrossSource::Project { project: project?, git_ref: git_ref? })
+        } else if pipeline_need {
+            let pipeline = required(self, "pipeline", "the id of the parent pipeline, say `$PARENT_PIPELINE_ID`");
+            Some(CrossSource::Pipeline { pipeline: pipeline? })
+        } else {
+            None
+        };
+        let job = job?;
+        let artifacts = m.get("artifacts").and_then(|e| self.bool(&e.value, key)).unwrap_or(true);
+        let optional = m.get("optional").and_then(|e| self.bool(&e.value, key)).unwrap_or(false);
+        let matrix = m.get("parallel").and_then(|p| {
+            let pm = self.map(&p.value, key)?;
+            pm.get("matrix").map(|mx| self.matrix(&mx.value, key))
+        });
+        Some(Need { job, span, artifacts, optional, matrix, cross })
     }
 
     /// `parallel:matrix` entries: each a map of variable → value or list of values.

@@ -165,3 +165,90 @@ empty_needs_with_dependencies:
     assert!(sources("empty_needs_with_dependencies").is_empty(), "starts at once, receives nothing");
     assert!(plan.job("empty_needs_with_dependencies").unwrap().needs.as_ref().unwrap().is_empty());
 }
+
+/// GitLab's `Entry::Need` strategies: `pipeline` + `job` is a cross-pipeline dependency
+/// (`CrossPipelineDependency`: keys `pipeline`, `job`, `artifacts`), `project`/`ref` a
+/// cross-project one (`CrossProjectDependency`: `project`, `ref`, `job` required). Both reach
+/// the plan as the job's `cross_needs`, values as written (expanded when the job starts); the
+/// job is a DAG job (`needs` given), so it has no local needs here.
+#[test]
+fn needs_pipeline_job_and_needs_project_reach_the_plan_as_cross_needs() {
+    use pipeline_spec::model::{CrossNeed, CrossSource};
+    let yml = r#"
+test:
+  script: [x]
+  needs:
+    - pipeline: $PARENT_PIPELINE_ID
+      job: build
+    - project: group/lib
+      job: package
+      ref: main
+      artifacts: false
+"#;
+    let plan = plan_for(yml, &[], &Trigger::default());
+    let test = plan.job("test").unwrap();
+    assert_eq!(test.needs.as_deref().map(<[_]>::len), Some(0), "a DAG job without local needs");
+    assert_eq!(
+        test.cross_needs,
+        [
+            CrossNeed { job: "build".into(), from: CrossSource::Pipeline { pipeline: "$PARENT_PIPELINE_ID".into() }, artifacts: true },
+            CrossNeed {
+                job: "package".into(),
+                from: CrossSource::Project { project: "group/lib".into(), git_ref: "main".into() },
+                artifacts: false
+            },
+        ]
+    );
+    let loaded = load_main(yml);
+    assert!(loaded.diagnostics.is_empty(), "no warning either:\n{}", crate::diagnostics(&loaded));
+}
+
+/// GitLab's entries validate presence and allowed keys: `needs:project` needs `ref` and `job`;
+/// `needs:pipeline:job` takes no `optional` (not among its allowed keys); an empty `pipeline`
+/// fails `presence`. Each error at its position.
+#[test]
+fn cross_needs_missing_or_unknown_keys_are_errors_at_their_position() {
+    let yml = r#"
+a:
+  script: [x]
+  needs:
+    - project: group/lib
+      job: package
+b:
+  script: [x]
+  needs:
+    - pipeline: $PARENT_PIPELINE_ID
+      job: build
+      optional: true
+c:
+  script: [x]
+  needs:
+    - pipeline: ''
+      job: build
+d:
+  script: [x]
+  needs:
+    - project: group/lib
+      ref: main
+"#;
+    let loaded = load_main(yml);
+    assert_error(&loaded, 5, 7, "this `needs` entry needs `ref:`: the branch or tag");
+    assert_error(&loaded, 12, 7, "unknown key `optional` in `needs`");
+    assert_error(&loaded, 16, 17, "`pipeline` of a `needs` entry is empty: the id of the parent pipeline");
+    assert_error(&loaded, 21, 7, "this `needs` entry needs `job:`");
+}
+
+/// `needs: [{pipeline: other/project}]` without `job` is GitLab's deprecated way for a trigger
+/// job to mirror an upstream pipeline's status (`BridgeHash`): recognised, not run — a warning
+/// that says which form fetches artifacts.
+#[test]
+fn needs_pipeline_without_job_is_a_warning_saying_what_runs() {
+    let loaded = load_main("up:\n  script: [x]\n  needs:\n    - pipeline: group/upstream\n");
+    assert!(!loaded.has_errors(), "{}", crate::diagnostics(&loaded));
+    let all = crate::diagnostics(&loaded);
+    assert!(
+        all.contains(".gitlab-ci.yml:4:7: warning: job `up`, key `needs`: piste does not run `needs:pipeline` without `job:`"),
+        "{all}"
+    );
+    assert!(all.contains("$PARENT_PIPELINE_ID"), "{all}");
+}

@@ -29,7 +29,13 @@ use crate::run::reuse::{self, ReusedFrom};
 pub struct JobOutputs {
     pub artifacts: Option<Digest>,
     pub dotenv: Vec<(String, String)>,
+    /// Its attempt passed: only such a job is a `needs:pipeline:job` dependency (GitLab's
+    /// `Ci::BuildDependencies` takes `latest.success`).
+    pub success: bool,
 }
+
+/// The jobs' outputs of one pipeline of this run, keyed by job name.
+pub type Outputs = Arc<Mutex<HashMap<String, JobOutputs>>>;
 
 /// Everything the job tasks of one run share.
 pub struct Shared {
@@ -47,7 +53,7 @@ pub struct Shared {
     pub events: Sender<RunEvent>,
     /// Send log lines as events (off when nobody renders them).
     pub stream_logs: bool,
-    pub outputs: Mutex<HashMap<String, JobOutputs>>,
+    pub outputs: Outputs,
     pub default_image: Option<String>,
     pub pipeline_id: u64,
     /// Short unique id of this run, in container names and labels.
@@ -145,11 +151,16 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         return failed(scheduler::FailureReason::UnknownFailure, format!("job `{}` is not in the pipeline", pj.base), started);
     };
     let job_id = shared.pipeline_id * 1000 + index as u64 + 1;
+    let predefined = spec.predefined(&shared.context, job_id);
+    let cross = match super::cross::outputs(&shared, &spec, &predefined) {
+        Ok(c) => c,
+        Err(m) => return failed(scheduler::FailureReason::MissingDependencyFailure, m, started),
+    };
     let dotenv: Vec<(String, String)> = {
         let outputs = shared.outputs.lock().unwrap_or_else(|e| e.into_inner());
-        spec.dependencies.iter().filter_map(|d| outputs.get(d)).flat_map(|o| o.dotenv.clone()).collect()
+        let local = spec.dependencies.iter().filter_map(|d| outputs.get(d)).flat_map(|o| o.dotenv.clone());
+        local.chain(cross.found.iter().flat_map(|(_, o)| o.dotenv.clone())).collect()
     };
-    let predefined = spec.predefined(&shared.context, job_id);
     let log_path = shared.log_dir.join(format!("{}.log", log_name(&pj.name)));
     let key = reuse_key(&shared, &spec, &pj.base, &predefined, &dotenv).await;
     if let Some(key) = &key {
@@ -187,7 +198,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         let (name, log_path) = (pj.name.clone(), log_path.clone());
         async move { logs::pump(name, rx, secret_values, &log_path, events).await }
     });
-    let host = LocalHost { shared: &shared, slot, dependencies: &spec.dependencies };
+    let host = LocalHost { shared: &shared, slot, dependencies: &spec.dependencies, cross: &cross };
     let never = CancellationToken::new();
     let result = job::run(&spec, &env, &host, shared.executor.as_ref(), &log, &cancel, &never).await;
     drop(log);
@@ -205,7 +216,8 @@ pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, c
         };
     };
     if result.outcome != scheduler::Outcome::Canceled {
-        let outputs = JobOutputs { artifacts: result.artifacts, dotenv: result.dotenv.clone() };
+        let success = result.outcome == scheduler::Outcome::Success;
+        let outputs = JobOutputs { artifacts: result.artifacts, dotenv: result.dotenv.clone(), success };
         shared.outputs.lock().unwrap_or_else(|e| e.into_inner()).insert(pj.name.clone(), outputs);
     }
     // Only successes are kept: a reused result never hides a failure.
@@ -319,7 +331,7 @@ async fn replay(
     let read = reader.await.map_err(|e| e.to_string())?;
     pump.await.map_err(|e| e.to_string())?.map_err(|e| format!("{}: {e}", log_path.display()))?;
     read.map_err(|e| format!("the earlier log {log_digest}: {e}"))?;
-    let outputs = JobOutputs { artifacts, dotenv: record.dotenv };
+    let outputs = JobOutputs { artifacts, dotenv: record.dotenv, success: true };
     shared.outputs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), outputs);
     Ok(Attempt {
         outcome: scheduler::Outcome::Success,
@@ -336,6 +348,8 @@ struct LocalHost<'a> {
     shared: &'a Arc<Shared>,
     slot: usize,
     dependencies: &'a [String],
+    /// `needs:pipeline:job` dependencies found above this pipeline, and notes for the log.
+    cross: &'a super::cross::Found,
 }
 
 impl JobHost for LocalHost<'_> {
@@ -363,13 +377,19 @@ impl JobHost for LocalHost<'_> {
     fn has_dependencies(&self) -> bool {
         let outputs = self.shared.outputs.lock().unwrap_or_else(|e| e.into_inner());
         self.dependencies.iter().any(|d| outputs.get(d).is_some_and(|o| o.artifacts.is_some()))
+            || self.cross.found.iter().any(|(_, o)| o.artifacts.is_some())
+            || !self.cross.notes.is_empty()
     }
 
     async fn dependencies(&self, workspace: &Path, log: &LogWriter, _cancel: &CancellationToken) -> Result<(), Failure> {
         let digests: Vec<(String, Digest)> = {
             let outputs = self.shared.outputs.lock().unwrap_or_else(|e| e.into_inner());
-            self.dependencies.iter().filter_map(|d| outputs.get(d).and_then(|o| o.artifacts).map(|a| (d.clone(), a))).collect()
+            let local = self.dependencies.iter().filter_map(|d| outputs.get(d).and_then(|o| o.artifacts).map(|a| (d.clone(), a)));
+            local.chain(self.cross.found.iter().filter_map(|(d, o)| o.artifacts.map(|a| (d.clone(), a)))).collect()
         };
+        for note in &self.cross.notes {
+            log.line(format!("\x1b[33;1mWARNING:\x1b[0;m {note}")).await;
+        }
         for (dep, digest) in digests {
             let (shared, dest) = (self.shared.clone(), workspace.to_owned());
             let extracted = tokio::task::spawn_blocking(move || {

@@ -4,6 +4,7 @@
 //! (`RunJob` → a task on a free workspace slot, `CancelJob` → that task's token) and every
 //! task result becomes an engine event. Concurrency is bounded by the number of slots.
 
+mod cross;
 pub mod events;
 mod inputs;
 mod job;
@@ -173,7 +174,7 @@ pub async fn run_pipeline(
         secrets: config.secrets.clone(),
         events: events.clone(),
         stream_logs: config.stream_logs,
-        outputs: Mutex::new(HashMap::new()),
+        outputs: Arc::new(Mutex::new(HashMap::new())),
         default_image: config.default_image.clone(),
         pipeline_id,
         run_id: run_id(pipeline_id),

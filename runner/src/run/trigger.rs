@@ -67,6 +67,10 @@ pub struct Downstream {
     pub depth: usize,
     /// Trigger jobs from the top pipeline down to this pipeline.
     pub path: Vec<String>,
+    /// The parent-child pipelines above this one (id and jobs' outputs), parent last: where
+    /// `needs:pipeline:job` finds its jobs (`run::cross`). Empty for a multi-project pipeline,
+    /// which starts a hierarchy of its own.
+    pub ancestors: Vec<(u64, super::job::Outputs)>,
 }
 
 /// A downstream pipeline still running when its trigger job was done (no `strategy`).
@@ -373,6 +377,7 @@ async fn prepare_child(
     let mut down = env.clone();
     down.depth += 1;
     down.path.push(job.to_string());
+    down.ancestors.push((shared.context.pipeline_id, shared.outputs.clone()));
     let config = shared.child_config(vars, shared.data_dir.clone(), shared.source_repo.clone(), Some(down));
     Ok(Prepared { pipeline, plan, context, config, kind: "child".into() })
 }
@@ -438,6 +443,7 @@ async fn prepare_project(
     let mut down = env.clone();
     down.depth = 0;
     down.path.push(job.to_string());
+    down.ancestors.clear();
     down.resolver = local.shared_resolver();
     let config = shared.child_config(vars, local.root.join(".piste"), local.root.clone(), Some(down));
     Ok(Prepared { pipeline, plan, context: local.context, config, kind: project.to_string() })
