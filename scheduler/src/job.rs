@@ -8,7 +8,7 @@
 //! precedence, in one function for both paths.
 
 use pipeline_spec::expand::{Var, expand_all};
-use pipeline_spec::model::{ArtifactsWhen, Cache, Forward, Image, Pipeline, Service, Step, When};
+use pipeline_spec::model::{ArtifactsWhen, Cache, Forward, IdToken, Image, Pipeline, Service, Step, When};
 use pipeline_spec::plan::Plan;
 use pipeline_spec::predefined::{Context, JobContext};
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,10 @@ pub struct JobSpec {
     /// starts, giving `CI_ENVIRONMENT_*` ([`JobSpec::variables`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<EnvironmentSpec>,
+    /// `id_tokens:` as written: a piste server signs one per entry when the job is leased and
+    /// adds it as a masked [`Layer::Project`] variable; `piste run` issues none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_tokens: Vec<IdToken>,
 }
 
 /// A job's `environment:` as the runner needs it.
@@ -224,6 +228,7 @@ pub fn job_spec(plan: &Plan, pipeline: &Pipeline, index: usize, outer: &[SpecVar
             action: e.action.clone(),
             tier: e.deployment_tier.clone(),
         }),
+        id_tokens: job.id_tokens.clone(),
     })
 }
 

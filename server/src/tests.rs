@@ -39,6 +39,7 @@ pub(crate) fn spec(node: JobNode) -> String {
         manual: false,
         coverage: None,
         environment: None,
+        id_tokens: vec![],
     };
     let template = JobTemplate {
         node,

@@ -157,6 +157,7 @@ impl FakeState {
                 manual: false,
                 coverage: None,
                 environment: None,
+                id_tokens: Vec::new(),
             },
             predefined: Vec::new(),
             dotenv: Vec::new(),
