@@ -12,6 +12,7 @@ mod delivery;
 mod downstream;
 mod failures;
 mod forge;
+mod id_tokens;
 mod includes;
 mod job_page;
 mod limits;
