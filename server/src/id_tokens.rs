@@ -7,7 +7,8 @@
 //! The key is ES256 (ECDSA P-256, which `ring` can generate; it cannot generate RSA keys):
 //! made by the first server that needs it and stored in the database (`id_token_keys`,
 //! migration `0015`) by an insert that keeps the first row, so every server sharing the
-//! database signs with the same key. `kid` is its RFC 7638 thumbprint. The key is never
+//! database signs with the same key. An operator may give an RSA key instead (`[id_tokens]
+//! key_file`: RS256, GitLab's algorithm). `kid` is the RFC 7638 thumbprint. The key is never
 //! logged: [`SigningKey`]'s `Debug` redacts it. (Web login, where the server is an OpenID
 //! *client*, is `oidc.rs`.)
 
@@ -22,7 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pipeline_spec::model::Audience;
 use pipeline_spec::predefined::Context;
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -34,6 +35,8 @@ pub const JWKS_PATH: &str = "/oauth/discovery/keys";
 /// The stored key's row name and its JWS algorithm.
 const KEY_NAME: &str = "jobs-es256";
 const ALG: &str = "ES256";
+/// The algorithm of an operator's RSA key (GitLab's).
+const RS256: &str = "RS256";
 /// GitLab's `nbf`: five seconds before the token is issued, for relying parties' clock skew.
 const NOT_BEFORE_SKEW_S: i64 = 5;
 
@@ -58,10 +61,16 @@ pub struct Issuer {
 
 /// The private key and its public JWK.
 pub struct SigningKey {
-    pair: EcdsaKeyPair,
+    pair: Pair,
     /// The public key as a JWK, `kid` included.
     jwk: Value,
     kid: String,
+}
+
+enum Pair {
+    Es256(EcdsaKeyPair),
+    /// The operator's key (`[id_tokens] key_file`).
+    Rs256(RsaKeyPair),
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -83,33 +92,67 @@ impl SigningKey {
             [4, rest @ ..] if rest.len() == 64 => (URL_SAFE_NO_PAD.encode(&rest[..32]), URL_SAFE_NO_PAD.encode(&rest[32..])),
             _ => return Err(bad()),
         };
-        let kid = thumbprint(&x, &y);
+        let kid = thumbprint(&format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#));
         let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "sig", "alg": ALG});
-        Ok(SigningKey { pair, jwk, kid })
+        Ok(SigningKey { pair: Pair::Es256(pair), jwk, kid })
+    }
+
+    /// The operator's RSA key (PKCS#8 DER, checked when `piste.toml` was loaded).
+    fn from_rsa(der: &[u8]) -> Result<SigningKey, IssuerError> {
+        let pair = RsaKeyPair::from_pkcs8(der).map_err(|_| IssuerError::BadKey { alg: RS256.into() })?;
+        let public: ring::rsa::PublicKeyComponents<Vec<u8>> = pair.public().into();
+        let (n, e) = (URL_SAFE_NO_PAD.encode(&public.n), URL_SAFE_NO_PAD.encode(&public.e));
+        let kid = thumbprint(&format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#));
+        let jwk = json!({"kty": "RSA", "n": n, "e": e, "kid": kid, "use": "sig", "alg": RS256});
+        Ok(SigningKey { pair: Pair::Rs256(pair), jwk, kid })
+    }
+
+    fn alg(&self) -> &'static str {
+        match self.pair {
+            Pair::Es256(_) => ALG,
+            Pair::Rs256(_) => RS256,
+        }
     }
 
     /// `header.claims.signature`, JWS compact serialisation.
     pub fn sign(&self, claims: &Value) -> Result<String, IssuerError> {
-        let header = json!({"alg": ALG, "kid": self.kid, "typ": "JWT"});
+        let header = json!({"alg": self.alg(), "kid": self.kid, "typ": "JWT"});
         let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
-        // `FIXED` signatures are `r || s`, which is what JWS wants for ES256 (RFC 7518 3.4).
-        let sig = self.pair.sign(&SystemRandom::new(), input.as_bytes()).map_err(|_| IssuerError::Sign)?;
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
+        let rng = SystemRandom::new();
+        let sig = match &self.pair {
+            // `FIXED` signatures are `r || s`, which is what JWS wants for ES256 (RFC 7518 3.4).
+            Pair::Es256(pair) => pair.sign(&rng, input.as_bytes()).map_err(|_| IssuerError::Sign)?.as_ref().to_vec(),
+            Pair::Rs256(pair) => {
+                let mut sig = vec![0; pair.public().modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig).map_err(|_| IssuerError::Sign)?;
+                sig
+            }
+        };
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
 }
 
-/// RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace.
-fn thumbprint(x: &str, y: &str) -> String {
-    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+/// RFC 7638: SHA-256 over the key's required members, in lexicographic order without
+/// whitespace (`canonical`).
+fn thumbprint(canonical: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
+/// The algorithm tokens are signed with: the operator's RSA key's, else the generated key's.
+fn configured_alg(state: &AppState) -> &'static str {
+    if state.config.id_tokens.is_some() { RS256 } else { ALG }
+}
+
 impl Issuer {
-    /// The shared signing key: the stored one, or one generated now and stored unless another
-    /// server stored one first (then theirs).
+    /// The signing key: the operator's RSA key when `[id_tokens] key_file` names one; else the
+    /// shared stored one, or one generated now and stored unless another server stored one
+    /// first (then theirs).
     pub async fn key(&self, state: &AppState) -> Result<Arc<SigningKey>, IssuerError> {
         self.key
             .get_or_try_init(|| async {
+                if let Some(ids) = &state.config.id_tokens {
+                    return Ok(Arc::new(SigningKey::from_rsa(&ids.key_der)?));
+                }
                 let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                     .map_err(|_| IssuerError::Generate)?;
                 let candidate = StoredKey { alg: ALG.into(), pkcs8: pkcs8.as_ref().to_vec() };
@@ -130,7 +173,7 @@ pub async fn discovery(State(state): State<Arc<AppState>>) -> Response {
         "jwks_uri": format!("{issuer}{JWKS_PATH}"),
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [ALG],
+        "id_token_signing_alg_values_supported": [configured_alg(&state)],
         "claims_supported": CLAIMS,
     });
     cached(Json(doc))
@@ -305,6 +348,43 @@ mod tests {
         assert!(!format!("{k:?}").contains(x), "{k:?}");
         let bad = SigningKey::from_stored(&StoredKey { alg: "RS256".into(), pkcs8: vec![1, 2] });
         assert!(matches!(bad, Err(IssuerError::BadKey { .. })));
+    }
+
+    /// An operator's RSA key (`[id_tokens] key_file`, made by `openssl`) signs RS256 tokens
+    /// that verify against its JWK's `n` and `e`; `kid` is RFC 7638's RSA thumbprint.
+    #[test]
+    fn an_operators_rsa_key_signs_rs256() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+            .output()
+            .expect("openssl (Debian's openssl package)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(dir.path().join("ids.pem"), &out.stdout).unwrap();
+        let file = dir.path().join("piste.toml");
+        std::fs::write(&file, "[id_tokens]\nkey_file = \"ids.pem\"\n").unwrap();
+        let config = crate::config::Config::load(&file).unwrap();
+        let k = SigningKey::from_rsa(&config.id_tokens.as_ref().unwrap().key_der).unwrap();
+        assert_eq!((k.alg(), &k.jwk["kty"], &k.jwk["alg"]), (RS256, &json!("RSA"), &json!("RS256")));
+        let (n, e) = (k.jwk["n"].as_str().unwrap(), k.jwk["e"].as_str().unwrap());
+        assert_eq!(k.kid, URL_SAFE_NO_PAD.encode(Sha256::digest(format!("{{\"e\":\"{e}\",\"kty\":\"RSA\",\"n\":\"{n}\"}}"))));
+        let token = k.sign(&json!({"sub": "s"})).unwrap();
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!((&header["alg"], &header["kid"]), (&json!("RS256"), &json!(k.kid)));
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let public =
+            ring::signature::RsaPublicKeyComponents { n: URL_SAFE_NO_PAD.decode(n).unwrap(), e: URL_SAFE_NO_PAD.decode(e).unwrap() };
+        public.verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, input.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap()).unwrap();
+        assert!(!format!("{config:?}").contains(&n[..40]), "the configuration's Debug shows no key");
+
+        // An EC key is refused at load, saying what is wanted.
+        let ec = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .output()
+            .unwrap();
+        std::fs::write(dir.path().join("ids.pem"), &ec.stdout).unwrap();
+        let err = crate::config::Config::load(&file).unwrap_err().to_string();
+        assert!(err.contains("`[id_tokens] key_file`") && err.contains("not an RSA key"), "{err}");
     }
 
     /// GitLab's `sub` and `ref_*` for a branch, a tag and a merge request (its source branch);

@@ -166,3 +166,33 @@ async fn jobs_get_signed_id_tokens_that_verify_against_the_published_keys() {
     assert!(http.log(fork_job).await.contains("token=[] set="), "no token for a fork");
     assert_eq!(token_in(&http, fork_job, "vault.jwt").await, "");
 }
+
+/// With `[id_tokens] key_file` (an operator's RSA key, which every server of a database is
+/// given), tokens are RS256 as GitLab's, and the discovery document and JWKS say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_rsa_key_signs_rs256_tokens() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id-tokens.pem");
+    let out = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .arg(&key)
+        .output()
+        .expect("openssl (Debian's openssl package)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let forge = Forge::new(PIPELINE);
+    let (before, after) = forge.push("main", "first");
+    let extra = format!("external_url = \"http://127.0.0.1:{{PORT}}\"\n[id_tokens]\nkey_file = {:?}", key.display().to_string());
+    let server = Server::start(&forge, 10_000, &extra);
+    let _runner = RunnerProc::start(&server, "node", "shell");
+    let http = Http::new(&server);
+
+    let p = finished(&http, http.gitlab_hook(gitlab_push("main", &before, &after, "first"), Some(SECRET), "r-1").await).await;
+    let token = token_in(&http, job_id(&p, "vault"), "vault.jwt").await;
+    let v = verify(&server, &token, "https://vault.example.test");
+    assert_eq!(v["header"]["alg"], "RS256");
+    assert_eq!(v["discovery"]["id_token_signing_alg_values_supported"], serde_json::json!(["RS256"]));
+    assert_eq!(v["claims"]["sub"], "project_path:app:ref_type:branch:ref:main");
+    let jwks: Value = reqwest::get(format!("{}/oauth/discovery/keys", server.url)).await.unwrap().json().await.unwrap();
+    assert_eq!((&jwks["keys"][0]["kty"], &jwks["keys"][0]["kid"]), (&"RSA".into(), &v["header"]["kid"]));
+    assert!(jwks["keys"][0].get("d").is_none(), "never the private part");
+}
