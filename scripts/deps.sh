@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages piste's tests use, moto (an S3-compatible server from PyPI, for
-# the object storage tests) and oidc-provider-mock (an OpenID provider from PyPI, for the login
-# test), when they are missing.
+# the object storage tests), oidc-provider-mock (an OpenID provider from PyPI, for the login
+# test) and PyJWT (for the ID token test), when they are missing.
 # Run as root (CI and these build machines are root); otherwise prints the command to run.
 set -euo pipefail
 
@@ -35,6 +35,18 @@ if ! command -v oidc-provider-mock >/dev/null 2>&1; then
 		echo "pip installed oidc-provider-mock but \`oidc-provider-mock\` is not on PATH ($PATH)" >&2
 		exit 1
 	}
+fi
+
+# PyJWT with its crypto extra: an independent check of the ID tokens the server signs
+# (tests/server/id_tokens.rs verifies them against the published JWKS).
+if ! python3 -c 'import jwt, jwt.algorithms; jwt.algorithms.ECAlgorithm' >/dev/null 2>&1; then
+	pip=$(command -v pip3 || command -v pip || true)
+	if [[ -z $pip ]]; then
+		echo "PyJWT is missing and there is no pip: install Python 3 with pip, then: pip install 'pyjwt[crypto]'" >&2
+		exit 1
+	fi
+	echo "installing pyjwt[crypto] with $pip" >&2
+	"$pip" install --quiet 'pyjwt[crypto]'
 fi
 
 # nginx + fcgiwrap (https git), openssh (ssh git): transport tests; docker-registry, skopeo, umoci,

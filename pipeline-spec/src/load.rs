@@ -22,6 +22,9 @@ pub struct LoadOptions {
     /// A child pipeline is loaded (`trigger:include`): `include:artifact` reads the parent's
     /// artifacts through [`IncludeResolver::artifact`].
     pub child: bool,
+    /// Whoever runs the pipeline issues `id_tokens` (a piste server does); when not (`piste
+    /// run`, `piste lint`), each `id_tokens:` is a warning saying how to give the values.
+    pub id_tokens_issued: bool,
 }
 
 impl Default for LoadOptions {
@@ -32,6 +35,7 @@ impl Default for LoadOptions {
             variables: Vec::new(),
             max_needs: crate::parse::MAX_NEEDS,
             child: false,
+            id_tokens_issued: false,
         }
     }
 }
@@ -102,7 +106,7 @@ pub fn load(display: &str, path: &str, text: &str, resolver: &dyn IncludeResolve
         extends_failed.extend(top.keys().cloned());
     }
     let built_from = diagnostics.len();
-    let pipeline = build_pipeline(*top, span, &extends_failed, options.max_needs, &mut diagnostics);
+    let pipeline = build_pipeline(*top, span, &extends_failed, options, &mut diagnostics);
     sites.annotate(&mut diagnostics[built_from..]);
     if incomplete {
         for d in diagnostics.iter_mut().filter(|d| d.is_invalid() && follows_from_missing_include(d, &own_extends_failed)) {

@@ -327,6 +327,23 @@ pub struct Environment {
     pub auto_stop_in: Option<String>,
 }
 
+/// One `id_tokens:` entry: the variable that receives the token and the audience it names.
+/// A piste server signs one per entry when the job is leased; `piste run` issues none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdToken {
+    pub name: String,
+    pub aud: Audience,
+}
+
+/// `aud:` as written (`$VARS` expanded when the token is signed): GitLab puts a string in the
+/// token's `aud` claim as a string and a list as a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parallel {
     Count(u32),
@@ -484,6 +501,8 @@ pub struct Job {
     pub trigger: Option<Trigger>,
     /// `run:` (GitLab's CI/CD Steps): steps run in order instead of `script`.
     pub steps: Vec<Step>,
+    /// `id_tokens:`, in the order written.
+    pub id_tokens: Vec<IdToken>,
 }
 
 /// One entry of a job's `run:` list. Two steps are equal when their name and action are: the

@@ -8,7 +8,7 @@
 //! precedence, in one function for both paths.
 
 use pipeline_spec::expand::{Var, expand_all};
-use pipeline_spec::model::{ArtifactsWhen, Cache, CrossNeed, CrossSource, Forward, Image, Pipeline, Service, Step, When};
+use pipeline_spec::model::{ArtifactsWhen, Cache, CrossNeed, CrossSource, Forward, IdToken, Image, Pipeline, Service, Step, When};
 use pipeline_spec::plan::Plan;
 use pipeline_spec::predefined::{Context, JobContext};
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,10 @@ pub struct JobSpec {
     /// the local dependencies'.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cross_needs: Vec<CrossNeed>,
+    /// `id_tokens:` as written: a piste server signs one per entry when the job is leased and
+    /// adds it as a masked [`Layer::Project`] variable; `piste run` issues none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_tokens: Vec<IdToken>,
 }
 
 /// A job's `environment:` as the runner needs it.
@@ -238,6 +242,7 @@ pub fn job_spec(plan: &Plan, pipeline: &Pipeline, index: usize, outer: &[SpecVar
             tier: e.deployment_tier.clone(),
         }),
         cross_needs: pj.cross_needs.clone(),
+        id_tokens: job.id_tokens.clone(),
     })
 }
 

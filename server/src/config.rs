@@ -80,6 +80,15 @@
 //! key_file = "signing.pem"                 # PKCS#8 ECDSA P-256; jobs never see it
 //! # unprotected = false                    # sign images of unprotected refs too
 //! ```
+//!
+//! Jobs' ID tokens (`id_tokens:`) are signed with ES256 by a key the server generates and keeps
+//! in its database; to sign them with RS256 instead (GitLab's algorithm, for relying parties
+//! that take nothing else), give every server the same RSA key:
+//!
+//! ```toml
+//! [id_tokens]
+//! key_file = "id-tokens.pem"               # PKCS#8 RSA (openssl genpkey -algorithm RSA)
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -152,6 +161,10 @@ pub struct Config {
     /// `[signing]`: the key images built by `piste/image-build@v1` are signed with.
     #[serde(default)]
     pub signing: Option<SigningConfig>,
+    /// `[id_tokens]`: an RSA key to sign jobs' ID tokens with (RS256) instead of the generated
+    /// ES256 one.
+    #[serde(default)]
+    pub id_tokens: Option<IdTokensConfig>,
 }
 
 fn default_max_needs() -> usize {
@@ -234,11 +247,30 @@ impl std::fmt::Debug for SigningConfig {
     }
 }
 
-/// Checks that `pem` is an unencrypted PKCS#8 ECDSA P-256 key, as the runner's signer takes.
-fn check_signing_key(pem: &str) -> Result<(), String> {
+/// `[id_tokens]`: jobs' ID tokens are signed with this RSA key (RS256) rather than with the
+/// ES256 key the server generates. Every server sharing a database must be given the same file.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdTokensConfig {
+    /// A PKCS#8 PEM RSA private key (`openssl genpkey -algorithm RSA -pkeyopt
+    /// rsa_keygen_bits:2048`), relative to `piste.toml`.
+    pub key_file: PathBuf,
+    /// The key (PKCS#8 DER), read and checked by [`Config::load`].
+    #[serde(skip)]
+    pub key_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for IdTokensConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdTokensConfig").field("key_file", &self.key_file).finish_non_exhaustive()
+    }
+}
+
+/// The DER of the one unencrypted PKCS#8 `PRIVATE KEY` block of `pem`.
+fn pkcs8_der(pem: &str) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
-    if pem.contains("BEGIN EC PRIVATE KEY") {
-        return Err("it is a SEC1 key (`EC PRIVATE KEY`): convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY`".into());
+    if pem.contains("BEGIN EC PRIVATE KEY") || pem.contains("BEGIN RSA PRIVATE KEY") {
+        return Err("it is not PKCS#8 (`EC`/`RSA PRIVATE KEY`): convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY`".into());
     }
     if pem.contains("ENCRYPTED") {
         return Err("it is encrypted: give an unencrypted PKCS#8 key (`openssl pkcs8 -topk8 -nocrypt -in KEY`)".into());
@@ -250,11 +282,25 @@ fn check_signing_key(pem: &str) -> Result<(), String> {
         .skip(1)
         .take_while(|l| *l != "-----END PRIVATE KEY-----")
         .collect();
-    let der = base64::engine::general_purpose::STANDARD
+    Ok(base64::engine::general_purpose::STANDARD
         .decode(body.as_bytes())
         .ok()
         .filter(|d| !d.is_empty())
-        .ok_or("it holds no PEM `PRIVATE KEY` block")?;
+        .ok_or("it holds no PEM `PRIVATE KEY` block")?)
+}
+
+/// Checks that `pem` is an unencrypted PKCS#8 RSA key `ring` signs RS256 with; its DER.
+fn check_id_tokens_key(pem: &str) -> Result<Vec<u8>, String> {
+    let der = pkcs8_der(pem)?;
+    match ring::signature::RsaKeyPair::from_pkcs8(&der) {
+        Ok(_) => Ok(der),
+        Err(e) => Err(format!("it is not an RSA key of 2048 to 8192 bits ({e})")),
+    }
+}
+
+/// Checks that `pem` is an unencrypted PKCS#8 ECDSA P-256 key, as the runner's signer takes.
+fn check_signing_key(pem: &str) -> Result<(), String> {
+    let der = pkcs8_der(pem)?;
     let rng = ring::rand::SystemRandom::new();
     ring::signature::EcdsaKeyPair::from_pkcs8(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING, &der, &rng)
         .map(|_| ())
@@ -627,6 +673,7 @@ impl Default for Config {
             includes: IncludesConfig::default(),
             max_needs: default_max_needs(),
             signing: None,
+            id_tokens: None,
         }
     }
 }
@@ -686,6 +733,18 @@ impl Config {
             })?;
             signing.key_file = file;
             signing.key_pem = pem;
+        }
+        if let Some(ids) = config.id_tokens.as_mut() {
+            let file = absolute(&base.join(&ids.key_file)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let pem = std::fs::read_to_string(&file).map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("`[id_tokens] key_file`: cannot read `{}`: {e}", file.display()),
+            })?;
+            ids.key_der = check_id_tokens_key(&pem).map_err(|why| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("`[id_tokens] key_file` `{}`: {why}", file.display()),
+            })?;
+            ids.key_file = file;
         }
         for project in &mut config.projects {
             if is_relative_folder(&project.repo) {

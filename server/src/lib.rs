@@ -19,6 +19,7 @@ mod error;
 mod follow;
 pub mod forge;
 pub mod git;
+pub mod id_tokens;
 pub mod includes;
 pub mod limits;
 pub mod live;
@@ -110,6 +111,8 @@ pub struct AppState {
     sealing: Arc<tokio::sync::Semaphore>,
     /// The OpenID Connect provider's metadata and keys (web login), fetched when first needed.
     oidc: oidc::Oidc,
+    /// The key that signs jobs' ID tokens, loaded from the store when first needed.
+    pub id_tokens: id_tokens::Issuer,
     /// Commit statuses waiting to be posted to the forges.
     pub forge: forge::Poster,
     /// Pipelines that changed, for live pages.
@@ -179,6 +182,7 @@ impl AppState {
             timer: tokio::sync::Notify::new(),
             sealing: Arc::new(tokio::sync::Semaphore::new(SEALS_AT_ONCE)),
             oidc: oidc::Oidc::new(&roots),
+            id_tokens: id_tokens::Issuer::default(),
             forge: forge::Poster::new(&roots),
             changes: live::Changes::default(),
             includes,
@@ -432,6 +436,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/jobs/{id}/artifacts", get(artifacts::browse))
         .route("/jobs/{id}/artifacts/{*path}", get(artifacts::view))
         .route("/runners", get(pages::runners))
+        .route("/.well-known/openid-configuration", get(id_tokens::discovery))
+        .route(id_tokens::JWKS_PATH, get(id_tokens::jwks))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/pipelines", get(api::list_pipelines))

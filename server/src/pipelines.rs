@@ -106,7 +106,9 @@ fn plan_commit(
     let mut variables = ctx.pipeline_variables();
     variables.extend(project.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
     variables.extend(downstream.iter().flat_map(|d| d.variables.iter().cloned()));
-    let options = LoadOptions { variables: variables.clone(), max_needs: state.config.max_needs, ..LoadOptions::default() };
+    // This server issues `id_tokens` (`id_tokens.rs`): no warning that they stay unset.
+    let options =
+        LoadOptions { variables: variables.clone(), max_needs: state.config.max_needs, id_tokens_issued: true, ..LoadOptions::default() };
     let loaded = match (child, found) {
         (Some(d), _) => {
             let handle = tokio::runtime::Handle::current();
@@ -763,17 +765,22 @@ fn log_ended(project: &str, pipeline: i64, ended: &[(i64, &str, u32, JobStatus)]
 /// never a fork's merge request that no maintainer approved; see
 /// `ProjectConfig::secrets_for`), as masked raw variables.
 pub fn secret_vars(project: &crate::config::ProjectConfig, row: &PipelineRow, ctx: &Context) -> Vec<SpecVar> {
+    project
+        .secrets_for(ctx.ref_protected, trust(row, ctx))
+        .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project })
+        .collect()
+}
+
+/// Whose code pipeline `row` runs: the project's, a fork's, or a fork's a maintainer approved.
+/// Secrets and ID tokens follow it.
+pub fn trust(row: &PipelineRow, ctx: &Context) -> crate::config::Source {
     use crate::config::Source;
     let approved = row.approval.as_ref().is_some_and(|a| a.by.is_some());
-    let source = match (ctx.from_fork(), approved) {
+    match (ctx.from_fork(), approved) {
         (false, _) => Source::Project,
         (true, false) => Source::Fork,
         (true, true) => Source::ApprovedFork,
-    };
-    project
-        .secrets_for(ctx.ref_protected, source)
-        .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project })
-        .collect()
+    }
 }
 
 /// The predefined-variable context of a recorded pipeline: its trigger (from the webhook,

@@ -72,7 +72,7 @@ pub async fn request_job(
         let lease_until = now + state.config.lease_ms as i64;
         if let Some(claimed) = state.store.claim_job(&runner, &hash_token(&job_token), now, lease_until).await? {
             state.observe_dispatch(claimed.job.id);
-            let payload = match payload(&state, &claimed.job, job_token).await? {
+            let payload = match payload(&state, &claimed.job, runner.id, job_token).await? {
                 Ok(p) => p,
                 Err(why) => {
                     crate::cross_needs::refuse(&state, &claimed.job, why).await?;
@@ -92,7 +92,7 @@ pub async fn request_job(
 }
 
 /// The job's payload, or why it cannot start (a `needs:pipeline`/`needs:project` job not found).
-async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Result<JobPayload, String>> {
+async fn payload(state: &AppState, job: &JobRow, runner_id: i64, token: String) -> ApiResult<Result<JobPayload, String>> {
     let mut template: JobTemplate = serde_json::from_str(&job.spec)
         .map_err(|e| Error::Internal(crate::store::StoreError::corrupt(format!("the spec of job {}", job.id), e).into()))?;
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
@@ -100,6 +100,8 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Res
     if let Some(project) = state.config.project(&pipeline.project) {
         template.job.add_outer(pipelines::secret_vars(project, &pipeline, &ctx));
     }
+    let tokens = id_token_vars(state, &template.job, &pipeline, &ctx, job.id, runner_id).await?;
+    template.job.add_outer(tokens);
     if let Some(mr) = &mut ctx.merge_request {
         mr.diff_base_sha.clone_from(&template.diff_base_sha);
     }
@@ -144,6 +146,44 @@ async fn payload(state: &AppState, job: &JobRow, token: String) -> ApiResult<Res
         log_in_finish: true,
         reuse,
     }))
+}
+
+/// The job's ID tokens (`id_tokens:`), signed now, as masked variables beside the project's
+/// secrets ([`Layer::Project`](scheduler::job::Layer)). The rule secrets follow decides who
+/// gets them (`pipelines::trust`): a fork's merge request nobody approved gets none; an
+/// approved one gets tokens that say its ref is not protected.
+async fn id_token_vars(
+    state: &AppState,
+    spec: &protocol::JobSpec,
+    pipeline: &crate::store::PipelineRow,
+    ctx: &Context,
+    job_id: i64,
+    runner_id: i64,
+) -> ApiResult<Vec<scheduler::job::SpecVar>> {
+    use crate::config::Source;
+    let source = pipelines::trust(pipeline, ctx);
+    if spec.id_tokens.is_empty() || source == Source::Fork {
+        return Ok(Vec::new());
+    }
+    // `aud` sees the job's variables (secrets included, not its dependencies' dotenv), as
+    // GitLab's `expanded_id_token_aud`.
+    let predefined = spec.predefined(ctx, u64::try_from(job_id).unwrap_or(0));
+    let variables: Vec<(String, String)> = spec.variables(&predefined, &[]).into_iter().map(|v| (v.key, v.value)).collect();
+    let issuer = state.external_url();
+    let facts = crate::id_tokens::JobFacts {
+        issuer: &issuer,
+        job_id,
+        runner_id,
+        timeout_s: spec.timeout_s,
+        variables: &variables,
+        ref_protected: ctx.ref_protected && source == Source::Project,
+        now_s: state.now_ms().div_euclid(1000),
+    };
+    let tokens = crate::id_tokens::job_tokens(state, ctx, &spec.id_tokens, &facts).await.map_err(|e| Error::Internal(e.into()))?;
+    Ok(tokens
+        .into_iter()
+        .map(|(key, value)| scheduler::job::SpecVar { key, value, raw: true, masked: true, layer: scheduler::job::Layer::Project })
+        .collect())
 }
 
 /// The signing key a job receives: the server's `[signing]` key, for a job with a

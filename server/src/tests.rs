@@ -40,6 +40,7 @@ pub(crate) fn spec(node: JobNode) -> String {
         coverage: None,
         environment: None,
         cross_needs: vec![],
+        id_tokens: vec![],
     };
     let template = JobTemplate {
         node,

@@ -146,3 +146,23 @@ fn iso8601_utc(s: &str) -> bool {
     let shape = "dddd-dd-ddTdd:dd:ddZ";
     s.len() == shape.len() && s.chars().zip(shape.chars()).all(|(c, f)| if f == 'd' { c.is_ascii_digit() } else { c == f })
 }
+
+/// `piste run` issues no ID token (a piste server does): the run warns where `id_tokens` is
+/// written and says how to give the value, and a `--secret` of that name is what the job gets,
+/// masked.
+#[test]
+fn id_tokens_are_not_issued_locally_and_a_secret_gives_the_value() {
+    let p = Project::new(
+        "vault:\n  id_tokens:\n    VAULT_ID_TOKEN:\n      aud: https://vault.example.test\n  script:\n    - echo \"jwt=[$VAULT_ID_TOKEN] set=${VAULT_ID_TOKEN:+yes}\"\n",
+    );
+    let r = p.run(&["--executor", "shell"]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert!(r.stderr.contains("no ID token is issued here, so `$VAULT_ID_TOKEN` stays unset"), "{}", r.debug());
+    assert!(r.stderr.contains("`piste run --secret VAULT_ID_TOKEN=…`"), "{}", r.debug());
+    assert!(r.log("vault").contains(&"jwt=[] set=".to_string()), "{:?}", r.log("vault"));
+    let token = "eyJhbGciOiJFUzI1NiJ9.e30.c2lnbmF0dXJl";
+    let r = p.run(&["--executor", "shell", "--secret", &format!("VAULT_ID_TOKEN={token}")]);
+    assert_eq!(r.code, Some(0), "{}", r.debug());
+    assert!(r.log("vault").contains(&"jwt=[[MASKED]] set=yes".to_string()), "{:?}", r.log("vault"));
+    assert!(!r.stdout.contains(token) && !r.stderr.contains(token), "{}", r.debug());
+}

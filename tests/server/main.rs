@@ -13,6 +13,7 @@ mod delivery;
 mod downstream;
 mod failures;
 mod forge;
+mod id_tokens;
 mod includes;
 mod job_page;
 mod keywords;

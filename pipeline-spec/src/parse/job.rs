@@ -26,7 +26,6 @@ fn not_run(key: &str) -> Option<&'static str> {
         "secrets" => {
             "no secret is fetched from an external provider; give secrets to the project (`piste.toml`) or to `piste run --secret`"
         }
-        "id_tokens" => "no ID token is issued, so the variables it names stay unset",
         "hooks" => "`pre_get_sources_script` does not run",
         "identity" => "no cloud identity is federated",
         "dast_configuration" => "no DAST profile is applied",
@@ -58,11 +57,7 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
 
     for (k, e) in own {
         if let Some(why) = not_run(k) {
-            let mut d = Diagnostic::warning(e.key_span, format!("piste does not run `{k}`: {why}")).key(k.as_str());
-            if k == "id_tokens" {
-                d = d.help("give each token as a secret of the project (`piste.toml`) or with `piste run --secret NAME=VALUE`");
-            }
-            cx.push(d);
+            cx.push(Diagnostic::warning(e.key_span, format!("piste does not run `{k}`: {why}")).key(k.as_str()));
         }
     }
 
@@ -79,6 +74,17 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
             _ if inherits(k) => defaults.get(k).map(|e| &e.value).filter(|n| !n.is_null()),
             _ => None,
         }
+    };
+
+    // Where a warning about unissued ID tokens goes: the job's own key, or `default:`'s once.
+    let id_tokens_at = match own.get("id_tokens") {
+        Some(e) => Some(e.key_span),
+        None if inherits("id_tokens") && !cx.default_id_tokens_warned => {
+            let at = defaults.get("id_tokens").filter(|e| !e.value.is_null()).map(|e| e.key_span);
+            cx.default_id_tokens_warned |= at.is_some();
+            at
+        }
+        None => None,
     };
 
     let has_script = get("script").is_some() || get("run").is_some();
@@ -232,6 +238,7 @@ fn parse_job_inner(cx: &mut Cx, name: &str, span: Span, own: &Map, defaults: &Ma
         }),
         trigger,
         steps,
+        id_tokens: get("id_tokens").map(|n| super::id_tokens::parse_id_tokens(cx, n, id_tokens_at)).unwrap_or_default(),
     };
     if let Some(img) = get("image") {
         if job.image.as_ref().is_some_and(|i| i.name.is_empty()) {

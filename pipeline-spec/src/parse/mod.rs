@@ -3,6 +3,7 @@
 //! Parsing never stops at the first problem: each keyword is checked on its own and the job is
 //! built from what was valid, so one run of `piste lint` lists every error.
 
+mod id_tokens;
 mod job;
 mod steps;
 mod values;
@@ -16,6 +17,7 @@ use crate::model::{Pipeline, Workflow};
 use crate::source::Span;
 use crate::yaml::{Map, Node, Value};
 
+pub use id_tokens::MAX_ID_TOKENS;
 pub use steps::MAX_STEPS;
 pub(crate) use values::Cx;
 pub use values::{MAX_NEEDS, RETRY_WHEN};
@@ -98,9 +100,16 @@ pub const DEFAULT_KEYS: &[&str] = &[
 /// Top-level keys that act as defaults (deprecated globals GitLab still honours).
 const GLOBAL_DEFAULTS: &[&str] = &["after_script", "before_script", "cache", "image", "services"];
 
-pub(crate) fn build_pipeline(top: Map, span: Span, partial: &HashSet<String>, max_needs: usize, diags: &mut Vec<Diagnostic>) -> Pipeline {
+pub(crate) fn build_pipeline(
+    top: Map,
+    span: Span,
+    partial: &HashSet<String>,
+    options: &crate::load::LoadOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> Pipeline {
     let mut cx = Cx::new(diags);
-    cx.max_needs = max_needs;
+    cx.max_needs = options.max_needs;
+    cx.id_tokens_issued = options.id_tokens_issued;
 
     let stages = match top.get("stages").or_else(|| top.get("types")) {
         Some(e) => {

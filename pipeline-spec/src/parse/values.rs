@@ -45,6 +45,11 @@ pub(crate) struct Cx<'a> {
     pub job: Option<String>,
     /// The most `needs` one job may list (GitLab's `ci_max_needs`, 50 by default).
     pub max_needs: usize,
+    /// Whoever runs the pipeline signs `id_tokens` (a piste server); otherwise they are warned
+    /// about where written.
+    pub id_tokens_issued: bool,
+    /// The warning about a `default:` `id_tokens` was given (once, not per job).
+    pub default_id_tokens_warned: bool,
     /// Parsed `if:` expressions by source text: templates repeat the same rules across hundreds
     /// of jobs, and compiling their regexes once is most of the cost of parsing them.
     exprs: HashMap<String, Result<Expr, crate::expr::ExprError>>,
@@ -52,7 +57,7 @@ pub(crate) struct Cx<'a> {
 
 impl<'a> Cx<'a> {
     pub fn new(diags: &'a mut Vec<Diagnostic>) -> Self {
-        Cx { diags, job: None, max_needs: MAX_NEEDS, exprs: HashMap::new() }
+        Cx { diags, job: None, max_needs: MAX_NEEDS, id_tokens_issued: false, default_id_tokens_warned: false, exprs: HashMap::new() }
     }
 
     pub fn push(&mut self, mut d: Diagnostic) {

@@ -4,6 +4,7 @@ mod components;
 mod diagnostics;
 mod extends;
 mod gitlab_rules;
+mod id_tokens;
 mod includes;
 mod inputs;
 mod keywords;

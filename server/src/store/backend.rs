@@ -11,7 +11,8 @@ use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Mig
 
 use super::{
     AccessToken, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, NewJob, NewPipeline, PgStore, PipelineRow, Recorded,
-    ResourceCandidate, Result, ReuseRecord, Runner, RunnerScope, Session, SqliteStore, Store, StoreError, Transition, Unposted, Wakeup,
+    ResourceCandidate, Result, ReuseRecord, Runner, RunnerScope, Session, SqliteStore, Store, StoreError, StoredKey, Transition, Unposted,
+    Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -183,6 +184,9 @@ impl Store for Backend {
     async fn forget_reuse(&self, scope_key: &str) -> Result<()> {
         delegate!(self, forget_reuse(scope_key))
     }
+    async fn id_token_key(&self, name: &str, candidate: &StoredKey, now: i64) -> Result<StoredKey> {
+        delegate!(self, id_token_key(name, candidate, now))
+    }
     async fn log_chunks(&self, job: i64, attempt: i64, from: u64) -> Result<Vec<(u64, u64)>> {
         delegate!(self, log_chunks(job, attempt, from))
     }
@@ -314,6 +318,7 @@ pub(super) async fn sqlite_migrator() -> Result<Migrator> {
         (12, "pipeline_iid", include_str!("../../migrations/sqlite/0012_pipeline_iid.sql")),
         (13, "downstream", include_str!("../../migrations/sqlite/0013_downstream.sql")),
         (14, "reuse", include_str!("../../migrations/sqlite/0014_reuse.sql")),
+        (15, "id_token_keys", include_str!("../../migrations/sqlite/0015_id_token_keys.sql")),
     ]))
     .await?)
 }
@@ -332,6 +337,7 @@ pub(super) async fn postgres_migrator() -> Result<Migrator> {
         (12, "pipeline_iid", include_str!("../../migrations/postgres/0012_pipeline_iid.sql")),
         (13, "downstream", include_str!("../../migrations/postgres/0013_downstream.sql")),
         (14, "reuse", include_str!("../../migrations/postgres/0014_reuse.sql")),
+        (15, "id_token_keys", include_str!("../../migrations/postgres/0015_id_token_keys.sql")),
     ]))
     .await?)
 }

@@ -248,6 +248,20 @@ pub struct AttemptRow {
     pub finished_at: Option<i64>,
 }
 
+/// A key that signs jobs' ID tokens, as stored: the JWS algorithm and the private key (PKCS#8
+/// DER). Its `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub alg: String,
+    pub pkcs8: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey").field("alg", &self.alg).field("pkcs8", &"[redacted]").finish()
+    }
+}
+
 /// An attempt that passed under a reuse key: where its log is (`job_id`, `attempt`) and what
 /// it left (the job row of a later attempt no longer says).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -466,6 +480,10 @@ pub trait Store: Send + Sync {
     ) -> impl std::future::Future<Output = Result<()>> + Send;
     /// Forgets a record whose job can no longer be reused (its artifacts or log are gone).
     fn forget_reuse(&self, scope_key: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    // Jobs' ID tokens.
+    /// The signing key named `name`: the one stored, or else `candidate`, stored now. Servers
+    /// that race here all get the first one inserted.
+    fn id_token_key(&self, name: &str, candidate: &StoredKey, now: i64) -> impl std::future::Future<Output = Result<StoredKey>> + Send;
     // Running logs' chunks (with object storage: finished logs are sealed into one object).
     /// `(offset, length)` of the chunks of a log from offset `from` on, in offset order.
     fn log_chunks(&self, job: i64, attempt: i64, from: u64) -> impl std::future::Future<Output = Result<Vec<(u64, u64)>>> + Send;

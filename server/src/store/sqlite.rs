@@ -54,7 +54,8 @@ use super::backend::{
 };
 use super::{
     AccessToken, Approval, AttemptRow, Claimed, Counts, ForgePost, JobReport, JobRow, JobUpdate, NewJob, NewPipeline, PipelineRow,
-    Recorded, ResourceCandidate, Result, ReuseRecord, Runner, RunnerScope, Session, Store, StoreError, Transition, Unposted, Wakeup,
+    Recorded, ResourceCandidate, Result, ReuseRecord, Runner, RunnerScope, Session, Store, StoreError, StoredKey, Transition, Unposted,
+    Wakeup,
 };
 use scheduler::{Event, JobStatus, PipelineStatus};
 
@@ -675,6 +676,20 @@ impl Store for SqliteStore {
     async fn forget_reuse(&self, scope_key: &str) -> Result<()> {
         sqlx::query("DELETE FROM reuse_records WHERE scope_key = ?1").bind(scope_key).execute(&self.writer).await?;
         Ok(())
+    }
+
+    async fn id_token_key(&self, name: &str, candidate: &StoredKey, now: i64) -> Result<StoredKey> {
+        // Insert if absent, then read: whoever inserted first, every server reads that row.
+        sqlx::query("INSERT INTO id_token_keys (name, alg, pkcs8, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(&candidate.alg)
+            .bind(&candidate.pkcs8)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        let (alg, pkcs8): (String, Vec<u8>) =
+            sqlx::query_as("SELECT alg, pkcs8 FROM id_token_keys WHERE name = ?1").bind(name).fetch_one(&self.writer).await?;
+        Ok(StoredKey { alg, pkcs8 })
     }
 
     async fn log_chunks(&self, job: i64, attempt: i64, from: u64) -> Result<Vec<(u64, u64)>> {

@@ -5,6 +5,7 @@ mod support;
 
 mod claims;
 mod forge;
+mod id_token_keys;
 mod open;
 mod pipelines;
 mod resources;

@@ -158,6 +158,7 @@ impl FakeState {
                 coverage: None,
                 environment: None,
                 cross_needs: Vec::new(),
+                id_tokens: Vec::new(),
             },
             predefined: Vec::new(),
             dotenv: Vec::new(),
