@@ -641,7 +641,14 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
     let mut sent = 0;
     let mut rss = Vec::new();
     let start = Instant::now();
-    for target in [100, 1000] {
+    // `PISTE_BENCH_RSS_POINTS=100,1000,3000` adds measurement points (to tell a cache that fills
+    // from memory that grows with every pipeline).
+    let points: Vec<usize> = std::env::var("PISTE_BENCH_RSS_POINTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+        .filter(|p: &Vec<usize>| p.len() >= 2)
+        .unwrap_or_else(|| vec![100, 1000]);
+    for &target in &points {
         while sent < target {
             let batch = (sent..(sent + 10).min(target))
                 .map(|i| send_hook(&client, &base, hook("small", &"0".repeat(40), sha), format!("rss-{i}")))
@@ -657,6 +664,16 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         rss.push(vm(pid, "VmRSS:"));
+        if std::env::var_os("PISTE_BENCH_SMAPS").is_some() {
+            let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+            let held: Vec<&str> = metrics.lines().filter(|l| l.starts_with("piste_in_memory{")).collect();
+            eprintln!("  after {target} pipelines: RSS {} KiB, {} threads, {held:?}", vm(pid, "VmRSS:"), vm(pid, "Threads:"));
+        }
+        // Where the memory is (`PISTE_BENCH_SMAPS=PREFIX`): the process's mappings at each point,
+        // to compare which ones grew (allocator arenas, SQLite's, the binary's).
+        if let Ok(prefix) = std::env::var("PISTE_BENCH_SMAPS") {
+            let _ = std::fs::copy(format!("/proc/{pid}/smaps"), format!("{prefix}.{target}"));
+        }
     }
     for r in runners {
         r.abort();
@@ -665,12 +682,18 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
         client.get(format!("{base}/api/v1/pipelines?limit=500")).send().await.unwrap().json().await.unwrap();
     assert!(finished.iter().all(|p| p["status"] == "success"), "every pipeline succeeded");
     println!(
-        "memory: server RSS {:.1} MiB after 100 finished pipelines, {:.1} MiB after 1,000 ({:+.1}%, target within 10%); 3,000 jobs in {:.1} s",
+        "memory: server RSS {:.1} MiB after {} finished pipelines, {:.1} MiB after {} ({:+.1}%, target within 10%); {} jobs in {:.1} s",
         rss[0] as f64 / 1024.0,
+        points[0],
         rss[1] as f64 / 1024.0,
+        points[1],
         (rss[1] as f64 / rss[0] as f64 - 1.0) * 100.0,
+        points.last().unwrap_or(&0) * 3,
         start.elapsed().as_secs_f64()
     );
+    for (p, r) in points.iter().zip(&rss).skip(2) {
+        println!("memory: server RSS {:.1} MiB after {p} finished pipelines ({:+.1}% from {})", *r as f64 / 1024.0, (*r as f64 / rss[0] as f64 - 1.0) * 100.0, points[0]);
+    }
     drop(server);
 }
 
