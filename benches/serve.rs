@@ -246,9 +246,21 @@ async fn main() {
     // `PISTE_BENCH_S3_PID`: the S3 server's process (benches/pg-s3.sh sets it), whose CPU the
     // dispatch run also costs on this machine.
     let s3_pid: Option<u32> = std::env::var("PISTE_BENCH_S3_PID").ok().and_then(|p| p.parse().ok());
+    // `PISTE_BENCH_PG_PID`: the PostgreSQL cluster's postmaster (benches/pg-s3.sh sets it).
+    let pg_pid: Option<u32> = std::env::var("PISTE_BENCH_PG_PID").ok().and_then(|p| p.parse().ok());
     let cpu_before = cpu_ms(pid);
     let commits_before = pg_commits();
     let s3_before = s3_pid.map(cpu_ms).unwrap_or(0.0);
+    let pg_before = pg_pid.map(tree_cpu_ms).unwrap_or(0.0);
+    let own_before = cpu_ms(std::process::id());
+    // `PISTE_BENCH_PERF=FILE`: `perf record` of the server during the dispatch run, to FILE.dispatch.
+    let perf = std::env::var("PISTE_BENCH_PERF").ok().map(|out| {
+        Command::new("perf")
+            .args(["record", "-F", "4999", "-g", "-o", &format!("{out}.dispatch"), "-p", &pid.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    });
     assert!(send_hook(hook("main", &"0".repeat(40), &sha), "d-0".into()).await.status().is_success());
     let done = Arc::new(AtomicUsize::new(0));
     let first = Arc::new(std::sync::Mutex::new(None::<Instant>));
@@ -290,17 +302,30 @@ async fn main() {
     // is left in chunks, then read the server's CPU.
     wait_sealed(&client, &base).await;
     let server_cpu = cpu_ms(pid) - cpu_before;
+    if let Some(mut perf) = perf {
+        let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+    }
     if let (Some(a), Some(b)) = (commits_before, pg_commits()) {
         println!("dispatch: {:.1} PostgreSQL write transactions per job", (b - a) as f64 / 1000.0);
     }
     let s3_cpu = s3_pid.map(|p| cpu_ms(p) - s3_before);
+    let pg_cpu = pg_pid.map(|p| tree_cpu_ms(p) - pg_before);
+    let own_cpu = cpu_ms(std::process::id()) - own_before;
     println!(
-        "dispatch: 1,000 jobs through 4 runners (request, log, finish) in {:.0} ms: {:.0} jobs/s (target >= 500); server CPU {:.2} ms per job (dispatch and seals){}",
+        "dispatch: 1,000 jobs through 4 runners (request, log, finish) in {:.0} ms: {:.0} jobs/s (target >= 500); server CPU {:.2} ms per job (dispatch and seals){}{}; the bench's protocol runners {:.2} ms",
         elapsed.as_secs_f64() * 1000.0,
         1000.0 / elapsed.as_secs_f64(),
         server_cpu / 1000.0,
-        s3_cpu.map(|c| format!("; the S3 server's CPU {:.2} ms per job", c / 1000.0)).unwrap_or_default()
+        s3_cpu.map(|c| format!("; the S3 server's CPU {:.2} ms per job", c / 1000.0)).unwrap_or_default(),
+        pg_cpu.map(|c| format!("; PostgreSQL's {:.2} ms", c / 1000.0)).unwrap_or_default(),
+        own_cpu / 1000.0,
     );
+    if let (Some(s3), Some(pg)) = (s3_cpu, pg_cpu) {
+        let total = (server_cpu + s3 + pg + own_cpu) / 1000.0;
+        // Two cores give 2,000 ms of CPU a second: 4 ms per job at 500 jobs/s.
+        println!("dispatch: {total:.2} ms of CPU per job in all: at most {:.0} jobs/s on 2 cores", 2000.0 / total);
+    }
 
     if only("dispatch") {
         return;
@@ -678,6 +703,13 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
 /// (cutime 16, cstime 17).
 fn children_cpu_ms(pid: u32) -> f64 {
     stat_ms(pid, 16, 17)
+}
+
+/// CPU time of a process, of its live children and of the children it has waited for (a
+/// PostgreSQL cluster: the postmaster and its backends, which come and go with connections).
+fn tree_cpu_ms(pid: u32) -> f64 {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    cpu_ms(pid) + children_cpu_ms(pid) + children.split_whitespace().filter_map(|c| c.parse().ok()).map(cpu_ms).sum::<f64>()
 }
 
 /// Real runners (6.): 4 `piste runner` processes, shell executor, 4 slots each, drain one
