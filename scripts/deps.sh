@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages piste's tests use, moto (an S3-compatible server from PyPI, for
-# the object storage tests) and oidc-provider-mock (an OpenID provider from PyPI, for the login
-# test), when they are missing.
+# the object storage tests), gunicorn (PyPI: serves moto in the PostgreSQL + S3 bench) and
+# oidc-provider-mock (an OpenID provider from PyPI, for the login test), when they are missing.
 # Run as root (CI and these build machines are root); otherwise prints the command to run.
 set -euo pipefail
 
@@ -17,6 +17,23 @@ if ! command -v moto_server >/dev/null 2>&1; then
 	hash -r
 	command -v moto_server >/dev/null 2>&1 || {
 		echo "pip installed moto but \`moto_server\` is not on PATH ($PATH)" >&2
+		exit 1
+	}
+fi
+
+# gunicorn: `benches/pg-s3.sh` serves moto's S3 application under it (one process, threads, kept-alive
+# connections): moto_server's development server cost twice the CPU per request.
+if ! command -v gunicorn >/dev/null 2>&1; then
+	pip=$(command -v pip3 || command -v pip || true)
+	if [[ -z $pip ]]; then
+		echo "gunicorn is missing and there is no pip: install Python 3 with pip, then: pip install gunicorn" >&2
+		exit 1
+	fi
+	echo "installing gunicorn with $pip" >&2
+	"$pip" install --quiet gunicorn
+	hash -r
+	command -v gunicorn >/dev/null 2>&1 || {
+		echo "pip installed gunicorn but \`gunicorn\` is not on PATH ($PATH)" >&2
 		exit 1
 	}
 fi
