@@ -14,7 +14,10 @@
 //! rss` runs the memory measurement only, `-- dispatch` the dispatch throughput only, `-- runners` the
 //! real runners only. `PISTE_BENCH_DATABASE=postgres://…` puts the queue in
 //! PostgreSQL and `PISTE_BENCH_STORAGE=s3://…` logs and artifacts in object storage;
-//! `benches/pg-s3.sh` starts both (a durable PostgreSQL and moto) and runs this with them.
+//! `benches/pg-s3.sh` starts both (a durable PostgreSQL and moto) and runs this with them, with
+//! `PISTE_BENCH_PG_PID` and `PISTE_BENCH_S3_PID`: the dispatch run then says how much CPU per job
+//! the server, PostgreSQL, the S3 server and this bench used. `PISTE_BENCH_PERF=FILE` records
+//! the server with `perf` (FILE.dispatch; FILE and FILE.runners in the real runners part).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
