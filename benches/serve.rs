@@ -14,7 +14,10 @@
 //! rss` runs the memory measurement only, `-- dispatch` the dispatch throughput only, `-- runners` the
 //! real runners only. `PISTE_BENCH_DATABASE=postgres://…` puts the queue in
 //! PostgreSQL and `PISTE_BENCH_STORAGE=s3://…` logs and artifacts in object storage;
-//! `benches/pg-s3.sh` starts both (a durable PostgreSQL and moto) and runs this with them.
+//! `benches/pg-s3.sh` starts both (a durable PostgreSQL and moto) and runs this with them, with
+//! `PISTE_BENCH_PG_PID` and `PISTE_BENCH_S3_PID`: the dispatch run then says how much CPU per job
+//! the server, PostgreSQL, the S3 server and this bench used. `PISTE_BENCH_PERF=FILE` records
+//! the server with `perf` (FILE.dispatch; FILE and FILE.runners in the real runners part).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -246,12 +249,23 @@ async fn main() {
     // `PISTE_BENCH_S3_PID`: the S3 server's process (benches/pg-s3.sh sets it), whose CPU the
     // dispatch run also costs on this machine.
     let s3_pid: Option<u32> = std::env::var("PISTE_BENCH_S3_PID").ok().and_then(|p| p.parse().ok());
-    let cpu_before = cpu_ms(pid);
+    // `PISTE_BENCH_PG_PID`: the PostgreSQL cluster's postmaster (benches/pg-s3.sh sets it).
+    let pg_pid: Option<u32> = std::env::var("PISTE_BENCH_PG_PID").ok().and_then(|p| p.parse().ok());
+    let cpu_now = move || Cpu::now(pid, s3_pid, pg_pid);
+    let cpu_before = cpu_now();
     let commits_before = pg_commits();
-    let s3_before = s3_pid.map(cpu_ms).unwrap_or(0.0);
+    // `PISTE_BENCH_PERF=FILE`: `perf record` of the server during the dispatch run, to FILE.dispatch.
+    let perf = std::env::var("PISTE_BENCH_PERF").ok().map(|out| {
+        Command::new("perf")
+            .args(["record", "-F", "4999", "-g", "-o", &format!("{out}.dispatch"), "-p", &pid.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    });
     assert!(send_hook(hook("main", &"0".repeat(40), &sha), "d-0".into()).await.status().is_success());
     let done = Arc::new(AtomicUsize::new(0));
-    let first = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    // When the first job was handed out, and the CPU used until then (the pipeline's creation).
+    let first = Arc::new(std::sync::Mutex::new(None::<(Instant, Cpu)>));
     let last = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let mut tasks = Vec::new();
     for token in tokens.clone() {
@@ -268,7 +282,7 @@ async fn main() {
                 if r.status() != 200 {
                     continue;
                 }
-                first.lock().unwrap().get_or_insert_with(Instant::now);
+                first.lock().unwrap().get_or_insert_with(|| (Instant::now(), cpu_now()));
                 let job: JobPayload = r.json().await.unwrap();
                 run_trivially(&client, &base, &job).await;
                 if done.fetch_add(1, Ordering::Relaxed) + 1 == 1000 {
@@ -284,23 +298,44 @@ async fn main() {
     for t in tasks {
         t.abort();
     }
-    let start = first.lock().unwrap().unwrap();
+    let (start, cpu_first) = first.lock().unwrap().unwrap();
     let elapsed = last.lock().unwrap().unwrap().duration_since(start);
     // Background seals of those logs (object storage) are part of the cost: wait until no log
     // is left in chunks, then read the server's CPU.
     wait_sealed(&client, &base).await;
-    let server_cpu = cpu_ms(pid) - cpu_before;
+    let cpu_after = cpu_now();
+    let server_cpu = cpu_after.server - cpu_before.server;
+    if let Some(mut perf) = perf {
+        let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+    }
     if let (Some(a), Some(b)) = (commits_before, pg_commits()) {
         println!("dispatch: {:.1} PostgreSQL write transactions per job", (b - a) as f64 / 1000.0);
     }
-    let s3_cpu = s3_pid.map(|p| cpu_ms(p) - s3_before);
     println!(
         "dispatch: 1,000 jobs through 4 runners (request, log, finish) in {:.0} ms: {:.0} jobs/s (target >= 500); server CPU {:.2} ms per job (dispatch and seals){}",
         elapsed.as_secs_f64() * 1000.0,
         1000.0 / elapsed.as_secs_f64(),
         server_cpu / 1000.0,
-        s3_cpu.map(|c| format!("; the S3 server's CPU {:.2} ms per job", c / 1000.0)).unwrap_or_default()
+        s3_pid.map(|_| format!("; the S3 server's CPU {:.2} ms per job", (cpu_after.s3 - cpu_before.s3) / 1000.0)).unwrap_or_default()
     );
+    if pg_pid.is_some() {
+        // Where the CPU of the measured part went (the pipeline's creation apart: webhook, plan,
+        // 1,000 job rows). Two cores give 2,000 ms of CPU a second: 4 ms per job at 500 jobs/s.
+        let d = cpu_after.minus(cpu_first);
+        let total = d.server + d.s3 + d.pg + d.own;
+        let created = cpu_first.minus(cpu_before);
+        println!(
+            "dispatch: CPU per job from the first job handed out to the last: server {:.2} ms,{} PostgreSQL {:.2} ms, the bench's runners {:.2} ms: {:.2} ms in all, at most {:.0} jobs/s on 2 cores (before it, the pipeline's creation: {:.2} ms per job)",
+            d.server / 1000.0,
+            s3_pid.map(|_| format!(" S3 server {:.2} ms,", d.s3 / 1000.0)).unwrap_or_default(),
+            d.pg / 1000.0,
+            d.own / 1000.0,
+            total / 1000.0,
+            2_000_000.0 / total,
+            (created.server + created.s3 + created.pg + created.own) / 1000.0,
+        );
+    }
 
     if only("dispatch") {
         return;
@@ -701,6 +736,33 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
 /// (cutime 16, cstime 17).
 fn children_cpu_ms(pid: u32) -> f64 {
     stat_ms(pid, 16, 17)
+}
+
+/// CPU used so far (ms) by the server, the S3 server, PostgreSQL (postmaster and backends) and
+/// this bench process (its protocol runners).
+#[derive(Clone, Copy)]
+struct Cpu {
+    server: f64,
+    s3: f64,
+    pg: f64,
+    own: f64,
+}
+
+impl Cpu {
+    fn now(server: u32, s3: Option<u32>, pg: Option<u32>) -> Cpu {
+        Cpu { server: cpu_ms(server), s3: s3.map_or(0.0, cpu_ms), pg: pg.map_or(0.0, tree_cpu_ms), own: cpu_ms(std::process::id()) }
+    }
+
+    fn minus(self, before: Cpu) -> Cpu {
+        Cpu { server: self.server - before.server, s3: self.s3 - before.s3, pg: self.pg - before.pg, own: self.own - before.own }
+    }
+}
+
+/// CPU time of a process, of its live children and of the children it has waited for (a
+/// PostgreSQL cluster: the postmaster and its backends, which come and go with connections).
+fn tree_cpu_ms(pid: u32) -> f64 {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    cpu_ms(pid) + children_cpu_ms(pid) + children.split_whitespace().filter_map(|c| c.parse().ok()).map(cpu_ms).sum::<f64>()
 }
 
 /// Real runners (6.): 4 `piste runner` processes, shell executor, 4 slots each, drain one

@@ -1,53 +1,39 @@
 #!/usr/bin/env bash
 # Installs the Debian packages piste's tests use, moto (an S3-compatible server from PyPI, for
-# the object storage tests), oidc-provider-mock (an OpenID provider from PyPI, for the login
-# test) and PyJWT (for the ID token test), when they are missing.
+# the object storage tests), gunicorn (PyPI: serves moto in the PostgreSQL + S3 bench),
+# oidc-provider-mock (an OpenID provider from PyPI, for the login test) and PyJWT (for the ID
+# token test), when they are missing.
 # Run as root (CI and these build machines are root); otherwise prints the command to run.
 set -euo pipefail
 
+# pip_install WHAT CHECK PACKAGE: installs PACKAGE from PyPI unless the shell command CHECK
+# already succeeds, and fails saying what to do when there is no pip or CHECK still fails.
+pip_install() {
+	local what=$1 check=$2 package=$3 pip
+	bash -c "$check" >/dev/null 2>&1 && return 0
+	pip=$(command -v pip3 || command -v pip || true)
+	if [[ -z $pip ]]; then
+		echo "$what is missing and there is no pip: install Python 3 with pip, then: pip install '$package'" >&2
+		exit 1
+	fi
+	echo "installing $package with $pip" >&2
+	"$pip" install --quiet "$package"
+	bash -c "$check" >/dev/null 2>&1 || {
+		echo "pip installed $package but \`$what\` is still not usable (PATH: $PATH)" >&2
+		exit 1
+	}
+}
+
 # moto: `moto_server` serves S3 on loopback for `server/tests/blob` and `tests/server/storage.rs`.
-if ! command -v moto_server >/dev/null 2>&1; then
-	pip=$(command -v pip3 || command -v pip || true)
-	if [[ -z $pip ]]; then
-		echo "moto_server is missing and there is no pip: install Python 3 with pip, then: pip install 'moto[server]'" >&2
-		exit 1
-	fi
-	echo "installing moto[server] with $pip" >&2
-	"$pip" install --quiet 'moto[server]'
-	hash -r
-	command -v moto_server >/dev/null 2>&1 || {
-		echo "pip installed moto but \`moto_server\` is not on PATH ($PATH)" >&2
-		exit 1
-	}
-fi
-
-# oidc-provider-mock: a real OpenID provider on loopback for the login test (tests/server/login.rs).
-if ! command -v oidc-provider-mock >/dev/null 2>&1; then
-	pip=$(command -v pip3 || command -v pip || true)
-	if [[ -z $pip ]]; then
-		echo "oidc-provider-mock is missing and there is no pip: install Python 3 with pip, then: pip install oidc-provider-mock" >&2
-		exit 1
-	fi
-	echo "installing oidc-provider-mock with $pip" >&2
-	"$pip" install --quiet oidc-provider-mock
-	hash -r
-	command -v oidc-provider-mock >/dev/null 2>&1 || {
-		echo "pip installed oidc-provider-mock but \`oidc-provider-mock\` is not on PATH ($PATH)" >&2
-		exit 1
-	}
-fi
-
+pip_install moto_server 'command -v moto_server' 'moto[server]'
+# gunicorn: `benches/pg-s3.sh` serves moto's S3 application under it (one process, threads,
+# kept-alive connections: werkzeug's development server costs a connection and a thread per request).
+pip_install gunicorn 'command -v gunicorn' gunicorn
+# oidc-provider-mock: the OpenID Connect provider of the web login test.
+pip_install oidc-provider-mock 'command -v oidc-provider-mock' oidc-provider-mock
 # PyJWT with its crypto extra: an independent check of the ID tokens the server signs
 # (tests/server/id_tokens.rs verifies them against the published JWKS).
-if ! python3 -c 'import jwt, jwt.algorithms; jwt.algorithms.ECAlgorithm' >/dev/null 2>&1; then
-	pip=$(command -v pip3 || command -v pip || true)
-	if [[ -z $pip ]]; then
-		echo "PyJWT is missing and there is no pip: install Python 3 with pip, then: pip install 'pyjwt[crypto]'" >&2
-		exit 1
-	fi
-	echo "installing pyjwt[crypto] with $pip" >&2
-	"$pip" install --quiet 'pyjwt[crypto]'
-fi
+pip_install PyJWT "python3 -c 'import jwt, jwt.algorithms; jwt.algorithms.ECAlgorithm'" 'pyjwt[crypto]'
 
 # nginx + fcgiwrap (https git), openssh (ssh git): transport tests; docker-registry, skopeo, umoci,
 # apache2-utils (htpasswd): the image build and push tests (`runner/tests/oci`) and `make bench-image`;

@@ -321,7 +321,34 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        for update in &t.jobs {
+        let mut folded = vec![false; t.jobs.len()];
+        for (i, update) in t.jobs.iter().enumerate() {
+            if folded[i] {
+                continue;
+            }
+            // A job's result and the final status that follows it change the same row: one
+            // statement instead of two, a round trip fewer in every finished job's transaction.
+            if let Some((j, JobUpdate::Result { job_id, exit_code, failure_reason, at }, status, attempt)) = final_status_after(&t.jobs, i)
+            {
+                let done = sqlx::query(
+                    "UPDATE jobs SET status = $3, attempt = $4, exit_code = $5, failure_reason = $6, finished_at = $7 \
+                     WHERE id = $1 AND pipeline_id = $2",
+                )
+                .bind(job_id)
+                .bind(t.pipeline_id)
+                .bind(status.as_str())
+                .bind(i64::from(attempt))
+                .bind(exit_code.map(i64::from))
+                .bind(failure_reason)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound { what: "job", id: *job_id });
+                }
+                folded[j] = true;
+                continue;
+            }
             update_job(&mut tx, t.pipeline_id, update).await?;
         }
         tx.commit().await?;
@@ -881,6 +908,29 @@ async fn conflict(tx: &mut PgConnection, pipeline: i64, expected: i64) -> StoreE
         Ok(Some(found)) => StoreError::Conflict { pipeline, expected, found },
         Ok(None) => StoreError::NotFound { what: "pipeline", id: pipeline },
         Err(e) => e.into(),
+    }
+}
+
+/// When `jobs[i]` is a job's result and the next update of that job is a final status (its
+/// finish: the runner's report comes first, the engine's status after it), that status's index.
+/// Applied together, they leave the row as applying both in turn would: the result's
+/// `finished_at` stands (the status only fills an empty one), and a finish leaves `started_at`
+/// as it is.
+fn final_status_after(jobs: &[JobUpdate], i: usize) -> Option<(usize, &JobUpdate, JobStatus, u32)> {
+    let result = &jobs[i];
+    let JobUpdate::Result { job_id, .. } = result else { return None };
+    match jobs.iter().enumerate().skip(i + 1).find(|(_, u)| update_of(u) == *job_id)? {
+        (j, JobUpdate::Status { status, attempt, .. }) if status.is_complete() => Some((j, result, *status, *attempt)),
+        _ => None,
+    }
+}
+
+fn update_of(update: &JobUpdate) -> i64 {
+    match update {
+        JobUpdate::Status { job_id, .. }
+        | JobUpdate::Result { job_id, .. }
+        | JobUpdate::RequestCancel { job_id }
+        | JobUpdate::RunAnyway { job_id, .. } => *job_id,
     }
 }
 

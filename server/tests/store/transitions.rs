@@ -14,6 +14,7 @@ store_tests!(
     failed_transition_writes_nothing,
     running_and_finished_statuses_record,
     pending_starts_a_new_attempt,
+    a_result_then_a_retry_in_one_transition,
     cancel_request,
     wake_at_orders_deadlines,
 );
@@ -184,6 +185,30 @@ async fn pending_starts_a_new_attempt(s: Arc<Db>) {
     let again = s.claim_job(&claimer(r4, &[]), "second-token", 11_000, 20_000).await.unwrap().unwrap();
     assert_eq!((again.job.id, again.job.attempt, again.job.runner_id), (a, 2, Some(r4)));
     assert_eq!(s.job_by_token(a, "second-token").await.unwrap().unwrap().attempt, 2);
+}
+
+/// A runner's result, the engine's `failed` and a retry's `pending` in one transition (`retry:`
+/// queues the next attempt as the first ends): the first attempt keeps its result among the
+/// past ones, the row starts over. PostgreSQL writes the result with the final status, in one
+/// statement: it must come out as applying them in turn does.
+async fn a_result_then_a_retry_in_one_transition(s: Arc<Db>) {
+    let (p, jobs) = planned(&s, &[("a", &[])]).await;
+    let a = jobs[0];
+    let v = enqueue(&s, p, &[a], 1).await;
+    let r = runner(&s, "r").await;
+    s.claim_job(&claimer(r, &[]), "token", 4_000, 9_000).await.unwrap().unwrap();
+    let failed = JobUpdate::Result { job_id: a, exit_code: Some(3), failure_reason: Some("script_failure".into()), at: 5_000 };
+    let updates = vec![failed, status(a, JobStatus::Failed, 1, 5_001), status(a, JobStatus::Pending, 2, 5_001)];
+    s.apply(&transition(p, v, vec![], updates)).await.unwrap();
+    let row = s.job(a).await.unwrap().unwrap();
+    assert_eq!((row.status, row.attempt, row.exit_code, row.failure_reason, row.finished_at), (JobStatus::Pending, 2, None, None, None));
+    let past = s.past_attempts(a).await.unwrap();
+    assert_eq!(past.len(), 1, "{past:?}");
+    assert_eq!((past[0].attempt, past[0].status, past[0].exit_code), (1, JobStatus::Failed, Some(3)));
+    assert_eq!(
+        (past[0].failure_reason.as_deref(), past[0].started_at, past[0].finished_at),
+        (Some("script_failure"), Some(4_000), Some(5_000))
+    );
 }
 
 /// The row without anything an attempt leaves.
