@@ -97,6 +97,8 @@ impl Mirror {
     /// The fetch through libgit2, for the transports it has here (see [`Remote::in_process`]):
     /// one connection gives the refs, the objects and the remote's default branch.
     fn fetch_in_process(&self, url: &str, refspecs: &[&str]) -> Result<(), GitError> {
+        // Quick acknowledgements on `git://` (see git/tcp.rs); libgit2's own socket otherwise.
+        super::tcp::register();
         let repo = self.repo()?;
         let fetch_error = |e: git2::Error| GitError::Fetch { url: url.to_string(), message: e.message().to_string() };
         // Anonymous: the URL is not written into the mirror's config.
