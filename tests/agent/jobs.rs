@@ -238,6 +238,28 @@ async fn concurrent_jobs_run_in_separate_slots() {
     agent.stop(LIMIT).await.unwrap();
 }
 
+/// The project's cache repository stays open from one job to the next (issue 12: opening it
+/// per job was a good part of a trivial job's CPU): a later commit is fetched into the open
+/// repository, and a cache removed by hand between jobs is created and fetched again.
+#[tokio::test]
+async fn the_open_project_cache_fetches_later_commits_and_survives_its_removal() {
+    let w = World::new().await;
+    let agent = w.shell_agent(1);
+    for (round, remove_cache) in [(1, false), (2, false), (3, true)] {
+        if remove_cache {
+            std::fs::remove_dir_all(w.work_dir().join("repos")).unwrap();
+        }
+        let content = format!("content {round}\n");
+        let sha = w.repo.commit("main", &[("file.txt", content.as_str())], &format!("round {round}"));
+        let job = w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, &["cat file.txt", "echo \"head=$(git rev-parse HEAD)\""]));
+        let rec = w.fake.state.finished(job, LIMIT).await;
+        let log = rec.log_text();
+        assert_eq!(rec.finish.clone().unwrap().outcome, Outcome::Success, "round {round}: {log}");
+        assert!(log.contains(&content) && log.contains(&format!("head={sha}\n")), "round {round}: {log}");
+    }
+    agent.stop(LIMIT).await.unwrap();
+}
+
 #[tokio::test]
 async fn git_strategy_none_runs_without_a_checkout() {
     let w = World::new().await;

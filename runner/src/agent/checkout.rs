@@ -34,6 +34,11 @@
 //! Concurrency: fetches into one cache are serialised by a per-project lock; checkouts are not
 //! (each concurrent job has its own slot, and readers of a repository are safe while a fetch
 //! adds packs to it).
+//!
+//! The cache repository stays open between jobs (under that lock: a `git2::Repository` is not
+//! `Sync`), and the project's [`Workspaces`] are resolved once: opening a repository reads its
+//! configuration, HEAD and object directories, which was a good part of a trivial job's
+//! checkout. A failed fetch or check drops the open repository; the next job opens it again.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -94,12 +99,48 @@ pub(crate) struct Checkouts {
     work_dir: PathBuf,
     /// Certificate authorities for an `https://` server (the runner's `ca_file`).
     ca_file: Option<PathBuf>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    projects: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Project>>>>,
+}
+
+/// What one project's jobs keep between them; its mutex is the project's fetch lock.
+#[derive(Default)]
+struct Project {
+    /// The cache repository, once opened.
+    repo: Option<Repository>,
+    /// Its slots, once resolved.
+    workspaces: Option<Workspaces>,
 }
 
 impl Checkouts {
     pub(crate) fn new(work_dir: &Path, ca_file: Option<PathBuf>) -> Checkouts {
-        Checkouts { work_dir: work_dir.to_owned(), ca_file, locks: Mutex::new(HashMap::new()) }
+        Checkouts { work_dir: work_dir.to_owned(), ca_file, projects: Mutex::new(HashMap::new()) }
+    }
+
+    fn project(&self, key: String) -> Arc<tokio::sync::Mutex<Project>> {
+        self.projects.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone()
+    }
+
+    /// Runs `f` on the project's cache under its lock, in a blocking task, with the repository
+    /// kept open from earlier jobs (dropped when `f` fails).
+    async fn with_project<T: Send + 'static>(
+        &self,
+        key: String,
+        f: impl FnOnce(&mut Project) -> Result<T, CheckoutError> + Send + 'static,
+    ) -> Result<T, CheckoutError> {
+        let project = self.project(key);
+        let mut guard = project.lock().await;
+        let mut taken = std::mem::take(&mut *guard);
+        let (result, back) = tokio::task::spawn_blocking(move || {
+            let result = f(&mut taken);
+            if result.is_err() {
+                taken.repo = None;
+            }
+            (result, taken)
+        })
+        .await
+        .map_err(|e| CheckoutError::System(format!("the checkout task failed: {e}")))?;
+        *guard = back;
+        result
     }
 
     /// Makes the commit available and prepares the slot, with its submodules. `cancel` aborts a
@@ -113,11 +154,20 @@ impl Checkouts {
         let cache = self.work_dir.join("repos").join(&key).join(&name);
         let root = self.work_dir.join("builds").join(&key);
         let needs_commit = matches!(req.strategy, GitStrategy::Fetch | GitStrategy::Clone) && req.checkout;
-        let fetched = {
-            let lock = self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
-            let _guard = lock.lock().await;
+        let (fetched, ws) = {
             let (cache, req, ca, cancel) = (cache.clone(), req.clone(), self.ca_file.clone(), cancel.clone());
-            blocking(move || ensure_commit(&cache, &req, ca.as_deref(), needs_commit, &cancel)).await?
+            self.with_project(key, move |project| {
+                let fetched = ensure_commit(&mut project.repo, &cache, &req, ca.as_deref(), needs_commit, &cancel)?;
+                let ws = match &project.workspaces {
+                    Some(ws) => ws.clone(),
+                    None => {
+                        let ws = Workspaces::new(&cache, &root).map_err(|e| CheckoutError::System(e.to_string()))?;
+                        project.workspaces.insert(ws).clone()
+                    }
+                };
+                Ok((fetched, ws))
+            })
+            .await?
         };
         let spec = CheckoutSpec {
             sha: req.sha.clone(),
@@ -129,7 +179,6 @@ impl Checkouts {
         };
         let ca_file = self.ca_file.clone();
         let (dir, output) = blocking(move || {
-            let ws = Workspaces::new(&cache, &root).map_err(|e| CheckoutError::System(e.to_string()))?;
             let dir = ws.prepare(req.slot, &spec).map_err(|e| match e {
                 crate::workspace::WorkspaceError::CleanFlags { .. } | crate::workspace::WorkspaceError::UnknownStrategy { .. } => {
                     CheckoutError::Job(e.to_string())
@@ -171,11 +220,9 @@ impl Checkouts {
     ) -> Result<Vec<u8>, CheckoutError> {
         let (key, name) = dir_key(&req.project);
         let cache = self.work_dir.join("repos").join(&key).join(&name);
-        let lock = self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
-        let _guard = lock.lock().await;
         let ca = self.ca_file.clone();
-        blocking(move || {
-            ensure_commit(&cache, &req, ca.as_deref(), true, &cancel)?;
+        self.with_project(key, move |project| {
+            ensure_commit(&mut project.repo, &cache, &req, ca.as_deref(), true, &cancel)?;
             crate::reuse::tree_input(&cache, &req.sha, &patterns).map_err(CheckoutError::System)
         })
         .await
@@ -202,15 +249,24 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CheckoutError
 }
 
 /// Ensures the cache holds the job's commit (or at least some commit, when the job checks
-/// nothing out) and that its HEAD points at one, as [`Workspaces::new`] requires.
+/// nothing out) and that its HEAD points at one, as [`Workspaces::new`] requires. `opened` is
+/// the cache repository if an earlier job opened it.
 fn ensure_commit(
+    opened: &mut Option<Repository>,
     cache: &Path,
     req: &CheckoutRequest,
     ca_file: Option<&Path>,
     needs_commit: bool,
     cancel: &CancellationToken,
 ) -> Result<Fetched, CheckoutError> {
-    let repo = open_or_init(cache)?;
+    // A cache removed since (by hand, to free space) is created again, as on a first job.
+    if opened.as_ref().is_some_and(|r| !r.path().is_dir()) {
+        *opened = None;
+    }
+    let repo = match opened {
+        Some(repo) => repo,
+        None => opened.insert(open_or_init(cache)?),
+    };
     let head = repo.head().ok().and_then(|h| h.peel_to_commit().ok()).map(|c| c.id());
     if !needs_commit && head.is_some() {
         return Ok(Fetched::Cached);
@@ -218,15 +274,15 @@ fn ensure_commit(
     let oid = parse_sha(&req.sha)?;
     let have = |repo: &Repository| repo.find_commit(oid).is_ok();
     let mut fetched = Fetched::Cached;
-    if !have(&repo) {
+    if !have(repo) {
         if let Some(dst) = ref_destination(&req.git_ref) {
-            fetch(&repo, req, ca_file, &format!("+{}:{dst}", req.git_ref), cancel)?;
+            fetch(repo, req, ca_file, &format!("+{}:{dst}", req.git_ref), cancel)?;
             fetched = Fetched::Ref;
         }
-        if !have(&repo) {
-            fetch(&repo, req, ca_file, &format!("+{oid}:refs/piste/commits/{oid}"), cancel)?;
+        if !have(repo) {
+            fetch(repo, req, ca_file, &format!("+{oid}:refs/piste/commits/{oid}"), cancel)?;
             fetched = Fetched::Commit;
-            if !have(&repo) {
+            if !have(repo) {
                 return Err(CheckoutError::System(format!("the server's repository has no commit {oid} (ref `{}`)", req.git_ref)));
             }
         }

@@ -97,6 +97,8 @@ impl Mirror {
     /// The fetch through libgit2, for the transports it has here (see [`Remote::in_process`]):
     /// one connection gives the refs, the objects and the remote's default branch.
     fn fetch_in_process(&self, url: &str, refspecs: &[&str]) -> Result<(), GitError> {
+        // Quick acknowledgements on `git://` (see git/tcp.rs); libgit2's own socket otherwise.
+        super::tcp::register();
         let repo = self.repo()?;
         let fetch_error = |e: git2::Error| GitError::Fetch { url: url.to_string(), message: e.message().to_string() };
         // Anonymous: the URL is not written into the mirror's config.
@@ -197,12 +199,29 @@ impl Mirror {
 
     /// Keeps `sha` reachable as `refs/pipelines/<id>` (as GitLab does), so that runners can
     /// fetch it and pruning a deleted branch does not lose it. Returns the ref name.
+    ///
+    /// Runners' checkouts pin again (another server may have planned the pipeline), several at
+    /// once: a ref already at `sha` is left alone, and a concurrent writer's lock (libgit2 does
+    /// not wait for it) is waited out briefly, instead of failing the checkout.
     pub fn pin(&self, pipeline_id: i64, sha: &str) -> Result<String, GitError> {
         let repo = self.repo()?;
         let oid = self.commit_oid(&repo, sha)?;
         let name = format!("refs/pipelines/{pipeline_id}");
-        repo.reference(&name, oid, true, "piste: pipeline ref")?;
-        Ok(name)
+        let pinned = |repo: &Repository| repo.find_reference(&name).ok().and_then(|r| r.target()) == Some(oid);
+        let mut tries = 0;
+        loop {
+            if pinned(&repo) {
+                return Ok(name);
+            }
+            match repo.reference(&name, oid, true, "piste: pipeline ref") {
+                Ok(_) => return Ok(name),
+                Err(e) if e.code() == git2::ErrorCode::Locked && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn commit_oid(&self, repo: &Repository, sha: &str) -> Result<Oid, GitError> {

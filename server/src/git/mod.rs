@@ -13,13 +13,15 @@
 //!
 //! Transports: mirrors are fetched by the `git` program ([`Remote`]), so every transport git
 //! speaks works — local paths, `file://`, `git://`, `http(s)://` (credentials, a private CA)
-//! and `ssh://` or `user@host:path` (a key, strict known hosts). libgit2 (built without TLS
-//! or ssh) only reads the mirrors.
+//! and `ssh://` or `user@host:path` (a key, strict known hosts) — except `git://` and local
+//! paths without credentials, which libgit2 fetches in-process (`Remote::in_process`), over
+//! its socket stream of `tcp` for `git://`. libgit2 is built without TLS or ssh.
 
 pub mod http;
 mod mirror;
 pub mod remote;
 mod resolver;
+mod tcp;
 
 pub use mirror::Mirror;
 pub use remote::Remote;

@@ -68,3 +68,38 @@ fn a_mirror_fetches_over_git_protocol_from_git_daemon() {
     let err = mirror.fetch(&daemon.url("nope.git")).unwrap_err();
     assert!(err.to_string().contains("nope.git"), "{err}");
 }
+
+/// More history than libgit2's first batch of 20 "have" lines: the negotiation takes a round
+/// (haves, the server's ACKs, then "done") through the socket stream that asks for quick
+/// acknowledgements (server/src/git/tcp.rs, issue 12). The fetch brings exactly the pushed
+/// commit; a port nobody listens on is an error naming the URL.
+#[test]
+fn a_fetch_negotiating_past_the_first_batch_of_haves_brings_the_pushed_commit() {
+    let src = Source::new();
+    let mut last = src.commit(&[("count", Some("0\n"))], "c0");
+    for i in 1..45 {
+        last = src.commit(&[("count", Some(&format!("{i}\n")))], &format!("c{i}"));
+    }
+    let served = src.tmp.path().join("served");
+    let bare = Mirror::open_or_init(&served.join("app.git")).unwrap();
+    bare.fetch(&src.url()).unwrap();
+    let daemon = Daemon::start(&served, src.tmp.path());
+    let mirror = Mirror::open_or_init(&src.tmp.path().join("mirrors/app.git")).unwrap();
+    mirror.fetch(&daemon.url("app.git")).unwrap();
+    assert!(mirror.has_commit(&last));
+
+    for round in 45..48 {
+        let next = src.commit(&[("count", Some(&format!("{round}\n")))], &format!("c{round}"));
+        bare.fetch(&src.url()).unwrap();
+        assert!(!mirror.has_commit(&next));
+        mirror.fetch(&daemon.url("app.git")).unwrap();
+        assert_eq!(mirror.read_file(&next, "count").unwrap(), Some(format!("{round}\n")));
+        assert_eq!(mirror.changed_files(&last, &next).unwrap(), ["count"]);
+        assert_eq!(mirror.default_head().unwrap(), Some(next.clone()));
+        last = next;
+    }
+
+    let port = free_port();
+    let err = mirror.fetch(&format!("git://127.0.0.1:{port}/app.git")).unwrap_err().to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("connect"), "{err}");
+}

@@ -119,6 +119,32 @@ fn commits_tags_refs_and_merge_bases() {
     assert_eq!(m.resolve_ref("refs/pipelines/42").unwrap(), Some(feature.clone()));
 }
 
+/// Runners' checkouts pin the pipeline's ref again, several at once (the real-runners bench
+/// saw libgit2 refuse a second writer of `refs/pipelines/N.lock` and the checkout answered
+/// 500): every concurrent pin succeeds, and the ref names the commit; a pin moved to another
+/// commit is written.
+#[test]
+fn concurrent_pins_of_one_pipeline_all_succeed() {
+    let src = Source::new();
+    let one = src.commit(&[("f", Some("1"))], "one");
+    let two = src.commit(&[("f", Some("2"))], "two");
+    let m = src.mirror("app");
+    for round in 0..20 {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (m, one) = (m.clone(), one.clone());
+                std::thread::spawn(move || m.pin(round, &one))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().unwrap(), format!("refs/pipelines/{round}"));
+        }
+        assert_eq!(m.resolve_ref(&format!("refs/pipelines/{round}")).unwrap(), Some(one.clone()));
+    }
+    m.pin(0, &two).unwrap();
+    assert_eq!(m.resolve_ref("refs/pipelines/0").unwrap(), Some(two));
+}
+
 #[test]
 fn fetch_follows_the_source_and_prunes_deleted_branches() {
     let src = Source::new();
