@@ -29,6 +29,17 @@ use pipeline_spec::predefined::PipelineSource;
 /// How many of a project's newest pipelines `needs:project` looks through.
 pub const PROJECT_PIPELINES: i64 = 100;
 
+/// Why a job cannot start: a job it needs from another pipeline is not there, in words for its
+/// log (what is missing and what to do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing(String);
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// What a job receives from other pipelines.
 #[derive(Debug, Default)]
 pub struct Found {
@@ -43,12 +54,12 @@ pub async fn resolve(
     pipeline: &PipelineRow,
     spec: &JobSpec,
     predefined: &[(String, String)],
-) -> Result<Result<Found, String>, StoreError> {
+) -> Result<Result<Found, Missing>, StoreError> {
     let mut found = Found::default();
     for need in spec.cross_dependencies(predefined) {
         let row = match find(state, pipeline, &need).await? {
             Ok(row) => row,
-            Err(why) => return Ok(Err(format!("{MISSING_DEPENDENCY}: {why}"))),
+            Err(why) => return Ok(Err(Missing(format!("{MISSING_DEPENDENCY}: {why}")))),
         };
         let label = match &need.from {
             CrossSource::Pipeline { .. } => format!("{} (pipeline #{})", row.name, row.pipeline_id),
@@ -184,11 +195,11 @@ pub async fn may_download(state: &AppState, job: &JobRow, template: &JobTemplate
 
 /// Fails job `job`, just claimed by a runner, with `missing_dependency_failure` and `why` in
 /// its log: it never reaches the runner (GitLab's runner queue drops such a job).
-pub async fn refuse(state: &AppState, job: &JobRow, why: String) -> Result<(), StoreError> {
+pub async fn refuse(state: &AppState, job: &JobRow, why: Missing) -> Result<(), StoreError> {
     tracing::info!(pipeline = job.pipeline_id, job = job.id, name = %job.name, reason = %why, "job refused: missing dependency");
     let attempt = job.attempt as u32;
     let started = scheduler::Event::JobStarted { job: job.name.clone(), attempt, now: state.now_ms() as u64 };
     crate::pipelines::process(state, job.pipeline_id, vec![started], Vec::new()).await?;
     let failed = Outcome::Failed { reason: FailureReason::MissingDependencyFailure, exit_code: None };
-    crate::bridges::finish(state, job.pipeline_id, job.id, &job.name, attempt, failed, why).await
+    crate::bridges::finish(state, job.pipeline_id, job.id, &job.name, attempt, failed, why.0).await
 }
