@@ -740,7 +740,12 @@ async fn rss_after_finished_pipelines(root: &Path, gport: u16, sha: &str) {
         start.elapsed().as_secs_f64()
     );
     for (p, r) in points.iter().zip(&rss).skip(2) {
-        println!("memory: server RSS {:.1} MiB after {p} finished pipelines ({:+.1}% from {})", *r as f64 / 1024.0, (*r as f64 / rss[0] as f64 - 1.0) * 100.0, points[0]);
+        println!(
+            "memory: server RSS {:.1} MiB after {p} finished pipelines ({:+.1}% from {})",
+            *r as f64 / 1024.0,
+            (*r as f64 / rss[0] as f64 - 1.0) * 100.0,
+            points[0]
+        );
     }
     drop(server);
 }

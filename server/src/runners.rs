@@ -92,7 +92,12 @@ pub async fn request_job(
 }
 
 /// The job's payload, or why it cannot start (a `needs:pipeline`/`needs:project` job not found).
-async fn payload(state: &AppState, job: &JobRow, runner_id: i64, token: String) -> ApiResult<Result<JobPayload, crate::cross_needs::Missing>> {
+async fn payload(
+    state: &AppState,
+    job: &JobRow,
+    runner_id: i64,
+    token: String,
+) -> ApiResult<Result<JobPayload, crate::cross_needs::Missing>> {
     let mut template: JobTemplate = serde_json::from_str(&job.spec)
         .map_err(|e| Error::Internal(crate::store::StoreError::corrupt(format!("the spec of job {}", job.id), e).into()))?;
     let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
