@@ -527,7 +527,7 @@ async fn webhook_latency(client: &reqwest::Client, base: &str, token: &str, work
             .await
             .unwrap();
         if r.status() == 200 {
-            run_trivially(&client, &base, &r.json::<JobPayload>().await.unwrap()).await;
+            run_trivially(client, base, &r.json::<JobPayload>().await.unwrap()).await;
             break;
         }
     }
