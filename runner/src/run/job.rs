@@ -130,23 +130,29 @@ fn failed(reason: scheduler::FailureReason, message: String, started: Instant) -
     }
 }
 
-/// Runs attempt `attempt` of plan job `index` in workspace slot `slot`, through the one job
-/// runner ([`crate::job::run`]).
-pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, cancel: CancellationToken) -> Attempt {
-    let started = Instant::now();
-    let pj = shared.plan.jobs[index].clone();
-    let outer: Vec<SpecVar> = shared
-        .secrets
-        .iter()
-        .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project })
-        .chain(shared.pipeline_vars.iter().map(|(k, v)| SpecVar {
+impl Shared {
+    /// Secrets and `--var` values, as job specifications take them (every job of the run, and
+    /// the child pipelines' jobs, get the same).
+    pub(crate) fn outer_vars(&self) -> Vec<SpecVar> {
+        let secrets =
+            self.secrets.iter().map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project });
+        let vars = self.pipeline_vars.iter().map(|(k, v)| SpecVar {
             key: k.clone(),
             value: v.clone(),
             raw: false,
             masked: false,
             layer: Layer::Pipeline,
-        }))
-        .collect();
+        });
+        secrets.chain(vars).collect()
+    }
+}
+
+/// Runs attempt `attempt` of plan job `index` in workspace slot `slot`, through the one job
+/// runner ([`crate::job::run`]).
+pub async fn run(shared: Arc<Shared>, index: usize, attempt: u32, slot: usize, cancel: CancellationToken) -> Attempt {
+    let started = Instant::now();
+    let pj = shared.plan.jobs[index].clone();
+    let outer = shared.outer_vars();
     let Some(spec) = job_spec(&shared.plan, &shared.pipeline, index, &outer) else {
         return failed(scheduler::FailureReason::UnknownFailure, format!("job `{}` is not in the pipeline", pj.base), started);
     };

@@ -36,7 +36,7 @@ use pipeline_spec::model::{Pipeline, Trigger};
 use pipeline_spec::plan::{Plan, PlanContext, PlanError, plan};
 use pipeline_spec::predefined::{Context, PipelineSource};
 use scheduler::FailureReason;
-use scheduler::job::{Layer, SpecVar, job_spec};
+use scheduler::job::job_spec;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -214,7 +214,7 @@ async fn bridge(
         return creation_failed(m);
     }
     // The variables the downstream pipeline gets (`forward`), computed as the job's would be.
-    let outer = outer_vars(shared);
+    let outer = shared.outer_vars();
     let Some(spec) = job_spec(&shared.plan, &shared.pipeline, index, &outer) else {
         return creation_failed(format!("job `{}` is not in the pipeline", pj.base));
     };
@@ -285,22 +285,6 @@ async fn bridge(
         ),
         other => (scheduler::Outcome::Failed { reason: FailureReason::UnknownFailure, exit_code: None }, Some(format!("{which} {other}"))),
     }
-}
-
-/// Secrets and `--var` values, as job specifications take them.
-fn outer_vars(shared: &Shared) -> Vec<SpecVar> {
-    shared
-        .secrets
-        .iter()
-        .map(|(k, v)| SpecVar { key: k.clone(), value: v.clone(), raw: true, masked: true, layer: Layer::Project })
-        .chain(shared.pipeline_vars.iter().map(|(k, v)| SpecVar {
-            key: k.clone(),
-            value: v.clone(),
-            raw: false,
-            masked: false,
-            layer: Layer::Pipeline,
-        }))
-        .collect()
 }
 
 /// `trigger:project` and `trigger:branch` are expanded with the trigger job's variables.
