@@ -32,9 +32,13 @@ pub enum StoreError {
     Conflict { pipeline: i64, expected: i64, found: i64 },
     #[error("{what} {id} does not exist")]
     NotFound { what: &'static str, id: i64 },
-    /// The database refused or failed (connection, constraint, I/O).
+    /// The database refused or failed (connection, constraint, I/O): an `sqlx::Error`
+    /// (PostgreSQL, migrations) or a `rusqlite::Error` (the SQLite store's statements).
     #[error("database error")]
-    Database(#[source] Box<sqlx::Error>),
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store was closed (the server is stopping).
+    #[error("the database is closed")]
+    Closed,
     #[error("migrating the schema")]
     Migrate(#[source] Box<sqlx::migrate::MigrateError>),
     /// `--database` names something this server cannot open.
