@@ -70,6 +70,13 @@ const MAX_ENGINES: usize = 1024;
 /// forgotten (a read each brings them back).
 const MAX_PROJECTS_REMEMBERED: usize = 4096;
 
+/// Runners remembered by [`AppState::runner`] before the map starts over.
+const MAX_RUNNERS_REMEMBERED: usize = 1024;
+
+/// How long a runner's row read by [`AppState::runner`] serves (the store writes its
+/// `last_seen_at` at most this often).
+const RUNNER_READ_EVERY_MS: i64 = 1000;
+
 /// Most jobs whose queueing time is remembered for the dispatch latency (metrics only).
 const MAX_QUEUED_AT: usize = 65_536;
 
@@ -103,6 +110,11 @@ pub struct AppState {
     /// Each pipeline's project, which never changes: the runner protocol's calls need it
     /// (secrets to mask) without reading the pipeline row every time. Bounded.
     projects: Mutex<HashMap<i64, Arc<str>>>,
+    /// Runners by token hash, as last read ([`AppState::runner`]). Bounded.
+    runners: Mutex<HashMap<String, (store::Runner, i64)>>,
+    /// The rows of pipelines whose jobs were leased lately ([`AppState::running_pipeline`]);
+    /// a pipeline leaves with its engine. Bounded.
+    leasing: Mutex<HashMap<i64, Arc<store::PipelineRow>>>,
     /// The deadline the delayed-job timer sleeps until (ms; `i64::MAX`: none), and its wake-up
     /// when an earlier one is stored.
     timer_deadline: AtomicI64,
@@ -178,6 +190,8 @@ impl AppState {
             metrics: Metrics::default(),
             queued_at: Mutex::new(HashMap::new()),
             projects: Mutex::new(HashMap::new()),
+            runners: Mutex::new(HashMap::new()),
+            leasing: Mutex::new(HashMap::new()),
             timer_deadline: AtomicI64::new(i64::MAX),
             timer: tokio::sync::Notify::new(),
             sealing: Arc::new(tokio::sync::Semaphore::new(SEALS_AT_ONCE)),
@@ -210,6 +224,44 @@ impl AppState {
     /// Drops the pipeline's engine (it finished).
     async fn forget_pipeline(&self, id: i64) {
         self.pipelines.lock().await.remove(&id);
+        self.leasing.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// The runner whose token hashes to `token_hash`. A runner polls for jobs many times a
+    /// second: its row is read again (and its `last_seen_at` written) once it is
+    /// [`RUNNER_READ_EVERY_MS`] old, which is as often as the store records it anyway. Runners
+    /// are never changed or removed once registered, so a remembered row is the stored one.
+    pub async fn runner(&self, token_hash: &str) -> Result<Option<store::Runner>, store::StoreError> {
+        let now = self.now_ms();
+        if let Some((runner, read_at)) = self.runners.lock().unwrap_or_else(|e| e.into_inner()).get(token_hash) {
+            if (0..RUNNER_READ_EVERY_MS).contains(&(now - read_at)) {
+                return Ok(Some(runner.clone()));
+            }
+        }
+        let Some(runner) = self.store.runner_by_token(token_hash, now).await? else { return Ok(None) };
+        let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+        if runners.len() >= MAX_RUNNERS_REMEMBERED && !runners.contains_key(token_hash) {
+            runners.clear();
+        }
+        runners.insert(token_hash.to_string(), (runner.clone(), now));
+        Ok(Some(runner))
+    }
+
+    /// The row of a pipeline whose job is being leased. What a lease reads of it (project,
+    /// trigger, number, creation time, approval) does not change once its jobs run, so it is
+    /// read once per pipeline while the pipeline runs, not once per job.
+    pub async fn running_pipeline(&self, id: i64) -> Result<Option<Arc<store::PipelineRow>>, store::StoreError> {
+        if let Some(row) = self.leasing.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            return Ok(Some(row.clone()));
+        }
+        let Some(row) = self.store.pipeline(id).await? else { return Ok(None) };
+        let row = Arc::new(row);
+        let mut leasing = self.leasing.lock().unwrap_or_else(|e| e.into_inner());
+        if leasing.len() >= MAX_ENGINES && !leasing.contains_key(&id) {
+            leasing.clear();
+        }
+        leasing.insert(id, row.clone());
+        Ok(Some(row))
     }
 
     /// How many engines, log locks, log watchers and queueing times are in memory.

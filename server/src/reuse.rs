@@ -171,7 +171,7 @@ async fn replay(state: &Arc<AppState>, job: &JobRow, earlier: &ReuseRecord) -> A
     state.store.set_reused_from(job.id, job.attempt, &json).await?;
     // As the job is now (its artifacts recorded), for what `conclude` reads of it.
     let now = state.store.job(job.id).await?.ok_or(Error::NotFound("job"))?;
-    crate::runners::conclude(state, &now, Outcome::Success, Some(0), None, false).await?;
+    crate::runners::conclude(state, &now, Outcome::Success, Some(0), None, false, None).await?;
     Ok(from)
 }
 

@@ -61,8 +61,7 @@ pub async fn request_job(
 ) -> ApiResult<Response> {
     let _ = body;
     let token = bearer(&headers).ok_or(Error::Unauthorized("missing runner token"))?;
-    let runner =
-        state.store.runner_by_token(&hash_token(token), state.now_ms()).await?.ok_or(Error::Unauthorized("unknown runner token"))?;
+    let runner = state.runner(&hash_token(token)).await?.ok_or(Error::Unauthorized("unknown runner token"))?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(state.config.poll_ms);
     loop {
         // Register interest before looking, so a job queued in between wakes us.
@@ -100,7 +99,7 @@ async fn payload(
 ) -> ApiResult<Result<JobPayload, crate::cross_needs::Missing>> {
     let mut template: JobTemplate = serde_json::from_str(&job.spec)
         .map_err(|e| Error::Internal(crate::store::StoreError::corrupt(format!("the spec of job {}", job.id), e).into()))?;
-    let pipeline = state.store.pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
+    let pipeline = state.running_pipeline(job.pipeline_id).await?.ok_or(Error::NotFound("pipeline"))?;
     let mut ctx = pipelines::context_of(&pipeline).map_err(|e| Error::Internal(e.into()))?;
     if let Some(project) = state.config.project(&pipeline.project) {
         template.job.add_outer(pipelines::secret_vars(project, &pipeline, &ctx));
@@ -138,7 +137,7 @@ async fn payload(
     Ok(Ok(JobPayload {
         job_id: job.id,
         pipeline_id: job.pipeline_id,
-        project: pipeline.project,
+        project: pipeline.project.clone(),
         attempt: job.attempt as u32,
         token,
         lease_ms: state.config.lease_ms,
@@ -477,14 +476,14 @@ pub async fn finish(
         state.store.set_coverage(id, job.pipeline_id, value).await?;
     }
     let final_log = matches!(whole, Some(crate::logs::Whole::Final { .. }));
-    conclude(&state, &job, outcome, req.exit_code, reason_text, final_log).await?;
+    conclude(&state, &job, outcome, req.exit_code, reason_text, final_log, template.as_ref()).await?;
     crate::reuse::after_finish(&state, &job, outcome).await;
     Ok(StatusCode::OK)
 }
 
 /// Ends the job's current attempt with `outcome`: its log sealed (unless `final_log`: stored
 /// whole as its final object already), the engine told (with the result for the job row),
-/// followers woken.
+/// followers woken. `template` is the job's, when the caller decoded it already.
 pub(crate) async fn conclude(
     state: &Arc<AppState>,
     job: &JobRow,
@@ -492,6 +491,7 @@ pub(crate) async fn conclude(
     exit_code: Option<i32>,
     reason_text: Option<String>,
     final_log: bool,
+    template: Option<&JobTemplate>,
 ) -> ApiResult<()> {
     let id = job.id;
     // The attempt's log is complete: one blob from now on (and earlier attempts', whose
@@ -502,9 +502,17 @@ pub(crate) async fn conclude(
             state.seal_later(id, attempt);
         }
     }
-    let template = serde_json::from_str::<JobTemplate>(&job.spec).ok();
+    // The job's template, when the caller has not decoded it already.
+    let decoded;
+    let template = match template {
+        Some(t) => Some(t),
+        None => {
+            decoded = serde_json::from_str::<JobTemplate>(&job.spec).ok();
+            decoded.as_ref()
+        }
+    };
     // An attempt that uploaded no artifacts has no test report: an earlier attempt's goes.
-    let has_junit = template.as_ref().and_then(|t| t.job.artifacts.as_ref()).is_some_and(|a| !a.junit.is_empty());
+    let has_junit = template.and_then(|t| t.job.artifacts.as_ref()).is_some_and(|a| !a.junit.is_empty());
     if has_junit && job.artifacts.is_none() && job.attempt > 1 {
         state.store.set_test_report(id, job.pipeline_id, None).await?;
     }
