@@ -323,16 +323,20 @@ impl Store for SqliteStore {
     }
 
     async fn runners(&self, limit: i64) -> Result<Vec<Runner>> {
-        self.read(|c| rows(c, concat!("SELECT ", runner_columns!(), " FROM runners ORDER BY id LIMIT ?1"), params![limit.max(0)], runner_row))
+        self.read(|c| {
+            rows(c, concat!("SELECT ", runner_columns!(), " FROM runners ORDER BY id LIMIT ?1"), params![limit.max(0)], runner_row)
+        })
     }
 
     async fn runner_by_token(&self, token_hash: &str, now: i64) -> Result<Option<Runner>> {
-        let found =
-            self.read(|c| row(c, concat!("SELECT ", runner_columns!(), " FROM runners WHERE token_hash = ?1"), params![token_hash], runner_row))?;
+        let found = self.read(|c| {
+            row(c, concat!("SELECT ", runner_columns!(), " FROM runners WHERE token_hash = ?1"), params![token_hash], runner_row)
+        })?;
         let Some(mut runner) = found else { return Ok(None) };
         if runner.last_seen_at + SEEN_EVERY_MS <= now {
             self.write(|c| {
-                c.prepare_cached("UPDATE runners SET last_seen_at = ?2 WHERE id = ?1 AND last_seen_at < ?2")?.execute(params![runner.id, now])?;
+                c.prepare_cached("UPDATE runners SET last_seen_at = ?2 WHERE id = ?1 AND last_seen_at < ?2")?
+                    .execute(params![runner.id, now])?;
                 Ok(())
             })?;
             runner.last_seen_at = now;
@@ -411,7 +415,9 @@ impl Store for SqliteStore {
                 params![project, limit],
                 pipeline_row,
             ),
-            None => rows(c, concat!("SELECT ", pipeline_columns!(), " FROM pipelines ORDER BY id DESC LIMIT ?1"), params![limit], pipeline_row),
+            None => {
+                rows(c, concat!("SELECT ", pipeline_columns!(), " FROM pipelines ORDER BY id DESC LIMIT ?1"), params![limit], pipeline_row)
+            }
         })
     }
 
@@ -535,7 +541,9 @@ impl Store for SqliteStore {
     }
 
     async fn jobs(&self, pipeline_id: i64) -> Result<Vec<JobRow>> {
-        self.read(|c| rows(c, concat!("SELECT ", job_columns!(), " FROM jobs WHERE pipeline_id = ?1 ORDER BY id"), params![pipeline_id], job_row))
+        self.read(|c| {
+            rows(c, concat!("SELECT ", job_columns!(), " FROM jobs WHERE pipeline_id = ?1 ORDER BY id"), params![pipeline_id], job_row)
+        })
     }
 
     async fn resource_holder(&self, project: &str, group: &str) -> Result<Option<(i64, i64)>> {
@@ -594,13 +602,7 @@ impl Store for SqliteStore {
                 "SELECT j.id, j.pipeline_id, j.name, j.status, j.attempt FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
                  WHERE p.project = ?1 AND j.resource_group = ?2 AND p.version > 0 AND j.status IN (?3, ?4, ?5) \
                  ORDER BY j.pipeline_id, j.id",
-                params![
-                    project,
-                    group,
-                    JobStatus::Created.as_str(),
-                    JobStatus::Scheduled.as_str(),
-                    JobStatus::WaitingForResource.as_str()
-                ],
+                params![project, group, JobStatus::Created.as_str(), JobStatus::Scheduled.as_str(), JobStatus::WaitingForResource.as_str()],
                 |r| {
                     let job_id: i64 = r.get("id")?;
                     let status: String = r.get("status")?;
@@ -724,7 +726,8 @@ impl Store for SqliteStore {
     }
 
     async fn set_dotenv(&self, id: i64, dotenv_json: &str) -> Result<()> {
-        let done = self.write(|c| Ok(c.prepare_cached("UPDATE jobs SET dotenv = ?2 WHERE id = ?1")?.execute(params![id, dotenv_json])?))?;
+        let done =
+            self.write(|c| Ok(c.prepare_cached("UPDATE jobs SET dotenv = ?2 WHERE id = ?1")?.execute(params![id, dotenv_json])?))?;
         if done == 0 {
             return Err(StoreError::NotFound { what: "job", id });
         }
@@ -733,20 +736,19 @@ impl Store for SqliteStore {
 
     async fn set_reuse_key(&self, id: i64, attempt: i64, scope_key: &str) -> Result<bool> {
         let done = self.write(|c| {
-            Ok(c.prepare_cached("UPDATE jobs SET reuse_key = ?5 WHERE id = ?1 AND attempt = ?2 AND status IN (?3, ?4)")?.execute(params![
-                id,
-                attempt,
-                held()[0],
-                held()[1],
-                scope_key
-            ])?)
+            Ok(c.prepare_cached("UPDATE jobs SET reuse_key = ?5 WHERE id = ?1 AND attempt = ?2 AND status IN (?3, ?4)")?
+                .execute(params![id, attempt, held()[0], held()[1], scope_key])?)
         })?;
         Ok(done > 0)
     }
 
     async fn set_reused_from(&self, id: i64, attempt: i64, reused_from: &str) -> Result<()> {
         let done = self.write(|c| {
-            Ok(c.prepare_cached("UPDATE jobs SET reused_from = ?3 WHERE id = ?1 AND attempt = ?2")?.execute(params![id, attempt, reused_from])?)
+            Ok(c.prepare_cached("UPDATE jobs SET reused_from = ?3 WHERE id = ?1 AND attempt = ?2")?.execute(params![
+                id,
+                attempt,
+                reused_from
+            ])?)
         })?;
         if done == 0 {
             return Err(StoreError::NotFound { what: "job", id });
@@ -799,8 +801,10 @@ impl Store for SqliteStore {
     async fn id_token_key(&self, name: &str, candidate: &StoredKey, now: i64) -> Result<StoredKey> {
         // Insert if absent, then read: whoever inserted first, every server reads that row.
         self.write(|c| {
-            c.prepare_cached("INSERT INTO id_token_keys (name, alg, pkcs8, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING")?
-                .execute(params![name, candidate.alg, candidate.pkcs8, now])?;
+            c.prepare_cached(
+                "INSERT INTO id_token_keys (name, alg, pkcs8, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
+            )?
+            .execute(params![name, candidate.alg, candidate.pkcs8, now])?;
             Ok(c.prepare_cached("SELECT alg, pkcs8 FROM id_token_keys WHERE name = ?1")?
                 .query_row(params![name], |r| Ok(StoredKey { alg: r.get(0)?, pkcs8: r.get(1)? }))?)
         })
@@ -860,12 +864,15 @@ impl Store for SqliteStore {
     }
 
     async fn open_logs(&self) -> Result<Vec<(i64, i64)>> {
-        self.read(|c| rows(c, "SELECT DISTINCT job_id, attempt FROM log_chunks ORDER BY job_id, attempt", [], |r| Ok((r.get(0)?, r.get(1)?))))
+        self.read(|c| {
+            rows(c, "SELECT DISTINCT job_id, attempt FROM log_chunks ORDER BY job_id, attempt", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        })
     }
 
     async fn queue_depth(&self) -> Result<i64> {
         self.read(|c| {
-            Ok(c.prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = ?1")?.query_row(params![JobStatus::Pending.as_str()], |r| r.get(0))?)
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = ?1")?
+                .query_row(params![JobStatus::Pending.as_str()], |r| r.get(0))?)
         })
     }
 
@@ -893,9 +900,12 @@ impl Store for SqliteStore {
 
     async fn wakeups(&self, limit: i64) -> Result<Vec<Wakeup>> {
         self.read(|c| {
-            rows(c, "SELECT id, wake_at FROM pipelines WHERE wake_at IS NOT NULL ORDER BY wake_at, id LIMIT ?1", params![limit.max(0)], |r| {
-                Ok(Wakeup { pipeline_id: r.get(0)?, at: r.get(1)? })
-            })
+            rows(
+                c,
+                "SELECT id, wake_at FROM pipelines WHERE wake_at IS NOT NULL ORDER BY wake_at, id LIMIT ?1",
+                params![limit.max(0)],
+                |r| Ok(Wakeup { pipeline_id: r.get(0)?, at: r.get(1)? }),
+            )
         })
     }
 
@@ -998,13 +1008,19 @@ impl Store for SqliteStore {
 
     async fn access_tokens(&self, user: Option<&str>) -> Result<Vec<AccessToken>> {
         self.read(|c| {
-            rows(c, concat!("SELECT ", token_columns!(), " FROM access_tokens WHERE ?1 IS NULL OR user_name = ?1 ORDER BY id"), params![user], token_row)
+            rows(
+                c,
+                concat!("SELECT ", token_columns!(), " FROM access_tokens WHERE ?1 IS NULL OR user_name = ?1 ORDER BY id"),
+                params![user],
+                token_row,
+            )
         })
     }
 
     async fn revoke_access_token(&self, id: i64, now: i64) -> Result<bool> {
         let done = self.write(|c| {
-            Ok(c.prepare_cached("UPDATE access_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?.execute(params![id, now])?)
+            Ok(c.prepare_cached("UPDATE access_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+                .execute(params![id, now])?)
         })?;
         Ok(done == 1)
     }
@@ -1078,7 +1094,10 @@ fn token_row(r: &Row<'_>) -> Result<AccessToken> {
 /// Why a guarded pipeline update changed no row: the pipeline is missing, or its version is
 /// not the expected one (the caller rolls back by dropping the transaction).
 fn conflict(tx: &Connection, pipeline: i64, expected: i64) -> StoreError {
-    match tx.prepare_cached("SELECT version FROM pipelines WHERE id = ?1").and_then(|mut s| s.query_row(params![pipeline], |r| r.get(0)).optional()) {
+    match tx
+        .prepare_cached("SELECT version FROM pipelines WHERE id = ?1")
+        .and_then(|mut s| s.query_row(params![pipeline], |r| r.get(0)).optional())
+    {
         Ok(Some(found)) => StoreError::Conflict { pipeline, expected, found },
         Ok(None) => StoreError::NotFound { what: "pipeline", id: pipeline },
         Err(e) => e.into(),
@@ -1098,7 +1117,13 @@ fn update_job(tx: &Connection, pipeline_id: i64, update: &JobUpdate) -> Result<(
                  FROM jobs WHERE id = ?1 AND pipeline_id = ?2 AND attempt < ?3 \
                  ON CONFLICT (job_id, attempt) DO NOTHING",
             )?
-            .execute(params![job_id, pipeline_id, i64::from(*attempt), JobStatus::Running.as_str(), JobStatus::Failed.as_str()])?;
+            .execute(params![
+                job_id,
+                pipeline_id,
+                i64::from(*attempt),
+                JobStatus::Running.as_str(),
+                JobStatus::Failed.as_str()
+            ])?;
             let done = tx
                 .prepare_cached(
                     "UPDATE jobs SET status = ?4, attempt = ?3, runner_id = NULL, token_hash = NULL, lease_expires_at = NULL, \
@@ -1135,14 +1160,17 @@ fn update_job(tx: &Connection, pipeline_id: i64, update: &JobUpdate) -> Result<(
             (done, *job_id)
         }
         JobUpdate::RunAnyway { job_id, attempt } => {
-            let done = tx
-                .prepare_cached("UPDATE jobs SET run_anyway = ?3 WHERE id = ?1 AND pipeline_id = ?2")?
-                .execute(params![job_id, pipeline_id, i64::from(*attempt)])?;
+            let done = tx.prepare_cached("UPDATE jobs SET run_anyway = ?3 WHERE id = ?1 AND pipeline_id = ?2")?.execute(params![
+                job_id,
+                pipeline_id,
+                i64::from(*attempt)
+            ])?;
             (done, *job_id)
         }
         JobUpdate::RequestCancel { job_id } => {
-            let done =
-                tx.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND pipeline_id = ?2")?.execute(params![job_id, pipeline_id])?;
+            let done = tx
+                .prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND pipeline_id = ?2")?
+                .execute(params![job_id, pipeline_id])?;
             (done, *job_id)
         }
     };
