@@ -145,7 +145,8 @@ fn normalise(secrets: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Vec<Vec<u8>
 /// first. Sets over 64 KiB of secrets in total are compiled for their job and not kept.
 ///
 /// Compiling the automaton was a few percent of a trivial job's CPU on a runner; a hit costs
-/// a comparison of the secrets with each entry's.
+/// a comparison of the secrets with each entry's. The kept sets hold their secrets in this
+/// process's memory between jobs (each job had them there anyway).
 #[derive(Debug)]
 pub struct MaskCache {
     capacity: usize,
