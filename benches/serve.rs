@@ -9,10 +9,14 @@
 //!   6. real runners (`-- runners` only): 4 `piste runner` processes (shell executor, 4 slots
 //!      each) run a pipeline of 500 trivial jobs: jobs/s, and the CPU per job of the server and
 //!      of the runners (their own processes; the jobs' shells apart).
+//!   7. first script line (`-- first-line` only): one real `piste runner` (shell executor), 30
+//!      pushes one after another, each a one-job pipeline whose script echoes a marker: webhook
+//!      sent → the marker's line readable by a follower of the job's live log (p50, p99).
 //!
 //! Run with `cargo bench --bench serve` (or `make bench-server`); `cargo bench --bench serve --
 //! rss` runs the memory measurement only, `-- dispatch` the dispatch throughput only, `-- webhook`
-//! the webhook latency only, `-- runners` the real runners only. `PISTE_BENCH_DATABASE=postgres://…`
+//! the webhook latency only, `-- runners` the real runners only, `-- first-line` the first script
+//! line only. `PISTE_BENCH_DATABASE=postgres://…`
 //! puts the queue in PostgreSQL and `PISTE_BENCH_STORAGE=s3://…` logs and artifacts in object storage;
 //! `benches/pg-s3.sh` starts both (a durable PostgreSQL and moto) and runs this with them, with
 //! `PISTE_BENCH_PG_PID` and `PISTE_BENCH_S3_PID`: the dispatch run then says how much CPU per job
@@ -203,6 +207,10 @@ async fn main() {
     let only = |part: &str| std::env::args().any(|a| a == part);
     if only("runners") {
         real_runners(root, &work, gport).await;
+        return;
+    }
+    if only("first-line") {
+        first_script_line(root, &work, gport).await;
         return;
     }
     if !only("dispatch") && !only("webhook") {
@@ -887,4 +895,99 @@ async fn wait_pipeline(client: &reqwest::Client, base: &str, id: i64) {
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
+}
+
+/// First script line (7.): one real `piste runner` (shell executor, one slot, its repository
+/// cache warm), then `PUSHES` pushes one after another, each a new one-job pipeline whose script
+/// echoes a marker; for each, the time from sending the webhook to the marker's line in the
+/// job's live log (`/log/stream`, which wakes its followers as soon as a chunk is stored). Also
+/// when the webhook was answered and when the job's id was first seen (the pipeline planned),
+/// to tell where the time goes.
+async fn first_script_line(root: &Path, work: &Path, gport: u16) {
+    const PUSHES: usize = 30;
+    git(work, &["checkout", "-q", "-b", "first-line"]);
+    // The marker is computed by the shell, so the echoed command (`$ echo ...`) does not hold it.
+    std::fs::write(work.join(".gitlab-ci.yml"), "line:\n  script: [\"echo first-line-$((40 + 2))\"]\n").unwrap();
+    git(work, &["commit", "-qam", "first line"]);
+    git(work, &["push", "-q", "origin", "HEAD:refs/heads/first-line"]);
+    let mut before = git(work, &["rev-parse", "HEAD"]);
+
+    let (server, base) = start_server(root, "first-line", gport, 5000);
+    let client = reqwest::Client::new();
+    let conf = root.join("first-line-runner.toml");
+    let reg = Command::new(env!("CARGO_BIN_EXE_piste"))
+        .args(["runner", "register", "--url", &base, "--token", REG, "--name", "first-line", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(reg.status.success(), "{}", String::from_utf8_lossy(&reg.stderr));
+    let stderr = if std::env::var_os("PISTE_BENCH_VERBOSE").is_some() { Stdio::inherit() } else { Stdio::null() };
+    let runner = Kill(
+        Command::new(env!("CARGO_BIN_EXE_piste"))
+            .args(["runner", "run", "--executor", "shell", "--concurrency", "1", "--work-dir"])
+            .arg(root.join("first-line-work"))
+            .arg("--config")
+            .arg(&conf)
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
+    // The runner's first checkout is a clone: one pipeline first, not measured.
+    let warm = send_hook(&client, &base, hook("first-line", &"0".repeat(40), &before), "first-warm".into()).await;
+    let warm_id = warm.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().unwrap();
+    wait_pipeline(&client, &base, warm_id).await;
+
+    let (mut total, mut planned, mut hook_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..PUSHES {
+        git(work, &["commit", "-q", "--allow-empty", "-m", &format!("first line {i}")]);
+        git(work, &["push", "-q", "origin", "HEAD:refs/heads/first-line"]);
+        let after = git(work, &["rev-parse", "HEAD"]);
+        let start = Instant::now();
+        let r = send_hook(&client, &base, hook("first-line", &before, &after), format!("first-{i}")).await;
+        hook_ms.push(start.elapsed());
+        let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().expect("a new pipeline");
+        let job = loop {
+            let p: serde_json::Value = client.get(format!("{base}/api/v1/pipelines/{id}")).send().await.unwrap().json().await.unwrap();
+            if let Some(job) = p["jobs"][0]["id"].as_i64() {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        planned.push(start.elapsed());
+        let mut stream = client.get(format!("{base}/api/v1/jobs/{job}/log/stream")).send().await.unwrap().bytes_stream();
+        let mut pending = String::new();
+        let mut seen = None;
+        'events: while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            pending.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                if block.contains("event: end") {
+                    break 'events;
+                }
+                let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+                let text = serde_json::from_str::<serde_json::Value>(&data).ok().and_then(|v| v["text"].as_str().map(str::to_owned));
+                if text.is_some_and(|t| t.lines().any(|l| l.trim_end() == "first-line-42")) {
+                    seen = Some(start.elapsed());
+                    break 'events;
+                }
+            }
+        }
+        total.push(seen.unwrap_or_else(|| panic!("job {job}: the marker never reached the live log")));
+        wait_pipeline(&client, &base, id).await;
+        before = after;
+    }
+    let q = |v: &mut Vec<Duration>, x: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * x).round() as usize].as_secs_f64() * 1000.0
+    };
+    println!(
+        "first script line: webhook sent → the marker in the job's live log, {PUSHES} one-job pipelines through one real runner: \
+         p50 {:.0} ms, p99 {:.0} ms (target p50 < 150 ms); of which webhook answered p50 {:.1} ms, job visible p50 {:.1} ms",
+        q(&mut total, 0.5),
+        q(&mut total, 0.99),
+        q(&mut hook_ms, 0.5),
+        q(&mut planned, 0.5),
+    );
+    drop(runner);
+    drop(server);
 }

@@ -156,7 +156,7 @@ pub struct AttemptEnv<'a> {
     /// Where archives are built.
     pub tmp_dir: &'a Path,
     /// Where the executor records the processes it starts (see [`JobRequest::ledger`]).
-    pub ledger: Option<&'a Path>,
+    pub ledger: Option<&'a crate::executor::ProcessLedger>,
     /// What built-in steps keep between jobs (cached clones); the runner's, never a job's.
     pub state_dir: &'a Path,
     /// The key `piste/image-build@v1` signs with (the server's `[signing]` key, or `piste run
@@ -392,7 +392,7 @@ fn request(spec: &JobSpec, env: &AttemptEnv<'_>, workspace: &Path, project_dir: 
         project_dir,
         timeout: Duration::from_secs(if spec.timeout_s == 0 { scheduler::job::DEFAULT_TIMEOUT_S } else { spec.timeout_s }),
         after_script_timeout: AFTER_SCRIPT_TIMEOUT,
-        ledger: env.ledger.map(Path::to_path_buf),
+        ledger: env.ledger.cloned(),
     }
 }
 

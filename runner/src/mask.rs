@@ -34,10 +34,22 @@
 //!   a release build here). Memory is the longest secret plus the largest chunk. The worst case,
 //!   tiny chunks of a log that keeps repeating the start of a long secret, is
 //!   O(log × longest secret).
+//! - **Shared sets.** Compiling the automaton costs more than masking a short job's log (a few
+//!   percent of a trivial job's CPU on a runner), and most jobs of a project mask the same
+//!   secrets: a [`SecretSet`] is compiled once and shared, a [`MaskCache`] keeps the recent ones
+//!   (bounded, keyed by the exact secrets), and [`Masker::of_sets`] masks the union of several
+//!   sets — a job's shared secrets plus its own token, which no other job has and which is
+//!   compiled for that log alone ([`SecretSet::for_one_log`]: an NFA, quicker to build than
+//!   the DFA a shared set gets). The union's output is exactly that of one set of all the
+//!   secrets: at each step the earliest of the sets' leftmost-longest matches wins, the longest
+//!   on a tie, and what is held back is the longest held back by any set.
 //! - A secret containing characters of `[MASKED]` can of course appear next to a mask in the
 //!   output (`D]x` after masking `abc` in `abcx`); that reveals nothing about any secret.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use std::cmp::Reverse;
+use std::sync::{Arc, Mutex};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, Input, Match, MatchKind};
 
 /// The text that replaces every secret.
 pub const MASK: &[u8] = b"[MASKED]";
@@ -45,11 +57,172 @@ pub const MASK: &[u8] = b"[MASKED]";
 /// Secrets larger than this in total are not matched but fail closed (see [`Masker::new`]).
 const MAX_TOTAL_SECRET_BYTES: usize = 1 << 30;
 
+/// Secret sets larger than this in total are compiled for their job only, never kept in a
+/// [`MaskCache`] (a cache entry holds the patterns and an automaton several times their size).
+const MAX_CACHED_SECRET_BYTES: usize = 64 * 1024;
+
+/// A compiled set of secrets: what a [`Masker`] matches, shareable between the maskers of
+/// every job that masks the same secrets (see [`MaskCache`]). Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct SecretSet(SetKind);
+
+#[derive(Debug, Clone)]
+enum SetKind {
+    /// No secret.
+    Empty,
+    Compiled(Arc<Compiled>),
+    /// The secrets could not be compiled: a masker using this set withholds the whole log.
+    Withhold,
+}
+
+/// The immutable part of a set: the matcher and the trie of the secrets' prefixes.
+#[derive(Debug)]
+struct Compiled {
+    matcher: AhoCorasick,
+    prefixes: PrefixTrie,
+    /// The normalised patterns (sorted, deduplicated, none empty): a [`MaskCache`]'s key.
+    patterns: Vec<Vec<u8>>,
+}
+
+/// How much a set is worth compiling: a set kept for many jobs takes the fastest matcher (a
+/// DFA, slower to build); a set for one job's log the quickest to build.
+#[derive(Debug, Clone, Copy)]
+enum Use {
+    Shared,
+    Once,
+}
+
+impl SecretSet {
+    /// The literal bytes of `secrets`, compiled for many logs. Empty secrets are ignored;
+    /// secrets too large to compile (over 1 GiB in total) make a set that withholds the log.
+    pub fn new(secrets: impl IntoIterator<Item = impl AsRef<[u8]>>) -> SecretSet {
+        SecretSet::compile(normalise(secrets), Use::Shared)
+    }
+
+    /// Like [`SecretSet::new`], for one log only: quicker to build, a little slower to search
+    /// (an NFA instead of a DFA). For a job's own token, say, which no other job shares.
+    pub fn for_one_log(secrets: impl IntoIterator<Item = impl AsRef<[u8]>>) -> SecretSet {
+        SecretSet::compile(normalise(secrets), Use::Once)
+    }
+
+    fn compile(patterns: Vec<Vec<u8>>, usage: Use) -> SecretSet {
+        if patterns.is_empty() {
+            return SecretSet(SetKind::Empty);
+        }
+        if patterns.iter().map(Vec::len).sum::<usize>() > MAX_TOTAL_SECRET_BYTES {
+            return SecretSet(SetKind::Withhold);
+        }
+        let kind = match usage {
+            Use::Shared => None,
+            Use::Once => Some(AhoCorasickKind::NoncontiguousNFA),
+        };
+        match AhoCorasickBuilder::new().match_kind(MatchKind::LeftmostLongest).kind(kind).build(&patterns) {
+            Ok(matcher) => SecretSet(SetKind::Compiled(Arc::new(Compiled { matcher, prefixes: PrefixTrie::new(&patterns), patterns }))),
+            Err(_) => SecretSet(SetKind::Withhold),
+        }
+    }
+
+    /// The same compiled set (a cache hit hands out the set it compiled before).
+    pub fn same_as(&self, other: &SecretSet) -> bool {
+        match (&self.0, &other.0) {
+            (SetKind::Compiled(a), SetKind::Compiled(b)) => Arc::ptr_eq(a, b),
+            (SetKind::Empty, SetKind::Empty) | (SetKind::Withhold, SetKind::Withhold) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Secrets sorted and deduplicated, the empty ones dropped.
+fn normalise(secrets: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Vec<Vec<u8>> {
+    let mut patterns: Vec<Vec<u8>> = secrets.into_iter().map(|s| s.as_ref().to_vec()).filter(|s| !s.is_empty()).collect();
+    patterns.sort();
+    patterns.dedup();
+    patterns
+}
+
+/// Compiled secret sets kept between jobs, keyed by the exact set of secrets (most jobs of a
+/// project mask the same ones), at most `capacity` of them, the least recently used dropped
+/// first. Sets over 64 KiB of secrets in total are compiled for their job and not kept.
+///
+/// Compiling the automaton was a few percent of a trivial job's CPU on a runner; a hit costs
+/// a comparison of the secrets with each entry's. The kept sets hold their secrets in this
+/// process's memory between jobs (each job had them there anyway).
+#[derive(Debug)]
+pub struct MaskCache {
+    capacity: usize,
+    /// Larger sets (in total bytes) are not kept.
+    max_bytes: usize,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// Each set with the tick of its last use.
+    sets: Vec<(u64, Arc<Compiled>)>,
+    tick: u64,
+}
+
+impl MaskCache {
+    /// A cache of at most `capacity` sets (0 keeps none).
+    pub fn new(capacity: usize) -> MaskCache {
+        MaskCache { capacity, max_bytes: MAX_CACHED_SECRET_BYTES, entries: Mutex::new(Entries::default()) }
+    }
+
+    /// The compiled set of `secrets` (empty ones ignored), from the cache or compiled now.
+    pub fn get(&self, secrets: impl IntoIterator<Item = impl AsRef<[u8]>>) -> SecretSet {
+        let patterns = normalise(secrets);
+        if patterns.is_empty() {
+            return SecretSet(SetKind::Empty);
+        }
+        {
+            let mut entries = self.lock();
+            entries.tick += 1;
+            let tick = entries.tick;
+            if let Some(entry) = entries.sets.iter_mut().find(|(_, c)| c.patterns == patterns) {
+                entry.0 = tick;
+                return SecretSet(SetKind::Compiled(entry.1.clone()));
+            }
+        }
+        let cacheable = self.capacity > 0 && patterns.iter().map(Vec::len).sum::<usize>() <= self.max_bytes;
+        // Compiled outside the lock: other jobs' hits do not wait for it. A set that is not
+        // kept serves one log.
+        let set = SecretSet::compile(patterns, if cacheable { Use::Shared } else { Use::Once });
+        if let (true, SetKind::Compiled(compiled)) = (cacheable, &set.0) {
+            let mut entries = self.lock();
+            entries.tick += 1;
+            let tick = entries.tick;
+            // Another job may have compiled the same set meanwhile.
+            if !entries.sets.iter().any(|(_, c)| c.patterns == compiled.patterns) {
+                if entries.sets.len() >= self.capacity {
+                    if let Some(oldest) = entries.sets.iter().enumerate().min_by_key(|(_, (t, _))| *t).map(|(i, _)| i) {
+                        entries.sets.swap_remove(oldest);
+                    }
+                }
+                entries.sets.push((tick, compiled.clone()));
+            }
+        }
+        set
+    }
+
+    /// How many sets are kept.
+    pub fn len(&self) -> usize {
+        self.lock().sets.len()
+    }
+
+    /// Whether no set is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Streaming secret masker. See the [module documentation](self).
 #[derive(Debug, Clone)]
 pub struct Masker {
     mode: Mode,
-    prefixes: PrefixTracker,
     held: Vec<u8>,
 }
 
@@ -57,9 +230,17 @@ pub struct Masker {
 enum Mode {
     /// Nothing to mask: everything passes straight through.
     Pass,
-    Mask(AhoCorasick),
+    /// One or more compiled sets, matched as their union.
+    Mask(Vec<Layer>),
     /// The secrets could not be compiled: the whole log is replaced by one `[MASKED]`.
     Withhold,
+}
+
+/// One compiled set and where the stream stands in its prefix trie.
+#[derive(Debug, Clone)]
+struct Layer {
+    set: Arc<Compiled>,
+    state: u32,
 }
 
 impl Masker {
@@ -68,21 +249,23 @@ impl Masker {
     /// Secrets too large to compile (over 1 GiB in total) fail closed: the whole log is then
     /// replaced by a single `[MASKED]` rather than shown unmasked.
     pub fn new(secrets: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Masker {
-        let mut patterns: Vec<Vec<u8>> = secrets.into_iter().map(|s| s.as_ref().to_vec()).filter(|s| !s.is_empty()).collect();
-        patterns.sort();
-        patterns.dedup();
-        let withhold = Masker { mode: Mode::Withhold, prefixes: PrefixTracker::new(&[]), held: Vec::new() };
-        if patterns.is_empty() {
-            return Masker { mode: Mode::Pass, ..withhold };
+        Masker::of_sets([SecretSet::new(secrets)])
+    }
+
+    /// A masker for the union of `sets` (a job's shared secrets from a [`MaskCache`] and its
+    /// own token, say): the output is exactly [`Masker::new`]'s for all their secrets together.
+    /// A set that withholds makes the masker withhold.
+    pub fn of_sets(sets: impl IntoIterator<Item = SecretSet>) -> Masker {
+        let mut layers = Vec::new();
+        for set in sets {
+            match set.0 {
+                SetKind::Empty => {}
+                SetKind::Withhold => return Masker { mode: Mode::Withhold, held: Vec::new() },
+                SetKind::Compiled(set) => layers.push(Layer { set, state: 0 }),
+            }
         }
-        if patterns.iter().map(Vec::len).sum::<usize>() > MAX_TOTAL_SECRET_BYTES {
-            return withhold;
-        }
-        let built = AhoCorasickBuilder::new().match_kind(MatchKind::LeftmostLongest).build(&patterns);
-        match built {
-            Ok(ac) => Masker { mode: Mode::Mask(ac), prefixes: PrefixTracker::new(&patterns), held: Vec::new() },
-            Err(_) => withhold,
-        }
+        let mode = if layers.is_empty() { Mode::Pass } else { Mode::Mask(layers) };
+        Masker { mode, held: Vec::new() }
     }
 
     /// Like [`Masker::new`], and also masks each secret's percent-encoded form (when it differs)
@@ -106,13 +289,13 @@ impl Masker {
 
     /// Masks `chunk`, appending what can be emitted now to `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let matcher = match &self.mode {
-            Mode::Mask(ac) => ac,
+        let layers = match &mut self.mode {
+            Mode::Mask(layers) => layers,
             Mode::Pass => return out.extend_from_slice(chunk),
             Mode::Withhold => return,
         };
-        // How many trailing stream bytes could still grow into a secret.
-        let open = self.prefixes.feed(chunk);
+        // How many trailing stream bytes could still grow into a secret (of any set).
+        let open = layers.iter_mut().map(|l| l.set.prefixes.feed(&mut l.state, chunk)).max().unwrap_or(0);
         let total = self.held.len() + chunk.len();
         // Offsets (into held ++ chunk) before `decided` cannot start an unfinished secret, so
         // every match starting there is final; it also ends inside the data we have.
@@ -128,7 +311,7 @@ impl Masker {
             self.held.extend_from_slice(chunk);
             &self.held
         };
-        let keep = emit_decided(matcher, data, decided, out);
+        let keep = emit_decided(layers, data, decided, out);
         if fresh {
             self.held.extend_from_slice(&chunk[keep..]);
         } else {
@@ -140,11 +323,13 @@ impl Masker {
     /// them) and restarts matching after them. For a caller's timer; see the
     /// [module documentation](self).
     pub fn flush(&mut self, out: &mut Vec<u8>) {
-        if let Mode::Mask(matcher) = &self.mode {
-            emit_decided(matcher, &self.held, self.held.len(), out);
+        if let Mode::Mask(layers) = &mut self.mode {
+            emit_decided(layers, &self.held, self.held.len(), out);
+            for layer in layers {
+                layer.state = 0;
+            }
         }
         self.held.clear();
-        self.prefixes.reset();
     }
 
     /// Ends the stream: emits whatever was held back.
@@ -172,28 +357,49 @@ impl Masker {
 
 /// Masks `data`, committing the matches that start before `decided`, and emits it up to the
 /// returned offset: the end of the last match or `decided`, whichever is further.
-fn emit_decided(matcher: &AhoCorasick, data: &[u8], decided: usize, out: &mut Vec<u8>) -> usize {
+///
+/// With several sets, the leftmost-longest match of their union is, at each step, the
+/// earliest of each set's own leftmost-longest match, the longest on a tie.
+fn emit_decided(layers: &[Layer], data: &[u8], decided: usize, out: &mut Vec<u8>) -> usize {
     let mut last = 0;
-    for m in matcher.find_iter(data) {
-        if m.start() >= decided {
-            break;
-        }
-        out.extend_from_slice(&data[last..m.start()]);
+    let mut mask = |m: Match, last: &mut usize| {
+        out.extend_from_slice(&data[*last..m.start()]);
         out.extend_from_slice(MASK);
-        last = m.end();
+        *last = m.end();
+    };
+    if let [only] = layers {
+        for m in only.set.matcher.find_iter(data) {
+            if m.start() >= decided {
+                break;
+            }
+            mask(m, &mut last);
+        }
+    } else {
+        let find = |layer: &Layer, from: usize| layer.set.matcher.find(Input::new(data).span(from..data.len()));
+        let mut next: Vec<Option<Match>> = layers.iter().map(|l| find(l, 0)).collect();
+        while let Some(m) = next.iter().flatten().copied().min_by_key(|m| (m.start(), Reverse(m.end()))) {
+            if m.start() >= decided {
+                break;
+            }
+            mask(m, &mut last);
+            for (layer, n) in layers.iter().zip(&mut next) {
+                if n.is_some_and(|n| n.start() < last) {
+                    *n = find(layer, last);
+                }
+            }
+        }
     }
     let keep = last.max(decided);
     out.extend_from_slice(&data[last..keep]);
     keep
 }
 
-/// Tracks the longest suffix of the stream that is a proper prefix of some secret, with an
-/// Aho-Corasick trie (goto and failure links) of its own: the matcher crate does not expose
-/// the depth of its states.
-#[derive(Debug, Clone)]
-struct PrefixTracker {
+/// The secrets' prefixes as an Aho-Corasick trie (goto and failure links) of its own, to know
+/// the longest suffix of the stream that is a proper prefix of some secret: the matcher crate
+/// does not expose the depth of its states. Immutable; a stream's state is a node id.
+#[derive(Debug)]
+struct PrefixTrie {
     nodes: Vec<Node>,
-    state: u32,
     longest: usize,
 }
 
@@ -207,8 +413,8 @@ struct Node {
     open: u32,
 }
 
-impl PrefixTracker {
-    fn new(patterns: &[Vec<u8>]) -> PrefixTracker {
+impl PrefixTrie {
+    fn new(patterns: &[Vec<u8>]) -> PrefixTrie {
         let mut nodes = vec![Node::default()];
         let mut depth = vec![0u32];
         for p in patterns {
@@ -232,14 +438,15 @@ impl PrefixTracker {
             let id = id as usize;
             let fail = nodes[id].fail as usize;
             nodes[id].open = if nodes[id].next.is_empty() { if id == 0 { 0 } else { nodes[fail].open } } else { depth[id] };
-            for (b, child) in nodes[id].next.clone() {
+            for i in 0..nodes[id].next.len() {
+                let (b, child) = nodes[id].next[i];
                 let child_fail = if id == 0 { 0 } else { Self::step(&nodes, fail as u32, b) };
                 nodes[child as usize].fail = child_fail;
                 queue.push_back(child);
             }
         }
         let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
-        PrefixTracker { nodes, state: 0, longest }
+        PrefixTrie { nodes, longest }
     }
 
     fn step(nodes: &[Node], mut state: u32, b: u8) -> u32 {
@@ -255,24 +462,20 @@ impl PrefixTracker {
         }
     }
 
-    /// Consumes `chunk`; returns the length of the longest stream suffix that is a proper
-    /// prefix of a secret. Costs O(min(chunk, longest secret)).
-    fn feed(&mut self, chunk: &[u8]) -> usize {
+    /// Moves `state` over `chunk`; returns the length of the longest stream suffix that is a
+    /// proper prefix of a secret. Costs O(min(chunk, longest secret)).
+    fn feed(&self, state: &mut u32, chunk: &[u8]) -> usize {
         let tail = if chunk.len() >= self.longest {
             // The state depends only on the last `longest` bytes.
-            self.state = 0;
+            *state = 0;
             &chunk[chunk.len() - self.longest..]
         } else {
             chunk
         };
         for &b in tail {
-            self.state = Self::step(&self.nodes, self.state, b);
+            *state = Self::step(&self.nodes, *state, b);
         }
-        self.nodes[self.state as usize].open as usize
-    }
-
-    fn reset(&mut self) {
-        self.state = 0;
+        self.nodes[*state as usize].open as usize
     }
 }
 
@@ -451,6 +654,77 @@ mod tests {
         assert!(out.ends_with(b"x[MASKED]!"));
     }
 
+    fn mask_with(mut m: Masker, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in pieces {
+            m.push(p, &mut out);
+        }
+        m.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_cached_set_masks_its_own_secrets_only() {
+        let cache = MaskCache::new(4);
+        let a = cache.get(["alpha-secret", "shared"]);
+        let b = cache.get(["beta-secret"]);
+        assert!(!a.same_as(&b));
+        let text = b"alpha-secret beta-secret shared\n";
+        assert_eq!(mask_with(Masker::of_sets([a.clone()]), &[text]), b"[MASKED] beta-secret [MASKED]\n");
+        assert_eq!(mask_with(Masker::of_sets([b]), &[text]), b"alpha-secret [MASKED] shared\n");
+        // The same secrets, in another order and with an empty one, are the same set: a hit.
+        let again = cache.get(["shared", "", "alpha-secret", "shared"]);
+        assert!(again.same_as(&a), "a second job with the same secrets reuses the compiled set");
+        assert_eq!(cache.len(), 2);
+        // A set of no secret masks nothing and is not kept.
+        assert_eq!(mask_with(Masker::of_sets([cache.get([""; 0])]), &[text]), text);
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_drops_the_least_recently_used() {
+        let cache = MaskCache { max_bytes: 64, ..MaskCache::new(3) };
+        let first = cache.get(["s0"]);
+        for i in 1..3 {
+            cache.get([format!("s{i}")]);
+        }
+        // s0 used again: s1 is now the oldest.
+        assert!(cache.get(["s0"]).same_as(&first));
+        for i in 3..20 {
+            cache.get([format!("s{i}")]);
+            assert!(cache.len() <= 3);
+        }
+        assert_eq!(cache.len(), 3);
+        let s19 = cache.get(["s19"]);
+        assert!(cache.get(["s19"]).same_as(&s19));
+        assert!(!cache.get(["s0"]).same_as(&first), "evicted sets are compiled again");
+        // Huge sets are compiled for their job and never kept; nothing is kept with capacity 0.
+        let huge = cache.get([vec![b'x'; 65]]);
+        assert!(!cache.get([vec![b'x'; 65]]).same_as(&huge));
+        assert_eq!(cache.len(), 3);
+        let none = MaskCache::new(0);
+        none.get(["a"]);
+        assert!(none.is_empty());
+        // Even an uncached or evicted set masks.
+        assert_eq!(mask_with(Masker::of_sets([huge]), &[b"x"]), b"x");
+    }
+
+    #[test]
+    fn union_of_sets_is_one_set_of_all() {
+        // Leftmost wins across sets, then longest; a prefix held by either set is held.
+        let m = || Masker::of_sets([SecretSet::new(["abc"]), SecretSet::for_one_log(["bcdefg", "ab"])]);
+        assert_eq!(mask_with(m(), &[b"abcdefg"]), b"[MASKED]defg");
+        assert_eq!(mask_with(m(), &[b"xa", b"b", b"c", b"d\n"]), b"x[MASKED]d\n");
+        let mut held = m();
+        let mut out = Vec::new();
+        held.push(b"zz bcdef", &mut out);
+        assert_eq!(out, b"zz ");
+        held.push(b"g!", &mut out);
+        assert_eq!(out, b"zz [MASKED]!");
+        let withhold = Masker::of_sets([SecretSet::new(["a"]), SecretSet(SetKind::Withhold)]);
+        assert_eq!(mask_with(withhold, &[b"anything"]), MASK);
+    }
+
     /// Naive reference: at each position take the longest secret that starts there.
     fn reference(secrets: &[Vec<u8>], data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -512,6 +786,28 @@ mod tests {
             for s in &secrets {
                 prop_assert!(!contains(&out, s), "secret {:?} leaked in {:?}", s, out);
             }
+        }
+
+        #[test]
+        fn sets_masked_together_equal_one_set(
+            secrets in prop::collection::vec(prop::collection::vec(b'a'..=b'd', 1..7), 1..6),
+            split in any::<prop::sample::Index>(),
+            data in prop::collection::vec(b'a'..=b'e', 0..200),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+        ) {
+            let at = split.index(secrets.len() + 1);
+            let (shared, own) = secrets.split_at(at);
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut m = Masker::of_sets([SecretSet::new(shared), SecretSet::for_one_log(own)]);
+            let mut out = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([data.len()]) {
+                m.push(&data[from..cut], &mut out);
+                from = cut;
+            }
+            m.finish(&mut out);
+            prop_assert_eq!(out, reference(&secrets, &data));
         }
 
         #[test]

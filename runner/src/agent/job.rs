@@ -17,9 +17,10 @@ use super::logs::{self, LogEnd};
 use crate::artifacts::{self, Limits};
 use crate::cache::CacheStore;
 use crate::cas::Digest;
-use crate::executor::Executor;
+use crate::executor::{Executor, ProcessLedger};
 use crate::job::{self, AttemptEnv, Failure, GREEN, GitSettings, JobHost, RED, RESET, error_chain};
 use crate::joblog::LogWriter;
+use crate::mask::{MaskCache, Masker, SecretSet};
 use crate::workspace::{GitStrategy, SubmoduleStrategy};
 
 /// What every job of one agent shares.
@@ -34,7 +35,7 @@ pub(crate) struct Shared {
     pub checkouts: Checkouts,
     pub cache: CacheStore,
     /// Where executors record the processes they start ([`crate::executor::reap_process_groups`]).
-    pub ledger: PathBuf,
+    pub ledger: ProcessLedger,
     /// In front of every executor job id (see `owner_tag`).
     pub owner: String,
     /// Archives in transit.
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     pub abandon: CancellationToken,
     /// How long new output may wait before it is sent (`log_interval_ms`).
     pub log_interval: std::time::Duration,
+    /// Compiled secret sets of recent jobs (the projects' secrets with the runner token).
+    pub masks: MaskCache,
 }
 
 /// How a job is being stopped.
@@ -100,14 +103,16 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         }
     }
 
+    // What the project's jobs share (its secrets, the runner token, the signing key) is
+    // compiled once and kept; the job token is this job's alone.
     let mut secrets: Vec<Vec<u8>> = payload.job.masked_values().into_iter().map(String::into_bytes).collect();
-    secrets.push(payload.token.clone().into_bytes());
     secrets.push(shared.runner_token.clone().into_bytes());
     if let Some(key) = &payload.signing_key {
         secrets.extend(key.mask_values().into_iter().map(String::into_bytes));
     }
+    let masker = Masker::of_sets([shared.masks.get(secrets), SecretSet::for_one_log([payload.token.as_bytes()])]);
     let shipping = logs::Shipping { interval: shared.log_interval, whole_in_finish: payload.log_in_finish };
-    let (log, shipper) = logs::spawn(shared.api.clone(), job, payload.token.clone(), secrets, signals.clone(), shipping);
+    let (log, shipper) = logs::spawn(shared.api.clone(), job, payload.token.clone(), masker, signals.clone(), shipping);
 
     let env = AttemptEnv {
         header: format!(

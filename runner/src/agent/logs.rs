@@ -76,7 +76,7 @@ pub(crate) struct Shipping {
     pub whole_in_finish: bool,
 }
 
-/// Starts shipping job `job`'s log. `secrets` are masked. On a lost job the shipper marks
+/// Starts shipping job `job`'s log, masked by `masker`. On a lost job the shipper marks
 /// `signals` lost; on a refused log it cancels the script. With `whole_in_finish` (the server
 /// offers it), a log whose input ended before any of it was sent — a short job's — is not sent
 /// but returned, masked, in [`LogResult::whole`] for the finish report (up to
@@ -86,12 +86,12 @@ pub(crate) fn spawn(
     api: Api,
     job: i64,
     token: String,
-    secrets: Vec<Vec<u8>>,
+    masker: Masker,
     signals: Signals,
     shipping: Shipping,
 ) -> (LogWriter, JoinHandle<LogResult>) {
     let (writer, rx) = LogWriter::channel(16);
-    let state = State::new(Masker::new(secrets), shipping.interval);
+    let state = State::new(masker, shipping.interval);
     let shipper = Shipper { api, job, token, signals, whole_in_finish: shipping.whole_in_finish, sent_any: false, state };
     (writer, tokio::spawn(shipper.run(rx)))
 }

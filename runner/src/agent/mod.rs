@@ -47,6 +47,7 @@
 //! <work_dir>/repos/…    per-project cache repositories (see `checkout.rs`)
 //! <work_dir>/builds/…   workspaces: builds/<project key>/<slot>/<project name>
 //! <work_dir>/tmp/       archives in transit, emptied when the agent starts
+//! <work_dir>/ledger/    the jobs' process groups until stopped (`executor::ProcessLedger`)
 //! ```
 //!
 //! One agent per work directory: two would share slots.
@@ -78,7 +79,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use api::read_ca_file;
 pub use config::{RunnerConfig, register};
 
-use crate::executor::{Executor, reap_process_groups};
+use crate::executor::{Executor, ProcessLedger, reap_process_groups};
 use api::{Api, Backoff, CallError};
 use job::Shared;
 
@@ -87,6 +88,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 /// A job request that ends without a job sooner than this waits out the rest before the next
 /// one, so that a server answering 204 at once is not polled in a tight loop.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Compiled secret sets kept between jobs: one per project (and signing key) a runner serves,
+/// for the busiest few.
+const MASK_SETS_KEPT: usize = 32;
 /// Longest wait between job requests while the server is unreachable.
 const MAX_POLL_BACKOFF: Duration = Duration::from_secs(3);
 
@@ -183,11 +187,12 @@ impl Agent {
                 .map_err(|e| AgentError::Client(format!("cannot open the cache folder: {e}")))?,
             tmp_dir,
             steps_dir: self.work_dir.join("steps"),
-            ledger,
+            ledger: ProcessLedger::new(ledger),
             owner,
             force: CancellationToken::new(),
             abandon: CancellationToken::new(),
             log_interval: self.config.log_interval_ms.map_or(logs::FLUSH_AFTER, std::time::Duration::from_millis),
+            masks: crate::mask::MaskCache::new(MASK_SETS_KEPT),
         });
         tracing::info!(url, name = %self.config.name, executor = self.executor.name(), concurrency = self.concurrency, "runner started");
         let permits = Arc::new(Semaphore::new(self.concurrency));

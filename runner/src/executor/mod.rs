@@ -27,6 +27,7 @@
 //!   dropped half-way (a guard kills or removes what was started).
 
 mod docker;
+mod ledger;
 mod log;
 pub mod script;
 mod shell;
@@ -40,8 +41,9 @@ use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
 pub use docker::{DockerExecutor, LeftoverFilter, cleanup_leftovers};
+pub use ledger::{ProcessLedger, reap_process_groups};
 pub use log::CHUNK_SIZE;
-pub use shell::{ShellExecutor, reap_process_groups};
+pub use shell::ShellExecutor;
 
 /// Labels put on every container and network piste creates.
 pub mod labels {
@@ -85,7 +87,7 @@ pub struct JobRequest {
     pub after_script_timeout: Duration,
     /// Where the executor records what it starts (process groups) until it has stopped it, so
     /// that a later life of a killed runner can stop what it left ([`reap_process_groups`]).
-    pub ledger: Option<PathBuf>,
+    pub ledger: Option<ProcessLedger>,
 }
 
 /// An `image:` entry.

@@ -214,7 +214,7 @@ impl ShellExecutor {
         drop(cmd);
         let pid = child.id().and_then(|id| Pid::from_raw(id as i32));
         let record = match (&req.ledger, pid) {
-            (Some(ledger), Some(pid)) => record_group(ledger, pid),
+            (Some(ledger), Some(pid)) => ledger.record(pid),
             _ => None,
         };
         let group = GroupGuard { pgid: pid, armed: true, record };
@@ -301,8 +301,8 @@ async fn cancelled(token: Option<&CancellationToken>) {
 struct GroupGuard {
     pgid: Option<Pid>,
     armed: bool,
-    /// The group's entry in the ledger, removed once the group is gone.
-    record: Option<PathBuf>,
+    /// The group's record in the ledger, cleared once the group is gone.
+    record: Option<super::ledger::Entry>,
 }
 
 impl GroupGuard {
@@ -334,9 +334,8 @@ impl Drop for GroupGuard {
         if self.armed {
             self.signal(Signal::KILL);
         }
-        if let Some(record) = self.record.take() {
-            let _ = std::fs::remove_file(record);
-        }
+        // Cleared by its own drop.
+        self.record.take();
     }
 }
 
@@ -352,65 +351,6 @@ fn live_in_group(pgid: Pid) -> bool {
         let pgrp = f.nth(1).unwrap_or("");
         pgrp == want && !matches!(state, "Z" | "X")
     })
-}
-
-/// The start time of process `pid` (field 22 of `/proc/PID/stat`, in clock ticks since boot):
-/// with the pid, it names one process even after the pid is reused.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: count after the last `)`.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Writes `<ledger>/group-<pgid>` holding the group leader's start time.
-fn record_group(ledger: &Path, pgid: Pid) -> Option<PathBuf> {
-    let pid = pgid.as_raw_nonzero().get();
-    let started = start_time(pid)?;
-    if let Err(e) = std::fs::create_dir_all(ledger) {
-        tracing::warn!(ledger = %ledger.display(), error = %e, "cannot record the job's process group");
-        return None;
-    }
-    let path = ledger.join(format!("group-{pid}"));
-    match std::fs::write(&path, started.to_string()) {
-        Ok(()) => Some(path),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot record the job's process group");
-            None
-        }
-    }
-}
-
-/// Kills the process groups a previous life of this runner recorded in `ledger` and never saw
-/// end (it was killed with them running); returns how many groups were signalled. A group is
-/// signalled when its leader is the recorded process (same start time) or gone (its members
-/// keep the group id, which Linux does not hand out again while the group exists); a leader
-/// pid now held by another process means the group is gone, and it is left alone.
-pub fn reap_process_groups(ledger: &Path) -> std::io::Result<usize> {
-    let entries = match std::fs::read_dir(ledger) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut killed = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("group-").and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 1) else { continue };
-        let recorded = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u64>().ok());
-        let leader = start_time(pid);
-        // The recorded leader still runs, or it is gone while its group may live on.
-        if leader.is_none() || leader == recorded {
-            if let Some(pgid) = Pid::from_raw(pid) {
-                if kill_process_group(pgid, Signal::KILL).is_ok() {
-                    tracing::warn!(pgid = pid, "stopped a job's processes left running by a previous run of this runner");
-                    killed += 1;
-                }
-            }
-        }
-        let _ = std::fs::remove_file(&path);
-    }
-    Ok(killed)
 }
 
 /// A private directory holding a job's script files, removed when dropped.
