@@ -77,6 +77,67 @@ impl PgStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// [`Store::apply`] in one statement, so one round trip instead of five (begin, the
+    /// pipeline's version, its events, the job, commit), for the transitions most jobs make:
+    /// events with no job update (a job started, a tick) or with one job's result and the
+    /// final status that follows it (a job finished and nothing else changed). `None` for any
+    /// other transition (the caller runs the transaction). The statement is its own
+    /// transaction: the pipeline's version moves only if the job exists, and the events and
+    /// the job's update happen only if the version moved.
+    async fn apply_in_one_statement(&self, t: &Transition, events: &[String]) -> Result<Option<i64>> {
+        let finished = match t.jobs.as_slice() {
+            [] => None,
+            [_, _] => match final_status_after(&t.jobs, 0) {
+                Some((1, JobUpdate::Result { job_id, exit_code, failure_reason, at }, status, attempt)) => {
+                    Some((*job_id, *exit_code, failure_reason.as_deref(), *at, status, attempt))
+                }
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        let added = events.len() as i64;
+        let seqs: Vec<i64> = (t.expected_version + 1..).take(events.len()).collect();
+        let appended: i64 = sqlx::query_scalar(
+            "WITH p AS ( \
+               UPDATE pipelines SET version = version + $3, status = COALESCE($4, status), updated_at = $5, wake_at = $6 \
+               WHERE id = $1 AND version = $2 \
+                 AND ($9::BIGINT IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $9 AND pipeline_id = $1)) \
+               RETURNING id), \
+             e AS (INSERT INTO pipeline_events (pipeline_id, seq, event) \
+               SELECT p.id, u.seq, u.event FROM p, UNNEST($7::BIGINT[], $8::TEXT[]) AS u(seq, event)), \
+             j AS (UPDATE jobs SET status = $10, attempt = $11, exit_code = $12, failure_reason = $13, finished_at = $14 \
+               FROM p WHERE jobs.id = $9 AND jobs.pipeline_id = p.id RETURNING jobs.id) \
+             SELECT COUNT(*) FROM p",
+        )
+        .bind(t.pipeline_id)
+        .bind(t.expected_version)
+        .bind(added)
+        .bind(t.pipeline_status.map(|s| s.as_str()))
+        .bind(t.at)
+        .bind(t.wake_at)
+        .bind(&seqs)
+        .bind(events)
+        .bind(finished.map(|f| f.0))
+        .bind(finished.map(|f| f.4.as_str()))
+        .bind(finished.map(|f| i64::from(f.5)))
+        .bind(finished.and_then(|f| f.1.map(i64::from)))
+        .bind(finished.and_then(|f| f.2))
+        .bind(finished.map(|f| f.3))
+        .fetch_one(&self.pool)
+        .await?;
+        if appended == 1 {
+            return Ok(Some(t.expected_version + added));
+        }
+        // Nothing changed: the version moved, or the pipeline or the job is missing.
+        let mut conn = self.pool.acquire().await?;
+        match conflict(&mut conn, t.pipeline_id, t.expected_version).await {
+            StoreError::Conflict { found, .. } if found == t.expected_version => {
+                Err(StoreError::NotFound { what: "job", id: finished.map_or(0, |f| f.0) })
+            }
+            e => Err(e),
+        }
+    }
 }
 
 impl Store for PgStore {
@@ -296,6 +357,9 @@ impl Store for PgStore {
     async fn apply(&self, t: &Transition) -> Result<i64> {
         let events = t.events.iter().map(event_json).collect::<Result<Vec<_>>>()?;
         let added = events.len() as i64;
+        if let Some(version) = self.apply_in_one_statement(t, &events).await? {
+            return Ok(version);
+        }
         let mut tx = self.pool.begin().await?;
         let appended = sqlx::query(
             "UPDATE pipelines SET version = version + $3, status = COALESCE($4, status), updated_at = $5, wake_at = $6 \

@@ -12,6 +12,7 @@ store_tests!(
     stale_version_conflicts,
     concurrent_appends_one_wins,
     failed_transition_writes_nothing,
+    a_finish_of_another_pipelines_job_writes_nothing,
     running_and_finished_statuses_record,
     pending_starts_a_new_attempt,
     a_result_then_a_retry_in_one_transition,
@@ -117,6 +118,27 @@ async fn failed_transition_writes_nothing(s: Arc<Db>) {
     assert_eq!(s.pipeline(p).await.unwrap().unwrap().version, 0);
     assert!(!s.job(jobs[0]).await.unwrap().unwrap().cancel_requested);
     assert!(!s.job(others[0]).await.unwrap().unwrap().cancel_requested);
+}
+
+/// A job's finish (its result, then its final status: the transition PostgreSQL applies in
+/// one statement) naming a job of another pipeline, or none, changes nothing; a stale
+/// version is still a conflict.
+async fn a_finish_of_another_pipelines_job_writes_nothing(s: Arc<Db>) {
+    let (p, _) = planned(&s, &[("a", &[])]).await;
+    let (_, others) = planned(&s, &[("b", &[])]).await;
+    let finish = |job_id| {
+        vec![JobUpdate::Result { job_id, exit_code: Some(0), failure_reason: None, at: 7 }, status(job_id, JobStatus::Success, 1, 7)]
+    };
+    for job_id in [others[0], others[0] + 1000] {
+        let r = s.apply(&transition(p, 0, vec![Event::Start { now: 1 }], finish(job_id))).await;
+        assert!(matches!(r, Err(StoreError::NotFound { what: "job", id }) if id == job_id), "{r:?}");
+    }
+    assert_eq!(s.events(p).await.unwrap(), []);
+    assert_eq!(s.pipeline(p).await.unwrap().unwrap().version, 0);
+    let other = s.job(others[0]).await.unwrap().unwrap();
+    assert_eq!((other.status, other.exit_code, other.finished_at), (JobStatus::Created, None, None));
+    let r = s.apply(&transition(p, 3, vec![Event::Start { now: 1 }], finish(others[0]))).await;
+    assert!(matches!(r, Err(StoreError::Conflict { expected: 3, found: 0, .. })), "{r:?}");
 }
 
 fn status(job_id: i64, status: JobStatus, attempt: u32, at: i64) -> JobUpdate {
