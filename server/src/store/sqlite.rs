@@ -168,31 +168,6 @@ impl SqliteStore {
     }
 }
 
-#[cfg(test)]
-mod open_tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn every_connection_has_the_bounded_page_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("piste.db")).await.unwrap();
-        let expected = -i64::from(PAGE_CACHE_KIB);
-        let writer: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&store.writer).await.unwrap();
-        assert_eq!(writer, expected);
-        // Hold every reader at once, so that each connection of the pool is asked.
-        let mut readers = Vec::new();
-        for _ in 0..store.readers.options().get_max_connections() {
-            readers.push(store.readers.acquire().await.unwrap());
-        }
-        for conn in &mut readers {
-            let size: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&mut **conn).await.unwrap();
-            assert_eq!(size, expected);
-        }
-        drop(readers);
-        store.close().await;
-    }
-}
-
 impl Store for SqliteStore {
     async fn register_runner(&self, name: &str, tags: &[String], scope: &RunnerScope, token_hash: &str, now: i64) -> Result<Runner> {
         let projects = scope.projects.as_deref().map(tags_json).transpose()?;
@@ -1155,4 +1130,29 @@ fn job_row(r: &SqliteRow) -> Result<JobRow> {
         reuse_key: r.try_get("reuse_key")?,
         run_anyway: r.try_get("run_anyway")?,
     })
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_connection_has_the_bounded_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("piste.db")).await.unwrap();
+        let expected = -i64::from(PAGE_CACHE_KIB);
+        let writer: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&store.writer).await.unwrap();
+        assert_eq!(writer, expected);
+        // Hold every reader at once, so that each connection of the pool is asked.
+        let mut readers = Vec::new();
+        for _ in 0..store.readers.options().get_max_connections() {
+            readers.push(store.readers.acquire().await.unwrap());
+        }
+        for conn in &mut readers {
+            let size: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&mut **conn).await.unwrap();
+            assert_eq!(size, expected);
+        }
+        drop(readers);
+        store.close().await;
+    }
 }
