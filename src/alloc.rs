@@ -9,7 +9,7 @@
 //!   resident memory of a `piste run`.
 //! - `piste serve` after a burst. A server handed hundreds of webhooks at once holds every
 //!   pipeline being planned, queued and run at the same time (`cargo bench --bench serve -- rss`:
-//!   ~20 MiB of heap at the peak, 4 MiB once they finished). mimalloc keeps what was freed in
+//!   ~20 MiB of heap at the peak, under 2 MiB once they finished). mimalloc keeps what was freed in
 //!   each thread's pages: two emptied pages per size class kept for reuse (`page_full_retain`),
 //!   emptied pages returned to the OS only a second later (`purge_delay`), and blocks freed by
 //!   another thread only noticed when the owning thread next allocates. Measured with the bench

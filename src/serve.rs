@@ -27,8 +27,8 @@ fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Blocking threads of `piste serve` (tokio's default: 512). The server's blocking work is
 /// file I/O of logs and artifacts, planning (git, YAML) and git fetches; bursts of webhooks and
 /// log chunks made tokio start 30 to 100 of them on a 2-core machine, each with its own
-/// allocator heap holding pages (`cargo bench --bench serve -- rss`: 33 MiB with 22 threads,
-/// 48 MiB with 106, after the same 100 pipelines). Past this many, blocking work waits its turn.
+/// allocator heap holding pages (`cargo bench --bench serve -- rss`: 34 MiB with 22 threads,
+/// 50 MiB with 106, after the same 100 pipelines). Past this many, blocking work waits its turn.
 const MAX_BLOCKING_THREADS: usize = 16;
 
 fn on_ctrl_c(token: CancellationToken) {
