@@ -3,6 +3,7 @@
 //! 3 (`lint`) could not check: some includes are not available here, 4 (`run`) blocked: the
 //! pipeline waits for a manual job that does not allow failure.
 
+mod alloc;
 mod logs;
 mod output;
 mod run;
@@ -273,12 +274,6 @@ pub(crate) struct SpecArgs {
     #[arg(long = "max-needs", value_name = "N")]
     max_needs: Option<usize>,
 }
-
-// Loading a pipeline allocates many small strings and maps; mimalloc makes `piste lint` of a
-// 1,000-job file ~15% faster than the system allocator (see `make bench`). Built without its
-// transparent-huge-page advice (Cargo.toml): half the resident memory of a `piste run`.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn to_kind(e: ExecutorArg) -> runner::run::ExecutorKind {
     match e {

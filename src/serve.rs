@@ -13,6 +13,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// `piste serve`'s runtime: at most [`MAX_BLOCKING_THREADS`] blocking threads, and a worker
+/// that runs out of work gives back the memory it freed (`crate::alloc`).
+fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    crate::alloc::tune_for_serving();
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .on_thread_park(crate::alloc::collect_when_parked)
+        .build()?)
+}
+
+/// Blocking threads of `piste serve` (tokio's default: 512). The server's blocking work is
+/// file I/O of logs and artifacts, planning (git, YAML) and git fetches; bursts of webhooks and
+/// log chunks made tokio start 30 to 100 of them on a 2-core machine, each with its own
+/// allocator heap holding pages (`cargo bench --bench serve -- rss`: 34 MiB with 22 threads,
+/// 50 MiB with 106, after the same 100 pipelines). Past this many, blocking work waits its turn.
+const MAX_BLOCKING_THREADS: usize = 16;
+
 fn on_ctrl_c(token: CancellationToken) {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -47,7 +65,7 @@ pub fn serve(
     if cfg.runner_registration_token.is_empty() {
         eprintln!("warning: no `runner_registration_token` in the configuration: runners cannot register");
     }
-    runtime()?.block_on(async move {
+    server_runtime()?.block_on(async move {
         std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating `{}`", cfg.data_dir.display()))?;
         let store = Backend::open(cfg.database_url().as_deref().unwrap_or(""), &cfg.data_dir).await.context("opening the database")?;
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
