@@ -246,8 +246,8 @@ pub async fn serve_connections(listener: TcpListener, app: Router, limits: &Limi
 
 /// Connection errors concern one client; others (too many open files) are the server's: wait
 /// a second for descriptors to come back instead of spinning.
-/// A client connection that asks for an immediate acknowledgement of what it received before
-/// every read, and sends without Nagle's delay (`TCP_NODELAY`, set at accept).
+/// A client connection that asks for an immediate acknowledgement of what it received
+/// whenever it waits to read more, and sends without Nagle's delay (`TCP_NODELAY`, set at accept).
 ///
 /// Why: a runner's checkout (libgit2's HTTP client, which sets neither option) writes each
 /// `git-upload-pack` request in two parts, the head then the body; with Nagle's algorithm
@@ -256,16 +256,21 @@ pub async fn serve_connections(listener: TcpListener, app: Router, limits: &Limi
 /// a streamed body: `info/refs`, `git-upload-pack`) waited the same way on the client's
 /// delayed acknowledgement. Together they were 90 of the 155 ms from a webhook to a job's first
 /// line (`cargo bench --bench serve -- first-line`, `strace` of the runner). `TCP_QUICKACK` is
-/// not a lasting option (Linux leaves quick-ack mode by itself), so it is asked again before
-/// each read; asked while an acknowledgement is pending, it sends it at once. Best effort: a
+/// not a lasting option (Linux leaves quick-ack mode by itself), so it is asked again whenever
+/// a read finds nothing yet (waiting is when a client may be holding data back for our
+/// acknowledgement); asked while an acknowledgement is pending, it sends it at once. Best effort: a
 /// socket that refuses it is served as it is.
 struct QuickAck(TcpStream);
 
 impl AsyncRead for QuickAck {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let stream = &mut self.get_mut().0;
-        let _ = socket2::SockRef::from(&*stream).set_tcp_quickack(true);
-        Pin::new(stream).poll_read(cx, buf)
+        let read = Pin::new(&mut *stream).poll_read(cx, buf);
+        if read.is_pending() {
+            // Waiting for more: the client may be holding it until we acknowledge.
+            let _ = socket2::SockRef::from(&*stream).set_tcp_quickack(true);
+        }
+        read
     }
 }
 
