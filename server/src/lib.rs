@@ -70,6 +70,16 @@ const MAX_ENGINES: usize = 1024;
 /// forgotten (a read each brings them back).
 const MAX_PROJECTS_REMEMBERED: usize = 4096;
 
+/// Inserts into a map of values read from the store: a map that already holds `bound` other
+/// keys starts over (what it held is read again when needed).
+fn remember<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, bound: usize, key: K, value: V) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= bound && !map.contains_key(&key) {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
 /// Runners remembered by [`AppState::runner`] before the map starts over.
 const MAX_RUNNERS_REMEMBERED: usize = 1024;
 
@@ -239,11 +249,7 @@ impl AppState {
             }
         }
         let Some(runner) = self.store.runner_by_token(token_hash, now).await? else { return Ok(None) };
-        let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
-        if runners.len() >= MAX_RUNNERS_REMEMBERED && !runners.contains_key(token_hash) {
-            runners.clear();
-        }
-        runners.insert(token_hash.to_string(), (runner.clone(), now));
+        remember(&self.runners, MAX_RUNNERS_REMEMBERED, token_hash.to_string(), (runner.clone(), now));
         Ok(Some(runner))
     }
 
@@ -256,11 +262,7 @@ impl AppState {
         }
         let Some(row) = self.store.pipeline(id).await? else { return Ok(None) };
         let row = Arc::new(row);
-        let mut leasing = self.leasing.lock().unwrap_or_else(|e| e.into_inner());
-        if leasing.len() >= MAX_ENGINES && !leasing.contains_key(&id) {
-            leasing.clear();
-        }
-        leasing.insert(id, row.clone());
+        remember(&self.leasing, MAX_ENGINES, id, row.clone());
         Ok(Some(row))
     }
 
@@ -344,11 +346,7 @@ impl AppState {
         }
         let Some(row) = self.store.pipeline(pipeline_id).await? else { return Ok(None) };
         let project: Arc<str> = row.project.into();
-        let mut projects = self.projects.lock().unwrap_or_else(|e| e.into_inner());
-        if projects.len() >= MAX_PROJECTS_REMEMBERED {
-            projects.clear();
-        }
-        projects.insert(pipeline_id, project.clone());
+        remember(&self.projects, MAX_PROJECTS_REMEMBERED, pipeline_id, project.clone());
         Ok(Some(project))
     }
 
