@@ -110,6 +110,14 @@ async fn pull_policy_always_falls_back_to_the_next_policy() {
     let tag = TagImageOptionsBuilder::default().repo(local_name).tag("1").build();
     exec.docker().tag_image(IMAGE, Some(tag)).await.unwrap();
     let image = format!("{local_name}:1");
+    // The name goes when the test ends, passed or not (the image keeps its own name).
+    struct Untag(String);
+    impl Drop for Untag {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker").args(["rmi", &self.0]).output();
+        }
+    }
+    let _untag = Untag(image.clone());
 
     let mut job = job("always", &["echo ran"]);
     job.req.image = Some(ImageSpec { name: image.clone(), entrypoint: None, pull_policy: vec![PullPolicy::Always] });

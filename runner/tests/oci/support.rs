@@ -212,6 +212,16 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // What the Docker Engine pulled from this registry (a `FROM` of an engine build, a
+        // test's `docker run`): its names carry this registry's port, so no later run uses
+        // them again. The images stay when other names hold them (the engine's build cache).
+        let listed = docker_cli(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        let prefix = format!("{}/", self.host);
+        let names: Vec<String> =
+            String::from_utf8_lossy(&listed.stdout).lines().filter(|n| n.starts_with(&prefix) && !n.ends_with(":<none>")).map(str::to_owned).collect();
+        if !names.is_empty() {
+            let _ = Command::new("docker").arg("rmi").args(&names).output();
+        }
         if let Some(stop) = self.token_server.take() {
             let _ = stop.send(());
         }
