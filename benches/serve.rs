@@ -1,6 +1,7 @@
 //! Server benchmarks through the real HTTP protocol, against a real `piste serve` process:
 //!   1. dispatch throughput: 4 protocol-speaking runners drain 1,000 trivial jobs
-//!      (request → one log chunk → finish), SQLite;
+//!      (request → finish with the job's log), SQLite; as `piste runner` with one slot, each
+//!      asks for its next job while its last finish report waits for the answer (one at most);
 //!   2. webhook received → first job handed to a runner (p50, p99), the mirror already cloned;
 //!   3. log ingestion: one job sends 1 GiB of log in 1 MiB chunks; the server's peak memory.
 //!   4. log latency: a line a real runner's job prints → a live follower.
@@ -280,11 +281,18 @@ async fn main() {
     // When the first job was handed out, and the CPU used until then (the pipeline's creation).
     let first = Arc::new(std::sync::Mutex::new(None::<(Instant, Cpu)>));
     let last = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    // How long each runner waited for the server: a request that got a job, a finish.
+    let waits = Arc::new(std::sync::Mutex::new((Vec::<f64>::new(), Vec::<f64>::new())));
     let mut tasks = Vec::new();
     for token in tokens.clone() {
-        let (client, base, done, first, last) = (client.clone(), base.clone(), done.clone(), first.clone(), last.clone());
+        let (client, base, done, first, last, waits) =
+            (client.clone(), base.clone(), done.clone(), first.clone(), last.clone(), waits.clone());
         tasks.push(tokio::spawn(async move {
+            // As `piste runner` with one slot: the next job is asked for while the last one's
+            // finish report waits for its answer, one report at most.
+            let reporting = Arc::new(tokio::sync::Semaphore::new(1));
             while done.load(Ordering::Relaxed) < 1000 {
+                let asked = Instant::now();
                 let r = client
                     .post(format!("{base}{}", scheduler::protocol::paths::REQUEST_JOB))
                     .bearer_auth(&token)
@@ -297,10 +305,18 @@ async fn main() {
                 }
                 first.lock().unwrap().get_or_insert_with(|| (Instant::now(), cpu_now()));
                 let job: JobPayload = r.json().await.unwrap();
-                run_trivially(&client, &base, &job).await;
-                if done.fetch_add(1, Ordering::Relaxed) + 1 == 1000 {
-                    *last.lock().unwrap() = Some(Instant::now());
-                }
+                waits.lock().unwrap().0.push(asked.elapsed().as_secs_f64() * 1000.0);
+                let report = reporting.clone().acquire_owned().await.unwrap();
+                let (client, base, done, last, waits) = (client.clone(), base.clone(), done.clone(), last.clone(), waits.clone());
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    run_trivially(&client, &base, &job).await;
+                    waits.lock().unwrap().1.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    if done.fetch_add(1, Ordering::Relaxed) + 1 == 1000 {
+                        *last.lock().unwrap() = Some(Instant::now());
+                    }
+                    drop(report);
+                });
             }
         }));
     }
@@ -332,6 +348,18 @@ async fn main() {
         server_cpu / 1000.0,
         s3_pid.map(|_| format!("; the S3 server's CPU {:.2} ms per job", (cpu_after.s3 - cpu_before.s3) / 1000.0)).unwrap_or_default()
     );
+    {
+        let (mut request, mut finish) = std::mem::take(&mut *waits.lock().unwrap());
+        let p50 = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        println!(
+            "dispatch: a runner's wait, p50: request → job {:.2} ms, finish (with its log) {:.2} ms",
+            p50(&mut request),
+            p50(&mut finish),
+        );
+    }
     if pg_pid.is_some() {
         // Where the CPU of the measured part went (the pipeline's creation apart: webhook, plan,
         // 1,000 job rows). Two cores give 2,000 ms of CPU a second: 4 ms per job at 500 jobs/s.

@@ -1,6 +1,6 @@
 //! Jobs end to end: checkout at the sha, logs, artifacts both ways, masking, slots.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pipeline_spec::model::ArtifactsWhen;
 use scheduler::protocol::{ArtifactsSpec, Dependency};
@@ -235,6 +235,37 @@ async fn concurrent_jobs_run_in_separate_slots() {
     let overlap = ra.dispatched_at.unwrap() < rb.finished_at.unwrap() && rb.dispatched_at.unwrap() < ra.finished_at.unwrap();
     assert!(overlap, "both jobs ran at the same time");
 
+    agent.stop(LIMIT).await.unwrap();
+}
+
+/// A job gives its slot back once it is over: with one slot, the next job runs while the
+/// server has not yet answered the last one's finish report (object storage can make that
+/// answer slow). One report waits so at most: the second job's report waits for the first.
+#[tokio::test]
+async fn the_next_job_runs_while_the_last_finish_report_waits() {
+    let w = World::new().await;
+    let sha = w.repo.commit("main", &[("file.txt", "x\n")], "one");
+    w.fake.state.hold_finishes(true);
+    let agent = w.shell_agent(1);
+    let a = w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, &["echo first ran"]));
+    let b = w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, &["echo second ran"]));
+    let c = w.fake.state.enqueue(w.fake.state.payload(PROJECT, &sha, &["echo third ran"]));
+    let deadline = Instant::now() + LIMIT;
+    while !w.fake.state.job(b).log_text().contains("second ran") {
+        assert!(Instant::now() < deadline, "the second job did not run while the first one's report waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(w.fake.state.job(a).finish.is_none(), "the first job's report is still unanswered");
+    w.fake.state.hold_finishes(false);
+    let mut records = Vec::new();
+    for id in [a, b, c] {
+        let r = w.fake.state.finished(id, LIMIT).await;
+        assert_eq!(r.finish.as_ref().unwrap().outcome, Outcome::Success, "{}", r.log_text());
+        records.push(r);
+    }
+    // Two reports would have waited: the second job kept the slot, the third was taken
+    // only once the first report had its answer.
+    assert!(records[2].dispatched_at.unwrap() > records[0].finished_at.unwrap(), "the third job waited for a report's answer");
     agent.stop(LIMIT).await.unwrap();
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use scheduler::protocol::{FinishLog, FinishRequest, JobPayload};
 use scheduler::{FailureReason, Outcome};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, Backoff, CallError, retrying};
@@ -50,6 +51,9 @@ pub(crate) struct Shared {
     pub log_interval: std::time::Duration,
     /// Compiled secret sets of recent jobs (the projects' secrets with the runner token).
     pub masks: MaskCache,
+    /// Finish reports waiting for the server's acknowledgement after their job gave its slot
+    /// back: as many as there are slots ([`run`]).
+    pub reporting: Arc<Semaphore>,
 }
 
 /// How a job is being stopped.
@@ -71,11 +75,14 @@ impl Signals {
     }
 }
 
-/// Runs one job in workspace slot `slot` and reports it, unless it is taken away.
-pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
+/// Runs one job in workspace slot `slot` and reports it, unless it is taken away. The slot
+/// goes back once the job is over, before its finish report is acknowledged: the next job
+/// starts while the server stores this one's result (its log, with object storage). At most
+/// one report per slot waits so; past that, the slot waits for its report.
+pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: super::Slot) {
     let job = payload.job_id;
     let started = std::time::Instant::now();
-    tracing::info!(job, pipeline = payload.pipeline_id, project = %payload.project, name = %payload.job.name, attempt = payload.attempt, slot, "job received");
+    tracing::info!(job, pipeline = payload.pipeline_id, project = %payload.project, name = %payload.job.name, attempt = payload.attempt, slot = slot.index, "job received");
     let signals =
         Signals { lost: shared.abandon.child_token(), script: shared.force.child_token(), server_cancel: CancellationToken::new() };
     let reported = CancellationToken::new();
@@ -136,7 +143,7 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         state_dir: &shared.steps_dir,
         signing_key: payload.signing_key.as_ref().map(|k| k.0.as_str()),
     };
-    let host = AgentHost { shared: &shared, payload: &payload, slot, signals: &signals };
+    let host = AgentHost { shared: &shared, payload: &payload, slot: slot.index, signals: &signals };
     let attempt = job::run(&payload.job, &env, &host, shared.executor.as_ref(), &log, &signals.script, &signals.lost).await;
     let attempt = match attempt {
         Some(a) if a.outcome == Outcome::Canceled && !signals.server_cancel.is_cancelled() && shared.force.is_cancelled() => {
@@ -161,6 +168,9 @@ pub(crate) async fn run(shared: Arc<Shared>, payload: JobPayload, slot: usize) {
         None if shared.abandon.is_cancelled() => tracing::warn!(job, "job abandoned at shutdown; the server will expire its lease"),
         None => tracing::warn!(job, "job taken away by the server (its lease was given up); not reporting it"),
         Some(a) => {
+            // Nothing of the job touches its workspace any more (artifacts are up, dotenv read).
+            let _report = shared.reporting.clone().acquire_owned().await;
+            drop(slot);
             let log_bytes = shipped.bytes + shipped.whole.as_ref().map_or(0, |w| w.len() as u64);
             let log = shipped.whole.map(FinishLog);
             let req = FinishRequest {

@@ -15,7 +15,9 @@
 //!    bounded);
 //! 5. artifacts per `artifacts:when`, archived to a temporary file and streamed with their
 //!    sha256;
-//! 6. the finish report, retried until acknowledged.
+//! 6. the finish report, retried until acknowledged. The slot is free once the job is over:
+//!    the next job starts while the server stores this one's result (at most one report per
+//!    slot waits so, `job::run`).
 //!
 //! # Decisions
 //!
@@ -193,6 +195,7 @@ impl Agent {
             abandon: CancellationToken::new(),
             log_interval: self.config.log_interval_ms.map_or(logs::FLUSH_AFTER, std::time::Duration::from_millis),
             masks: crate::mask::MaskCache::new(MASK_SETS_KEPT),
+            reporting: Arc::new(Semaphore::new(self.concurrency)),
         });
         tracing::info!(url, name = %self.config.name, executor = self.executor.name(), concurrency = self.concurrency, "runner started");
         let permits = Arc::new(Semaphore::new(self.concurrency));
@@ -280,10 +283,7 @@ impl Agent {
         match serde_json::from_slice::<JobPayload>(bytes) {
             Ok(payload) => {
                 let shared = shared.clone();
-                jobs.spawn(async move {
-                    job::run(shared, payload, slot.index).await;
-                    drop(slot);
-                });
+                jobs.spawn(job::run(shared, payload, slot));
             }
             Err(e) => {
                 // serde's message may quote a value of the payload (a secret): only its position.
@@ -339,7 +339,7 @@ impl Agent {
 }
 
 /// A workspace slot held by a job, with its concurrency permit; both return on drop.
-struct Slot {
+pub(crate) struct Slot {
     index: usize,
     pool: Arc<Mutex<Vec<usize>>>,
     _permit: OwnedSemaphorePermit,

@@ -113,7 +113,8 @@ mod tests {
     fn the_prelude_sets_pipefail_where_the_shell_has_it() {
         let script = job_script(&["false | true", "echo survived"]);
         let run = |shell: &[&str]| {
-            let out = Command::new(shell[0]).args(&shell[1..]).arg("-c").arg(&script).env_clear().env("PATH", "/usr/bin:/bin").output().unwrap();
+            let out =
+                Command::new(shell[0]).args(&shell[1..]).arg("-c").arg(&script).env_clear().env("PATH", "/usr/bin:/bin").output().unwrap();
             (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
         };
         for shell in [&["bash", "--noprofile", "--norc"][..], &["busybox", "sh"]] {

@@ -217,8 +217,11 @@ impl Drop for Registry {
         // them again. The images stay when other names hold them (the engine's build cache).
         let listed = docker_cli(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
         let prefix = format!("{}/", self.host);
-        let names: Vec<String> =
-            String::from_utf8_lossy(&listed.stdout).lines().filter(|n| n.starts_with(&prefix) && !n.ends_with(":<none>")).map(str::to_owned).collect();
+        let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|n| n.starts_with(&prefix) && !n.ends_with(":<none>"))
+            .map(str::to_owned)
+            .collect();
         if !names.is_empty() {
             let _ = Command::new("docker").arg("rmi").args(&names).output();
         }

@@ -101,11 +101,19 @@ pub struct FakeState {
     /// Repositories served over git: `<git_root>/<project>`.
     pub git_root: PathBuf,
     poll_hold: Duration,
+    /// While `true`, finish reports wait for their answer ([`FakeState::hold_finishes`]).
+    finishes_held: tokio::sync::watch::Sender<bool>,
 }
 
 impl FakeState {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Finish reports get no answer until `held` is `false` again (a server slow to store
+    /// results); each is recorded when answered.
+    pub fn hold_finishes(&self, held: bool) {
+        self.finishes_held.send_replace(held);
     }
 
     /// A runner token the fake accepts, as if registered.
@@ -265,6 +273,7 @@ impl Fake {
             registration_token: "fake-registration-token".into(),
             git_root,
             poll_hold: Duration::from_secs(2),
+            finishes_held: tokio::sync::watch::Sender::new(false),
         });
         Fake::start_with(state, "127.0.0.1:0".parse().unwrap()).await
     }
@@ -470,6 +479,7 @@ async fn finish(State(app): State<Arc<App>>, Path(id): Path<i64>, headers: Heade
     if let Some(r) = refused(&app, id, &headers) {
         return r;
     }
+    let _ = app.state.finishes_held.subscribe().wait_for(|held| !held).await;
     let mut inner = app.state.lock();
     let job = inner.jobs.get_mut(&id).expect("authorized job");
     job.finishes += 1;
