@@ -17,7 +17,7 @@
 //! Run with `cargo bench --bench serve` (or `make bench-server`); `cargo bench --bench serve --
 //! rss` runs the memory measurement only, `-- dispatch` the dispatch throughput only, `-- webhook`
 //! the webhook latency only, `-- runners` the real runners only, `-- first-line` the first script
-//! line only. `PISTE_BENCH_DATABASE=postgres://…`
+//! line only. `PISTE_BENCH_RUNNERS=N` runs the dispatch part with N protocol runners (4). `PISTE_BENCH_DATABASE=postgres://…`
 //! puts the queue in PostgreSQL and `PISTE_BENCH_STORAGE=s3://…` logs and artifacts in object storage;
 //! `benches/pg-s3.sh` starts both (a durable PostgreSQL and moto) and runs this with them, with
 //! `PISTE_BENCH_PG_PID` and `PISTE_BENCH_S3_PID`: the dispatch run then says how much CPU per job
@@ -224,9 +224,10 @@ async fn main() {
     let pid = server.0.id();
     let client = reqwest::Client::new();
 
-    // Runners.
+    // Runners: 4, or `PISTE_BENCH_RUNNERS` (the dispatch part).
+    let runners: usize = std::env::var("PISTE_BENCH_RUNNERS").ok().and_then(|n| n.parse().ok()).filter(|n| *n >= 2).unwrap_or(4);
     let mut tokens = Vec::new();
-    for i in 0..4 {
+    for i in 0..runners {
         let r: RegisterResponse = client
             .post(format!("{base}{}", scheduler::protocol::paths::REGISTER))
             .json(&RegisterRequest { registration_token: REG.into(), name: format!("bench-{i}"), tags: vec![], ..Default::default() })
@@ -342,7 +343,7 @@ async fn main() {
         println!("dispatch: {:.1} PostgreSQL write transactions per job", (b - a) as f64 / 1000.0);
     }
     println!(
-        "dispatch: 1,000 jobs through 4 runners (request, log, finish) in {:.0} ms: {:.0} jobs/s (target >= 500); server CPU {:.2} ms per job (dispatch and seals){}",
+        "dispatch: 1,000 jobs through {runners} runners (request, finish with the log) in {:.0} ms: {:.0} jobs/s (target >= 500); server CPU {:.2} ms per job (dispatch and seals){}",
         elapsed.as_secs_f64() * 1000.0,
         1000.0 / elapsed.as_secs_f64(),
         server_cpu / 1000.0,

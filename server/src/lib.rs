@@ -55,7 +55,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use clock::Clock;
 pub use config::{Config, ProjectConfig};
-use pipelines::Cached;
 
 use crate::blob::Blobs;
 use crate::logs::Logs;
@@ -106,7 +105,7 @@ pub struct AppState {
     /// The time, for everything the server decides or records.
     pub clock: Clock,
     /// Engines of the pipelines processed lately; a pipeline leaves when it finishes.
-    pipelines: tokio::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Cached>>>>,
+    pipelines: tokio::sync::Mutex<HashMap<i64, Arc<pipelines::Entry>>>,
     /// Serialises appends to a job's log; an entry lives while someone holds it.
     log_locks: PerJob<tokio::sync::Mutex<()>>,
     /// Woken when a job's log grows or its job ends, for live followers (SSE); an entry lives
@@ -222,13 +221,13 @@ impl AppState {
         self.clock.now_ms()
     }
 
-    async fn pipeline_lock(&self, id: i64) -> Arc<tokio::sync::Mutex<Cached>> {
+    async fn pipeline_lock(&self, id: i64) -> Arc<pipelines::Entry> {
         let mut map = self.pipelines.lock().await;
         if map.len() >= MAX_ENGINES && !map.contains_key(&id) {
             // Keep the engines someone is using; the others are rebuilt when needed.
             map.retain(|_, e| Arc::strong_count(e) > 1);
         }
-        map.entry(id).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Cached::empty()))).clone()
+        map.entry(id).or_insert_with(|| Arc::new(pipelines::Entry::empty())).clone()
     }
 
     /// Drops the pipeline's engine (it finished).

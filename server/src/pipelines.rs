@@ -574,6 +574,48 @@ pub(crate) async fn process_cancels(
     Ok(all)
 }
 
+/// A pipeline's cached engine and the callers waiting to change it.
+pub struct Entry {
+    pub(crate) cached: tokio::sync::Mutex<Cached>,
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+}
+
+impl Entry {
+    pub fn empty() -> Entry {
+        Entry { cached: tokio::sync::Mutex::new(Cached::empty()), waiting: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// How many callers wait for the lock with their events.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// One caller's events, queued for whoever holds the pipeline's lock next.
+struct Waiting {
+    events: Vec<Event>,
+    extra: Vec<JobUpdate>,
+    defer: Defer,
+    answer: tokio::sync::oneshot::Sender<Answer>,
+}
+
+enum Answer {
+    /// Applied (or refused) with the others of its batch: the engine's commands for its events.
+    Done(Result<Vec<Command>, StoreError>),
+    /// Its batch failed (not a conflict): the caller applies its events alone, so that one
+    /// caller's failure is not the others'.
+    Alone,
+}
+
+/// Applies `events` to the pipeline's engine and stores the result, with `extra` job updates
+/// in the same transaction. Returns the engine's commands for these events.
+///
+/// Group commit: the callers that arrive while the pipeline's transition is being stored
+/// queue their events; the next one to hold the lock applies every queued caller's events in
+/// arrival order and stores them in one transition (one database commit, with PostgreSQL one
+/// statement when they only end jobs), then answers each caller. A pipeline of many jobs
+/// finishing at once otherwise waits for one commit per job, its lock held across each.
 async fn process_once(
     state: &AppState,
     pipeline_id: i64,
@@ -581,14 +623,55 @@ async fn process_once(
     extra: Vec<JobUpdate>,
     defer: Defer,
 ) -> Result<Vec<Command>, StoreError> {
-    let lock = state.pipeline_lock(pipeline_id).await;
-    let mut cached = lock.lock().await;
+    let entry = state.pipeline_lock(pipeline_id).await;
+    let (answer, mut answered) = tokio::sync::oneshot::channel();
+    let again = (events.clone(), extra.clone());
+    entry.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(Waiting { events, extra, defer, answer });
+    let cached = entry.cached.lock().await;
+    // The holder before us may have taken our events with its own (it answers before it
+    // lets the lock go); otherwise they are still queued and we take them, with the others.
+    let answer = match answered.try_recv() {
+        Ok(answer) => {
+            drop(cached);
+            answer
+        }
+        Err(_) => {
+            let batch = std::mem::take(&mut *entry.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+            apply_batch(state, pipeline_id, cached, batch).await;
+            answered.await.unwrap_or(Answer::Done(Err(StoreError::Contended(pipeline_id))))
+        }
+    };
+    match answer {
+        Answer::Done(result) => result,
+        Answer::Alone => {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let cached = entry.cached.lock().await;
+            apply_batch(state, pipeline_id, cached, vec![Waiting { events: again.0, extra: again.1, defer, answer }]).await;
+            match answered.await {
+                Ok(Answer::Done(result)) => result,
+                _ => Err(StoreError::Contended(pipeline_id)),
+            }
+        }
+    }
+}
+
+/// [`process_once`] for the callers of `batch`, with the pipeline's lock held (`cached`);
+/// answers each of them.
+async fn apply_batch(state: &AppState, pipeline_id: i64, mut cached: tokio::sync::MutexGuard<'_, Cached>, batch: Vec<Waiting>) {
+    let answer_all = |batch: Vec<Waiting>, answers: &mut dyn FnMut(usize) -> Answer| {
+        for (i, w) in batch.into_iter().enumerate() {
+            let _ = w.answer.send(answers(i));
+        }
+    };
     for _attempt in 0..8 {
         if cached.engine.is_none() {
             // Deferred starts are offered to the rebuilt engine again (one that another server
             // stored meanwhile is refused as a repeat).
             let deferred = std::mem::take(&mut cached.deferred);
-            *cached = rebuild(state, pipeline_id).await?;
+            match rebuild(state, pipeline_id).await {
+                Ok(rebuilt) => *cached = rebuilt,
+                Err(e) => return answer_alone_or(batch, e),
+            }
             if let Some(engine) = cached.engine.as_mut() {
                 cached.deferred = deferred.into_iter().filter(|ev| engine.on(ev.clone()).is_ok()).collect();
             }
@@ -596,26 +679,33 @@ async fn process_once(
         // Events are applied to the cached engine in place (cloning a 1,000-job engine for every
         // event dominated dispatch); if storing them fails, the cache is dropped and rebuilt.
         let Some(engine) = cached.engine.as_mut() else { continue };
-        let mut commands = Vec::new();
+        // Each caller's commands, then all of them in order.
+        let mut per_caller: Vec<Vec<Command>> = Vec::with_capacity(batch.len());
         let mut applied = Vec::new();
-        for ev in &events {
-            match engine.on(ev.clone()) {
-                // A tick that changed nothing is not worth a row in the event log.
-                Ok(c) if c.is_empty() && matches!(ev, Event::Tick { .. }) => {}
-                Ok(c) => {
-                    commands.extend(c);
-                    applied.push(ev.clone());
+        for w in &batch {
+            let mut commands = Vec::new();
+            for ev in &w.events {
+                match engine.on(ev.clone()) {
+                    // A tick that changed nothing is not worth a row in the event log.
+                    Ok(c) if c.is_empty() && matches!(ev, Event::Tick { .. }) => {}
+                    Ok(c) => {
+                        commands.extend(c);
+                        applied.push(ev.clone());
+                    }
+                    // Late or repeated reports (a retried finish, an expired lease after the job
+                    // finished) are refused by the engine and dropped here.
+                    Err(e) => tracing::debug!(pipeline = pipeline_id, error = %e, "event refused"),
                 }
-                // Late or repeated reports (a retried finish, an expired lease after the job
-                // finished) are refused by the engine and dropped here.
-                Err(e) => tracing::debug!(pipeline = pipeline_id, error = %e, "event refused"),
             }
+            per_caller.push(commands);
         }
+        let commands: Vec<Command> = per_caller.iter().flatten().cloned().collect();
         let wake_at = engine.next_wakeup().map(|t| i64::try_from(t).unwrap_or(i64::MAX));
         let now = state.now_ms();
         // "Run anyway" holds only for the attempt these events queue (a refused retry queues none).
-        let mut jobs: Vec<JobUpdate> = extra
+        let mut jobs: Vec<JobUpdate> = batch
             .iter()
+            .flat_map(|w| &w.extra)
             .filter(|u| match u {
                 JobUpdate::RunAnyway { job_id, attempt } => commands.iter().any(|c| match c {
                     Command::RunJob { job, attempt: a } | Command::JobStatusChanged { job, attempt: a, .. } => {
@@ -627,11 +717,20 @@ async fn process_once(
             })
             .cloned()
             .collect();
+        // A job start is in its row since the claim: a caller that only started jobs needs
+        // its events stored, not the rows written again (which would also take the
+        // transition off PostgreSQL's one-statement path).
+        let starts_only: Vec<bool> = batch
+            .iter()
+            .zip(&per_caller)
+            .map(|(w, c)| w.defer == Defer::IfNothingElse && w.extra.is_empty() && c.iter().all(is_start))
+            .collect();
         let mut pipeline_status = None;
         let mut queued = false;
         let mut ended = Vec::new();
         let mut bridges = Vec::new();
-        for c in &commands {
+        let kept: Vec<bool> = per_caller.iter().zip(&starts_only).flat_map(|(c, only)| std::iter::repeat_n(!*only, c.len())).collect();
+        for c in commands.iter().zip(&kept).filter(|(_, kept)| **kept).map(|(c, _)| c) {
             match c {
                 // A trigger job is the server's: `running` at once, so no runner claims it.
                 Command::RunJob { job, attempt } if cached.bridges.contains(job) => {
@@ -666,14 +765,14 @@ async fn process_once(
                 Command::WaitForResource { .. } | Command::ReleaseResource { .. } => {}
             }
         }
+        let mut per_caller = per_caller.into_iter();
+        let mut done = |_: usize| Answer::Done(Ok(per_caller.next().unwrap_or_default()));
         if applied.is_empty() && jobs.is_empty() && cached.wake_at == Some(wake_at) {
-            return Ok(commands);
+            return answer_all(batch, &mut done);
         }
-        let only_starts = commands.iter().all(|c| matches!(c, Command::JobStatusChanged { status: JobStatus::Running, .. }));
-        if defer == Defer::IfNothingElse && only_starts && pipeline_status.is_none() && extra.is_empty() && cached.wake_at == Some(wake_at)
-        {
+        if starts_only.iter().all(|s| *s) && pipeline_status.is_none() && cached.wake_at == Some(wake_at) {
             cached.deferred.extend(applied);
-            return Ok(commands);
+            return answer_all(batch, &mut done);
         }
         let deferred = cached.deferred.len();
         let events = cached.deferred.iter().cloned().chain(applied).collect();
@@ -698,29 +797,47 @@ async fn process_once(
                 for (id, job, attempt) in bridges {
                     state.start_bridge(pipeline_id, id, job, attempt);
                 }
+                // Every caller has its answer before the lock goes.
+                answer_all(batch, &mut done);
                 if let Some(status) = pipeline_status.filter(|s| s.is_complete()) {
                     tracing::info!(project = %cached.project, pipeline = pipeline_id, %status, "pipeline finished");
                     // A finished pipeline leaves memory; a later retry rebuilds it from the store.
                     drop(cached);
-                    drop(lock);
                     state.forget_pipeline(pipeline_id).await;
                     // A trigger job with `strategy: depend` waiting for this pipeline takes its status.
                     if let Err(e) = crate::bridges::downstream_finished(state, pipeline_id, status).await {
                         tracing::warn!(pipeline = pipeline_id, error = %crate::error::chain(&e), "the upstream trigger job could not be told");
                     }
                 }
-                return Ok(commands);
+                return;
             }
             Err(StoreError::Conflict { .. }) => {
                 cached.engine = None;
             }
             Err(e) => {
                 cached.engine = None;
-                return Err(e);
+                return answer_alone_or(batch, e);
             }
         }
     }
-    Err(StoreError::Contended(pipeline_id))
+    answer_all(batch, &mut |_| Answer::Done(Err(StoreError::Contended(pipeline_id))));
+}
+
+fn is_start(c: &Command) -> bool {
+    matches!(c, Command::JobStatusChanged { status: JobStatus::Running, .. })
+}
+
+/// A batch that failed with `e`: a caller alone gets the error; callers batched together each
+/// apply their events alone (so that one caller's failure is not the others').
+fn answer_alone_or(batch: Vec<Waiting>, e: StoreError) {
+    if let [_] = batch.as_slice() {
+        let w = batch.into_iter().next().expect("one caller");
+        let _ = w.answer.send(Answer::Done(Err(e)));
+        return;
+    }
+    for w in batch {
+        let _ = w.answer.send(Answer::Alone);
+    }
 }
 
 /// The engine's view of a pipeline for its timeline: each job's queued, started and finished
@@ -728,8 +845,8 @@ async fn process_once(
 /// cached engine when there is one; otherwise replays the events without caching the result.
 pub async fn timeline(state: &AppState, pipeline_id: i64) -> Result<Option<(scheduler::Snapshot, Vec<String>)>, StoreError> {
     let cached = state.pipelines.lock().await.get(&pipeline_id).cloned();
-    if let Some(lock) = cached {
-        let c = lock.lock().await;
+    if let Some(entry) = cached {
+        let c = entry.cached.lock().await;
         if let Some(engine) = &c.engine {
             return Ok(Some((engine.snapshot(), engine.critical_path())));
         }

@@ -213,6 +213,75 @@ async fn a_job_start_that_changes_nothing_else_is_stored_with_the_next_transitio
     }
 }
 
+/// Callers that queue while a pipeline's lock is held are stored together by the next
+/// holder, each answered with its own commands; when the batch fails (one caller names a job
+/// that does not exist), each caller applies its events alone: the others' results stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_queued_behind_a_pipeline_are_stored_together_and_answered_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path()).await;
+    let nodes = ["a", "b", "c", "d", "e"].map(|n| JobNode::new(n, "test", 0)).to_vec();
+    let (id, ids) = started(&state, "together", nodes).await;
+    let now = state.now_ms() as u64;
+    for job in ["a", "b", "c", "d", "e"] {
+        crate::pipelines::job_started(&state, id, Event::JobStarted { job: job.into(), attempt: 1, now }).await.unwrap();
+    }
+    let finish = move |job: &str| Event::JobFinished { job: job.into(), attempt: 1, outcome: Outcome::Success, now };
+    let result = move |job_id| crate::store::JobUpdate::Result { job_id, exit_code: Some(0), failure_reason: None, at: now as i64 };
+
+    let entry = state.pipeline_lock(id).await;
+    let round = |callers: Vec<(&'static str, i64)>| {
+        let entry = entry.clone();
+        let state = state.clone();
+        async move {
+            let held = entry.cached.lock().await;
+            let tasks: Vec<_> = callers
+                .iter()
+                .map(|&(job, job_id)| {
+                    let state = state.clone();
+                    tokio::spawn(async move { process(&state, id, vec![finish(job)], vec![result(job_id)]).await })
+                })
+                .collect();
+            while entry.waiting() < callers.len() {
+                tokio::task::yield_now().await;
+            }
+            drop(held);
+            let mut answers = Vec::new();
+            for t in tasks {
+                answers.push(t.await.unwrap());
+            }
+            assert_eq!(entry.waiting(), 0);
+            answers
+        }
+    };
+
+    let answers = round(vec![("a", ids[0]), ("b", ids[1])]).await;
+    for (answer, job) in answers.iter().zip(["a", "b"]) {
+        let commands = answer.as_ref().unwrap();
+        assert!(
+            commands
+                .iter()
+                .any(|c| matches!(c, scheduler::Command::JobStatusChanged { job: j, status: JobStatus::Success, .. } if j == job)),
+            "each caller gets its own commands: {commands:?}"
+        );
+        assert!(
+            !commands.iter().any(|c| format!("{c:?}").contains(&format!("\"{}\"", if job == "a" { "b" } else { "a" }))),
+            "{commands:?}"
+        );
+    }
+
+    // `d`'s caller names a job that does not exist: it alone fails.
+    let answers = round(vec![("c", ids[2]), ("d", 999_999), ("e", ids[4])]).await;
+    assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+    assert!(matches!(answers[1], Err(crate::store::StoreError::NotFound { what: "job", id: 999_999 })), "{:?}", answers[1]);
+    for (job, done) in ids.iter().zip([true, true, true, false, true]) {
+        let row = state.store.job(*job).await.unwrap().unwrap();
+        assert_eq!((row.status == JobStatus::Success, row.finished_at.is_some()), (done, done), "job {job}: {row:?}");
+    }
+    process(&state, id, vec![finish("d")], vec![result(ids[3])]).await.unwrap();
+    assert_eq!(state.store.pipeline(id).await.unwrap().unwrap().status, PipelineStatus::Success);
+}
+
 /// A resource group whose holder finished while the server was down without the group being
 /// handed on (the stop fell between storing the job's end and granting the group): the next
 /// server start gives it to the waiting job (`resume_resource_groups`).

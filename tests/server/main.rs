@@ -10,6 +10,7 @@ mod both_ways;
 mod browser;
 mod cross_needs;
 mod delivery;
+mod dispatch;
 mod downstream;
 mod failures;
 mod forge;

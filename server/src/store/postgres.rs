@@ -79,65 +79,133 @@ impl PgStore {
     }
 
     /// [`Store::apply`] in one statement, so one round trip instead of five (begin, the
-    /// pipeline's version, its events, the job, commit), for the transitions most jobs make:
-    /// events with no job update (a job started, a tick) or with one job's result and the
-    /// final status that follows it (a job finished and nothing else changed). `None` for any
-    /// other transition (the caller runs the transaction). The statement is its own
-    /// transaction: the pipeline's version moves only if the job exists, and the events and
-    /// the job's update happen only if the version moved.
+    /// pipeline's version, its events, the jobs, commit), for the transitions most jobs make:
+    /// events with no job update (a job started, a tick) or with jobs' results and the final
+    /// statuses that follow them (jobs finished and nothing else changed; several when
+    /// `pipelines::process` stores the finishes that arrived together). `None` for any other
+    /// transition (the caller runs the transaction). The statement is its own transaction:
+    /// the pipeline's version moves only if every job exists, and the events and the jobs'
+    /// updates happen only if the version moved.
     async fn apply_in_one_statement(&self, t: &Transition, events: &[String]) -> Result<Option<i64>> {
-        let finished = match t.jobs.as_slice() {
-            [] => None,
-            [_, _] => match final_status_after(&t.jobs, 0) {
-                Some((1, JobUpdate::Result { job_id, exit_code, failure_reason, at }, status, attempt)) => {
-                    Some((*job_id, *exit_code, failure_reason.as_deref(), *at, status, attempt))
-                }
-                _ => return Ok(None),
-            },
-            _ => return Ok(None),
-        };
+        let Some(finished) = finished_jobs(&t.jobs) else { return Ok(None) };
         let added = events.len() as i64;
         let seqs: Vec<i64> = (t.expected_version + 1..).take(events.len()).collect();
-        let appended: i64 = sqlx::query_scalar(
-            "WITH p AS ( \
+        let ids: Vec<i64> = finished.iter().map(|f| f.job_id).collect();
+        let appended: i64 = if let [] | [_] = finished.as_slice() {
+            // The common case, one job or none: scalars (the arrays' statement costs
+            // PostgreSQL more CPU per call).
+            let one = finished.first();
+            sqlx::query_scalar(
+                "WITH p AS ( \
+                   UPDATE pipelines SET version = version + $3, status = COALESCE($4, status), updated_at = $5, wake_at = $6 \
+                   WHERE id = $1 AND version = $2 \
+                     AND ($9::BIGINT IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $9 AND pipeline_id = $1)) \
+                   RETURNING id), \
+                 e AS (INSERT INTO pipeline_events (pipeline_id, seq, event) \
+                   SELECT p.id, u.seq, u.event FROM p, UNNEST($7::BIGINT[], $8::TEXT[]) AS u(seq, event)), \
+                 j AS (UPDATE jobs SET status = $10, attempt = $11, exit_code = $12, failure_reason = $13, finished_at = $14 \
+                   FROM p WHERE jobs.id = $9 AND jobs.pipeline_id = p.id RETURNING jobs.id) \
+                 SELECT COUNT(*) FROM p",
+            )
+            .bind(t.pipeline_id)
+            .bind(t.expected_version)
+            .bind(added)
+            .bind(t.pipeline_status.map(|s| s.as_str()))
+            .bind(t.at)
+            .bind(t.wake_at)
+            .bind(&seqs)
+            .bind(events)
+            .bind(one.map(|f| f.job_id))
+            .bind(one.map(|f| f.status.as_str()))
+            .bind(one.map(|f| i64::from(f.attempt)))
+            .bind(one.and_then(|f| f.exit_code.map(i64::from)))
+            .bind(one.and_then(|f| f.failure_reason))
+            .bind(one.map(|f| f.at))
+            .fetch_one(&self.pool)
+            .await?
+        } else {
+            sqlx::query_scalar(
+                "WITH p AS ( \
                UPDATE pipelines SET version = version + $3, status = COALESCE($4, status), updated_at = $5, wake_at = $6 \
                WHERE id = $1 AND version = $2 \
-                 AND ($9::BIGINT IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $9 AND pipeline_id = $1)) \
+                 AND (SELECT COUNT(*) FROM jobs WHERE id = ANY($9) AND pipeline_id = $1) = cardinality($9::BIGINT[]) \
                RETURNING id), \
              e AS (INSERT INTO pipeline_events (pipeline_id, seq, event) \
                SELECT p.id, u.seq, u.event FROM p, UNNEST($7::BIGINT[], $8::TEXT[]) AS u(seq, event)), \
-             j AS (UPDATE jobs SET status = $10, attempt = $11, exit_code = $12, failure_reason = $13, finished_at = $14 \
-               FROM p WHERE jobs.id = $9 AND jobs.pipeline_id = p.id RETURNING jobs.id) \
+             j AS (UPDATE jobs SET status = u.status, attempt = u.attempt, exit_code = u.exit_code, \
+                 failure_reason = u.failure_reason, finished_at = u.finished_at \
+               FROM p, UNNEST($9::BIGINT[], $10::TEXT[], $11::BIGINT[], $12::BIGINT[], $13::TEXT[], $14::BIGINT[]) \
+                 AS u(id, status, attempt, exit_code, failure_reason, finished_at) \
+               WHERE jobs.id = u.id AND jobs.pipeline_id = p.id RETURNING jobs.id) \
              SELECT COUNT(*) FROM p",
-        )
-        .bind(t.pipeline_id)
-        .bind(t.expected_version)
-        .bind(added)
-        .bind(t.pipeline_status.map(|s| s.as_str()))
-        .bind(t.at)
-        .bind(t.wake_at)
-        .bind(&seqs)
-        .bind(events)
-        .bind(finished.map(|f| f.0))
-        .bind(finished.map(|f| f.4.as_str()))
-        .bind(finished.map(|f| i64::from(f.5)))
-        .bind(finished.and_then(|f| f.1.map(i64::from)))
-        .bind(finished.and_then(|f| f.2))
-        .bind(finished.map(|f| f.3))
-        .fetch_one(&self.pool)
-        .await?;
+            )
+            .bind(t.pipeline_id)
+            .bind(t.expected_version)
+            .bind(added)
+            .bind(t.pipeline_status.map(|s| s.as_str()))
+            .bind(t.at)
+            .bind(t.wake_at)
+            .bind(&seqs)
+            .bind(events)
+            .bind(&ids)
+            .bind(finished.iter().map(|f| f.status.as_str()).collect::<Vec<_>>())
+            .bind(finished.iter().map(|f| i64::from(f.attempt)).collect::<Vec<_>>())
+            .bind(finished.iter().map(|f| f.exit_code.map(i64::from)).collect::<Vec<_>>())
+            .bind(finished.iter().map(|f| f.failure_reason).collect::<Vec<_>>())
+            .bind(finished.iter().map(|f| f.at).collect::<Vec<_>>())
+            .fetch_one(&self.pool)
+            .await?
+        };
         if appended == 1 {
             return Ok(Some(t.expected_version + added));
         }
-        // Nothing changed: the version moved, or the pipeline or the job is missing.
+        // Nothing changed: the version moved, or the pipeline or a job is missing.
         let mut conn = self.pool.acquire().await?;
         match conflict(&mut conn, t.pipeline_id, t.expected_version).await {
             StoreError::Conflict { found, .. } if found == t.expected_version => {
-                Err(StoreError::NotFound { what: "job", id: finished.map_or(0, |f| f.0) })
+                Err(StoreError::NotFound { what: "job", id: ids.first().copied().unwrap_or(0) })
             }
             e => Err(e),
         }
     }
+}
+
+/// A job's result with the final status that follows it in a transition.
+struct Finished<'a> {
+    job_id: i64,
+    exit_code: Option<i32>,
+    failure_reason: Option<&'a str>,
+    at: i64,
+    status: JobStatus,
+    attempt: u32,
+}
+
+/// `jobs` as results each followed by the job's final status, and nothing else, each job
+/// once; `None` for any other list of updates.
+fn finished_jobs(jobs: &[JobUpdate]) -> Option<Vec<Finished<'_>>> {
+    let mut folded = vec![false; jobs.len()];
+    let mut finished: Vec<Finished<'_>> = Vec::with_capacity(jobs.len() / 2);
+    for i in 0..jobs.len() {
+        if folded[i] {
+            continue;
+        }
+        let (j, JobUpdate::Result { job_id, exit_code, failure_reason, at }, status, attempt) = final_status_after(jobs, i)? else {
+            return None;
+        };
+        if folded[j] || finished.iter().any(|f| f.job_id == *job_id) {
+            return None;
+        }
+        folded[j] = true;
+        finished.push(Finished {
+            job_id: *job_id,
+            exit_code: *exit_code,
+            failure_reason: failure_reason.as_deref(),
+            at: *at,
+            status,
+            attempt,
+        });
+    }
+    Some(finished)
 }
 
 impl Store for PgStore {

@@ -13,6 +13,7 @@ store_tests!(
     concurrent_appends_one_wins,
     failed_transition_writes_nothing,
     a_finish_of_another_pipelines_job_writes_nothing,
+    finishes_stored_together_record_each_job,
     running_and_finished_statuses_record,
     pending_starts_a_new_attempt,
     a_result_then_a_retry_in_one_transition,
@@ -139,6 +140,52 @@ async fn a_finish_of_another_pipelines_job_writes_nothing(s: Arc<Db>) {
     assert_eq!((other.status, other.exit_code, other.finished_at), (JobStatus::Created, None, None));
     let r = s.apply(&transition(p, 3, vec![Event::Start { now: 1 }], finish(others[0]))).await;
     assert!(matches!(r, Err(StoreError::Conflict { expected: 3, found: 0, .. })), "{r:?}");
+}
+
+/// Finishes that arrived together (`pipelines::process` stores them as one transition):
+/// each job keeps its own result and status; one job that is not the pipeline's, and
+/// nothing of the transition is written.
+async fn finishes_stored_together_record_each_job(s: Arc<Db>) {
+    let (p, jobs) = planned(&s, &[("a", &[]), ("b", &[]), ("c", &[])]).await;
+    let (_, others) = planned(&s, &[("x", &[])]).await;
+    let (a, b, c) = (jobs[0], jobs[1], jobs[2]);
+    let v = enqueue(&s, p, &[a, b, c], 1).await;
+    let result = |job_id, code: i32, reason: Option<&str>, at| JobUpdate::Result {
+        job_id,
+        exit_code: Some(code),
+        failure_reason: reason.map(str::to_owned),
+        at,
+    };
+    let finished = |a_status| {
+        vec![
+            result(a, 0, None, 10),
+            result(b, 3, Some("script_failure"), 11),
+            status(a, a_status, 1, 10),
+            status(b, JobStatus::Failed, 1, 11),
+        ]
+    };
+    // A job of another pipeline among them: refused whole.
+    let mut foreign = finished(JobStatus::Success);
+    foreign.extend([result(others[0], 0, None, 12), status(others[0], JobStatus::Success, 1, 12)]);
+    let r = s.apply(&transition(p, v, vec![Event::Tick { now: 10 }], foreign)).await;
+    assert!(matches!(r, Err(StoreError::NotFound { what: "job", .. })), "{r:?}");
+    for id in [a, b, others[0]] {
+        let row = s.job(id).await.unwrap().unwrap();
+        assert_eq!((row.exit_code, row.finished_at), (None, None), "job {id} untouched");
+    }
+    assert_eq!(s.pipeline(p).await.unwrap().unwrap().version, v);
+
+    let v2 =
+        s.apply(&transition(p, v, vec![Event::Tick { now: 10 }, Event::Tick { now: 11 }], finished(JobStatus::Success))).await.unwrap();
+    assert_eq!(v2, v + 2);
+    let (ra, rb, rc) = (s.job(a).await.unwrap().unwrap(), s.job(b).await.unwrap().unwrap(), s.job(c).await.unwrap().unwrap());
+    assert_eq!((ra.status, ra.exit_code, ra.failure_reason.as_deref(), ra.finished_at), (JobStatus::Success, Some(0), None, Some(10)));
+    assert_eq!(
+        (rb.status, rb.exit_code, rb.failure_reason.as_deref(), rb.finished_at),
+        (JobStatus::Failed, Some(3), Some("script_failure"), Some(11))
+    );
+    assert_eq!((rc.status, rc.finished_at), (JobStatus::Pending, None), "a job outside the transition is untouched");
+    assert_eq!(s.events(p).await.unwrap().len() as i64, v2);
 }
 
 fn status(job_id: i64, status: JobStatus, attempt: u32, at: i64) -> JobUpdate {
