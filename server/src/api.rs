@@ -915,11 +915,14 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<Response> 
     // What this server holds in memory: each returns to zero when nothing runs (a count that
     // only grows is a leak an operator can see).
     let held = ByStatus::default();
-    let [engines, log_locks, log_watchers, queued] = state.in_memory().await;
-    for (kind, n) in [("engines", engines), ("log_locks", log_locks), ("log_watchers", log_watchers), ("queued_jobs", queued)] {
+    for (kind, n) in state.in_memory().await.kinds() {
         held.get_or_create(&vec![("kind", kind)]).set(n as i64);
     }
-    registry.register("in_memory", "Pipelines' engines, per-job log locks and watchers, and queued jobs held in memory", held);
+    registry.register(
+        "in_memory",
+        "Pipelines' engines, per-job log locks and watchers, queued jobs, and the rows remembered for the runner protocol, held in memory",
+        held,
+    );
     state.metrics.register(&mut registry);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry).map_err(|e| Error::Internal(e.into()))?;

@@ -265,16 +265,21 @@ impl AppState {
         Ok(Some(row))
     }
 
-    /// How many engines, log locks, log watchers and queueing times are in memory.
-    pub async fn in_memory(&self) -> [usize; 4] {
+    /// What this server holds in memory, map by map (`/metrics`: `piste_in_memory`).
+    pub async fn in_memory(&self) -> InMemory {
         let engines = self.pipelines.lock().await.len();
-        let count = |m: &Mutex<HashMap<i64, _>>| m.lock().unwrap_or_else(|e| e.into_inner()).len();
-        [
+        fn len<K, V>(m: &Mutex<HashMap<K, V>>) -> usize {
+            m.lock().unwrap_or_else(|e| e.into_inner()).len()
+        }
+        InMemory {
             engines,
-            self.log_locks.lock().unwrap_or_else(|e| e.into_inner()).len(),
-            self.log_watch.lock().unwrap_or_else(|e| e.into_inner()).len(),
-            count(&self.queued_at),
-        ]
+            log_locks: self.log_locks.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            log_watchers: self.log_watch.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            queued_jobs: len(&self.queued_at),
+            leased_pipelines: len(&self.leasing),
+            projects_of_pipelines: len(&self.projects),
+            runners: len(&self.runners),
+        }
     }
 
     /// Hands a trigger job the engine started to the bridge task.
@@ -596,6 +601,41 @@ impl AppState {
                 }
             }
         });
+    }
+}
+
+/// Sizes of [`AppState`]'s maps. Each goes back to zero, or stays bounded, when nothing runs:
+/// a count that only grows is a leak an operator can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InMemory {
+    /// Cached engines of running pipelines.
+    pub engines: usize,
+    /// Per-job log locks held.
+    pub log_locks: usize,
+    /// Per-job log watchers held (live followers).
+    pub log_watchers: usize,
+    /// Queueing times of jobs waiting for a runner.
+    pub queued_jobs: usize,
+    /// Pipeline rows of pipelines whose jobs were leased lately (they leave with the engine).
+    pub leased_pipelines: usize,
+    /// Pipelines' projects remembered for the runner protocol (bounded).
+    pub projects_of_pipelines: usize,
+    /// Runner rows read lately (bounded).
+    pub runners: usize,
+}
+
+impl InMemory {
+    /// `(kind, count)` for each map, as `/metrics` labels them.
+    pub fn kinds(&self) -> [(&'static str, usize); 7] {
+        [
+            ("engines", self.engines),
+            ("log_locks", self.log_locks),
+            ("log_watchers", self.log_watchers),
+            ("queued_jobs", self.queued_jobs),
+            ("leased_pipelines", self.leased_pipelines),
+            ("projects_of_pipelines", self.projects_of_pipelines),
+            ("runners", self.runners),
+        ]
     }
 }
 

@@ -127,7 +127,7 @@ async fn delayed_jobs_wake_at_their_deadline_and_finished_pipelines_leave_memory
     assert_eq!(state.store.job(other_ids[0]).await.unwrap().unwrap().status, JobStatus::Pending);
     assert!(state.store.wakeups(10).await.unwrap().iter().all(|w| w.pipeline_id != other));
     // The delayed pipeline finishes: its engine leaves memory; the others' stay.
-    assert_eq!(state.in_memory().await[0], 3);
+    assert_eq!(state.in_memory().await.engines, 3);
     let now = state.now_ms() as u64;
     let run = vec![
         Event::JobStarted { job: "later".into(), attempt: 1, now },
@@ -137,7 +137,8 @@ async fn delayed_jobs_wake_at_their_deadline_and_finished_pipelines_leave_memory
     assert_eq!(state.store.pipeline(delayed).await.unwrap().unwrap().status, PipelineStatus::Success);
     // Engines: the plain and the third pipelines; queueing times: the plain one's job only
     // (the finished job's went with it).
-    assert_eq!(state.in_memory().await, [2, 0, 0, 1]);
+    let held = state.in_memory().await;
+    assert_eq!((held.engines, held.log_locks, held.log_watchers, held.queued_jobs), (2, 0, 0, 1));
 }
 
 #[tokio::test]
@@ -150,21 +151,21 @@ async fn per_job_entries_live_while_held_and_followers_hear_the_end() {
         let ended = follower.notified();
         tokio::pin!(ended);
         ended.as_mut().enable();
-        assert_eq!(state.in_memory().await[2], 1);
+        assert_eq!(state.in_memory().await.log_watchers, 1);
         state.job_ended(7);
         tokio::time::timeout(Duration::from_secs(5), ended).await.expect("the follower is woken when the job ends");
     }
     drop(second);
-    assert_eq!(state.in_memory().await[2], 1, "one follower still holds it");
+    assert_eq!(state.in_memory().await.log_watchers, 1, "one follower still holds it");
     drop(follower);
-    assert_eq!(state.in_memory().await[2], 0);
+    assert_eq!(state.in_memory().await.log_watchers, 0);
 
     let lock = state.log_lock(7).await;
     let guard = lock.lock().await;
-    assert_eq!(state.in_memory().await[1], 1);
+    assert_eq!(state.in_memory().await.log_locks, 1);
     drop(guard);
     drop(lock);
-    assert_eq!(state.in_memory().await[1], 0);
+    assert_eq!(state.in_memory().await.log_locks, 0);
 }
 
 /// A job start that changes nothing else the store keeps waits in memory and joins the
