@@ -176,28 +176,44 @@ impl ChunkedLogs {
     /// is stored (the runner shipped none: the common case of a short job), so the log costs
     /// one object write and no row of the store; otherwise appended and sealed as usual. No
     /// time marks are needed: the first bytes of a log never have one.
+    ///
+    /// The object is written while the store is asked whether chunks exist (one round trip
+    /// less before the finish is answered): the report holds the whole log from its first
+    /// byte, so the object is right either way; when chunks turn up after all (a chunk the
+    /// runner thought lost), the log is appended to them and sealed as usual, which writes
+    /// the same bytes again.
     pub async fn store_whole(&self, job: i64, attempt: i64, data: Bytes, secrets: &[String], at_ms: i64) -> Result<Whole, LogError> {
-        let chunks = match self.remembered(job, attempt) {
-            known if known.is_empty() => self.stored(job, attempt).await?,
-            known => known,
-        };
-        if !chunks.is_empty() {
-            return Ok(match self.append(job, attempt, 0, data, secrets, at_ms).await? {
-                Append::Ok { next_offset: length } | Append::Gap { expected_offset: length } => Whole::Appended { length },
-                Append::Sealed { length } => Whole::Final { length },
-            });
+        let known = self.remembered(job, attempt);
+        if !known.is_empty() {
+            return self.append_whole(job, attempt, data, secrets, at_ms).await;
         }
         let mut bytes = data.to_vec();
         mask_same_length(&mut bytes, secrets);
         let length = bytes.len() as u64;
-        let mut w = self.blobs.create(&final_key(job, attempt)).await?;
-        if let Err(e) = w.write(Bytes::from(bytes)).await {
-            let _ = w.abort().await;
-            return Err(e.into());
+        let write = async {
+            let mut w = self.blobs.create(&final_key(job, attempt)).await?;
+            if let Err(e) = w.write(Bytes::from(bytes)).await {
+                let _ = w.abort().await;
+                return Err(LogError::from(e));
+            }
+            w.commit().await?;
+            Ok(())
+        };
+        let (chunks, written) = tokio::join!(self.stored(job, attempt), write);
+        if !chunks?.is_empty() {
+            return self.append_whole(job, attempt, data, secrets, at_ms).await;
         }
-        w.commit().await?;
+        written?;
         self.forget(job, attempt);
         Ok(Whole::Final { length })
+    }
+
+    /// [`ChunkedLogs::store_whole`] of a log that has chunks: appended from offset 0.
+    async fn append_whole(&self, job: i64, attempt: i64, data: Bytes, secrets: &[String], at_ms: i64) -> Result<Whole, LogError> {
+        Ok(match self.append(job, attempt, 0, data, secrets, at_ms).await? {
+            Append::Ok { next_offset: length } | Append::Gap { expected_offset: length } => Whole::Appended { length },
+            Append::Sealed { length } => Whole::Final { length },
+        })
     }
 
     /// Replaces the stored bytes from `at` with `bytes` (a secret masked across chunks).
