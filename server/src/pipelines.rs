@@ -443,6 +443,41 @@ pub async fn job_started(state: &AppState, pipeline_id: i64, event: Event) -> Re
     process_once(state, pipeline_id, vec![event], Vec::new(), Defer::IfNothingElse).await.map(drop)
 }
 
+/// [`job_started`] for the lease: the event joins the pipeline's queue at once, so that
+/// whatever is processed for the pipeline after the runner has its job (the job's finish
+/// first of all) comes after it; it is applied in the background, so the runner does not
+/// wait for the pipeline's lock, which a finish of another of its jobs may hold across a
+/// commit. A start that cannot be stored is logged: the job's row keeps it.
+pub async fn job_started_later(state: Arc<AppState>, pipeline_id: i64, event: Event) {
+    let entry = state.pipeline_lock(pipeline_id).await;
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let again = event.clone();
+    entry.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(Waiting {
+        events: vec![event],
+        extra: Vec::new(),
+        defer: Defer::IfNothingElse,
+        answer,
+    });
+    tokio::spawn(async move {
+        let cached = entry.cached.lock().await;
+        // Taken by a holder before us (which answered before letting the lock go), or ours.
+        let batch = std::mem::take(&mut *entry.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            drop(cached);
+        } else {
+            apply_batch(&state, pipeline_id, cached, batch).await;
+        }
+        let stored = match answered.await {
+            Ok(Answer::Done(result)) => result.map(drop),
+            Ok(Answer::Alone) => job_started(&state, pipeline_id, again).await,
+            Err(_) => Err(StoreError::Contended(pipeline_id)),
+        };
+        if let Err(e) = stored {
+            tracing::warn!(pipeline = pipeline_id, error = %crate::error::chain(&e), "a job's start was not stored (its row keeps it)");
+        }
+    });
+}
+
 /// Whether [`process_once`] may keep its events in memory instead of storing them.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Defer {

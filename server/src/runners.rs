@@ -81,7 +81,7 @@ pub async fn request_job(
             let job = &claimed.job;
             tracing::info!(project = %payload.project, pipeline = job.pipeline_id, job = job.id, name = %job.name, attempt = job.attempt, runner = runner.id, "job leased");
             let event = Event::JobStarted { job: job.name.clone(), attempt: job.attempt as u32, now: now as u64 };
-            pipelines::job_started(&state, job.pipeline_id, event).await?;
+            pipelines::job_started_later(state.clone(), job.pipeline_id, event).await;
             return Ok(Json(payload).into_response());
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
