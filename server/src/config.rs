@@ -89,6 +89,13 @@
 //! [id_tokens]
 //! key_file = "id-tokens.pem"               # PKCS#8 RSA (openssl genpkey -algorithm RSA)
 //! ```
+//!
+//! The generated key is kept in the database encrypted (AES-256-GCM) when the server has a
+//! secret key, the same file on every server sharing the database:
+//!
+//! ```toml
+//! secret_key_file = "piste-secret.key"     # head -c 32 /dev/urandom > piste-secret.key
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -165,6 +172,15 @@ pub struct Config {
     /// ES256 one.
     #[serde(default)]
     pub id_tokens: Option<IdTokensConfig>,
+    /// A file of at least 32 random bytes (`head -c 32 /dev/urandom > piste-secret.key`),
+    /// relative to `piste.toml`, the same for every server sharing a database: the secrets the
+    /// server keeps in its database (the ID-token signing key) are encrypted with a key derived
+    /// from it. Without it they are stored as they are, and the server says so.
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+    /// The file's bytes, read by [`Config::load`].
+    #[serde(skip)]
+    pub secret_key: Option<SecretKey>,
 }
 
 fn default_max_needs() -> usize {
@@ -265,6 +281,19 @@ impl std::fmt::Debug for IdTokensConfig {
         f.debug_struct("IdTokensConfig").field("key_file", &self.key_file).finish_non_exhaustive()
     }
 }
+
+/// The bytes of `secret_key_file`; `Debug` never shows them.
+#[derive(Clone)]
+pub struct SecretKey(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey({} bytes)", self.0.len())
+    }
+}
+
+/// Fewest bytes `secret_key_file` may hold.
+pub const SECRET_KEY_MIN_BYTES: usize = 32;
 
 /// The DER of the one unencrypted PKCS#8 `PRIVATE KEY` block of `pem`.
 fn pkcs8_der(pem: &str) -> Result<Vec<u8>, String> {
@@ -674,6 +703,8 @@ impl Default for Config {
             max_needs: default_max_needs(),
             signing: None,
             id_tokens: None,
+            secret_key_file: None,
+            secret_key: None,
         }
     }
 }
@@ -745,6 +776,25 @@ impl Config {
                 message: format!("`[id_tokens] key_file` `{}`: {why}", file.display()),
             })?;
             ids.key_file = file;
+        }
+        if let Some(name) = config.secret_key_file.as_ref() {
+            let file = absolute(&base.join(name)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let bytes = std::fs::read(&file).map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("`secret_key_file`: cannot read `{}`: {e}", file.display()),
+            })?;
+            if bytes.len() < SECRET_KEY_MIN_BYTES {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "`secret_key_file` `{}` holds {} bytes: it needs at least {SECRET_KEY_MIN_BYTES} random bytes (`head -c 32 /dev/urandom > FILE`)",
+                        file.display(),
+                        bytes.len()
+                    ),
+                });
+            }
+            config.secret_key_file = Some(file);
+            config.secret_key = Some(SecretKey(bytes));
         }
         for project in &mut config.projects {
             if is_relative_folder(&project.repo) {
@@ -1007,6 +1057,27 @@ mod tests {
         std::fs::remove_file(dir.path().join("signing.pem")).unwrap();
         let missing = Config::load(&file).unwrap_err().to_string();
         assert!(missing.contains("`[signing] key_file`: cannot read") && missing.contains("signing.pem"), "{missing}");
+    }
+
+    /// `secret_key_file` is read at load, relative to piste.toml; fewer than 32 bytes, or no
+    /// file, is a clear error; `Debug` never shows the bytes.
+    #[test]
+    fn the_secret_key_is_read_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("piste.toml");
+        std::fs::write(&file, "secret_key_file = \"piste-secret.key\"\n").unwrap();
+        let missing = Config::load(&file).unwrap_err().to_string();
+        assert!(missing.contains("`secret_key_file`: cannot read") && missing.contains("piste-secret.key"), "{missing}");
+        std::fs::write(dir.path().join("piste-secret.key"), "short").unwrap();
+        let short = Config::load(&file).unwrap_err().to_string();
+        assert!(short.contains("holds 5 bytes") && short.contains("head -c 32 /dev/urandom"), "{short}");
+        let bytes: Vec<u8> = (0..48u8).map(|b| b.wrapping_mul(37).wrapping_add(0x41)).collect();
+        std::fs::write(dir.path().join("piste-secret.key"), &bytes).unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.secret_key.as_ref().map(|k| k.0.clone()), Some(bytes.clone()));
+        assert_eq!(c.secret_key_file.as_deref(), Some(dir.path().join("piste-secret.key").as_path()));
+        let shown = format!("{c:?}");
+        assert!(shown.contains("SecretKey(48 bytes)") && !shown.contains(&format!("{:?}", &bytes[..8])), "{shown}");
     }
 
     /// The README's first server run used `data_dir = "piste-data"`: it must mean "next to

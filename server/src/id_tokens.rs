@@ -51,6 +51,14 @@ pub enum IssuerError {
     Generate,
     #[error("signing an ID token")]
     Sign,
+    #[error(
+        "the stored ID token signing key is encrypted and this server has no `secret_key_file`: give it the file of the servers that share its database"
+    )]
+    NoSecret,
+    #[error(
+        "the stored ID token signing key does not open with this server's `secret_key_file`: every server sharing a database needs the same file"
+    )]
+    WrongSecret,
 }
 
 /// The signing key, loaded (or created) on first use.
@@ -132,6 +140,50 @@ impl SigningKey {
     }
 }
 
+/// How a stored key encrypted with the server's secret key (`secret_key_file`) starts; then
+/// a 12-byte nonce, then the AES-256-GCM ciphertext of the PKCS#8 document and its tag. The
+/// row's name and algorithm are the associated data: a ciphertext does not open in another row.
+const SEALED: &[u8] = b"piste-sealed-v1\0";
+const NONCE_LEN: usize = 12;
+
+/// The AES-256-GCM key for `name`'s row, derived from the secret key with HKDF-SHA256.
+fn sealing_key(secret: &[u8], name: &str) -> ring::aead::LessSafeKey {
+    use ring::{aead, hkdf};
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"piste secret_key_file v1").extract(secret);
+    let info = [name.as_bytes()];
+    let okm = prk.expand(&info, &aead::AES_256_GCM).expect("an AES-256 key is a valid HKDF output length");
+    aead::LessSafeKey::new(aead::UnboundKey::from(okm))
+}
+
+fn associated(name: &str, alg: &str) -> ring::aead::Aad<Vec<u8>> {
+    ring::aead::Aad::from(format!("{name}\0{alg}").into_bytes())
+}
+
+/// `plain` encrypted for the row `name` (algorithm `alg`) with the secret key.
+fn seal(secret: &[u8], name: &str, alg: &str, plain: &[u8]) -> Result<Vec<u8>, IssuerError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new().fill(&mut nonce).map_err(|_| IssuerError::Generate)?;
+    let mut sealed = plain.to_vec();
+    sealing_key(secret, name)
+        .seal_in_place_append_tag(ring::aead::Nonce::assume_unique_for_key(nonce), associated(name, alg), &mut sealed)
+        .map_err(|_| IssuerError::Generate)?;
+    Ok([SEALED, &nonce, &sealed].concat())
+}
+
+/// The plain key of a row [`seal`] wrote; [`IssuerError::WrongSecret`] when it does not open
+/// (another secret key, another row, altered bytes).
+fn open(secret: &[u8], name: &str, alg: &str, stored: &[u8]) -> Result<Vec<u8>, IssuerError> {
+    let rest = stored.strip_prefix(SEALED).ok_or(IssuerError::WrongSecret)?;
+    if rest.len() < NONCE_LEN {
+        return Err(IssuerError::WrongSecret);
+    }
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| IssuerError::WrongSecret)?;
+    let mut buf = sealed.to_vec();
+    let plain = sealing_key(secret, name).open_in_place(nonce, associated(name, alg), &mut buf).map_err(|_| IssuerError::WrongSecret)?;
+    Ok(plain.to_vec())
+}
+
 /// RFC 7638: SHA-256 over the key's required members, in lexicographic order without
 /// whitespace (`canonical`).
 fn thumbprint(canonical: &str) -> String {
@@ -153,11 +205,30 @@ impl Issuer {
                 if let Some(ids) = &state.config.id_tokens {
                     return Ok(Arc::new(SigningKey::from_rsa(&ids.key_der)?));
                 }
+                let secret = state.config.secret_key.as_ref().map(|k| k.0.as_slice());
                 let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                     .map_err(|_| IssuerError::Generate)?;
-                let candidate = StoredKey { alg: ALG.into(), pkcs8: pkcs8.as_ref().to_vec() };
+                let pkcs8 = match secret {
+                    Some(secret) => seal(secret, KEY_NAME, ALG, pkcs8.as_ref())?,
+                    None => pkcs8.as_ref().to_vec(),
+                };
+                let candidate = StoredKey { alg: ALG.into(), pkcs8 };
                 let stored = state.store.id_token_key(KEY_NAME, &candidate, state.now_ms()).await?;
-                Ok(Arc::new(SigningKey::from_stored(&stored)?))
+                let pkcs8 = match (stored.pkcs8.starts_with(SEALED), secret) {
+                    (true, Some(secret)) => open(secret, KEY_NAME, &stored.alg, &stored.pkcs8)?,
+                    (true, None) => return Err(IssuerError::NoSecret),
+                    (false, Some(_)) => {
+                        tracing::warn!(
+                            "the ID token signing key was stored unencrypted (by a server without `secret_key_file`); delete the `{KEY_NAME}` row of `id_token_keys` to have an encrypted one made (tokens already issued then stop verifying)"
+                        );
+                        stored.pkcs8
+                    }
+                    (false, None) => {
+                        tracing::warn!("the ID token signing key is stored unencrypted in the database: set `secret_key_file` in piste.toml");
+                        stored.pkcs8
+                    }
+                };
+                Ok(Arc::new(SigningKey::from_stored(&StoredKey { alg: stored.alg, pkcs8 })?))
             })
             .await
             .cloned()
@@ -322,6 +393,28 @@ pub async fn job_tokens(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key sealed with the secret key opens with it only, in its own row, unaltered; the
+    /// sealed bytes do not hold the plain ones.
+    #[test]
+    fn a_sealed_key_opens_with_its_secret_and_row_only() {
+        let plain = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap().as_ref().to_vec();
+        let secret = [7u8; 32];
+        let sealed = seal(&secret, KEY_NAME, ALG, &plain).unwrap();
+        assert!(sealed.starts_with(SEALED));
+        assert!(!sealed.windows(32).any(|w| plain.windows(32).any(|p| p == w)), "no 32 bytes of the plain key in the sealed one");
+        assert_eq!(open(&secret, KEY_NAME, ALG, &sealed).unwrap(), plain);
+        assert_ne!(seal(&secret, KEY_NAME, ALG, &plain).unwrap(), sealed, "a fresh nonce each time");
+        assert!(matches!(open(&[8u8; 32], KEY_NAME, ALG, &sealed), Err(IssuerError::WrongSecret)));
+        assert!(matches!(open(&secret, "another-row", ALG, &sealed), Err(IssuerError::WrongSecret)));
+        assert!(matches!(open(&secret, KEY_NAME, RS256, &sealed), Err(IssuerError::WrongSecret)));
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(matches!(open(&secret, KEY_NAME, ALG, &altered), Err(IssuerError::WrongSecret)));
+        assert!(matches!(open(&secret, KEY_NAME, ALG, &sealed[..SEALED.len() + 5]), Err(IssuerError::WrongSecret)));
+        let key = SigningKey::from_stored(&StoredKey { alg: ALG.into(), pkcs8: open(&secret, KEY_NAME, ALG, &sealed).unwrap() });
+        assert!(key.is_ok());
+    }
 
     fn key() -> SigningKey {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();

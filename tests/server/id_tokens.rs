@@ -196,3 +196,72 @@ async fn an_operators_rsa_key_signs_rs256_tokens() {
     assert_eq!((&jwks["keys"][0]["kty"], &jwks["keys"][0]["kid"]), (&"RSA".into(), &v["header"]["kid"]));
     assert!(jwks["keys"][0].get("d").is_none(), "never the private part");
 }
+
+/// Every file under `dir` that holds `needle`.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_holding(&path, needle));
+        } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The published key, and its public point (`04 || x || y`), which its PKCS#8 document holds.
+async fn published(server: &Server) -> (Value, Vec<u8>) {
+    use base64::Engine as _;
+    let r = reqwest::get(format!("{}/oauth/discovery/keys", server.url)).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", server.log());
+    let jwk = r.json::<Value>().await.unwrap()["keys"][0].clone();
+    let coordinate = |c: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwk[c].as_str().unwrap()).unwrap();
+    let point = [vec![4u8], coordinate("x"), coordinate("y")].concat();
+    (jwk, point)
+}
+
+/// With `secret_key_file`, the generated signing key is kept encrypted in the database (no
+/// file of the data directory holds it; without the file, the plain key is there to find),
+/// and opens only with the same file: another one, or none, is refused with a line saying
+/// what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_key_is_kept_encrypted_with_the_secret_key() {
+    let forge = Forge::new("a:\n  script: [\"true\"]\n");
+    let keys = tempfile::tempdir().unwrap();
+    let secret = |name: &str, byte: u8| {
+        let path = keys.path().join(name);
+        std::fs::write(&path, [byte; 32]).unwrap();
+        format!("secret_key_file = {:?}", path.display().to_string())
+    };
+    let (one, two) = (secret("one.key", 1), secret("two.key", 2));
+
+    // Without it (as before): the key is stored as it is.
+    let plain = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(&forge, 10_000, "", Some(plain.path()));
+    let (_, point) = published(&server).await;
+    server.kill();
+    assert!(!files_holding(plain.path(), &point).is_empty(), "a plain key is found in the data directory");
+    assert!(server.log().contains("stored unencrypted in the database: set `secret_key_file`"), "{}", server.log());
+
+    let data = tempfile::tempdir().unwrap();
+    let mut first = Server::start_in(&forge, 10_000, &one, Some(data.path()));
+    let (jwk, point) = published(&first).await;
+    first.kill();
+    assert_eq!(files_holding(data.path(), &point), Vec::<std::path::PathBuf>::new(), "the key is encrypted");
+    let mut again = Server::start_in(&forge, 10_000, &one, Some(data.path()));
+    assert_eq!(published(&again).await.0["kid"], jwk["kid"], "the same file opens it");
+    again.kill();
+    for (extra, said) in [
+        (two.as_str(), "does not open with this server's `secret_key_file`"),
+        ("", "is encrypted and this server has no `secret_key_file`"),
+    ] {
+        let mut other = Server::start_in(&forge, 10_000, extra, Some(data.path()));
+        let r = reqwest::get(format!("{}/oauth/discovery/keys", other.url)).await.unwrap();
+        assert_eq!(r.status(), 500);
+        assert!(!r.text().await.unwrap().contains("secret_key_file"), "the reason is for the operator's log only");
+        other.kill();
+        assert!(other.log().contains(said), "{said}: {}", other.log());
+    }
+}
