@@ -498,34 +498,18 @@ async fn main() {
     let r = send_hook(hook("main", &before2, &after2), "lat-log".into()).await;
     let pipeline: serde_json::Value = r.json().await.unwrap();
     let pid_ = pipeline["pipeline"].as_i64().unwrap();
-    let job_id = loop {
-        let p: serde_json::Value = client.get(format!("{base}/api/v1/pipelines/{pid_}")).send().await.unwrap().json().await.unwrap();
-        if let Some(id) = p["jobs"][0]["id"].as_i64() {
-            break id;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let mut stream = client.get(format!("{base}/api/v1/jobs/{job_id}/log/stream")).send().await.unwrap().bytes_stream();
-    let mut pending = String::new();
+    let job_id = first_job(&client, &base, pid_, Duration::from_millis(20)).await;
     let mut delays = Vec::new();
-    'outer: while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+    follow_log(&client, &base, job_id, |text| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
-        pending.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(end) = pending.find("\n\n") {
-            let block: String = pending.drain(..end + 2).collect();
-            if block.contains("event: end") {
-                break 'outer;
-            }
-            let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) {
-                for line in v["text"].as_str().unwrap_or("").lines() {
-                    if let Some(ns) = line.strip_prefix("at ").and_then(|t| t.trim().parse::<i128>().ok()) {
-                        delays.push(((now - ns) as f64 / 1e6).max(0.0));
-                    }
-                }
+        for line in text.lines() {
+            if let Some(ns) = line.strip_prefix("at ").and_then(|t| t.trim().parse::<i128>().ok()) {
+                delays.push(((now - ns) as f64 / 1e6).max(0.0));
             }
         }
-    }
+        false
+    })
+    .await;
     delays.sort_by(|a, b| a.total_cmp(b));
     if delays.is_empty() {
         println!("log latency: no line received");
@@ -539,6 +523,38 @@ async fn main() {
         );
     }
     drop(server);
+}
+
+/// The id of pipeline `pipeline`'s first job, once it has one (asked every `poll`).
+async fn first_job(client: &reqwest::Client, base: &str, pipeline: i64, poll: Duration) -> i64 {
+    loop {
+        let p: serde_json::Value = client.get(format!("{base}/api/v1/pipelines/{pipeline}")).send().await.unwrap().json().await.unwrap();
+        if let Some(id) = p["jobs"][0]["id"].as_i64() {
+            return id;
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Follows job `job`'s live log (`/log/stream`, server-sent events): `each` is given the text
+/// of every event as it arrives; it stops at the log's end, or when `each` returns `true`.
+async fn follow_log(client: &reqwest::Client, base: &str, job: i64, mut each: impl FnMut(&str) -> bool) {
+    let mut stream = client.get(format!("{base}/api/v1/jobs/{job}/log/stream")).send().await.unwrap().bytes_stream();
+    let mut pending = String::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        pending.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = pending.find("\n\n") {
+            let block: String = pending.drain(..end + 2).collect();
+            if block.contains("event: end") {
+                return;
+            }
+            let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+            let text = serde_json::from_str::<serde_json::Value>(&data).ok().and_then(|v| v["text"].as_str().map(str::to_owned));
+            if text.is_some_and(|t| each(&t)) {
+                return;
+            }
+        }
+    }
 }
 
 /// Sends a signed GitLab push hook.
@@ -975,32 +991,17 @@ async fn first_script_line(root: &Path, work: &Path, gport: u16) {
         let r = send_hook(&client, &base, hook("first-line", &before, &after), format!("first-{i}")).await;
         hook_ms.push(start.elapsed());
         let id = r.json::<serde_json::Value>().await.unwrap()["pipeline"].as_i64().expect("a new pipeline");
-        let job = loop {
-            let p: serde_json::Value = client.get(format!("{base}/api/v1/pipelines/{id}")).send().await.unwrap().json().await.unwrap();
-            if let Some(job) = p["jobs"][0]["id"].as_i64() {
-                break job;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
+        let job = first_job(&client, &base, id, Duration::from_millis(1)).await;
         planned.push(start.elapsed());
-        let mut stream = client.get(format!("{base}/api/v1/jobs/{job}/log/stream")).send().await.unwrap().bytes_stream();
-        let mut pending = String::new();
         let mut seen = None;
-        'events: while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-            pending.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-            while let Some(end) = pending.find("\n\n") {
-                let block: String = pending.drain(..end + 2).collect();
-                if block.contains("event: end") {
-                    break 'events;
-                }
-                let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-                let text = serde_json::from_str::<serde_json::Value>(&data).ok().and_then(|v| v["text"].as_str().map(str::to_owned));
-                if text.is_some_and(|t| t.lines().any(|l| l.trim_end() == "first-line-42")) {
-                    seen = Some(start.elapsed());
-                    break 'events;
-                }
+        follow_log(&client, &base, job, |text| {
+            let found = text.lines().any(|l| l.trim_end() == "first-line-42");
+            if found {
+                seen = Some(start.elapsed());
             }
-        }
+            found
+        })
+        .await;
         total.push(seen.unwrap_or_else(|| panic!("job {job}: the marker never reached the live log")));
         wait_pipeline(&client, &base, id).await;
         before = after;

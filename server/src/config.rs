@@ -752,46 +752,44 @@ impl Config {
         resolve(&mut config.ca_file)?;
         resolve(&mut config.known_hosts)?;
         resolve(&mut config.includes.templates_dir)?;
+        // A key file piste.toml names: its absolute path and its bytes.
+        let read_key = |name: &Path, what: &str| -> Result<(PathBuf, Vec<u8>), ConfigError> {
+            let file = absolute(&base.join(name)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let bytes = std::fs::read(&file).map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("`{what}`: cannot read `{}`: {e}", file.display()),
+            })?;
+            Ok((file, bytes))
+        };
+        let invalid = |what: &str, file: &Path, why: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("`{what}` `{}`: {why}", file.display()),
+        };
+        let pem = |file: &Path, bytes: Vec<u8>, what: &str| {
+            String::from_utf8(bytes).map_err(|_| invalid(what, file, "it is not a PEM file (not text)".into()))
+        };
         if let Some(signing) = config.signing.as_mut() {
-            let file = absolute(&base.join(&signing.key_file)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-            let pem = std::fs::read_to_string(&file).map_err(|e| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                message: format!("`[signing] key_file`: cannot read `{}`: {e}", file.display()),
-            })?;
-            check_signing_key(&pem).map_err(|why| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                message: format!("`[signing] key_file` `{}`: {why}", file.display()),
-            })?;
+            const WHAT: &str = "[signing] key_file";
+            let (file, bytes) = read_key(&signing.key_file, WHAT)?;
+            let pem = pem(&file, bytes, WHAT)?;
+            check_signing_key(&pem).map_err(|why| invalid(WHAT, &file, why))?;
             signing.key_file = file;
             signing.key_pem = pem;
         }
         if let Some(ids) = config.id_tokens.as_mut() {
-            let file = absolute(&base.join(&ids.key_file)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-            let pem = std::fs::read_to_string(&file).map_err(|e| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                message: format!("`[id_tokens] key_file`: cannot read `{}`: {e}", file.display()),
-            })?;
-            ids.key_der = check_id_tokens_key(&pem).map_err(|why| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                message: format!("`[id_tokens] key_file` `{}`: {why}", file.display()),
-            })?;
+            const WHAT: &str = "[id_tokens] key_file";
+            let (file, bytes) = read_key(&ids.key_file, WHAT)?;
+            ids.key_der = check_id_tokens_key(&pem(&file, bytes, WHAT)?).map_err(|why| invalid(WHAT, &file, why))?;
             ids.key_file = file;
         }
         if let Some(name) = config.secret_key_file.as_ref() {
-            let file = absolute(&base.join(name)).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-            let bytes = std::fs::read(&file).map_err(|e| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                message: format!("`secret_key_file`: cannot read `{}`: {e}", file.display()),
-            })?;
+            let (file, bytes) = read_key(name, "secret_key_file")?;
             if bytes.len() < SECRET_KEY_MIN_BYTES {
-                return Err(ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "`secret_key_file` `{}` holds {} bytes: it needs at least {SECRET_KEY_MIN_BYTES} random bytes (`head -c 32 /dev/urandom > FILE`)",
-                        file.display(),
-                        bytes.len()
-                    ),
-                });
+                let why = format!(
+                    "holds {} bytes: it needs at least {SECRET_KEY_MIN_BYTES} random bytes (`head -c 32 /dev/urandom > FILE`)",
+                    bytes.len()
+                );
+                return Err(invalid("secret_key_file", &file, why));
             }
             config.secret_key_file = Some(file);
             config.secret_key = Some(SecretKey(bytes));

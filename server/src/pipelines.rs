@@ -450,29 +450,9 @@ pub async fn job_started(state: &AppState, pipeline_id: i64, event: Event) -> Re
 /// commit. A start that cannot be stored is logged: the job's row keeps it.
 pub async fn job_started_later(state: Arc<AppState>, pipeline_id: i64, event: Event) {
     let entry = state.pipeline_lock(pipeline_id).await;
-    let (answer, answered) = tokio::sync::oneshot::channel();
-    let again = event.clone();
-    entry.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(Waiting {
-        events: vec![event],
-        extra: Vec::new(),
-        defer: Defer::IfNothingElse,
-        answer,
-    });
+    let queued = enqueue(&entry, vec![event], Vec::new(), Defer::IfNothingElse);
     tokio::spawn(async move {
-        let cached = entry.cached.lock().await;
-        // Taken by a holder before us (which answered before letting the lock go), or ours.
-        let batch = std::mem::take(&mut *entry.waiting.lock().unwrap_or_else(|e| e.into_inner()));
-        if batch.is_empty() {
-            drop(cached);
-        } else {
-            apply_batch(&state, pipeline_id, cached, batch).await;
-        }
-        let stored = match answered.await {
-            Ok(Answer::Done(result)) => result.map(drop),
-            Ok(Answer::Alone) => job_started(&state, pipeline_id, again).await,
-            Err(_) => Err(StoreError::Contended(pipeline_id)),
-        };
-        if let Err(e) = stored {
+        if let Err(e) = settle(&state, pipeline_id, &entry, queued).await {
             tracing::warn!(pipeline = pipeline_id, error = %crate::error::chain(&e), "a job's start was not stored (its row keeps it)");
         }
     });
@@ -638,9 +618,9 @@ struct Waiting {
 enum Answer {
     /// Applied (or refused) with the others of its batch: the engine's commands for its events.
     Done(Result<Vec<Command>, StoreError>),
-    /// Its batch failed (not a conflict): the caller applies its events alone, so that one
-    /// caller's failure is not the others'.
-    Alone,
+    /// Its batch failed (not a conflict): the caller applies its events (given back) alone,
+    /// so that one caller's failure is not the others'.
+    Alone(Vec<Event>, Vec<JobUpdate>),
 }
 
 /// Applies `events` to the pipeline's engine and stores the result, with `extra` job updates
@@ -659,13 +639,29 @@ async fn process_once(
     defer: Defer,
 ) -> Result<Vec<Command>, StoreError> {
     let entry = state.pipeline_lock(pipeline_id).await;
-    let (answer, mut answered) = tokio::sync::oneshot::channel();
-    let again = (events.clone(), extra.clone());
+    let queued = enqueue(&entry, events, extra, defer);
+    settle(state, pipeline_id, &entry, queued).await
+}
+
+/// A caller's events in the pipeline's queue: its answer to come.
+struct Queued {
+    answered: tokio::sync::oneshot::Receiver<Answer>,
+    defer: Defer,
+}
+
+/// Puts a caller's events in the pipeline's queue, in arrival order.
+fn enqueue(entry: &Entry, events: Vec<Event>, extra: Vec<JobUpdate>, defer: Defer) -> Queued {
+    let (answer, answered) = tokio::sync::oneshot::channel();
     entry.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(Waiting { events, extra, defer, answer });
+    Queued { answered, defer }
+}
+
+/// Waits for the pipeline's lock and the answer to `queued`: the holder before us may have
+/// applied it with its own events (it answers before it lets the lock go); otherwise it is
+/// still queued and we apply it, with whatever else waits.
+async fn settle(state: &AppState, pipeline_id: i64, entry: &Entry, mut queued: Queued) -> Result<Vec<Command>, StoreError> {
     let cached = entry.cached.lock().await;
-    // The holder before us may have taken our events with its own (it answers before it
-    // lets the lock go); otherwise they are still queued and we take them, with the others.
-    let answer = match answered.try_recv() {
+    let answer = match queued.answered.try_recv() {
         Ok(answer) => {
             drop(cached);
             answer
@@ -673,15 +669,16 @@ async fn process_once(
         Err(_) => {
             let batch = std::mem::take(&mut *entry.waiting.lock().unwrap_or_else(|e| e.into_inner()));
             apply_batch(state, pipeline_id, cached, batch).await;
-            answered.await.unwrap_or(Answer::Done(Err(StoreError::Contended(pipeline_id))))
+            queued.answered.await.unwrap_or(Answer::Done(Err(StoreError::Contended(pipeline_id))))
         }
     };
     match answer {
         Answer::Done(result) => result,
-        Answer::Alone => {
+        Answer::Alone(events, extra) => {
             let (answer, answered) = tokio::sync::oneshot::channel();
             let cached = entry.cached.lock().await;
-            apply_batch(state, pipeline_id, cached, vec![Waiting { events: again.0, extra: again.1, defer, answer }]).await;
+            let alone = Waiting { events, extra, defer: queued.defer, answer };
+            apply_batch(state, pipeline_id, cached, vec![alone]).await;
             match answered.await {
                 Ok(Answer::Done(result)) => result,
                 _ => Err(StoreError::Contended(pipeline_id)),
@@ -871,7 +868,7 @@ fn answer_alone_or(batch: Vec<Waiting>, e: StoreError) {
         return;
     }
     for w in batch {
-        let _ = w.answer.send(Answer::Alone);
+        let _ = w.answer.send(Answer::Alone(w.events, w.extra));
     }
 }
 

@@ -179,9 +179,9 @@ impl ChunkedLogs {
     ///
     /// The object is written while the store is asked whether chunks exist (one round trip
     /// less before the finish is answered): the report holds the whole log from its first
-    /// byte, so the object is right either way; when chunks turn up after all (a chunk the
-    /// runner thought lost), the log is appended to them and sealed as usual, which writes
-    /// the same bytes again.
+    /// byte, so the object is right either way. `piste runner` sends a log whole only when it
+    /// started no chunk request; should chunks exist all the same (another client), the log
+    /// is appended to them and sealed as usual, which writes the object again from them.
     pub async fn store_whole(&self, job: i64, attempt: i64, data: Bytes, secrets: &[String], at_ms: i64) -> Result<Whole, LogError> {
         let known = self.remembered(job, attempt);
         if !known.is_empty() {

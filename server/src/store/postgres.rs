@@ -91,71 +91,69 @@ impl PgStore {
         let added = events.len() as i64;
         let seqs: Vec<i64> = (t.expected_version + 1..).take(events.len()).collect();
         let ids: Vec<i64> = finished.iter().map(|f| f.job_id).collect();
-        let appended: i64 = if let [] | [_] = finished.as_slice() {
-            // The common case, one job or none: scalars (the arrays' statement costs
-            // PostgreSQL more CPU per call).
-            let one = finished.first();
-            sqlx::query_scalar(
-                "WITH p AS ( \
-                   UPDATE pipelines SET version = version + $3, status = COALESCE($4, status), updated_at = $5, wake_at = $6 \
-                   WHERE id = $1 AND version = $2 \
-                     AND ($9::BIGINT IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $9 AND pipeline_id = $1)) \
-                   RETURNING id), \
-                 e AS (INSERT INTO pipeline_events (pipeline_id, seq, event) \
-                   SELECT p.id, u.seq, u.event FROM p, UNNEST($7::BIGINT[], $8::TEXT[]) AS u(seq, event)), \
-                 j AS (UPDATE jobs SET status = $10, attempt = $11, exit_code = $12, failure_reason = $13, finished_at = $14 \
-                   FROM p WHERE jobs.id = $9 AND jobs.pipeline_id = p.id RETURNING jobs.id) \
-                 SELECT COUNT(*) FROM p",
-            )
-            .bind(t.pipeline_id)
-            .bind(t.expected_version)
-            .bind(added)
-            .bind(t.pipeline_status.map(|s| s.as_str()))
-            .bind(t.at)
-            .bind(t.wake_at)
-            .bind(&seqs)
-            .bind(events)
-            .bind(one.map(|f| f.job_id))
-            .bind(one.map(|f| f.status.as_str()))
-            .bind(one.map(|f| i64::from(f.attempt)))
-            .bind(one.and_then(|f| f.exit_code.map(i64::from)))
-            .bind(one.and_then(|f| f.failure_reason))
-            .bind(one.map(|f| f.at))
-            .fetch_one(&self.pool)
-            .await?
-        } else {
-            sqlx::query_scalar(
-                "WITH p AS ( \
-               UPDATE pipelines SET version = version + $3, status = COALESCE($4, status), updated_at = $5, wake_at = $6 \
-               WHERE id = $1 AND version = $2 \
-                 AND (SELECT COUNT(*) FROM jobs WHERE id = ANY($9) AND pipeline_id = $1) = cardinality($9::BIGINT[]) \
-               RETURNING id), \
-             e AS (INSERT INTO pipeline_events (pipeline_id, seq, event) \
-               SELECT p.id, u.seq, u.event FROM p, UNNEST($7::BIGINT[], $8::TEXT[]) AS u(seq, event)), \
-             j AS (UPDATE jobs SET status = u.status, attempt = u.attempt, exit_code = u.exit_code, \
-                 failure_reason = u.failure_reason, finished_at = u.finished_at \
-               FROM p, UNNEST($9::BIGINT[], $10::TEXT[], $11::BIGINT[], $12::BIGINT[], $13::TEXT[], $14::BIGINT[]) \
-                 AS u(id, status, attempt, exit_code, failure_reason, finished_at) \
-               WHERE jobs.id = u.id AND jobs.pipeline_id = p.id RETURNING jobs.id) \
-             SELECT COUNT(*) FROM p",
-            )
-            .bind(t.pipeline_id)
-            .bind(t.expected_version)
-            .bind(added)
-            .bind(t.pipeline_status.map(|s| s.as_str()))
-            .bind(t.at)
-            .bind(t.wake_at)
-            .bind(&seqs)
-            .bind(events)
-            .bind(&ids)
-            .bind(finished.iter().map(|f| f.status.as_str()).collect::<Vec<_>>())
-            .bind(finished.iter().map(|f| i64::from(f.attempt)).collect::<Vec<_>>())
-            .bind(finished.iter().map(|f| f.exit_code.map(i64::from)).collect::<Vec<_>>())
-            .bind(finished.iter().map(|f| f.failure_reason).collect::<Vec<_>>())
-            .bind(finished.iter().map(|f| f.at).collect::<Vec<_>>())
-            .fetch_one(&self.pool)
-            .await?
+        // The pipeline's version, its events, then the jobs: `$9` to `$14` are one job's
+        // values (the common case, one job or none: the arrays' statement costs PostgreSQL
+        // more CPU per call) or arrays of them.
+        macro_rules! in_one_statement {
+            ($jobs_exist:literal, $jobs_update:literal) => {
+                concat!(
+                    "WITH p AS ( \
+                       UPDATE pipelines SET version = version + $3, status = COALESCE($4, status), updated_at = $5, wake_at = $6 \
+                       WHERE id = $1 AND version = $2 AND ",
+                    $jobs_exist,
+                    " RETURNING id), \
+                     e AS (INSERT INTO pipeline_events (pipeline_id, seq, event) \
+                       SELECT p.id, u.seq, u.event FROM p, UNNEST($7::BIGINT[], $8::TEXT[]) AS u(seq, event)), \
+                     j AS (",
+                    $jobs_update,
+                    " RETURNING jobs.id) SELECT COUNT(*) FROM p"
+                )
+            };
+        }
+        let one = match finished.as_slice() {
+            [] | [_] => Some(finished.first()),
+            _ => None,
         };
+        let query = sqlx::query_scalar(match one {
+            Some(_) => in_one_statement!(
+                "($9::BIGINT IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $9 AND pipeline_id = $1))",
+                "UPDATE jobs SET status = $10, attempt = $11, exit_code = $12, failure_reason = $13, finished_at = $14 \
+                 FROM p WHERE jobs.id = $9 AND jobs.pipeline_id = p.id"
+            ),
+            None => in_one_statement!(
+                "(SELECT COUNT(*) FROM jobs WHERE id = ANY($9) AND pipeline_id = $1) = cardinality($9::BIGINT[])",
+                "UPDATE jobs SET status = u.status, attempt = u.attempt, exit_code = u.exit_code, \
+                   failure_reason = u.failure_reason, finished_at = u.finished_at \
+                 FROM p, UNNEST($9::BIGINT[], $10::TEXT[], $11::BIGINT[], $12::BIGINT[], $13::TEXT[], $14::BIGINT[]) \
+                   AS u(id, status, attempt, exit_code, failure_reason, finished_at) \
+                 WHERE jobs.id = u.id AND jobs.pipeline_id = p.id"
+            ),
+        })
+        .bind(t.pipeline_id)
+        .bind(t.expected_version)
+        .bind(added)
+        .bind(t.pipeline_status.map(|s| s.as_str()))
+        .bind(t.at)
+        .bind(t.wake_at)
+        .bind(&seqs)
+        .bind(events);
+        let query = match one {
+            Some(one) => query
+                .bind(one.map(|f| f.job_id))
+                .bind(one.map(|f| f.status.as_str()))
+                .bind(one.map(|f| i64::from(f.attempt)))
+                .bind(one.and_then(|f| f.exit_code.map(i64::from)))
+                .bind(one.and_then(|f| f.failure_reason))
+                .bind(one.map(|f| f.at)),
+            None => query
+                .bind(&ids)
+                .bind(finished.iter().map(|f| f.status.as_str()).collect::<Vec<_>>())
+                .bind(finished.iter().map(|f| i64::from(f.attempt)).collect::<Vec<_>>())
+                .bind(finished.iter().map(|f| f.exit_code.map(i64::from)).collect::<Vec<_>>())
+                .bind(finished.iter().map(|f| f.failure_reason).collect::<Vec<_>>())
+                .bind(finished.iter().map(|f| f.at).collect::<Vec<_>>()),
+        };
+        let appended: i64 = query.fetch_one(&self.pool).await?;
         if appended == 1 {
             return Ok(Some(t.expected_version + added));
         }
